@@ -1,0 +1,180 @@
+//! Command-line interface: clap definitions, and merging flags over the config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::ClientSettings;
+use crate::config::{Config, DEFAULT_RELAY_ADDR, check_relay_url};
+use crate::ids::{AppId, DeviceId, Platform, UserId};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "termphone",
+    version,
+    about = "A terminal softphone: calls that ring every device, chat in sync, over a bundled relay",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Config file (default: termphone/config.toml in the platform's config directory).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub device: DeviceArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run one device without the TUI: JSON-lines commands on stdin, events on stdout.
+    Headless(DeviceArgs),
+    /// Run the relay in the foreground.
+    Relay(RelayArgs),
+    /// Print a UserSig (login ticket) for a user.
+    Usersig(UsersigArgs),
+}
+
+/// Flags of a device, shared by the TUI and headless mode.
+#[derive(Debug, Args, Default)]
+pub struct DeviceArgs {
+    /// Relay address, ws://HOST:PORT (default: ws://127.0.0.1:7787, started if absent).
+    #[arg(long, value_name = "URL", value_parser = parse_relay_url)]
+    pub relay: Option<String>,
+    /// SDKAppID to log in to.
+    #[arg(long, value_name = "SDKAPPID")]
+    pub app: Option<AppId>,
+    /// Log in as this user at start.
+    #[arg(long, value_name = "USERID")]
+    pub user: Option<UserId>,
+    /// Device id (default: a generated id kept in the user's profile).
+    #[arg(long, value_name = "DEVICEID")]
+    pub device: Option<DeviceId>,
+    /// Platform label for the relay's per-platform limits (terminal, android, ios, web, ...).
+    #[arg(long, value_name = "NAME")]
+    pub platform: Option<Platform>,
+    /// Login ticket (default: minted from the configured secret).
+    #[arg(long, value_name = "TICKET")]
+    pub usersig: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Address to listen on (default: relay.listen of the config, 127.0.0.1:7787).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// SQLite database (default: relay.db of the config, else relay.sqlite3 in the data directory).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Stop after this many seconds without any connection.
+    #[arg(long, value_name = "SECS")]
+    pub exit_when_idle: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct UsersigArgs {
+    #[arg(long, value_name = "USERID")]
+    pub user: UserId,
+    /// SDKAppID (default: client.app of the config, the development app).
+    #[arg(long, value_name = "SDKAPPID")]
+    pub app: Option<AppId>,
+    /// Secret of the app (default: client.secret of the config, the development secret).
+    #[arg(long, value_name = "KEY")]
+    pub secret: Option<String>,
+    /// Lifetime in seconds (default: client.usersig_lifetime_secs, 7 days; 0 mints an already expired ticket).
+    #[arg(long, value_name = "SECONDS")]
+    pub expire: Option<u64>,
+}
+
+fn parse_relay_url(s: &str) -> Result<String, String> {
+    check_relay_url(s).map(|()| s.to_owned())
+}
+
+/// Where termphone keeps its files.
+#[derive(Clone, Debug)]
+pub struct Dirs {
+    pub config_file: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl Dirs {
+    pub fn discover() -> Dirs {
+        match directories::ProjectDirs::from("", "", "termphone") {
+            Some(p) => Dirs {
+                config_file: p.config_dir().join("config.toml"),
+                data_dir: p.data_dir().to_path_buf(),
+            },
+            // No home directory at all: keep everything beside the working directory.
+            None => Dirs {
+                config_file: PathBuf::from("termphone.toml"),
+                data_dir: PathBuf::from("termphone-data"),
+            },
+        }
+    }
+}
+
+impl DeviceArgs {
+    /// Flags over config over defaults.
+    pub fn settings(&self, config: &Config, dirs: &Dirs) -> ClientSettings {
+        let c = &config.client;
+        let explicit = self.relay.clone().or_else(|| c.relay_url.clone());
+        ClientSettings {
+            autostart_relay: explicit.is_none() && c.autostart_relay,
+            relay_url: explicit.unwrap_or_else(|| format!("ws://{DEFAULT_RELAY_ADDR}")),
+            app: self.app.unwrap_or(c.app),
+            platform: self.platform.clone().unwrap_or_else(|| c.platform.clone()),
+            secret: c.secret.clone(),
+            usersig_lifetime_secs: c.usersig_lifetime_secs,
+            data_dir: dirs.data_dir.clone(),
+        }
+    }
+
+    pub fn user(&self, config: &Config) -> Option<UserId> {
+        self.user.clone().or_else(|| config.client.user.clone())
+    }
+
+    pub fn device_id(&self, config: &Config) -> Option<DeviceId> {
+        self.device.clone().or_else(|| config.client.device.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_rule() {
+        let err = Cli::try_parse_from(["termphone", "--user", "al ice"]).unwrap_err();
+        assert!(err.to_string().contains("1 to 32 bytes"), "{err}");
+        let err =
+            Cli::try_parse_from(["termphone", "headless", "--relay", "http://x:1"]).unwrap_err();
+        assert!(err.to_string().contains("ws://HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_config() {
+        let cli =
+            Cli::try_parse_from(["termphone", "--relay", "ws://10.0.0.1:9", "--app", "7"]).unwrap();
+        let dirs = Dirs {
+            config_file: "c".into(),
+            data_dir: "d".into(),
+        };
+        let s = cli.device.settings(&Config::default(), &dirs);
+        assert_eq!(
+            (s.relay_url.as_str(), s.app, s.autostart_relay),
+            ("ws://10.0.0.1:9", 7, false)
+        );
+        let s = DeviceArgs::default().settings(&Config::default(), &dirs);
+        assert_eq!(s.relay_url, "ws://127.0.0.1:7787");
+        assert!(s.autostart_relay);
+    }
+}

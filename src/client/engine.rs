@@ -1,0 +1,422 @@
+//! The client engine: a device's login state, its link to the relay and the
+//! rules for both, as a plain state machine.
+//!
+//! Like the relay core it never reads a clock or touches a socket: the
+//! connection task feeds it `Input`s with the time and carries out its
+//! `Output`s (connect, send, close, report an event). Reconnection with
+//! backoff, session resume and heartbeats are decided here, so tests play
+//! them on virtual time.
+
+use std::collections::VecDeque;
+
+use crate::client::event::{Event, LinkState, LoginStatus};
+use crate::error::{Error, ErrorCode};
+use crate::ids::{AppId, DeviceId, Platform, UserId};
+use crate::protocol::{ClientMsg, ServerMsg, WireError};
+
+pub type Millis = u64;
+
+/// What a front end asks of the engine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Login {
+        user: UserId,
+        device: DeviceId,
+        user_sig: String,
+    },
+    Logout,
+    /// The app's users and their online devices; with `subscribe`, later
+    /// changes follow as `USER_STATUS_CHANGED`.
+    GetUsers {
+        subscribe: bool,
+    },
+}
+
+impl Command {
+    /// The headless command name, for `ERROR` events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Login { .. } => "login",
+            Command::Logout => "logout",
+            Command::GetUsers { .. } => "getUsers",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Input {
+    Command(Command),
+    /// The transport connected.
+    Connected,
+    /// A connection attempt failed; `reason` says why, for the user.
+    ConnectFailed {
+        reason: String,
+    },
+    /// The transport dropped (not at the engine's request).
+    Disconnected,
+    Frame(ServerMsg),
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    Connect,
+    /// Close the transport after sending what is queued; do not report it.
+    Disconnect,
+    Send(ClientMsg),
+    Event(Event),
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub app: AppId,
+    pub platform: Platform,
+    pub heartbeat_interval_ms: Millis,
+    pub backoff_min_ms: Millis,
+    pub backoff_max_ms: Millis,
+}
+
+impl EngineConfig {
+    pub fn new(app: AppId, platform: Platform) -> Self {
+        EngineConfig {
+            app,
+            platform,
+            heartbeat_interval_ms: 10_000,
+            backoff_min_ms: 250,
+            backoff_max_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Credentials {
+    user: UserId,
+    device: DeviceId,
+    user_sig: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    Down,
+    Connecting,
+    Up,
+}
+
+pub struct ClientEngine {
+    config: EngineConfig,
+    status: LoginStatus,
+    credentials: Option<Credentials>,
+    /// Resume token of the relay session, once logged in.
+    session: Option<String>,
+    link: Link,
+    retry_at: Option<Millis>,
+    attempt: u32,
+    next_heartbeat: Option<Millis>,
+    /// RELAY_UNREACHABLE was reported for the current outage.
+    reported_unreachable: bool,
+    out: VecDeque<Output>,
+}
+
+impl ClientEngine {
+    pub fn new(config: EngineConfig) -> Self {
+        ClientEngine {
+            config,
+            status: LoginStatus::Logout,
+            credentials: None,
+            session: None,
+            link: Link::Down,
+            retry_at: None,
+            attempt: 0,
+            next_heartbeat: None,
+            reported_unreachable: false,
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn status(&self) -> LoginStatus {
+        self.status
+    }
+
+    pub fn user(&self) -> Option<&UserId> {
+        self.credentials.as_ref().map(|c| &c.user)
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        [self.retry_at, self.next_heartbeat]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if self.retry_at.is_some_and(|at| at <= now) {
+            self.retry_at = None;
+            self.connect();
+        }
+        if let Some(at) = self.next_heartbeat.filter(|&at| at <= now) {
+            self.send(ClientMsg::Heartbeat);
+            self.next_heartbeat = Some(at.max(now) + self.config.heartbeat_interval_ms);
+        }
+    }
+
+    pub fn handle(&mut self, now: Millis, input: Input) {
+        match input {
+            Input::Command(cmd) => self.command(cmd),
+            Input::Connected => {
+                self.link = Link::Up;
+                self.attempt = 0;
+                self.reported_unreachable = false;
+                self.next_heartbeat = Some(now + self.config.heartbeat_interval_ms);
+                self.event(Event::ConnectionChanged {
+                    state: LinkState::Connected,
+                });
+                match (&self.session, &self.credentials) {
+                    (Some(token), _) => self.send(ClientMsg::Resume {
+                        session: token.clone(),
+                    }),
+                    (None, Some(_)) => self.send_login(),
+                    (None, None) => {}
+                }
+            }
+            Input::ConnectFailed { reason } => {
+                self.link = Link::Down;
+                if !self.reported_unreachable {
+                    self.reported_unreachable = true;
+                    self.event(Event::error(
+                        Error::new(
+                            ErrorCode::RelayUnreachable,
+                            format!("cannot reach the relay: {reason}; retrying with backoff"),
+                        ),
+                        None,
+                    ));
+                }
+                self.schedule_retry(now);
+            }
+            Input::Disconnected => {
+                self.link = Link::Down;
+                self.next_heartbeat = None;
+                if self.credentials.is_some() {
+                    self.event(Event::ConnectionChanged {
+                        state: LinkState::Reconnecting,
+                    });
+                    self.schedule_retry(now);
+                } else {
+                    self.event(Event::ConnectionChanged {
+                        state: LinkState::Disconnected,
+                    });
+                }
+            }
+            Input::Frame(msg) => self.frame(msg),
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let name = cmd.name();
+        match cmd {
+            Command::Login {
+                user,
+                device,
+                user_sig,
+            } => {
+                self.credentials = Some(Credentials {
+                    user,
+                    device,
+                    user_sig,
+                });
+                // A new login replaces the session (and, for another user,
+                // switches accounts on the relay).
+                self.session = None;
+                self.set_status(LoginStatus::Logining);
+                match self.link {
+                    Link::Up => self.send_login(),
+                    Link::Down => {
+                        self.retry_at = None;
+                        self.connect();
+                    }
+                    Link::Connecting => {}
+                }
+            }
+            Command::Logout => {
+                if self.status == LoginStatus::Logout && self.credentials.is_none() {
+                    return self.not_logged_in(name);
+                }
+                if self.link == Link::Up {
+                    self.send(ClientMsg::Logout);
+                }
+                self.sign_out();
+            }
+            Command::GetUsers { subscribe } => {
+                if self.status != LoginStatus::Logined {
+                    return self.not_logged_in(name);
+                }
+                if self.link != Link::Up {
+                    return self.event(Event::error(
+                        Error::new(
+                            ErrorCode::RelayUnreachable,
+                            "reconnecting to the relay; try again in a moment",
+                        ),
+                        Some(name),
+                    ));
+                }
+                self.send(ClientMsg::ListUsers { subscribe });
+            }
+        }
+    }
+
+    fn frame(&mut self, msg: ServerMsg) {
+        match msg {
+            ServerMsg::LoginOk { session, .. } => {
+                self.session = Some(session);
+                // After a silent re-login (resume failed) the user saw no
+                // change, so there is nothing to announce.
+                if self.status != LoginStatus::Logined {
+                    self.set_status(LoginStatus::Logined);
+                    self.event(Event::SdkReady);
+                }
+            }
+            ServerMsg::LoginFailed { error } => {
+                let expired = error.code == ErrorCode::UserSigExpiredRelay.code();
+                if expired && self.status == LoginStatus::Logined {
+                    self.event(Event::UserSigExpired);
+                } else {
+                    self.event(login_error(error));
+                }
+                self.sign_out();
+            }
+            ServerMsg::Resumed { .. } => {}
+            ServerMsg::ResumeFailed { error } => {
+                self.session = None;
+                if error.code == ErrorCode::UserSigExpiredRelay.code() {
+                    self.event(Event::UserSigExpired);
+                    self.sign_out();
+                } else {
+                    self.send_login();
+                }
+            }
+            ServerMsg::LoggedOut | ServerMsg::HeartbeatAck => {}
+            ServerMsg::KickedOut { reason, message } => {
+                self.event(Event::KickedOut {
+                    reason: reason.as_str().into(),
+                    message,
+                });
+                self.sign_out();
+            }
+            ServerMsg::UserSigExpired => {
+                self.event(Event::UserSigExpired);
+                self.sign_out();
+            }
+            ServerMsg::Users { users } => self.event(Event::Users {
+                users: users.into_iter().map(Into::into).collect(),
+            }),
+            ServerMsg::Presence { user } => {
+                self.event(Event::UserStatusChanged { user: user.into() })
+            }
+            ServerMsg::Error { error, request } => {
+                let cmd = request.as_deref().map(command_for_request);
+                self.event(Event::Error {
+                    code: error.code,
+                    message: error.message,
+                    cmd: cmd.map(str::to_owned),
+                    relay_code: None,
+                });
+            }
+        }
+    }
+
+    /// Forgets the login and closes the link: nothing reconnects by itself.
+    fn sign_out(&mut self) {
+        self.credentials = None;
+        self.session = None;
+        self.retry_at = None;
+        self.next_heartbeat = None;
+        if self.link != Link::Down {
+            self.link = Link::Down;
+            self.out.push_back(Output::Disconnect);
+        }
+        self.set_status(LoginStatus::Logout);
+    }
+
+    fn send_login(&mut self) {
+        let Some(c) = &self.credentials else { return };
+        let msg = ClientMsg::Login {
+            app: self.config.app,
+            user: c.user.to_string(),
+            device: c.device.to_string(),
+            platform: self.config.platform.to_string(),
+            user_sig: c.user_sig.clone(),
+        };
+        self.send(msg);
+    }
+
+    fn connect(&mut self) {
+        self.link = Link::Connecting;
+        self.out.push_back(Output::Connect);
+    }
+
+    fn schedule_retry(&mut self, now: Millis) {
+        if self.credentials.is_none() {
+            return;
+        }
+        let backoff = self
+            .config
+            .backoff_min_ms
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(self.config.backoff_max_ms);
+        self.attempt += 1;
+        self.retry_at = Some(now + backoff);
+    }
+
+    fn set_status(&mut self, status: LoginStatus) {
+        if self.status != status {
+            self.status = status;
+            self.event(Event::status(status));
+        }
+    }
+
+    fn not_logged_in(&mut self, cmd: &str) {
+        self.event(Event::error(
+            Error::new(
+                ErrorCode::NotLoggedIn,
+                format!("`{cmd}` needs a completed login: send `login` and wait for SDK_READY"),
+            ),
+            Some(cmd),
+        ));
+    }
+
+    fn send(&mut self, msg: ClientMsg) {
+        self.out.push_back(Output::Send(msg));
+    }
+
+    fn event(&mut self, event: Event) {
+        self.out.push_back(Output::Event(event));
+    }
+}
+
+/// A refused login, reported under the client's code where the vendor has one.
+fn login_error(error: WireError) -> Event {
+    if error.code == ErrorCode::UserSigExpiredRelay.code() {
+        return Event::Error {
+            code: ErrorCode::UserSigExpired.code(),
+            message: error.message,
+            cmd: Some("login".into()),
+            relay_code: Some(error.code),
+        };
+    }
+    Event::Error {
+        code: error.code,
+        message: error.message,
+        cmd: Some("login".into()),
+        relay_code: None,
+    }
+}
+
+/// The headless command behind a relay request type.
+fn command_for_request(request: &str) -> &str {
+    match request {
+        "list_users" => "getUsers",
+        other => other,
+    }
+}

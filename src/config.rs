@@ -1,0 +1,369 @@
+//! Configuration: one TOML file, every key documented in `config.example.toml`.
+//!
+//! Unknown keys are an error that names the key (a typo must not silently
+//! fall back to a default). Command-line flags override the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ids::{AppId, DEV_APP_ID, DeviceId, Platform, UserId};
+use crate::usersig::{DEFAULT_LIFETIME_SECS, DEV_SECRET};
+
+/// The loopback address a client tries first, and where it starts the
+/// bundled relay when nothing answers there.
+pub const DEFAULT_RELAY_ADDR: &str = "127.0.0.1:7787";
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub client: ClientConfig,
+    pub relay: RelayConfig,
+}
+
+/// Settings of a device (TUI and headless).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// `ws://HOST:PORT` of the relay. Unset means the default loopback
+    /// address, where the bundled relay is started when nothing answers.
+    pub relay_url: Option<String>,
+    pub app: AppId,
+    /// Secret used to mint a UserSig when none is given.
+    pub secret: String,
+    pub user: Option<UserId>,
+    pub device: Option<DeviceId>,
+    pub platform: Platform,
+    pub multi_device: bool,
+    /// Start the bundled relay when the default loopback relay does not answer.
+    pub autostart_relay: bool,
+    /// Lifetime of the tickets the client mints.
+    pub usersig_lifetime_secs: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            relay_url: None,
+            app: DEV_APP_ID,
+            secret: DEV_SECRET.into(),
+            user: None,
+            device: None,
+            platform: Platform::terminal(),
+            multi_device: false,
+            autostart_relay: true,
+            usersig_lifetime_secs: DEFAULT_LIFETIME_SECS,
+        }
+    }
+}
+
+/// Settings of `termphone relay`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    pub listen: SocketAddr,
+    /// SQLite database; defaults to `relay.sqlite3` in the data directory.
+    pub db: Option<PathBuf>,
+    pub max_connections: usize,
+    /// How long a dropped device's session is kept for it to resume.
+    pub session_grace_secs: u64,
+    /// A connection that sends nothing (not even a heartbeat) for this long is dropped.
+    pub heartbeat_timeout_secs: u64,
+    pub apps: Vec<AppConfig>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            listen: DEFAULT_RELAY_ADDR.parse().expect("valid default address"),
+            db: None,
+            max_connections: 10_000,
+            session_grace_secs: 90,
+            heartbeat_timeout_secs: 30,
+            apps: vec![AppConfig::default()],
+        }
+    }
+}
+
+/// One app (SDKAppID) hosted by the relay.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    pub id: AppId,
+    pub secret: String,
+    /// Devices of one user that may be online at once on one platform.
+    pub max_devices_per_platform: u32,
+    /// Per-platform exceptions to `max_devices_per_platform`.
+    pub platform_limits: BTreeMap<Platform, u32>,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            id: DEV_APP_ID,
+            secret: DEV_SECRET.into(),
+            max_devices_per_platform: 3,
+            platform_limits: BTreeMap::from([(Platform::parse("web").expect("valid"), 10)]),
+        }
+    }
+}
+
+impl AppConfig {
+    pub fn device_limit(&self, platform: &Platform) -> u32 {
+        self.platform_limits
+            .get(platform)
+            .copied()
+            .unwrap_or(self.max_devices_per_platform)
+    }
+}
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct ConfigError {
+    pub source_name: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Parses and validates the text of a config file.
+    pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            source_name: source_name.to_owned(),
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        config.validate().map_err(err)?;
+        Ok(config)
+    }
+
+    /// Loads `path` if given (it must exist), else the default file if it
+    /// exists, else the built-in defaults.
+    pub fn load(path: Option<&Path>, default_path: &Path) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p, true),
+            None => (default_path, false),
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &path.display().to_string()),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Config::default())
+            }
+            Err(e) => Err(ConfigError {
+                source_name: path.display().to_string(),
+                message: format!("cannot read the config file: {e}"),
+            }),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let c = &self.client;
+        if let Some(url) = &c.relay_url {
+            check_relay_url(url).map_err(|e| format!("client.relay_url: {e}"))?;
+        }
+        if c.app == 0 {
+            return Err("client.app must be a non-zero SDKAppID".into());
+        }
+        if c.usersig_lifetime_secs == 0 {
+            return Err("client.usersig_lifetime_secs must be at least 1".into());
+        }
+        let r = &self.relay;
+        if r.max_connections == 0 {
+            return Err("relay.max_connections must be at least 1".into());
+        }
+        if r.session_grace_secs == 0 || r.heartbeat_timeout_secs == 0 {
+            return Err(
+                "relay.session_grace_secs and relay.heartbeat_timeout_secs must be at least 1"
+                    .into(),
+            );
+        }
+        if r.apps.is_empty() {
+            return Err("relay.apps is empty: the relay must host at least one app".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for app in &r.apps {
+            if app.id == 0 {
+                return Err("relay.apps: id must be a non-zero SDKAppID".into());
+            }
+            if !seen.insert(app.id) {
+                return Err(format!("relay.apps: app {} is listed twice", app.id));
+            }
+            if app.secret.len() < 16 {
+                return Err(format!(
+                    "relay.apps: the secret of app {} is shorter than 16 bytes",
+                    app.id
+                ));
+            }
+            if app.max_devices_per_platform == 0 || app.platform_limits.values().any(|&n| n == 0) {
+                return Err(format!(
+                    "relay.apps: device limits of app {} must be at least 1",
+                    app.id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `url` is a `ws://HOST:PORT` address.
+pub fn check_relay_url(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("ws://").ok_or_else(|| {
+        format!("{url:?} must be a ws://HOST:PORT address (wss is not supported)")
+    })?;
+    let host_port = rest.split('/').next().unwrap_or_default();
+    match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!(
+            "{url:?} must be a ws://HOST:PORT address, with the port"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_documents_every_key() {
+        let text = include_str!("../config.example.toml");
+        let config = Config::parse(text, "config.example.toml").unwrap();
+        assert_eq!(
+            config.relay.apps[0].device_limit(&Platform::parse("web").unwrap()),
+            10
+        );
+        let uncommented: String = text
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for key in [
+            "relay_url",
+            "app",
+            "secret",
+            "user",
+            "device",
+            "platform",
+            "multi_device",
+            "autostart_relay",
+            "usersig_lifetime_secs",
+            "listen",
+            "db",
+            "max_connections",
+            "session_grace_secs",
+            "heartbeat_timeout_secs",
+            "id",
+            "max_devices_per_platform",
+            "platform_limits",
+        ] {
+            assert!(
+                uncommented.contains(&format!("\n{key} =")),
+                "config.example.toml does not document `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let config = Config::parse(
+            "[client]\nuser = \"alice\"\nmulti_device = true\n[relay]\nlisten = \"127.0.0.1:9000\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.client.user.unwrap().as_str(), "alice");
+        assert!(config.client.multi_device);
+        assert_eq!(config.relay.listen.port(), 9000);
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_named() {
+        let e = error_of("colour = \"blue\"\n");
+        assert!(e.contains("test.toml") && e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn unknown_nested_key_is_named() {
+        let e = error_of("[client]\nrelay = \"ws://x:1\"\n");
+        assert!(e.contains("relay") && e.contains("relay_url"), "{e}");
+        let e =
+            error_of("[[relay.apps]]\nid = 5\nsecret = \"0123456789abcdef\"\nmax_devices = 2\n");
+        assert!(e.contains("max_devices"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = error_of("[client]\nmulti_device = \"yes\"\n");
+        assert!(e.contains("multi_device") || e.contains("boolean"), "{e}");
+    }
+
+    #[test]
+    fn bad_user_id_states_the_rule() {
+        let e = error_of("[client]\nuser = \"al ice\"\n");
+        assert!(e.contains("1 to 32 bytes"), "{e}");
+    }
+
+    #[test]
+    fn bad_platform_states_the_rule() {
+        let e = error_of("[client]\nplatform = \"Android\"\n");
+        assert!(e.contains("a-z 0-9"), "{e}");
+    }
+
+    #[test]
+    fn relay_url_must_be_websocket() {
+        let e = error_of("[client]\nrelay_url = \"http://127.0.0.1:1\"\n");
+        assert!(e.contains("ws://HOST:PORT"), "{e}");
+        let e = error_of("[client]\nrelay_url = \"ws://127.0.0.1\"\n");
+        assert!(e.contains("with the port"), "{e}");
+        assert!(check_relay_url("ws://[::1]:7787").is_ok());
+    }
+
+    #[test]
+    fn bad_listen_address() {
+        let e = error_of("[relay]\nlisten = \"localhost\"\n");
+        assert!(e.contains("listen") || e.contains("socket address"), "{e}");
+    }
+
+    #[test]
+    fn app_rules() {
+        assert!(
+            error_of("[[relay.apps]]\nid = 0\nsecret = \"0123456789abcdef\"\n")
+                .contains("non-zero")
+        );
+        assert!(
+            error_of("[[relay.apps]]\nid = 5\nsecret = \"0123456789abcdef\"\n[[relay.apps]]\nid = 5\nsecret = \"0123456789abcdef\"\n")
+                .contains("listed twice")
+        );
+        assert!(
+            error_of("[[relay.apps]]\nid = 5\nsecret = \"short\"\n").contains("shorter than 16")
+        );
+        assert!(
+            error_of("[[relay.apps]]\nid = 5\nsecret = \"0123456789abcdef\"\nplatform_limits = { web = 0 }\n")
+                .contains("at least 1")
+        );
+        assert!(error_of("[relay]\napps = []\n").contains("at least one app"));
+    }
+
+    #[test]
+    fn zero_durations_are_refused() {
+        assert!(error_of("[relay]\nsession_grace_secs = 0\n").contains("at least 1"));
+        assert!(error_of("[relay]\nmax_connections = 0\n").contains("at least 1"));
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_but_missing_default_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        assert!(Config::load(Some(&missing), &missing).is_err());
+        assert_eq!(Config::load(None, &missing).unwrap(), Config::default());
+    }
+}

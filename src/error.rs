@@ -1,0 +1,133 @@
+//! Stable error codes shared by the relay, the client and the headless events.
+//!
+//! One table, one meaning per code, whoever detects the condition. The numbers
+//! the vendor documents (6206, 70001, ...) are kept; the rest live in ranges
+//! of their own. `docs/errors.md` lists the same table, and a test keeps the
+//! two in step.
+
+use std::fmt;
+
+macro_rules! error_codes {
+    ($($variant:ident = $code:literal, $name:literal, $summary:literal;)+) => {
+        /// A stable, documented error code.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($variant,)+
+        }
+
+        impl ErrorCode {
+            /// Every code, in table order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)+];
+
+            /// The number carried on the wire and in `ERROR` events.
+            pub const fn code(self) -> u32 {
+                match self {
+                    $(ErrorCode::$variant => $code,)+
+                }
+            }
+
+            /// The constant-style name shown beside the number.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)+
+                }
+            }
+
+            /// One line on what the code means.
+            pub const fn summary(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $summary,)+
+                }
+            }
+
+            pub fn from_code(code: u32) -> Option<ErrorCode> {
+                match code {
+                    $($code => Some(ErrorCode::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    UnknownCommand = 6001, "UNKNOWN_COMMAND", "headless: the `cmd` is not one of the documented commands";
+    InvalidJson = 6002, "INVALID_JSON", "headless: the line is not a JSON object with a string `cmd`";
+    WaitTimeout = 6012, "WAIT_TIMEOUT", "headless: the awaited event did not arrive within `timeout_ms`";
+    NotLoggedIn = 6014, "NOT_LOGGED_IN", "the request needs a completed login (wait for SDK_READY)";
+    InvalidParameters = 6017, "INVALID_PARAMETERS", "a command argument is missing or has the wrong type";
+    RelayUnreachable = 6200, "RELAY_UNREACHABLE", "the relay did not answer; the client keeps retrying with backoff";
+    UserSigExpired = 6206, "USER_SIG_EXPIRED", "client: the UserSig has expired; log in again with a fresh ticket";
+    KickedOut = 6208, "KICKED_OUT", "another login of the same user took this device's place";
+    UserSigExpiredRelay = 70001, "USER_SIG_EXPIRED_RELAY", "relay: the UserSig has expired (the client reports 6206)";
+    UserSigInvalid = 70003, "USER_SIG_INVALID", "the UserSig cannot be decoded: it is not a termphone ticket";
+    UserSigForged = 70009, "USER_SIG_FORGED", "the UserSig signature does not match the app's secret";
+    UserSigWrongUser = 70013, "USER_SIG_WRONG_USER", "the UserSig was issued to another UserID";
+    UserSigWrongApp = 70014, "USER_SIG_WRONG_APP", "the UserSig was issued for another SDKAppID";
+    UnknownApp = 70020, "UNKNOWN_APP", "the relay hosts no app with this SDKAppID";
+    InvalidUserId = 70400, "INVALID_USER_ID", "UserID must be 1 to 32 bytes of A-Z a-z 0-9 _ -";
+    InvalidDeviceId = 70401, "INVALID_DEVICE_ID", "device id must be 1 to 64 bytes of A-Z a-z 0-9 _ - .";
+    InvalidPlatform = 70402, "INVALID_PLATFORM", "platform must be 1 to 16 bytes of a-z 0-9";
+    MalformedFrame = 90001, "MALFORMED_FRAME", "the relay could not decode a frame as a protocol message";
+    FrameTooLarge = 90002, "FRAME_TOO_LARGE", "a control frame is larger than the protocol allows";
+    UnsupportedVersion = 90003, "UNSUPPORTED_VERSION", "the frame's protocol version `v` is not spoken by this peer";
+    TooManyConnections = 90005, "TOO_MANY_CONNECTIONS", "the relay is at its connection cap; try again later";
+    SessionExpired = 90006, "SESSION_EXPIRED", "the session to resume is gone (grace period over); a fresh login follows";
+    RelayShuttingDown = 90009, "RELAY_SHUTTING_DOWN", "the relay is stopping; clients reconnect when it is back";
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code(), self.name())
+    }
+}
+
+/// An error with its stable code and a message that says what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message} ({code})")]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_and_names_are_unique_and_round_trip() {
+        let mut codes = HashSet::new();
+        let mut names = HashSet::new();
+        for &c in ErrorCode::ALL {
+            assert!(codes.insert(c.code()), "duplicate code {}", c.code());
+            assert!(names.insert(c.name()), "duplicate name {}", c.name());
+            assert_eq!(ErrorCode::from_code(c.code()), Some(c));
+        }
+        assert_eq!(ErrorCode::from_code(1), None);
+    }
+
+    #[test]
+    fn vendor_numbers_are_kept() {
+        assert_eq!(ErrorCode::UserSigExpired.code(), 6206);
+        assert_eq!(ErrorCode::UserSigExpiredRelay.code(), 70001);
+    }
+
+    #[test]
+    fn docs_list_every_code() {
+        let doc = include_str!("../docs/errors.md");
+        for &c in ErrorCode::ALL {
+            let row = format!("| {} | `{}` |", c.code(), c.name());
+            assert!(doc.contains(&row), "docs/errors.md lacks the row for {c}");
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! `termphone headless`: one device driven by JSON lines.
+//!
+//! Commands arrive on stdin, one JSON object a line; events leave on stdout,
+//! one JSON object a line, and nothing else is ever written there (logs go
+//! to stderr). `docs/headless.md` is the reference.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::client::ClientSettings;
+use crate::client::connection::{self, ClientHandle};
+use crate::client::engine::{ClientEngine, Command};
+use crate::client::event::{EVENT_NAMES, Event, LoginStatus};
+use crate::error::{Error, ErrorCode};
+use crate::ids::{DeviceId, UserId};
+use crate::profile::Profile;
+use crate::time::unix_millis;
+
+/// Every command name, in the order docs/headless.md lists them.
+pub const COMMANDS: &[&str] = &["login", "logout", "getUsers", "wait", "quit"];
+
+const DEFAULT_WAIT_MS: u64 = 10_000;
+
+/// What `termphone headless` starts with.
+pub struct HeadlessOptions {
+    pub settings: ClientSettings,
+    pub user: Option<UserId>,
+    pub device: Option<DeviceId>,
+    pub user_sig: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginArgs {
+    #[serde(rename = "userID")]
+    user_id: String,
+    #[serde(rename = "userSig")]
+    user_sig: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetUsersArgs {
+    #[serde(default)]
+    subscribe: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitArgs {
+    event: String,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+/// A parsed command line.
+enum Request {
+    Login {
+        user: UserId,
+        user_sig: Option<String>,
+    },
+    Engine(Command),
+    Wait {
+        event: String,
+        timeout_ms: u64,
+    },
+    Quit,
+}
+
+/// Parses one line; on failure, the `ERROR` event to answer with.
+fn parse(line: &str) -> Result<Request, Event> {
+    let value: Value = serde_json::from_str(line).map_err(|e| {
+        error_event(
+            ErrorCode::InvalidJson,
+            format!("not a JSON object: {e}"),
+            None,
+        )
+    })?;
+    let Some(mut obj) = value.as_object().cloned() else {
+        return Err(error_event(
+            ErrorCode::InvalidJson,
+            "a command is a JSON object".into(),
+            None,
+        ));
+    };
+    let Some(Value::String(cmd)) = obj.remove("cmd") else {
+        return Err(error_event(
+            ErrorCode::InvalidJson,
+            r#"a command needs a string field "cmd", e.g. {"cmd":"login","userID":"alice"}"#.into(),
+            None,
+        ));
+    };
+    fn args<T: DeserializeOwned>(
+        cmd: &str,
+        obj: serde_json::Map<String, Value>,
+    ) -> Result<T, Event> {
+        serde_json::from_value(Value::Object(obj)).map_err(|e| {
+            error_event(
+                ErrorCode::InvalidParameters,
+                format!("{cmd}: {e}"),
+                Some(cmd),
+            )
+        })
+    }
+    match cmd.as_str() {
+        "login" => {
+            let a: LoginArgs = args(&cmd, obj)?;
+            let user = UserId::parse(&a.user_id).map_err(|e| Event::error(e, Some("login")))?;
+            Ok(Request::Login {
+                user,
+                user_sig: a.user_sig,
+            })
+        }
+        "logout" => args::<NoArgs>(&cmd, obj).map(|_| Request::Engine(Command::Logout)),
+        "getUsers" => {
+            let a: GetUsersArgs = args(&cmd, obj)?;
+            Ok(Request::Engine(Command::GetUsers {
+                subscribe: a.subscribe,
+            }))
+        }
+        "wait" => {
+            let a: WaitArgs = args(&cmd, obj)?;
+            if !EVENT_NAMES.contains(&a.event.as_str()) {
+                return Err(error_event(
+                    ErrorCode::InvalidParameters,
+                    format!(
+                        "wait: unknown event {:?}; events are {}",
+                        a.event,
+                        EVENT_NAMES.join(", ")
+                    ),
+                    Some("wait"),
+                ));
+            }
+            Ok(Request::Wait {
+                event: a.event,
+                timeout_ms: a.timeout_ms.unwrap_or(DEFAULT_WAIT_MS),
+            })
+        }
+        "quit" => args::<NoArgs>(&cmd, obj).map(|_| Request::Quit),
+        other => Err(error_event(
+            ErrorCode::UnknownCommand,
+            format!(
+                "unknown command {other:?}; commands are {}",
+                COMMANDS.join(", ")
+            ),
+            Some(other),
+        )),
+    }
+}
+
+fn error_event(code: ErrorCode, message: String, cmd: Option<&str>) -> Event {
+    Event::error(Error::new(code, message), cmd)
+}
+
+#[derive(Serialize)]
+struct Stamped<'a> {
+    #[serde(flatten)]
+    event: &'a Event,
+    ts: u64,
+}
+
+/// One stdout line for an event.
+pub fn event_line(event: &Event, ts: u64) -> String {
+    let mut line = serde_json::to_string(&Stamped { event, ts }).expect("events serialize");
+    line.push('\n');
+    line
+}
+
+/// Which events `wait` may still consume: each arrival satisfies at most
+/// one `wait`, the oldest unconsumed first, so a `wait` sent after its event
+/// already arrived returns at once.
+#[derive(Default)]
+struct Arrivals {
+    seen: HashMap<&'static str, u64>,
+    consumed: HashMap<&'static str, u64>,
+}
+
+impl Arrivals {
+    fn record(&mut self, name: &'static str) {
+        *self.seen.entry(name).or_default() += 1;
+    }
+
+    fn take(&mut self, name: &str) -> bool {
+        let Some((&key, &seen)) = self.seen.get_key_value(name) else {
+            return false;
+        };
+        let consumed = self.consumed.entry(key).or_default();
+        if *consumed < seen {
+            *consumed += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct PendingWait {
+    event: String,
+    timeout_ms: u64,
+    deadline: tokio::time::Instant,
+}
+
+/// Runs headless mode until `quit` or the end of stdin.
+pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
+    let HeadlessOptions {
+        settings,
+        user,
+        device,
+        user_sig,
+    } = options;
+    let mut out = tokio::io::stdout();
+    let ClientHandle {
+        commands,
+        mut events,
+    } = connection::spawn(
+        settings.relay_url.clone(),
+        ClientEngine::new(settings.engine_config()),
+    );
+    let mut lines = stdin_lines();
+    let mut device_state = DeviceState {
+        settings,
+        device,
+        profile: None,
+        status: LoginStatus::Logout,
+    };
+    let mut arrivals = Arrivals::default();
+    let mut wait: Option<PendingWait> = None;
+    let mut stdin_open = true;
+
+    if let Some(user) = user
+        && let Err(event) = device_state.login(user, user_sig, &commands)
+    {
+        write_event(&mut out, &event).await?;
+    }
+
+    loop {
+        let reading = wait.is_none() && stdin_open;
+        let wait_deadline = wait.as_ref().map(|w| w.deadline);
+        tokio::select! {
+            line = lines.recv(), if reading => {
+                let Some(line) = line else {
+                    stdin_open = false;
+                    continue;
+                };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match parse(&line) {
+                    Err(event) => write_event(&mut out, &event).await?,
+                    Ok(Request::Quit) => break,
+                    Ok(Request::Login { user, user_sig }) => {
+                        if let Err(event) = device_state.login(user, user_sig, &commands) {
+                            write_event(&mut out, &event).await?;
+                        }
+                    }
+                    Ok(Request::Engine(cmd)) => {
+                        let _ = commands.send(cmd);
+                    }
+                    Ok(Request::Wait { event, timeout_ms }) => {
+                        if !arrivals.take(&event) {
+                            let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+                            wait = Some(PendingWait { event, timeout_ms, deadline });
+                        }
+                    }
+                }
+            }
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                if let Event::LoginStatusChanged { status, .. } = event {
+                    device_state.status = status;
+                }
+                arrivals.record(event.name());
+                write_event(&mut out, &event).await?;
+                if wait.as_ref().is_some_and(|w| arrivals.take(&w.event)) {
+                    wait = None;
+                }
+            }
+            _ = tokio::time::sleep_until(wait_deadline.unwrap_or_else(tokio::time::Instant::now)), if wait_deadline.is_some() => {
+                let w = wait.take().expect("pending wait");
+                let event = error_event(
+                    ErrorCode::WaitTimeout,
+                    format!("no {} within {} ms", w.event, w.timeout_ms),
+                    Some("wait"),
+                );
+                write_event(&mut out, &event).await?;
+            }
+        }
+        if !stdin_open && wait.is_none() {
+            break;
+        }
+    }
+    // Leave cleanly: a deliberate quit logs out at once instead of leaving
+    // the session to its grace period.
+    if device_state.status != LoginStatus::Logout {
+        let _ = commands.send(Command::Logout);
+    }
+    drop(commands);
+    let drain = async { while events.recv().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    out.flush().await
+}
+
+/// The device's identity as headless mode tracks it.
+struct DeviceState {
+    settings: ClientSettings,
+    device: Option<DeviceId>,
+    profile: Option<Profile>,
+    status: LoginStatus,
+}
+
+impl DeviceState {
+    fn login(
+        &mut self,
+        user: UserId,
+        user_sig: Option<String>,
+        commands: &mpsc::UnboundedSender<Command>,
+    ) -> Result<(), Event> {
+        // Release the previous user's profile before taking the next one.
+        self.profile = None;
+        let (command, profile) = self
+            .settings
+            .login(user, self.device.as_ref(), user_sig, unix_millis() / 1000)
+            .map_err(|e| {
+                error_event(
+                    ErrorCode::InvalidParameters,
+                    format!("cannot open the profile: {e}"),
+                    Some("login"),
+                )
+            })?;
+        self.profile = Some(profile);
+        let _ = commands.send(command);
+        Ok(())
+    }
+}
+
+async fn write_event(out: &mut tokio::io::Stdout, event: &Event) -> std::io::Result<()> {
+    out.write_all(event_line(event, unix_millis()).as_bytes())
+        .await?;
+    out.flush().await
+}
+
+/// Stdin lines, read on their own task so a pending `wait` never blocks reading.
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    if tx.send(line).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stdin is not valid UTF-8 text; stopping");
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_code(line: &str) -> u32 {
+        match parse(line) {
+            Err(Event::Error { code, .. }) => code,
+            _ => panic!("{line} parsed"),
+        }
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert!(matches!(
+            parse(r#"{"cmd":"login","userID":"alice"}"#),
+            Ok(Request::Login { .. })
+        ));
+        assert!(matches!(parse(r#"{"cmd":"quit"}"#), Ok(Request::Quit)));
+        assert!(matches!(
+            parse(r#"{"cmd":"wait","event":"SDK_READY","timeout_ms":5}"#),
+            Ok(Request::Wait { timeout_ms: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn bad_lines_get_their_codes() {
+        assert_eq!(error_code("nope"), 6002);
+        assert_eq!(error_code("[]"), 6002);
+        assert_eq!(error_code(r#"{"command":"login"}"#), 6002);
+        assert_eq!(error_code(r#"{"cmd":"dance"}"#), 6001);
+        assert_eq!(error_code(r#"{"cmd":"login"}"#), 6017);
+        assert_eq!(
+            error_code(r#"{"cmd":"login","userID":"alice","colour":1}"#),
+            6017
+        );
+        assert_eq!(error_code(r#"{"cmd":"login","userID":"a b"}"#), 70400);
+        assert_eq!(error_code(r#"{"cmd":"wait","event":"SDK_REDY"}"#), 6017);
+    }
+
+    #[test]
+    fn each_arrival_satisfies_one_wait() {
+        let mut a = Arrivals::default();
+        assert!(!a.take("SDK_READY"));
+        a.record("SDK_READY");
+        assert!(a.take("SDK_READY"));
+        assert!(!a.take("SDK_READY"));
+    }
+
+    #[test]
+    fn event_lines_carry_name_fields_and_ts() {
+        let line = event_line(&Event::status(LoginStatus::Logined), 42);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["event"], "LOGIN_STATUS_CHANGED");
+        assert_eq!(v["status"], "LOGINED");
+        assert_eq!(v["statusCode"], 1);
+        assert_eq!(v["ts"], 42);
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+    }
+}

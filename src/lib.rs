@@ -1,0 +1,22 @@
+//! termphone: a terminal softphone with multi-device calls and chat, and the
+//! relay it talks to, in one crate.
+//!
+//! The shape (docs/architecture.md): sans-IO cores (`relay::core`,
+//! `client::engine`) that take time as an input, thin tokio shells around
+//! them (`relay::server`, `client::connection`), one wire-protocol module
+//! (`protocol`), and two front ends over the same client engine (`tui`,
+//! `headless`).
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod headless;
+pub mod ids;
+pub mod logging;
+pub mod profile;
+pub mod protocol;
+pub mod relay;
+pub mod time;
+pub mod tui;
+pub mod usersig;

@@ -1,0 +1,33 @@
+//! Logs: to stderr for the relay and headless mode, to a file for the TUI
+//! (whose terminal must show nothing but the UI). `TERMPHONE_LOG` sets the
+//! filter, in tracing's env-filter syntax (e.g. `debug`, `termphone=trace`).
+
+use std::path::Path;
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+
+fn filter(default: &str) -> EnvFilter {
+    EnvFilter::try_from_env("TERMPHONE_LOG").unwrap_or_else(|_| EnvFilter::new(default))
+}
+
+pub fn to_stderr(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter(default))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Logs to `dir/termphone.log`; keep the guard alive until exit so the last
+/// lines are written.
+pub fn to_file(dir: &Path) -> std::io::Result<WorkerGuard> {
+    std::fs::create_dir_all(dir)?;
+    let (writer, guard) =
+        tracing_appender::non_blocking(tracing_appender::rolling::never(dir, "termphone.log"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter("info"))
+        .with_writer(writer)
+        .with_ansi(false)
+        .init();
+    Ok(guard)
+}

@@ -1,0 +1,122 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use termphone::cli::{Cli, Cmd, DeviceArgs, Dirs, RelayArgs, UsersigArgs};
+use termphone::client::ClientSettings;
+use termphone::client::launcher::ensure_relay;
+use termphone::config::Config;
+use termphone::usersig::{self, Ticket};
+use termphone::{headless, logging, relay, time, tui};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let dirs = Dirs::discover();
+    let config = match Config::load(cli.config.as_deref(), &dirs.config_file) {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    match cli.command {
+        None => run_tui(&cli.device, &config, &dirs),
+        Some(Cmd::Headless(args)) => run_headless(&args, &config, &dirs),
+        Some(Cmd::Relay(args)) => run_relay(&args, config, &dirs),
+        Some(Cmd::Usersig(args)) => print_usersig(&args, &config),
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("termphone: {e}");
+    ExitCode::from(2)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start the tokio runtime")
+}
+
+/// Starts the bundled relay first when the settings call for it.
+async fn autostart(settings: &ClientSettings) {
+    if !settings.autostart_relay {
+        return;
+    }
+    let addr = settings.relay_url.trim_start_matches("ws://");
+    let Ok(addr) = addr.parse() else { return };
+    if let Err(e) = ensure_relay(addr, &settings.data_dir).await {
+        tracing::warn!(error = %e, "could not start the bundled relay");
+    }
+}
+
+fn run_tui(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
+    let Some(user) = args.user(config) else {
+        return fail(
+            &"who are you? Start with --user NAME (e.g. termphone --user alice), or set client.user in the config",
+        );
+    };
+    let _guard = match logging::to_file(&dirs.data_dir.join("logs")) {
+        Ok(guard) => guard,
+        Err(e) => return fail(&format!("cannot open the log directory: {e}")),
+    };
+    let settings = args.settings(config, dirs);
+    let options = tui::TuiOptions {
+        user,
+        device: args.device_id(config),
+        user_sig: args.usersig.clone(),
+        settings,
+    };
+    runtime().block_on(async {
+        autostart(&options.settings).await;
+        match tui::run(options).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        }
+    })
+}
+
+fn run_headless(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
+    logging::to_stderr("warn");
+    let settings = args.settings(config, dirs);
+    let options = headless::HeadlessOptions {
+        user: args.user(config),
+        device: args.device_id(config),
+        user_sig: args.usersig.clone(),
+        settings,
+    };
+    runtime().block_on(async {
+        autostart(&options.settings).await;
+        match headless::run(options).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("stdout: {e}")),
+        }
+    })
+}
+
+fn run_relay(args: &RelayArgs, mut config: Config, dirs: &Dirs) -> ExitCode {
+    logging::to_stderr("info");
+    if let Some(listen) = args.listen {
+        config.relay.listen = listen;
+    }
+    let db = args
+        .db
+        .clone()
+        .or_else(|| config.relay.db.clone())
+        .unwrap_or_else(|| dirs.data_dir.join("relay.sqlite3"));
+    let idle = args.exit_when_idle.map(std::time::Duration::from_secs);
+    match runtime().block_on(relay::run(&config.relay, &db, idle)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn print_usersig(args: &UsersigArgs, config: &Config) -> ExitCode {
+    let ticket = Ticket {
+        app: args.app.unwrap_or(config.client.app),
+        user: args.user.clone(),
+        issued_at: time::unix_millis() / 1000,
+        lifetime: args.expire.unwrap_or(config.client.usersig_lifetime_secs),
+    };
+    let secret = args.secret.as_deref().unwrap_or(&config.client.secret);
+    println!("{}", usersig::mint(secret, &ticket));
+    ExitCode::SUCCESS
+}

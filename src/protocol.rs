@@ -1,0 +1,252 @@
+//! The wire protocol between clients and the relay: every message, in one place.
+//!
+//! Control messages are JSON objects in WebSocket text frames, tagged by
+//! `type` and stamped with the protocol version `v`. `docs/protocol.md`
+//! documents the same set as a table.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorCode};
+use crate::ids::{AppId, DeviceId, Platform, UserId};
+
+/// The protocol version this build speaks; a frame with another `v` is refused.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest control frame either side accepts, in bytes of JSON.
+pub const MAX_CONTROL_FRAME_BYTES: usize = 128 * 1024;
+
+/// Largest WebSocket message the transport reads at all. Above the control
+/// limit so that an oversized control frame still reaches the decoder and is
+/// answered with `FRAME_TOO_LARGE` instead of a dropped connection.
+pub const MAX_TRANSPORT_MESSAGE_BYTES: usize = 2 * MAX_CONTROL_FRAME_BYTES;
+
+/// Messages a client sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// Log in (or switch accounts on this connection). The identifiers stay
+    /// raw text here so that the relay can answer a bad one with its own code
+    /// (`INVALID_USER_ID`, ...) rather than `MALFORMED_FRAME`.
+    Login {
+        app: AppId,
+        user: String,
+        device: String,
+        platform: String,
+        user_sig: String,
+    },
+    /// Reattach a session after a dropped connection, within the grace period.
+    Resume {
+        session: String,
+    },
+    Logout,
+    Heartbeat,
+    /// The app's known users with their online devices; with `subscribe`,
+    /// later changes follow as `presence` messages.
+    ListUsers {
+        #[serde(default)]
+        subscribe: bool,
+    },
+}
+
+impl ClientMsg {
+    /// The `type` tag, for error replies that name the failed request.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMsg::Login { .. } => "login",
+            ClientMsg::Resume { .. } => "resume",
+            ClientMsg::Logout => "logout",
+            ClientMsg::Heartbeat => "heartbeat",
+            ClientMsg::ListUsers { .. } => "list_users",
+        }
+    }
+}
+
+/// An error as carried on the wire: the stable code and a readable message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: u32,
+    pub message: String,
+}
+
+impl From<Error> for WireError {
+    fn from(e: Error) -> Self {
+        WireError {
+            code: e.code.code(),
+            message: e.message,
+        }
+    }
+}
+
+/// One online device of a user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub device: DeviceId,
+    pub platform: Platform,
+}
+
+/// A user of the app and the devices it has online now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserPresence {
+    pub user: UserId,
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// Why the relay ended a session from its side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KickReason {
+    /// A newer login of the same user on the same platform went over the
+    /// app's per-platform device limit; this was the earliest device.
+    DeviceLimit,
+    /// The same device id logged in on another connection.
+    SameDevice,
+}
+
+impl KickReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KickReason::DeviceLimit => "device_limit",
+            KickReason::SameDevice => "same_device",
+        }
+    }
+}
+
+/// Messages the relay sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    LoginOk {
+        user: UserId,
+        device: DeviceId,
+        /// Secret token that `resume` presents after a dropped connection.
+        session: String,
+        /// Unix milliseconds on the relay.
+        server_time: u64,
+    },
+    LoginFailed {
+        error: WireError,
+    },
+    Resumed {
+        server_time: u64,
+    },
+    ResumeFailed {
+        error: WireError,
+    },
+    LoggedOut,
+    KickedOut {
+        reason: KickReason,
+        message: String,
+    },
+    /// The session's ticket expired while online; it has been logged out.
+    UserSigExpired,
+    HeartbeatAck,
+    Users {
+        users: Vec<UserPresence>,
+    },
+    Presence {
+        user: UserPresence,
+    },
+    /// A request that failed; `request` names its `type`.
+    Error {
+        error: WireError,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<String>,
+    },
+}
+
+#[derive(Serialize)]
+struct Stamped<'a, T> {
+    v: u16,
+    #[serde(flatten)]
+    msg: &'a T,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    v: Option<u16>,
+}
+
+/// Serializes a message into the text of one frame.
+pub fn encode<T: Serialize>(msg: &T) -> String {
+    serde_json::to_string(&Stamped {
+        v: PROTOCOL_VERSION,
+        msg,
+    })
+    .expect("protocol messages serialize")
+}
+
+/// Decodes the text of one frame, checking size and version first.
+pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
+    if text.len() > MAX_CONTROL_FRAME_BYTES {
+        return Err(Error::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "control frame of {} bytes is over the limit of {MAX_CONTROL_FRAME_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let head: Head = serde_json::from_str(text).map_err(|e| {
+        Error::new(
+            ErrorCode::MalformedFrame,
+            format!("frame is not a JSON object: {e}"),
+        )
+    })?;
+    match head.v {
+        Some(PROTOCOL_VERSION) => {}
+        Some(v) => {
+            return Err(Error::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {v} is not supported; this peer speaks {PROTOCOL_VERSION}"
+                ),
+            ));
+        }
+        None => {
+            return Err(Error::new(
+                ErrorCode::MalformedFrame,
+                "frame has no protocol version field `v`",
+            ));
+        }
+    }
+    serde_json::from_str(text)
+        .map_err(|e| Error::new(ErrorCode::MalformedFrame, format!("malformed frame: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_carries_the_version() {
+        let msg = ClientMsg::Login {
+            app: 1,
+            user: "alice".into(),
+            device: "d1".into(),
+            platform: "terminal".into(),
+            user_sig: "t".into(),
+        };
+        let text = encode(&msg);
+        assert!(text.starts_with(r#"{"v":1,"type":"login""#), "{text}");
+        assert_eq!(decode::<ClientMsg>(&text).unwrap(), msg);
+    }
+
+    #[test]
+    fn bad_frames_get_their_codes() {
+        let code = |t: &str| decode::<ClientMsg>(t).unwrap_err().code;
+        assert_eq!(code("not json"), ErrorCode::MalformedFrame);
+        assert_eq!(code("[1,2]"), ErrorCode::MalformedFrame);
+        assert_eq!(code(r#"{"type":"logout"}"#), ErrorCode::MalformedFrame);
+        assert_eq!(
+            code(r#"{"v":2,"type":"logout"}"#),
+            ErrorCode::UnsupportedVersion
+        );
+        assert_eq!(code(r#"{"v":1,"type":"dance"}"#), ErrorCode::MalformedFrame);
+        let huge = format!(
+            r#"{{"v":1,"type":"logout","pad":"{}"}}"#,
+            "x".repeat(MAX_CONTROL_FRAME_BYTES)
+        );
+        assert_eq!(code(&huge), ErrorCode::FrameTooLarge);
+    }
+}

@@ -1,0 +1,626 @@
+//! The relay's logic as a plain state machine: sessions, login, resume,
+//! presence, device limits and kick-out, heartbeats, grace periods.
+//!
+//! It never reads a clock, touches a socket or spawns a task: the shell feeds
+//! it `Input`s stamped with the time, drains `Output`s, and calls
+//! `handle_timeout` when `poll_timeout` comes due. Tests drive it on virtual
+//! time.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{AppConfig, RelayConfig};
+use crate::error::{Error, ErrorCode};
+use crate::ids::{AppId, DeviceId, Platform, UserId};
+use crate::protocol::{ClientMsg, DeviceInfo, KickReason, ServerMsg, UserPresence};
+use crate::usersig;
+
+/// Unix time in milliseconds: the only clock the core knows.
+pub type Millis = u64;
+
+/// A connection, numbered by the shell.
+pub type ConnId = u64;
+
+type SessionId = u64;
+
+/// What the shell tells the core.
+#[derive(Debug)]
+pub enum Input {
+    Connected {
+        conn: ConnId,
+    },
+    Frame {
+        conn: ConnId,
+        msg: ClientMsg,
+    },
+    /// A frame that failed to decode; the core answers it.
+    BadFrame {
+        conn: ConnId,
+        error: Error,
+    },
+    Disconnected {
+        conn: ConnId,
+    },
+}
+
+/// Why the core asks the shell to close a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    Kicked,
+    /// The same client came back on another connection (resume).
+    Superseded,
+    HeartbeatTimeout,
+}
+
+/// What the core asks of the shell, in order.
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    Send {
+        conn: ConnId,
+        msg: ServerMsg,
+    },
+    /// Close after the frames already queued for it.
+    Close {
+        conn: ConnId,
+        reason: CloseReason,
+    },
+    Store(StoreOp),
+}
+
+/// Writes the shell makes durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    RecordLogin {
+        app: AppId,
+        user: UserId,
+        device: DeviceId,
+        platform: Platform,
+        at: Millis,
+    },
+}
+
+/// The relay's settings, as the core needs them.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub apps: HashMap<AppId, AppConfig>,
+    pub session_grace_ms: Millis,
+    pub heartbeat_timeout_ms: Millis,
+}
+
+impl From<&RelayConfig> for Settings {
+    fn from(c: &RelayConfig) -> Self {
+        Settings {
+            apps: c.apps.iter().map(|a| (a.id, a.clone())).collect(),
+            session_grace_ms: c.session_grace_secs * 1000,
+            heartbeat_timeout_ms: c.heartbeat_timeout_secs * 1000,
+        }
+    }
+}
+
+struct Session {
+    app: AppId,
+    user: UserId,
+    device: DeviceId,
+    platform: Platform,
+    token: String,
+    conn: Option<ConnId>,
+    ticket_expires_at: Millis,
+}
+
+struct Conn {
+    session: Option<SessionId>,
+    last_seen: Millis,
+    subscribed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Heartbeat(ConnId),
+    Grace(SessionId),
+    TicketExpiry(SessionId),
+}
+
+pub struct RelayCore {
+    settings: Settings,
+    rng: StdRng,
+    next_session: SessionId,
+    conns: HashMap<ConnId, Conn>,
+    sessions: HashMap<SessionId, Session>,
+    /// Sessions of each user, earliest login first.
+    by_user: HashMap<(AppId, UserId), Vec<SessionId>>,
+    by_token: HashMap<String, SessionId>,
+    /// Every user that ever logged in, per app (the store's snapshot plus new ones).
+    known: HashMap<AppId, BTreeSet<UserId>>,
+    subscribers: HashMap<AppId, HashSet<ConnId>>,
+    /// Detached sessions and when their grace ends.
+    detached: HashMap<SessionId, Millis>,
+    timers: BinaryHeap<Reverse<(Millis, Timer)>>,
+    out: VecDeque<Output>,
+}
+
+impl RelayCore {
+    /// `known_users` is the store's list of users; `seed` feeds the session
+    /// tokens (random in the shell, fixed in tests).
+    pub fn new(
+        settings: Settings,
+        known_users: impl IntoIterator<Item = (AppId, UserId)>,
+        seed: u64,
+    ) -> Self {
+        let mut known: HashMap<AppId, BTreeSet<UserId>> = HashMap::new();
+        for (app, user) in known_users {
+            known.entry(app).or_default().insert(user);
+        }
+        RelayCore {
+            settings,
+            rng: StdRng::seed_from_u64(seed),
+            next_session: 1,
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            by_user: HashMap::new(),
+            by_token: HashMap::new(),
+            known,
+            subscribers: HashMap::new(),
+            detached: HashMap::new(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// The earliest time `handle_timeout` has work to do.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Number of sessions, attached or in their grace period.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn handle(&mut self, now: Millis, input: Input) {
+        match input {
+            Input::Connected { conn } => {
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        session: None,
+                        last_seen: now,
+                        subscribed: false,
+                    },
+                );
+                self.schedule(
+                    now + self.settings.heartbeat_timeout_ms,
+                    Timer::Heartbeat(conn),
+                );
+            }
+            Input::Frame { conn, msg } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                c.last_seen = now;
+                self.frame(now, conn, msg);
+            }
+            Input::BadFrame { conn, error } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.last_seen = now;
+                    self.send(
+                        conn,
+                        ServerMsg::Error {
+                            error: error.into(),
+                            request: None,
+                        },
+                    );
+                }
+            }
+            Input::Disconnected { conn } => self.drop_conn(now, conn),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Millis) {
+        while let Some(&Reverse((at, timer))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Heartbeat(conn) => {
+                    let Some(c) = self.conns.get(&conn) else {
+                        continue;
+                    };
+                    let due = c.last_seen + self.settings.heartbeat_timeout_ms;
+                    if due > now {
+                        self.schedule(due, Timer::Heartbeat(conn));
+                    } else {
+                        self.out.push_back(Output::Close {
+                            conn,
+                            reason: CloseReason::HeartbeatTimeout,
+                        });
+                        self.drop_conn(now, conn);
+                    }
+                }
+                Timer::Grace(sid) => {
+                    if self.detached.get(&sid).is_some_and(|&end| end <= now) {
+                        self.end_session(sid);
+                    }
+                }
+                Timer::TicketExpiry(sid) => {
+                    let Some(s) = self.sessions.get(&sid) else {
+                        continue;
+                    };
+                    if s.ticket_expires_at > now {
+                        continue;
+                    }
+                    if let Some(conn) = s.conn {
+                        self.send(conn, ServerMsg::UserSigExpired);
+                    }
+                    self.end_session(sid);
+                }
+            }
+        }
+    }
+
+    fn frame(&mut self, now: Millis, conn: ConnId, msg: ClientMsg) {
+        let kind = msg.kind();
+        let result = match msg {
+            ClientMsg::Heartbeat => {
+                self.send(conn, ServerMsg::HeartbeatAck);
+                Ok(())
+            }
+            ClientMsg::Login {
+                app,
+                user,
+                device,
+                platform,
+                user_sig,
+            } => {
+                if let Err(error) = self.login(now, conn, app, &user, &device, &platform, &user_sig)
+                {
+                    self.send(
+                        conn,
+                        ServerMsg::LoginFailed {
+                            error: error.into(),
+                        },
+                    );
+                }
+                Ok(())
+            }
+            ClientMsg::Resume { session } => {
+                if let Err(error) = self.resume(now, conn, &session) {
+                    self.send(
+                        conn,
+                        ServerMsg::ResumeFailed {
+                            error: error.into(),
+                        },
+                    );
+                }
+                Ok(())
+            }
+            ClientMsg::Logout => self.session_of(conn).map(|sid| {
+                self.end_session(sid);
+                self.send(conn, ServerMsg::LoggedOut);
+            }),
+            ClientMsg::ListUsers { subscribe } => self.session_of(conn).map(|sid| {
+                let app = self.sessions[&sid].app;
+                let users = self.known.get(&app).into_iter().flatten();
+                let users = users.map(|u| self.presence(app, u)).collect();
+                self.send(conn, ServerMsg::Users { users });
+                if subscribe {
+                    self.subscribers.entry(app).or_default().insert(conn);
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.subscribed = true;
+                    }
+                }
+            }),
+        };
+        if let Err(error) = result {
+            self.send(
+                conn,
+                ServerMsg::Error {
+                    error: error.into(),
+                    request: Some(kind.into()),
+                },
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn login(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        app: AppId,
+        user: &str,
+        device: &str,
+        platform: &str,
+        user_sig: &str,
+    ) -> Result<(), Error> {
+        let user = UserId::parse(user)?;
+        let device = DeviceId::parse(device)?;
+        let platform = Platform::parse(platform)?;
+        let app_config = self.settings.apps.get(&app).ok_or_else(|| {
+            Error::new(
+                ErrorCode::UnknownApp,
+                format!("this relay hosts no app {app}; check the SDKAppID"),
+            )
+        })?;
+        let limit = app_config.device_limit(&platform) as usize;
+        let ticket = usersig::verify(&app_config.secret, user_sig, app, &user, now / 1000)?;
+        let ticket_expires_at = ticket.expires_at().saturating_mul(1000);
+
+        // Logging in as someone else on this connection switches accounts:
+        // the first user is logged out implicitly.
+        if let Some(sid) = self.conns.get(&conn).and_then(|c| c.session) {
+            let s = &self.sessions[&sid];
+            if (s.app, &s.user, &s.device) != (app, &user, &device) {
+                self.end_session(sid);
+            }
+        }
+
+        let key = (app, user.clone());
+        let same_device = self
+            .by_user
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .copied()
+            .find(|sid| self.sessions[sid].device == device);
+        let sid = match same_device {
+            Some(sid) => {
+                // The same device again: it keeps its session (and, later,
+                // its calls); another connection holding it is kicked.
+                if let Some(old) = self.sessions[&sid].conn.filter(|&c| c != conn) {
+                    self.kick_conn(
+                        old,
+                        KickReason::SameDevice,
+                        format!("device {device} of {user} logged in on another connection"),
+                    );
+                }
+                self.detached.remove(&sid);
+                let order = self.by_user.get_mut(&key).expect("indexed");
+                order.retain(|&s| s != sid);
+                order.push(sid);
+                let token = self.token();
+                let s = self.sessions.get_mut(&sid).expect("exists");
+                self.by_token.remove(&s.token);
+                s.token = token.clone();
+                s.platform = platform.clone();
+                s.ticket_expires_at = ticket_expires_at;
+                s.conn = Some(conn);
+                self.by_token.insert(token, sid);
+                sid
+            }
+            None => {
+                let same_platform: Vec<SessionId> = self
+                    .by_user
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|sid| self.sessions[sid].platform == platform)
+                    .collect();
+                let excess = (same_platform.len() + 1).saturating_sub(limit);
+                for &victim in same_platform.iter().take(excess) {
+                    let message = format!(
+                        "{user} logged in on another {platform} device; at most {limit} may be online at once"
+                    );
+                    match self.sessions[&victim].conn {
+                        Some(old) => self.kick_conn(old, KickReason::DeviceLimit, message),
+                        None => self.end_session(victim),
+                    }
+                }
+                let sid = self.next_session;
+                self.next_session += 1;
+                let token = self.token();
+                self.by_token.insert(token.clone(), sid);
+                self.by_user.entry(key).or_default().push(sid);
+                self.sessions.insert(
+                    sid,
+                    Session {
+                        app,
+                        user: user.clone(),
+                        device: device.clone(),
+                        platform: platform.clone(),
+                        token,
+                        conn: Some(conn),
+                        ticket_expires_at,
+                    },
+                );
+                sid
+            }
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(sid);
+        }
+        self.schedule(ticket_expires_at, Timer::TicketExpiry(sid));
+        if self.known.entry(app).or_default().insert(user.clone()) {
+            tracing::info!(app, %user, "new user");
+        }
+        self.out.push_back(Output::Store(StoreOp::RecordLogin {
+            app,
+            user: user.clone(),
+            device: device.clone(),
+            platform,
+            at: now,
+        }));
+        let session = self.sessions[&sid].token.clone();
+        self.send(
+            conn,
+            ServerMsg::LoginOk {
+                user: user.clone(),
+                device,
+                session,
+                server_time: now,
+            },
+        );
+        self.broadcast_presence(app, &user);
+        Ok(())
+    }
+
+    fn resume(&mut self, now: Millis, conn: ConnId, token: &str) -> Result<(), Error> {
+        let sid = self.by_token.get(token).copied().ok_or_else(|| {
+            Error::new(
+                ErrorCode::SessionExpired,
+                "the session is gone (its grace period ended or it was replaced); log in again",
+            )
+        })?;
+        if self.sessions[&sid].ticket_expires_at <= now {
+            self.end_session(sid);
+            return Err(Error::new(
+                ErrorCode::UserSigExpiredRelay,
+                "the UserSig expired while the device was away; log in with a fresh one",
+            ));
+        }
+        if let Some(old) = self.sessions[&sid].conn.filter(|&c| c != conn) {
+            // A half-open connection of the same client: close it quietly.
+            if let Some(c) = self.conns.get_mut(&old) {
+                c.session = None;
+            }
+            self.out.push_back(Output::Close {
+                conn: old,
+                reason: CloseReason::Superseded,
+            });
+            self.drop_conn(now, old);
+        }
+        if let Some(other) = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.session)
+            .filter(|&s| s != sid)
+        {
+            self.end_session(other);
+        }
+        self.detached.remove(&sid);
+        self.sessions.get_mut(&sid).expect("exists").conn = Some(conn);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(sid);
+        }
+        self.send(conn, ServerMsg::Resumed { server_time: now });
+        Ok(())
+    }
+
+    fn session_of(&self, conn: ConnId) -> Result<SessionId, Error> {
+        self.conns
+            .get(&conn)
+            .and_then(|c| c.session)
+            .ok_or_else(|| Error::new(ErrorCode::NotLoggedIn, "log in first (wait for login_ok)"))
+    }
+
+    /// Tells a connection it was kicked, closes it and ends its session.
+    fn kick_conn(&mut self, conn: ConnId, reason: KickReason, message: String) {
+        tracing::info!(conn, reason = reason.as_str(), "kick");
+        self.send(conn, ServerMsg::KickedOut { reason, message });
+        self.out.push_back(Output::Close {
+            conn,
+            reason: CloseReason::Kicked,
+        });
+        let sid = self.conns.remove(&conn).and_then(|c| c.session);
+        self.unsubscribe(conn);
+        if let Some(sid) = sid {
+            self.sessions.get_mut(&sid).expect("exists").conn = None;
+            self.end_session(sid);
+        }
+    }
+
+    /// The connection is gone: its session, if any, waits out its grace period.
+    fn drop_conn(&mut self, now: Millis, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.unsubscribe(conn);
+        if let Some(sid) = c.session {
+            let s = self.sessions.get_mut(&sid).expect("exists");
+            if s.conn == Some(conn) {
+                s.conn = None;
+                let end = now + self.settings.session_grace_ms;
+                self.detached.insert(sid, end);
+                self.schedule(end, Timer::Grace(sid));
+            }
+        }
+    }
+
+    fn end_session(&mut self, sid: SessionId) {
+        let Some(s) = self.sessions.remove(&sid) else {
+            return;
+        };
+        self.detached.remove(&sid);
+        self.by_token.remove(&s.token);
+        let key = (s.app, s.user.clone());
+        if let Some(order) = self.by_user.get_mut(&key) {
+            order.retain(|&x| x != sid);
+            if order.is_empty() {
+                self.by_user.remove(&key);
+            }
+        }
+        if let Some(conn) = s.conn
+            && let Some(c) = self.conns.get_mut(&conn)
+        {
+            c.session = None;
+            if c.subscribed {
+                c.subscribed = false;
+                self.unsubscribe(conn);
+            }
+        }
+        self.broadcast_presence(s.app, &s.user);
+    }
+
+    fn unsubscribe(&mut self, conn: ConnId) {
+        for subs in self.subscribers.values_mut() {
+            subs.remove(&conn);
+        }
+    }
+
+    fn presence(&self, app: AppId, user: &UserId) -> UserPresence {
+        let devices = self
+            .by_user
+            .get(&(app, user.clone()))
+            .into_iter()
+            .flatten()
+            .map(|sid| {
+                let s = &self.sessions[sid];
+                DeviceInfo {
+                    device: s.device.clone(),
+                    platform: s.platform.clone(),
+                }
+            })
+            .collect();
+        UserPresence {
+            user: user.clone(),
+            devices,
+        }
+    }
+
+    fn broadcast_presence(&mut self, app: AppId, user: &UserId) {
+        let Some(subs) = self.subscribers.get(&app) else {
+            return;
+        };
+        let mut subs: Vec<ConnId> = subs.iter().copied().collect();
+        subs.sort_unstable();
+        let presence = self.presence(app, user);
+        for conn in subs {
+            self.send(
+                conn,
+                ServerMsg::Presence {
+                    user: presence.clone(),
+                },
+            );
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ServerMsg) {
+        self.out.push_back(Output::Send { conn, msg });
+    }
+
+    fn schedule(&mut self, at: Millis, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+    }
+
+    fn token(&mut self) -> String {
+        format!("{:032x}", self.rng.random::<u128>())
+    }
+}
