@@ -13,8 +13,7 @@ use crate::ids::{AppId, DeviceId, Platform, UserId};
 #[command(
     name = "termphone",
     version,
-    about = "A terminal softphone: calls that ring every device, chat in sync, over a bundled relay",
-    args_conflicts_with_subcommands = true
+    about = "A terminal softphone: calls that ring every device, chat in sync, over a bundled relay"
 )]
 pub struct Cli {
     /// Config file (default: termphone/config.toml in the platform's config directory).
@@ -117,6 +116,24 @@ impl Dirs {
 }
 
 impl DeviceArgs {
+    /// True when no flag was given (device flags before a subcommand are a mistake).
+    pub fn is_empty(&self) -> bool {
+        let DeviceArgs {
+            relay,
+            app,
+            user,
+            device,
+            platform,
+            usersig,
+        } = self;
+        relay.is_none()
+            && app.is_none()
+            && user.is_none()
+            && device.is_none()
+            && platform.is_none()
+            && usersig.is_none()
+    }
+
     /// Flags over config over defaults.
     pub fn settings(&self, config: &Config, dirs: &Dirs) -> ClientSettings {
         let c = &config.client;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::client::ClientSettings;
@@ -76,8 +76,16 @@ enum Request {
     Quit,
 }
 
-/// Parses one line; on failure, the `ERROR` event to answer with.
-fn parse(line: &str) -> Result<Request, Event> {
+/// Parses one line; on failure, the `ERROR` event to answer with (none for
+/// a blank line).
+fn parse(line: &str) -> Result<Request, Option<Event>> {
+    if line.trim().is_empty() {
+        return Err(None);
+    }
+    parse_command(line).map_err(Some)
+}
+
+fn parse_command(line: &str) -> Result<Request, Event> {
     let value: Value = serde_json::from_str(line).map_err(|e| {
         error_event(
             ErrorCode::InvalidJson,
@@ -247,25 +255,20 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
         let wait_deadline = wait.as_ref().map(|w| w.deadline);
         tokio::select! {
             line = lines.recv(), if reading => {
-                let Some(line) = line else {
-                    stdin_open = false;
-                    continue;
-                };
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match parse(&line) {
-                    Err(event) => write_event(&mut out, &event).await?,
-                    Ok(Request::Quit) => break,
-                    Ok(Request::Login { user, user_sig }) => {
+                match line.as_deref().map(parse) {
+                    None => stdin_open = false,
+                    Some(Err(None)) => {}
+                    Some(Err(Some(event))) => write_event(&mut out, &event).await?,
+                    Some(Ok(Request::Quit)) => break,
+                    Some(Ok(Request::Login { user, user_sig })) => {
                         if let Err(event) = device_state.login(user, user_sig, &commands) {
                             write_event(&mut out, &event).await?;
                         }
                     }
-                    Ok(Request::Engine(cmd)) => {
+                    Some(Ok(Request::Engine(cmd))) => {
                         let _ = commands.send(cmd);
                     }
-                    Ok(Request::Wait { event, timeout_ms }) => {
+                    Some(Ok(Request::Wait { event, timeout_ms })) => {
                         if !arrivals.take(&event) {
                             let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
                             wait = Some(PendingWait { event, timeout_ms, deadline });
@@ -304,9 +307,18 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
         let _ = commands.send(Command::Logout);
     }
     drop(commands);
-    let drain = async { while events.recv().await.is_some() {} };
-    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-    out.flush().await
+    // The connection task ends once it has carried that out; its last
+    // events (the LOGOUT) still belong on stdout.
+    let drain = async {
+        while let Some(event) = events.recv().await {
+            write_event(&mut out, &event).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), drain).await {
+        Ok(result) => result,
+        Err(_) => out.flush().await,
+    }
 }
 
 /// The device's identity as headless mode tracks it.
@@ -348,26 +360,29 @@ async fn write_event(out: &mut tokio::io::Stdout, event: &Event) -> std::io::Res
     out.flush().await
 }
 
-/// Stdin lines, read on their own task so a pending `wait` never blocks reading.
+/// Stdin lines, read on a plain thread: a pending `wait` never blocks
+/// reading, and a read still blocked at exit does not hold the process (a
+/// read on tokio's blocking pool would keep the runtime from shutting down).
 fn stdin_lines() -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(tokio::io::stdin()).lines();
-        loop {
-            match lines.next_line().await {
-                Ok(Some(line)) => {
-                    if tx.send(line).await.is_err() {
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines() {
+                match line {
+                    Ok(line) => {
+                        if tx.blocking_send(line).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stdin is not valid UTF-8 text; stopping");
                         break;
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "stdin is not valid UTF-8 text; stopping");
-                    break;
-                }
             }
-        }
-    });
+        })
+        .expect("spawn the stdin thread");
     rx
 }
 
@@ -377,7 +392,7 @@ mod tests {
 
     fn error_code(line: &str) -> u32 {
         match parse(line) {
-            Err(Event::Error { code, .. }) => code,
+            Err(Some(Event::Error { code, .. })) => code,
             _ => panic!("{line} parsed"),
         }
     }

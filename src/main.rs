@@ -11,6 +11,9 @@ use termphone::{headless, logging, relay, time, tui};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.is_some() && !cli.device.is_empty() {
+        return fail(&"device flags go after the subcommand, e.g. termphone headless --user alice");
+    }
     let dirs = Dirs::discover();
     let config = match Config::load(cli.config.as_deref(), &dirs.config_file) {
         Ok(config) => config,

@@ -30,8 +30,8 @@ pub struct ClientHandle {
     pub events: mpsc::UnboundedReceiver<Event>,
 }
 
-/// Starts the connection task. It ends when `commands` is dropped (after
-/// carrying out what was already sent) or when `events` is dropped.
+/// Starts the connection task. It ends when `events` is dropped, or when
+/// `commands` is dropped and a logout sent before that has been acknowledged.
 pub fn spawn(relay_url: String, engine: ClientEngine) -> ClientHandle {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -61,6 +61,7 @@ async fn run(
 ) {
     let mut ws: Option<Ws> = None;
     let mut connecting: Option<Connecting> = None;
+    let mut front_end_gone = false;
     loop {
         while let Some(output) = engine.poll_output() {
             match output {
@@ -86,11 +87,14 @@ async fn run(
                 }
             }
         }
+        if front_end_gone && !engine.is_closing() {
+            break;
+        }
         let timeout = engine.poll_timeout();
         tokio::select! {
-            cmd = commands.recv() => match cmd {
+            cmd = commands.recv(), if !front_end_gone => match cmd {
                 Some(cmd) => engine.handle(unix_millis(), Input::Command(cmd)),
-                None => break,
+                None => front_end_gone = true,
             },
             result = async { match connecting.as_mut() { Some(c) => c.await, None => pending().await } } => {
                 connecting = None;

@@ -16,6 +16,9 @@ use crate::protocol::{ClientMsg, ServerMsg, WireError};
 
 pub type Millis = u64;
 
+/// Longest wait for the relay to acknowledge a logout before closing anyway.
+const LOGOUT_LINGER_MS: Millis = 2_000;
+
 /// What a front end asks of the engine.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
@@ -113,6 +116,9 @@ pub struct ClientEngine {
     next_heartbeat: Option<Millis>,
     /// RELAY_UNREACHABLE was reported for the current outage.
     reported_unreachable: bool,
+    /// After a logout, the link stays up until the relay acknowledges it
+    /// (so replies already on their way still arrive), or until this time.
+    closing_until: Option<Millis>,
     out: VecDeque<Output>,
 }
 
@@ -128,6 +134,7 @@ impl ClientEngine {
             attempt: 0,
             next_heartbeat: None,
             reported_unreachable: false,
+            closing_until: None,
             out: VecDeque::new(),
         }
     }
@@ -138,6 +145,11 @@ impl ClientEngine {
 
     pub fn user(&self) -> Option<&UserId> {
         self.credentials.as_ref().map(|c| &c.user)
+    }
+
+    /// A logout is waiting for the relay's acknowledgement.
+    pub fn is_closing(&self) -> bool {
+        self.closing_until.is_some()
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -152,6 +164,9 @@ impl ClientEngine {
     }
 
     pub fn handle_timeout(&mut self, now: Millis) {
+        if self.closing_until.is_some_and(|at| at <= now) {
+            self.close_link();
+        }
         if self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
             self.connect();
@@ -164,7 +179,7 @@ impl ClientEngine {
 
     pub fn handle(&mut self, now: Millis, input: Input) {
         match input {
-            Input::Command(cmd) => self.command(cmd),
+            Input::Command(cmd) => self.command(now, cmd),
             Input::Connected => {
                 self.link = Link::Up;
                 self.attempt = 0;
@@ -195,9 +210,12 @@ impl ClientEngine {
                 }
                 self.schedule_retry(now);
             }
+            // Already down: the engine closed the link itself (kick, logout).
+            Input::Disconnected if self.link == Link::Down => {}
             Input::Disconnected => {
                 self.link = Link::Down;
                 self.next_heartbeat = None;
+                self.closing_until = None;
                 if self.credentials.is_some() {
                     self.event(Event::ConnectionChanged {
                         state: LinkState::Reconnecting,
@@ -213,7 +231,7 @@ impl ClientEngine {
         }
     }
 
-    fn command(&mut self, cmd: Command) {
+    fn command(&mut self, now: Millis, cmd: Command) {
         let name = cmd.name();
         match cmd {
             Command::Login {
@@ -229,6 +247,7 @@ impl ClientEngine {
                 // A new login replaces the session (and, for another user,
                 // switches accounts on the relay).
                 self.session = None;
+                self.closing_until = None;
                 self.set_status(LoginStatus::Logining);
                 match self.link {
                     Link::Up => self.send_login(),
@@ -245,8 +264,15 @@ impl ClientEngine {
                 }
                 if self.link == Link::Up {
                     self.send(ClientMsg::Logout);
+                    self.credentials = None;
+                    self.session = None;
+                    self.retry_at = None;
+                    self.next_heartbeat = None;
+                    self.closing_until = Some(now + LOGOUT_LINGER_MS);
+                    self.set_status(LoginStatus::Logout);
+                } else {
+                    self.sign_out();
                 }
-                self.sign_out();
             }
             Command::GetUsers { subscribe } => {
                 if self.status != LoginStatus::Logined {
@@ -296,7 +322,12 @@ impl ClientEngine {
                     self.send_login();
                 }
             }
-            ServerMsg::LoggedOut | ServerMsg::HeartbeatAck => {}
+            ServerMsg::LoggedOut => {
+                if self.closing_until.is_some() {
+                    self.close_link();
+                }
+            }
+            ServerMsg::HeartbeatAck => {}
             ServerMsg::KickedOut { reason, message } => {
                 self.event(Event::KickedOut {
                     reason: reason.as_str().into(),
@@ -332,11 +363,16 @@ impl ClientEngine {
         self.session = None;
         self.retry_at = None;
         self.next_heartbeat = None;
+        self.close_link();
+        self.set_status(LoginStatus::Logout);
+    }
+
+    fn close_link(&mut self) {
+        self.closing_until = None;
         if self.link != Link::Down {
             self.link = Link::Down;
             self.out.push_back(Output::Disconnect);
         }
-        self.set_status(LoginStatus::Logout);
     }
 
     fn send_login(&mut self) {

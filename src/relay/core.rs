@@ -375,7 +375,7 @@ impl RelayCore {
                 // The same device again: it keeps its session (and, later,
                 // its calls); another connection holding it is kicked.
                 if let Some(old) = self.sessions[&sid].conn.filter(|&c| c != conn) {
-                    self.kick_conn(
+                    self.evict_conn(
                         old,
                         KickReason::SameDevice,
                         format!("device {device} of {user} logged in on another connection"),
@@ -511,8 +511,14 @@ impl RelayCore {
             .ok_or_else(|| Error::new(ErrorCode::NotLoggedIn, "log in first (wait for login_ok)"))
     }
 
-    /// Tells a connection it was kicked, closes it and ends its session.
-    fn kick_conn(&mut self, conn: ConnId, reason: KickReason, message: String) {
+    /// Tells a connection it was kicked and closes it, leaving its session
+    /// detached; returns that session.
+    fn evict_conn(
+        &mut self,
+        conn: ConnId,
+        reason: KickReason,
+        message: String,
+    ) -> Option<SessionId> {
         tracing::info!(conn, reason = reason.as_str(), "kick");
         self.send(conn, ServerMsg::KickedOut { reason, message });
         self.out.push_back(Output::Close {
@@ -521,8 +527,15 @@ impl RelayCore {
         });
         let sid = self.conns.remove(&conn).and_then(|c| c.session);
         self.unsubscribe(conn);
-        if let Some(sid) = sid {
-            self.sessions.get_mut(&sid).expect("exists").conn = None;
+        if let Some(s) = sid.and_then(|sid| self.sessions.get_mut(&sid)) {
+            s.conn = None;
+        }
+        sid
+    }
+
+    /// Kicks a connection out and ends its session.
+    fn kick_conn(&mut self, conn: ConnId, reason: KickReason, message: String) {
+        if let Some(sid) = self.evict_conn(conn, reason, message) {
             self.end_session(sid);
         }
     }

@@ -1,0 +1,230 @@
+//! A deterministic harness: one relay core and N client engines wired by an
+//! in-memory network on virtual time. No sockets, no sleeps.
+
+use std::collections::VecDeque;
+
+use termphone::client::engine::{self, ClientEngine, Command, EngineConfig};
+use termphone::client::event::Event;
+use termphone::config::RelayConfig;
+use termphone::ids::{AppId, DeviceId, Platform, UserId};
+use termphone::relay::core::{self, ConnId, RelayCore, Settings};
+use termphone::usersig::{self, DEV_SECRET, Ticket};
+
+pub const T0: u64 = 1_800_000_000_000;
+
+pub struct Node {
+    pub engine: ClientEngine,
+    pub conn: Option<ConnId>,
+    pub events: Vec<Event>,
+    /// Connection attempts the engine made.
+    pub connects: usize,
+    pub user: UserId,
+    pub device: DeviceId,
+}
+
+pub struct Mesh {
+    pub relay: RelayCore,
+    pub nodes: Vec<Node>,
+    pub now: u64,
+    /// While false, connection attempts fail as if the relay were down.
+    pub relay_up: bool,
+    next_conn: ConnId,
+    to_relay: VecDeque<core::Input>,
+}
+
+impl Mesh {
+    pub fn new(config: &RelayConfig) -> Mesh {
+        Mesh {
+            relay: RelayCore::new(Settings::from(config), [], 7),
+            nodes: Vec::new(),
+            now: T0,
+            relay_up: true,
+            next_conn: 1,
+            to_relay: VecDeque::new(),
+        }
+    }
+
+    pub fn dev() -> Mesh {
+        Mesh::new(&RelayConfig::default())
+    }
+
+    /// Adds a device (not yet logged in) and returns its index.
+    pub fn add(&mut self, app: AppId, platform: &str, user: &str, device: &str) -> usize {
+        let config = EngineConfig::new(app, Platform::parse(platform).unwrap());
+        self.nodes.push(Node {
+            engine: ClientEngine::new(config),
+            conn: None,
+            events: Vec::new(),
+            connects: 0,
+            user: UserId::parse(user).unwrap(),
+            device: DeviceId::parse(device).unwrap(),
+        });
+        self.nodes.len() - 1
+    }
+
+    pub fn ticket(&self, app: AppId, user: &UserId, lifetime_secs: u64) -> String {
+        usersig::mint(
+            DEV_SECRET,
+            &Ticket {
+                app,
+                user: user.clone(),
+                issued_at: self.now / 1000,
+                lifetime: lifetime_secs,
+            },
+        )
+    }
+
+    pub fn login(&mut self, i: usize) {
+        let app = termphone::ids::DEV_APP_ID;
+        let sig = self.ticket(app, &self.nodes[i].user.clone(), 86_400);
+        self.login_with(i, sig);
+    }
+
+    pub fn login_with(&mut self, i: usize, user_sig: String) {
+        let n = &self.nodes[i];
+        let cmd = Command::Login {
+            user: n.user.clone(),
+            device: n.device.clone(),
+            user_sig,
+        };
+        self.command(i, cmd);
+    }
+
+    pub fn command(&mut self, i: usize, cmd: Command) {
+        self.nodes[i]
+            .engine
+            .handle(self.now, engine::Input::Command(cmd));
+        self.settle();
+    }
+
+    /// Delivers everything in flight until nothing moves.
+    pub fn settle(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                while let Some(out) = self.nodes[i].engine.poll_output() {
+                    moved = true;
+                    self.client_output(i, out);
+                }
+            }
+            while let Some(input) = self.to_relay.pop_front() {
+                moved = true;
+                self.relay.handle(self.now, input);
+            }
+            while let Some(out) = self.relay.poll_output() {
+                moved = true;
+                self.relay_output(out);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn client_output(&mut self, i: usize, out: engine::Output) {
+        match out {
+            engine::Output::Connect => {
+                self.nodes[i].connects += 1;
+                if self.relay_up {
+                    let conn = self.next_conn;
+                    self.next_conn += 1;
+                    self.nodes[i].conn = Some(conn);
+                    self.relay.handle(self.now, core::Input::Connected { conn });
+                    self.nodes[i]
+                        .engine
+                        .handle(self.now, engine::Input::Connected);
+                } else {
+                    let reason = "connection refused".into();
+                    self.nodes[i]
+                        .engine
+                        .handle(self.now, engine::Input::ConnectFailed { reason });
+                }
+            }
+            engine::Output::Disconnect => {
+                if let Some(conn) = self.nodes[i].conn.take() {
+                    self.to_relay.push_back(core::Input::Disconnected { conn });
+                }
+            }
+            engine::Output::Send(msg) => {
+                if let Some(conn) = self.nodes[i].conn {
+                    self.to_relay.push_back(core::Input::Frame { conn, msg });
+                }
+            }
+            engine::Output::Event(e) => self.nodes[i].events.push(e),
+        }
+    }
+
+    fn relay_output(&mut self, out: core::Output) {
+        match out {
+            core::Output::Send { conn, msg } => {
+                if let Some(i) = self.node_of(conn) {
+                    self.nodes[i]
+                        .engine
+                        .handle(self.now, engine::Input::Frame(msg));
+                }
+            }
+            core::Output::Close { conn, .. } => {
+                if let Some(i) = self.node_of(conn) {
+                    self.nodes[i].conn = None;
+                    self.nodes[i]
+                        .engine
+                        .handle(self.now, engine::Input::Disconnected);
+                }
+            }
+            core::Output::Store(_) => {}
+        }
+    }
+
+    fn node_of(&self, conn: ConnId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.conn == Some(conn))
+    }
+
+    /// The network under device `i` fails: both sides see the connection drop.
+    pub fn cut(&mut self, i: usize) {
+        if let Some(conn) = self.nodes[i].conn.take() {
+            self.relay
+                .handle(self.now, core::Input::Disconnected { conn });
+            self.nodes[i]
+                .engine
+                .handle(self.now, engine::Input::Disconnected);
+        }
+        self.settle();
+    }
+
+    /// Moves virtual time forward to `t`, firing every timer on the way.
+    pub fn advance_to(&mut self, t: u64) {
+        loop {
+            let next = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.engine.poll_timeout())
+                .chain(self.relay.poll_timeout())
+                .filter(|&at| at <= t)
+                .min();
+            let Some(at) = next else { break };
+            self.now = self.now.max(at);
+            for n in &mut self.nodes {
+                n.engine.handle_timeout(self.now);
+            }
+            self.relay.handle_timeout(self.now);
+            self.settle();
+        }
+        self.now = t;
+    }
+
+    pub fn advance(&mut self, ms: u64) {
+        self.advance_to(self.now + ms);
+    }
+
+    /// Event names device `i` saw, and forgets them.
+    pub fn take_names(&mut self, i: usize) -> Vec<&'static str> {
+        std::mem::take(&mut self.nodes[i].events)
+            .iter()
+            .map(Event::name)
+            .collect()
+    }
+
+    pub fn take(&mut self, i: usize) -> Vec<Event> {
+        std::mem::take(&mut self.nodes[i].events)
+    }
+}

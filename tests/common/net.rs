@@ -1,0 +1,192 @@
+//! Helpers for tests over real sockets: a relay on 127.0.0.1:0, devices
+//! driven through the real connection task, a TCP proxy that can cut links.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Message;
+
+use termphone::client::connection::{self, ClientHandle};
+use termphone::client::engine::{ClientEngine, Command, EngineConfig};
+use termphone::client::event::Event;
+use termphone::config::RelayConfig;
+use termphone::ids::{AppId, DEV_APP_ID, DeviceId, Platform, UserId};
+use termphone::protocol::{self, ClientMsg, ServerMsg};
+use termphone::relay::store::Store;
+use termphone::relay::{RelayHandle, start};
+use termphone::time::unix_millis;
+use termphone::usersig::{self, DEV_SECRET, Ticket};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn test_config() -> RelayConfig {
+    RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..RelayConfig::default()
+    }
+}
+
+/// A relay on an ephemeral port with its database at `db`.
+pub async fn relay_at(config: &RelayConfig, db: &Path) -> RelayHandle {
+    start(config, Store::open(db).unwrap()).await.unwrap()
+}
+
+pub fn ticket(app: AppId, user: &str, lifetime: u64) -> String {
+    usersig::mint(
+        DEV_SECRET,
+        &Ticket {
+            app,
+            user: UserId::parse(user).unwrap(),
+            issued_at: unix_millis() / 1000,
+            lifetime,
+        },
+    )
+}
+
+/// A device over the real connection task, with the events it saw.
+pub struct Device {
+    pub handle: ClientHandle,
+    pub seen: Vec<Event>,
+}
+
+impl Device {
+    pub fn new(url: &str, app: AppId, platform: &str) -> Device {
+        let engine = ClientEngine::new(EngineConfig::new(app, Platform::parse(platform).unwrap()));
+        Device {
+            handle: connection::spawn(url.to_owned(), engine),
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn send(&self, cmd: Command) {
+        self.handle.commands.send(cmd).unwrap();
+    }
+
+    pub fn login_with(&self, user: &str, device: &str, user_sig: String) {
+        self.send(Command::Login {
+            user: UserId::parse(user).unwrap(),
+            device: DeviceId::parse(device).unwrap(),
+            user_sig,
+        });
+    }
+
+    /// Logs in to the development app and waits for SDK_READY.
+    pub async fn online(url: &str, user: &str, device: &str) -> Device {
+        let mut d = Device::new(url, DEV_APP_ID, "terminal");
+        d.login_with(user, device, ticket(DEV_APP_ID, user, 3600));
+        d.expect("SDK_READY").await;
+        d
+    }
+
+    /// Waits for the next event named `name`, keeping what came before in `seen`.
+    pub async fn expect(&mut self, name: &str) -> Event {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.handle.events.recv()).await;
+            match next {
+                Ok(Some(e)) if e.name() == name => return e,
+                Ok(Some(e)) => self.seen.push(e),
+                Ok(None) => panic!(
+                    "device stopped while waiting for {name}; saw {:?}",
+                    self.seen
+                ),
+                Err(_) => panic!("no {name} within {WAIT:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Asserts that no event arrives for `window`.
+    pub async fn expect_silence(&mut self, window: Duration) {
+        if let Ok(Some(e)) = tokio::time::timeout(window, self.handle.events.recv()).await {
+            panic!("expected no event, got {e:?}");
+        }
+    }
+
+    /// The app's users and how many devices each has online.
+    pub async fn users(&mut self) -> Vec<(String, usize)> {
+        self.send(Command::GetUsers { subscribe: false });
+        match self.expect("USERS").await {
+            Event::Users { users } => users
+                .into_iter()
+                .map(|u| (u.user, u.devices.len()))
+                .collect(),
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// A raw WebSocket peer speaking the protocol by hand.
+pub struct RawPeer {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+}
+
+impl RawPeer {
+    pub async fn connect(url: &str) -> RawPeer {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        RawPeer { ws }
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) {
+        self.send_text(protocol::encode(msg)).await;
+    }
+
+    pub async fn recv(&mut self) -> ServerMsg {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("reply in time");
+            match msg {
+                Some(Ok(Message::Text(t))) => return protocol::decode(&t).unwrap(),
+                Some(Ok(_)) => continue,
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    }
+}
+
+/// A TCP proxy in front of the relay whose links can be cut.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    cut: broadcast::Sender<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = broadcast::channel(4);
+        let cut_tx = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut = cut_tx.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut upstream) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                        _ = cut.recv() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, cut }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Drops every link through the proxy, like a network failure.
+    pub fn cut(&self) {
+        let _ = self.cut.send(());
+    }
+}

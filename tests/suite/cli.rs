@@ -1,0 +1,367 @@
+//! The binary as users and scripts run it: headless over stdin/stdout, the
+//! relay in the foreground, usersig, config errors.
+
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use termphone::ids::{DEV_APP_ID, UserId};
+use termphone::usersig::{self, DEV_SECRET};
+
+use crate::common::net::{Device, WAIT, relay_at, test_config};
+
+/// The binary with its config and data directories in `home`.
+fn termphone(home: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_termphone"));
+    cmd.env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("TERMPHONE_LOG")
+        .kill_on_drop(true);
+    cmd
+}
+
+struct Headless {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Headless {
+    fn spawn(home: &std::path::Path, args: &[&str]) -> Headless {
+        let mut child = termphone(home)
+            .arg("headless")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        Headless {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    async fn send(&mut self, cmd: Value) {
+        self.write(format!("{cmd}\n").as_bytes()).await;
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).await.unwrap();
+    }
+
+    /// Next event line; every stdout line must be one JSON event with a ts.
+    async fn next(&mut self) -> Option<Value> {
+        let line = tokio::time::timeout(WAIT, self.stdout.next_line())
+            .await
+            .expect("an event in time")
+            .unwrap()?;
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line {line:?}: {e}"));
+        assert!(v["event"].is_string() && v["ts"].is_u64(), "{line}");
+        Some(v)
+    }
+
+    async fn expect(&mut self, name: &str) -> Value {
+        let mut seen = Vec::new();
+        loop {
+            match self.next().await {
+                Some(v) if v["event"] == name => return v,
+                Some(v) => seen.push(v),
+                None => panic!("stdout closed before {name}; saw {seen:?}"),
+            }
+        }
+    }
+
+    async fn exits_cleanly(mut self) {
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+#[tokio::test]
+async fn headless_speaks_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let mut h = Headless::spawn(
+        dir.path(),
+        &["--relay", &url, "--user", "alice", "--device", "d1"],
+    );
+    let status = h.expect("LOGIN_STATUS_CHANGED").await;
+    assert_eq!(
+        (status["status"].clone(), status["statusCode"].clone()),
+        (json!("LOGINING"), json!(2))
+    );
+    let status = h.expect("LOGIN_STATUS_CHANGED").await;
+    assert_eq!(status["status"], "LOGINED");
+    h.expect("SDK_READY").await;
+
+    h.send(json!({"cmd": "getUsers"})).await;
+    let users = h.expect("USERS").await;
+    assert_eq!(
+        users["users"],
+        json!([{"userID": "alice", "devices": [{"deviceID": "d1", "platform": "terminal"}]}])
+    );
+
+    h.send(json!({"cmd": "dance"})).await;
+    let e = h.expect("ERROR").await;
+    assert_eq!(
+        (e["code"].clone(), e["cmd"].clone()),
+        (json!(6001), json!("dance"))
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("login, logout"),
+        "{e}"
+    );
+
+    h.write(b"this is not json\n").await;
+    assert_eq!(h.expect("ERROR").await["code"], 6002);
+
+    h.send(json!({"cmd": "wait", "event": "KICKED_OUT", "timeout_ms": 100}))
+        .await;
+    let e = h.expect("ERROR").await;
+    assert_eq!(
+        (e["code"].clone(), e["cmd"].clone()),
+        (json!(6012), json!("wait"))
+    );
+
+    h.send(json!({"cmd": "login", "userID": "no spaces allowed"}))
+        .await;
+    let e = h.expect("ERROR").await;
+    assert_eq!(e["code"], 70400);
+    assert!(e["message"].as_str().unwrap().contains("1 to 32 bytes"));
+
+    // A second device sees alice online, then gone once she quits.
+    let mut bob = Device::online(&url, "bob", "b1").await;
+    assert_eq!(
+        bob.users().await,
+        vec![("alice".into(), 1), ("bob".into(), 1)]
+    );
+    h.send(json!({"cmd": "quit"})).await;
+    h.exits_cleanly().await;
+    assert_eq!(
+        bob.users().await,
+        vec![("alice".into(), 0), ("bob".into(), 1)]
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_piped_script_runs_in_order_and_ends_with_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let mut h = Headless::spawn(dir.path(), &["--relay", &relay.url(), "--device", "d1"]);
+    let script = [
+        json!({"cmd": "getUsers"}),
+        json!({"cmd": "login", "userID": "alice"}),
+        json!({"cmd": "wait", "event": "SDK_READY", "timeout_ms": 5000}),
+        json!({"cmd": "getUsers"}),
+    ];
+    for cmd in script {
+        h.send(cmd).await;
+    }
+    h.stdin = None;
+    let mut names = Vec::new();
+    while let Some(v) = h.next().await {
+        names.push(v["event"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        names[..5],
+        [
+            "ERROR", // getUsers before login: NOT_LOGGED_IN
+            "LOGIN_STATUS_CHANGED",
+            "CONNECTION_CHANGED",
+            "LOGIN_STATUS_CHANGED",
+            "SDK_READY",
+        ]
+    );
+    // The logout on the way out waits for the reply already in flight; the
+    // two may be reported in either order.
+    let mut tail = names[5..].to_vec();
+    tail.sort();
+    assert_eq!(tail, ["LOGIN_STATUS_CHANGED", "USERS"]);
+    let status = tokio::time::timeout(WAIT, h.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn headless_with_the_relay_down_reports_it_and_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bind, read it, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let mut h = Headless::spawn(dir.path(), &["--relay", &url, "--user", "alice"]);
+    let e = h.expect("ERROR").await;
+    assert_eq!(e["code"], 6200);
+    assert!(e["message"].as_str().unwrap().contains(&url), "{e}");
+    h.send(json!({"cmd": "quit"})).await;
+    h.exits_cleanly().await;
+}
+
+#[tokio::test]
+async fn relay_runs_in_the_foreground_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    let mut child = termphone(dir.path())
+        .args(["relay", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = line.strip_prefix("listening on ").expect(&line).to_owned();
+    let mut alice = Device::online(&url, "alice", "d1").await;
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    // The device noticed and is trying to get back.
+    alice.expect("CONNECTION_CHANGED").await;
+    assert!(db.exists());
+}
+
+#[tokio::test]
+async fn relay_refuses_a_public_address_with_the_development_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = termphone(dir.path())
+        .args(["relay", "--listen", "0.0.0.0:0"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("development secret") && stderr.contains("loopback"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn usersig_mints_a_ticket_the_relay_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = termphone(dir.path())
+        .args(["usersig", "--user", "alice"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap();
+    let now = termphone::time::unix_millis() / 1000;
+    let alice = UserId::parse("alice").unwrap();
+    let t = usersig::verify(DEV_SECRET, token.trim(), DEV_APP_ID, &alice, now).unwrap();
+    assert_eq!(t.lifetime, 7 * 24 * 3600);
+
+    let out = termphone(dir.path())
+        .args([
+            "usersig",
+            "--user",
+            "alice",
+            "--app",
+            "9",
+            "--secret",
+            "sixteen-bytes-or-more",
+            "--expire",
+            "60",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert!(usersig::verify("sixteen-bytes-or-more", token.trim(), 9, &alice, now).is_ok());
+}
+
+#[tokio::test]
+async fn a_config_error_names_the_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[client]\nrelay = \"ws://127.0.0.1:1\"\n").unwrap();
+    let out = termphone(dir.path())
+        .arg("--config")
+        .arg(&bad)
+        .args(["usersig", "--user", "alice"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("unknown field `relay`"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn tui_without_a_user_says_how_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = termphone(dir.path()).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--user"));
+}
+
+#[tokio::test]
+async fn stdout_is_only_events_even_when_logging_is_verbose() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let mut child = termphone(dir.path())
+        .env("TERMPHONE_LOG", "trace")
+        .args(["headless", "--relay", &relay.url(), "--user", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(
+            b"{\"cmd\":\"wait\",\"event\":\"SDK_READY\",\"timeout_ms\":5000}\n{\"cmd\":\"quit\"}\n",
+        )
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for line in stdout.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert!(v["event"].is_string());
+    }
+    assert!(stdout.contains("SDK_READY"));
+    assert!(!out.stderr.is_empty(), "the logs went to stderr");
+    relay.shutdown().await;
+}

@@ -1,0 +1,3 @@
+mod cli;
+mod login_mesh;
+mod login_ws;

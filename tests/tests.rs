@@ -1,0 +1,4 @@
+//! One integration-test binary, one module per topic.
+
+mod common;
+mod suite;
