@@ -36,7 +36,6 @@ pub struct ClientConfig {
     pub user: Option<UserId>,
     pub device: Option<DeviceId>,
     pub platform: Platform,
-    pub multi_device: bool,
     /// Start the bundled relay when the default loopback relay does not answer.
     pub autostart_relay: bool,
     /// Lifetime of the tickets the client mints.
@@ -52,7 +51,6 @@ impl Default for ClientConfig {
             user: None,
             device: None,
             platform: Platform::terminal(),
-            multi_device: false,
             autostart_relay: true,
             usersig_lifetime_secs: DEFAULT_LIFETIME_SECS,
         }
@@ -254,7 +252,6 @@ mod tests {
             "user",
             "device",
             "platform",
-            "multi_device",
             "autostart_relay",
             "usersig_lifetime_secs",
             "listen",
@@ -276,12 +273,12 @@ mod tests {
     #[test]
     fn overrides_apply() {
         let config = Config::parse(
-            "[client]\nuser = \"alice\"\nmulti_device = true\n[relay]\nlisten = \"127.0.0.1:9000\"\n",
+            "[client]\nuser = \"alice\"\nautostart_relay = false\n[relay]\nlisten = \"127.0.0.1:9000\"\n",
             "t",
         )
         .unwrap();
         assert_eq!(config.client.user.unwrap().as_str(), "alice");
-        assert!(config.client.multi_device);
+        assert!(!config.client.autostart_relay);
         assert_eq!(config.relay.listen.port(), 9000);
     }
 
@@ -302,8 +299,11 @@ mod tests {
 
     #[test]
     fn wrong_type_is_named() {
-        let e = error_of("[client]\nmulti_device = \"yes\"\n");
-        assert!(e.contains("multi_device") || e.contains("boolean"), "{e}");
+        let e = error_of("[client]\nautostart_relay = \"yes\"\n");
+        assert!(
+            e.contains("autostart_relay") || e.contains("boolean"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub struct ClientEngine {
     next_heartbeat: Option<Millis>,
     /// RELAY_UNREACHABLE was reported for the current outage.
     reported_unreachable: bool,
+    /// The front end asked for presence updates; a new connection (resumed
+    /// or logged in again) must ask the relay again and refresh the list.
+    presence_subscribed: bool,
     /// After a logout, the link stays up until the relay acknowledges it
     /// (so replies already on their way still arrive), or until this time.
     closing_until: Option<Millis>,
@@ -134,6 +137,7 @@ impl ClientEngine {
             attempt: 0,
             next_heartbeat: None,
             reported_unreachable: false,
+            presence_subscribed: false,
             closing_until: None,
             out: VecDeque::new(),
         }
@@ -248,6 +252,7 @@ impl ClientEngine {
                 // switches accounts on the relay).
                 self.session = None;
                 self.closing_until = None;
+                self.presence_subscribed = false;
                 self.set_status(LoginStatus::Logining);
                 match self.link {
                     Link::Up => self.send_login(),
@@ -264,6 +269,7 @@ impl ClientEngine {
                 }
                 if self.link == Link::Up {
                     self.send(ClientMsg::Logout);
+                    self.presence_subscribed = false;
                     self.credentials = None;
                     self.session = None;
                     self.retry_at = None;
@@ -287,6 +293,7 @@ impl ClientEngine {
                         Some(name),
                     ));
                 }
+                self.presence_subscribed |= subscribe;
                 self.send(ClientMsg::ListUsers { subscribe });
             }
         }
@@ -301,6 +308,8 @@ impl ClientEngine {
                 if self.status != LoginStatus::Logined {
                     self.set_status(LoginStatus::Logined);
                     self.event(Event::SdkReady);
+                } else {
+                    self.resubscribe();
                 }
             }
             ServerMsg::LoginFailed { error } => {
@@ -312,7 +321,7 @@ impl ClientEngine {
                 }
                 self.sign_out();
             }
-            ServerMsg::Resumed { .. } => {}
+            ServerMsg::Resumed { .. } => self.resubscribe(),
             ServerMsg::ResumeFailed { error } => {
                 self.session = None;
                 if error.code == ErrorCode::UserSigExpiredRelay.code() {
@@ -357,8 +366,15 @@ impl ClientEngine {
         }
     }
 
+    fn resubscribe(&mut self) {
+        if self.presence_subscribed {
+            self.send(ClientMsg::ListUsers { subscribe: true });
+        }
+    }
+
     /// Forgets the login and closes the link: nothing reconnects by itself.
     fn sign_out(&mut self) {
+        self.presence_subscribed = false;
         self.credentials = None;
         self.session = None;
         self.retry_at = None;

@@ -113,27 +113,44 @@ impl Model {
     }
 
     fn log_event(&mut self, event: &Event, now: u64) {
-        let detail = serde_json::to_value(event)
-            .ok()
-            .and_then(|v| v.as_object().cloned())
-            .map(|mut fields| {
-                fields.remove("event");
-                fields
-                    .into_iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
-        let text = if detail.is_empty() {
-            event.name().to_owned()
-        } else {
-            format!("{} {detail}", event.name())
-        };
         if self.log.len() == LOG_CAPACITY {
             self.log.pop_front();
         }
-        self.log.push_back(LogLine { at: now, text });
+        self.log.push_back(LogLine {
+            at: now,
+            text: summary(event),
+        });
+    }
+}
+
+/// One event-log line: the event's name and its fields, shortened where the
+/// fields are lists.
+fn summary(event: &Event) -> String {
+    let detail = match event {
+        Event::Users { users } => format!("{} users", users.len()),
+        Event::UserStatusChanged { user } => {
+            format!("userID={} devices={}", user.user, user.devices.len())
+        }
+        other => serde_json::to_value(other)
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .map(|fields| {
+                fields
+                    .into_iter()
+                    .filter(|(k, v)| k != "event" && !v.is_null())
+                    .map(|(k, v)| match v {
+                        serde_json::Value::String(s) => format!("{k}={s}"),
+                        v => format!("{k}={v}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default(),
+    };
+    if detail.is_empty() {
+        event.name().to_owned()
+    } else {
+        format!("{} {detail}", event.name())
     }
 }
 

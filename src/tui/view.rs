@@ -44,19 +44,21 @@ fn status_line(model: &Model) -> Paragraph<'_> {
         Some(LinkState::Disconnected) => Span::raw("disconnected").red(),
         None => Span::raw("connecting…").yellow(),
     };
+    // Most important first: a narrow terminal cuts the end of the line.
     let mut spans = vec![
         " termphone ".bold().reversed(),
-        format!(" {}@{} ({}) ", model.user, model.device, model.platform).into(),
+        format!(" {}@{} ({})  ", model.user, model.device, model.platform).into(),
         Span::styled(
             status,
             Style::default().fg(color).add_modifier(Modifier::BOLD),
         ),
-        format!("  {} ", model.relay_url).into(),
+        "  ".into(),
         link,
     ];
     if let Some(alert) = &model.alert {
         spans.push(format!("  {alert}").red());
     }
+    spans.push(format!("  {}", model.relay_url).dark_gray());
     Paragraph::new(Line::from(spans))
 }
 

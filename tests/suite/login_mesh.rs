@@ -313,3 +313,30 @@ fn users_of_two_apps_never_see_each_other() {
     assert_eq!(users_of(m.take(alice)), vec!["alice", "bob"]);
     assert_eq!(users_of(m.take(carol)), vec!["carol"]);
 }
+
+#[test]
+fn a_presence_subscription_survives_resume_and_relogin() {
+    let mut m = Mesh::dev();
+    let a = m.add(DEV_APP_ID, "terminal", "alice", "d1");
+    let b = m.add(DEV_APP_ID, "terminal", "bob", "b1");
+    m.login(a);
+    m.command(a, Command::GetUsers { subscribe: true });
+    m.take(a);
+
+    // Resumed within the grace period: a fresh snapshot, then live updates.
+    m.cut(a);
+    m.advance(1_000);
+    assert!(m.take_names(a).contains(&"USERS"));
+    m.login(b);
+    assert!(m.take_names(a).contains(&"USER_STATUS_CHANGED"));
+
+    // Session lost (relay down past the grace period): same after the silent re-login.
+    m.relay_up = false;
+    m.cut(a);
+    m.advance(95_000);
+    m.relay_up = true;
+    m.advance(6_000);
+    assert!(m.take_names(a).contains(&"USERS"));
+    m.command(b, Command::Logout);
+    assert!(m.take_names(a).contains(&"USER_STATUS_CHANGED"));
+}
