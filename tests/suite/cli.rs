@@ -365,3 +365,17 @@ async fn stdout_is_only_events_even_when_logging_is_verbose() {
     assert!(!out.stderr.is_empty(), "the logs went to stderr");
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn with_nothing_configured_a_device_starts_the_bundled_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    // No --relay and no config: the default loopback address, started on demand
+    // (or already running from an earlier device, which is the same promise).
+    let mut h = Headless::spawn(dir.path(), &["--user", "alice", "--device", "auto1"]);
+    h.expect("SDK_READY").await;
+    h.send(json!({"cmd": "getUsers"})).await;
+    let users = h.expect("USERS").await;
+    assert!(users["users"].as_array().unwrap().iter().any(|u| u["userID"] == "alice"));
+    h.send(json!({"cmd": "quit"})).await;
+    h.exits_cleanly().await;
+}
