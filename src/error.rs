@@ -58,7 +58,6 @@ error_codes! {
     InvalidParameters = 6017, "INVALID_PARAMETERS", "a command argument is missing or has the wrong type";
     RelayUnreachable = 6200, "RELAY_UNREACHABLE", "the relay did not answer; the client keeps retrying with backoff";
     UserSigExpired = 6206, "USER_SIG_EXPIRED", "client: the UserSig has expired; log in again with a fresh ticket";
-    KickedOut = 6208, "KICKED_OUT", "another login of the same user took this device's place";
     UserSigExpiredRelay = 70001, "USER_SIG_EXPIRED_RELAY", "relay: the UserSig has expired (the client reports 6206)";
     UserSigInvalid = 70003, "USER_SIG_INVALID", "the UserSig cannot be decoded: it is not a termphone ticket";
     UserSigForged = 70009, "USER_SIG_FORGED", "the UserSig signature does not match the app's secret";
@@ -73,7 +72,6 @@ error_codes! {
     UnsupportedVersion = 90003, "UNSUPPORTED_VERSION", "the frame's protocol version `v` is not spoken by this peer";
     TooManyConnections = 90005, "TOO_MANY_CONNECTIONS", "the relay is at its connection cap; try again later";
     SessionExpired = 90006, "SESSION_EXPIRED", "the session to resume is gone (grace period over); a fresh login follows";
-    RelayShuttingDown = 90009, "RELAY_SHUTTING_DOWN", "the relay is stopping; clients reconnect when it is back";
 }
 
 impl fmt::Display for ErrorCode {
@@ -126,7 +124,7 @@ mod tests {
     fn docs_list_every_code() {
         let doc = include_str!("../docs/errors.md");
         for &c in ErrorCode::ALL {
-            let row = format!("| {} | `{}` |", c.code(), c.name());
+            let row = format!("| {} | `{}` | {} |", c.code(), c.name(), c.summary());
             assert!(doc.contains(&row), "docs/errors.md lacks the row for {c}");
         }
     }

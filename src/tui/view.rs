@@ -20,7 +20,19 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) {
         Layout::horizontal([Constraint::Percentage(35), Constraint::Percentage(65)]).areas(body);
 
     frame.render_widget(status_line(model), status);
-    frame.render_widget(contact_list(model), contacts);
+    if model.users.iter().any(|u| u.user != model.user.as_str()) {
+        frame.render_widget(contact_list(model), contacts);
+    } else {
+        let hint = Paragraph::new(vec![
+            Line::from("No one else here yet.".dark_gray()),
+            Line::from(""),
+            Line::from("In another terminal:".dark_gray()),
+            Line::from("  termphone --user bob"),
+        ])
+        .wrap(ratatui::widgets::Wrap { trim: false })
+        .block(Block::bordered().title(" Contacts "));
+        frame.render_widget(hint, contacts);
+    }
     frame.render_widget(event_log(model, log.height.saturating_sub(2) as usize), log);
     frame.render_widget(
         Line::from(vec![

@@ -375,7 +375,13 @@ async fn with_nothing_configured_a_device_starts_the_bundled_relay() {
     h.expect("SDK_READY").await;
     h.send(json!({"cmd": "getUsers"})).await;
     let users = h.expect("USERS").await;
-    assert!(users["users"].as_array().unwrap().iter().any(|u| u["userID"] == "alice"));
+    assert!(
+        users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["userID"] == "alice")
+    );
     h.send(json!({"cmd": "quit"})).await;
     h.exits_cleanly().await;
 }
