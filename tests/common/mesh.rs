@@ -62,6 +62,15 @@ impl Mesh {
         self.nodes.len() - 1
     }
 
+    /// Adds a terminal device of the development app, logs it in and
+    /// forgets the login's events.
+    pub fn online(&mut self, user: &str, device: &str) -> usize {
+        let i = self.add(termphone::ids::DEV_APP_ID, "terminal", user, device);
+        self.login(i);
+        self.take(i);
+        i
+    }
+
     pub fn ticket(&self, app: AppId, user: &UserId, lifetime_secs: u64) -> String {
         usersig::mint(
             DEV_SECRET,

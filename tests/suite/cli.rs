@@ -23,6 +23,13 @@ fn termphone(home: &std::path::Path) -> Command {
     cmd
 }
 
+/// Runs the binary to completion, expecting exit status 2; returns stderr.
+async fn refused_with_status_2(mut cmd: Command) -> String {
+    let out = cmd.output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 struct Headless {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -257,13 +264,9 @@ async fn relay_runs_in_the_foreground_and_stops_on_sigterm() {
 #[tokio::test]
 async fn relay_refuses_a_public_address_with_the_development_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let out = termphone(dir.path())
-        .args(["relay", "--listen", "0.0.0.0:0"])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut cmd = termphone(dir.path());
+    cmd.args(["relay", "--listen", "0.0.0.0:0"]);
+    let stderr = refused_with_status_2(cmd).await;
     assert!(
         stderr.contains("development secret") && stderr.contains("loopback"),
         "{stderr}"
@@ -309,15 +312,11 @@ async fn a_config_error_names_the_key_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[client]\nrelay = \"ws://127.0.0.1:1\"\n").unwrap();
-    let out = termphone(dir.path())
-        .arg("--config")
+    let mut cmd = termphone(dir.path());
+    cmd.arg("--config")
         .arg(&bad)
-        .args(["usersig", "--user", "alice"])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .args(["usersig", "--user", "alice"]);
+    let stderr = refused_with_status_2(cmd).await;
     assert!(
         stderr.contains("bad.toml") && stderr.contains("unknown field `relay`"),
         "{stderr}"
@@ -327,9 +326,8 @@ async fn a_config_error_names_the_key_and_exits_2() {
 #[tokio::test]
 async fn tui_without_a_user_says_how_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = termphone(dir.path()).output().await.unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--user"));
+    let stderr = refused_with_status_2(termphone(dir.path())).await;
+    assert!(stderr.contains("--user"), "{stderr}");
 }
 
 #[tokio::test]

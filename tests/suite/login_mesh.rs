@@ -107,9 +107,7 @@ fn the_limit_is_a_relay_setting_per_app() {
 #[test]
 fn a_dropped_connection_resumes_without_a_new_login() {
     let mut m = Mesh::dev();
-    let a = m.add(DEV_APP_ID, "terminal", "alice", "d1");
-    m.login(a);
-    m.take(a);
+    let a = m.online("alice", "d1");
     m.relay_up = false;
     m.cut(a);
     m.advance(3_000);
@@ -163,9 +161,7 @@ fn backoff_grows_and_is_capped() {
 #[test]
 fn after_the_grace_period_the_session_is_gone_and_the_client_logs_in_again_silently() {
     let mut m = Mesh::dev();
-    let a = m.add(DEV_APP_ID, "terminal", "alice", "d1");
-    m.login(a);
-    m.take(a);
+    let a = m.online("alice", "d1");
     m.relay_up = false;
     m.cut(a);
     m.advance(89_000);
@@ -199,9 +195,7 @@ fn a_silent_connection_is_dropped_after_the_heartbeat_timeout() {
 #[test]
 fn heartbeats_keep_an_idle_device_online() {
     let mut m = Mesh::dev();
-    let a = m.add(DEV_APP_ID, "terminal", "alice", "d1");
-    m.login(a);
-    m.take(a);
+    let a = m.online("alice", "d1");
     m.advance(600_000);
     assert!(m.take(a).is_empty());
     assert!(m.nodes[a].conn.is_some());
@@ -259,9 +253,7 @@ fn logging_in_as_another_user_switches_accounts() {
 #[test]
 fn logout_ends_the_session_and_the_link() {
     let mut m = Mesh::dev();
-    let a = m.add(DEV_APP_ID, "terminal", "alice", "d1");
-    m.login(a);
-    m.take(a);
+    let a = m.online("alice", "d1");
     m.command(a, Command::Logout);
     assert_eq!(m.take(a), vec![Event::status(LoginStatus::Logout)]);
     assert_eq!(m.relay.session_count(), 0);
