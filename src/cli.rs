@@ -58,6 +58,10 @@ pub struct DeviceArgs {
     /// Login ticket (default: minted from the configured secret).
     #[arg(long, value_name = "TICKET")]
     pub usersig: Option<String>,
+    /// Ring on this device even when it is not the user's latest login
+    /// (same as enableMultiDeviceAbility after login).
+    #[arg(long)]
+    pub multi_device: bool,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +129,7 @@ impl DeviceArgs {
             device,
             platform,
             usersig,
+            multi_device,
         } = self;
         relay.is_none()
             && app.is_none()
@@ -132,6 +137,7 @@ impl DeviceArgs {
             && device.is_none()
             && platform.is_none()
             && usersig.is_none()
+            && !multi_device
     }
 
     /// Flags over config over defaults.
@@ -145,6 +151,7 @@ impl DeviceArgs {
             platform: self.platform.clone().unwrap_or_else(|| c.platform.clone()),
             secret: c.secret.clone(),
             usersig_lifetime_secs: c.usersig_lifetime_secs,
+            multi_device: self.multi_device || c.multi_device,
             data_dir: dirs.data_dir.clone(),
         }
     }

@@ -36,6 +36,8 @@ pub struct ClientConfig {
     pub user: Option<UserId>,
     pub device: Option<DeviceId>,
     pub platform: Platform,
+    /// Ring on this device too when the user has several online (like --multi-device).
+    pub multi_device: bool,
     /// Start the bundled relay when the default loopback relay does not answer.
     pub autostart_relay: bool,
     /// Lifetime of the tickets the client mints.
@@ -51,6 +53,7 @@ impl Default for ClientConfig {
             user: None,
             device: None,
             platform: Platform::terminal(),
+            multi_device: false,
             autostart_relay: true,
             usersig_lifetime_secs: DEFAULT_LIFETIME_SECS,
         }
@@ -69,6 +72,8 @@ pub struct RelayConfig {
     pub session_grace_secs: u64,
     /// A connection that sends nothing (not even a heartbeat) for this long is dropped.
     pub heartbeat_timeout_secs: u64,
+    /// Participants of one call, caller included (the vendor's limit is 9).
+    pub max_call_participants: usize,
     pub apps: Vec<AppConfig>,
 }
 
@@ -80,6 +85,7 @@ impl Default for RelayConfig {
             max_connections: 10_000,
             session_grace_secs: 90,
             heartbeat_timeout_secs: 30,
+            max_call_participants: 9,
             apps: vec![AppConfig::default()],
         }
     }
@@ -168,6 +174,9 @@ impl Config {
             return Err("client.usersig_lifetime_secs must be at least 1".into());
         }
         let r = &self.relay;
+        if r.max_call_participants < 2 {
+            return Err("relay.max_call_participants must be at least 2".into());
+        }
         if r.max_connections == 0 {
             return Err("relay.max_connections must be at least 1".into());
         }
@@ -252,6 +261,7 @@ mod tests {
             "user",
             "device",
             "platform",
+            "multi_device",
             "autostart_relay",
             "usersig_lifetime_secs",
             "listen",
@@ -259,6 +269,7 @@ mod tests {
             "max_connections",
             "session_grace_secs",
             "heartbeat_timeout_secs",
+            "max_call_participants",
             "id",
             "max_devices_per_platform",
             "platform_limits",

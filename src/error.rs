@@ -56,6 +56,11 @@ error_codes! {
     WaitTimeout = 6012, "WAIT_TIMEOUT", "headless: the awaited event did not arrive within `timeout_ms`";
     NotLoggedIn = 6014, "NOT_LOGGED_IN", "the request needs a completed login (wait for SDK_READY)";
     InvalidParameters = 6017, "INVALID_PARAMETERS", "a command argument is missing or has the wrong type";
+    CallSelf = 6101, "CALL_SELF", "a user cannot call itself";
+    AlreadyInCall = 6102, "ALREADY_IN_CALL", "this user is already in a call; hang up first";
+    NoSuchCall = 6103, "NO_SUCH_CALL", "no call matches (nothing rings here, or the callId or roomID is unknown)";
+    CallFull = 6104, "CALL_FULL", "the call would exceed the relay's participant limit (relay.max_call_participants)";
+    NotAGroupCall = 6105, "NOT_A_GROUP_CALL", "only a group call can be joined by room id";
     RelayUnreachable = 6200, "RELAY_UNREACHABLE", "the relay did not answer; the client keeps retrying with backoff";
     UserSigExpired = 6206, "USER_SIG_EXPIRED", "client: the UserSig has expired; log in again with a fresh ticket";
     UserSigExpiredRelay = 70001, "USER_SIG_EXPIRED_RELAY", "relay: the UserSig has expired (the client reports 6206)";

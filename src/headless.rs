@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::client::ClientSettings;
 use crate::client::connection::{self, ClientHandle};
-use crate::client::engine::{ClientEngine, Command};
+use crate::client::engine::{CallCommand, ClientEngine, Command};
 use crate::client::event::{EVENT_NAMES, Event, LoginStatus};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{DeviceId, UserId};
@@ -23,7 +23,22 @@ use crate::profile::Profile;
 use crate::time::unix_millis;
 
 /// Every command name, in the order docs/headless.md lists them.
-pub const COMMANDS: &[&str] = &["login", "logout", "getUsers", "wait", "quit"];
+pub const COMMANDS: &[&str] = &[
+    "login",
+    "logout",
+    "enableMultiDeviceAbility",
+    "call",
+    "groupCall",
+    "accept",
+    "reject",
+    "ignore",
+    "hangup",
+    "inviteUser",
+    "joinInGroupCall",
+    "getUsers",
+    "wait",
+    "quit",
+];
 
 const DEFAULT_WAIT_MS: u64 = 10_000;
 
@@ -49,6 +64,49 @@ struct LoginArgs {
 struct GetUsersArgs {
     #[serde(default)]
     subscribe: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnableArgs {
+    enable: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallArgs {
+    #[serde(rename = "userID")]
+    user_id: UserId,
+    timeout: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupCallArgs {
+    #[serde(rename = "userIDList")]
+    user_id_list: Vec<UserId>,
+    timeout: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallIdArgs {
+    #[serde(rename = "callId")]
+    call_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteArgs {
+    #[serde(rename = "userIDList")]
+    user_id_list: Vec<UserId>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinArgs {
+    #[serde(rename = "roomID")]
+    room_id: u32,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +187,47 @@ fn parse_command(line: &str) -> Result<Request, Event> {
             })
         }
         "logout" => args::<NoArgs>(&cmd, obj).map(|_| Request::Engine(Command::Logout)),
+        "enableMultiDeviceAbility" => {
+            let a: EnableArgs = args(&cmd, obj)?;
+            Ok(Request::Engine(Command::EnableMultiDevice {
+                enable: a.enable,
+            }))
+        }
+        "call" => {
+            let a: CallArgs = args(&cmd, obj)?;
+            Ok(call(CallCommand::Call {
+                users: vec![a.user_id],
+                group: false,
+                timeout_secs: a.timeout,
+            }))
+        }
+        "groupCall" => {
+            let a: GroupCallArgs = args(&cmd, obj)?;
+            Ok(call(CallCommand::Call {
+                users: a.user_id_list,
+                group: true,
+                timeout_secs: a.timeout,
+            }))
+        }
+        "accept" | "reject" | "ignore" | "hangup" => {
+            let CallIdArgs { call_id } = args(&cmd, obj)?;
+            Ok(call(match cmd.as_str() {
+                "accept" => CallCommand::Accept { call_id },
+                "reject" => CallCommand::Reject { call_id },
+                "ignore" => CallCommand::Ignore { call_id },
+                _ => CallCommand::Hangup { call_id },
+            }))
+        }
+        "inviteUser" => {
+            let a: InviteArgs = args(&cmd, obj)?;
+            Ok(call(CallCommand::Invite {
+                users: a.user_id_list,
+            }))
+        }
+        "joinInGroupCall" => {
+            let a: JoinArgs = args(&cmd, obj)?;
+            Ok(call(CallCommand::Join { room: a.room_id }))
+        }
         "getUsers" => {
             let a: GetUsersArgs = args(&cmd, obj)?;
             Ok(Request::Engine(Command::GetUsers {
@@ -163,6 +262,10 @@ fn parse_command(line: &str) -> Result<Request, Event> {
             Some(other),
         )),
     }
+}
+
+fn call(cmd: CallCommand) -> Request {
+    Request::Engine(Command::Call(cmd))
 }
 
 fn error_event(code: ErrorCode, message: String, cmd: Option<&str>) -> Event {

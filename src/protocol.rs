@@ -47,6 +47,40 @@ pub enum ClientMsg {
         #[serde(default)]
         subscribe: bool,
     },
+    /// Ring on this device too when the user has several online.
+    MultiDevice {
+        enable: bool,
+    },
+    /// Start a call; `group` marks a group call even with one invitee.
+    Call {
+        invitees: Vec<String>,
+        #[serde(default)]
+        group: bool,
+        /// Ring timeout in seconds (default 30).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_secs: Option<u32>,
+    },
+    Accept {
+        call_id: String,
+    },
+    Reject {
+        call_id: String,
+    },
+    /// Stop ringing on this device only.
+    Ignore {
+        call_id: String,
+    },
+    /// Leave the call, or cancel it while it still rings.
+    Hangup {
+        call_id: String,
+    },
+    Invite {
+        call_id: String,
+        users: Vec<String>,
+    },
+    Join {
+        room: RoomId,
+    },
 }
 
 impl ClientMsg {
@@ -58,6 +92,15 @@ impl ClientMsg {
             ClientMsg::Logout => "logout",
             ClientMsg::Heartbeat => "heartbeat",
             ClientMsg::ListUsers { .. } => "list_users",
+            ClientMsg::MultiDevice { .. } => "multi_device",
+            ClientMsg::Call { group: false, .. } => "call",
+            ClientMsg::Call { group: true, .. } => "group_call",
+            ClientMsg::Accept { .. } => "accept",
+            ClientMsg::Reject { .. } => "reject",
+            ClientMsg::Ignore { .. } => "ignore",
+            ClientMsg::Hangup { .. } => "hangup",
+            ClientMsg::Invite { .. } => "invite",
+            ClientMsg::Join { .. } => "join",
         }
     }
 }
@@ -112,6 +155,74 @@ impl KickReason {
     }
 }
 
+/// A call's room: every call runs in one, 1..=4294967295.
+pub type RoomId = u32;
+
+/// What a call looks like to a device that is told about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallInfo {
+    pub call_id: String,
+    pub room: RoomId,
+    pub sponsor: UserId,
+    /// Everyone invited (for the callee: the others invited with it).
+    pub invitees: Vec<UserId>,
+    pub group: bool,
+}
+
+/// Why a call stopped ringing on a device, or never connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// Another device of the same user answered.
+    AnsweredElsewhere,
+    /// Another device of the same user declined.
+    DeclinedElsewhere,
+    /// This device declined.
+    Declined,
+    /// The caller hung up before anyone answered.
+    CallerCanceled,
+    /// Nobody answered within the call's timeout.
+    Timeout,
+    /// Every callee was already in a call.
+    Busy,
+    /// This device chose to ignore the call (local to the device).
+    Ignored,
+    /// The call ended (fewer than two participants left) while this device rang.
+    CallEnded,
+    /// The device logged out, was kicked out or lost its session.
+    SignedOut,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::AnsweredElsewhere => "answered_elsewhere",
+            CancelReason::DeclinedElsewhere => "declined_elsewhere",
+            CancelReason::Declined => "declined",
+            CancelReason::CallerCanceled => "caller_canceled",
+            CancelReason::Timeout => "timeout",
+            CancelReason::Busy => "busy",
+            CancelReason::Ignored => "ignored",
+            CancelReason::CallEnded => "call_ended",
+            CancelReason::SignedOut => "signed_out",
+        }
+    }
+}
+
+/// Something another participant did, as the rest of the call hears it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerAction {
+    Accepted,
+    Rejected,
+    NoResponse,
+    Busy,
+    Entered,
+    Left,
+    /// `users` is the whole current invitee list.
+    InviteesUpdated,
+}
+
 /// Messages the relay sends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -146,6 +257,36 @@ pub enum ServerMsg {
     },
     Presence {
         user: UserPresence,
+    },
+    /// This device's call was placed (answer to `call`).
+    CallDialing {
+        call: CallInfo,
+    },
+    /// A call rings on this device.
+    CallInvite {
+        call: CallInfo,
+    },
+    /// This device is now in the call.
+    CallBegin {
+        call_id: String,
+        room: RoomId,
+    },
+    /// The call stopped ringing here, or ended before it connected.
+    CallCanceled {
+        call_id: String,
+        room: RoomId,
+        reason: CancelReason,
+    },
+    /// This device left a connected call, or the call ended around it.
+    CallEnd {
+        call_id: String,
+        room: RoomId,
+        total_time: u64,
+    },
+    CallPeer {
+        call_id: String,
+        action: PeerAction,
+        users: Vec<UserId>,
     },
     /// A request that failed; `request` names its `type`.
     Error {

@@ -7,12 +7,15 @@
 //! backoff, session resume and heartbeats are decided here, so tests play
 //! them on virtual time.
 
+mod calls;
+
 use std::collections::VecDeque;
 
 use crate::client::event::{Event, LinkState, LoginStatus};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
 use crate::protocol::{ClientMsg, ServerMsg, WireError};
+pub use calls::CallCommand;
 
 pub type Millis = u64;
 
@@ -33,6 +36,11 @@ pub enum Command {
     GetUsers {
         subscribe: bool,
     },
+    /// Ring on this device too when the user has several online.
+    EnableMultiDevice {
+        enable: bool,
+    },
+    Call(CallCommand),
 }
 
 impl Command {
@@ -42,6 +50,8 @@ impl Command {
             Command::Login { .. } => "login",
             Command::Logout => "logout",
             Command::GetUsers { .. } => "getUsers",
+            Command::EnableMultiDevice { .. } => "enableMultiDeviceAbility",
+            Command::Call(c) => c.name(),
         }
     }
 }
@@ -76,6 +86,8 @@ pub struct EngineConfig {
     pub heartbeat_interval_ms: Millis,
     pub backoff_min_ms: Millis,
     pub backoff_max_ms: Millis,
+    /// Multi-device ability from the start (`--multi-device`).
+    pub multi_device: bool,
 }
 
 impl EngineConfig {
@@ -86,6 +98,7 @@ impl EngineConfig {
             heartbeat_interval_ms: 10_000,
             backoff_min_ms: 250,
             backoff_max_ms: 5_000,
+            multi_device: false,
         }
     }
 }
@@ -122,12 +135,17 @@ pub struct ClientEngine {
     /// After a logout, the link stays up until the relay acknowledges it
     /// (so replies already on their way still arrive), or until this time.
     closing_until: Option<Millis>,
+    /// Multi-device ability: re-announced to the relay after every login.
+    multi_device: bool,
+    calls: calls::CallState,
     out: VecDeque<Output>,
 }
 
 impl ClientEngine {
     pub fn new(config: EngineConfig) -> Self {
         ClientEngine {
+            multi_device: config.multi_device,
+            calls: calls::CallState::default(),
             config,
             status: LoginStatus::Logout,
             credentials: None,
@@ -231,7 +249,7 @@ impl ClientEngine {
                     });
                 }
             }
-            Input::Frame(msg) => self.frame(msg),
+            Input::Frame(msg) => self.frame(now, msg),
         }
     }
 
@@ -267,6 +285,9 @@ impl ClientEngine {
                 if self.status == LoginStatus::Logout && self.credentials.is_none() {
                     return self.not_logged_in(name);
                 }
+                if let Some(me) = self.user().cloned() {
+                    self.drop_calls(now, &me);
+                }
                 if self.link == Link::Up {
                     self.send(ClientMsg::Logout);
                     self.presence_subscribed = false;
@@ -277,7 +298,7 @@ impl ClientEngine {
                     self.closing_until = Some(now + LOGOUT_LINGER_MS);
                     self.set_status(LoginStatus::Logout);
                 } else {
-                    self.sign_out();
+                    self.sign_out(now);
                 }
             }
             Command::GetUsers { subscribe } => {
@@ -296,13 +317,43 @@ impl ClientEngine {
                 self.presence_subscribed |= subscribe;
                 self.send(ClientMsg::ListUsers { subscribe });
             }
+            Command::EnableMultiDevice { enable } => {
+                if self.status != LoginStatus::Logined {
+                    return self.not_logged_in(name);
+                }
+                self.multi_device = enable;
+                if self.link == Link::Up {
+                    self.send(ClientMsg::MultiDevice { enable });
+                }
+            }
+            Command::Call(cmd) => {
+                let me = match (self.status, self.user()) {
+                    (LoginStatus::Logined, Some(me)) => me.clone(),
+                    _ => return self.not_logged_in(name),
+                };
+                if self.link != Link::Up {
+                    return self.event(Event::error(
+                        Error::new(
+                            ErrorCode::RelayUnreachable,
+                            "reconnecting to the relay; try again in a moment",
+                        ),
+                        Some(name),
+                    ));
+                }
+                if let Err(e) = self.call_command(me, cmd) {
+                    self.event(Event::error(e, Some(name)));
+                }
+            }
         }
     }
 
-    fn frame(&mut self, msg: ServerMsg) {
+    fn frame(&mut self, now: Millis, msg: ServerMsg) {
         match msg {
             ServerMsg::LoginOk { session, .. } => {
                 self.session = Some(session);
+                if self.multi_device {
+                    self.send(ClientMsg::MultiDevice { enable: true });
+                }
                 // After a silent re-login (resume failed) the user saw no
                 // change, so there is nothing to announce.
                 if self.status != LoginStatus::Logined {
@@ -319,14 +370,14 @@ impl ClientEngine {
                 } else {
                     self.event(login_error(error));
                 }
-                self.sign_out();
+                self.sign_out(now);
             }
             ServerMsg::Resumed { .. } => self.resubscribe(),
             ServerMsg::ResumeFailed { error } => {
                 self.session = None;
                 if error.code == ErrorCode::UserSigExpiredRelay.code() {
                     self.event(Event::UserSigExpired);
-                    self.sign_out();
+                    self.sign_out(now);
                 } else {
                     self.send_login();
                 }
@@ -342,17 +393,27 @@ impl ClientEngine {
                     reason: reason.as_str().into(),
                     message,
                 });
-                self.sign_out();
+                self.sign_out(now);
             }
             ServerMsg::UserSigExpired => {
                 self.event(Event::UserSigExpired);
-                self.sign_out();
+                self.sign_out(now);
             }
             ServerMsg::Users { users } => self.event(Event::Users {
                 users: users.into_iter().map(Into::into).collect(),
             }),
             ServerMsg::Presence { user } => {
                 self.event(Event::UserStatusChanged { user: user.into() })
+            }
+            msg @ (ServerMsg::CallDialing { .. }
+            | ServerMsg::CallInvite { .. }
+            | ServerMsg::CallBegin { .. }
+            | ServerMsg::CallCanceled { .. }
+            | ServerMsg::CallEnd { .. }
+            | ServerMsg::CallPeer { .. }) => {
+                if let Some(me) = self.user().cloned() {
+                    self.call_frame(now, &me, msg);
+                }
             }
             ServerMsg::Error { error, request } => {
                 let cmd = request.as_deref().map(command_for_request);
@@ -373,7 +434,10 @@ impl ClientEngine {
     }
 
     /// Forgets the login and closes the link: nothing reconnects by itself.
-    fn sign_out(&mut self) {
+    fn sign_out(&mut self, now: Millis) {
+        if let Some(me) = self.user().cloned() {
+            self.drop_calls(now, &me);
+        }
         self.presence_subscribed = false;
         self.credentials = None;
         self.session = None;
@@ -469,6 +533,10 @@ fn login_error(error: WireError) -> Event {
 fn command_for_request(request: &str) -> &str {
     match request {
         "list_users" => "getUsers",
+        "multi_device" => "enableMultiDeviceAbility",
+        "group_call" => "groupCall",
+        "invite" => "inviteUser",
+        "join" => "joinInGroupCall",
         other => other,
     }
 }

@@ -68,9 +68,117 @@ impl From<UserPresence> for UserView {
     }
 }
 
+/// A device's part in a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallRole {
+    Caller,
+    Called,
+}
+
+/// `callMediaType` of every termphone call: audio (the vendor's 1; video is 2).
+pub const AUDIO_CALL: u8 = 1;
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event")]
 pub enum Event {
+    #[serde(rename = "ON_CALL_RECEIVED", rename_all = "camelCase")]
+    OnCallReceived {
+        call_id: String,
+        #[serde(rename = "roomID")]
+        room_id: u32,
+        sponsor: String,
+        #[serde(rename = "userIDList")]
+        user_id_list: Vec<String>,
+        is_from_group: bool,
+        call_media_type: u8,
+        call_role: CallRole,
+    },
+    /// termphone's own: this device's outgoing call was placed.
+    #[serde(rename = "CALL_DIALING", rename_all = "camelCase")]
+    CallDialing {
+        call_id: String,
+        #[serde(rename = "roomID")]
+        room_id: u32,
+        #[serde(rename = "userIDList")]
+        user_id_list: Vec<String>,
+        is_from_group: bool,
+        call_media_type: u8,
+        call_role: CallRole,
+    },
+    #[serde(rename = "ON_CALL_BEGIN", rename_all = "camelCase")]
+    OnCallBegin {
+        call_id: String,
+        #[serde(rename = "roomID")]
+        room_id: u32,
+        call_media_type: u8,
+        call_role: CallRole,
+    },
+    #[serde(rename = "ON_CALL_CANCELED", rename_all = "camelCase")]
+    OnCallCanceled {
+        call_id: String,
+        #[serde(rename = "roomID")]
+        room_id: u32,
+        #[serde(rename = "userID")]
+        user_id: String,
+        reason: String,
+        call_media_type: u8,
+        call_role: CallRole,
+    },
+    #[serde(rename = "CALLING_END", rename_all = "camelCase")]
+    CallingEnd {
+        call_id: String,
+        #[serde(rename = "roomID")]
+        room_id: u32,
+        #[serde(rename = "userID")]
+        user_id: String,
+        total_time: u64,
+        call_media_type: u8,
+        call_role: CallRole,
+    },
+    #[serde(rename = "USER_ACCEPT", rename_all = "camelCase")]
+    UserAccept {
+        call_id: String,
+        #[serde(rename = "userID")]
+        user_id: String,
+    },
+    #[serde(rename = "REJECT", rename_all = "camelCase")]
+    Reject {
+        call_id: String,
+        #[serde(rename = "userID")]
+        user_id: String,
+    },
+    #[serde(rename = "LINE_BUSY", rename_all = "camelCase")]
+    LineBusy {
+        call_id: String,
+        #[serde(rename = "userID")]
+        user_id: String,
+    },
+    #[serde(rename = "USER_ENTER", rename_all = "camelCase")]
+    UserEnter {
+        call_id: String,
+        #[serde(rename = "userID")]
+        user_id: String,
+    },
+    #[serde(rename = "USER_LEAVE", rename_all = "camelCase")]
+    UserLeave {
+        call_id: String,
+        #[serde(rename = "userID")]
+        user_id: String,
+    },
+    #[serde(rename = "NO_RESP", rename_all = "camelCase")]
+    NoResp {
+        call_id: String,
+        sponsor: String,
+        #[serde(rename = "userIDList")]
+        user_id_list: Vec<String>,
+    },
+    #[serde(rename = "GROUP_CALL_INVITEE_LIST_UPDATE", rename_all = "camelCase")]
+    GroupCallInviteeListUpdate {
+        call_id: String,
+        #[serde(rename = "userIDList")]
+        user_id_list: Vec<String>,
+    },
     #[serde(rename = "SDK_READY")]
     SdkReady,
     #[serde(rename = "LOGIN_STATUS_CHANGED")]
@@ -108,6 +216,18 @@ impl Event {
     /// The `event` name, as `wait` matches it.
     pub fn name(&self) -> &'static str {
         match self {
+            Event::OnCallReceived { .. } => "ON_CALL_RECEIVED",
+            Event::CallDialing { .. } => "CALL_DIALING",
+            Event::OnCallBegin { .. } => "ON_CALL_BEGIN",
+            Event::OnCallCanceled { .. } => "ON_CALL_CANCELED",
+            Event::CallingEnd { .. } => "CALLING_END",
+            Event::UserAccept { .. } => "USER_ACCEPT",
+            Event::Reject { .. } => "REJECT",
+            Event::LineBusy { .. } => "LINE_BUSY",
+            Event::UserEnter { .. } => "USER_ENTER",
+            Event::UserLeave { .. } => "USER_LEAVE",
+            Event::NoResp { .. } => "NO_RESP",
+            Event::GroupCallInviteeListUpdate { .. } => "GROUP_CALL_INVITEE_LIST_UPDATE",
             Event::SdkReady => "SDK_READY",
             Event::LoginStatusChanged { .. } => "LOGIN_STATUS_CHANGED",
             Event::KickedOut { .. } => "KICKED_OUT",
@@ -146,6 +266,18 @@ impl Event {
 
 /// Every event name, for `wait` to check its argument against.
 pub const EVENT_NAMES: &[&str] = &[
+    "ON_CALL_RECEIVED",
+    "CALL_DIALING",
+    "ON_CALL_BEGIN",
+    "ON_CALL_CANCELED",
+    "CALLING_END",
+    "USER_ACCEPT",
+    "REJECT",
+    "LINE_BUSY",
+    "USER_ENTER",
+    "USER_LEAVE",
+    "NO_RESP",
+    "GROUP_CALL_INVITEE_LIST_UPDATE",
     "SDK_READY",
     "LOGIN_STATUS_CHANGED",
     "KICKED_OUT",

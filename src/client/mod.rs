@@ -25,12 +25,17 @@ pub struct ClientSettings {
     /// Secret for minting a UserSig when none is given.
     pub secret: String,
     pub usersig_lifetime_secs: u64,
+    /// Multi-device ability from the start.
+    pub multi_device: bool,
     pub data_dir: PathBuf,
 }
 
 impl ClientSettings {
     pub fn engine_config(&self) -> EngineConfig {
-        EngineConfig::new(self.app, self.platform.clone())
+        EngineConfig {
+            multi_device: self.multi_device,
+            ..EngineConfig::new(self.app, self.platform.clone())
+        }
     }
 
     /// Opens the user's profile (which picks the device id) and builds the

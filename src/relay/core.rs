@@ -6,6 +6,8 @@
 //! `handle_timeout` when `poll_timeout` comes due. Tests drive it on virtual
 //! time.
 
+mod calls;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 
@@ -88,6 +90,7 @@ pub struct Settings {
     pub apps: HashMap<AppId, AppConfig>,
     pub session_grace_ms: Millis,
     pub heartbeat_timeout_ms: Millis,
+    pub max_call_participants: usize,
 }
 
 impl From<&RelayConfig> for Settings {
@@ -96,6 +99,7 @@ impl From<&RelayConfig> for Settings {
             apps: c.apps.iter().map(|a| (a.id, a.clone())).collect(),
             session_grace_ms: c.session_grace_secs * 1000,
             heartbeat_timeout_ms: c.heartbeat_timeout_secs * 1000,
+            max_call_participants: c.max_call_participants,
         }
     }
 }
@@ -108,6 +112,8 @@ struct Session {
     token: String,
     conn: Option<ConnId>,
     ticket_expires_at: Millis,
+    /// Rings for the user's calls even when it is not the latest login.
+    multi_device: bool,
 }
 
 struct Conn {
@@ -121,10 +127,14 @@ enum Timer {
     Heartbeat(ConnId),
     Grace(SessionId),
     TicketExpiry(SessionId),
+    CallTimeout(u64),
 }
 
 pub struct RelayCore {
     settings: Settings,
+    /// Time of the input being handled (an input, never read from a clock).
+    now: Millis,
+    calls: calls::Calls,
     rng: StdRng,
     next_session: SessionId,
     conns: HashMap<ConnId, Conn>,
@@ -155,6 +165,8 @@ impl RelayCore {
         }
         RelayCore {
             settings,
+            now: 0,
+            calls: calls::Calls::default(),
             rng: StdRng::seed_from_u64(seed),
             next_session: 1,
             conns: HashMap::new(),
@@ -184,6 +196,7 @@ impl RelayCore {
     }
 
     pub fn handle(&mut self, now: Millis, input: Input) {
+        self.now = now;
         match input {
             Input::Connected { conn } => {
                 self.conns.insert(
@@ -223,6 +236,7 @@ impl RelayCore {
     }
 
     pub fn handle_timeout(&mut self, now: Millis) {
+        self.now = now;
         while let Some(&Reverse((at, timer))) = self.timers.peek() {
             if at > now {
                 break;
@@ -249,6 +263,7 @@ impl RelayCore {
                         self.end_session(sid);
                     }
                 }
+                Timer::CallTimeout(key) => self.call_timeout(now, key),
                 Timer::TicketExpiry(sid) => {
                     let Some(s) = self.sessions.get(&sid) else {
                         continue;
@@ -305,6 +320,34 @@ impl RelayCore {
                 self.end_session(sid);
                 self.send(conn, ServerMsg::LoggedOut);
             }),
+            ClientMsg::MultiDevice { enable } => self.session_of(conn).map(|sid| {
+                self.sessions.get_mut(&sid).expect("exists").multi_device = enable;
+            }),
+            ClientMsg::Call {
+                invitees,
+                group,
+                timeout_secs,
+            } => self
+                .session_of(conn)
+                .and_then(|sid| self.place_call(now, sid, &invitees, group, timeout_secs)),
+            ClientMsg::Accept { call_id } => self
+                .session_of(conn)
+                .and_then(|sid| self.answer(now, sid, &call_id)),
+            ClientMsg::Reject { call_id } => self
+                .session_of(conn)
+                .and_then(|sid| self.decline(sid, &call_id)),
+            ClientMsg::Ignore { call_id } => self
+                .session_of(conn)
+                .and_then(|sid| self.ignore(sid, &call_id)),
+            ClientMsg::Hangup { call_id } => self
+                .session_of(conn)
+                .and_then(|sid| self.hangup(now, sid, &call_id)),
+            ClientMsg::Invite { call_id, users } => self
+                .session_of(conn)
+                .and_then(|sid| self.invite_more(now, sid, &call_id, &users)),
+            ClientMsg::Join { room } => self
+                .session_of(conn)
+                .and_then(|sid| self.join_room(now, sid, room)),
             ClientMsg::ListUsers { subscribe } => self.session_of(conn).map(|sid| {
                 let app = self.sessions[&sid].app;
                 let users = self.known.get(&app).into_iter().flatten();
@@ -429,6 +472,7 @@ impl RelayCore {
                         token,
                         conn: Some(conn),
                         ticket_expires_at,
+                        multi_device: false,
                     },
                 );
                 sid
@@ -459,6 +503,7 @@ impl RelayCore {
             },
         );
         self.broadcast_presence(app, &user);
+        self.calls_on_online(sid);
         Ok(())
     }
 
@@ -501,6 +546,7 @@ impl RelayCore {
             c.session = Some(sid);
         }
         self.send(conn, ServerMsg::Resumed { server_time: now });
+        self.calls_on_online(sid);
         Ok(())
     }
 
@@ -558,6 +604,10 @@ impl RelayCore {
     }
 
     fn end_session(&mut self, sid: SessionId) {
+        if !self.sessions.contains_key(&sid) {
+            return;
+        }
+        self.calls_on_session_end(self.now, sid);
         let Some(s) = self.sessions.remove(&sid) else {
             return;
         };
@@ -622,6 +672,13 @@ impl RelayCore {
                     user: presence.clone(),
                 },
             );
+        }
+    }
+
+    /// Sends to a session's connection; a detached session misses it.
+    fn send_to_session(&mut self, sid: SessionId, msg: ServerMsg) {
+        if let Some(conn) = self.sessions.get(&sid).and_then(|s| s.conn) {
+            self.send(conn, msg);
         }
     }
 

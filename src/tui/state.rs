@@ -108,6 +108,8 @@ impl Model {
                 }
             }
             Event::Error { message, .. } => self.alert = Some(message),
+            // Calls reach the TUI's panes with the TUI issue; the event log shows them now.
+            _ => {}
         }
         effects
     }

@@ -71,6 +71,27 @@ impl Mesh {
         i
     }
 
+    /// Like `online`, with multi-device ability enabled.
+    pub fn online_multi(&mut self, user: &str, device: &str) -> usize {
+        let i = self.online(user, device);
+        self.command(i, Command::EnableMultiDevice { enable: true });
+        i
+    }
+
+    /// Hands a command to a device without delivering anything, so several
+    /// devices can act "at the same instant".
+    pub fn command_later(&mut self, i: usize, cmd: Command) {
+        self.nodes[i]
+            .engine
+            .handle(self.now, engine::Input::Command(cmd));
+    }
+
+    /// What device `i` saw since last asked, one line per event with the
+    /// fields that tell flows apart, and forgets it.
+    pub fn log(&mut self, i: usize) -> Vec<String> {
+        self.take(i).iter().map(describe).collect()
+    }
+
     pub fn ticket(&self, app: AppId, user: &UserId, lifetime_secs: u64) -> String {
         usersig::mint(
             DEV_SECRET,
@@ -235,5 +256,25 @@ impl Mesh {
 
     pub fn take(&mut self, i: usize) -> Vec<Event> {
         std::mem::take(&mut self.nodes[i].events)
+    }
+}
+
+/// `NAME` plus the fields a call-flow assertion cares about.
+pub fn describe(e: &Event) -> String {
+    match e {
+        Event::OnCallCanceled { reason, .. } => format!("ON_CALL_CANCELED {reason}"),
+        Event::CallingEnd { total_time, .. } => format!("CALLING_END {total_time}s"),
+        Event::UserAccept { user_id, .. }
+        | Event::Reject { user_id, .. }
+        | Event::LineBusy { user_id, .. }
+        | Event::UserEnter { user_id, .. }
+        | Event::UserLeave { user_id, .. } => format!("{} {user_id}", e.name()),
+        Event::NoResp { user_id_list, .. }
+        | Event::GroupCallInviteeListUpdate { user_id_list, .. } => {
+            format!("{} {}", e.name(), user_id_list.join(","))
+        }
+        Event::OnCallReceived { sponsor, .. } => format!("ON_CALL_RECEIVED from {sponsor}"),
+        Event::Error { code, cmd, .. } => format!("ERROR {code} {}", cmd.as_deref().unwrap_or("-")),
+        other => other.name().to_owned(),
     }
 }

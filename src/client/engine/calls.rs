@@ -1,0 +1,377 @@
+//! The client side of calls: which calls ring here, which one this device
+//! is in, and the seed's events for each relay message.
+
+use std::collections::BTreeMap;
+
+use super::{ClientEngine, Millis};
+use crate::client::event::{AUDIO_CALL, CallRole, Event};
+use crate::error::{Error, ErrorCode};
+use crate::ids::UserId;
+use crate::protocol::{CallInfo, CancelReason, ClientMsg, PeerAction, RoomId, ServerMsg};
+
+/// A call this device knows about.
+#[derive(Clone, Debug)]
+pub(super) struct CallView {
+    id: String,
+    room: RoomId,
+    role: CallRole,
+    sponsor: UserId,
+    /// When this device entered the call, once it has.
+    began_at: Option<Millis>,
+}
+
+#[derive(Default)]
+pub(super) struct CallState {
+    /// Incoming calls ringing here, by call id.
+    ringing: BTreeMap<String, CallView>,
+    /// The call this device placed or is in.
+    current: Option<CallView>,
+}
+
+/// Call commands, checked against the device's state before they reach the relay.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CallCommand {
+    Call {
+        users: Vec<UserId>,
+        group: bool,
+        timeout_secs: Option<u32>,
+    },
+    Accept {
+        call_id: Option<String>,
+    },
+    Reject {
+        call_id: Option<String>,
+    },
+    Ignore {
+        call_id: Option<String>,
+    },
+    Hangup {
+        call_id: Option<String>,
+    },
+    Invite {
+        users: Vec<UserId>,
+    },
+    Join {
+        room: RoomId,
+    },
+}
+
+impl CallCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CallCommand::Call { group: false, .. } => "call",
+            CallCommand::Call { group: true, .. } => "groupCall",
+            CallCommand::Accept { .. } => "accept",
+            CallCommand::Reject { .. } => "reject",
+            CallCommand::Ignore { .. } => "ignore",
+            CallCommand::Hangup { .. } => "hangup",
+            CallCommand::Invite { .. } => "inviteUser",
+            CallCommand::Join { .. } => "joinInGroupCall",
+        }
+    }
+}
+
+fn already_in_call() -> Error {
+    Error::new(
+        ErrorCode::AlreadyInCall,
+        "this device is already in a call; hang up first",
+    )
+}
+
+impl ClientEngine {
+    pub(super) fn call_command(&mut self, me: UserId, cmd: CallCommand) -> Result<(), Error> {
+        match cmd {
+            CallCommand::Call {
+                users,
+                group,
+                timeout_secs,
+            } => {
+                if users.is_empty() {
+                    return Err(Error::new(
+                        ErrorCode::InvalidParameters,
+                        "name at least one user to call",
+                    ));
+                }
+                if users.contains(&me) {
+                    return Err(Error::new(
+                        ErrorCode::CallSelf,
+                        format!("{me} cannot call itself"),
+                    ));
+                }
+                if self.calls.current.is_some() {
+                    return Err(already_in_call());
+                }
+                self.send(ClientMsg::Call {
+                    invitees: users.iter().map(ToString::to_string).collect(),
+                    group,
+                    timeout_secs,
+                });
+            }
+            CallCommand::Accept { call_id } => {
+                let id = self.ringing_id(call_id)?;
+                if self.calls.current.is_some() {
+                    return Err(already_in_call());
+                }
+                self.send(ClientMsg::Accept { call_id: id });
+            }
+            CallCommand::Reject { call_id } => {
+                let id = self.ringing_id(call_id)?;
+                self.send(ClientMsg::Reject { call_id: id });
+            }
+            CallCommand::Ignore { call_id } => {
+                let id = self.ringing_id(call_id)?;
+                let view = self.calls.ringing.remove(&id).expect("ringing");
+                self.send(ClientMsg::Ignore { call_id: id });
+                self.event(canceled(&view, &me, CancelReason::Ignored));
+            }
+            CallCommand::Hangup { call_id } => {
+                let id = match call_id {
+                    Some(id) if self.knows_call(&id) => id,
+                    Some(_) => return Err(no_call()),
+                    None => self
+                        .calls
+                        .current
+                        .as_ref()
+                        .map(|c| c.id.clone())
+                        .ok_or_else(no_call)?,
+                };
+                self.send(ClientMsg::Hangup { call_id: id });
+            }
+            CallCommand::Invite { users } => {
+                let current = self.calls.current.as_ref().filter(|c| c.began_at.is_some());
+                let id = current.map(|c| c.id.clone()).ok_or_else(|| {
+                    Error::new(ErrorCode::NoSuchCall, "inviteUser needs a connected call")
+                })?;
+                self.send(ClientMsg::Invite {
+                    call_id: id,
+                    users: users.iter().map(ToString::to_string).collect(),
+                });
+            }
+            CallCommand::Join { room } => {
+                if self.calls.current.is_some() {
+                    return Err(already_in_call());
+                }
+                self.send(ClientMsg::Join { room });
+            }
+        }
+        Ok(())
+    }
+
+    /// Translates a call message from the relay into events.
+    pub(super) fn call_frame(&mut self, now: Millis, me: &UserId, msg: ServerMsg) {
+        match msg {
+            ServerMsg::CallDialing { call } => {
+                let view = view_of(&call, CallRole::Caller);
+                self.event(Event::CallDialing {
+                    call_id: call.call_id,
+                    room_id: call.room,
+                    user_id_list: names(&call.invitees),
+                    is_from_group: call.group,
+                    call_media_type: AUDIO_CALL,
+                    call_role: CallRole::Caller,
+                });
+                self.calls.current = Some(view);
+            }
+            ServerMsg::CallInvite { call } => {
+                // A resumed connection hears its ringing calls again.
+                if self.calls.ringing.contains_key(&call.call_id) {
+                    return;
+                }
+                self.calls
+                    .ringing
+                    .insert(call.call_id.clone(), view_of(&call, CallRole::Called));
+                self.event(Event::OnCallReceived {
+                    call_id: call.call_id,
+                    room_id: call.room,
+                    sponsor: call.sponsor.to_string(),
+                    user_id_list: names(&call.invitees),
+                    is_from_group: call.group,
+                    call_media_type: AUDIO_CALL,
+                    call_role: CallRole::Called,
+                });
+            }
+            ServerMsg::CallBegin { call_id, room } => {
+                let view = match self.calls.ringing.remove(&call_id) {
+                    Some(v) => Some(v),
+                    None => self.calls.current.take().filter(|c| c.id == call_id),
+                };
+                let mut view = view.unwrap_or_else(|| CallView {
+                    id: call_id.clone(),
+                    room,
+                    role: CallRole::Called,
+                    sponsor: me.clone(),
+                    began_at: None,
+                });
+                view.began_at = Some(now);
+                self.event(Event::OnCallBegin {
+                    call_id,
+                    room_id: room,
+                    call_media_type: AUDIO_CALL,
+                    call_role: view.role,
+                });
+                self.calls.current = Some(view);
+            }
+            ServerMsg::CallCanceled {
+                call_id, reason, ..
+            } => {
+                let view = match self.calls.ringing.remove(&call_id) {
+                    Some(v) => v,
+                    None => match self.calls.current.take_if(|c| c.id == call_id) {
+                        Some(v) => v,
+                        None => return,
+                    },
+                };
+                self.event(canceled(&view, me, reason));
+            }
+            ServerMsg::CallEnd {
+                call_id,
+                room,
+                total_time,
+            } => {
+                let Some(view) = self.calls.current.take_if(|c| c.id == call_id) else {
+                    return;
+                };
+                self.event(Event::CallingEnd {
+                    call_id,
+                    room_id: room,
+                    user_id: me.to_string(),
+                    total_time,
+                    call_media_type: AUDIO_CALL,
+                    call_role: view.role,
+                });
+            }
+            ServerMsg::CallPeer {
+                call_id,
+                action,
+                users,
+            } => {
+                let sponsor = match self.call_view(&call_id) {
+                    Some(v) => v.sponsor.to_string(),
+                    None => return,
+                };
+                let each = |f: fn(String, String) -> Event| -> Vec<Event> {
+                    users
+                        .iter()
+                        .map(|u| f(call_id.clone(), u.to_string()))
+                        .collect()
+                };
+                let events = match action {
+                    PeerAction::Accepted => {
+                        each(|call_id, user_id| Event::UserAccept { call_id, user_id })
+                    }
+                    PeerAction::Rejected => {
+                        each(|call_id, user_id| Event::Reject { call_id, user_id })
+                    }
+                    PeerAction::Busy => {
+                        each(|call_id, user_id| Event::LineBusy { call_id, user_id })
+                    }
+                    PeerAction::Entered => {
+                        each(|call_id, user_id| Event::UserEnter { call_id, user_id })
+                    }
+                    PeerAction::Left => {
+                        each(|call_id, user_id| Event::UserLeave { call_id, user_id })
+                    }
+                    PeerAction::NoResponse => vec![Event::NoResp {
+                        call_id: call_id.clone(),
+                        sponsor,
+                        user_id_list: names(&users),
+                    }],
+                    PeerAction::InviteesUpdated => vec![Event::GroupCallInviteeListUpdate {
+                        call_id: call_id.clone(),
+                        user_id_list: names(&users),
+                    }],
+                };
+                for e in events {
+                    self.event(e);
+                }
+            }
+            _ => unreachable!("only call messages are routed here"),
+        }
+    }
+
+    /// The device signs out: whatever rang or ran here ends, visibly.
+    pub(super) fn drop_calls(&mut self, now: Millis, me: &UserId) {
+        for view in std::mem::take(&mut self.calls.ringing).into_values() {
+            self.event(canceled(&view, me, CancelReason::SignedOut));
+        }
+        if let Some(view) = self.calls.current.take() {
+            let event = match view.began_at {
+                Some(began) => Event::CallingEnd {
+                    call_id: view.id.clone(),
+                    room_id: view.room,
+                    user_id: me.to_string(),
+                    total_time: now.saturating_sub(began) / 1000,
+                    call_media_type: AUDIO_CALL,
+                    call_role: view.role,
+                },
+                None => canceled(&view, me, CancelReason::SignedOut),
+            };
+            self.event(event);
+        }
+    }
+
+    /// The call an answer applies to: the one named, or the only one ringing.
+    fn ringing_id(&self, call_id: Option<String>) -> Result<String, Error> {
+        match call_id {
+            Some(id) if self.calls.ringing.contains_key(&id) => Ok(id),
+            Some(id) => Err(Error::new(
+                ErrorCode::NoSuchCall,
+                format!("call {id:?} is not ringing on this device"),
+            )),
+            None => {
+                let mut ids = self.calls.ringing.keys();
+                match (ids.next(), ids.next()) {
+                    (Some(id), None) => Ok(id.clone()),
+                    (None, _) => Err(Error::new(
+                        ErrorCode::NoSuchCall,
+                        "nothing is ringing on this device",
+                    )),
+                    (Some(_), Some(_)) => Err(Error::new(
+                        ErrorCode::InvalidParameters,
+                        "several calls ring on this device; name one with callId",
+                    )),
+                }
+            }
+        }
+    }
+
+    fn knows_call(&self, id: &str) -> bool {
+        self.call_view(id).is_some()
+    }
+
+    fn call_view(&self, id: &str) -> Option<&CallView> {
+        self.calls
+            .ringing
+            .get(id)
+            .or(self.calls.current.as_ref().filter(|c| c.id == id))
+    }
+}
+
+fn no_call() -> Error {
+    Error::new(ErrorCode::NoSuchCall, "this device is in no call")
+}
+
+fn view_of(call: &CallInfo, role: CallRole) -> CallView {
+    CallView {
+        id: call.call_id.clone(),
+        room: call.room,
+        role,
+        sponsor: call.sponsor.clone(),
+        began_at: None,
+    }
+}
+
+fn canceled(view: &CallView, me: &UserId, reason: CancelReason) -> Event {
+    Event::OnCallCanceled {
+        call_id: view.id.clone(),
+        room_id: view.room,
+        user_id: me.to_string(),
+        reason: reason.as_str().into(),
+        call_media_type: AUDIO_CALL,
+        call_role: view.role,
+    }
+}
+
+fn names(users: &[UserId]) -> Vec<String> {
+    users.iter().map(ToString::to_string).collect()
+}

@@ -1,0 +1,804 @@
+//! Calls on the relay: invitations, fan-out to a user's devices, first
+//! answer wins, decline, ignore, cancel, timeout, busy, hangup, group calls.
+//!
+//! Part of the sans-IO core: every rule here runs inside one `handle` call,
+//! so "several devices accept at once" is decided by arrival order alone and
+//! exactly one accept wins.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use rand::Rng;
+
+use super::{Millis, RelayCore, SessionId, Timer};
+use crate::error::{Error, ErrorCode};
+use crate::ids::{AppId, UserId};
+use crate::protocol::{CallInfo, CancelReason, PeerAction, RoomId, ServerMsg};
+
+/// How long an invitation rings when the caller does not say.
+pub const DEFAULT_RING_SECS: u32 = 30;
+
+type CallKey = u64;
+
+#[derive(Default)]
+pub(super) struct Calls {
+    next_key: CallKey,
+    calls: HashMap<CallKey, Call>,
+    by_id: HashMap<String, CallKey>,
+    by_room: HashMap<RoomId, CallKey>,
+    /// The call each user is in (joined): such a user is busy.
+    joined: HashMap<(AppId, UserId), CallKey>,
+}
+
+struct Call {
+    id: String,
+    room: RoomId,
+    app: AppId,
+    sponsor: UserId,
+    group: bool,
+    connected: bool,
+    members: BTreeMap<UserId, Member>,
+    /// Every session this call ever rang, so a late answer from a device
+    /// that already got its cancel is dropped quietly instead of erroring.
+    rang: HashSet<SessionId>,
+}
+
+enum Member {
+    Invited {
+        deadline: Millis,
+        ringing: BTreeSet<SessionId>,
+    },
+    Joined {
+        session: SessionId,
+        since: Millis,
+    },
+}
+
+impl Call {
+    fn info(&self) -> CallInfo {
+        let invitees = self
+            .members
+            .iter()
+            .filter(|(u, _)| **u != self.sponsor)
+            .map(|(u, _)| u.clone())
+            .collect();
+        CallInfo {
+            call_id: self.id.clone(),
+            room: self.room,
+            sponsor: self.sponsor.clone(),
+            invitees,
+            group: self.group,
+        }
+    }
+
+    fn joined_sessions(&self) -> impl Iterator<Item = (&UserId, SessionId)> {
+        self.members.iter().filter_map(|(u, m)| match m {
+            Member::Joined { session, .. } => Some((u, *session)),
+            Member::Invited { .. } => None,
+        })
+    }
+
+    fn joined_count(&self) -> usize {
+        self.joined_sessions().count()
+    }
+
+    fn invited(&self) -> impl Iterator<Item = &UserId> {
+        self.members.iter().filter_map(|(u, m)| match m {
+            Member::Invited { .. } => Some(u),
+            Member::Joined { .. } => None,
+        })
+    }
+
+    /// Everyone who hears about the call except `except`: joined members and
+    /// ringing devices of other invitees.
+    fn audience(&self, except: &UserId) -> Vec<SessionId> {
+        self.sessions_where(|u| u != except)
+    }
+
+    /// Every joined member and every ringing device.
+    fn everyone(&self) -> Vec<SessionId> {
+        self.sessions_where(|_| true)
+    }
+
+    fn sessions_where(&self, include: impl Fn(&UserId) -> bool) -> Vec<SessionId> {
+        let mut out = Vec::new();
+        for (u, m) in &self.members {
+            if !include(u) {
+                continue;
+            }
+            match m {
+                Member::Joined { session, .. } => out.push(*session),
+                Member::Invited { ringing, .. } => out.extend(ringing.iter().copied()),
+            }
+        }
+        out
+    }
+}
+
+fn no_such_call() -> Error {
+    Error::new(
+        ErrorCode::NoSuchCall,
+        "no such call rings or runs on this device; it may have ended",
+    )
+}
+
+impl RelayCore {
+    pub(super) fn place_call(
+        &mut self,
+        now: Millis,
+        sid: SessionId,
+        invitees: &[String],
+        group: bool,
+        timeout_secs: Option<u32>,
+    ) -> Result<(), Error> {
+        let (app, caller) = self.identity(sid);
+        let invitees = parse_users(invitees)?;
+        if invitees.is_empty() {
+            return Err(Error::new(
+                ErrorCode::InvalidParameters,
+                "a call needs at least one invitee",
+            ));
+        }
+        if invitees.contains(&caller) {
+            return Err(Error::new(
+                ErrorCode::CallSelf,
+                format!("{caller} cannot call itself"),
+            ));
+        }
+        if self.calls.joined.contains_key(&(app, caller.clone())) {
+            return Err(Error::new(
+                ErrorCode::AlreadyInCall,
+                format!("{caller} is already in a call; hang up first"),
+            ));
+        }
+        self.check_capacity(1 + invitees.len())?;
+        let key = self.calls.next_key;
+        self.calls.next_key += 1;
+        let room = self.free_room();
+        let id = format!("{room:x}-{key}");
+        let mut call = Call {
+            id: id.clone(),
+            room,
+            app,
+            sponsor: caller.clone(),
+            group: group || invitees.len() > 1,
+            connected: false,
+            members: BTreeMap::new(),
+            rang: HashSet::new(),
+        };
+        call.members.insert(
+            caller.clone(),
+            Member::Joined {
+                session: sid,
+                since: now,
+            },
+        );
+        self.calls.calls.insert(key, call);
+        self.calls.by_id.insert(id, key);
+        self.calls.by_room.insert(room, key);
+        self.calls.joined.insert((app, caller.clone()), key);
+        let mut info = self.calls.calls[&key].info();
+        info.invitees = invitees.clone();
+        self.send_to_session(sid, ServerMsg::CallDialing { call: info });
+        let ring_ms = u64::from(timeout_secs.unwrap_or(DEFAULT_RING_SECS).max(1)) * 1000;
+        self.invite(now, key, invitees, ring_ms);
+        self.settle_call(key, CancelReason::Busy);
+        Ok(())
+    }
+
+    /// Adds invitees to a call and rings them; busy ones are reported.
+    fn invite(&mut self, now: Millis, key: CallKey, users: Vec<UserId>, ring_ms: Millis) {
+        let app = self.calls.calls[&key].app;
+        let deadline = now + ring_ms;
+        let mut added = false;
+        for user in users {
+            if self.calls.calls[&key].members.contains_key(&user) {
+                continue;
+            }
+            if self.calls.joined.contains_key(&(app, user.clone())) {
+                self.peer_event(key, &user, PeerAction::Busy, vec![user.clone()], true);
+                continue;
+            }
+            self.calls
+                .calls
+                .get_mut(&key)
+                .expect("exists")
+                .members
+                .insert(
+                    user.clone(),
+                    Member::Invited {
+                        deadline,
+                        ringing: BTreeSet::new(),
+                    },
+                );
+            added = true;
+            for sid in self.ring_targets(app, &user) {
+                self.ring(key, &user, sid);
+            }
+        }
+        if added {
+            self.schedule(deadline, Timer::CallTimeout(key));
+        }
+    }
+
+    /// The devices of `user` that ring: every device that enabled
+    /// multi-device ability, and always the most recently logged-in one.
+    fn ring_targets(&self, app: AppId, user: &UserId) -> Vec<SessionId> {
+        let Some(order) = self.by_user.get(&(app, user.clone())) else {
+            return Vec::new();
+        };
+        let last = order.last().copied();
+        order
+            .iter()
+            .copied()
+            .filter(|sid| Some(*sid) == last || self.sessions[sid].multi_device)
+            .collect()
+    }
+
+    fn ring(&mut self, key: CallKey, user: &UserId, sid: SessionId) {
+        let call = self.calls.calls.get_mut(&key).expect("exists");
+        let Some(Member::Invited { ringing, .. }) = call.members.get_mut(user) else {
+            return;
+        };
+        ringing.insert(sid);
+        call.rang.insert(sid);
+        let mut info = call.info();
+        // The callee sees the others invited with it, not itself.
+        info.invitees.retain(|u| u != user);
+        self.send_to_session(sid, ServerMsg::CallInvite { call: info });
+    }
+
+    /// A session came (back) online: ring it for calls still inviting its user.
+    pub(super) fn calls_on_online(&mut self, sid: SessionId) {
+        let (app, user) = self.identity(sid);
+        let keys: Vec<CallKey> = self
+            .calls
+            .calls
+            .iter()
+            .filter(|(_, c)| {
+                c.app == app && matches!(c.members.get(&user), Some(Member::Invited { .. }))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        let targets = self.ring_targets(app, &user);
+        for key in keys {
+            if targets.contains(&sid) {
+                self.ring(key, &user, sid);
+            }
+        }
+    }
+
+    pub(super) fn answer(
+        &mut self,
+        now: Millis,
+        sid: SessionId,
+        call_id: &str,
+    ) -> Result<(), Error> {
+        let Some(key) = self.ringing_call(sid, call_id)? else {
+            return Ok(());
+        };
+        let (app, user) = self.identity(sid);
+        if self.calls.joined.contains_key(&(app, user.clone())) {
+            return Err(Error::new(
+                ErrorCode::AlreadyInCall,
+                format!("{user} is already in a call; hang up first"),
+            ));
+        }
+        let call = self.calls.calls.get_mut(&key).expect("exists");
+        let Some(Member::Invited { ringing, .. }) = call.members.insert(
+            user.clone(),
+            Member::Joined {
+                session: sid,
+                since: now,
+            },
+        ) else {
+            unreachable!("ringing_call checked the member");
+        };
+        self.calls.joined.insert((app, user.clone()), key);
+        for other in ringing.into_iter().filter(|&s| s != sid) {
+            self.cancel_on(key, other, CancelReason::AnsweredElsewhere);
+        }
+        let room = self.calls.calls[&key].room;
+        let call_id = self.calls.calls[&key].id.clone();
+        self.send_to_session(
+            sid,
+            ServerMsg::CallBegin {
+                call_id: call_id.clone(),
+                room,
+            },
+        );
+        self.peer_event(key, &user, PeerAction::Accepted, vec![user.clone()], true);
+        self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
+        let call = self.calls.calls.get_mut(&key).expect("exists");
+        if !call.connected {
+            call.connected = true;
+            let waiting: Vec<SessionId> = call
+                .joined_sessions()
+                .filter(|(u, _)| **u != user)
+                .map(|(_, s)| s)
+                .collect();
+            for s in waiting {
+                self.send_to_session(
+                    s,
+                    ServerMsg::CallBegin {
+                        call_id: call_id.clone(),
+                        room,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn decline(&mut self, sid: SessionId, call_id: &str) -> Result<(), Error> {
+        let Some(key) = self.ringing_call(sid, call_id)? else {
+            return Ok(());
+        };
+        let (_, user) = self.identity(sid);
+        let ringing = self.remove_invitee(key, &user);
+        for other in ringing {
+            let reason = if other == sid {
+                CancelReason::Declined
+            } else {
+                CancelReason::DeclinedElsewhere
+            };
+            self.cancel_on(key, other, reason);
+        }
+        self.peer_event(key, &user, PeerAction::Rejected, vec![user.clone()], true);
+        self.settle_call(key, CancelReason::Declined);
+        Ok(())
+    }
+
+    pub(super) fn ignore(&mut self, sid: SessionId, call_id: &str) -> Result<(), Error> {
+        let Some(key) = self.ringing_call(sid, call_id)? else {
+            return Ok(());
+        };
+        let (_, user) = self.identity(sid);
+        if let Some(Member::Invited { ringing, .. }) = self
+            .calls
+            .calls
+            .get_mut(&key)
+            .expect("exists")
+            .members
+            .get_mut(&user)
+        {
+            ringing.remove(&sid);
+        }
+        Ok(())
+    }
+
+    pub(super) fn hangup(
+        &mut self,
+        now: Millis,
+        sid: SessionId,
+        call_id: &str,
+    ) -> Result<(), Error> {
+        let key = *self.calls.by_id.get(call_id).ok_or_else(no_such_call)?;
+        let (_, user) = self.identity(sid);
+        match self.calls.calls[&key].members.get(&user) {
+            Some(Member::Joined { session, .. }) if *session == sid => {
+                self.leave(now, key, &user, true);
+                Ok(())
+            }
+            // A callee hanging up while it rings declines.
+            Some(Member::Invited { ringing, .. }) if ringing.contains(&sid) => {
+                self.decline(sid, call_id)
+            }
+            _ if self.calls.calls[&key].rang.contains(&sid) => Ok(()),
+            _ => Err(no_such_call()),
+        }
+    }
+
+    pub(super) fn invite_more(
+        &mut self,
+        now: Millis,
+        sid: SessionId,
+        call_id: &str,
+        users: &[String],
+    ) -> Result<(), Error> {
+        let key = *self.calls.by_id.get(call_id).ok_or_else(no_such_call)?;
+        let (_, user) = self.identity(sid);
+        if !matches!(self.calls.calls[&key].members.get(&user), Some(Member::Joined { session, .. }) if *session == sid)
+        {
+            return Err(no_such_call());
+        }
+        let users = parse_users(users)?;
+        let new: Vec<UserId> = users
+            .into_iter()
+            .filter(|u| !self.calls.calls[&key].members.contains_key(u))
+            .collect();
+        self.check_capacity(self.calls.calls[&key].members.len() + new.len())?;
+        self.calls.calls.get_mut(&key).expect("exists").group = true;
+        // Those already in the call or ringing hear the new list; the new
+        // invitees learn it from their invitation.
+        let audience = self.calls.calls[&key].everyone();
+        self.invite(now, key, new, u64::from(DEFAULT_RING_SECS) * 1000);
+        let invited: Vec<UserId> = self.calls.calls[&key].invited().cloned().collect();
+        for s in audience {
+            self.send_to_session(
+                s,
+                ServerMsg::CallPeer {
+                    call_id: call_id.to_owned(),
+                    action: PeerAction::InviteesUpdated,
+                    users: invited.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn join_room(
+        &mut self,
+        now: Millis,
+        sid: SessionId,
+        room: RoomId,
+    ) -> Result<(), Error> {
+        let key = *self.calls.by_room.get(&room).ok_or_else(|| {
+            Error::new(
+                ErrorCode::NoSuchCall,
+                format!("no call runs in room {room}"),
+            )
+        })?;
+        let (app, user) = self.identity(sid);
+        if self.calls.calls[&key].app != app {
+            return Err(Error::new(
+                ErrorCode::NoSuchCall,
+                format!("no call runs in room {room}"),
+            ));
+        }
+        if !self.calls.calls[&key].group {
+            return Err(Error::new(
+                ErrorCode::NotAGroupCall,
+                format!("room {room} holds a one-to-one call"),
+            ));
+        }
+        if let Some(Member::Invited { .. }) = self.calls.calls[&key].members.get(&user) {
+            let call_id = self.calls.calls[&key].id.clone();
+            self.ring_if_needed(key, &user, sid);
+            return self.answer(now, sid, &call_id);
+        }
+        if self.calls.joined.contains_key(&(app, user.clone())) {
+            return Err(Error::new(
+                ErrorCode::AlreadyInCall,
+                format!("{user} is already in a call; hang up first"),
+            ));
+        }
+        self.check_capacity(self.calls.calls[&key].members.len() + 1)?;
+        let call = self.calls.calls.get_mut(&key).expect("exists");
+        call.members.insert(
+            user.clone(),
+            Member::Joined {
+                session: sid,
+                since: now,
+            },
+        );
+        let call_id = call.id.clone();
+        let was_connected = std::mem::replace(&mut call.connected, true);
+        self.calls.joined.insert((app, user.clone()), key);
+        self.send_to_session(
+            sid,
+            ServerMsg::CallBegin {
+                call_id: call_id.clone(),
+                room,
+            },
+        );
+        self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
+        if !was_connected {
+            let others: Vec<SessionId> = self.calls.calls[&key]
+                .joined_sessions()
+                .filter(|(u, _)| **u != user)
+                .map(|(_, s)| s)
+                .collect();
+            for s in others {
+                self.send_to_session(
+                    s,
+                    ServerMsg::CallBegin {
+                        call_id: call_id.clone(),
+                        room,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn ring_if_needed(&mut self, key: CallKey, user: &UserId, sid: SessionId) {
+        if let Some(Member::Invited { ringing, .. }) = self
+            .calls
+            .calls
+            .get_mut(&key)
+            .expect("exists")
+            .members
+            .get_mut(user)
+        {
+            ringing.insert(sid);
+        }
+    }
+
+    pub(super) fn call_timeout(&mut self, now: Millis, key: CallKey) {
+        let Some(call) = self.calls.calls.get(&key) else {
+            return;
+        };
+        let expired: Vec<UserId> = call
+            .members
+            .iter()
+            .filter(|(_, m)| matches!(m, Member::Invited { deadline, .. } if *deadline <= now))
+            .map(|(u, _)| u.clone())
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let sponsor = call.sponsor.clone();
+        for user in &expired {
+            for s in self.remove_invitee(key, user) {
+                self.cancel_on(key, s, CancelReason::Timeout);
+            }
+        }
+        // NO_RESP goes to everyone still in the call or ringing.
+        let audience = self.calls.calls[&key].audience(&sponsor);
+        let sponsor_session = self.calls.calls[&key]
+            .joined_sessions()
+            .find(|(u, _)| **u == sponsor)
+            .map(|(_, s)| s);
+        let call_id = self.calls.calls[&key].id.clone();
+        for s in sponsor_session.into_iter().chain(audience) {
+            self.send_to_session(
+                s,
+                ServerMsg::CallPeer {
+                    call_id: call_id.clone(),
+                    action: PeerAction::NoResponse,
+                    users: expired.clone(),
+                },
+            );
+        }
+        self.settle_call(key, CancelReason::Timeout);
+    }
+
+    /// A session ends (logout, kick, grace over): it leaves its call and
+    /// stops ringing anywhere.
+    pub(super) fn calls_on_session_end(&mut self, now: Millis, sid: SessionId) {
+        let (app, user) = self.identity(sid);
+        if let Some(&key) = self.calls.joined.get(&(app, user.clone()))
+            && matches!(self.calls.calls[&key].members.get(&user), Some(Member::Joined { session, .. }) if *session == sid)
+        {
+            self.leave(now, key, &user, false);
+        }
+        let ringing: Vec<CallKey> = self
+            .calls
+            .calls
+            .iter()
+            .filter(|(_, c)| matches!(c.members.get(&user), Some(Member::Invited { ringing, .. }) if ringing.contains(&sid)))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in ringing {
+            if let Some(Member::Invited { ringing, .. }) = self
+                .calls
+                .calls
+                .get_mut(&key)
+                .expect("exists")
+                .members
+                .get_mut(&user)
+            {
+                ringing.remove(&sid);
+            }
+            self.cancel_on(key, sid, CancelReason::SignedOut);
+        }
+    }
+
+    /// `user` leaves a call it joined; `tell` says whether its own session
+    /// can still hear about it.
+    fn leave(&mut self, now: Millis, key: CallKey, user: &UserId, tell: bool) {
+        let call = self.calls.calls.get_mut(&key).expect("exists");
+        let Some(Member::Joined { session, since }) = call.members.remove(user) else {
+            return;
+        };
+        self.calls.joined.remove(&(call.app, user.clone()));
+        let (call_id, room, connected) = (call.id.clone(), call.room, call.connected);
+        if !connected {
+            // The caller hangs up before anyone answered: cancel everywhere.
+            if tell {
+                self.send_to_session(
+                    session,
+                    ServerMsg::CallCanceled {
+                        call_id,
+                        room,
+                        reason: CancelReason::CallerCanceled,
+                    },
+                );
+            }
+            self.end_call(key, CancelReason::CallerCanceled);
+            return;
+        }
+        if tell {
+            let total_time = now.saturating_sub(since) / 1000;
+            self.send_to_session(
+                session,
+                ServerMsg::CallEnd {
+                    call_id,
+                    room,
+                    total_time,
+                },
+            );
+        }
+        self.peer_event(key, user, PeerAction::Left, vec![user.clone()], false);
+        self.settle_call(key, CancelReason::CallEnded);
+    }
+
+    /// Ends the call if it can no longer go on: connected with fewer than two
+    /// participants, or never connected with nobody left to answer.
+    fn settle_call(&mut self, key: CallKey, reason: CancelReason) {
+        let Some(call) = self.calls.calls.get(&key) else {
+            return;
+        };
+        let inviting = call.invited().count();
+        let over = if call.connected {
+            call.joined_count() < 2
+        } else {
+            inviting == 0
+        };
+        if !over {
+            return;
+        }
+        let (connected, app) = (call.connected, call.app);
+        let (call_id, room) = (call.id.clone(), call.room);
+        let joined: Vec<(UserId, SessionId, Millis)> = call
+            .members
+            .iter()
+            .filter_map(|(u, m)| match m {
+                Member::Joined { session, since } => Some((u.clone(), *session, *since)),
+                Member::Invited { .. } => None,
+            })
+            .collect();
+        for (user, s, since) in joined {
+            self.calls.joined.remove(&(app, user));
+            let msg = if connected {
+                ServerMsg::CallEnd {
+                    call_id: call_id.clone(),
+                    room,
+                    total_time: self.now.saturating_sub(since) / 1000,
+                }
+            } else {
+                ServerMsg::CallCanceled {
+                    call_id: call_id.clone(),
+                    room,
+                    reason,
+                }
+            };
+            self.send_to_session(s, msg);
+        }
+        self.end_call(key, CancelReason::CallEnded);
+    }
+
+    /// Removes the call; devices still ringing for it stop with `reason`.
+    fn end_call(&mut self, key: CallKey, reason: CancelReason) {
+        let Some(call) = self.calls.calls.remove(&key) else {
+            return;
+        };
+        self.calls.by_id.remove(&call.id);
+        self.calls.by_room.remove(&call.room);
+        for (user, m) in &call.members {
+            match m {
+                Member::Invited { ringing, .. } => {
+                    for &s in ringing {
+                        self.send_to_session(
+                            s,
+                            ServerMsg::CallCanceled {
+                                call_id: call.id.clone(),
+                                room: call.room,
+                                reason,
+                            },
+                        );
+                    }
+                }
+                Member::Joined { .. } => {
+                    self.calls.joined.remove(&(call.app, user.clone()));
+                }
+            }
+        }
+    }
+
+    /// The call `call_id` if `sid` may answer it now; `None` for a late
+    /// answer from a device that already heard the call stop.
+    fn ringing_call(&self, sid: SessionId, call_id: &str) -> Result<Option<CallKey>, Error> {
+        let (_, user) = self.identity(sid);
+        let Some(&key) = self.calls.by_id.get(call_id) else {
+            return Err(no_such_call());
+        };
+        let call = &self.calls.calls[&key];
+        match call.members.get(&user) {
+            Some(Member::Invited { ringing, .. }) if ringing.contains(&sid) => Ok(Some(key)),
+            _ if call.rang.contains(&sid) => Ok(None),
+            _ => Err(no_such_call()),
+        }
+    }
+
+    /// Takes `user` out of the invitees; returns the devices that were ringing.
+    fn remove_invitee(&mut self, key: CallKey, user: &UserId) -> BTreeSet<SessionId> {
+        let call = self.calls.calls.get_mut(&key).expect("exists");
+        match call.members.remove(user) {
+            Some(Member::Invited { ringing, .. }) => ringing,
+            Some(joined) => {
+                call.members.insert(user.clone(), joined);
+                BTreeSet::new()
+            }
+            None => BTreeSet::new(),
+        }
+    }
+
+    fn cancel_on(&mut self, key: CallKey, sid: SessionId, reason: CancelReason) {
+        let call = &self.calls.calls[&key];
+        let msg = ServerMsg::CallCanceled {
+            call_id: call.id.clone(),
+            room: call.room,
+            reason,
+        };
+        self.send_to_session(sid, msg);
+    }
+
+    /// Tells the call about `subject`'s action: everyone (joined and ringing)
+    /// when `ringing_too`, else only joined members.
+    fn peer_event(
+        &mut self,
+        key: CallKey,
+        subject: &UserId,
+        action: PeerAction,
+        users: Vec<UserId>,
+        ringing_too: bool,
+    ) {
+        let call = &self.calls.calls[&key];
+        let targets: Vec<SessionId> = if ringing_too {
+            call.audience(subject)
+        } else {
+            call.joined_sessions()
+                .filter(|(u, _)| *u != subject)
+                .map(|(_, s)| s)
+                .collect()
+        };
+        let call_id = call.id.clone();
+        for s in targets {
+            self.send_to_session(
+                s,
+                ServerMsg::CallPeer {
+                    call_id: call_id.clone(),
+                    action,
+                    users: users.clone(),
+                },
+            );
+        }
+    }
+
+    fn check_capacity(&self, members: usize) -> Result<(), Error> {
+        let max = self.settings.max_call_participants;
+        if members > max {
+            return Err(Error::new(
+                ErrorCode::CallFull,
+                format!("a call holds at most {max} participants (relay.max_call_participants)"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn free_room(&mut self) -> RoomId {
+        loop {
+            let room = self.rng.random_range(1..=RoomId::MAX);
+            if !self.calls.by_room.contains_key(&room) {
+                return room;
+            }
+        }
+    }
+
+    fn identity(&self, sid: SessionId) -> (AppId, UserId) {
+        let s = &self.sessions[&sid];
+        (s.app, s.user.clone())
+    }
+}
+
+fn parse_users(users: &[String]) -> Result<Vec<UserId>, Error> {
+    let mut out: Vec<UserId> = Vec::with_capacity(users.len());
+    for u in users {
+        let u = UserId::parse(u)?;
+        if !out.contains(&u) {
+            out.push(u);
+        }
+    }
+    Ok(out)
+}

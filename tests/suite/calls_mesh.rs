@@ -1,0 +1,486 @@
+//! Every row of SPEC section 3 on virtual time: the exact events each device sees.
+
+use termphone::client::engine::{CallCommand, Command};
+use termphone::client::event::Event;
+use termphone::config::RelayConfig;
+use termphone::ids::UserId;
+
+use crate::common::mesh::Mesh;
+
+fn user(u: &str) -> UserId {
+    UserId::parse(u).unwrap()
+}
+
+fn call(users: &[&str]) -> Command {
+    Command::Call(CallCommand::Call {
+        users: users.iter().map(|u| user(u)).collect(),
+        group: users.len() > 1,
+        timeout_secs: None,
+    })
+}
+
+fn accept() -> Command {
+    Command::Call(CallCommand::Accept { call_id: None })
+}
+fn reject() -> Command {
+    Command::Call(CallCommand::Reject { call_id: None })
+}
+fn ignore() -> Command {
+    Command::Call(CallCommand::Ignore { call_id: None })
+}
+fn hangup() -> Command {
+    Command::Call(CallCommand::Hangup { call_id: None })
+}
+
+/// bob (one device) and alice with three multi-device terminals.
+fn bob_and_three_alices() -> (Mesh, usize, [usize; 3]) {
+    let mut m = Mesh::dev();
+    let bob = m.online("bob", "b1");
+    let a = [
+        m.online_multi("alice", "a1"),
+        m.online_multi("alice", "a2"),
+        m.online_multi("alice", "a3"),
+    ];
+    (m, bob, a)
+}
+
+const RINGS: &str = "ON_CALL_RECEIVED from bob";
+
+#[test]
+fn with_multi_device_every_enabled_device_rings() {
+    let (mut m, bob, a) = bob_and_three_alices();
+    m.command(bob, call(&["alice"]));
+    assert_eq!(m.log(bob), ["CALL_DIALING"]);
+    for d in a {
+        assert_eq!(m.log(d), [RINGS]);
+    }
+}
+
+#[test]
+fn without_multi_device_only_the_latest_login_rings() {
+    let mut m = Mesh::dev();
+    let bob = m.online("bob", "b1");
+    let a1 = m.online("alice", "a1");
+    let a2 = m.online("alice", "a2");
+    m.command(bob, call(&["alice"]));
+    assert!(m.log(a1).is_empty());
+    assert_eq!(m.log(a2), [RINGS]);
+    // The older device is not the callee's: it cannot answer.
+    m.command(a1, accept());
+    assert_eq!(m.log(a1), ["ERROR 6103 accept"]);
+}
+
+#[test]
+fn one_device_answers_and_the_others_stop() {
+    let (mut m, bob, a) = bob_and_three_alices();
+    m.command(bob, call(&["alice"]));
+    for d in a {
+        m.take(d);
+    }
+    m.take(bob);
+    m.command(a[1], accept());
+    assert_eq!(m.log(a[1]), ["ON_CALL_BEGIN"]);
+    assert_eq!(m.log(a[0]), ["ON_CALL_CANCELED answered_elsewhere"]);
+    assert_eq!(m.log(a[2]), ["ON_CALL_CANCELED answered_elsewhere"]);
+    assert_eq!(
+        m.log(bob),
+        ["USER_ACCEPT alice", "USER_ENTER alice", "ON_CALL_BEGIN"]
+    );
+}
+
+#[test]
+fn devices_answering_at_the_same_instant_get_exactly_one_winner() {
+    let (mut m, bob, a) = bob_and_three_alices();
+    m.command(bob, call(&["alice"]));
+    for d in a {
+        m.take(d);
+    }
+    m.take(bob);
+    for d in a {
+        m.command_later(d, accept());
+    }
+    m.settle();
+    let logs: Vec<Vec<String>> = a.iter().map(|&d| m.log(d)).collect();
+    let winners = logs.iter().filter(|l| **l == ["ON_CALL_BEGIN"]).count();
+    let losers = logs
+        .iter()
+        .filter(|l| **l == ["ON_CALL_CANCELED answered_elsewhere"])
+        .count();
+    assert_eq!((winners, losers), (1, 2), "{logs:?}");
+    assert_eq!(
+        m.log(bob),
+        ["USER_ACCEPT alice", "USER_ENTER alice", "ON_CALL_BEGIN"]
+    );
+}
+
+#[test]
+fn one_device_declines_and_every_device_stops() {
+    let (mut m, bob, a) = bob_and_three_alices();
+    m.command(bob, call(&["alice"]));
+    for d in a {
+        m.take(d);
+    }
+    m.take(bob);
+    m.command(a[0], reject());
+    assert_eq!(m.log(a[0]), ["ON_CALL_CANCELED declined"]);
+    assert_eq!(m.log(a[1]), ["ON_CALL_CANCELED declined_elsewhere"]);
+    assert_eq!(m.log(a[2]), ["ON_CALL_CANCELED declined_elsewhere"]);
+    assert_eq!(m.log(bob), ["REJECT alice", "ON_CALL_CANCELED declined"]);
+}
+
+#[test]
+fn one_device_ignores_and_only_it_stops() {
+    let (mut m, bob, a) = bob_and_three_alices();
+    m.command(bob, call(&["alice"]));
+    for d in a {
+        m.take(d);
+    }
+    m.take(bob);
+    m.command(a[0], ignore());
+    assert_eq!(m.log(a[0]), ["ON_CALL_CANCELED ignored"]);
+    assert!(m.log(a[1]).is_empty() && m.log(a[2]).is_empty());
+    assert!(m.log(bob).is_empty());
+    // The others still ring and can answer; the ignoring device hears nothing more.
+    m.command(a[2], accept());
+    assert_eq!(m.log(a[2]), ["ON_CALL_BEGIN"]);
+    assert_eq!(m.log(a[1]), ["ON_CALL_CANCELED answered_elsewhere"]);
+    assert!(m.log(a[0]).is_empty());
+}
+
+#[test]
+fn the_caller_cancels_while_it_rings() {
+    let (mut m, bob, a) = bob_and_three_alices();
+    m.command(bob, call(&["alice"]));
+    for d in a {
+        m.take(d);
+    }
+    m.take(bob);
+    m.command(bob, hangup());
+    assert_eq!(m.log(bob), ["ON_CALL_CANCELED caller_canceled"]);
+    for d in a {
+        assert_eq!(m.log(d), ["ON_CALL_CANCELED caller_canceled"]);
+    }
+}
+
+#[test]
+fn nobody_answers_within_the_default_30_seconds() {
+    let (mut m, bob, a) = bob_and_three_alices();
+    m.command(bob, call(&["alice"]));
+    for d in a {
+        m.take(d);
+    }
+    m.take(bob);
+    m.advance(29_999);
+    assert!(m.log(bob).is_empty());
+    m.advance(1);
+    assert_eq!(m.log(bob), ["NO_RESP alice", "ON_CALL_CANCELED timeout"]);
+    for d in a {
+        assert_eq!(m.log(d), ["ON_CALL_CANCELED timeout"]);
+    }
+}
+
+#[test]
+fn the_timeout_is_per_call() {
+    let mut m = Mesh::dev();
+    let bob = m.online("bob", "b1");
+    let alice = m.online("alice", "a1");
+    m.command(
+        bob,
+        Command::Call(CallCommand::Call {
+            users: vec![user("alice")],
+            group: false,
+            timeout_secs: Some(5),
+        }),
+    );
+    m.take(bob);
+    m.take(alice);
+    m.advance(5_000);
+    assert_eq!(m.log(bob), ["NO_RESP alice", "ON_CALL_CANCELED timeout"]);
+    assert_eq!(m.log(alice), ["ON_CALL_CANCELED timeout"]);
+}
+
+#[test]
+fn a_callee_in_a_call_on_any_device_is_busy() {
+    let (mut m, bob, a) = bob_and_three_alices();
+    let carol = m.online("carol", "c1");
+    m.command(bob, call(&["alice"]));
+    m.command(a[0], accept());
+    for d in a {
+        m.take(d);
+    }
+    m.command(carol, call(&["alice"]));
+    assert_eq!(
+        m.log(carol),
+        ["CALL_DIALING", "LINE_BUSY alice", "ON_CALL_CANCELED busy"]
+    );
+    for d in a {
+        assert!(
+            m.log(d).is_empty(),
+            "nothing rings on a busy user's devices"
+        );
+    }
+    // The caller is busy too.
+    m.command(carol, call(&["bob"]));
+    assert_eq!(
+        m.log(carol)[1..],
+        ["LINE_BUSY bob", "ON_CALL_CANCELED busy"]
+    );
+}
+
+#[test]
+fn a_device_that_logs_in_while_the_call_rings_receives_it() {
+    let mut m = Mesh::dev();
+    let bob = m.online("bob", "b1");
+    m.command(bob, call(&["alice"]));
+    assert_eq!(m.log(bob), ["CALL_DIALING"]);
+    m.advance(10_000);
+    let alice = m.add(termphone::ids::DEV_APP_ID, "terminal", "alice", "a1");
+    m.login(alice);
+    assert_eq!(m.log(alice)[3..], ["SDK_READY", RINGS]);
+    m.advance(20_000);
+    assert_eq!(m.log(alice), ["ON_CALL_CANCELED timeout"]);
+    assert_eq!(m.log(bob), ["NO_RESP alice", "ON_CALL_CANCELED timeout"]);
+}
+
+#[test]
+fn a_ringing_device_that_disconnects_leaves_the_others_ringing() {
+    let (mut m, bob, a) = bob_and_three_alices();
+    m.command(bob, call(&["alice"]));
+    for d in a {
+        m.take(d);
+    }
+    m.relay_up = false;
+    m.cut(a[0]);
+    m.take(a[0]);
+    m.command(a[1], accept());
+    assert_eq!(m.log(a[1]), ["ON_CALL_BEGIN"]);
+    assert_eq!(m.log(a[2]), ["ON_CALL_CANCELED answered_elsewhere"]);
+}
+
+#[test]
+fn either_party_hangs_up_and_both_see_the_duration() {
+    let mut m = Mesh::dev();
+    let bob = m.online("bob", "b1");
+    let alice = m.online("alice", "a1");
+    m.command(bob, call(&["alice"]));
+    m.command(alice, accept());
+    m.take(bob);
+    m.take(alice);
+    m.advance(65_400);
+    m.command(alice, hangup());
+    assert_eq!(m.log(alice), ["CALLING_END 65s"]);
+    assert_eq!(m.log(bob), ["USER_LEAVE alice", "CALLING_END 65s"]);
+    // Both are free again.
+    m.command(alice, call(&["bob"]));
+    assert_eq!(m.log(bob), ["ON_CALL_RECEIVED from alice"]);
+}
+
+#[test]
+fn commands_that_make_no_sense_are_refused() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, call(&["alice"]));
+    assert_eq!(m.log(alice), ["ERROR 6101 call"]);
+    m.command(alice, accept());
+    assert_eq!(m.log(alice), ["ERROR 6103 accept"]);
+    m.command(alice, hangup());
+    assert_eq!(m.log(alice), ["ERROR 6103 hangup"]);
+    m.command(alice, call(&["bob"]));
+    m.take(alice);
+    m.command(alice, call(&["carol"]));
+    assert_eq!(m.log(alice), ["ERROR 6102 call"]);
+    m.command(
+        bob,
+        Command::Call(CallCommand::Accept {
+            call_id: Some("nope".into()),
+        }),
+    );
+    assert_eq!(m.log(bob)[1..], ["ERROR 6103 accept"]);
+}
+
+#[test]
+fn a_group_call_with_accept_reject_invite_and_leave() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    let carol = m.online("carol", "c1");
+    let dave = m.online("dave", "d1");
+    m.command(alice, call(&["bob", "carol"]));
+    assert_eq!(m.log(alice), ["CALL_DIALING"]);
+    assert_eq!(m.log(bob), ["ON_CALL_RECEIVED from alice"]);
+    assert_eq!(m.log(carol), ["ON_CALL_RECEIVED from alice"]);
+
+    m.command(bob, accept());
+    assert_eq!(m.log(bob), ["ON_CALL_BEGIN"]);
+    assert_eq!(
+        m.log(alice),
+        ["USER_ACCEPT bob", "USER_ENTER bob", "ON_CALL_BEGIN"]
+    );
+    assert_eq!(m.log(carol), ["USER_ACCEPT bob"]);
+
+    m.command(carol, reject());
+    assert_eq!(m.log(carol), ["ON_CALL_CANCELED declined"]);
+    assert_eq!(m.log(alice), ["REJECT carol"]);
+    assert_eq!(m.log(bob), ["REJECT carol"]);
+
+    m.command(
+        bob,
+        Command::Call(CallCommand::Invite {
+            users: vec![user("dave")],
+        }),
+    );
+    assert_eq!(m.log(dave), ["ON_CALL_RECEIVED from alice"]);
+    assert_eq!(m.log(alice), ["GROUP_CALL_INVITEE_LIST_UPDATE dave"]);
+    assert_eq!(m.log(bob), ["GROUP_CALL_INVITEE_LIST_UPDATE dave"]);
+
+    m.command(dave, accept());
+    assert_eq!(m.log(dave), ["ON_CALL_BEGIN"]);
+    assert_eq!(m.log(alice), ["USER_ACCEPT dave", "USER_ENTER dave"]);
+    assert_eq!(m.log(bob), ["USER_ACCEPT dave", "USER_ENTER dave"]);
+
+    m.advance(3_000);
+    m.command(alice, hangup());
+    assert_eq!(m.log(alice), ["CALLING_END 3s"]);
+    assert_eq!(m.log(bob), ["USER_LEAVE alice"]);
+    assert_eq!(m.log(dave), ["USER_LEAVE alice"]);
+
+    // Fewer than two participants remain: the call ends for the last one.
+    m.command(bob, hangup());
+    assert_eq!(m.log(bob), ["CALLING_END 3s"]);
+    assert_eq!(m.log(dave), ["USER_LEAVE bob", "CALLING_END 3s"]);
+}
+
+#[test]
+fn a_group_invitee_that_does_not_answer_is_reported_to_everyone() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    let carol = m.online("carol", "c1");
+    m.command(alice, call(&["bob", "carol"]));
+    m.command(bob, accept());
+    for d in [alice, bob, carol] {
+        m.take(d);
+    }
+    m.advance(30_000);
+    assert_eq!(m.log(carol), ["ON_CALL_CANCELED timeout"]);
+    assert_eq!(m.log(alice), ["NO_RESP carol"]);
+    assert_eq!(m.log(bob), ["NO_RESP carol"]);
+}
+
+#[test]
+fn join_a_running_group_call_by_room() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    let erin = m.online("erin", "e1");
+    m.command(alice, call(&["bob", "carol"]));
+    let room = match &m.take(alice)[0] {
+        Event::CallDialing {
+            room_id,
+            user_id_list,
+            is_from_group,
+            ..
+        } => {
+            assert_eq!(user_id_list, &["bob", "carol"]);
+            assert!(is_from_group);
+            *room_id
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(room >= 1);
+    m.command(bob, accept());
+    m.take(alice);
+    m.take(bob);
+    m.command(erin, Command::Call(CallCommand::Join { room }));
+    assert_eq!(m.log(erin), ["ON_CALL_BEGIN"]);
+    assert_eq!(m.log(alice), ["USER_ENTER erin"]);
+    assert_eq!(m.log(bob), ["USER_ENTER erin"]);
+    m.command(
+        erin,
+        Command::Call(CallCommand::Join {
+            room: room.wrapping_add(1).max(1),
+        }),
+    );
+    assert_eq!(m.log(erin), ["ERROR 6102 joinInGroupCall"]);
+}
+
+#[test]
+fn a_kicked_out_device_leaves_its_call() {
+    let mut config = RelayConfig::default();
+    config.apps[0].max_devices_per_platform = 1;
+    let mut m = Mesh::new(&config);
+    let bob = m.online("bob", "b1");
+    let alice = m.online("alice", "a1");
+    m.command(bob, call(&["alice"]));
+    m.command(alice, accept());
+    m.take(bob);
+    m.take(alice);
+    let _newer = m.online("alice", "a2");
+    let log = m.log(alice);
+    assert_eq!(log[0], "KICKED_OUT");
+    assert!(log.contains(&"CALLING_END 0s".to_string()), "{log:?}");
+    assert_eq!(m.log(bob), ["USER_LEAVE alice", "CALLING_END 0s"]);
+}
+
+#[test]
+fn a_dropped_participant_has_90_seconds_to_come_back() {
+    let mut m = Mesh::dev();
+    let bob = m.online("bob", "b1");
+    let alice = m.online("alice", "a1");
+    m.command(bob, call(&["alice"]));
+    m.command(alice, accept());
+    m.take(bob);
+    m.take(alice);
+    // Back within the grace period: still in the call.
+    m.cut(alice);
+    m.advance(1_000);
+    assert!(m.log(bob).is_empty());
+    m.command(alice, hangup());
+    assert_eq!(m.log(bob), ["USER_LEAVE alice", "CALLING_END 1s"]);
+
+    // Gone for longer: removed after 90 s.
+    m.command(bob, call(&["alice"]));
+    m.command(alice, accept());
+    m.take(bob);
+    m.take(alice);
+    m.relay_up = false;
+    m.cut(alice);
+    m.advance(89_000);
+    assert!(m.log(bob).is_empty());
+    m.advance(2_000);
+    assert_eq!(m.log(bob), ["USER_LEAVE alice", "CALLING_END 90s"]);
+}
+
+#[test]
+fn the_participant_limit_is_a_relay_setting() {
+    let config = RelayConfig {
+        max_call_participants: 3,
+        ..RelayConfig::default()
+    };
+    let mut m = Mesh::new(&config);
+    let alice = m.online("alice", "a1");
+    m.command(alice, call(&["b", "c", "d"]));
+    assert_eq!(m.log(alice), ["ERROR 6104 groupCall"]);
+    m.command(alice, call(&["b", "c"]));
+    assert_eq!(m.log(alice), ["CALL_DIALING"]);
+}
+
+#[test]
+fn nine_participants_fit_by_default() {
+    let mut m = Mesh::dev();
+    let host = m.online("host", "h");
+    let guests: Vec<usize> = (1..=8).map(|k| m.online(&format!("g{k}"), "d")).collect();
+    let names: Vec<String> = (1..=8).map(|k| format!("g{k}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    m.command(host, call(&refs));
+    for &g in &guests {
+        m.command(g, accept());
+        assert_eq!(m.log(g).last().unwrap(), "ON_CALL_BEGIN");
+    }
+    let log = m.log(host);
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("USER_ENTER")).count(),
+        8
+    );
+}
