@@ -1,4 +1,5 @@
 #![allow(dead_code)]
 
+pub mod headless;
 pub mod mesh;
 pub mod net;

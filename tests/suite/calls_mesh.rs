@@ -308,7 +308,18 @@ fn a_group_call_with_accept_reject_invite_and_leave() {
     let dave = m.online("dave", "d1");
     m.command(alice, call(&["bob", "carol"]));
     assert_eq!(m.log(alice), ["CALL_DIALING"]);
-    assert_eq!(m.log(bob), ["ON_CALL_RECEIVED from alice"]);
+    match &m.take(bob)[..] {
+        [
+            Event::OnCallReceived {
+                user_id_list,
+                is_from_group: true,
+                ..
+            },
+        ] => {
+            assert_eq!(user_id_list, &["carol"], "the others invited with bob");
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(m.log(carol), ["ON_CALL_RECEIVED from alice"]);
 
     m.command(bob, accept());

@@ -189,7 +189,9 @@ impl RelayCore {
     fn invite(&mut self, now: Millis, key: CallKey, users: Vec<UserId>, ring_ms: Millis) {
         let app = self.calls.calls[&key].app;
         let deadline = now + ring_ms;
-        let mut added = false;
+        // Add every invitee before ringing anyone, so each invitation lists
+        // all the others.
+        let mut added = Vec::new();
         for user in users {
             if self.calls.calls[&key].members.contains_key(&user) {
                 continue;
@@ -210,12 +212,14 @@ impl RelayCore {
                         ringing: BTreeSet::new(),
                     },
                 );
-            added = true;
-            for sid in self.ring_targets(app, &user) {
-                self.ring(key, &user, sid);
+            added.push(user);
+        }
+        for user in &added {
+            for sid in self.ring_targets(app, user) {
+                self.ring(key, user, sid);
             }
         }
-        if added {
+        if !added.is_empty() {
             self.schedule(deadline, Timer::CallTimeout(key));
         }
     }

@@ -1,0 +1,93 @@
+//! Drives the real binary: `termphone headless` over stdin/stdout.
+
+use std::process::Stdio;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::common::net::WAIT;
+
+/// The binary with its config and data directories in `home`.
+pub fn termphone(home: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_termphone"));
+    cmd.env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("TERMPHONE_LOG")
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs the binary to completion, expecting exit status 2; returns stderr.
+pub async fn refused_with_status_2(mut cmd: Command) -> String {
+    let out = cmd.output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub struct Headless {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Headless {
+    pub fn spawn(home: &std::path::Path, args: &[&str]) -> Headless {
+        let mut child = termphone(home)
+            .arg("headless")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        Headless {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    pub async fn send(&mut self, cmd: Value) {
+        self.write(format!("{cmd}\n").as_bytes()).await;
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).await.unwrap();
+    }
+
+    /// Next event line; every stdout line must be one JSON event with a ts.
+    pub async fn next(&mut self) -> Option<Value> {
+        let line = tokio::time::timeout(WAIT, self.stdout.next_line())
+            .await
+            .expect("an event in time")
+            .unwrap()?;
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line {line:?}: {e}"));
+        assert!(v["event"].is_string() && v["ts"].is_u64(), "{line}");
+        Some(v)
+    }
+
+    pub async fn expect(&mut self, name: &str) -> Value {
+        let mut seen = Vec::new();
+        loop {
+            match self.next().await {
+                Some(v) if v["event"] == name => return v,
+                Some(v) => seen.push(v),
+                None => panic!("stdout closed before {name}; saw {seen:?}"),
+            }
+        }
+    }
+
+    pub async fn exits_cleanly(mut self) {
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
