@@ -375,6 +375,10 @@ impl ClientEngine {
             ServerMsg::Resumed { .. } => self.resubscribe(),
             ServerMsg::ResumeFailed { error } => {
                 self.session = None;
+                // The relay dropped the session and its calls with it.
+                if let Some(me) = self.user().cloned() {
+                    self.drop_calls(now, &me);
+                }
                 if error.code == ErrorCode::UserSigExpiredRelay.code() {
                     self.event(Event::UserSigExpired);
                     self.sign_out(now);

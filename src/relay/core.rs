@@ -20,6 +20,9 @@ use crate::ids::{AppId, DeviceId, Platform, UserId};
 use crate::protocol::{ClientMsg, DeviceInfo, KickReason, ServerMsg, UserPresence};
 use crate::usersig;
 
+/// Messages kept for a detached session during its grace period.
+const HELD_PER_SESSION: usize = 256;
+
 /// Unix time in milliseconds: the only clock the core knows.
 pub type Millis = u64;
 
@@ -114,6 +117,9 @@ struct Session {
     ticket_expires_at: Millis,
     /// Rings for the user's calls even when it is not the latest login.
     multi_device: bool,
+    /// Messages for the session while it has no connection, delivered on
+    /// resume (bounded: the oldest go first).
+    held: VecDeque<ServerMsg>,
 }
 
 struct Conn {
@@ -473,6 +479,7 @@ impl RelayCore {
                         conn: Some(conn),
                         ticket_expires_at,
                         multi_device: false,
+                        held: VecDeque::new(),
                     },
                 );
                 sid
@@ -502,6 +509,7 @@ impl RelayCore {
                 server_time: now,
             },
         );
+        self.deliver_held(sid);
         self.broadcast_presence(app, &user);
         self.calls_on_online(sid);
         Ok(())
@@ -546,6 +554,7 @@ impl RelayCore {
             c.session = Some(sid);
         }
         self.send(conn, ServerMsg::Resumed { server_time: now });
+        self.deliver_held(sid);
         self.calls_on_online(sid);
         Ok(())
     }
@@ -675,10 +684,28 @@ impl RelayCore {
         }
     }
 
-    /// Sends to a session's connection; a detached session misses it.
+    /// Sends what was held for a session while it had no connection.
+    fn deliver_held(&mut self, sid: SessionId) {
+        let held = std::mem::take(&mut self.sessions.get_mut(&sid).expect("exists").held);
+        for msg in held {
+            self.send_to_session(sid, msg);
+        }
+    }
+
+    /// Sends to a session's connection, or holds the message for it while
+    /// it is detached.
     fn send_to_session(&mut self, sid: SessionId, msg: ServerMsg) {
-        if let Some(conn) = self.sessions.get(&sid).and_then(|s| s.conn) {
-            self.send(conn, msg);
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        match s.conn {
+            Some(conn) => self.send(conn, msg),
+            None => {
+                if s.held.len() == HELD_PER_SESSION {
+                    s.held.pop_front();
+                }
+                s.held.push_back(msg);
+            }
         }
     }
 

@@ -495,3 +495,50 @@ fn nine_participants_fit_by_default() {
         8
     );
 }
+
+#[test]
+fn a_device_away_while_its_call_stops_hears_it_on_return() {
+    let (mut m, bob, a) = bob_and_three_alices();
+    m.command(bob, call(&["alice"]));
+    for d in a {
+        m.take(d);
+    }
+    m.relay_up = false;
+    m.cut(a[0]);
+    m.take(a[0]);
+    m.command(a[1], accept());
+    m.relay_up = true;
+    m.advance(6_000);
+    assert_eq!(
+        m.log(a[0]),
+        ["CONNECTION_CHANGED", "ON_CALL_CANCELED answered_elsewhere"]
+    );
+}
+
+#[test]
+fn a_device_whose_session_expired_drops_its_calls() {
+    let mut m = Mesh::dev();
+    let bob = m.online("bob", "b1");
+    let alice = m.online("alice", "a1");
+    m.command(bob, call(&["alice"]));
+    m.command(alice, accept());
+    m.take(alice);
+    m.take(bob);
+    m.relay_up = false;
+    m.cut(alice);
+    m.advance(95_000);
+    m.relay_up = true;
+    m.advance(6_000);
+    // alice's engine ends the call itself when it learns, at its first
+    // retry after the relay is back (97.75 s), that its session is gone.
+    assert_eq!(
+        m.log(alice),
+        [
+            "CONNECTION_CHANGED",
+            "ERROR 6200 -",
+            "CONNECTION_CHANGED",
+            "CALLING_END 97s"
+        ]
+    );
+    assert_eq!(m.log(bob), ["USER_LEAVE alice", "CALLING_END 90s"]);
+}
