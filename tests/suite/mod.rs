@@ -1,4 +1,5 @@
 mod calls_mesh;
+mod calls_prop;
 mod calls_ws;
 mod cli;
 mod login_mesh;

@@ -265,7 +265,14 @@ impl RelayCore {
             .collect();
         let targets = self.ring_targets(app, &user);
         for key in keys {
-            if targets.contains(&sid) {
+            let call = &self.calls.calls[&key];
+            let still_ringing = matches!(
+                call.members.get(&user),
+                Some(Member::Invited { ringing, .. }) if ringing.contains(&sid)
+            );
+            // A device that stopped ringing for this call (ignored it) is not
+            // rung again; one still ringing hears it again, and drops the repeat.
+            if targets.contains(&sid) && (still_ringing || !call.rang.contains(&sid)) {
                 self.ring(key, &user, sid);
             }
         }
