@@ -1,0 +1,210 @@
+//! Call benchmark over real WebSockets on loopback: prints figures, asserts nothing.
+//!
+//! `cargo bench --bench calls`: for 1, 3 and 10 devices of the callee (all
+//! with multi-device ability), the time from the caller's `call` to the last
+//! device's invitation, and from an accept to the last other device's
+//! cancel, over 1,000 calls each, beside the raw WebSocket round trip of the
+//! same run; then call setups per second with many pairs at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use common::{Ws, cores, login, p50_p99, recv, send, start_relay};
+use termphone::protocol::{CallInfo, ClientMsg, ServerMsg};
+
+const CALLS: usize = 1_000;
+const PAIRS: usize = 100;
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(3);
+
+async fn expect(ws: &mut Ws, what: &str, ok: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
+    loop {
+        let msg = recv(ws).await;
+        if ok(&msg) {
+            return msg;
+        }
+        assert!(
+            matches!(
+                msg,
+                ServerMsg::CallPeer { .. }
+                    | ServerMsg::CallDialing { .. }
+                    | ServerMsg::HeartbeatAck
+            ),
+            "waiting for {what}, got {msg:?}"
+        );
+    }
+}
+
+async fn invited(ws: &mut Ws) -> (Instant, CallInfo) {
+    match expect(ws, "call_invite", |m| {
+        matches!(m, ServerMsg::CallInvite { .. })
+    })
+    .await
+    {
+        ServerMsg::CallInvite { call } => (Instant::now(), call),
+        _ => unreachable!(),
+    }
+}
+
+async fn canceled(ws: &mut Ws) -> Instant {
+    expect(ws, "call_canceled", |m| {
+        matches!(m, ServerMsg::CallCanceled { .. })
+    })
+    .await;
+    Instant::now()
+}
+
+async fn begun(ws: &mut Ws) {
+    expect(ws, "call_begin", |m| {
+        matches!(m, ServerMsg::CallBegin { .. })
+    })
+    .await;
+}
+
+async fn ended(ws: &mut Ws) {
+    expect(ws, "call_end", |m| matches!(m, ServerMsg::CallEnd { .. })).await;
+}
+
+async fn round_trips(ws: &mut Ws, n: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        send(ws, &ClientMsg::Heartbeat).await;
+        expect(ws, "heartbeat_ack", |m| *m == ServerMsg::HeartbeatAck).await;
+        out.push(t.elapsed());
+    }
+    out
+}
+
+async fn fan_out(url: &str, devices: usize) {
+    let callee = format!("callee{devices}");
+    let caller_name = format!("caller{devices}");
+    let mut caller = login(url, &caller_name, "c").await;
+    let mut phones = Vec::new();
+    for d in 0..devices {
+        let mut ws = login(url, &callee, &format!("d{d}")).await;
+        send(&mut ws, &ClientMsg::MultiDevice { enable: true }).await;
+        phones.push(ws);
+    }
+    // Let the multi-device flags land before the first call.
+    let _ = round_trips(&mut phones[devices - 1], 1).await;
+    let mut ring = Vec::with_capacity(CALLS);
+    let mut cancel = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let t0 = Instant::now();
+        send(
+            &mut caller,
+            &ClientMsg::Call {
+                invitees: vec![callee.clone()],
+                group: false,
+                timeout_secs: None,
+            },
+        )
+        .await;
+        let arrivals = join_all(phones.iter_mut().map(invited)).await;
+        ring.push(arrivals.iter().map(|(t, _)| *t).max().unwrap() - t0);
+        let call_id = arrivals[0].1.call_id.clone();
+        expect(&mut caller, "call_dialing", |m| {
+            matches!(m, ServerMsg::CallDialing { .. })
+        })
+        .await;
+
+        let (winner, others) = phones.split_first_mut().unwrap();
+        let t1 = Instant::now();
+        send(
+            winner,
+            &ClientMsg::Accept {
+                call_id: call_id.clone(),
+            },
+        )
+        .await;
+        if !others.is_empty() {
+            let stops = join_all(others.iter_mut().map(canceled)).await;
+            cancel.push(stops.into_iter().max().unwrap() - t1);
+        }
+        begun(winner).await;
+        begun(&mut caller).await;
+        send(&mut caller, &ClientMsg::Hangup { call_id }).await;
+        ended(&mut caller).await;
+        ended(winner).await;
+    }
+    let mut rtt = round_trips(&mut caller, CALLS).await;
+    print!(
+        "callee devices {devices:>2}: call -> last ON_CALL_RECEIVED {}",
+        p50_p99(&mut ring)
+    );
+    if devices > 1 {
+        print!(
+            " | accept -> last ON_CALL_CANCELED {}",
+            p50_p99(&mut cancel)
+        );
+    }
+    println!(" | websocket round trip {}", p50_p99(&mut rtt));
+}
+
+/// Completes call -> ring -> accept -> both begin -> hangup -> both end, repeatedly.
+async fn pair_loop(url: String, k: usize, until: Instant) -> usize {
+    let callee = format!("pc{k}");
+    let mut caller = login(&url, &format!("pr{k}"), "c").await;
+    let mut phone = login(&url, &callee, "d").await;
+    let mut setups = 0;
+    while Instant::now() < until {
+        send(
+            &mut caller,
+            &ClientMsg::Call {
+                invitees: vec![callee.clone()],
+                group: false,
+                timeout_secs: None,
+            },
+        )
+        .await;
+        let (_, call) = invited(&mut phone).await;
+        send(
+            &mut phone,
+            &ClientMsg::Accept {
+                call_id: call.call_id.clone(),
+            },
+        )
+        .await;
+        begun(&mut phone).await;
+        begun(&mut caller).await;
+        setups += 1;
+        send(
+            &mut caller,
+            &ClientMsg::Hangup {
+                call_id: call.call_id,
+            },
+        )
+        .await;
+        ended(&mut caller).await;
+        ended(&mut phone).await;
+    }
+    setups
+}
+
+#[tokio::main]
+async fn main() {
+    let config = "[[relay.apps]]\nid = 1400000000\nsecret = \"termphone-development-secret-not-for-deployment\"\nmax_devices_per_platform = 16\n";
+    let (mut relay, url, _dir) = start_relay(config).await;
+    println!(
+        "relay: {url} (release build, this machine: {} cores); {CALLS} calls per row",
+        cores()
+    );
+    for devices in [1, 3, 10] {
+        fan_out(&url, devices).await;
+    }
+    // Setups per second: many caller/callee pairs at once. A setup is a call
+    // until both sides have ON_CALL_BEGIN; each loop also hangs up.
+    let until = Instant::now() + THROUGHPUT_WINDOW;
+    let t = Instant::now();
+    let counts = join_all((0..PAIRS).map(|k| tokio::spawn(pair_loop(url.clone(), k, until)))).await;
+    let total: usize = counts.into_iter().map(|c| c.unwrap()).sum();
+    println!(
+        "call setups: {total} in {:.2?} with {PAIRS} pairs at once = {:.0} setups/s (each with its hangup)",
+        t.elapsed(),
+        total as f64 / t.elapsed().as_secs_f64()
+    );
+    let _ = relay.kill().await;
+}

@@ -1,0 +1,125 @@
+//! What the benchmarks share: a release relay as its own process, raw
+//! protocol clients, and percentiles.
+#![allow(dead_code)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::Child;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use termphone::ids::{DEV_APP_ID, UserId};
+use termphone::protocol::{self, ClientMsg, ServerMsg};
+use termphone::relay::server::ws_config;
+use termphone::time::unix_millis;
+use termphone::usersig::{self, DEV_SECRET, Ticket};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The release `termphone relay` on 127.0.0.1:0, with `config` as its
+/// config file; returns the process, its URL and the directory it lives in.
+pub async fn start_relay(config: &str) -> (Child, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("relay.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_termphone"))
+        .arg("--config")
+        .arg(&config_path)
+        .args(["relay", "--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("bench.sqlite3"))
+        .env("XDG_DATA_HOME", dir.path())
+        .env("TERMPHONE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start termphone relay");
+    let mut lines = BufReader::new(relay.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    let url = first
+        .strip_prefix("listening on ")
+        .expect(&first)
+        .to_owned();
+    (relay, url, dir)
+}
+
+pub fn ticket(user: &str) -> String {
+    usersig::mint(
+        DEV_SECRET,
+        &Ticket {
+            app: DEV_APP_ID,
+            user: UserId::parse(user).unwrap(),
+            issued_at: unix_millis() / 1000,
+            lifetime: 3600,
+        },
+    )
+}
+
+pub fn login_msg(user: &str, device: &str) -> String {
+    protocol::encode(&ClientMsg::Login {
+        app: DEV_APP_ID,
+        user: user.into(),
+        device: device.into(),
+        platform: "terminal".into(),
+        user_sig: ticket(user),
+    })
+}
+
+pub async fn connect(url: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
+        .await
+        .expect("connect to the relay");
+    ws
+}
+
+pub async fn send(ws: &mut Ws, msg: &ClientMsg) {
+    ws.send(Message::text(protocol::encode(msg))).await.unwrap();
+}
+
+pub async fn recv(ws: &mut Ws) -> ServerMsg {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return protocol::decode(&t).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("relay connection ended: {other:?}"),
+        }
+    }
+}
+
+pub async fn login(url: &str, user: &str, device: &str) -> Ws {
+    let mut ws = connect(url).await;
+    ws.send(Message::text(login_msg(user, device)))
+        .await
+        .unwrap();
+    match recv(&mut ws).await {
+        ServerMsg::LoginOk { .. } => ws,
+        other => panic!("login failed: {other:?}"),
+    }
+}
+
+/// p-th percentile of sorted samples.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+pub fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+/// "p50 X  p99 Y" of unsorted samples.
+pub fn p50_p99(samples: &mut [Duration]) -> String {
+    samples.sort();
+    format!(
+        "p50 {}  p99 {}",
+        us(percentile(samples, 0.5)),
+        us(percentile(samples, 0.99))
+    )
+}
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
