@@ -62,6 +62,7 @@ error_codes! {
     CallFull = 6104, "CALL_FULL", "the call would exceed the relay's participant limit (relay.max_call_participants)";
     NotAGroupCall = 6105, "NOT_A_GROUP_CALL", "only a group call can be joined by room id";
     RelayUnreachable = 6200, "RELAY_UNREACHABLE", "the relay did not answer; the client keeps retrying with backoff";
+    LocalStoreFailed = 6300, "LOCAL_STORE_FAILED", "the device's local store (in its profile directory) cannot be read or written";
     UserSigExpired = 6206, "USER_SIG_EXPIRED", "client: the UserSig has expired; log in again with a fresh ticket";
     UserSigExpiredRelay = 70001, "USER_SIG_EXPIRED_RELAY", "relay: the UserSig has expired (the client reports 6206)";
     UserSigInvalid = 70003, "USER_SIG_INVALID", "the UserSig cannot be decoded: it is not a termphone ticket";

@@ -17,6 +17,7 @@ use crate::client::ClientSettings;
 use crate::client::connection::{self, ClientHandle};
 use crate::client::engine::{CallCommand, ClientEngine, Command};
 use crate::client::event::{EVENT_NAMES, Event, LoginStatus};
+use crate::client::history::{HistoryTracker, LocalStore, StoreHandle};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{DeviceId, UserId};
 use crate::profile::Profile;
@@ -36,6 +37,7 @@ pub const COMMANDS: &[&str] = &[
     "inviteUser",
     "joinInGroupCall",
     "getUsers",
+    "getCallHistory",
     "wait",
     "quit",
 ];
@@ -111,6 +113,12 @@ struct JoinArgs {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct HistoryArgs {
+    count: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WaitArgs {
     event: String,
     timeout_ms: Option<u64>,
@@ -127,6 +135,9 @@ enum Request {
         user_sig: Option<String>,
     },
     Engine(Command),
+    History {
+        count: usize,
+    },
     Wait {
         event: String,
         timeout_ms: u64,
@@ -233,6 +244,12 @@ fn parse_command(line: &str) -> Result<Request, Event> {
             Ok(Request::Engine(Command::GetUsers {
                 subscribe: a.subscribe,
             }))
+        }
+        "getCallHistory" => {
+            let a: HistoryArgs = args(&cmd, obj)?;
+            Ok(Request::History {
+                count: a.count.unwrap_or(50),
+            })
         }
         "wait" => {
             let a: WaitArgs = args(&cmd, obj)?;
@@ -342,6 +359,8 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
         device,
         profile: None,
         status: LoginStatus::Logout,
+        store: None,
+        tracker: HistoryTracker::default(),
     };
     let mut arrivals = Arrivals::default();
     let mut wait: Option<PendingWait> = None;
@@ -371,6 +390,10 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
                     Some(Ok(Request::Engine(cmd))) => {
                         let _ = commands.send(cmd);
                     }
+                    Some(Ok(Request::History { count })) => {
+                        let event = device_state.history(count).await;
+                        write_event(&mut out, &event).await?;
+                    }
                     Some(Ok(Request::Wait { event, timeout_ms })) => {
                         if !arrivals.take(&event) {
                             let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
@@ -384,6 +407,7 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
                 if let Event::LoginStatusChanged { status, .. } = event {
                     device_state.status = status;
                 }
+                device_state.observe(&event);
                 arrivals.record(event.name());
                 write_event(&mut out, &event).await?;
                 if wait.as_ref().is_some_and(|w| arrivals.take(&w.event)) {
@@ -430,6 +454,9 @@ struct DeviceState {
     device: Option<DeviceId>,
     profile: Option<Profile>,
     status: LoginStatus,
+    /// The logged-in profile's local store, and what it is being told.
+    store: Option<StoreHandle>,
+    tracker: HistoryTracker,
 }
 
 impl DeviceState {
@@ -441,6 +468,7 @@ impl DeviceState {
     ) -> Result<(), Event> {
         // Release the previous user's profile before taking the next one.
         self.profile = None;
+        self.store = None;
         let (command, profile) = self
             .settings
             .login(user, self.device.as_ref(), user_sig, unix_millis() / 1000)
@@ -451,9 +479,40 @@ impl DeviceState {
                     Some("login"),
                 )
             })?;
+        match LocalStore::open(&profile.dir) {
+            Ok(store) => self.store = Some(StoreHandle::spawn(store)),
+            Err(e) => tracing::warn!(error = %e, "no local store: call history is off"),
+        }
         self.profile = Some(profile);
         let _ = commands.send(command);
         Ok(())
+    }
+
+    /// Records finished calls in the local store.
+    fn observe(&mut self, event: &Event) {
+        if let Some(record) = self.tracker.on_event(unix_millis(), event)
+            && let Some(store) = &self.store
+        {
+            store.record(record);
+        }
+    }
+
+    async fn history(&self, count: usize) -> Event {
+        let Some(store) = &self.store else {
+            return error_event(
+                ErrorCode::NotLoggedIn,
+                "getCallHistory reads the logged-in user's local store: log in first".into(),
+                Some("getCallHistory"),
+            );
+        };
+        match store.recent(count).await {
+            Ok(calls) => Event::CallHistory { calls },
+            Err(e) => error_event(
+                ErrorCode::LocalStoreFailed,
+                format!("the local store cannot be read: {e}"),
+                Some("getCallHistory"),
+            ),
+        }
     }
 }
 

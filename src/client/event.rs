@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::client::history::CallRecord;
 use crate::error::{Error, ErrorCode};
 use crate::protocol::UserPresence;
 
@@ -195,6 +196,9 @@ pub enum Event {
     ConnectionChanged { state: LinkState },
     #[serde(rename = "USERS")]
     Users { users: Vec<UserView> },
+    /// termphone's own: this device's recent calls, newest first.
+    #[serde(rename = "CALL_HISTORY")]
+    CallHistory { calls: Vec<CallRecord> },
     #[serde(rename = "USER_STATUS_CHANGED")]
     UserStatusChanged {
         #[serde(flatten)]
@@ -234,6 +238,7 @@ impl Event {
             Event::UserSigExpired => "USER_SIG_EXPIRED",
             Event::ConnectionChanged { .. } => "CONNECTION_CHANGED",
             Event::Users { .. } => "USERS",
+            Event::CallHistory { .. } => "CALL_HISTORY",
             Event::UserStatusChanged { .. } => "USER_STATUS_CHANGED",
             Event::Error { .. } => "ERROR",
         }
@@ -284,6 +289,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "USER_SIG_EXPIRED",
     "CONNECTION_CHANGED",
     "USERS",
+    "CALL_HISTORY",
     "USER_STATUS_CHANGED",
     "ERROR",
 ];

@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod engine;
 pub mod event;
+pub mod history;
 pub mod launcher;
 
 use std::path::PathBuf;

@@ -161,3 +161,57 @@ async fn a_group_call_over_the_wire() {
     assert_eq!(alice.expect("USER_ENTER").await["userID"], "dave");
     assert_eq!(bob.expect("USER_ENTER").await["userID"], "dave");
 }
+
+#[tokio::test]
+async fn call_history_marks_missed_calls_and_survives_a_restart() {
+    let w = World::new().await;
+    let mut bob = w.device("bob", "b1", false).await;
+    let mut alice = w.device("alice", "a1", false).await;
+
+    bob.send(json!({"cmd": "call", "userID": "alice", "timeout": 1}))
+        .await;
+    alice.expect("ON_CALL_RECEIVED").await;
+    assert_eq!(reason(&mut alice).await, "timeout");
+    bob.expect("ON_CALL_CANCELED").await;
+
+    bob.send(json!({"cmd": "call", "userID": "alice"})).await;
+    alice.expect("ON_CALL_RECEIVED").await;
+    alice.send(json!({"cmd": "accept"})).await;
+    alice.expect("ON_CALL_BEGIN").await;
+    alice.send(json!({"cmd": "hangup"})).await;
+    alice.expect("CALLING_END").await;
+
+    let summary = |v: &Value| -> Vec<(String, bool, Value)> {
+        v["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["outcome"].as_str().unwrap().to_owned(),
+                    c["missed"].as_bool().unwrap(),
+                    c["userIDList"].clone(),
+                )
+            })
+            .collect()
+    };
+    alice.send(json!({"cmd": "getCallHistory"})).await;
+    let expected = vec![
+        ("answered".to_owned(), false, json!(["bob"])),
+        ("missed".to_owned(), true, json!(["bob"])),
+    ];
+    assert_eq!(summary(&alice.expect("CALL_HISTORY").await), expected);
+    bob.send(json!({"cmd": "getCallHistory", "count": 1})).await;
+    let bobs = bob.expect("CALL_HISTORY").await;
+    assert_eq!(
+        summary(&bobs),
+        vec![("answered".to_owned(), false, json!(["alice"]))]
+    );
+
+    // The same device, restarted, still has its history without asking the relay.
+    alice.send(json!({"cmd": "quit"})).await;
+    alice.exits_cleanly().await;
+    let mut again = w.device("alice", "a1", false).await;
+    again.send(json!({"cmd": "getCallHistory"})).await;
+    assert_eq!(summary(&again.expect("CALL_HISTORY").await), expected);
+}
