@@ -302,17 +302,8 @@ impl ClientEngine {
                 }
             }
             Command::GetUsers { subscribe } => {
-                if self.status != LoginStatus::Logined {
-                    return self.not_logged_in(name);
-                }
-                if self.link != Link::Up {
-                    return self.event(Event::error(
-                        Error::new(
-                            ErrorCode::RelayUnreachable,
-                            "reconnecting to the relay; try again in a moment",
-                        ),
-                        Some(name),
-                    ));
+                if self.online(name).is_none() {
+                    return;
                 }
                 self.presence_subscribed |= subscribe;
                 self.send(ClientMsg::ListUsers { subscribe });
@@ -327,19 +318,9 @@ impl ClientEngine {
                 }
             }
             Command::Call(cmd) => {
-                let me = match (self.status, self.user()) {
-                    (LoginStatus::Logined, Some(me)) => me.clone(),
-                    _ => return self.not_logged_in(name),
+                let Some(me) = self.online(name) else {
+                    return;
                 };
-                if self.link != Link::Up {
-                    return self.event(Event::error(
-                        Error::new(
-                            ErrorCode::RelayUnreachable,
-                            "reconnecting to the relay; try again in a moment",
-                        ),
-                        Some(name),
-                    ));
-                }
                 if let Err(e) = self.call_command(me, cmd) {
                     self.event(Event::error(e, Some(name)));
                 }
@@ -494,6 +475,29 @@ impl ClientEngine {
             self.status = status;
             self.event(Event::status(status));
         }
+    }
+
+    /// The logged-in user, if `cmd` can reach the relay now; otherwise
+    /// reports why not and returns `None`.
+    fn online(&mut self, cmd: &str) -> Option<UserId> {
+        let me = match (self.status, self.user()) {
+            (LoginStatus::Logined, Some(me)) => me.clone(),
+            _ => {
+                self.not_logged_in(cmd);
+                return None;
+            }
+        };
+        if self.link != Link::Up {
+            self.event(Event::error(
+                Error::new(
+                    ErrorCode::RelayUnreachable,
+                    "reconnecting to the relay; try again in a moment",
+                ),
+                Some(cmd),
+            ));
+            return None;
+        }
+        Some(me)
     }
 
     fn not_logged_in(&mut self, cmd: &str) {

@@ -44,6 +44,18 @@ fn bob_and_three_alices() -> (Mesh, usize, [usize; 3]) {
     (m, bob, a)
 }
 
+/// `bob_and_three_alices`, with bob's call ringing on all three and every
+/// log read.
+fn alice_ringing() -> (Mesh, usize, [usize; 3]) {
+    let (mut m, bob, a) = bob_and_three_alices();
+    m.command(bob, call(&["alice"]));
+    for d in a {
+        m.take(d);
+    }
+    m.take(bob);
+    (m, bob, a)
+}
+
 const RINGS: &str = "ON_CALL_RECEIVED from bob";
 
 #[test]
@@ -72,12 +84,7 @@ fn without_multi_device_only_the_latest_login_rings() {
 
 #[test]
 fn one_device_answers_and_the_others_stop() {
-    let (mut m, bob, a) = bob_and_three_alices();
-    m.command(bob, call(&["alice"]));
-    for d in a {
-        m.take(d);
-    }
-    m.take(bob);
+    let (mut m, bob, a) = alice_ringing();
     m.command(a[1], accept());
     assert_eq!(m.log(a[1]), ["ON_CALL_BEGIN"]);
     assert_eq!(m.log(a[0]), ["ON_CALL_CANCELED answered_elsewhere"]);
@@ -90,12 +97,7 @@ fn one_device_answers_and_the_others_stop() {
 
 #[test]
 fn devices_answering_at_the_same_instant_get_exactly_one_winner() {
-    let (mut m, bob, a) = bob_and_three_alices();
-    m.command(bob, call(&["alice"]));
-    for d in a {
-        m.take(d);
-    }
-    m.take(bob);
+    let (mut m, bob, a) = alice_ringing();
     for d in a {
         m.command_later(d, accept());
     }
@@ -115,12 +117,7 @@ fn devices_answering_at_the_same_instant_get_exactly_one_winner() {
 
 #[test]
 fn one_device_declines_and_every_device_stops() {
-    let (mut m, bob, a) = bob_and_three_alices();
-    m.command(bob, call(&["alice"]));
-    for d in a {
-        m.take(d);
-    }
-    m.take(bob);
+    let (mut m, bob, a) = alice_ringing();
     m.command(a[0], reject());
     assert_eq!(m.log(a[0]), ["ON_CALL_CANCELED declined"]);
     assert_eq!(m.log(a[1]), ["ON_CALL_CANCELED declined_elsewhere"]);
@@ -130,12 +127,7 @@ fn one_device_declines_and_every_device_stops() {
 
 #[test]
 fn one_device_ignores_and_only_it_stops() {
-    let (mut m, bob, a) = bob_and_three_alices();
-    m.command(bob, call(&["alice"]));
-    for d in a {
-        m.take(d);
-    }
-    m.take(bob);
+    let (mut m, bob, a) = alice_ringing();
     m.command(a[0], ignore());
     assert_eq!(m.log(a[0]), ["ON_CALL_CANCELED ignored"]);
     assert!(m.log(a[1]).is_empty() && m.log(a[2]).is_empty());
@@ -149,12 +141,7 @@ fn one_device_ignores_and_only_it_stops() {
 
 #[test]
 fn the_caller_cancels_while_it_rings() {
-    let (mut m, bob, a) = bob_and_three_alices();
-    m.command(bob, call(&["alice"]));
-    for d in a {
-        m.take(d);
-    }
-    m.take(bob);
+    let (mut m, bob, a) = alice_ringing();
     m.command(bob, hangup());
     assert_eq!(m.log(bob), ["ON_CALL_CANCELED caller_canceled"]);
     for d in a {
@@ -164,12 +151,7 @@ fn the_caller_cancels_while_it_rings() {
 
 #[test]
 fn nobody_answers_within_the_default_30_seconds() {
-    let (mut m, bob, a) = bob_and_three_alices();
-    m.command(bob, call(&["alice"]));
-    for d in a {
-        m.take(d);
-    }
-    m.take(bob);
+    let (mut m, bob, a) = alice_ringing();
     m.advance(29_999);
     assert!(m.log(bob).is_empty());
     m.advance(1);

@@ -319,24 +319,7 @@ impl RelayCore {
         );
         self.peer_event(key, &user, PeerAction::Accepted, vec![user.clone()], true);
         self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
-        let call = self.calls.calls.get_mut(&key).expect("exists");
-        if !call.connected {
-            call.connected = true;
-            let waiting: Vec<SessionId> = call
-                .joined_sessions()
-                .filter(|(u, _)| **u != user)
-                .map(|(_, s)| s)
-                .collect();
-            for s in waiting {
-                self.send_to_session(
-                    s,
-                    ServerMsg::CallBegin {
-                        call_id: call_id.clone(),
-                        room,
-                    },
-                );
-            }
-        }
+        self.connect(key, &user);
         Ok(())
     }
 
@@ -483,7 +466,7 @@ impl RelayCore {
             },
         );
         let call_id = call.id.clone();
-        let was_connected = std::mem::replace(&mut call.connected, true);
+        let was_connected = call.connected;
         self.calls.joined.insert((app, user.clone()), key);
         self.send_to_session(
             sid,
@@ -494,22 +477,31 @@ impl RelayCore {
         );
         self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
         if !was_connected {
-            let others: Vec<SessionId> = self.calls.calls[&key]
-                .joined_sessions()
-                .filter(|(u, _)| **u != user)
-                .map(|(_, s)| s)
-                .collect();
-            for s in others {
-                self.send_to_session(
-                    s,
-                    ServerMsg::CallBegin {
-                        call_id: call_id.clone(),
-                        room,
-                    },
-                );
-            }
+            self.connect(key, &user);
         }
         Ok(())
+    }
+
+    /// The first answer connects the call: members who were waiting in it
+    /// (the caller) begin too.
+    fn connect(&mut self, key: CallKey, answering: &UserId) {
+        let call = self.calls.calls.get_mut(&key).expect("exists");
+        if std::mem::replace(&mut call.connected, true) {
+            return;
+        }
+        let (call_id, room) = (call.id.clone(), call.room);
+        let waiting: Vec<SessionId> = call
+            .joined_sessions()
+            .filter(|(u, _)| *u != answering)
+            .map(|(_, s)| s)
+            .collect();
+        for s in waiting {
+            let msg = ServerMsg::CallBegin {
+                call_id: call_id.clone(),
+                room,
+            };
+            self.send_to_session(s, msg);
+        }
     }
 
     fn ring_if_needed(&mut self, key: CallKey, user: &UserId, sid: SessionId) {
