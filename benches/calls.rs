@@ -67,6 +67,14 @@ async fn ended(ws: &mut Ws) {
     expect(ws, "call_end", |m| matches!(m, ServerMsg::CallEnd { .. })).await;
 }
 
+fn call_msg(callee: &str) -> ClientMsg {
+    ClientMsg::Call {
+        invitees: vec![callee.to_owned()],
+        group: false,
+        timeout_secs: None,
+    }
+}
+
 async fn round_trips(ws: &mut Ws, n: usize) -> Vec<Duration> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -94,15 +102,7 @@ async fn fan_out(url: &str, devices: usize) {
     let mut cancel = Vec::with_capacity(CALLS);
     for _ in 0..CALLS {
         let t0 = Instant::now();
-        send(
-            &mut caller,
-            &ClientMsg::Call {
-                invitees: vec![callee.clone()],
-                group: false,
-                timeout_secs: None,
-            },
-        )
-        .await;
+        send(&mut caller, &call_msg(&callee)).await;
         let arrivals = join_all(phones.iter_mut().map(invited)).await;
         ring.push(arrivals.iter().map(|(t, _)| *t).max().unwrap() - t0);
         let call_id = arrivals[0].1.call_id.clone();
@@ -151,15 +151,7 @@ async fn pair_loop(url: String, k: usize, until: Instant) -> usize {
     let mut phone = login(&url, &callee, "d").await;
     let mut setups = 0;
     while Instant::now() < until {
-        send(
-            &mut caller,
-            &ClientMsg::Call {
-                invitees: vec![callee.clone()],
-                group: false,
-                timeout_secs: None,
-            },
-        )
-        .await;
+        send(&mut caller, &call_msg(&callee)).await;
         let (_, call) = invited(&mut phone).await;
         send(
             &mut phone,

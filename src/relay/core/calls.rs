@@ -347,14 +347,7 @@ impl RelayCore {
             return Ok(());
         };
         let (_, user) = self.identity(sid);
-        if let Some(Member::Invited { ringing, .. }) = self
-            .calls
-            .calls
-            .get_mut(&key)
-            .expect("exists")
-            .members
-            .get_mut(&user)
-        {
+        if let Some(ringing) = self.ringing_of(key, &user) {
             ringing.remove(&sid);
         }
         Ok(())
@@ -447,7 +440,9 @@ impl RelayCore {
         }
         if let Some(Member::Invited { .. }) = self.calls.calls[&key].members.get(&user) {
             let call_id = self.calls.calls[&key].id.clone();
-            self.ring_if_needed(key, &user, sid);
+            if let Some(ringing) = self.ringing_of(key, &user) {
+                ringing.insert(sid);
+            }
             return self.answer(now, sid, &call_id);
         }
         if self.calls.joined.contains_key(&(app, user.clone())) {
@@ -504,16 +499,11 @@ impl RelayCore {
         }
     }
 
-    fn ring_if_needed(&mut self, key: CallKey, user: &UserId, sid: SessionId) {
-        if let Some(Member::Invited { ringing, .. }) = self
-            .calls
-            .calls
-            .get_mut(&key)
-            .expect("exists")
-            .members
-            .get_mut(user)
-        {
-            ringing.insert(sid);
+    /// The devices of `user` ringing for call `key`, while it is invited.
+    fn ringing_of(&mut self, key: CallKey, user: &UserId) -> Option<&mut BTreeSet<SessionId>> {
+        match self.calls.calls.get_mut(&key)?.members.get_mut(user) {
+            Some(Member::Invited { ringing, .. }) => Some(ringing),
+            _ => None,
         }
     }
 
@@ -573,14 +563,7 @@ impl RelayCore {
             .map(|(k, _)| *k)
             .collect();
         for key in ringing {
-            if let Some(Member::Invited { ringing, .. }) = self
-                .calls
-                .calls
-                .get_mut(&key)
-                .expect("exists")
-                .members
-                .get_mut(&user)
-            {
+            if let Some(ringing) = self.ringing_of(key, &user) {
                 ringing.remove(&sid);
             }
             self.cancel_on(key, sid, CancelReason::SignedOut);
