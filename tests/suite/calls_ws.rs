@@ -180,6 +180,8 @@ async fn call_history_marks_missed_calls_and_survives_a_restart() {
     alice.expect("ON_CALL_BEGIN").await;
     alice.send(json!({"cmd": "hangup"})).await;
     alice.expect("CALLING_END").await;
+    // Each device records a call when it hears the call end.
+    bob.expect("CALLING_END").await;
 
     let summary = |v: &Value| -> Vec<(String, bool, Value)> {
         v["calls"]
