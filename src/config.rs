@@ -101,6 +101,13 @@ pub struct AppConfig {
     pub max_devices_per_platform: u32,
     /// Per-platform exceptions to `max_devices_per_platform`.
     pub platform_limits: BTreeMap<Platform, u32>,
+    /// Mirror messages to the sender's other devices and deliver to every
+    /// device of the recipient; off, each message reaches one device.
+    pub multi_device_sync: bool,
+    /// How far back a reconnecting or new device catches up, 1 to 7 days.
+    pub compensation_window_days: u32,
+    /// How long after sending a message its sender may recall it.
+    pub recall_window_secs: u64,
 }
 
 impl Default for AppConfig {
@@ -110,6 +117,9 @@ impl Default for AppConfig {
             secret: DEV_SECRET.into(),
             max_devices_per_platform: 3,
             platform_limits: BTreeMap::from([(Platform::parse("web").expect("valid"), 10)]),
+            multi_device_sync: true,
+            compensation_window_days: 1,
+            recall_window_secs: 120,
         }
     }
 }
@@ -203,6 +213,12 @@ impl Config {
                     app.id
                 ));
             }
+            if !(1..=7).contains(&app.compensation_window_days) {
+                return Err(format!(
+                    "relay.apps: the compensation window of app {} must be 1 to 7 days",
+                    app.id
+                ));
+            }
             if app.max_devices_per_platform == 0 || app.platform_limits.values().any(|&n| n == 0) {
                 return Err(format!(
                     "relay.apps: device limits of app {} must be at least 1",
@@ -273,6 +289,9 @@ mod tests {
             "id",
             "max_devices_per_platform",
             "platform_limits",
+            "multi_device_sync",
+            "compensation_window_days",
+            "recall_window_secs",
         ] {
             assert!(
                 uncommented.contains(&format!("\n{key} =")),

@@ -63,6 +63,12 @@ error_codes! {
     NotAGroupCall = 6105, "NOT_A_GROUP_CALL", "only a group call can be joined by room id";
     RelayUnreachable = 6200, "RELAY_UNREACHABLE", "the relay did not answer; the client keeps retrying with backoff";
     LocalStoreFailed = 6300, "LOCAL_STORE_FAILED", "the device's local store (in its profile directory) cannot be read or written";
+    UnknownUser = 6401, "UNKNOWN_USER", "the recipient has never logged in to this app";
+    EmptyMessage = 6402, "EMPTY_MESSAGE", "a message needs some text";
+    MessageTooLong = 6403, "MESSAGE_TOO_LONG", "message text is limited to 65536 bytes";
+    NoSuchMessage = 6404, "NO_SUCH_MESSAGE", "no such message can be recalled (unknown, or older than the recall window)";
+    NotYourMessage = 6405, "NOT_YOUR_MESSAGE", "only the sender of a message can recall it";
+    RecallWindowPassed = 6406, "RECALL_WINDOW_PASSED", "the recall window (relay setting, 120 s by default) is over";
     UserSigExpired = 6206, "USER_SIG_EXPIRED", "client: the UserSig has expired; log in again with a fresh ticket";
     UserSigExpiredRelay = 70001, "USER_SIG_EXPIRED_RELAY", "relay: the UserSig has expired (the client reports 6206)";
     UserSigInvalid = 70003, "USER_SIG_INVALID", "the UserSig cannot be decoded: it is not a termphone ticket";

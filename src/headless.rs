@@ -15,9 +15,9 @@ use tokio::sync::mpsc;
 
 use crate::client::ClientSettings;
 use crate::client::connection::{self, ClientHandle};
-use crate::client::engine::{CallCommand, ClientEngine, Command};
+use crate::client::engine::{CallCommand, ChatCommand, ClientEngine, Command};
 use crate::client::event::{EVENT_NAMES, Event, LoginStatus};
-use crate::client::history::{HistoryTracker, LocalStore, StoreHandle};
+use crate::client::local_store::{Recorder, StoreHandle};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{DeviceId, UserId};
 use crate::profile::Profile;
@@ -36,6 +36,12 @@ pub const COMMANDS: &[&str] = &[
     "hangup",
     "inviteUser",
     "joinInGroupCall",
+    "sendMessage",
+    "recallMessage",
+    "markRead",
+    "typing",
+    "getConversations",
+    "getMessages",
     "getUsers",
     "getCallHistory",
     "wait",
@@ -113,6 +119,40 @@ struct JoinArgs {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SendArgs {
+    #[serde(rename = "userID")]
+    user_id: UserId,
+    text: String,
+    #[serde(rename = "clientMsgID")]
+    client_msg_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MsgIdArgs {
+    #[serde(rename = "msgID")]
+    msg_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerArgs {
+    #[serde(rename = "userID")]
+    user_id: UserId,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessagesArgs {
+    #[serde(rename = "userID")]
+    user_id: UserId,
+    count: Option<usize>,
+    /// Only messages older than this (unix ms): the next page back.
+    before: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HistoryArgs {
     count: Option<usize>,
 }
@@ -138,6 +178,12 @@ enum Request {
     History {
         count: usize,
     },
+    Conversations,
+    Messages {
+        peer: UserId,
+        count: usize,
+        before: Option<u64>,
+    },
     Wait {
         event: String,
         timeout_ms: u64,
@@ -147,11 +193,11 @@ enum Request {
 
 /// Parses one line; on failure, the `ERROR` event to answer with (none for
 /// a blank line).
-fn parse(line: &str) -> Result<Request, Option<Event>> {
+fn parse(line: &str) -> Result<Request, Option<Box<Event>>> {
     if line.trim().is_empty() {
         return Err(None);
     }
-    parse_command(line).map_err(Some)
+    parse_command(line).map_err(|e| Some(Box::new(e)))
 }
 
 fn parse_command(line: &str) -> Result<Request, Event> {
@@ -245,6 +291,35 @@ fn parse_command(line: &str) -> Result<Request, Event> {
                 subscribe: a.subscribe,
             }))
         }
+        "sendMessage" => {
+            let a: SendArgs = args(&cmd, obj)?;
+            Ok(chat(ChatCommand::Send {
+                to: a.user_id,
+                text: a.text,
+                client_msg_id: a.client_msg_id,
+            }))
+        }
+        "recallMessage" => {
+            let a: MsgIdArgs = args(&cmd, obj)?;
+            Ok(chat(ChatCommand::Recall { msg_id: a.msg_id }))
+        }
+        "markRead" => {
+            let a: PeerArgs = args(&cmd, obj)?;
+            Ok(chat(ChatCommand::MarkRead { peer: a.user_id }))
+        }
+        "typing" => {
+            let a: PeerArgs = args(&cmd, obj)?;
+            Ok(chat(ChatCommand::Typing { to: a.user_id }))
+        }
+        "getConversations" => args::<NoArgs>(&cmd, obj).map(|_| Request::Conversations),
+        "getMessages" => {
+            let a: MessagesArgs = args(&cmd, obj)?;
+            Ok(Request::Messages {
+                peer: a.user_id,
+                count: a.count.unwrap_or(50),
+                before: a.before,
+            })
+        }
         "getCallHistory" => {
             let a: HistoryArgs = args(&cmd, obj)?;
             Ok(Request::History {
@@ -283,6 +358,18 @@ fn parse_command(line: &str) -> Result<Request, Event> {
 
 fn call(cmd: CallCommand) -> Request {
     Request::Engine(Command::Call(cmd))
+}
+
+fn chat(cmd: ChatCommand) -> Request {
+    Request::Engine(Command::Chat(cmd))
+}
+
+fn store_failed(e: rusqlite::Error, cmd: &str) -> Event {
+    error_event(
+        ErrorCode::LocalStoreFailed,
+        format!("the local store cannot be read: {e}"),
+        Some(cmd),
+    )
 }
 
 fn error_event(code: ErrorCode, message: String, cmd: Option<&str>) -> Event {
@@ -359,8 +446,7 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
         device,
         profile: None,
         status: LoginStatus::Logout,
-        store: None,
-        tracker: HistoryTracker::default(),
+        recorder: None,
     };
     let mut arrivals = Arrivals::default();
     let mut wait: Option<PendingWait> = None;
@@ -392,6 +478,14 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
                     }
                     Some(Ok(Request::History { count })) => {
                         let event = device_state.history(count).await;
+                        write_event(&mut out, &event).await?;
+                    }
+                    Some(Ok(Request::Conversations)) => {
+                        let event = device_state.conversations().await;
+                        write_event(&mut out, &event).await?;
+                    }
+                    Some(Ok(Request::Messages { peer, count, before })) => {
+                        let event = device_state.messages(peer, count, before).await;
                         write_event(&mut out, &event).await?;
                     }
                     Some(Ok(Request::Wait { event, timeout_ms })) => {
@@ -454,9 +548,8 @@ struct DeviceState {
     device: Option<DeviceId>,
     profile: Option<Profile>,
     status: LoginStatus,
-    /// The logged-in profile's local store, and what it is being told.
-    store: Option<StoreHandle>,
-    tracker: HistoryTracker,
+    /// Keeps the logged-in profile's calls and chat.
+    recorder: Option<Recorder>,
 }
 
 impl DeviceState {
@@ -468,50 +561,73 @@ impl DeviceState {
     ) -> Result<(), Event> {
         // Release the previous user's profile before taking the next one.
         self.profile = None;
-        self.store = None;
-        let (command, profile) = self
+        self.recorder = None;
+        let login = self
             .settings
             .login(user, self.device.as_ref(), user_sig, unix_millis() / 1000)
             .map_err(|e| {
                 error_event(
-                    ErrorCode::InvalidParameters,
-                    format!("cannot open the profile: {e}"),
+                    ErrorCode::LocalStoreFailed,
+                    format!("cannot open this device's profile: {e}"),
                     Some("login"),
                 )
             })?;
-        match LocalStore::open(&profile.dir) {
-            Ok(store) => self.store = Some(StoreHandle::spawn(store)),
-            Err(e) => tracing::warn!(error = %e, "no local store: call history is off"),
-        }
+        self.recorder = Some(Recorder::new(login.store));
+        let (command, profile) = (login.command, login.profile);
         self.profile = Some(profile);
         let _ = commands.send(command);
         Ok(())
     }
 
-    /// Records finished calls in the local store.
     fn observe(&mut self, event: &Event) {
-        if let Some(record) = self.tracker.on_event(unix_millis(), event)
-            && let Some(store) = &self.store
-        {
-            store.record(record);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.observe(unix_millis(), event);
+        }
+    }
+
+    fn store(&self, cmd: &str) -> Result<&StoreHandle, Event> {
+        self.recorder.as_ref().map(Recorder::store).ok_or_else(|| {
+            error_event(
+                ErrorCode::NotLoggedIn,
+                format!("{cmd} reads the logged-in user's local store: log in first"),
+                Some(cmd),
+            )
+        })
+    }
+
+    async fn conversations(&self) -> Event {
+        let store = match self.store("getConversations") {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        match store.conversations().await {
+            Ok(conversations) => Event::Conversations { conversations },
+            Err(e) => store_failed(e, "getConversations"),
+        }
+    }
+
+    async fn messages(&self, peer: UserId, count: usize, before: Option<u64>) -> Event {
+        let store = match self.store("getMessages") {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        match store.messages(peer.to_string(), count, before).await {
+            Ok(messages) => Event::Messages {
+                user_id: peer.to_string(),
+                messages,
+            },
+            Err(e) => store_failed(e, "getMessages"),
         }
     }
 
     async fn history(&self, count: usize) -> Event {
-        let Some(store) = &self.store else {
-            return error_event(
-                ErrorCode::NotLoggedIn,
-                "getCallHistory reads the logged-in user's local store: log in first".into(),
-                Some("getCallHistory"),
-            );
+        let store = match self.store("getCallHistory") {
+            Ok(s) => s,
+            Err(e) => return e,
         };
         match store.recent(count).await {
             Ok(calls) => Event::CallHistory { calls },
-            Err(e) => error_event(
-                ErrorCode::LocalStoreFailed,
-                format!("the local store cannot be read: {e}"),
-                Some("getCallHistory"),
-            ),
+            Err(e) => store_failed(e, "getCallHistory"),
         }
     }
 }
@@ -554,7 +670,10 @@ mod tests {
 
     fn error_code(line: &str) -> u32 {
         match parse(line) {
-            Err(Some(Event::Error { code, .. })) => code,
+            Err(Some(e)) => match *e {
+                Event::Error { code, .. } => code,
+                _ => panic!("{line} gave {e:?}"),
+            },
             _ => panic!("{line} parsed"),
         }
     }

@@ -81,6 +81,28 @@ pub enum ClientMsg {
     Join {
         room: RoomId,
     },
+    /// A one-to-one text message; `client_msg_id` makes a resend idempotent.
+    SendMessage {
+        to: String,
+        text: String,
+        client_msg_id: String,
+    },
+    RecallMessage {
+        msg_id: String,
+    },
+    /// The user read its conversation with `peer` up to now.
+    MarkRead {
+        peer: String,
+    },
+    /// A status message: only devices online now hear it.
+    Typing {
+        to: String,
+    },
+    /// Timeline entries after `after` (this device's high-water mark),
+    /// within the compensation window.
+    Sync {
+        after: u64,
+    },
 }
 
 impl ClientMsg {
@@ -101,6 +123,11 @@ impl ClientMsg {
             ClientMsg::Hangup { .. } => "hangup",
             ClientMsg::Invite { .. } => "invite",
             ClientMsg::Join { .. } => "join",
+            ClientMsg::SendMessage { .. } => "send_message",
+            ClientMsg::RecallMessage { .. } => "recall_message",
+            ClientMsg::MarkRead { .. } => "mark_read",
+            ClientMsg::Typing { .. } => "typing",
+            ClientMsg::Sync { .. } => "sync",
         }
     }
 }
@@ -223,6 +250,39 @@ pub enum PeerAction {
     InviteesUpdated,
 }
 
+/// Largest message text, in bytes of UTF-8.
+pub const MAX_MESSAGE_TEXT_BYTES: usize = 64 * 1024;
+
+/// A chat message as the relay stores and serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub msg_id: String,
+    pub from: UserId,
+    pub to: UserId,
+    pub text: String,
+    /// Unix milliseconds on the relay.
+    pub server_time: u64,
+}
+
+/// One step of a user's timeline, numbered by `seq` per user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A message to or from the user.
+    Message { message: ChatMessage },
+    /// A message of the conversation with `peer` was recalled.
+    Recall { msg_id: String, peer: UserId },
+    /// The user read the conversation with `peer` up to `at`.
+    Read { peer: UserId, at: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub kind: EntryKind,
+}
+
 /// Messages the relay sends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -287,6 +347,29 @@ pub enum ServerMsg {
         call_id: String,
         action: PeerAction,
         users: Vec<UserId>,
+    },
+    /// The acknowledgement of `send_message`, sent once the message is durable.
+    MessageSent {
+        msg_id: String,
+        client_msg_id: String,
+        server_time: u64,
+        /// The message's seq in the sender's timeline (sync on), so the
+        /// sending device counts it as seen.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    /// New timeline entries, live or (with `offline`) from a sync.
+    Entries {
+        entries: Vec<Entry>,
+        offline: bool,
+    },
+    /// The end of a sync's catch-up: `upto` is the last seq it sent (or the
+    /// device's own `after` when there was nothing).
+    Synced {
+        upto: u64,
+    },
+    Typing {
+        from: UserId,
     },
     /// A request that failed; `request` names its `type`.
     Error {

@@ -8,6 +8,7 @@
 //! them on virtual time.
 
 mod calls;
+mod chat;
 
 use std::collections::VecDeque;
 
@@ -16,6 +17,7 @@ use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
 use crate::protocol::{ClientMsg, ServerMsg, WireError};
 pub use calls::CallCommand;
+pub use chat::ChatCommand;
 
 pub type Millis = u64;
 
@@ -29,6 +31,8 @@ pub enum Command {
         user: UserId,
         device: DeviceId,
         user_sig: String,
+        /// The last timeline seq this device applied (from its local store).
+        sync_after: u64,
     },
     Logout,
     /// The app's users and their online devices; with `subscribe`, later
@@ -41,6 +45,7 @@ pub enum Command {
         enable: bool,
     },
     Call(CallCommand),
+    Chat(ChatCommand),
 }
 
 impl Command {
@@ -52,6 +57,7 @@ impl Command {
             Command::GetUsers { .. } => "getUsers",
             Command::EnableMultiDevice { .. } => "enableMultiDeviceAbility",
             Command::Call(c) => c.name(),
+            Command::Chat(c) => c.name(),
         }
     }
 }
@@ -138,6 +144,7 @@ pub struct ClientEngine {
     /// Multi-device ability: re-announced to the relay after every login.
     multi_device: bool,
     calls: calls::CallState,
+    chat: chat::ChatState,
     out: VecDeque<Output>,
 }
 
@@ -146,6 +153,7 @@ impl ClientEngine {
         ClientEngine {
             multi_device: config.multi_device,
             calls: calls::CallState::default(),
+            chat: chat::ChatState::default(),
             config,
             status: LoginStatus::Logout,
             credentials: None,
@@ -260,7 +268,11 @@ impl ClientEngine {
                 user,
                 device,
                 user_sig,
+                sync_after,
             } => {
+                if self.user() != Some(&user) {
+                    self.chat = chat::ChatState::starting_at(sync_after);
+                }
                 self.credentials = Some(Credentials {
                     user,
                     device,
@@ -325,6 +337,14 @@ impl ClientEngine {
                     self.event(Event::error(e, Some(name)));
                 }
             }
+            Command::Chat(cmd) => {
+                if self.online(name).is_none() {
+                    return;
+                }
+                if let Err(e) = self.chat_command(now, cmd) {
+                    self.event(Event::error(e, Some(name)));
+                }
+            }
         }
     }
 
@@ -335,6 +355,7 @@ impl ClientEngine {
                 if self.multi_device {
                     self.send(ClientMsg::MultiDevice { enable: true });
                 }
+                self.chat_online();
                 // After a silent re-login (resume failed) the user saw no
                 // change, so there is nothing to announce.
                 if self.status != LoginStatus::Logined {
@@ -353,7 +374,10 @@ impl ClientEngine {
                 }
                 self.sign_out(now);
             }
-            ServerMsg::Resumed { .. } => self.resubscribe(),
+            ServerMsg::Resumed { .. } => {
+                self.resubscribe();
+                self.chat_online();
+            }
             ServerMsg::ResumeFailed { error } => {
                 self.session = None;
                 // The relay dropped the session and its calls with it.
@@ -400,6 +424,10 @@ impl ClientEngine {
                     self.call_frame(now, &me, msg);
                 }
             }
+            msg @ (ServerMsg::MessageSent { .. }
+            | ServerMsg::Entries { .. }
+            | ServerMsg::Synced { .. }
+            | ServerMsg::Typing { .. }) => self.chat_frame(msg),
             ServerMsg::Error { error, request } => {
                 let cmd = request.as_deref().map(command_for_request);
                 self.event(Event::Error {
@@ -543,6 +571,9 @@ fn command_for_request(request: &str) -> &str {
         "list_users" => "getUsers",
         "multi_device" => "enableMultiDeviceAbility",
         "group_call" => "groupCall",
+        "send_message" => "sendMessage",
+        "recall_message" => "recallMessage",
+        "mark_read" => "markRead",
         "invite" => "inviteUser",
         "join" => "joinInGroupCall",
         other => other,

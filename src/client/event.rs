@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use crate::client::history::CallRecord;
+use crate::client::local_store::{Conversation, StoredMessage};
 use crate::error::{Error, ErrorCode};
 use crate::protocol::UserPresence;
 
@@ -182,6 +183,58 @@ pub enum Event {
     },
     #[serde(rename = "SDK_READY")]
     SdkReady,
+    /// Acknowledgement of `sendMessage`: the message is stored on the relay.
+    #[serde(rename = "MESSAGE_SENT", rename_all = "camelCase")]
+    MessageSent {
+        #[serde(rename = "msgID")]
+        msg_id: String,
+        #[serde(rename = "clientMsgID")]
+        client_msg_id: String,
+        to: String,
+        text: String,
+        timestamp: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    /// A message to this user, or from it on another of its devices.
+    #[serde(rename = "MESSAGE_RECEIVED", rename_all = "camelCase")]
+    MessageReceived {
+        #[serde(rename = "msgID")]
+        msg_id: String,
+        from: String,
+        to: String,
+        text: String,
+        timestamp: u64,
+        /// Delivered by a catch-up after being away, not live.
+        offline: bool,
+        seq: u64,
+    },
+    #[serde(rename = "MESSAGE_RECALLED", rename_all = "camelCase")]
+    MessageRecalled {
+        #[serde(rename = "msgID")]
+        msg_id: String,
+        /// The other user of the conversation.
+        #[serde(rename = "userID")]
+        user_id: String,
+        seq: u64,
+    },
+    /// termphone's own: this user read the conversation with `userID` (on
+    /// any of its devices) up to `timestamp`.
+    #[serde(rename = "CONVERSATION_READ", rename_all = "camelCase")]
+    ConversationRead {
+        #[serde(rename = "userID")]
+        user_id: String,
+        timestamp: u64,
+        seq: u64,
+    },
+    #[serde(rename = "TYPING")]
+    Typing {
+        #[serde(rename = "userID")]
+        user_id: String,
+    },
+    /// termphone's own: the catch-up after a login is complete, up to `seq`.
+    #[serde(rename = "SYNCED")]
+    Synced { seq: u64 },
     #[serde(rename = "LOGIN_STATUS_CHANGED")]
     LoginStatusChanged {
         status: LoginStatus,
@@ -199,6 +252,16 @@ pub enum Event {
     /// termphone's own: this device's recent calls, newest first.
     #[serde(rename = "CALL_HISTORY")]
     CallHistory { calls: Vec<CallRecord> },
+    /// Answer to `getConversations`, from the local store.
+    #[serde(rename = "CONVERSATIONS")]
+    Conversations { conversations: Vec<Conversation> },
+    /// Answer to `getMessages`, from the local store, oldest first.
+    #[serde(rename = "MESSAGES")]
+    Messages {
+        #[serde(rename = "userID")]
+        user_id: String,
+        messages: Vec<StoredMessage>,
+    },
     #[serde(rename = "USER_STATUS_CHANGED")]
     UserStatusChanged {
         #[serde(flatten)]
@@ -233,12 +296,20 @@ impl Event {
             Event::NoResp { .. } => "NO_RESP",
             Event::GroupCallInviteeListUpdate { .. } => "GROUP_CALL_INVITEE_LIST_UPDATE",
             Event::SdkReady => "SDK_READY",
+            Event::MessageSent { .. } => "MESSAGE_SENT",
+            Event::MessageReceived { .. } => "MESSAGE_RECEIVED",
+            Event::MessageRecalled { .. } => "MESSAGE_RECALLED",
+            Event::ConversationRead { .. } => "CONVERSATION_READ",
+            Event::Typing { .. } => "TYPING",
+            Event::Synced { .. } => "SYNCED",
             Event::LoginStatusChanged { .. } => "LOGIN_STATUS_CHANGED",
             Event::KickedOut { .. } => "KICKED_OUT",
             Event::UserSigExpired => "USER_SIG_EXPIRED",
             Event::ConnectionChanged { .. } => "CONNECTION_CHANGED",
             Event::Users { .. } => "USERS",
             Event::CallHistory { .. } => "CALL_HISTORY",
+            Event::Conversations { .. } => "CONVERSATIONS",
+            Event::Messages { .. } => "MESSAGES",
             Event::UserStatusChanged { .. } => "USER_STATUS_CHANGED",
             Event::Error { .. } => "ERROR",
         }
@@ -271,6 +342,12 @@ impl Event {
 
 /// Every event name, for `wait` to check its argument against.
 pub const EVENT_NAMES: &[&str] = &[
+    "MESSAGE_SENT",
+    "MESSAGE_RECEIVED",
+    "MESSAGE_RECALLED",
+    "CONVERSATION_READ",
+    "TYPING",
+    "SYNCED",
     "ON_CALL_RECEIVED",
     "CALL_DIALING",
     "ON_CALL_BEGIN",
@@ -290,6 +367,8 @@ pub const EVENT_NAMES: &[&str] = &[
     "CONNECTION_CHANGED",
     "USERS",
     "CALL_HISTORY",
+    "CONVERSATIONS",
+    "MESSAGES",
     "USER_STATUS_CHANGED",
     "ERROR",
 ];

@@ -1,10 +1,8 @@
 //! Call history of one device: a pure tracker that turns call events into
-//! finished records, and the device's local SQLite store that keeps them.
+//! finished records (kept by the local store).
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::client::event::{CallRole, Event};
@@ -130,147 +128,11 @@ impl Open {
     }
 }
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE calls (
-        call_id TEXT PRIMARY KEY,
-        room INTEGER NOT NULL,
-        role TEXT NOT NULL,
-        peers TEXT NOT NULL,
-        started_at INTEGER NOT NULL,
-        outcome TEXT NOT NULL,
-        missed INTEGER NOT NULL,
-        total_time INTEGER NOT NULL
-     );
-     CREATE INDEX calls_by_time ON calls (started_at);"];
-
-/// The device's local store (`local.sqlite3` in its profile directory).
-pub struct LocalStore {
-    conn: Connection,
-}
-
-impl LocalStore {
-    pub fn open(profile_dir: &Path) -> rusqlite::Result<LocalStore> {
-        let conn = Connection::open(profile_dir.join("local.sqlite3"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        let mut store = LocalStore { conn };
-        let version: usize = store
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = store.conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i + 1)?;
-            tx.commit()?;
-        }
-        Ok(store)
-    }
-
-    pub fn record_call(&self, r: &CallRecord) -> rusqlite::Result<()> {
-        let role = match r.call_role {
-            CallRole::Caller => "caller",
-            CallRole::Called => "called",
-        };
-        self.conn.execute(
-            "INSERT OR REPLACE INTO calls
-             (call_id, room, role, peers, started_at, outcome, missed, total_time)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                r.call_id,
-                r.room_id,
-                role,
-                r.peers.join(","),
-                r.started_at as i64,
-                r.outcome,
-                r.missed,
-                r.total_time as i64
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// The latest `count` calls, newest first.
-    pub fn recent_calls(&self, count: usize) -> rusqlite::Result<Vec<CallRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT call_id, room, role, peers, started_at, outcome, missed, total_time
-             FROM calls ORDER BY started_at DESC, rowid DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([count as i64], |row| {
-            let peers: String = row.get(3)?;
-            Ok(CallRecord {
-                call_id: row.get(0)?,
-                room_id: row.get(1)?,
-                call_role: if row.get::<_, String>(2)? == "caller" {
-                    CallRole::Caller
-                } else {
-                    CallRole::Called
-                },
-                peers: peers
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                started_at: row.get::<_, i64>(4)? as u64,
-                outcome: row.get(5)?,
-                missed: row.get(6)?,
-                total_time: row.get::<_, i64>(7)? as u64,
-            })
-        })?;
-        rows.collect()
-    }
-}
-
-/// The local store on a thread of its own: writes and reads are served in
-/// the order they were asked, and never on the async runtime.
-#[derive(Clone)]
-pub struct StoreHandle {
-    tx: std::sync::mpsc::Sender<StoreRequest>,
-}
-
-enum StoreRequest {
-    Record(CallRecord),
-    Recent(
-        usize,
-        tokio::sync::oneshot::Sender<rusqlite::Result<Vec<CallRecord>>>,
-    ),
-}
-
-impl StoreHandle {
-    pub fn spawn(store: LocalStore) -> StoreHandle {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("local-store".into())
-            .spawn(move || {
-                for request in rx {
-                    match request {
-                        StoreRequest::Record(r) => {
-                            if let Err(e) = store.record_call(&r) {
-                                tracing::error!(error = %e, "cannot record a call in the local store");
-                            }
-                        }
-                        StoreRequest::Recent(count, reply) => {
-                            let _ = reply.send(store.recent_calls(count));
-                        }
-                    }
-                }
-            })
-            .expect("spawn the local store thread");
-        StoreHandle { tx }
-    }
-
-    pub fn record(&self, r: CallRecord) {
-        let _ = self.tx.send(StoreRequest::Record(r));
-    }
-
-    pub async fn recent(&self, count: usize) -> rusqlite::Result<Vec<CallRecord>> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let _ = self.tx.send(StoreRequest::Recent(count, reply));
-        answer.await.unwrap_or(Ok(Vec::new()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::client::event::AUDIO_CALL;
+    use crate::client::local_store::LocalStore;
 
     fn received(id: &str) -> Event {
         Event::OnCallReceived {
@@ -339,11 +201,11 @@ mod tests {
             .on_event(71_000, &canceled("c2", "timeout", CallRole::Called))
             .unwrap();
         {
-            let store = LocalStore::open(dir.path()).unwrap();
+            let store = LocalStore::open(dir.path(), "alice").unwrap();
             store.record_call(&answered).unwrap();
             store.record_call(&missed).unwrap();
         }
-        let store = LocalStore::open(dir.path()).unwrap();
+        let store = LocalStore::open(dir.path(), "alice").unwrap();
         assert_eq!(
             store.recent_calls(10).unwrap(),
             vec![missed, answered.clone()]

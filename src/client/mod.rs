@@ -6,6 +6,7 @@ pub mod engine;
 pub mod event;
 pub mod history;
 pub mod launcher;
+pub mod local_store;
 
 use std::path::PathBuf;
 
@@ -13,6 +14,7 @@ use crate::ids::{AppId, DeviceId, Platform, UserId};
 use crate::profile::{Profile, ProfileError};
 use crate::usersig::{self, Ticket};
 use engine::{Command, EngineConfig};
+use local_store::LocalStore;
 
 /// Everything a front end needs to run a device, after config and flags
 /// are merged.
@@ -39,16 +41,22 @@ impl ClientSettings {
         }
     }
 
-    /// Opens the user's profile (which picks the device id) and builds the
-    /// login command, minting a ticket when `user_sig` is `None`.
+    /// Opens the user's profile (which picks the device id) and its local
+    /// store, and builds the login command, minting a ticket when
+    /// `user_sig` is `None`.
     pub fn login(
         &self,
         user: UserId,
         device: Option<&DeviceId>,
         user_sig: Option<String>,
         now_secs: u64,
-    ) -> Result<(Command, Profile), ProfileError> {
+    ) -> Result<DeviceLogin, OpenError> {
         let profile = Profile::open(&self.data_dir, self.app, &user, device)?;
+        let store = LocalStore::open(&profile.dir, user.as_str())
+            .map_err(|e| OpenError::Store(profile.dir.display().to_string(), e))?;
+        let sync_after = store
+            .high_water()
+            .map_err(|e| OpenError::Store(profile.dir.display().to_string(), e))?;
         let user_sig = user_sig.unwrap_or_else(|| {
             usersig::mint(
                 &self.secret,
@@ -64,7 +72,27 @@ impl ClientSettings {
             user,
             device: profile.device.clone(),
             user_sig,
+            sync_after,
         };
-        Ok((command, profile))
+        Ok(DeviceLogin {
+            command,
+            profile,
+            store,
+        })
     }
+}
+
+/// What a front end holds for a logged-in user on this device.
+pub struct DeviceLogin {
+    pub command: Command,
+    pub profile: Profile,
+    pub store: LocalStore,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error("local store in {0}: {1}")]
+    Store(String, rusqlite::Error),
 }

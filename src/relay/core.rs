@@ -7,6 +7,7 @@
 //! time.
 
 mod calls;
+mod chat;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -14,10 +15,14 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+pub use chat::{ChatSnapshot, RESEND_WINDOW_MS, TimelineRow};
+
 use crate::config::{AppConfig, RelayConfig};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
-use crate::protocol::{ClientMsg, DeviceInfo, KickReason, ServerMsg, UserPresence};
+use crate::protocol::{
+    ChatMessage, ClientMsg, DeviceInfo, Entry, KickReason, ServerMsg, UserPresence,
+};
 use crate::usersig;
 
 /// Messages kept for a detached session during its grace period.
@@ -49,6 +54,11 @@ pub enum Input {
     Disconnected {
         conn: ConnId,
     },
+    /// The store did what `token` asked; `entries` is what it read, if anything.
+    Committed {
+        token: u64,
+        entries: Vec<Entry>,
+    },
 }
 
 /// Why the core asks the shell to close a connection.
@@ -75,9 +85,44 @@ pub enum Output {
     Store(StoreOp),
 }
 
-/// Writes the shell makes durable.
+/// Work for the store. Those with a `token` are answered with
+/// `Input::Committed` once done (written durably, or read).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreOp {
+    AppendMessage {
+        token: u64,
+        app: AppId,
+        message: ChatMessage,
+        client_msg_id: String,
+        rows: Vec<TimelineRow>,
+    },
+    /// Forgets the message's text and appends the recall rows.
+    Recall {
+        token: u64,
+        app: AppId,
+        msg_id: String,
+        rows: Vec<TimelineRow>,
+    },
+    AppendRows {
+        token: u64,
+        app: AppId,
+        rows: Vec<TimelineRow>,
+    },
+    /// Sync off: these entries reached a device and go to no other.
+    MarkDelivered {
+        app: AppId,
+        user: UserId,
+        seqs: Vec<u64>,
+    },
+    /// Reads a user's entries after `after`, written at or after `since`.
+    ReadTimeline {
+        token: u64,
+        app: AppId,
+        user: UserId,
+        after: u64,
+        since: Millis,
+        undelivered_only: bool,
+    },
     RecordLogin {
         app: AppId,
         user: UserId,
@@ -120,6 +165,8 @@ struct Session {
     /// Messages for the session while it has no connection, delivered on
     /// resume (bounded: the oldest go first).
     held: VecDeque<ServerMsg>,
+    /// While a sync's read is under way: live entries that wait for it.
+    syncing: Option<Vec<Entry>>,
 }
 
 struct Conn {
@@ -141,6 +188,7 @@ pub struct RelayCore {
     /// Time of the input being handled (an input, never read from a clock).
     now: Millis,
     calls: calls::Calls,
+    chat: chat::Chat,
     rng: StdRng,
     next_session: SessionId,
     conns: HashMap<ConnId, Conn>,
@@ -163,6 +211,7 @@ impl RelayCore {
     pub fn new(
         settings: Settings,
         known_users: impl IntoIterator<Item = (AppId, UserId)>,
+        chat: ChatSnapshot,
         seed: u64,
     ) -> Self {
         let mut known: HashMap<AppId, BTreeSet<UserId>> = HashMap::new();
@@ -173,6 +222,7 @@ impl RelayCore {
             settings,
             now: 0,
             calls: calls::Calls::default(),
+            chat: chat::Chat::from_snapshot(chat),
             rng: StdRng::seed_from_u64(seed),
             next_session: 1,
             conns: HashMap::new(),
@@ -238,6 +288,7 @@ impl RelayCore {
                 }
             }
             Input::Disconnected { conn } => self.drop_conn(now, conn),
+            Input::Committed { token, entries } => self.committed(token, entries),
         }
     }
 
@@ -354,6 +405,23 @@ impl RelayCore {
             ClientMsg::Join { room } => self
                 .session_of(conn)
                 .and_then(|sid| self.join_room(now, sid, room)),
+            ClientMsg::SendMessage {
+                to,
+                text,
+                client_msg_id,
+            } => self
+                .session_of(conn)
+                .and_then(|sid| self.send_message(now, sid, &to, &text, &client_msg_id)),
+            ClientMsg::RecallMessage { msg_id } => self
+                .session_of(conn)
+                .and_then(|sid| self.recall_message(now, sid, &msg_id)),
+            ClientMsg::MarkRead { peer } => self
+                .session_of(conn)
+                .and_then(|sid| self.mark_read(now, sid, &peer)),
+            ClientMsg::Typing { to } => self.session_of(conn).and_then(|sid| self.typing(sid, &to)),
+            ClientMsg::Sync { after } => self
+                .session_of(conn)
+                .and_then(|sid| self.start_sync(now, sid, after)),
             ClientMsg::ListUsers { subscribe } => self.session_of(conn).map(|sid| {
                 let app = self.sessions[&sid].app;
                 let users = self.known.get(&app).into_iter().flatten();
@@ -480,6 +548,7 @@ impl RelayCore {
                         ticket_expires_at,
                         multi_device: false,
                         held: VecDeque::new(),
+                        syncing: None,
                     },
                 );
                 sid
@@ -682,6 +751,24 @@ impl RelayCore {
                 },
             );
         }
+    }
+
+    /// The app and user of a session.
+    fn identity(&self, sid: SessionId) -> (AppId, UserId) {
+        let s = &self.sessions[&sid];
+        (s.app, s.user.clone())
+    }
+
+    fn app_config(&self, app: AppId) -> &AppConfig {
+        &self.settings.apps[&app]
+    }
+
+    /// Every session of a user, earliest login first.
+    fn sessions_of(&self, app: AppId, user: &UserId) -> Vec<SessionId> {
+        self.by_user
+            .get(&(app, user.clone()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Sends what was held for a session while it had no connection.

@@ -118,15 +118,22 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
     let addr = listener
         .local_addr()
         .map_err(|e| RelayError::Bind(config.listen, e))?;
-    let core = RelayCore::new(Settings::from(config), store.users()?, rand::random());
-
-    let (store_tx, store_rx) = std::sync::mpsc::channel::<Vec<StoreOp>>();
-    let store_thread = std::thread::Builder::new()
-        .name("relay-store".into())
-        .spawn(move || run_store(store, store_rx))
-        .expect("spawn store thread");
+    let snapshot = store.chat_snapshot(unix_millis().saturating_sub(chat_horizon(config)))?;
+    let core = RelayCore::new(
+        Settings::from(config),
+        store.users()?,
+        snapshot,
+        rand::random(),
+    );
 
     let (events_tx, events_rx) = mpsc::channel(4096);
+    let (store_tx, store_rx) = std::sync::mpsc::channel::<Vec<StoreOp>>();
+    let replies = events_tx.downgrade();
+    let store_thread = std::thread::Builder::new()
+        .name("relay-store".into())
+        .spawn(move || run_store(store, store_rx, replies))
+        .expect("spawn store thread");
+
     let (shutdown, shutdown_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let core_task = tokio::spawn(run_core(core, events_rx, store_tx));
@@ -151,14 +158,47 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
     })
 }
 
-fn run_store(mut store: Store, rx: std::sync::mpsc::Receiver<Vec<StoreOp>>) {
+/// How far back the chat core needs the messages at start: as long as a
+/// message can be recalled or resent.
+fn chat_horizon(config: &RelayConfig) -> u64 {
+    let recall = config
+        .apps
+        .iter()
+        .map(|a| a.recall_window_secs * 1000)
+        .max();
+    recall
+        .unwrap_or(0)
+        .max(crate::relay::core::RESEND_WINDOW_MS)
+}
+
+/// Owns the database. Batches whatever is waiting into one transaction (one
+/// fsync for many messages), then tells the core what is now durable. Only
+/// a weak handle on the core's channel, so shutdown can drain it.
+fn run_store(
+    mut store: Store,
+    rx: std::sync::mpsc::Receiver<Vec<StoreOp>>,
+    replies: mpsc::WeakSender<CoreEvent>,
+) {
     while let Ok(mut batch) = rx.recv() {
-        // Coalesce whatever else is already waiting into one transaction.
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);
         }
-        if let Err(e) = store.apply(&batch) {
-            tracing::error!(error = %e, ops = batch.len(), "relay store write failed");
+        match store.apply(&batch) {
+            Ok(done) => {
+                let Some(tx) = replies.upgrade() else {
+                    continue;
+                };
+                for (token, entries) in done {
+                    if tx
+                        .blocking_send(CoreEvent::Input(Input::Committed { token, entries }))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+            // Nothing in the batch is acknowledged: senders resend.
+            Err(e) => tracing::error!(error = %e, ops = batch.len(), "relay store write failed"),
         }
     }
 }

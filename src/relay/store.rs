@@ -5,10 +5,11 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, Transaction, params};
 
 use crate::ids::{AppId, UserId};
-use crate::relay::core::StoreOp;
+use crate::protocol::{ChatMessage, Entry, EntryKind};
+use crate::relay::core::{ChatSnapshot, StoreOp, TimelineRow};
 
 const MIGRATIONS: &[&str] = &[
     // 1: users and the devices they logged in from.
@@ -25,6 +26,28 @@ const MIGRATIONS: &[&str] = &[
         platform TEXT NOT NULL,
         last_login INTEGER NOT NULL,
         PRIMARY KEY (app, user_id, device_id)
+     ) WITHOUT ROWID;",
+    // 2: messages, and each user's timeline of messages, recalls and read marks.
+    "CREATE TABLE messages (
+        app INTEGER NOT NULL,
+        msg_id TEXT NOT NULL PRIMARY KEY,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        text TEXT,
+        client_msg_id TEXT NOT NULL,
+        server_time INTEGER NOT NULL
+     );
+     CREATE INDEX messages_by_time ON messages (server_time);
+     CREATE TABLE timeline (
+        app INTEGER NOT NULL,
+        user_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        msg_id TEXT,
+        peer TEXT,
+        at INTEGER NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (app, user_id, seq)
      ) WITHOUT ROWID;",
 ];
 
@@ -62,7 +85,8 @@ impl Store {
 
     fn migrate(&mut self) -> rusqlite::Result<()> {
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // An acknowledged message must survive a crash of the relay or the machine.
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
         let version: usize = self
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -92,9 +116,54 @@ impl Store {
         Ok(users)
     }
 
-    /// Applies a batch of operations in one transaction.
-    pub fn apply(&mut self, ops: &[StoreOp]) -> rusqlite::Result<()> {
+    /// What the chat core needs at start: each timeline's last seq, and the
+    /// messages sent since `since` (still recallable or resendable).
+    pub fn chat_snapshot(&self, since: u64) -> rusqlite::Result<ChatSnapshot> {
+        let mut snapshot = ChatSnapshot::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT app, user_id, MAX(seq) FROM timeline GROUP BY app, user_id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, AppId>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (app, user, seq) = row?;
+            if let Ok(user) = UserId::parse(&user) {
+                snapshot.last_seq.push((app, user, seq as u64));
+            }
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT app, msg_id, sender, recipient, text, client_msg_id, server_time
+             FROM messages WHERE server_time >= ?1",
+        )?;
+        let rows = stmt.query_map([since as i64], |r| {
+            Ok((
+                r.get::<_, AppId>(0)?,
+                message_of(r, 1)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(4)?.is_none(),
+            ))
+        })?;
+        for row in rows {
+            let (app, message, client_msg_id, recalled) = row?;
+            if let Some(message) = message {
+                snapshot
+                    .recent
+                    .push((app, message, client_msg_id, recalled));
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// Applies a batch of operations in one transaction; returns, for each
+    /// operation with a token, that token and what it read.
+    pub fn apply(&mut self, ops: &[StoreOp]) -> rusqlite::Result<Vec<(u64, Vec<Entry>)>> {
         let tx = self.conn.transaction()?;
+        let mut replies = Vec::new();
         for op in ops {
             match op {
                 StoreOp::RecordLogin {
@@ -117,10 +186,170 @@ impl Store {
                         params![app, user.as_str(), device.as_str(), platform.as_str(), at],
                     )?;
                 }
+                StoreOp::AppendMessage {
+                    token,
+                    app,
+                    message: m,
+                    client_msg_id,
+                    rows,
+                } => {
+                    tx.execute(
+                        "INSERT INTO messages (app, msg_id, sender, recipient, text, client_msg_id, server_time)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![app, m.msg_id, m.from.as_str(), m.to.as_str(), m.text, client_msg_id, m.server_time as i64],
+                    )?;
+                    for user in [&m.from, &m.to] {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO users (app, user_id, created_at) VALUES (?1, ?2, ?3)",
+                            params![app, user.as_str(), m.server_time as i64],
+                        )?;
+                    }
+                    append_rows(&tx, *app, rows)?;
+                    replies.push((*token, Vec::new()));
+                }
+                StoreOp::Recall {
+                    token,
+                    app,
+                    msg_id,
+                    rows,
+                } => {
+                    tx.execute(
+                        "UPDATE messages SET text = NULL WHERE app = ?1 AND msg_id = ?2",
+                        params![app, msg_id],
+                    )?;
+                    append_rows(&tx, *app, rows)?;
+                    replies.push((*token, Vec::new()));
+                }
+                StoreOp::AppendRows { token, app, rows } => {
+                    append_rows(&tx, *app, rows)?;
+                    replies.push((*token, Vec::new()));
+                }
+                StoreOp::MarkDelivered { app, user, seqs } => {
+                    let mut stmt = tx.prepare_cached(
+                        "UPDATE timeline SET delivered = 1 WHERE app = ?1 AND user_id = ?2 AND seq = ?3",
+                    )?;
+                    for seq in seqs {
+                        stmt.execute(params![app, user.as_str(), *seq as i64])?;
+                    }
+                }
+                StoreOp::ReadTimeline {
+                    token,
+                    app,
+                    user,
+                    after,
+                    since,
+                    undelivered_only,
+                } => {
+                    let entries =
+                        read_timeline(&tx, *app, user, *after, *since, *undelivered_only)?;
+                    replies.push((*token, entries));
+                }
             }
         }
-        tx.commit()
+        tx.commit()?;
+        Ok(replies)
     }
+}
+
+fn append_rows(tx: &Transaction, app: AppId, rows: &[TimelineRow]) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO timeline (app, user_id, seq, kind, msg_id, peer, at, delivered)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for row in rows {
+        let (kind, msg_id, peer, at) = match &row.entry.kind {
+            EntryKind::Message { message } => (
+                "message",
+                Some(message.msg_id.as_str()),
+                None,
+                message.server_time,
+            ),
+            EntryKind::Recall { msg_id, peer } => {
+                ("recall", Some(msg_id.as_str()), Some(peer.as_str()), 0)
+            }
+            EntryKind::Read { peer, at } => ("read", None, Some(peer.as_str()), *at),
+        };
+        stmt.execute(params![
+            app,
+            row.user.as_str(),
+            row.entry.seq as i64,
+            kind,
+            msg_id,
+            peer,
+            at as i64,
+            row.delivered
+        ])?;
+    }
+    Ok(())
+}
+
+fn read_timeline(
+    tx: &Transaction,
+    app: AppId,
+    user: &UserId,
+    after: u64,
+    since: u64,
+    undelivered_only: bool,
+) -> rusqlite::Result<Vec<Entry>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT t.seq, t.kind, t.peer, t.at,
+                m.msg_id, m.sender, m.recipient, m.text, m.server_time, t.msg_id
+         FROM timeline t LEFT JOIN messages m ON m.msg_id = t.msg_id AND t.kind = 'message'
+         WHERE t.app = ?1 AND t.user_id = ?2 AND t.seq > ?3
+           AND (t.at >= ?4 OR t.kind = 'recall')
+           AND (?5 = 0 OR t.delivered = 0)
+         ORDER BY t.seq",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            app,
+            user.as_str(),
+            after as i64,
+            since as i64,
+            undelivered_only
+        ],
+        |r| {
+            let seq = r.get::<_, i64>(0)? as u64;
+            let kind: String = r.get(1)?;
+            let peer = r
+                .get::<_, Option<String>>(2)?
+                .and_then(|p| UserId::parse(&p).ok());
+            let kind = match (kind.as_str(), peer) {
+                ("message", _) => message_of(r, 4)?.map(|message| EntryKind::Message { message }),
+                ("recall", Some(peer)) => Some(EntryKind::Recall {
+                    msg_id: r.get(9)?,
+                    peer,
+                }),
+                ("read", Some(peer)) => Some(EntryKind::Read {
+                    peer,
+                    at: r.get::<_, i64>(3)? as u64,
+                }),
+                _ => None,
+            };
+            Ok(kind.map(|kind| Entry { seq, kind }))
+        },
+    )?;
+    rows.filter_map(Result::transpose).collect()
+}
+
+/// A message from columns `first..first + 5` (msg_id, sender, recipient,
+/// text, server_time); a recalled message has no text.
+fn message_of(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Option<ChatMessage>> {
+    let Some(msg_id) = r.get::<_, Option<String>>(first)? else {
+        return Ok(None);
+    };
+    let from = UserId::parse(&r.get::<_, String>(first + 1)?).ok();
+    let to = UserId::parse(&r.get::<_, String>(first + 2)?).ok();
+    let (Some(from), Some(to)) = (from, to) else {
+        return Ok(None);
+    };
+    Ok(Some(ChatMessage {
+        msg_id,
+        from,
+        to,
+        text: r.get::<_, Option<String>>(first + 3)?.unwrap_or_default(),
+        server_time: r.get::<_, i64>(first + 4)? as u64,
+    }))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::client::ClientSettings;
 use crate::client::connection::{self, ClientHandle};
 use crate::client::engine::{ClientEngine, Command};
+use crate::client::local_store::Recorder;
 use crate::ids::{DeviceId, UserId};
 use crate::time::unix_millis;
 pub use state::{Effect, Model};
@@ -34,7 +35,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         device,
         user_sig,
     } = options;
-    let (login, profile) = settings
+    let login = settings
         .login(
             user.clone(),
             device.as_ref(),
@@ -42,6 +43,9 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
             unix_millis() / 1000,
         )
         .map_err(std::io::Error::other)?;
+    let profile = login.profile;
+    let mut recorder = Recorder::new(login.store);
+    let login = login.command;
     let ClientHandle {
         commands,
         mut events,
@@ -73,7 +77,10 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
                 None => vec![Effect::Quit],
             },
             event = events.recv() => match event {
-                Some(event) => model.on_engine(event, unix_millis()),
+                Some(event) => {
+                    recorder.observe(unix_millis(), &event);
+                    model.on_engine(event, unix_millis())
+                }
                 None => vec![Effect::Quit],
             },
             _ = tick.tick() => Vec::new(),

@@ -7,7 +7,8 @@ use termphone::client::engine::{self, ClientEngine, Command, EngineConfig};
 use termphone::client::event::Event;
 use termphone::config::RelayConfig;
 use termphone::ids::{AppId, DeviceId, Platform, UserId};
-use termphone::relay::core::{self, ConnId, RelayCore, Settings};
+use termphone::relay::core::{self, ChatSnapshot, ConnId, RelayCore, Settings};
+use termphone::relay::store::Store;
 use termphone::usersig::{self, DEV_SECRET, Ticket};
 
 pub const T0: u64 = 1_800_000_000_000;
@@ -20,10 +21,14 @@ pub struct Node {
     pub connects: usize,
     pub user: UserId,
     pub device: DeviceId,
+    /// What the device's local store would hold: the last seq it applied.
+    pub high_water: u64,
 }
 
 pub struct Mesh {
     pub relay: RelayCore,
+    /// A real SQLite store (in memory) answering the core's store work.
+    pub store: Store,
     pub nodes: Vec<Node>,
     pub now: u64,
     /// While false, connection attempts fail as if the relay were down.
@@ -35,7 +40,8 @@ pub struct Mesh {
 impl Mesh {
     pub fn new(config: &RelayConfig) -> Mesh {
         Mesh {
-            relay: RelayCore::new(Settings::from(config), [], 7),
+            relay: RelayCore::new(Settings::from(config), [], ChatSnapshot::default(), 7),
+            store: Store::in_memory().unwrap(),
             nodes: Vec::new(),
             now: T0,
             relay_up: true,
@@ -58,6 +64,7 @@ impl Mesh {
             connects: 0,
             user: UserId::parse(user).unwrap(),
             device: DeviceId::parse(device).unwrap(),
+            high_water: 0,
         });
         self.nodes.len() - 1
     }
@@ -116,6 +123,7 @@ impl Mesh {
             user: n.user.clone(),
             device: n.device.clone(),
             user_sig,
+            sync_after: n.high_water,
         };
         self.command(i, cmd);
     }
@@ -180,7 +188,20 @@ impl Mesh {
                     self.to_relay.push_back(core::Input::Frame { conn, msg });
                 }
             }
-            engine::Output::Event(e) => self.nodes[i].events.push(e),
+            engine::Output::Event(e) => {
+                let seq = match &e {
+                    Event::MessageReceived { seq, .. }
+                    | Event::MessageRecalled { seq, .. }
+                    | Event::ConversationRead { seq, .. }
+                    | Event::Synced { seq } => Some(*seq),
+                    Event::MessageSent { seq, .. } => *seq,
+                    _ => None,
+                };
+                if let Some(seq) = seq {
+                    self.nodes[i].high_water = self.nodes[i].high_water.max(seq);
+                }
+                self.nodes[i].events.push(e);
+            }
         }
     }
 
@@ -201,7 +222,12 @@ impl Mesh {
                         .handle(self.now, engine::Input::Disconnected);
                 }
             }
-            core::Output::Store(_) => {}
+            core::Output::Store(op) => {
+                for (token, entries) in self.store.apply(&[op]).unwrap() {
+                    self.to_relay
+                        .push_back(core::Input::Committed { token, entries });
+                }
+            }
         }
     }
 

@@ -71,6 +71,7 @@ impl Device {
             user: UserId::parse(user).unwrap(),
             device: DeviceId::parse(device).unwrap(),
             user_sig,
+            sync_after: 0,
         });
     }
 

@@ -218,7 +218,7 @@ fn a_device_that_logs_in_while_the_call_rings_receives_it() {
     m.advance(10_000);
     let alice = m.add(termphone::ids::DEV_APP_ID, "terminal", "alice", "a1");
     m.login(alice);
-    assert_eq!(m.log(alice)[3..], ["SDK_READY", RINGS]);
+    assert_eq!(m.log(alice)[3..], ["SDK_READY", RINGS, "SYNCED"]);
     m.advance(20_000);
     assert_eq!(m.log(alice), ["ON_CALL_CANCELED timeout"]);
     assert_eq!(m.log(bob), ["NO_RESP alice", "ON_CALL_CANCELED timeout"]);
@@ -493,7 +493,11 @@ fn a_device_away_while_its_call_stops_hears_it_on_return() {
     m.advance(6_000);
     assert_eq!(
         m.log(a[0]),
-        ["CONNECTION_CHANGED", "ON_CALL_CANCELED answered_elsewhere"]
+        [
+            "CONNECTION_CHANGED",
+            "ON_CALL_CANCELED answered_elsewhere",
+            "SYNCED"
+        ]
     );
 }
 
@@ -519,7 +523,8 @@ fn a_device_whose_session_expired_drops_its_calls() {
             "CONNECTION_CHANGED",
             "ERROR 6200 -",
             "CONNECTION_CHANGED",
-            "CALLING_END 97s"
+            "CALLING_END 97s",
+            "SYNCED"
         ]
     );
     assert_eq!(m.log(bob), ["USER_LEAVE alice", "CALLING_END 90s"]);

@@ -21,6 +21,8 @@ fn login_reports_logining_then_logined_then_ready() {
             },
             Event::status(LoginStatus::Logined),
             Event::SdkReady,
+            // A new device has nothing to catch up on.
+            Event::Synced { seq: 0 },
         ]
     );
     assert_eq!(m.relay.session_count(), 1);
@@ -57,7 +59,7 @@ fn fourth_device_on_a_platform_kicks_the_earliest_which_stays_out() {
     for &d in &devices[1..3] {
         assert!(m.take(d).is_empty(), "later devices are untouched");
     }
-    assert_eq!(m.take_names(devices[3]).last(), Some(&"SDK_READY"));
+    assert_eq!(m.take_names(devices[3])[3..], ["SDK_READY", "SYNCED"]);
 
     // It does not come back by itself, however long we wait.
     let connects = m.nodes[devices[0]].connects;
@@ -121,10 +123,13 @@ fn a_dropped_connection_resumes_without_a_new_login() {
         }
     );
     assert_eq!(
-        events.last(),
-        Some(&Event::ConnectionChanged {
-            state: LinkState::Connected
-        })
+        events[events.len() - 2..],
+        [
+            Event::ConnectionChanged {
+                state: LinkState::Connected
+            },
+            Event::Synced { seq: 0 },
+        ]
     );
     assert!(
         events
@@ -236,7 +241,12 @@ fn logging_in_as_another_user_switches_accounts() {
     m.login(a);
     assert_eq!(
         m.take_names(a),
-        vec!["LOGIN_STATUS_CHANGED", "LOGIN_STATUS_CHANGED", "SDK_READY"]
+        vec![
+            "LOGIN_STATUS_CHANGED",
+            "LOGIN_STATUS_CHANGED",
+            "SDK_READY",
+            "SYNCED"
+        ]
     );
     let seen: Vec<(String, usize)> = m
         .take(watcher)

@@ -771,11 +771,6 @@ impl RelayCore {
             }
         }
     }
-
-    fn identity(&self, sid: SessionId) -> (AppId, UserId) {
-        let s = &self.sessions[&sid];
-        (s.app, s.user.clone())
-    }
 }
 
 fn parse_users(users: &[String]) -> Result<Vec<UserId>, Error> {

@@ -1,0 +1,484 @@
+//! A device's local store: `local.sqlite3` in its profile directory. It
+//! holds the device's call history, its copy of the conversations, and the
+//! last timeline seq it applied, so history shows without asking the relay;
+//! deleting it is a reinstall.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::client::event::{CallRole, Event};
+use crate::client::history::{CallRecord, HistoryTracker};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: call history.
+    "CREATE TABLE calls (
+        call_id TEXT PRIMARY KEY,
+        room INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        peers TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        missed INTEGER NOT NULL,
+        total_time INTEGER NOT NULL
+     );
+     CREATE INDEX calls_by_time ON calls (started_at);",
+    // 2: messages, read marks and the sync position.
+    "CREATE TABLE messages (
+        msg_id TEXT PRIMARY KEY,
+        peer TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        text TEXT NOT NULL,
+        timestamp INTEGER NOT NULL,
+        recalled INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX messages_by_peer ON messages (peer, timestamp);
+     CREATE TABLE read_marks (peer TEXT PRIMARY KEY, at INTEGER NOT NULL);
+     CREATE TABLE sync (id INTEGER PRIMARY KEY CHECK (id = 1), high_water INTEGER NOT NULL);",
+];
+
+/// A message as the local store shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredMessage {
+    #[serde(rename = "msgID")]
+    pub msg_id: String,
+    pub from: String,
+    pub to: String,
+    /// Empty once recalled.
+    pub text: String,
+    pub timestamp: u64,
+    pub recalled: bool,
+}
+
+/// One conversation: the other user, its last message, what is unread.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    pub last_message: StoredMessage,
+    pub unread_count: u64,
+}
+
+pub struct LocalStore {
+    conn: Connection,
+    me: String,
+}
+
+impl LocalStore {
+    /// Opens (or creates) the store of user `me` in `profile_dir`.
+    pub fn open(profile_dir: &Path, me: &str) -> rusqlite::Result<LocalStore> {
+        let mut conn = Connection::open(profile_dir.join("local.sqlite3"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(LocalStore {
+            conn,
+            me: me.to_owned(),
+        })
+    }
+
+    /// The last timeline seq this device applied (0 for a new device).
+    pub fn high_water(&self) -> rusqlite::Result<u64> {
+        let hw: Option<i64> = self
+            .conn
+            .query_row("SELECT high_water FROM sync WHERE id = 1", [], |r| r.get(0))
+            .optional()?;
+        Ok(hw.unwrap_or(0) as u64)
+    }
+
+    fn advance(&self, seq: u64) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO sync (id, high_water) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET high_water = MAX(high_water, excluded.high_water)",
+            [seq as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Keeps what a chat event says; other events are ignored.
+    pub fn apply(&self, event: &Event) -> rusqlite::Result<()> {
+        match event {
+            Event::MessageSent {
+                msg_id,
+                to,
+                text,
+                timestamp,
+                seq,
+                ..
+            } => {
+                self.insert_message(msg_id, &self.me, to, text, *timestamp)?;
+                if let Some(seq) = seq {
+                    self.advance(*seq)?;
+                }
+            }
+            Event::MessageReceived {
+                msg_id,
+                from,
+                to,
+                text,
+                timestamp,
+                seq,
+                ..
+            } => {
+                self.insert_message(msg_id, from, to, text, *timestamp)?;
+                self.advance(*seq)?;
+            }
+            Event::MessageRecalled { msg_id, seq, .. } => {
+                self.conn.execute(
+                    "UPDATE messages SET recalled = 1, text = '' WHERE msg_id = ?1",
+                    [msg_id],
+                )?;
+                self.advance(*seq)?;
+            }
+            Event::ConversationRead {
+                user_id,
+                timestamp,
+                seq,
+            } => {
+                self.conn.execute(
+                    "INSERT INTO read_marks (peer, at) VALUES (?1, ?2)
+                     ON CONFLICT (peer) DO UPDATE SET at = MAX(at, excluded.at)",
+                    params![user_id, *timestamp as i64],
+                )?;
+                self.advance(*seq)?;
+            }
+            Event::Synced { seq } => self.advance(*seq)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn insert_message(
+        &self,
+        msg_id: &str,
+        from: &str,
+        to: &str,
+        text: &str,
+        timestamp: u64,
+    ) -> rusqlite::Result<()> {
+        let peer = if from == self.me { to } else { from };
+        // A message recalled before this device saw it arrives without text.
+        let recalled = text.is_empty();
+        self.conn.execute(
+            "INSERT OR IGNORE INTO messages (msg_id, peer, sender, recipient, text, timestamp, recalled)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![msg_id, peer, from, to, text, timestamp as i64, recalled],
+        )?;
+        Ok(())
+    }
+
+    /// The conversations, most recent first, with their unread counts.
+    pub fn conversations(&self) -> rusqlite::Result<Vec<Conversation>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT m.peer, m.msg_id, m.sender, m.recipient, m.text, m.timestamp, m.recalled,
+                    (SELECT COUNT(*) FROM messages u
+                      WHERE u.peer = m.peer AND u.sender = m.peer AND u.recalled = 0
+                        AND u.timestamp > COALESCE((SELECT at FROM read_marks r WHERE r.peer = m.peer), 0))
+             FROM messages m
+             WHERE m.rowid = (SELECT rowid FROM messages l WHERE l.peer = m.peer
+                              ORDER BY l.timestamp DESC, l.rowid DESC LIMIT 1)
+             ORDER BY m.timestamp DESC",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Conversation {
+                user_id: r.get(0)?,
+                last_message: message_from(r, 1)?,
+                unread_count: r.get::<_, i64>(7)? as u64,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Up to `count` messages with `peer` before `before` (unix ms; `None`:
+    /// the latest), oldest first.
+    pub fn messages(
+        &self,
+        peer: &str,
+        count: usize,
+        before: Option<u64>,
+    ) -> rusqlite::Result<Vec<StoredMessage>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT msg_id, sender, recipient, text, timestamp, recalled FROM messages
+             WHERE peer = ?1 AND timestamp < ?2
+             ORDER BY timestamp DESC, rowid DESC LIMIT ?3",
+        )?;
+        let before = before.map_or(i64::MAX, |b| b as i64);
+        let rows = stmt.query_map(params![peer, before, count as i64], |r| message_from(r, 0))?;
+        let mut out: Vec<StoredMessage> = rows.collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn record_call(&self, r: &CallRecord) -> rusqlite::Result<()> {
+        let role = match r.call_role {
+            CallRole::Caller => "caller",
+            CallRole::Called => "called",
+        };
+        self.conn.execute(
+            "INSERT OR REPLACE INTO calls
+             (call_id, room, role, peers, started_at, outcome, missed, total_time)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                r.call_id,
+                r.room_id,
+                role,
+                r.peers.join(","),
+                r.started_at as i64,
+                r.outcome,
+                r.missed,
+                r.total_time as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The latest `count` calls, newest first.
+    pub fn recent_calls(&self, count: usize) -> rusqlite::Result<Vec<CallRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT call_id, room, role, peers, started_at, outcome, missed, total_time
+             FROM calls ORDER BY started_at DESC, rowid DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([count as i64], |row| {
+            let peers: String = row.get(3)?;
+            Ok(CallRecord {
+                call_id: row.get(0)?,
+                room_id: row.get(1)?,
+                call_role: if row.get::<_, String>(2)? == "caller" {
+                    CallRole::Caller
+                } else {
+                    CallRole::Called
+                },
+                peers: peers
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                started_at: row.get::<_, i64>(4)? as u64,
+                outcome: row.get(5)?,
+                missed: row.get(6)?,
+                total_time: row.get::<_, i64>(7)? as u64,
+            })
+        })?;
+        rows.collect()
+    }
+}
+
+/// A message from columns `first..first + 6` (msg_id, sender, recipient,
+/// text, timestamp, recalled).
+fn message_from(r: &rusqlite::Row, first: usize) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        msg_id: r.get(first)?,
+        from: r.get(first + 1)?,
+        to: r.get(first + 2)?,
+        text: r.get(first + 3)?,
+        timestamp: r.get::<_, i64>(first + 4)? as u64,
+        recalled: r.get(first + 5)?,
+    })
+}
+
+/// The local store on a thread of its own: writes and reads are served in
+/// the order they were asked, and never on the async runtime.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: std::sync::mpsc::Sender<StoreRequest>,
+}
+
+type Reply<T> = tokio::sync::oneshot::Sender<rusqlite::Result<T>>;
+
+enum StoreRequest {
+    Record(CallRecord),
+    Apply(Event),
+    Recent(usize, Reply<Vec<CallRecord>>),
+    Conversations(Reply<Vec<Conversation>>),
+    Messages(String, usize, Option<u64>, Reply<Vec<StoredMessage>>),
+}
+
+impl StoreHandle {
+    pub fn spawn(store: LocalStore) -> StoreHandle {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("local-store".into())
+            .spawn(move || {
+                for request in rx {
+                    match request {
+                        StoreRequest::Record(r) => {
+                            if let Err(e) = store.record_call(&r) {
+                                tracing::error!(error = %e, "cannot record a call in the local store");
+                            }
+                        }
+                        StoreRequest::Apply(event) => {
+                            if let Err(e) = store.apply(&event) {
+                                tracing::error!(error = %e, "cannot keep a message in the local store");
+                            }
+                        }
+                        StoreRequest::Recent(count, reply) => {
+                            let _ = reply.send(store.recent_calls(count));
+                        }
+                        StoreRequest::Conversations(reply) => {
+                            let _ = reply.send(store.conversations());
+                        }
+                        StoreRequest::Messages(peer, count, before, reply) => {
+                            let _ = reply.send(store.messages(&peer, count, before));
+                        }
+                    }
+                }
+            })
+            .expect("spawn the local store thread");
+        StoreHandle { tx }
+    }
+
+    pub fn record(&self, r: CallRecord) {
+        let _ = self.tx.send(StoreRequest::Record(r));
+    }
+
+    /// Keeps what a chat event says, in order with everything else.
+    pub fn apply(&self, event: Event) {
+        let _ = self.tx.send(StoreRequest::Apply(event));
+    }
+
+    pub async fn recent(&self, count: usize) -> rusqlite::Result<Vec<CallRecord>> {
+        self.ask(|reply| StoreRequest::Recent(count, reply)).await
+    }
+
+    pub async fn conversations(&self) -> rusqlite::Result<Vec<Conversation>> {
+        self.ask(StoreRequest::Conversations).await
+    }
+
+    pub async fn messages(
+        &self,
+        peer: String,
+        count: usize,
+        before: Option<u64>,
+    ) -> rusqlite::Result<Vec<StoredMessage>> {
+        self.ask(|reply| StoreRequest::Messages(peer, count, before, reply))
+            .await
+    }
+
+    async fn ask<T: Default>(
+        &self,
+        request: impl FnOnce(Reply<T>) -> StoreRequest,
+    ) -> rusqlite::Result<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let _ = self.tx.send(request(reply));
+        answer.await.unwrap_or(Ok(T::default()))
+    }
+}
+
+/// What a front end feeds every event to: it keeps finished calls and chat
+/// in the device's local store.
+pub struct Recorder {
+    store: StoreHandle,
+    calls: HistoryTracker,
+}
+
+impl Recorder {
+    pub fn new(store: LocalStore) -> Recorder {
+        Recorder {
+            store: StoreHandle::spawn(store),
+            calls: HistoryTracker::default(),
+        }
+    }
+
+    pub fn observe(&mut self, now: u64, event: &Event) {
+        if let Some(record) = self.calls.on_event(now, event) {
+            self.store.record(record);
+        }
+        if matches!(
+            event,
+            Event::MessageSent { .. }
+                | Event::MessageReceived { .. }
+                | Event::MessageRecalled { .. }
+                | Event::ConversationRead { .. }
+                | Event::Synced { .. }
+        ) {
+            self.store.apply(event.clone());
+        }
+    }
+
+    pub fn store(&self) -> &StoreHandle {
+        &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received(id: &str, from: &str, to: &str, text: &str, ts: u64, seq: u64) -> Event {
+        Event::MessageReceived {
+            msg_id: id.into(),
+            from: from.into(),
+            to: to.into(),
+            text: text.into(),
+            timestamp: ts,
+            offline: false,
+            seq,
+        }
+    }
+
+    #[test]
+    fn conversations_unread_recall_and_high_water() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), "alice").unwrap();
+        assert_eq!(store.high_water().unwrap(), 0);
+        store
+            .apply(&received("m1", "bob", "alice", "hi", 10, 1))
+            .unwrap();
+        store
+            .apply(&received("m2", "bob", "alice", "there", 20, 2))
+            .unwrap();
+        store
+            .apply(&received("m3", "alice", "carol", "mine", 30, 3))
+            .unwrap();
+        store
+            .apply(&received("m1", "bob", "alice", "hi", 10, 1))
+            .unwrap();
+        let convs = store.conversations().unwrap();
+        let summary: Vec<(&str, u64, &str)> = convs
+            .iter()
+            .map(|c| {
+                (
+                    c.user_id.as_str(),
+                    c.unread_count,
+                    c.last_message.text.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(summary, [("carol", 0, "mine"), ("bob", 2, "there")]);
+        store
+            .apply(&Event::ConversationRead {
+                user_id: "bob".into(),
+                timestamp: 15,
+                seq: 4,
+            })
+            .unwrap();
+        store
+            .apply(&Event::MessageRecalled {
+                msg_id: "m2".into(),
+                user_id: "bob".into(),
+                seq: 5,
+            })
+            .unwrap();
+        let bob = &store.conversations().unwrap()[1];
+        assert_eq!(bob.unread_count, 0);
+        let msgs = store.messages("bob", 10, None).unwrap();
+        assert_eq!(
+            msgs.iter()
+                .map(|m| (m.msg_id.as_str(), m.recalled))
+                .collect::<Vec<_>>(),
+            [("m1", false), ("m2", true)]
+        );
+        assert_eq!(msgs[1].text, "");
+        assert_eq!(store.messages("bob", 1, Some(20)).unwrap()[0].msg_id, "m1");
+        assert_eq!(store.high_water().unwrap(), 5);
+    }
+}
