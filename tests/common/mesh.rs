@@ -99,6 +99,19 @@ impl Mesh {
         self.take(i).iter().map(describe).collect()
     }
 
+    /// The msgID of the last MESSAGE_SENT device `i` saw (its log is kept).
+    pub fn last_sent(&self, i: usize) -> String {
+        self.nodes[i]
+            .events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::MessageSent { msg_id, .. } => Some(msg_id.clone()),
+                _ => None,
+            })
+            .expect("a MESSAGE_SENT")
+    }
+
     pub fn ticket(&self, app: AppId, user: &UserId, lifetime_secs: u64) -> String {
         usersig::mint(
             DEV_SECRET,
@@ -113,7 +126,7 @@ impl Mesh {
 
     pub fn login(&mut self, i: usize) {
         let app = termphone::ids::DEV_APP_ID;
-        let sig = self.ticket(app, &self.nodes[i].user.clone(), 86_400);
+        let sig = self.ticket(app, &self.nodes[i].user.clone(), 30 * 86_400);
         self.login_with(i, sig);
     }
 
@@ -300,6 +313,20 @@ pub fn describe(e: &Event) -> String {
             format!("{} {}", e.name(), user_id_list.join(","))
         }
         Event::OnCallReceived { sponsor, .. } => format!("ON_CALL_RECEIVED from {sponsor}"),
+        Event::MessageReceived {
+            from,
+            to,
+            text,
+            offline,
+            ..
+        } => format!(
+            "MESSAGE_RECEIVED {from}>{to} {text}{}",
+            if *offline { " (offline)" } else { "" }
+        ),
+        Event::MessageSent { to, text, .. } => format!("MESSAGE_SENT >{to} {text}"),
+        Event::MessageRecalled { user_id, .. } => format!("MESSAGE_RECALLED with {user_id}"),
+        Event::ConversationRead { user_id, .. } => format!("CONVERSATION_READ {user_id}"),
+        Event::Typing { user_id } => format!("TYPING {user_id}"),
         Event::Error { code, cmd, .. } => format!("ERROR {code} {}", cmd.as_deref().unwrap_or("-")),
         other => other.name().to_owned(),
     }

@@ -1,0 +1,350 @@
+//! The chat rules of SPEC section 4 on virtual time, with a real (in-memory)
+//! SQLite store behind the relay core.
+
+use termphone::client::engine::{ChatCommand, Command};
+use termphone::client::event::Event;
+use termphone::config::{AppConfig, RelayConfig};
+use termphone::ids::{DEV_APP_ID, UserId};
+
+use crate::common::mesh::Mesh;
+
+fn user(u: &str) -> UserId {
+    UserId::parse(u).unwrap()
+}
+
+fn send(to: &str, text: &str) -> Command {
+    Command::Chat(ChatCommand::Send {
+        to: user(to),
+        text: text.into(),
+        client_msg_id: None,
+    })
+}
+
+const DAY: u64 = 24 * 3600 * 1000;
+
+/// alice on a1, a2 and bob on b1, b2, all online.
+fn two_by_two(config: &RelayConfig) -> (Mesh, [usize; 2], [usize; 2]) {
+    let mut m = Mesh::new(config);
+    let a = [m.online("alice", "a1"), m.online("alice", "a2")];
+    let b = [m.online("bob", "b1"), m.online("bob", "b2")];
+    (m, a, b)
+}
+
+#[test]
+fn a_message_reaches_every_device_of_both_users() {
+    let (mut m, a, b) = two_by_two(&RelayConfig::default());
+    m.command(a[0], send("bob", "hi"));
+    assert_eq!(m.log(a[0]), ["MESSAGE_SENT >bob hi"]);
+    assert_eq!(m.log(a[1]), ["MESSAGE_RECEIVED alice>bob hi"]);
+    assert_eq!(m.log(b[0]), ["MESSAGE_RECEIVED alice>bob hi"]);
+    assert_eq!(m.log(b[1]), ["MESSAGE_RECEIVED alice>bob hi"]);
+}
+
+#[test]
+fn a_device_that_was_away_gets_what_it_missed_once_in_order() {
+    let (mut m, a, b) = two_by_two(&RelayConfig::default());
+    m.command(b[1], Command::Logout);
+    m.take(b[1]);
+    for k in 1..=5 {
+        m.command(a[k % 2], send("bob", &format!("m{k}")));
+        m.advance(1_000);
+    }
+    m.command(b[0], send("alice", "reply"));
+    m.login(b[1]);
+    let log = m.log(b[1]);
+    let chat: Vec<&str> = log
+        .iter()
+        .filter(|l| l.starts_with("MESSAGE"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        chat,
+        [
+            "MESSAGE_RECEIVED alice>bob m1 (offline)",
+            "MESSAGE_RECEIVED alice>bob m2 (offline)",
+            "MESSAGE_RECEIVED alice>bob m3 (offline)",
+            "MESSAGE_RECEIVED alice>bob m4 (offline)",
+            "MESSAGE_RECEIVED alice>bob m5 (offline)",
+            "MESSAGE_RECEIVED bob>alice reply (offline)",
+        ]
+    );
+    assert_eq!(log.last().unwrap(), "SYNCED");
+    // Logging in again brings nothing twice.
+    m.command(b[1], Command::Logout);
+    m.login(b[1]);
+    assert!(!m.log(b[1]).iter().any(|l| l.starts_with("MESSAGE")));
+}
+
+#[test]
+fn a_new_or_wiped_device_gets_the_window_and_nothing_older() {
+    let mut m = Mesh::dev();
+    let a = m.online("alice", "a1");
+    let _b = m.online("bob", "b1");
+    m.command(a, send("bob", "old"));
+    m.advance(2 * DAY);
+    m.command(a, send("bob", "recent"));
+    let fresh = m.add(DEV_APP_ID, "terminal", "bob", "b2");
+    m.login(fresh);
+    let chat: Vec<String> = m
+        .log(fresh)
+        .into_iter()
+        .filter(|l| l.starts_with("MESSAGE"))
+        .collect();
+    assert_eq!(chat, ["MESSAGE_RECEIVED alice>bob recent (offline)"]);
+}
+
+#[test]
+fn the_compensation_window_is_a_relay_setting() {
+    let config = RelayConfig {
+        apps: vec![AppConfig {
+            compensation_window_days: 3,
+            ..AppConfig::default()
+        }],
+        ..RelayConfig::default()
+    };
+    let mut m = Mesh::new(&config);
+    let a = m.online("alice", "a1");
+    let _b = m.online("bob", "b1");
+    m.command(a, send("bob", "two days ago"));
+    m.advance(2 * DAY);
+    let fresh = m.add(DEV_APP_ID, "terminal", "bob", "b2");
+    m.login(fresh);
+    assert!(
+        m.log(fresh)
+            .contains(&"MESSAGE_RECEIVED alice>bob two days ago (offline)".to_string())
+    );
+}
+
+#[test]
+fn with_sync_off_a_message_reaches_one_device_once() {
+    let config = RelayConfig {
+        apps: vec![AppConfig {
+            multi_device_sync: false,
+            ..AppConfig::default()
+        }],
+        ..RelayConfig::default()
+    };
+    let (mut m, a, b) = two_by_two(&config);
+    m.command(a[0], send("bob", "hi"));
+    assert_eq!(m.log(a[0]), ["MESSAGE_SENT >bob hi"]);
+    assert!(
+        m.log(a[1]).is_empty(),
+        "not mirrored to the sender's other device"
+    );
+    assert!(m.log(b[0]).is_empty());
+    assert_eq!(
+        m.log(b[1]),
+        ["MESSAGE_RECEIVED alice>bob hi"],
+        "the latest login gets it"
+    );
+
+    // Offline recipient: the first device back gets it, the next one does not.
+    for d in b {
+        m.command(d, Command::Logout);
+        m.take(d);
+    }
+    m.command(a[0], send("bob", "while away"));
+    m.login(b[0]);
+    assert!(
+        m.log(b[0])
+            .contains(&"MESSAGE_RECEIVED alice>bob while away (offline)".to_string())
+    );
+    m.login(b[1]);
+    assert!(!m.log(b[1]).iter().any(|l| l.starts_with("MESSAGE")));
+}
+
+#[test]
+fn a_resend_with_the_same_client_id_is_stored_once() {
+    let (mut m, a, b) = two_by_two(&RelayConfig::default());
+    let again = || {
+        Command::Chat(ChatCommand::Send {
+            to: user("bob"),
+            text: "once".into(),
+            client_msg_id: Some("c-1".into()),
+        })
+    };
+    m.command_later(a[0], again());
+    m.command_later(a[0], again());
+    m.settle();
+    m.command(a[0], again());
+    // Every resend is acknowledged, always with the first msgID.
+    let acks: Vec<String> = m
+        .take(a[0])
+        .into_iter()
+        .map(|e| match e {
+            Event::MessageSent { msg_id, .. } => msg_id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        !acks.is_empty() && acks.iter().all(|id| *id == acks[0]),
+        "{acks:?}"
+    );
+    assert_eq!(m.log(b[0]), ["MESSAGE_RECEIVED alice>bob once"]);
+    assert_eq!(m.log(a[1]), ["MESSAGE_RECEIVED alice>bob once"]);
+}
+
+#[test]
+fn an_unacknowledged_message_is_resent_after_a_reconnection_and_stored_once() {
+    let (mut m, a, b) = two_by_two(&RelayConfig::default());
+    // The link drops before the acknowledgement can arrive.
+    m.command_later(a[0], send("bob", "lost ack"));
+    m.settle();
+    let first = m.take(b[0]).len();
+    assert_eq!(first, 1);
+    m.cut(a[0]);
+    m.advance(1_000);
+    let log = m.log(a[0]);
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("MESSAGE_SENT")).count(),
+        1,
+        "{log:?}"
+    );
+    assert!(m.log(b[0]).is_empty(), "not delivered twice");
+}
+
+#[test]
+fn typing_reaches_only_devices_online_now() {
+    let (mut m, a, b) = two_by_two(&RelayConfig::default());
+    m.command(b[1], Command::Logout);
+    m.take(b[1]);
+    m.command(a[0], Command::Chat(ChatCommand::Typing { to: user("bob") }));
+    assert_eq!(m.log(b[0]), ["TYPING alice"]);
+    m.login(b[1]);
+    assert!(
+        !m.log(b[1]).iter().any(|l| l.starts_with("TYPING")),
+        "never stored or compensated"
+    );
+}
+
+#[test]
+fn a_recall_reaches_every_device_now_or_when_it_returns() {
+    let (mut m, a, b) = two_by_two(&RelayConfig::default());
+    m.command(a[0], send("bob", "oops"));
+    let msg_id = m.last_sent(a[0]);
+    for d in [a[0], a[1], b[0], b[1]] {
+        m.take(d);
+    }
+    m.command(b[1], Command::Logout);
+    m.take(b[1]);
+    m.advance(60_000);
+    m.command(a[0], Command::Chat(ChatCommand::Recall { msg_id }));
+    assert_eq!(m.log(a[0]), ["MESSAGE_RECALLED with bob"]);
+    assert_eq!(m.log(a[1]), ["MESSAGE_RECALLED with bob"]);
+    assert_eq!(m.log(b[0]), ["MESSAGE_RECALLED with alice"]);
+    m.login(b[1]);
+    assert!(
+        m.log(b[1])
+            .contains(&"MESSAGE_RECALLED with alice".to_string())
+    );
+    // A device that never saw the message gets it without its text.
+    let fresh = m.add(DEV_APP_ID, "terminal", "bob", "b3");
+    m.login(fresh);
+    let log = m.log(fresh);
+    assert!(
+        log.contains(&"MESSAGE_RECEIVED alice>bob  (offline)".to_string()),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn recall_refusals() {
+    let (mut m, a, b) = two_by_two(&RelayConfig::default());
+    m.command(a[0], send("bob", "mine"));
+    let msg_id = m.last_sent(a[0]);
+    m.command(
+        b[0],
+        Command::Chat(ChatCommand::Recall {
+            msg_id: msg_id.clone(),
+        }),
+    );
+    assert!(
+        m.log(b[0])
+            .contains(&"ERROR 6405 recallMessage".to_string())
+    );
+    m.command(
+        a[0],
+        Command::Chat(ChatCommand::Recall {
+            msg_id: "nope".into(),
+        }),
+    );
+    assert!(
+        m.log(a[0])
+            .contains(&"ERROR 6404 recallMessage".to_string())
+    );
+    m.advance(120_001);
+    m.command(a[0], Command::Chat(ChatCommand::Recall { msg_id }));
+    assert_eq!(m.log(a[0]), ["ERROR 6406 recallMessage"]);
+}
+
+#[test]
+fn reading_on_one_device_clears_unread_on_the_others() {
+    let (mut m, a, b) = two_by_two(&RelayConfig::default());
+    m.command(a[0], send("bob", "hi"));
+    for d in [a[0], a[1], b[0], b[1]] {
+        m.take(d);
+    }
+    m.command(
+        b[0],
+        Command::Chat(ChatCommand::MarkRead {
+            peer: user("alice"),
+        }),
+    );
+    assert_eq!(m.log(b[1]), ["CONVERSATION_READ alice"]);
+    assert_eq!(m.log(b[0]), ["CONVERSATION_READ alice"]);
+    assert!(m.log(a[0]).is_empty(), "read state is the reader's own");
+}
+
+#[test]
+fn refusals_for_bad_messages() {
+    let (mut m, a, _b) = two_by_two(&RelayConfig::default());
+    m.command(a[0], send("nobody", "hi"));
+    assert_eq!(m.log(a[0]), ["ERROR 6401 sendMessage"]);
+    m.command(a[0], send("bob", ""));
+    assert_eq!(m.log(a[0]), ["ERROR 6402 sendMessage"]);
+    m.command(a[0], send("bob", &"x".repeat(64 * 1024 + 1)));
+    assert_eq!(m.log(a[0]), ["ERROR 6403 sendMessage"]);
+    m.command(a[0], send("bob", &"x".repeat(64 * 1024)));
+    assert_eq!(m.log(a[0]).len(), 1);
+}
+
+#[test]
+fn server_side_send_with_and_without_the_sender() {
+    let (mut m, a, b) = two_by_two(&RelayConfig::default());
+    m.command(a[1], Command::Logout);
+    m.take(a[1]);
+    let now = m.now;
+    m.relay
+        .admin_send(
+            now,
+            DEV_APP_ID,
+            &user("alice"),
+            &user("bob"),
+            "from the server",
+            false,
+        )
+        .unwrap();
+    m.settle();
+    assert_eq!(m.log(b[0]), ["MESSAGE_RECEIVED alice>bob from the server"]);
+    assert!(m.log(a[0]).is_empty());
+    m.relay
+        .admin_send(
+            now,
+            DEV_APP_ID,
+            &user("alice"),
+            &user("bob"),
+            "and to alice",
+            true,
+        )
+        .unwrap();
+    m.settle();
+    assert_eq!(m.log(a[0]), ["MESSAGE_RECEIVED alice>bob and to alice"]);
+    // The sender's offline device gets it when it connects.
+    m.login(a[1]);
+    let log = m.log(a[1]);
+    assert!(
+        log.contains(&"MESSAGE_RECEIVED alice>bob and to alice (offline)".to_string()),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.contains("from the server")));
+}
