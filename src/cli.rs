@@ -35,6 +35,37 @@ pub enum Cmd {
     Relay(RelayArgs),
     /// Print a UserSig (login ticket) for a user.
     Usersig(UsersigArgs),
+    /// The relay's admin API.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// Send a message as a user (server-side send); prints its msgID.
+    Send(AdminSendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminSendArgs {
+    /// Relay address (default: client.relay_url of the config, else ws://127.0.0.1:7787).
+    #[arg(long, value_name = "URL", value_parser = parse_relay_url)]
+    pub relay: Option<String>,
+    /// Admin token (default: relay.admin_token of the config).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// SDKAppID (default: client.app of the config).
+    #[arg(long, value_name = "SDKAPPID")]
+    pub app: Option<AppId>,
+    #[arg(long, value_name = "USERID")]
+    pub from: UserId,
+    #[arg(long, value_name = "USERID")]
+    pub to: UserId,
+    #[arg(long)]
+    pub text: String,
+    /// Deliver it to the sender's own devices as well (isIncludeSender).
+    #[arg(long)]
+    pub include_sender: bool,
 }
 
 /// Flags of a device, shared by the TUI and headless mode.

@@ -74,6 +74,8 @@ pub struct RelayConfig {
     pub heartbeat_timeout_secs: u64,
     /// Participants of one call, caller included (the vendor's limit is 9).
     pub max_call_participants: usize,
+    /// Bearer token of the admin API (`termphone admin`); unset, it is off.
+    pub admin_token: Option<String>,
     pub apps: Vec<AppConfig>,
 }
 
@@ -86,6 +88,7 @@ impl Default for RelayConfig {
             session_grace_secs: 90,
             heartbeat_timeout_secs: 30,
             max_call_participants: 9,
+            admin_token: None,
             apps: vec![AppConfig::default()],
         }
     }
@@ -184,6 +187,9 @@ impl Config {
             return Err("client.usersig_lifetime_secs must be at least 1".into());
         }
         let r = &self.relay;
+        if r.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err("relay.admin_token must be at least 16 bytes".into());
+        }
         if r.max_call_participants < 2 {
             return Err("relay.max_call_participants must be at least 2".into());
         }
@@ -286,6 +292,7 @@ mod tests {
             "session_grace_secs",
             "heartbeat_timeout_secs",
             "max_call_participants",
+            "admin_token",
             "id",
             "max_devices_per_platform",
             "platform_limits",

@@ -69,6 +69,7 @@ error_codes! {
     NoSuchMessage = 6404, "NO_SUCH_MESSAGE", "no such message can be recalled (unknown, or older than the recall window)";
     NotYourMessage = 6405, "NOT_YOUR_MESSAGE", "only the sender of a message can recall it";
     RecallWindowPassed = 6406, "RECALL_WINDOW_PASSED", "the recall window (relay setting, 120 s by default) is over";
+    AdminDenied = 6410, "ADMIN_DENIED", "the admin API is off (no relay.admin_token) or the token is wrong";
     UserSigExpired = 6206, "USER_SIG_EXPIRED", "client: the UserSig has expired; log in again with a fresh ticket";
     UserSigExpiredRelay = 70001, "USER_SIG_EXPIRED_RELAY", "relay: the UserSig has expired (the client reports 6206)";
     UserSigInvalid = 70003, "USER_SIG_INVALID", "the UserSig cannot be decoded: it is not a termphone ticket";

@@ -7,6 +7,7 @@
 //! (`protocol`), and two front ends over the same client engine (`tui`,
 //! `headless`).
 
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -2,12 +2,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use termphone::cli::{Cli, Cmd, DeviceArgs, Dirs, RelayArgs, UsersigArgs};
+use termphone::cli::{AdminCmd, AdminSendArgs, Cli, Cmd, DeviceArgs, Dirs, RelayArgs, UsersigArgs};
 use termphone::client::ClientSettings;
 use termphone::client::launcher::ensure_relay;
 use termphone::config::Config;
+use termphone::config::DEFAULT_RELAY_ADDR;
 use termphone::usersig::{self, Ticket};
-use termphone::{headless, logging, relay, time, tui};
+use termphone::{admin, headless, logging, relay, time, tui};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         Some(Cmd::Headless(args)) => run_headless(&args, &config, &dirs),
         Some(Cmd::Relay(args)) => run_relay(&args, config, &dirs),
         Some(Cmd::Usersig(args)) => print_usersig(&args, &config),
+        Some(Cmd::Admin(AdminCmd::Send(args))) => admin_send(&args, &config),
     }
 }
 
@@ -108,6 +110,38 @@ fn run_relay(args: &RelayArgs, mut config: Config, dirs: &Dirs) -> ExitCode {
     let idle = args.exit_when_idle.map(std::time::Duration::from_secs);
     match runtime().block_on(relay::run(&config.relay, &db, idle)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn admin_send(args: &AdminSendArgs, config: &Config) -> ExitCode {
+    let Some(token) = args
+        .token
+        .as_deref()
+        .or(config.relay.admin_token.as_deref())
+    else {
+        return fail(&"no admin token: pass --token, or set relay.admin_token in the config");
+    };
+    let url = args
+        .relay
+        .clone()
+        .or_else(|| config.client.relay_url.clone())
+        .unwrap_or_else(|| format!("ws://{DEFAULT_RELAY_ADDR}"));
+    let app = args.app.unwrap_or(config.client.app);
+    let sent = runtime().block_on(admin::send(
+        &url,
+        token,
+        app,
+        &args.from,
+        &args.to,
+        &args.text,
+        args.include_sender,
+    ));
+    match sent {
+        Ok(msg_id) => {
+            println!("{msg_id}");
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(&e),
     }
 }

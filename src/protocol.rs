@@ -103,6 +103,17 @@ pub enum ClientMsg {
     Sync {
         after: u64,
     },
+    /// Server-side send (admin API): as `from`, authorized by the relay's
+    /// `admin_token`; needs no login.
+    AdminSend {
+        token: String,
+        app: AppId,
+        from: String,
+        to: String,
+        text: String,
+        #[serde(default)]
+        include_sender: bool,
+    },
 }
 
 impl ClientMsg {
@@ -128,6 +139,7 @@ impl ClientMsg {
             ClientMsg::MarkRead { .. } => "mark_read",
             ClientMsg::Typing { .. } => "typing",
             ClientMsg::Sync { .. } => "sync",
+            ClientMsg::AdminSend { .. } => "admin_send",
         }
     }
 }
@@ -370,6 +382,10 @@ pub enum ServerMsg {
     },
     Typing {
         from: UserId,
+    },
+    /// Answer to `admin_send`: the message is stored.
+    AdminSent {
+        msg_id: String,
     },
     /// A request that failed; `request` names its `type`.
     Error {

@@ -396,7 +396,8 @@ impl ClientEngine {
                     self.close_link();
                 }
             }
-            ServerMsg::HeartbeatAck => {}
+            // Answers to other kinds of peer (heartbeats, the admin tool).
+            ServerMsg::HeartbeatAck | ServerMsg::AdminSent { .. } => {}
             ServerMsg::KickedOut { reason, message } => {
                 self.event(Event::KickedOut {
                     reason: reason.as_str().into(),

@@ -137,14 +137,14 @@ impl Store {
             }
         }
         let mut stmt = self.conn.prepare(
-            "SELECT app, msg_id, sender, recipient, text, client_msg_id, server_time
+            "SELECT app, msg_id, sender, recipient, text, server_time, client_msg_id
              FROM messages WHERE server_time >= ?1",
         )?;
         let rows = stmt.query_map([since as i64], |r| {
             Ok((
                 r.get::<_, AppId>(0)?,
                 message_of(r, 1)?,
-                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
                 r.get::<_, Option<String>>(4)?.is_none(),
             ))
         })?;
@@ -356,6 +356,67 @@ fn message_of(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Option<ChatMe
 mod tests {
     use super::*;
     use crate::ids::{DeviceId, Platform};
+
+    #[test]
+    fn messages_and_timelines_come_back_after_reopen() {
+        use crate::protocol::{ChatMessage, Entry, EntryKind};
+        use crate::relay::core::TimelineRow;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.sqlite3");
+        let (alice, bob) = (
+            UserId::parse("alice").unwrap(),
+            UserId::parse("bob").unwrap(),
+        );
+        let message = ChatMessage {
+            msg_id: "m1".into(),
+            from: alice.clone(),
+            to: bob.clone(),
+            text: "kept".into(),
+            server_time: 1_000,
+        };
+        let row = |user: &UserId, seq| TimelineRow {
+            user: user.clone(),
+            entry: Entry {
+                seq,
+                kind: EntryKind::Message {
+                    message: message.clone(),
+                },
+            },
+            delivered: false,
+        };
+        {
+            let mut store = Store::open(&path).unwrap();
+            let op = StoreOp::AppendMessage {
+                token: 1,
+                app: 5,
+                message: message.clone(),
+                client_msg_id: "c1".into(),
+                rows: vec![row(&bob, 1), row(&alice, 7)],
+            };
+            assert_eq!(store.apply(&[op]).unwrap(), vec![(1, vec![])]);
+        }
+        let mut store = Store::open(&path).unwrap();
+        let snapshot = store.chat_snapshot(0).unwrap();
+        let mut last = snapshot.last_seq.clone();
+        last.sort();
+        assert_eq!(last, vec![(5, alice.clone(), 7), (5, bob.clone(), 1)]);
+        assert_eq!(
+            snapshot.recent,
+            vec![(5, message.clone(), "c1".to_string(), false)]
+        );
+        let read = StoreOp::ReadTimeline {
+            token: 2,
+            app: 5,
+            user: bob.clone(),
+            after: 0,
+            since: 0,
+            undelivered_only: false,
+        };
+        assert_eq!(
+            store.apply(&[read]).unwrap(),
+            vec![(2, vec![row(&bob, 1).entry])]
+        );
+    }
 
     #[test]
     fn logins_persist_across_reopen() {

@@ -80,6 +80,8 @@ impl Device {
         let mut d = Device::new(url, DEV_APP_ID, "terminal");
         d.login_with(user, device, ticket(DEV_APP_ID, user, 3600));
         d.expect("SDK_READY").await;
+        // Ready means caught up, too.
+        d.expect("SYNCED").await;
         d
     }
 

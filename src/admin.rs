@@ -1,0 +1,59 @@
+//! `termphone admin`: a client of the relay's admin API.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::error::{Error, ErrorCode};
+use crate::ids::{AppId, UserId};
+use crate::protocol::{self, ClientMsg, ServerMsg};
+use crate::relay::server::ws_config;
+
+/// A server-side send: as `from` to `to`; returns the new message's id.
+pub async fn send(
+    relay_url: &str,
+    token: &str,
+    app: AppId,
+    from: &UserId,
+    to: &UserId,
+    text: &str,
+    include_sender: bool,
+) -> Result<String, Error> {
+    let unreachable = |e: String| {
+        Error::new(
+            ErrorCode::RelayUnreachable,
+            format!("cannot reach the relay at {relay_url}: {e}"),
+        )
+    };
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(relay_url, Some(ws_config()), true)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+    let request = ClientMsg::AdminSend {
+        token: token.to_owned(),
+        app,
+        from: from.to_string(),
+        to: to.to_string(),
+        text: text.to_owned(),
+        include_sender,
+    };
+    ws.send(Message::text(protocol::encode(&request)))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    while let Some(frame) = ws.next().await {
+        let Ok(Message::Text(text)) = frame else {
+            continue;
+        };
+        match protocol::decode::<ServerMsg>(&text)? {
+            ServerMsg::AdminSent { msg_id } => {
+                let _ = ws.close(None).await;
+                return Ok(msg_id);
+            }
+            ServerMsg::Error { error, .. } => {
+                let code = ErrorCode::from_code(error.code).unwrap_or(ErrorCode::MalformedFrame);
+                return Err(Error::new(code, error.message));
+            }
+            _ => {}
+        }
+    }
+    Err(unreachable("the relay closed the connection".into()))
+}

@@ -1,0 +1,347 @@
+//! The chat rules over real WebSockets: a relay on 127.0.0.1:0, devices
+//! in-process or as `termphone headless` processes with their real local
+//! stores, and one relay killed with SIGKILL.
+
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use termphone::client::engine::{ChatCommand, Command};
+use termphone::client::event::Event;
+use termphone::config::RelayConfig;
+use termphone::ids::UserId;
+use termphone::protocol::{ClientMsg, MAX_MESSAGE_TEXT_BYTES, ServerMsg};
+
+use crate::common::headless::{Headless, termphone};
+use crate::common::net::{Device, RawPeer, WAIT, relay_at, test_config, ticket};
+
+fn send(to: &str, text: &str) -> Command {
+    Command::Chat(ChatCommand::Send {
+        to: UserId::parse(to).unwrap(),
+        text: text.into(),
+        client_msg_id: None,
+    })
+}
+
+fn text_of(e: &Event) -> (String, String, bool) {
+    match e {
+        Event::MessageReceived {
+            from,
+            text,
+            offline,
+            ..
+        } => (from.clone(), text.clone(), *offline),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_message_reaches_the_recipients_devices_and_the_senders_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let mut a1 = Device::online(&url, "alice", "a1").await;
+    let mut a2 = Device::online(&url, "alice", "a2").await;
+    let mut b1 = Device::online(&url, "bob", "b1").await;
+    let mut b2 = Device::online(&url, "bob", "b2").await;
+    a1.send(send("bob", "hello over the wire"));
+    match a1.expect("MESSAGE_SENT").await {
+        Event::MessageSent { text, to, .. } => {
+            assert_eq!((to.as_str(), text.as_str()), ("bob", "hello over the wire"))
+        }
+        _ => unreachable!(),
+    }
+    for d in [&mut a2, &mut b1, &mut b2] {
+        let e = d.expect("MESSAGE_RECEIVED").await;
+        assert_eq!(
+            text_of(&e),
+            ("alice".into(), "hello over the wire".into(), false)
+        );
+    }
+    // Typing reaches the connected devices of the other user.
+    a2.send(Command::Chat(ChatCommand::Typing {
+        to: UserId::parse("bob").unwrap(),
+    }));
+    b1.expect("TYPING").await;
+    b2.expect("TYPING").await;
+    // Reading on one of bob's devices tells the other.
+    b1.send(Command::Chat(ChatCommand::MarkRead {
+        peer: UserId::parse("alice").unwrap(),
+    }));
+    b2.expect("CONVERSATION_READ").await;
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_relay_refuses_bad_messages_with_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let _bob = Device::online(&relay.url(), "bob", "b1").await;
+    let mut raw = RawPeer::connect(&relay.url()).await;
+    raw.send(&ClientMsg::Login {
+        app: termphone::ids::DEV_APP_ID,
+        user: "alice".into(),
+        device: "raw".into(),
+        platform: "terminal".into(),
+        user_sig: ticket(termphone::ids::DEV_APP_ID, "alice", 3600),
+    })
+    .await;
+    assert!(matches!(raw.recv().await, ServerMsg::LoginOk { .. }));
+    let mut code_for = async |to: &str, text: String| {
+        raw.send(&ClientMsg::SendMessage {
+            to: to.into(),
+            text,
+            client_msg_id: "c".into(),
+        })
+        .await;
+        loop {
+            match raw.recv().await {
+                ServerMsg::Error { error, request } => {
+                    assert_eq!(request.as_deref(), Some("send_message"));
+                    return error.code;
+                }
+                ServerMsg::Entries { .. } | ServerMsg::Synced { .. } => continue,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(
+        code_for("bob", "x".repeat(MAX_MESSAGE_TEXT_BYTES + 1)).await,
+        6403
+    );
+    assert_eq!(code_for("bob", String::new()).await, 6402);
+    assert_eq!(code_for("ghost", "hi".into()).await, 6401);
+    relay.shutdown().await;
+}
+
+async fn wait_for_ready(h: &mut Headless) {
+    h.expect("SDK_READY").await;
+    h.expect("SYNCED").await;
+}
+
+#[tokio::test]
+async fn away_back_wiped_and_recalled_with_real_local_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let device = |user: &str, dev: &str| {
+        Headless::spawn(
+            dir.path(),
+            &["--relay", &url, "--user", user, "--device", dev],
+        )
+    };
+    let mut alice = device("alice", "a1");
+    wait_for_ready(&mut alice).await;
+    let mut bob = device("bob", "b1");
+    wait_for_ready(&mut bob).await;
+    bob.send(json!({"cmd": "quit"})).await;
+    bob.exits_cleanly().await;
+
+    let mut sent = Vec::new();
+    for k in 1..=3 {
+        alice
+            .send(json!({"cmd": "sendMessage", "userID": "bob", "text": format!("m{k}")}))
+            .await;
+        sent.push(
+            alice.expect("MESSAGE_SENT").await["msgID"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    alice
+        .send(json!({"cmd": "recallMessage", "msgID": sent[1]}))
+        .await;
+    assert_eq!(alice.expect("MESSAGE_RECALLED").await["msgID"], sent[1]);
+
+    // Back: what it missed, once, in order; the recalled one without its text.
+    let mut bob = device("bob", "b1");
+    let mut got = Vec::new();
+    loop {
+        let e = bob.next().await.unwrap();
+        match e["event"].as_str().unwrap() {
+            "MESSAGE_RECEIVED" => {
+                assert_eq!(e["offline"], true);
+                got.push(e["text"].as_str().unwrap().to_owned());
+            }
+            "MESSAGE_RECALLED" => got.push(format!("recalled {}", e["msgID"] == sent[1])),
+            "SYNCED" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(got, ["m1", "", "m3", "recalled true"]);
+    bob.send(json!({"cmd": "getConversations"})).await;
+    let convs = bob.expect("CONVERSATIONS").await;
+    assert_eq!(convs["conversations"][0]["userID"], "alice");
+    assert_eq!(convs["conversations"][0]["unreadCount"], 2);
+    bob.send(json!({"cmd": "getMessages", "userID": "alice"}))
+        .await;
+    let msgs = bob.expect("MESSAGES").await;
+    let shown: Vec<(Value, Value)> = msgs["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["text"].clone(), m["recalled"].clone()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (json!("m1"), json!(false)),
+            (json!(""), json!(true)),
+            (json!("m3"), json!(false))
+        ]
+    );
+    bob.send(json!({"cmd": "quit"})).await;
+    bob.exits_cleanly().await;
+
+    // Back again: nothing twice.
+    let mut bob = device("bob", "b1");
+    bob.expect("SDK_READY").await;
+    let mut repeated = 0;
+    loop {
+        let e = bob.next().await.unwrap();
+        match e["event"].as_str().unwrap() {
+            "MESSAGE_RECEIVED" | "MESSAGE_RECALLED" => repeated += 1,
+            "SYNCED" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(repeated, 0);
+    bob.send(json!({"cmd": "quit"})).await;
+    bob.exits_cleanly().await;
+
+    // Wiped (a reinstall): the window again, from scratch.
+    let profile = dir
+        .path()
+        .join("data/termphone/profiles/1400000000/bob/b1/local.sqlite3");
+    assert!(profile.exists(), "{}", profile.display());
+    std::fs::remove_file(&profile).unwrap();
+    let mut bob = device("bob", "b1");
+    let mut count = 0;
+    loop {
+        let e = bob.next().await.unwrap();
+        match e["event"].as_str().unwrap() {
+            "MESSAGE_RECEIVED" => count += 1,
+            "SYNCED" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(count, 3);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_side_send_through_the_admin_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        admin_token: Some("a-test-admin-token-of-some-length".into()),
+        ..test_config()
+    };
+    let relay = relay_at(&config, &dir.path().join("r.db")).await;
+    let mut alice = Device::online(&relay.url(), "alice", "a1").await;
+    let mut bob = Device::online(&relay.url(), "bob", "b1").await;
+    let admin = |extra: &[&str], token: &str| {
+        let mut cmd = termphone(dir.path());
+        cmd.args([
+            "admin",
+            "send",
+            "--relay",
+            &relay.url(),
+            "--token",
+            token,
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--text",
+            "from the server",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped());
+        cmd
+    };
+    let out = admin(&[], "a-test-admin-token-of-some-length")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let msg_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    match bob.expect("MESSAGE_RECEIVED").await {
+        Event::MessageReceived {
+            msg_id: id, text, ..
+        } => assert_eq!((id, text.as_str()), (msg_id, "from the server")),
+        _ => unreachable!(),
+    }
+    alice
+        .expect_silence(std::time::Duration::from_millis(300))
+        .await;
+
+    let out = admin(&["--include-sender"], "a-test-admin-token-of-some-length")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    bob.expect("MESSAGE_RECEIVED").await;
+    alice.expect("MESSAGE_RECEIVED").await;
+
+    let out = admin(&[], "the-wrong-token-entirely")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("6410"));
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_acknowledged_message_survives_a_sigkill_of_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    let start = || {
+        termphone(dir.path())
+            .args(["relay", "--listen", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let url_of = async |child: &mut tokio::process::Child| {
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        line.strip_prefix("listening on ").unwrap().to_owned()
+    };
+    let mut relay = start();
+    let url = url_of(&mut relay).await;
+    drop(Device::online(&url, "bob", "b1").await);
+    let mut alice = Device::online(&url, "alice", "a1").await;
+    alice.send(send("bob", "must not be lost"));
+    alice.expect("MESSAGE_SENT").await;
+    relay.start_kill().unwrap();
+    relay.wait().await.unwrap();
+
+    let mut relay = start();
+    let url = url_of(&mut relay).await;
+    // A new device of bob catches up with it while logging in.
+    let bob = Device::online(&url, "bob", "b2").await;
+    let caught_up: Vec<_> = bob
+        .seen
+        .iter()
+        .filter(|e| e.name() == "MESSAGE_RECEIVED")
+        .map(text_of)
+        .collect();
+    assert_eq!(
+        caught_up,
+        [("alice".into(), "must not be lost".into(), true)]
+    );
+    relay.start_kill().unwrap();
+}
