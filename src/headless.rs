@@ -485,8 +485,15 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
                         write_event(&mut out, &event).await?;
                     }
                     Some(Ok(Request::Messages { peer, count, before })) => {
-                        let event = device_state.messages(peer, count, before).await;
-                        write_event(&mut out, &event).await?;
+                        // From the local store when it has the page; else the
+                        // relay answers (with everything it keeps), later.
+                        match device_state.messages(peer.clone(), count, before).await {
+                            Some(event) => write_event(&mut out, &event).await?,
+                            None => {
+                                let history = ChatCommand::History { peer, before, count: count as u32 };
+                                let _ = commands.send(Command::Chat(history));
+                            }
+                        }
                     }
                     Some(Ok(Request::Wait { event, timeout_ms })) => {
                         if !arrivals.take(&event) {
@@ -606,17 +613,20 @@ impl DeviceState {
         }
     }
 
-    async fn messages(&self, peer: UserId, count: usize, before: Option<u64>) -> Event {
+    /// A page of messages from the local store; `None` when it holds fewer
+    /// than asked, so the relay must be asked.
+    async fn messages(&self, peer: UserId, count: usize, before: Option<u64>) -> Option<Event> {
         let store = match self.store("getMessages") {
             Ok(s) => s,
-            Err(e) => return e,
+            Err(e) => return Some(e),
         };
         match store.messages(peer.to_string(), count, before).await {
-            Ok(messages) => Event::Messages {
+            Ok(messages) if messages.len() >= count => Some(Event::Messages {
                 user_id: peer.to_string(),
                 messages,
-            },
-            Err(e) => store_failed(e, "getMessages"),
+            }),
+            Ok(_) => None,
+            Err(e) => Some(store_failed(e, "getMessages")),
         }
     }
 

@@ -103,6 +103,14 @@ pub enum ClientMsg {
     Sync {
         after: u64,
     },
+    /// Older messages of the conversation with `peer`, before `before`
+    /// (unix ms; `None`: the latest), newest `count` of them.
+    History {
+        peer: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        count: u32,
+    },
     /// Server-side send (admin API): as `from`, authorized by the relay's
     /// `admin_token`; needs no login.
     AdminSend {
@@ -139,6 +147,7 @@ impl ClientMsg {
             ClientMsg::MarkRead { .. } => "mark_read",
             ClientMsg::Typing { .. } => "typing",
             ClientMsg::Sync { .. } => "sync",
+            ClientMsg::History { .. } => "history",
             ClientMsg::AdminSend { .. } => "admin_send",
         }
     }
@@ -382,6 +391,12 @@ pub enum ServerMsg {
     },
     Typing {
         from: UserId,
+    },
+    /// Answer to `history`, oldest first; `more` when older ones remain.
+    History {
+        peer: UserId,
+        messages: Vec<ChatMessage>,
+        more: bool,
     },
     /// Answer to `admin_send`: the message is stored.
     AdminSent {

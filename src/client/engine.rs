@@ -428,7 +428,8 @@ impl ClientEngine {
             msg @ (ServerMsg::MessageSent { .. }
             | ServerMsg::Entries { .. }
             | ServerMsg::Synced { .. }
-            | ServerMsg::Typing { .. }) => self.chat_frame(msg),
+            | ServerMsg::Typing { .. }
+            | ServerMsg::History { .. }) => self.chat_frame(msg),
             ServerMsg::Error { error, request } => {
                 let cmd = request.as_deref().map(command_for_request);
                 self.event(Event::Error {
@@ -575,6 +576,7 @@ fn command_for_request(request: &str) -> &str {
         "send_message" => "sendMessage",
         "recall_message" => "recallMessage",
         "mark_read" => "markRead",
+        "history" => "getMessages",
         "invite" => "inviteUser",
         "join" => "joinInGroupCall",
         other => other,

@@ -152,6 +152,12 @@ impl LocalStore {
                 self.advance(*seq)?;
             }
             Event::Synced { seq } => self.advance(*seq)?,
+            // A page fetched from the relay: kept, so it is local next time.
+            Event::Messages { messages, .. } => {
+                for m in messages {
+                    self.insert_message(&m.msg_id, &m.from, &m.to, &m.text, m.timestamp)?;
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -399,6 +405,7 @@ impl Recorder {
                 | Event::MessageRecalled { .. }
                 | Event::ConversationRead { .. }
                 | Event::Synced { .. }
+                | Event::Messages { .. }
         ) {
             self.store.apply(event.clone());
         }

@@ -54,10 +54,10 @@ pub enum Input {
     Disconnected {
         conn: ConnId,
     },
-    /// The store did what `token` asked; `entries` is what it read, if anything.
+    /// The store did what `token` asked.
     Committed {
         token: u64,
-        entries: Vec<Entry>,
+        reply: StoreReply,
     },
 }
 
@@ -83,6 +83,17 @@ pub enum Output {
         reason: CloseReason,
     },
     Store(StoreOp),
+}
+
+/// What the store answers to work with a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreReply {
+    /// Written durably.
+    Done,
+    /// A timeline read.
+    Entries(Vec<Entry>),
+    /// A page of a conversation, newest first, and whether older ones remain.
+    Messages(Vec<ChatMessage>, bool),
 }
 
 /// Work for the store. Those with a `token` are answered with
@@ -122,6 +133,15 @@ pub enum StoreOp {
         after: u64,
         since: Millis,
         undelivered_only: bool,
+    },
+    /// Reads up to `count` messages between two users before `before`.
+    ReadHistory {
+        token: u64,
+        app: AppId,
+        user: UserId,
+        peer: UserId,
+        before: Option<Millis>,
+        count: u32,
     },
     RecordLogin {
         app: AppId,
@@ -290,7 +310,7 @@ impl RelayCore {
                 }
             }
             Input::Disconnected { conn } => self.drop_conn(now, conn),
-            Input::Committed { token, entries } => self.committed(token, entries),
+            Input::Committed { token, reply } => self.committed(token, reply),
         }
     }
 
@@ -433,6 +453,13 @@ impl RelayCore {
                 .and_then(|()| Ok((UserId::parse(&from)?, UserId::parse(&to)?)))
                 .and_then(|(from, to)| self.admin_send(now, app, &from, &to, &text, include_sender))
                 .map(|msg_id| self.send(conn, ServerMsg::AdminSent { msg_id })),
+            ClientMsg::History {
+                peer,
+                before,
+                count,
+            } => self
+                .session_of(conn)
+                .and_then(|sid| self.history(sid, &peer, before, count)),
             ClientMsg::Sync { after } => self
                 .session_of(conn)
                 .and_then(|sid| self.start_sync(now, sid, after)),

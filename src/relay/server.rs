@@ -188,9 +188,9 @@ fn run_store(
                 let Some(tx) = replies.upgrade() else {
                     continue;
                 };
-                for (token, entries) in done {
+                for (token, reply) in done {
                     if tx
-                        .blocking_send(CoreEvent::Input(Input::Committed { token, entries }))
+                        .blocking_send(CoreEvent::Input(Input::Committed { token, reply }))
                         .is_err()
                     {
                         break;

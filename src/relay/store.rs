@@ -9,7 +9,7 @@ use rusqlite::{Connection, Transaction, params};
 
 use crate::ids::{AppId, UserId};
 use crate::protocol::{ChatMessage, Entry, EntryKind};
-use crate::relay::core::{ChatSnapshot, StoreOp, TimelineRow};
+use crate::relay::core::{ChatSnapshot, StoreOp, StoreReply, TimelineRow};
 
 const MIGRATIONS: &[&str] = &[
     // 1: users and the devices they logged in from.
@@ -161,7 +161,7 @@ impl Store {
 
     /// Applies a batch of operations in one transaction; returns, for each
     /// operation with a token, that token and what it read.
-    pub fn apply(&mut self, ops: &[StoreOp]) -> rusqlite::Result<Vec<(u64, Vec<Entry>)>> {
+    pub fn apply(&mut self, ops: &[StoreOp]) -> rusqlite::Result<Vec<(u64, StoreReply)>> {
         let tx = self.conn.transaction()?;
         let mut replies = Vec::new();
         for op in ops {
@@ -205,7 +205,7 @@ impl Store {
                         )?;
                     }
                     append_rows(&tx, *app, rows)?;
-                    replies.push((*token, Vec::new()));
+                    replies.push((*token, StoreReply::Done));
                 }
                 StoreOp::Recall {
                     token,
@@ -218,11 +218,11 @@ impl Store {
                         params![app, msg_id],
                     )?;
                     append_rows(&tx, *app, rows)?;
-                    replies.push((*token, Vec::new()));
+                    replies.push((*token, StoreReply::Done));
                 }
                 StoreOp::AppendRows { token, app, rows } => {
                     append_rows(&tx, *app, rows)?;
-                    replies.push((*token, Vec::new()));
+                    replies.push((*token, StoreReply::Done));
                 }
                 StoreOp::MarkDelivered { app, user, seqs } => {
                     let mut stmt = tx.prepare_cached(
@@ -242,7 +242,39 @@ impl Store {
                 } => {
                     let entries =
                         read_timeline(&tx, *app, user, *after, *since, *undelivered_only)?;
-                    replies.push((*token, entries));
+                    replies.push((*token, StoreReply::Entries(entries)));
+                }
+                StoreOp::ReadHistory {
+                    token,
+                    app,
+                    user,
+                    peer,
+                    before,
+                    count,
+                } => {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT msg_id, sender, recipient, text, server_time FROM messages
+                         WHERE app = ?1 AND server_time < ?4
+                           AND ((sender = ?2 AND recipient = ?3) OR (sender = ?3 AND recipient = ?2))
+                         ORDER BY server_time DESC, msg_id DESC LIMIT ?5",
+                    )?;
+                    let before = before.map_or(i64::MAX, |b| b as i64);
+                    let rows = stmt.query_map(
+                        params![
+                            app,
+                            user.as_str(),
+                            peer.as_str(),
+                            before,
+                            i64::from(*count) + 1
+                        ],
+                        |r| message_of(r, 0),
+                    )?;
+                    let mut page: Vec<ChatMessage> = rows
+                        .filter_map(Result::transpose)
+                        .collect::<Result<_, _>>()?;
+                    let more = page.len() > *count as usize;
+                    page.truncate(*count as usize);
+                    replies.push((*token, StoreReply::Messages(page, more)));
                 }
             }
         }
@@ -393,7 +425,7 @@ mod tests {
                 client_msg_id: "c1".into(),
                 rows: vec![row(&bob, 1), row(&alice, 7)],
             };
-            assert_eq!(store.apply(&[op]).unwrap(), vec![(1, vec![])]);
+            assert_eq!(store.apply(&[op]).unwrap(), vec![(1, StoreReply::Done)]);
         }
         let mut store = Store::open(&path).unwrap();
         let snapshot = store.chat_snapshot(0).unwrap();
@@ -414,7 +446,19 @@ mod tests {
         };
         assert_eq!(
             store.apply(&[read]).unwrap(),
-            vec![(2, vec![row(&bob, 1).entry])]
+            vec![(2, StoreReply::Entries(vec![row(&bob, 1).entry]))]
+        );
+        let page = StoreOp::ReadHistory {
+            token: 3,
+            app: 5,
+            user: bob.clone(),
+            peer: alice.clone(),
+            before: None,
+            count: 10,
+        };
+        assert_eq!(
+            store.apply(&[page]).unwrap(),
+            vec![(3, StoreReply::Messages(vec![message.clone()], false))]
         );
     }
 

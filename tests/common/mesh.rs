@@ -236,9 +236,9 @@ impl Mesh {
                 }
             }
             core::Output::Store(op) => {
-                for (token, entries) in self.store.apply(&[op]).unwrap() {
+                for (token, reply) in self.store.apply(&[op]).unwrap() {
                     self.to_relay
-                        .push_back(core::Input::Committed { token, entries });
+                        .push_back(core::Input::Committed { token, reply });
                 }
             }
         }

@@ -348,3 +348,42 @@ fn server_side_send_with_and_without_the_sender() {
     );
     assert!(!log.iter().any(|l| l.contains("from the server")));
 }
+
+#[test]
+fn history_pages_back_past_the_compensation_window() {
+    let mut m = Mesh::dev();
+    let a = m.online("alice", "a1");
+    let _b = m.online("bob", "b1");
+    m.command(a, send("bob", "from long ago"));
+    m.advance(3 * DAY);
+    m.command(a, send("bob", "this week"));
+    let fresh = m.add(DEV_APP_ID, "terminal", "bob", "b2");
+    m.login(fresh);
+    m.take(fresh);
+    let page = |m: &mut Mesh, before: Option<u64>| -> Vec<(String, u64)> {
+        m.command(
+            fresh,
+            Command::Chat(ChatCommand::History {
+                peer: user("alice"),
+                before,
+                count: 1,
+            }),
+        );
+        match &m.take(fresh)[..] {
+            [Event::Messages { user_id, messages }] => {
+                assert_eq!(user_id, "alice");
+                messages
+                    .iter()
+                    .map(|x| (x.text.clone(), x.timestamp))
+                    .collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let newest = page(&mut m, None);
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].0, "this week");
+    let older = page(&mut m, Some(newest[0].1));
+    assert_eq!(older[0].0, "from long ago", "beyond the one-day window");
+    assert!(page(&mut m, Some(older[0].1)).is_empty());
+}

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{ClientEngine, Millis};
 use crate::client::event::Event;
+use crate::client::local_store::StoredMessage;
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
 use crate::protocol::{ClientMsg, EntryKind, MAX_MESSAGE_TEXT_BYTES, ServerMsg};
@@ -27,6 +28,12 @@ pub enum ChatCommand {
     Typing {
         to: UserId,
     },
+    /// Older messages from the relay, past what the local store holds.
+    History {
+        peer: UserId,
+        before: Option<u64>,
+        count: u32,
+    },
 }
 
 impl ChatCommand {
@@ -36,6 +43,7 @@ impl ChatCommand {
             ChatCommand::Recall { .. } => "recallMessage",
             ChatCommand::MarkRead { .. } => "markRead",
             ChatCommand::Typing { .. } => "typing",
+            ChatCommand::History { .. } => "getMessages",
         }
     }
 }
@@ -99,6 +107,15 @@ impl ClientEngine {
                 peer: peer.to_string(),
             }),
             ChatCommand::Typing { to } => self.send(ClientMsg::Typing { to: to.to_string() }),
+            ChatCommand::History {
+                peer,
+                before,
+                count,
+            } => self.send(ClientMsg::History {
+                peer: peer.to_string(),
+                before,
+                count,
+            }),
         }
         Ok(())
     }
@@ -185,6 +202,20 @@ impl ClientEngine {
             }
             ServerMsg::Typing { from } => self.event(Event::Typing {
                 user_id: from.to_string(),
+            }),
+            ServerMsg::History { peer, messages, .. } => self.event(Event::Messages {
+                user_id: peer.to_string(),
+                messages: messages
+                    .into_iter()
+                    .map(|m| StoredMessage {
+                        recalled: m.text.is_empty(),
+                        msg_id: m.msg_id,
+                        from: m.from.to_string(),
+                        to: m.to.to_string(),
+                        text: m.text,
+                        timestamp: m.server_time,
+                    })
+                    .collect(),
             }),
             _ => unreachable!("only chat messages are routed here"),
         }

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{Millis, Output, RelayCore, SessionId, StoreOp};
+use super::{Millis, Output, RelayCore, SessionId, StoreOp, StoreReply};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, UserId};
 use crate::protocol::{ChatMessage, Entry, EntryKind, MAX_MESSAGE_TEXT_BYTES, ServerMsg};
@@ -59,6 +59,8 @@ enum AfterCommit {
     },
     /// Send a syncing device what the store read for it.
     Sync { sid: SessionId, after: u64 },
+    /// Send a device the page of history it asked for.
+    History { sid: SessionId, peer: UserId },
 }
 
 #[derive(Default)]
@@ -408,8 +410,34 @@ impl RelayCore {
         Ok(())
     }
 
+    /// A page of older messages, read by the store (beyond the compensation
+    /// window: the relay keeps every message).
+    pub(super) fn history(
+        &mut self,
+        sid: SessionId,
+        peer: &str,
+        before: Option<Millis>,
+        count: u32,
+    ) -> Result<(), Error> {
+        let (app, user) = self.identity(sid);
+        let peer = UserId::parse(peer)?;
+        let token = self.commit_token();
+        self.out.push_back(Output::Store(StoreOp::ReadHistory {
+            token,
+            app,
+            user,
+            peer: peer.clone(),
+            before,
+            count: count.clamp(1, 500),
+        }));
+        self.chat
+            .pending
+            .insert(token, AfterCommit::History { sid, peer });
+        Ok(())
+    }
+
     /// The store has done what `token` asked: acknowledge and deliver.
-    pub(super) fn committed(&mut self, token: u64, read: Vec<Entry>) {
+    pub(super) fn committed(&mut self, token: u64, reply: StoreReply) {
         let Some(after) = self.chat.pending.remove(&token) else {
             return;
         };
@@ -444,7 +472,26 @@ impl RelayCore {
                 self.deliver(app, rows, Some(sender));
             }
             AfterCommit::Rows { app, rows, except } => self.deliver(app, rows, except),
-            AfterCommit::Sync { sid, after } => self.finish_sync(sid, after, read),
+            AfterCommit::Sync { sid, after } => {
+                let StoreReply::Entries(read) = reply else {
+                    return;
+                };
+                self.finish_sync(sid, after, read);
+            }
+            AfterCommit::History { sid, peer } => {
+                let StoreReply::Messages(mut messages, more) = reply else {
+                    return;
+                };
+                messages.reverse();
+                self.send_to_session(
+                    sid,
+                    ServerMsg::History {
+                        peer,
+                        messages,
+                        more,
+                    },
+                );
+            }
         }
     }
 
