@@ -345,3 +345,88 @@ async fn an_acknowledged_message_survives_a_sigkill_of_the_relay() {
     );
     relay.start_kill().unwrap();
 }
+
+#[tokio::test]
+async fn resend_sync_off_typing_and_recall_refusals_over_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.apps[0].multi_device_sync = false;
+    // A zero-second recall window: any recall by the sender comes too late.
+    config.apps[0].recall_window_secs = 0;
+    let relay = relay_at(&config, &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let mut a2 = Device::online(&url, "alice", "a2").await;
+    let mut b1 = Device::online(&url, "bob", "b1").await;
+    let mut b2 = Device::online(&url, "bob", "b2").await;
+
+    // Sent twice under one client id (a resend after a lost ack): stored once.
+    let mut raw = RawPeer::connect(&url).await;
+    raw.send(&ClientMsg::Login {
+        app: termphone::ids::DEV_APP_ID,
+        user: "alice".into(),
+        device: "a1".into(),
+        platform: "terminal".into(),
+        user_sig: ticket(termphone::ids::DEV_APP_ID, "alice", 3600),
+    })
+    .await;
+    assert!(matches!(raw.recv().await, ServerMsg::LoginOk { .. }));
+    let msg = ClientMsg::SendMessage {
+        to: "bob".into(),
+        text: "once".into(),
+        client_msg_id: "same".into(),
+    };
+    raw.send(&msg).await;
+    raw.send(&msg).await;
+    let mut ids = Vec::new();
+    while ids.len() < 2 {
+        if let ServerMsg::MessageSent { msg_id, .. } = raw.recv().await {
+            ids.push(msg_id);
+        }
+    }
+    assert_eq!(ids[0], ids[1], "the resend gets the first msgID");
+
+    // Sync off: one device of bob (the latest login) gets it, once; alice's
+    // other device gets no mirror.
+    let e = b2.expect("MESSAGE_RECEIVED").await;
+    assert_eq!(text_of(&e).1, "once");
+    b1.expect_silence(std::time::Duration::from_millis(300))
+        .await;
+    a2.expect_silence(std::time::Duration::from_millis(100))
+        .await;
+
+    // Typing: only devices connected now.
+    b1.send(Command::Logout);
+    b1.expect("LOGIN_STATUS_CHANGED").await;
+    a2.send(Command::Chat(ChatCommand::Typing {
+        to: UserId::parse("bob").unwrap(),
+    }));
+    b2.expect("TYPING").await;
+    let b1 = Device::online(&url, "bob", "b1").await;
+    assert!(b1.seen.iter().all(|e| e.name() != "TYPING"));
+
+    // Recall refusals: someone else's message, and after the window.
+    b2.send(Command::Chat(ChatCommand::Recall {
+        msg_id: ids[0].clone(),
+    }));
+    match b2.expect("ERROR").await {
+        Event::Error { code, .. } => assert_eq!(code, 6405),
+        _ => unreachable!(),
+    }
+    raw.send(&ClientMsg::RecallMessage {
+        msg_id: ids[0].clone(),
+    })
+    .await;
+    loop {
+        match raw.recv().await {
+            ServerMsg::Error { error, .. } => {
+                assert_eq!(error.code, 6406);
+                break;
+            }
+            ServerMsg::MessageSent { .. }
+            | ServerMsg::Entries { .. }
+            | ServerMsg::Synced { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    relay.shutdown().await;
+}
