@@ -21,6 +21,26 @@ pub const DEFAULT_RELAY_ADDR: &str = "127.0.0.1:7787";
 pub struct Config {
     pub client: ClientConfig,
     pub relay: RelayConfig,
+    pub tui: TuiConfig,
+}
+
+/// Settings of the terminal UI.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuiConfig {
+    /// Ring the terminal bell on an incoming call.
+    pub bell: bool,
+    /// Key overrides: action name = key (see docs/configuration.md).
+    pub keys: BTreeMap<String, String>,
+}
+
+impl Default for TuiConfig {
+    fn default() -> Self {
+        TuiConfig {
+            bell: true,
+            keys: BTreeMap::new(),
+        }
+    }
 }
 
 /// Settings of a device (TUI and headless).
@@ -293,6 +313,7 @@ mod tests {
             "heartbeat_timeout_secs",
             "max_call_participants",
             "admin_token",
+            "bell",
             "id",
             "max_devices_per_platform",
             "platform_limits",

@@ -63,12 +63,18 @@ fn run_tui(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
         Ok(guard) => guard,
         Err(e) => return fail(&format!("cannot open the log directory: {e}")),
     };
+    let keymap = match tui::Keymap::with_overrides(&config.tui.keys) {
+        Ok(keymap) => keymap,
+        Err(e) => return fail(&format!("config [tui.keys]: {e}")),
+    };
     let settings = args.settings(config, dirs);
     let options = tui::TuiOptions {
         user,
         device: args.device_id(config),
         user_sig: args.usersig.clone(),
         settings,
+        keymap,
+        bell: config.tui.bell,
     };
     runtime().block_on(async {
         autostart(&options.settings).await;

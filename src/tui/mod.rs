@@ -1,22 +1,30 @@
 //! The terminal UI: an Elm-style loop over the same client engine headless
-//! mode uses. `state` holds the model and its update, `view` draws it; this
-//! file only wires terminal, engine and clock together.
+//! mode uses. `state` holds the model and its update, `view` draws it,
+//! `keymap` maps keys to actions; this file only wires terminal, engine,
+//! local store and clock together, and carries out the model's effects.
 
+mod keymap;
 mod state;
+#[cfg(test)]
+mod tests;
 mod view;
 
+use std::io::Write;
 use std::time::Duration;
 
 use crossterm::event::EventStream;
 use futures_util::StreamExt;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
 use crate::client::ClientSettings;
 use crate::client::connection::{self, ClientHandle};
 use crate::client::engine::{ClientEngine, Command};
-use crate::client::local_store::Recorder;
+use crate::client::history::CallRecord;
+use crate::client::local_store::{Conversation, Recorder, StoreHandle, StoredMessage};
 use crate::ids::{DeviceId, UserId};
 use crate::time::unix_millis;
+pub use keymap::Keymap;
 pub use state::{Effect, Model};
 
 pub struct TuiOptions {
@@ -24,6 +32,16 @@ pub struct TuiOptions {
     pub user: UserId,
     pub device: Option<DeviceId>,
     pub user_sig: Option<String>,
+    pub keymap: Keymap,
+    /// Ring the terminal bell on an incoming call.
+    pub bell: bool,
+}
+
+/// Answers from the local store, back into the loop.
+enum Loaded {
+    Conversations(Vec<Conversation>),
+    Messages(String, Vec<StoredMessage>),
+    History(Vec<CallRecord>),
 }
 
 /// Runs the TUI until the user quits or SIGTERM arrives. The terminal is
@@ -34,6 +52,8 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         user,
         device,
         user_sig,
+        keymap,
+        bell,
     } = options;
     let login = settings
         .login(
@@ -45,7 +65,6 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?;
     let profile = login.profile;
     let mut recorder = Recorder::new(login.store);
-    let login = login.command;
     let ClientHandle {
         commands,
         mut events,
@@ -53,26 +72,29 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         settings.relay_url.clone(),
         ClientEngine::new(settings.engine_config()),
     );
-    let _ = commands.send(login);
+    let _ = commands.send(login.command);
 
     let mut model = Model::new(
         user,
         profile.device.clone(),
         settings.platform.clone(),
         settings.relay_url.clone(),
+        keymap,
         unix_millis(),
     );
+    let (loaded_tx, mut loaded) = mpsc::unbounded_channel();
     let mut terminal = ratatui::init();
     let mut keys = EventStream::new();
     let mut sigterm = signal(SignalKind::terminate())?;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // Often enough for the call timer, the ringing flash and notices to move.
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let result = loop {
         if let Err(e) = terminal.draw(|frame| view::draw(frame, &model, unix_millis())) {
             break Err(e);
         }
         let effects = tokio::select! {
             key = keys.next() => match key {
-                Some(Ok(event)) => model.on_terminal(event),
+                Some(Ok(event)) => model.on_terminal(event, unix_millis()),
                 Some(Err(e)) => break Err(e),
                 None => vec![Effect::Quit],
             },
@@ -83,28 +105,77 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
                 }
                 None => vec![Effect::Quit],
             },
+            Some(answer) = loaded.recv() => {
+                match answer {
+                    Loaded::Conversations(c) => model.on_conversations(c),
+                    Loaded::Messages(peer, m) => model.on_messages(&peer, m),
+                    Loaded::History(h) => model.on_history(h),
+                }
+                Vec::new()
+            }
             _ = tick.tick() => Vec::new(),
             _ = sigterm.recv() => vec![Effect::Quit],
         };
-        if apply(effects, &commands) {
+        if apply(effects, &commands, recorder.store(), &loaded_tx, bell) {
             break Ok(());
         }
     };
     ratatui::restore();
     let _ = commands.send(Command::Logout);
     drop(commands);
-    let drain = async { while events.recv().await.is_some() {} };
+    let drain = async {
+        while let Some(event) = events.recv().await {
+            recorder.observe(unix_millis(), &event);
+        }
+    };
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     result
 }
 
 /// Carries out effects; true when the UI should quit.
-fn apply(effects: Vec<Effect>, commands: &tokio::sync::mpsc::UnboundedSender<Command>) -> bool {
+fn apply(
+    effects: Vec<Effect>,
+    commands: &mpsc::UnboundedSender<Command>,
+    store: &StoreHandle,
+    loaded: &mpsc::UnboundedSender<Loaded>,
+    bell: bool,
+) -> bool {
     let mut quit = false;
     for effect in effects {
         match effect {
             Effect::Engine(cmd) => {
                 let _ = commands.send(cmd);
+            }
+            Effect::LoadConversations => {
+                let (store, loaded) = (store.clone(), loaded.clone());
+                tokio::spawn(async move {
+                    if let Ok(c) = store.conversations().await {
+                        let _ = loaded.send(Loaded::Conversations(c));
+                    }
+                });
+            }
+            Effect::LoadMessages(peer) => {
+                let (store, loaded) = (store.clone(), loaded.clone());
+                tokio::spawn(async move {
+                    if let Ok(m) = store.messages(peer.to_string(), 500, None).await {
+                        let _ = loaded.send(Loaded::Messages(peer.to_string(), m));
+                    }
+                });
+            }
+            Effect::LoadHistory => {
+                let (store, loaded) = (store.clone(), loaded.clone());
+                tokio::spawn(async move {
+                    if let Ok(h) = store.recent(100).await {
+                        let _ = loaded.send(Loaded::History(h));
+                    }
+                });
+            }
+            Effect::Bell => {
+                if bell {
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(b"\x07");
+                    let _ = out.flush();
+                }
             }
             Effect::Quit => quit = true,
         }

@@ -1,80 +1,389 @@
-//! The TUI's model and its update function: pure, so tests can feed it
-//! keys and engine events and check what it asks for.
+//! The TUI's model and its update function: pure, so tests feed it keys,
+//! engine events and store answers, and check what it asks for. No call or
+//! chat rule lives here: the engine decides, the model only shows.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
-use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind};
 
-use crate::client::engine::Command;
-use crate::client::event::{Event, LinkState, LoginStatus, UserView};
+use crate::client::engine::{CallCommand, ChatCommand, Command};
+use crate::client::event::{CallRole, Event, LinkState, LoginStatus, UserView};
+use crate::client::history::CallRecord;
+use crate::client::local_store::{Conversation, StoredMessage};
 use crate::ids::{DeviceId, Platform, UserId};
+use crate::tui::keymap::{Action, Context, Key, Keymap};
 
 /// Engine events kept for the event log.
 const LOG_CAPACITY: usize = 1000;
+/// How long a notice ("answered on another device") stays up.
+pub const NOTICE_MS: u64 = 6_000;
+/// How long "typing…" shows after the last typing event.
+const TYPING_MS: u64 = 4_000;
 
 /// What an update asks the shell to do.
 #[derive(Debug, PartialEq)]
 pub enum Effect {
     Engine(Command),
+    LoadConversations,
+    LoadMessages(UserId),
+    LoadHistory,
+    /// Ring the terminal bell.
+    Bell,
     Quit,
 }
 
-/// One line of the event log.
+/// The panes that take focus, in Tab order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pane {
+    Contacts,
+    Conversation,
+    History,
+    Log,
+}
+
+const PANES: [Pane; 4] = [Pane::Contacts, Pane::Conversation, Pane::History, Pane::Log];
+
 pub struct LogLine {
     pub at: u64,
     pub text: String,
 }
 
+/// A call ringing on this device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Incoming {
+    pub call_id: String,
+    pub sponsor: String,
+    /// The others invited with this device's user (a group call).
+    pub others: Vec<String>,
+    pub group: bool,
+    pub since: u64,
+}
+
+/// The call this device placed or is in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActiveCall {
+    pub call_id: String,
+    pub room: u32,
+    pub role: CallRole,
+    /// Who else is in the call now.
+    pub participants: Vec<String>,
+    /// Invited and not answered yet.
+    pub ringing: Vec<String>,
+    /// When this device entered the call; `None` while dialing.
+    pub began_at: Option<u64>,
+}
+
 pub struct Model {
-    pub user: UserId,
+    pub me: UserId,
     pub device: DeviceId,
     pub platform: Platform,
     pub relay_url: String,
     pub started_at: u64,
+    pub keymap: Keymap,
     pub status: LoginStatus,
     pub link: Option<LinkState>,
     /// The last problem worth showing in the status line.
     pub alert: Option<String>,
+    /// A passing notice, and when it was raised.
+    pub notice: Option<(String, u64)>,
     pub users: Vec<UserView>,
+    pub unread: HashMap<String, u64>,
+    pub focus: Pane,
+    pub selected: usize,
+    /// The conversation shown, and its messages, oldest first.
+    pub open_peer: Option<String>,
+    pub messages: Vec<StoredMessage>,
+    pub typing: Option<(String, u64)>,
+    /// The message being written, while writing.
+    pub compose: Option<String>,
+    pub incoming: Vec<Incoming>,
+    pub call: Option<ActiveCall>,
+    pub history: Vec<CallRecord>,
+    pub history_selected: usize,
     pub log: VecDeque<LogLine>,
+    /// Lines scrolled back from the newest.
+    pub log_scroll: usize,
+    pub help: bool,
 }
 
 impl Model {
     pub fn new(
-        user: UserId,
+        me: UserId,
         device: DeviceId,
         platform: Platform,
         relay_url: String,
+        keymap: Keymap,
         now: u64,
     ) -> Self {
         Model {
-            user,
+            me,
             device,
             platform,
             relay_url,
             started_at: now,
+            keymap,
             status: LoginStatus::Logout,
             link: None,
             alert: None,
+            notice: None,
             users: Vec::new(),
+            unread: HashMap::new(),
+            focus: Pane::Contacts,
+            selected: 0,
+            open_peer: None,
+            messages: Vec::new(),
+            typing: None,
+            compose: None,
+            incoming: Vec::new(),
+            call: None,
+            history: Vec::new(),
+            history_selected: 0,
             log: VecDeque::new(),
+            log_scroll: 0,
+            help: false,
         }
     }
 
-    pub fn on_terminal(&mut self, event: TermEvent) -> Vec<Effect> {
+    /// The other users, as the contacts pane lists them.
+    pub fn contacts(&self) -> impl Iterator<Item = &UserView> {
+        self.users.iter().filter(|u| u.user != self.me.as_str())
+    }
+
+    fn selected_contact(&self) -> Option<String> {
+        self.contacts().nth(self.selected).map(|u| u.user.clone())
+    }
+
+    /// The layer that sees keys first.
+    pub fn context(&self) -> Context {
+        if !self.incoming.is_empty() {
+            Context::Incoming
+        } else if self.compose.is_some() {
+            Context::Compose
+        } else {
+            match self.focus {
+                Pane::Contacts => Context::Contacts,
+                Pane::Conversation => Context::Conversation,
+                Pane::History => Context::History,
+                Pane::Log => Context::Log,
+            }
+        }
+    }
+
+    /// Whether someone is typing in the open conversation now.
+    pub fn typing_now(&self, now: u64) -> Option<&str> {
+        match (&self.typing, &self.open_peer) {
+            (Some((who, at)), Some(peer)) if who == peer && now.saturating_sub(*at) < TYPING_MS => {
+                Some(who.as_str())
+            }
+            _ => None,
+        }
+    }
+
+    pub fn notice_now(&self, now: u64) -> Option<&str> {
+        self.notice
+            .as_ref()
+            .filter(|(_, at)| now.saturating_sub(*at) < NOTICE_MS)
+            .map(|(text, _)| text.as_str())
+    }
+
+    pub fn on_terminal(&mut self, event: TermEvent, now: u64) -> Vec<Effect> {
         match event {
-            TermEvent::Key(KeyEvent {
-                code,
-                modifiers,
-                kind: KeyEventKind::Press,
-                ..
-            }) => match (code, modifiers) {
-                (KeyCode::Char('q'), _) => vec![Effect::Quit],
-                (KeyCode::Char('c'), m) if m.contains(KeyModifiers::CONTROL) => vec![Effect::Quit],
-                _ => Vec::new(),
-            },
+            TermEvent::Key(key) if key.kind == KeyEventKind::Press => self.on_key(key, now),
+            TermEvent::Paste(text) => {
+                if let Some(draft) = &mut self.compose {
+                    draft.push_str(&text);
+                }
+                Vec::new()
+            }
             _ => Vec::new(),
         }
+    }
+
+    fn on_key(&mut self, event: KeyEvent, now: u64) -> Vec<Effect> {
+        let key = Key::from_event(&event);
+        if self.help {
+            if matches!(
+                key.code,
+                KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('q')
+            ) {
+                self.help = false;
+            }
+            return Vec::new();
+        }
+        let context = self.context();
+        // In a call, its keys work from every pane (below the incoming pane).
+        let action = match (&self.call, context) {
+            (
+                Some(_),
+                Context::Contacts | Context::Conversation | Context::History | Context::Log,
+            ) => self
+                .keymap
+                .lookup(Context::Call, key)
+                .filter(|a| *a == Action::Hangup)
+                .or_else(|| self.keymap.lookup(context, key)),
+            _ => self.keymap.lookup(context, key),
+        };
+        match (context, action) {
+            (Context::Compose, None) => {
+                let draft = self.compose.as_mut().expect("composing");
+                match event.code {
+                    KeyCode::Char(c) if !key.ctrl => draft.push(c),
+                    KeyCode::Backspace => {
+                        draft.pop();
+                    }
+                    _ => {}
+                }
+                Vec::new()
+            }
+            (_, Some(action)) => self.act(action, now),
+            _ => Vec::new(),
+        }
+    }
+
+    fn act(&mut self, action: Action, now: u64) -> Vec<Effect> {
+        let ringing = self.incoming.first().map(|c| Some(c.call_id.clone()));
+        match action {
+            Action::Quit => vec![Effect::Quit],
+            Action::Help => {
+                self.help = true;
+                Vec::new()
+            }
+            Action::NextPane | Action::PrevPane => {
+                let i = PANES.iter().position(|p| *p == self.focus).unwrap_or(0);
+                let step = if action == Action::NextPane {
+                    1
+                } else {
+                    PANES.len() - 1
+                };
+                self.focus = PANES[(i + step) % PANES.len()];
+                Vec::new()
+            }
+            Action::Up | Action::Down => {
+                let down = action == Action::Down;
+                match self.focus {
+                    Pane::Contacts => {
+                        let n = self.contacts().count();
+                        self.selected = step(self.selected, n, down);
+                    }
+                    Pane::History => {
+                        self.history_selected =
+                            step(self.history_selected, self.history.len(), down);
+                    }
+                    Pane::Log => {
+                        self.log_scroll = if down {
+                            self.log_scroll.saturating_sub(1)
+                        } else {
+                            (self.log_scroll + 1).min(self.log.len().saturating_sub(1))
+                        };
+                    }
+                    Pane::Conversation => {}
+                }
+                Vec::new()
+            }
+            Action::Open => match self.selected_contact() {
+                Some(peer) => self.open(peer),
+                None => Vec::new(),
+            },
+            Action::Compose => {
+                if self.open_peer.is_some() {
+                    self.compose = Some(String::new());
+                } else if let Some(peer) = self.selected_contact() {
+                    let effects = self.open(peer);
+                    self.compose = Some(String::new());
+                    return effects;
+                }
+                Vec::new()
+            }
+            Action::Send => {
+                let text = self.compose.take().unwrap_or_default();
+                match (&self.open_peer, text.trim().is_empty()) {
+                    (Some(peer), false) => vec![Effect::Engine(Command::Chat(ChatCommand::Send {
+                        to: UserId::parse(peer).expect("contacts are valid users"),
+                        text,
+                        client_msg_id: None,
+                    }))],
+                    _ => Vec::new(),
+                }
+            }
+            Action::Cancel => {
+                self.compose = None;
+                Vec::new()
+            }
+            Action::Call => {
+                let peer = match self.focus {
+                    Pane::History => self
+                        .history
+                        .get(self.history_selected)
+                        .and_then(|r| r.peers.first().cloned()),
+                    Pane::Conversation => self.open_peer.clone(),
+                    _ => self.selected_contact(),
+                };
+                match peer.and_then(|p| UserId::parse(&p).ok()) {
+                    Some(user) => vec![Effect::Engine(Command::Call(CallCommand::Call {
+                        users: vec![user],
+                        group: false,
+                        timeout_secs: None,
+                    }))],
+                    None => {
+                        self.notice = Some(("select a contact to call".into(), now));
+                        Vec::new()
+                    }
+                }
+            }
+            Action::Accept => vec![Effect::Engine(Command::Call(CallCommand::Accept {
+                call_id: ringing.flatten(),
+            }))],
+            Action::Decline => vec![Effect::Engine(Command::Call(CallCommand::Reject {
+                call_id: ringing.flatten(),
+            }))],
+            Action::Ignore => vec![Effect::Engine(Command::Call(CallCommand::Ignore {
+                call_id: ringing.flatten(),
+            }))],
+            Action::Hangup => match &self.call {
+                Some(call) => vec![Effect::Engine(Command::Call(CallCommand::Hangup {
+                    call_id: Some(call.call_id.clone()),
+                }))],
+                None => Vec::new(),
+            },
+        }
+    }
+
+    fn open(&mut self, peer: String) -> Vec<Effect> {
+        self.focus = Pane::Conversation;
+        let user = UserId::parse(&peer).expect("contacts are valid users");
+        let changed = self.open_peer.as_deref() != Some(peer.as_str());
+        self.open_peer = Some(peer.clone());
+        if changed {
+            self.messages.clear();
+        }
+        let mut effects = vec![Effect::LoadMessages(user.clone())];
+        if self.unread.get(&peer).is_some_and(|n| *n > 0) {
+            effects.push(Effect::Engine(Command::Chat(ChatCommand::MarkRead {
+                peer: user,
+            })));
+        }
+        effects
+    }
+
+    /// What the local store answered.
+    pub fn on_conversations(&mut self, conversations: Vec<Conversation>) {
+        self.unread = conversations
+            .into_iter()
+            .map(|c| (c.user_id, c.unread_count))
+            .collect();
+    }
+
+    pub fn on_messages(&mut self, peer: &str, messages: Vec<StoredMessage>) {
+        if self.open_peer.as_deref() == Some(peer) {
+            self.messages = messages;
+        }
+    }
+
+    pub fn on_history(&mut self, history: Vec<CallRecord>) {
+        self.history = history;
+        self.history_selected = self
+            .history_selected
+            .min(self.history.len().saturating_sub(1));
     }
 
     pub fn on_engine(&mut self, event: Event, now: u64) -> Vec<Effect> {
@@ -83,7 +392,11 @@ impl Model {
         match event {
             Event::SdkReady => {
                 self.alert = None;
-                effects.push(Effect::Engine(Command::GetUsers { subscribe: true }));
+                effects.extend([
+                    Effect::Engine(Command::GetUsers { subscribe: true }),
+                    Effect::LoadConversations,
+                    Effect::LoadHistory,
+                ]);
             }
             Event::LoginStatusChanged { status, .. } => self.status = status,
             Event::ConnectionChanged { state } => {
@@ -95,10 +408,10 @@ impl Model {
             Event::KickedOut { message, .. } => {
                 self.alert = Some(format!(
                     "kicked out: {message}. Restart termphone to log in again"
-                ))
+                ));
             }
             Event::UserSigExpired => {
-                self.alert = Some("your UserSig expired; restart termphone to log in again".into())
+                self.alert = Some("your UserSig expired; restart termphone to log in again".into());
             }
             Event::Users { users } => self.users = users,
             Event::UserStatusChanged { user } => {
@@ -108,10 +421,209 @@ impl Model {
                 }
             }
             Event::Error { message, .. } => self.alert = Some(message),
-            // Calls reach the TUI's panes with the TUI issue; the event log shows them now.
+            Event::OnCallReceived {
+                call_id,
+                sponsor,
+                user_id_list,
+                is_from_group,
+                ..
+            } => {
+                self.incoming.push(Incoming {
+                    call_id,
+                    sponsor,
+                    others: user_id_list,
+                    group: is_from_group,
+                    since: now,
+                });
+                effects.push(Effect::Bell);
+            }
+            Event::CallDialing {
+                call_id,
+                room_id,
+                user_id_list,
+                ..
+            } => {
+                self.call = Some(ActiveCall {
+                    call_id,
+                    room: room_id,
+                    role: CallRole::Caller,
+                    participants: Vec::new(),
+                    ringing: user_id_list,
+                    began_at: None,
+                });
+            }
+            Event::OnCallBegin {
+                call_id,
+                room_id,
+                call_role,
+                ..
+            } => {
+                let ringing = self.incoming.iter().position(|c| c.call_id == call_id);
+                let from = ringing.map(|i| self.incoming.remove(i));
+                match &mut self.call {
+                    Some(call) if call.call_id == call_id => call.began_at = Some(now),
+                    _ => {
+                        self.call = Some(ActiveCall {
+                            call_id,
+                            room: room_id,
+                            role: call_role,
+                            participants: from.map(|c| vec![c.sponsor]).unwrap_or_default(),
+                            ringing: Vec::new(),
+                            began_at: Some(now),
+                        });
+                    }
+                }
+            }
+            Event::OnCallCanceled {
+                call_id, reason, ..
+            } => {
+                let from = self
+                    .incoming
+                    .iter()
+                    .position(|c| c.call_id == call_id)
+                    .map(|i| self.incoming.remove(i));
+                let ours = self.call.as_ref().is_some_and(|c| c.call_id == call_id);
+                let text = match (from, ours) {
+                    (Some(c), _) => incoming_stopped(&reason, &c.sponsor),
+                    (None, true) => {
+                        let who = self
+                            .call
+                            .as_ref()
+                            .map(|c| c.ringing.join(", "))
+                            .unwrap_or_default();
+                        self.call = None;
+                        outgoing_stopped(&reason, &who)
+                    }
+                    (None, false) => None,
+                };
+                if let Some(text) = text {
+                    self.notice = Some((text, now));
+                }
+                effects.push(Effect::LoadHistory);
+            }
+            Event::CallingEnd {
+                call_id,
+                total_time,
+                ..
+            } => {
+                if self.call.as_ref().is_some_and(|c| c.call_id == call_id) {
+                    self.call = None;
+                    self.notice =
+                        Some((format!("call ended after {}", clock_secs(total_time)), now));
+                }
+                effects.push(Effect::LoadHistory);
+            }
+            Event::UserAccept { call_id, user_id } | Event::UserEnter { call_id, user_id } => {
+                if let Some(call) = self.call.as_mut().filter(|c| c.call_id == call_id) {
+                    call.ringing.retain(|u| *u != user_id);
+                    if !call.participants.contains(&user_id) {
+                        call.participants.push(user_id);
+                    }
+                }
+            }
+            Event::UserLeave { call_id, user_id }
+            | Event::Reject { call_id, user_id }
+            | Event::LineBusy { call_id, user_id } => {
+                if let Some(call) = self.call.as_mut().filter(|c| c.call_id == call_id) {
+                    call.ringing.retain(|u| *u != user_id);
+                    call.participants.retain(|u| *u != user_id);
+                }
+            }
+            Event::NoResp {
+                call_id,
+                user_id_list,
+                ..
+            } => {
+                if let Some(call) = self.call.as_mut().filter(|c| c.call_id == call_id) {
+                    call.ringing.retain(|u| !user_id_list.contains(u));
+                }
+            }
+            Event::GroupCallInviteeListUpdate {
+                call_id,
+                user_id_list,
+            } => {
+                if let Some(call) = self.call.as_mut().filter(|c| c.call_id == call_id) {
+                    call.ringing = user_id_list;
+                }
+            }
+            Event::MessageReceived {
+                msg_id,
+                from,
+                to,
+                text,
+                timestamp,
+                ..
+            } => {
+                let peer = if from == self.me.as_str() {
+                    to.clone()
+                } else {
+                    from.clone()
+                };
+                if self.typing.as_ref().is_some_and(|(who, _)| *who == from) {
+                    self.typing = None;
+                }
+                self.show_message(
+                    &peer,
+                    StoredMessage {
+                        recalled: text.is_empty(),
+                        msg_id,
+                        from,
+                        to,
+                        text,
+                        timestamp,
+                    },
+                );
+                effects.push(Effect::LoadConversations);
+                // Reading it here, now: the other devices clear it too.
+                if self.open_peer.as_deref() == Some(peer.as_str())
+                    && self.focus == Pane::Conversation
+                {
+                    effects.push(Effect::Engine(Command::Chat(ChatCommand::MarkRead {
+                        peer: UserId::parse(&peer).expect("valid"),
+                    })));
+                }
+            }
+            Event::MessageSent {
+                msg_id,
+                to,
+                text,
+                timestamp,
+                ..
+            } => {
+                let from = self.me.to_string();
+                self.show_message(
+                    &to.clone(),
+                    StoredMessage {
+                        msg_id,
+                        from,
+                        to,
+                        text,
+                        timestamp,
+                        recalled: false,
+                    },
+                );
+                effects.push(Effect::LoadConversations);
+            }
+            Event::MessageRecalled { msg_id, .. } => {
+                if let Some(m) = self.messages.iter_mut().find(|m| m.msg_id == msg_id) {
+                    m.recalled = true;
+                    m.text.clear();
+                }
+                effects.push(Effect::LoadConversations);
+            }
+            Event::ConversationRead { .. } => effects.push(Effect::LoadConversations),
+            Event::Typing { user_id } => self.typing = Some((user_id, now)),
             _ => {}
         }
         effects
+    }
+
+    fn show_message(&mut self, peer: &str, message: StoredMessage) {
+        if self.open_peer.as_deref() == Some(peer)
+            && !self.messages.iter().any(|m| m.msg_id == message.msg_id)
+        {
+            self.messages.push(message);
+        }
     }
 
     fn log_event(&mut self, event: &Event, now: u64) {
@@ -125,6 +637,49 @@ impl Model {
     }
 }
 
+fn step(i: usize, n: usize, down: bool) -> usize {
+    match (n, down) {
+        (0, _) => 0,
+        (_, true) => (i + 1).min(n - 1),
+        (_, false) => i.saturating_sub(1),
+    }
+}
+
+/// What the incoming-call pane says when it closes, by reason.
+fn incoming_stopped(reason: &str, sponsor: &str) -> Option<String> {
+    Some(match reason {
+        "answered_elsewhere" => format!("call from {sponsor} answered on another device"),
+        "declined_elsewhere" => format!("call from {sponsor} declined on another device"),
+        "declined" => format!("declined the call from {sponsor}"),
+        "caller_canceled" => format!("{sponsor} hung up before you answered"),
+        "timeout" => format!("missed call from {sponsor}"),
+        "call_ended" => format!("the call from {sponsor} ended"),
+        "signed_out" => format!("signed out while {sponsor} was calling"),
+        "ignored" => return None,
+        other => format!("call from {sponsor}: {other}"),
+    })
+}
+
+/// What the status says when an outgoing call stops before it connects.
+fn outgoing_stopped(reason: &str, who: &str) -> Option<String> {
+    Some(match reason {
+        "declined" => format!("{who} declined"),
+        "timeout" => format!("no answer from {who}"),
+        "busy" => format!("{who} is in another call"),
+        "caller_canceled" => "call canceled".to_owned(),
+        other => format!("call stopped: {other}"),
+    })
+}
+
+/// `M:SS` or `H:MM:SS`.
+pub fn clock_secs(secs: u64) -> String {
+    if secs >= 3600 {
+        format!("{}:{:02}:{:02}", secs / 3600, (secs / 60) % 60, secs % 60)
+    } else {
+        format!("{}:{:02}", secs / 60, secs % 60)
+    }
+}
+
 /// One event-log line: the event's name and its fields, shortened where the
 /// fields are lists.
 fn summary(event: &Event) -> String {
@@ -132,6 +687,11 @@ fn summary(event: &Event) -> String {
         Event::Users { users } => format!("{} users", users.len()),
         Event::UserStatusChanged { user } => {
             format!("userID={} devices={}", user.user, user.devices.len())
+        }
+        Event::CallHistory { calls } => format!("{} calls", calls.len()),
+        Event::Conversations { conversations } => format!("{} conversations", conversations.len()),
+        Event::Messages { user_id, messages } => {
+            format!("userID={user_id} {} messages", messages.len())
         }
         other => serde_json::to_value(other)
             .ok()
@@ -153,37 +713,5 @@ fn summary(event: &Event) -> String {
         event.name().to_owned()
     } else {
         format!("{} {detail}", event.name())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn model() -> Model {
-        Model::new(
-            UserId::parse("alice").unwrap(),
-            DeviceId::parse("d1").unwrap(),
-            Platform::terminal(),
-            "ws://127.0.0.1:7787".into(),
-            0,
-        )
-    }
-
-    #[test]
-    fn ready_asks_for_users_and_logs() {
-        let mut m = model();
-        assert_eq!(
-            m.on_engine(Event::SdkReady, 5),
-            vec![Effect::Engine(Command::GetUsers { subscribe: true })]
-        );
-        assert_eq!(m.log.back().unwrap().text, "SDK_READY");
-    }
-
-    #[test]
-    fn q_quits() {
-        let mut m = model();
-        let key = TermEvent::Key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE));
-        assert_eq!(m.on_terminal(key), vec![Effect::Quit]);
     }
 }

@@ -1,47 +1,72 @@
-//! Drawing: a pure function of the model and the time.
+//! Drawing: a pure function of the model and the time. Layers, bottom up:
+//! the panes, the incoming-call pane, the help popup.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, List, ListItem, Paragraph};
+use ratatui::widgets::{Block, Clear, List, ListItem, ListState, Paragraph, Wrap};
 
-use crate::client::event::{LinkState, LoginStatus};
-use crate::tui::state::Model;
+use crate::client::event::{CallRole, LinkState, LoginStatus};
+use crate::tui::keymap::Context;
+use crate::tui::state::{Model, Pane, clock_secs};
 
 pub fn draw(frame: &mut Frame, model: &Model, now: u64) {
     let [status, body, footer] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Min(3),
+        Constraint::Min(6),
         Constraint::Length(1),
     ])
     .areas(frame.area());
-    let [contacts, log] =
-        Layout::horizontal([Constraint::Percentage(35), Constraint::Percentage(65)]).areas(body);
+    let left_width = (body.width / 3).clamp(22, 36);
+    let [left, right] =
+        Layout::horizontal([Constraint::Length(left_width), Constraint::Min(20)]).areas(body);
+    let [contacts, history] =
+        Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(left);
+    let call_rows = if model.call.is_some() { 4 } else { 0 };
+    let log_rows = (right.height / 4).clamp(4, 12);
+    let [call, conversation, log] = Layout::vertical([
+        Constraint::Length(call_rows),
+        Constraint::Min(4),
+        Constraint::Length(log_rows),
+    ])
+    .areas(right);
 
     frame.render_widget(status_line(model), status);
-    if model.users.iter().any(|u| u.user != model.user.as_str()) {
-        frame.render_widget(contact_list(model), contacts);
-    } else {
-        let hint = Paragraph::new(vec![
-            Line::from("No one else here yet.".dark_gray()),
-            Line::from(""),
-            Line::from("In another terminal:".dark_gray()),
-            Line::from("  termphone --user bob"),
-        ])
-        .wrap(ratatui::widgets::Wrap { trim: false })
-        .block(Block::bordered().title(" Contacts "));
-        frame.render_widget(hint, contacts);
+    draw_contacts(frame, model, contacts);
+    draw_history(frame, model, history);
+    if model.call.is_some() {
+        frame.render_widget(call_panel(model, now), call);
     }
-    frame.render_widget(event_log(model, log.height.saturating_sub(2) as usize), log);
     frame.render_widget(
-        Line::from(vec![
-            " q ".reversed(),
-            " quit ".into(),
-            format!("  up {}", clock(now.saturating_sub(model.started_at))).dark_gray(),
-        ]),
-        footer,
+        conversation_pane(model, now, conversation.height),
+        conversation,
     );
+    frame.render_widget(event_log(model, log.height.saturating_sub(2) as usize), log);
+    frame.render_widget(footer_line(model, now), footer);
+    if !model.incoming.is_empty() {
+        draw_incoming(frame, model, now);
+    }
+    if model.help {
+        draw_help(frame, model);
+    }
+}
+
+fn pane_block(title: String, model: &Model, pane: Pane) -> Block<'static> {
+    let focused = model.focus == pane && model.incoming.is_empty() && !model.help;
+    let style = if focused {
+        Style::default().fg(Color::Cyan)
+    } else {
+        Style::default().fg(Color::DarkGray)
+    };
+    Block::bordered().border_style(style).title(Span::styled(
+        title,
+        if focused {
+            style.bold()
+        } else {
+            Style::default()
+        },
+    ))
 }
 
 fn status_line(model: &Model) -> Paragraph<'_> {
@@ -52,14 +77,14 @@ fn status_line(model: &Model) -> Paragraph<'_> {
     };
     let link = match model.link {
         Some(LinkState::Connected) => Span::raw("connected").green(),
-        Some(LinkState::Reconnecting) => Span::raw("reconnecting…").yellow(),
+        Some(LinkState::Reconnecting) => Span::raw("relay unreachable, reconnecting…").yellow(),
         Some(LinkState::Disconnected) => Span::raw("disconnected").red(),
         None => Span::raw("connecting…").yellow(),
     };
     // Most important first: a narrow terminal cuts the end of the line.
     let mut spans = vec![
         " termphone ".bold().reversed(),
-        format!(" {}@{} ({})  ", model.user, model.device, model.platform).into(),
+        format!(" {}@{} ({})  ", model.me, model.device, model.platform).into(),
         Span::styled(
             status,
             Style::default().fg(color).add_modifier(Modifier::BOLD),
@@ -74,11 +99,22 @@ fn status_line(model: &Model) -> Paragraph<'_> {
     Paragraph::new(Line::from(spans))
 }
 
-fn contact_list(model: &Model) -> List<'_> {
-    let items = model
-        .users
-        .iter()
-        .filter(|u| u.user != model.user.as_str())
+fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
+    let block = pane_block(" Contacts ".into(), model, Pane::Contacts);
+    if model.contacts().next().is_none() {
+        let hint = Paragraph::new(vec![
+            Line::from("No one else here yet.".dark_gray()),
+            Line::from(""),
+            Line::from("In another terminal:".dark_gray()),
+            Line::from("  termphone --user bob"),
+        ])
+        .wrap(Wrap { trim: false })
+        .block(block);
+        frame.render_widget(hint, area);
+        return;
+    }
+    let items: Vec<ListItem> = model
+        .contacts()
         .map(|u| {
             let online = !u.devices.is_empty();
             let (dot, style) = if online {
@@ -86,33 +122,290 @@ fn contact_list(model: &Model) -> List<'_> {
             } else {
                 ("○", Style::default().fg(Color::DarkGray))
             };
-            let devices = match u.devices.len() {
-                0 => "offline".to_owned(),
-                1 => "1 device".to_owned(),
-                n => format!("{n} devices"),
-            };
-            ListItem::new(Line::from(vec![
+            let mut spans = vec![
                 Span::styled(format!("{dot} "), style),
                 Span::raw(u.user.clone()),
-                format!("  {devices}").dark_gray(),
-            ]))
-        });
-    List::new(items).block(Block::bordered().title(" Contacts "))
+            ];
+            match u.devices.len() {
+                0 => {}
+                1 => spans.push(" 1 device".dark_gray()),
+                n => spans.push(format!(" {n} devices").dark_gray()),
+            }
+            if let Some(n) = model.unread.get(&u.user).filter(|n| **n > 0) {
+                spans.push(format!(" ({n})").yellow().bold());
+            }
+            ListItem::new(Line::from(spans))
+        })
+        .collect();
+    let mut state = ListState::default().with_selected(Some(model.selected));
+    let list = List::new(items)
+        .block(block)
+        .highlight_style(Style::default().reversed());
+    frame.render_stateful_widget(list, area, &mut state);
+}
+
+fn draw_history(frame: &mut Frame, model: &Model, area: Rect) {
+    let block = pane_block(" Calls ".into(), model, Pane::History);
+    let items: Vec<ListItem> = model
+        .history
+        .iter()
+        .map(|r| {
+            let (arrow, peer) = match r.call_role {
+                CallRole::Caller => ("↗", r.peers.join(",")),
+                CallRole::Called => ("↙", r.peers.join(",")),
+            };
+            let detail = match r.outcome.as_str() {
+                "answered" => clock_secs(r.total_time),
+                "missed" => "missed".into(),
+                other => other.replace('_', " "),
+            };
+            let line = Line::from(vec![format!("{arrow} {peer} ").into(), detail.dark_gray()]);
+            let item = ListItem::new(line);
+            if r.missed { item.red() } else { item }
+        })
+        .collect();
+    let mut state = ListState::default()
+        .with_selected((model.focus == Pane::History).then_some(model.history_selected));
+    let list = List::new(items)
+        .block(block)
+        .highlight_style(Style::default().reversed());
+    frame.render_stateful_widget(list, area, &mut state);
+}
+
+fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
+    let call = model.call.as_ref().expect("in a call");
+    let (title, color) = match call.began_at {
+        Some(at) => (
+            format!(" In call {} ", clock_secs(now.saturating_sub(at) / 1000)),
+            Color::Green,
+        ),
+        None => (" Calling… ".to_owned(), Color::Yellow),
+    };
+    let mut lines = Vec::new();
+    let mut with = vec!["with ".dark_gray()];
+    if call.participants.is_empty() && call.began_at.is_none() {
+        with.push(Span::raw(call.ringing.join(", ")).bold());
+    } else {
+        with.push(Span::raw(call.participants.join(", ")).bold());
+        if !call.ringing.is_empty() {
+            with.push(format!("  ringing {}", call.ringing.join(", ")).dark_gray());
+        }
+    }
+    lines.push(Line::from(with));
+    let role = match call.role {
+        CallRole::Caller => "you called",
+        CallRole::Called => "you answered",
+    };
+    lines.push(Line::from(
+        format!("room {}  {role}", call.room).dark_gray(),
+    ));
+    Paragraph::new(lines).block(
+        Block::bordered()
+            .border_style(Style::default().fg(color))
+            .title(Span::styled(title, Style::default().fg(color).bold())),
+    )
+}
+
+fn conversation_pane(model: &Model, now: u64, height: u16) -> Paragraph<'_> {
+    let title = match &model.open_peer {
+        Some(peer) => format!(" {peer} "),
+        None => " Conversation ".into(),
+    };
+    let block = pane_block(title, model, Pane::Conversation);
+    let Some(peer) = &model.open_peer else {
+        return Paragraph::new(Line::from("Select a contact and press Enter.".dark_gray()))
+            .block(block);
+    };
+    let mut lines: Vec<Line> = model
+        .messages
+        .iter()
+        .map(|m| {
+            let mine = m.from == model.me.as_str();
+            let who = if mine {
+                Span::raw("me").cyan()
+            } else {
+                Span::raw(m.from.clone()).green()
+            };
+            let text = if m.recalled {
+                Span::raw("(message recalled)").dark_gray().italic()
+            } else {
+                Span::raw(m.text.clone())
+            };
+            Line::from(vec![
+                format!("{} ", hh_mm(m.timestamp)).dark_gray(),
+                who,
+                ": ".into(),
+                text,
+            ])
+        })
+        .collect();
+    if model.messages.is_empty() {
+        lines.push(Line::from(
+            format!("No messages with {peer} yet.").dark_gray(),
+        ));
+    }
+    if let Some(who) = model.typing_now(now) {
+        lines.push(Line::from(format!("{who} is typing…").dark_gray().italic()));
+    }
+    match &model.compose {
+        Some(draft) => lines.push(Line::from(vec![
+            "> ".cyan().bold(),
+            Span::raw(draft.clone()),
+            "▏".cyan(),
+        ])),
+        None => lines.push(Line::from("")),
+    }
+    // Show the newest lines: scroll so the last one sits at the bottom.
+    let inner = height.saturating_sub(2) as usize;
+    let scroll = lines.len().saturating_sub(inner) as u16;
+    Paragraph::new(lines).block(block).scroll((scroll, 0))
 }
 
 fn event_log(model: &Model, rows: usize) -> List<'_> {
-    let skip = model.log.len().saturating_sub(rows);
-    let items = model.log.iter().skip(skip).map(|l| {
+    let end = model.log.len().saturating_sub(model.log_scroll);
+    let skip = end.saturating_sub(rows);
+    let items = model.log.iter().skip(skip).take(end - skip).map(|l| {
         ListItem::new(Line::from(vec![
-            format!("{} ", clock(l.at.saturating_sub(model.started_at))).dark_gray(),
+            format!("{} ", elapsed(l.at.saturating_sub(model.started_at))).dark_gray(),
             Span::raw(l.text.clone()),
         ]))
     });
-    List::new(items).block(Block::bordered().title(" Event log "))
+    List::new(items).block(pane_block(" Event log ".into(), model, Pane::Log))
+}
+
+fn footer_line(model: &Model, now: u64) -> Line<'_> {
+    let mut spans = Vec::new();
+    if let Some(notice) = model.notice_now(now) {
+        spans.push(format!(" {notice} ").black().on_yellow());
+        spans.push(" ".into());
+    }
+    let mut contexts = vec![model.context()];
+    if model.call.is_some() && !matches!(model.context(), Context::Incoming | Context::Compose) {
+        contexts.insert(0, Context::Call);
+    }
+    for context in contexts {
+        for (key, action) in model.keymap.hints(context) {
+            if context != Context::Call && model.call.is_some() && action.name() == "call" {
+                continue;
+            }
+            spans.push(format!(" {key} ").reversed());
+            spans.push(format!(" {} ", action.hint()).into());
+        }
+    }
+    Line::from(spans)
+}
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let [row] = Layout::vertical([Constraint::Length(height.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [cell] = Layout::horizontal([Constraint::Length(width.min(area.width))])
+        .flex(Flex::Center)
+        .areas(row);
+    cell
+}
+
+fn draw_incoming(frame: &mut Frame, model: &Model, now: u64) {
+    let call = &model.incoming[0];
+    // The border flashes while it rings.
+    let color = if (now / 500).is_multiple_of(2) {
+        Color::Yellow
+    } else {
+        Color::Magenta
+    };
+    let mut lines = vec![
+        Line::from(vec![
+            Span::raw(call.sponsor.clone()).bold(),
+            " is calling".into(),
+        ]),
+        Line::from(if call.group && !call.others.is_empty() {
+            format!("group call, also with {}", call.others.join(", "))
+        } else if call.group {
+            "group call".into()
+        } else {
+            "audio call".into()
+        })
+        .dark_gray(),
+        Line::from(
+            format!(
+                "ringing for {}",
+                clock_secs(now.saturating_sub(call.since) / 1000)
+            )
+            .dark_gray(),
+        ),
+    ];
+    if model.incoming.len() > 1 {
+        lines.push(Line::from(
+            format!("and {} more ringing", model.incoming.len() - 1).dark_gray(),
+        ));
+    }
+    lines.push(Line::from(
+        model
+            .keymap
+            .hints(Context::Incoming)
+            .into_iter()
+            .filter(|(_, a)| a.name() != "quit")
+            .flat_map(|(k, a)| {
+                [
+                    format!(" {k} ").reversed(),
+                    format!(" {}  ", a.hint()).into(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let area = centered(frame.area(), 48, lines.len() as u16 + 2);
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::bordered()
+                .border_style(Style::default().fg(color).bold())
+                .title(Span::styled(
+                    " Incoming call ",
+                    Style::default().fg(color).bold(),
+                )),
+        ),
+        area,
+    );
+}
+
+fn draw_help(frame: &mut Frame, model: &Model) {
+    // One line per action, with every key bound to it, in table order.
+    let mut rows: Vec<(Vec<String>, &str)> = Vec::new();
+    for (_, key, action) in model.keymap.all() {
+        let key = key.to_string();
+        match rows.iter_mut().find(|(_, hint)| *hint == action.hint()) {
+            Some((keys, _)) if !keys.contains(&key) => keys.push(key),
+            Some(_) => {}
+            None => rows.push((vec![key], action.hint())),
+        }
+    }
+    let lines: Vec<Line> = rows
+        .into_iter()
+        .map(|(keys, hint)| {
+            Line::from(vec![
+                format!("  {:<16}", keys.join(" ")).cyan(),
+                hint.into(),
+            ])
+        })
+        .collect();
+    let area = centered(frame.area(), 44, lines.len() as u16 + 2);
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(" Keys (Esc closes) ")),
+        area,
+    );
+}
+
+/// `HH:MM` of a unix-ms time, in UTC.
+fn hh_mm(ms: u64) -> String {
+    let minutes = ms / 60_000;
+    format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
 }
 
 /// `MM:SS.mmm` since the UI started: event logs compare intervals, not dates.
-fn clock(ms: u64) -> String {
+fn elapsed(ms: u64) -> String {
     format!(
         "{:02}:{:02}.{:03}",
         ms / 60_000,

@@ -6,3 +6,4 @@ mod chat_ws;
 mod cli;
 mod login_mesh;
 mod login_ws;
+mod tui_tmux;

@@ -1,0 +1,346 @@
+//! Keys: one table that both handles key presses and writes the footer's
+//! hints, so the two never disagree. Bindings can be changed in the
+//! config's `[keys]` section (action name = key).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// Where the key was pressed: the top layer decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Context {
+    /// A call rings here: the incoming-call pane is on top.
+    Incoming,
+    /// Writing a message.
+    Compose,
+    /// In (or dialing) a call.
+    Call,
+    Contacts,
+    Conversation,
+    History,
+    Log,
+    /// Everywhere not taken by a layer above.
+    Global,
+}
+
+macro_rules! actions {
+    ($($variant:ident = $name:literal, $hint:literal;)+) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+        pub enum Action {
+            $($variant,)+
+        }
+
+        impl Action {
+            pub const ALL: &'static [Action] = &[$(Action::$variant,)+];
+
+            /// The name used in the config's `[keys]` section.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Action::$variant => $name,)+
+                }
+            }
+
+            /// What the footer says it does.
+            pub fn hint(self) -> &'static str {
+                match self {
+                    $(Action::$variant => $hint,)+
+                }
+            }
+        }
+    };
+}
+
+actions! {
+    Accept = "accept", "answer";
+    Decline = "decline", "decline";
+    Ignore = "ignore", "ignore";
+    Hangup = "hangup", "hang up";
+    Call = "call", "call";
+    Open = "open", "open";
+    Compose = "compose", "write";
+    Send = "send", "send";
+    Cancel = "cancel", "back";
+    Up = "up", "up";
+    Down = "down", "down";
+    NextPane = "next_pane", "next pane";
+    PrevPane = "prev_pane", "previous pane";
+    Help = "help", "help";
+    Quit = "quit", "quit";
+}
+
+/// A key, as written in the config and shown in hints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub code: KeyCode,
+    pub ctrl: bool,
+}
+
+impl Key {
+    pub const fn plain(code: KeyCode) -> Key {
+        Key { code, ctrl: false }
+    }
+
+    pub const fn ch(c: char) -> Key {
+        Key::plain(KeyCode::Char(c))
+    }
+
+    pub fn from_event(e: &KeyEvent) -> Key {
+        let ctrl = e.modifiers.contains(KeyModifiers::CONTROL);
+        // Shift-Tab arrives as BackTab; letters carry their case already.
+        Key { code: e.code, ctrl }
+    }
+
+    /// Parses `c`, `ctrl-c`, `enter`, `esc`, `tab`, `backtab`, `up`, `down`, `?`.
+    pub fn parse(s: &str) -> Result<Key, String> {
+        let (ctrl, rest) = match s.strip_prefix("ctrl-") {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let code = match rest {
+            "enter" => KeyCode::Enter,
+            "esc" => KeyCode::Esc,
+            "tab" => KeyCode::Tab,
+            "backtab" => KeyCode::BackTab,
+            "up" => KeyCode::Up,
+            "down" => KeyCode::Down,
+            "left" => KeyCode::Left,
+            "right" => KeyCode::Right,
+            "space" => KeyCode::Char(' '),
+            one if one.chars().count() == 1 => KeyCode::Char(one.chars().next().expect("one char")),
+            other => {
+                return Err(format!(
+                    "{other:?} is not a key: use a single character, ctrl-X, enter, esc, tab, backtab, up, down, left, right or space"
+                ));
+            }
+        };
+        Ok(Key { code, ctrl })
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ctrl {
+            f.write_str("C-")?;
+        }
+        match self.code {
+            KeyCode::Enter => f.write_str("Enter"),
+            KeyCode::Esc => f.write_str("Esc"),
+            KeyCode::Tab => f.write_str("Tab"),
+            KeyCode::BackTab => f.write_str("S-Tab"),
+            KeyCode::Up => f.write_str("↑"),
+            KeyCode::Down => f.write_str("↓"),
+            KeyCode::Left => f.write_str("←"),
+            KeyCode::Right => f.write_str("→"),
+            KeyCode::Char(' ') => f.write_str("Space"),
+            KeyCode::Char(c) => write!(f, "{c}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// Which action each key does in each context; the first binding of an
+/// action in a context is the one its hint shows.
+#[derive(Clone, Debug)]
+pub struct Keymap {
+    bindings: Vec<(Context, Key, Action)>,
+}
+
+impl Default for Keymap {
+    fn default() -> Self {
+        use Action as A;
+        use Context as C;
+        let k = Key::ch;
+        let p = Key::plain;
+        let mut bindings = vec![
+            (C::Incoming, k('a'), A::Accept),
+            (C::Incoming, k('d'), A::Decline),
+            (C::Incoming, k('i'), A::Ignore),
+            (C::Compose, p(KeyCode::Enter), A::Send),
+            (C::Compose, p(KeyCode::Esc), A::Cancel),
+            (C::Call, k('h'), A::Hangup),
+            (C::Contacts, k('c'), A::Call),
+            (C::Contacts, p(KeyCode::Enter), A::Open),
+            (C::Contacts, p(KeyCode::Down), A::Down),
+            (C::Contacts, k('j'), A::Down),
+            (C::Contacts, p(KeyCode::Up), A::Up),
+            (C::Contacts, k('k'), A::Up),
+            (C::Conversation, k('w'), A::Compose),
+            (C::Conversation, p(KeyCode::Enter), A::Compose),
+            (C::Conversation, k('c'), A::Call),
+            (C::History, p(KeyCode::Down), A::Down),
+            (C::History, k('j'), A::Down),
+            (C::History, p(KeyCode::Up), A::Up),
+            (C::History, k('k'), A::Up),
+            (C::History, k('c'), A::Call),
+            (C::Log, p(KeyCode::Up), A::Up),
+            (C::Log, p(KeyCode::Down), A::Down),
+        ];
+        for context in [
+            C::Call,
+            C::Contacts,
+            C::Conversation,
+            C::History,
+            C::Log,
+            C::Global,
+        ] {
+            bindings.extend([
+                (context, p(KeyCode::Tab), A::NextPane),
+                (context, p(KeyCode::BackTab), A::PrevPane),
+                (context, k('?'), A::Help),
+                (context, k('q'), A::Quit),
+            ]);
+        }
+        for context in [
+            C::Incoming,
+            C::Compose,
+            C::Call,
+            C::Contacts,
+            C::Conversation,
+            C::History,
+            C::Log,
+            C::Global,
+        ] {
+            bindings.push((
+                context,
+                Key {
+                    code: KeyCode::Char('c'),
+                    ctrl: true,
+                },
+                A::Quit,
+            ));
+        }
+        Keymap { bindings }
+    }
+}
+
+impl Keymap {
+    /// The default keymap with the config's `[keys]` overrides: each named
+    /// action gets the given key wherever it was bound.
+    pub fn with_overrides(overrides: &BTreeMap<String, String>) -> Result<Keymap, String> {
+        let mut map = Keymap::default();
+        for (name, key) in overrides {
+            let action = Action::ALL
+                .iter()
+                .copied()
+                .find(|a| a.name() == name)
+                .ok_or_else(|| {
+                    let names: Vec<_> = Action::ALL.iter().map(|a| a.name()).collect();
+                    format!(
+                        "keys.{name}: no such action; actions are {}",
+                        names.join(", ")
+                    )
+                })?;
+            let key = Key::parse(key).map_err(|e| format!("keys.{name}: {e}"))?;
+            let contexts: Vec<Context> = map
+                .bindings
+                .iter()
+                .filter(|(_, _, a)| *a == action)
+                .map(|(c, _, _)| *c)
+                .collect();
+            map.bindings.retain(|(_, _, a)| *a != action);
+            for c in contexts {
+                map.bindings.insert(0, (c, key, action));
+            }
+        }
+        Ok(map)
+    }
+
+    /// The action of `key` in `context` (falling back to global keys).
+    pub fn lookup(&self, context: Context, key: Key) -> Option<Action> {
+        let find = |ctx: Context| {
+            self.bindings
+                .iter()
+                .find(|(c, k, _)| *c == ctx && *k == key)
+                .map(|(_, _, a)| *a)
+        };
+        find(context).or_else(|| match context {
+            Context::Incoming | Context::Compose => None,
+            _ => find(Context::Global),
+        })
+    }
+
+    /// The footer for `context`: each action once, with its first key.
+    pub fn hints(&self, context: Context) -> Vec<(Key, Action)> {
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        for &(c, key, action) in &self.bindings {
+            if c == context
+                && !seen.contains(&action)
+                && !matches!(action, Action::Up | Action::Down)
+            {
+                seen.push(action);
+                out.push((key, action));
+            }
+        }
+        out
+    }
+
+    /// Every binding, for the help popup.
+    pub fn all(&self) -> &[(Context, Key, Action)] {
+        &self.bindings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_incoming_pane_sees_keys_first() {
+        let map = Keymap::default();
+        assert_eq!(
+            map.lookup(Context::Incoming, Key::ch('a')),
+            Some(Action::Accept)
+        );
+        assert_eq!(
+            map.lookup(Context::Incoming, Key::ch('q')),
+            None,
+            "q does not quit under a ringing call"
+        );
+        assert_eq!(
+            map.lookup(Context::Contacts, Key::ch('q')),
+            Some(Action::Quit)
+        );
+        assert_eq!(
+            map.lookup(Context::Compose, Key::ch('q')),
+            None,
+            "q is a letter while writing"
+        );
+    }
+
+    #[test]
+    fn hints_come_from_the_same_table() {
+        let map = Keymap::default();
+        let hints: Vec<String> = map
+            .hints(Context::Incoming)
+            .iter()
+            .map(|(k, a)| format!("{k} {}", a.hint()))
+            .collect();
+        assert_eq!(hints, ["a answer", "d decline", "i ignore", "C-c quit"]);
+    }
+
+    #[test]
+    fn overrides_rebind_and_bad_ones_say_why() {
+        let overrides = BTreeMap::from([("call".to_string(), "ctrl-p".to_string())]);
+        let map = Keymap::with_overrides(&overrides).unwrap();
+        let ctrl_p = Key {
+            code: KeyCode::Char('p'),
+            ctrl: true,
+        };
+        assert_eq!(map.lookup(Context::Contacts, ctrl_p), Some(Action::Call));
+        assert_eq!(map.lookup(Context::Contacts, Key::ch('c')), None);
+        let bad = BTreeMap::from([("dance".to_string(), "x".to_string())]);
+        assert!(
+            Keymap::with_overrides(&bad)
+                .unwrap_err()
+                .contains("no such action")
+        );
+        let bad = BTreeMap::from([("call".to_string(), "hyper-x".to_string())]);
+        assert!(
+            Keymap::with_overrides(&bad)
+                .unwrap_err()
+                .contains("not a key")
+        );
+    }
+}

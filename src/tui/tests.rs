@@ -1,0 +1,354 @@
+//! Snapshots of every pane in its main states (80x24 and 120x40), and the
+//! update function's answers to keys and events. The view takes `now`, so
+//! the snapshots are stable.
+
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+use super::keymap::Keymap;
+use super::state::{Effect, Model, Pane};
+use super::view;
+use crate::client::engine::{CallCommand, ChatCommand, Command};
+use crate::client::event::{
+    AUDIO_CALL, CallRole, DeviceView, Event, LinkState, LoginStatus, UserView,
+};
+use crate::client::history::CallRecord;
+use crate::client::local_store::StoredMessage;
+use crate::ids::{DeviceId, Platform, UserId};
+
+/// 2026-11-23 12:00:00 UTC.
+const T0: u64 = 1_795_435_200_000;
+
+fn model() -> Model {
+    let mut m = Model::new(
+        UserId::parse("alice").unwrap(),
+        DeviceId::parse("term-1a2b3c").unwrap(),
+        Platform::terminal(),
+        "ws://127.0.0.1:7787".into(),
+        Keymap::default(),
+        T0,
+    );
+    for e in [
+        Event::status(LoginStatus::Logined),
+        Event::ConnectionChanged {
+            state: LinkState::Connected,
+        },
+        Event::SdkReady,
+    ] {
+        m.on_engine(e, T0 + 20);
+    }
+    m
+}
+
+fn user(name: &str, devices: usize) -> UserView {
+    UserView {
+        user: name.into(),
+        devices: (0..devices)
+            .map(|k| DeviceView {
+                device: format!("d{k}"),
+                platform: "terminal".into(),
+            })
+            .collect(),
+    }
+}
+
+fn with_contacts(mut m: Model) -> Model {
+    let users = vec![
+        user("alice", 2),
+        user("bob", 1),
+        user("carol", 0),
+        user("dave", 3),
+    ];
+    m.on_engine(Event::Users { users }, T0 + 30);
+    m.unread.insert("carol".into(), 2);
+    m
+}
+
+fn message(from: &str, to: &str, text: &str, minute: u64) -> StoredMessage {
+    StoredMessage {
+        msg_id: format!("{from}-{minute}"),
+        from: from.into(),
+        to: to.into(),
+        text: text.into(),
+        timestamp: T0 + minute * 60_000,
+        recalled: false,
+    }
+}
+
+fn with_conversation(m: Model) -> Model {
+    let mut m = with_contacts(m);
+    m.on_terminal(key(KeyCode::Enter), T0 + 40);
+    let mut messages = vec![
+        message("bob", "alice", "are you joining the standup?", 1),
+        message("alice", "bob", "yes, two minutes", 2),
+        message("bob", "alice", "this one was a typo", 3),
+        message("bob", "alice", "great, calling you", 4),
+    ];
+    messages[2].recalled = true;
+    messages[2].text.clear();
+    m.on_messages("bob", messages);
+    m.on_history(vec![
+        record("bob", CallRole::Called, "answered", false, 754),
+        record("carol", CallRole::Called, "missed", true, 0),
+        record("dave", CallRole::Caller, "no_answer", false, 0),
+    ]);
+    m
+}
+
+fn record(peer: &str, role: CallRole, outcome: &str, missed: bool, total_time: u64) -> CallRecord {
+    CallRecord {
+        call_id: format!("c-{peer}"),
+        room_id: 7,
+        call_role: role,
+        peers: vec![peer.into()],
+        started_at: T0,
+        outcome: outcome.into(),
+        missed,
+        total_time,
+    }
+}
+
+fn ringing(m: &mut Model, group: bool) {
+    m.on_engine(
+        Event::OnCallReceived {
+            call_id: "c1".into(),
+            room_id: 4_242,
+            sponsor: "bob".into(),
+            user_id_list: if group {
+                vec!["carol".into(), "dave".into()]
+            } else {
+                vec![]
+            },
+            is_from_group: group,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+        },
+        T0 + 1_000,
+    );
+}
+
+fn key(code: KeyCode) -> TermEvent {
+    TermEvent::Key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn render(m: &Model, now: u64, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| view::draw(f, m, now)).unwrap();
+    terminal.backend().to_string()
+}
+
+/// Snapshots a state at both sizes.
+macro_rules! snap {
+    ($name:literal, $model:expr, $now:expr) => {
+        let m = $model;
+        insta::assert_snapshot!(concat!($name, "_80x24"), render(&m, $now, 80, 24));
+        insta::assert_snapshot!(concat!($name, "_120x40"), render(&m, $now, 120, 40));
+    };
+}
+
+#[test]
+fn snapshot_idle_alone() {
+    snap!("idle_alone", model(), T0 + 5_000);
+}
+
+#[test]
+fn snapshot_chat_with_history_and_unread() {
+    let mut m = with_conversation(model());
+    m.on_engine(
+        Event::Typing {
+            user_id: "bob".into(),
+        },
+        T0 + 4_900,
+    );
+    snap!("chat", m, T0 + 5_000);
+}
+
+#[test]
+fn snapshot_ringing() {
+    let mut m = with_conversation(model());
+    ringing(&mut m, false);
+    snap!("ringing", m, T0 + 6_000);
+}
+
+#[test]
+fn snapshot_group_call_ringing() {
+    let mut m = with_contacts(model());
+    ringing(&mut m, true);
+    snap!("group_ringing", m, T0 + 3_000);
+}
+
+#[test]
+fn snapshot_answered_elsewhere() {
+    let mut m = with_contacts(model());
+    ringing(&mut m, false);
+    m.on_engine(
+        Event::OnCallCanceled {
+            call_id: "c1".into(),
+            room_id: 4_242,
+            user_id: "alice".into(),
+            reason: "answered_elsewhere".into(),
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+        },
+        T0 + 4_000,
+    );
+    snap!("answered_elsewhere", m, T0 + 5_000);
+}
+
+#[test]
+fn snapshot_in_a_group_call() {
+    let mut m = with_conversation(model());
+    m.on_engine(
+        Event::CallDialing {
+            call_id: "c2".into(),
+            room_id: 99,
+            user_id_list: vec!["bob".into(), "dave".into()],
+            is_from_group: true,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Caller,
+        },
+        T0,
+    );
+    for e in [
+        Event::UserAccept {
+            call_id: "c2".into(),
+            user_id: "bob".into(),
+        },
+        Event::OnCallBegin {
+            call_id: "c2".into(),
+            room_id: 99,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Caller,
+        },
+    ] {
+        m.on_engine(e, T0 + 2_000);
+    }
+    snap!("group_call", m, T0 + 65_000);
+}
+
+#[test]
+fn snapshot_relay_down() {
+    let mut m = with_contacts(model());
+    m.on_engine(
+        Event::ConnectionChanged {
+            state: LinkState::Reconnecting,
+        },
+        T0 + 100,
+    );
+    snap!("relay_down", m, T0 + 200);
+}
+
+#[test]
+fn snapshot_help() {
+    let mut m = with_contacts(model());
+    m.on_terminal(key(KeyCode::Char('?')), T0);
+    snap!("help", m, T0);
+}
+
+#[test]
+fn ringing_takes_the_keys_and_answers() {
+    let mut m = with_contacts(model());
+    ringing(&mut m, false);
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('a')), T0),
+        vec![Effect::Engine(Command::Call(CallCommand::Accept {
+            call_id: Some("c1".into())
+        }))]
+    );
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('q')), T0),
+        vec![],
+        "q does not quit under a ringing call"
+    );
+}
+
+#[test]
+fn writing_and_sending_a_message() {
+    let mut m = with_conversation(model());
+    assert_eq!(m.focus, Pane::Conversation);
+    m.on_terminal(key(KeyCode::Char('w')), T0);
+    for c in "hi q".chars() {
+        assert_eq!(
+            m.on_terminal(key(KeyCode::Char(c)), T0),
+            vec![],
+            "typing, q included, is text"
+        );
+    }
+    let effects = m.on_terminal(key(KeyCode::Enter), T0);
+    assert_eq!(
+        effects,
+        vec![Effect::Engine(Command::Chat(ChatCommand::Send {
+            to: UserId::parse("bob").unwrap(),
+            text: "hi q".into(),
+            client_msg_id: None,
+        }))]
+    );
+    assert!(m.compose.is_none());
+}
+
+#[test]
+fn opening_an_unread_conversation_marks_it_read() {
+    let mut m = with_contacts(model());
+    m.on_terminal(key(KeyCode::Down), T0);
+    let effects = m.on_terminal(key(KeyCode::Enter), T0);
+    assert_eq!(
+        effects,
+        vec![
+            Effect::LoadMessages(UserId::parse("carol").unwrap()),
+            Effect::Engine(Command::Chat(ChatCommand::MarkRead {
+                peer: UserId::parse("carol").unwrap()
+            })),
+        ]
+    );
+}
+
+#[test]
+fn c_calls_the_selected_contact_and_h_hangs_up_from_any_pane() {
+    let mut m = with_contacts(model());
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('c')), T0),
+        vec![Effect::Engine(Command::Call(CallCommand::Call {
+            users: vec![UserId::parse("bob").unwrap()],
+            group: false,
+            timeout_secs: None,
+        }))]
+    );
+    m.on_engine(
+        Event::CallDialing {
+            call_id: "c9".into(),
+            room_id: 1,
+            user_id_list: vec!["bob".into()],
+            is_from_group: false,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Caller,
+        },
+        T0,
+    );
+    m.on_terminal(key(KeyCode::Tab), T0);
+    m.on_terminal(key(KeyCode::Tab), T0);
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('h')), T0),
+        vec![Effect::Engine(Command::Call(CallCommand::Hangup {
+            call_id: Some("c9".into())
+        }))]
+    );
+}
+
+#[test]
+fn an_incoming_call_rings_the_bell() {
+    let mut m = model();
+    let effects = m.on_engine(
+        Event::OnCallReceived {
+            call_id: "c1".into(),
+            room_id: 1,
+            sponsor: "bob".into(),
+            user_id_list: vec![],
+            is_from_group: false,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+        },
+        T0,
+    );
+    assert_eq!(effects, vec![Effect::Bell]);
+}

@@ -1,0 +1,131 @@
+//! The real TUI in tmux, driven as a person would: keys in, screens out.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::headless::Headless;
+use crate::common::net::{relay_at, test_config};
+
+/// One tmux server of our own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(name: &str) -> Tmux {
+        Tmux {
+            socket: format!("termphone-test-{name}-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux is installed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start(&self, session: &str, command: &str) {
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            command,
+        ]);
+    }
+
+    fn keys(&self, session: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", session];
+        args.extend(keys);
+        self.run(&args);
+    }
+
+    fn text(&self, session: &str, text: &str) {
+        self.run(&["send-keys", "-t", session, "-l", text]);
+    }
+
+    fn screen(&self, session: &str) -> String {
+        self.run(&["capture-pane", "-p", "-t", session])
+    }
+
+    /// Waits until the screen shows `what`; panics with the screen if not.
+    async fn wait_for(&self, session: &str, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen(session);
+            if screen.contains(what) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{session} never showed {what:?}; the screen:\n{screen}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+#[tokio::test]
+async fn two_alice_terminals_ring_one_answers_and_chat_reaches_everyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let tmux = Tmux::new("multi");
+    let tui = format!(
+        "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} --user alice --multi-device",
+        dir.path().join("data").display(),
+        dir.path().join("config").display(),
+        env!("CARGO_BIN_EXE_termphone"),
+    );
+    tmux.start("one", &tui);
+    tmux.start("two", &tui);
+    tmux.wait_for("one", "LOGINED").await;
+    tmux.wait_for("two", "LOGINED").await;
+
+    let mut bob = Headless::spawn(
+        dir.path(),
+        &["--relay", &url, "--user", "bob", "--device", "b1"],
+    );
+    bob.expect("SYNCED").await;
+    tmux.wait_for("one", "● bob").await;
+    bob.send(json!({"cmd": "call", "userID": "alice"})).await;
+    tmux.wait_for("one", "bob is calling").await;
+    tmux.wait_for("two", "bob is calling").await;
+
+    tmux.keys("one", &["a"]);
+    tmux.wait_for("one", "In call").await;
+    tmux.wait_for("two", "answered on another device").await;
+    bob.expect("ON_CALL_BEGIN").await;
+
+    // Open bob's conversation in the first terminal and write to him.
+    tmux.keys("one", &["Enter"]);
+    tmux.keys("one", &["w"]);
+    tmux.text("one", "hello from terminal one");
+    tmux.keys("one", &["Enter"]);
+    let received = bob.expect("MESSAGE_RECEIVED").await;
+    assert_eq!(received["text"], "hello from terminal one");
+    tmux.wait_for("one", "me: hello from terminal one").await;
+    tmux.keys("two", &["Enter"]);
+    tmux.wait_for("two", "me: hello from terminal one").await;
+
+    tmux.keys("one", &["h"]);
+    tmux.wait_for("one", "call ended after").await;
+    bob.expect("CALLING_END").await;
+    tmux.keys("one", &["q"]);
+    tmux.keys("two", &["q"]);
+    relay.shutdown().await;
+}
