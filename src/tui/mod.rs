@@ -3,11 +3,11 @@
 //! `keymap` maps keys to actions; this file only wires terminal, engine,
 //! local store and clock together, and carries out the model's effects.
 
-mod keymap;
-mod state;
+pub mod keymap;
+pub mod state;
 #[cfg(test)]
 mod tests;
-mod view;
+pub mod view;
 
 use std::io::Write;
 use std::time::Duration;

@@ -216,9 +216,13 @@ fn conversation_pane(model: &Model, now: u64, height: u16) -> Paragraph<'_> {
         return Paragraph::new(Line::from("Select a contact and press Enter.".dark_gray()))
             .block(block);
     };
+    // Only what fits: the newest messages, however long the history.
+    let inner = height.saturating_sub(2) as usize;
+    let skip = model.messages.len().saturating_sub(inner);
     let mut lines: Vec<Line> = model
         .messages
         .iter()
+        .skip(skip)
         .map(|m| {
             let mine = m.from == model.me.as_str();
             let who = if mine {
@@ -255,8 +259,7 @@ fn conversation_pane(model: &Model, now: u64, height: u16) -> Paragraph<'_> {
         ])),
         None => lines.push(Line::from("")),
     }
-    // Show the newest lines: scroll so the last one sits at the bottom.
-    let inner = height.saturating_sub(2) as usize;
+    // Keep the last line (the compose line) at the bottom.
     let scroll = lines.len().saturating_sub(inner) as u16;
     Paragraph::new(lines).block(block).scroll((scroll, 0))
 }

@@ -1,0 +1,221 @@
+//! TUI benchmark: prints figures, asserts nothing.
+//!
+//! `cargo bench --bench tui`: the time to render a full 120x40 frame with
+//! 200 contacts and 10,000 messages in the open conversation, and the
+//! resident memory of a real `termphone` TUI process holding that
+//! conversation, run in tmux.
+
+use std::time::{Duration, Instant};
+
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+use termphone::client::event::{DeviceView, Event, LinkState, LoginStatus, UserView};
+use termphone::client::local_store::StoredMessage;
+use termphone::ids::{DeviceId, Platform, UserId};
+use termphone::tui::keymap::Keymap;
+use termphone::tui::state::Model;
+use termphone::tui::view;
+
+const CONTACTS: usize = 200;
+const MESSAGES: usize = 10_000;
+const FRAMES: usize = 2_000;
+
+fn loaded_model() -> Model {
+    let now = 1_795_435_200_000;
+    let mut m = Model::new(
+        UserId::parse("alice").unwrap(),
+        DeviceId::parse("bench").unwrap(),
+        Platform::terminal(),
+        "ws://127.0.0.1:7787".into(),
+        Keymap::default(),
+        now,
+    );
+    m.on_engine(Event::status(LoginStatus::Logined), now);
+    m.on_engine(
+        Event::ConnectionChanged {
+            state: LinkState::Connected,
+        },
+        now,
+    );
+    let users = (0..CONTACTS)
+        .map(|k| UserView {
+            user: format!("user{k:03}"),
+            devices: (0..k % 4)
+                .map(|d| DeviceView {
+                    device: format!("d{d}"),
+                    platform: "terminal".into(),
+                })
+                .collect(),
+        })
+        .collect();
+    m.on_engine(Event::Users { users }, now);
+    m.on_terminal(
+        TermEvent::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
+        now,
+    );
+    let messages = (0..MESSAGES)
+        .map(|k| StoredMessage {
+            msg_id: format!("m{k}"),
+            from: if k % 2 == 0 {
+                "user000".into()
+            } else {
+                "alice".into()
+            },
+            to: if k % 2 == 0 {
+                "alice".into()
+            } else {
+                "user000".into()
+            },
+            text: format!("message number {k} with some ordinary length to it"),
+            timestamp: now + k as u64 * 1_000,
+            recalled: k % 97 == 0,
+        })
+        .collect();
+    m.on_messages("user000", messages);
+    for k in 0..300 {
+        m.on_engine(
+            Event::Typing {
+                user_id: format!("user{k:03}"),
+            },
+            now,
+        );
+    }
+    m
+}
+
+/// A real release TUI in tmux, with a relay that knows 200 users and a local
+/// store holding 10,000 messages with the contact it opens; returns its
+/// resident memory in KiB.
+fn tui_resident_kib() -> u64 {
+    use termphone::client::local_store::LocalStore;
+    use termphone::ids::DEV_APP_ID;
+    use termphone::relay::core::StoreOp;
+    use termphone::relay::store::Store;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = dir.path().join("relay.sqlite3");
+    let mut relay_store = Store::open(&db).unwrap();
+    let logins: Vec<StoreOp> = (0..CONTACTS)
+        .map(|k| format!("user{k:03}"))
+        .chain(["alice".to_string()])
+        .map(|u| StoreOp::RecordLogin {
+            app: DEV_APP_ID,
+            user: UserId::parse(&u).unwrap(),
+            device: DeviceId::parse("d0").unwrap(),
+            platform: Platform::terminal(),
+            at: 0,
+        })
+        .collect();
+    relay_store.apply(&logins).unwrap();
+    drop(relay_store);
+    let profile = data.join(format!("termphone/profiles/{DEV_APP_ID}/alice/bench"));
+    std::fs::create_dir_all(&profile).unwrap();
+    let local = LocalStore::open(&profile, "alice").unwrap();
+    for k in 0..MESSAGES {
+        local
+            .apply(&Event::MessageReceived {
+                msg_id: format!("m{k}"),
+                from: "user000".into(),
+                to: "alice".into(),
+                text: format!("message number {k} with some ordinary length to it"),
+                timestamp: 1_795_435_200_000 + k as u64,
+                offline: true,
+                seq: k as u64 + 1,
+            })
+            .unwrap();
+    }
+    drop(local);
+
+    let exe = env!("CARGO_BIN_EXE_termphone");
+    let mut relay = std::process::Command::new(exe)
+        .args(["relay", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env("TERMPHONE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(relay.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let socket = format!("termphone-bench-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let out = std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let command = format!(
+        "env XDG_DATA_HOME={} {exe} --relay {url} --user alice --device bench",
+        data.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "tui",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &command,
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    tmux(&["send-keys", "-t", "tui", "Enter"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(tmux(&["capture-pane", "-p", "-t", "tui"]).contains("message number 9999"));
+    let pid = tmux(&["display-message", "-p", "-t", "tui", "#{pane_pid}"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    tmux(&["kill-server"]);
+    let _ = relay.kill();
+    let _ = relay.wait();
+    rss
+}
+
+fn main() {
+    let model = loaded_model();
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    for _ in 0..100 {
+        terminal
+            .draw(|f| view::draw(f, &model, 1_795_435_260_000))
+            .unwrap();
+    }
+    let mut times: Vec<Duration> = Vec::with_capacity(FRAMES);
+    for k in 0..FRAMES {
+        let t = Instant::now();
+        terminal
+            .draw(|f| view::draw(f, &model, 1_795_435_260_000 + k as u64))
+            .unwrap();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let at = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    println!(
+        "full frame at 120x40, {CONTACTS} contacts, {MESSAGES} messages open: p50 {:.1} µs  p99 {:.1} µs over {FRAMES} frames (goal: under 2 ms)",
+        at(0.5).as_secs_f64() * 1e6,
+        at(0.99).as_secs_f64() * 1e6
+    );
+    let rss = tui_resident_kib();
+    println!(
+        "a real TUI process ({CONTACTS} contacts, a {MESSAGES}-message conversation open): resident memory {:.1} MiB (goal: under 40 MiB)",
+        rss as f64 / 1024.0
+    );
+}
