@@ -48,6 +48,7 @@ fn loaded_model() -> Model {
                     platform: "terminal".into(),
                 })
                 .collect(),
+            in_call: k % 10 == 0,
         })
         .collect();
     m.on_engine(Event::Users { users }, now);

@@ -181,6 +181,9 @@ pub struct DeviceInfo {
 pub struct UserPresence {
     pub user: UserId,
     pub devices: Vec<DeviceInfo>,
+    /// In a call on one of its devices.
+    #[serde(default)]
+    pub in_call: bool,
 }
 
 /// Why the relay ended a session from its side.

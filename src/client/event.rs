@@ -52,6 +52,9 @@ pub struct UserView {
     #[serde(rename = "userID")]
     pub user: String,
     pub devices: Vec<DeviceView>,
+    /// In a call on one of its devices.
+    #[serde(rename = "inCall")]
+    pub in_call: bool,
 }
 
 impl From<UserPresence> for UserView {
@@ -66,6 +69,7 @@ impl From<UserPresence> for UserView {
                     platform: d.platform.to_string(),
                 })
                 .collect(),
+            in_call: p.in_call,
         }
     }
 }

@@ -774,6 +774,7 @@ impl RelayCore {
         UserPresence {
             user: user.clone(),
             devices,
+            in_call: self.in_call(app, user),
         }
     }
 

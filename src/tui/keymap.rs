@@ -56,6 +56,7 @@ actions! {
     Decline = "decline", "decline";
     Ignore = "ignore", "ignore";
     Hangup = "hangup", "hang up";
+    Invite = "invite", "invite selected";
     Call = "call", "call";
     Open = "open", "open";
     Compose = "compose", "write";
@@ -159,6 +160,7 @@ impl Default for Keymap {
             (C::Compose, p(KeyCode::Enter), A::Send),
             (C::Compose, p(KeyCode::Esc), A::Cancel),
             (C::Call, k('h'), A::Hangup),
+            (C::Call, k('+'), A::Invite),
             (C::Contacts, k('c'), A::Call),
             (C::Contacts, p(KeyCode::Enter), A::Open),
             (C::Contacts, p(KeyCode::Down), A::Down),

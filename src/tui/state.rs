@@ -219,7 +219,7 @@ impl Model {
             ) => self
                 .keymap
                 .lookup(Context::Call, key)
-                .filter(|a| *a == Action::Hangup)
+                .filter(|a| matches!(a, Action::Hangup | Action::Invite))
                 .or_else(|| self.keymap.lookup(context, key)),
             _ => self.keymap.lookup(context, key),
         };
@@ -339,6 +339,20 @@ impl Model {
             Action::Ignore => vec![Effect::Engine(Command::Call(CallCommand::Ignore {
                 call_id: ringing.flatten(),
             }))],
+            Action::Invite => match (&self.call, self.selected_contact()) {
+                (Some(call), Some(peer)) if call.began_at.is_some() => {
+                    vec![Effect::Engine(Command::Call(CallCommand::Invite {
+                        users: vec![UserId::parse(&peer).expect("contacts are valid users")],
+                    }))]
+                }
+                _ => {
+                    self.notice = Some((
+                        "select a contact to invite once the call is connected".into(),
+                        now,
+                    ));
+                    Vec::new()
+                }
+            },
             Action::Hangup => match &self.call {
                 Some(call) => vec![Effect::Engine(Command::Call(CallCommand::Hangup {
                     call_id: Some(call.call_id.clone()),

@@ -50,6 +50,8 @@ fn user(name: &str, devices: usize) -> UserView {
                 platform: "terminal".into(),
             })
             .collect(),
+        // dave is busy in a call.
+        in_call: name == "dave",
     }
 }
 

@@ -131,6 +131,9 @@ fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
                 1 => spans.push(" 1 device".dark_gray()),
                 n => spans.push(format!(" {n} devices").dark_gray()),
             }
+            if u.in_call {
+                spans.push(" in call".magenta());
+            }
             if let Some(n) = model.unread.get(&u.user).filter(|n| **n > 0) {
                 spans.push(format!(" ({n})").yellow().bold());
             }

@@ -529,3 +529,37 @@ fn a_device_whose_session_expired_drops_its_calls() {
     );
     assert_eq!(m.log(bob), ["USER_LEAVE alice", "CALLING_END 90s"]);
 }
+
+#[test]
+fn presence_shows_who_is_in_a_call() {
+    let mut m = Mesh::dev();
+    let watcher = m.online("carol", "c1");
+    m.command(watcher, Command::GetUsers { subscribe: true });
+    let bob = m.online("bob", "b1");
+    let alice = m.online("alice", "a1");
+    m.take(watcher);
+    let in_call = |m: &mut Mesh| -> Vec<(String, bool)> {
+        m.take(watcher)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::UserStatusChanged { user } => Some((user.user, user.in_call)),
+                _ => None,
+            })
+            .collect()
+    };
+    m.command(bob, call(&["alice"]));
+    assert_eq!(
+        in_call(&mut m),
+        [("bob".to_string(), true)],
+        "the caller is in the call at once"
+    );
+    m.command(alice, accept());
+    assert_eq!(in_call(&mut m), [("alice".to_string(), true)]);
+    m.command(alice, hangup());
+    let mut left = in_call(&mut m);
+    left.sort();
+    assert_eq!(
+        left,
+        [("alice".to_string(), false), ("bob".to_string(), false)]
+    );
+}

@@ -34,7 +34,7 @@ async fn headless_speaks_json_lines() {
     let users = h.expect("USERS").await;
     assert_eq!(
         users["users"],
-        json!([{"userID": "alice", "devices": [{"deviceID": "d1", "platform": "terminal"}]}])
+        json!([{"userID": "alice", "devices": [{"deviceID": "d1", "platform": "terminal"}], "inCall": false}])
     );
 
     h.send(json!({"cmd": "dance"})).await;

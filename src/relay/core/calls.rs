@@ -175,7 +175,7 @@ impl RelayCore {
         self.calls.calls.insert(key, call);
         self.calls.by_id.insert(id, key);
         self.calls.by_room.insert(room, key);
-        self.calls.joined.insert((app, caller.clone()), key);
+        self.mark_joined(app, &caller, key);
         let mut info = self.calls.calls[&key].info();
         info.invitees = invitees.clone();
         self.send_to_session(sid, ServerMsg::CallDialing { call: info });
@@ -304,7 +304,7 @@ impl RelayCore {
         ) else {
             unreachable!("ringing_call checked the member");
         };
-        self.calls.joined.insert((app, user.clone()), key);
+        self.mark_joined(app, &user, key);
         for other in ringing.into_iter().filter(|&s| s != sid) {
             self.cancel_on(key, other, CancelReason::AnsweredElsewhere);
         }
@@ -462,7 +462,7 @@ impl RelayCore {
         );
         let call_id = call.id.clone();
         let was_connected = call.connected;
-        self.calls.joined.insert((app, user.clone()), key);
+        self.mark_joined(app, &user, key);
         self.send_to_session(
             sid,
             ServerMsg::CallBegin {
@@ -497,6 +497,23 @@ impl RelayCore {
             };
             self.send_to_session(s, msg);
         }
+    }
+
+    /// `user` is now in call `key`: busy, and shown "in a call" to contacts.
+    fn mark_joined(&mut self, app: AppId, user: &UserId, key: CallKey) {
+        self.calls.joined.insert((app, user.clone()), key);
+        self.broadcast_presence(app, user);
+    }
+
+    fn mark_left(&mut self, app: AppId, user: &UserId) {
+        if self.calls.joined.remove(&(app, user.clone())).is_some() {
+            self.broadcast_presence(app, user);
+        }
+    }
+
+    /// Whether `user` is in a call (for presence).
+    pub(super) fn in_call(&self, app: AppId, user: &UserId) -> bool {
+        self.calls.joined.contains_key(&(app, user.clone()))
     }
 
     /// The devices of `user` ringing for call `key`, while it is invited.
@@ -577,8 +594,9 @@ impl RelayCore {
         let Some(Member::Joined { session, since }) = call.members.remove(user) else {
             return;
         };
-        self.calls.joined.remove(&(call.app, user.clone()));
-        let (call_id, room, connected) = (call.id.clone(), call.room, call.connected);
+        let (app, call_id, room, connected) =
+            (call.app, call.id.clone(), call.room, call.connected);
+        self.mark_left(app, user);
         if !connected {
             // The caller hangs up before anyone answered: cancel everywhere.
             if tell {
@@ -635,7 +653,7 @@ impl RelayCore {
             })
             .collect();
         for (user, s, since) in joined {
-            self.calls.joined.remove(&(app, user));
+            self.mark_left(app, &user);
             let msg = if connected {
                 ServerMsg::CallEnd {
                     call_id: call_id.clone(),
@@ -675,9 +693,7 @@ impl RelayCore {
                         );
                     }
                 }
-                Member::Joined { .. } => {
-                    self.calls.joined.remove(&(call.app, user.clone()));
-                }
+                Member::Joined { .. } => self.mark_left(call.app, user),
             }
         }
     }
