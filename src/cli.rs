@@ -35,9 +35,23 @@ pub enum Cmd {
     Relay(RelayArgs),
     /// Print a UserSig (login ticket) for a user.
     Usersig(UsersigArgs),
+    /// Run a call-flow scenario (docs/flows.md); exit status 1 if a step fails.
+    Flow(FlowArgs),
     /// The relay's admin API.
     #[command(subcommand)]
     Admin(AdminCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct FlowArgs {
+    /// The scenario, a TOML file.
+    pub file: PathBuf,
+    /// Run against this relay instead of a bundled one started for the flow.
+    #[arg(long, value_name = "URL", value_parser = parse_relay_url)]
+    pub relay: Option<String>,
+    /// Write every device's events side by side to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

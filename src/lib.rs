@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod flow;
 pub mod headless;
 pub mod ids;
 pub mod logging;

@@ -2,13 +2,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use termphone::cli::{AdminCmd, AdminSendArgs, Cli, Cmd, DeviceArgs, Dirs, RelayArgs, UsersigArgs};
+use termphone::cli::{
+    AdminCmd, AdminSendArgs, Cli, Cmd, DeviceArgs, Dirs, FlowArgs, RelayArgs, UsersigArgs,
+};
 use termphone::client::ClientSettings;
 use termphone::client::launcher::ensure_relay;
 use termphone::config::Config;
 use termphone::config::DEFAULT_RELAY_ADDR;
 use termphone::usersig::{self, Ticket};
-use termphone::{admin, headless, logging, relay, time, tui};
+use termphone::{admin, flow, headless, logging, relay, time, tui};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         Some(Cmd::Relay(args)) => run_relay(&args, config, &dirs),
         Some(Cmd::Usersig(args)) => print_usersig(&args, &config),
         Some(Cmd::Admin(AdminCmd::Send(args))) => admin_send(&args, &config),
+        Some(Cmd::Flow(args)) => run_flow(&args),
     }
 }
 
@@ -116,6 +119,23 @@ fn run_relay(args: &RelayArgs, mut config: Config, dirs: &Dirs) -> ExitCode {
     let idle = args.exit_when_idle.map(std::time::Duration::from_secs);
     match runtime().block_on(relay::run(&config.relay, &db, idle)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn run_flow(args: &FlowArgs) -> ExitCode {
+    logging::to_stderr("warn");
+    let scenario = match flow::Flow::load(&args.file) {
+        Ok(f) => f,
+        Err(e) => return fail(&e),
+    };
+    match runtime().block_on(flow::run(
+        &scenario,
+        args.relay.clone(),
+        args.report.as_deref(),
+    )) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => fail(&e),
     }
 }

@@ -4,6 +4,7 @@ mod calls_ws;
 mod chat_mesh;
 mod chat_ws;
 mod cli;
+mod flows;
 mod login_mesh;
 mod login_ws;
 mod tui_tmux;
