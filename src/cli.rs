@@ -35,6 +35,8 @@ pub enum Cmd {
     Relay(RelayArgs),
     /// Print a UserSig (login ticket) for a user.
     Usersig(UsersigArgs),
+    /// A demo in this terminal: a bundled relay and scripted contacts.
+    Demo,
     /// Run a call-flow scenario (docs/flows.md); exit status 1 if a step fails.
     Flow(FlowArgs),
     /// The relay's admin API.

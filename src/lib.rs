@@ -11,6 +11,7 @@ pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod flow;
 pub mod headless;

@@ -10,7 +10,7 @@ use termphone::client::launcher::ensure_relay;
 use termphone::config::Config;
 use termphone::config::DEFAULT_RELAY_ADDR;
 use termphone::usersig::{self, Ticket};
-use termphone::{admin, flow, headless, logging, relay, time, tui};
+use termphone::{admin, demo, flow, headless, logging, relay, time, tui};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Some(Cmd::Usersig(args)) => print_usersig(&args, &config),
         Some(Cmd::Admin(AdminCmd::Send(args))) => admin_send(&args, &config),
         Some(Cmd::Flow(args)) => run_flow(&args),
+        Some(Cmd::Demo) => run_demo(&config, &dirs),
     }
 }
 
@@ -78,6 +79,7 @@ fn run_tui(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
         settings,
         keymap,
         bell: config.tui.bell,
+        banner: Vec::new(),
     };
     runtime().block_on(async {
         autostart(&options.settings).await;
@@ -118,6 +120,21 @@ fn run_relay(args: &RelayArgs, mut config: Config, dirs: &Dirs) -> ExitCode {
         .unwrap_or_else(|| dirs.data_dir.join("relay.sqlite3"));
     let idle = args.exit_when_idle.map(std::time::Duration::from_secs);
     match runtime().block_on(relay::run(&config.relay, &db, idle)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn run_demo(config: &Config, dirs: &Dirs) -> ExitCode {
+    let _guard = match logging::to_file(&dirs.data_dir.join("logs")) {
+        Ok(guard) => guard,
+        Err(e) => return fail(&format!("cannot open the log directory: {e}")),
+    };
+    let keymap = match tui::Keymap::with_overrides(&config.tui.keys) {
+        Ok(keymap) => keymap,
+        Err(e) => return fail(&format!("config [tui.keys]: {e}")),
+    };
+    match runtime().block_on(demo::run(keymap)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

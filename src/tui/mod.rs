@@ -35,6 +35,8 @@ pub struct TuiOptions {
     pub keymap: Keymap,
     /// Ring the terminal bell on an incoming call.
     pub bell: bool,
+    /// Lines shown until a conversation is opened (the demo's welcome).
+    pub banner: Vec<String>,
 }
 
 /// Answers from the local store, back into the loop.
@@ -54,6 +56,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         user_sig,
         keymap,
         bell,
+        banner,
     } = options;
     let login = settings
         .login(
@@ -82,6 +85,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         keymap,
         unix_millis(),
     );
+    model.banner = banner;
     let (loaded_tx, mut loaded) = mpsc::unbounded_channel();
     let mut terminal = ratatui::init();
     let mut keys = EventStream::new();

@@ -104,6 +104,8 @@ pub struct Model {
     /// Lines scrolled back from the newest.
     pub log_scroll: usize,
     pub help: bool,
+    /// Shown in the conversation pane until a conversation is opened.
+    pub banner: Vec<String>,
 }
 
 impl Model {
@@ -141,6 +143,7 @@ impl Model {
             log: VecDeque::new(),
             log_scroll: 0,
             help: false,
+            banner: Vec::new(),
         }
     }
 

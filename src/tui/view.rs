@@ -216,7 +216,17 @@ fn conversation_pane(model: &Model, now: u64, height: u16) -> Paragraph<'_> {
     };
     let block = pane_block(title, model, Pane::Conversation);
     let Some(peer) = &model.open_peer else {
-        return Paragraph::new(Line::from("Select a contact and press Enter.".dark_gray()))
+        let mut lines: Vec<Line> = model
+            .banner
+            .iter()
+            .map(|l| Line::from(l.clone().cyan()))
+            .collect();
+        if !lines.is_empty() {
+            lines.push(Line::from(""));
+        }
+        lines.push(Line::from("Select a contact and press Enter.".dark_gray()));
+        return Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
             .block(block);
     };
     // Only what fits: the newest messages, however long the history.

@@ -387,3 +387,20 @@ fn history_pages_back_past_the_compensation_window() {
     assert_eq!(older[0].0, "from long ago", "beyond the one-day window");
     assert!(page(&mut m, Some(older[0].1)).is_empty());
 }
+
+#[test]
+fn two_devices_sending_in_the_same_millisecond_send_two_messages() {
+    let (mut m, a, b) = two_by_two(&RelayConfig::default());
+    m.command_later(a[0], send("bob", "from the laptop"));
+    m.command_later(a[1], send("bob", "from the phone"));
+    m.settle();
+    let mut got: Vec<String> = m.log(b[0]);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "MESSAGE_RECEIVED alice>bob from the laptop",
+            "MESSAGE_RECEIVED alice>bob from the phone"
+        ]
+    );
+}

@@ -129,3 +129,22 @@ async fn two_alice_terminals_ring_one_answers_and_chat_reaches_everyone() {
     tmux.keys("two", &["q"]);
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_demo_rings_at_once_and_answers_with_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new("demo");
+    let demo = format!(
+        "env HOME={home} XDG_DATA_HOME={home}/data XDG_CONFIG_HOME={home}/config {} demo",
+        env!("CARGO_BIN_EXE_termphone"),
+        home = dir.path().display(),
+    );
+    tmux.start("demo", &demo);
+    tmux.wait_for("demo", "Welcome to the termphone demo").await;
+    tmux.wait_for("demo", "carol is calling").await;
+    tmux.keys("demo", &["a"]);
+    tmux.wait_for("demo", "with carol").await;
+    tmux.keys("demo", &["h"]);
+    tmux.wait_for("demo", "call ended after").await;
+    tmux.keys("demo", &["q"]);
+}

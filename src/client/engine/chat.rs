@@ -89,9 +89,12 @@ impl ClientEngine {
                         ),
                     ));
                 }
+                // Unique per device: two devices of one user sending in the
+                // same millisecond must not look like one message resent.
                 let client_msg_id = client_msg_id.unwrap_or_else(|| {
                     self.chat.next_client_id += 1;
-                    format!("{now:x}-{}", self.chat.next_client_id)
+                    let device = self.credentials.as_ref().map_or("", |c| c.device.as_str());
+                    format!("{device}-{now:x}-{}", self.chat.next_client_id)
                 });
                 self.chat
                     .unacked

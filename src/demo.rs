@@ -1,0 +1,205 @@
+//! `termphone demo`: one terminal, nothing else running. An in-process
+//! relay, scripted peers on real client engines, and the TUI logged in as
+//! the demo user with multi-device ability.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::client::ClientSettings;
+use crate::client::connection::{self, ClientHandle};
+use crate::client::engine::{CallCommand, ChatCommand, ClientEngine, Command, EngineConfig};
+use crate::client::event::Event;
+use crate::config::RelayConfig;
+use crate::ids::{DEV_APP_ID, DeviceId, Platform, UserId};
+use crate::relay::{self, RelayHandle};
+use crate::time::unix_millis;
+use crate::tui::{self, Keymap, TuiOptions};
+use crate::usersig::{self, DEV_SECRET, Ticket};
+
+/// The demo user.
+pub const ME: &str = "you";
+
+/// What the demo's banner says.
+pub const BANNER: &[&str] = &[
+    "Welcome to the termphone demo.",
+    "",
+    "carol calls you in a few seconds:",
+    "  a answers, d declines, h hangs up.",
+    "echo answers calls and echoes messages:",
+    "  Enter opens a chat, w writes, Enter sends.",
+    "dave has two devices: call him (c); one",
+    "  answers, the other stops, and he says so.",
+    "Message carol and she calls you again.",
+    "Voice needs the media work: no audio yet.",
+    "? lists every key, q quits.",
+];
+
+/// Runs the demo until the user quits the TUI.
+pub async fn run(keymap: Keymap) -> std::io::Result<()> {
+    // Everything of the demo lives in a scratch directory: it touches no
+    // profile of the user's.
+    let scratch = tempfile::tempdir()?;
+    let relay = start_relay(scratch.path()).await?;
+    let url = relay.url();
+    let peers = vec![
+        tokio::spawn(echo(url.clone())),
+        tokio::spawn(carol(url.clone())),
+        tokio::spawn(dave(url.clone(), "laptop")),
+        tokio::spawn(dave(url.clone(), "phone")),
+    ];
+    let settings = ClientSettings {
+        relay_url: url,
+        autostart_relay: false,
+        app: DEV_APP_ID,
+        platform: Platform::terminal(),
+        secret: DEV_SECRET.into(),
+        usersig_lifetime_secs: 24 * 3600,
+        multi_device: true,
+        data_dir: scratch.path().join("data"),
+    };
+
+    let result = tui::run(TuiOptions {
+        settings,
+        user: UserId::parse(ME).expect("valid"),
+        device: Some(DeviceId::parse("demo").expect("valid")),
+        user_sig: None,
+        keymap,
+        bell: true,
+        banner: BANNER.iter().map(|s| s.to_string()).collect(),
+    })
+    .await;
+    for peer in peers {
+        peer.abort();
+    }
+    relay.shutdown().await;
+    result
+}
+
+async fn start_relay(dir: &std::path::Path) -> std::io::Result<RelayHandle> {
+    let config = RelayConfig {
+        listen: "127.0.0.1:0".parse().expect("valid"),
+        ..RelayConfig::default()
+    };
+    let store =
+        relay::store::Store::open(&dir.join("relay.sqlite3")).map_err(std::io::Error::other)?;
+    relay::start(&config, store)
+        .await
+        .map_err(std::io::Error::other)
+}
+
+/// A scripted peer: a real engine and connection, logged in.
+struct Peer {
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Peer {
+    async fn login(url: String, user: &str, device: &str, multi_device: bool) -> Peer {
+        let user = UserId::parse(user).expect("valid");
+        let config = EngineConfig {
+            multi_device,
+            ..EngineConfig::new(DEV_APP_ID, Platform::terminal())
+        };
+        let ClientHandle { commands, events } = connection::spawn(url, ClientEngine::new(config));
+        let ticket = Ticket {
+            app: DEV_APP_ID,
+            user: user.clone(),
+            issued_at: unix_millis() / 1000,
+            lifetime: 24 * 3600,
+        };
+        let _ = commands.send(Command::Login {
+            user,
+            device: DeviceId::parse(device).expect("valid"),
+            user_sig: usersig::mint(DEV_SECRET, &ticket),
+            sync_after: u64::MAX >> 1,
+        });
+        Peer { commands, events }
+    }
+
+    fn send(&self, cmd: Command) {
+        let _ = self.commands.send(cmd);
+    }
+
+    fn say(&self, text: impl Into<String>) {
+        self.send(Command::Chat(ChatCommand::Send {
+            to: UserId::parse(ME).expect("valid"),
+            text: text.into(),
+            client_msg_id: None,
+        }));
+    }
+
+    fn call_me(&self) {
+        self.send(Command::Call(CallCommand::Call {
+            users: vec![UserId::parse(ME).expect("valid")],
+            group: false,
+            timeout_secs: None,
+        }));
+    }
+}
+
+/// Answers every call after a ring and echoes every message.
+async fn echo(url: String) {
+    let mut peer = Peer::login(url, "echo", "bot", false).await;
+    while let Some(event) = peer.events.recv().await {
+        match event {
+            Event::OnCallReceived { call_id, .. } => {
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                peer.send(Command::Call(CallCommand::Accept {
+                    call_id: Some(call_id),
+                }));
+            }
+            Event::MessageReceived { from, text, .. } if from == ME => {
+                peer.say(format!("echo: {text}"))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Calls the demo user shortly after start, and again when messaged.
+async fn carol(url: String) {
+    let mut peer = Peer::login(url, "carol", "phone", false).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    peer.call_me();
+    while let Some(event) = peer.events.recv().await {
+        match event {
+            Event::MessageReceived { from, .. } if from == ME => {
+                peer.say("calling you back…");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                peer.call_me();
+            }
+            Event::OnCallReceived { call_id, .. } => {
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                peer.send(Command::Call(CallCommand::Accept {
+                    call_id: Some(call_id),
+                }));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One of dave's two devices: both ring; the laptop answers after a ring,
+/// and each device tells the demo user what it saw.
+async fn dave(url: String, device: &'static str) {
+    let mut peer = Peer::login(url, "dave", device, true).await;
+    while let Some(event) = peer.events.recv().await {
+        match event {
+            // Both ring; the laptop answers after a ring.
+            Event::OnCallReceived { call_id, .. } if device == "laptop" => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                peer.send(Command::Call(CallCommand::Accept {
+                    call_id: Some(call_id),
+                }));
+            }
+            Event::OnCallBegin { .. } => peer.say(format!(
+                "dave's {device}: both my devices rang; I answered on this one"
+            )),
+            Event::OnCallCanceled { reason, .. } => {
+                peer.say(format!("dave's {device}: stopped ringing ({reason})"));
+            }
+            _ => {}
+        }
+    }
+}
