@@ -277,6 +277,26 @@ pub enum PeerAction {
 /// Largest message text, in bytes of UTF-8.
 pub const MAX_MESSAGE_TEXT_BYTES: usize = 64 * 1024;
 
+/// The rule for a message's text, checked by the client and the relay alike.
+pub fn check_message_text(text: &str) -> Result<(), Error> {
+    if text.is_empty() {
+        return Err(Error::new(
+            ErrorCode::EmptyMessage,
+            "a message needs some text",
+        ));
+    }
+    if text.len() > MAX_MESSAGE_TEXT_BYTES {
+        return Err(Error::new(
+            ErrorCode::MessageTooLong,
+            format!(
+                "the text is {} bytes; a message holds at most {MAX_MESSAGE_TEXT_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A chat message as the relay stores and serves it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {

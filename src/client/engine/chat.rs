@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use super::{ClientEngine, Millis};
 use crate::client::event::Event;
 use crate::client::local_store::StoredMessage;
-use crate::error::{Error, ErrorCode};
+use crate::error::Error;
 use crate::ids::UserId;
-use crate::protocol::{ClientMsg, EntryKind, MAX_MESSAGE_TEXT_BYTES, ServerMsg};
+use crate::protocol::{ClientMsg, EntryKind, ServerMsg, check_message_text};
 
 /// Chat commands.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,21 +74,7 @@ impl ClientEngine {
                 text,
                 client_msg_id,
             } => {
-                if text.is_empty() {
-                    return Err(Error::new(
-                        ErrorCode::EmptyMessage,
-                        "a message needs some text",
-                    ));
-                }
-                if text.len() > MAX_MESSAGE_TEXT_BYTES {
-                    return Err(Error::new(
-                        ErrorCode::MessageTooLong,
-                        format!(
-                            "the text is {} bytes; a message holds at most {MAX_MESSAGE_TEXT_BYTES}",
-                            text.len()
-                        ),
-                    ));
-                }
+                check_message_text(&text)?;
                 // Unique per device: two devices of one user sending in the
                 // same millisecond must not look like one message resent.
                 let client_msg_id = client_msg_id.unwrap_or_else(|| {

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use super::{Millis, Output, RelayCore, SessionId, StoreOp, StoreReply};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, UserId};
-use crate::protocol::{ChatMessage, Entry, EntryKind, MAX_MESSAGE_TEXT_BYTES, ServerMsg};
+use crate::protocol::{ChatMessage, Entry, EntryKind, ServerMsg, check_message_text};
 
 /// What a timeline row holds, as the store writes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +126,16 @@ impl Chat {
         }
     }
 
+    /// The next entry of `user`'s timeline.
+    fn row(&mut self, app: AppId, user: UserId, kind: EntryKind) -> TimelineRow {
+        let seq = self.seq(app, &user);
+        TimelineRow {
+            user,
+            entry: Entry { seq, kind },
+            delivered: false,
+        }
+    }
+
     fn seq(&mut self, app: AppId, user: &UserId) -> u64 {
         let next = self.next_seq.entry((app, user.clone())).or_insert(1);
         let seq = *next;
@@ -159,21 +169,7 @@ impl RelayCore {
                 format!("{to} has never logged in to this app; check the UserID"),
             ));
         }
-        if text.is_empty() {
-            return Err(Error::new(
-                ErrorCode::EmptyMessage,
-                "a message needs some text",
-            ));
-        }
-        if text.len() > MAX_MESSAGE_TEXT_BYTES {
-            return Err(Error::new(
-                ErrorCode::MessageTooLong,
-                format!(
-                    "the text is {} bytes; a message holds at most {MAX_MESSAGE_TEXT_BYTES}",
-                    text.len()
-                ),
-            ));
-        }
+        check_message_text(text)?;
         if client_msg_id.is_empty() || client_msg_id.len() > 64 {
             return Err(Error::new(
                 ErrorCode::InvalidParameters,
@@ -218,17 +214,13 @@ impl RelayCore {
             owners.push(from.clone());
         }
         for user in owners {
-            let seq = self.chat.seq(app, &user);
-            rows.push(TimelineRow {
+            rows.push(self.chat.row(
+                app,
                 user,
-                entry: Entry {
-                    seq,
-                    kind: EntryKind::Message {
-                        message: message.clone(),
-                    },
+                EntryKind::Message {
+                    message: message.clone(),
                 },
-                delivered: false,
-            });
+            ));
         }
         self.chat
             .remember(app, &message, client_msg_id.to_owned(), false);
@@ -298,34 +290,21 @@ impl RelayCore {
             if owner == peer && !rows.is_empty() {
                 break;
             }
-            let seq = self.chat.seq(app, &owner);
-            rows.push(TimelineRow {
-                user: owner,
-                entry: Entry {
-                    seq,
-                    kind: EntryKind::Recall {
-                        msg_id: msg_id.to_owned(),
-                        peer,
-                    },
+            rows.push(self.chat.row(
+                app,
+                owner,
+                EntryKind::Recall {
+                    msg_id: msg_id.to_owned(),
+                    peer,
                 },
-                delivered: false,
-            });
+            ));
         }
-        let token = self.commit_token();
-        self.out.push_back(Output::Store(StoreOp::Recall {
+        self.write_rows(app, rows, |token, rows| StoreOp::Recall {
             token,
             app,
             msg_id: msg_id.to_owned(),
-            rows: rows.clone(),
-        }));
-        self.chat.pending.insert(
-            token,
-            AfterCommit::Rows {
-                app,
-                rows,
-                except: None,
-            },
-        );
+            rows,
+        });
         Ok(())
     }
 
@@ -337,30 +316,12 @@ impl RelayCore {
     ) -> Result<(), Error> {
         let (app, user) = self.identity(sid);
         let peer = UserId::parse(peer)?;
-        let seq = self.chat.seq(app, &user);
-        let rows = vec![TimelineRow {
-            user,
-            entry: Entry {
-                seq,
-                kind: EntryKind::Read { peer, at: now },
-            },
-            delivered: false,
-        }];
-        let token = self.commit_token();
-        self.out.push_back(Output::Store(StoreOp::AppendRows {
+        let rows = vec![self.chat.row(app, user, EntryKind::Read { peer, at: now })];
+        self.write_rows(app, rows, |token, rows| StoreOp::AppendRows {
             token,
             app,
-            rows: rows.clone(),
-        }));
-        // Every device of the reader, this one included, applies the mark.
-        self.chat.pending.insert(
-            token,
-            AfterCommit::Rows {
-                app,
-                rows,
-                except: None,
-            },
-        );
+            rows,
+        });
         Ok(())
     }
 
@@ -590,12 +551,7 @@ impl RelayCore {
                 format!("this relay hosts no app {app}"),
             ));
         }
-        if text.is_empty() || text.len() > MAX_MESSAGE_TEXT_BYTES {
-            return Err(Error::new(
-                ErrorCode::MessageTooLong,
-                "the text must be 1 to 65536 bytes",
-            ));
-        }
+        check_message_text(text)?;
         self.known.entry(app).or_default().insert(from.clone());
         self.known.entry(app).or_default().insert(to.clone());
         self.chat.next_msg += 1;
@@ -613,29 +569,37 @@ impl RelayCore {
         }
         let mut rows = Vec::new();
         for user in owners {
-            let seq = self.chat.seq(app, &user);
-            rows.push(TimelineRow {
+            rows.push(self.chat.row(
+                app,
                 user,
-                entry: Entry {
-                    seq,
-                    kind: EntryKind::Message {
-                        message: message.clone(),
-                    },
+                EntryKind::Message {
+                    message: message.clone(),
                 },
-                delivered: false,
-            });
+            ));
         }
         let client_msg_id = format!("admin-{msg_id}");
         self.chat
             .remember(app, &message, client_msg_id.clone(), false);
-        let token = self.commit_token();
-        self.out.push_back(Output::Store(StoreOp::AppendMessage {
+        self.write_rows(app, rows, |token, rows| StoreOp::AppendMessage {
             token,
             app,
             message,
             client_msg_id,
-            rows: rows.clone(),
-        }));
+            rows,
+        });
+        Ok(msg_id)
+    }
+
+    /// Writes rows; once they are durable, delivers them to every device of
+    /// their owners.
+    fn write_rows(
+        &mut self,
+        app: AppId,
+        rows: Vec<TimelineRow>,
+        op: impl FnOnce(u64, Vec<TimelineRow>) -> StoreOp,
+    ) {
+        let token = self.commit_token();
+        self.out.push_back(Output::Store(op(token, rows.clone())));
         self.chat.pending.insert(
             token,
             AfterCommit::Rows {
@@ -644,7 +608,6 @@ impl RelayCore {
                 except: None,
             },
         );
-        Ok(msg_id)
     }
 
     fn commit_token(&mut self) -> u64 {
