@@ -49,7 +49,7 @@ async fn a_wrong_flow_names_the_step_the_device_and_what_arrived() {
         .lines()
         .find(|l| l.contains('✗'))
         .unwrap_or_else(|| panic!("{stdout}"));
-    assert!(failure.contains("  4 [a2]"), "step and device: {failure}");
+    assert!(failure.contains("  5 [a2]"), "step and device: {failure}");
     assert!(
         failure.contains(r#"expected ON_CALL_CANCELED {"reason":"declined_elsewhere"}"#),
         "{failure}"
