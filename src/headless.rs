@@ -437,7 +437,7 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
         commands,
         mut events,
     } = connection::spawn(
-        settings.relay_url.clone(),
+        settings.relay_target(),
         ClientEngine::new(settings.engine_config()),
     );
     let mut lines = stdin_lines();

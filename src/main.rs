@@ -5,8 +5,6 @@ use clap::Parser;
 use termphone::cli::{
     AdminCmd, AdminSendArgs, Cli, Cmd, DeviceArgs, Dirs, FlowArgs, RelayArgs, UsersigArgs,
 };
-use termphone::client::ClientSettings;
-use termphone::client::launcher::ensure_relay;
 use termphone::config::Config;
 use termphone::config::DEFAULT_RELAY_ADDR;
 use termphone::usersig::{self, Ticket};
@@ -45,18 +43,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("start the tokio runtime")
 }
 
-/// Starts the bundled relay first when the settings call for it.
-async fn autostart(settings: &ClientSettings) {
-    if !settings.autostart_relay {
-        return;
-    }
-    let addr = settings.relay_url.trim_start_matches("ws://");
-    let Ok(addr) = addr.parse() else { return };
-    if let Err(e) = ensure_relay(addr, &settings.data_dir).await {
-        tracing::warn!(error = %e, "could not start the bundled relay");
-    }
-}
-
 fn run_tui(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
     let Some(user) = args.user(config) else {
         return fail(
@@ -82,7 +68,6 @@ fn run_tui(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
         banner: Vec::new(),
     };
     runtime().block_on(async {
-        autostart(&options.settings).await;
         match tui::run(options).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
@@ -100,7 +85,6 @@ fn run_headless(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
         settings,
     };
     runtime().block_on(async {
-        autostart(&options.settings).await;
         match headless::run(options).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&format!("stdout: {e}")),

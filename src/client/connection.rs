@@ -13,8 +13,12 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
 use crate::client::engine::{ClientEngine, Command, Input, Output};
 use crate::client::event::Event;
+use crate::client::launcher;
 use crate::protocol::{self, ServerMsg};
 use crate::relay::server::ws_config;
 use crate::time::{deadline, unix_millis};
@@ -24,6 +28,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Connecting = Pin<Box<dyn Future<Output = Result<Ws, String>> + Send>>;
 
+/// Where the relay is, and whether to start the bundled one there when
+/// nothing answers.
+#[derive(Clone, Debug)]
+pub struct RelayTarget {
+    pub url: String,
+    /// The loopback address and data directory of the bundled relay.
+    pub autostart: Option<(SocketAddr, PathBuf)>,
+}
+
+impl From<String> for RelayTarget {
+    fn from(url: String) -> Self {
+        RelayTarget {
+            url,
+            autostart: None,
+        }
+    }
+}
+
 /// The front end's side of a running client.
 pub struct ClientHandle {
     pub commands: mpsc::UnboundedSender<Command>,
@@ -32,18 +54,26 @@ pub struct ClientHandle {
 
 /// Starts the connection task. It ends when `events` is dropped, or when
 /// `commands` is dropped and a logout sent before that has been acknowledged.
-pub fn spawn(relay_url: String, engine: ClientEngine) -> ClientHandle {
+pub fn spawn(relay: impl Into<RelayTarget>, engine: ClientEngine) -> ClientHandle {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(relay_url, engine, cmd_rx, ev_tx));
+    tokio::spawn(run(relay.into(), engine, cmd_rx, ev_tx));
     ClientHandle {
         commands: cmd_tx,
         events: ev_rx,
     }
 }
 
-fn connect(url: String) -> Connecting {
+fn connect(relay: RelayTarget) -> Connecting {
     Box::pin(async move {
+        // Every attempt, not only the first: a bundled relay that stopped
+        // while idle must come back when a device wants it again.
+        if let Some((addr, data_dir)) = &relay.autostart
+            && let Err(e) = launcher::ensure_relay(*addr, data_dir).await
+        {
+            return Err(e);
+        }
+        let url = relay.url;
         let attempt = tokio_tungstenite::connect_async_with_config(&url, Some(ws_config()), true);
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok((ws, _response))) => Ok(ws),
@@ -54,7 +84,7 @@ fn connect(url: String) -> Connecting {
 }
 
 async fn run(
-    url: String,
+    relay: RelayTarget,
     mut engine: ClientEngine,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
@@ -65,7 +95,7 @@ async fn run(
     loop {
         while let Some(output) = engine.poll_output() {
             match output {
-                Output::Connect => connecting = Some(connect(url.clone())),
+                Output::Connect => connecting = Some(connect(relay.clone())),
                 Output::Disconnect => {
                     connecting = None;
                     if let Some(mut w) = ws.take() {

@@ -34,6 +34,19 @@ pub struct ClientSettings {
 }
 
 impl ClientSettings {
+    /// The relay to connect to, with the bundled one to start when needed.
+    pub fn relay_target(&self) -> connection::RelayTarget {
+        let autostart = self
+            .autostart_relay
+            .then(|| self.relay_url.trim_start_matches("ws://").parse().ok())
+            .flatten()
+            .map(|addr| (addr, self.data_dir.clone()));
+        connection::RelayTarget {
+            url: self.relay_url.clone(),
+            autostart,
+        }
+    }
+
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             multi_device: self.multi_device,

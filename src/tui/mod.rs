@@ -72,7 +72,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         commands,
         mut events,
     } = connection::spawn(
-        settings.relay_url.clone(),
+        settings.relay_target(),
         ClientEngine::new(settings.engine_config()),
     );
     let _ = commands.send(login.command);

@@ -301,6 +301,20 @@ async fn with_nothing_configured_a_device_starts_the_bundled_relay() {
             .iter()
             .any(|u| u["userID"] == "alice")
     );
+
+    // The bundled relay goes away (it stops by itself when idle): the
+    // device starts it again on its next attempt and carries on.
+    let killed = std::process::Command::new("pkill")
+        .args(["-f", "termphone relay --listen 127.0.0.1:7787"])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "a bundled relay was running");
+    let state = h.expect("CONNECTION_CHANGED").await;
+    assert_eq!(state["state"], "reconnecting");
+    let state = h.expect("CONNECTION_CHANGED").await;
+    assert_eq!(state["state"], "connected");
+    h.send(json!({"cmd": "getUsers"})).await;
+    h.expect("USERS").await;
     h.send(json!({"cmd": "quit"})).await;
     h.exits_cleanly().await;
 }
