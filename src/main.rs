@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_appender::non_blocking::WorkerGuard;
 
 use termphone::cli::{
     AdminCmd, AdminSendArgs, Cli, Cmd, DeviceArgs, Dirs, FlowArgs, RelayArgs, UsersigArgs,
@@ -49,13 +50,9 @@ fn run_tui(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
             &"who are you? Start with --user NAME (e.g. termphone --user alice), or set client.user in the config",
         );
     };
-    let _guard = match logging::to_file(&dirs.data_dir.join("logs")) {
-        Ok(guard) => guard,
-        Err(e) => return fail(&format!("cannot open the log directory: {e}")),
-    };
-    let keymap = match tui::Keymap::with_overrides(&config.tui.keys) {
-        Ok(keymap) => keymap,
-        Err(e) => return fail(&format!("config [tui.keys]: {e}")),
+    let (_guard, keymap) = match tui_setup(config, dirs) {
+        Ok(setup) => setup,
+        Err(code) => return code,
     };
     let settings = args.settings(config, dirs);
     let options = tui::TuiOptions {
@@ -109,14 +106,19 @@ fn run_relay(args: &RelayArgs, mut config: Config, dirs: &Dirs) -> ExitCode {
     }
 }
 
+/// What every TUI needs first: its log file (never the terminal) and its keys.
+fn tui_setup(config: &Config, dirs: &Dirs) -> Result<(WorkerGuard, tui::Keymap), ExitCode> {
+    let guard = logging::to_file(&dirs.data_dir.join("logs"))
+        .map_err(|e| fail(&format!("cannot open the log directory: {e}")))?;
+    let keymap = tui::Keymap::with_overrides(&config.tui.keys)
+        .map_err(|e| fail(&format!("config [tui.keys]: {e}")))?;
+    Ok((guard, keymap))
+}
+
 fn run_demo(config: &Config, dirs: &Dirs) -> ExitCode {
-    let _guard = match logging::to_file(&dirs.data_dir.join("logs")) {
-        Ok(guard) => guard,
-        Err(e) => return fail(&format!("cannot open the log directory: {e}")),
-    };
-    let keymap = match tui::Keymap::with_overrides(&config.tui.keys) {
-        Ok(keymap) => keymap,
-        Err(e) => return fail(&format!("config [tui.keys]: {e}")),
+    let (_guard, keymap) = match tui_setup(config, dirs) {
+        Ok(setup) => setup,
+        Err(code) => return code,
     };
     match runtime().block_on(demo::run(keymap)) {
         Ok(()) => ExitCode::SUCCESS,

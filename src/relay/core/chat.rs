@@ -126,6 +126,18 @@ impl Chat {
         }
     }
 
+    /// A new message with a relay-wide unique id.
+    fn new_message(&mut self, now: Millis, from: &UserId, to: &UserId, text: &str) -> ChatMessage {
+        self.next_msg += 1;
+        ChatMessage {
+            msg_id: format!("{:x}-{:x}", now, self.next_msg),
+            from: from.clone(),
+            to: to.clone(),
+            text: text.to_owned(),
+            server_time: now,
+        }
+    }
+
     /// The next entry of `user`'s timeline.
     fn row(&mut self, app: AppId, user: UserId, kind: EntryKind) -> TimelineRow {
         let seq = self.seq(app, &user);
@@ -197,15 +209,8 @@ impl RelayCore {
             return Ok(());
         }
         let sync = self.app_config(app).multi_device_sync;
-        self.chat.next_msg += 1;
-        let msg_id = format!("{:x}-{:x}", now, self.chat.next_msg);
-        let message = ChatMessage {
-            msg_id: msg_id.clone(),
-            from: from.clone(),
-            to: to.clone(),
-            text: text.to_owned(),
-            server_time: now,
-        };
+        let message = self.chat.new_message(now, &from, &to, text);
+        let msg_id = message.msg_id.clone();
         let mut rows = Vec::new();
         // With sync on, the sender's timeline mirrors the message to its
         // other devices; with it off, only the recipient's gets it.
@@ -554,15 +559,8 @@ impl RelayCore {
         check_message_text(text)?;
         self.known.entry(app).or_default().insert(from.clone());
         self.known.entry(app).or_default().insert(to.clone());
-        self.chat.next_msg += 1;
-        let msg_id = format!("{:x}-{:x}", now, self.chat.next_msg);
-        let message = ChatMessage {
-            msg_id: msg_id.clone(),
-            from: from.clone(),
-            to: to.clone(),
-            text: text.to_owned(),
-            server_time: now,
-        };
+        let message = self.chat.new_message(now, from, to, text);
+        let msg_id = message.msg_id.clone();
         let mut owners = vec![to.clone()];
         if include_sender && from != to {
             owners.push(from.clone());
