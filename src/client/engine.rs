@@ -120,7 +120,10 @@ struct Credentials {
 enum Link {
     Down,
     Connecting,
-    Up,
+    /// The transport is open; the session is being resumed or logged in.
+    Open,
+    /// The session is live: commands reach the relay.
+    Ready,
 }
 
 pub struct ClientEngine {
@@ -211,19 +214,18 @@ impl ClientEngine {
         match input {
             Input::Command(cmd) => self.command(now, cmd),
             Input::Connected => {
-                self.link = Link::Up;
+                self.link = Link::Open;
                 self.attempt = 0;
                 self.reported_unreachable = false;
                 self.next_heartbeat = Some(now + self.config.heartbeat_interval_ms);
-                self.event(Event::ConnectionChanged {
-                    state: LinkState::Connected,
-                });
+                // `connected` is announced once the session is back (Resumed
+                // or LoginOk), so that a command sent after it is answered.
                 match (&self.session, &self.credentials) {
                     (Some(token), _) => self.send(ClientMsg::Resume {
                         session: token.clone(),
                     }),
                     (None, Some(_)) => self.send_login(),
-                    (None, None) => {}
+                    (None, None) => self.session_ready(),
                 }
             }
             Input::ConnectFailed { reason } => {
@@ -285,7 +287,7 @@ impl ClientEngine {
                 self.presence_subscribed = false;
                 self.set_status(LoginStatus::Logining);
                 match self.link {
-                    Link::Up => self.send_login(),
+                    Link::Open | Link::Ready => self.send_login(),
                     Link::Down => {
                         self.retry_at = None;
                         self.connect();
@@ -300,7 +302,7 @@ impl ClientEngine {
                 if let Some(me) = self.user().cloned() {
                     self.drop_calls(now, &me);
                 }
-                if self.link == Link::Up {
+                if self.transport_up() {
                     self.send(ClientMsg::Logout);
                     self.presence_subscribed = false;
                     self.credentials = None;
@@ -325,7 +327,7 @@ impl ClientEngine {
                     return self.not_logged_in(name);
                 }
                 self.multi_device = enable;
-                if self.link == Link::Up {
+                if self.transport_up() {
                     self.send(ClientMsg::MultiDevice { enable });
                 }
             }
@@ -352,6 +354,7 @@ impl ClientEngine {
         match msg {
             ServerMsg::LoginOk { session, .. } => {
                 self.session = Some(session);
+                self.session_ready();
                 if self.multi_device {
                     self.send(ClientMsg::MultiDevice { enable: true });
                 }
@@ -375,6 +378,7 @@ impl ClientEngine {
                 self.sign_out(now);
             }
             ServerMsg::Resumed { .. } => {
+                self.session_ready();
                 self.resubscribe();
                 self.chat_online();
             }
@@ -462,6 +466,21 @@ impl ClientEngine {
         self.set_status(LoginStatus::Logout);
     }
 
+    fn transport_up(&self) -> bool {
+        matches!(self.link, Link::Open | Link::Ready)
+    }
+
+    /// Announces `connected` when the session comes back, not again when an
+    /// account switch logs in on a link that is already live.
+    fn session_ready(&mut self) {
+        if self.link != Link::Ready {
+            self.link = Link::Ready;
+            self.event(Event::ConnectionChanged {
+                state: LinkState::Connected,
+            });
+        }
+    }
+
     fn close_link(&mut self) {
         self.closing_until = None;
         if self.link != Link::Down {
@@ -517,7 +536,7 @@ impl ClientEngine {
                 return None;
             }
         };
-        if self.link != Link::Up {
+        if self.link != Link::Ready {
             self.event(Event::error(
                 Error::new(
                     ErrorCode::RelayUnreachable,

@@ -516,14 +516,15 @@ fn a_device_whose_session_expired_drops_its_calls() {
     m.relay_up = true;
     m.advance(6_000);
     // alice's engine ends the call itself when it learns, at its first
-    // retry after the relay is back (97.75 s), that its session is gone.
+    // retry after the relay is back (97.75 s), that its session is gone;
+    // `connected` follows once the silent re-login has succeeded.
     assert_eq!(
         m.log(alice),
         [
             "CONNECTION_CHANGED",
             "ERROR 6200 -",
-            "CONNECTION_CHANGED",
             "CALLING_END 97s",
+            "CONNECTION_CHANGED",
             "SYNCED"
         ]
     );
