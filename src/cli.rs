@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::client::ClientSettings;
 use crate::config::{Config, DEFAULT_RELAY_ADDR, check_relay_url};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
+use crate::media::pipeline::MediaSettings;
+use crate::media::spec::AudioSpec;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +44,8 @@ pub enum Cmd {
     /// The relay's admin API.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// List the audio devices --audio-in and --audio-out can name.
+    Devices,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +113,16 @@ pub struct DeviceArgs {
     /// (same as enableMultiDeviceAbility after login).
     #[arg(long)]
     pub multi_device: bool,
+    /// Where call audio comes from: default, a device name, null, wav:PATH, tone:HZ, echo.
+    #[arg(long, value_name = "SPEC", value_parser = parse_audio_spec)]
+    pub audio_in: Option<AudioSpec>,
+    /// Where call audio goes: default, a device name, null, wav:PATH.
+    #[arg(long, value_name = "SPEC", value_parser = parse_audio_spec)]
+    pub audio_out: Option<AudioSpec>,
+}
+
+fn parse_audio_spec(s: &str) -> Result<AudioSpec, String> {
+    s.parse::<AudioSpec>().map_err(|e| e.message)
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +136,15 @@ pub struct RelayArgs {
     /// Stop after this many seconds without any connection.
     #[arg(long, value_name = "SECS")]
     pub exit_when_idle: Option<u64>,
+    /// Lose this share of forwarded media frames, in percent (relay.impairment.loss_percent).
+    #[arg(long, value_name = "PERCENT")]
+    pub media_loss: Option<f64>,
+    /// Delay forwarded media frames by this many ms (relay.impairment.delay_ms).
+    #[arg(long, value_name = "MS")]
+    pub media_delay: Option<u64>,
+    /// Add up to this many ms of random delay per frame (relay.impairment.jitter_ms).
+    #[arg(long, value_name = "MS")]
+    pub media_jitter: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +200,8 @@ impl DeviceArgs {
             platform,
             usersig,
             multi_device,
+            audio_in,
+            audio_out,
         } = self;
         relay.is_none()
             && app.is_none()
@@ -185,6 +210,8 @@ impl DeviceArgs {
             && platform.is_none()
             && usersig.is_none()
             && !multi_device
+            && audio_in.is_none()
+            && audio_out.is_none()
     }
 
     /// Flags over config over defaults.
@@ -200,6 +227,17 @@ impl DeviceArgs {
             usersig_lifetime_secs: c.usersig_lifetime_secs,
             multi_device: self.multi_device || c.multi_device,
             data_dir: dirs.data_dir.clone(),
+            media: MediaSettings {
+                input: self
+                    .audio_in
+                    .clone()
+                    .unwrap_or_else(|| config.media.input.clone()),
+                output: self
+                    .audio_out
+                    .clone()
+                    .unwrap_or_else(|| config.media.output.clone()),
+                codec: config.media.codec(),
+            },
         }
     }
 

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::ids::{AppId, DEV_APP_ID, DeviceId, Platform, UserId};
+use crate::media::codec::CodecSettings;
+use crate::media::spec::AudioSpec;
+use crate::relay::media::Impairment;
 use crate::usersig::{DEFAULT_LIFETIME_SECS, DEV_SECRET};
 
 /// The loopback address a client tries first, and where it starts the
@@ -22,6 +25,41 @@ pub struct Config {
     pub client: ClientConfig,
     pub relay: RelayConfig,
     pub tui: TuiConfig,
+    pub media: MediaConfig,
+}
+
+/// Audio of a device's calls (flags `--audio-in`/`--audio-out` override).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    pub input: AudioSpec,
+    pub output: AudioSpec,
+    pub bitrate_bps: i32,
+    pub complexity: i32,
+    pub expected_loss_percent: i32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        let codec = CodecSettings::default();
+        MediaConfig {
+            input: AudioSpec::Default,
+            output: AudioSpec::Default,
+            bitrate_bps: codec.bitrate_bps,
+            complexity: codec.complexity,
+            expected_loss_percent: codec.expected_loss_percent,
+        }
+    }
+}
+
+impl MediaConfig {
+    pub fn codec(&self) -> CodecSettings {
+        CodecSettings {
+            bitrate_bps: self.bitrate_bps,
+            complexity: self.complexity,
+            expected_loss_percent: self.expected_loss_percent,
+        }
+    }
 }
 
 /// Settings of the terminal UI.
@@ -96,6 +134,8 @@ pub struct RelayConfig {
     pub max_call_participants: usize,
     /// Bearer token of the admin API (`termphone admin`); unset, it is off.
     pub admin_token: Option<String>,
+    /// Simulated loss, delay and jitter on forwarded media (off by default).
+    pub impairment: Impairment,
     pub apps: Vec<AppConfig>,
 }
 
@@ -109,6 +149,7 @@ impl Default for RelayConfig {
             heartbeat_timeout_secs: 30,
             max_call_participants: 9,
             admin_token: None,
+            impairment: Impairment::default(),
             apps: vec![AppConfig::default()],
         }
     }
@@ -206,7 +247,24 @@ impl Config {
         if c.usersig_lifetime_secs == 0 {
             return Err("client.usersig_lifetime_secs must be at least 1".into());
         }
+        let m = &self.media;
+        if matches!(m.output, AudioSpec::Tone(_) | AudioSpec::Echo) {
+            return Err(format!(
+                "media.output: {} is a source; use default, null, wav:PATH or a device",
+                m.output
+            ));
+        }
+        if !(6_000..=510_000).contains(&m.bitrate_bps) {
+            return Err("media.bitrate_bps is 6000 to 510000 (Opus's range)".into());
+        }
+        if !(0..=10).contains(&m.complexity) {
+            return Err("media.complexity is 0 to 10".into());
+        }
+        if !(0..=100).contains(&m.expected_loss_percent) {
+            return Err("media.expected_loss_percent is 0 to 100".into());
+        }
         let r = &self.relay;
+        r.impairment.check()?;
         if r.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err("relay.admin_token must be at least 16 bytes".into());
         }
@@ -320,6 +378,14 @@ mod tests {
             "multi_device_sync",
             "compensation_window_days",
             "recall_window_secs",
+            "input",
+            "output",
+            "bitrate_bps",
+            "complexity",
+            "expected_loss_percent",
+            "loss_percent",
+            "delay_ms",
+            "jitter_ms",
         ] {
             assert!(
                 uncommented.contains(&format!("\n{key} =")),

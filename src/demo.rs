@@ -12,6 +12,9 @@ use crate::client::engine::{CallCommand, ChatCommand, ClientEngine, Command, Eng
 use crate::client::event::Event;
 use crate::config::RelayConfig;
 use crate::ids::{DEV_APP_ID, DeviceId, Platform, UserId};
+use crate::media::codec::CodecSettings;
+use crate::media::pipeline::MediaSettings;
+use crate::media::spec::AudioSpec;
 use crate::relay::{self, RelayHandle};
 use crate::time::unix_millis;
 use crate::tui::{self, Keymap, TuiOptions};
@@ -31,7 +34,8 @@ pub const BANNER: &[&str] = &[
     "dave has two devices: call him (c); one",
     "  answers, the other stops, and he says so.",
     "Message carol and she calls you again.",
-    "Voice needs the media work: no audio yet.",
+    "Voice: echo plays yours back after 0.5 s;",
+    "  m mutes and unmutes your microphone.",
     "? lists every key, q quits.",
 ];
 
@@ -45,8 +49,8 @@ pub async fn run(keymap: Keymap) -> std::io::Result<()> {
     let peers = vec![
         tokio::spawn(echo(url.clone())),
         tokio::spawn(carol(url.clone())),
-        tokio::spawn(dave(url.clone(), "laptop")),
-        tokio::spawn(dave(url.clone(), "phone")),
+        tokio::spawn(dave(url.clone(), "laptop", 440.0)),
+        tokio::spawn(dave(url.clone(), "phone", 494.0)),
     ];
     let settings = ClientSettings {
         relay_url: url,
@@ -57,6 +61,11 @@ pub async fn run(keymap: Keymap) -> std::io::Result<()> {
         usersig_lifetime_secs: 24 * 3600,
         multi_device: true,
         data_dir: scratch.path().join("data"),
+        media: MediaSettings {
+            input: AudioSpec::Default,
+            output: AudioSpec::Default,
+            codec: CodecSettings::default(),
+        },
     };
 
     let result = tui::run(TuiOptions {
@@ -95,13 +104,27 @@ struct Peer {
 }
 
 impl Peer {
-    async fn login(url: String, user: &str, device: &str, multi_device: bool) -> Peer {
+    /// A peer that plays nothing and speaks from `input` (generated audio:
+    /// the demo needs no sound card).
+    async fn login(
+        url: String,
+        user: &str,
+        device: &str,
+        multi_device: bool,
+        input: AudioSpec,
+    ) -> Peer {
         let user = UserId::parse(user).expect("valid");
         let config = EngineConfig {
             multi_device,
             ..EngineConfig::new(DEV_APP_ID, Platform::terminal())
         };
-        let ClientHandle { commands, events } = connection::spawn(url, ClientEngine::new(config));
+        let media = MediaSettings {
+            input,
+            output: AudioSpec::Null,
+            codec: CodecSettings::default(),
+        };
+        let ClientHandle { commands, events } =
+            connection::spawn(url, ClientEngine::new(config), media);
         let ticket = Ticket {
             app: DEV_APP_ID,
             user: user.clone(),
@@ -140,7 +163,7 @@ impl Peer {
 
 /// Answers every call after a ring and echoes every message.
 async fn echo(url: String) {
-    let mut peer = Peer::login(url, "echo", "bot", false).await;
+    let mut peer = Peer::login(url, "echo", "bot", false, AudioSpec::Echo).await;
     while let Some(event) = peer.events.recv().await {
         match event {
             Event::OnCallReceived { call_id, .. } => {
@@ -159,7 +182,7 @@ async fn echo(url: String) {
 
 /// Calls the demo user shortly after start, and again when messaged.
 async fn carol(url: String) {
-    let mut peer = Peer::login(url, "carol", "phone", false).await;
+    let mut peer = Peer::login(url, "carol", "phone", false, AudioSpec::Tone(330.0)).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     peer.call_me();
     while let Some(event) = peer.events.recv().await {
@@ -182,8 +205,8 @@ async fn carol(url: String) {
 
 /// One of dave's two devices: both ring; the laptop answers after a ring,
 /// and each device tells the demo user what it saw.
-async fn dave(url: String, device: &'static str) {
-    let mut peer = Peer::login(url, "dave", device, true).await;
+async fn dave(url: String, device: &'static str, tone_hz: f32) {
+    let mut peer = Peer::login(url, "dave", device, true, AudioSpec::Tone(tone_hz)).await;
     while let Some(event) = peer.events.recv().await {
         match event {
             // Both ring; the laptop answers after a ring.

@@ -70,6 +70,8 @@ error_codes! {
     NotYourMessage = 6405, "NOT_YOUR_MESSAGE", "only the sender of a message can recall it";
     RecallWindowPassed = 6406, "RECALL_WINDOW_PASSED", "the recall window (relay setting, 120 s by default) is over";
     AdminDenied = 6410, "ADMIN_DENIED", "the admin API is off (no relay.admin_token) or the token is wrong";
+    InvalidAudioSpec = 6500, "INVALID_AUDIO_SPEC", "an --audio-in/--audio-out value is not default, null, wav:PATH, tone:HZ, echo or a device name";
+    AudioDeviceFailed = 6501, "AUDIO_DEVICE_FAILED", "the audio device cannot be opened or stopped working; the call goes on with null audio";
     UserSigExpired = 6206, "USER_SIG_EXPIRED", "client: the UserSig has expired; log in again with a fresh ticket";
     UserSigExpiredRelay = 70001, "USER_SIG_EXPIRED_RELAY", "relay: the UserSig has expired (the client reports 6206)";
     UserSigInvalid = 70003, "USER_SIG_INVALID", "the UserSig cannot be decoded: it is not a termphone ticket";
@@ -84,6 +86,7 @@ error_codes! {
     FrameTooLarge = 90002, "FRAME_TOO_LARGE", "a control frame is larger than the protocol allows";
     UnsupportedVersion = 90003, "UNSUPPORTED_VERSION", "the frame's protocol version `v` is not spoken by this peer";
     TooManyConnections = 90005, "TOO_MANY_CONNECTIONS", "the relay is at its connection cap; try again later";
+    MalformedMedia = 90007, "MALFORMED_MEDIA", "a binary media frame has a bad header or payload size (the relay drops it)";
     SessionExpired = 90006, "SESSION_EXPIRED", "the session to resume is gone (grace period over); a fresh login follows";
 }
 

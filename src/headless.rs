@@ -36,6 +36,8 @@ pub const COMMANDS: &[&str] = &[
     "hangup",
     "inviteUser",
     "joinInGroupCall",
+    "openMicrophone",
+    "closeMicrophone",
     "sendMessage",
     "recallMessage",
     "markRead",
@@ -285,6 +287,10 @@ fn parse_command(line: &str) -> Result<Request, Event> {
             let a: JoinArgs = args(&cmd, obj)?;
             Ok(call(CallCommand::Join { room: a.room_id }))
         }
+        "openMicrophone" | "closeMicrophone" => {
+            let on = cmd == "openMicrophone";
+            args::<NoArgs>(&cmd, obj).map(|_| call(CallCommand::Microphone { on }))
+        }
         "getUsers" => {
             let a: GetUsersArgs = args(&cmd, obj)?;
             Ok(Request::Engine(Command::GetUsers {
@@ -439,6 +445,7 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
     } = connection::spawn(
         settings.relay_target(),
         ClientEngine::new(settings.engine_config()),
+        settings.media.clone(),
     );
     let mut lines = stdin_lines();
     let mut device_state = DeviceState {

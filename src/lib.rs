@@ -17,6 +17,7 @@ pub mod flow;
 pub mod headless;
 pub mod ids;
 pub mod logging;
+pub mod media;
 pub mod profile;
 pub mod protocol;
 pub mod relay;

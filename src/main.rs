@@ -29,7 +29,40 @@ fn main() -> ExitCode {
         Some(Cmd::Admin(AdminCmd::Send(args))) => admin_send(&args, &config),
         Some(Cmd::Flow(args)) => run_flow(&args),
         Some(Cmd::Demo) => run_demo(&config, &dirs),
+        Some(Cmd::Devices) => list_devices(),
     }
+}
+
+fn list_devices() -> ExitCode {
+    logging::to_stderr("warn");
+    let devices = match termphone::media::device::list() {
+        Ok(devices) => devices,
+        Err(e) => return fail(&e.message),
+    };
+    if devices.is_empty() {
+        println!(
+            "no audio devices; calls can still use --audio-in/--audio-out null, wav:PATH or tone:HZ"
+        );
+    }
+    for d in devices {
+        let mut roles = Vec::new();
+        if d.input {
+            roles.push(if d.default_input {
+                "input (default)"
+            } else {
+                "input"
+            });
+        }
+        if d.output {
+            roles.push(if d.default_output {
+                "output (default)"
+            } else {
+                "output"
+            });
+        }
+        println!("{:<28} {:<40} {}", d.id, d.name, roles.join(", "));
+    }
+    ExitCode::SUCCESS
 }
 
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {
@@ -93,6 +126,13 @@ fn run_relay(args: &RelayArgs, mut config: Config, dirs: &Dirs) -> ExitCode {
     logging::to_stderr("info");
     if let Some(listen) = args.listen {
         config.relay.listen = listen;
+    }
+    let impairment = &mut config.relay.impairment;
+    impairment.loss_percent = args.media_loss.unwrap_or(impairment.loss_percent);
+    impairment.delay_ms = args.media_delay.unwrap_or(impairment.delay_ms);
+    impairment.jitter_ms = args.media_jitter.unwrap_or(impairment.jitter_ms);
+    if let Err(e) = impairment.check() {
+        return fail(&e);
     }
     let db = args
         .db

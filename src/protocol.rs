@@ -1,8 +1,9 @@
 //! The wire protocol between clients and the relay: every message, in one place.
 //!
 //! Control messages are JSON objects in WebSocket text frames, tagged by
-//! `type` and stamped with the protocol version `v`. `docs/protocol.md`
-//! documents the same set as a table.
+//! `type` and stamped with the protocol version `v`. Voice travels in binary
+//! frames: a fixed header ([`MediaHeader`]) and one Opus packet.
+//! `docs/protocol.md` documents the same set as tables.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,10 @@ pub enum ClientMsg {
     Join {
         room: RoomId,
     },
+    /// The device opened (`on`) or closed its microphone in its current call.
+    Microphone {
+        on: bool,
+    },
     /// A one-to-one text message; `client_msg_id` makes a resend idempotent.
     SendMessage {
         to: String,
@@ -125,6 +130,25 @@ pub enum ClientMsg {
 }
 
 impl ClientMsg {
+    /// Whether handling this message can change who is in a call on which
+    /// connection (heartbeats and chat cannot), so the relay need not look
+    /// at its media routes after the others.
+    pub fn may_move_media(&self) -> bool {
+        !matches!(
+            self,
+            ClientMsg::Heartbeat
+                | ClientMsg::ListUsers { .. }
+                | ClientMsg::Microphone { .. }
+                | ClientMsg::SendMessage { .. }
+                | ClientMsg::RecallMessage { .. }
+                | ClientMsg::MarkRead { .. }
+                | ClientMsg::Typing { .. }
+                | ClientMsg::Sync { .. }
+                | ClientMsg::History { .. }
+                | ClientMsg::AdminSend { .. }
+        )
+    }
+
     /// The `type` tag, for error replies that name the failed request.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -142,6 +166,7 @@ impl ClientMsg {
             ClientMsg::Hangup { .. } => "hangup",
             ClientMsg::Invite { .. } => "invite",
             ClientMsg::Join { .. } => "join",
+            ClientMsg::Microphone { .. } => "microphone",
             ClientMsg::SendMessage { .. } => "send_message",
             ClientMsg::RecallMessage { .. } => "recall_message",
             ClientMsg::MarkRead { .. } => "mark_read",
@@ -392,6 +417,17 @@ pub enum ServerMsg {
         action: PeerAction,
         users: Vec<UserId>,
     },
+    /// Who sends the media of a room: the `source` of each binary frame the
+    /// device will receive, with its user. Sent whenever the room changes.
+    MediaPeers {
+        room: RoomId,
+        peers: Vec<MediaPeer>,
+    },
+    /// A member of the device's call opened or closed its microphone.
+    AudioAvailable {
+        user: UserId,
+        available: bool,
+    },
     /// The acknowledgement of `send_message`, sent once the message is durable.
     MessageSent {
         msg_id: String,
@@ -431,6 +467,95 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<String>,
     },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaPeer {
+    pub source: MediaSource,
+    pub user: UserId,
+}
+
+/// The relay's number for one connection's media within a room.
+pub type MediaSource = u32;
+
+/// The source number of a relay connection: its id, truncated (ids are
+/// handed out in order, so two live connections share one only after four
+/// billion connections in between).
+pub fn media_source(conn: u64) -> MediaSource {
+    conn as MediaSource
+}
+
+/// Version byte of a binary media frame.
+pub const MEDIA_VERSION: u8 = 1;
+
+/// Bytes of a media frame's header: version, room, source, seq, timestamp.
+pub const MEDIA_HEADER_BYTES: usize = 15;
+
+/// Largest Opus packet a media frame carries (20 ms at Opus's 510 kbps cap
+/// is 1275 bytes).
+pub const MAX_MEDIA_PAYLOAD_BYTES: usize = 1275;
+
+/// The fixed header of a binary media frame, all integers big-endian:
+/// `version u8 | room u32 | source u32 | seq u16 | timestamp u32`.
+///
+/// A client sends `source` 0; the relay stamps the sender's source before it
+/// forwards the frame, so a client cannot speak for another. `timestamp`
+/// counts 48 kHz samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaHeader {
+    pub room: RoomId,
+    pub source: MediaSource,
+    pub seq: u16,
+    pub timestamp: u32,
+}
+
+impl MediaHeader {
+    /// One frame: this header followed by `payload`.
+    pub fn encode(&self, payload: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(MEDIA_HEADER_BYTES + payload.len());
+        frame.push(MEDIA_VERSION);
+        frame.extend_from_slice(&self.room.to_be_bytes());
+        frame.extend_from_slice(&self.source.to_be_bytes());
+        frame.extend_from_slice(&self.seq.to_be_bytes());
+        frame.extend_from_slice(&self.timestamp.to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// Splits a frame into its header and Opus payload.
+    pub fn decode(frame: &[u8]) -> Result<(MediaHeader, &[u8]), Error> {
+        let bad = |why: String| Error::new(ErrorCode::MalformedMedia, why);
+        let Some((head, payload)) = frame.split_first_chunk::<MEDIA_HEADER_BYTES>() else {
+            return Err(bad(format!(
+                "a media frame is at least {MEDIA_HEADER_BYTES} bytes, this one {}",
+                frame.len()
+            )));
+        };
+        if head[0] != MEDIA_VERSION {
+            return Err(bad(format!(
+                "media frame version {} is not spoken here ({MEDIA_VERSION} is)",
+                head[0]
+            )));
+        }
+        if payload.is_empty() || payload.len() > MAX_MEDIA_PAYLOAD_BYTES {
+            return Err(bad(format!(
+                "a media payload is 1 to {MAX_MEDIA_PAYLOAD_BYTES} bytes, this one {}",
+                payload.len()
+            )));
+        }
+        let header = MediaHeader {
+            room: u32::from_be_bytes([head[1], head[2], head[3], head[4]]),
+            source: u32::from_be_bytes([head[5], head[6], head[7], head[8]]),
+            seq: u16::from_be_bytes([head[9], head[10]]),
+            timestamp: u32::from_be_bytes([head[11], head[12], head[13], head[14]]),
+        };
+        Ok((header, payload))
+    }
+
+    /// Writes `source` into an encoded frame (the relay's stamp).
+    pub fn stamp_source(frame: &mut [u8], source: MediaSource) {
+        frame[5..9].copy_from_slice(&source.to_be_bytes());
+    }
 }
 
 #[derive(Serialize)]
@@ -526,5 +651,28 @@ mod tests {
             "x".repeat(MAX_CONTROL_FRAME_BYTES)
         );
         assert_eq!(code(&huge), ErrorCode::FrameTooLarge);
+    }
+
+    #[test]
+    fn media_frames_round_trip_and_refuse_garbage() {
+        let header = MediaHeader {
+            room: 0xDEAD_BEEF,
+            source: 7,
+            seq: 65_535,
+            timestamp: 48_000,
+        };
+        let mut frame = header.encode(b"opus");
+        assert_eq!(frame.len(), MEDIA_HEADER_BYTES + 4);
+        assert_eq!(MediaHeader::decode(&frame).unwrap(), (header, &b"opus"[..]));
+        MediaHeader::stamp_source(&mut frame, 9);
+        assert_eq!(MediaHeader::decode(&frame).unwrap().0.source, 9);
+
+        let code = |f: &[u8]| MediaHeader::decode(f).unwrap_err().code;
+        assert_eq!(code(&frame[..10]), ErrorCode::MalformedMedia);
+        assert_eq!(code(&header.encode(b"")), ErrorCode::MalformedMedia);
+        assert_eq!(code(&header.encode(&[0; 1276])), ErrorCode::MalformedMedia);
+        frame[0] = 2;
+        let err = MediaHeader::decode(&frame).unwrap_err();
+        assert!(err.message.contains("version 2"), "{}", err.message);
     }
 }

@@ -2,10 +2,13 @@
 //!
 //! It connects when the engine says so, feeds frames and timeouts in, and
 //! carries out what comes out. Front ends talk to it through two channels.
+//! During a call it also carries media: binary frames between the socket
+//! and the media thread, and a WebSocket ping every 2 s for the round trip
+//! that network quality reports.
 
 use std::future::{Future, pending};
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -19,11 +22,15 @@ use std::path::PathBuf;
 use crate::client::engine::{ClientEngine, Command, Input, Output};
 use crate::client::event::Event;
 use crate::client::launcher;
+use crate::media::pipeline::{Control, MediaHandle, MediaSettings};
 use crate::protocol::{self, ServerMsg};
 use crate::relay::server::ws_config;
 use crate::time::{deadline, unix_millis};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Media frames waiting for the socket: 100 ms. More is stale voice.
+const MEDIA_SEND_QUEUE: usize = 5;
+const PING_EVERY: Duration = Duration::from_secs(2);
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Connecting = Pin<Box<dyn Future<Output = Result<Ws, String>> + Send>>;
@@ -54,10 +61,14 @@ pub struct ClientHandle {
 
 /// Starts the connection task. It ends when `events` is dropped, or when
 /// `commands` is dropped and a logout sent before that has been acknowledged.
-pub fn spawn(relay: impl Into<RelayTarget>, engine: ClientEngine) -> ClientHandle {
+pub fn spawn(
+    relay: impl Into<RelayTarget>,
+    engine: ClientEngine,
+    media: MediaSettings,
+) -> ClientHandle {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(relay.into(), engine, cmd_rx, ev_tx));
+    tokio::spawn(run(relay.into(), engine, media, cmd_rx, ev_tx));
     ClientHandle {
         commands: cmd_tx,
         events: ev_rx,
@@ -86,15 +97,37 @@ fn connect(relay: RelayTarget) -> Connecting {
 async fn run(
     relay: RelayTarget,
     mut engine: ClientEngine,
+    media_settings: MediaSettings,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     let mut ws: Option<Ws> = None;
     let mut connecting: Option<Connecting> = None;
     let mut front_end_gone = false;
+    let (media_tx, mut media_out) = mpsc::channel::<Vec<u8>>(MEDIA_SEND_QUEUE);
+    let mut media: Option<MediaHandle> = None;
+    let mut in_call = false;
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut ping_sent: Option<Instant> = None;
     loop {
         while let Some(output) = engine.poll_output() {
             match output {
+                Output::Media(control) => {
+                    match &control {
+                        Control::Start { .. } => in_call = true,
+                        Control::Stop => in_call = false,
+                        _ => {}
+                    }
+                    media
+                        .get_or_insert_with(|| {
+                            MediaHandle::spawn(
+                                media_settings.clone(),
+                                media_tx.clone(),
+                                events.clone(),
+                            )
+                        })
+                        .send(control);
+                }
                 Output::Connect => connecting = Some(connect(relay.clone())),
                 Output::Disconnect => {
                     connecting = None;
@@ -136,8 +169,31 @@ async fn run(
                     Err(reason) => engine.handle(unix_millis(), Input::ConnectFailed { reason }),
                 }
             }
+            Some(frame) = media_out.recv() => {
+                if let Some(w) = ws.as_mut()
+                    && let Err(e) = w.send(Message::binary(frame)).await
+                {
+                    tracing::debug!(error = %e, "media send failed");
+                }
+            }
+            _ = ping.tick(), if in_call && ws.is_some() => {
+                if let Some(w) = ws.as_mut() {
+                    ping_sent = Some(Instant::now());
+                    let _ = w.send(Message::Ping(Default::default())).await;
+                }
+            }
             frame = async { match ws.as_mut() { Some(w) => w.next().await, None => pending().await } } => {
                 match frame {
+                    Some(Ok(Message::Binary(data))) => {
+                        if let Some(m) = &media {
+                            m.send(Control::Frame(data.into()));
+                        }
+                    }
+                    Some(Ok(Message::Pong(_))) => {
+                        if let (Some(sent), Some(m)) = (ping_sent.take(), &media) {
+                            m.send(Control::Rtt(sent.elapsed().as_millis() as u64));
+                        }
+                    }
                     Some(Ok(Message::Text(text))) => match protocol::decode::<ServerMsg>(&text) {
                         Ok(msg) => engine.handle(unix_millis(), Input::Frame(msg)),
                         Err(e) => tracing::warn!(error = %e, "undecodable frame from the relay"),

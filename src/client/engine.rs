@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use crate::client::event::{Event, LinkState, LoginStatus};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
+use crate::media;
 use crate::protocol::{ClientMsg, ServerMsg, WireError};
 pub use calls::CallCommand;
 pub use chat::ChatCommand;
@@ -83,6 +84,9 @@ pub enum Output {
     Disconnect,
     Send(ClientMsg),
     Event(Event),
+    /// For the media thread: a call's media starts or stops, its
+    /// participants change, the microphone opens or closes.
+    Media(media::pipeline::Control),
 }
 
 #[derive(Clone, Debug)]
@@ -427,7 +431,21 @@ impl ClientEngine {
             | ServerMsg::CallPeer { .. }) => {
                 if let Some(me) = self.user().cloned() {
                     self.call_frame(now, &me, msg);
+                    self.sync_media(&me);
                 }
+            }
+            ServerMsg::MediaPeers { room, peers } => {
+                self.out
+                    .push_back(Output::Media(media::pipeline::Control::Peers {
+                        room,
+                        peers,
+                    }));
+            }
+            ServerMsg::AudioAvailable { user, available } => {
+                self.event(Event::UserAudioAvailable {
+                    user_id: user.to_string(),
+                    is_audio_available: available,
+                })
             }
             msg @ (ServerMsg::MessageSent { .. }
             | ServerMsg::Entries { .. }
@@ -598,6 +616,7 @@ fn command_for_request(request: &str) -> &str {
         "history" => "getMessages",
         "invite" => "inviteUser",
         "join" => "joinInGroupCall",
+        "microphone" => "openMicrophone",
         other => other,
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::client::history::CallRecord;
 use crate::client::local_store::{Conversation, StoredMessage};
 use crate::error::{Error, ErrorCode};
+pub use crate::media::quality::Quality;
 use crate::protocol::UserPresence;
 
 /// Login status with the vendor's numbers.
@@ -72,6 +73,28 @@ impl From<UserPresence> for UserView {
             in_call: p.in_call,
         }
     }
+}
+
+/// One entry of `USER_VOICE_VOLUME`'s `volumeMap`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VoiceVolume {
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    pub volume: u8,
+}
+
+/// One entry of `ON_USER_NETWORK_QUALITY_CHANGED`'s `networkQualityList`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkQuality {
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    /// 0 unknown, 1 excellent, 2 good, 3 poor, 4 bad, 5 very bad, 6 down.
+    pub quality: Quality,
+    pub loss_percent: f64,
+    pub jitter_ms: u64,
+    /// This device's round trip to the relay, once measured.
+    pub rtt_ms: Option<u64>,
 }
 
 /// A device's part in a call.
@@ -184,6 +207,23 @@ pub enum Event {
         call_id: String,
         #[serde(rename = "userIDList")]
         user_id_list: Vec<String>,
+    },
+    /// A member of this device's call opened or closed its microphone.
+    #[serde(rename = "USER_AUDIO_AVAILABLE", rename_all = "camelCase")]
+    UserAudioAvailable {
+        #[serde(rename = "userID")]
+        user_id: String,
+        is_audio_available: bool,
+    },
+    /// Every participant's voice level (this device's user first), 0 to 100,
+    /// five times a second during a call.
+    #[serde(rename = "USER_VOICE_VOLUME", rename_all = "camelCase")]
+    UserVoiceVolume { volume_map: Vec<VoiceVolume> },
+    /// The other participants' network as this device receives them, every
+    /// 2 s when a grade changes.
+    #[serde(rename = "ON_USER_NETWORK_QUALITY_CHANGED", rename_all = "camelCase")]
+    OnUserNetworkQualityChanged {
+        network_quality_list: Vec<NetworkQuality>,
     },
     #[serde(rename = "SDK_READY")]
     SdkReady,
@@ -299,6 +339,9 @@ impl Event {
             Event::UserLeave { .. } => "USER_LEAVE",
             Event::NoResp { .. } => "NO_RESP",
             Event::GroupCallInviteeListUpdate { .. } => "GROUP_CALL_INVITEE_LIST_UPDATE",
+            Event::UserAudioAvailable { .. } => "USER_AUDIO_AVAILABLE",
+            Event::UserVoiceVolume { .. } => "USER_VOICE_VOLUME",
+            Event::OnUserNetworkQualityChanged { .. } => "ON_USER_NETWORK_QUALITY_CHANGED",
             Event::SdkReady => "SDK_READY",
             Event::MessageSent { .. } => "MESSAGE_SENT",
             Event::MessageReceived { .. } => "MESSAGE_RECEIVED",
@@ -364,6 +407,9 @@ pub const EVENT_NAMES: &[&str] = &[
     "USER_LEAVE",
     "NO_RESP",
     "GROUP_CALL_INVITEE_LIST_UPDATE",
+    "USER_AUDIO_AVAILABLE",
+    "USER_VOICE_VOLUME",
+    "ON_USER_NETWORK_QUALITY_CHANGED",
     "SDK_READY",
     "LOGIN_STATUS_CHANGED",
     "KICKED_OUT",

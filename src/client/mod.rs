@@ -11,6 +11,7 @@ pub mod local_store;
 use std::path::PathBuf;
 
 use crate::ids::{AppId, DeviceId, Platform, UserId};
+use crate::media::pipeline::MediaSettings;
 use crate::profile::{Profile, ProfileError};
 use crate::usersig::{self, Ticket};
 use engine::{Command, EngineConfig};
@@ -31,6 +32,8 @@ pub struct ClientSettings {
     /// Multi-device ability from the start.
     pub multi_device: bool,
     pub data_dir: PathBuf,
+    /// Audio of this device's calls.
+    pub media: MediaSettings,
 }
 
 impl ClientSettings {

@@ -10,7 +10,7 @@ mod calls;
 mod chat;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -21,7 +21,8 @@ use crate::config::{AppConfig, RelayConfig};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
 use crate::protocol::{
-    ChatMessage, ClientMsg, DeviceInfo, Entry, KickReason, ServerMsg, UserPresence,
+    ChatMessage, ClientMsg, DeviceInfo, Entry, KickReason, MediaPeer, RoomId, ServerMsg,
+    UserPresence, media_source,
 };
 use crate::usersig;
 
@@ -83,6 +84,12 @@ pub enum Output {
         reason: CloseReason,
     },
     Store(StoreOp),
+    /// The connections whose media meet in `room` now (none: the room is
+    /// closed). The shell forwards binary frames by it.
+    MediaRoom {
+        room: RoomId,
+        members: Vec<(ConnId, UserId)>,
+    },
 }
 
 /// What the store answers to work with a token.
@@ -224,6 +231,8 @@ pub struct RelayCore {
     /// Detached sessions and when their grace ends.
     detached: HashMap<SessionId, Millis>,
     timers: BinaryHeap<Reverse<(Millis, Timer)>>,
+    /// The media routes the shell was last told.
+    media_routes: BTreeMap<RoomId, Vec<(ConnId, UserId)>>,
     out: VecDeque<Output>,
 }
 
@@ -255,6 +264,7 @@ impl RelayCore {
             subscribers: HashMap::new(),
             detached: HashMap::new(),
             timers: BinaryHeap::new(),
+            media_routes: BTreeMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -275,6 +285,18 @@ impl RelayCore {
 
     pub fn handle(&mut self, now: Millis, input: Input) {
         self.now = now;
+        let may_move_media = match &input {
+            Input::Frame { msg, .. } => msg.may_move_media(),
+            Input::Committed { .. } => false,
+            _ => true,
+        };
+        self.handle_input(now, input);
+        if may_move_media {
+            self.publish_media_routes();
+        }
+    }
+
+    fn handle_input(&mut self, now: Millis, input: Input) {
         match input {
             Input::Connected { conn } => {
                 self.conns.insert(
@@ -316,6 +338,11 @@ impl RelayCore {
 
     pub fn handle_timeout(&mut self, now: Millis) {
         self.now = now;
+        self.fire_timers(now);
+        self.publish_media_routes();
+    }
+
+    fn fire_timers(&mut self, now: Millis) {
         while let Some(&Reverse((at, timer))) = self.timers.peek() {
             if at > now {
                 break;
@@ -418,6 +445,9 @@ impl RelayCore {
             ClientMsg::Ignore { call_id } => self
                 .session_of(conn)
                 .and_then(|sid| self.ignore(sid, &call_id)),
+            ClientMsg::Microphone { on } => self
+                .session_of(conn)
+                .and_then(|sid| self.microphone(sid, on)),
             ClientMsg::Hangup { call_id } => self
                 .session_of(conn)
                 .and_then(|sid| self.hangup(now, sid, &call_id)),
@@ -818,6 +848,46 @@ impl RelayCore {
     }
 
     /// The app and user of a session.
+    /// Tells the shell (and the members) about every room whose media
+    /// routes changed: a member joined, left, or reconnected on another
+    /// connection.
+    fn publish_media_routes(&mut self) {
+        if self.media_routes.is_empty() && !self.has_calls() {
+            return;
+        }
+        let routes = self.media_routes();
+        if routes == self.media_routes {
+            return;
+        }
+        let old = std::mem::replace(&mut self.media_routes, routes);
+        for room in old.keys().filter(|r| !self.media_routes.contains_key(r)) {
+            self.out.push_back(Output::MediaRoom {
+                room: *room,
+                members: Vec::new(),
+            });
+        }
+        let changed: Vec<_> = self
+            .media_routes
+            .iter()
+            .filter(|(room, members)| old.get(room) != Some(members))
+            .map(|(room, members)| (*room, members.clone()))
+            .collect();
+        for (room, members) in changed {
+            for (conn, _) in &members {
+                let peers = members
+                    .iter()
+                    .filter(|(c, _)| c != conn)
+                    .map(|(c, user)| MediaPeer {
+                        source: media_source(*c),
+                        user: user.clone(),
+                    })
+                    .collect();
+                self.send(*conn, ServerMsg::MediaPeers { room, peers });
+            }
+            self.out.push_back(Output::MediaRoom { room, members });
+        }
+    }
+
     fn identity(&self, sid: SessionId) -> (AppId, UserId) {
         let s = &self.sessions[&sid];
         (s.app, s.user.clone())

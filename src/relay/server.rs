@@ -3,7 +3,9 @@
 //!
 //! Connection tasks decode frames and forward them to the core task; the
 //! core task runs the core and routes its outputs back through per-connection
-//! queues. Nothing here decides anything about logins or calls.
+//! queues. Binary media frames skip the core: the connection task hands them
+//! to the [`MediaRouter`], which the core keeps up to date. Nothing here
+//! decides anything about logins or calls.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use crate::config::RelayConfig;
 use crate::error::{Error, ErrorCode};
 use crate::protocol::{self, ClientMsg, MAX_TRANSPORT_MESSAGE_BYTES, ServerMsg};
 use crate::relay::core::{CloseReason, ConnId, Input, Output, RelayCore, Settings, StoreOp};
+use crate::relay::media::{MediaQueue, MediaRouter};
 use crate::relay::store::Store;
 use crate::time::{deadline, unix_millis};
 use crate::usersig::DEV_SECRET;
@@ -77,6 +80,7 @@ enum CoreEvent {
 /// A running relay.
 pub struct RelayHandle {
     addr: SocketAddr,
+    media: Arc<MediaRouter>,
     shutdown: watch::Sender<bool>,
     permits: Arc<Semaphore>,
     max_connections: usize,
@@ -91,6 +95,11 @@ impl RelayHandle {
     /// `ws://` address clients connect to.
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
+    }
+
+    /// Media forwarding counters.
+    pub fn media(&self) -> &MediaRouter {
+        &self.media
     }
 
     pub fn active_connections(&self) -> usize {
@@ -136,12 +145,14 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(config.max_connections));
-    let core_task = tokio::spawn(run_core(core, events_rx, store_tx));
+    let media = Arc::new(MediaRouter::new(config.impairment));
+    let core_task = tokio::spawn(run_core(core, events_rx, store_tx, media.clone()));
     let accept = tokio::spawn(accept_loop(
         listener,
         events_tx,
         permits.clone(),
         shutdown_rx,
+        media.clone(),
     ));
     let task = tokio::spawn(async move {
         let _ = accept.await;
@@ -151,6 +162,7 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
     tracing::info!(%addr, "relay listening");
     Ok(RelayHandle {
         addr,
+        media,
         shutdown,
         permits,
         max_connections: config.max_connections,
@@ -208,6 +220,7 @@ async fn accept_loop(
     events: mpsc::Sender<CoreEvent>,
     permits: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
+    media: Arc<MediaRouter>,
 ) {
     let mut next_conn: ConnId = 1;
     let mut conns = tokio::task::JoinSet::new();
@@ -229,10 +242,15 @@ async fn accept_loop(
                 let permit = permits.clone().try_acquire_owned().ok();
                 let events = events.clone();
                 let shutdown = shutdown.clone();
+                let media = media.clone();
                 conns.spawn(async move {
                     let Some(ws) = handshake(stream, peer).await else { return };
                     match permit {
-                        Some(_permit) => serve_conn(conn, ws, events, shutdown).await,
+                        Some(_permit) => {
+                            let queue = media.register(conn);
+                            serve_conn(conn, ws, events, shutdown, &media, &queue).await;
+                            media.unregister(conn);
+                        }
                         None => refuse(ws).await,
                     }
                 });
@@ -287,8 +305,12 @@ async fn serve_conn(
     mut ws: WebSocketStream<TcpStream>,
     events: mpsc::Sender<CoreEvent>,
     mut shutdown: watch::Receiver<bool>,
+    media: &MediaRouter,
+    media_out: &MediaQueue,
 ) {
     let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
+    // A client that sends bad media hears about it once, not fifty times a second.
+    let mut told_bad_media = false;
     if events
         .send(CoreEvent::Connected { conn, tx })
         .await
@@ -304,9 +326,12 @@ async fn serve_conn(
                         Ok(msg) => Input::Frame { conn, msg },
                         Err(error) => Input::BadFrame { conn, error },
                     },
-                    Some(Ok(Message::Binary(_))) => Input::BadFrame {
-                        conn,
-                        error: Error::new(ErrorCode::MalformedFrame, "binary frames carry media, and this connection is in no call"),
+                    Some(Ok(Message::Binary(frame))) => match media.forward(conn, frame) {
+                        Err(error) if !told_bad_media => {
+                            told_bad_media = true;
+                            Input::BadFrame { conn, error }
+                        }
+                        _ => continue,
                     },
                     Some(Ok(Message::Close(_))) | None => break,
                     Some(Ok(_)) => continue,
@@ -316,6 +341,11 @@ async fn serve_conn(
                     }
                 };
                 if events.send(CoreEvent::Input(input)).await.is_err() {
+                    break;
+                }
+            }
+            frame = media_out.next() => {
+                if ws.send(Message::Binary(frame)).await.is_err() {
                     break;
                 }
             }
@@ -355,6 +385,7 @@ async fn run_core(
     mut core: RelayCore,
     mut events: mpsc::Receiver<CoreEvent>,
     store: std::sync::mpsc::Sender<Vec<StoreOp>>,
+    media: Arc<MediaRouter>,
 ) {
     let mut conns: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
     let mut batch = Vec::new();
@@ -394,6 +425,7 @@ async fn run_core(
                     }
                 }
                 Output::Store(op) => batch.push(op),
+                Output::MediaRoom { room, members } => media.set_room(room, &members),
             }
         }
         if !batch.is_empty() && store.send(std::mem::take(&mut batch)).is_err() {

@@ -74,6 +74,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
     } = connection::spawn(
         settings.relay_target(),
         ClientEngine::new(settings.engine_config()),
+        settings.media.clone(),
     );
     let _ = commands.send(login.command);
 

@@ -1,12 +1,14 @@
 //! A deterministic harness: one relay core and N client engines wired by an
 //! in-memory network on virtual time. No sockets, no sleeps.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use termphone::client::engine::{self, ClientEngine, Command, EngineConfig};
 use termphone::client::event::Event;
 use termphone::config::RelayConfig;
 use termphone::ids::{AppId, DeviceId, Platform, UserId};
+use termphone::media::pipeline::Control;
+use termphone::protocol::RoomId;
 use termphone::relay::core::{self, ChatSnapshot, ConnId, RelayCore, Settings};
 use termphone::relay::store::Store;
 use termphone::usersig::{self, DEV_SECRET, Ticket};
@@ -23,6 +25,8 @@ pub struct Node {
     pub device: DeviceId,
     /// What the device's local store would hold: the last seq it applied.
     pub high_water: u64,
+    /// What the engine told its media thread.
+    pub media: Vec<Control>,
 }
 
 pub struct Mesh {
@@ -35,6 +39,8 @@ pub struct Mesh {
     pub relay_up: bool,
     next_conn: ConnId,
     to_relay: VecDeque<core::Input>,
+    /// The media routes the relay published, as its shell would hold them.
+    pub media_rooms: BTreeMap<RoomId, Vec<(ConnId, UserId)>>,
 }
 
 impl Mesh {
@@ -47,6 +53,7 @@ impl Mesh {
             relay_up: true,
             next_conn: 1,
             to_relay: VecDeque::new(),
+            media_rooms: BTreeMap::new(),
         }
     }
 
@@ -65,6 +72,7 @@ impl Mesh {
             user: UserId::parse(user).unwrap(),
             device: DeviceId::parse(device).unwrap(),
             high_water: 0,
+            media: Vec::new(),
         });
         self.nodes.len() - 1
     }
@@ -215,6 +223,7 @@ impl Mesh {
                 }
                 self.nodes[i].events.push(e);
             }
+            engine::Output::Media(control) => self.nodes[i].media.push(control),
         }
     }
 
@@ -233,6 +242,13 @@ impl Mesh {
                     self.nodes[i]
                         .engine
                         .handle(self.now, engine::Input::Disconnected);
+                }
+            }
+            core::Output::MediaRoom { room, members } => {
+                if members.is_empty() {
+                    self.media_rooms.remove(&room);
+                } else {
+                    self.media_rooms.insert(room, members);
                 }
             }
             core::Output::Store(op) => {

@@ -15,6 +15,8 @@ use termphone::client::engine::{ClientEngine, Command, EngineConfig};
 use termphone::client::event::Event;
 use termphone::config::RelayConfig;
 use termphone::ids::{AppId, DEV_APP_ID, DeviceId, Platform, UserId};
+use termphone::media::pipeline::MediaSettings;
+use termphone::media::spec::AudioSpec;
 use termphone::protocol::{self, ClientMsg, ServerMsg};
 use termphone::relay::store::Store;
 use termphone::relay::{RelayHandle, start};
@@ -47,6 +49,15 @@ pub fn ticket(app: AppId, user: &str, lifetime: u64) -> String {
     )
 }
 
+/// Calls of test devices play and record nothing, unless a test says so.
+pub fn null_audio() -> MediaSettings {
+    MediaSettings {
+        input: AudioSpec::Null,
+        output: AudioSpec::Null,
+        ..MediaSettings::default()
+    }
+}
+
 /// A device over the real connection task, with the events it saw.
 pub struct Device {
     pub handle: ClientHandle,
@@ -57,7 +68,7 @@ impl Device {
     pub fn new(url: &str, app: AppId, platform: &str) -> Device {
         let engine = ClientEngine::new(EngineConfig::new(app, Platform::parse(platform).unwrap()));
         Device {
-            handle: connection::spawn(url.to_owned(), engine),
+            handle: connection::spawn(url.to_owned(), engine, null_audio()),
             seen: Vec::new(),
         }
     }

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use super::{ClientEngine, Millis};
+use super::{ClientEngine, Millis, Output};
 use crate::client::event::{AUDIO_CALL, CallRole, Event};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
+use crate::media::pipeline::Control;
 use crate::protocol::{CallInfo, CancelReason, ClientMsg, PeerAction, RoomId, ServerMsg};
 
 /// A call this device knows about.
@@ -26,6 +27,8 @@ pub(super) struct CallState {
     ringing: BTreeMap<String, CallView>,
     /// The call this device placed or is in.
     current: Option<CallView>,
+    /// The room whose media runs here: the current call, once it began.
+    media_room: Option<RoomId>,
 }
 
 /// Call commands, checked against the device's state before they reach the relay.
@@ -54,6 +57,10 @@ pub enum CallCommand {
     Join {
         room: RoomId,
     },
+    /// Open (`on`) or close the microphone in the current call.
+    Microphone {
+        on: bool,
+    },
 }
 
 impl CallCommand {
@@ -67,6 +74,8 @@ impl CallCommand {
             CallCommand::Hangup { .. } => "hangup",
             CallCommand::Invite { .. } => "inviteUser",
             CallCommand::Join { .. } => "joinInGroupCall",
+            CallCommand::Microphone { on: true } => "openMicrophone",
+            CallCommand::Microphone { on: false } => "closeMicrophone",
         }
     }
 }
@@ -153,8 +162,41 @@ impl ClientEngine {
                 }
                 self.send(ClientMsg::Join { room });
             }
+            CallCommand::Microphone { on } => {
+                if self.calls.media_room.is_none() {
+                    return Err(Error::new(
+                        ErrorCode::NoSuchCall,
+                        "the microphone opens and closes in a connected call; this device is in none",
+                    ));
+                }
+                self.send(ClientMsg::Microphone { on });
+                self.out.push_back(Output::Media(Control::Mute(!on)));
+            }
         }
         Ok(())
+    }
+
+    /// Starts or stops this device's media when its connected call changes.
+    pub(super) fn sync_media(&mut self, me: &UserId) {
+        let room = self
+            .calls
+            .current
+            .as_ref()
+            .filter(|c| c.began_at.is_some())
+            .map(|c| c.room);
+        if room == self.calls.media_room {
+            return;
+        }
+        if self.calls.media_room.take().is_some() {
+            self.out.push_back(Output::Media(Control::Stop));
+        }
+        if let Some(room) = room {
+            self.calls.media_room = Some(room);
+            self.out.push_back(Output::Media(Control::Start {
+                me: me.clone(),
+                room,
+            }));
+        }
     }
 
     /// Translates a call message from the relay into events.
@@ -308,6 +350,7 @@ impl ClientEngine {
             };
             self.event(event);
         }
+        self.sync_media(me);
     }
 
     /// The call an answer applies to: the one named, or the only one ringing.

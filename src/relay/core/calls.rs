@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rand::Rng;
 
-use super::{Millis, RelayCore, SessionId, Timer};
+use super::{ConnId, Millis, RelayCore, SessionId, Timer};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, UserId};
 use crate::protocol::{CallInfo, CancelReason, PeerAction, RoomId, ServerMsg};
@@ -373,6 +373,56 @@ impl RelayCore {
             _ if self.calls.calls[&key].rang.contains(&sid) => Ok(()),
             _ => Err(no_such_call()),
         }
+    }
+
+    /// `sid` opened or closed its microphone: the others in its call hear of it.
+    pub(super) fn microphone(&mut self, sid: SessionId, on: bool) -> Result<(), Error> {
+        let (app, user) = self.identity(sid);
+        let key = *self
+            .calls
+            .joined
+            .get(&(app, user.clone()))
+            .ok_or_else(no_such_call)?;
+        let call = &self.calls.calls[&key];
+        if !matches!(call.members.get(&user), Some(Member::Joined { session, .. }) if *session == sid)
+        {
+            return Err(no_such_call());
+        }
+        let others: Vec<SessionId> = call
+            .joined_sessions()
+            .filter(|(u, _)| **u != user)
+            .map(|(_, s)| s)
+            .collect();
+        for s in others {
+            self.send_to_session(
+                s,
+                ServerMsg::AudioAvailable {
+                    user: user.clone(),
+                    available: on,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn has_calls(&self) -> bool {
+        !self.calls.calls.is_empty()
+    }
+
+    /// Who sends and hears media in each room: the connections of the
+    /// joined sessions, with their users.
+    pub(super) fn media_routes(&self) -> BTreeMap<RoomId, Vec<(ConnId, UserId)>> {
+        let mut routes = BTreeMap::new();
+        for call in self.calls.calls.values() {
+            let members: Vec<(ConnId, UserId)> = call
+                .joined_sessions()
+                .filter_map(|(user, sid)| Some((self.sessions.get(&sid)?.conn?, user.clone())))
+                .collect();
+            if !members.is_empty() {
+                routes.insert(call.room, members);
+            }
+        }
+        routes
     }
 
     pub(super) fn invite_more(

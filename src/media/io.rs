@@ -1,0 +1,227 @@
+//! Where a call's audio comes from and goes to: a device, a file, a tone or
+//! nothing. Each source gives one 20 ms frame per tick, each sink takes one.
+
+use std::collections::VecDeque;
+use std::f32::consts::TAU;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+
+use super::device::{Capture, Playback};
+use super::resample::Resampler;
+use super::spec::AudioSpec;
+use super::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
+use crate::error::{Error, ErrorCode};
+
+/// Amplitude of `tone:HZ` (-9 dBFS RMS): loud, with room to spare.
+const TONE_AMPLITUDE: f32 = 0.5;
+
+/// How far behind `echo` plays back what it heard: 25 frames, 0.5 s.
+const ECHO_FRAMES: usize = 25;
+
+pub enum Source {
+    Null,
+    Tone { step: f32, phase: f32 },
+    Wav { samples: Vec<f32>, pos: usize },
+    Echo(VecDeque<Frame>),
+    Device(Capture),
+}
+
+impl Source {
+    pub fn open(spec: &AudioSpec) -> Result<Source, Error> {
+        Ok(match spec {
+            AudioSpec::Null => Source::Null,
+            AudioSpec::Tone(hz) => Source::Tone {
+                step: TAU * hz / SAMPLE_RATE as f32,
+                phase: 0.0,
+            },
+            AudioSpec::Wav(path) => Source::Wav {
+                samples: read_wav(path)?,
+                pos: 0,
+            },
+            AudioSpec::Echo => Source::Echo(VecDeque::with_capacity(ECHO_FRAMES + 1)),
+            AudioSpec::Default => Source::Device(Capture::open(None)?),
+            AudioSpec::Device(name) => Source::Device(Capture::open(Some(name))?),
+        })
+    }
+
+    /// The next 20 ms.
+    pub fn read(&mut self, out: &mut Frame) {
+        match self {
+            Source::Null => out.fill(0.0),
+            Source::Tone { step, phase } => {
+                for s in out.iter_mut() {
+                    *s = TONE_AMPLITUDE * phase.sin();
+                    *phase = (*phase + *step) % TAU;
+                }
+            }
+            Source::Wav { samples, pos } => {
+                let rest = &samples[(*pos).min(samples.len())..];
+                let n = rest.len().min(FRAME_SAMPLES);
+                out[..n].copy_from_slice(&rest[..n]);
+                out[n..].fill(0.0);
+                *pos += n;
+            }
+            Source::Echo(heard) => match heard.len() > ECHO_FRAMES {
+                true => *out = heard.pop_front().expect("not empty"),
+                false => out.fill(0.0),
+            },
+            Source::Device(capture) => capture.read(out),
+        }
+    }
+
+    /// What the device just played, for an `echo` source to send back later.
+    pub fn heard(&mut self, frame: &Frame) {
+        if let Source::Echo(heard) = self {
+            heard.push_back(*frame);
+        }
+    }
+}
+
+pub enum Sink {
+    Null,
+    Wav(Box<hound::WavWriter<BufWriter<File>>>),
+    Device(Playback),
+}
+
+impl Sink {
+    /// Opens the sink; a WAV file is created, or with `append` (a later call
+    /// of the same run) continued.
+    pub fn open(spec: &AudioSpec, append: bool) -> Result<Sink, Error> {
+        Ok(match spec {
+            AudioSpec::Null => Sink::Null,
+            AudioSpec::Tone(_) | AudioSpec::Echo => {
+                return Err(Error::new(
+                    ErrorCode::InvalidAudioSpec,
+                    format!(
+                        "{spec} is a source; --audio-out takes default, null, wav:PATH or a device"
+                    ),
+                ));
+            }
+            AudioSpec::Wav(path) => {
+                let writer = if append && path.exists() {
+                    hound::WavWriter::append(path)
+                } else {
+                    hound::WavWriter::create(path, wav_spec())
+                };
+                Sink::Wav(Box::new(writer.map_err(|e| wav_error(path, e))?))
+            }
+            AudioSpec::Default => Sink::Device(Playback::open(None)?),
+            AudioSpec::Device(name) => Sink::Device(Playback::open(Some(name))?),
+        })
+    }
+
+    pub fn write(&mut self, frame: &Frame) -> Result<(), Error> {
+        match self {
+            Sink::Null => Ok(()),
+            Sink::Wav(writer) => {
+                for s in frame {
+                    let sample = (s.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16;
+                    writer
+                        .write_sample(sample)
+                        .map_err(|e| Error::new(ErrorCode::AudioDeviceFailed, e.to_string()))?;
+                }
+                Ok(())
+            }
+            Sink::Device(playback) => {
+                playback.write(frame);
+                Ok(())
+            }
+        }
+    }
+
+    /// Completes a WAV file's header, so that it is readable.
+    pub fn finish(self) -> Result<(), Error> {
+        if let Sink::Wav(writer) = self {
+            writer
+                .finalize()
+                .map_err(|e| Error::new(ErrorCode::AudioDeviceFailed, e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// What `wav:PATH` sinks write: 48 kHz mono 16-bit.
+pub fn wav_spec() -> hound::WavSpec {
+    hound::WavSpec {
+        channels: 1,
+        sample_rate: SAMPLE_RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    }
+}
+
+fn wav_error(path: &Path, e: hound::Error) -> Error {
+    Error::new(
+        ErrorCode::InvalidAudioSpec,
+        format!("wav:{}: {e}", path.display()),
+    )
+}
+
+/// A whole WAV file as 48 kHz mono: channels averaged, rate converted.
+pub fn read_wav(path: &Path) -> Result<Vec<f32>, Error> {
+    let mut reader = hound::WavReader::open(path).map_err(|e| wav_error(path, e))?;
+    let spec = reader.spec();
+    let interleaved: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => reader
+            .samples::<f32>()
+            .collect::<Result<_, _>>()
+            .map_err(|e| wav_error(path, e))?,
+        hound::SampleFormat::Int => {
+            let scale = (1u64 << (spec.bits_per_sample - 1)) as f32;
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|v| v as f32 / scale))
+                .collect::<Result<_, _>>()
+                .map_err(|e| wav_error(path, e))?
+        }
+    };
+    let channels = usize::from(spec.channels.max(1));
+    let mono: Vec<f32> = interleaved
+        .chunks(channels)
+        .map(|c| c.iter().sum::<f32>() / c.len() as f32)
+        .collect();
+    let mut out = Vec::with_capacity(mono.len());
+    Resampler::new(spec.sample_rate, SAMPLE_RATE).process(&mono, &mut out);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wav_sink_and_source_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.wav");
+        let spec = AudioSpec::Wav(path.clone());
+        let mut tone = Source::open(&AudioSpec::Tone(1000.0)).unwrap();
+        let mut frame = [0.0; FRAME_SAMPLES];
+        let mut sink = Sink::open(&spec, false).unwrap();
+        tone.read(&mut frame);
+        sink.write(&frame).unwrap();
+        sink.finish().unwrap();
+        // A later call appends.
+        let mut sink = Sink::open(&spec, true).unwrap();
+        sink.write(&frame).unwrap();
+        sink.finish().unwrap();
+
+        let mut source = Source::open(&spec).unwrap();
+        let mut back = [0.0; FRAME_SAMPLES];
+        source.read(&mut back);
+        assert!(back.iter().zip(&frame).all(|(a, b)| (a - b).abs() < 1e-3));
+        source.read(&mut back);
+        source.read(&mut back);
+        assert!(back.iter().all(|s| *s == 0.0), "silence after the end");
+    }
+
+    #[test]
+    fn missing_files_and_tone_sinks_are_refused_clearly() {
+        let e = Source::open(&AudioSpec::Wav("/nonexistent/x.wav".into()))
+            .err()
+            .unwrap();
+        assert!(e.message.contains("/nonexistent/x.wav"), "{}", e.message);
+        let e = Sink::open(&AudioSpec::Tone(440.0), false).err().unwrap();
+        assert!(e.message.contains("tone:440 is a source"), "{}", e.message);
+    }
+}

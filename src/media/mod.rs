@@ -1,0 +1,34 @@
+//! The media path of a call (SPEC section 5):
+//!
+//! ```text
+//! source ─► 20 ms frame ─► Opus encode ─► binary frame ─► relay room
+//! sink   ◄─ mix ◄─ Opus decode / FEC / PLC ◄─ jitter buffer ◄─ binary frame
+//! ```
+//!
+//! The sans-IO parts ([`jitter`], [`session`], [`level`], [`quality`]) run
+//! on virtual time and are tested as such; [`pipeline`] is the thread that
+//! clocks them every 20 ms, and [`io`] and [`device`] are the sources and
+//! sinks it reads and writes (files, tones, cpal devices).
+
+pub mod codec;
+pub mod device;
+pub mod io;
+pub mod jitter;
+pub mod level;
+pub mod pipeline;
+pub mod quality;
+pub mod resample;
+pub mod session;
+pub mod spec;
+
+/// Opus runs at 48 kHz mono.
+pub const SAMPLE_RATE: u32 = 48_000;
+
+/// One frame is 20 ms.
+pub const FRAME_MS: u64 = 20;
+
+/// Samples in one 20 ms frame at 48 kHz.
+pub const FRAME_SAMPLES: usize = 960;
+
+/// One frame of mono PCM, -1.0 to 1.0.
+pub type Frame = [f32; FRAME_SAMPLES];

@@ -1,0 +1,322 @@
+//! The media of one call on one device, sans IO: what to send for each
+//! captured frame, and what to play for each tick, from whatever arrived.
+
+use std::collections::BTreeMap;
+
+use super::codec::{CodecSettings, Decoder, Encoder};
+use super::jitter::{JitterBuffer, JitterStats, Playout};
+use super::level::level;
+use super::quality::{Measurement, Quality, grade};
+use super::{FRAME_SAMPLES, Frame};
+use crate::error::Error;
+use crate::ids::UserId;
+use crate::protocol::{MediaHeader, MediaPeer, MediaSource, RoomId};
+
+type Millis = u64;
+
+/// One remote participant's stream.
+struct Peer {
+    user: Option<UserId>,
+    jitter: JitterBuffer,
+    decoder: Decoder,
+    /// Loudest level played since the last report.
+    level: u8,
+    /// Counters at the start of the current quality window.
+    window_start: JitterStats,
+}
+
+/// Per-participant figures of one quality window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerQuality {
+    pub user: UserId,
+    pub quality: Quality,
+    pub measurement: Measurement,
+}
+
+pub struct CallMedia {
+    me: UserId,
+    room: RoomId,
+    encoder: Encoder,
+    seq: u16,
+    timestamp: u32,
+    muted: bool,
+    /// Loudest captured level since the last report.
+    my_level: u8,
+    names: BTreeMap<MediaSource, UserId>,
+    peers: BTreeMap<MediaSource, Peer>,
+    scratch: Frame,
+    clip: opus::SoftClip,
+    /// Frames dropped because they were not for this call's room.
+    pub foreign_frames: u64,
+}
+
+impl CallMedia {
+    pub fn new(me: UserId, room: RoomId, codec: CodecSettings) -> Result<Self, opus::Error> {
+        Ok(CallMedia {
+            me,
+            room,
+            encoder: Encoder::new(codec)?,
+            seq: 0,
+            timestamp: 0,
+            muted: false,
+            my_level: 0,
+            names: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            scratch: [0.0; FRAME_SAMPLES],
+            clip: opus::SoftClip::new(opus::Channels::Mono),
+            foreign_frames: 0,
+        })
+    }
+
+    pub fn room(&self) -> RoomId {
+        self.room
+    }
+
+    pub fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
+    }
+
+    pub fn muted(&self) -> bool {
+        self.muted
+    }
+
+    /// The relay's list of who sends in this room. Streams of those who
+    /// left it are dropped.
+    pub fn set_peers(&mut self, peers: &[MediaPeer]) {
+        self.names = peers.iter().map(|p| (p.source, p.user.clone())).collect();
+        self.peers
+            .retain(|source, _| self.names.contains_key(source));
+        for (source, peer) in &mut self.peers {
+            peer.user = self.names.get(source).cloned();
+        }
+    }
+
+    /// One captured 20 ms frame in; the binary media frame to send out.
+    /// A muted microphone sends encoded silence, so that the stream (and
+    /// the far end's measure of the network) goes on.
+    pub fn capture(&mut self, pcm: &Frame) -> Result<Vec<u8>, opus::Error> {
+        let packet = if self.muted {
+            self.encoder.encode(&[0.0; FRAME_SAMPLES])?
+        } else {
+            self.my_level = self.my_level.max(level(pcm));
+            self.encoder.encode(pcm)?
+        };
+        let header = MediaHeader {
+            room: self.room,
+            source: 0,
+            seq: self.seq,
+            timestamp: self.timestamp,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+        Ok(header.encode(packet))
+    }
+
+    /// A binary frame from the relay arrived at `now`.
+    pub fn receive(&mut self, now: Millis, frame: &[u8]) -> Result<(), Error> {
+        let (header, payload) = MediaHeader::decode(frame)?;
+        if header.room != self.room {
+            self.foreign_frames += 1;
+            return Ok(());
+        }
+        let peer = match self.peers.entry(header.source) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let Ok(decoder) = Decoder::new() else {
+                    return Ok(());
+                };
+                e.insert(Peer {
+                    user: self.names.get(&header.source).cloned(),
+                    jitter: JitterBuffer::new(),
+                    decoder,
+                    level: 0,
+                    window_start: JitterStats::default(),
+                })
+            }
+        };
+        peer.jitter
+            .push(now, header.seq, header.timestamp, payload.to_vec());
+        Ok(())
+    }
+
+    /// The mix of every participant for the tick at hand.
+    pub fn playout(&mut self, out: &mut Frame) {
+        out.fill(0.0);
+        for peer in self.peers.values_mut() {
+            let frame = &mut self.scratch;
+            match peer.jitter.pop() {
+                Playout::Frame(packet) => peer.decoder.decode(&packet, frame),
+                Playout::Fec(next) => peer.decoder.decode_fec(&next, frame),
+                Playout::Conceal => peer.decoder.conceal(frame),
+                Playout::Silence => continue,
+            }
+            peer.level = peer.level.max(level(frame));
+            for (o, s) in out.iter_mut().zip(frame.iter()) {
+                *o += s;
+            }
+        }
+        if self.peers.len() > 1 {
+            self.clip.apply(out);
+        }
+    }
+
+    /// Each participant's loudest level since the last call, this device's
+    /// user first; then the levels start over.
+    pub fn take_volumes(&mut self) -> Vec<(UserId, u8)> {
+        let mut volumes = vec![(self.me.clone(), std::mem::take(&mut self.my_level))];
+        for peer in self.peers.values_mut() {
+            if let Some(user) = &peer.user {
+                volumes.push((user.clone(), std::mem::take(&mut peer.level)));
+            }
+        }
+        volumes
+    }
+
+    /// Each remote participant's network over the window since the last
+    /// call; `rtt_ms` is this device's round trip to the relay.
+    pub fn take_quality(&mut self, rtt_ms: Option<u64>) -> Vec<PeerQuality> {
+        let mut out = Vec::new();
+        for peer in self.peers.values_mut() {
+            let now = peer.jitter.stats();
+            let then = std::mem::replace(&mut peer.window_start, now);
+            let received = now.received - then.received;
+            let missing = (now.lost - then.lost) + (now.late - then.late);
+            let expected = received + (now.lost - then.lost);
+            let loss_percent = if expected == 0 {
+                0.0
+            } else {
+                100.0 * missing as f64 / expected as f64
+            };
+            let measurement = Measurement {
+                loss_percent,
+                jitter_ms: peer.jitter.jitter_ms(),
+                rtt_ms,
+                received,
+            };
+            let quality = if received == 0 {
+                Quality::Down
+            } else {
+                grade(&measurement)
+            };
+            if let Some(user) = &peer.user {
+                out.push(PeerQuality {
+                    user: user.clone(),
+                    quality,
+                    measurement,
+                });
+            }
+        }
+        out
+    }
+
+    /// Jitter-buffer counters of every remote stream, summed.
+    pub fn stats(&self) -> JitterStats {
+        let mut sum = JitterStats::default();
+        for peer in self.peers.values() {
+            let s = peer.jitter.stats();
+            sum.received += s.received;
+            sum.duplicates += s.duplicates;
+            sum.late += s.late;
+            sum.lost += s.lost;
+            sum.fec_recovered += s.fec_recovered;
+            sum.underruns += s.underruns;
+            sum.dropped_to_shrink += s.dropped_to_shrink;
+        }
+        sum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    fn tone(k: usize) -> Frame {
+        std::array::from_fn(|i| {
+            let t = (k * FRAME_SAMPLES + i) as f32 / 48_000.0;
+            0.5 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()
+        })
+    }
+
+    /// What the relay does to a frame: stamp the sender's source.
+    fn relayed(mut frame: Vec<u8>, source: MediaSource) -> Vec<u8> {
+        MediaHeader::stamp_source(&mut frame, source);
+        frame
+    }
+
+    #[test]
+    fn alice_hears_bob_and_both_levels_are_reported() {
+        let mut alice = CallMedia::new(user("alice"), 5, CodecSettings::default()).unwrap();
+        let mut bob = CallMedia::new(user("bob"), 5, CodecSettings::default()).unwrap();
+        alice.set_peers(&[MediaPeer {
+            source: 2,
+            user: user("bob"),
+        }]);
+        let mut out = [0.0; FRAME_SAMPLES];
+        let mut loud = 0;
+        for k in 0..20 {
+            let frame = bob.capture(&tone(k)).unwrap();
+            alice.receive(20 * k as u64, &relayed(frame, 2)).unwrap();
+            alice.playout(&mut out);
+            if out.iter().any(|s| s.abs() > 0.2) {
+                loud += 1;
+            }
+        }
+        assert!(loud >= 18, "{loud} of 20 ticks carry the tone");
+        let volumes = alice.take_volumes();
+        assert_eq!(volumes[0], (user("alice"), 0));
+        assert_eq!(volumes[1].0, user("bob"));
+        assert!(volumes[1].1 > 70, "{volumes:?}");
+        assert!(bob.take_volumes()[0].1 > 70);
+        let q = alice.take_quality(Some(3));
+        assert_eq!(q[0].quality, Quality::Excellent, "{q:?}");
+    }
+
+    #[test]
+    fn a_muted_sender_keeps_its_stream_but_sends_silence() {
+        let mut bob = CallMedia::new(user("bob"), 5, CodecSettings::default()).unwrap();
+        let mut alice = CallMedia::new(user("alice"), 5, CodecSettings::default()).unwrap();
+        bob.set_muted(true);
+        let mut out = [0.0; FRAME_SAMPLES];
+        for k in 0..10 {
+            let frame = bob.capture(&tone(k)).unwrap();
+            alice.receive(20 * k as u64, &relayed(frame, 2)).unwrap();
+            alice.playout(&mut out);
+        }
+        assert!(out.iter().all(|s| s.abs() < 0.01));
+        assert_eq!(bob.take_volumes()[0].1, 0);
+        assert_eq!(alice.stats().received, 10);
+    }
+
+    #[test]
+    fn frames_of_another_room_and_garbage_are_not_played() {
+        let mut alice = CallMedia::new(user("alice"), 5, CodecSettings::default()).unwrap();
+        let mut carol = CallMedia::new(user("carol"), 6, CodecSettings::default()).unwrap();
+        alice
+            .receive(0, &relayed(carol.capture(&tone(0)).unwrap(), 3))
+            .unwrap();
+        assert_eq!(alice.foreign_frames, 1);
+        assert!(alice.receive(0, b"junk").is_err());
+        assert_eq!(alice.stats().received, 0);
+    }
+
+    #[test]
+    fn a_participant_who_left_is_forgotten() {
+        let mut alice = CallMedia::new(user("alice"), 5, CodecSettings::default()).unwrap();
+        let mut bob = CallMedia::new(user("bob"), 5, CodecSettings::default()).unwrap();
+        let bob_peer = MediaPeer {
+            source: 2,
+            user: user("bob"),
+        };
+        alice.set_peers(std::slice::from_ref(&bob_peer));
+        alice
+            .receive(0, &relayed(bob.capture(&tone(0)).unwrap(), 2))
+            .unwrap();
+        assert_eq!(alice.take_volumes().len(), 2);
+        alice.set_peers(&[]);
+        assert_eq!(alice.take_volumes().len(), 1);
+    }
+}

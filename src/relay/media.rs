@@ -1,0 +1,334 @@
+//! Media forwarding: a connection's binary frames go straight to the other
+//! members of its room, without the core task and without decoding.
+//!
+//! The core decides who is in which room ([`MediaRouter::set_room`]); each
+//! connection task forwards what it reads ([`MediaRouter::forward`]) into
+//! the other members' queues and writes what its own queue holds. A full
+//! queue drops its oldest frame and counts it: late voice is worth less
+//! than current voice. Optional impairment (loss, delay, jitter) applies per
+//! receiver, for demonstrating and testing bad networks.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use serde::Deserialize;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::ids::UserId;
+use crate::protocol::{MediaHeader, RoomId, media_source};
+use crate::relay::core::ConnId;
+
+/// Frames queued for one receiver: 2.5 s of one sender, 320 ms of eight.
+pub const MEDIA_QUEUE_FRAMES: usize = 128;
+
+/// Simulated network trouble on forwarded media; `[relay.impairment]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Impairment {
+    /// Frames dropped at random, in percent (0 to 100).
+    pub loss_percent: f64,
+    /// Added to every frame's delivery.
+    pub delay_ms: u64,
+    /// Up to this much more, at random per frame (frames may reorder).
+    pub jitter_ms: u64,
+}
+
+impl Impairment {
+    pub fn is_none(&self) -> bool {
+        self.loss_percent <= 0.0 && self.delay_ms == 0 && self.jitter_ms == 0
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.0..=100.0).contains(&self.loss_percent) {
+            return Err(format!(
+                "relay.impairment.loss_percent is {}; it is a percentage, 0 to 100",
+                self.loss_percent
+            ));
+        }
+        if self.delay_ms > 10_000 || self.jitter_ms > 10_000 {
+            return Err("relay.impairment delay_ms and jitter_ms are at most 10000".into());
+        }
+        Ok(())
+    }
+}
+
+/// Forwarding counters, for the log and the benchmark.
+#[derive(Debug, Default)]
+pub struct MediaStats {
+    pub forwarded: AtomicU64,
+    /// Dropped because a receiver's queue was full.
+    pub dropped_full: AtomicU64,
+    /// Dropped on purpose by the impairment settings.
+    pub dropped_impaired: AtomicU64,
+    /// Frames from a connection in no room, or for another room.
+    pub unrouted: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+/// One receiver's outgoing media, ordered by when each frame is due.
+pub struct MediaQueue {
+    frames: Mutex<VecDeque<(Instant, Bytes)>>,
+    ready: Notify,
+}
+
+impl MediaQueue {
+    fn new() -> Self {
+        MediaQueue {
+            frames: Mutex::new(VecDeque::with_capacity(16)),
+            ready: Notify::new(),
+        }
+    }
+
+    /// Queues `frame` for `due`; false when the oldest frame made room.
+    fn push(&self, due: Instant, frame: Bytes) -> bool {
+        let mut frames = self.frames.lock().expect("media queue lock");
+        let dropped = frames.len() >= MEDIA_QUEUE_FRAMES;
+        if dropped {
+            frames.pop_front();
+        }
+        let at = frames
+            .iter()
+            .rposition(|(d, _)| *d <= due)
+            .map_or(0, |i| i + 1);
+        frames.insert(at, (due, frame));
+        drop(frames);
+        self.ready.notify_one();
+        !dropped
+    }
+
+    /// The next frame, once it is due.
+    pub async fn next(&self) -> Bytes {
+        loop {
+            let wait = {
+                let mut frames = self.frames.lock().expect("media queue lock");
+                match frames.front() {
+                    Some((due, _)) if *due <= Instant::now() => {
+                        return frames.pop_front().expect("front exists").1;
+                    }
+                    Some((due, _)) => Some(*due),
+                    None => None,
+                }
+            };
+            match wait {
+                Some(due) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due) => {}
+                        _ = self.ready.notified() => {}
+                    }
+                }
+                None => self.ready.notified().await,
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Routes {
+    room_of: HashMap<ConnId, RoomId>,
+    rooms: HashMap<RoomId, Vec<ConnId>>,
+    queues: HashMap<ConnId, Arc<MediaQueue>>,
+}
+
+pub struct MediaRouter {
+    routes: RwLock<Routes>,
+    impairment: Impairment,
+    pub stats: MediaStats,
+}
+
+impl MediaRouter {
+    pub fn new(impairment: Impairment) -> Self {
+        MediaRouter {
+            routes: RwLock::default(),
+            impairment,
+            stats: MediaStats::default(),
+        }
+    }
+
+    /// A new connection's queue, for its task to write from.
+    pub fn register(&self, conn: ConnId) -> Arc<MediaQueue> {
+        let queue = Arc::new(MediaQueue::new());
+        self.write().queues.insert(conn, queue.clone());
+        queue
+    }
+
+    pub fn unregister(&self, conn: ConnId) {
+        self.write().queues.remove(&conn);
+    }
+
+    /// The core's word on who is in `room` now (empty: nobody).
+    pub fn set_room(&self, room: RoomId, members: &[(ConnId, UserId)]) {
+        let mut routes = self.write();
+        if let Some(old) = routes.rooms.remove(&room) {
+            for conn in old {
+                if routes.room_of.get(&conn) == Some(&room) {
+                    routes.room_of.remove(&conn);
+                }
+            }
+        }
+        if members.is_empty() {
+            return;
+        }
+        for (conn, _) in members {
+            routes.room_of.insert(*conn, room);
+        }
+        routes
+            .rooms
+            .insert(room, members.iter().map(|(c, _)| *c).collect());
+    }
+
+    /// A binary frame read from `conn`: stamped with its source and queued
+    /// for everyone else in its room. An error is for the sender to hear
+    /// about (once; the frame is dropped either way).
+    pub fn forward(&self, conn: ConnId, frame: Bytes) -> Result<(), Error> {
+        let header = match MediaHeader::decode(&frame) {
+            Ok((header, _)) => header,
+            Err(e) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let routes = self.routes.read().expect("media routes lock");
+        let Some(&room) = routes.room_of.get(&conn).filter(|r| **r == header.room) else {
+            self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        let mut stamped = BytesMut::from(&frame[..]);
+        MediaHeader::stamp_source(&mut stamped, media_source(conn));
+        let stamped = stamped.freeze();
+        let now = Instant::now();
+        for other in routes.rooms[&room].iter().filter(|c| **c != conn) {
+            let Some(queue) = routes.queues.get(other) else {
+                continue;
+            };
+            let Some(due) = self.impair(now) else {
+                self.stats.dropped_impaired.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if queue.push(due, stamped.clone()) {
+                self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// When a frame forwarded at `now` is due, or `None` to lose it.
+    fn impair(&self, now: Instant) -> Option<Instant> {
+        let i = &self.impairment;
+        if i.is_none() {
+            return Some(now);
+        }
+        let mut rng = rand::rng();
+        if i.loss_percent > 0.0 && rng.random_bool((i.loss_percent / 100.0).min(1.0)) {
+            return None;
+        }
+        let jitter = if i.jitter_ms > 0 {
+            rng.random_range(0..=i.jitter_ms)
+        } else {
+            0
+        };
+        Some(now + Duration::from_millis(i.delay_ms + jitter))
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Routes> {
+        self.routes.write().expect("media routes lock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(room: RoomId, seq: u16) -> Bytes {
+        MediaHeader {
+            room,
+            source: 0,
+            seq,
+            timestamp: 0,
+        }
+        .encode(b"voice")
+        .into()
+    }
+
+    fn user(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn frames_reach_the_others_in_the_room_stamped_with_their_source() {
+        let router = MediaRouter::new(Impairment::default());
+        let (a, b, c) = (router.register(1), router.register(2), router.register(3));
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        router.forward(1, frame(9, 5)).unwrap();
+        let got = b.next().await;
+        let (header, payload) = MediaHeader::decode(&got).unwrap();
+        assert_eq!((header.source, header.seq, payload), (1, 5, &b"voice"[..]));
+        // Not back to the sender, not to a connection outside the room.
+        for q in [&a, &c] {
+            assert!(q.frames.lock().unwrap().is_empty());
+        }
+        // A frame for a room its sender is not in goes nowhere.
+        router.forward(3, frame(9, 6)).unwrap();
+        router.forward(1, frame(8, 7)).unwrap();
+        assert_eq!(router.stats.unrouted.load(Ordering::Relaxed), 2);
+        assert!(router.forward(1, Bytes::from_static(b"xx")).is_err());
+        // The room closes: nothing is forwarded any more.
+        router.set_room(9, &[]);
+        router.forward(1, frame(9, 8)).unwrap();
+        assert!(b.frames.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_frame_and_counts_it() {
+        let router = MediaRouter::new(Impairment::default());
+        router.register(1);
+        let b = router.register(2);
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        for seq in 0..MEDIA_QUEUE_FRAMES as u16 + 3 {
+            router.forward(1, frame(9, seq)).unwrap();
+        }
+        assert_eq!(router.stats.dropped_full.load(Ordering::Relaxed), 3);
+        let frames = b.frames.lock().unwrap();
+        let first = MediaHeader::decode(&frames[0].1).unwrap().0.seq;
+        assert_eq!(first, 3, "the oldest went first");
+    }
+
+    #[test]
+    fn impairment_loses_about_the_share_it_is_told_to() {
+        let router = MediaRouter::new(Impairment {
+            loss_percent: 10.0,
+            ..Impairment::default()
+        });
+        router.register(1);
+        let b = router.register(2);
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        for seq in 0..1000 {
+            router.forward(1, frame(9, seq)).unwrap();
+            b.frames.lock().unwrap().clear();
+        }
+        let lost = router.stats.dropped_impaired.load(Ordering::Relaxed);
+        assert!((50..=160).contains(&lost), "{lost} of 1000");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delay_holds_frames_until_they_are_due() {
+        let router = MediaRouter::new(Impairment {
+            delay_ms: 50,
+            ..Impairment::default()
+        });
+        router.register(1);
+        let b = router.register(2);
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        let sent = tokio::time::Instant::now();
+        router.forward(1, frame(9, 1)).unwrap();
+        b.next().await;
+        assert!(sent.elapsed() >= Duration::from_millis(50));
+    }
+}
