@@ -435,11 +435,10 @@ impl ClientEngine {
                 }
             }
             ServerMsg::MediaPeers { room, peers } => {
-                self.out
-                    .push_back(Output::Media(media::pipeline::Control::Peers {
-                        room,
-                        peers,
-                    }));
+                if self.media_room() == Some(room) {
+                    let peers = media::pipeline::Control::Peers { room, peers };
+                    self.out.push_back(Output::Media(peers));
+                }
             }
             ServerMsg::AudioAvailable { user, available } => {
                 self.event(Event::UserAudioAvailable {

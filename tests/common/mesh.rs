@@ -343,6 +343,10 @@ pub fn describe(e: &Event) -> String {
         Event::MessageRecalled { user_id, .. } => format!("MESSAGE_RECALLED with {user_id}"),
         Event::ConversationRead { user_id, .. } => format!("CONVERSATION_READ {user_id}"),
         Event::Typing { user_id } => format!("TYPING {user_id}"),
+        Event::UserAudioAvailable {
+            user_id,
+            is_audio_available,
+        } => format!("USER_AUDIO_AVAILABLE {user_id} {is_audio_available}"),
         Event::Error { code, cmd, .. } => format!("ERROR {code} {}", cmd.as_deref().unwrap_or("-")),
         other => other.name().to_owned(),
     }

@@ -564,3 +564,64 @@ fn presence_shows_who_is_in_a_call() {
         [("alice".to_string(), false), ("bob".to_string(), false)]
     );
 }
+
+#[test]
+fn media_follows_who_is_in_the_call_and_on_which_connection() {
+    use termphone::media::pipeline::Control;
+    use termphone::protocol::MediaPeer;
+
+    let mut m = Mesh::dev();
+    let bob = m.online("bob", "b1");
+    let alice = m.online("alice", "a1");
+    m.command(bob, call(&["alice"]));
+    assert!(m.nodes[bob].media.is_empty(), "no media while it rings");
+    m.command(alice, accept());
+    m.take(bob);
+    let room = *m.media_rooms.keys().next().expect("a room");
+    let conns = |m: &Mesh| {
+        m.media_rooms[&room]
+            .iter()
+            .map(|(c, _)| *c)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(conns(&m).len(), 2);
+    let alice_conn = m.nodes[alice].conn.unwrap();
+    assert_eq!(
+        m.nodes[bob].media,
+        [
+            Control::Start {
+                me: UserId::parse("bob").unwrap(),
+                room
+            },
+            Control::Peers {
+                room,
+                peers: vec![MediaPeer {
+                    source: alice_conn as u32,
+                    user: UserId::parse("alice").unwrap()
+                }]
+            }
+        ]
+    );
+
+    // alice mutes: bob hears of it, alice's media thread is told.
+    m.command(alice, Command::Call(CallCommand::Microphone { on: false }));
+    assert_eq!(m.log(bob), ["USER_AUDIO_AVAILABLE alice false"]);
+    assert_eq!(m.nodes[alice].media.last(), Some(&Control::Mute(true)));
+
+    // alice's link drops and comes back: her new connection takes her place.
+    m.cut(alice);
+    m.advance(2_000);
+    let new_conn = m.nodes[alice].conn.unwrap();
+    assert_ne!(new_conn, alice_conn);
+    assert!(conns(&m).contains(&new_conn) && !conns(&m).contains(&alice_conn));
+    assert!(matches!(
+        m.nodes[bob].media.last(),
+        Some(Control::Peers { peers, .. }) if peers[0].source == new_conn as u32
+    ));
+
+    // The call ends: media stops on both sides and the room closes.
+    m.command(bob, Command::Call(CallCommand::Hangup { call_id: None }));
+    assert!(m.media_rooms.is_empty());
+    assert_eq!(m.nodes[bob].media.last(), Some(&Control::Stop));
+    assert_eq!(m.nodes[alice].media.last(), Some(&Control::Stop));
+}

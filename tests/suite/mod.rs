@@ -7,4 +7,5 @@ mod cli;
 mod flows;
 mod login_mesh;
 mod login_ws;
+mod media_ws;
 mod tui_tmux;

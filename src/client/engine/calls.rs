@@ -176,6 +176,11 @@ impl ClientEngine {
         Ok(())
     }
 
+    /// The room whose media runs on this device.
+    pub(super) fn media_room(&self) -> Option<RoomId> {
+        self.calls.media_room
+    }
+
     /// Starts or stops this device's media when its connected call changes.
     pub(super) fn sync_media(&mut self, me: &UserId) {
         let room = self

@@ -410,7 +410,8 @@ impl RelayCore {
     }
 
     /// Who sends and hears media in each room: the connections of the
-    /// joined sessions, with their users.
+    /// joined sessions, with their users; rooms of two or more only (a
+    /// caller alone while it rings has nobody to talk to).
     pub(super) fn media_routes(&self) -> BTreeMap<RoomId, Vec<(ConnId, UserId)>> {
         let mut routes = BTreeMap::new();
         for call in self.calls.calls.values() {
@@ -418,7 +419,7 @@ impl RelayCore {
                 .joined_sessions()
                 .filter_map(|(user, sid)| Some((self.sessions.get(&sid)?.conn?, user.clone())))
                 .collect();
-            if !members.is_empty() {
+            if members.len() >= 2 {
                 routes.insert(call.room, members);
             }
         }

@@ -1,0 +1,242 @@
+//! Voice end to end (SPEC section 5): real binaries, a real relay, Opus,
+//! the jitter buffer, and WAV files as the microphone and the speaker.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use termphone::config::RelayConfig;
+use termphone::media::io::read_wav;
+use termphone::relay::RelayHandle;
+use termphone::relay::media::Impairment;
+
+use crate::common::headless::Headless;
+use crate::common::net::{relay_at, test_config};
+
+const RATE: f32 = 48_000.0;
+
+/// Power of `freq` in `x` (the Goertzel algorithm).
+fn power_at(x: &[f32], freq: f32) -> f32 {
+    let w = 2.0 * std::f32::consts::PI * freq / RATE;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f32, 0.0f32);
+    for &v in x {
+        let s = v + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) / x.len() as f32
+}
+
+/// The longest run of near-silence between the first and the last sound, in ms.
+fn longest_gap_ms(x: &[f32]) -> usize {
+    const WINDOW: usize = 240; // 5 ms
+    let loud: Vec<bool> = x
+        .chunks(WINDOW)
+        .map(|w| (w.iter().map(|s| s * s).sum::<f32>() / w.len() as f32).sqrt() > 0.02)
+        .collect();
+    let (Some(first), Some(last)) = (loud.iter().position(|&l| l), loud.iter().rposition(|&l| l))
+    else {
+        return usize::MAX;
+    };
+    let mut longest = 0;
+    let mut run = 0;
+    for &l in &loud[first..=last] {
+        run = if l { 0 } else { run + 1 };
+        longest = longest.max(run);
+    }
+    longest * 5
+}
+
+async fn relay(dir: &Path, impairment: Impairment) -> RelayHandle {
+    let config = RelayConfig {
+        impairment,
+        ..test_config()
+    };
+    relay_at(&config, &dir.join("relay.db")).await
+}
+
+fn device(dir: &Path, url: &str, user: &str, audio_in: &str, audio_out: &str) -> Headless {
+    Headless::spawn(
+        dir,
+        &[
+            "--relay",
+            url,
+            "--user",
+            user,
+            "--audio-in",
+            audio_in,
+            "--audio-out",
+            audio_out,
+        ],
+    )
+}
+
+/// alice calls bob, bob answers; returns both, in the call.
+async fn connected(dir: &Path, url: &str, alice_in: &str, bob_out: &str) -> (Headless, Headless) {
+    let mut alice = device(dir, url, "alice", alice_in, "null");
+    let mut bob = device(dir, url, "bob", "null", bob_out);
+    alice.expect("SDK_READY").await;
+    bob.expect("SDK_READY").await;
+    alice.send(json!({"cmd": "call", "userID": "bob"})).await;
+    bob.expect("ON_CALL_RECEIVED").await;
+    bob.send(json!({"cmd": "accept"})).await;
+    bob.expect("ON_CALL_BEGIN").await;
+    alice.expect("ON_CALL_BEGIN").await;
+    (alice, bob)
+}
+
+/// The next USER_VOICE_VOLUME that gives `user` a level `check` accepts.
+async fn volume_of(device: &mut Headless, user: &str, check: impl Fn(u64) -> bool) -> u64 {
+    loop {
+        let v = device.expect("USER_VOICE_VOLUME").await;
+        let level = v["volumeMap"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["userID"] == user)
+            .and_then(|e| e["volume"].as_u64());
+        if let Some(level) = level.filter(|l| check(*l)) {
+            return level;
+        }
+    }
+}
+
+/// Talks for `secs`, hangs up, and returns what bob's speaker played.
+async fn tone_call(loss_percent: f64, secs: u64) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay(
+        dir.path(),
+        Impairment {
+            loss_percent,
+            ..Impairment::default()
+        },
+    )
+    .await;
+    let wav = dir.path().join("bob.wav");
+    let sink = format!("wav:{}", wav.display());
+    let (mut alice, mut bob) = connected(dir.path(), &relay.url(), "tone:440", &sink).await;
+    // bob hears alice loud, and his own (silent) microphone as 0.
+    volume_of(&mut bob, "alice", |l| l > 60).await;
+    volume_of(&mut bob, "bob", |l| l == 0).await;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    alice.send(json!({"cmd": "hangup"})).await;
+    bob.expect("CALLING_END").await;
+    for d in [alice, bob] {
+        let mut d = d;
+        d.send(json!({"cmd": "quit"})).await;
+        d.exits_cleanly().await;
+    }
+    relay.shutdown().await;
+    read_wav(&wav).unwrap()
+}
+
+#[tokio::test]
+async fn alices_tone_reaches_bobs_speaker() {
+    let heard = tone_call(0.0, 2).await;
+    assert!(heard.len() > 48_000 * 2, "{} samples", heard.len());
+    let middle = &heard[heard.len() / 4..heard.len() * 3 / 4];
+    let tone = power_at(middle, 440.0);
+    for other in [220.0, 330.0, 660.0, 1000.0] {
+        let p = power_at(middle, other);
+        assert!(tone > 100.0 * p, "440 Hz {tone} vs {other} Hz {p}");
+    }
+    assert!(
+        longest_gap_ms(&heard) <= 20,
+        "{} ms",
+        longest_gap_ms(&heard)
+    );
+}
+
+#[tokio::test]
+async fn ten_percent_loss_leaves_no_gap_longer_than_40_ms() {
+    let heard = tone_call(10.0, 4).await;
+    let middle = &heard[heard.len() / 4..heard.len() * 3 / 4];
+    assert!(power_at(middle, 440.0) > 100.0 * power_at(middle, 1000.0));
+    let gap = longest_gap_ms(&heard);
+    assert!(gap <= 40, "a {gap} ms gap");
+}
+
+#[tokio::test]
+async fn muting_tells_the_others_and_silences_the_voice() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay(dir.path(), Impairment::default()).await;
+    let (mut alice, mut bob) = connected(dir.path(), &relay.url(), "tone:440", "null").await;
+    volume_of(&mut bob, "alice", |l| l > 60).await;
+
+    alice.send(json!({"cmd": "closeMicrophone"})).await;
+    let muted = bob.expect("USER_AUDIO_AVAILABLE").await;
+    assert_eq!(muted["userID"], "alice");
+    assert_eq!(muted["isAudioAvailable"], false);
+    volume_of(&mut bob, "alice", |l| l == 0).await;
+    volume_of(&mut alice, "alice", |l| l == 0).await;
+
+    alice.send(json!({"cmd": "openMicrophone"})).await;
+    let unmuted = bob.expect("USER_AUDIO_AVAILABLE").await;
+    assert_eq!(unmuted["isAudioAvailable"], true);
+    volume_of(&mut bob, "alice", |l| l > 60).await;
+
+    // The network report names alice, graded from a clean loopback.
+    let quality: Value = bob.expect("ON_USER_NETWORK_QUALITY_CHANGED").await;
+    let entry = &quality["networkQualityList"][0];
+    assert_eq!(entry["userID"], "alice");
+    assert!(entry["quality"].as_u64().unwrap() <= 2, "{quality}");
+
+    alice.send(json!({"cmd": "hangup"})).await;
+    bob.expect("CALLING_END").await;
+    // Outside a call there is no microphone to close.
+    bob.send(json!({"cmd": "closeMicrophone"})).await;
+    let err = bob.expect("ERROR").await;
+    assert_eq!(err["code"], 6103);
+    assert_eq!(err["cmd"], "closeMicrophone");
+    relay.shutdown().await;
+}
+
+/// The machine's sound card, through cpal: ALSA's null device stands in
+/// for one (silence in, discard out), chosen by the test's own asoundrc.
+#[tokio::test]
+async fn a_call_runs_through_cpal_on_alsas_null_device() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".asoundrc"), "pcm.!default { type null }\n").unwrap();
+    let relay = relay(dir.path(), Impairment::default()).await;
+    let url = relay.url();
+    let mut alice = device(dir.path(), &url, "alice", "tone:440", "default");
+    let mut bob = device(dir.path(), &url, "bob", "default", "default");
+    alice.expect("SDK_READY").await;
+    bob.expect("SDK_READY").await;
+    alice.send(json!({"cmd": "call", "userID": "bob"})).await;
+    bob.expect("ON_CALL_RECEIVED").await;
+    bob.send(json!({"cmd": "accept"})).await;
+    // bob plays alice through cpal, and sends his (silent) capture.
+    volume_of(&mut bob, "alice", |l| l > 60).await;
+    volume_of(&mut alice, "bob", |l| l == 0).await;
+    alice.send(json!({"cmd": "hangup"})).await;
+    for d in [&mut alice, &mut bob] {
+        d.expect("CALLING_END").await;
+        d.send(json!({"cmd": "quit"})).await;
+    }
+    for d in [alice, bob] {
+        let out = d.child.wait_with_output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("6501"), "a device failed: {stdout}");
+    }
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_device_falls_back_to_null_audio_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay(dir.path(), Impairment::default()).await;
+    let (mut alice, mut bob) =
+        connected(dir.path(), &relay.url(), "tone:440", "no-such-speaker").await;
+    let err = bob.expect("ERROR").await;
+    assert_eq!(err["code"], 6501);
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains("no-such-speaker"), "{message}");
+    assert!(message.contains("null audio output"), "{message}");
+    // The call goes on: bob still hears (and reports) alice.
+    volume_of(&mut bob, "alice", |l| l > 60).await;
+    alice.send(json!({"cmd": "hangup"})).await;
+    bob.expect("CALLING_END").await;
+    relay.shutdown().await;
+}
