@@ -2,6 +2,7 @@
 //! (whose terminal must show nothing but the UI). `TERMPHONE_LOG` sets the
 //! filter, in tracing's env-filter syntax (e.g. `debug`, `termphone=trace`).
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use tracing_appender::non_blocking::WorkerGuard;
@@ -20,8 +21,20 @@ pub fn to_stderr(default: &str) {
 
 /// Logs to `dir/termphone.log`; keep the guard alive until exit so the last
 /// lines are written.
+///
+/// The process's stderr goes to the same file: ALSA (through cpal) writes its
+/// own messages there, and on the terminal they would tear through the TUI.
 pub fn to_file(dir: &Path) -> std::io::Result<WorkerGuard> {
     std::fs::create_dir_all(dir)?;
+    let stderr_log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("termphone.log"))?;
+    // SAFETY: dup2 on two open descriptors; fd 2 then refers to the log file
+    // (the `File` closing its own descriptor afterwards leaves fd 2 open).
+    if unsafe { libc::dup2(stderr_log.as_raw_fd(), libc::STDERR_FILENO) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     let (writer, guard) =
         tracing_appender::non_blocking(tracing_appender::rolling::never(dir, "termphone.log"));
     tracing_subscriber::fmt()

@@ -317,10 +317,14 @@ impl Live {
     }
 }
 
+/// The device error, reworded to say first what the user gets.
 fn fallback(e: Error, side: &str) -> Error {
     Error::new(
         e.code,
-        format!("{}; the call goes on with null audio {side}", e.message),
+        format!(
+            "no audio {side} device, so the call goes on with null audio {side} ({})",
+            e.message
+        ),
     )
 }
 

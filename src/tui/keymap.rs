@@ -57,6 +57,7 @@ actions! {
     Ignore = "ignore", "ignore";
     Hangup = "hangup", "hang up";
     Invite = "invite", "invite selected";
+    Mute = "mute", "mute/unmute";
     Call = "call", "call";
     Open = "open", "open";
     Compose = "compose", "write";
@@ -161,6 +162,7 @@ impl Default for Keymap {
             (C::Compose, p(KeyCode::Esc), A::Cancel),
             (C::Call, k('h'), A::Hangup),
             (C::Call, k('+'), A::Invite),
+            (C::Call, k('m'), A::Mute),
             (C::Contacts, k('c'), A::Call),
             (C::Contacts, p(KeyCode::Enter), A::Open),
             (C::Contacts, p(KeyCode::Down), A::Down),

@@ -2,14 +2,15 @@
 //! engine events and store answers, and check what it asks for. No call or
 //! chat rule lives here: the engine decides, the model only shows.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind};
 
 use crate::client::engine::{CallCommand, ChatCommand, Command};
-use crate::client::event::{CallRole, Event, LinkState, LoginStatus, UserView};
+use crate::client::event::{CallRole, Event, LinkState, LoginStatus, Quality, UserView};
 use crate::client::history::CallRecord;
 use crate::client::local_store::{Conversation, StoredMessage};
+use crate::error::ErrorCode;
 use crate::ids::{DeviceId, Platform, UserId};
 use crate::tui::keymap::{Action, Context, Key, Keymap};
 
@@ -71,6 +72,36 @@ pub struct ActiveCall {
     pub ringing: Vec<String>,
     /// When this device entered the call; `None` while dialing.
     pub began_at: Option<u64>,
+    /// This device's microphone is closed.
+    pub muted: bool,
+    /// This device's own voice level, 0 to 100.
+    pub my_volume: u8,
+    /// What the media reports of each other participant.
+    pub audio: BTreeMap<String, PeerAudio>,
+}
+
+/// A participant's voice as this device hears it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PeerAudio {
+    pub volume: u8,
+    pub quality: Option<Quality>,
+    pub muted: bool,
+}
+
+impl ActiveCall {
+    fn new(call_id: String, room: u32, role: CallRole) -> Self {
+        ActiveCall {
+            call_id,
+            room,
+            role,
+            participants: Vec::new(),
+            ringing: Vec::new(),
+            began_at: None,
+            muted: false,
+            my_volume: 0,
+            audio: BTreeMap::new(),
+        }
+    }
 }
 
 pub struct Model {
@@ -222,7 +253,7 @@ impl Model {
             ) => self
                 .keymap
                 .lookup(Context::Call, key)
-                .filter(|a| matches!(a, Action::Hangup | Action::Invite))
+                .filter(|a| matches!(a, Action::Hangup | Action::Invite | Action::Mute))
                 .or_else(|| self.keymap.lookup(context, key)),
             _ => self.keymap.lookup(context, key),
         };
@@ -356,6 +387,15 @@ impl Model {
                     Vec::new()
                 }
             },
+            Action::Mute => match self.call.as_mut().filter(|c| c.began_at.is_some()) {
+                Some(call) => {
+                    call.muted = !call.muted;
+                    vec![Effect::Engine(Command::Call(CallCommand::Microphone {
+                        on: !call.muted,
+                    }))]
+                }
+                None => Vec::new(),
+            },
             Action::Hangup => match &self.call {
                 Some(call) => vec![Effect::Engine(Command::Call(CallCommand::Hangup {
                     call_id: Some(call.call_id.clone()),
@@ -437,6 +477,10 @@ impl Model {
                     Err(i) => self.users.insert(i, user),
                 }
             }
+            // A missing sound card is news for this call, not a standing problem.
+            Event::Error { code, message, .. } if code == ErrorCode::AudioDeviceFailed.code() => {
+                self.notice = Some((message, now));
+            }
             Event::Error { message, .. } => self.alert = Some(message),
             Event::OnCallReceived {
                 call_id,
@@ -461,12 +505,8 @@ impl Model {
                 ..
             } => {
                 self.call = Some(ActiveCall {
-                    call_id,
-                    room: room_id,
-                    role: CallRole::Caller,
-                    participants: Vec::new(),
                     ringing: user_id_list,
-                    began_at: None,
+                    ..ActiveCall::new(call_id, room_id, CallRole::Caller)
                 });
             }
             Event::OnCallBegin {
@@ -481,12 +521,9 @@ impl Model {
                     Some(call) if call.call_id == call_id => call.began_at = Some(now),
                     _ => {
                         self.call = Some(ActiveCall {
-                            call_id,
-                            room: room_id,
-                            role: call_role,
                             participants: from.map(|c| vec![c.sponsor]).unwrap_or_default(),
-                            ringing: Vec::new(),
                             began_at: Some(now),
+                            ..ActiveCall::new(call_id, room_id, call_role)
                         });
                     }
                 }
@@ -561,6 +598,34 @@ impl Model {
             } => {
                 if let Some(call) = self.call.as_mut().filter(|c| c.call_id == call_id) {
                     call.ringing = user_id_list;
+                }
+            }
+            Event::UserVoiceVolume { volume_map } => {
+                if let Some(call) = self.call.as_mut() {
+                    for v in volume_map {
+                        if v.user_id == self.me.as_str() {
+                            call.my_volume = v.volume;
+                        } else {
+                            call.audio.entry(v.user_id).or_default().volume = v.volume;
+                        }
+                    }
+                }
+            }
+            Event::UserAudioAvailable {
+                user_id,
+                is_audio_available,
+            } => {
+                if let Some(call) = self.call.as_mut() {
+                    call.audio.entry(user_id).or_default().muted = !is_audio_available;
+                }
+            }
+            Event::OnUserNetworkQualityChanged {
+                network_quality_list,
+            } => {
+                if let Some(call) = self.call.as_mut() {
+                    for q in network_quality_list {
+                        call.audio.entry(q.user_id).or_default().quality = Some(q.quality);
+                    }
                 }
             }
             Event::MessageReceived {
@@ -644,6 +709,10 @@ impl Model {
     }
 
     fn log_event(&mut self, event: &Event, now: u64) {
+        // Five a second would drown the log; the call pane shows them as meters.
+        if matches!(event, Event::UserVoiceVolume { .. }) {
+            return;
+        }
         if self.log.len() == LOG_CAPACITY {
             self.log.pop_front();
         }

@@ -11,7 +11,8 @@ use super::state::{Effect, Model, Pane};
 use super::view;
 use crate::client::engine::{CallCommand, ChatCommand, Command};
 use crate::client::event::{
-    AUDIO_CALL, CallRole, DeviceView, Event, LinkState, LoginStatus, UserView,
+    AUDIO_CALL, CallRole, DeviceView, Event, LinkState, LoginStatus, NetworkQuality, Quality,
+    UserView, VoiceVolume,
 };
 use crate::client::history::CallRecord;
 use crate::client::local_store::StoredMessage;
@@ -223,9 +224,48 @@ fn snapshot_in_a_group_call() {
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Caller,
         },
+        Event::UserVoiceVolume {
+            volume_map: vec![
+                VoiceVolume {
+                    user_id: "alice".into(),
+                    volume: 35,
+                },
+                VoiceVolume {
+                    user_id: "bob".into(),
+                    volume: 72,
+                },
+            ],
+        },
+        Event::OnUserNetworkQualityChanged {
+            network_quality_list: vec![NetworkQuality {
+                user_id: "bob".into(),
+                quality: Quality::Poor,
+                loss_percent: 6.0,
+                jitter_ms: 30,
+                rtt_ms: Some(120),
+            }],
+        },
+        Event::UserAudioAvailable {
+            user_id: "bob".into(),
+            is_audio_available: false,
+        },
     ] {
         m.on_engine(e, T0 + 2_000);
     }
+    // m closes this device's microphone, from any pane.
+    let effects = m.on_terminal(key(KeyCode::Char('m')), T0 + 3_000);
+    assert_eq!(
+        effects,
+        [Effect::Engine(Command::Call(CallCommand::Microphone {
+            on: false
+        }))]
+    );
+    assert!(
+        m.log
+            .iter()
+            .all(|l| !l.text.starts_with("USER_VOICE_VOLUME")),
+        "levels are meters, not log lines"
+    );
     snap!("group_call", m, T0 + 65_000);
 }
 

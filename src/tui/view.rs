@@ -7,7 +7,7 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, List, ListItem, ListState, Paragraph, Wrap};
 
-use crate::client::event::{CallRole, LinkState, LoginStatus};
+use crate::client::event::{CallRole, LinkState, LoginStatus, Quality};
 use crate::tui::keymap::Context;
 use crate::tui::state::{Model, Pane, clock_secs};
 
@@ -23,7 +23,15 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) {
         Layout::horizontal([Constraint::Length(left_width), Constraint::Min(20)]).areas(body);
     let [contacts, history] =
         Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(left);
-    let call_rows = if model.call.is_some() { 4 } else { 0 };
+    // Two lines of call, a meter for this device and one per participant.
+    let call_rows = model.call.as_ref().map_or(0, |c| {
+        let meters = if c.began_at.is_some() {
+            1 + c.participants.len()
+        } else {
+            0
+        };
+        4 + meters as u16
+    });
     let log_rows = (right.height / 4).clamp(4, 12);
     let [call, conversation, log] = Layout::vertical([
         Constraint::Length(call_rows),
@@ -202,11 +210,44 @@ fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
     lines.push(Line::from(
         format!("room {}  {role}", call.room).dark_gray(),
     ));
+    if call.began_at.is_some() {
+        let mut me = meter_line("you", call.my_volume);
+        if call.muted {
+            me.push_span(" muted".red().bold());
+        }
+        lines.push(me);
+        for user in &call.participants {
+            let audio = call.audio.get(user).cloned().unwrap_or_default();
+            let mut line = meter_line(user, audio.volume);
+            if let Some(q) = audio.quality {
+                let style = match q {
+                    Quality::Excellent | Quality::Good => Style::default().green(),
+                    Quality::Poor => Style::default().yellow(),
+                    _ => Style::default().red(),
+                };
+                line.push_span(Span::styled(format!(" {}", q.label()), style));
+            }
+            if audio.muted {
+                line.push_span(" muted".red());
+            }
+            lines.push(line);
+        }
+    }
     Paragraph::new(lines).block(
         Block::bordered()
             .border_style(Style::default().fg(color))
             .title(Span::styled(title, Style::default().fg(color).bold())),
     )
+}
+
+/// `name ▮▮▮▮▯▯▯▯▯▯`: a voice level 0 to 100 in ten steps.
+fn meter_line(name: &str, volume: u8) -> Line<'static> {
+    let lit = usize::from(volume.min(100)).div_ceil(10);
+    Line::from(vec![
+        Span::raw(format!("{name:<12.12} ")),
+        "▮".repeat(lit).green(),
+        "▯".repeat(10 - lit).dark_gray(),
+    ])
 }
 
 fn conversation_pane(model: &Model, now: u64, height: u16) -> Paragraph<'_> {

@@ -144,6 +144,16 @@ async fn the_demo_rings_at_once_and_answers_with_a_key() {
     tmux.wait_for("demo", "carol is calling").await;
     tmux.keys("demo", &["a"]);
     tmux.wait_for("demo", "with carol").await;
+    // carol's generated voice lights her meter; the network is graded.
+    tmux.wait_for("demo", "▮▮▮▮▮").await;
+    tmux.wait_for("demo", "excellent").await;
+    tmux.keys("demo", &["m"]);
+    tmux.wait_for("demo", "muted").await;
+    let screen = tmux.screen("demo");
+    assert!(
+        !screen.contains("ALSA lib"),
+        "ALSA wrote over the TUI:\n{screen}"
+    );
     tmux.keys("demo", &["h"]);
     tmux.wait_for("demo", "call ended after").await;
     tmux.keys("demo", &["q"]);
