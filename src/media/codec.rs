@@ -20,8 +20,8 @@ impl Default for CodecSettings {
     fn default() -> Self {
         CodecSettings {
             bitrate_bps: 32_000,
-            complexity: 5,
-            expected_loss_percent: 10,
+            complexity: 9,
+            expected_loss_percent: 20,
         }
     }
 }

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Scores speech sent through termphone's media path with PESQ (wideband).
+
+Two headless devices call each other through a relay that loses 0%, 5% and
+10% of the media frames; alice speaks a WAV file, bob records what he hears,
+and PESQ-WB compares the two (ITU-T P.862.2, via the `pesq` package).
+
+Needs: `pip install pesq numpy scipy`, a release build (`cargo build
+--release`), and speech at 48 kHz mono: by default the spoken words of
+Debian's alsa-utils (/usr/share/sounds/alsa/*.wav), or --speech FILE.
+
+    python3 scripts/pesq_score.py [--speech FILE] [--binary target/release/termphone]
+"""
+
+import argparse
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import wave
+
+import numpy as np
+from pesq import pesq
+from scipy.signal import resample_poly
+
+WORDS = ["Front_Center", "Front_Left", "Front_Right", "Rear_Center", "Rear_Left", "Rear_Right"]
+
+
+def read_wav(path):
+    with wave.open(path) as w:
+        assert w.getsampwidth() == 2, f"{path}: 16-bit PCM expected"
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float64)
+        if w.getnchannels() > 1:
+            data = data.reshape(-1, w.getnchannels()).mean(axis=1)
+        assert w.getframerate() == 48000, f"{path}: 48 kHz expected"
+    return data / 32768.0
+
+
+def write_wav(path, samples):
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
+
+
+def default_speech(path):
+    gap = np.zeros(int(0.3 * 48000))
+    parts = []
+    for word in WORDS:
+        parts += [read_wav(f"/usr/share/sounds/alsa/{word}.wav"), gap]
+    write_wav(path, np.concatenate(parts))
+
+
+class Device:
+    def __init__(self, binary, env, args):
+        self.proc = subprocess.Popen(
+            [binary, "headless", *args], env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.events = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))
+
+    def send(self, **cmd):
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, name, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                event = self.events.get(timeout=deadline - time.time())
+            except queue.Empty:
+                break
+            if event["event"] == name:
+                return event
+        sys.exit(f"no {name} within {timeout} s")
+
+    def quit(self):
+        self.send(cmd="quit")
+        self.proc.wait(timeout=10)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call_through(binary, speech, loss, work):
+    env = dict(os.environ, XDG_DATA_HOME=f"{work}/data{loss}", XDG_CONFIG_HOME=f"{work}/config",
+               HOME=work, TERMPHONE_LOG="warn")
+    port = free_port()
+    relay = subprocess.Popen(
+        [binary, "relay", "--listen", f"127.0.0.1:{port}", "--db", f"{work}/relay{loss}.db",
+         "--media-loss", str(loss)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    heard = f"{work}/heard{loss}.wav"
+    url = f"ws://127.0.0.1:{port}"
+    alice = Device(binary, env, ["--relay", url, "--user", "alice", "--audio-in", f"wav:{speech}",
+                                 "--audio-out", "null"])
+    bob = Device(binary, env, ["--relay", url, "--user", "bob", "--audio-in", "null",
+                               "--audio-out", f"wav:{heard}"])
+    alice.expect("SDK_READY")
+    bob.expect("SDK_READY")
+    alice.send(cmd="call", userID="bob")
+    bob.expect("ON_CALL_RECEIVED")
+    bob.send(cmd="accept")
+    alice.expect("ON_CALL_BEGIN")
+    with wave.open(speech) as w:
+        seconds = w.getnframes() / w.getframerate()
+    time.sleep(seconds + 1.0)
+    alice.send(cmd="hangup")
+    bob.expect("CALLING_END")
+    alice.quit()
+    bob.quit()
+    relay.terminate()
+    relay.wait()
+    return read_wav(heard)
+
+
+def score(reference, degraded):
+    # Align: the recording starts when bob's call began, not alice's.
+    corr = np.correlate(degraded[: len(reference) + 48000], reference, mode="valid")
+    lag = int(np.argmax(corr))
+    degraded = degraded[lag : lag + len(reference)]
+    reference = reference[: len(degraded)]
+    ref16 = resample_poly(reference, 1, 3)
+    deg16 = resample_poly(degraded, 1, 3)
+    return pesq(16000, ref16, deg16, "wb"), lag / 48.0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--speech", help="48 kHz mono 16-bit speech WAV")
+    parser.add_argument("--binary", default="target/release/termphone")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        speech = args.speech or f"{work}/speech.wav"
+        if not args.speech:
+            default_speech(speech)
+        reference = read_wav(speech)
+        print(f"speech: {len(reference) / 48000:.1f} s; Opus 32 kbps, in-band FEC, through {args.binary}")
+        for loss in [0, 5, 10]:
+            heard = call_through(args.binary, speech, loss, work)
+            mos, lag = score(reference, heard)
+            print(f"loss {loss:>2}%: PESQ-WB {mos:.2f} (aligned at {lag:.0f} ms)")
+
+
+if __name__ == "__main__":
+    main()
