@@ -18,6 +18,7 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 
 use crate::config::RelayConfig;
+use crate::media::spec::AudioSpec;
 use crate::relay::{self, RelayHandle};
 
 /// A scenario, as written in its TOML file.
@@ -61,6 +62,17 @@ pub struct DeviceSpec {
     /// Log in at start (and wait until caught up) before the first step.
     #[serde(default = "yes")]
     pub login: bool,
+    /// Where its calls' audio comes from and goes to (default: null, so a
+    /// flow needs no sound card); a relative `wav:` path is taken from the
+    /// flow file's directory.
+    #[serde(default = "null_audio")]
+    pub audio_in: AudioSpec,
+    #[serde(default = "null_audio")]
+    pub audio_out: AudioSpec,
+}
+
+fn null_audio() -> AudioSpec {
+    AudioSpec::Null
 }
 
 fn terminal() -> String {
@@ -116,8 +128,27 @@ impl Flow {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| FlowError::Read(file.clone(), e.to_string()))?;
-        let flow: Flow =
+        let mut flow: Flow =
             toml::from_str(&text).map_err(|e| FlowError::Read(file.clone(), e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for d in &mut flow.devices {
+            if matches!(d.audio_out, AudioSpec::Tone(_) | AudioSpec::Echo) {
+                return Err(FlowError::Read(
+                    file.clone(),
+                    format!(
+                        "device {:?}: audio_out = \"{}\" is a source; use null, wav:PATH, default or a device",
+                        d.name, d.audio_out
+                    ),
+                ));
+            }
+            for spec in [&mut d.audio_in, &mut d.audio_out] {
+                if let AudioSpec::Wav(p) = spec
+                    && p.is_relative()
+                {
+                    *p = base.join(&*p);
+                }
+            }
+        }
         for (i, step) in flow.steps.iter().enumerate() {
             let kinds = [
                 step.send.is_some(),
@@ -314,6 +345,11 @@ async fn spawn(spec: &DeviceSpec, url: &str, data: &Path) -> Result<Device, Flow
     if spec.multi_device {
         command.arg("--multi-device");
     }
+    command
+        .arg("--audio-in")
+        .arg(spec.audio_in.to_string())
+        .arg("--audio-out")
+        .arg(spec.audio_out.to_string());
     let mut child = command
         .spawn()
         .map_err(|e| FlowError::Device(spec.name.clone(), e.to_string()))?;
