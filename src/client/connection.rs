@@ -108,6 +108,8 @@ async fn run(
     let mut media: Option<MediaHandle> = None;
     let mut in_call = false;
     let mut ping = tokio::time::interval(PING_EVERY);
+    // Between calls the ticks are not polled; they must not come in a burst after.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ping_sent: Option<Instant> = None;
     loop {
         while let Some(output) = engine.poll_output() {

@@ -225,6 +225,27 @@ pub enum Event {
     OnUserNetworkQualityChanged {
         network_quality_list: Vec<NetworkQuality>,
     },
+    /// termphone's own: what this device's media did in a call, once its
+    /// media has stopped (just after CALLING_END).
+    #[serde(rename = "MEDIA_STATS", rename_all = "camelCase")]
+    MediaStats {
+        #[serde(rename = "roomID")]
+        room_id: u32,
+        frames_sent: u64,
+        frames_received: u64,
+        /// Missing at their playout time (rebuilt by FEC or concealed).
+        frames_lost: u64,
+        fec_recovered: u64,
+        late: u64,
+        /// Ticks the jitter buffer ran dry and concealed.
+        jitter_underruns: u64,
+        capture_underruns: u64,
+        capture_overruns: u64,
+        playback_underruns: u64,
+        playback_overruns: u64,
+        /// Frames dropped because the connection could not take them.
+        send_drops: u64,
+    },
     #[serde(rename = "SDK_READY")]
     SdkReady,
     /// Acknowledgement of `sendMessage`: the message is stored on the relay.
@@ -342,6 +363,7 @@ impl Event {
             Event::UserAudioAvailable { .. } => "USER_AUDIO_AVAILABLE",
             Event::UserVoiceVolume { .. } => "USER_VOICE_VOLUME",
             Event::OnUserNetworkQualityChanged { .. } => "ON_USER_NETWORK_QUALITY_CHANGED",
+            Event::MediaStats { .. } => "MEDIA_STATS",
             Event::SdkReady => "SDK_READY",
             Event::MessageSent { .. } => "MESSAGE_SENT",
             Event::MessageReceived { .. } => "MESSAGE_RECEIVED",
@@ -410,6 +432,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "USER_AUDIO_AVAILABLE",
     "USER_VOICE_VOLUME",
     "ON_USER_NETWORK_QUALITY_CHANGED",
+    "MEDIA_STATS",
     "SDK_READY",
     "LOGIN_STATUS_CHANGED",
     "KICKED_OUT",

@@ -5,7 +5,8 @@
 //! sleeps on its control channel and holds no device: a softphone does not
 //! keep the microphone open while idle.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{Sender, UnboundedSender};
 
 use super::codec::CodecSettings;
+use super::device::Counters;
 use super::io::{Sink, Source};
 use super::session::{CallMedia, PeerQuality};
 use super::spec::AudioSpec;
@@ -218,27 +220,36 @@ impl Pipeline {
 
     fn finish(&mut self, live: Live) {
         let stats = live.media.stats();
-        let device = match (&live.source, &live.sink) {
-            (Source::Device(c), _) => Some(&c.counters),
-            (_, Sink::Device(p)) => Some(&p.counters),
+        let count = |c: Option<&Arc<Counters>>, f: fn(&Counters) -> &AtomicU64| {
+            c.map_or(0, |c| f(c).load(Ordering::Relaxed))
+        };
+        let capture = match &live.source {
+            Source::Device(c) => Some(&c.counters),
             _ => None,
         };
-        tracing::info!(
-            room = live.media.room(),
-            ticks = live.ticks,
-            received = stats.received,
-            lost = stats.lost,
-            fec = stats.fec_recovered,
-            late = stats.late,
-            underruns = stats.underruns,
-            send_drops = live.send_drops,
-            device_underruns = device.map(|c| c.underruns.load(Ordering::Relaxed)),
-            device_overruns = device.map(|c| c.overruns.load(Ordering::Relaxed)),
-            "call media ended"
-        );
+        let playback = match &live.sink {
+            Sink::Device(p) => Some(&p.counters),
+            _ => None,
+        };
+        let report = Event::MediaStats {
+            room_id: live.media.room(),
+            frames_sent: live.ticks - live.send_drops,
+            frames_received: stats.received,
+            frames_lost: stats.lost,
+            fec_recovered: stats.fec_recovered,
+            late: stats.late,
+            jitter_underruns: stats.underruns,
+            capture_underruns: count(capture, |c| &c.underruns),
+            capture_overruns: count(capture, |c| &c.overruns),
+            playback_underruns: count(playback, |c| &c.underruns),
+            playback_overruns: count(playback, |c| &c.overruns),
+            send_drops: live.send_drops,
+        };
+        tracing::info!(?report, "call media ended");
         if let Err(e) = live.sink.finish() {
             self.report(e);
         }
+        let _ = self.events.send(report);
     }
 
     fn tick(&mut self, live: &mut Live) {

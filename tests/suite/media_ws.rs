@@ -102,8 +102,9 @@ async fn volume_of(device: &mut Headless, user: &str, check: impl Fn(u64) -> boo
     }
 }
 
-/// Talks for `secs`, hangs up, and returns what bob's speaker played.
-async fn tone_call(loss_percent: f64, secs: u64) -> Vec<f32> {
+/// Talks for `secs`, hangs up, and returns what bob's speaker played and
+/// his MEDIA_STATS.
+async fn tone_call(loss_percent: f64, secs: u64) -> (Vec<f32>, Value) {
     let dir = tempfile::tempdir().unwrap();
     let relay = relay(
         dir.path(),
@@ -122,19 +123,22 @@ async fn tone_call(loss_percent: f64, secs: u64) -> Vec<f32> {
     tokio::time::sleep(Duration::from_secs(secs)).await;
     alice.send(json!({"cmd": "hangup"})).await;
     bob.expect("CALLING_END").await;
+    let stats = bob.expect("MEDIA_STATS").await;
     for d in [alice, bob] {
         let mut d = d;
         d.send(json!({"cmd": "quit"})).await;
         d.exits_cleanly().await;
     }
     relay.shutdown().await;
-    read_wav(&wav).unwrap()
+    (read_wav(&wav).unwrap(), stats)
 }
 
 #[tokio::test]
 async fn alices_tone_reaches_bobs_speaker() {
-    let heard = tone_call(0.0, 2).await;
+    let (heard, stats) = tone_call(0.0, 2).await;
     assert!(heard.len() > 48_000 * 2, "{} samples", heard.len());
+    assert!(stats["framesReceived"].as_u64().unwrap() > 100, "{stats}");
+    assert_eq!(stats["framesLost"], 0, "{stats}");
     let middle = &heard[heard.len() / 4..heard.len() * 3 / 4];
     let tone = power_at(middle, 440.0);
     for other in [220.0, 330.0, 660.0, 1000.0] {
@@ -150,7 +154,18 @@ async fn alices_tone_reaches_bobs_speaker() {
 
 #[tokio::test]
 async fn ten_percent_loss_leaves_no_gap_longer_than_40_ms() {
-    let heard = tone_call(10.0, 4).await;
+    let (heard, stats) = tone_call(10.0, 4).await;
+    // The relay's losses show in bob's counters, and FEC rebuilt most of them.
+    let received = stats["framesReceived"].as_u64().unwrap();
+    let lost = stats["framesLost"].as_u64().unwrap();
+    assert!(
+        lost * 100 > received * 3 && lost * 100 < received * 25,
+        "{stats}"
+    );
+    assert!(
+        stats["fecRecovered"].as_u64().unwrap() * 2 > lost,
+        "{stats}"
+    );
     let middle = &heard[heard.len() / 4..heard.len() * 3 / 4];
     assert!(power_at(middle, 440.0) > 100.0 * power_at(middle, 1000.0));
     let gap = longest_gap_ms(&heard);
