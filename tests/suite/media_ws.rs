@@ -191,11 +191,17 @@ async fn muting_tells_the_others_and_silences_the_voice() {
     assert_eq!(unmuted["isAudioAvailable"], true);
     volume_of(&mut bob, "alice", |l| l > 60).await;
 
-    // The network report names alice, graded from a clean loopback.
+    // The network report names alice, graded and measured (a busy machine
+    // may cost a grade to jitter, or a late frame).
     let quality: Value = bob.expect("ON_USER_NETWORK_QUALITY_CHANGED").await;
     let entry = &quality["networkQualityList"][0];
     assert_eq!(entry["userID"], "alice");
-    assert!(entry["quality"].as_u64().unwrap() <= 2, "{quality}");
+    assert!(
+        (1..=3).contains(&entry["quality"].as_u64().unwrap()),
+        "{quality}"
+    );
+    assert!(entry["lossPercent"].as_f64().unwrap() < 5.0, "{quality}");
+    assert!(entry["jitterMs"].is_u64(), "{quality}");
 
     alice.send(json!({"cmd": "hangup"})).await;
     bob.expect("CALLING_END").await;

@@ -59,14 +59,19 @@ impl Tmux {
 
     /// Waits until the screen shows `what`; panics with the screen if not.
     async fn wait_for(&self, session: &str, what: &str) {
+        self.wait_for_any(session, &[what]).await;
+    }
+
+    /// Waits until the screen shows one of `whats`.
+    async fn wait_for_any(&self, session: &str, whats: &[&str]) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             let screen = self.screen(session);
-            if screen.contains(what) {
+            if whats.iter().any(|w| screen.contains(w)) {
                 return;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("{session} never showed {what:?}; the screen:\n{screen}");
+                panic!("{session} never showed {whats:?}; the screen:\n{screen}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -146,7 +151,8 @@ async fn the_demo_rings_at_once_and_answers_with_a_key() {
     tmux.wait_for("demo", "with carol").await;
     // carol's generated voice lights her meter; the network is graded.
     tmux.wait_for("demo", "▮▮▮▮▮").await;
-    tmux.wait_for("demo", "excellent").await;
+    // A loopback network; how busy the machine is decides which of the two.
+    tmux.wait_for_any("demo", &["excellent", "good"]).await;
     tmux.keys("demo", &["m"]);
     tmux.wait_for("demo", "muted").await;
     let screen = tmux.screen("demo");
