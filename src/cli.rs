@@ -117,12 +117,18 @@ pub struct DeviceArgs {
     #[arg(long, value_name = "SPEC", value_parser = parse_audio_spec)]
     pub audio_in: Option<AudioSpec>,
     /// Where call audio goes: default, a device name, null, wav:PATH.
-    #[arg(long, value_name = "SPEC", value_parser = parse_audio_spec)]
+    #[arg(long, value_name = "SPEC", value_parser = parse_audio_sink)]
     pub audio_out: Option<AudioSpec>,
 }
 
 fn parse_audio_spec(s: &str) -> Result<AudioSpec, String> {
     s.parse::<AudioSpec>().map_err(|e| e.message)
+}
+
+fn parse_audio_sink(s: &str) -> Result<AudioSpec, String> {
+    let spec = parse_audio_spec(s)?;
+    spec.check_sink().map_err(|e| e.message)?;
+    Ok(spec)
 }
 
 #[derive(Debug, Args)]

@@ -248,12 +248,9 @@ impl Config {
             return Err("client.usersig_lifetime_secs must be at least 1".into());
         }
         let m = &self.media;
-        if matches!(m.output, AudioSpec::Tone(_) | AudioSpec::Echo) {
-            return Err(format!(
-                "media.output: {} is a source; use default, null, wav:PATH or a device",
-                m.output
-            ));
-        }
+        m.output
+            .check_sink()
+            .map_err(|e| format!("media.output: {}", e.message))?;
         if !(6_000..=510_000).contains(&m.bitrate_bps) {
             return Err("media.bitrate_bps is 6000 to 510000 (Opus's range)".into());
         }

@@ -132,13 +132,10 @@ impl Flow {
             toml::from_str(&text).map_err(|e| FlowError::Read(file.clone(), e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for d in &mut flow.devices {
-            if matches!(d.audio_out, AudioSpec::Tone(_) | AudioSpec::Echo) {
+            if let Err(e) = d.audio_out.check_sink() {
                 return Err(FlowError::Read(
                     file.clone(),
-                    format!(
-                        "device {:?}: audio_out = \"{}\" is a source; use null, wav:PATH, default or a device",
-                        d.name, d.audio_out
-                    ),
+                    format!("device {:?}: audio_out: {}", d.name, e.message),
                 ));
             }
             for spec in [&mut d.audio_in, &mut d.audio_out] {

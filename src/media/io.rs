@@ -88,16 +88,10 @@ impl Sink {
     /// Opens the sink; a WAV file is created, or with `append` (a later call
     /// of the same run) continued.
     pub fn open(spec: &AudioSpec, append: bool) -> Result<Sink, Error> {
+        spec.check_sink()?;
         Ok(match spec {
-            AudioSpec::Null => Sink::Null,
-            AudioSpec::Tone(_) | AudioSpec::Echo => {
-                return Err(Error::new(
-                    ErrorCode::InvalidAudioSpec,
-                    format!(
-                        "{spec} is a source; --audio-out takes default, null, wav:PATH or a device"
-                    ),
-                ));
-            }
+            // tone: and echo were refused just above.
+            AudioSpec::Null | AudioSpec::Tone(_) | AudioSpec::Echo => Sink::Null,
             AudioSpec::Wav(path) => {
                 let writer = if append && path.exists() {
                     hound::WavWriter::append(path)

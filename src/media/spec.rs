@@ -25,8 +25,17 @@ pub enum AudioSpec {
 }
 
 impl AudioSpec {
-    pub fn is_device(&self) -> bool {
-        matches!(self, AudioSpec::Default | AudioSpec::Device(_))
+    /// Refuses the specs that can only be a source (`tone:`, `echo`).
+    pub fn check_sink(&self) -> Result<(), Error> {
+        match self {
+            AudioSpec::Tone(_) | AudioSpec::Echo => Err(Error::new(
+                ErrorCode::InvalidAudioSpec,
+                format!(
+                    "{self} is a source; audio out is default, null, wav:PATH or a device name"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -318,3 +318,28 @@ async fn with_nothing_configured_a_device_starts_the_bundled_relay() {
     h.send(json!({"cmd": "quit"})).await;
     h.exits_cleanly().await;
 }
+
+#[tokio::test]
+async fn devices_lists_what_audio_flags_can_name_and_bad_specs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // ALSA's null device, named by the asoundrc in the test's home.
+    std::fs::write(dir.path().join(".asoundrc"), "pcm.!default { type null }\n").unwrap();
+    let out = termphone(dir.path()).arg("devices").output().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("null ") && l.contains("input")),
+        "{listing}"
+    );
+
+    let mut bad = termphone(dir.path());
+    bad.args(["headless", "--audio-in", "tone:abc"]);
+    let stderr = refused_with_status_2(bad).await;
+    assert!(stderr.contains("tone:HZ"), "{stderr}");
+    let mut bad = termphone(dir.path());
+    bad.args(["headless", "--audio-out", "tone:440"]);
+    let stderr = refused_with_status_2(bad).await;
+    assert!(stderr.contains("is a source"), "{stderr}");
+}
