@@ -261,3 +261,47 @@ async fn a_missing_device_falls_back_to_null_audio_with_a_clear_error() {
     bob.expect("CALLING_END").await;
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_group_call_mixes_every_other_participant() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay(dir.path(), Impairment::default()).await;
+    let url = relay.url();
+    let wav = dir.path().join("bob.wav");
+    let mut alice = device(dir.path(), &url, "alice", "tone:440", "null");
+    let mut carol = device(dir.path(), &url, "carol", "tone:660", "null");
+    let mut bob = device(
+        dir.path(),
+        &url,
+        "bob",
+        "null",
+        &format!("wav:{}", wav.display()),
+    );
+    for d in [&mut alice, &mut carol, &mut bob] {
+        d.expect("SDK_READY").await;
+    }
+    alice
+        .send(json!({"cmd": "groupCall", "userIDList": ["bob", "carol"]}))
+        .await;
+    for d in [&mut bob, &mut carol] {
+        d.expect("ON_CALL_RECEIVED").await;
+        d.send(json!({"cmd": "accept"})).await;
+        d.expect("ON_CALL_BEGIN").await;
+    }
+    // bob's meters show both speakers.
+    volume_of(&mut bob, "alice", |l| l > 50).await;
+    volume_of(&mut bob, "carol", |l| l > 50).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    bob.send(json!({"cmd": "hangup"})).await;
+    bob.expect("CALLING_END").await;
+    bob.send(json!({"cmd": "quit"})).await;
+    bob.exits_cleanly().await;
+    let heard = read_wav(&wav).unwrap();
+    let middle = &heard[heard.len() / 4..heard.len() * 3 / 4];
+    let noise = power_at(middle, 1000.0).max(power_at(middle, 300.0));
+    for (who, hz) in [("alice", 440.0), ("carol", 660.0)] {
+        let p = power_at(middle, hz);
+        assert!(p > 50.0 * noise, "{who}'s {hz} Hz: {p} vs {noise}");
+    }
+    relay.shutdown().await;
+}
