@@ -8,7 +8,7 @@
 
 use std::future::{Future, pending};
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -22,15 +22,13 @@ use std::path::PathBuf;
 use crate::client::engine::{ClientEngine, Command, Input, Output};
 use crate::client::event::Event;
 use crate::client::launcher;
-use crate::media::pipeline::{Control, MediaHandle, MediaSettings};
+use crate::client::media_link::{MediaLink, Outgoing};
+use crate::media::pipeline::MediaSettings;
 use crate::protocol::{self, ServerMsg};
 use crate::relay::server::ws_config;
 use crate::time::{deadline, unix_millis};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Media frames waiting for the socket: 100 ms. More is stale voice.
-const MEDIA_SEND_QUEUE: usize = 5;
-const PING_EVERY: Duration = Duration::from_secs(2);
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Connecting = Pin<Box<dyn Future<Output = Result<Ws, String>> + Send>>;
@@ -104,32 +102,11 @@ async fn run(
     let mut ws: Option<Ws> = None;
     let mut connecting: Option<Connecting> = None;
     let mut front_end_gone = false;
-    let (media_tx, mut media_out) = mpsc::channel::<Vec<u8>>(MEDIA_SEND_QUEUE);
-    let mut media: Option<MediaHandle> = None;
-    let mut in_call = false;
-    let mut ping = tokio::time::interval(PING_EVERY);
-    // Between calls the ticks are not polled; they must not come in a burst after.
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ping_sent: Option<Instant> = None;
+    let mut media = MediaLink::new(media_settings, events.clone());
     loop {
         while let Some(output) = engine.poll_output() {
             match output {
-                Output::Media(control) => {
-                    match &control {
-                        Control::Start { .. } => in_call = true,
-                        Control::Stop => in_call = false,
-                        _ => {}
-                    }
-                    media
-                        .get_or_insert_with(|| {
-                            MediaHandle::spawn(
-                                media_settings.clone(),
-                                media_tx.clone(),
-                                events.clone(),
-                            )
-                        })
-                        .send(control);
-                }
+                Output::Media(control) => media.control(control),
                 Output::Connect => connecting = Some(connect(relay.clone())),
                 Output::Disconnect => {
                     connecting = None;
@@ -171,31 +148,22 @@ async fn run(
                     Err(reason) => engine.handle(unix_millis(), Input::ConnectFailed { reason }),
                 }
             }
-            Some(frame) = media_out.recv() => {
+            outgoing = media.next() => {
+                // Without a link a frame is stale before one is back: drop it.
+                let message = match outgoing {
+                    Outgoing::Frame(frame) => Message::binary(frame),
+                    Outgoing::Ping => Message::Ping(Default::default()),
+                };
                 if let Some(w) = ws.as_mut()
-                    && let Err(e) = w.send(Message::binary(frame)).await
+                    && let Err(e) = w.send(message).await
                 {
                     tracing::debug!(error = %e, "media send failed");
                 }
             }
-            _ = ping.tick(), if in_call && ws.is_some() => {
-                if let Some(w) = ws.as_mut() {
-                    ping_sent = Some(Instant::now());
-                    let _ = w.send(Message::Ping(Default::default())).await;
-                }
-            }
             frame = async { match ws.as_mut() { Some(w) => w.next().await, None => pending().await } } => {
                 match frame {
-                    Some(Ok(Message::Binary(data))) => {
-                        if let Some(m) = &media {
-                            m.send(Control::Frame(data.into()));
-                        }
-                    }
-                    Some(Ok(Message::Pong(_))) => {
-                        if let (Some(sent), Some(m)) = (ping_sent.take(), &media) {
-                            m.send(Control::Rtt(sent.elapsed().as_millis() as u64));
-                        }
-                    }
+                    Some(Ok(Message::Binary(data))) => media.received(data.into()),
+                    Some(Ok(Message::Pong(_))) => media.pong(),
                     Some(Ok(Message::Text(text))) => match protocol::decode::<ServerMsg>(&text) {
                         Ok(msg) => engine.handle(unix_millis(), Input::Frame(msg)),
                         Err(e) => tracing::warn!(error = %e, "undecodable frame from the relay"),

@@ -7,6 +7,7 @@ pub mod event;
 pub mod history;
 pub mod launcher;
 pub mod local_store;
+mod media_link;
 
 use std::path::PathBuf;
 
