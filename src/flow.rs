@@ -193,9 +193,12 @@ impl Device {
     ) -> Option<Value> {
         match tokio::time::timeout_at(until, self.events.recv()).await {
             Ok(Some((event, at))) => {
-                timeline
-                    .rows
-                    .push((at - timeline.start, index, brief(&event)));
+                // Five a second per device in a call would bury the flow.
+                if event["event"] != "USER_VOICE_VOLUME" {
+                    timeline
+                        .rows
+                        .push((at - timeline.start, index, brief(&event)));
+                }
                 Some(event)
             }
             _ => None,
