@@ -152,6 +152,30 @@ fn pick_config(device: &cpal::Device, input: bool) -> Result<(StreamConfig, Samp
     Ok((chosen.config(), chosen.sample_format()))
 }
 
+/// Opens the device called `name` (or the default) for capture (`input`) or
+/// playback, builds its stream with `build` for the config picked, and
+/// starts it.
+fn start(
+    name: Option<&str>,
+    input: bool,
+    build: impl FnOnce(&cpal::Device, &StreamConfig, SampleFormat) -> Result<cpal::Stream, Error>,
+) -> Result<(cpal::Stream, StreamConfig), Error> {
+    let what = if input { "capture" } else { "playback" };
+    let device = find(name, input)?;
+    let (config, format) = pick_config(&device, input)?;
+    let stream = build(&device, &config, format)?;
+    stream
+        .play()
+        .map_err(|e| failed(&format!("starting {what}"), e))?;
+    tracing::info!(
+        rate = config.sample_rate,
+        channels = config.channels,
+        ?format,
+        "{what} open"
+    );
+    Ok((stream, config))
+}
+
 /// Microphone side: the callback downmixes into the ring; `read` takes 20 ms.
 pub struct Capture {
     _stream: cpal::Stream,
@@ -164,22 +188,13 @@ pub struct Capture {
 
 impl Capture {
     pub fn open(name: Option<&str>) -> Result<Capture, Error> {
-        let device = find(name, true)?;
-        let (config, format) = pick_config(&device, true)?;
         let (producer, ring) = rtrb::RingBuffer::new(RING_SAMPLES);
         let counters = Arc::new(Counters::default());
-        let stream = match format {
-            SampleFormat::F32 => capture_stream::<f32>(&device, &config, producer, &counters),
-            SampleFormat::I16 => capture_stream::<i16>(&device, &config, producer, &counters),
-            _ => capture_stream::<i32>(&device, &config, producer, &counters),
-        }?;
-        stream.play().map_err(|e| failed("starting capture", e))?;
-        tracing::info!(
-            rate = config.sample_rate,
-            channels = config.channels,
-            ?format,
-            "capture open"
-        );
+        let (stream, config) = start(name, true, |device, config, format| match format {
+            SampleFormat::F32 => capture_stream::<f32>(device, config, producer, &counters),
+            SampleFormat::I16 => capture_stream::<i16>(device, config, producer, &counters),
+            _ => capture_stream::<i32>(device, config, producer, &counters),
+        })?;
         Ok(Capture {
             _stream: stream,
             ring,
@@ -263,22 +278,13 @@ pub struct Playback {
 
 impl Playback {
     pub fn open(name: Option<&str>) -> Result<Playback, Error> {
-        let device = find(name, false)?;
-        let (config, format) = pick_config(&device, false)?;
         let (ring, consumer) = rtrb::RingBuffer::new(RING_SAMPLES);
         let counters = Arc::new(Counters::default());
-        let stream = match format {
-            SampleFormat::F32 => playback_stream::<f32>(&device, &config, consumer, &counters),
-            SampleFormat::I16 => playback_stream::<i16>(&device, &config, consumer, &counters),
-            _ => playback_stream::<i32>(&device, &config, consumer, &counters),
-        }?;
-        stream.play().map_err(|e| failed("starting playback", e))?;
-        tracing::info!(
-            rate = config.sample_rate,
-            channels = config.channels,
-            ?format,
-            "playback open"
-        );
+        let (stream, config) = start(name, false, |device, config, format| match format {
+            SampleFormat::F32 => playback_stream::<f32>(device, config, consumer, &counters),
+            SampleFormat::I16 => playback_stream::<i16>(device, config, consumer, &counters),
+            _ => playback_stream::<i32>(device, config, consumer, &counters),
+        })?;
         Ok(Playback {
             _stream: stream,
             ring,
