@@ -68,6 +68,9 @@ impl MediaConfig {
 pub struct TuiConfig {
     /// Ring the terminal bell on an incoming call.
     pub bell: bool,
+    /// Play the ringtone on the output device while a call rings (when
+    /// `media.output` is a sound card).
+    pub ringtone: bool,
     /// Key overrides: action name = key (see docs/configuration.md).
     pub keys: BTreeMap<String, String>,
 }
@@ -76,6 +79,7 @@ impl Default for TuiConfig {
     fn default() -> Self {
         TuiConfig {
             bell: true,
+            ringtone: true,
             keys: BTreeMap::new(),
         }
     }
@@ -369,6 +373,7 @@ mod tests {
             "max_call_participants",
             "admin_token",
             "bell",
+            "ringtone",
             "id",
             "max_devices_per_platform",
             "platform_limits",

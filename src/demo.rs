@@ -75,6 +75,7 @@ pub async fn run(keymap: Keymap) -> std::io::Result<()> {
         user_sig: None,
         keymap,
         bell: true,
+        ringtone: true,
         banner: BANNER.iter().map(|s| s.to_string()).collect(),
     })
     .await;

@@ -95,6 +95,7 @@ fn run_tui(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
         settings,
         keymap,
         bell: config.tui.bell,
+        ringtone: config.tui.ringtone,
         banner: Vec::new(),
     };
     runtime().block_on(async {

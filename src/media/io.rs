@@ -154,20 +154,21 @@ fn wav_error(path: &Path, e: hound::Error) -> Error {
 
 /// A whole WAV file as 48 kHz mono: channels averaged, rate converted.
 pub fn read_wav(path: &Path) -> Result<Vec<f32>, Error> {
-    let mut reader = hound::WavReader::open(path).map_err(|e| wav_error(path, e))?;
+    let reader = hound::WavReader::open(path).map_err(|e| wav_error(path, e))?;
+    decode_wav(reader).map_err(|e| wav_error(path, e))
+}
+
+/// WAV data from any reader, as 48 kHz mono.
+pub fn decode_wav<R: std::io::Read>(mut reader: hound::WavReader<R>) -> hound::Result<Vec<f32>> {
     let spec = reader.spec();
     let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => reader
-            .samples::<f32>()
-            .collect::<Result<_, _>>()
-            .map_err(|e| wav_error(path, e))?,
+        hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>()?,
         hound::SampleFormat::Int => {
             let scale = (1u64 << (spec.bits_per_sample - 1)) as f32;
             reader
                 .samples::<i32>()
                 .map(|s| s.map(|v| v as f32 / scale))
-                .collect::<Result<_, _>>()
-                .map_err(|e| wav_error(path, e))?
+                .collect::<Result<_, _>>()?
         }
     };
     let channels = usize::from(spec.channels.max(1));

@@ -18,6 +18,7 @@ pub mod level;
 pub mod pipeline;
 pub mod quality;
 pub mod resample;
+pub mod ringtone;
 pub mod session;
 pub mod spec;
 

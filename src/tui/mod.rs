@@ -23,6 +23,7 @@ use crate::client::engine::{ClientEngine, Command};
 use crate::client::history::CallRecord;
 use crate::client::local_store::{Conversation, Recorder, StoreHandle, StoredMessage};
 use crate::ids::{DeviceId, UserId};
+use crate::media::ringtone::Ringtone;
 use crate::time::unix_millis;
 pub use keymap::Keymap;
 pub use state::{Effect, Model};
@@ -35,6 +36,8 @@ pub struct TuiOptions {
     pub keymap: Keymap,
     /// Ring the terminal bell on an incoming call.
     pub bell: bool,
+    /// Play the ringtone while a call rings.
+    pub ringtone: bool,
     /// Lines shown until a conversation is opened (the demo's welcome).
     pub banner: Vec<String>,
 }
@@ -56,6 +59,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         user_sig,
         keymap,
         bell,
+        ringtone,
         banner,
     } = options;
     let login = settings
@@ -93,6 +97,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     // Often enough for the call timer, the ringing flash and notices to move.
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut ringing: Option<Ringtone> = None;
     let result = loop {
         if let Err(e) = terminal.draw(|frame| view::draw(frame, &model, unix_millis())) {
             break Err(e);
@@ -124,7 +129,13 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         if apply(effects, &commands, recorder.store(), &loaded_tx, bell) {
             break Ok(());
         }
+        match (ringtone && !model.incoming.is_empty(), &ringing) {
+            (true, None) => ringing = Ringtone::start(&settings.media.output),
+            (false, Some(_)) => ringing = None,
+            _ => {}
+        }
     };
+    drop(ringing);
     ratatui::restore();
     let _ = commands.send(Command::Logout);
     drop(commands);

@@ -138,6 +138,8 @@ async fn two_alice_terminals_ring_one_answers_and_chat_reaches_everyone() {
 #[tokio::test]
 async fn the_demo_rings_at_once_and_answers_with_a_key() {
     let dir = tempfile::tempdir().unwrap();
+    // A sound card for the ringtone and the call: ALSA's null device.
+    std::fs::write(dir.path().join(".asoundrc"), "pcm.!default { type null }\n").unwrap();
     let tmux = Tmux::new("demo");
     let demo = format!(
         "env HOME={home} XDG_DATA_HOME={home}/data XDG_CONFIG_HOME={home}/config {} demo",
