@@ -71,6 +71,29 @@ pub struct MediaStats {
     pub malformed: AtomicU64,
 }
 
+/// The counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MediaCounts {
+    pub forwarded: u64,
+    pub dropped_full: u64,
+    pub dropped_impaired: u64,
+    pub unrouted: u64,
+    pub malformed: u64,
+}
+
+impl MediaStats {
+    pub fn snapshot(&self) -> MediaCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MediaCounts {
+            forwarded: get(&self.forwarded),
+            dropped_full: get(&self.dropped_full),
+            dropped_impaired: get(&self.dropped_impaired),
+            unrouted: get(&self.unrouted),
+            malformed: get(&self.malformed),
+        }
+    }
+}
+
 /// One receiver's outgoing media, ordered by when each frame is due.
 pub struct MediaQueue {
     frames: Mutex<VecDeque<(Instant, Bytes)>>,

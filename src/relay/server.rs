@@ -154,9 +154,11 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
         shutdown_rx,
         media.clone(),
     ));
+    let media_log = tokio::spawn(log_media(media.clone()));
     let task = tokio::spawn(async move {
         let _ = accept.await;
         let _ = core_task.await;
+        media_log.abort();
         let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
     });
     tracing::info!(%addr, "relay listening");
@@ -168,6 +170,28 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
         max_connections: config.max_connections,
         task,
     })
+}
+
+/// Logs the media counters once a minute while they move: dropped frames
+/// are counted, and this is where an operator sees them.
+async fn log_media(media: Arc<MediaRouter>) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    let mut last = None;
+    loop {
+        every.tick().await;
+        let now = media.stats.snapshot();
+        if last.as_ref() != Some(&now) {
+            tracing::info!(
+                forwarded = now.forwarded,
+                dropped_full = now.dropped_full,
+                dropped_impaired = now.dropped_impaired,
+                unrouted = now.unrouted,
+                malformed = now.malformed,
+                "media frames"
+            );
+            last = Some(now);
+        }
+    }
 }
 
 /// How far back the chat core needs the messages at start: as long as a
