@@ -220,8 +220,10 @@ impl DeviceArgs {
             && audio_out.is_none()
     }
 
-    /// Flags over config over defaults.
-    pub fn settings(&self, config: &Config, dirs: &Dirs) -> ClientSettings {
+    /// Flags over config over defaults; `audio` is the front end's own
+    /// default for calls' audio (the sound card for the TUI, `null` for
+    /// headless mode).
+    pub fn settings(&self, config: &Config, dirs: &Dirs, audio: &AudioSpec) -> ClientSettings {
         let c = &config.client;
         let explicit = self.relay.clone().or_else(|| c.relay_url.clone());
         ClientSettings {
@@ -234,14 +236,14 @@ impl DeviceArgs {
             multi_device: self.multi_device || c.multi_device,
             data_dir: dirs.data_dir.clone(),
             media: MediaSettings {
-                input: self
-                    .audio_in
-                    .clone()
-                    .unwrap_or_else(|| config.media.input.clone()),
-                output: self
-                    .audio_out
-                    .clone()
-                    .unwrap_or_else(|| config.media.output.clone()),
+                input: (self.audio_in.as_ref())
+                    .or(config.media.input.as_ref())
+                    .unwrap_or(audio)
+                    .clone(),
+                output: (self.audio_out.as_ref())
+                    .or(config.media.output.as_ref())
+                    .unwrap_or(audio)
+                    .clone(),
                 codec: config.media.codec(),
             },
         }
@@ -283,13 +285,22 @@ mod tests {
             config_file: "c".into(),
             data_dir: "d".into(),
         };
-        let s = cli.device.settings(&Config::default(), &dirs);
+        let s = cli
+            .device
+            .settings(&Config::default(), &dirs, &AudioSpec::Null);
         assert_eq!(
             (s.relay_url.as_str(), s.app, s.autostart_relay),
             ("ws://10.0.0.1:9", 7, false)
         );
-        let s = DeviceArgs::default().settings(&Config::default(), &dirs);
+        assert_eq!(s.media.input, AudioSpec::Null);
+        let s = DeviceArgs::default().settings(&Config::default(), &dirs, &AudioSpec::Default);
         assert_eq!(s.relay_url, "ws://127.0.0.1:7787");
         assert!(s.autostart_relay);
+        assert_eq!(s.media.output, AudioSpec::Default);
+        let cli = Cli::try_parse_from(["termphone", "--audio-in", "tone:300"]).unwrap();
+        let s = cli
+            .device
+            .settings(&Config::default(), &dirs, &AudioSpec::Null);
+        assert_eq!(s.media.input, AudioSpec::Tone(300.0));
     }
 }

@@ -32,8 +32,9 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
-    pub input: AudioSpec,
-    pub output: AudioSpec,
+    /// Unset: the TUI uses the sound card, headless mode `null`.
+    pub input: Option<AudioSpec>,
+    pub output: Option<AudioSpec>,
     pub bitrate_bps: i32,
     pub complexity: i32,
     pub expected_loss_percent: i32,
@@ -43,8 +44,8 @@ impl Default for MediaConfig {
     fn default() -> Self {
         let codec = CodecSettings::default();
         MediaConfig {
-            input: AudioSpec::Default,
-            output: AudioSpec::Default,
+            input: None,
+            output: None,
             bitrate_bps: codec.bitrate_bps,
             complexity: codec.complexity,
             expected_loss_percent: codec.expected_loss_percent,
@@ -252,9 +253,11 @@ impl Config {
             return Err("client.usersig_lifetime_secs must be at least 1".into());
         }
         let m = &self.media;
-        m.output
-            .check_sink()
-            .map_err(|e| format!("media.output: {}", e.message))?;
+        if let Some(output) = &m.output {
+            output
+                .check_sink()
+                .map_err(|e| format!("media.output: {}", e.message))?;
+        }
         if !(6_000..=510_000).contains(&m.bitrate_bps) {
             return Err("media.bitrate_bps is 6000 to 510000 (Opus's range)".into());
         }

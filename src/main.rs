@@ -8,6 +8,7 @@ use termphone::cli::{
 };
 use termphone::config::Config;
 use termphone::config::DEFAULT_RELAY_ADDR;
+use termphone::media::spec::AudioSpec;
 use termphone::usersig::{self, Ticket};
 use termphone::{admin, demo, flow, headless, logging, relay, time, tui};
 
@@ -87,7 +88,7 @@ fn run_tui(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
         Ok(setup) => setup,
         Err(code) => return code,
     };
-    let settings = args.settings(config, dirs);
+    let settings = args.settings(config, dirs, &AudioSpec::Default);
     let options = tui::TuiOptions {
         user,
         device: args.device_id(config),
@@ -108,7 +109,8 @@ fn run_tui(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
 
 fn run_headless(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
     logging::to_stderr("warn");
-    let settings = args.settings(config, dirs);
+    // Automation opens no sound card unless asked to.
+    let settings = args.settings(config, dirs, &AudioSpec::Null);
     let options = headless::HeadlessOptions {
         user: args.user(config),
         device: args.device_id(config),
