@@ -166,6 +166,7 @@ impl JitterBuffer {
         // when the gap is longer than the buffer could ever fill.
         let first = *self.frames.keys().next().expect("not empty");
         if first > next + MAX_DEPTH as u64 {
+            self.stats.lost += first - (next + 1);
             self.next = Some(first);
         }
         match self.frames.get(&(next + 1)) {
@@ -383,6 +384,18 @@ mod tests {
         }
         assert_eq!(jb.stats().lost, 0);
         assert!(frames >= i32::from(sent) - 2, "{frames} of {sent}");
+    }
+
+    #[test]
+    fn a_jump_far_ahead_skips_to_it_and_counts_the_gap() {
+        let mut jb = JitterBuffer::new();
+        push(&mut jb, 0, 0);
+        jb.pop();
+        push(&mut jb, 20, 30);
+        // Frame 1 is lost and concealed; 2 to 29 are skipped as lost too.
+        assert_eq!(jb.pop(), Playout::Conceal);
+        assert_eq!(played(jb.pop()), Some(30));
+        assert_eq!(jb.stats().lost, 29);
     }
 
     #[test]

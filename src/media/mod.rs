@@ -8,7 +8,8 @@
 //! The sans-IO parts ([`jitter`], [`session`], [`level`], [`quality`]) run
 //! on virtual time and are tested as such; [`pipeline`] is the thread that
 //! clocks them every 20 ms, and [`io`] and [`device`] are the sources and
-//! sinks it reads and writes (files, tones, cpal devices).
+//! sinks it reads and writes (files, tones, cpal devices). [`ringtone`]
+//! plays while a call rings, on the same device code.
 
 pub mod codec;
 pub mod device;

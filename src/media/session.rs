@@ -180,8 +180,10 @@ impl CallMedia {
             let now = peer.jitter.stats();
             let then = std::mem::replace(&mut peer.window_start, now);
             let received = now.received - then.received;
-            let missing = (now.lost - then.lost) + (now.late - then.late);
-            let expected = received + (now.lost - then.lost);
+            // A frame that arrives after its turn was already counted lost
+            // at its turn; `late` only says how many of those showed up.
+            let missing = now.lost - then.lost;
+            let expected = received + missing;
             let loss_percent = if expected == 0 {
                 0.0
             } else {
