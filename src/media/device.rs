@@ -72,10 +72,12 @@ pub fn list() -> Result<Vec<DeviceInfo>, Error> {
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> Error {
+    let e = e.to_string();
     Error::new(
         ErrorCode::AudioDeviceFailed,
         format!(
-            "{what}: {e}. See `termphone devices`, or run with --audio-in null --audio-out null"
+            "{what}: {}. See `termphone devices`, or run with --audio-in null --audio-out null",
+            e.trim_end_matches('.')
         ),
     )
 }
