@@ -148,6 +148,14 @@ impl Pipeline {
     fn run(mut self, rx: mpsc::Receiver<Control>) {
         let mut live: Option<Live> = None;
         loop {
+            // The clock first: a steady stream of incoming frames must not
+            // hold a tick back.
+            if let Some(l) = live.as_mut()
+                && Instant::now() >= l.next_tick
+            {
+                self.tick(l);
+                continue;
+            }
             let msg = match &live {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 Some(l) => rx.recv_timeout(l.next_tick.saturating_duration_since(Instant::now())),
@@ -170,11 +178,7 @@ impl Pipeline {
                         l.control(other);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Some(l) = live.as_mut() {
-                        self.tick(l);
-                    }
-                }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     if let Some(old) = live.take() {
                         self.finish(old);
