@@ -136,7 +136,7 @@ impl Sink {
 }
 
 /// What `wav:PATH` sinks write: 48 kHz mono 16-bit.
-pub fn wav_spec() -> hound::WavSpec {
+fn wav_spec() -> hound::WavSpec {
     hound::WavSpec {
         channels: 1,
         sample_rate: SAMPLE_RATE,

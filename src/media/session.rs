@@ -76,10 +76,6 @@ impl CallMedia {
         self.muted = muted;
     }
 
-    pub fn muted(&self) -> bool {
-        self.muted
-    }
-
     /// The relay's list of who sends in this room. Streams of those who
     /// left it are dropped.
     pub fn set_peers(&mut self, peers: &[MediaPeer]) {

@@ -80,7 +80,6 @@ enum CoreEvent {
 /// A running relay.
 pub struct RelayHandle {
     addr: SocketAddr,
-    media: Arc<MediaRouter>,
     shutdown: watch::Sender<bool>,
     permits: Arc<Semaphore>,
     max_connections: usize,
@@ -95,11 +94,6 @@ impl RelayHandle {
     /// `ws://` address clients connect to.
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
-    }
-
-    /// Media forwarding counters.
-    pub fn media(&self) -> &MediaRouter {
-        &self.media
     }
 
     pub fn active_connections(&self) -> usize {
@@ -164,7 +158,6 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
     tracing::info!(%addr, "relay listening");
     Ok(RelayHandle {
         addr,
-        media,
         shutdown,
         permits,
         max_connections: config.max_connections,
