@@ -225,9 +225,16 @@ impl DeviceArgs {
     /// headless mode).
     pub fn settings(&self, config: &Config, dirs: &Dirs, audio: &AudioSpec) -> ClientSettings {
         let c = &config.client;
+        // A relay named on the command line never starts anything: a script
+        // pointed at a relay that is down must hear RELAY_UNREACHABLE.
+        let autostart_relay = match (&self.relay, &c.relay_url) {
+            (Some(_), _) => false,
+            (None, None) => c.autostart_relay != Some(false),
+            (None, Some(_)) => c.autostart_relay == Some(true),
+        };
         let explicit = self.relay.clone().or_else(|| c.relay_url.clone());
         ClientSettings {
-            autostart_relay: explicit.is_none() && c.autostart_relay,
+            autostart_relay,
             relay_url: explicit.unwrap_or_else(|| format!("ws://{DEFAULT_RELAY_ADDR}")),
             app: self.app.unwrap_or(c.app),
             platform: self.platform.clone().unwrap_or_else(|| c.platform.clone()),

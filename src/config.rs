@@ -101,8 +101,10 @@ pub struct ClientConfig {
     pub platform: Platform,
     /// Ring on this device too when the user has several online (like --multi-device).
     pub multi_device: bool,
-    /// Start the bundled relay when the default loopback relay does not answer.
-    pub autostart_relay: bool,
+    /// Start the bundled relay when nothing answers: unset, only on the
+    /// default loopback address; `true`, also on a loopback `relay_url`;
+    /// `false`, never.
+    pub autostart_relay: Option<bool>,
     /// Lifetime of the tickets the client mints.
     pub usersig_lifetime_secs: u64,
 }
@@ -117,7 +119,7 @@ impl Default for ClientConfig {
             device: None,
             platform: Platform::terminal(),
             multi_device: false,
-            autostart_relay: true,
+            autostart_relay: None,
             usersig_lifetime_secs: DEFAULT_LIFETIME_SECS,
         }
     }
@@ -407,7 +409,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.client.user.unwrap().as_str(), "alice");
-        assert!(!config.client.autostart_relay);
+        assert_eq!(config.client.autostart_relay, Some(false));
         assert_eq!(config.relay.listen.port(), 9000);
     }
 

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use crate::client::ClientSettings;
 use crate::client::connection::{self, ClientHandle};
 use crate::client::engine::{CallCommand, ChatCommand, ClientEngine, Command, EngineConfig};
-use crate::client::event::Event;
+use crate::client::event::{CallRole, Event, UserView};
 use crate::config::RelayConfig;
 use crate::ids::{DEV_APP_ID, DeviceId, Platform, UserId};
 use crate::media::codec::CodecSettings;
@@ -132,13 +132,22 @@ impl Peer {
             issued_at: unix_millis() / 1000,
             lifetime: 24 * 3600,
         };
+        // The demo's relay is new, so there is nothing to catch up on;
+        // peers answer live messages only (see `live_from_me`).
         let _ = commands.send(Command::Login {
             user,
             device: DeviceId::parse(device).expect("valid"),
             user_sig: usersig::mint(DEV_SECRET, &ticket),
-            sync_after: u64::MAX >> 1,
+            sync_after: 0,
         });
-        Peer { commands, events }
+        let mut peer = Peer { commands, events };
+        // Logged in and caught up: commands that need a session work now.
+        while let Some(event) = peer.events.recv().await {
+            if matches!(event, Event::Synced { .. }) {
+                break;
+            }
+        }
+        peer
     }
 
     fn send(&self, cmd: Command) {
@@ -162,46 +171,84 @@ impl Peer {
     }
 }
 
+/// The text of a message the demo user just sent (not one caught up on).
+fn live_from_me(event: &Event) -> Option<&str> {
+    match event {
+        Event::MessageReceived {
+            from,
+            text,
+            offline: false,
+            ..
+        } if from == ME => Some(text),
+        _ => None,
+    }
+}
+
 /// Answers every call after a ring and echoes every message.
 async fn echo(url: String) {
     let mut peer = Peer::login(url, "echo", "bot", false, AudioSpec::Echo).await;
     while let Some(event) = peer.events.recv().await {
+        if let Some(text) = live_from_me(&event) {
+            peer.say(format!("echo: {text}"));
+        } else if let Event::OnCallReceived { call_id, .. } = event {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            peer.send(Command::Call(CallCommand::Accept {
+                call_id: Some(call_id),
+            }));
+        }
+    }
+}
+
+/// Calls the demo user once it is online, and again whenever messaged; a
+/// call that goes unanswered leaves a note saying how to get another.
+async fn carol(url: String) {
+    let mut peer = Peer::login(url, "carol", "phone", false, AudioSpec::Tone(330.0)).await;
+    peer.send(Command::GetUsers { subscribe: true });
+    let mut called = false;
+    while let Some(event) = peer.events.recv().await {
+        if live_from_me(&event).is_some() {
+            peer.say("calling you back…");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            peer.call_me();
+            continue;
+        }
         match event {
+            Event::Users { users } if !called && online(&users) => {
+                called = true;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                peer.call_me();
+            }
+            Event::UserStatusChanged { user } if !called && online(std::slice::from_ref(&user)) => {
+                called = true;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                peer.call_me();
+            }
+            Event::OnCallCanceled {
+                reason,
+                call_role: CallRole::Caller,
+                ..
+            } => {
+                let note = match reason.as_str() {
+                    "timeout" => "Missed me? Message me to call you back.",
+                    "busy" => "You were busy. Message me when free.",
+                    _ => "No problem. Message me to call back.",
+                };
+                peer.say(note);
+            }
             Event::OnCallReceived { call_id, .. } => {
                 tokio::time::sleep(Duration::from_millis(1_500)).await;
                 peer.send(Command::Call(CallCommand::Accept {
                     call_id: Some(call_id),
                 }));
-            }
-            Event::MessageReceived { from, text, .. } if from == ME => {
-                peer.say(format!("echo: {text}"))
             }
             _ => {}
         }
     }
 }
 
-/// Calls the demo user shortly after start, and again when messaged.
-async fn carol(url: String) {
-    let mut peer = Peer::login(url, "carol", "phone", false, AudioSpec::Tone(330.0)).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    peer.call_me();
-    while let Some(event) = peer.events.recv().await {
-        match event {
-            Event::MessageReceived { from, .. } if from == ME => {
-                peer.say("calling you back…");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                peer.call_me();
-            }
-            Event::OnCallReceived { call_id, .. } => {
-                tokio::time::sleep(Duration::from_millis(1_500)).await;
-                peer.send(Command::Call(CallCommand::Accept {
-                    call_id: Some(call_id),
-                }));
-            }
-            _ => {}
-        }
-    }
+/// Whether the demo user has a device online among `users`.
+fn online(users: &[UserView]) -> bool {
+    users.iter().any(|u| u.user == ME && !u.devices.is_empty())
 }
 
 /// One of dave's two devices: both ring; the laptop answers after a ring,
@@ -217,11 +264,9 @@ async fn dave(url: String, device: &'static str, tone_hz: f32) {
                     call_id: Some(call_id),
                 }));
             }
-            Event::OnCallBegin { .. } => peer.say(format!(
-                "dave's {device}: both my devices rang; I answered on this one"
-            )),
+            Event::OnCallBegin { .. } => peer.say(format!("{device}: both rang, I answered")),
             Event::OnCallCanceled { reason, .. } => {
-                peer.say(format!("dave's {device}: stopped ringing ({reason})"));
+                peer.say(format!("{device}: stopped ({reason})"));
             }
             _ => {}
         }

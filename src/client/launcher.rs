@@ -10,9 +10,13 @@ use tokio::net::TcpStream;
 /// How long an autostarted relay keeps running without any connection.
 pub const AUTOSTART_IDLE_EXIT_SECS: u64 = 60;
 
+/// The file in the data directory that holds the bundled relay's pid.
+pub const PID_FILE: &str = "relay.pid";
+
 /// Makes sure a relay answers at `addr`: if nothing does, starts
 /// `termphone relay` there as a detached background process (logging to
-/// `relay.log` in `data_dir`) and waits until it accepts connections.
+/// `relay.log` in `data_dir`, its pid in `relay.pid`) and waits until it
+/// accepts connections.
 pub async fn ensure_relay(addr: SocketAddr, data_dir: &Path) -> Result<(), String> {
     if TcpStream::connect(addr).await.is_ok() {
         return Ok(());
@@ -43,6 +47,11 @@ pub async fn ensure_relay(addr: SocketAddr, data_dir: &Path) -> Result<(), Strin
         .spawn()
         .map_err(|e| format!("cannot start the bundled relay: {e}"))?;
     tracing::info!(%addr, pid = child.id(), "started the bundled relay");
+    // So that a person (or a test) can stop exactly this process.
+    let pid_path = data_dir.join(PID_FILE);
+    if let Err(e) = std::fs::write(&pid_path, format!("{}\n", child.id())) {
+        tracing::warn!(path = %pid_path.display(), error = %e, "cannot write the relay's pid");
+    }
     for _ in 0..50 {
         if TcpStream::connect(addr).await.is_ok() {
             // The relay outlives this process on purpose; reap it if it exits first.

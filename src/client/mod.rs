@@ -23,7 +23,8 @@ use local_store::LocalStore;
 #[derive(Clone, Debug)]
 pub struct ClientSettings {
     pub relay_url: String,
-    /// Start the bundled relay if nothing answers at `relay_url`.
+    /// Start the bundled relay if nothing answers at `relay_url` (a
+    /// loopback address only).
     pub autostart_relay: bool,
     pub app: AppId,
     pub platform: Platform,
@@ -44,6 +45,7 @@ impl ClientSettings {
             .autostart_relay
             .then(|| self.relay_url.trim_start_matches("ws://").parse().ok())
             .flatten()
+            .filter(|addr: &std::net::SocketAddr| addr.ip().is_loopback())
             .map(|addr| (addr, self.data_dir.clone()));
         connection::RelayTarget {
             url: self.relay_url.clone(),

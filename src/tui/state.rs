@@ -430,10 +430,19 @@ impl Model {
             .collect();
     }
 
+    /// The local store's page of a conversation. Messages that arrived live
+    /// while the page was read are kept: the read may predate their write.
     pub fn on_messages(&mut self, peer: &str, messages: Vec<StoredMessage>) {
-        if self.open_peer.as_deref() == Some(peer) {
-            self.messages = messages;
+        if self.open_peer.as_deref() != Some(peer) {
+            return;
         }
+        let live = std::mem::replace(&mut self.messages, messages);
+        for m in live {
+            if !self.messages.iter().any(|s| s.msg_id == m.msg_id) {
+                self.messages.push(m);
+            }
+        }
+        self.messages.sort_by_key(|m| m.timestamp);
     }
 
     pub fn on_history(&mut self, history: Vec<CallRecord>) {

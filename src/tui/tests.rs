@@ -394,3 +394,26 @@ fn an_incoming_call_rings_the_bell() {
     );
     assert_eq!(effects, vec![Effect::Bell]);
 }
+
+#[test]
+fn a_message_that_arrives_while_the_conversation_loads_stays_on_screen() {
+    let mut m = with_contacts(model());
+    m.on_terminal(key(KeyCode::Enter), T0);
+    m.on_engine(
+        Event::MessageReceived {
+            msg_id: "live".into(),
+            from: "bob".into(),
+            to: "alice".into(),
+            text: "just now".into(),
+            timestamp: T0 + 60_000,
+            offline: false,
+            seq: 9,
+        },
+        T0,
+    );
+    // The store's page was read before the live message was written.
+    let peer = m.open_peer.clone().unwrap();
+    m.on_messages(&peer, vec![message(&peer, "alice", "earlier", 1)]);
+    let texts: Vec<&str> = m.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["earlier", "just now"]);
+}

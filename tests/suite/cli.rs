@@ -285,11 +285,36 @@ async fn stdout_is_only_events_even_when_logging_is_verbose() {
     relay.shutdown().await;
 }
 
+/// The bundled relay's pid, from the file its launcher writes.
+fn bundled_relay_pid(home: &std::path::Path) -> i32 {
+    let path = home.join("data/termphone/relay.pid");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    text.trim().parse().unwrap()
+}
+
+/// Stops a process this test started, by pid (never by name: the user's
+/// own relay may be running on this machine).
+fn kill(pid: i32, signal: i32) {
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
+}
+
 #[tokio::test]
-async fn with_nothing_configured_a_device_starts_the_bundled_relay() {
+async fn a_loopback_relay_that_is_down_is_started_on_demand() {
     let dir = tempfile::tempdir().unwrap();
-    // No --relay and no config: the default loopback address, started on demand
-    // (or already running from an earlier device, which is the same promise).
+    // The same path as the default address, on a port of this test's own so
+    // that the user's relay on 7787 is never touched.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("config/termphone");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.toml"),
+        format!("[client]\nrelay_url = \"ws://127.0.0.1:{port}\"\nautostart_relay = true\n"),
+    )
+    .unwrap();
     let mut h = Headless::spawn(dir.path(), &["--user", "alice", "--device", "auto1"]);
     h.expect("SDK_READY").await;
     h.send(json!({"cmd": "getUsers"})).await;
@@ -304,19 +329,58 @@ async fn with_nothing_configured_a_device_starts_the_bundled_relay() {
 
     // The bundled relay goes away (it stops by itself when idle): the
     // device starts it again on its next attempt and carries on.
-    let killed = std::process::Command::new("pkill")
-        .args(["-f", "termphone relay --listen 127.0.0.1:7787"])
-        .status()
-        .unwrap();
-    assert!(killed.success(), "a bundled relay was running");
+    let first = bundled_relay_pid(dir.path());
+    kill(first, libc::SIGKILL);
     let state = h.expect("CONNECTION_CHANGED").await;
     assert_eq!(state["state"], "reconnecting");
     let state = h.expect("CONNECTION_CHANGED").await;
     assert_eq!(state["state"], "connected");
+    let second = bundled_relay_pid(dir.path());
+    assert_ne!(first, second, "a new relay was started");
     h.send(json!({"cmd": "getUsers"})).await;
     h.expect("USERS").await;
     h.send(json!({"cmd": "quit"})).await;
     h.exits_cleanly().await;
+    kill(second, libc::SIGTERM);
+}
+
+#[test]
+fn a_relay_named_on_the_command_line_or_off_loopback_is_never_started() {
+    use termphone::cli::{Cli, Dirs};
+    use termphone::config::Config;
+    use termphone::media::spec::AudioSpec;
+    let dirs = Dirs {
+        config_file: "c".into(),
+        data_dir: "d".into(),
+    };
+    let settings = |args: &[&str], toml: &str| {
+        let cli = <Cli as clap::Parser>::try_parse_from(args).unwrap();
+        let config = Config::parse(toml, "t.toml").unwrap();
+        cli.device
+            .settings(&config, &dirs, &AudioSpec::Null)
+            .relay_target()
+            .autostart
+            .map(|(addr, _)| addr.to_string())
+    };
+    assert_eq!(
+        settings(&["termphone"], ""),
+        Some("127.0.0.1:7787".to_string())
+    );
+    assert_eq!(
+        settings(&["termphone", "--relay", "ws://127.0.0.1:9"], ""),
+        None
+    );
+    let own = "[client]\nrelay_url = \"ws://127.0.0.1:9\"\n";
+    assert_eq!(settings(&["termphone"], own), None);
+    let started = format!("{own}autostart_relay = true\n");
+    assert_eq!(
+        settings(&["termphone"], &started),
+        Some("127.0.0.1:9".into())
+    );
+    let remote = "[client]\nrelay_url = \"ws://10.1.2.3:9\"\nautostart_relay = true\n";
+    assert_eq!(settings(&["termphone"], remote), None);
+    let never = "[client]\nautostart_relay = false\n";
+    assert_eq!(settings(&["termphone"], never), None);
 }
 
 #[tokio::test]

@@ -14,6 +14,9 @@ struct Tmux {
 
 impl Tmux {
     fn new(name: &str) -> Tmux {
+        if let Err(why) = require("tmux", "tmux") {
+            panic!("{why}");
+        }
         Tmux {
             socket: format!("termphone-test-{name}-{}", std::process::id()),
         }
@@ -25,7 +28,7 @@ impl Tmux {
             .arg(&self.socket)
             .args(args)
             .output()
-            .expect("tmux is installed");
+            .unwrap_or_else(|e| panic!("tmux {args:?}: {e}"));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -80,8 +83,30 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        self.run(&["kill-server"]);
+        // Never panics: this may run while a failed test unwinds.
+        let _ = std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
     }
+}
+
+/// A tool a test needs, or a message that names the Debian package to install.
+fn require(tool: &str, package: &str) -> Result<(), String> {
+    match std::process::Command::new(tool).arg("-V").output() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "{tool} is not installed ({e}): these tests drive the real TUI in it; \
+             install it with `apt-get install {package}`"
+        )),
+    }
+}
+
+#[test]
+fn a_missing_tool_is_named_with_its_package() {
+    let why = require("termphone-no-such-tool", "tmux").unwrap_err();
+    assert!(why.contains("apt-get install tmux"), "{why}");
 }
 
 #[tokio::test]
@@ -164,5 +189,52 @@ async fn the_demo_rings_at_once_and_answers_with_a_key() {
     );
     tmux.keys("demo", &["h"]);
     tmux.wait_for("demo", "call ended after").await;
+    tmux.keys("demo", &["q"]);
+}
+
+#[tokio::test]
+async fn the_demo_contacts_answer_chat_and_call_back() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".asoundrc"), "pcm.!default { type null }\n").unwrap();
+    let tmux = Tmux::new("demochat");
+    let demo = format!(
+        "env HOME={home} XDG_DATA_HOME={home}/data XDG_CONFIG_HOME={home}/config {} demo",
+        env!("CARGO_BIN_EXE_termphone"),
+        home = dir.path().display(),
+    );
+    tmux.start("demo", &demo);
+    // carol calls once the demo user is online; declining it leaves a note.
+    tmux.wait_for("demo", "carol is calling").await;
+    tmux.keys("demo", &["d"]);
+    tmux.wait_for("demo", "carol declined").await;
+
+    // dave's two devices both ring; each says in chat what it saw.
+    tmux.keys("demo", &["j", "c"]);
+    tmux.wait_for("demo", "with dave").await;
+    tmux.wait_for("demo", "In call").await;
+    tmux.keys("demo", &["h"]);
+    tmux.keys("demo", &["Enter"]);
+    tmux.wait_for("demo", "laptop: both rang, I answered").await;
+    tmux.wait_for("demo", "phone: stopped (answered_elsewhere)")
+        .await;
+
+    // echo echoes what the demo user writes.
+    tmux.keys("demo", &["BTab", "j", "Enter", "w"]);
+    tmux.text("demo", "hello echo");
+    tmux.keys("demo", &["Enter"]);
+    tmux.wait_for("demo", "echo: echo: hello echo").await;
+
+    // A message to carol makes her call back.
+    tmux.keys("demo", &["BTab", "k", "k", "Enter"]);
+    tmux.wait_for("demo", "No problem. Message me to call back.")
+        .await;
+    tmux.keys("demo", &["w"]);
+    tmux.text("demo", "ring me");
+    tmux.keys("demo", &["Enter"]);
+    tmux.wait_for("demo", "calling you back").await;
+    tmux.wait_for("demo", "carol is calling").await;
+    tmux.keys("demo", &["a"]);
+    tmux.wait_for("demo", "with carol").await;
+    tmux.keys("demo", &["h"]);
     tmux.keys("demo", &["q"]);
 }
