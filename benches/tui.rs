@@ -110,7 +110,7 @@ fn tui_resident_kib() -> u64 {
             at: 0,
         })
         .collect();
-    relay_store.apply(&logins).unwrap();
+    relay_store.apply(&logins);
     drop(relay_store);
     let profile = data.join(format!("termphone/profiles/{DEV_APP_ID}/alice/bench"));
     std::fs::create_dir_all(&profile).unwrap();

@@ -69,6 +69,7 @@ error_codes! {
     NoSuchMessage = 6404, "NO_SUCH_MESSAGE", "no such message can be recalled (unknown, or older than the recall window)";
     NotYourMessage = 6405, "NOT_YOUR_MESSAGE", "only the sender of a message can recall it";
     RecallWindowPassed = 6406, "RECALL_WINDOW_PASSED", "the recall window (relay setting, 120 s by default) is over";
+    ClientMsgIdReused = 6407, "CLIENT_MSG_ID_REUSED", "the clientMsgID already names another message (an id stays used for 24 h)";
     AdminDenied = 6410, "ADMIN_DENIED", "the admin API is off (no relay.admin_token) or the token is wrong";
     InvalidAudioSpec = 6500, "INVALID_AUDIO_SPEC", "an --audio-in/--audio-out value is not default, null, wav:PATH, tone:HZ, echo or a device name";
     AudioDeviceFailed = 6501, "AUDIO_DEVICE_FAILED", "the audio device cannot be opened or stopped working; the call goes on with null audio";
@@ -88,6 +89,7 @@ error_codes! {
     TooManyConnections = 90005, "TOO_MANY_CONNECTIONS", "the relay is at its connection cap; try again later";
     MalformedMedia = 90007, "MALFORMED_MEDIA", "a binary media frame has a bad header or payload size (the relay drops it)";
     SessionExpired = 90006, "SESSION_EXPIRED", "the session to resume is gone (grace period over); a fresh login follows";
+    RelayStoreFailed = 90008, "RELAY_STORE_FAILED", "the relay could not write or read its database (full disk?); nothing was kept, try again";
 }
 
 impl fmt::Display for ErrorCode {

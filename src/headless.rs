@@ -465,6 +465,9 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
         write_event(&mut out, &event).await?;
     }
 
+    // A `kill`, a closed terminal or Ctrl-C leaves as `quit` does: logged
+    // out, so a call ends for the others at once and stays in the history.
+    let mut stop = Signals::new()?;
     loop {
         let reading = wait.is_none() && stdin_open;
         let wait_deadline = wait.as_ref().map(|w| w.deadline);
@@ -522,6 +525,7 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
                     wait = None;
                 }
             }
+            _ = stop.recv() => break,
             _ = tokio::time::sleep_until(wait_deadline.unwrap_or_else(tokio::time::Instant::now)), if wait_deadline.is_some() => {
                 let w = wait.take().expect("pending wait");
                 let event = error_event(
@@ -546,13 +550,44 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
     // events (the LOGOUT) still belong on stdout.
     let drain = async {
         while let Some(event) = events.recv().await {
+            device_state.observe(&event);
             write_event(&mut out, &event).await?;
         }
         Ok::<_, std::io::Error>(())
     };
-    match tokio::time::timeout(Duration::from_secs(2), drain).await {
+    let result = match tokio::time::timeout(Duration::from_secs(2), drain).await {
         Ok(result) => result,
         Err(_) => out.flush().await,
+    };
+    if let Some(recorder) = &device_state.recorder {
+        recorder.store().flush().await;
+    }
+    result
+}
+
+/// SIGTERM, SIGHUP and SIGINT, as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 

@@ -331,6 +331,18 @@ pub struct ChatMessage {
     pub text: String,
     /// Unix milliseconds on the relay.
     pub server_time: u64,
+    /// The device that sent it, and its id for the message (none for a
+    /// server-side send): the sending device recognizes its own message
+    /// when its timeline brings it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_by: Option<SentBy>,
+}
+
+/// Which device sent a message, under which client id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentBy {
+    pub device: DeviceId,
+    pub client_msg_id: String,
 }
 
 /// One step of a user's timeline, numbered by `seq` per user.
@@ -438,15 +450,29 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
     },
-    /// New timeline entries, live or (with `offline`) from a sync.
+    /// Timeline entries, live or (with `offline`) from a sync. They follow
+    /// the entry numbered `after` in what this connection was sent: a device
+    /// whose last applied seq is below `after` has missed something and
+    /// syncs instead of applying them.
     Entries {
         entries: Vec<Entry>,
         offline: bool,
+        after: u64,
     },
-    /// The end of a sync's catch-up: `upto` is the last seq it sent (or the
-    /// device's own `after` when there was nothing).
+    /// The end of a sync's catch-up: the device has now been sent every
+    /// entry of its timeline up to `upto` that it will ever get (older ones
+    /// are past the compensation window), and live entries follow it.
     Synced {
         upto: u64,
+    },
+    /// Where this device stands in calls, sent after every login and resume
+    /// (after anything held for it): the calls ringing on it, and the call it
+    /// is in. The device ends what it believed that is not here, and takes up
+    /// what is.
+    CallState {
+        ringing: Vec<CallInfo>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        current: Option<CurrentCall>,
     },
     Typing {
         from: UserId,
@@ -461,12 +487,24 @@ pub enum ServerMsg {
     AdminSent {
         msg_id: String,
     },
-    /// A request that failed; `request` names its `type`.
+    /// A request that failed; `request` names its `type`, and
+    /// `client_msg_id` the message when it was a `send_message`.
     Error {
         error: WireError,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_msg_id: Option<String>,
     },
+}
+
+/// The call a device is in, as `call_state` tells it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentCall {
+    pub call: CallInfo,
+    /// Someone answered: the call runs (otherwise this device is the caller
+    /// and it still rings).
+    pub connected: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,6 +25,9 @@ pub type Millis = u64;
 /// Longest wait for the relay to acknowledge a logout before closing anyway.
 const LOGOUT_LINGER_MS: Millis = 2_000;
 
+/// After a failed catch-up read on the relay, how long before asking again.
+const SYNC_RETRY_MS: Millis = 1_000;
+
 /// What a front end asks of the engine.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
@@ -94,10 +97,17 @@ pub struct EngineConfig {
     pub app: AppId,
     pub platform: Platform,
     pub heartbeat_interval_ms: Millis,
+    /// A heartbeat unanswered for this long (nothing at all heard from the
+    /// relay) means the link is dead, even if the socket still looks open.
+    pub heartbeat_ack_timeout_ms: Millis,
     pub backoff_min_ms: Millis,
     pub backoff_max_ms: Millis,
     /// Multi-device ability from the start (`--multi-device`).
     pub multi_device: bool,
+    /// Part of every client message id this engine makes up, so that a
+    /// process started again (in the same millisecond, even) never reuses
+    /// an id of an earlier run: a fresh random value per engine.
+    pub id_nonce: u32,
 }
 
 impl EngineConfig {
@@ -106,9 +116,11 @@ impl EngineConfig {
             app,
             platform,
             heartbeat_interval_ms: 10_000,
+            heartbeat_ack_timeout_ms: 5_000,
             backoff_min_ms: 250,
             backoff_max_ms: 5_000,
             multi_device: false,
+            id_nonce: rand::random(),
         }
     }
 }
@@ -140,6 +152,9 @@ pub struct ClientEngine {
     retry_at: Option<Millis>,
     attempt: u32,
     next_heartbeat: Option<Millis>,
+    /// A heartbeat went out and nothing has been heard since: the link is
+    /// dead if this passes.
+    heard_by: Option<Millis>,
     /// RELAY_UNREACHABLE was reported for the current outage.
     reported_unreachable: bool,
     /// The front end asked for presence updates; a new connection (resumed
@@ -169,6 +184,7 @@ impl ClientEngine {
             retry_at: None,
             attempt: 0,
             next_heartbeat: None,
+            heard_by: None,
             reported_unreachable: false,
             presence_subscribed: false,
             closing_until: None,
@@ -194,15 +210,24 @@ impl ClientEngine {
     }
 
     pub fn poll_timeout(&self) -> Option<Millis> {
-        [self.retry_at, self.next_heartbeat]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.retry_at,
+            self.next_heartbeat,
+            self.heard_by,
+            self.closing_until,
+            self.chat.sync_retry_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: Millis) {
         if self.closing_until.is_some_and(|at| at <= now) {
             self.close_link();
+        }
+        if self.heard_by.is_some_and(|at| at <= now) {
+            self.link_dead(now);
         }
         if self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
@@ -210,8 +235,19 @@ impl ClientEngine {
         }
         if let Some(at) = self.next_heartbeat.filter(|&at| at <= now) {
             self.send(ClientMsg::Heartbeat);
+            self.heard_by
+                .get_or_insert(now + self.config.heartbeat_ack_timeout_ms);
             self.next_heartbeat = Some(at.max(now) + self.config.heartbeat_interval_ms);
         }
+        self.chat_timeout(now);
+    }
+
+    /// Nothing came back in time: the socket may look open, but the link is
+    /// gone (a half-open connection). Close it and reconnect.
+    fn link_dead(&mut self, now: Millis) {
+        tracing::info!("no answer to a heartbeat; reconnecting");
+        self.close_link();
+        self.link_lost(now);
     }
 
     pub fn handle(&mut self, now: Millis, input: Input) {
@@ -250,20 +286,30 @@ impl ClientEngine {
             Input::Disconnected if self.link == Link::Down => {}
             Input::Disconnected => {
                 self.link = Link::Down;
-                self.next_heartbeat = None;
-                self.closing_until = None;
-                if self.credentials.is_some() {
-                    self.event(Event::ConnectionChanged {
-                        state: LinkState::Reconnecting,
-                    });
-                    self.schedule_retry(now);
-                } else {
-                    self.event(Event::ConnectionChanged {
-                        state: LinkState::Disconnected,
-                    });
-                }
+                self.link_lost(now);
             }
-            Input::Frame(msg) => self.frame(now, msg),
+            Input::Frame(msg) => {
+                self.heard_by = None;
+                self.frame(now, msg)
+            }
+        }
+    }
+
+    /// The link is down (the engine already said so to the shell).
+    fn link_lost(&mut self, now: Millis) {
+        self.next_heartbeat = None;
+        self.heard_by = None;
+        self.closing_until = None;
+        self.chat_offline();
+        if self.credentials.is_some() {
+            self.event(Event::ConnectionChanged {
+                state: LinkState::Reconnecting,
+            });
+            self.schedule_retry(now);
+        } else {
+            self.event(Event::ConnectionChanged {
+                state: LinkState::Disconnected,
+            });
         }
     }
 
@@ -313,6 +359,7 @@ impl ClientEngine {
                     self.session = None;
                     self.retry_at = None;
                     self.next_heartbeat = None;
+                    self.heard_by = None;
                     self.closing_until = Some(now + LOGOUT_LINGER_MS);
                     self.set_status(LoginStatus::Logout);
                 } else {
@@ -344,11 +391,29 @@ impl ClientEngine {
                 }
             }
             Command::Chat(cmd) => {
-                if self.online(name).is_none() {
-                    return;
-                }
-                if let Err(e) = self.chat_command(now, cmd) {
-                    self.event(Event::error(e, Some(name)));
+                let client_msg_id = match &cmd {
+                    ChatCommand::Send { client_msg_id, .. } => client_msg_id.clone(),
+                    _ => None,
+                };
+                // A message written while the link is down waits for it
+                // (it is resent on every new connection until acknowledged);
+                // everything else needs the relay now.
+                let queued = matches!(cmd, ChatCommand::Send { .. })
+                    && self.status == LoginStatus::Logined
+                    && self.link != Link::Ready;
+                let result = match queued {
+                    true => Ok(()),
+                    false => self.check_online(name).map(drop),
+                };
+                if let Err(e) = result.and_then(|()| self.chat_command(now, cmd)) {
+                    let mut event = Event::error(e, Some(name));
+                    if let Event::Error {
+                        client_msg_id: id, ..
+                    } = &mut event
+                    {
+                        *id = client_msg_id;
+                    }
+                    self.event(event);
                 }
             }
         }
@@ -446,18 +511,40 @@ impl ClientEngine {
                     is_audio_available: available,
                 })
             }
+            ServerMsg::CallState { ringing, current } => {
+                if let Some(me) = self.user().cloned() {
+                    self.reconcile_calls(now, &me, ringing, current);
+                    self.sync_media(&me);
+                }
+            }
             msg @ (ServerMsg::MessageSent { .. }
             | ServerMsg::Entries { .. }
             | ServerMsg::Synced { .. }
             | ServerMsg::Typing { .. }
-            | ServerMsg::History { .. }) => self.chat_frame(msg),
-            ServerMsg::Error { error, request } => {
-                let cmd = request.as_deref().map(command_for_request);
+            | ServerMsg::History { .. }) => self.chat_frame(now, msg),
+            ServerMsg::Error {
+                error,
+                request,
+                client_msg_id,
+            } => {
+                if request.as_deref() == Some("sync") {
+                    // The catch-up read failed on the relay: ask again soon.
+                    self.chat_sync_failed(now);
+                }
+                if let Some(id) = &client_msg_id {
+                    self.chat_refused(id);
+                }
+                // The catch-up is the engine's own request, not a command.
+                let cmd = request
+                    .as_deref()
+                    .filter(|r| *r != "sync")
+                    .map(command_for_request);
                 self.event(Event::Error {
                     code: error.code,
                     message: error.message,
                     cmd: cmd.map(str::to_owned),
                     relay_code: None,
+                    client_msg_id,
                 });
             }
         }
@@ -479,6 +566,8 @@ impl ClientEngine {
         self.session = None;
         self.retry_at = None;
         self.next_heartbeat = None;
+        self.heard_by = None;
+        self.chat_offline();
         self.close_link();
         self.set_status(LoginStatus::Logout);
     }
@@ -546,34 +635,32 @@ impl ClientEngine {
     /// The logged-in user, if `cmd` can reach the relay now; otherwise
     /// reports why not and returns `None`.
     fn online(&mut self, cmd: &str) -> Option<UserId> {
+        match self.check_online(cmd) {
+            Ok(me) => Some(me),
+            Err(e) => {
+                self.event(Event::error(e, Some(cmd)));
+                None
+            }
+        }
+    }
+
+    /// The logged-in user, if `cmd` can reach the relay now.
+    fn check_online(&self, cmd: &str) -> Result<UserId, Error> {
         let me = match (self.status, self.user()) {
             (LoginStatus::Logined, Some(me)) => me.clone(),
-            _ => {
-                self.not_logged_in(cmd);
-                return None;
-            }
+            _ => return Err(not_logged_in_error(cmd)),
         };
         if self.link != Link::Ready {
-            self.event(Event::error(
-                Error::new(
-                    ErrorCode::RelayUnreachable,
-                    "reconnecting to the relay; try again in a moment",
-                ),
-                Some(cmd),
+            return Err(Error::new(
+                ErrorCode::RelayUnreachable,
+                "reconnecting to the relay; try again in a moment",
             ));
-            return None;
         }
-        Some(me)
+        Ok(me)
     }
 
     fn not_logged_in(&mut self, cmd: &str) {
-        self.event(Event::error(
-            Error::new(
-                ErrorCode::NotLoggedIn,
-                format!("`{cmd}` needs a completed login: send `login` and wait for SDK_READY"),
-            ),
-            Some(cmd),
-        ));
+        self.event(Event::error(not_logged_in_error(cmd), Some(cmd)));
     }
 
     fn send(&mut self, msg: ClientMsg) {
@@ -585,6 +672,13 @@ impl ClientEngine {
     }
 }
 
+fn not_logged_in_error(cmd: &str) -> Error {
+    Error::new(
+        ErrorCode::NotLoggedIn,
+        format!("`{cmd}` needs a completed login: send `login` and wait for SDK_READY"),
+    )
+}
+
 /// A refused login, reported under the client's code where the vendor has one.
 fn login_error(error: WireError) -> Event {
     if error.code == ErrorCode::UserSigExpiredRelay.code() {
@@ -593,6 +687,7 @@ fn login_error(error: WireError) -> Event {
             message: error.message,
             cmd: Some("login".into()),
             relay_code: Some(error.code),
+            client_msg_id: None,
         };
     }
     Event::Error {
@@ -600,6 +695,7 @@ fn login_error(error: WireError) -> Event {
         message: error.message,
         cmd: Some("login".into()),
         relay_code: None,
+        client_msg_id: None,
     }
 }
 

@@ -341,6 +341,9 @@ pub enum Event {
         /// The relay's code, when the client reports the condition under its own.
         #[serde(rename = "relayCode", skip_serializing_if = "Option::is_none")]
         relay_code: Option<u32>,
+        /// The message a failed `sendMessage` was about.
+        #[serde(rename = "clientMsgID", skip_serializing_if = "Option::is_none")]
+        client_msg_id: Option<String>,
     },
 }
 
@@ -397,6 +400,7 @@ impl Event {
             message: error.message,
             cmd: cmd.map(str::to_owned),
             relay_code: None,
+            client_msg_id: None,
         }
     }
 

@@ -1,5 +1,7 @@
 //! Call history of one device: a pure tracker that turns call events into
-//! finished records (kept by the local store).
+//! records (kept by the local store). A call is written when it starts
+//! ringing, dialing or connecting, and again when it ends, so that a process
+//! that dies in the middle still leaves it in the history (`interrupted`).
 
 use std::collections::HashMap;
 
@@ -7,7 +9,7 @@ use serde::Serialize;
 
 use crate::client::event::{CallRole, Event};
 
-/// One finished call, as this device saw it.
+/// One call, as this device saw it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CallRecord {
@@ -20,7 +22,9 @@ pub struct CallRecord {
     pub peers: Vec<String>,
     /// Unix milliseconds when it rang or was dialed.
     pub started_at: u64,
-    /// `answered`, `answered_elsewhere`, `declined`, `no_answer`, `missed`, ...
+    /// `answered`, `answered_elsewhere`, `declined`, `no_answer`, `missed`,
+    /// ...; while it runs `ringing`, `dialing` or `in_call`, and
+    /// `interrupted` if this device's process ended before the call did.
     pub outcome: String,
     /// An incoming call that nobody of this user answered or declined.
     pub missed: bool,
@@ -28,6 +32,7 @@ pub struct CallRecord {
     pub total_time: u64,
 }
 
+#[derive(Clone)]
 struct Open {
     room_id: u32,
     role: CallRole,
@@ -35,7 +40,8 @@ struct Open {
     started_at: u64,
 }
 
-/// Follows call events; yields a record when a call is over for this device.
+/// Follows call events; yields a record when a call starts, connects, or is
+/// over for this device.
 #[derive(Default)]
 pub struct HistoryTracker {
     open: HashMap<String, Open>,
@@ -50,16 +56,14 @@ impl HistoryTracker {
                 sponsor,
                 ..
             } => {
-                self.open.insert(
-                    call_id.clone(),
-                    Open {
-                        room_id: *room_id,
-                        role: CallRole::Called,
-                        peers: vec![sponsor.clone()],
-                        started_at: now,
-                    },
-                );
-                None
+                let open = Open {
+                    room_id: *room_id,
+                    role: CallRole::Called,
+                    peers: vec![sponsor.clone()],
+                    started_at: now,
+                };
+                self.open.insert(call_id.clone(), open.clone());
+                Some(open.finish(call_id, "ringing", false, 0))
             }
             Event::CallDialing {
                 call_id,
@@ -67,16 +71,30 @@ impl HistoryTracker {
                 user_id_list,
                 ..
             } => {
-                self.open.insert(
-                    call_id.clone(),
-                    Open {
-                        room_id: *room_id,
-                        role: CallRole::Caller,
-                        peers: user_id_list.clone(),
-                        started_at: now,
-                    },
-                );
-                None
+                let open = Open {
+                    room_id: *room_id,
+                    role: CallRole::Caller,
+                    peers: user_id_list.clone(),
+                    started_at: now,
+                };
+                self.open.insert(call_id.clone(), open.clone());
+                Some(open.finish(call_id, "dialing", false, 0))
+            }
+            Event::OnCallBegin {
+                call_id,
+                room_id,
+                call_role,
+                ..
+            } => {
+                // A call joined by room id, or taken up again after a
+                // restart, was never rung or dialed here.
+                let open = self.open.entry(call_id.clone()).or_insert(Open {
+                    room_id: *room_id,
+                    role: *call_role,
+                    peers: Vec::new(),
+                    started_at: now,
+                });
+                Some(open.clone().finish(call_id, "in_call", false, 0))
             }
             Event::OnCallCanceled {
                 call_id, reason, ..
@@ -169,7 +187,7 @@ mod tests {
         ];
         for (reason, missed, outcome) in cases {
             let mut t = HistoryTracker::default();
-            assert!(t.on_event(1, &received("c")).is_none());
+            assert_eq!(t.on_event(1, &received("c")).unwrap().outcome, "ringing");
             let r = t
                 .on_event(2, &canceled("c", reason, CallRole::Called))
                 .unwrap();

@@ -80,6 +80,12 @@ impl LocalStore {
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
+        // Calls still running when the last process of this profile ended
+        // (it died, or its machine did): only one process holds a profile.
+        conn.execute(
+            "UPDATE calls SET outcome = 'interrupted' WHERE outcome IN ('ringing', 'dialing', 'in_call')",
+            [],
+        )?;
         Ok(LocalStore {
             conn,
             me: me.to_owned(),
@@ -93,6 +99,17 @@ impl LocalStore {
             .query_row("SELECT high_water FROM sync WHERE id = 1", [], |r| r.get(0))
             .optional()?;
         Ok(hw.unwrap_or(0) as u64)
+    }
+
+    /// The relay's word after a sync (lower only when its database is not
+    /// the one this device synced with before).
+    fn set_high_water(&self, seq: u64) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO sync (id, high_water) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET high_water = excluded.high_water",
+            [seq as i64],
+        )?;
+        Ok(())
     }
 
     fn advance(&self, seq: u64) -> rusqlite::Result<()> {
@@ -151,7 +168,7 @@ impl LocalStore {
                 )?;
                 self.advance(*seq)?;
             }
-            Event::Synced { seq } => self.advance(*seq)?,
+            Event::Synced { seq } => self.set_high_water(*seq)?,
             // A page fetched from the relay: kept, so it is local next time.
             Event::Messages { messages, .. } => {
                 for m in messages {
@@ -229,10 +246,18 @@ impl LocalStore {
             CallRole::Caller => "caller",
             CallRole::Called => "called",
         };
+        // A later record of the same call (its end, or a restart taking it
+        // up again without knowing who rang) keeps what the first one knew.
         self.conn.execute(
-            "INSERT OR REPLACE INTO calls
+            "INSERT INTO calls
              (call_id, room, role, peers, started_at, outcome, missed, total_time)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (call_id) DO UPDATE SET
+                outcome = excluded.outcome, missed = excluded.missed,
+                total_time = excluded.total_time,
+                peers = CASE WHEN excluded.peers = '' THEN peers ELSE excluded.peers END,
+                role = CASE WHEN excluded.peers = '' THEN role ELSE excluded.role END,
+                started_at = MIN(started_at, excluded.started_at)",
             params![
                 r.call_id,
                 r.room_id,
@@ -306,6 +331,8 @@ enum StoreRequest {
     Recent(usize, Reply<Vec<CallRecord>>),
     Conversations(Reply<Vec<Conversation>>),
     Messages(String, usize, Option<u64>, Reply<Vec<StoredMessage>>),
+    /// Answered once everything asked before it is done.
+    Flush(Reply<()>),
 }
 
 impl StoreHandle {
@@ -335,6 +362,9 @@ impl StoreHandle {
                         StoreRequest::Messages(peer, count, before, reply) => {
                             let _ = reply.send(store.messages(&peer, count, before));
                         }
+                        StoreRequest::Flush(reply) => {
+                            let _ = reply.send(Ok(()));
+                        }
                     }
                 }
             })
@@ -349,6 +379,12 @@ impl StoreHandle {
     /// Keeps what a chat event says, in order with everything else.
     pub fn apply(&self, event: Event) {
         let _ = self.tx.send(StoreRequest::Apply(event));
+    }
+
+    /// Waits until every write asked for so far is done: a front end calls
+    /// it before the process exits.
+    pub async fn flush(&self) {
+        let _ = self.ask(StoreRequest::Flush).await;
     }
 
     pub async fn recent(&self, count: usize) -> rusqlite::Result<Vec<CallRecord>> {

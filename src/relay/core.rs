@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDequ
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub use chat::{ChatSnapshot, RESEND_WINDOW_MS, TimelineRow};
+pub use chat::{ChatSnapshot, RESEND_WINDOW_MS, RecentMessage, TimelineRow};
 
 use crate::config::{AppConfig, RelayConfig};
 use crate::error::{Error, ErrorCode};
@@ -101,6 +101,9 @@ pub enum StoreReply {
     Entries(Vec<Entry>),
     /// A page of a conversation, newest first, and whether older ones remain.
     Messages(Vec<ChatMessage>, bool),
+    /// It could not be done (a full disk, a broken database): nothing of it
+    /// was written.
+    Failed(String),
 }
 
 /// Work for the store. Those with a `token` are answered with
@@ -159,6 +162,33 @@ pub enum StoreOp {
     },
 }
 
+impl StoreOp {
+    /// The token its answer carries, for work that is answered.
+    pub fn token(&self) -> Option<u64> {
+        match self {
+            StoreOp::AppendMessage { token, .. }
+            | StoreOp::Recall { token, .. }
+            | StoreOp::AppendRows { token, .. }
+            | StoreOp::ReadTimeline { token, .. }
+            | StoreOp::ReadHistory { token, .. } => Some(*token),
+            StoreOp::MarkDelivered { .. } | StoreOp::RecordLogin { .. } => None,
+        }
+    }
+
+    /// A name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreOp::AppendMessage { .. } => "append_message",
+            StoreOp::Recall { .. } => "recall",
+            StoreOp::AppendRows { .. } => "append_rows",
+            StoreOp::MarkDelivered { .. } => "mark_delivered",
+            StoreOp::ReadTimeline { .. } => "read_timeline",
+            StoreOp::ReadHistory { .. } => "read_history",
+            StoreOp::RecordLogin { .. } => "record_login",
+        }
+    }
+}
+
 /// The relay's settings, as the core needs them.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -191,11 +221,21 @@ struct Session {
     ticket_expires_at: Millis,
     /// Rings for the user's calls even when it is not the latest login.
     multi_device: bool,
-    /// Messages for the session while it has no connection, delivered on
-    /// resume (bounded: the oldest go first).
+    /// Call messages for the session while it has no connection, delivered
+    /// on resume (bounded: the oldest go first; the `call_state` that follows
+    /// them is what the device relies on). Chat is never held: the device's
+    /// sync reads it from the store.
     held: VecDeque<ServerMsg>,
-    /// While a sync's read is under way: live entries that wait for it.
-    syncing: Option<Vec<Entry>>,
+    /// Its stream of timeline entries.
+    stream: chat::Stream,
+}
+
+impl Session {
+    /// The session has no connection now, or a new one that has not synced.
+    fn attach(&mut self, conn: Option<ConnId>) {
+        self.conn = conn;
+        self.stream = chat::Stream::Unsynced;
+    }
 }
 
 struct Conn {
@@ -283,6 +323,11 @@ impl RelayCore {
         self.sessions.len()
     }
 
+    /// Number of calls ringing or running.
+    pub fn call_count(&self) -> usize {
+        self.calls_running()
+    }
+
     pub fn handle(&mut self, now: Millis, input: Input) {
         self.now = now;
         let may_move_media = match &input {
@@ -327,6 +372,7 @@ impl RelayCore {
                         ServerMsg::Error {
                             error: error.into(),
                             request: None,
+                            client_msg_id: None,
                         },
                     );
                 }
@@ -388,6 +434,11 @@ impl RelayCore {
 
     fn frame(&mut self, now: Millis, conn: ConnId, msg: ClientMsg) {
         let kind = msg.kind();
+        // A device sending several messages at once must tell which failed.
+        let client_msg_id = match &msg {
+            ClientMsg::SendMessage { client_msg_id, .. } => Some(client_msg_id.clone()),
+            _ => None,
+        };
         let result = match msg {
             ClientMsg::Heartbeat => {
                 self.send(conn, ServerMsg::HeartbeatAck);
@@ -481,8 +532,9 @@ impl RelayCore {
             } => self
                 .admin_authorized(&token)
                 .and_then(|()| Ok((UserId::parse(&from)?, UserId::parse(&to)?)))
-                .and_then(|(from, to)| self.admin_send(now, app, &from, &to, &text, include_sender))
-                .map(|msg_id| self.send(conn, ServerMsg::AdminSent { msg_id })),
+                .and_then(|(from, to)| {
+                    self.admin_send(now, conn, app, &from, &to, &text, include_sender)
+                }),
             ClientMsg::History {
                 peer,
                 before,
@@ -512,6 +564,7 @@ impl RelayCore {
                 ServerMsg::Error {
                     error: error.into(),
                     request: Some(kind.into()),
+                    client_msg_id,
                 },
             );
         }
@@ -579,7 +632,7 @@ impl RelayCore {
                 s.token = token.clone();
                 s.platform = platform.clone();
                 s.ticket_expires_at = ticket_expires_at;
-                s.conn = Some(conn);
+                s.attach(Some(conn));
                 self.by_token.insert(token, sid);
                 sid
             }
@@ -619,7 +672,7 @@ impl RelayCore {
                         ticket_expires_at,
                         multi_device: false,
                         held: VecDeque::new(),
-                        syncing: None,
+                        stream: chat::Stream::Unsynced,
                     },
                 );
                 sid
@@ -652,6 +705,7 @@ impl RelayCore {
         self.deliver_held(sid);
         self.broadcast_presence(app, &user);
         self.calls_on_online(sid);
+        self.send_call_state(sid);
         Ok(())
     }
 
@@ -689,13 +743,17 @@ impl RelayCore {
             self.end_session(other);
         }
         self.detached.remove(&sid);
-        self.sessions.get_mut(&sid).expect("exists").conn = Some(conn);
+        self.sessions
+            .get_mut(&sid)
+            .expect("exists")
+            .attach(Some(conn));
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(sid);
         }
         self.send(conn, ServerMsg::Resumed { server_time: now });
         self.deliver_held(sid);
         self.calls_on_online(sid);
+        self.send_call_state(sid);
         Ok(())
     }
 
@@ -723,7 +781,7 @@ impl RelayCore {
         let sid = self.conns.remove(&conn).and_then(|c| c.session);
         self.unsubscribe(conn);
         if let Some(s) = sid.and_then(|sid| self.sessions.get_mut(&sid)) {
-            s.conn = None;
+            s.attach(None);
         }
         sid
     }
@@ -744,7 +802,7 @@ impl RelayCore {
         if let Some(sid) = c.session {
             let s = self.sessions.get_mut(&sid).expect("exists");
             if s.conn == Some(conn) {
-                s.conn = None;
+                s.attach(None);
                 let end = now + self.settings.session_grace_ms;
                 self.detached.insert(sid, end);
                 self.schedule(end, Timer::Grace(sid));
@@ -910,6 +968,14 @@ impl RelayCore {
         let held = std::mem::take(&mut self.sessions.get_mut(&sid).expect("exists").held);
         for msg in held {
             self.send_to_session(sid, msg);
+        }
+    }
+
+    /// Sends to a session's connection if it has one; otherwise the message
+    /// is dropped (chat: the device's next sync or resend recovers it).
+    fn send_if_attached(&mut self, sid: SessionId, msg: ServerMsg) {
+        if let Some(conn) = self.sessions.get(&sid).and_then(|s| s.conn) {
+            self.send(conn, msg);
         }
     }
 

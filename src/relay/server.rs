@@ -201,8 +201,9 @@ fn chat_horizon(config: &RelayConfig) -> u64 {
 }
 
 /// Owns the database. Batches whatever is waiting into one transaction (one
-/// fsync for many messages), then tells the core what is now durable. Only
-/// a weak handle on the core's channel, so shutdown can drain it.
+/// fsync for many messages), then tells the core what is now durable, and
+/// what failed. Only a weak handle on the core's channel, so shutdown can
+/// drain it.
 fn run_store(
     mut store: Store,
     rx: std::sync::mpsc::Receiver<Vec<StoreOp>>,
@@ -212,22 +213,17 @@ fn run_store(
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);
         }
-        match store.apply(&batch) {
-            Ok(done) => {
-                let Some(tx) = replies.upgrade() else {
-                    continue;
-                };
-                for (token, reply) in done {
-                    if tx
-                        .blocking_send(CoreEvent::Input(Input::Committed { token, reply }))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
+        let done = store.apply(&batch);
+        let Some(tx) = replies.upgrade() else {
+            continue;
+        };
+        for (token, reply) in done {
+            if tx
+                .blocking_send(CoreEvent::Input(Input::Committed { token, reply }))
+                .is_err()
+            {
+                break;
             }
-            // Nothing in the batch is acknowledged: senders resend.
-            Err(e) => tracing::error!(error = %e, ops = batch.len(), "relay store write failed"),
         }
     }
 }
@@ -303,6 +299,7 @@ async fn refuse(mut ws: WebSocketStream<TcpStream>) {
     let msg = ServerMsg::Error {
         error: error.into(),
         request: None,
+        client_msg_id: None,
     };
     let _ = ws.send(Message::text(protocol::encode(&msg))).await;
     let _ = ws

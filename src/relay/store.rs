@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, params};
 
-use crate::ids::{AppId, UserId};
-use crate::protocol::{ChatMessage, Entry, EntryKind};
-use crate::relay::core::{ChatSnapshot, StoreOp, StoreReply, TimelineRow};
+use crate::ids::{AppId, DeviceId, UserId};
+use crate::protocol::{ChatMessage, Entry, EntryKind, SentBy};
+use crate::relay::core::{ChatSnapshot, RecentMessage, StoreOp, StoreReply, TimelineRow};
 
 const MIGRATIONS: &[&str] = &[
     // 1: users and the devices they logged in from.
@@ -49,6 +49,8 @@ const MIGRATIONS: &[&str] = &[
         delivered INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (app, user_id, seq)
      ) WITHOUT ROWID;",
+    // 3: the device that sent each message, so it knows its own on sync.
+    "ALTER TABLE messages ADD COLUMN sender_device TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -137,153 +139,200 @@ impl Store {
             }
         }
         let mut stmt = self.conn.prepare(
-            "SELECT app, msg_id, sender, recipient, text, server_time, client_msg_id
-             FROM messages WHERE server_time >= ?1",
+            "SELECT m.app, m.msg_id, m.sender, m.recipient, m.text, m.server_time,
+                    m.client_msg_id, m.sender_device, t.seq
+             FROM messages m
+             LEFT JOIN timeline t ON t.app = m.app AND t.user_id = m.sender
+                                 AND t.msg_id = m.msg_id AND t.kind = 'message'
+             WHERE m.server_time >= ?1",
         )?;
         let rows = stmt.query_map([since as i64], |r| {
-            Ok((
-                r.get::<_, AppId>(0)?,
-                message_of(r, 1)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, Option<String>>(4)?.is_none(),
-            ))
+            let Some(message) = message_of(r, 1)? else {
+                return Ok(None);
+            };
+            Ok(Some(RecentMessage {
+                app: r.get(0)?,
+                client_msg_id: r.get(6)?,
+                recalled: r.get::<_, Option<String>>(4)?.is_none(),
+                sender_seq: r.get::<_, Option<i64>>(8)?.map(|s| s as u64),
+                message,
+            }))
         })?;
         for row in rows {
-            let (app, message, client_msg_id, recalled) = row?;
-            if let Some(message) = message {
-                snapshot
-                    .recent
-                    .push((app, message, client_msg_id, recalled));
+            if let Some(recent) = row? {
+                snapshot.recent.push(recent);
             }
         }
         Ok(snapshot)
     }
 
-    /// Applies a batch of operations in one transaction; returns, for each
-    /// operation with a token, that token and what it read.
-    pub fn apply(&mut self, ops: &[StoreOp]) -> rusqlite::Result<Vec<(u64, StoreReply)>> {
-        let tx = self.conn.transaction()?;
+    /// Applies a batch of operations in one transaction (one fsync for all
+    /// of them), each in a savepoint of its own: an operation that fails is
+    /// undone and answered with `Failed`, and the others go on. Returns, for
+    /// each operation with a token, that token and its answer; if the commit
+    /// itself fails, every one of them is `Failed`.
+    pub fn apply(&mut self, ops: &[StoreOp]) -> Vec<(u64, StoreReply)> {
+        let failed_all = |why: &rusqlite::Error| {
+            ops.iter()
+                .filter_map(StoreOp::token)
+                .map(|t| (t, StoreReply::Failed(why.to_string())))
+                .collect()
+        };
+        let mut tx = match self.conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => return failed_all(&e),
+        };
         let mut replies = Vec::new();
         for op in ops {
-            match op {
-                StoreOp::RecordLogin {
-                    app,
-                    user,
-                    device,
-                    platform,
-                    at,
-                } => {
-                    let at = *at as i64;
-                    tx.execute(
-                        "INSERT OR IGNORE INTO users (app, user_id, created_at) VALUES (?1, ?2, ?3)",
-                        params![app, user.as_str(), at],
-                    )?;
-                    tx.execute(
-                        "INSERT INTO devices (app, user_id, device_id, platform, last_login)
-                         VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (app, user_id, device_id)
-                         DO UPDATE SET platform = excluded.platform, last_login = excluded.last_login",
-                        params![app, user.as_str(), device.as_str(), platform.as_str(), at],
-                    )?;
-                }
-                StoreOp::AppendMessage {
-                    token,
-                    app,
-                    message: m,
-                    client_msg_id,
-                    rows,
-                } => {
-                    tx.execute(
-                        "INSERT INTO messages (app, msg_id, sender, recipient, text, client_msg_id, server_time)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![app, m.msg_id, m.from.as_str(), m.to.as_str(), m.text, client_msg_id, m.server_time as i64],
-                    )?;
-                    for user in [&m.from, &m.to] {
-                        tx.execute(
-                            "INSERT OR IGNORE INTO users (app, user_id, created_at) VALUES (?1, ?2, ?3)",
-                            params![app, user.as_str(), m.server_time as i64],
-                        )?;
-                    }
-                    append_rows(&tx, *app, rows)?;
-                    replies.push((*token, StoreReply::Done));
-                }
-                StoreOp::Recall {
-                    token,
-                    app,
-                    msg_id,
-                    rows,
-                } => {
-                    tx.execute(
-                        "UPDATE messages SET text = NULL WHERE app = ?1 AND msg_id = ?2",
-                        params![app, msg_id],
-                    )?;
-                    append_rows(&tx, *app, rows)?;
-                    replies.push((*token, StoreReply::Done));
-                }
-                StoreOp::AppendRows { token, app, rows } => {
-                    append_rows(&tx, *app, rows)?;
-                    replies.push((*token, StoreReply::Done));
-                }
-                StoreOp::MarkDelivered { app, user, seqs } => {
-                    let mut stmt = tx.prepare_cached(
-                        "UPDATE timeline SET delivered = 1 WHERE app = ?1 AND user_id = ?2 AND seq = ?3",
-                    )?;
-                    for seq in seqs {
-                        stmt.execute(params![app, user.as_str(), *seq as i64])?;
-                    }
-                }
-                StoreOp::ReadTimeline {
-                    token,
-                    app,
-                    user,
-                    after,
-                    since,
-                    undelivered_only,
-                } => {
-                    let entries =
-                        read_timeline(&tx, *app, user, *after, *since, *undelivered_only)?;
-                    replies.push((*token, StoreReply::Entries(entries)));
-                }
-                StoreOp::ReadHistory {
-                    token,
-                    app,
-                    user,
-                    peer,
-                    before,
-                    count,
-                } => {
-                    let mut stmt = tx.prepare_cached(
-                        "SELECT msg_id, sender, recipient, text, server_time FROM messages
-                         WHERE app = ?1 AND server_time < ?4
-                           AND ((sender = ?2 AND recipient = ?3) OR (sender = ?3 AND recipient = ?2))
-                         ORDER BY server_time DESC, msg_id DESC LIMIT ?5",
-                    )?;
-                    let before = before.map_or(i64::MAX, |b| b as i64);
-                    let rows = stmt.query_map(
-                        params![
-                            app,
-                            user.as_str(),
-                            peer.as_str(),
-                            before,
-                            i64::from(*count) + 1
-                        ],
-                        |r| message_of(r, 0),
-                    )?;
-                    let mut page: Vec<ChatMessage> = rows
-                        .filter_map(Result::transpose)
-                        .collect::<Result<_, _>>()?;
-                    let more = page.len() > *count as usize;
-                    page.truncate(*count as usize);
-                    replies.push((*token, StoreReply::Messages(page, more)));
-                }
+            let reply = tx.savepoint().and_then(|mut sp| {
+                let reply = apply_op(&mut sp, op)?;
+                sp.commit()?;
+                Ok(reply)
+            });
+            let reply = reply.unwrap_or_else(|e| {
+                tracing::error!(error = %e, op = op.kind(), "relay store operation failed");
+                StoreReply::Failed(e.to_string())
+            });
+            if let Some(token) = op.token() {
+                replies.push((token, reply));
             }
         }
-        tx.commit()?;
-        Ok(replies)
+        match tx.commit() {
+            Ok(()) => replies,
+            Err(e) => {
+                tracing::error!(error = %e, ops = ops.len(), "relay store commit failed");
+                failed_all(&e)
+            }
+        }
+    }
+
+    /// Caps the database file's size: writes beyond it fail as on a full
+    /// disk (and are answered as failed; nothing is acknowledged).
+    pub fn limit_size(&self, max_bytes: u64) -> rusqlite::Result<()> {
+        let page: u64 = self
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))?;
+        self.conn
+            .pragma_update(None, "max_page_count", (max_bytes / page).max(1))?;
+        Ok(())
     }
 }
 
-fn append_rows(tx: &Transaction, app: AppId, rows: &[TimelineRow]) -> rusqlite::Result<()> {
+fn apply_op(tx: &mut rusqlite::Savepoint, op: &StoreOp) -> rusqlite::Result<StoreReply> {
+    match op {
+        StoreOp::RecordLogin {
+            app,
+            user,
+            device,
+            platform,
+            at,
+        } => {
+            let at = *at as i64;
+            tx.execute(
+                "INSERT OR IGNORE INTO users (app, user_id, created_at) VALUES (?1, ?2, ?3)",
+                params![app, user.as_str(), at],
+            )?;
+            tx.execute(
+                "INSERT INTO devices (app, user_id, device_id, platform, last_login)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (app, user_id, device_id)
+                 DO UPDATE SET platform = excluded.platform, last_login = excluded.last_login",
+                params![app, user.as_str(), device.as_str(), platform.as_str(), at],
+            )?;
+        }
+        StoreOp::AppendMessage {
+            app,
+            message: m,
+            rows,
+            ..
+        } => {
+            let (device, client_msg_id) = match &m.sent_by {
+                Some(by) => (Some(by.device.as_str()), by.client_msg_id.as_str()),
+                None => (None, ""),
+            };
+            tx.execute(
+                "INSERT INTO messages (app, msg_id, sender, recipient, text, client_msg_id, server_time, sender_device)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![app, m.msg_id, m.from.as_str(), m.to.as_str(), m.text, client_msg_id, m.server_time as i64, device],
+            )?;
+            for user in [&m.from, &m.to] {
+                tx.execute(
+                    "INSERT OR IGNORE INTO users (app, user_id, created_at) VALUES (?1, ?2, ?3)",
+                    params![app, user.as_str(), m.server_time as i64],
+                )?;
+            }
+            append_rows(tx, *app, rows)?;
+        }
+        StoreOp::Recall {
+            app, msg_id, rows, ..
+        } => {
+            tx.execute(
+                "UPDATE messages SET text = NULL WHERE app = ?1 AND msg_id = ?2",
+                params![app, msg_id],
+            )?;
+            append_rows(tx, *app, rows)?;
+        }
+        StoreOp::AppendRows { app, rows, .. } => append_rows(tx, *app, rows)?,
+        StoreOp::MarkDelivered { app, user, seqs } => {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE timeline SET delivered = 1 WHERE app = ?1 AND user_id = ?2 AND seq = ?3",
+            )?;
+            for seq in seqs {
+                stmt.execute(params![app, user.as_str(), *seq as i64])?;
+            }
+        }
+        StoreOp::ReadTimeline {
+            app,
+            user,
+            after,
+            since,
+            undelivered_only,
+            ..
+        } => {
+            let entries = read_timeline(tx, *app, user, *after, *since, *undelivered_only)?;
+            return Ok(StoreReply::Entries(entries));
+        }
+        StoreOp::ReadHistory {
+            app,
+            user,
+            peer,
+            before,
+            count,
+            ..
+        } => {
+            let mut stmt = tx.prepare_cached(
+                "SELECT msg_id, sender, recipient, text, server_time, client_msg_id, sender_device FROM messages
+                 WHERE app = ?1 AND server_time < ?4
+                   AND ((sender = ?2 AND recipient = ?3) OR (sender = ?3 AND recipient = ?2))
+                 ORDER BY server_time DESC, msg_id DESC LIMIT ?5",
+            )?;
+            let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
+            let rows = stmt.query_map(
+                params![
+                    app,
+                    user.as_str(),
+                    peer.as_str(),
+                    before,
+                    i64::from(*count) + 1
+                ],
+                |r| message_of(r, 0),
+            )?;
+            let mut page: Vec<ChatMessage> = rows
+                .filter_map(Result::transpose)
+                .collect::<Result<_, _>>()?;
+            let more = page.len() > *count as usize;
+            page.truncate(*count as usize);
+            return Ok(StoreReply::Messages(page, more));
+        }
+    }
+    Ok(StoreReply::Done)
+}
+
+fn append_rows(
+    tx: &rusqlite::Connection,
+    app: AppId,
+    rows: &[TimelineRow],
+) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO timeline (app, user_id, seq, kind, msg_id, peer, at, delivered)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -316,7 +365,7 @@ fn append_rows(tx: &Transaction, app: AppId, rows: &[TimelineRow]) -> rusqlite::
 }
 
 fn read_timeline(
-    tx: &Transaction,
+    tx: &rusqlite::Connection,
     app: AppId,
     user: &UserId,
     after: u64,
@@ -325,7 +374,8 @@ fn read_timeline(
 ) -> rusqlite::Result<Vec<Entry>> {
     let mut stmt = tx.prepare_cached(
         "SELECT t.seq, t.kind, t.peer, t.at,
-                m.msg_id, m.sender, m.recipient, m.text, m.server_time, t.msg_id
+                m.msg_id, m.sender, m.recipient, m.text, m.server_time, m.client_msg_id,
+                m.sender_device, t.msg_id
          FROM timeline t LEFT JOIN messages m ON m.msg_id = t.msg_id AND t.kind = 'message'
          WHERE t.app = ?1 AND t.user_id = ?2 AND t.seq > ?3
            AND (t.at >= ?4 OR t.kind = 'recall')
@@ -349,7 +399,7 @@ fn read_timeline(
             let kind = match (kind.as_str(), peer) {
                 ("message", _) => message_of(r, 4)?.map(|message| EntryKind::Message { message }),
                 ("recall", Some(peer)) => Some(EntryKind::Recall {
-                    msg_id: r.get(9)?,
+                    msg_id: r.get(11)?,
                     peer,
                 }),
                 ("read", Some(peer)) => Some(EntryKind::Read {
@@ -364,8 +414,9 @@ fn read_timeline(
     rows.filter_map(Result::transpose).collect()
 }
 
-/// A message from columns `first..first + 5` (msg_id, sender, recipient,
-/// text, server_time); a recalled message has no text.
+/// A message from columns `first..first + 7` (msg_id, sender, recipient,
+/// text, server_time, client_msg_id, sender_device); a recalled message has
+/// no text.
 fn message_of(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Option<ChatMessage>> {
     let Some(msg_id) = r.get::<_, Option<String>>(first)? else {
         return Ok(None);
@@ -381,7 +432,19 @@ fn message_of(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Option<ChatMe
         to,
         text: r.get::<_, Option<String>>(first + 3)?.unwrap_or_default(),
         server_time: r.get::<_, i64>(first + 4)? as u64,
+        sent_by: sent_by(
+            r.get::<_, Option<String>>(first + 6)?,
+            r.get::<_, String>(first + 5)?,
+        ),
     }))
+}
+
+fn sent_by(device: Option<String>, client_msg_id: String) -> Option<SentBy> {
+    let device = DeviceId::parse(&device?).ok()?;
+    Some(SentBy {
+        device,
+        client_msg_id,
+    })
 }
 
 #[cfg(test)]
@@ -405,6 +468,10 @@ mod tests {
             to: bob.clone(),
             text: "kept".into(),
             server_time: 1_000,
+            sent_by: Some(SentBy {
+                device: DeviceId::parse("laptop").unwrap(),
+                client_msg_id: "c1".into(),
+            }),
         };
         let row = |user: &UserId, seq| TimelineRow {
             user: user.clone(),
@@ -425,7 +492,7 @@ mod tests {
                 client_msg_id: "c1".into(),
                 rows: vec![row(&bob, 1), row(&alice, 7)],
             };
-            assert_eq!(store.apply(&[op]).unwrap(), vec![(1, StoreReply::Done)]);
+            assert_eq!(store.apply(&[op]), vec![(1, StoreReply::Done)]);
         }
         let mut store = Store::open(&path).unwrap();
         let snapshot = store.chat_snapshot(0).unwrap();
@@ -434,7 +501,13 @@ mod tests {
         assert_eq!(last, vec![(5, alice.clone(), 7), (5, bob.clone(), 1)]);
         assert_eq!(
             snapshot.recent,
-            vec![(5, message.clone(), "c1".to_string(), false)]
+            vec![RecentMessage {
+                app: 5,
+                message: message.clone(),
+                client_msg_id: "c1".into(),
+                recalled: false,
+                sender_seq: Some(7),
+            }]
         );
         let read = StoreOp::ReadTimeline {
             token: 2,
@@ -445,7 +518,7 @@ mod tests {
             undelivered_only: false,
         };
         assert_eq!(
-            store.apply(&[read]).unwrap(),
+            store.apply(&[read]),
             vec![(2, StoreReply::Entries(vec![row(&bob, 1).entry]))]
         );
         let page = StoreOp::ReadHistory {
@@ -457,7 +530,7 @@ mod tests {
             count: 10,
         };
         assert_eq!(
-            store.apply(&[page]).unwrap(),
+            store.apply(&[page]),
             vec![(3, StoreReply::Messages(vec![message.clone()], false))]
         );
     }
@@ -476,9 +549,93 @@ mod tests {
                 platform: Platform::terminal(),
                 at: 1,
             };
-            store.apply(&[login.clone(), login]).unwrap();
+            store.apply(&[login.clone(), login]);
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.users().unwrap(), vec![(5, alice)]);
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+    use crate::relay::core::TimelineRow;
+
+    fn append(token: u64, msg_id: &str, seq: u64, text: &str) -> StoreOp {
+        let alice = UserId::parse("alice").unwrap();
+        let message = ChatMessage {
+            msg_id: msg_id.into(),
+            from: alice.clone(),
+            to: UserId::parse("bob").unwrap(),
+            text: text.into(),
+            server_time: 1_000,
+            sent_by: None,
+        };
+        StoreOp::AppendMessage {
+            token,
+            app: 5,
+            message: message.clone(),
+            client_msg_id: format!("c-{msg_id}"),
+            rows: vec![TimelineRow {
+                user: alice,
+                entry: Entry {
+                    seq,
+                    kind: EntryKind::Message { message },
+                },
+                delivered: false,
+            }],
+        }
+    }
+
+    fn failed(reply: &StoreReply) -> bool {
+        matches!(reply, StoreReply::Failed(_))
+    }
+
+    #[test]
+    fn one_bad_operation_fails_alone() {
+        let mut store = Store::in_memory().unwrap();
+        // The second reuses a msg_id: it breaks a key, the others do not.
+        let replies = store.apply(&[
+            append(1, "m1", 1, "a"),
+            append(2, "m1", 2, "b"),
+            append(3, "m3", 3, "c"),
+        ]);
+        assert_eq!(replies.len(), 3);
+        assert_eq!(replies[0], (1, StoreReply::Done));
+        assert!(failed(&replies[1].1), "{replies:?}");
+        assert_eq!(replies[2], (3, StoreReply::Done));
+        let read = StoreOp::ReadTimeline {
+            token: 4,
+            app: 5,
+            user: UserId::parse("alice").unwrap(),
+            after: 0,
+            since: 0,
+            undelivered_only: false,
+        };
+        let StoreReply::Entries(entries) = &store.apply(&[read])[0].1 else {
+            panic!("a read");
+        };
+        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 3], "the failed write left nothing behind");
+    }
+
+    #[test]
+    fn a_full_disk_fails_writes_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("r.db")).unwrap();
+        store.limit_size(64 * 1024).unwrap();
+        let big = "x".repeat(16 * 1024);
+        let mut failures = 0;
+        for i in 1..=20u64 {
+            let reply = store.apply(&[append(i, &format!("m{i}"), i, &big)]);
+            if failed(&reply[0].1) {
+                failures += 1;
+            }
+        }
+        assert!(failures > 0, "a 64 KiB database took 320 KiB");
+        // Room again: writes succeed.
+        store.limit_size(64 * 1024 * 1024).unwrap();
+        let reply = store.apply(&[append(99, "m99", 99, "small")]);
+        assert_eq!(reply, vec![(99, StoreReply::Done)]);
     }
 }

@@ -94,7 +94,11 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
     let (loaded_tx, mut loaded) = mpsc::unbounded_channel();
     let mut terminal = ratatui::init();
     let mut keys = EventStream::new();
+    // Closing the terminal (SIGHUP) or a `kill` (SIGTERM) quits as `q`
+    // does: the device logs out, so its call ends for the others at once,
+    // and the call is kept in its history.
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     // Often enough for the call timer, the ringing flash and notices to move.
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut ringing: Option<Ringtone> = None;
@@ -125,6 +129,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
             }
             _ = tick.tick() => Vec::new(),
             _ = sigterm.recv() => vec![Effect::Quit],
+            _ = sighup.recv() => vec![Effect::Quit],
         };
         if apply(effects, &commands, recorder.store(), &loaded_tx, bell) {
             break Ok(());
@@ -145,6 +150,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    recorder.store().flush().await;
     result
 }
 

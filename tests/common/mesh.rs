@@ -1,15 +1,24 @@
 //! A deterministic harness: one relay core and N client engines wired by an
 //! in-memory network on virtual time. No sockets, no sleeps.
+//!
+//! Faults are inputs: every frame crosses a link with the mesh's latency
+//! (in order per link, interleaved across links by arrival time), and a test
+//! can cut a link so that both sides see it drop, or silently (a half-open
+//! link: frames vanish and nobody is told), refuse a device's connections
+//! for a while, kill a device's process and start it again from what its
+//! local store kept, or restart the relay from its store.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 
 use termphone::client::engine::{self, ClientEngine, Command, EngineConfig};
 use termphone::client::event::Event;
 use termphone::config::RelayConfig;
 use termphone::ids::{AppId, DeviceId, Platform, UserId};
 use termphone::media::pipeline::Control;
-use termphone::protocol::RoomId;
-use termphone::relay::core::{self, ChatSnapshot, ConnId, RelayCore, Settings};
+use termphone::protocol::{ClientMsg, RoomId, ServerMsg};
+use termphone::relay::core::{
+    self, ChatSnapshot, ConnId, RESEND_WINDOW_MS, RelayCore, Settings, StoreReply,
+};
 use termphone::relay::store::Store;
 use termphone::usersig::{self, DEV_SECRET, Ticket};
 
@@ -23,22 +32,66 @@ pub struct Node {
     pub connects: usize,
     pub user: UserId,
     pub device: DeviceId,
-    /// What the device's local store would hold: the last seq it applied.
+    pub app: AppId,
+    pub platform: String,
+    pub multi_device: bool,
+    /// What the device's local store would hold: the last seq it applied
+    /// (kept from its events exactly as the local store keeps it).
     pub high_water: u64,
     /// What the engine told its media thread.
     pub media: Vec<Control>,
+    /// Connection attempts fail until this time (a network that refuses).
+    pub blocked_until: u64,
+}
+
+/// Something on its way across a link, or back from the store.
+#[derive(Debug)]
+enum Transit {
+    /// Client to relay.
+    Up(ConnId, ClientMsg),
+    /// The client closed its end; the relay hears of it.
+    UpClosed(ConnId),
+    /// Relay to client.
+    Down(ConnId, ServerMsg),
+    /// The relay closed its end; the client hears of it.
+    DownClosed(ConnId),
+    /// The store answers the core.
+    Committed(u64, StoreReply),
+}
+
+impl Transit {
+    fn conn(&self) -> Option<ConnId> {
+        match self {
+            Transit::Up(c, _)
+            | Transit::UpClosed(c)
+            | Transit::Down(c, _)
+            | Transit::DownClosed(c) => Some(*c),
+            Transit::Committed(..) => None,
+        }
+    }
 }
 
 pub struct Mesh {
     pub relay: RelayCore,
-    /// A real SQLite store (in memory) answering the core's store work.
+    /// A real SQLite store (in memory) answering the core's store work; it
+    /// outlives relay restarts, as a database file does.
     pub store: Store,
+    config: RelayConfig,
     pub nodes: Vec<Node>,
     pub now: u64,
     /// While false, connection attempts fail as if the relay were down.
     pub relay_up: bool,
+    /// One-way delay of every link, in ms.
+    pub latency_ms: u64,
+    /// While true, every store operation fails (a broken disk).
+    pub store_down: bool,
     next_conn: ConnId,
-    to_relay: VecDeque<core::Input>,
+    /// In flight, by (arrival time, order sent).
+    transit: BTreeMap<(u64, u64), Transit>,
+    next_transit: u64,
+    /// Links cut silently: whatever is sent on them is lost.
+    dead: HashSet<ConnId>,
+    relay_restarts: u64,
     /// The media routes the relay published, as its shell would hold them.
     pub media_rooms: BTreeMap<RoomId, Vec<(ConnId, UserId)>>,
 }
@@ -48,11 +101,17 @@ impl Mesh {
         Mesh {
             relay: RelayCore::new(Settings::from(config), [], ChatSnapshot::default(), 7),
             store: Store::in_memory().unwrap(),
+            config: config.clone(),
             nodes: Vec::new(),
             now: T0,
             relay_up: true,
+            latency_ms: 0,
+            store_down: false,
             next_conn: 1,
-            to_relay: VecDeque::new(),
+            transit: BTreeMap::new(),
+            next_transit: 0,
+            dead: HashSet::new(),
+            relay_restarts: 0,
             media_rooms: BTreeMap::new(),
         }
     }
@@ -71,17 +130,22 @@ impl Mesh {
             connects: 0,
             user: UserId::parse(user).unwrap(),
             device: DeviceId::parse(device).unwrap(),
+            app,
+            platform: platform.to_owned(),
+            multi_device: false,
             high_water: 0,
             media: Vec::new(),
+            blocked_until: 0,
         });
         self.nodes.len() - 1
     }
 
-    /// Adds a terminal device of the development app, logs it in and
-    /// forgets the login's events.
+    /// Adds a terminal device of the development app, logs it in (waiting
+    /// out the links' latency) and forgets the login's events.
     pub fn online(&mut self, user: &str, device: &str) -> usize {
         let i = self.add(termphone::ids::DEV_APP_ID, "terminal", user, device);
         self.login(i);
+        self.advance(self.latency_ms * 6);
         self.take(i);
         i
     }
@@ -90,6 +154,8 @@ impl Mesh {
     pub fn online_multi(&mut self, user: &str, device: &str) -> usize {
         let i = self.online(user, device);
         self.command(i, Command::EnableMultiDevice { enable: true });
+        self.advance(self.latency_ms * 2);
+        self.nodes[i].multi_device = true;
         i
     }
 
@@ -133,7 +199,7 @@ impl Mesh {
     }
 
     pub fn login(&mut self, i: usize) {
-        let app = termphone::ids::DEV_APP_ID;
+        let app = self.nodes[i].app;
         let sig = self.ticket(app, &self.nodes[i].user.clone(), 30 * 86_400);
         self.login_with(i, sig);
     }
@@ -156,7 +222,7 @@ impl Mesh {
         self.settle();
     }
 
-    /// Delivers everything in flight until nothing moves.
+    /// Delivers everything due by now, until nothing moves.
     pub fn settle(&mut self) {
         loop {
             let mut moved = false;
@@ -166,16 +232,60 @@ impl Mesh {
                     self.client_output(i, out);
                 }
             }
-            while let Some(input) = self.to_relay.pop_front() {
-                moved = true;
-                self.relay.handle(self.now, input);
-            }
             while let Some(out) = self.relay.poll_output() {
                 moved = true;
                 self.relay_output(out);
             }
+            if let Some(transit) = self.pop_due() {
+                moved = true;
+                self.arrive(transit);
+            }
             if !moved {
                 break;
+            }
+        }
+    }
+
+    fn pop_due(&mut self) -> Option<Transit> {
+        let (&key, _) = self.transit.first_key_value()?;
+        (key.0 <= self.now).then(|| self.transit.remove(&key).expect("present"))
+    }
+
+    /// Puts something on a link; it arrives after the latency, behind what
+    /// that link already carries.
+    fn ship(&mut self, transit: Transit) {
+        if transit.conn().is_some_and(|c| self.dead.contains(&c)) {
+            return;
+        }
+        let delay = match transit {
+            Transit::Committed(..) => 0,
+            _ => self.latency_ms,
+        };
+        self.next_transit += 1;
+        self.transit
+            .insert((self.now + delay, self.next_transit), transit);
+    }
+
+    fn arrive(&mut self, transit: Transit) {
+        let now = self.now;
+        match transit {
+            Transit::Up(conn, msg) => self.relay.handle(now, core::Input::Frame { conn, msg }),
+            Transit::UpClosed(conn) => self.relay.handle(now, core::Input::Disconnected { conn }),
+            Transit::Committed(token, reply) => self
+                .relay
+                .handle(now, core::Input::Committed { token, reply }),
+            Transit::Down(conn, msg) => {
+                if let Some(i) = self.node_of(conn) {
+                    self.nodes[i].engine.handle(now, engine::Input::Frame(msg));
+                }
+            }
+            Transit::DownClosed(conn) => {
+                if let Some(i) = self.node_of(conn) {
+                    self.nodes[i].conn = None;
+                    self.nodes[i]
+                        .engine
+                        .handle(now, engine::Input::Disconnected);
+                }
             }
         }
     }
@@ -184,7 +294,7 @@ impl Mesh {
         match out {
             engine::Output::Connect => {
                 self.nodes[i].connects += 1;
-                if self.relay_up {
+                if self.relay_up && self.nodes[i].blocked_until <= self.now {
                     let conn = self.next_conn;
                     self.next_conn += 1;
                     self.nodes[i].conn = Some(conn);
@@ -201,27 +311,28 @@ impl Mesh {
             }
             engine::Output::Disconnect => {
                 if let Some(conn) = self.nodes[i].conn.take() {
-                    self.to_relay.push_back(core::Input::Disconnected { conn });
+                    self.ship(Transit::UpClosed(conn));
                 }
             }
             engine::Output::Send(msg) => {
                 if let Some(conn) = self.nodes[i].conn {
-                    self.to_relay.push_back(core::Input::Frame { conn, msg });
+                    self.ship(Transit::Up(conn, msg));
                 }
             }
             engine::Output::Event(e) => {
-                let seq = match &e {
+                // As the local store keeps it (client::local_store).
+                let n = &mut self.nodes[i];
+                match &e {
                     Event::MessageReceived { seq, .. }
                     | Event::MessageRecalled { seq, .. }
                     | Event::ConversationRead { seq, .. }
-                    | Event::Synced { seq } => Some(*seq),
-                    Event::MessageSent { seq, .. } => *seq,
-                    _ => None,
-                };
-                if let Some(seq) = seq {
-                    self.nodes[i].high_water = self.nodes[i].high_water.max(seq);
+                    | Event::MessageSent { seq: Some(seq), .. } => {
+                        n.high_water = n.high_water.max(*seq)
+                    }
+                    Event::Synced { seq } => n.high_water = *seq,
+                    _ => {}
                 }
-                self.nodes[i].events.push(e);
+                n.events.push(e);
             }
             engine::Output::Media(control) => self.nodes[i].media.push(control),
         }
@@ -229,21 +340,8 @@ impl Mesh {
 
     fn relay_output(&mut self, out: core::Output) {
         match out {
-            core::Output::Send { conn, msg } => {
-                if let Some(i) = self.node_of(conn) {
-                    self.nodes[i]
-                        .engine
-                        .handle(self.now, engine::Input::Frame(msg));
-                }
-            }
-            core::Output::Close { conn, .. } => {
-                if let Some(i) = self.node_of(conn) {
-                    self.nodes[i].conn = None;
-                    self.nodes[i]
-                        .engine
-                        .handle(self.now, engine::Input::Disconnected);
-                }
-            }
+            core::Output::Send { conn, msg } => self.ship(Transit::Down(conn, msg)),
+            core::Output::Close { conn, .. } => self.ship(Transit::DownClosed(conn)),
             core::Output::MediaRoom { room, members } => {
                 if members.is_empty() {
                     self.media_rooms.remove(&room);
@@ -252,9 +350,14 @@ impl Mesh {
                 }
             }
             core::Output::Store(op) => {
-                for (token, reply) in self.store.apply(&[op]).unwrap() {
-                    self.to_relay
-                        .push_back(core::Input::Committed { token, reply });
+                let replies = if self.store_down {
+                    let why = StoreReply::Failed("disk I/O error".into());
+                    op.token().map(|t| (t, why)).into_iter().collect()
+                } else {
+                    self.store.apply(&[op])
+                };
+                for (token, reply) in replies {
+                    self.ship(Transit::Committed(token, reply));
                 }
             }
         }
@@ -264,9 +367,16 @@ impl Mesh {
         self.nodes.iter().position(|n| n.conn == Some(conn))
     }
 
-    /// The network under device `i` fails: both sides see the connection drop.
+    /// Forgets whatever is on its way over `conn`.
+    fn drop_in_flight(&mut self, conn: ConnId) {
+        self.transit.retain(|_, t| t.conn() != Some(conn));
+    }
+
+    /// The network under device `i` fails: what was in flight is lost, and
+    /// both sides see the connection drop.
     pub fn cut(&mut self, i: usize) {
         if let Some(conn) = self.nodes[i].conn.take() {
+            self.drop_in_flight(conn);
             self.relay
                 .handle(self.now, core::Input::Disconnected { conn });
             self.nodes[i]
@@ -276,7 +386,72 @@ impl Mesh {
         self.settle();
     }
 
-    /// Moves virtual time forward to `t`, firing every timer on the way.
+    /// The network under device `i` stops carrying anything, and neither
+    /// side is told (a half-open connection): only heartbeats can tell.
+    pub fn cut_silently(&mut self, i: usize) {
+        if let Some(conn) = self.nodes[i].conn {
+            self.drop_in_flight(conn);
+            self.dead.insert(conn);
+        }
+        self.settle();
+    }
+
+    /// Device `i` cannot connect for `ms`.
+    pub fn block(&mut self, i: usize, ms: u64) {
+        self.nodes[i].blocked_until = self.now + ms;
+    }
+
+    /// Device `i`'s process dies (`kill -9`): its engine is gone, and the
+    /// relay sees the connection close. Its local store (the high-water
+    /// mark) survives.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(conn) = self.nodes[i].conn.take() {
+            self.drop_in_flight(conn);
+            if !self.dead.contains(&conn) {
+                self.ship(Transit::UpClosed(conn));
+            }
+        }
+        let n = &mut self.nodes[i];
+        let config = EngineConfig {
+            multi_device: n.multi_device,
+            ..EngineConfig::new(n.app, Platform::parse(&n.platform).unwrap())
+        };
+        n.engine = ClientEngine::new(config);
+        self.settle();
+    }
+
+    /// Device `i`'s process starts again on the same profile and logs in.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.login(i);
+    }
+
+    /// The relay process restarts from its store: every connection drops,
+    /// and whatever was on its way (store answers included) is lost.
+    pub fn restart_relay(&mut self) {
+        self.transit.clear();
+        self.dead.clear();
+        self.media_rooms.clear();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].conn.take().is_some() {
+                self.nodes[i]
+                    .engine
+                    .handle(self.now, engine::Input::Disconnected);
+            }
+        }
+        let since = self.now.saturating_sub(RESEND_WINDOW_MS);
+        self.relay_restarts += 1;
+        self.relay = RelayCore::new(
+            Settings::from(&self.config),
+            self.store.users().unwrap(),
+            self.store.chat_snapshot(since).unwrap(),
+            7 + self.relay_restarts,
+        );
+        self.settle();
+    }
+
+    /// Moves virtual time forward to `t`, firing every timer and delivering
+    /// every frame due on the way.
     pub fn advance_to(&mut self, t: u64) {
         loop {
             let next = self
@@ -284,6 +459,7 @@ impl Mesh {
                 .iter()
                 .filter_map(|n| n.engine.poll_timeout())
                 .chain(self.relay.poll_timeout())
+                .chain(self.transit.keys().next().map(|k| k.0))
                 .filter(|&at| at <= t)
                 .min();
             let Some(at) = next else { break };

@@ -66,9 +66,15 @@ pub struct Device {
 
 impl Device {
     pub fn new(url: &str, app: AppId, platform: &str) -> Device {
-        let engine = ClientEngine::new(EngineConfig::new(app, Platform::parse(platform).unwrap()));
+        Device::with_config(
+            url,
+            EngineConfig::new(app, Platform::parse(platform).unwrap()),
+        )
+    }
+
+    pub fn with_config(url: &str, config: EngineConfig) -> Device {
         Device {
-            handle: connection::spawn(url.to_owned(), engine, null_audio()),
+            handle: connection::spawn(url.to_owned(), ClientEngine::new(config), null_audio()),
             seen: Vec::new(),
         }
     }
@@ -166,10 +172,20 @@ impl RawPeer {
     }
 }
 
-/// A TCP proxy in front of the relay whose links can be cut.
+/// A TCP proxy in front of the relay whose links can be cut, refused or
+/// stalled, as a network fails.
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: broadcast::Sender<()>,
+    faults: std::sync::Arc<ProxyFaults>,
+}
+
+#[derive(Default)]
+struct ProxyFaults {
+    /// New connections are closed at once until then.
+    refuse_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Bytes are dropped in both directions, and nobody is told.
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 impl Proxy {
@@ -178,21 +194,36 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let (cut, _) = broadcast::channel(4);
         let cut_tx = cut.clone();
+        let faults = std::sync::Arc::new(ProxyFaults::default());
+        let shared = faults.clone();
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
+                let refusing = shared
+                    .refuse_until
+                    .lock()
+                    .unwrap()
+                    .is_some_and(|until| tokio::time::Instant::now() < until);
+                if refusing {
+                    drop(client);
+                    continue;
+                }
                 let mut cut = cut_tx.subscribe();
+                let faults = shared.clone();
                 tokio::spawn(async move {
-                    let Ok(mut upstream) = TcpStream::connect(target).await else {
+                    let Ok(upstream) = TcpStream::connect(target).await else {
                         return;
                     };
+                    let (client_rx, client_tx) = client.into_split();
+                    let (up_rx, up_tx) = upstream.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                        _ = pump(client_rx, up_tx, &faults) => {}
+                        _ = pump(up_rx, client_tx, &faults) => {}
                         _ = cut.recv() => {}
                     }
                 });
             }
         });
-        Proxy { addr, cut }
+        Proxy { addr, cut, faults }
     }
 
     pub fn url(&self) -> String {
@@ -202,5 +233,41 @@ impl Proxy {
     /// Drops every link through the proxy, like a network failure.
     pub fn cut(&self) {
         let _ = self.cut.send(());
+    }
+
+    /// Closes new connections at once for `for_how_long`.
+    pub fn refuse(&self, for_how_long: Duration) {
+        *self.faults.refuse_until.lock().unwrap() =
+            Some(tokio::time::Instant::now() + for_how_long);
+    }
+
+    /// Links stay open but carry nothing (a half-open network), until
+    /// `stall(false)`.
+    pub fn stall(&self, stalled: bool) {
+        self.faults
+            .stalled
+            .store(stalled, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction of a link, dropping the bytes while it is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    faults: &ProxyFaults,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if faults.stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }

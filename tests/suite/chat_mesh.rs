@@ -317,6 +317,7 @@ fn server_side_send_with_and_without_the_sender() {
     m.relay
         .admin_send(
             now,
+            0,
             DEV_APP_ID,
             &user("alice"),
             &user("bob"),
@@ -330,6 +331,7 @@ fn server_side_send_with_and_without_the_sender() {
     m.relay
         .admin_send(
             now,
+            0,
             DEV_APP_ID,
             &user("alice"),
             &user("bob"),

@@ -97,11 +97,18 @@ async fn the_relay_refuses_bad_messages_with_codes() {
         .await;
         loop {
             match raw.recv().await {
-                ServerMsg::Error { error, request } => {
+                ServerMsg::Error {
+                    error,
+                    request,
+                    client_msg_id,
+                } => {
                     assert_eq!(request.as_deref(), Some("send_message"));
+                    assert_eq!(client_msg_id.as_deref(), Some("c"));
                     return error.code;
                 }
-                ServerMsg::Entries { .. } | ServerMsg::Synced { .. } => continue,
+                ServerMsg::Entries { .. }
+                | ServerMsg::Synced { .. }
+                | ServerMsg::CallState { .. } => continue,
                 other => panic!("{other:?}"),
             }
         }

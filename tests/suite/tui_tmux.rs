@@ -17,15 +17,21 @@ impl Tmux {
         if let Err(why) = require("tmux", "tmux") {
             panic!("{why}");
         }
-        Tmux {
+        let tmux = Tmux {
             socket: format!("termphone-test-{name}-{}", std::process::id()),
-        }
+        };
+        // The server outlives its sessions: a test that closes its last TUI
+        // and opens another must not race the server's own exit.
+        tmux.run(&["start-server", ";", "set-option", "-g", "exit-empty", "off"]);
+        tmux
     }
 
     fn run(&self, args: &[&str]) -> String {
         let out = std::process::Command::new("tmux")
             .arg("-L")
             .arg(&self.socket)
+            // The user's own ~/.tmux.conf never shapes what a test sees.
+            .args(["-f", "/dev/null"])
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("tmux {args:?}: {e}"));
@@ -237,4 +243,50 @@ async fn the_demo_contacts_answer_chat_and_call_back() {
     tmux.wait_for("demo", "with carol").await;
     tmux.keys("demo", &["h"]);
     tmux.keys("demo", &["q"]);
+}
+
+#[tokio::test]
+async fn a_tui_closed_in_a_call_ends_it_at_once_and_keeps_it_in_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let tmux = Tmux::new("hup");
+    let tui = format!(
+        "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} --user alice",
+        dir.path().join("data").display(),
+        dir.path().join("config").display(),
+        env!("CARGO_BIN_EXE_termphone"),
+    );
+    tmux.start("one", &tui);
+    tmux.wait_for("one", "LOGINED").await;
+    let mut bob = Headless::spawn(
+        dir.path(),
+        &["--relay", &url, "--user", "bob", "--device", "b1"],
+    );
+    bob.expect("SYNCED").await;
+    bob.send(json!({"cmd": "call", "userID": "alice"})).await;
+    tmux.wait_for("one", "bob is calling").await;
+    tmux.keys("one", &["a"]);
+    tmux.wait_for("one", "In call").await;
+    bob.expect("ON_CALL_BEGIN").await;
+
+    // The terminal closes under the TUI: it hangs up on its way out, so bob
+    // hears at once instead of after the 90 s grace period.
+    let pid: i32 = tmux
+        .run(&["display-message", "-p", "-t", "one", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let end = tokio::time::timeout(Duration::from_secs(5), bob.expect("CALLING_END"))
+        .await
+        .expect("the call ends for bob within 5 s");
+    assert!(end["totalTime"].is_u64());
+
+    // Opened again, the same device lists the call.
+    tmux.start("two", &tui);
+    tmux.wait_for("two", "LOGINED").await;
+    tmux.wait_for("two", "↙ bob 0:0").await;
+    tmux.keys("two", &["q"]);
+    relay.shutdown().await;
 }

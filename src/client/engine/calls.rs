@@ -8,7 +8,9 @@ use crate::client::event::{AUDIO_CALL, CallRole, Event};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
 use crate::media::pipeline::Control;
-use crate::protocol::{CallInfo, CancelReason, ClientMsg, PeerAction, RoomId, ServerMsg};
+use crate::protocol::{
+    CallInfo, CancelReason, ClientMsg, CurrentCall, PeerAction, RoomId, ServerMsg,
+};
 
 /// A call this device knows about.
 #[derive(Clone, Debug)]
@@ -220,22 +222,9 @@ impl ClientEngine {
                 self.calls.current = Some(view);
             }
             ServerMsg::CallInvite { call } => {
-                // A resumed connection hears its ringing calls again.
-                if self.calls.ringing.contains_key(&call.call_id) {
-                    return;
+                if !self.calls.ringing.contains_key(&call.call_id) {
+                    self.ring_here(call);
                 }
-                self.calls
-                    .ringing
-                    .insert(call.call_id.clone(), view_of(&call, CallRole::Called));
-                self.event(Event::OnCallReceived {
-                    call_id: call.call_id,
-                    room_id: call.room,
-                    sponsor: call.sponsor.to_string(),
-                    user_id_list: names(&call.invitees),
-                    is_from_group: call.group,
-                    call_media_type: AUDIO_CALL,
-                    call_role: CallRole::Called,
-                });
             }
             ServerMsg::CallBegin { call_id, room } => {
                 let view = match self.calls.ringing.remove(&call_id) {
@@ -250,12 +239,7 @@ impl ClientEngine {
                     began_at: None,
                 });
                 view.began_at = Some(now);
-                self.event(Event::OnCallBegin {
-                    call_id,
-                    room_id: room,
-                    call_media_type: AUDIO_CALL,
-                    call_role: view.role,
-                });
+                self.event(begin_event(&view));
                 self.calls.current = Some(view);
             }
             ServerMsg::CallCanceled {
@@ -342,20 +326,122 @@ impl ClientEngine {
             self.event(canceled(&view, me, CancelReason::SignedOut));
         }
         if let Some(view) = self.calls.current.take() {
-            let event = match view.began_at {
-                Some(began) => Event::CallingEnd {
-                    call_id: view.id.clone(),
-                    room_id: view.room,
-                    user_id: me.to_string(),
-                    total_time: now.saturating_sub(began) / 1000,
-                    call_media_type: AUDIO_CALL,
-                    call_role: view.role,
-                },
-                None => canceled(&view, me, CancelReason::SignedOut),
-            };
-            self.event(event);
+            self.end_locally(now, me, view, CancelReason::SignedOut);
         }
         self.sync_media(me);
+    }
+
+    /// A call ends here without word from the relay: `CALLING_END` if it
+    /// had begun, `ON_CALL_CANCELED` with `reason` if not.
+    fn end_locally(&mut self, now: Millis, me: &UserId, view: CallView, reason: CancelReason) {
+        let event = match view.began_at {
+            Some(began) => Event::CallingEnd {
+                call_id: view.id.clone(),
+                room_id: view.room,
+                user_id: me.to_string(),
+                total_time: now.saturating_sub(began) / 1000,
+                call_media_type: AUDIO_CALL,
+                call_role: view.role,
+            },
+            None => canceled(&view, me, reason),
+        };
+        self.event(event);
+    }
+
+    /// Settles this device's calls against the relay's `call_state`, sent
+    /// after every login and resume: what the device missed while its link
+    /// was down (or before its process restarted) ends or begins here now.
+    /// A call that stopped without this device hearing why ends with
+    /// `call_ended`.
+    pub(super) fn reconcile_calls(
+        &mut self,
+        now: Millis,
+        me: &UserId,
+        ringing: Vec<CallInfo>,
+        current: Option<CurrentCall>,
+    ) {
+        let current_id = current.as_ref().map(|c| c.call.call_id.clone());
+        let gone: Vec<String> = self
+            .calls
+            .ringing
+            .keys()
+            .filter(|id| {
+                !ringing.iter().any(|c| &c.call_id == *id) && current_id.as_ref() != Some(*id)
+            })
+            .cloned()
+            .collect();
+        for id in gone {
+            let view = self.calls.ringing.remove(&id).expect("listed");
+            self.event(canceled(&view, me, CancelReason::CallEnded));
+        }
+        for call in ringing {
+            let known = self.calls.ringing.contains_key(&call.call_id)
+                || self
+                    .calls
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.id == call.call_id);
+            if !known {
+                self.ring_here(call);
+            }
+        }
+        match (self.calls.current.take(), current) {
+            (Some(mut view), Some(c)) if view.id == c.call.call_id => {
+                if c.connected && view.began_at.is_none() {
+                    view.began_at = Some(now);
+                    self.event(begin_event(&view));
+                }
+                self.calls.current = Some(view);
+            }
+            (mine, current) => {
+                if let Some(view) = mine {
+                    self.end_locally(now, me, view, CancelReason::CallEnded);
+                }
+                if let Some(c) = current {
+                    let role = if c.call.sponsor == *me {
+                        CallRole::Caller
+                    } else {
+                        CallRole::Called
+                    };
+                    // Answered here, and the begin was lost on the way.
+                    let mut view = self
+                        .calls
+                        .ringing
+                        .remove(&c.call.call_id)
+                        .unwrap_or_else(|| view_of(&c.call, role));
+                    if c.connected {
+                        view.began_at = Some(now);
+                        self.event(begin_event(&view));
+                    } else {
+                        self.event(Event::CallDialing {
+                            call_id: c.call.call_id.clone(),
+                            room_id: c.call.room,
+                            user_id_list: names(&c.call.invitees),
+                            is_from_group: c.call.group,
+                            call_media_type: AUDIO_CALL,
+                            call_role: CallRole::Caller,
+                        });
+                    }
+                    self.calls.current = Some(view);
+                }
+            }
+        }
+    }
+
+    /// A call starts ringing on this device.
+    fn ring_here(&mut self, call: CallInfo) {
+        self.calls
+            .ringing
+            .insert(call.call_id.clone(), view_of(&call, CallRole::Called));
+        self.event(Event::OnCallReceived {
+            call_id: call.call_id,
+            room_id: call.room,
+            sponsor: call.sponsor.to_string(),
+            user_id_list: names(&call.invitees),
+            is_from_group: call.group,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+        });
     }
 
     /// The call an answer applies to: the one named, or the only one ringing.
@@ -415,6 +501,15 @@ fn canceled(view: &CallView, me: &UserId, reason: CancelReason) -> Event {
         room_id: view.room,
         user_id: me.to_string(),
         reason: reason.as_str().into(),
+        call_media_type: AUDIO_CALL,
+        call_role: view.role,
+    }
+}
+
+fn begin_event(view: &CallView) -> Event {
+    Event::OnCallBegin {
+        call_id: view.id.clone(),
+        room_id: view.room,
         call_media_type: AUDIO_CALL,
         call_role: view.role,
     }

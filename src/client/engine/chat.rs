@@ -1,15 +1,23 @@
 //! The client side of chat: sending with a client id (resent after a
 //! reconnection until acknowledged), applying timeline entries past this
-//! device's high-water mark exactly once, and syncing after every login.
+//! device's high-water mark exactly once and in order, and syncing after
+//! every login and whenever a gap shows.
+//!
+//! The invariant (docs/chat.md): the high-water mark only ever moves to the
+//! seq of an entry this device applied (and reported in an event), with
+//! every earlier entry of its timeline applied before it, or to what a
+//! `synced` from the relay says. An `entries` frame that does not follow the
+//! mark is never applied: it means something was lost on the way, and a
+//! sync fetches it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{ClientEngine, Millis};
+use super::{ClientEngine, Millis, SYNC_RETRY_MS};
 use crate::client::event::Event;
 use crate::client::local_store::StoredMessage;
-use crate::error::Error;
-use crate::ids::UserId;
-use crate::protocol::{ClientMsg, EntryKind, ServerMsg, check_message_text};
+use crate::error::{Error, ErrorCode};
+use crate::ids::{DeviceId, UserId};
+use crate::protocol::{ChatMessage, ClientMsg, Entry, EntryKind, ServerMsg, check_message_text};
 
 /// Chat commands.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,9 +60,48 @@ impl ChatCommand {
 pub(super) struct ChatState {
     /// The last timeline seq this device applied.
     high_water: u64,
-    /// Sent, not yet acknowledged: resent on every new connection.
-    unacked: BTreeMap<String, (UserId, String)>,
+    /// A sync was asked for and its `synced` has not come back.
+    syncing: bool,
+    /// When to ask again after the relay could not read a sync.
+    retry_sync_at: Option<Millis>,
+    /// Sent, not yet acknowledged: resent on every new connection, in the
+    /// order they were written (the relay stores them in that order).
+    unacked: Unacked,
+    /// Acknowledged, and still to come back in this device's own timeline,
+    /// where its MESSAGE_SENT goes out in timeline order (sync on).
+    acked: HashSet<String>,
     next_client_id: u64,
+}
+
+/// Messages waiting for their acknowledgement, by client id and in the
+/// order they were written.
+#[derive(Default)]
+struct Unacked {
+    by_id: HashMap<String, (u64, (UserId, String))>,
+    order: BTreeMap<u64, String>,
+    next: u64,
+}
+
+impl Unacked {
+    fn push(&mut self, id: String, message: (UserId, String)) {
+        self.next += 1;
+        self.order.insert(self.next, id.clone());
+        self.by_id.insert(id, (self.next, message));
+    }
+
+    fn get(&self, id: &str) -> Option<&(UserId, String)> {
+        self.by_id.get(id).map(|(_, m)| m)
+    }
+
+    fn remove(&mut self, id: &str) -> Option<(UserId, String)> {
+        let (n, message) = self.by_id.remove(id)?;
+        self.order.remove(&n);
+        Some(message)
+    }
+
+    fn in_order(&self) -> impl Iterator<Item = (&String, &(UserId, String))> {
+        self.order.values().map(|id| (id, &self.by_id[id].1))
+    }
 }
 
 impl ChatState {
@@ -63,6 +110,23 @@ impl ChatState {
             high_water,
             ..ChatState::default()
         }
+    }
+
+    pub(super) fn sync_retry_at(&self) -> Option<Millis> {
+        self.retry_sync_at
+    }
+
+    /// This device (`device` of user `me`) sent `message` under a client id
+    /// it still waits on.
+    fn own(&mut self, message: &ChatMessage, me: &UserId, device: &DeviceId) -> bool {
+        let Some(by) = &message.sent_by else {
+            return false;
+        };
+        if message.from != *me || by.device != *device {
+            return false;
+        }
+        let waited = self.unacked.remove(&by.client_msg_id).is_some();
+        self.acked.remove(&by.client_msg_id) || waited
     }
 }
 
@@ -80,16 +144,32 @@ impl ClientEngine {
                 let client_msg_id = client_msg_id.unwrap_or_else(|| {
                     self.chat.next_client_id += 1;
                     let device = self.credentials.as_ref().map_or("", |c| c.device.as_str());
-                    format!("{device}-{now:x}-{}", self.chat.next_client_id)
+                    let nonce = self.config.id_nonce;
+                    format!("{device}-{now:x}-{nonce:08x}-{}", self.chat.next_client_id)
                 });
+                if let Some(pending) = self.chat.unacked.get(&client_msg_id) {
+                    // Already on its way under this id.
+                    if *pending == (to, text) {
+                        return Ok(());
+                    }
+                    return Err(Error::new(
+                        ErrorCode::ClientMsgIdReused,
+                        format!(
+                            "clientMsgID {client_msg_id:?} already names a message still being sent; \
+                             give this one a new id"
+                        ),
+                    ));
+                }
                 self.chat
                     .unacked
-                    .insert(client_msg_id.clone(), (to.clone(), text.clone()));
-                self.send(ClientMsg::SendMessage {
-                    to: to.to_string(),
-                    text,
-                    client_msg_id,
-                });
+                    .push(client_msg_id.clone(), (to.clone(), text.clone()));
+                if self.link == super::Link::Ready {
+                    self.send(ClientMsg::SendMessage {
+                        to: to.to_string(),
+                        text,
+                        client_msg_id,
+                    });
+                }
             }
             ChatCommand::Recall { msg_id } => self.send(ClientMsg::RecallMessage { msg_id }),
             ChatCommand::MarkRead { peer } => self.send(ClientMsg::MarkRead {
@@ -111,13 +191,11 @@ impl ClientEngine {
 
     /// A new connection is logged in: catch up, then resend what was not acknowledged.
     pub(super) fn chat_online(&mut self) {
-        self.send(ClientMsg::Sync {
-            after: self.chat.high_water,
-        });
+        self.request_sync();
         let unacked: Vec<_> = self
             .chat
             .unacked
-            .iter()
+            .in_order()
             .map(|(id, (to, text))| ClientMsg::SendMessage {
                 to: to.to_string(),
                 text: text.clone(),
@@ -129,7 +207,43 @@ impl ClientEngine {
         }
     }
 
-    pub(super) fn chat_frame(&mut self, msg: ServerMsg) {
+    /// The link is gone: whatever sync was under way ends with it.
+    pub(super) fn chat_offline(&mut self) {
+        self.chat.syncing = false;
+        self.chat.retry_sync_at = None;
+    }
+
+    pub(super) fn chat_sync_failed(&mut self, now: Millis) {
+        self.chat.syncing = false;
+        self.chat.retry_sync_at = Some(now + SYNC_RETRY_MS);
+    }
+
+    pub(super) fn chat_timeout(&mut self, now: Millis) {
+        if self.chat.retry_sync_at.is_some_and(|at| at <= now) {
+            self.chat.retry_sync_at = None;
+            if self.link == super::Link::Ready {
+                self.request_sync();
+            }
+        }
+    }
+
+    /// The relay refused a message: it is not resent. (What is already
+    /// acknowledged under the same id is another message, and stays.)
+    pub(super) fn chat_refused(&mut self, client_msg_id: &str) {
+        self.chat.unacked.remove(client_msg_id);
+    }
+
+    fn request_sync(&mut self) {
+        if !self.chat.syncing {
+            self.chat.syncing = true;
+            self.chat.retry_sync_at = None;
+            self.send(ClientMsg::Sync {
+                after: self.chat.high_water,
+            });
+        }
+    }
+
+    pub(super) fn chat_frame(&mut self, _now: Millis, msg: ServerMsg) {
         match msg {
             ServerMsg::MessageSent {
                 msg_id,
@@ -140,9 +254,14 @@ impl ClientEngine {
                 let Some((to, text)) = self.chat.unacked.remove(&client_msg_id) else {
                     return;
                 };
-                if let Some(seq) = seq {
-                    self.chat.high_water = self.chat.high_water.max(seq);
+                if seq.is_some_and(|seq| seq > self.chat.high_water) {
+                    // Its own timeline brings it back: MESSAGE_SENT goes out
+                    // there, in order with everything else.
+                    self.chat.acked.insert(client_msg_id);
+                    return;
                 }
+                // Sync off (no timeline of the sender's), or a resend of a
+                // message this device has already seen come back.
                 self.event(Event::MessageSent {
                     msg_id,
                     client_msg_id,
@@ -152,42 +271,34 @@ impl ClientEngine {
                     seq,
                 });
             }
-            ServerMsg::Entries { entries, offline } => {
+            ServerMsg::Entries {
+                entries,
+                offline,
+                after,
+            } => {
+                if after > self.chat.high_water {
+                    // Entries between the mark and `after` never arrived.
+                    tracing::info!(
+                        high_water = self.chat.high_water,
+                        after,
+                        "gap in the timeline; syncing"
+                    );
+                    self.request_sync();
+                    return;
+                }
                 for entry in entries {
-                    if entry.seq <= self.chat.high_water {
-                        continue;
+                    if entry.seq > self.chat.high_water {
+                        self.chat.high_water = entry.seq;
+                        self.apply_entry(entry, offline);
                     }
-                    self.chat.high_water = entry.seq;
-                    let seq = entry.seq;
-                    let event = match entry.kind {
-                        EntryKind::Message { message } => Event::MessageReceived {
-                            msg_id: message.msg_id,
-                            from: message.from.to_string(),
-                            to: message.to.to_string(),
-                            text: message.text,
-                            timestamp: message.server_time,
-                            offline,
-                            seq,
-                        },
-                        EntryKind::Recall { msg_id, peer } => Event::MessageRecalled {
-                            msg_id,
-                            user_id: peer.to_string(),
-                            seq,
-                        },
-                        EntryKind::Read { peer, at } => Event::ConversationRead {
-                            user_id: peer.to_string(),
-                            timestamp: at,
-                            seq,
-                        },
-                    };
-                    self.event(event);
                 }
             }
             ServerMsg::Synced { upto } => {
-                self.chat.high_water = self.chat.high_water.max(upto);
-                self.event(Event::Synced {
-                    seq: self.chat.high_water,
-                });
+                self.chat.syncing = false;
+                // The relay's word: below the mark only when its database
+                // is not the one this device synced with before.
+                self.chat.high_water = upto;
+                self.event(Event::Synced { seq: upto });
             }
             ServerMsg::Typing { from } => self.event(Event::Typing {
                 user_id: from.to_string(),
@@ -208,5 +319,52 @@ impl ClientEngine {
             }),
             _ => unreachable!("only chat messages are routed here"),
         }
+    }
+
+    fn apply_entry(&mut self, entry: Entry, offline: bool) {
+        let seq = entry.seq;
+        let event = match entry.kind {
+            EntryKind::Message { message } => {
+                let own = self
+                    .credentials
+                    .as_ref()
+                    .is_some_and(|c| self.chat.own(&message, &c.user, &c.device));
+                if own {
+                    let client_msg_id = message
+                        .sent_by
+                        .map(|by| by.client_msg_id)
+                        .unwrap_or_default();
+                    Event::MessageSent {
+                        msg_id: message.msg_id,
+                        client_msg_id,
+                        to: message.to.to_string(),
+                        text: message.text,
+                        timestamp: message.server_time,
+                        seq: Some(seq),
+                    }
+                } else {
+                    Event::MessageReceived {
+                        msg_id: message.msg_id,
+                        from: message.from.to_string(),
+                        to: message.to.to_string(),
+                        text: message.text,
+                        timestamp: message.server_time,
+                        offline,
+                        seq,
+                    }
+                }
+            }
+            EntryKind::Recall { msg_id, peer } => Event::MessageRecalled {
+                msg_id,
+                user_id: peer.to_string(),
+                seq,
+            },
+            EntryKind::Read { peer, at } => Event::ConversationRead {
+                user_id: peer.to_string(),
+                timestamp: at,
+                seq,
+            },
+        };
+        self.event(event);
     }
 }

@@ -12,7 +12,7 @@ use rand::Rng;
 use super::{ConnId, Millis, RelayCore, SessionId, Timer};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, UserId};
-use crate::protocol::{CallInfo, CancelReason, PeerAction, RoomId, ServerMsg};
+use crate::protocol::{CallInfo, CancelReason, CurrentCall, PeerAction, RoomId, ServerMsg};
 
 /// How long an invitation rings when the caller does not say.
 pub const DEFAULT_RING_SECS: u32 = 30;
@@ -68,6 +68,14 @@ impl Call {
             invitees,
             group: self.group,
         }
+    }
+
+    /// The call as `user` is told about it: the others invited with it, not
+    /// itself.
+    fn info_for(&self, user: &UserId) -> CallInfo {
+        let mut info = self.info();
+        info.invitees.retain(|u| u != user);
+        info
     }
 
     fn joined_sessions(&self) -> impl Iterator<Item = (&UserId, SessionId)> {
@@ -239,19 +247,57 @@ impl RelayCore {
     }
 
     fn ring(&mut self, key: CallKey, user: &UserId, sid: SessionId) {
+        if self.add_ringing(key, user, sid) {
+            let info = self.calls.calls[&key].info_for(user);
+            self.send_to_session(sid, ServerMsg::CallInvite { call: info });
+        }
+    }
+
+    /// Counts `sid` among the devices ringing for `user` in call `key`.
+    fn add_ringing(&mut self, key: CallKey, user: &UserId, sid: SessionId) -> bool {
         let call = self.calls.calls.get_mut(&key).expect("exists");
         let Some(Member::Invited { ringing, .. }) = call.members.get_mut(user) else {
-            return;
+            return false;
         };
         ringing.insert(sid);
         call.rang.insert(sid);
-        let mut info = call.info();
-        // The callee sees the others invited with it, not itself.
-        info.invitees.retain(|u| u != user);
-        self.send_to_session(sid, ServerMsg::CallInvite { call: info });
+        true
     }
 
-    /// A session came (back) online: ring it for calls still inviting its user.
+    /// Tells a session that just logged in or resumed where it stands: the
+    /// calls ringing on it and the call it is in. Whatever the device missed
+    /// (a message lost with a dying connection, a process that restarted)
+    /// is settled by this.
+    pub(super) fn send_call_state(&mut self, sid: SessionId) {
+        let (app, user) = self.identity(sid);
+        let mut ringing: Vec<&Call> = self
+            .calls
+            .calls
+            .values()
+            .filter(|c| {
+                c.app == app
+                    && matches!(c.members.get(&user), Some(Member::Invited { ringing, .. }) if ringing.contains(&sid))
+            })
+            .collect();
+        ringing.sort_by(|a, b| a.id.cmp(&b.id));
+        let ringing = ringing.into_iter().map(|c| c.info_for(&user)).collect();
+        let current = self
+            .calls
+            .joined
+            .get(&(app, user.clone()))
+            .map(|key| &self.calls.calls[key])
+            .filter(|c| {
+                matches!(c.members.get(&user), Some(Member::Joined { session, .. }) if *session == sid)
+            })
+            .map(|c| CurrentCall {
+                call: c.info_for(&user),
+                connected: c.connected,
+            });
+        self.send_to_session(sid, ServerMsg::CallState { ringing, current });
+    }
+
+    /// A session came (back) online: it rings for calls still inviting its
+    /// user (its `call_state` tells it so).
     pub(super) fn calls_on_online(&mut self, sid: SessionId) {
         let (app, user) = self.identity(sid);
         let keys: Vec<CallKey> = self
@@ -273,7 +319,7 @@ impl RelayCore {
             // A device that stopped ringing for this call (ignored it) is not
             // rung again; one still ringing hears it again, and drops the repeat.
             if targets.contains(&sid) && (still_ringing || !call.rang.contains(&sid)) {
-                self.ring(key, &user, sid);
+                self.add_ringing(key, &user, sid);
             }
         }
     }
@@ -407,6 +453,10 @@ impl RelayCore {
 
     pub(super) fn has_calls(&self) -> bool {
         !self.calls.calls.is_empty()
+    }
+
+    pub(super) fn calls_running(&self) -> usize {
+        self.calls.calls.len()
     }
 
     /// Who sends and hears media in each room: the connections of the

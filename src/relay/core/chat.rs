@@ -7,13 +7,22 @@
 //! within the compensation window, in order. Nothing is acknowledged or
 //! delivered before the store has committed it: the core emits the write,
 //! the shell reports `Committed`, and only then do frames go out.
+//!
+//! Each session has one stream of entries ([`Stream`]): nothing while it has
+//! not synced since it connected, the sync's read and then live entries once
+//! it has. Every `entries` frame says which entry it follows (`after`), so a
+//! device can tell a gap from a repeat; the relay never sends a session an
+//! entry out of order or skips one it should have had.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 
 use super::{Millis, Output, RelayCore, SessionId, StoreOp, StoreReply};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, UserId};
-use crate::protocol::{ChatMessage, Entry, EntryKind, ServerMsg, check_message_text};
+use crate::protocol::{
+    ChatMessage, Entry, EntryKind, SentBy, ServerMsg, WireError, check_message_text,
+};
 
 /// What a timeline row holds, as the store writes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,8 +37,20 @@ pub struct TimelineRow {
 #[derive(Debug, Default)]
 pub struct ChatSnapshot {
     pub last_seq: Vec<(AppId, UserId, u64)>,
-    /// Messages young enough to be recalled or resent: (app, message, client id, recalled).
-    pub recent: Vec<(AppId, ChatMessage, String, bool)>,
+    /// Messages young enough to be recalled or resent.
+    pub recent: Vec<RecentMessage>,
+}
+
+/// A message the relay still answers resends and recalls of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecentMessage {
+    pub app: AppId,
+    pub message: ChatMessage,
+    pub client_msg_id: String,
+    pub recalled: bool,
+    /// Its seq in the sender's timeline (sync on), which the answer to a
+    /// resend carries.
+    pub sender_seq: Option<u64>,
 }
 
 struct Sent {
@@ -38,10 +59,40 @@ struct Sent {
     to: UserId,
     server_time: Millis,
     client_msg_id: String,
+    /// Tells a resend of this message from a new message that reuses its
+    /// client id (only the hash is kept: texts can be large).
+    text_hash: u64,
+    /// Its seq in the sender's timeline, for the acknowledgement of a resend.
+    sender_seq: Option<u64>,
     recalled: bool,
 }
 
-/// What to do once the store has done its part.
+fn text_hash(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// Where a session's stream of timeline entries stands.
+#[derive(Debug, Default)]
+pub(super) enum Stream {
+    /// Nothing goes out: the device has not synced on this connection (or
+    /// has none). Its sync will read whatever is committed meanwhile.
+    #[default]
+    Unsynced,
+    /// The store is reading what the device missed after `after`; live
+    /// entries wait in `held` until that read has gone out.
+    Syncing {
+        token: u64,
+        after: u64,
+        held: Vec<Entry>,
+    },
+    /// Caught up: live entries go out as they commit, each frame chained
+    /// after `upto`, the last seq this session was sent.
+    Live { upto: u64 },
+}
+
+/// What to do once the store has done its part (or failed to).
 enum AfterCommit {
     Message {
         app: AppId,
@@ -51,14 +102,24 @@ enum AfterCommit {
         server_time: Millis,
         rows: Vec<TimelineRow>,
     },
-    /// Deliver rows; `except` is the device that caused them (it knows).
+    /// A server-side send: answer the admin connection, then deliver.
+    Admin {
+        app: AppId,
+        conn: super::ConnId,
+        msg_id: String,
+        rows: Vec<TimelineRow>,
+    },
+    /// Deliver rows (a recall or a read mark) that `by` asked for.
     Rows {
         app: AppId,
         rows: Vec<TimelineRow>,
-        except: Option<SessionId>,
+        by: SessionId,
+        request: &'static str,
+        /// A recall to undo if the write fails.
+        recall: Option<String>,
     },
     /// Send a syncing device what the store read for it.
-    Sync { sid: SessionId, after: u64 },
+    Sync { sid: SessionId },
     /// Send a device the page of history it asked for.
     History { sid: SessionId, peer: UserId },
 }
@@ -84,9 +145,12 @@ impl Chat {
             chat.next_seq.insert((app, user), seq + 1);
         }
         let mut recent = snapshot.recent;
-        recent.sort_by_key(|(_, m, _, _)| m.server_time);
-        for (app, m, client_msg_id, recalled) in recent {
-            chat.remember(app, &m, client_msg_id, recalled);
+        recent.sort_by_key(|r| r.message.server_time);
+        for r in recent {
+            chat.remember(r.app, &r.message, r.client_msg_id, r.recalled);
+            if let Some(sent) = chat.messages.get_mut(&r.message.msg_id) {
+                sent.sender_seq = r.sender_seq;
+            }
         }
         chat
     }
@@ -105,9 +169,27 @@ impl Chat {
                 to: m.to.clone(),
                 server_time: m.server_time,
                 client_msg_id,
+                text_hash: text_hash(&m.text),
+                sender_seq: None,
                 recalled,
             },
         );
+    }
+
+    /// A message whose write failed: as if it had never been sent, so that
+    /// a resend under the same client id is a new attempt.
+    fn forget(&mut self, msg_id: &str) {
+        if let Some(m) = self.messages.remove(msg_id) {
+            self.by_client_id.remove(&(m.app, m.from, m.client_msg_id));
+        }
+        self.recent.retain(|id| id != msg_id);
+    }
+
+    /// The last seq handed out in `user`'s timeline (0 for none yet).
+    fn head(&self, app: AppId, user: &UserId) -> u64 {
+        self.next_seq
+            .get(&(app, user.clone()))
+            .map_or(0, |next| next - 1)
     }
 
     /// Forgets messages older than `horizon`: past recall, and past resend.
@@ -127,7 +209,14 @@ impl Chat {
     }
 
     /// A new message with a relay-wide unique id.
-    fn new_message(&mut self, now: Millis, from: &UserId, to: &UserId, text: &str) -> ChatMessage {
+    fn new_message(
+        &mut self,
+        now: Millis,
+        from: &UserId,
+        to: &UserId,
+        text: &str,
+        sent_by: Option<SentBy>,
+    ) -> ChatMessage {
         self.next_msg += 1;
         ChatMessage {
             msg_id: format!("{:x}-{:x}", now, self.next_msg),
@@ -135,6 +224,7 @@ impl Chat {
             to: to.clone(),
             text: text.to_owned(),
             server_time: now,
+            sent_by,
         }
     }
 
@@ -156,9 +246,18 @@ impl Chat {
     }
 }
 
-/// How long a client id keeps a resend idempotent: a day, the compensation
-/// window's default (a client retries within seconds, not days).
+/// How long a client id keeps a resend idempotent (and stays used): a day,
+/// the compensation window's default (a client retries within seconds, not
+/// days).
 pub const RESEND_WINDOW_MS: Millis = 24 * 3600 * 1000;
+
+fn store_failed(what: &str, why: &str) -> WireError {
+    Error::new(
+        ErrorCode::RelayStoreFailed,
+        format!("the relay could not store {what} ({why}); nothing was kept, try again"),
+    )
+    .into()
+}
 
 impl RelayCore {
     pub(super) fn send_message(
@@ -191,17 +290,29 @@ impl RelayCore {
         // A resend after a lost acknowledgement: the same message, once.
         let key = (app, from.clone(), client_msg_id.to_owned());
         if let Some(msg_id) = self.chat.by_client_id.get(&key).cloned() {
+            let sent = &self.chat.messages[&msg_id];
+            if sent.to != to || sent.text_hash != text_hash(text) {
+                return Err(Error::new(
+                    ErrorCode::ClientMsgIdReused,
+                    format!(
+                        "clientMsgID {client_msg_id:?} already names another message (msgID {msg_id}, to {}); \
+                         an id stays used for {} h: give this message a new one",
+                        sent.to,
+                        RESEND_WINDOW_MS / 3_600_000
+                    ),
+                ));
+            }
             match self.chat.waiting_acks.get_mut(&msg_id) {
                 Some(waiting) => waiting.push(sid),
                 None => {
-                    let server_time = self.chat.messages[&msg_id].server_time;
-                    self.send_to_session(
+                    let (server_time, seq) = (sent.server_time, sent.sender_seq);
+                    self.send_if_attached(
                         sid,
                         ServerMsg::MessageSent {
                             msg_id,
                             client_msg_id: client_msg_id.to_owned(),
                             server_time,
-                            seq: None,
+                            seq,
                         },
                     );
                 }
@@ -209,11 +320,17 @@ impl RelayCore {
             return Ok(());
         }
         let sync = self.app_config(app).multi_device_sync;
-        let message = self.chat.new_message(now, &from, &to, text);
+        let device = self.sessions[&sid].device.clone();
+        let sent_by = SentBy {
+            device,
+            client_msg_id: client_msg_id.to_owned(),
+        };
+        let message = self.chat.new_message(now, &from, &to, text, Some(sent_by));
         let msg_id = message.msg_id.clone();
         let mut rows = Vec::new();
-        // With sync on, the sender's timeline mirrors the message to its
-        // other devices; with it off, only the recipient's gets it.
+        // With sync on, the sender's timeline carries the message to all its
+        // devices, the sending one too (which knows it by its client id);
+        // with it off, only the recipient's timeline gets it.
         let mut owners = vec![to.clone()];
         if sync && from != to {
             owners.push(from.clone());
@@ -229,6 +346,12 @@ impl RelayCore {
         }
         self.chat
             .remember(app, &message, client_msg_id.to_owned(), false);
+        let sender_seq = rows.iter().find(|r| r.user == from).map(|r| r.entry.seq);
+        self.chat
+            .messages
+            .get_mut(&msg_id)
+            .expect("remembered")
+            .sender_seq = sender_seq;
         self.chat.waiting_acks.insert(msg_id.clone(), Vec::new());
         let token = self.commit_token();
         self.out.push_back(Output::Store(StoreOp::AppendMessage {
@@ -304,12 +427,23 @@ impl RelayCore {
                 },
             ));
         }
-        self.write_rows(app, rows, |token, rows| StoreOp::Recall {
+        let token = self.commit_token();
+        self.out.push_back(Output::Store(StoreOp::Recall {
             token,
             app,
             msg_id: msg_id.to_owned(),
-            rows,
-        });
+            rows: rows.clone(),
+        }));
+        self.chat.pending.insert(
+            token,
+            AfterCommit::Rows {
+                app,
+                rows,
+                by: sid,
+                request: "recall_message",
+                recall: Some(msg_id.to_owned()),
+            },
+        );
         Ok(())
     }
 
@@ -322,11 +456,22 @@ impl RelayCore {
         let (app, user) = self.identity(sid);
         let peer = UserId::parse(peer)?;
         let rows = vec![self.chat.row(app, user, EntryKind::Read { peer, at: now })];
-        self.write_rows(app, rows, |token, rows| StoreOp::AppendRows {
+        let token = self.commit_token();
+        self.out.push_back(Output::Store(StoreOp::AppendRows {
             token,
             app,
-            rows,
-        });
+            rows: rows.clone(),
+        }));
+        self.chat.pending.insert(
+            token,
+            AfterCommit::Rows {
+                app,
+                rows,
+                by: sid,
+                request: "mark_read",
+                recall: None,
+            },
+        );
         Ok(())
     }
 
@@ -345,8 +490,10 @@ impl RelayCore {
         Ok(())
     }
 
-    /// A device asks for what it missed: the store reads it, and live
-    /// entries wait until that batch has gone out.
+    /// A device asks for what it missed after `after`: the store reads it,
+    /// and live entries wait until that batch has gone out. An `after`
+    /// beyond the timeline's head (a device that knew a relay whose database
+    /// is gone) counts from the head.
     pub(super) fn start_sync(
         &mut self,
         now: Millis,
@@ -356,12 +503,17 @@ impl RelayCore {
         let (app, user) = self.identity(sid);
         let window = u64::from(self.app_config(app).compensation_window_days) * 24 * 3600 * 1000;
         let sync = self.app_config(app).multi_device_sync;
-        let session = self.sessions.get_mut(&sid).expect("exists");
-        if session.syncing.is_some() {
+        let after = after.min(self.chat.head(app, &user));
+        if matches!(self.sessions[&sid].stream, Stream::Syncing { .. }) {
+            // The read under way answers this one too.
             return Ok(());
         }
-        session.syncing = Some(Vec::new());
         let token = self.commit_token();
+        self.sessions.get_mut(&sid).expect("exists").stream = Stream::Syncing {
+            token,
+            after,
+            held: Vec::new(),
+        };
         self.out.push_back(Output::Store(StoreOp::ReadTimeline {
             token,
             app,
@@ -370,9 +522,7 @@ impl RelayCore {
             since: now.saturating_sub(window),
             undelivered_only: !sync,
         }));
-        self.chat
-            .pending
-            .insert(token, AfterCommit::Sync { sid, after });
+        self.chat.pending.insert(token, AfterCommit::Sync { sid });
         Ok(())
     }
 
@@ -402,10 +552,15 @@ impl RelayCore {
         Ok(())
     }
 
-    /// The store has done what `token` asked: acknowledge and deliver.
+    /// The store has done what `token` asked, or failed to: acknowledge and
+    /// deliver, or tell whoever asked.
     pub(super) fn committed(&mut self, token: u64, reply: StoreReply) {
         let Some(after) = self.chat.pending.remove(&token) else {
             return;
+        };
+        let failed = match &reply {
+            StoreReply::Failed(why) => Some(why.clone()),
+            _ => None,
         };
         match after {
             AfterCommit::Message {
@@ -417,15 +572,24 @@ impl RelayCore {
                 rows,
             } => {
                 let waiting = self.chat.waiting_acks.remove(&msg_id).unwrap_or_default();
-                // The sender's own row is not delivered to the sending
-                // device; the ack carries its seq instead.
-                let sender_user = self.sessions.get(&sender).map(|s| s.user.clone());
-                let seq = rows
-                    .iter()
-                    .find(|r| Some(&r.user) == sender_user.as_ref())
-                    .map(|r| r.entry.seq);
-                for s in std::iter::once(sender).chain(waiting) {
-                    self.send_to_session(
+                let senders = std::iter::once(sender).chain(waiting);
+                if let Some(why) = failed {
+                    self.chat.forget(&msg_id);
+                    for s in senders.collect::<Vec<_>>() {
+                        self.send_if_attached(
+                            s,
+                            ServerMsg::Error {
+                                error: store_failed("the message", &why),
+                                request: Some("send_message".into()),
+                                client_msg_id: Some(client_msg_id.clone()),
+                            },
+                        );
+                    }
+                    return;
+                }
+                let seq = self.chat.messages.get(&msg_id).and_then(|m| m.sender_seq);
+                for s in senders.collect::<Vec<_>>() {
+                    self.send_if_attached(
                         s,
                         ServerMsg::MessageSent {
                             msg_id: msg_id.clone(),
@@ -435,121 +599,214 @@ impl RelayCore {
                         },
                     );
                 }
-                self.deliver(app, rows, Some(sender));
+                self.deliver(app, rows);
             }
-            AfterCommit::Rows { app, rows, except } => self.deliver(app, rows, except),
-            AfterCommit::Sync { sid, after } => {
-                let StoreReply::Entries(read) = reply else {
+            AfterCommit::Admin {
+                app,
+                conn,
+                msg_id,
+                rows,
+            } => {
+                if let Some(why) = failed {
+                    self.chat.forget(&msg_id);
+                    self.send(
+                        conn,
+                        ServerMsg::Error {
+                            error: store_failed("the message", &why),
+                            request: Some("admin_send".into()),
+                            client_msg_id: None,
+                        },
+                    );
                     return;
-                };
-                self.finish_sync(sid, after, read);
+                }
+                self.send(conn, ServerMsg::AdminSent { msg_id });
+                self.deliver(app, rows);
             }
-            AfterCommit::History { sid, peer } => {
-                let StoreReply::Messages(mut messages, more) = reply else {
+            AfterCommit::Rows {
+                app,
+                rows,
+                by,
+                request,
+                recall,
+            } => {
+                if let Some(why) = failed {
+                    if let Some(m) = recall.and_then(|id| self.chat.messages.get_mut(&id)) {
+                        m.recalled = false;
+                    }
+                    self.send_if_attached(
+                        by,
+                        ServerMsg::Error {
+                            error: store_failed(request, &why),
+                            request: Some(request.into()),
+                            client_msg_id: None,
+                        },
+                    );
                     return;
-                };
-                messages.reverse();
-                self.send_to_session(
+                }
+                self.deliver(app, rows);
+            }
+            AfterCommit::Sync { sid } => match reply {
+                StoreReply::Entries(read) => self.finish_sync(sid, token, read),
+                _ => self.fail_sync(sid, token, failed.unwrap_or_default()),
+            },
+            AfterCommit::History { sid, peer } => match reply {
+                StoreReply::Messages(mut messages, more) => {
+                    messages.reverse();
+                    self.send_if_attached(
+                        sid,
+                        ServerMsg::History {
+                            peer,
+                            messages,
+                            more,
+                        },
+                    );
+                }
+                _ => self.send_if_attached(
                     sid,
-                    ServerMsg::History {
-                        peer,
-                        messages,
-                        more,
+                    ServerMsg::Error {
+                        error: store_failed("the history read", &failed.unwrap_or_default()),
+                        request: Some("history".into()),
+                        client_msg_id: None,
                     },
-                );
+                ),
+            },
+        }
+    }
+
+    /// Takes the session's stream out of `Syncing` for this read's token;
+    /// `None` when the session moved on (it reconnected, or is gone).
+    fn take_sync(&mut self, sid: SessionId, token: u64) -> Option<(u64, Vec<Entry>)> {
+        let session = self.sessions.get_mut(&sid)?;
+        match std::mem::take(&mut session.stream) {
+            Stream::Syncing {
+                token: t,
+                after,
+                held,
+            } if t == token => Some((after, held)),
+            other => {
+                session.stream = other;
+                None
             }
         }
     }
 
-    fn finish_sync(&mut self, sid: SessionId, after: u64, entries: Vec<Entry>) {
-        let Some(session) = self.sessions.get_mut(&sid) else {
+    fn finish_sync(&mut self, sid: SessionId, token: u64, entries: Vec<Entry>) {
+        let Some((after, held)) = self.take_sync(sid, token) else {
             return;
         };
-        let live = session.syncing.take().unwrap_or_default();
-        let (app, user) = (session.app, session.user.clone());
-
+        let (app, user) = self.identity(sid);
         let sync = self.app_config(app).multi_device_sync;
-        let upto = entries.last().map_or(after, |e| e.seq);
-        if !sync && !entries.is_empty() {
-            // Delivered once: the other devices will not get these.
-            self.out.push_back(Output::Store(StoreOp::MarkDelivered {
-                app,
-                user: user.clone(),
-                seqs: entries.iter().map(|e| e.seq).collect(),
-            }));
-        }
+        let mut upto = after;
         for chunk in entries.chunks(500) {
-            self.send_to_session(
+            self.send_if_attached(
                 sid,
                 ServerMsg::Entries {
                     entries: chunk.to_vec(),
                     offline: true,
+                    after: upto,
                 },
             );
+            upto = chunk.last().map_or(upto, |e| e.seq);
         }
-        let live: Vec<Entry> = live.into_iter().filter(|e| e.seq > upto).collect();
-        let upto = live.last().map_or(upto, |e| e.seq);
+        let live: Vec<Entry> = held.into_iter().filter(|e| e.seq > upto).collect();
+        let sent_after = upto;
+        upto = live.last().map_or(upto, |e| e.seq);
+        if !sync {
+            // Delivered once: the other devices will not get these.
+            let seqs: Vec<u64> = entries.iter().chain(&live).map(|e| e.seq).collect();
+            if !seqs.is_empty() {
+                self.out.push_back(Output::Store(StoreOp::MarkDelivered {
+                    app,
+                    user: user.clone(),
+                    seqs,
+                }));
+            }
+        }
         if !live.is_empty() {
-            self.send_to_session(
+            self.send_if_attached(
                 sid,
                 ServerMsg::Entries {
                     entries: live,
                     offline: false,
+                    after: sent_after,
                 },
             );
         }
-        self.send_to_session(sid, ServerMsg::Synced { upto });
+        self.send_if_attached(sid, ServerMsg::Synced { upto });
+        self.sessions.get_mut(&sid).expect("exists").stream = Stream::Live { upto };
     }
 
-    /// Hands committed rows to the devices of their owners.
-    fn deliver(&mut self, app: AppId, rows: Vec<TimelineRow>, except: Option<SessionId>) {
+    /// The store could not read: the device hears why and syncs again later.
+    fn fail_sync(&mut self, sid: SessionId, token: u64, why: String) {
+        if self.take_sync(sid, token).is_none() {
+            return;
+        }
+        self.send_if_attached(
+            sid,
+            ServerMsg::Error {
+                error: store_failed("the catch-up read", &why),
+                request: Some("sync".into()),
+                client_msg_id: None,
+            },
+        );
+    }
+
+    /// Hands committed rows to the devices of their owners, each on its
+    /// stream: sent if it is live, held if it is syncing, left for its next
+    /// sync otherwise.
+    fn deliver(&mut self, app: AppId, rows: Vec<TimelineRow>) {
         let sync = self.app_config(app).multi_device_sync;
         for row in rows {
-            let mut targets: Vec<SessionId> = self
-                .sessions_of(app, &row.user)
-                .into_iter()
-                .filter(|s| Some(*s) != except)
-                .collect();
+            let mut targets = self.sessions_of(app, &row.user);
             let is_message = matches!(row.entry.kind, EntryKind::Message { .. });
             if !sync && is_message {
-                // Sync off: once, to the most recent device that is connected.
-                targets.retain(|s| self.sessions[s].conn.is_some());
+                // Sync off: once, to the most recent device that can take it
+                // now; none can, and it waits for whichever syncs first.
+                targets.retain(|s| !matches!(self.sessions[s].stream, Stream::Unsynced));
                 targets = targets.last().copied().into_iter().collect();
-                if !targets.is_empty() {
-                    self.out.push_back(Output::Store(StoreOp::MarkDelivered {
-                        app,
-                        user: row.user.clone(),
-                        seqs: vec![row.entry.seq],
-                    }));
-                }
             }
             for sid in targets {
                 let session = self.sessions.get_mut(&sid).expect("exists");
-                match &mut session.syncing {
-                    Some(held) => held.push(row.entry.clone()),
-                    None => self.send_to_session(
-                        sid,
-                        ServerMsg::Entries {
-                            entries: vec![row.entry.clone()],
-                            offline: false,
-                        },
-                    ),
+                match &mut session.stream {
+                    Stream::Unsynced => {}
+                    Stream::Syncing { held, .. } => held.push(row.entry.clone()),
+                    Stream::Live { upto } => {
+                        let after = std::mem::replace(upto, row.entry.seq);
+                        if !sync && is_message {
+                            self.out.push_back(Output::Store(StoreOp::MarkDelivered {
+                                app,
+                                user: row.user.clone(),
+                                seqs: vec![row.entry.seq],
+                            }));
+                        }
+                        self.send_if_attached(
+                            sid,
+                            ServerMsg::Entries {
+                                entries: vec![row.entry.clone()],
+                                offline: false,
+                                after,
+                            },
+                        );
+                    }
                 }
             }
         }
     }
 
     /// Server-side send (admin): as `from`, with `include_sender` mirroring
-    /// it to every device of the sender (none of which sent it).
+    /// it to every device of the sender (none of which sent it). `conn` hears
+    /// `admin_sent` once the message is durable.
+    #[allow(clippy::too_many_arguments)]
     pub fn admin_send(
         &mut self,
         now: Millis,
+        conn: super::ConnId,
         app: AppId,
         from: &UserId,
         to: &UserId,
         text: &str,
         include_sender: bool,
-    ) -> Result<String, Error> {
+    ) -> Result<(), Error> {
         if !self.settings.apps.contains_key(&app) {
             return Err(Error::new(
                 ErrorCode::UnknownApp,
@@ -559,7 +816,7 @@ impl RelayCore {
         check_message_text(text)?;
         self.known.entry(app).or_default().insert(from.clone());
         self.known.entry(app).or_default().insert(to.clone());
-        let message = self.chat.new_message(now, from, to, text);
+        let message = self.chat.new_message(now, from, to, text, None);
         let msg_id = message.msg_id.clone();
         let mut owners = vec![to.clone()];
         if include_sender && from != to {
@@ -578,34 +835,24 @@ impl RelayCore {
         let client_msg_id = format!("admin-{msg_id}");
         self.chat
             .remember(app, &message, client_msg_id.clone(), false);
-        self.write_rows(app, rows, |token, rows| StoreOp::AppendMessage {
+        let token = self.commit_token();
+        self.out.push_back(Output::Store(StoreOp::AppendMessage {
             token,
             app,
             message,
             client_msg_id,
-            rows,
-        });
-        Ok(msg_id)
-    }
-
-    /// Writes rows; once they are durable, delivers them to every device of
-    /// their owners.
-    fn write_rows(
-        &mut self,
-        app: AppId,
-        rows: Vec<TimelineRow>,
-        op: impl FnOnce(u64, Vec<TimelineRow>) -> StoreOp,
-    ) {
-        let token = self.commit_token();
-        self.out.push_back(Output::Store(op(token, rows.clone())));
+            rows: rows.clone(),
+        }));
         self.chat.pending.insert(
             token,
-            AfterCommit::Rows {
+            AfterCommit::Admin {
                 app,
+                conn,
+                msg_id,
                 rows,
-                except: None,
             },
         );
+        Ok(())
     }
 
     fn commit_token(&mut self) -> u64 {

@@ -1,0 +1,470 @@
+//! Delivery under faults, on virtual time: cuts at any message boundary,
+//! half-open links, refused reconnects, processes killed and started again,
+//! a relay restarting from its store, a store that fails. Each test is a
+//! fault someone hit for real (issue 10).
+
+use termphone::client::engine::{self, CallCommand, ChatCommand, Command};
+use termphone::client::event::Event;
+use termphone::ids::UserId;
+use termphone::protocol::{ChatMessage, Entry, EntryKind, ServerMsg};
+
+use crate::common::mesh::Mesh;
+
+fn user(u: &str) -> UserId {
+    UserId::parse(u).unwrap()
+}
+
+fn send(to: &str, text: &str) -> Command {
+    Command::Chat(ChatCommand::Send {
+        to: user(to),
+        text: text.into(),
+        client_msg_id: None,
+    })
+}
+
+fn send_as(to: &str, text: &str, id: &str) -> Command {
+    Command::Chat(ChatCommand::Send {
+        to: user(to),
+        text: text.into(),
+        client_msg_id: Some(id.into()),
+    })
+}
+
+fn call(to: &str) -> Command {
+    Command::Call(CallCommand::Call {
+        users: vec![user(to)],
+        group: false,
+        timeout_secs: None,
+    })
+}
+
+fn accept() -> Command {
+    Command::Call(CallCommand::Accept { call_id: None })
+}
+
+fn hangup() -> Command {
+    Command::Call(CallCommand::Hangup { call_id: None })
+}
+
+/// The texts of the messages a device received, in order.
+fn received(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessageReceived { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The texts of the messages a device was told are stored, in order.
+fn sent(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessageSent { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn numbered(n: usize) -> Vec<String> {
+    (0..n).map(|k| format!("m{k}")).collect()
+}
+
+fn names(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(Event::name).collect()
+}
+
+#[test]
+fn a_device_cut_off_while_a_thousand_messages_are_acknowledged_gets_each_once_in_order() {
+    let mut m = Mesh::dev();
+    m.latency_ms = 5;
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    // The link resets, and reconnects are refused for 4 s.
+    m.cut(bob);
+    m.block(bob, 4_000);
+    for k in 0..1000 {
+        m.command(alice, send("bob", &format!("m{k}")));
+        m.advance(2);
+    }
+    m.advance(10_000);
+    assert_eq!(sent(&m.take(alice)), numbered(1000));
+    let seen = m.take(bob);
+    assert_eq!(received(&seen), numbered(1000));
+    assert!(names(&seen).contains(&"SYNCED"));
+}
+
+#[test]
+fn a_link_cut_in_the_middle_of_a_stream_loses_nothing() {
+    let mut m = Mesh::dev();
+    m.latency_ms = 20;
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    for k in 0..300 {
+        m.command(alice, send("bob", &format!("m{k}")));
+        m.advance(1);
+        // Frames to bob are in flight when his link resets.
+        if k == 120 {
+            m.cut(bob);
+        }
+    }
+    m.advance(10_000);
+    assert_eq!(received(&m.take(bob)), numbered(300));
+}
+
+#[test]
+fn a_half_open_link_is_noticed_and_what_went_into_it_arrives() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.cut_silently(bob);
+    for k in 0..10 {
+        m.command(alice, send("bob", &format!("m{k}")));
+    }
+    assert_eq!(sent(&m.take(alice)), numbered(10));
+    // A heartbeat goes unanswered within 15 s: bob reconnects by himself.
+    m.advance(16_000);
+    let seen = m.take(bob);
+    let links: Vec<String> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::ConnectionChanged { state } => Some(format!("{state:?}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(links, ["Reconnecting", "Connected"]);
+    assert_eq!(received(&seen), numbered(10));
+}
+
+#[test]
+fn a_relay_restart_in_the_middle_loses_nothing_acknowledged() {
+    let mut m = Mesh::dev();
+    m.latency_ms = 3;
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    for k in 0..200 {
+        m.command(alice, send("bob", &format!("m{k}")));
+        m.advance(1);
+        if k == 77 {
+            m.restart_relay();
+        }
+    }
+    m.advance(10_000);
+    // Every message alice sent is stored once and reaches bob once, in the
+    // order alice sent them; the ones in flight at the restart were resent.
+    assert_eq!(sent(&m.take(alice)), numbered(200));
+    assert_eq!(received(&m.take(bob)), numbered(200));
+}
+
+#[test]
+fn entries_that_do_not_follow_the_mark_are_not_applied_and_start_a_sync() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, send("bob", "real"));
+    assert_eq!(received(&m.take(bob)), ["real"]);
+    let hw = m.nodes[bob].high_water;
+    // A frame claiming to follow seq hw + 5: four entries are missing.
+    let forged = Entry {
+        seq: hw + 6,
+        kind: EntryKind::Message {
+            message: ChatMessage {
+                msg_id: "forged".into(),
+                from: user("alice"),
+                to: user("bob"),
+                text: "after a gap".into(),
+                server_time: m.now,
+                sent_by: None,
+            },
+        },
+    };
+    let now = m.now;
+    m.nodes[bob].engine.handle(
+        now,
+        engine::Input::Frame(ServerMsg::Entries {
+            entries: vec![forged],
+            offline: false,
+            after: hw + 5,
+        }),
+    );
+    m.settle();
+    let seen = m.take(bob);
+    assert_eq!(names(&seen), ["SYNCED"], "a sync, and nothing applied");
+    assert_eq!(m.nodes[bob].high_water, hw);
+    m.command(alice, send("bob", "next"));
+    assert_eq!(received(&m.take(bob)), ["next"]);
+}
+
+#[test]
+fn a_device_killed_in_a_call_is_in_it_again_when_it_comes_back() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, call("bob"));
+    m.command(bob, accept());
+    m.take(alice);
+    m.take(bob);
+    m.kill(bob);
+    m.advance(2_000);
+    m.restart(bob);
+    let seen = m.take(bob);
+    assert!(names(&seen).contains(&"ON_CALL_BEGIN"), "{seen:?}");
+    assert!(m.take(alice).iter().all(|e| e.name() != "CALLING_END"));
+    assert!(!m.media_rooms.is_empty(), "voice flows again");
+    m.command(bob, hangup());
+    assert_eq!(names(&m.take(bob)), ["CALLING_END"]);
+    assert!(names(&m.take(alice)).contains(&"CALLING_END"));
+}
+
+#[test]
+fn a_call_that_ended_while_the_link_was_half_open_ends_on_return() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, call("bob"));
+    m.command(bob, accept());
+    m.take(bob);
+    // bob's link goes dead without a word; alice hangs up into it.
+    m.cut_silently(bob);
+    m.command(alice, hangup());
+    assert!(names(&m.take(alice)).contains(&"CALLING_END"));
+    m.advance(16_000);
+    let seen = m.take(bob);
+    assert!(
+        seen.iter().any(|e| matches!(e, Event::CallingEnd { .. })),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn an_answer_whose_begin_was_lost_begins_on_return() {
+    let mut m = Mesh::dev();
+    m.latency_ms = 10;
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, call("bob"));
+    m.advance(30);
+    m.command(bob, accept());
+    // The accept reaches the relay; its answer dies on the way back.
+    m.advance(10);
+    m.cut_silently(bob);
+    m.advance(30);
+    assert!(names(&m.take(alice)).contains(&"ON_CALL_BEGIN"));
+    assert!(!names(&m.take(bob)).contains(&"ON_CALL_BEGIN"));
+    m.advance(16_000);
+    let seen = m.take(bob);
+    assert!(names(&seen).contains(&"ON_CALL_BEGIN"), "{seen:?}");
+    m.command(alice, hangup());
+    m.advance(100);
+    assert!(names(&m.take(bob)).contains(&"CALLING_END"));
+}
+
+#[test]
+fn a_relay_restart_ends_calls_on_every_side() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, call("bob"));
+    m.command(bob, accept());
+    m.take(alice);
+    m.take(bob);
+    m.restart_relay();
+    m.advance(5_000);
+    for d in [alice, bob] {
+        let seen = m.take(d);
+        assert!(
+            seen.iter().any(|e| matches!(e, Event::CallingEnd { .. })),
+            "{seen:?}"
+        );
+    }
+    // And both can call again.
+    m.command(alice, call("bob"));
+    assert!(names(&m.take(bob)).contains(&"ON_CALL_RECEIVED"));
+}
+
+#[test]
+fn a_failing_store_refuses_each_message_by_its_id_and_acknowledges_nothing() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.store_down = true;
+    m.command(alice, send_as("bob", "x", "c1"));
+    let seen = m.take(alice);
+    match &seen[..] {
+        [
+            Event::Error {
+                code: 90008,
+                cmd: Some(cmd),
+                client_msg_id: Some(id),
+                ..
+            },
+        ] => assert_eq!((cmd.as_str(), id.as_str()), ("sendMessage", "c1")),
+        other => panic!("{other:?}"),
+    }
+    assert!(m.take(bob).is_empty());
+    // Refused, so not resent when the link comes back.
+    m.store_down = false;
+    m.cut(alice);
+    m.advance(2_000);
+    assert!(sent(&m.take(alice)).is_empty());
+    assert!(received(&m.take(bob)).is_empty());
+    // Sent again by hand, it is a new attempt under the same id.
+    m.command(alice, send_as("bob", "x", "c1"));
+    assert_eq!(sent(&m.take(alice)), ["x"]);
+    assert_eq!(received(&m.take(bob)), ["x"]);
+}
+
+#[test]
+fn a_catch_up_the_store_could_not_read_is_asked_again() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    m.command(alice, Command::GetUsers { subscribe: false });
+    let bob = m.online("bob", "b1");
+    m.command(bob, Command::Logout);
+    m.command(alice, send("bob", "while away"));
+    m.take(bob);
+    m.store_down = true;
+    m.login(bob);
+    let seen = m.take(bob);
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Event::Error {
+                code: 90008,
+                cmd: None,
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
+    assert!(!names(&seen).contains(&"SYNCED"));
+    m.store_down = false;
+    m.advance(1_500);
+    let seen = m.take(bob);
+    assert_eq!(received(&seen), ["while away"]);
+    assert!(names(&seen).contains(&"SYNCED"));
+}
+
+#[test]
+fn a_sync_from_beyond_the_head_counts_from_the_head() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.add(termphone::ids::DEV_APP_ID, "terminal", "bob", "b1");
+    // A device that synced with a relay whose database is gone.
+    m.nodes[bob].high_water = u64::MAX;
+    m.login(bob);
+    let seen = m.take(bob);
+    assert!(
+        seen.iter().any(|e| matches!(e, Event::Synced { seq: 0 })),
+        "{seen:?}"
+    );
+    assert_eq!(m.nodes[bob].high_water, 0);
+    m.command(alice, send("bob", "hello"));
+    assert_eq!(received(&m.take(bob)), ["hello"]);
+}
+
+#[test]
+fn a_client_id_names_one_message_and_errors_name_their_message() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.online("carol", "c1");
+    m.command(alice, send_as("bob", "first", "c1"));
+    assert_eq!(sent(&m.take(alice)), ["first"]);
+    let reuse = |m: &mut Mesh, to: &str, text: &str| {
+        m.command(alice, send_as(to, text, "c1"));
+        match &m.take(alice)[..] {
+            [
+                Event::Error {
+                    code,
+                    client_msg_id,
+                    ..
+                },
+            ] => (*code, client_msg_id.clone()),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        reuse(&mut m, "bob", "other text"),
+        (6407, Some("c1".into()))
+    );
+    assert_eq!(reuse(&mut m, "carol", "first"), (6407, Some("c1".into())));
+    // The same message again is the same message: acknowledged, stored once.
+    m.command(alice, send_as("bob", "first", "c1"));
+    assert_eq!(sent(&m.take(alice)), ["first"]);
+    assert_eq!(received(&m.take(bob)), ["first"]);
+    m.command(alice, send_as("nobody", "hi", "c9"));
+    match &m.take(alice)[..] {
+        [
+            Event::Error {
+                code: 6401,
+                client_msg_id: Some(id),
+                ..
+            },
+        ] => assert_eq!(id, "c9"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_resent_message_is_acknowledged_with_its_seq() {
+    let mut m = Mesh::dev();
+    m.latency_ms = 10;
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, send("bob", "once"));
+    // Stored, but the acknowledgement dies with the link.
+    m.advance(12);
+    m.cut(alice);
+    m.advance(5_000);
+    let acks: Vec<Option<u64>> = m
+        .take(alice)
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessageSent { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert!(acks[0].is_some());
+    assert_eq!(received(&m.take(bob)), ["once"]);
+}
+
+#[test]
+fn a_message_written_while_reconnecting_goes_out_when_the_link_is_back() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.cut(alice);
+    m.block(alice, 1_000);
+    m.command(alice, send("bob", "typed offline"));
+    assert!(m.take(alice).iter().all(|e| e.name() != "ERROR"));
+    m.advance(5_000);
+    assert_eq!(sent(&m.take(alice)), ["typed offline"]);
+    assert_eq!(received(&m.take(bob)), ["typed offline"]);
+}
+
+#[test]
+fn a_message_stored_just_before_a_relay_restart_is_reported_once_at_its_place() {
+    let mut m = Mesh::dev();
+    m.latency_ms = 5;
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, send("bob", "before"));
+    // Stored; its acknowledgement is on the way when the relay dies.
+    m.advance(5);
+    m.restart_relay();
+    m.command(alice, send("bob", "after"));
+    m.advance(10_000);
+    let seen = m.take(alice);
+    assert_eq!(sent(&seen), ["before", "after"]);
+    assert!(received(&seen).is_empty(), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|e| !matches!(e, Event::MessageSent { seq: None, .. })),
+        "{seen:?}"
+    );
+    assert_eq!(received(&m.take(bob)), ["before", "after"]);
+}
