@@ -6,16 +6,20 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::ClientSettings;
-use crate::config::{Config, DEFAULT_RELAY_ADDR, check_relay_url};
+use crate::config::{Config, DEFAULT_RELAY_ADDR, check_relay_url, resolve_listen_addr};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
 use crate::media::pipeline::MediaSettings;
 use crate::media::spec::AudioSpec;
+use crate::usersig::MIN_SECRET_BYTES;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "termphone",
     version,
-    about = "A terminal softphone: calls that ring every device, chat in sync, over a bundled relay"
+    about = "A terminal softphone: calls that ring every device, chat in sync, over a bundled relay",
+    after_help = "Without a subcommand, termphone opens the TUI: termphone --user alice \
+                  (a relay is started on 127.0.0.1:7787 if none runs there). \
+                  Try termphone demo for a tour."
 )]
 pub struct Cli {
     /// Config file (default: termphone/config.toml in the platform's config directory).
@@ -46,6 +50,14 @@ pub enum Cmd {
     Admin(AdminCmd),
     /// List the audio devices --audio-in and --audio-out can name.
     Devices,
+    /// Print a shell completion script, e.g. termphone completions bash > ~/.local/share/bash-completion/completions/termphone
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. termphone man > termphone.1 && man ./termphone.1
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -77,10 +89,13 @@ pub struct AdminSendArgs {
     /// SDKAppID (default: client.app of the config).
     #[arg(long, value_name = "SDKAPPID")]
     pub app: Option<AppId>,
+    /// The sender, as if this user had sent it.
     #[arg(long, value_name = "USERID")]
     pub from: UserId,
+    /// The recipient: every device of this user receives it.
     #[arg(long, value_name = "USERID")]
     pub to: UserId,
+    /// The message text.
     #[arg(long)]
     pub text: String,
     /// Deliver it to the sender's own devices as well (isIncludeSender).
@@ -133,8 +148,8 @@ fn parse_audio_sink(s: &str) -> Result<AudioSpec, String> {
 
 #[derive(Debug, Args)]
 pub struct RelayArgs {
-    /// Address to listen on (default: relay.listen of the config, 127.0.0.1:7787).
-    #[arg(long, value_name = "ADDR")]
+    /// Address to listen on, HOST:PORT (default: relay.listen of the config, 127.0.0.1:7787).
+    #[arg(long, value_name = "ADDR", value_parser = resolve_listen_addr)]
     pub listen: Option<SocketAddr>,
     /// SQLite database (default: relay.db of the config, else relay.sqlite3 in the data directory).
     #[arg(long, value_name = "PATH")]
@@ -155,17 +170,29 @@ pub struct RelayArgs {
 
 #[derive(Debug, Args)]
 pub struct UsersigArgs {
+    /// The user the ticket logs in.
     #[arg(long, value_name = "USERID")]
     pub user: UserId,
     /// SDKAppID (default: client.app of the config, the development app).
     #[arg(long, value_name = "SDKAPPID")]
     pub app: Option<AppId>,
     /// Secret of the app (default: client.secret of the config, the development secret).
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", value_parser = parse_secret)]
     pub secret: Option<String>,
     /// Lifetime in seconds (default: client.usersig_lifetime_secs, 7 days; 0 mints an already expired ticket).
     #[arg(long, value_name = "SECONDS")]
     pub expire: Option<u64>,
+}
+
+fn parse_secret(s: &str) -> Result<String, String> {
+    if s.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "{} bytes is too short: a secret has at least {MIN_SECRET_BYTES} bytes \
+             (the relay refuses shorter ones in relay.apps)",
+            s.len()
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_relay_url(s: &str) -> Result<String, String> {
@@ -282,6 +309,45 @@ mod tests {
         let err =
             Cli::try_parse_from(["termphone", "headless", "--relay", "http://x:1"]).unwrap_err();
         assert!(err.to_string().contains("ws://HOST:PORT"), "{err}");
+        let err = Cli::try_parse_from(["termphone", "usersig", "--user", "a", "--secret", "short"])
+            .unwrap_err();
+        assert!(err.to_string().contains("at least 16 bytes"), "{err}");
+        let err = Cli::try_parse_from(["termphone", "relay", "--listen", "localhost"]).unwrap_err();
+        assert!(err.to_string().contains("HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn a_listen_address_may_name_a_host() {
+        let cli =
+            Cli::try_parse_from(["termphone", "relay", "--listen", "localhost:7787"]).unwrap();
+        let Some(Cmd::Relay(args)) = cli.command else {
+            panic!("{cli:?}")
+        };
+        let addr = args.listen.unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() == 7787, "{addr}");
+    }
+
+    #[test]
+    fn every_flag_and_subcommand_says_what_it_is() {
+        use clap::CommandFactory;
+        fn check(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{path} {id} has no description");
+            }
+            for sub in cmd.get_subcommands() {
+                assert!(
+                    sub.get_about().is_some(),
+                    "{path} {} has no description",
+                    sub.get_name()
+                );
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::command(), "termphone");
     }
 
     #[test]

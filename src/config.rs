@@ -4,7 +4,7 @@
 //! fall back to a default). Command-line flags override the file.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use crate::ids::{AppId, DEV_APP_ID, DeviceId, Platform, UserId};
 use crate::media::codec::CodecSettings;
 use crate::media::spec::AudioSpec;
 use crate::relay::media::Impairment;
-use crate::usersig::{DEFAULT_LIFETIME_SECS, DEV_SECRET};
+use crate::usersig::{DEFAULT_LIFETIME_SECS, DEV_SECRET, MIN_SECRET_BYTES};
 
 /// The loopback address a client tries first, and where it starts the
 /// bundled relay when nothing answers there.
@@ -129,6 +129,7 @@ impl Default for ClientConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RelayConfig {
+    #[serde(deserialize_with = "listen_addr")]
     pub listen: SocketAddr,
     /// SQLite database; defaults to `relay.sqlite3` in the data directory.
     pub db: Option<PathBuf>,
@@ -144,6 +145,30 @@ pub struct RelayConfig {
     /// Simulated loss, delay and jitter on forwarded media (off by default).
     pub impairment: Impairment,
     pub apps: Vec<AppConfig>,
+}
+
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    resolve_listen_addr(&text).map_err(serde::de::Error::custom)
+}
+
+/// A listen address: an IP address or a host name (the first address it
+/// resolves to), with a port.
+pub fn resolve_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let resolved: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| {
+            format!(
+                "{s:?}: {e}; give HOST:PORT, e.g. 127.0.0.1:7787, localhost:7787 or 0.0.0.0:7787"
+            )
+        })?
+        .collect();
+    // IPv4 first: `localhost` names ::1 first on some systems, and the
+    // default relay URL is ws://127.0.0.1.
+    (resolved.iter().find(|a| a.is_ipv4()))
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
 impl Default for RelayConfig {
@@ -254,6 +279,11 @@ impl Config {
         if c.usersig_lifetime_secs == 0 {
             return Err("client.usersig_lifetime_secs must be at least 1".into());
         }
+        if c.secret.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "client.secret is shorter than {MIN_SECRET_BYTES} bytes: no relay accepts it"
+            ));
+        }
         let m = &self.media;
         if let Some(output) = &m.output {
             output
@@ -297,9 +327,9 @@ impl Config {
             if !seen.insert(app.id) {
                 return Err(format!("relay.apps: app {} is listed twice", app.id));
             }
-            if app.secret.len() < 16 {
+            if app.secret.len() < MIN_SECRET_BYTES {
                 return Err(format!(
-                    "relay.apps: the secret of app {} is shorter than 16 bytes",
+                    "relay.apps: the secret of app {} is shorter than {MIN_SECRET_BYTES} bytes",
                     app.id
                 ));
             }
@@ -461,7 +491,19 @@ mod tests {
     #[test]
     fn bad_listen_address() {
         let e = error_of("[relay]\nlisten = \"localhost\"\n");
-        assert!(e.contains("listen") || e.contains("socket address"), "{e}");
+        assert!(e.contains("listen") && e.contains("HOST:PORT"), "{e}");
+    }
+
+    #[test]
+    fn a_short_client_secret_is_refused() {
+        let e = error_of("[client]\nsecret = \"short\"\n");
+        assert!(e.contains("client.secret") && e.contains("16 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_listen_address_may_name_a_host() {
+        let c = Config::parse("[relay]\nlisten = \"localhost:9000\"\n", "t").unwrap();
+        assert!(c.relay.listen.ip().is_loopback() && c.relay.listen.port() == 9000);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (whose terminal must show nothing but the UI). `TERMPHONE_LOG` sets the
 //! filter, in tracing's env-filter syntax (e.g. `debug`, `termphone=trace`).
 
+use std::io::IsTerminal;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -12,10 +13,13 @@ fn filter(default: &str) -> EnvFilter {
     EnvFilter::try_from_env("TERMPHONE_LOG").unwrap_or_else(|_| EnvFilter::new(default))
 }
 
+/// Colours only on a terminal: a relay started in the background writes its
+/// stderr to `relay.log`, which must read as plain text.
 pub fn to_stderr(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter(default))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

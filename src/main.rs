@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tracing_appender::non_blocking::WorkerGuard;
 
 use termphone::cli::{
@@ -31,39 +31,91 @@ fn main() -> ExitCode {
         Some(Cmd::Flow(args)) => run_flow(&args),
         Some(Cmd::Demo) => run_demo(&config, &dirs),
         Some(Cmd::Devices) => list_devices(),
+        Some(Cmd::Completions { shell }) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "termphone",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Some(Cmd::Man) => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("stdout: {e}")),
+            }
+        }
     }
 }
 
 fn list_devices() -> ExitCode {
     logging::to_stderr("warn");
-    let devices = match termphone::media::device::list() {
+    // Probing opens every ALSA plugin; those with nothing behind them (JACK,
+    // OSS, PulseAudio when no server runs) explain why on stderr, at length.
+    // The list below is the answer, so their chatter is silenced.
+    let devices = match with_stderr_silenced(termphone::media::device::list) {
         Ok(devices) => devices,
         Err(e) => return fail(&e.message),
     };
-    if devices.is_empty() {
+    let rows: Vec<[String; 3]> = devices
+        .iter()
+        .map(|d| {
+            let mut roles = Vec::new();
+            for (has, default, role) in [
+                (d.input, d.default_input, "input"),
+                (d.output, d.default_output, "output"),
+            ] {
+                if has {
+                    roles.push(if default {
+                        format!("{role} (default)")
+                    } else {
+                        role.to_owned()
+                    });
+                }
+            }
+            [d.id.clone(), roles.join(", "), d.name.clone()]
+        })
+        .collect();
+    let width = |k: usize| rows.iter().map(|r| r[k].chars().count()).max().unwrap_or(0);
+    let (id_width, use_width) = (width(0).max(6), width(1).max(3));
+    if !rows.is_empty() {
         println!(
-            "no audio devices; calls can still use --audio-in/--audio-out null, wav:PATH or tone:HZ"
+            "{:<id_width$}  {:<use_width$}  DESCRIPTION",
+            "DEVICE", "USE"
         );
     }
-    for d in devices {
-        let mut roles = Vec::new();
-        if d.input {
-            roles.push(if d.default_input {
-                "input (default)"
-            } else {
-                "input"
-            });
-        }
-        if d.output {
-            roles.push(if d.default_output {
-                "output (default)"
-            } else {
-                "output"
-            });
-        }
-        println!("{:<28} {:<40} {}", d.id, d.name, roles.join(", "));
+    for [id, roles, name] in &rows {
+        println!("{id:<id_width$}  {roles:<use_width$}  {name}");
+    }
+    if devices.iter().all(|d| d.id == "null") {
+        println!(
+            "\nno sound card: calls carry silence unless you pick a source, e.g. \
+             --audio-in tone:440, --audio-in wav:PATH or --audio-out wav:PATH"
+        );
     }
     ExitCode::SUCCESS
+}
+
+/// Runs `f` with the process's stderr pointed at /dev/null (restored after).
+fn with_stderr_silenced<T>(f: impl FnOnce() -> T) -> T {
+    use std::os::fd::AsRawFd;
+    let Ok(null) = std::fs::File::options().write(true).open("/dev/null") else {
+        return f();
+    };
+    // SAFETY: dup and dup2 on descriptors this process owns; fd 2 is restored
+    // from its copy before the copy is closed.
+    unsafe {
+        let saved = libc::dup(libc::STDERR_FILENO);
+        if saved < 0 {
+            return f();
+        }
+        libc::dup2(null.as_raw_fd(), libc::STDERR_FILENO);
+        let out = f();
+        libc::dup2(saved, libc::STDERR_FILENO);
+        libc::close(saved);
+        out
+    }
 }
 
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {

@@ -23,6 +23,10 @@ pub const DEV_SECRET: &str = "termphone-development-secret-not-for-deployment";
 /// Lifetime of a ticket minted without `--expire`: 7 days, like the vendor's sample.
 pub const DEFAULT_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 
+/// The shortest secret an app may have: HMAC keys shorter than this are
+/// guessable, and the relay refuses them (`relay.apps`).
+pub const MIN_SECRET_BYTES: usize = 16;
+
 const TICKET_VERSION: u32 = 1;
 
 /// The signed claims of a ticket.

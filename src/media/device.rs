@@ -48,7 +48,9 @@ pub struct DeviceInfo {
     pub default_output: bool,
 }
 
-/// Every device the default host offers.
+/// Every device of the default host that can carry a call: ALSA also lists
+/// plugins (rate converters, JACK or OSS bridges with nothing behind them)
+/// that cannot open a stream, and offering those only leads to a failed call.
 pub fn list() -> Result<Vec<DeviceInfo>, Error> {
     let host = cpal::default_host();
     let default_in = host.default_input_device().and_then(|d| d.id().ok());
@@ -57,18 +59,26 @@ pub fn list() -> Result<Vec<DeviceInfo>, Error> {
     Ok(devices
         .filter_map(|d| {
             let id = d.id().ok()?;
-            Some(DeviceInfo {
+            let input = d.supports_input() && usable(d.supported_input_configs());
+            let output = d.supports_output() && usable(d.supported_output_configs());
+            (input || output).then(|| DeviceInfo {
                 name: d
                     .description()
                     .map_or_else(|_| id.to_string(), |x| x.name().to_owned()),
-                input: d.supports_input(),
-                output: d.supports_output(),
+                input,
+                output,
                 default_input: default_in.as_ref() == Some(&id),
                 default_output: default_out.as_ref() == Some(&id),
                 id: id.id().to_owned(),
             })
         })
         .collect())
+}
+
+/// A direction is usable when the device can name at least one format for it
+/// (asking opens the device, which is what fails for an empty plugin).
+fn usable<I: Iterator, E>(configs: Result<I, E>) -> bool {
+    configs.is_ok_and(|mut c| c.next().is_some())
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> Error {

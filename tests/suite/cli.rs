@@ -342,6 +342,11 @@ async fn a_loopback_relay_that_is_down_is_started_on_demand() {
     h.send(json!({"cmd": "quit"})).await;
     h.exits_cleanly().await;
     kill(second, libc::SIGTERM);
+
+    // Its log is plain text, for `less` and for bug reports.
+    let log = std::fs::read_to_string(dir.path().join("data/termphone/relay.log")).unwrap();
+    assert!(log.contains("relay listening"), "{log}");
+    assert!(!log.contains('\x1b'), "colour codes in relay.log: {log:?}");
 }
 
 #[test]
@@ -384,6 +389,36 @@ fn a_relay_named_on_the_command_line_or_off_loopback_is_never_started() {
 }
 
 #[tokio::test]
+async fn completions_and_a_man_page_come_from_the_cli_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = termphone(dir.path())
+        .args(["completions", "bash"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        script.contains("complete -F _termphone") && script.contains("--multi-device"),
+        "{script}"
+    );
+    let out = termphone(dir.path()).arg("man").output().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        page.contains(".TH termphone 1") && page.contains("headless"),
+        "{page}"
+    );
+    let mut unknown = termphone(dir.path());
+    unknown.args(["completions", "cmd.exe"]);
+    let stderr = refused_with_status_2(unknown).await;
+    assert!(
+        stderr.contains("bash") && stderr.contains("zsh"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn devices_lists_what_audio_flags_can_name_and_bad_specs_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     // ALSA's null device, named by the asoundrc in the test's home.
@@ -397,6 +432,27 @@ async fn devices_lists_what_audio_flags_can_name_and_bad_specs_are_refused() {
             .any(|l| l.starts_with("null ") && l.contains("input")),
         "{listing}"
     );
+    // Probing ALSA's plugins is quiet, and those that cannot open (OSS
+    // without /dev/dsp, JACK without a server) are not offered.
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    if !std::path::Path::new("/dev/dsp").exists() {
+        assert!(!listing.lines().any(|l| l.starts_with("oss ")), "{listing}");
+    }
+    // One column per field, whatever the lengths of the names.
+    let table: Vec<&str> = listing.lines().take_while(|l| !l.is_empty()).collect();
+    for heading in ["USE", "DESCRIPTION"] {
+        let at = table[0].find(heading).unwrap();
+        for row in &table[1..] {
+            let (before, after) = row.split_at(at);
+            assert!(
+                before.ends_with("  ") && !after.starts_with(' '),
+                "{heading} column:\n{listing}"
+            );
+        }
+    }
+    if table[1..].iter().all(|l| l.starts_with("null ")) {
+        assert!(listing.contains("no sound card"), "{listing}");
+    }
 
     let mut bad = termphone(dir.path());
     bad.args(["headless", "--audio-in", "tone:abc"]);
