@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::ids::{AppId, DEV_APP_ID, DeviceId, Platform, UserId};
 use crate::media::codec::CodecSettings;
 use crate::media::spec::AudioSpec;
+use crate::protocol::MAX_TRANSPORT_MESSAGE_BYTES;
 use crate::relay::media::Impairment;
 use crate::usersig::{DEFAULT_LIFETIME_SECS, DEV_SECRET, MIN_SECRET_BYTES};
 
@@ -134,6 +135,18 @@ pub struct RelayConfig {
     /// SQLite database; defaults to `relay.sqlite3` in the data directory.
     pub db: Option<PathBuf>,
     pub max_connections: usize,
+    /// Connections that have not logged in yet, in total and from one
+    /// address: a flood of idle sockets must not lock real devices out.
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_address: usize,
+    /// A connection that has not logged in this long after its handshake
+    /// (or not finished the handshake in this time) is closed.
+    pub login_timeout_secs: u64,
+    /// Frames waiting for one connection, in bytes: a device that does not
+    /// read is disconnected past this, and catches up from the store later.
+    pub max_queue_bytes: usize,
+    /// A write to a connection that has not completed in this time closes it.
+    pub write_timeout_secs: u64,
     /// How long a dropped device's session is kept for it to resume.
     pub session_grace_secs: u64,
     /// A connection that sends nothing (not even a heartbeat) for this long is dropped.
@@ -177,6 +190,11 @@ impl Default for RelayConfig {
             listen: DEFAULT_RELAY_ADDR.parse().expect("valid default address"),
             db: None,
             max_connections: 10_000,
+            max_unauthenticated: 1_024,
+            max_unauthenticated_per_address: 256,
+            login_timeout_secs: 5,
+            max_queue_bytes: 8 << 20,
+            write_timeout_secs: 10,
             session_grace_secs: 90,
             heartbeat_timeout_secs: 30,
             max_call_participants: 9,
@@ -307,8 +325,23 @@ impl Config {
         if r.max_call_participants < 2 {
             return Err("relay.max_call_participants must be at least 2".into());
         }
-        if r.max_connections == 0 {
-            return Err("relay.max_connections must be at least 1".into());
+        if r.max_connections == 0
+            || r.max_unauthenticated == 0
+            || r.max_unauthenticated_per_address == 0
+        {
+            return Err("relay.max_connections, relay.max_unauthenticated and \
+                 relay.max_unauthenticated_per_address must be at least 1"
+                .into());
+        }
+        if r.login_timeout_secs == 0 || r.write_timeout_secs == 0 {
+            return Err(
+                "relay.login_timeout_secs and relay.write_timeout_secs must be at least 1".into(),
+            );
+        }
+        if r.max_queue_bytes < MAX_TRANSPORT_MESSAGE_BYTES {
+            return Err(format!(
+                "relay.max_queue_bytes must hold at least one frame ({MAX_TRANSPORT_MESSAGE_BYTES} bytes)"
+            ));
         }
         if r.session_grace_secs == 0 || r.heartbeat_timeout_secs == 0 {
             return Err(
@@ -403,6 +436,11 @@ mod tests {
             "listen",
             "db",
             "max_connections",
+            "max_unauthenticated",
+            "max_unauthenticated_per_address",
+            "login_timeout_secs",
+            "max_queue_bytes",
+            "write_timeout_secs",
             "session_grace_secs",
             "heartbeat_timeout_secs",
             "max_call_participants",

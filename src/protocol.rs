@@ -461,9 +461,14 @@ pub enum ServerMsg {
     },
     /// The end of a sync's catch-up: the device has now been sent every
     /// entry of its timeline up to `upto` that it will ever get (older ones
-    /// are past the compensation window), and live entries follow it.
+    /// are past the compensation window), and live entries follow it. With
+    /// `more`, it is the end of one page only: nothing live follows, and the
+    /// device asks for the next page with `sync {after: upto}` (a catch-up
+    /// comes at the pace the device reads it, never all at once).
     Synced {
         upto: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// Where this device stands in calls, sent after every login and resume
     /// (after anything held for it): the calls ringing on it, and the call it

@@ -69,6 +69,8 @@ pub enum CloseReason {
     /// The same client came back on another connection (resume).
     Superseded,
     HeartbeatTimeout,
+    /// Connected, and no login in time.
+    LoginTimeout,
 }
 
 /// What the core asks of the shell, in order.
@@ -135,7 +137,8 @@ pub enum StoreOp {
         user: UserId,
         seqs: Vec<u64>,
     },
-    /// Reads a user's entries after `after`, written at or after `since`.
+    /// Reads up to `limit` of a user's entries after `after`, written at
+    /// or after `since`.
     ReadTimeline {
         token: u64,
         app: AppId,
@@ -143,6 +146,7 @@ pub enum StoreOp {
         after: u64,
         since: Millis,
         undelivered_only: bool,
+        limit: usize,
     },
     /// Reads up to `count` messages between two users before `before`.
     ReadHistory {
@@ -195,6 +199,10 @@ pub struct Settings {
     pub apps: HashMap<AppId, AppConfig>,
     pub session_grace_ms: Millis,
     pub heartbeat_timeout_ms: Millis,
+    pub login_timeout_ms: Millis,
+    /// Encoded entries sent per page of a catch-up (a fraction of what a
+    /// connection may have queued, so that a page never overflows it).
+    pub sync_page_bytes: usize,
     pub max_call_participants: usize,
     pub admin_token: Option<String>,
 }
@@ -205,6 +213,8 @@ impl From<&RelayConfig> for Settings {
             apps: c.apps.iter().map(|a| (a.id, a.clone())).collect(),
             session_grace_ms: c.session_grace_secs * 1000,
             heartbeat_timeout_ms: c.heartbeat_timeout_secs * 1000,
+            login_timeout_ms: c.login_timeout_secs * 1000,
+            sync_page_bytes: (c.max_queue_bytes / 4).min(512 * 1024),
             max_call_participants: c.max_call_participants,
             admin_token: c.admin_token.clone(),
         }
@@ -240,6 +250,8 @@ impl Session {
 
 struct Conn {
     session: Option<SessionId>,
+    /// Logged in (or resumed, or used the admin API) at least once.
+    ever_logged_in: bool,
     last_seen: Millis,
     subscribed: bool,
 }
@@ -247,6 +259,7 @@ struct Conn {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Heartbeat(ConnId),
+    Login(ConnId),
     Grace(SessionId),
     TicketExpiry(SessionId),
     CallTimeout(u64),
@@ -348,6 +361,7 @@ impl RelayCore {
                     conn,
                     Conn {
                         session: None,
+                        ever_logged_in: false,
                         last_seen: now,
                         subscribed: false,
                     },
@@ -356,6 +370,7 @@ impl RelayCore {
                     now + self.settings.heartbeat_timeout_ms,
                     Timer::Heartbeat(conn),
                 );
+                self.schedule(now + self.settings.login_timeout_ms, Timer::Login(conn));
             }
             Input::Frame { conn, msg } => {
                 let Some(c) = self.conns.get_mut(&conn) else {
@@ -406,6 +421,33 @@ impl RelayCore {
                         self.out.push_back(Output::Close {
                             conn,
                             reason: CloseReason::HeartbeatTimeout,
+                        });
+                        self.drop_conn(now, conn);
+                    }
+                }
+                // Only a connection that never logged in: one that logged
+                // out since is on its way out already.
+                Timer::Login(conn) => {
+                    if self.conns.get(&conn).is_some_and(|c| !c.ever_logged_in) {
+                        let error = Error::new(
+                            ErrorCode::LoginTimeout,
+                            format!(
+                                "no login within {} s of connecting (relay.login_timeout_secs); \
+                                 send login right after connecting",
+                                self.settings.login_timeout_ms / 1000
+                            ),
+                        );
+                        self.send(
+                            conn,
+                            ServerMsg::Error {
+                                error: error.into(),
+                                request: None,
+                                client_msg_id: None,
+                            },
+                        );
+                        self.out.push_back(Output::Close {
+                            conn,
+                            reason: CloseReason::LoginTimeout,
                         });
                         self.drop_conn(now, conn);
                     }
@@ -531,6 +573,11 @@ impl RelayCore {
                 include_sender,
             } => self
                 .admin_authorized(&token)
+                .inspect(|()| {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.ever_logged_in = true;
+                    }
+                })
                 .and_then(|()| Ok((UserId::parse(&from)?, UserId::parse(&to)?)))
                 .and_then(|(from, to)| {
                     self.admin_send(now, conn, app, &from, &to, &text, include_sender)
@@ -680,6 +727,7 @@ impl RelayCore {
         };
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(sid);
+            c.ever_logged_in = true;
         }
         self.schedule(ticket_expires_at, Timer::TicketExpiry(sid));
         if self.known.entry(app).or_default().insert(user.clone()) {
@@ -749,6 +797,7 @@ impl RelayCore {
             .attach(Some(conn));
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(sid);
+            c.ever_logged_in = true;
         }
         self.send(conn, ServerMsg::Resumed { server_time: now });
         self.deliver_held(sid);

@@ -1,6 +1,7 @@
 //! `termphone relay`: the server every device connects to.
 
 pub mod core;
+pub mod gate;
 pub mod media;
 pub mod server;
 pub mod store;

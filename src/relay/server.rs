@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -25,14 +26,25 @@ use crate::config::RelayConfig;
 use crate::error::{Error, ErrorCode};
 use crate::protocol::{self, ClientMsg, MAX_TRANSPORT_MESSAGE_BYTES, ServerMsg};
 use crate::relay::core::{CloseReason, ConnId, Input, Output, RelayCore, Settings, StoreOp};
+use crate::relay::gate::{Gate, Unauthenticated};
 use crate::relay::media::{MediaQueue, MediaRouter};
 use crate::relay::store::Store;
 use crate::time::{deadline, unix_millis};
 use crate::usersig::DEV_SECRET;
 
-/// Frames queued for one connection before it counts as too slow and is dropped.
+/// Frames queued for one connection before it counts as too slow and is
+/// dropped (besides `relay.max_queue_bytes`, which bounds their size).
 const CONN_QUEUE: usize = 1024;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The kernel's send buffer per connection. Left to autotuning it grows to
+/// megabytes, which hides a peer that stopped reading from the write
+/// deadline (and costs that much kernel memory per stalled peer); this is
+/// still ample for chat and voice at any round-trip time a call survives.
+const SOCKET_SEND_BUFFER: libc::c_int = 256 * 1024;
+
+/// Refusals being written at once: each costs a handshake, so past this a
+/// connection over a cap is closed without a word.
+const MAX_REFUSING: usize = 256;
 
 /// WebSocket settings for every connection of this crate, client or relay.
 ///
@@ -66,15 +78,39 @@ pub enum RelayError {
 /// Queued for a connection task by the core task.
 enum Outbound {
     Text(String),
+    /// The connection logged in: it no longer counts as waiting at the gate.
+    Authenticated,
     Close(CloseReason),
 }
 
+/// The core task's end of a connection's queue.
+struct ConnQueue {
+    tx: mpsc::Sender<Outbound>,
+    backlog: Arc<Backlog>,
+}
+
+/// What a connection has not written yet, shared by both ends of its queue.
+#[derive(Default)]
+struct Backlog {
+    /// Bytes of text queued and not yet written (the connection task
+    /// subtracts what it writes).
+    bytes: AtomicUsize,
+    /// The core gave up on the connection: what is still queued would only
+    /// keep the socket alive.
+    abandoned: AtomicBool,
+}
+
 enum CoreEvent {
-    Connected {
-        conn: ConnId,
-        tx: mpsc::Sender<Outbound>,
-    },
+    Connected { conn: ConnId, queue: ConnQueue },
     Input(Input),
+}
+
+/// The limits the IO shell enforces itself.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    login_timeout: Duration,
+    write_timeout: Duration,
+    max_queue_bytes: usize,
 }
 
 /// A running relay.
@@ -115,6 +151,7 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
     {
         return Err(RelayError::DevSecretExposed(config.listen, app.id));
     }
+    raise_open_file_limit(config.max_connections);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| RelayError::Bind(config.listen, e))?;
@@ -140,13 +177,26 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
     let (shutdown, shutdown_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let media = Arc::new(MediaRouter::new(config.impairment));
-    let core_task = tokio::spawn(run_core(core, events_rx, store_tx, media.clone()));
+    let limits = Limits {
+        login_timeout: Duration::from_secs(config.login_timeout_secs),
+        write_timeout: Duration::from_secs(config.write_timeout_secs),
+        max_queue_bytes: config.max_queue_bytes,
+    };
+    let core_task = tokio::spawn(run_core(core, events_rx, store_tx, media.clone(), limits));
     let accept = tokio::spawn(accept_loop(
         listener,
+        Doors {
+            permits: permits.clone(),
+            gate: Gate::new(
+                config.max_unauthenticated,
+                config.max_unauthenticated_per_address,
+            ),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+        },
         events_tx,
-        permits.clone(),
         shutdown_rx,
         media.clone(),
+        limits,
     ));
     let media_log = tokio::spawn(log_media(media.clone()));
     let task = tokio::spawn(async move {
@@ -228,12 +278,70 @@ fn run_store(
     }
 }
 
+/// Sets the soft limit of open files to the hard one: the common default
+/// of 1,024 would stop the relay far below `max_connections`, with clients
+/// hanging in the handshake while accept fails.
+fn raise_open_file_limit(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        }
+    }
+    // A connection needs one descriptor; keep some for the database and logs.
+    let wanted = max_connections as u64 + 64;
+    if limit.rlim_cur < wanted {
+        tracing::warn!(
+            open_files = limit.rlim_cur,
+            max_connections,
+            "the open-file limit is below relay.max_connections: raise it (ulimit -n) or lower the cap"
+        );
+    }
+}
+
+fn limit_send_buffer(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on an open socket, with a pointer to a c_int and its size.
+    let failed = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&SOCKET_SEND_BUFFER as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } != 0;
+    if failed {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot set the send buffer");
+    }
+}
+
+/// What a new connection must get past.
+struct Doors {
+    /// `max_connections`.
+    permits: Arc<Semaphore>,
+    /// `max_unauthenticated` and `max_unauthenticated_per_address`.
+    gate: Arc<Gate>,
+    /// Refusals being answered.
+    refusing: Arc<Semaphore>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
+    doors: Doors,
     events: mpsc::Sender<CoreEvent>,
-    permits: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
     media: Arc<MediaRouter>,
+    limits: Limits,
 ) {
     let mut next_conn: ConnId = 1;
     let mut conns = tokio::task::JoinSet::new();
@@ -250,21 +358,37 @@ async fn accept_loop(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                limit_send_buffer(&stream);
                 let conn = next_conn;
                 next_conn += 1;
-                let permit = permits.clone().try_acquire_owned().ok();
+                let admitted = doors.gate.admit(peer.ip()).map_err(|r| r.message()).and_then(|waiting| {
+                    let permit = doors.permits.clone().try_acquire_owned().map_err(|_| {
+                        "the relay is at its connection cap (relay.max_connections); try again later"
+                    })?;
+                    Ok((permit, waiting))
+                });
+                let refusal = match &admitted {
+                    Ok(_) => None,
+                    Err(why) => match doors.refusing.clone().try_acquire_owned() {
+                        Ok(permit) => Some((permit, *why)),
+                        // Too many to answer: closing the socket is the answer.
+                        Err(_) => continue,
+                    },
+                };
                 let events = events.clone();
                 let shutdown = shutdown.clone();
                 let media = media.clone();
                 conns.spawn(async move {
-                    let Some(ws) = handshake(stream, peer).await else { return };
-                    match permit {
-                        Some(_permit) => {
+                    let Some(ws) = handshake(stream, peer, limits.login_timeout).await else { return };
+                    match (admitted, refusal) {
+                        (Ok((_permit, waiting)), _) => {
                             let queue = media.register(conn);
-                            serve_conn(conn, ws, events, shutdown, &media, &queue).await;
+                            let io = ConnIo { conn, events, media: &media, media_out: &queue, limits };
+                            serve_conn(io, ws, shutdown, Some(waiting)).await;
                             media.unregister(conn);
                         }
-                        None => refuse(ws).await,
+                        (Err(_), Some((_refusing, why))) => refuse(ws, why).await,
+                        (Err(_), None) => {}
                     }
                 });
             }
@@ -276,9 +400,13 @@ async fn accept_loop(
     while conns.join_next().await.is_some() {}
 }
 
-async fn handshake(stream: TcpStream, peer: SocketAddr) -> Option<WebSocketStream<TcpStream>> {
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<WebSocketStream<TcpStream>> {
     let accept = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()));
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+    match tokio::time::timeout(timeout, accept).await {
         Ok(Ok(ws)) => Some(ws),
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "websocket handshake failed");
@@ -291,11 +419,8 @@ async fn handshake(stream: TcpStream, peer: SocketAddr) -> Option<WebSocketStrea
     }
 }
 
-async fn refuse(mut ws: WebSocketStream<TcpStream>) {
-    let error = Error::new(
-        ErrorCode::TooManyConnections,
-        "the relay is at its connection cap (relay.max_connections); try again later",
-    );
+async fn refuse(mut ws: WebSocketStream<TcpStream>, why: &str) {
+    let error = Error::new(ErrorCode::TooManyConnections, why);
     let msg = ServerMsg::Error {
         error: error.into(),
         request: None,
@@ -314,27 +439,49 @@ fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
     }
 }
 
-async fn serve_conn(
+/// What a connection task talks to.
+struct ConnIo<'a> {
     conn: ConnId,
-    mut ws: WebSocketStream<TcpStream>,
     events: mpsc::Sender<CoreEvent>,
+    media: &'a MediaRouter,
+    media_out: &'a MediaQueue,
+    limits: Limits,
+}
+
+async fn serve_conn(
+    io: ConnIo<'_>,
+    mut ws: WebSocketStream<TcpStream>,
     mut shutdown: watch::Receiver<bool>,
-    media: &MediaRouter,
-    media_out: &MediaQueue,
+    mut waiting: Option<Unauthenticated>,
 ) {
+    let ConnIo {
+        conn,
+        events,
+        media,
+        media_out,
+        limits,
+    } = io;
     let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
+    let backlog = Arc::new(Backlog::default());
+    let queue = ConnQueue {
+        tx,
+        backlog: backlog.clone(),
+    };
     // A client that sends bad media hears about it once, not fifty times a second.
     let mut told_bad_media = false;
     if events
-        .send(CoreEvent::Connected { conn, tx })
+        .send(CoreEvent::Connected { conn, queue })
         .await
         .is_err()
     {
         return;
     }
     loop {
+        // A peer that does not read what it is sent is not read from either:
+        // its requests wait in its socket instead of growing its backlog.
+        let reading = backlog.bytes.load(Ordering::Relaxed) < limits.max_queue_bytes / 2;
         tokio::select! {
-            incoming = ws.next() => {
+            incoming = ws.next(), if reading => {
                 let input = match incoming {
                     Some(Ok(Message::Text(text))) => match protocol::decode::<ClientMsg>(&text) {
                         Ok(msg) => Input::Frame { conn, msg },
@@ -359,40 +506,87 @@ async fn serve_conn(
                 }
             }
             frame = media_out.next() => {
-                if ws.send(Message::Binary(frame)).await.is_err() {
+                if !write(&mut ws, Message::Binary(frame), conn, limits).await {
                     break;
                 }
             }
             outbound = rx.recv() => match outbound {
+                _ if backlog.abandoned.load(Ordering::Relaxed) => {
+                    let _ = ws.close(Some(close_frame(CloseCode::Policy, "too slow to read"))).await;
+                    break;
+                }
                 Some(Outbound::Text(text)) => {
-                    if ws.send(Message::text(text)).await.is_err() {
+                    let len = text.len();
+                    let sent = write(&mut ws, Message::text(text), conn, limits).await;
+                    backlog.bytes.fetch_sub(len, Ordering::Relaxed);
+                    if !sent {
                         break;
                     }
                 }
+                Some(Outbound::Authenticated) => waiting = None,
                 Some(Outbound::Close(reason)) => {
                     let frame = match reason {
                         CloseReason::Kicked => close_frame(CloseCode::Policy, "kicked out"),
                         CloseReason::Superseded => close_frame(CloseCode::Normal, "superseded by a new connection"),
                         CloseReason::HeartbeatTimeout => close_frame(CloseCode::Away, "heartbeat timeout"),
+                        CloseReason::LoginTimeout => close_frame(CloseCode::Policy, "no login in time"),
                     };
-                    let _ = ws.close(Some(frame)).await;
+                    let _ = tokio::time::timeout(limits.write_timeout, ws.close(Some(frame))).await;
                     break;
                 }
-                // The core dropped this connection (its queue overflowed).
-                None => {
-                    let _ = ws.close(Some(close_frame(CloseCode::Policy, "too slow to read"))).await;
-                    break;
-                }
+                None => break,
             },
             _ = shutdown.changed() => {
-                let _ = ws.close(Some(close_frame(CloseCode::Away, "relay shutting down"))).await;
+                let _ = tokio::time::timeout(
+                    limits.write_timeout,
+                    ws.close(Some(close_frame(CloseCode::Away, "relay shutting down"))),
+                ).await;
                 break;
             }
         }
     }
+    drop(waiting);
+    let held = backlog.bytes.load(Ordering::Relaxed);
+    drop((ws, rx));
+    if held > MAX_TRANSPORT_MESSAGE_BYTES {
+        return_freed_memory();
+    }
     let _ = events
         .send(CoreEvent::Input(Input::Disconnected { conn }))
         .await;
+}
+
+/// Writes one frame; false when the connection is done for. Every write has
+/// a deadline: a peer that stops reading must not hold its socket and its
+/// queue for as long as the kernel keeps trying.
+async fn write(
+    ws: &mut WebSocketStream<TcpStream>,
+    msg: Message,
+    conn: ConnId,
+    limits: Limits,
+) -> bool {
+    match tokio::time::timeout(limits.write_timeout, ws.send(msg)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::info!(
+                conn,
+                "a write waited past relay.write_timeout_secs; closing"
+            );
+            false
+        }
+    }
+}
+
+/// Hands memory freed by a large queue back to the system: glibc keeps it
+/// in the process otherwise, and a relay that once held a stalled device's
+/// backlog would look that large for good.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 async fn run_core(
@@ -400,15 +594,16 @@ async fn run_core(
     mut events: mpsc::Receiver<CoreEvent>,
     store: std::sync::mpsc::Sender<Vec<StoreOp>>,
     media: Arc<MediaRouter>,
+    limits: Limits,
 ) {
-    let mut conns: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
+    let mut conns: HashMap<ConnId, ConnQueue> = HashMap::new();
     let mut batch = Vec::new();
     loop {
         let timeout = core.poll_timeout();
         tokio::select! {
             event = events.recv() => match event {
-                Some(CoreEvent::Connected { conn, tx }) => {
-                    conns.insert(conn, tx);
+                Some(CoreEvent::Connected { conn, queue }) => {
+                    conns.insert(conn, queue);
                     core.handle(unix_millis(), Input::Connected { conn });
                 }
                 Some(CoreEvent::Input(input)) => {
@@ -426,16 +621,31 @@ async fn run_core(
         while let Some(output) = core.poll_output() {
             match output {
                 Output::Send { conn, msg } => {
-                    let Some(tx) = conns.get(&conn) else { continue };
-                    if tx.try_send(Outbound::Text(protocol::encode(&msg))).is_err() {
-                        tracing::warn!(conn, "connection queue full; dropping the connection");
-                        conns.remove(&conn);
+                    let Some(queue) = conns.get(&conn) else {
+                        continue;
+                    };
+                    let logged_in =
+                        matches!(msg, ServerMsg::LoginOk { .. } | ServerMsg::Resumed { .. });
+                    if !enqueue(
+                        queue,
+                        protocol::encode(&msg),
+                        logged_in,
+                        limits.max_queue_bytes,
+                    ) {
+                        tracing::warn!(
+                            conn,
+                            max_queue_bytes = limits.max_queue_bytes,
+                            "connection does not read its queue; dropping it"
+                        );
+                        if let Some(queue) = conns.remove(&conn) {
+                            queue.backlog.abandoned.store(true, Ordering::Relaxed);
+                        }
                         core.handle(unix_millis(), Input::Disconnected { conn });
                     }
                 }
                 Output::Close { conn, reason } => {
-                    if let Some(tx) = conns.remove(&conn) {
-                        let _ = tx.try_send(Outbound::Close(reason));
+                    if let Some(queue) = conns.remove(&conn) {
+                        let _ = queue.tx.try_send(Outbound::Close(reason));
                     }
                 }
                 Output::Store(op) => batch.push(op),
@@ -446,4 +656,20 @@ async fn run_core(
             tracing::error!("relay store thread is gone");
         }
     }
+}
+
+/// Queues `text` for a connection; false when the connection is too far
+/// behind (by bytes or by frames) and must be dropped.
+fn enqueue(queue: &ConnQueue, text: String, logged_in: bool, max_bytes: usize) -> bool {
+    let len = text.len();
+    if queue.backlog.bytes.load(Ordering::Relaxed) + len > max_bytes {
+        return false;
+    }
+    queue.backlog.bytes.fetch_add(len, Ordering::Relaxed);
+    if queue.tx.try_send(Outbound::Text(text)).is_err() {
+        return false;
+    }
+    // After the answer itself, so the gate's place is freed once the login
+    // is certain; a full queue here has already failed above.
+    !logged_in || queue.tx.try_send(Outbound::Authenticated).is_ok()
 }

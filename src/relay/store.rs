@@ -287,9 +287,10 @@ fn apply_op(tx: &mut rusqlite::Savepoint, op: &StoreOp) -> rusqlite::Result<Stor
             after,
             since,
             undelivered_only,
+            limit,
             ..
         } => {
-            let entries = read_timeline(tx, *app, user, *after, *since, *undelivered_only)?;
+            let entries = read_timeline(tx, *app, user, *after, *since, *undelivered_only, *limit)?;
             return Ok(StoreReply::Entries(entries));
         }
         StoreOp::ReadHistory {
@@ -371,6 +372,7 @@ fn read_timeline(
     after: u64,
     since: u64,
     undelivered_only: bool,
+    limit: usize,
 ) -> rusqlite::Result<Vec<Entry>> {
     let mut stmt = tx.prepare_cached(
         "SELECT t.seq, t.kind, t.peer, t.at,
@@ -380,7 +382,8 @@ fn read_timeline(
          WHERE t.app = ?1 AND t.user_id = ?2 AND t.seq > ?3
            AND (t.at >= ?4 OR t.kind = 'recall')
            AND (?5 = 0 OR t.delivered = 0)
-         ORDER BY t.seq",
+         ORDER BY t.seq
+         LIMIT ?6",
     )?;
     let rows = stmt.query_map(
         params![
@@ -388,7 +391,8 @@ fn read_timeline(
             user.as_str(),
             after as i64,
             since as i64,
-            undelivered_only
+            undelivered_only,
+            limit as i64
         ],
         |r| {
             let seq = r.get::<_, i64>(0)? as u64;
@@ -516,6 +520,7 @@ mod tests {
             after: 0,
             since: 0,
             undelivered_only: false,
+            limit: 100,
         };
         assert_eq!(
             store.apply(&[read]),
@@ -611,6 +616,7 @@ mod failure_tests {
             after: 0,
             since: 0,
             undelivered_only: false,
+            limit: 100,
         };
         let StoreReply::Entries(entries) = &store.apply(&[read])[0].1 else {
             panic!("a read");

@@ -150,6 +150,47 @@ impl RawPeer {
         RawPeer { ws }
     }
 
+    /// A peer whose socket buffers little, so that a peer that stops
+    /// reading is soon felt by the relay, as a stopped process would be.
+    pub async fn connect_small(addr: SocketAddr) -> RawPeer {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        RawPeer::over(socket, addr).await
+    }
+
+    /// A peer from another loopback address (127.0.0.2, ...), as another
+    /// machine would be.
+    pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> RawPeer {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source, 0)).unwrap();
+        RawPeer::over(socket, addr).await
+    }
+
+    async fn over(socket: tokio::net::TcpSocket, addr: SocketAddr) -> RawPeer {
+        let stream = socket.connect(addr).await.unwrap();
+        let url = format!("ws://{addr}");
+        let (ws, _) =
+            tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+                .await
+                .unwrap();
+        RawPeer { ws }
+    }
+
+    /// How the relay ended the connection: its close frame's reason, or
+    /// `None` when the socket just ended.
+    pub async fn closed(&mut self) -> Option<String> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("the relay closes the connection in time");
+            match msg {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
     pub async fn send_text(&mut self, text: String) {
         self.ws.send(Message::text(text)).await.unwrap();
     }

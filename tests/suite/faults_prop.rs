@@ -287,6 +287,7 @@ impl World {
             after: 0,
             since: 0,
             undelivered_only: false,
+            limit: 1_000_000,
         };
         match &self.mesh.store.apply(&[read])[..] {
             [(_, StoreReply::Entries(entries))] => entries.iter().map(|e| e.seq).collect(),

@@ -182,9 +182,27 @@ fn after_the_grace_period_the_session_is_gone_and_the_client_logs_in_again_silen
 
 #[test]
 fn a_silent_connection_is_dropped_after_the_heartbeat_timeout() {
+    use termphone::ids::UserId;
+    use termphone::protocol::ClientMsg;
     use termphone::relay::core::{CloseReason, Input, Output};
     let mut m = Mesh::dev();
+    let user_sig = m.ticket(DEV_APP_ID, &UserId::parse("alice").unwrap(), 3600);
     m.relay.handle(m.now, Input::Connected { conn: 99 });
+    let login = ClientMsg::Login {
+        app: DEV_APP_ID,
+        user: "alice".into(),
+        device: "d1".into(),
+        platform: "terminal".into(),
+        user_sig,
+    };
+    m.relay.handle(
+        m.now,
+        Input::Frame {
+            conn: 99,
+            msg: login,
+        },
+    );
+    while m.relay.poll_output().is_some() {}
     m.advance(29_999);
     assert!(m.relay.poll_output().is_none());
     m.relay.handle_timeout(m.now + 1);
@@ -193,6 +211,32 @@ fn a_silent_connection_is_dropped_after_the_heartbeat_timeout() {
         Some(Output::Close {
             conn: 99,
             reason: CloseReason::HeartbeatTimeout
+        })
+    );
+}
+
+#[test]
+fn a_connection_that_never_logs_in_is_closed_at_the_login_deadline() {
+    use termphone::error::ErrorCode;
+    use termphone::protocol::ServerMsg;
+    use termphone::relay::core::{CloseReason, Input, Output};
+    let mut m = Mesh::dev();
+    m.relay.handle(m.now, Input::Connected { conn: 99 });
+    m.advance(4_999);
+    assert!(m.relay.poll_output().is_none());
+    m.relay.handle_timeout(m.now + 1);
+    match m.relay.poll_output() {
+        Some(Output::Send {
+            conn: 99,
+            msg: ServerMsg::Error { error, .. },
+        }) => assert_eq!(error.code, ErrorCode::LoginTimeout.code()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        m.relay.poll_output(),
+        Some(Output::Close {
+            conn: 99,
+            reason: CloseReason::LoginTimeout
         })
     );
 }

@@ -73,6 +73,12 @@ pub(super) struct ChatState {
     next_client_id: u64,
 }
 
+/// Messages on their way at once, per device. Like TCP's window: a long
+/// queue written offline, or a script that writes thousands of messages in
+/// one go, never floods the relay or outgrows its queue for this device
+/// (`relay.max_queue_bytes`); the rest follow as acknowledgements come back.
+const SEND_WINDOW: usize = 64;
+
 /// Messages waiting for their acknowledgement, by client id and in the
 /// order they were written.
 #[derive(Default)]
@@ -80,6 +86,8 @@ struct Unacked {
     by_id: HashMap<String, (u64, (UserId, String))>,
     order: BTreeMap<u64, String>,
     next: u64,
+    /// Every message up to this one in `order` went out on the current link.
+    sent_upto: u64,
 }
 
 impl Unacked {
@@ -99,8 +107,31 @@ impl Unacked {
         Some(message)
     }
 
-    fn in_order(&self) -> impl Iterator<Item = (&String, &(UserId, String))> {
-        self.order.values().map(|id| (id, &self.by_id[id].1))
+    /// A new link: nothing is on its way on it yet.
+    fn restart(&mut self) {
+        self.sent_upto = 0;
+    }
+
+    /// The messages that may go out now, in order, and marks them sent.
+    fn next_to_send(&mut self) -> Vec<ClientMsg> {
+        let on_the_way = self.order.range(..=self.sent_upto).count();
+        let next: Vec<(u64, String)> = (self.order.range(self.sent_upto + 1..))
+            .take(SEND_WINDOW.saturating_sub(on_the_way))
+            .map(|(&n, id)| (n, id.clone()))
+            .collect();
+        if let Some(&(last, _)) = next.last() {
+            self.sent_upto = last;
+        }
+        next.into_iter()
+            .map(|(_, id)| {
+                let (to, text) = &self.by_id[&id].1;
+                ClientMsg::SendMessage {
+                    to: to.to_string(),
+                    text: text.clone(),
+                    client_msg_id: id,
+                }
+            })
+            .collect()
     }
 }
 
@@ -160,16 +191,8 @@ impl ClientEngine {
                         ),
                     ));
                 }
-                self.chat
-                    .unacked
-                    .push(client_msg_id.clone(), (to.clone(), text.clone()));
-                if self.link == super::Link::Ready {
-                    self.send(ClientMsg::SendMessage {
-                        to: to.to_string(),
-                        text,
-                        client_msg_id,
-                    });
-                }
+                self.chat.unacked.push(client_msg_id, (to, text));
+                self.send_unacked();
             }
             ChatCommand::Recall { msg_id } => self.send(ClientMsg::RecallMessage { msg_id }),
             ChatCommand::MarkRead { peer } => self.send(ClientMsg::MarkRead {
@@ -192,17 +215,16 @@ impl ClientEngine {
     /// A new connection is logged in: catch up, then resend what was not acknowledged.
     pub(super) fn chat_online(&mut self) {
         self.request_sync();
-        let unacked: Vec<_> = self
-            .chat
-            .unacked
-            .in_order()
-            .map(|(id, (to, text))| ClientMsg::SendMessage {
-                to: to.to_string(),
-                text: text.clone(),
-                client_msg_id: id.clone(),
-            })
-            .collect();
-        for msg in unacked {
+        self.chat.unacked.restart();
+        self.send_unacked();
+    }
+
+    /// Sends what the window allows, once the link is logged in.
+    fn send_unacked(&mut self) {
+        if self.link != super::Link::Ready {
+            return;
+        }
+        for msg in self.chat.unacked.next_to_send() {
             self.send(msg);
         }
     }
@@ -231,6 +253,7 @@ impl ClientEngine {
     /// acknowledged under the same id is another message, and stays.)
     pub(super) fn chat_refused(&mut self, client_msg_id: &str) {
         self.chat.unacked.remove(client_msg_id);
+        self.send_unacked();
     }
 
     fn request_sync(&mut self) {
@@ -243,7 +266,13 @@ impl ClientEngine {
         }
     }
 
-    pub(super) fn chat_frame(&mut self, _now: Millis, msg: ServerMsg) {
+    pub(super) fn chat_frame(&mut self, now: Millis, msg: ServerMsg) {
+        self.apply_chat_frame(now, msg);
+        // Acknowledgements (or own entries) open the window for the next ones.
+        self.send_unacked();
+    }
+
+    fn apply_chat_frame(&mut self, _now: Millis, msg: ServerMsg) {
         match msg {
             ServerMsg::MessageSent {
                 msg_id,
@@ -293,12 +322,17 @@ impl ClientEngine {
                     }
                 }
             }
-            ServerMsg::Synced { upto } => {
+            ServerMsg::Synced { upto, more } => {
                 self.chat.syncing = false;
                 // The relay's word: below the mark only when its database
                 // is not the one this device synced with before.
                 self.chat.high_water = upto;
-                self.event(Event::Synced { seq: upto });
+                if more {
+                    // One page of a long catch-up: SYNCED still means caught up.
+                    self.request_sync();
+                } else {
+                    self.event(Event::Synced { seq: upto });
+                }
             }
             ServerMsg::Typing { from } => self.event(Event::Typing {
                 user_id: from.to_string(),

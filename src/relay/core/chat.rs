@@ -251,6 +251,50 @@ impl Chat {
 /// days).
 pub const RESEND_WINDOW_MS: Millis = 24 * 3600 * 1000;
 
+/// Entries one catch-up read takes from the store (a page is then cut to
+/// `Settings::sync_page_bytes`).
+const SYNC_READ_ENTRIES: usize = 512;
+
+/// Encoded entries per `entries` frame: well inside the frame limit every
+/// client enforces (`MAX_TRANSPORT_MESSAGE_BYTES`).
+const FRAME_ENTRY_BYTES: usize = 48 * 1024;
+
+/// What one entry costs on the wire, near enough to cut pages and frames.
+fn wire_size(entry: &Entry) -> usize {
+    serde_json::to_string(entry).map_or(0, |s| s.len()) + 1
+}
+
+/// How many of `entries` fit in a page of `budget` bytes (at least one, so
+/// that a catch-up always moves).
+fn page_of(entries: &[Entry], budget: usize) -> usize {
+    let mut used = 0;
+    for (k, entry) in entries.iter().enumerate() {
+        used += wire_size(entry);
+        if used > budget && k > 0 {
+            return k;
+        }
+    }
+    entries.len()
+}
+
+/// `entries` cut into frames of about `FRAME_ENTRY_BYTES` each.
+fn frames_of(entries: &[Entry]) -> Vec<&[Entry]> {
+    let mut frames = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (k, entry) in entries.iter().enumerate() {
+        let size = wire_size(entry);
+        if used + size > FRAME_ENTRY_BYTES && k > start {
+            frames.push(&entries[start..k]);
+            (start, used) = (k, 0);
+        }
+        used += size;
+    }
+    if start < entries.len() {
+        frames.push(&entries[start..]);
+    }
+    frames
+}
+
 fn store_failed(what: &str, why: &str) -> WireError {
     Error::new(
         ErrorCode::RelayStoreFailed,
@@ -521,6 +565,7 @@ impl RelayCore {
             after,
             since: now.saturating_sub(window),
             undelivered_only: !sync,
+            limit: SYNC_READ_ENTRIES,
         }));
         self.chat.pending.insert(token, AfterCommit::Sync { sid });
         Ok(())
@@ -690,25 +735,37 @@ impl RelayCore {
         }
     }
 
-    fn finish_sync(&mut self, sid: SessionId, token: u64, entries: Vec<Entry>) {
+    /// Sends what the store read, one page of it: the rest, if any, when the
+    /// device asks for it.
+    fn finish_sync(&mut self, sid: SessionId, token: u64, mut entries: Vec<Entry>) {
         let Some((after, held)) = self.take_sync(sid, token) else {
             return;
         };
         let (app, user) = self.identity(sid);
         let sync = self.app_config(app).multi_device_sync;
+        let read_all = entries.len() < SYNC_READ_ENTRIES;
+        let page = page_of(&entries, self.settings.sync_page_bytes);
+        let more = !read_all || page < entries.len();
+        entries.truncate(page);
         let mut upto = after;
-        for chunk in entries.chunks(500) {
+        for frame in frames_of(&entries) {
             self.send_if_attached(
                 sid,
                 ServerMsg::Entries {
-                    entries: chunk.to_vec(),
+                    entries: frame.to_vec(),
                     offline: true,
                     after: upto,
                 },
             );
-            upto = chunk.last().map_or(upto, |e| e.seq);
+            upto = frame.last().map_or(upto, |e| e.seq);
         }
-        let live: Vec<Entry> = held.into_iter().filter(|e| e.seq > upto).collect();
+        // Not the last page: what went live meanwhile is in the store, and
+        // the next page reads it.
+        let live: Vec<Entry> = if more {
+            Vec::new()
+        } else {
+            held.into_iter().filter(|e| e.seq > upto).collect()
+        };
         let sent_after = upto;
         upto = live.last().map_or(upto, |e| e.seq);
         if !sync {
@@ -732,8 +789,12 @@ impl RelayCore {
                 },
             );
         }
-        self.send_if_attached(sid, ServerMsg::Synced { upto });
-        self.sessions.get_mut(&sid).expect("exists").stream = Stream::Live { upto };
+        self.send_if_attached(sid, ServerMsg::Synced { upto, more });
+        self.sessions.get_mut(&sid).expect("exists").stream = if more {
+            Stream::Unsynced
+        } else {
+            Stream::Live { upto }
+        };
     }
 
     /// The store could not read: the device hears why and syncs again later.

@@ -1,0 +1,233 @@
+//! The relay's limits over real sockets: what a stalled reader, a flood of
+//! idle sockets or a slow login costs, and what everyone else still gets.
+
+use std::time::Duration;
+
+use termphone::client::engine::{ChatCommand, Command};
+use termphone::client::event::Event;
+use termphone::config::RelayConfig;
+use termphone::error::ErrorCode;
+use termphone::ids::{DEV_APP_ID, UserId};
+use termphone::protocol::{ClientMsg, ServerMsg};
+
+use crate::common::net::{Device, RawPeer, WAIT, relay_at, test_config, ticket};
+
+fn login(user: &str, device: &str) -> ClientMsg {
+    ClientMsg::Login {
+        app: DEV_APP_ID,
+        user: user.into(),
+        device: device.into(),
+        platform: "terminal".into(),
+        user_sig: ticket(DEV_APP_ID, user, 3600),
+    }
+}
+
+/// Waits until `what` holds, checking every 50 ms; panics after WAIT.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_device_that_stops_reading_is_dropped_and_later_gets_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        max_queue_bytes: 256 * 1024,
+        write_timeout_secs: 1,
+        ..test_config()
+    };
+    let relay = relay_at(&config, &dir.path().join("r.db")).await;
+    // bob logs in, then stops reading, as a process stopped with SIGSTOP.
+    let mut stalled = RawPeer::connect_small(relay.local_addr()).await;
+    stalled.send(&login("bob", "b1")).await;
+    assert!(matches!(stalled.recv().await, ServerMsg::LoginOk { .. }));
+    stalled.send(&ClientMsg::Sync { after: 0 }).await;
+    while !matches!(stalled.recv().await, ServerMsg::Synced { .. }) {}
+    let mut alice = Device::online(&relay.url(), "alice", "a1").await;
+
+    // 2 MB of chat for bob: far more than his socket and his queue hold.
+    const COUNT: usize = 2000;
+    let text = "x".repeat(1000);
+    for k in 0..COUNT {
+        alice.send(Command::Chat(ChatCommand::Send {
+            to: UserId::parse("bob").unwrap(),
+            text: format!("{k:04}{text}"),
+            client_msg_id: None,
+        }));
+    }
+    for _ in 0..COUNT {
+        alice.expect("MESSAGE_SENT").await;
+    }
+    // The relay lets go of him (alice's connection is all that is left).
+    eventually("the stalled device is disconnected", || {
+        relay.active_connections() == 1
+    })
+    .await;
+
+    // Back (a new process of the same device): every acknowledged message,
+    // once, in order.
+    let mut bob = Device::online(&relay.url(), "bob", "b1").await;
+    let mut received: Vec<String> = bob
+        .seen
+        .drain(..)
+        .filter_map(|e| match e {
+            Event::MessageReceived { text, .. } => Some(text),
+            _ => None,
+        })
+        .collect();
+    while received.len() < COUNT {
+        if let Event::MessageReceived { text, .. } = bob.expect("MESSAGE_RECEIVED").await {
+            received.push(text);
+        }
+    }
+    let numbers: Vec<usize> = received.iter().map(|t| t[..4].parse().unwrap()).collect();
+    assert_eq!(numbers, (0..COUNT).collect::<Vec<_>>());
+    bob.expect_silence(Duration::from_millis(300)).await;
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_never_logs_in_is_closed_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        login_timeout_secs: 1,
+        ..test_config()
+    };
+    let relay = relay_at(&config, &dir.path().join("r.db")).await;
+    let mut idle = RawPeer::connect(&relay.url()).await;
+    let started = tokio::time::Instant::now();
+    match idle.recv().await {
+        ServerMsg::Error { error, .. } => assert_eq!(error.code, ErrorCode::LoginTimeout.code()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(idle.closed().await.as_deref(), Some("no login in time"));
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+
+    // One that logs in stays, well past the deadline.
+    let mut device = RawPeer::connect(&relay.url()).await;
+    device.send(&login("alice", "a1")).await;
+    assert!(matches!(device.recv().await, ServerMsg::LoginOk { .. }));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    device.send(&ClientMsg::Heartbeat).await;
+    loop {
+        if let ServerMsg::HeartbeatAck = device.recv().await {
+            break;
+        }
+    }
+    relay.shutdown().await;
+}
+
+/// The error a refused connection is told, and how it is closed.
+async fn refusal(mut peer: RawPeer) -> String {
+    let message = match peer.recv().await {
+        ServerMsg::Error { error, .. } => {
+            assert_eq!(error.code, ErrorCode::TooManyConnections.code());
+            error.message
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(peer.closed().await.as_deref(), Some("too many connections"));
+    message
+}
+
+#[tokio::test]
+async fn a_flood_of_idle_sockets_is_refused_and_real_devices_still_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        max_unauthenticated: 100,
+        max_unauthenticated_per_address: 60,
+        login_timeout_secs: 2,
+        ..test_config()
+    };
+    let relay = relay_at(&config, &dir.path().join("r.db")).await;
+    let addr = relay.local_addr();
+    let mut alice = Device::online(&relay.url(), "alice", "a1").await;
+
+    // 60 sockets from one address that never log in; the 61st is refused.
+    let mut idle = Vec::new();
+    for _ in 0..60 {
+        idle.push(RawPeer::connect(&relay.url()).await);
+    }
+    let why = refusal(RawPeer::connect(&relay.url()).await).await;
+    assert!(why.contains("max_unauthenticated_per_address"), "{why}");
+
+    // Another address still gets in (alice, logged in, never counted).
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut bob = RawPeer::connect_from(addr, other).await;
+    bob.send(&login("bob", "b1")).await;
+    assert!(matches!(bob.recv().await, ServerMsg::LoginOk { .. }));
+
+    // 40 more idle ones from a third address reach the total cap.
+    let third: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    for _ in 0..40 {
+        idle.push(RawPeer::connect_from(addr, third).await);
+    }
+    let why = refusal(RawPeer::connect_from(addr, "127.0.0.4".parse().unwrap()).await).await;
+    assert!(why.contains("max_unauthenticated"), "{why}");
+
+    // Meanwhile the logged-in devices talk as before.
+    alice.send(Command::Chat(ChatCommand::Send {
+        to: UserId::parse("bob").unwrap(),
+        text: "still here".into(),
+        client_msg_id: None,
+    }));
+    alice.expect("MESSAGE_SENT").await;
+
+    // The idle ones are closed at their login deadline, and a device from
+    // the flooded address gets in.
+    for mut peer in idle {
+        assert_eq!(peer.closed().await.as_deref(), Some("no login in time"));
+    }
+    let mut carol = Device::online(&relay.url(), "carol", "c1").await;
+    assert_eq!(carol.users().await.len(), 3);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_long_catch_up_comes_in_pages_within_the_frame_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let bob = Device::online(&relay.url(), "bob", "b1").await;
+    bob.send(Command::Logout);
+    drop(bob);
+    let mut alice = Device::online(&relay.url(), "alice", "a1").await;
+    // 6 MB while bob is away: dozens of frames' worth.
+    const COUNT: usize = 200;
+    let text = "y".repeat(30_000);
+    for k in 0..COUNT {
+        alice.send(Command::Chat(ChatCommand::Send {
+            to: UserId::parse("bob").unwrap(),
+            text: format!("{k:04}{text}"),
+            client_msg_id: None,
+        }));
+    }
+    for _ in 0..COUNT {
+        alice.expect("MESSAGE_SENT").await;
+    }
+
+    let bob = Device::online(&relay.url(), "bob", "b1").await;
+    let received: Vec<usize> = bob
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessageReceived { text, .. } => Some(text[..4].parse().unwrap()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(received, (0..COUNT).collect::<Vec<_>>());
+    let synced = bob.seen.iter().filter(|e| e.name() == "SYNCED").count();
+    assert_eq!(synced, 0, "one SYNCED, the one Device::online waited for");
+    assert!(
+        !bob.seen.iter().any(|e| e.name() == "ERROR"),
+        "{:?}",
+        bob.seen
+            .iter()
+            .filter(|e| e.name() == "ERROR")
+            .collect::<Vec<_>>()
+    );
+    relay.shutdown().await;
+}
