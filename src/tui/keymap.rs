@@ -14,6 +14,9 @@ pub enum Context {
     Incoming,
     /// Writing a message.
     Compose,
+    /// Kicked out, a ticket that expired, a refused login: nothing but a
+    /// new login works.
+    SignedOut,
     /// In (or dialing) a call.
     Call,
     Contacts,
@@ -30,6 +33,7 @@ impl Context {
         match self {
             Context::Incoming => "while a call rings",
             Context::Compose => "while writing a message",
+            Context::SignedOut => "when signed out",
             Context::Call => "in a call",
             Context::Contacts => "in contacts",
             Context::Conversation => "in the conversation",
@@ -43,13 +47,15 @@ impl Context {
 /// Whether keys of the two contexts can be pressed in the same moment (and
 /// so must not share a key for different actions). The incoming-call pane,
 /// a call's keys and the global keys sit over every pane; writing takes
-/// every key for itself; two panes never have focus at once.
+/// every key for itself; a signed-out device has only its own and the
+/// global keys; two panes never have focus at once.
 fn overlap(a: Context, b: Context) -> bool {
     use Context as C;
     let over_panes = |c| matches!(c, C::Incoming | C::Call | C::Global);
     match (a, b) {
         _ if a == b => true,
         (C::Compose, _) | (_, C::Compose) => false,
+        (C::SignedOut, other) | (other, C::SignedOut) => other == C::Global,
         _ => over_panes(a) || over_panes(b),
     }
 }
@@ -86,6 +92,8 @@ actions! {
     Decline = "decline", "decline";
     Ignore = "ignore", "ignore";
     Hangup = "hangup", "hang up";
+    Login = "login", "log in again";
+    Details = "details", "show event";
     Invite = "invite", "invite selected";
     Mute = "mute", "mute/unmute";
     Call = "call", "call";
@@ -213,10 +221,13 @@ impl Default for Keymap {
             (C::History, p(KeyCode::Up), A::Up),
             (C::History, k('k'), A::Up),
             (C::History, k('c'), A::Call),
+            (C::Log, p(KeyCode::Enter), A::Details),
             (C::Log, p(KeyCode::Up), A::Up),
             (C::Log, p(KeyCode::Down), A::Down),
+            (C::SignedOut, k('l'), A::Login),
         ];
         for context in [
+            C::SignedOut,
             C::Call,
             C::Contacts,
             C::Conversation,
@@ -234,6 +245,7 @@ impl Default for Keymap {
         for context in [
             C::Incoming,
             C::Compose,
+            C::SignedOut,
             C::Call,
             C::Contacts,
             C::Conversation,

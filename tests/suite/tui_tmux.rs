@@ -163,6 +163,53 @@ async fn a_bad_key_in_the_config_is_told_on_the_terminal_before_the_tui_starts()
 }
 
 #[tokio::test]
+async fn a_kicked_out_tui_says_why_and_logs_in_again_with_l() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let tmux = Tmux::new("kicked");
+    let tui = format!(
+        "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} --user alice --device d1",
+        dir.path().join("data").display(),
+        dir.path().join("config").display(),
+        env!("CARGO_BIN_EXE_termphone"),
+    );
+    tmux.start("tui", &tui);
+    tmux.wait_for("tui", "LOGINED").await;
+
+    // The same device logs in elsewhere: the TUI is kicked out.
+    let mut other = Headless::spawn(
+        dir.path(),
+        &["--relay", &url, "--user", "alice", "--device", "d1"],
+    );
+    other.expect("SDK_READY").await;
+    tmux.wait_for("tui", "Press l to log in again").await;
+    let screen = tmux.joined("tui");
+    assert!(screen.contains("LOGOUT  kicked out"), "{screen}");
+    assert!(
+        screen.contains("Kicked out: device d1 of alice logged in on another connection."),
+        "{screen}"
+    );
+    let footer = screen.lines().last().unwrap_or_default().to_owned();
+    assert!(footer.contains("l  log in again"), "{footer}");
+    assert!(
+        !footer.contains(" c  call") && !footer.contains(" w  write"),
+        "{footer}"
+    );
+
+    // c calls no one and says nothing of headless commands.
+    tmux.keys("tui", &["c"]);
+    tmux.keys("tui", &["l"]);
+    tmux.wait_for("tui", "LOGINED").await;
+    other.expect("KICKED_OUT").await;
+    let screen = tmux.screen("tui");
+    assert!(!screen.contains("send `login`"), "{screen}");
+    assert!(!screen.contains("Kicked out"), "{screen}");
+    tmux.keys("tui", &["q"]);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
 async fn two_alice_terminals_ring_one_answers_and_chat_reaches_everyone() {
     let dir = tempfile::tempdir().unwrap();
     let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
