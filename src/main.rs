@@ -89,7 +89,8 @@ fn run_tui(args: &DeviceArgs, config: &Config, cli_config: Option<&Path>, dirs: 
         Ok(setup) => setup,
         Err(code) => return code,
     };
-    let settings = args.settings(config, dirs, &AudioSpec::Default);
+    let mut settings = args.settings(config, dirs, &AudioSpec::Default);
+    settings.multi_device |= config.tui.multi_device;
     let options = tui::TuiOptions {
         user,
         device: args.device_id(config),

@@ -631,7 +631,7 @@ impl Model {
                     .map(|i| self.incoming.remove(i));
                 let ours = self.call.as_ref().is_some_and(|c| c.call_id == call_id);
                 let text = match (from, ours) {
-                    (Some(c), _) => incoming_stopped(&reason, &c.sponsor),
+                    (Some(c), _) => Some(incoming_stopped(&reason, &c.sponsor)),
                     (None, true) => {
                         let who = self
                             .call
@@ -833,8 +833,8 @@ fn step(i: usize, n: usize, down: bool) -> usize {
 }
 
 /// What the incoming-call pane says when it closes, by reason.
-fn incoming_stopped(reason: &str, sponsor: &str) -> Option<String> {
-    Some(match reason {
+fn incoming_stopped(reason: &str, sponsor: &str) -> String {
+    match reason {
         "answered_elsewhere" => format!("call from {sponsor} answered on another device"),
         "declined_elsewhere" => format!("call from {sponsor} declined on another device"),
         "declined" => format!("declined the call from {sponsor}"),
@@ -842,9 +842,9 @@ fn incoming_stopped(reason: &str, sponsor: &str) -> Option<String> {
         "timeout" => format!("missed call from {sponsor}"),
         "call_ended" => format!("the call from {sponsor} ended"),
         "signed_out" => format!("signed out while {sponsor} was calling"),
-        "ignored" => return None,
+        "ignored" => format!("ignored the call from {sponsor}; your other devices may still ring"),
         other => format!("call from {sponsor}: {other}"),
-    })
+    }
 }
 
 /// What the status says when an outgoing call stops before it connects.

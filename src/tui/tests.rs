@@ -623,3 +623,25 @@ fn snapshot_relay_never_reached() {
     assert!(screen.contains("Cannot reach the relay"), "{screen}");
     snap!("relay_never_reached", m, T0 + 1_000);
 }
+
+#[test]
+fn ignoring_a_call_says_the_other_devices_may_still_ring() {
+    let mut m = with_contacts(model());
+    ringing(&mut m, false);
+    m.on_engine(
+        Event::OnCallCanceled {
+            call_id: "c1".into(),
+            room_id: 4_242,
+            user_id: "alice".into(),
+            reason: "ignored".into(),
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+        },
+        T0 + 2_000,
+    );
+    assert!(m.incoming.is_empty());
+    assert_eq!(
+        m.notice_now(T0 + 2_500),
+        Some("ignored the call from bob; your other devices may still ring")
+    );
+}

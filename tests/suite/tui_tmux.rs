@@ -215,8 +215,9 @@ async fn two_alice_terminals_ring_one_answers_and_chat_reaches_everyone() {
     let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
     let url = relay.url();
     let tmux = Tmux::new("multi");
+    // As the README has it: no --multi-device, and both terminals ring.
     let tui = format!(
-        "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} --user alice --multi-device",
+        "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} --user alice",
         dir.path().join("data").display(),
         dir.path().join("config").display(),
         env!("CARGO_BIN_EXE_termphone"),
