@@ -574,6 +574,12 @@ impl Model {
             Event::Error { code, message, .. } if code == ErrorCode::AudioDeviceFailed.code() => {
                 self.notice = Some((message, now));
             }
+            // A relay that never answered gets no CONNECTION_CHANGED; the
+            // engine retries all the same, and the screen must say so.
+            Event::Error { code, message, .. } if code == ErrorCode::RelayUnreachable.code() => {
+                self.link.get_or_insert(LinkState::Reconnecting);
+                self.alert = Some(message);
+            }
             Event::Error { message, .. } => self.alert = Some(message),
             Event::OnCallReceived {
                 call_id,

@@ -613,8 +613,14 @@ fn snapshot_relay_never_reached() {
     );
     m.on_engine(Event::status(LoginStatus::Logining), T0 + 10);
     m.on_engine(
-        Event::ConnectionChanged {
-            state: LinkState::Reconnecting,
+        Event::Error {
+            code: crate::error::ErrorCode::RelayUnreachable.code(),
+            message: "cannot reach the relay: Connection refused (os error 111); \
+                      retrying with backoff"
+                .into(),
+            cmd: None,
+            relay_code: None,
+            client_msg_id: None,
         },
         T0 + 20,
     );
