@@ -73,6 +73,10 @@ pub struct TuiConfig {
     /// Play the ringtone on the output device while a call rings (when
     /// `media.output` is a sound card).
     pub ringtone: bool,
+    /// Every TUI of a user rings (multi-device ability on): a person who
+    /// opens two terminals as two devices expects both to ring. Headless
+    /// mode keeps the contract's default, off.
+    pub multi_device: bool,
     /// Key overrides: action name = key (see docs/configuration.md).
     pub keys: BTreeMap<String, String>,
 }
@@ -82,6 +86,7 @@ impl Default for TuiConfig {
         TuiConfig {
             bell: true,
             ringtone: true,
+            multi_device: true,
             keys: BTreeMap::new(),
         }
     }

@@ -1,3 +1,4 @@
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
@@ -23,13 +24,13 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     match cli.command {
-        None => run_tui(&cli.device, &config, &dirs),
+        None => run_tui(&cli.device, &config, cli.config.as_deref(), &dirs),
         Some(Cmd::Headless(args)) => run_headless(&args, &config, &dirs),
         Some(Cmd::Relay(args)) => run_relay(&args, config, &dirs),
         Some(Cmd::Usersig(args)) => print_usersig(&args, &config),
         Some(Cmd::Admin(AdminCmd::Send(args))) => admin_send(&args, &config),
         Some(Cmd::Flow(args)) => run_flow(&args),
-        Some(Cmd::Demo) => run_demo(&config, &dirs),
+        Some(Cmd::Demo) => run_demo(&config, cli.config.as_deref(), &dirs),
         Some(Cmd::Devices) => list_devices(),
         Some(Cmd::Completions { shell }) => {
             clap_complete::generate(
@@ -130,17 +131,18 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("start the tokio runtime")
 }
 
-fn run_tui(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
+fn run_tui(args: &DeviceArgs, config: &Config, cli_config: Option<&Path>, dirs: &Dirs) -> ExitCode {
     let Some(user) = args.user(config) else {
         return fail(
             &"who are you? Start with --user NAME (e.g. termphone --user alice), or set client.user in the config",
         );
     };
-    let (_guard, keymap) = match tui_setup(config, dirs) {
+    let (_guard, keymap) = match tui_setup(config, cli_config, dirs) {
         Ok(setup) => setup,
         Err(code) => return code,
     };
-    let settings = args.settings(config, dirs, &AudioSpec::Default);
+    let mut settings = args.settings(config, dirs, &AudioSpec::Default);
+    settings.multi_device |= config.tui.multi_device;
     let options = tui::TuiOptions {
         user,
         device: args.device_id(config),
@@ -201,17 +203,28 @@ fn run_relay(args: &RelayArgs, mut config: Config, dirs: &Dirs) -> ExitCode {
     }
 }
 
-/// What every TUI needs first: its log file (never the terminal) and its keys.
-fn tui_setup(config: &Config, dirs: &Dirs) -> Result<(WorkerGuard, tui::Keymap), ExitCode> {
+/// What every TUI needs first: its keys, then its log file (never the
+/// terminal). The keys come first because the log file takes over stderr:
+/// a refused key must reach the user, not only the log.
+fn tui_setup(
+    config: &Config,
+    cli_config: Option<&Path>,
+    dirs: &Dirs,
+) -> Result<(WorkerGuard, tui::Keymap), ExitCode> {
+    let keymap = tui::Keymap::with_overrides(&config.tui.keys).map_err(|e| {
+        let file = cli_config.unwrap_or(&dirs.config_file);
+        fail(&format!(
+            "{}: [tui.keys] {e}\n(termphone did not start; fix the key in that file)",
+            file.display()
+        ))
+    })?;
     let guard = logging::to_file(&dirs.data_dir.join("logs"))
         .map_err(|e| fail(&format!("cannot open the log directory: {e}")))?;
-    let keymap = tui::Keymap::with_overrides(&config.tui.keys)
-        .map_err(|e| fail(&format!("config [tui.keys]: {e}")))?;
     Ok((guard, keymap))
 }
 
-fn run_demo(config: &Config, dirs: &Dirs) -> ExitCode {
-    let (_guard, keymap) = match tui_setup(config, dirs) {
+fn run_demo(config: &Config, cli_config: Option<&Path>, dirs: &Dirs) -> ExitCode {
+    let (_guard, keymap) = match tui_setup(config, cli_config, dirs) {
         Ok(setup) => setup,
         Err(code) => return code,
     };

@@ -331,6 +331,7 @@ enum StoreRequest {
     Recent(usize, Reply<Vec<CallRecord>>),
     Conversations(Reply<Vec<Conversation>>),
     Messages(String, usize, Option<u64>, Reply<Vec<StoredMessage>>),
+    HighWater(Reply<u64>),
     /// Answered once everything asked before it is done.
     Flush(Reply<()>),
 }
@@ -361,6 +362,9 @@ impl StoreHandle {
                         }
                         StoreRequest::Messages(peer, count, before, reply) => {
                             let _ = reply.send(store.messages(&peer, count, before));
+                        }
+                        StoreRequest::HighWater(reply) => {
+                            let _ = reply.send(store.high_water());
                         }
                         StoreRequest::Flush(reply) => {
                             let _ = reply.send(Ok(()));
@@ -403,6 +407,11 @@ impl StoreHandle {
     ) -> rusqlite::Result<Vec<StoredMessage>> {
         self.ask(|reply| StoreRequest::Messages(peer, count, before, reply))
             .await
+    }
+
+    /// Where a new login of this device resumes its chat sync.
+    pub async fn high_water(&self) -> rusqlite::Result<u64> {
+        self.ask(StoreRequest::HighWater).await
     }
 
     async fn ask<T: Default>(

@@ -60,6 +60,19 @@ impl ClientSettings {
         }
     }
 
+    /// A fresh ticket for `user` from the configured secret.
+    pub fn mint(&self, user: &UserId, now_secs: u64) -> String {
+        usersig::mint(
+            &self.secret,
+            &Ticket {
+                app: self.app,
+                user: user.clone(),
+                issued_at: now_secs,
+                lifetime: self.usersig_lifetime_secs,
+            },
+        )
+    }
+
     /// Opens the user's profile (which picks the device id) and its local
     /// store, and builds the login command, minting a ticket when
     /// `user_sig` is `None`.
@@ -76,17 +89,7 @@ impl ClientSettings {
         let sync_after = store
             .high_water()
             .map_err(|e| OpenError::Store(profile.dir.display().to_string(), e))?;
-        let user_sig = user_sig.unwrap_or_else(|| {
-            usersig::mint(
-                &self.secret,
-                &Ticket {
-                    app: self.app,
-                    user: user.clone(),
-                    issued_at: now_secs,
-                    lifetime: self.usersig_lifetime_secs,
-                },
-            )
-        });
+        let user_sig = user_sig.unwrap_or_else(|| self.mint(&user, now_secs));
         let command = Command::Login {
             user,
             device: profile.device.clone(),

@@ -1,6 +1,6 @@
 //! Keys: one table that both handles key presses and writes the footer's
 //! hints, so the two never disagree. Bindings can be changed in the
-//! config's `[keys]` section (action name = key).
+//! config's `[tui.keys]` section (action name = key).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +14,9 @@ pub enum Context {
     Incoming,
     /// Writing a message.
     Compose,
+    /// Kicked out, a ticket that expired, a refused login: nothing but a
+    /// new login works.
+    SignedOut,
     /// In (or dialing) a call.
     Call,
     Contacts,
@@ -22,6 +25,39 @@ pub enum Context {
     Log,
     /// Everywhere not taken by a layer above.
     Global,
+}
+
+impl Context {
+    /// Where a binding works, as an error message or the help says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Context::Incoming => "while a call rings",
+            Context::Compose => "while writing a message",
+            Context::SignedOut => "when signed out",
+            Context::Call => "in a call",
+            Context::Contacts => "in contacts",
+            Context::Conversation => "in the conversation",
+            Context::History => "in the call list",
+            Context::Log => "in the event log",
+            Context::Global => "anywhere",
+        }
+    }
+}
+
+/// Whether keys of the two contexts can be pressed in the same moment (and
+/// so must not share a key for different actions). The incoming-call pane,
+/// a call's keys and the global keys sit over every pane; writing takes
+/// every key for itself; a signed-out device has only its own and the
+/// global keys; two panes never have focus at once.
+fn overlap(a: Context, b: Context) -> bool {
+    use Context as C;
+    let over_panes = |c| matches!(c, C::Incoming | C::Call | C::Global);
+    match (a, b) {
+        _ if a == b => true,
+        (C::Compose, _) | (_, C::Compose) => false,
+        (C::SignedOut, other) | (other, C::SignedOut) => other == C::Global,
+        _ => over_panes(a) || over_panes(b),
+    }
 }
 
 macro_rules! actions {
@@ -56,6 +92,8 @@ actions! {
     Decline = "decline", "decline";
     Ignore = "ignore", "ignore";
     Hangup = "hangup", "hang up";
+    Login = "login", "log in again";
+    Details = "details", "show event";
     Invite = "invite", "invite selected";
     Mute = "mute", "mute/unmute";
     Call = "call", "call";
@@ -87,6 +125,11 @@ impl Key {
         Key::plain(KeyCode::Char(c))
     }
 
+    /// A key that writes a character into a message being written.
+    pub fn typed(self) -> bool {
+        matches!(self.code, KeyCode::Char(_)) && !self.ctrl
+    }
+
     pub fn from_event(e: &KeyEvent) -> Key {
         let ctrl = e.modifiers.contains(KeyModifiers::CONTROL);
         // Shift-Tab arrives as BackTab; letters carry their case already.
@@ -94,6 +137,7 @@ impl Key {
     }
 
     /// Parses `c`, `ctrl-c`, `enter`, `esc`, `tab`, `backtab`, `up`, `down`, `?`.
+    /// A refusal quotes the whole text as written: `ctrl-shift-p`, not `shift-p`.
     pub fn parse(s: &str) -> Result<Key, String> {
         let (ctrl, rest) = match s.strip_prefix("ctrl-") {
             Some(rest) => (true, rest),
@@ -110,9 +154,9 @@ impl Key {
             "right" => KeyCode::Right,
             "space" => KeyCode::Char(' '),
             one if one.chars().count() == 1 => KeyCode::Char(one.chars().next().expect("one char")),
-            other => {
+            _ => {
                 return Err(format!(
-                    "{other:?} is not a key: use a single character, ctrl-X, enter, esc, tab, backtab, up, down, left, right or space"
+                    "{s:?} is not a key: use a single character, ctrl-X, enter, esc, tab, backtab, up, down, left, right or space"
                 ));
             }
         };
@@ -177,10 +221,13 @@ impl Default for Keymap {
             (C::History, p(KeyCode::Up), A::Up),
             (C::History, k('k'), A::Up),
             (C::History, k('c'), A::Call),
+            (C::Log, p(KeyCode::Enter), A::Details),
             (C::Log, p(KeyCode::Up), A::Up),
             (C::Log, p(KeyCode::Down), A::Down),
+            (C::SignedOut, k('l'), A::Login),
         ];
         for context in [
+            C::SignedOut,
             C::Call,
             C::Contacts,
             C::Conversation,
@@ -198,6 +245,7 @@ impl Default for Keymap {
         for context in [
             C::Incoming,
             C::Compose,
+            C::SignedOut,
             C::Call,
             C::Contacts,
             C::Conversation,
@@ -219,11 +267,12 @@ impl Default for Keymap {
 }
 
 impl Keymap {
-    /// The default keymap with the config's `[keys]` overrides: each named
-    /// action gets the given key wherever it was bound.
+    /// The default keymap with the config's `[tui.keys]` overrides: each
+    /// named action gets the given key wherever it was bound. A key that
+    /// would then mean two things at once is refused, naming both actions.
     pub fn with_overrides(overrides: &BTreeMap<String, String>) -> Result<Keymap, String> {
         let mut map = Keymap::default();
-        for (name, key) in overrides {
+        for (name, text) in overrides {
             let action = Action::ALL
                 .iter()
                 .copied()
@@ -231,23 +280,69 @@ impl Keymap {
                 .ok_or_else(|| {
                     let names: Vec<_> = Action::ALL.iter().map(|a| a.name()).collect();
                     format!(
-                        "keys.{name}: no such action; actions are {}",
+                        "{name} = {text:?}: there is no action {name:?}; actions are {}",
                         names.join(", ")
                     )
                 })?;
-            let key = Key::parse(key).map_err(|e| format!("keys.{name}: {e}"))?;
-            let contexts: Vec<Context> = map
+            let key = Key::parse(text).map_err(|e| format!("{name} = {text:?}: {e}"))?;
+            // A letter would be text while writing; an action that also
+            // works elsewhere (quit) keeps its writing key there.
+            let keep_compose = key.typed()
+                && map
+                    .bindings
+                    .iter()
+                    .any(|b| b.2 == action && b.0 == Context::Compose)
+                && map
+                    .bindings
+                    .iter()
+                    .any(|b| b.2 == action && b.0 != Context::Compose);
+            let mut contexts: Vec<Context> = map
                 .bindings
                 .iter()
-                .filter(|(_, _, a)| *a == action)
+                .filter(|(c, _, a)| *a == action && !(keep_compose && *c == Context::Compose))
                 .map(|(c, _, _)| *c)
                 .collect();
-            map.bindings.retain(|(_, _, a)| *a != action);
+            contexts.sort();
+            contexts.dedup();
+            map.bindings
+                .retain(|(c, _, a)| *a != action || (keep_compose && *c == Context::Compose));
             for c in contexts {
                 map.bindings.insert(0, (c, key, action));
             }
         }
+        for (name, text) in overrides {
+            map.check(name, text)?;
+        }
         Ok(map)
+    }
+
+    /// Refuses a rebound action whose key clashes with another action where
+    /// both can be pressed, or that a message being written would swallow.
+    fn check(&self, name: &str, text: &str) -> Result<(), String> {
+        for &(context, key, action) in self.bindings.iter().filter(|b| b.2.name() == name) {
+            if context == Context::Compose && key.typed() {
+                return Err(format!(
+                    "{name} = {text:?}: {key} is typed as text while writing a message, \
+                     so it could never {}; use a ctrl- key (e.g. \"ctrl-{key}\"), enter, esc or tab",
+                    action.hint()
+                ));
+            }
+            let clash = self
+                .bindings
+                .iter()
+                .find(|&&(c, k, a)| k == key && a != action && overlap(c, context));
+            if let Some(&(c, _, other)) = clash {
+                return Err(format!(
+                    "{name} = {text:?}: {key} already means {:?} ({}) {}; \
+                     bind {name} or {} to another key",
+                    other.hint(),
+                    other.name(),
+                    c.describe(),
+                    other.name(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The action of `key` in `context` (falling back to global keys).
@@ -338,7 +433,7 @@ mod tests {
         assert!(
             Keymap::with_overrides(&bad)
                 .unwrap_err()
-                .contains("no such action")
+                .contains("there is no action \"dance\"")
         );
         let bad = BTreeMap::from([("call".to_string(), "hyper-x".to_string())]);
         assert!(
@@ -346,5 +441,79 @@ mod tests {
                 .unwrap_err()
                 .contains("not a key")
         );
+    }
+
+    fn refusal(pairs: &[(&str, &str)]) -> String {
+        let overrides = pairs
+            .iter()
+            .map(|(a, k)| (a.to_string(), k.to_string()))
+            .collect();
+        Keymap::with_overrides(&overrides).unwrap_err()
+    }
+
+    #[test]
+    fn a_bad_key_is_quoted_whole() {
+        assert_eq!(
+            refusal(&[("call", "ctrl-shift-p")]),
+            "call = \"ctrl-shift-p\": \"ctrl-shift-p\" is not a key: use a single character, \
+             ctrl-X, enter, esc, tab, backtab, up, down, left, right or space"
+        );
+    }
+
+    #[test]
+    fn a_key_for_two_actions_is_refused_naming_both() {
+        assert_eq!(
+            refusal(&[("call", "a")]),
+            "call = \"a\": a already means \"answer\" (accept) while a call rings; \
+             bind call or accept to another key"
+        );
+        assert!(refusal(&[("mute", "tab")]).contains("(next_pane) in a call"));
+        // Swapping two keys leaves no clash.
+        let swap = BTreeMap::from([
+            ("call".to_string(), "a".to_string()),
+            ("accept".to_string(), "c".to_string()),
+        ]);
+        let map = Keymap::with_overrides(&swap).unwrap();
+        assert_eq!(
+            map.lookup(Context::Contacts, Key::ch('a')),
+            Some(Action::Call)
+        );
+        assert_eq!(
+            map.lookup(Context::Incoming, Key::ch('c')),
+            Some(Action::Accept)
+        );
+    }
+
+    #[test]
+    fn a_letter_never_steals_a_key_from_writing() {
+        assert!(refusal(&[("send", "s")]).contains("typed as text while writing"));
+        // quit on a letter still leaves ctrl-c to quit while writing.
+        let quit = BTreeMap::from([("quit".to_string(), "x".to_string())]);
+        let map = Keymap::with_overrides(&quit).unwrap();
+        assert_eq!(map.lookup(Context::Compose, Key::ch('x')), None);
+        assert_eq!(
+            map.lookup(Context::Contacts, Key::ch('x')),
+            Some(Action::Quit)
+        );
+        let ctrl_c = Key {
+            code: KeyCode::Char('c'),
+            ctrl: true,
+        };
+        assert_eq!(map.lookup(Context::Compose, ctrl_c), Some(Action::Quit));
+    }
+
+    #[test]
+    fn the_default_keys_never_clash() {
+        let map = Keymap::default();
+        for &(c1, k1, a1) in map.all() {
+            for &(c2, k2, a2) in map.all() {
+                assert!(
+                    !(k1 == k2 && a1 != a2 && overlap(c1, c2)),
+                    "{k1} is {a1:?} {} and {a2:?} {}",
+                    c1.describe(),
+                    c2.describe()
+                );
+            }
+        }
     }
 }

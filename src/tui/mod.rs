@@ -4,6 +4,7 @@
 //! local store and clock together, and carries out the model's effects.
 
 pub mod keymap;
+mod overlays;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -66,11 +67,17 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         .login(
             user.clone(),
             device.as_ref(),
-            user_sig,
+            user_sig.clone(),
             unix_millis() / 1000,
         )
         .map_err(std::io::Error::other)?;
     let profile = login.profile;
+    let again = LoginAgain {
+        settings: settings.clone(),
+        user: user.clone(),
+        device: profile.device.clone(),
+        user_sig,
+    };
     let mut recorder = Recorder::new(login.store);
     let ClientHandle {
         commands,
@@ -131,7 +138,14 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
             _ = sigterm.recv() => vec![Effect::Quit],
             _ = sighup.recv() => vec![Effect::Quit],
         };
-        if apply(effects, &commands, recorder.store(), &loaded_tx, bell) {
+        let shell = Shell {
+            commands: &commands,
+            store: recorder.store(),
+            loaded: &loaded_tx,
+            bell,
+            again: &again,
+        };
+        if shell.apply(effects) {
             break Ok(());
         }
         match (ringtone && !model.incoming.is_empty(), &ringing) {
@@ -154,53 +168,92 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
     result
 }
 
-/// Carries out effects; true when the UI should quit.
-fn apply(
-    effects: Vec<Effect>,
-    commands: &mpsc::UnboundedSender<Command>,
-    store: &StoreHandle,
-    loaded: &mpsc::UnboundedSender<Loaded>,
-    bell: bool,
-) -> bool {
-    let mut quit = false;
-    for effect in effects {
-        match effect {
-            Effect::Engine(cmd) => {
-                let _ = commands.send(cmd);
-            }
-            Effect::LoadConversations => {
-                let (store, loaded) = (store.clone(), loaded.clone());
-                tokio::spawn(async move {
-                    if let Ok(c) = store.conversations().await {
-                        let _ = loaded.send(Loaded::Conversations(c));
-                    }
-                });
-            }
-            Effect::LoadMessages(peer) => {
-                let (store, loaded) = (store.clone(), loaded.clone());
-                tokio::spawn(async move {
-                    if let Ok(m) = store.messages(peer.to_string(), 500, None).await {
-                        let _ = loaded.send(Loaded::Messages(peer.to_string(), m));
-                    }
-                });
-            }
-            Effect::LoadHistory => {
-                let (store, loaded) = (store.clone(), loaded.clone());
-                tokio::spawn(async move {
-                    if let Ok(h) = store.recent(100).await {
-                        let _ = loaded.send(Loaded::History(h));
-                    }
-                });
-            }
-            Effect::Bell => {
-                if bell {
-                    let mut out = std::io::stdout();
-                    let _ = out.write_all(b"\x07");
-                    let _ = out.flush();
-                }
-            }
-            Effect::Quit => quit = true,
+/// How this device logs in again: the same user and device, the ticket it
+/// was given or a fresh one minted now.
+#[derive(Clone)]
+struct LoginAgain {
+    settings: crate::client::ClientSettings,
+    user: UserId,
+    device: DeviceId,
+    user_sig: Option<String>,
+}
+
+impl LoginAgain {
+    fn command(&self, sync_after: u64) -> Command {
+        Command::Login {
+            user: self.user.clone(),
+            device: self.device.clone(),
+            user_sig: self
+                .user_sig
+                .clone()
+                .unwrap_or_else(|| self.settings.mint(&self.user, unix_millis() / 1000)),
+            sync_after,
         }
     }
-    quit
+}
+
+/// What effects are carried out with.
+struct Shell<'a> {
+    commands: &'a mpsc::UnboundedSender<Command>,
+    store: &'a StoreHandle,
+    loaded: &'a mpsc::UnboundedSender<Loaded>,
+    bell: bool,
+    again: &'a LoginAgain,
+}
+
+impl Shell<'_> {
+    /// Carries out effects; true when the UI should quit.
+    fn apply(&self, effects: Vec<Effect>) -> bool {
+        let mut quit = false;
+        for effect in effects {
+            match effect {
+                Effect::Engine(cmd) => {
+                    let _ = self.commands.send(cmd);
+                }
+                Effect::LoadConversations => {
+                    let (store, loaded) = (self.store.clone(), self.loaded.clone());
+                    tokio::spawn(async move {
+                        if let Ok(c) = store.conversations().await {
+                            let _ = loaded.send(Loaded::Conversations(c));
+                        }
+                    });
+                }
+                Effect::LoadMessages(peer) => {
+                    let (store, loaded) = (self.store.clone(), self.loaded.clone());
+                    tokio::spawn(async move {
+                        if let Ok(m) = store.messages(peer.to_string(), 500, None).await {
+                            let _ = loaded.send(Loaded::Messages(peer.to_string(), m));
+                        }
+                    });
+                }
+                Effect::LoadHistory => {
+                    let (store, loaded) = (self.store.clone(), self.loaded.clone());
+                    tokio::spawn(async move {
+                        if let Ok(h) = store.recent(100).await {
+                            let _ = loaded.send(Loaded::History(h));
+                        }
+                    });
+                }
+                Effect::Login => {
+                    let (store, commands) = (self.store.clone(), self.commands.clone());
+                    let again = self.again.clone();
+                    // The engine forgot its sync position when it signed
+                    // out; the store has it, so nothing is fetched twice.
+                    tokio::spawn(async move {
+                        let sync_after = store.high_water().await.unwrap_or(0);
+                        let _ = commands.send(again.command(sync_after));
+                    });
+                }
+                Effect::Bell => {
+                    if self.bell {
+                        let mut out = std::io::stdout();
+                        let _ = out.write_all(b"\x07");
+                        let _ = out.flush();
+                    }
+                }
+                Effect::Quit => quit = true,
+            }
+        }
+        quit
+    }
 }

@@ -30,6 +30,9 @@ pub enum Effect {
     LoadHistory,
     /// Ring the terminal bell.
     Bell,
+    /// Log this device in again (after a kick-out, an expired ticket or a
+    /// refused login), with a fresh ticket.
+    Login,
     Quit,
 }
 
@@ -44,9 +47,13 @@ pub enum Pane {
 
 const PANES: [Pane; 4] = [Pane::Contacts, Pane::Conversation, Pane::History, Pane::Log];
 
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogLine {
     pub at: u64,
+    /// The event's name and fields on one line, cut to fit the pane.
     pub text: String,
+    /// The whole event, for the detail view.
+    pub full: String,
 }
 
 /// A call ringing on this device.
@@ -115,6 +122,9 @@ pub struct Model {
     pub link: Option<LinkState>,
     /// The last problem worth showing in the status line.
     pub alert: Option<String>,
+    /// Why this device is signed out and waits for `l` (kicked out, ticket
+    /// expired, login refused); short, for the header.
+    pub signed_out: Option<&'static str>,
     /// A passing notice, and when it was raised.
     pub notice: Option<(String, u64)>,
     pub users: Vec<UserView>,
@@ -135,6 +145,8 @@ pub struct Model {
     /// Lines scrolled back from the newest.
     pub log_scroll: usize,
     pub help: bool,
+    /// The event-log line shown whole, over everything.
+    pub detail: Option<LogLine>,
     /// Shown in the conversation pane until a conversation is opened.
     pub banner: Vec<String>,
 }
@@ -158,6 +170,7 @@ impl Model {
             status: LoginStatus::Logout,
             link: None,
             alert: None,
+            signed_out: None,
             notice: None,
             users: Vec::new(),
             unread: HashMap::new(),
@@ -174,6 +187,7 @@ impl Model {
             log: VecDeque::new(),
             log_scroll: 0,
             help: false,
+            detail: None,
             banner: Vec::new(),
         }
     }
@@ -191,6 +205,8 @@ impl Model {
     pub fn context(&self) -> Context {
         if !self.incoming.is_empty() {
             Context::Incoming
+        } else if self.signed_out.is_some() {
+            Context::SignedOut
         } else if self.compose.is_some() {
             Context::Compose
         } else {
@@ -201,6 +217,48 @@ impl Model {
                 Pane::Log => Context::Log,
             }
         }
+    }
+
+    /// What the footer offers: the keys that do something now, each action
+    /// once, the most specific first.
+    pub fn hints(&self) -> Vec<(Key, Action)> {
+        let context = self.context();
+        let mut contexts = vec![context];
+        let over_panes = !matches!(
+            context,
+            Context::Incoming | Context::Compose | Context::SignedOut
+        );
+        if self.call.is_some() && over_panes {
+            contexts.insert(0, Context::Call);
+        }
+        let connected = self.call.as_ref().is_some_and(|c| c.began_at.is_some());
+        let mut out: Vec<(Key, Action)> = Vec::new();
+        for context in contexts {
+            for (key, action) in self.keymap.hints(context) {
+                let works = match action {
+                    Action::Invite | Action::Mute => connected,
+                    Action::Call => self.call.is_none(),
+                    Action::Details => !self.log.is_empty(),
+                    _ => true,
+                };
+                if works && !out.iter().any(|(_, a)| *a == action) {
+                    out.push((key, action));
+                }
+            }
+        }
+        // What this place offers first; what works everywhere after it.
+        out.sort_by_key(|(_, a)| {
+            matches!(
+                a,
+                Action::NextPane | Action::PrevPane | Action::Help | Action::Quit
+            )
+        });
+        out
+    }
+
+    /// The event-log line the log pane has selected (the newest by default).
+    pub fn log_selected(&self) -> Option<usize> {
+        self.log.len().checked_sub(1 + self.log_scroll)
     }
 
     /// Whether someone is typing in the open conversation now.
@@ -235,6 +293,12 @@ impl Model {
 
     fn on_key(&mut self, event: KeyEvent, now: u64) -> Vec<Effect> {
         let key = Key::from_event(&event);
+        if self.detail.is_some() {
+            if matches!(key.code, KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q')) {
+                self.detail = None;
+            }
+            return Vec::new();
+        }
         if self.help {
             if matches!(
                 key.code,
@@ -280,6 +344,16 @@ impl Model {
             Action::Quit => vec![Effect::Quit],
             Action::Help => {
                 self.help = true;
+                Vec::new()
+            }
+            Action::Login => {
+                self.signed_out = None;
+                self.alert = None;
+                self.notice = Some(("logging in again…".into(), now));
+                vec![Effect::Login]
+            }
+            Action::Details => {
+                self.detail = self.log_selected().map(|i| self.log[i].clone());
                 Vec::new()
             }
             Action::NextPane | Action::PrevPane => {
@@ -353,6 +427,10 @@ impl Model {
                     _ => self.selected_contact(),
                 };
                 match peer.and_then(|p| UserId::parse(&p).ok()) {
+                    _ if self.status != LoginStatus::Logined => {
+                        self.notice = Some(("not logged in yet: no calls".into(), now));
+                        Vec::new()
+                    }
                     Some(user) => vec![Effect::Engine(Command::Call(CallCommand::Call {
                         users: vec![user],
                         group: false,
@@ -464,7 +542,12 @@ impl Model {
                     Effect::LoadHistory,
                 ]);
             }
-            Event::LoginStatusChanged { status, .. } => self.status = status,
+            Event::LoginStatusChanged { status, .. } => {
+                self.status = status;
+                if status == LoginStatus::Logining {
+                    self.signed_out = None;
+                }
+            }
             Event::ConnectionChanged { state } => {
                 self.link = Some(state);
                 if state == LinkState::Connected {
@@ -472,12 +555,13 @@ impl Model {
                 }
             }
             Event::KickedOut { message, .. } => {
-                self.alert = Some(format!(
-                    "kicked out: {message}. Restart termphone to log in again"
-                ));
+                self.sign_out("kicked out", format!("Kicked out: {message}."));
             }
             Event::UserSigExpired => {
-                self.alert = Some("your UserSig expired; restart termphone to log in again".into());
+                self.sign_out("ticket expired", "Your UserSig expired.".into());
+            }
+            Event::Error { message, cmd, .. } if cmd.as_deref() == Some("login") => {
+                self.sign_out("login refused", format!("Login refused: {message}."));
             }
             Event::Users { users } => self.users = users,
             Event::UserStatusChanged { user } => {
@@ -489,6 +573,12 @@ impl Model {
             // A missing sound card is news for this call, not a standing problem.
             Event::Error { code, message, .. } if code == ErrorCode::AudioDeviceFailed.code() => {
                 self.notice = Some((message, now));
+            }
+            // A relay that never answered gets no CONNECTION_CHANGED; the
+            // engine retries all the same, and the screen must say so.
+            Event::Error { code, message, .. } if code == ErrorCode::RelayUnreachable.code() => {
+                self.link.get_or_insert(LinkState::Reconnecting);
+                self.alert = Some(message);
             }
             Event::Error { message, .. } => self.alert = Some(message),
             Event::OnCallReceived {
@@ -547,7 +637,7 @@ impl Model {
                     .map(|i| self.incoming.remove(i));
                 let ours = self.call.as_ref().is_some_and(|c| c.call_id == call_id);
                 let text = match (from, ours) {
-                    (Some(c), _) => incoming_stopped(&reason, &c.sponsor),
+                    (Some(c), _) => Some(incoming_stopped(&reason, &c.sponsor)),
                     (None, true) => {
                         let who = self
                             .call
@@ -709,6 +799,13 @@ impl Model {
         effects
     }
 
+    /// Nothing works until a new login: say why, and offer `l` alone.
+    fn sign_out(&mut self, label: &'static str, why: String) {
+        self.signed_out = Some(label);
+        self.alert = Some(why);
+        self.compose = None;
+    }
+
     fn show_message(&mut self, peer: &str, message: StoredMessage) {
         if self.open_peer.as_deref() == Some(peer)
             && !self.messages.iter().any(|m| m.msg_id == message.msg_id)
@@ -728,6 +825,7 @@ impl Model {
         self.log.push_back(LogLine {
             at: now,
             text: summary(event),
+            full: serde_json::to_string_pretty(event).unwrap_or_else(|_| summary(event)),
         });
     }
 }
@@ -741,8 +839,8 @@ fn step(i: usize, n: usize, down: bool) -> usize {
 }
 
 /// What the incoming-call pane says when it closes, by reason.
-fn incoming_stopped(reason: &str, sponsor: &str) -> Option<String> {
-    Some(match reason {
+fn incoming_stopped(reason: &str, sponsor: &str) -> String {
+    match reason {
         "answered_elsewhere" => format!("call from {sponsor} answered on another device"),
         "declined_elsewhere" => format!("call from {sponsor} declined on another device"),
         "declined" => format!("declined the call from {sponsor}"),
@@ -750,9 +848,9 @@ fn incoming_stopped(reason: &str, sponsor: &str) -> Option<String> {
         "timeout" => format!("missed call from {sponsor}"),
         "call_ended" => format!("the call from {sponsor} ended"),
         "signed_out" => format!("signed out while {sponsor} was calling"),
-        "ignored" => return None,
+        "ignored" => format!("ignored the call from {sponsor}; your other devices may still ring"),
         other => format!("call from {sponsor}: {other}"),
-    })
+    }
 }
 
 /// What the status says when an outgoing call stops before it connects.

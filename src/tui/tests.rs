@@ -144,9 +144,9 @@ fn render(m: &Model, now: u64, width: u16, height: u16) -> String {
 /// Snapshots a state at both sizes.
 macro_rules! snap {
     ($name:literal, $model:expr, $now:expr) => {
-        let m = $model;
-        insta::assert_snapshot!(concat!($name, "_80x24"), render(&m, $now, 80, 24));
-        insta::assert_snapshot!(concat!($name, "_120x40"), render(&m, $now, 120, 40));
+        let m = &$model;
+        insta::assert_snapshot!(concat!($name, "_80x24"), render(m, $now, 80, 24));
+        insta::assert_snapshot!(concat!($name, "_120x40"), render(m, $now, 120, 40));
     };
 }
 
@@ -416,4 +416,238 @@ fn a_message_that_arrives_while_the_conversation_loads_stays_on_screen() {
     m.on_messages(&peer, vec![message(&peer, "alice", "earlier", 1)]);
     let texts: Vec<&str> = m.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["earlier", "just now"]);
+}
+
+fn dialing(m: &mut Model) {
+    m.on_engine(
+        Event::CallDialing {
+            call_id: "c9".into(),
+            room_id: 1,
+            user_id_list: vec!["bob".into()],
+            is_from_group: false,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Caller,
+        },
+        T0 + 1_000,
+    );
+}
+
+fn footer(m: &Model, now: u64, width: u16, height: u16) -> String {
+    let screen = render(m, now, width, height);
+    screen.lines().last().unwrap().to_owned()
+}
+
+#[test]
+fn snapshot_kicked_out_offers_a_new_login_and_nothing_that_needs_one() {
+    let mut m = with_conversation(model());
+    m.on_engine(
+        Event::KickedOut {
+            reason: "device_limit".into(),
+            message: "alice logged in on another terminal device; at most 3 may be online at once"
+                .into(),
+        },
+        T0 + 2_000,
+    );
+    m.on_engine(Event::status(LoginStatus::Logout), T0 + 2_000);
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('c')), T0 + 2_500),
+        vec![],
+        "c calls no one while signed out"
+    );
+    assert_eq!(m.on_terminal(key(KeyCode::Char('w')), T0 + 2_500), vec![]);
+    assert!(m.compose.is_none());
+    let screen = render(&m, T0 + 3_000, 80, 24);
+    let last = screen.lines().last().unwrap();
+    assert!(last.contains(" l  log in again "), "{last}");
+    assert!(!last.contains(" c ") && !last.contains(" w "), "{last}");
+    snap!("kicked_out", m, T0 + 3_000);
+
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('l')), T0 + 4_000),
+        vec![Effect::Login]
+    );
+    m.on_engine(Event::status(LoginStatus::Logining), T0 + 4_100);
+    m.on_engine(Event::status(LoginStatus::Logined), T0 + 4_200);
+    m.on_engine(Event::SdkReady, T0 + 4_200);
+    assert!(m.signed_out.is_none() && m.alert.is_none());
+    assert!(footer(&m, T0 + 4_300, 80, 24).contains(" c  call "));
+}
+
+#[test]
+fn snapshot_an_expired_ticket_offers_a_new_login() {
+    let mut m = with_contacts(model());
+    m.on_engine(Event::UserSigExpired, T0 + 2_000);
+    m.on_engine(Event::status(LoginStatus::Logout), T0 + 2_000);
+    let screen = render(&m, T0 + 2_100, 80, 24);
+    assert!(
+        screen.contains("Your UserSig expired. Press l to log in again."),
+        "{screen}"
+    );
+    assert!(screen.contains("LOGOUT  ticket expired"), "{screen}");
+}
+
+#[test]
+fn snapshot_dialing_offers_hang_up_but_not_invite_or_mute() {
+    let mut m = with_contacts(model());
+    dialing(&mut m);
+    let line = footer(&m, T0 + 2_000, 120, 40);
+    assert!(line.contains(" h  hang up "), "{line}");
+    assert!(!line.contains("invite") && !line.contains("mute"), "{line}");
+    snap!("dialing", m, T0 + 2_000);
+}
+
+#[test]
+fn snapshot_a_no_audio_error_leaves_the_keys_in_view() {
+    let mut m = with_contacts(model());
+    dialing(&mut m);
+    m.on_engine(
+        Event::UserAccept {
+            call_id: "c9".into(),
+            user_id: "bob".into(),
+        },
+        T0 + 2_000,
+    );
+    m.on_engine(
+        Event::OnCallBegin {
+            call_id: "c9".into(),
+            room_id: 1,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Caller,
+        },
+        T0 + 2_000,
+    );
+    m.on_engine(
+        Event::Error {
+            code: crate::error::ErrorCode::AudioDeviceFailed.code(),
+            message: "cannot open the input device \"default\": no sound card (ALSA: \
+                      cannot find card '0'); the call goes on with null audio on this side"
+                .into(),
+            cmd: None,
+            relay_code: None,
+            client_msg_id: None,
+        },
+        T0 + 2_100,
+    );
+    for (w, h) in [(80, 24), (120, 40)] {
+        let screen = render(&m, T0 + 2_500, w, h);
+        let last = screen.lines().last().unwrap();
+        assert!(last.contains(" h  hang up "), "{w}x{h}: {last}");
+        assert!(screen.contains("null audio"), "{screen}");
+    }
+    snap!("no_audio", m, T0 + 2_500);
+}
+
+#[test]
+fn the_footer_fits_and_names_each_key_once() {
+    let mut m = with_conversation(model());
+    dialing(&mut m);
+    m.on_engine(
+        Event::OnCallBegin {
+            call_id: "c9".into(),
+            room_id: 1,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Caller,
+        },
+        T0 + 2_000,
+    );
+    for width in [80, 120] {
+        let line = footer(&m, T0 + 3_000, width, 24);
+        let trimmed = line.trim_end_matches('"').trim_end();
+        assert!(
+            trimmed.ends_with("q  quit"),
+            "{width} columns: the footer is cut: {line}"
+        );
+        assert!(line.matches(" Tab ").count() <= 1, "{line}");
+        assert_eq!(line.matches(" ?  help").count(), 1, "{line}");
+    }
+    let wide = footer(&m, T0 + 3_000, 120, 40);
+    assert_eq!(wide.matches(" Tab  next pane").count(), 1, "{wide}");
+}
+
+#[test]
+fn snapshot_an_event_shown_whole() {
+    let mut m = with_contacts(model());
+    m.on_engine(
+        Event::OnUserNetworkQualityChanged {
+            network_quality_list: vec![NetworkQuality {
+                user_id: "bob".into(),
+                quality: Quality::Poor,
+                loss_percent: 6.0,
+                jitter_ms: 30,
+                rtt_ms: Some(120),
+            }],
+        },
+        T0 + 1_500,
+    );
+    m.focus = Pane::Log;
+    assert!(footer(&m, T0 + 2_000, 120, 40).contains(" Enter  show event "));
+    m.on_terminal(key(KeyCode::Enter), T0 + 2_000);
+    let shown = m.detail.clone().expect("Enter on the log shows the event");
+    assert!(shown.full.contains("\"rttMs\": 120"), "{}", shown.full);
+    snap!("event_detail", m, T0 + 2_000);
+    m.on_terminal(key(KeyCode::Esc), T0 + 2_100);
+    assert!(m.detail.is_none());
+    // Up selects an older event; Enter shows that one.
+    m.on_terminal(key(KeyCode::Up), T0 + 2_200);
+    m.on_terminal(key(KeyCode::Enter), T0 + 2_300);
+    assert!(m.detail.unwrap().full.contains("USERS"));
+}
+
+#[test]
+fn snapshot_too_small() {
+    let m = with_contacts(model());
+    insta::assert_snapshot!("too_small_39x9", render(&m, T0, 39, 9));
+    let fits = render(&m, T0, 40, 10);
+    assert!(!fits.contains("too small"), "{fits}");
+}
+
+#[test]
+fn snapshot_relay_never_reached() {
+    let mut m = Model::new(
+        UserId::parse("alice").unwrap(),
+        DeviceId::parse("term-1a2b3c").unwrap(),
+        Platform::terminal(),
+        "ws://127.0.0.1:9".into(),
+        Keymap::default(),
+        T0,
+    );
+    m.on_engine(Event::status(LoginStatus::Logining), T0 + 10);
+    m.on_engine(
+        Event::Error {
+            code: crate::error::ErrorCode::RelayUnreachable.code(),
+            message: "cannot reach the relay: Connection refused (os error 111); \
+                      retrying with backoff"
+                .into(),
+            cmd: None,
+            relay_code: None,
+            client_msg_id: None,
+        },
+        T0 + 20,
+    );
+    let screen = render(&m, T0 + 1_000, 80, 24);
+    assert!(!screen.contains("No one else here yet"), "{screen}");
+    assert!(screen.contains("Cannot reach the relay"), "{screen}");
+    snap!("relay_never_reached", m, T0 + 1_000);
+}
+
+#[test]
+fn ignoring_a_call_says_the_other_devices_may_still_ring() {
+    let mut m = with_contacts(model());
+    ringing(&mut m, false);
+    m.on_engine(
+        Event::OnCallCanceled {
+            call_id: "c1".into(),
+            room_id: 4_242,
+            user_id: "alice".into(),
+            reason: "ignored".into(),
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+        },
+        T0 + 2_000,
+    );
+    assert!(m.incoming.is_empty());
+    assert_eq!(
+        m.notice_now(T0 + 2_500),
+        Some("ignored the call from bob; your other devices may still ring")
+    );
 }

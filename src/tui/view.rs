@@ -1,5 +1,6 @@
 //! Drawing: a pure function of the model and the time. Layers, bottom up:
-//! the panes, the incoming-call pane, the help popup.
+//! the panes, the incoming-call pane, the help popup or an event's detail
+//! (`overlays`).
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
@@ -8,16 +9,35 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, List, ListItem, ListState, Paragraph, Wrap};
 
 use crate::client::event::{CallRole, LinkState, LoginStatus, Quality};
-use crate::tui::keymap::Context;
+use crate::tui::keymap::{Action, Context};
+use crate::tui::overlays;
 use crate::tui::state::{Model, Pane, clock_secs};
 
+/// Below this the panes cannot hold a line of text.
+pub const MIN_WIDTH: u16 = 40;
+pub const MIN_HEIGHT: u16 = 10;
+/// The most lines problems and notices take above the footer.
+const MESSAGE_ROWS: u16 = 3;
+
 pub fn draw(frame: &mut Frame, model: &Model, now: u64) {
-    let [status, body, footer] = Layout::vertical([
+    let area = frame.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        overlays::too_small(frame, area);
+        return;
+    }
+    let messages = message_lines(model, now);
+    let message_rows = messages
+        .iter()
+        .map(|l| (l.width() as u16).div_ceil(area.width).max(1))
+        .sum::<u16>()
+        .clamp(1, MESSAGE_ROWS);
+    let [status, body, message_row, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(6),
+        Constraint::Length(message_rows),
         Constraint::Length(1),
     ])
-    .areas(frame.area());
+    .areas(area);
     let left_width = (body.width / 3).clamp(22, 36);
     let [left, right] =
         Layout::horizontal([Constraint::Length(left_width), Constraint::Min(20)]).areas(body);
@@ -50,14 +70,39 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) {
         conversation_pane(model, now, conversation.height),
         conversation,
     );
-    frame.render_widget(event_log(model, log.height.saturating_sub(2) as usize), log);
-    frame.render_widget(footer_line(model, now), footer);
+    draw_event_log(frame, model, log);
+    frame.render_widget(
+        Paragraph::new(messages).wrap(Wrap { trim: false }),
+        message_row,
+    );
+    frame.render_widget(footer_line(model, footer.width), footer);
     if !model.incoming.is_empty() {
         draw_incoming(frame, model, now);
     }
     if model.help {
-        draw_help(frame, model);
+        overlays::help(frame, model);
     }
+    if let Some(line) = &model.detail {
+        overlays::detail(frame, model, line);
+    }
+}
+
+/// The standing problem (red) and the passing notice, each whole: they
+/// wrap over up to three lines instead of taking the footer's key hints.
+fn message_lines(model: &Model, now: u64) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    if let Some(alert) = &model.alert {
+        let mut line = Line::from(format!(" {alert}").red().bold());
+        let login = model.hints().into_iter().find(|(_, a)| *a == Action::Login);
+        if let Some((key, _)) = login.filter(|_| model.signed_out.is_some()) {
+            line.push_span(format!(" Press {key} to log in again.").bold());
+        }
+        lines.push(line);
+    }
+    if let Some(notice) = model.notice_now(now) {
+        lines.push(Line::from(format!(" {notice} ").black().on_yellow()));
+    }
+    lines
 }
 
 fn pane_block(title: String, model: &Model, pane: Pane) -> Block<'static> {
@@ -83,11 +128,14 @@ fn status_line(model: &Model) -> Paragraph<'_> {
         LoginStatus::Logining => ("LOGINING", Color::Yellow),
         LoginStatus::Logout => ("LOGOUT", Color::Red),
     };
-    let link = match model.link {
-        Some(LinkState::Connected) => Span::raw("connected").green(),
-        Some(LinkState::Reconnecting) => Span::raw("relay unreachable, reconnecting…").yellow(),
-        Some(LinkState::Disconnected) => Span::raw("disconnected").red(),
-        None => Span::raw("connecting…").yellow(),
+    let link = match (model.signed_out, model.link) {
+        (Some(why), _) => Span::raw(why).red().bold(),
+        (None, Some(LinkState::Connected)) => Span::raw("connected").green(),
+        (None, Some(LinkState::Reconnecting)) => {
+            Span::raw("relay unreachable, reconnecting…").yellow()
+        }
+        (None, Some(LinkState::Disconnected)) => Span::raw("disconnected").red(),
+        (None, None) => Span::raw("connecting…").yellow(),
     };
     // Most important first: a narrow terminal cuts the end of the line.
     let mut spans = vec![
@@ -100,9 +148,6 @@ fn status_line(model: &Model) -> Paragraph<'_> {
         "  ".into(),
         link,
     ];
-    if let Some(alert) = &model.alert {
-        spans.push(format!("  {alert}").red());
-    }
     spans.push(format!("  {}", model.relay_url).dark_gray());
     Paragraph::new(Line::from(spans))
 }
@@ -110,14 +155,33 @@ fn status_line(model: &Model) -> Paragraph<'_> {
 fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
     let block = pane_block(" Contacts ".into(), model, Pane::Contacts);
     if model.contacts().next().is_none() {
-        let hint = Paragraph::new(vec![
-            Line::from("No one else here yet.".dark_gray()),
-            Line::from(""),
-            Line::from("In another terminal:".dark_gray()),
-            Line::from("  termphone --user bob"),
-        ])
-        .wrap(Wrap { trim: false })
-        .block(block);
+        let lines = match model.link {
+            Some(LinkState::Connected) => vec![
+                Line::from("No one else here yet.".dark_gray()),
+                Line::from(""),
+                Line::from("In another terminal:".dark_gray()),
+                Line::from("  termphone --user bob"),
+            ],
+            Some(_) => vec![
+                Line::from("Cannot reach the relay".yellow()),
+                Line::from(format!("  {}", model.relay_url)),
+                Line::from("Retrying by itself.".dark_gray()),
+                Line::from(""),
+                Line::from("Start one there with".dark_gray()),
+                Line::from("  termphone relay"),
+                Line::from(format!(
+                    "  --listen {}",
+                    model.relay_url.trim_start_matches("ws://")
+                )),
+                Line::from("or fix --relay.".dark_gray()),
+            ],
+            None => vec![Line::from(
+                format!("Connecting to {}…", model.relay_url).dark_gray(),
+            )],
+        };
+        let hint = Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block);
         frame.render_widget(hint, area);
         return;
     }
@@ -318,41 +382,71 @@ fn conversation_pane(model: &Model, now: u64, height: u16) -> Paragraph<'_> {
     Paragraph::new(lines).block(block).scroll((scroll, 0))
 }
 
-fn event_log(model: &Model, rows: usize) -> List<'_> {
+/// The newest events that fit, ending at the selected one; with focus,
+/// the selected line is highlighted (Enter shows it whole).
+fn draw_event_log(frame: &mut Frame, model: &Model, area: Rect) {
+    let rows = area.height.saturating_sub(2) as usize;
     let end = model.log.len().saturating_sub(model.log_scroll);
     let skip = end.saturating_sub(rows);
-    let items = model.log.iter().skip(skip).take(end - skip).map(|l| {
-        ListItem::new(Line::from(vec![
-            format!("{} ", elapsed(l.at.saturating_sub(model.started_at))).dark_gray(),
-            Span::raw(l.text.clone()),
-        ]))
-    });
-    List::new(items).block(pane_block(" Event log ".into(), model, Pane::Log))
+    let items: Vec<ListItem> = model
+        .log
+        .iter()
+        .skip(skip)
+        .take(end - skip)
+        .map(|l| {
+            ListItem::new(Line::from(vec![
+                format!("{} ", elapsed(l.at.saturating_sub(model.started_at))).dark_gray(),
+                Span::raw(l.text.clone()),
+            ]))
+        })
+        .collect();
+    let focused = model.focus == Pane::Log;
+    let selected = (focused && !items.is_empty()).then(|| items.len() - 1);
+    let mut state = ListState::default().with_selected(selected);
+    let list = List::new(items)
+        .block(pane_block(" Event log ".into(), model, Pane::Log))
+        .highlight_style(Style::default().reversed());
+    frame.render_stateful_widget(list, area, &mut state);
 }
 
-fn footer_line(model: &Model, now: u64) -> Line<'_> {
-    let mut spans = Vec::new();
-    if let Some(notice) = model.notice_now(now) {
-        spans.push(format!(" {notice} ").black().on_yellow());
-        spans.push(" ".into());
-    }
-    let mut contexts = vec![model.context()];
-    if model.call.is_some() && !matches!(model.context(), Context::Incoming | Context::Compose) {
-        contexts.insert(0, Context::Call);
-    }
-    for context in contexts {
-        for (key, action) in model.keymap.hints(context) {
-            if context != Context::Call && model.call.is_some() && action.name() == "call" {
-                continue;
+/// The keys that work now, as many as fit: moving between panes goes
+/// first when space runs out, help and quit last.
+fn footer_line(model: &Model, width: u16) -> Line<'static> {
+    let mut hints = model.hints();
+    let cost = |h: &[(crate::tui::keymap::Key, Action)]| -> usize {
+        h.iter()
+            .map(|(k, a)| k.to_string().chars().count() + a.hint().chars().count() + 4)
+            .sum()
+    };
+    while cost(&hints) > usize::from(width) {
+        let drop = [Action::PrevPane, Action::NextPane]
+            .iter()
+            .find_map(|e| hints.iter().position(|(_, a)| a == e))
+            .or_else(|| {
+                hints
+                    .iter()
+                    .rposition(|(_, a)| !matches!(a, Action::Help | Action::Quit))
+            });
+        match drop {
+            Some(i) => {
+                hints.remove(i);
             }
-            spans.push(format!(" {key} ").reversed());
-            spans.push(format!(" {} ", action.hint()).into());
+            None => break,
         }
     }
+    let spans: Vec<Span> = hints
+        .into_iter()
+        .flat_map(|(key, action)| {
+            [
+                format!(" {key} ").reversed(),
+                format!(" {} ", action.hint()).into(),
+            ]
+        })
+        .collect();
     Line::from(spans)
 }
 
-fn centered(area: Rect, width: u16, height: u16) -> Rect {
+pub(crate) fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let [row] = Layout::vertical([Constraint::Length(height.min(area.height))])
         .flex(Flex::Center)
         .areas(area);
@@ -425,36 +519,6 @@ fn draw_incoming(frame: &mut Frame, model: &Model, now: u64) {
     );
 }
 
-fn draw_help(frame: &mut Frame, model: &Model) {
-    // One line per action, with every key bound to it, in table order.
-    let mut rows: Vec<(Vec<String>, &str)> = Vec::new();
-    for (_, key, action) in model.keymap.all() {
-        let key = key.to_string();
-        match rows.iter_mut().find(|(_, hint)| *hint == action.hint()) {
-            Some((keys, _)) if !keys.contains(&key) => keys.push(key),
-            Some(_) => {}
-            None => rows.push((vec![key], action.hint())),
-        }
-    }
-    let lines: Vec<Line> = rows
-        .into_iter()
-        .map(|(keys, hint)| {
-            Line::from(vec![
-                format!("  {:<16}", keys.join(" ")).cyan(),
-                hint.into(),
-            ])
-        })
-        .collect();
-    let area = centered(frame.area(), 44, lines.len() as u16 + 2);
-    frame.render_widget(Clear, area);
-    frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(Block::bordered().title(" Keys (Esc closes) ")),
-        area,
-    );
-}
-
 /// `HH:MM` of a unix-ms time, in UTC.
 fn hh_mm(ms: u64) -> String {
     let minutes = ms / 60_000;
@@ -462,7 +526,7 @@ fn hh_mm(ms: u64) -> String {
 }
 
 /// `MM:SS.mmm` since the UI started: event logs compare intervals, not dates.
-fn elapsed(ms: u64) -> String {
+pub(crate) fn elapsed(ms: u64) -> String {
     format!(
         "{:02}:{:02}.{:03}",
         ms / 60_000,

@@ -66,6 +66,11 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-t", session])
     }
 
+    /// The screen with wrapped lines joined: long messages read whole.
+    fn joined(&self, session: &str) -> String {
+        self.run(&["capture-pane", "-p", "-J", "-t", session])
+    }
+
     /// Waits until the screen shows `what`; panics with the screen if not.
     async fn wait_for(&self, session: &str, what: &str) {
         self.wait_for_any(session, &[what]).await;
@@ -116,13 +121,103 @@ fn a_missing_tool_is_named_with_its_package() {
 }
 
 #[tokio::test]
+async fn a_bad_key_in_the_config_is_told_on_the_terminal_before_the_tui_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = dir.path().join("config/termphone");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(config_dir.join("config.toml"), "[tui.keys]\ncall = \"a\"\n").unwrap();
+    let flag_file = dir.path().join("keys.toml");
+    std::fs::write(&flag_file, "[tui.keys]\ncall = \"ctrl-shift-p\"\n").unwrap();
+    let tmux = Tmux::new("badkey");
+    // Nothing listens on the relay address: the keys are refused before
+    // any connection.
+    let tui = |extra: &str| {
+        format!(
+            "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} {extra} --relay ws://127.0.0.1:9 --user alice; \
+             echo \"exit status $?\"; sleep 600",
+            dir.path().join("data").display(),
+            dir.path().join("config").display(),
+            env!("CARGO_BIN_EXE_termphone"),
+        )
+    };
+    tmux.start("clash", &tui(""));
+    tmux.start("bad", &tui(&format!("--config {}", flag_file.display())));
+    tmux.wait_for("clash", "exit status 2").await;
+    tmux.wait_for("bad", "exit status 2").await;
+
+    let clash = tmux.joined("clash");
+    assert!(
+        clash.contains(&format!(
+            "{}: [tui.keys] call = \"a\": a already means \"answer\" (accept) while a call rings; \
+             bind call or accept to another key",
+            config_dir.join("config.toml").display()
+        )),
+        "{clash}"
+    );
+    assert!(clash.contains("termphone did not start"), "{clash}");
+    let bad = tmux.joined("bad");
+    assert!(
+        bad.contains("call = \"ctrl-shift-p\": \"ctrl-shift-p\" is not a key"),
+        "{bad}"
+    );
+}
+
+#[tokio::test]
+async fn a_kicked_out_tui_says_why_and_logs_in_again_with_l() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let tmux = Tmux::new("kicked");
+    let tui = format!(
+        "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} --user alice --device d1",
+        dir.path().join("data").display(),
+        dir.path().join("config").display(),
+        env!("CARGO_BIN_EXE_termphone"),
+    );
+    tmux.start("tui", &tui);
+    tmux.wait_for("tui", "LOGINED").await;
+
+    // The same device logs in elsewhere: the TUI is kicked out.
+    let mut other = Headless::spawn(
+        dir.path(),
+        &["--relay", &url, "--user", "alice", "--device", "d1"],
+    );
+    other.expect("SDK_READY").await;
+    tmux.wait_for("tui", "Press l to log in again").await;
+    let screen = tmux.joined("tui");
+    assert!(screen.contains("LOGOUT  kicked out"), "{screen}");
+    assert!(
+        screen.contains("Kicked out: device d1 of alice logged in on another connection."),
+        "{screen}"
+    );
+    let footer = screen.lines().last().unwrap_or_default().to_owned();
+    assert!(footer.contains("l  log in again"), "{footer}");
+    assert!(
+        !footer.contains(" c  call") && !footer.contains(" w  write"),
+        "{footer}"
+    );
+
+    // c calls no one and says nothing of headless commands.
+    tmux.keys("tui", &["c"]);
+    tmux.keys("tui", &["l"]);
+    tmux.wait_for("tui", "LOGINED").await;
+    other.expect("KICKED_OUT").await;
+    let screen = tmux.screen("tui");
+    assert!(!screen.contains("send `login`"), "{screen}");
+    assert!(!screen.contains("Kicked out"), "{screen}");
+    tmux.keys("tui", &["q"]);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
 async fn two_alice_terminals_ring_one_answers_and_chat_reaches_everyone() {
     let dir = tempfile::tempdir().unwrap();
     let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
     let url = relay.url();
     let tmux = Tmux::new("multi");
+    // As the README has it: no --multi-device, and both terminals ring.
     let tui = format!(
-        "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} --user alice --multi-device",
+        "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} --user alice",
         dir.path().join("data").display(),
         dir.path().join("config").display(),
         env!("CARGO_BIN_EXE_termphone"),

@@ -1,0 +1,148 @@
+//! What is drawn over the panes: the help, one event in full, and the
+//! notice that the terminal is too small for anything else.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::Stylize;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+
+use crate::tui::keymap::{Action, Context};
+use crate::tui::state::{LogLine, Model};
+use crate::tui::view::{MIN_HEIGHT, MIN_WIDTH, centered, elapsed};
+
+/// The help's sections, in the order a user meets them.
+const SECTIONS: [Context; 9] = [
+    Context::Global,
+    Context::Contacts,
+    Context::Conversation,
+    Context::Compose,
+    Context::History,
+    Context::Log,
+    Context::Incoming,
+    Context::Call,
+    Context::SignedOut,
+];
+/// Width of the help's first column (where the keys work).
+const LABEL: usize = 24;
+
+/// A screen too small for the panes says so, instead of drawing them cut
+/// (or leaving the last frame stale).
+pub fn too_small(frame: &mut Frame, area: Rect) {
+    let text = vec![
+        Line::from("Terminal too small".bold()),
+        Line::from(format!(
+            "{}x{}, needs {MIN_WIDTH}x{MIN_HEIGHT}",
+            area.width, area.height
+        )),
+    ];
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(text).centered().wrap(Wrap { trim: true }),
+        area,
+    );
+}
+
+/// A popup clears the whole screen first: drawn over the panes, its border
+/// would run into theirs.
+fn clear_behind(frame: &mut Frame) {
+    frame.render_widget(Clear, frame.area());
+}
+
+/// Every key, one line per place it works: the same key (Enter) does
+/// different things in different panes, and the help says where.
+pub fn help(frame: &mut Frame, model: &Model) {
+    let width = frame.area().width.saturating_sub(4).min(96);
+    let room = usize::from(width.saturating_sub(2))
+        .saturating_sub(LABEL)
+        .max(10);
+    let global = keys_of(model, Context::Global);
+    let mut lines = Vec::new();
+    for context in SECTIONS {
+        let entries: Vec<String> = keys_of(model, context)
+            .into_iter()
+            .filter(|entry| context == Context::Global || !global.contains(entry))
+            .map(|(keys, action)| format!("{} {}", keys.join(" "), action.hint()))
+            .collect();
+        let mut label = Some(format!("{:<LABEL$}", capitalized(context.describe())));
+        let mut current = String::new();
+        for entry in entries {
+            if !current.is_empty() && current.chars().count() + 3 + entry.chars().count() > room {
+                lines.push(help_line(label.take(), std::mem::take(&mut current)));
+            }
+            if !current.is_empty() {
+                current.push_str(" · ");
+            }
+            current.push_str(&entry);
+        }
+        if !current.is_empty() {
+            lines.push(help_line(label.take(), current));
+        }
+    }
+    let area = centered(frame.area(), width, lines.len() as u16 + 2);
+    clear_behind(frame);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" Keys (Esc closes) ")),
+        area,
+    );
+}
+
+fn help_line(label: Option<String>, entries: String) -> Line<'static> {
+    let label = label.unwrap_or_else(|| " ".repeat(LABEL));
+    Line::from(vec![Span::raw(label).dark_gray(), Span::raw(entries)])
+}
+
+/// Each action of `context` with all its keys there, in table order.
+fn keys_of(model: &Model, context: Context) -> Vec<(Vec<String>, Action)> {
+    let mut out: Vec<(Vec<String>, Action)> = Vec::new();
+    for &(c, key, action) in model.keymap.all() {
+        if c != context {
+            continue;
+        }
+        let key = key.to_string();
+        match out.iter_mut().find(|(_, a)| *a == action) {
+            Some((keys, _)) if !keys.contains(&key) => keys.push(key),
+            Some(_) => {}
+            None => out.push((vec![key], action)),
+        }
+    }
+    out
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// One event of the log with every field, wrapped to the screen.
+pub fn detail(frame: &mut Frame, model: &Model, line: &LogLine) {
+    let full = frame.area();
+    let width = full.width.saturating_sub(4).min(100);
+    let lines: Vec<Line> = line
+        .full
+        .lines()
+        .map(|l| Line::from(l.to_owned()))
+        .collect();
+    let inner = usize::from(width.saturating_sub(2)).max(1);
+    let rows: usize = line
+        .full
+        .lines()
+        .map(|l| l.chars().count().div_ceil(inner).max(1))
+        .sum();
+    let height = (rows as u16 + 2).min(full.height.saturating_sub(2));
+    let area = centered(full, width, height);
+    let title = format!(
+        " {} (Esc closes) ",
+        elapsed(line.at.saturating_sub(model.started_at))
+    );
+    clear_behind(frame);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(title)),
+        area,
+    );
+}
