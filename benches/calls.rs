@@ -5,6 +5,7 @@
 //! device's invitation, and from an accept to the last other device's
 //! cancel, over 1,000 calls each, beside the raw WebSocket round trip of the
 //! same run; then call setups per second with many pairs at once.
+//! `cargo test` runs it in its quick mode (see `common::mode`).
 
 mod common;
 
@@ -12,29 +13,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use common::{Ws, cores, login, p50_p99, recv, send, start_relay};
+use common::{Ws, cores, expect, login, p50_p99, send, start_relay};
 use termphone::protocol::{CallInfo, ClientMsg, ServerMsg};
 
-const CALLS: usize = 1_000;
-const PAIRS: usize = 100;
-const THROUGHPUT_WINDOW: Duration = Duration::from_secs(3);
-
-async fn expect(ws: &mut Ws, what: &str, ok: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
-    loop {
-        let msg = recv(ws).await;
-        if ok(&msg) {
-            return msg;
-        }
-        assert!(
-            matches!(
-                msg,
-                ServerMsg::CallPeer { .. }
-                    | ServerMsg::CallDialing { .. }
-                    | ServerMsg::HeartbeatAck
-            ),
-            "waiting for {what}, got {msg:?}"
-        );
-    }
+/// How much of each measurement a run does.
+#[derive(Clone, Copy)]
+struct Sizes {
+    calls: usize,
+    pairs: usize,
+    window: Duration,
 }
 
 async fn invited(ws: &mut Ws) -> (Instant, CallInfo) {
@@ -86,7 +73,7 @@ async fn round_trips(ws: &mut Ws, n: usize) -> Vec<Duration> {
     out
 }
 
-async fn fan_out(url: &str, devices: usize) {
+async fn fan_out(url: &str, devices: usize, calls: usize) {
     let callee = format!("callee{devices}");
     let caller_name = format!("caller{devices}");
     let mut caller = login(url, &caller_name, "c").await;
@@ -98,9 +85,9 @@ async fn fan_out(url: &str, devices: usize) {
     }
     // Let the multi-device flags land before the first call.
     let _ = round_trips(&mut phones[devices - 1], 1).await;
-    let mut ring = Vec::with_capacity(CALLS);
-    let mut cancel = Vec::with_capacity(CALLS);
-    for _ in 0..CALLS {
+    let mut ring = Vec::with_capacity(calls);
+    let mut cancel = Vec::with_capacity(calls);
+    for _ in 0..calls {
         let t0 = Instant::now();
         send(&mut caller, &call_msg(&callee)).await;
         let arrivals = join_all(phones.iter_mut().map(invited)).await;
@@ -130,7 +117,7 @@ async fn fan_out(url: &str, devices: usize) {
         ended(&mut caller).await;
         ended(winner).await;
     }
-    let mut rtt = round_trips(&mut caller, CALLS).await;
+    let mut rtt = round_trips(&mut caller, calls).await;
     print!(
         "callee devices {devices:>2}: call -> last ON_CALL_RECEIVED {}",
         p50_p99(&mut ring)
@@ -144,13 +131,14 @@ async fn fan_out(url: &str, devices: usize) {
     println!(" | websocket round trip {}", p50_p99(&mut rtt));
 }
 
-/// Completes call -> ring -> accept -> both begin -> hangup -> both end, repeatedly.
+/// Completes call -> ring -> accept -> both begin -> hangup -> both end,
+/// until `until`; at least once, so that even a short run exercises it.
 async fn pair_loop(url: String, k: usize, until: Instant) -> usize {
     let callee = format!("pc{k}");
     let mut caller = login(&url, &format!("pr{k}"), "c").await;
     let mut phone = login(&url, &callee, "d").await;
     let mut setups = 0;
-    while Instant::now() < until {
+    loop {
         send(&mut caller, &call_msg(&callee)).await;
         let (_, call) = invited(&mut phone).await;
         send(
@@ -172,30 +160,51 @@ async fn pair_loop(url: String, k: usize, until: Instant) -> usize {
         .await;
         ended(&mut caller).await;
         ended(&mut phone).await;
+        if Instant::now() >= until {
+            return setups;
+        }
     }
-    setups
 }
 
 #[tokio::main]
 async fn main() {
+    let Some(mode) = common::mode("calls") else {
+        return;
+    };
+    let sizes = mode.pick(
+        Sizes {
+            calls: 1_000,
+            pairs: 100,
+            window: Duration::from_secs(3),
+        },
+        Sizes {
+            calls: 5,
+            pairs: 4,
+            window: Duration::from_millis(300),
+        },
+    );
     let config = "[[relay.apps]]\nid = 1400000000\nsecret = \"termphone-development-secret-not-for-deployment\"\nmax_devices_per_platform = 16\n";
     let (mut relay, url, _dir) = start_relay(config).await;
     println!(
-        "relay: {url} (release build, this machine: {} cores); {CALLS} calls per row",
-        cores()
+        "relay: {url} ({}, this machine: {} cores); {} calls per row",
+        mode.build(),
+        cores(),
+        sizes.calls
     );
     for devices in [1, 3, 10] {
-        fan_out(&url, devices).await;
+        fan_out(&url, devices, sizes.calls).await;
     }
     // Setups per second: many caller/callee pairs at once. A setup is a call
     // until both sides have ON_CALL_BEGIN; each loop also hangs up.
-    let until = Instant::now() + THROUGHPUT_WINDOW;
+    let until = Instant::now() + sizes.window;
     let t = Instant::now();
-    let counts = join_all((0..PAIRS).map(|k| tokio::spawn(pair_loop(url.clone(), k, until)))).await;
+    let counts =
+        join_all((0..sizes.pairs).map(|k| tokio::spawn(pair_loop(url.clone(), k, until)))).await;
     let total: usize = counts.into_iter().map(|c| c.unwrap()).sum();
     println!(
-        "call setups: {total} in {:.2?} with {PAIRS} pairs at once = {:.0} setups/s (each with its hangup)",
+        "call setups: {total} in {:.2?} with {} pairs at once = {:.0} setups/s (each with its hangup)",
         t.elapsed(),
+        sizes.pairs,
         total as f64 / t.elapsed().as_secs_f64()
     );
     let _ = relay.kill().await;

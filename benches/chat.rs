@@ -4,7 +4,8 @@
 //! reaches 6 devices: the recipient's 3, the sender's 2 others, and the
 //! acknowledgement on the sending device. Then the p99 delivery latency at
 //! half the measured rate, and how long a device that missed 10,000
-//! messages takes to catch up.
+//! messages takes to catch up. `cargo test` runs it in its quick mode (see
+//! `common::mode`).
 
 mod common;
 
@@ -19,11 +20,18 @@ use tokio_tungstenite::tungstenite::Message;
 use common::{Ws, cores, login, percentile, recv, send, start_relay, us};
 use termphone::protocol::{self, ClientMsg, EntryKind, ServerMsg};
 
-const USERS: usize = 100;
 const DEVICES: usize = 3;
-const MESSAGES_PER_SENDER: usize = 300;
 const WINDOW: usize = 64;
-const CATCH_UP: usize = 10_000;
+
+/// How much of each measurement a run does.
+#[derive(Clone, Copy)]
+struct Sizes {
+    users: usize,
+    messages_per_sender: usize,
+    /// Per sender, at half load.
+    paced_per_sender: usize,
+    catch_up: usize,
+}
 
 fn unix_nanos() -> u128 {
     SystemTime::now()
@@ -95,16 +103,17 @@ async fn run_load(
     gap: Duration,
     tag: &str,
 ) -> Vec<futures_util::stream::SplitSink<Ws, Message>> {
+    let users = senders.len();
     let mut tasks = Vec::new();
     for (i, mut sink) in senders.into_iter().enumerate() {
         let acked = acked.clone();
         let tag = tag.to_owned();
         tasks.push(tokio::spawn(async move {
-            let to = format!("u{}", (i + 1) % USERS);
+            let to = format!("u{}", (i + 1) % users);
             let mut next = Instant::now();
             for k in 0..per_sender {
                 // Keep at most WINDOW messages of all senders unacknowledged per sender.
-                while k as u64 > acked.load(Ordering::Relaxed) / USERS as u64 + WINDOW as u64 {
+                while k as u64 > acked.load(Ordering::Relaxed) / users as u64 + WINDOW as u64 {
                     tokio::task::yield_now().await;
                 }
                 if !gap.is_zero() {
@@ -132,10 +141,33 @@ async fn run_load(
 
 #[tokio::main]
 async fn main() {
+    let Some(mode) = common::mode("chat") else {
+        return;
+    };
+    let Sizes {
+        users,
+        messages_per_sender,
+        paced_per_sender,
+        catch_up,
+    } = mode.pick(
+        Sizes {
+            users: 100,
+            messages_per_sender: 300,
+            paced_per_sender: 200,
+            catch_up: 10_000,
+        },
+        Sizes {
+            users: 4,
+            messages_per_sender: 10,
+            paced_per_sender: 5,
+            catch_up: 200,
+        },
+    );
     let config = "[[relay.apps]]\nid = 1400000000\nsecret = \"termphone-development-secret-not-for-deployment\"\ncompensation_window_days = 1\n";
     let (mut relay, url, _dir) = start_relay(config).await;
     println!(
-        "relay: {url} (release build, this machine: {} cores); {USERS} users x {DEVICES} devices",
+        "relay: {url} ({}, this machine: {} cores); {users} users x {DEVICES} devices",
+        mode.build(),
         cores()
     );
 
@@ -145,7 +177,7 @@ async fn main() {
     let acked = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     let mut keep = Vec::new();
-    for u in 0..USERS {
+    for u in 0..users {
         for d in 0..DEVICES {
             let ws = device(&url, &format!("u{u}"), &format!("d{d}")).await;
             let (sink, stream) = ws.split();
@@ -163,20 +195,21 @@ async fn main() {
         }
     }
     // Acks count as deliveries too, on the sending device.
-    let total_messages = (USERS * MESSAGES_PER_SENDER) as u64;
+    let total_messages = (users * messages_per_sender) as u64;
     let t = Instant::now();
     let _sinks = run_load(
         sinks,
         acked.clone(),
-        MESSAGES_PER_SENDER,
+        messages_per_sender,
         Duration::ZERO,
         "full",
     )
     .await;
     let expected = total_messages * 6;
-    while delivered.load(Ordering::Relaxed) + acked.load(Ordering::Relaxed) < expected {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    common::until("every delivery at full load", || {
+        delivered.load(Ordering::Relaxed) + acked.load(Ordering::Relaxed) >= expected
+    })
+    .await;
     let elapsed = t.elapsed();
     let rate = expected as f64 / elapsed.as_secs_f64();
     println!(
@@ -197,7 +230,7 @@ async fn main() {
     let mut sinks = Vec::new();
     let mut keep = Vec::new();
     let mut readers = Vec::new();
-    for u in 0..USERS {
+    for u in 0..users {
         for d in 0..DEVICES {
             let ws = device(&url, &format!("u{u}"), &format!("d{d}")).await;
             let (sink, stream) = ws.split();
@@ -211,14 +244,14 @@ async fn main() {
         }
     }
     let half_msgs_per_sec = rate / 6.0 / 2.0;
-    let gap = Duration::from_secs_f64(USERS as f64 / half_msgs_per_sec);
-    let per_sender = 200;
-    let _sinks = run_load(sinks, acked.clone(), per_sender, gap, "half").await;
+    let gap = Duration::from_secs_f64(users as f64 / half_msgs_per_sec);
+    let _sinks = run_load(sinks, acked.clone(), paced_per_sender, gap, "half").await;
     // Counted on second and third devices: the recipient's 2 and the sender's 2.
-    let expected_deliveries = (USERS * per_sender * 4) as u64;
-    while delivered.load(Ordering::Relaxed) < expected_deliveries {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let expected_deliveries = (users * paced_per_sender * 4) as u64;
+    common::until("every delivery at half load", || {
+        delivered.load(Ordering::Relaxed) >= expected_deliveries
+    })
+    .await;
     let mut lat = latencies.lock().await.clone();
     lat.sort();
     println!(
@@ -231,10 +264,10 @@ async fn main() {
     drop(readers);
     drop(keep);
 
-    // Catch-up: 10,000 messages to a user whose only device is away.
+    // Catch-up: many messages to a user whose only device is away.
     let mut sender = device(&url, "catchup-sender", "d").await;
     drop(device(&url, "catchup", "d").await);
-    for k in 0..CATCH_UP {
+    for k in 0..catch_up {
         send(
             &mut sender,
             &ClientMsg::SendMessage {
@@ -248,8 +281,8 @@ async fn main() {
             while !matches!(recv(&mut sender).await, ServerMsg::MessageSent { .. }) {}
         }
     }
-    let mut acks = CATCH_UP / WINDOW;
-    while acks < CATCH_UP {
+    let mut acks = catch_up / WINDOW;
+    while acks < catch_up {
         if let ServerMsg::MessageSent { .. } = recv(&mut sender).await {
             acks += 1;
         }

@@ -10,6 +10,8 @@
 //! 3. Relay forwarding: N concurrent 1:1 calls, each side sending a frame
 //!    every 20 ms; frames per second, forwarding delay p50/p99, loss, and
 //!    the relay process's CPU.
+//!
+//! `cargo test` runs it in its quick mode (see `common::mode`).
 
 mod common;
 
@@ -23,7 +25,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{Ws, cores, login, percentile, recv, send, start_relay, us};
+use common::{Mode, Ws, cores, expect, login, percentile, send, start_relay, us};
 use termphone::ids::UserId;
 use termphone::media::codec::{CodecSettings, Decoder, Encoder};
 use termphone::media::session::CallMedia;
@@ -68,7 +70,7 @@ impl Signal {
     }
 }
 
-fn codec() {
+fn codec(mode: Mode) {
     let settings = CodecSettings::default();
     let mut ours = Encoder::new(settings).unwrap();
     let mut bare =
@@ -81,7 +83,7 @@ fn codec() {
         .unwrap();
     let mut decoder = Decoder::new().unwrap();
     let mut signal = Signal::new();
-    let frames: Vec<Frame> = (0..2_000).map(|_| signal.frame()).collect();
+    let frames: Vec<Frame> = (0..mode.pick(2_000, 50)).map(|_| signal.frame()).collect();
     let mut packet = [0u8; 1275];
     let mut packets = Vec::with_capacity(frames.len());
 
@@ -130,28 +132,20 @@ fn best_lag(input: &[f32], output: &[f32], max_lag: usize) -> usize {
 }
 
 /// The codec's own delay: encode then decode directly.
-fn codec_lag() -> usize {
+fn codec_lag(mode: Mode) -> usize {
     let mut enc = Encoder::new(CodecSettings::default()).unwrap();
     let mut dec = Decoder::new().unwrap();
     let mut signal = Signal::new();
     let (mut input, mut output) = (Vec::new(), Vec::new());
     let mut out = [0.0; FRAME_SAMPLES];
-    for _ in 0..200 {
+    // Enough for the 100 ms of lags searched; a debug build searches slowly.
+    for _ in 0..mode.pick(200, 10) {
         let f = signal.frame();
         dec.decode(enc.encode(&f).unwrap(), &mut out);
         input.extend_from_slice(&f);
         output.extend_from_slice(&out);
     }
     best_lag(&input, &output, 4_800)
-}
-
-async fn expect(ws: &mut Ws, ok: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
-    loop {
-        let msg = recv(ws).await;
-        if ok(&msg) {
-            return msg;
-        }
-    }
 }
 
 /// Logs in caller and callee and connects a call; returns both and the room.
@@ -167,8 +161,10 @@ async fn call(url: &str, caller: &str, callee: &str) -> (Ws, Ws, RoomId) {
         },
     )
     .await;
-    let ServerMsg::CallInvite { call } =
-        expect(&mut b, |m| matches!(m, ServerMsg::CallInvite { .. })).await
+    let ServerMsg::CallInvite { call } = expect(&mut b, "call_invite", |m| {
+        matches!(m, ServerMsg::CallInvite { .. })
+    })
+    .await
     else {
         unreachable!()
     };
@@ -180,12 +176,15 @@ async fn call(url: &str, caller: &str, callee: &str) -> (Ws, Ws, RoomId) {
     )
     .await;
     for ws in [&mut a, &mut b] {
-        expect(ws, |m| matches!(m, ServerMsg::MediaPeers { .. })).await;
+        expect(ws, "media_peers", |m| {
+            matches!(m, ServerMsg::MediaPeers { .. })
+        })
+        .await;
     }
     (a, b, call.room)
 }
 
-async fn loopback_delay(url: &str) {
+async fn loopback_delay(url: &str, mode: Mode) {
     let (alice_ws, bob_ws, room) = call(url, "loop-a", "loop-b").await;
     let me = |s: &str| UserId::parse(s).unwrap();
     let mut alice = CallMedia::new(me("loop-a"), room, CodecSettings::default()).unwrap();
@@ -208,8 +207,8 @@ async fn loopback_delay(url: &str) {
     let mut sent_at = HashMap::new();
     let (mut relay_times, mut encode_times, mut playout_times) = (vec![], vec![], vec![]);
     let mut out = [0.0; FRAME_SAMPLES];
-    const TICKS: usize = 500;
-    for half in 0..2 * TICKS {
+    let frames = mode.pick(500, 20);
+    for half in 0..2 * frames {
         tick.tick().await;
         if half % 2 == 0 {
             // alice's capture buffer holds a new frame.
@@ -241,7 +240,7 @@ async fn loopback_delay(url: &str) {
     let ms = |samples: usize| samples as f64 / 48.0;
     relay_times.sort();
     let relay_mean = relay_times.iter().sum::<Duration>() / relay_times.len() as u32;
-    let codec = codec_lag();
+    let codec = codec_lag(mode);
     // Output frame j is played half a frame after input frame j was captured.
     let phase = 10.0;
     let total = ms(lag) + phase;
@@ -284,7 +283,7 @@ fn cpu_secs(pid: u32) -> f64 {
 
 /// Runs `calls` concurrent calls and prints their figures; returns the p99
 /// forwarding delay.
-async fn forwarding(url: &str, relay_pid: u32, calls: usize) -> Duration {
+async fn forwarding(url: &str, relay_pid: u32, calls: usize, mode: Mode) -> Duration {
     let base = Instant::now();
     let setups = join_all((0..calls).map(|k| {
         let url = url.to_owned();
@@ -349,10 +348,10 @@ async fn forwarding(url: &str, relay_pid: u32, calls: usize) -> Duration {
     }
     let sending = Instant::now();
     // Let the clocks settle, then measure a window.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(mode.pick(Duration::from_secs(1), Duration::from_millis(200))).await;
     let cpu0 = cpu_secs(relay_pid);
     let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(mode.pick(Duration::from_secs(5), Duration::from_millis(500))).await;
     let cpu = cpu_secs(relay_pid) - cpu0;
     let wall = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
@@ -381,20 +380,24 @@ async fn forwarding(url: &str, relay_pid: u32, calls: usize) -> Duration {
 
 #[tokio::main]
 async fn main() {
+    let Some(mode) = common::mode("media") else {
+        return;
+    };
     println!(
-        "media benchmark (release build, this machine: {} cores)",
+        "media benchmark ({}, this machine: {} cores)",
+        mode.build(),
         cores()
     );
-    codec();
+    codec(mode);
     let (mut relay, url, _dir) = start_relay(CONFIG).await;
-    loopback_delay(&url).await;
+    loopback_delay(&url, mode).await;
     let pid = relay.id().unwrap();
     println!(
         "relay forwarding, each side of each call sending 50 frames/s (the bench's clients share the machine):"
     );
     let mut within = None;
-    for calls in [100, 200, 300, 500, 1_000] {
-        if forwarding(&url, pid, calls).await < Duration::from_millis(5) {
+    for calls in mode.pick(&[100, 200, 300, 500, 1_000][..], &[4][..]) {
+        if forwarding(&url, pid, *calls, mode).await < Duration::from_millis(5) {
             within = Some(calls);
         }
     }

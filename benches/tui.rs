@@ -3,7 +3,10 @@
 //! `cargo bench --bench tui`: the time to render a full 120x40 frame with
 //! 200 contacts and 10,000 messages in the open conversation, and the
 //! resident memory of a real `termphone` TUI process holding that
-//! conversation, run in tmux.
+//! conversation, run in tmux. `cargo test` runs it in its quick mode (see
+//! `common::mode`).
+
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -19,10 +22,8 @@ use termphone::tui::state::Model;
 use termphone::tui::view;
 
 const CONTACTS: usize = 200;
-const MESSAGES: usize = 10_000;
-const FRAMES: usize = 2_000;
 
-fn loaded_model() -> Model {
+fn loaded_model(messages: usize) -> Model {
     let now = 1_795_435_200_000;
     let mut m = Model::new(
         UserId::parse("alice").unwrap(),
@@ -56,7 +57,7 @@ fn loaded_model() -> Model {
         TermEvent::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
         now,
     );
-    let messages = (0..MESSAGES)
+    let messages = (0..messages)
         .map(|k| StoredMessage {
             msg_id: format!("m{k}"),
             from: if k % 2 == 0 {
@@ -86,10 +87,58 @@ fn loaded_model() -> Model {
     m
 }
 
-/// A real release TUI in tmux, with a relay that knows 200 users and a local
-/// store holding 10,000 messages with the contact it opens; returns its
+/// Kills a process this benchmark started when it is done with it, also
+/// when it fails half-way.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The benchmark's own tmux server, gone with it.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&self.0)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tmux ({e}): install the tmux package"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the pane shows `text`.
+    fn shows(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = self.run(&["capture-pane", "-p", "-t", "tui"]);
+            if screen.contains(text) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the TUI did not show {text:?} within 20 s; it shows:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// A real TUI in tmux, with a relay that knows 200 users and a local store
+/// holding `messages` messages with the contact it opens; returns its
 /// resident memory in KiB.
-fn tui_resident_kib() -> u64 {
+fn tui_resident_kib(messages: usize) -> u64 {
     use termphone::client::local_store::LocalStore;
     use termphone::ids::DEV_APP_ID;
     use termphone::relay::core::StoreOp;
@@ -115,7 +164,7 @@ fn tui_resident_kib() -> u64 {
     let profile = data.join(format!("termphone/profiles/{DEV_APP_ID}/alice/bench"));
     std::fs::create_dir_all(&profile).unwrap();
     let local = LocalStore::open(&profile, "alice").unwrap();
-    for k in 0..MESSAGES {
+    for k in 0..messages {
         local
             .apply(&Event::MessageReceived {
                 msg_id: format!("m{k}"),
@@ -131,16 +180,18 @@ fn tui_resident_kib() -> u64 {
     drop(local);
 
     let exe = env!("CARGO_BIN_EXE_termphone");
-    let mut relay = std::process::Command::new(exe)
-        .args(["relay", "--listen", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .env("TERMPHONE_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut relay = Reap(
+        std::process::Command::new(exe)
+            .args(["relay", "--listen", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .env("TERMPHONE_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(relay.stdout.take().unwrap()),
+        &mut std::io::BufReader::new(relay.0.stdout.take().unwrap()),
         &mut line,
     )
     .unwrap();
@@ -149,21 +200,13 @@ fn tui_resident_kib() -> u64 {
         .strip_prefix("listening on ")
         .unwrap()
         .to_owned();
-    let socket = format!("termphone-bench-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        let out = std::process::Command::new("tmux")
-            .arg("-L")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let tmux = Tmux(format!("termphone-bench-{}", std::process::id()));
     let command = format!(
-        "env XDG_DATA_HOME={} {exe} --relay {url} --user alice --device bench",
-        data.display()
+        "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {exe} --relay {url} --user alice --device bench",
+        data.display(),
+        dir.path().join("config").display()
     );
-    tmux(&[
+    tmux.run(&[
         "new-session",
         "-d",
         "-s",
@@ -174,33 +217,34 @@ fn tui_resident_kib() -> u64 {
         "40",
         &command,
     ]);
-    std::thread::sleep(Duration::from_secs(2));
-    tmux(&["send-keys", "-t", "tui", "Enter"]);
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(tmux(&["capture-pane", "-p", "-t", "tui"]).contains("message number 9999"));
-    let pid = tmux(&["display-message", "-p", "-t", "tui", "#{pane_pid}"]);
+    tmux.shows("user000");
+    tmux.run(&["send-keys", "-t", "tui", "Enter"]);
+    tmux.shows(&format!("message number {}", messages - 1));
+    let pid = tmux.run(&["display-message", "-p", "-t", "tui", "#{pane_pid}"]);
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
-    let rss = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    tmux(&["kill-server"]);
-    let _ = relay.kill();
-    let _ = relay.wait();
-    rss
+        .unwrap()
 }
 
 fn main() {
-    let model = loaded_model();
+    let Some(mode) = common::mode("tui") else {
+        return;
+    };
+    let messages = mode.pick(10_000, 500);
+    let frames = mode.pick(2_000, 20);
+    println!("tui benchmark ({})", mode.build());
+    let model = loaded_model(messages);
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
-    for _ in 0..100 {
+    for _ in 0..mode.pick(100, 2) {
         terminal
             .draw(|f| view::draw(f, &model, 1_795_435_260_000))
             .unwrap();
     }
-    let mut times: Vec<Duration> = Vec::with_capacity(FRAMES);
-    for k in 0..FRAMES {
+    let mut times: Vec<Duration> = Vec::with_capacity(frames);
+    for k in 0..frames {
         let t = Instant::now();
         terminal
             .draw(|f| view::draw(f, &model, 1_795_435_260_000 + k as u64))
@@ -210,13 +254,13 @@ fn main() {
     times.sort();
     let at = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
     println!(
-        "full frame at 120x40, {CONTACTS} contacts, {MESSAGES} messages open: p50 {:.1} µs  p99 {:.1} µs over {FRAMES} frames (goal: under 2 ms)",
+        "full frame at 120x40, {CONTACTS} contacts, {messages} messages open: p50 {:.1} µs  p99 {:.1} µs over {frames} frames (goal: under 2 ms)",
         at(0.5).as_secs_f64() * 1e6,
         at(0.99).as_secs_f64() * 1e6
     );
-    let rss = tui_resident_kib();
+    let rss = tui_resident_kib(messages);
     println!(
-        "a real TUI process ({CONTACTS} contacts, a {MESSAGES}-message conversation open): resident memory {:.1} MiB (goal: under 40 MiB)",
+        "a real TUI process ({CONTACTS} contacts, a {messages}-message conversation open): resident memory {:.1} MiB (goal: under 40 MiB)",
         rss as f64 / 1024.0
     );
 }

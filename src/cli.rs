@@ -67,7 +67,8 @@ pub struct FlowArgs {
     /// Run against this relay instead of a bundled one started for the flow.
     #[arg(long, value_name = "URL", value_parser = parse_relay_url)]
     pub relay: Option<String>,
-    /// Write every device's events side by side to this file.
+    /// Write what every device sent and received to this file: the whole
+    /// timeline as HTML if it ends in .html, else side by side as text.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 }

@@ -5,19 +5,23 @@
 //! a flow exercises exactly the interface QA scripts use (docs/headless.md).
 //! The file format is documented in docs/flows.md.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::de::value::{MapDeserializer, SeqDeserializer};
+use serde::de::{IntoDeserializer, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 
+use crate::client::event::EVENT_NAMES;
 use crate::config::RelayConfig;
+use crate::headless::{self, COMMANDS};
 use crate::media::spec::AudioSpec;
 use crate::relay::{self, RelayHandle};
 
@@ -111,9 +115,10 @@ pub struct Step {
 pub enum FlowError {
     #[error("{0}: {1}")]
     Read(String, String),
-    #[error("{file}: step {step}: {message}")]
+    #[error("{file}:{line}: step {step}: {message}")]
     Invalid {
         file: String,
+        line: usize,
         step: usize,
         message: String,
     },
@@ -146,6 +151,8 @@ impl Flow {
                 }
             }
         }
+        let lines = step_lines(&text);
+        let mut saved = BTreeSet::new();
         for (i, step) in flow.steps.iter().enumerate() {
             let kinds = [
                 step.send.is_some(),
@@ -154,6 +161,7 @@ impl Flow {
             ];
             let invalid = |message: String| FlowError::Invalid {
                 file: file.clone(),
+                line: lines.get(i).copied().unwrap_or(0),
                 step: i + 1,
                 message,
             };
@@ -165,22 +173,167 @@ impl Flow {
             if !flow.devices.iter().any(|d| d.name == step.device) {
                 return Err(invalid(format!("no device named {:?}", step.device)));
             }
+            if let Some(send) = &step.send {
+                check_send(send, &saved).map_err(invalid)?;
+            }
+            for (key, name) in [("expect", &step.expect), ("expect_none", &step.expect_none)] {
+                if let Some(name) = name
+                    && !EVENT_NAMES.contains(&name.as_str())
+                {
+                    return Err(invalid(format!(
+                        "{key}: unknown event {name:?}; events are {}",
+                        EVENT_NAMES.join(", ")
+                    )));
+                }
+            }
+            saved.extend(step.save.keys().map(String::as_str));
         }
         Ok(flow)
     }
 }
 
-struct Device {
-    name: String,
-    stdin: ChildStdin,
-    events: mpsc::UnboundedReceiver<(Value, Instant)>,
-    child: Child,
+/// The line each `[[step]]` starts on, for errors that point into the file.
+fn step_lines(text: &str) -> Vec<usize> {
+    #[derive(Deserialize)]
+    struct Spans {
+        #[serde(default)]
+        step: Vec<toml::Spanned<toml::Table>>,
+    }
+    let Ok(spans) = toml::from_str::<Spans>(text) else {
+        return Vec::new();
+    };
+    spans
+        .step
+        .iter()
+        .map(|s| {
+            let start = s.span().start.min(text.len());
+            text[..start].matches('\n').count() + 1
+        })
+        .collect()
 }
 
-/// Every event each device saw, for the report.
+/// Checks a `send` step the way headless mode will take its command, so a
+/// misspelt command or argument stops the flow before any device starts.
+fn check_send(send: &toml::Table, saved: &BTreeSet<&str>) -> Result<(), String> {
+    let mut args = json_of(send);
+    let Some(Value::String(cmd)) = args.remove("cmd") else {
+        return Err(format!(
+            "send needs cmd = \"NAME\"; commands are {}",
+            COMMANDS.join(", ")
+        ));
+    };
+    let mut checked = Vec::with_capacity(args.len());
+    for (key, value) in args {
+        let arg = match value.as_str().and_then(|s| s.strip_prefix('$')) {
+            Some(name) if !saved.contains(name) => {
+                return Err(format!(
+                    "send: {key} = \"${name}\", but no earlier step saves {name} \
+                     (save = {{ {name} = \"FIELD\" }} on an expect step)"
+                ));
+            }
+            Some(_) => Arg::Saved,
+            None => Arg::Given(value),
+        };
+        checked.push((key, arg));
+    }
+    headless::check_command(&cmd, MapDeserializer::new(checked.into_iter()))
+        .map_err(|e| format!("send: {e}"))
+}
+
+/// One argument of a `send` step as it is checked at load. A `$name` is a
+/// value an earlier step saves from an event: its type is only known when
+/// the flow runs, so here it passes for whatever the argument needs.
+enum Arg {
+    Given(Value),
+    Saved,
+}
+
+/// What a saved value reads as where a string is wanted: a valid UserID,
+/// so that arguments checked as one pass.
+const SAVED_TEXT: &str = "saved";
+
+macro_rules! arg_methods {
+    ($($method:ident($($extra:ident: $ty:ty),*) => |$visitor:ident| $saved:expr;)*) => {$(
+        fn $method<V: Visitor<'de>>(
+            self,
+            $($extra: $ty,)*
+            $visitor: V,
+        ) -> Result<V::Value, serde_json::Error> {
+            match self {
+                Arg::Given(value) => value.$method($($extra,)* $visitor),
+                Arg::Saved => $saved,
+            }
+        }
+    )*};
+}
+
+impl<'de> Deserializer<'de> for Arg {
+    type Error = serde_json::Error;
+
+    arg_methods! {
+        deserialize_any() => |v| v.visit_unit();
+        deserialize_bool() => |v| v.visit_bool(true);
+        deserialize_i8() => |v| v.visit_u64(1);
+        deserialize_i16() => |v| v.visit_u64(1);
+        deserialize_i32() => |v| v.visit_u64(1);
+        deserialize_i64() => |v| v.visit_u64(1);
+        deserialize_u8() => |v| v.visit_u64(1);
+        deserialize_u16() => |v| v.visit_u64(1);
+        deserialize_u32() => |v| v.visit_u64(1);
+        deserialize_u64() => |v| v.visit_u64(1);
+        deserialize_f32() => |v| v.visit_f64(1.0);
+        deserialize_f64() => |v| v.visit_f64(1.0);
+        deserialize_char() => |v| v.visit_char('s');
+        deserialize_str() => |v| v.visit_str(SAVED_TEXT);
+        deserialize_string() => |v| v.visit_str(SAVED_TEXT);
+        deserialize_bytes() => |v| v.visit_str(SAVED_TEXT);
+        deserialize_byte_buf() => |v| v.visit_str(SAVED_TEXT);
+        deserialize_option() => |v| v.visit_some(Arg::Saved);
+        deserialize_unit() => |v| v.visit_unit();
+        deserialize_seq() => |v| v.visit_seq(SeqDeserializer::new(std::iter::empty::<Value>()));
+        deserialize_map() => |v| v.visit_unit();
+        deserialize_identifier() => |v| v.visit_str(SAVED_TEXT);
+        deserialize_ignored_any() => |v| v.visit_unit();
+        deserialize_unit_struct(name: &'static str) => |v| v.visit_unit();
+        deserialize_newtype_struct(name: &'static str) => |v| v.visit_newtype_struct(Arg::Saved);
+        deserialize_tuple(len: usize) => |v| v.visit_unit();
+        deserialize_tuple_struct(name: &'static str, len: usize) => |v| v.visit_unit();
+        deserialize_struct(name: &'static str, fields: &'static [&'static str]) => |v| v.visit_unit();
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]) => |v| v.visit_unit();
+    }
+}
+
+impl IntoDeserializer<'_, serde_json::Error> for Arg {
+    type Deserializer = Arg;
+
+    fn into_deserializer(self) -> Arg {
+        self
+    }
+}
+
+struct Device {
+    name: String,
+    stdin: Box<dyn AsyncWrite + Unpin + Send>,
+    events: mpsc::UnboundedReceiver<(Value, Instant)>,
+}
+
+/// Everything each device was sent and saw, and each step's verdict, for
+/// the report.
 struct Timeline {
     start: Instant,
-    rows: Vec<(Duration, usize, String)>,
+    rows: Vec<Row>,
+    steps: Vec<String>,
+}
+
+struct Row {
+    at: Duration,
+    device: usize,
+    entry: Entry,
+}
+
+enum Entry {
+    Sent(Map<String, Value>),
+    Seen(Value),
 }
 
 impl Device {
@@ -193,16 +346,35 @@ impl Device {
     ) -> Option<Value> {
         match tokio::time::timeout_at(until, self.events.recv()).await {
             Ok(Some((event, at))) => {
-                // Five a second per device in a call would bury the flow.
-                if event["event"] != "USER_VOICE_VOLUME" {
-                    timeline
-                        .rows
-                        .push((at - timeline.start, index, brief(&event)));
-                }
+                timeline.rows.push(Row {
+                    at: at - timeline.start,
+                    device: index,
+                    entry: Entry::Seen(event.clone()),
+                });
                 Some(event)
             }
             _ => None,
         }
+    }
+
+    /// Writes a command, on the timeline as of before the write: the device
+    /// may answer before the write returns, and its answer must not look
+    /// older than the command that caused it.
+    async fn send(
+        &mut self,
+        command: &Map<String, Value>,
+        timeline: &mut Timeline,
+        index: usize,
+    ) -> std::io::Result<()> {
+        let at = timeline.start.elapsed();
+        let line = format!("{}\n", Value::Object(command.clone()));
+        let written = self.stdin.write_all(line.as_bytes()).await;
+        timeline.rows.push(Row {
+            at,
+            device: index,
+            entry: Entry::Sent(command.clone()),
+        });
+        written
     }
 }
 
@@ -227,12 +399,16 @@ pub async fn run(
     let mut timeline = Timeline {
         start: Instant::now(),
         rows: Vec::new(),
+        steps: Vec::new(),
     };
     // One after another, in the order declared, each logged in and caught
     // up before the next starts: "the latest login" is the last declared.
     let mut devices = Vec::new();
+    let mut children = Vec::new();
     for (i, spec) in flow.devices.iter().enumerate() {
-        devices.push(spawn(spec, &url, data.path()).await?);
+        let (device, child) = spawn(spec, &url, data.path()).await?;
+        devices.push(device);
+        children.push(child);
         if spec.login {
             let until = tokio::time::Instant::now() + Duration::from_secs(10);
             loop {
@@ -259,28 +435,45 @@ pub async fn run(
         let outcome = run_step(step, &mut devices[i], &mut saved, &mut timeline, i).await;
         let ms = t.elapsed().as_millis();
         let at = timeline.start.elapsed().as_millis();
-        match outcome {
-            Ok(what) => println!(
+        let line = match outcome {
+            Ok(what) => format!(
                 "  ✓ {:>3} [{}] {what}  ({ms} ms, at {at} ms)",
                 n + 1,
                 step.device
             ),
             Err(why) => {
-                println!("  ✗ {:>3} [{}] {why}", n + 1, step.device);
                 passed = false;
-                break;
+                format!("  ✗ {:>3} [{}] {why}", n + 1, step.device)
             }
+        };
+        println!("{line}");
+        timeline.steps.push(line);
+        if !passed {
+            break;
         }
     }
     println!("{}", if passed { "PASS" } else { "FAIL" });
-    for d in &mut devices {
-        let _ = d.stdin.write_all(b"{\"cmd\":\"quit\"}\n").await;
+    let quit: Map<String, Value> = [("cmd".to_owned(), Value::from("quit"))]
+        .into_iter()
+        .collect();
+    for (i, d) in devices.iter_mut().enumerate() {
+        let _ = d.send(&quit, &mut timeline, i).await;
     }
-    for d in &mut devices {
-        let _ = tokio::time::timeout(Duration::from_secs(3), d.child.wait()).await;
+    for child in &mut children {
+        let _ = tokio::time::timeout(Duration::from_secs(3), child.wait()).await;
     }
     if let Some(path) = report {
-        let text = render_report(flow, &timeline, passed);
+        // What no step waited for still belongs on the timeline: events
+        // after the last step, and each device's goodbye.
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        for (i, d) in devices.iter_mut().enumerate() {
+            while d.next(until, &mut timeline, i).await.is_some() {}
+        }
+        let text = if is_html(path) {
+            render_html(flow, &timeline, passed)
+        } else {
+            render_text(flow, &timeline, passed)
+        };
         std::fs::write(path, text)
             .map_err(|e| FlowError::Read(path.display().to_string(), e.to_string()))?;
     }
@@ -288,6 +481,12 @@ pub async fn run(
         relay.shutdown().await;
     }
     Ok(passed)
+}
+
+fn is_html(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))
 }
 
 async fn start_relay(overrides: &RelayOverrides, dir: &Path) -> Result<RelayHandle, FlowError> {
@@ -318,7 +517,7 @@ async fn start_relay(overrides: &RelayOverrides, dir: &Path) -> Result<RelayHand
         .map_err(|e| FlowError::Relay(e.to_string()))
 }
 
-async fn spawn(spec: &DeviceSpec, url: &str, data: &Path) -> Result<Device, FlowError> {
+async fn spawn(spec: &DeviceSpec, url: &str, data: &Path) -> Result<(Device, Child), FlowError> {
     let exe =
         std::env::current_exe().map_err(|e| FlowError::Device(spec.name.clone(), e.to_string()))?;
     let device = spec.device.clone().unwrap_or_else(|| spec.name.clone());
@@ -365,12 +564,12 @@ async fn spawn(spec: &DeviceSpec, url: &str, data: &Path) -> Result<Device, Flow
             }
         }
     });
-    Ok(Device {
+    let device = Device {
         name: spec.name.clone(),
-        stdin,
+        stdin: Box::new(stdin),
         events,
-        child,
-    })
+    };
+    Ok((device, child))
 }
 
 async fn run_step(
@@ -384,18 +583,11 @@ async fn run_step(
     if let Some(send) = &step.send {
         let mut command = json_of(send);
         substitute(&mut command, saved).map_err(|e| format!("send: {e}"))?;
-        let line = format!("{}\n", Value::Object(command.clone()));
         device
-            .stdin
-            .write_all(line.as_bytes())
+            .send(&command, timeline, index)
             .await
             .map_err(|e| format!("send to {}: {e}", device.name))?;
-        timeline.rows.push((
-            timeline.start.elapsed(),
-            index,
-            format!("> {}", brief_command(&command)),
-        ));
-        return Ok(format!("send {}", brief_command(&command)));
+        return Ok(format!("send {}", Value::Object(command)));
     }
     if let Some(name) = &step.expect {
         let within = Duration::from_millis(step.within_ms.unwrap_or(5_000));
@@ -478,11 +670,13 @@ fn describe(name: &str, fields: &Map<String, Value>) -> String {
     }
 }
 
-/// An event in a few words: its name and its telling fields.
+/// An event in a few words: its name and its telling fields, whole.
 fn brief(event: &Value) -> String {
     let name = event["event"].as_str().unwrap_or("?");
     let mut out = name.to_owned();
-    for key in ["reason", "userID", "from", "text", "code", "status"] {
+    for key in [
+        "reason", "userID", "from", "text", "code", "status", "state", "message",
+    ] {
         if let Some(v) = event.get(key).filter(|v| !v.is_null()) {
             let _ = write!(out, " {key}={v}");
         }
@@ -490,36 +684,477 @@ fn brief(event: &Value) -> String {
     out
 }
 
-fn brief_command(command: &Map<String, Value>) -> String {
-    Value::Object(command.clone()).to_string()
+/// The rows in the order things happened; a command before what it caused
+/// (`Device::send` stamps it before writing it).
+fn in_order(timeline: &Timeline) -> Vec<&Row> {
+    let mut rows: Vec<&Row> = timeline.rows.iter().collect();
+    rows.sort_by_key(|r| r.at);
+    rows
 }
 
-/// Every device's events side by side, one column per device.
-fn render_report(flow: &Flow, timeline: &Timeline, passed: bool) -> String {
-    let width = 34;
+fn is_voice_level(row: &Row) -> bool {
+    matches!(&row.entry, Entry::Seen(e) if e["event"] == "USER_VOICE_VOLUME")
+}
+
+/// Every device's events side by side, one column per device, each column
+/// as wide as its longest entry so that nothing is cut.
+fn render_text(flow: &Flow, timeline: &Timeline, passed: bool) -> String {
     let mut out = format!(
         "flow: {}\nresult: {}\n\n",
         flow.name,
         if passed { "PASS" } else { "FAIL" }
     );
-    let _ = write!(out, "{:>8}", "ms");
-    for d in &flow.devices {
-        let _ = write!(out, " | {:<width$}", format!("{} ({})", d.name, d.user));
+    for step in &timeline.steps {
+        let _ = writeln!(out, "{step}");
     }
     out.push('\n');
-    let mut rows = timeline.rows.clone();
-    rows.sort_by_key(|(at, _, _)| *at);
-    for (at, index, text) in rows {
-        let _ = write!(out, "{:>8}", at.as_millis());
-        for i in 0..flow.devices.len() {
-            let cell: String = if i == index {
-                text.chars().take(width).collect()
-            } else {
-                String::new()
+    // Five a second per device in a call would bury the flow; the HTML
+    // report keeps them.
+    let rows: Vec<(&Row, String)> = in_order(timeline)
+        .into_iter()
+        .filter(|r| !is_voice_level(r))
+        .map(|r| {
+            let cell = match &r.entry {
+                Entry::Sent(command) => format!("> {}", Value::Object(command.clone())),
+                Entry::Seen(event) => brief(event),
             };
-            let _ = write!(out, " | {cell:<width$}");
+            (r, cell)
+        })
+        .collect();
+    let headers: Vec<String> = flow
+        .devices
+        .iter()
+        .map(|d| format!("{} ({})", d.name, d.user))
+        .collect();
+    let widths: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            rows.iter()
+                .filter(|(r, _)| r.device == i)
+                .map(|(_, cell)| cell.chars().count())
+                .chain([h.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut line = format!("{:>8}", "ms");
+    for (h, width) in headers.iter().zip(&widths) {
+        let _ = write!(line, " | {h:<width$}");
+    }
+    let _ = writeln!(out, "{}", line.trim_end());
+    for (row, cell) in rows {
+        let mut line = format!("{:>8}", row.at.as_millis());
+        for (i, width) in widths.iter().enumerate() {
+            let text = if i == row.device { cell.as_str() } else { "" };
+            let _ = write!(line, " | {text:<width$}");
         }
-        out.push('\n');
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
+}
+
+/// The whole timeline as one HTML page to attach to a ticket: every event
+/// of every device with every field, every command sent, each step's
+/// verdict. Voice levels are hidden until asked for, with no script.
+fn render_html(flow: &Flow, timeline: &Timeline, passed: bool) -> String {
+    let verdict = if passed { "PASS" } else { "FAIL" };
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <title>flow: {name}: {verdict}</title>\n<style>\n\
+         body {{ font-family: sans-serif; }}\n\
+         table {{ border-collapse: collapse; }}\n\
+         th, td {{ border: 1px solid #ccc; padding: 2px 6px; text-align: left; vertical-align: top; }}\n\
+         td.ms {{ text-align: right; }}\n\
+         tr.sent {{ background: #eef4ff; }}\n\
+         tr.ERROR {{ background: #ffecec; }}\n\
+         .PASS {{ color: #060; }} .FAIL {{ color: #a00; }}\n\
+         code {{ white-space: pre-wrap; word-break: break-all; }}\n\
+         body:has(#levels:not(:checked)) tr.USER_VOICE_VOLUME {{ display: none; }}\n\
+         </style>\n</head>\n<body>\n<h1>flow: {name}</h1>\n",
+        name = html(&flow.name)
+    );
+    if !flow.description.is_empty() {
+        let _ = writeln!(out, "<p>{}</p>", html(&flow.description));
+    }
+    let _ = writeln!(out, "<p>result: <b class=\"{verdict}\">{verdict}</b></p>");
+    out.push_str(
+        "<h2>Devices</h2>\n<table>\n<tr><th>name</th><th>user</th><th>device id</th>\
+         <th>platform</th><th>multi_device</th><th>login</th><th>audio_in</th><th>audio_out</th></tr>\n",
+    );
+    for d in &flow.devices {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            html(&d.name),
+            html(&d.user),
+            html(d.device.as_deref().unwrap_or(&d.name)),
+            html(&d.platform),
+            d.multi_device,
+            d.login,
+            html(&d.audio_in.to_string()),
+            html(&d.audio_out.to_string()),
+        );
+    }
+    out.push_str("</table>\n<h2>Steps</h2>\n<pre>\n");
+    for step in &timeline.steps {
+        let _ = writeln!(out, "{}", html(step));
+    }
+    let levels = timeline.rows.iter().filter(|r| is_voice_level(r)).count();
+    let _ = write!(
+        out,
+        "</pre>\n<h2>Timeline</h2>\n<p><label><input type=\"checkbox\" id=\"levels\"> \
+         show USER_VOICE_VOLUME ({levels} rows)</label></p>\n<table>\n\
+         <tr><th>ms</th><th>device</th><th>event</th><th>fields</th></tr>\n"
+    );
+    for row in in_order(timeline) {
+        let d = &flow.devices[row.device];
+        let (class, name, fields) = match &row.entry {
+            Entry::Sent(command) => {
+                let mut fields = command.clone();
+                let cmd = fields.remove("cmd").unwrap_or(Value::Null);
+                let cmd = cmd.as_str().map_or_else(|| cmd.to_string(), str::to_owned);
+                ("sent".to_owned(), format!("&gt; {}", html(&cmd)), fields)
+            }
+            Entry::Seen(event) => {
+                let mut fields = event.as_object().cloned().unwrap_or_default();
+                let name = match fields.remove("event") {
+                    Some(Value::String(name)) => name,
+                    _ => "?".to_owned(),
+                };
+                (name.clone(), html(&name), fields)
+            }
+        };
+        let fields: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("<code>{} = {}</code>", html(k), html(&v.to_string())))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<tr class=\"{}\"><td class=\"ms\">{:.1}</td><td>{} ({})</td><td>{name}</td><td>{}</td></tr>",
+            html(&class),
+            row.at.as_secs_f64() * 1000.0,
+            html(&d.name),
+            html(&d.user),
+            fields.join("<br>")
+        );
+    }
+    out.push_str("</table>\n</body>\n</html>\n");
+    out
+}
+
+fn html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    const DEVICES: &str = "name = \"t\"\n\n[[device]]\nname = \"bob\"\nuser = \"bob\"\n\n[[device]]\nname = \"a1\"\nuser = \"alice\"\n";
+
+    /// Loads `DEVICES` followed by `steps`; the error's text.
+    fn refused(steps: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(&path, format!("{DEVICES}{steps}")).unwrap();
+        match Flow::load(&path) {
+            Ok(_) => panic!("loaded:\n{steps}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const RING: &str = "\n[[step]]\ndevice = \"bob\"\nsend = { cmd = \"call\", userID = \"alice\" }\n\n[[step]]\ndevice = \"a1\"\nexpect = \"ON_CALL_RECEIVED\"\n";
+
+    #[test]
+    fn an_unknown_command_is_refused_at_load_with_its_step_line_and_the_commands() {
+        let e = refused(&format!(
+            "{RING}\n[[step]]\ndevice = \"a1\"\nsend = {{ cmd = \"decline\" }}\n"
+        ));
+        // The third step's `[[step]]` is line 19 of the file.
+        assert!(e.contains(":19: step 3: "), "{e}");
+        assert!(e.contains("unknown command \"decline\""), "{e}");
+        assert!(e.contains(&COMMANDS.join(", ")), "{e}");
+    }
+
+    #[test]
+    fn arguments_are_checked_at_load_as_headless_mode_checks_them() {
+        let e =
+            refused("[[step]]\ndevice = \"bob\"\nsend = { cmd = \"call\", user = \"alice\" }\n");
+        assert!(
+            e.contains("step 1: send: call: unknown field `user`, expected `userID` or `timeout`"),
+            "{e}"
+        );
+        let e = refused("[[step]]\ndevice = \"bob\"\nsend = { cmd = \"call\" }\n");
+        assert!(e.contains("call: missing field `userID`"), "{e}");
+        let e = refused(
+            "[[step]]\ndevice = \"bob\"\nsend = { cmd = \"joinInGroupCall\", roomID = \"12\" }\n",
+        );
+        assert!(
+            e.contains("joinInGroupCall: invalid type: string \"12\""),
+            "{e}"
+        );
+        let e = refused(
+            "[[step]]\ndevice = \"bob\"\nsend = { cmd = \"call\", userID = \"no spaces\" }\n",
+        );
+        assert!(e.contains("1 to 32 bytes"), "{e}");
+        let e = refused("[[step]]\ndevice = \"bob\"\nsend = { userID = \"alice\" }\n");
+        assert!(
+            e.contains("send needs cmd = \"NAME\"; commands are login,"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_saved_value_passes_for_any_type_but_must_be_saved_earlier() {
+        let e = refused(
+            "[[step]]\ndevice = \"bob\"\nsend = { cmd = \"joinInGroupCall\", roomID = \"$room\" }\n",
+        );
+        assert!(
+            e.contains("roomID = \"$room\", but no earlier step saves room"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        let steps = "[[step]]\ndevice = \"a1\"\nexpect = \"ON_CALL_RECEIVED\"\nsave = { room = \"roomID\", call = \"callId\", who = \"sponsor\", list = \"userIDList\" }\n\n\
+                     [[step]]\ndevice = \"bob\"\nsend = { cmd = \"joinInGroupCall\", roomID = \"$room\" }\n\n\
+                     [[step]]\ndevice = \"bob\"\nsend = { cmd = \"accept\", callId = \"$call\" }\n\n\
+                     [[step]]\ndevice = \"bob\"\nsend = { cmd = \"call\", userID = \"$who\", timeout = \"$room\" }\n\n\
+                     [[step]]\ndevice = \"bob\"\nsend = { cmd = \"inviteUser\", userIDList = \"$list\" }\n";
+        std::fs::write(&path, format!("{DEVICES}{steps}")).unwrap();
+        Flow::load(&path).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_event_is_refused_at_load_with_the_events() {
+        let e = refused("[[step]]\ndevice = \"a1\"\nexpect = \"ON_CALL_RECIEVED\"\n");
+        assert!(
+            e.contains("step 1: expect: unknown event \"ON_CALL_RECIEVED\""),
+            "{e}"
+        );
+        assert!(e.contains(&EVENT_NAMES.join(", ")), "{e}");
+        let e = refused(&format!(
+            "{RING}\n[[step]]\ndevice = \"a1\"\nexpect_none = \"CALL_ENDED\"\n"
+        ));
+        assert!(
+            e.contains("step 3: expect_none: unknown event \"CALL_ENDED\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_example_flow_loads() {
+        let mut n = 0;
+        for entry in std::fs::read_dir("examples/flows").unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Flow::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 17, "{n} flows");
+    }
+
+    /// The backticked names in the first cell of each row of the table in
+    /// docs/flows.md whose header starts with `| {first} |`.
+    fn documented(first: &str) -> Vec<String> {
+        let doc = include_str!("../docs/flows.md");
+        let header = format!("| {first} |");
+        let mut lines = doc.lines().skip_while(|l| !l.starts_with(&header));
+        assert!(
+            lines.next().is_some(),
+            "docs/flows.md has no table {header}"
+        );
+        lines
+            .skip(1)
+            .take_while(|l| l.starts_with('|'))
+            .flat_map(|l| {
+                let cell = l.split('|').nth(1).unwrap_or("");
+                cell.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn assert_same(doc: Vec<String>, code: &[&str], what: &str) {
+        let listed: BTreeSet<&str> = doc.iter().map(String::as_str).collect();
+        assert_eq!(
+            listed.len(),
+            doc.len(),
+            "docs/flows.md lists a {what} twice"
+        );
+        let code: BTreeSet<&str> = code.iter().copied().collect();
+        assert_eq!(
+            listed.difference(&code).collect::<Vec<_>>(),
+            Vec::<&&str>::new(),
+            "docs/flows.md lists {what}s that do not exist"
+        );
+        assert_eq!(
+            code.difference(&listed).collect::<Vec<_>>(),
+            Vec::<&&str>::new(),
+            "docs/flows.md leaves out these {what}s"
+        );
+    }
+
+    #[test]
+    fn docs_list_exactly_the_commands_and_events_a_flow_can_use() {
+        assert_same(documented("command"), COMMANDS, "command");
+        assert_same(documented("event"), EVENT_NAMES, "event");
+    }
+
+    fn flow_of_two() -> Flow {
+        toml::from_str(&format!(
+            "{DEVICES}\n[[step]]\ndevice = \"a1\"\nexpect = \"SDK_READY\"\n"
+        ))
+        .unwrap()
+    }
+
+    /// A device that answers the moment a command is written, before the
+    /// write returns: what a fast device on a busy machine can do.
+    struct Prompt(mpsc::UnboundedSender<(Value, Instant)>);
+
+    impl AsyncWrite for Prompt {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let error = serde_json::json!({"event": "ERROR", "code": 6001, "cmd": "decline"});
+            let _ = self.0.send((error, Instant::now()));
+            std::thread::sleep(Duration::from_millis(2));
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_comes_before_the_error_it_caused() {
+        let (tx, events) = mpsc::unbounded_channel();
+        let mut device = Device {
+            name: "a1".into(),
+            stdin: Box::new(Prompt(tx)),
+            events,
+        };
+        let mut timeline = Timeline {
+            start: Instant::now(),
+            rows: Vec::new(),
+            steps: Vec::new(),
+        };
+        let mut saved = BTreeMap::new();
+        let send: Step = toml::from_str("device = \"a1\"\nsend = { cmd = \"decline\" }").unwrap();
+        let expect: Step = toml::from_str("device = \"a1\"\nexpect = \"ERROR\"").unwrap();
+        for step in [&send, &expect] {
+            run_step(step, &mut device, &mut saved, &mut timeline, 1)
+                .await
+                .unwrap();
+        }
+        let text = render_text(&flow_of_two(), &timeline, true);
+        let sent = text.find(r#"> {"cmd":"decline"}"#).expect(&text);
+        let error = text.find("ERROR code=6001").expect(&text);
+        assert!(sent < error, "{text}");
+        let html = render_html(&flow_of_two(), &timeline, true);
+        let sent = html.find("&gt; decline").expect(&html);
+        let error = html.find("<td>ERROR</td>").expect(&html);
+        assert!(sent < error, "{html}");
+    }
+
+    fn seen(at_ms: u64, device: usize, event: Value) -> Row {
+        Row {
+            at: Duration::from_millis(at_ms),
+            device,
+            entry: Entry::Seen(event),
+        }
+    }
+
+    fn canceled_timeline() -> Timeline {
+        let canceled = serde_json::json!({
+            "event": "ON_CALL_CANCELED", "callId": "c-7f3a9d2e-1b4c-4e8f-9a6d-2c5b8e1f4a7d",
+            "roomID": 4242, "userID": "bob", "reason": "answered_elsewhere",
+            "callMediaType": 1, "callRole": "called", "ts": 1_795_435_200_123_u64
+        });
+        let volume = serde_json::json!({
+            "event": "USER_VOICE_VOLUME", "volumeMap": [{"userID": "alice", "volume": 12}], "ts": 1
+        });
+        Timeline {
+            start: Instant::now(),
+            rows: vec![
+                Row {
+                    at: Duration::from_millis(3),
+                    device: 0,
+                    entry: Entry::Sent(json_of(
+                        &toml::from_str("cmd = \"call\"\nuserID = \"alice\"").unwrap(),
+                    )),
+                },
+                seen(9, 1, canceled),
+                seen(10, 1, volume),
+            ],
+            steps: vec!["  ✗   5 [a1] expected ON_CALL_CANCELED <declined_elsewhere>".into()],
+        }
+    }
+
+    #[test]
+    fn the_text_report_cuts_no_value() {
+        let text = render_text(&flow_of_two(), &canceled_timeline(), false);
+        assert!(
+            text.contains(r#"ON_CALL_CANCELED reason="answered_elsewhere" userID="bob""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"> {"cmd":"call","userID":"alice"}"#),
+            "{text}"
+        );
+        assert!(text.contains("✗   5 [a1] expected"), "{text}");
+        assert!(!text.contains("USER_VOICE_VOLUME"), "{text}");
+        assert!(text.contains("result: FAIL"), "{text}");
+    }
+
+    #[test]
+    fn the_html_report_has_every_field_of_every_event() {
+        let timeline = canceled_timeline();
+        let html = render_html(&flow_of_two(), &timeline, false);
+        for row in &timeline.rows {
+            let Entry::Seen(event) = &row.entry else {
+                continue;
+            };
+            for (key, value) in event.as_object().unwrap() {
+                if key == "event" {
+                    assert!(html.contains(&format!("<td>{}</td>", value.as_str().unwrap())));
+                } else {
+                    let cell = format!("<code>{key} = {}</code>", super::html(&value.to_string()));
+                    assert!(html.contains(&cell), "{cell} missing:\n{html}");
+                }
+            }
+        }
+        assert!(
+            html.contains("<code>userID = &quot;alice&quot;</code>"),
+            "{html}"
+        );
+        assert!(html.contains("&lt;declined_elsewhere&gt;"), "{html}");
+        assert!(html.contains("<b class=\"FAIL\">FAIL</b>"), "{html}");
+    }
 }

@@ -7,8 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -224,36 +223,49 @@ fn parse_command(line: &str) -> Result<Request, Event> {
             None,
         ));
     };
-    fn args<T: DeserializeOwned>(
+    request(&cmd, Value::Object(obj)).map_err(|e| Event::error(e, Some(&cmd)))
+}
+
+/// Checks a command as headless mode would take it, without running it:
+/// `args` holds its arguments (all but `cmd`). A flow checks its `send`
+/// steps with this when it loads, so they cannot drift from what headless
+/// mode accepts. The error is the message an `ERROR` event would carry.
+pub fn check_command<'de, D>(cmd: &str, args: D) -> Result<(), String>
+where
+    D: Deserializer<'de, Error = serde_json::Error>,
+{
+    request(cmd, args).map(drop).map_err(|e| e.message)
+}
+
+fn request<'de, D>(cmd: &str, obj: D) -> Result<Request, Error>
+where
+    D: Deserializer<'de, Error = serde_json::Error>,
+{
+    fn args<'de, T: Deserialize<'de>, D: Deserializer<'de, Error = serde_json::Error>>(
         cmd: &str,
-        obj: serde_json::Map<String, Value>,
-    ) -> Result<T, Event> {
-        serde_json::from_value(Value::Object(obj)).map_err(|e| {
-            error_event(
-                ErrorCode::InvalidParameters,
-                format!("{cmd}: {e}"),
-                Some(cmd),
-            )
-        })
+        obj: D,
+    ) -> Result<T, Error> {
+        T::deserialize(obj)
+            .map_err(|e| Error::new(ErrorCode::InvalidParameters, format!("{cmd}: {e}")))
     }
-    match cmd.as_str() {
+    match cmd {
         "login" => {
-            let a: LoginArgs = args(&cmd, obj)?;
-            let user = UserId::parse(&a.user_id).map_err(|e| Event::error(e, Some("login")))?;
+            let a: LoginArgs = args(cmd, obj)?;
+            let user = UserId::parse(&a.user_id)?;
             Ok(Request::Login {
                 user,
                 user_sig: a.user_sig,
             })
         }
-        "logout" => args::<NoArgs>(&cmd, obj).map(|_| Request::Engine(Command::Logout)),
+        "logout" => args::<NoArgs, _>(cmd, obj).map(|_| Request::Engine(Command::Logout)),
         "enableMultiDeviceAbility" => {
-            let a: EnableArgs = args(&cmd, obj)?;
+            let a: EnableArgs = args(cmd, obj)?;
             Ok(Request::Engine(Command::EnableMultiDevice {
                 enable: a.enable,
             }))
         }
         "call" => {
-            let a: CallArgs = args(&cmd, obj)?;
+            let a: CallArgs = args(cmd, obj)?;
             Ok(call(CallCommand::Call {
                 users: vec![a.user_id],
                 group: false,
@@ -261,7 +273,7 @@ fn parse_command(line: &str) -> Result<Request, Event> {
             }))
         }
         "groupCall" => {
-            let a: GroupCallArgs = args(&cmd, obj)?;
+            let a: GroupCallArgs = args(cmd, obj)?;
             Ok(call(CallCommand::Call {
                 users: a.user_id_list,
                 group: true,
@@ -269,8 +281,8 @@ fn parse_command(line: &str) -> Result<Request, Event> {
             }))
         }
         "accept" | "reject" | "ignore" | "hangup" => {
-            let CallIdArgs { call_id } = args(&cmd, obj)?;
-            Ok(call(match cmd.as_str() {
+            let CallIdArgs { call_id } = args(cmd, obj)?;
+            Ok(call(match cmd {
                 "accept" => CallCommand::Accept { call_id },
                 "reject" => CallCommand::Reject { call_id },
                 "ignore" => CallCommand::Ignore { call_id },
@@ -278,27 +290,27 @@ fn parse_command(line: &str) -> Result<Request, Event> {
             }))
         }
         "inviteUser" => {
-            let a: InviteArgs = args(&cmd, obj)?;
+            let a: InviteArgs = args(cmd, obj)?;
             Ok(call(CallCommand::Invite {
                 users: a.user_id_list,
             }))
         }
         "joinInGroupCall" => {
-            let a: JoinArgs = args(&cmd, obj)?;
+            let a: JoinArgs = args(cmd, obj)?;
             Ok(call(CallCommand::Join { room: a.room_id }))
         }
         "openMicrophone" | "closeMicrophone" => {
             let on = cmd == "openMicrophone";
-            args::<NoArgs>(&cmd, obj).map(|_| call(CallCommand::Microphone { on }))
+            args::<NoArgs, _>(cmd, obj).map(|_| call(CallCommand::Microphone { on }))
         }
         "getUsers" => {
-            let a: GetUsersArgs = args(&cmd, obj)?;
+            let a: GetUsersArgs = args(cmd, obj)?;
             Ok(Request::Engine(Command::GetUsers {
                 subscribe: a.subscribe,
             }))
         }
         "sendMessage" => {
-            let a: SendArgs = args(&cmd, obj)?;
+            let a: SendArgs = args(cmd, obj)?;
             Ok(chat(ChatCommand::Send {
                 to: a.user_id,
                 text: a.text,
@@ -306,20 +318,20 @@ fn parse_command(line: &str) -> Result<Request, Event> {
             }))
         }
         "recallMessage" => {
-            let a: MsgIdArgs = args(&cmd, obj)?;
+            let a: MsgIdArgs = args(cmd, obj)?;
             Ok(chat(ChatCommand::Recall { msg_id: a.msg_id }))
         }
         "markRead" => {
-            let a: PeerArgs = args(&cmd, obj)?;
+            let a: PeerArgs = args(cmd, obj)?;
             Ok(chat(ChatCommand::MarkRead { peer: a.user_id }))
         }
         "typing" => {
-            let a: PeerArgs = args(&cmd, obj)?;
+            let a: PeerArgs = args(cmd, obj)?;
             Ok(chat(ChatCommand::Typing { to: a.user_id }))
         }
-        "getConversations" => args::<NoArgs>(&cmd, obj).map(|_| Request::Conversations),
+        "getConversations" => args::<NoArgs, _>(cmd, obj).map(|_| Request::Conversations),
         "getMessages" => {
-            let a: MessagesArgs = args(&cmd, obj)?;
+            let a: MessagesArgs = args(cmd, obj)?;
             Ok(Request::Messages {
                 peer: a.user_id,
                 count: a.count.unwrap_or(50),
@@ -327,22 +339,21 @@ fn parse_command(line: &str) -> Result<Request, Event> {
             })
         }
         "getCallHistory" => {
-            let a: HistoryArgs = args(&cmd, obj)?;
+            let a: HistoryArgs = args(cmd, obj)?;
             Ok(Request::History {
                 count: a.count.unwrap_or(50),
             })
         }
         "wait" => {
-            let a: WaitArgs = args(&cmd, obj)?;
+            let a: WaitArgs = args(cmd, obj)?;
             if !EVENT_NAMES.contains(&a.event.as_str()) {
-                return Err(error_event(
+                return Err(Error::new(
                     ErrorCode::InvalidParameters,
                     format!(
                         "wait: unknown event {:?}; events are {}",
                         a.event,
                         EVENT_NAMES.join(", ")
                     ),
-                    Some("wait"),
                 ));
             }
             Ok(Request::Wait {
@@ -350,14 +361,13 @@ fn parse_command(line: &str) -> Result<Request, Event> {
                 timeout_ms: a.timeout_ms.unwrap_or(DEFAULT_WAIT_MS),
             })
         }
-        "quit" => args::<NoArgs>(&cmd, obj).map(|_| Request::Quit),
-        other => Err(error_event(
+        "quit" => args::<NoArgs, _>(cmd, obj).map(|_| Request::Quit),
+        other => Err(Error::new(
             ErrorCode::UnknownCommand,
             format!(
                 "unknown command {other:?}; commands are {}",
                 COMMANDS.join(", ")
             ),
-            Some(other),
         )),
     }
 }

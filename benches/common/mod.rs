@@ -1,5 +1,5 @@
-//! What the benchmarks share: a release relay as its own process, raw
-//! protocol clients, and percentiles.
+//! What the benchmarks share: how they were started, a relay as its own
+//! process, raw protocol clients, and percentiles.
 #![allow(dead_code)]
 
 use std::process::Stdio;
@@ -20,8 +20,60 @@ use termphone::usersig::{self, DEV_SECRET, Ticket};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The release `termphone relay` on 127.0.0.1:0, with `config` as its
-/// config file; returns the process, its URL and the directory it lives in.
+/// How long a raw client waits for a message before the benchmark fails:
+/// a broken benchmark must fail `cargo test`, not hang it.
+const WAIT: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `cargo bench`: the figures docs/benchmarks.md quotes.
+    Full,
+    /// `cargo test`: a few iterations of everything, so that a benchmark
+    /// that no longer runs fails the build; its figures mean nothing.
+    Quick,
+}
+
+impl Mode {
+    /// `full` under `cargo bench`, `quick` under `cargo test`.
+    pub fn pick<T>(self, full: T, quick: T) -> T {
+        match self {
+            Mode::Full => full,
+            Mode::Quick => quick,
+        }
+    }
+
+    pub fn build(self) -> &'static str {
+        match self {
+            Mode::Full => "release build",
+            Mode::Quick => "quick mode: a few iterations of a debug build, figures meaningless",
+        }
+    }
+}
+
+/// How this benchmark was started. `cargo bench` passes `--bench`;
+/// `cargo test` runs it (`test = true` in Cargo.toml) without, and with
+/// its test-name filter if one was given: a filter that does not match
+/// `name` skips the benchmark as libtest would skip a test (`None`), and so
+/// does `--list`, after naming it.
+pub fn mode(name: &str) -> Option<Mode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--bench") {
+        return Some(Mode::Full);
+    }
+    if args.iter().any(|a| a == "--list") {
+        println!("{name}: test");
+        return None;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+        return None;
+    }
+    Some(Mode::Quick)
+}
+
+/// `termphone relay` on 127.0.0.1:0 (the release build under `cargo
+/// bench`), with `config` as its config file; returns the process, its URL
+/// and the directory it lives in.
 pub async fn start_relay(config: &str) -> (Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("relay.toml");
@@ -82,10 +134,27 @@ pub async fn send(ws: &mut Ws, msg: &ClientMsg) {
 
 pub async fn recv(ws: &mut Ws) -> ServerMsg {
     loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => return protocol::decode(&t).unwrap(),
-            Some(Ok(_)) => continue,
-            other => panic!("relay connection ended: {other:?}"),
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return protocol::decode(&t).unwrap(),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("relay connection ended: {other:?}"),
+            Err(_) => panic!("nothing from the relay within {WAIT:?}"),
+        }
+    }
+}
+
+/// The next message `ok` accepts. The relay sends more than a benchmark
+/// measures (media peers, call state, presence, ...), and adds messages as
+/// it grows: those are skipped. An `Error` is not: the benchmark asked for
+/// something the relay refused.
+pub async fn expect(ws: &mut Ws, what: &str, ok: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
+    loop {
+        let msg = recv(ws).await;
+        if ok(&msg) {
+            return msg;
+        }
+        if let ServerMsg::Error { .. } = msg {
+            panic!("waiting for {what}, the relay refused: {msg:?}");
         }
     }
 }
@@ -98,6 +167,19 @@ pub async fn login(url: &str, user: &str, device: &str) -> Ws {
     match recv(&mut ws).await {
         ServerMsg::LoginOk { .. } => ws,
         other => panic!("login failed: {other:?}"),
+    }
+}
+
+/// Returns once `done` holds; fails the benchmark if it does not within a
+/// minute, rather than hang.
+pub async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

@@ -63,6 +63,61 @@ async fn a_wrong_flow_names_the_step_the_device_and_what_arrived() {
         report.contains("result: FAIL") && report.contains("a2 (alice)"),
         "{report}"
     );
+    assert!(
+        report.contains(r#"ON_CALL_CANCELED reason="answered_elsewhere" userID="#),
+        "a value cut short:\n{report}"
+    );
+}
+
+#[tokio::test]
+async fn the_html_report_is_the_whole_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.html");
+    let out = termphone(dir.path())
+        .args(["flow", "tests/fixtures/wrong_flow.toml", "--report"])
+        .arg(&report)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let html = std::fs::read_to_string(report).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    let at = |needle: &str| {
+        html.find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing:\n{html}"))
+    };
+    // Every field of the event the failed step saw, values whole.
+    at("<code>reason = &quot;answered_elsewhere&quot;</code>");
+    at("<code>callRole = &quot;called&quot;</code>");
+    // The accept comes before the call it connected; the devices' goodbye,
+    // which no step waited for, is there too.
+    assert!(at("&gt; accept") < at("<td>ON_CALL_BEGIN</td>"), "{html}");
+    assert!(at("&gt; quit") < html.rfind("LOGOUT").unwrap(), "{html}");
+}
+
+#[tokio::test]
+async fn a_misspelt_command_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"x\"\n[[device]]\nname = \"a\"\nuser = \"alice\"\n[[step]]\ndevice = \"a\"\nsend = { cmd = \"decline\" }\n",
+    )
+    .unwrap();
+    let out = termphone(dir.path())
+        .arg("flow")
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "nothing ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("bad.toml:5: step 1: send: unknown command \"decline\"; commands are login,"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
