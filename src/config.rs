@@ -14,6 +14,7 @@ use crate::media::codec::CodecSettings;
 use crate::media::spec::AudioSpec;
 use crate::protocol::MAX_TRANSPORT_MESSAGE_BYTES;
 use crate::relay::media::Impairment;
+use crate::relay::rate::Rate;
 use crate::usersig::{DEFAULT_LIFETIME_SECS, DEV_SECRET, MIN_SECRET_BYTES};
 
 /// The loopback address a client tries first, and where it starts the
@@ -152,6 +153,8 @@ pub struct RelayConfig {
     pub max_queue_bytes: usize,
     /// A write to a connection that has not completed in this time closes it.
     pub write_timeout_secs: u64,
+    /// How often one device may do each thing (docs/limits.md).
+    pub rate_limits: RateLimits,
     /// How long a dropped device's session is kept for it to resume.
     pub session_grace_secs: u64,
     /// A connection that sends nothing (not even a heartbeat) for this long is dropped.
@@ -189,6 +192,46 @@ pub fn resolve_listen_addr(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
+/// Token buckets per connection or device.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Every control frame of a connection: beyond it the relay reads that
+    /// connection more slowly (nothing is refused, the order is kept).
+    pub frames: Rate,
+    /// `typing` notices; beyond it, RATE_LIMITED.
+    pub typing: Rate,
+    /// `markRead`; beyond it, RATE_LIMITED.
+    pub read_marks: Rate,
+    /// `call`, `groupCall`, `inviteUser`, `joinInGroupCall`; beyond it, RATE_LIMITED.
+    pub calls: Rate,
+    /// Binary media frames (a call sends 50 a second); beyond it they are
+    /// dropped, and the first drop is answered with RATE_LIMITED.
+    pub media_frames: Rate,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            frames: Rate::new(200.0, 1_000),
+            typing: Rate::new(2.0, 5),
+            read_marks: Rate::new(5.0, 20),
+            calls: Rate::new(1.0, 10),
+            media_frames: Rate::new(100.0, 200),
+        }
+    }
+}
+
+impl RateLimits {
+    fn check(&self) -> Result<(), String> {
+        self.frames.check("frames")?;
+        self.typing.check("typing")?;
+        self.read_marks.check("read_marks")?;
+        self.calls.check("calls")?;
+        self.media_frames.check("media_frames")
+    }
+}
+
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
@@ -200,6 +243,7 @@ impl Default for RelayConfig {
             login_timeout_secs: 5,
             max_queue_bytes: 8 << 20,
             write_timeout_secs: 10,
+            rate_limits: RateLimits::default(),
             session_grace_secs: 90,
             heartbeat_timeout_secs: 30,
             max_call_participants: 9,
@@ -220,6 +264,13 @@ pub struct AppConfig {
     pub max_devices_per_platform: u32,
     /// Per-platform exceptions to `max_devices_per_platform`.
     pub platform_limits: BTreeMap<Platform, u32>,
+    /// Devices of one user online at once, whatever platforms they name
+    /// (platform labels are free text: without this, inventing labels
+    /// would give one user any number of devices).
+    pub max_devices_per_user: u32,
+    /// The longest a ticket may live, whatever lifetime it was minted with:
+    /// a ticket outlives this only to be refused as expired.
+    pub max_ticket_lifetime_secs: u64,
     /// Mirror messages to the sender's other devices and deliver to every
     /// device of the recipient; off, each message reaches one device.
     pub multi_device_sync: bool,
@@ -236,6 +287,8 @@ impl Default for AppConfig {
             secret: DEV_SECRET.into(),
             max_devices_per_platform: 3,
             platform_limits: BTreeMap::from([(Platform::parse("web").expect("valid"), 10)]),
+            max_devices_per_user: 20,
+            max_ticket_lifetime_secs: 30 * 24 * 3600,
             multi_device_sync: true,
             compensation_window_days: 1,
             recall_window_secs: 120,
@@ -324,6 +377,7 @@ impl Config {
         }
         let r = &self.relay;
         r.impairment.check()?;
+        r.rate_limits.check()?;
         if r.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err("relay.admin_token must be at least 16 bytes".into());
         }
@@ -374,6 +428,12 @@ impl Config {
             if !(1..=7).contains(&app.compensation_window_days) {
                 return Err(format!(
                     "relay.apps: the compensation window of app {} must be 1 to 7 days",
+                    app.id
+                ));
+            }
+            if app.max_devices_per_user == 0 || app.max_ticket_lifetime_secs == 0 {
+                return Err(format!(
+                    "relay.apps: max_devices_per_user and max_ticket_lifetime_secs of app {} must be at least 1",
                     app.id
                 ));
             }
@@ -446,6 +506,11 @@ mod tests {
             "login_timeout_secs",
             "max_queue_bytes",
             "write_timeout_secs",
+            "frames",
+            "typing",
+            "read_marks",
+            "calls",
+            "media_frames",
             "session_grace_secs",
             "heartbeat_timeout_secs",
             "max_call_participants",
@@ -454,6 +519,8 @@ mod tests {
             "ringtone",
             "id",
             "max_devices_per_platform",
+            "max_devices_per_user",
+            "max_ticket_lifetime_secs",
             "platform_limits",
             "multi_device_sync",
             "compensation_window_days",

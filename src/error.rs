@@ -89,8 +89,9 @@ error_codes! {
     TooManyConnections = 90005, "TOO_MANY_CONNECTIONS", "the relay is at its connection cap; try again later";
     MalformedMedia = 90007, "MALFORMED_MEDIA", "a binary media frame has a bad header or payload size (the relay drops it)";
     SessionExpired = 90006, "SESSION_EXPIRED", "the session to resume is gone (grace period over); a fresh login follows";
-    LoginTimeout = 90009, "LOGIN_TIMEOUT", "the connection did not log in within relay.login_timeout_secs of connecting; the relay closed it";
     RelayStoreFailed = 90008, "RELAY_STORE_FAILED", "the relay could not write or read its database (full disk?); nothing was kept, try again";
+    LoginTimeout = 90009, "LOGIN_TIMEOUT", "the connection did not log in within relay.login_timeout_secs of connecting; the relay closed it";
+    RateLimited = 90010, "RATE_LIMITED", "this device does that too often (relay.rate_limits); slow down and try again";
 }
 
 impl fmt::Display for ErrorCode {

@@ -77,7 +77,16 @@ pub fn mode(name: &str) -> Option<Mode> {
 pub async fn start_relay(config: &str) -> (Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("relay.toml");
-    std::fs::write(&config_path, config).unwrap();
+    // A benchmark measures how fast the relay is, not its rate limits.
+    let unlimited = "{ per_sec = 1e9, burst = 1000000000 }";
+    let limits = ["frames", "typing", "read_marks", "calls", "media_frames"]
+        .map(|name| format!("{name} = {unlimited}\n"))
+        .concat();
+    std::fs::write(
+        &config_path,
+        format!("{config}\n[relay.rate_limits]\n{limits}"),
+    )
+    .unwrap();
     let mut relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_termphone"))
         .arg("--config")
         .arg(&config_path)

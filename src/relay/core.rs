@@ -17,13 +17,14 @@ use rand::{Rng, SeedableRng};
 
 pub use chat::{ChatSnapshot, RESEND_WINDOW_MS, RecentMessage, TimelineRow};
 
-use crate::config::{AppConfig, RelayConfig};
+use crate::config::{AppConfig, RateLimits, RelayConfig};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
 use crate::protocol::{
     ChatMessage, ClientMsg, DeviceInfo, Entry, KickReason, MediaPeer, RoomId, ServerMsg,
     UserPresence, media_source,
 };
+use crate::relay::rate::Bucket;
 use crate::usersig;
 
 /// Messages kept for a detached session during its grace period.
@@ -200,6 +201,7 @@ pub struct Settings {
     pub session_grace_ms: Millis,
     pub heartbeat_timeout_ms: Millis,
     pub login_timeout_ms: Millis,
+    pub rate_limits: RateLimits,
     /// Encoded entries sent per page of a catch-up (a fraction of what a
     /// connection may have queued, so that a page never overflows it).
     pub sync_page_bytes: usize,
@@ -214,6 +216,7 @@ impl From<&RelayConfig> for Settings {
             session_grace_ms: c.session_grace_secs * 1000,
             heartbeat_timeout_ms: c.heartbeat_timeout_secs * 1000,
             login_timeout_ms: c.login_timeout_secs * 1000,
+            rate_limits: c.rate_limits,
             sync_page_bytes: (c.max_queue_bytes / 4).min(512 * 1024),
             max_call_participants: c.max_call_participants,
             admin_token: c.admin_token.clone(),
@@ -238,6 +241,25 @@ struct Session {
     held: VecDeque<ServerMsg>,
     /// Its stream of timeline entries.
     stream: chat::Stream,
+    /// How often it may do what is rate-limited.
+    buckets: Buckets,
+}
+
+/// A session's token buckets (`relay.rate_limits`).
+struct Buckets {
+    typing: Bucket,
+    read_marks: Bucket,
+    calls: Bucket,
+}
+
+impl Buckets {
+    fn new(limits: &RateLimits, now: Millis) -> Buckets {
+        Buckets {
+            typing: limits.typing.bucket(now),
+            read_marks: limits.read_marks.bucket(now),
+            calls: limits.calls.bucket(now),
+        }
+    }
 }
 
 impl Session {
@@ -481,6 +503,17 @@ impl RelayCore {
             ClientMsg::SendMessage { client_msg_id, .. } => Some(client_msg_id.clone()),
             _ => None,
         };
+        if let Err(error) = self.throttle(now, conn, &msg) {
+            self.send(
+                conn,
+                ServerMsg::Error {
+                    error: error.into(),
+                    request: Some(kind.into()),
+                    client_msg_id,
+                },
+            );
+            return;
+        }
         let result = match msg {
             ClientMsg::Heartbeat => {
                 self.send(conn, ServerMsg::HeartbeatAck);
@@ -617,6 +650,38 @@ impl RelayCore {
         }
     }
 
+    /// Refuses what the session does more often than its rate limits allow.
+    fn throttle(&mut self, now: Millis, conn: ConnId, msg: &ClientMsg) -> Result<(), Error> {
+        let Some(sid) = self.conns.get(&conn).and_then(|c| c.session) else {
+            return Ok(());
+        };
+        let limits = self.settings.rate_limits;
+        let buckets = &mut self.sessions.get_mut(&sid).expect("exists").buckets;
+        let (bucket, what, rate) = match msg {
+            ClientMsg::Typing { .. } => (&mut buckets.typing, "typing notices", limits.typing),
+            ClientMsg::MarkRead { .. } => {
+                (&mut buckets.read_marks, "read marks", limits.read_marks)
+            }
+            ClientMsg::Call { .. } | ClientMsg::Invite { .. } | ClientMsg::Join { .. } => {
+                (&mut buckets.calls, "calls and invitations", limits.calls)
+            }
+            _ => return Ok(()),
+        };
+        if bucket.take(now) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorCode::RateLimited,
+            format!(
+                "too many {what}: at most {} a second, {} at once (relay.rate_limits); \
+                 try again in {} ms",
+                rate.per_sec,
+                rate.burst,
+                bucket.wait_ms(now)
+            ),
+        ))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn login(
         &mut self,
@@ -639,7 +704,22 @@ impl RelayCore {
         })?;
         let limit = app_config.device_limit(&platform) as usize;
         let ticket = usersig::verify(&app_config.secret, user_sig, app, &user, now / 1000)?;
-        let ticket_expires_at = ticket.expires_at().saturating_mul(1000);
+        let lifetime = ticket.lifetime.min(app_config.max_ticket_lifetime_secs);
+        let ticket_expires_at = ticket
+            .issued_at
+            .saturating_add(lifetime)
+            .saturating_mul(1000);
+        if ticket_expires_at <= now {
+            return Err(Error::new(
+                ErrorCode::UserSigExpiredRelay,
+                format!(
+                    "the UserSig has expired: this relay honours a ticket for at most {} s \
+                     (max_ticket_lifetime_secs of app {app}); mint a fresh one",
+                    app_config.max_ticket_lifetime_secs
+                ),
+            ));
+        }
+        let max_devices = app_config.max_devices_per_user as usize;
 
         // Logging in as someone else on this connection switches accounts:
         // the first user is logged out implicitly.
@@ -702,6 +782,24 @@ impl RelayCore {
                         None => self.end_session(victim),
                     }
                 }
+                // And across platforms, whatever labels they name.
+                let all: Vec<SessionId> = self
+                    .by_user
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+                let excess = (all.len() + 1).saturating_sub(max_devices);
+                for &victim in all.iter().take(excess) {
+                    let message = format!(
+                        "{user} logged in on another device; at most {max_devices} may be online at once"
+                    );
+                    match self.sessions[&victim].conn {
+                        Some(old) => self.kick_conn(old, KickReason::DeviceLimit, message),
+                        None => self.end_session(victim),
+                    }
+                }
                 let sid = self.next_session;
                 self.next_session += 1;
                 let token = self.token();
@@ -720,6 +818,7 @@ impl RelayCore {
                         multi_device: false,
                         held: VecDeque::new(),
                         stream: chat::Stream::Unsynced,
+                        buckets: Buckets::new(&self.settings.rate_limits, now),
                     },
                 );
                 sid

@@ -69,6 +69,8 @@ pub struct MediaStats {
     /// Frames from a connection in no room, or for another room.
     pub unrouted: AtomicU64,
     pub malformed: AtomicU64,
+    /// Dropped because the sender went past relay.rate_limits.media_frames.
+    pub rate_limited: AtomicU64,
 }
 
 /// The counters at one moment.
@@ -79,6 +81,7 @@ pub struct MediaCounts {
     pub dropped_impaired: u64,
     pub unrouted: u64,
     pub malformed: u64,
+    pub rate_limited: u64,
 }
 
 impl MediaStats {
@@ -90,6 +93,7 @@ impl MediaStats {
             dropped_impaired: get(&self.dropped_impaired),
             unrouted: get(&self.unrouted),
             malformed: get(&self.malformed),
+            rate_limited: get(&self.rate_limited),
         }
     }
 }

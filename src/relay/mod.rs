@@ -3,6 +3,7 @@
 pub mod core;
 pub mod gate;
 pub mod media;
+pub mod rate;
 pub mod server;
 pub mod store;
 

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
-use crate::config::RelayConfig;
+use crate::config::{RateLimits, RelayConfig};
 use crate::error::{Error, ErrorCode};
 use crate::protocol::{self, ClientMsg, MAX_TRANSPORT_MESSAGE_BYTES, ServerMsg};
 use crate::relay::core::{CloseReason, ConnId, Input, Output, RelayCore, Settings, StoreOp};
@@ -111,6 +111,7 @@ struct Limits {
     login_timeout: Duration,
     write_timeout: Duration,
     max_queue_bytes: usize,
+    rates: RateLimits,
 }
 
 /// A running relay.
@@ -181,6 +182,7 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
         login_timeout: Duration::from_secs(config.login_timeout_secs),
         write_timeout: Duration::from_secs(config.write_timeout_secs),
         max_queue_bytes: config.max_queue_bytes,
+        rates: config.rate_limits,
     };
     let core_task = tokio::spawn(run_core(core, events_rx, store_tx, media.clone(), limits));
     let accept = tokio::spawn(accept_loop(
@@ -230,6 +232,7 @@ async fn log_media(media: Arc<MediaRouter>) {
                 dropped_impaired = now.dropped_impaired,
                 unrouted = now.unrouted,
                 malformed = now.malformed,
+                rate_limited = now.rate_limited,
                 "media frames"
             );
             last = Some(now);
@@ -469,6 +472,11 @@ async fn serve_conn(
     };
     // A client that sends bad media hears about it once, not fifty times a second.
     let mut told_bad_media = false;
+    let mut told_media_rate = false;
+    let started = tokio::time::Instant::now();
+    let clock = || started.elapsed().as_millis() as u64;
+    let mut frames = limits.rates.frames.bucket(0);
+    let mut media_frames = limits.rates.media_frames.bucket(0);
     if events
         .send(CoreEvent::Connected { conn, queue })
         .await
@@ -483,17 +491,46 @@ async fn serve_conn(
         tokio::select! {
             incoming = ws.next(), if reading => {
                 let input = match incoming {
-                    Some(Ok(Message::Text(text))) => match protocol::decode::<ClientMsg>(&text) {
-                        Ok(msg) => Input::Frame { conn, msg },
-                        Err(error) => Input::BadFrame { conn, error },
-                    },
-                    Some(Ok(Message::Binary(frame))) => match media.forward(conn, frame) {
-                        Err(error) if !told_bad_media => {
-                            told_bad_media = true;
-                            Input::BadFrame { conn, error }
+                    Some(Ok(Message::Text(text))) => {
+                        // Faster than relay.rate_limits.frames: read more
+                        // slowly. Nothing is refused and the order is kept;
+                        // the sender's frames wait in its own socket.
+                        let wait = frames.wait_ms(clock());
+                        if wait > 0 {
+                            tokio::time::sleep(Duration::from_millis(wait)).await;
                         }
-                        _ => continue,
-                    },
+                        frames.take(clock());
+                        match protocol::decode::<ClientMsg>(&text) {
+                            Ok(msg) => Input::Frame { conn, msg },
+                            Err(error) => Input::BadFrame { conn, error },
+                        }
+                    }
+                    Some(Ok(Message::Binary(frame))) => {
+                        if !media_frames.take(clock()) {
+                            media.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                            if told_media_rate {
+                                continue;
+                            }
+                            told_media_rate = true;
+                            let error = Error::new(
+                                ErrorCode::RateLimited,
+                                format!(
+                                    "more than {} media frames a second (relay.rate_limits.media_frames): \
+                                     the excess is dropped",
+                                    limits.rates.media_frames.per_sec
+                                ),
+                            );
+                            Input::BadFrame { conn, error }
+                        } else {
+                            match media.forward(conn, frame) {
+                                Err(error) if !told_bad_media => {
+                                    told_bad_media = true;
+                                    Input::BadFrame { conn, error }
+                                }
+                                _ => continue,
+                            }
+                        }
+                    }
                     Some(Ok(Message::Close(_))) | None => break,
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => {

@@ -13,11 +13,12 @@ use tokio_tungstenite::tungstenite::Message;
 use termphone::client::connection::{self, ClientHandle};
 use termphone::client::engine::{ClientEngine, Command, EngineConfig};
 use termphone::client::event::Event;
-use termphone::config::RelayConfig;
+use termphone::config::{RateLimits, RelayConfig};
 use termphone::ids::{AppId, DEV_APP_ID, DeviceId, Platform, UserId};
 use termphone::media::pipeline::MediaSettings;
 use termphone::media::spec::AudioSpec;
 use termphone::protocol::{self, ClientMsg, ServerMsg};
+use termphone::relay::rate::Rate;
 use termphone::relay::store::Store;
 use termphone::relay::{RelayHandle, start};
 use termphone::time::unix_millis;
@@ -25,9 +26,19 @@ use termphone::usersig::{self, DEV_SECRET, Ticket};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A relay on an ephemeral port whose rate limits stay out of the way (the
+/// tests of those limits set their own).
 pub fn test_config() -> RelayConfig {
+    let unlimited = Rate::new(1e9, u32::MAX);
     RelayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        rate_limits: RateLimits {
+            frames: unlimited,
+            typing: unlimited,
+            read_marks: unlimited,
+            calls: unlimited,
+            media_frames: unlimited,
+        },
         ..RelayConfig::default()
     }
 }

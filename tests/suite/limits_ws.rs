@@ -231,3 +231,35 @@ async fn a_long_catch_up_comes_in_pages_within_the_frame_limit() {
     );
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_device_flooding_frames_is_read_more_slowly_and_loses_nothing() {
+    use termphone::config::RateLimits;
+    use termphone::relay::rate::Rate;
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        rate_limits: RateLimits {
+            frames: Rate::new(50.0, 10),
+            ..test_config().rate_limits
+        },
+        ..test_config()
+    };
+    let relay = relay_at(&config, &dir.path().join("r.db")).await;
+    let mut flood = RawPeer::connect(&relay.url()).await;
+    flood.send(&login("alice", "a1")).await;
+    assert!(matches!(flood.recv().await, ServerMsg::LoginOk { .. }));
+    let started = tokio::time::Instant::now();
+    for _ in 0..60 {
+        flood.send(&ClientMsg::Heartbeat).await;
+    }
+    let mut acks = 0;
+    while acks < 60 {
+        if let ServerMsg::HeartbeatAck = flood.recv().await {
+            acks += 1;
+        }
+    }
+    // 10 at once, then 50 a second: the last 50 take about a second.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    relay.shutdown().await;
+}

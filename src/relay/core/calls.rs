@@ -17,6 +17,9 @@ use crate::protocol::{CallInfo, CancelReason, CurrentCall, PeerAction, RoomId, S
 /// How long an invitation rings when the caller does not say.
 pub const DEFAULT_RING_SECS: u32 = 30;
 
+/// The longest a call may ring (its `timeout`): 5 minutes.
+pub const MAX_RING_SECS: u32 = 300;
+
 type CallKey = u64;
 
 #[derive(Default)]
@@ -139,7 +142,14 @@ impl RelayCore {
         timeout_secs: Option<u32>,
     ) -> Result<(), Error> {
         let (app, caller) = self.identity(sid);
-        let invitees = parse_users(invitees)?;
+        let invitees = parse_users(invitees, self.settings.max_call_participants)?;
+        let ring_secs = timeout_secs.unwrap_or(DEFAULT_RING_SECS);
+        if !(1..=MAX_RING_SECS).contains(&ring_secs) {
+            return Err(Error::new(
+                ErrorCode::InvalidParameters,
+                format!("a call rings for 1 to {MAX_RING_SECS} s, not {ring_secs}"),
+            ));
+        }
         if invitees.is_empty() {
             return Err(Error::new(
                 ErrorCode::InvalidParameters,
@@ -187,7 +197,7 @@ impl RelayCore {
         let mut info = self.calls.calls[&key].info();
         info.invitees = invitees.clone();
         self.send_to_session(sid, ServerMsg::CallDialing { call: info });
-        let ring_ms = u64::from(timeout_secs.unwrap_or(DEFAULT_RING_SECS).max(1)) * 1000;
+        let ring_ms = u64::from(ring_secs) * 1000;
         self.invite(now, key, invitees, ring_ms);
         self.settle_call(key, CancelReason::Busy);
         Ok(())
@@ -489,11 +499,15 @@ impl RelayCore {
         {
             return Err(no_such_call());
         }
-        let users = parse_users(users)?;
+        let users = parse_users(users, self.settings.max_call_participants)?;
         let new: Vec<UserId> = users
             .into_iter()
             .filter(|u| !self.calls.calls[&key].members.contains_key(u))
             .collect();
+        if new.is_empty() {
+            // Everyone named is already in the call or ringing: nothing changes.
+            return Ok(());
+        }
         self.check_capacity(self.calls.calls[&key].members.len() + new.len())?;
         self.calls.calls.get_mut(&key).expect("exists").group = true;
         // Those already in the call or ringing hear the new list; the new
@@ -872,10 +886,7 @@ impl RelayCore {
     fn check_capacity(&self, members: usize) -> Result<(), Error> {
         let max = self.settings.max_call_participants;
         if members > max {
-            return Err(Error::new(
-                ErrorCode::CallFull,
-                format!("a call holds at most {max} participants (relay.max_call_participants)"),
-            ));
+            return Err(call_full(max));
         }
         Ok(())
     }
@@ -890,11 +901,24 @@ impl RelayCore {
     }
 }
 
-fn parse_users(users: &[String]) -> Result<Vec<UserId>, Error> {
-    let mut out: Vec<UserId> = Vec::with_capacity(users.len());
+fn call_full(max: usize) -> Error {
+    Error::new(
+        ErrorCode::CallFull,
+        format!("a call holds at most {max} participants (relay.max_call_participants)"),
+    )
+}
+
+/// The invitees, each once, in the order given; a list longer than any call
+/// can hold is refused before any of it is looked at.
+fn parse_users(users: &[String], max_participants: usize) -> Result<Vec<UserId>, Error> {
+    if users.len() > max_participants {
+        return Err(call_full(max_participants));
+    }
+    let mut seen = HashSet::with_capacity(users.len());
+    let mut out = Vec::with_capacity(users.len());
     for u in users {
         let u = UserId::parse(u)?;
-        if !out.contains(&u) {
+        if seen.insert(u.clone()) {
             out.push(u);
         }
     }

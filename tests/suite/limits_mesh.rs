@@ -1,0 +1,157 @@
+//! The relay's rate limits and the validation that replaces storage, on
+//! virtual time: what a flooding or careless device is told, and that the
+//! relay does nothing for nothing (docs/limits.md).
+
+use termphone::client::engine::{CallCommand, ChatCommand, Command};
+use termphone::config::{AppConfig, RelayConfig};
+use termphone::ids::{DEV_APP_ID, UserId};
+
+use crate::common::mesh::Mesh;
+
+fn user(u: &str) -> UserId {
+    UserId::parse(u).unwrap()
+}
+
+fn call(users: &[&str], timeout_secs: Option<u32>) -> Command {
+    Command::Call(CallCommand::Call {
+        users: users.iter().map(|u| user(u)).collect(),
+        group: users.len() > 1,
+        timeout_secs,
+    })
+}
+
+fn hangup() -> Command {
+    Command::Call(CallCommand::Hangup { call_id: None })
+}
+
+fn typing(to: &str) -> Command {
+    Command::Chat(ChatCommand::Typing { to: user(to) })
+}
+
+#[test]
+fn typing_past_its_burst_is_refused_until_the_bucket_refills() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    for _ in 0..5 {
+        m.command(alice, typing("bob"));
+    }
+    assert_eq!(m.log(bob), ["TYPING alice"; 5]);
+    m.command(alice, typing("bob"));
+    assert_eq!(m.log(alice), ["ERROR 90010 typing"]);
+    assert!(m.log(bob).is_empty());
+    // Two a second: half a second later there is room for one.
+    m.advance(500);
+    m.command(alice, typing("bob"));
+    assert_eq!(m.log(bob), ["TYPING alice"]);
+    assert!(m.log(alice).is_empty());
+}
+
+#[test]
+fn a_device_that_calls_in_a_loop_is_slowed_down() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let _bob = m.online("bob", "b1");
+    for _ in 0..10 {
+        m.command(alice, call(&["bob"], None));
+        m.command(alice, hangup());
+    }
+    assert!(m.log(alice).iter().all(|l| !l.starts_with("ERROR")));
+    m.command(alice, call(&["bob"], None));
+    assert_eq!(m.log(alice), ["ERROR 90010 call"]);
+    m.advance(1_000);
+    m.command(alice, call(&["bob"], None));
+    assert_eq!(m.log(alice), ["CALL_DIALING"]);
+}
+
+#[test]
+fn a_call_rings_at_most_five_minutes() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, call(&["bob"], Some(u32::MAX)));
+    assert_eq!(m.log(alice), ["ERROR 6017 call"]);
+    assert!(m.log(bob).is_empty());
+    m.command(alice, call(&["bob"], Some(300)));
+    assert_eq!(m.log(alice), ["CALL_DIALING"]);
+}
+
+#[test]
+fn an_invitee_list_longer_than_a_call_is_refused_before_it_is_read() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let names: Vec<String> = (0..10_000).map(|k| format!("u{k}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    m.command(alice, call(&refs, None));
+    assert_eq!(m.log(alice), ["ERROR 6104 groupCall"]);
+}
+
+#[test]
+fn inviting_those_already_in_the_call_changes_nothing() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    let carol = m.online("carol", "c1");
+    m.command(alice, call(&["bob", "carol"], None));
+    m.command(bob, Command::Call(CallCommand::Accept { call_id: None }));
+    m.log(alice);
+    m.log(bob);
+    m.log(carol);
+    for _ in 0..5 {
+        m.command(
+            alice,
+            Command::Call(CallCommand::Invite {
+                users: vec![user("bob"), user("carol")],
+            }),
+        );
+    }
+    assert!(m.log(alice).is_empty());
+    assert!(m.log(bob).is_empty());
+    assert!(m.log(carol).is_empty());
+}
+
+#[test]
+fn invented_platforms_do_not_give_a_user_more_devices() {
+    let config = RelayConfig {
+        apps: vec![AppConfig {
+            max_devices_per_user: 3,
+            ..AppConfig::default()
+        }],
+        ..RelayConfig::default()
+    };
+    let mut m = Mesh::new(&config);
+    let devices: Vec<usize> = (0..4)
+        .map(|k| {
+            let i = m.add(DEV_APP_ID, &format!("made{k}"), "alice", &format!("d{k}"));
+            m.login(i);
+            m.take(i);
+            i
+        })
+        .collect();
+    m.settle();
+    assert!(
+        m.take_names(devices[0]).contains(&"KICKED_OUT"),
+        "the earliest device makes room"
+    );
+    for &d in &devices[1..] {
+        assert!(!m.take_names(d).contains(&"KICKED_OUT"));
+    }
+}
+
+#[test]
+fn a_ticket_is_honoured_no_longer_than_the_app_allows() {
+    let config = RelayConfig {
+        apps: vec![AppConfig {
+            max_ticket_lifetime_secs: 60,
+            ..AppConfig::default()
+        }],
+        ..RelayConfig::default()
+    };
+    let mut m = Mesh::new(&config);
+    let alice = m.add(DEV_APP_ID, "terminal", "alice", "a1");
+    // Minted for a year, two minutes ago.
+    let ticket = m.ticket(DEV_APP_ID, &user("alice"), 365 * 86_400);
+    m.advance(120_000);
+    m.login_with(alice, ticket);
+    assert!(m.log(alice).contains(&"ERROR 6206 login".to_owned()));
+}
