@@ -13,8 +13,6 @@ pub mod view;
 use std::io::Write;
 use std::time::Duration;
 
-use crossterm::event::EventStream;
-use futures_util::StreamExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -100,7 +98,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
     model.banner = banner;
     let (loaded_tx, mut loaded) = mpsc::unbounded_channel();
     let mut terminal = ratatui::init();
-    let mut keys = EventStream::new();
+    let mut keys = terminal_input();
     // Closing the terminal (SIGHUP) or a `kill` (SIGTERM) quits as `q`
     // does: the device logs out, so its call ends for the others at once,
     // and the call is kept in its history.
@@ -114,7 +112,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
             break Err(e);
         }
         let effects = tokio::select! {
-            key = keys.next() => match key {
+            key = keys.recv() => match key {
                 Some(Ok(event)) => model.on_terminal(event, unix_millis()),
                 Some(Err(e)) => break Err(e),
                 None => vec![Effect::Quit],
@@ -134,7 +132,9 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
                 }
                 Vec::new()
             }
-            _ = tick.tick() => Vec::new(),
+            // A terminal can go without a SIGHUP reaching us (a pty whose
+            // session ended elsewhere): nobody is left to see the screen.
+            _ = tick.tick() => if terminal_gone() { vec![Effect::Quit] } else { Vec::new() },
             _ = sigterm.recv() => vec![Effect::Quit],
             _ = sighup.recv() => vec![Effect::Quit],
         };
@@ -166,6 +166,36 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     recorder.store().flush().await;
     result
+}
+
+/// Terminal input, read on a thread of its own. Once the terminal is gone,
+/// crossterm's reader spins inside its read loop without returning
+/// (crossterm-rs/crossterm#793): on the runtime it would freeze this loop,
+/// SIGHUP and SIGTERM included, and leave the device online at 100% CPU for
+/// good. On its own thread it stalls only itself, and the loop still quits
+/// (the process exit ends that thread).
+fn terminal_input() -> mpsc::UnboundedReceiver<std::io::Result<crossterm::event::Event>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("terminal-input".into())
+        .spawn(move || {
+            loop {
+                let event = crossterm::event::read();
+                let failed = event.is_err();
+                if tx.send(event).is_err() || failed {
+                    break;
+                }
+            }
+        })
+        .expect("spawn the terminal input thread");
+    rx
+}
+
+/// The controlling terminal hung up: its settings can no longer be read.
+fn terminal_gone() -> bool {
+    let mut settings = std::mem::MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: tcgetattr writes a termios into the space given, or fails.
+    unsafe { libc::tcgetattr(libc::STDIN_FILENO, settings.as_mut_ptr()) != 0 }
 }
 
 /// How this device logs in again: the same user and device, the ticket it

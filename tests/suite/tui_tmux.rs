@@ -385,3 +385,53 @@ async fn a_tui_closed_in_a_call_ends_it_at_once_and_keeps_it_in_its_history() {
     tmux.keys("two", &["q"]);
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_tui_whose_terminal_goes_away_logs_out_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let tmux = Tmux::new("gone");
+    tmux.start(
+        "one",
+        &format!(
+            "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} --user alice",
+            dir.path().join("data").display(),
+            dir.path().join("config").display(),
+            env!("CARGO_BIN_EXE_termphone"),
+        ),
+    );
+    tmux.wait_for("one", "LOGINED").await;
+    let pid: i32 = tmux
+        .run(&["display-message", "-p", "-t", "one", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    let mut bob = Headless::spawn(
+        dir.path(),
+        &["--relay", &url, "--user", "bob", "--device", "b1"],
+    );
+    bob.expect("SYNCED").await;
+    bob.send(json!({"cmd": "getUsers", "subscribe": true}))
+        .await;
+    bob.expect("USERS").await;
+
+    // The terminal goes away under it (a closed window, a dropped ssh).
+    tmux.run(&["kill-server"]);
+    loop {
+        let e = bob.expect("USER_STATUS_CHANGED").await;
+        if e["userID"] == "alice" && e["devices"].as_array().is_some_and(|d| d.is_empty()) {
+            break;
+        }
+    }
+    // And nothing of it is left running.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "termphone (pid {pid}) still runs after its terminal went away"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    relay.shutdown().await;
+}
