@@ -42,11 +42,14 @@ pub enum ClientMsg {
     },
     Logout,
     Heartbeat,
-    /// The app's known users with their online devices; with `subscribe`,
-    /// later changes follow as `presence` messages.
+    /// The app's known users with their online devices, a page at a time
+    /// in UserID order, from after `after`; with `subscribe`, later changes
+    /// follow as `presence` messages.
     ListUsers {
         #[serde(default)]
         subscribe: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
     },
     /// Ring on this device too when the user has several online.
     MultiDevice {
@@ -393,8 +396,12 @@ pub enum ServerMsg {
     /// The session's ticket expired while online; it has been logged out.
     UserSigExpired,
     HeartbeatAck,
+    /// A page of the user list; with `more`, the device asks for the next
+    /// one (`list_users {after: the last userID}`) and shows them all as one.
     Users {
         users: Vec<UserPresence>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     Presence {
         user: UserPresence,

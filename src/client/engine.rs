@@ -165,6 +165,8 @@ pub struct ClientEngine {
     closing_until: Option<Millis>,
     /// Multi-device ability: re-announced to the relay after every login.
     multi_device: bool,
+    /// Pages of the user list received so far; USERS goes out with the last.
+    users_so_far: Vec<crate::protocol::UserPresence>,
     calls: calls::CallState,
     chat: chat::ChatState,
     out: VecDeque<Output>,
@@ -188,6 +190,7 @@ impl ClientEngine {
             reported_unreachable: false,
             presence_subscribed: false,
             closing_until: None,
+            users_so_far: Vec::new(),
             out: VecDeque::new(),
         }
     }
@@ -371,7 +374,11 @@ impl ClientEngine {
                     return;
                 }
                 self.presence_subscribed |= subscribe;
-                self.send(ClientMsg::ListUsers { subscribe });
+                self.users_so_far.clear();
+                self.send(ClientMsg::ListUsers {
+                    subscribe,
+                    after: None,
+                });
             }
             Command::EnableMultiDevice { enable } => {
                 if self.status != LoginStatus::Logined {
@@ -482,9 +489,21 @@ impl ClientEngine {
                 self.event(Event::UserSigExpired);
                 self.sign_out(now);
             }
-            ServerMsg::Users { users } => self.event(Event::Users {
-                users: users.into_iter().map(Into::into).collect(),
-            }),
+            ServerMsg::Users { users, more } => {
+                self.users_so_far.extend(users);
+                if more {
+                    let after = self.users_so_far.last().map(|u| u.user.to_string());
+                    self.send(ClientMsg::ListUsers {
+                        subscribe: false,
+                        after,
+                    });
+                } else {
+                    let users = std::mem::take(&mut self.users_so_far);
+                    self.event(Event::Users {
+                        users: users.into_iter().map(Into::into).collect(),
+                    });
+                }
+            }
             ServerMsg::Presence { user } => {
                 self.event(Event::UserStatusChanged { user: user.into() })
             }
@@ -552,7 +571,11 @@ impl ClientEngine {
 
     fn resubscribe(&mut self) {
         if self.presence_subscribed {
-            self.send(ClientMsg::ListUsers { subscribe: true });
+            self.users_so_far.clear();
+            self.send(ClientMsg::ListUsers {
+                subscribe: true,
+                after: None,
+            });
         }
     }
 

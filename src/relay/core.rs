@@ -27,6 +27,10 @@ use crate::protocol::{
 use crate::relay::rate::Bucket;
 use crate::usersig;
 
+/// One page of the user list on the wire: well inside the frame limit, and
+/// a small share of a connection's queue.
+const USERS_PAGE_BYTES: usize = 48 * 1024;
+
 /// Messages kept for a detached session during its grace period.
 const HELD_PER_SESSION: usize = 256;
 
@@ -308,7 +312,39 @@ pub struct RelayCore {
     timers: BinaryHeap<Reverse<(Millis, Timer)>>,
     /// The media routes the shell was last told.
     media_routes: BTreeMap<RoomId, Vec<(ConnId, UserId)>>,
+    audit: Audit,
     out: VecDeque<Output>,
+}
+
+/// Lines of the audit log (failed logins, refused admin tokens) a minute:
+/// enough to see an attack, too few for one to flood the log.
+const AUDIT_LINES_PER_MINUTE: u32 = 20;
+
+/// The audit log's own rate limit; what it holds back is counted in the
+/// next line it lets through (`skipped`).
+#[derive(Debug, Default)]
+struct Audit {
+    minute_from: Millis,
+    lines: u32,
+    skipped: u64,
+}
+
+impl Audit {
+    /// Whether a line may be written now, with how many were held back
+    /// since the last one.
+    fn admit(&mut self, now: Millis) -> Option<u64> {
+        if now >= self.minute_from + 60_000 {
+            self.minute_from = now;
+            self.lines = 0;
+        }
+        if self.lines < AUDIT_LINES_PER_MINUTE {
+            self.lines += 1;
+            Some(std::mem::take(&mut self.skipped))
+        } else {
+            self.skipped += 1;
+            None
+        }
+    }
 }
 
 impl RelayCore {
@@ -340,6 +376,7 @@ impl RelayCore {
             detached: HashMap::new(),
             timers: BinaryHeap::new(),
             media_routes: BTreeMap::new(),
+            audit: Audit::default(),
             out: VecDeque::new(),
         }
     }
@@ -528,6 +565,13 @@ impl RelayCore {
             } => {
                 if let Err(error) = self.login(now, conn, app, &user, &device, &platform, &user_sig)
                 {
+                    if let Some(skipped) = self.audit.admit(now) {
+                        tracing::warn!(
+                            target: "termphone::audit",
+                            conn, app, user, device, code = error.code.code(), skipped,
+                            "login refused: {}", error.message
+                        );
+                    }
                     self.send(
                         conn,
                         ServerMsg::LoginFailed {
@@ -611,6 +655,11 @@ impl RelayCore {
                         c.ever_logged_in = true;
                     }
                 })
+                .inspect_err(|_| {
+                    if let Some(skipped) = self.audit.admit(now) {
+                        tracing::warn!(target: "termphone::audit", conn, skipped, "admin token refused");
+                    }
+                })
                 .and_then(|()| Ok((UserId::parse(&from)?, UserId::parse(&to)?)))
                 .and_then(|(from, to)| {
                     self.admin_send(now, conn, app, &from, &to, &text, include_sender)
@@ -625,11 +674,10 @@ impl RelayCore {
             ClientMsg::Sync { after } => self
                 .session_of(conn)
                 .and_then(|sid| self.start_sync(now, sid, after)),
-            ClientMsg::ListUsers { subscribe } => self.session_of(conn).map(|sid| {
+            ClientMsg::ListUsers { subscribe, after } => self.session_of(conn).map(|sid| {
                 let app = self.sessions[&sid].app;
-                let users = self.known.get(&app).into_iter().flatten();
-                let users = users.map(|u| self.presence(app, u)).collect();
-                self.send(conn, ServerMsg::Users { users });
+                let (users, more) = self.users_page(app, after.as_deref());
+                self.send(conn, ServerMsg::Users { users, more });
                 if subscribe {
                     self.subscribers.entry(app).or_default().insert(conn);
                     if let Some(c) = self.conns.get_mut(&conn) {
@@ -993,6 +1041,28 @@ impl RelayCore {
         }
     }
 
+    /// A page of the app's users after `after`, in UserID order, within
+    /// `USERS_PAGE_BYTES` on the wire; and whether more follow.
+    fn users_page(&self, app: AppId, after: Option<&str>) -> (Vec<UserPresence>, bool) {
+        use std::ops::Bound;
+        let Some(known) = self.known.get(&app) else {
+            return (Vec::new(), false);
+        };
+        let after = after.and_then(|a| UserId::parse(a).ok());
+        let from = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for user in known.range((from, Bound::Unbounded)) {
+            let presence = self.presence(app, user);
+            bytes += serde_json::to_string(&presence).map_or(0, |s| s.len()) + 1;
+            if bytes > USERS_PAGE_BYTES && !page.is_empty() {
+                return (page, true);
+            }
+            page.push(presence);
+        }
+        (page, false)
+    }
+
     fn presence(&self, app: AppId, user: &UserId) -> UserPresence {
         let devices = self
             .by_user
@@ -1154,5 +1224,20 @@ impl RelayCore {
 
     fn token(&mut self) -> String {
         format!("{:032x}", self.rng.random::<u128>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_log_holds_back_a_flood_and_counts_it() {
+        let mut audit = Audit::default();
+        let written = (0..100).filter(|_| audit.admit(1_000).is_some()).count();
+        assert_eq!(written, AUDIT_LINES_PER_MINUTE as usize);
+        // The next minute's first line says how many were held back.
+        assert_eq!(audit.admit(61_000), Some(80));
+        assert_eq!(audit.admit(61_001), Some(0));
     }
 }

@@ -155,3 +155,33 @@ fn a_ticket_is_honoured_no_longer_than_the_app_allows() {
     m.login_with(alice, ticket);
     assert!(m.log(alice).contains(&"ERROR 6206 login".to_owned()));
 }
+
+#[test]
+fn a_read_mark_for_someone_never_here_is_refused_and_never_replayed() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    m.command(
+        alice,
+        Command::Chat(ChatCommand::MarkRead {
+            peer: user("nobody"),
+        }),
+    );
+    assert_eq!(m.log(alice), ["ERROR 6401 markRead"]);
+    // A new device of alice catches up with nothing to replay (a mark for
+    // bob, who was here, is: the catch-up is read at all).
+    let _bob = m.online("bob", "b1");
+    m.command(
+        alice,
+        Command::Chat(ChatCommand::MarkRead { peer: user("bob") }),
+    );
+    let later = m.add(DEV_APP_ID, "terminal", "alice", "a2");
+    m.login(later);
+    m.settle();
+    assert_eq!(
+        m.log(later)
+            .into_iter()
+            .filter(|l| l.starts_with("CONVERSATION_READ"))
+            .collect::<Vec<_>>(),
+        ["CONVERSATION_READ bob"]
+    );
+}

@@ -263,3 +263,32 @@ async fn a_device_flooding_frames_is_read_more_slowly_and_loses_nothing() {
     assert!(took >= Duration::from_millis(900), "{took:?}");
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_user_list_works_with_a_hundred_thousand_users() {
+    use termphone::ids::{DeviceId, Platform};
+    use termphone::relay::core::StoreOp;
+    use termphone::relay::store::Store;
+    const USERS: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    let logins: Vec<StoreOp> = (0..USERS)
+        .map(|k| StoreOp::RecordLogin {
+            app: DEV_APP_ID,
+            user: UserId::parse(&format!("user{k:06}")).unwrap(),
+            device: DeviceId::parse("d").unwrap(),
+            platform: Platform::terminal(),
+            at: 1,
+        })
+        .collect();
+    Store::open(&db).unwrap().apply(&logins);
+    let relay = relay_at(&test_config(), &db).await;
+
+    let mut alice = Device::online(&relay.url(), "alice", "a1").await;
+    let users = alice.users().await;
+    assert_eq!(users.len(), USERS + 1);
+    // In UserID order, each once.
+    assert!(users.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(users.iter().filter(|(_, devices)| *devices > 0).count(), 1);
+    relay.shutdown().await;
+}

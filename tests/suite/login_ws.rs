@@ -121,7 +121,11 @@ async fn the_relay_answers_bad_frames_with_codes_and_keeps_the_connection() {
     ))
     .await;
     assert_eq!(code(raw.recv().await), 90002);
-    raw.send(&ClientMsg::ListUsers { subscribe: false }).await;
+    raw.send(&ClientMsg::ListUsers {
+        subscribe: false,
+        after: None,
+    })
+    .await;
     assert_eq!(code(raw.recv().await), 6014);
     for (user, device, platform, expect) in [
         ("al ice", "d1", "terminal", 70400),

@@ -314,16 +314,7 @@ impl RelayCore {
     ) -> Result<(), Error> {
         let (app, from) = self.identity(sid);
         let to = UserId::parse(to)?;
-        if !self
-            .known
-            .get(&app)
-            .is_some_and(|users| users.contains(&to))
-        {
-            return Err(Error::new(
-                ErrorCode::UnknownUser,
-                format!("{to} has never logged in to this app; check the UserID"),
-            ));
-        }
+        self.check_known(app, &to)?;
         check_message_text(text)?;
         if client_msg_id.is_empty() || client_msg_id.len() > 64 {
             return Err(Error::new(
@@ -499,6 +490,9 @@ impl RelayCore {
     ) -> Result<(), Error> {
         let (app, user) = self.identity(sid);
         let peer = UserId::parse(peer)?;
+        // A mark is replayed to every new device: none for a conversation
+        // with someone who was never here.
+        self.check_known(app, &peer)?;
         let rows = vec![self.chat.row(app, user, EntryKind::Read { peer, at: now })];
         let token = self.commit_token();
         self.out.push_back(Output::Store(StoreOp::AppendRows {
@@ -517,6 +511,20 @@ impl RelayCore {
             },
         );
         Ok(())
+    }
+
+    fn check_known(&self, app: AppId, user: &UserId) -> Result<(), Error> {
+        if self
+            .known
+            .get(&app)
+            .is_some_and(|users| users.contains(user))
+        {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorCode::UnknownUser,
+            format!("{user} has never logged in to this app; check the UserID"),
+        ))
     }
 
     pub(super) fn typing(&mut self, sid: SessionId, to: &str) -> Result<(), Error> {
