@@ -155,6 +155,9 @@ pub struct RelayConfig {
     pub write_timeout_secs: u64,
     /// How often one device may do each thing (docs/limits.md).
     pub rate_limits: RateLimits,
+    /// Messages and timeline entries older than this are deleted (checked
+    /// hourly); at least every app's compensation window.
+    pub retention_days: u32,
     /// How long a dropped device's session is kept for it to resume.
     pub session_grace_secs: u64,
     /// A connection that sends nothing (not even a heartbeat) for this long is dropped.
@@ -244,6 +247,7 @@ impl Default for RelayConfig {
             max_queue_bytes: 8 << 20,
             write_timeout_secs: 10,
             rate_limits: RateLimits::default(),
+            retention_days: 90,
             session_grace_secs: 90,
             heartbeat_timeout_secs: 30,
             max_call_participants: 9,
@@ -408,6 +412,13 @@ impl Config {
                     .into(),
             );
         }
+        if let Some(app) = (r.apps.iter()).find(|a| a.compensation_window_days > r.retention_days) {
+            return Err(format!(
+                "relay.retention_days ({}) is shorter than the compensation window of app {} ({} days): \
+                 a device could not catch up with what was deleted",
+                r.retention_days, app.id, app.compensation_window_days
+            ));
+        }
         if r.apps.is_empty() {
             return Err("relay.apps is empty: the relay must host at least one app".into());
         }
@@ -506,6 +517,7 @@ mod tests {
             "login_timeout_secs",
             "max_queue_bytes",
             "write_timeout_secs",
+            "retention_days",
             "frames",
             "typing",
             "read_marks",
@@ -602,6 +614,14 @@ mod tests {
     fn bad_listen_address() {
         let e = error_of("[relay]\nlisten = \"localhost\"\n");
         assert!(e.contains("listen") && e.contains("HOST:PORT"), "{e}");
+    }
+
+    #[test]
+    fn retention_covers_every_compensation_window() {
+        let e = error_of(
+            "[relay]\nretention_days = 2\n[[relay.apps]]\nid = 5\nsecret = \"0123456789abcdef\"\ncompensation_window_days = 3\n",
+        );
+        assert!(e.contains("retention_days") && e.contains("app 5"), "{e}");
     }
 
     #[test]

@@ -169,6 +169,9 @@ pub enum StoreOp {
         platform: Platform,
         at: Millis,
     },
+    /// Forgets messages and timeline entries written before `before`
+    /// (`relay.retention_days`), and logs the database's size.
+    Prune { before: Millis },
 }
 
 impl StoreOp {
@@ -180,7 +183,9 @@ impl StoreOp {
             | StoreOp::AppendRows { token, .. }
             | StoreOp::ReadTimeline { token, .. }
             | StoreOp::ReadHistory { token, .. } => Some(*token),
-            StoreOp::MarkDelivered { .. } | StoreOp::RecordLogin { .. } => None,
+            StoreOp::MarkDelivered { .. } | StoreOp::RecordLogin { .. } | StoreOp::Prune { .. } => {
+                None
+            }
         }
     }
 
@@ -194,6 +199,7 @@ impl StoreOp {
             StoreOp::ReadTimeline { .. } => "read_timeline",
             StoreOp::ReadHistory { .. } => "read_history",
             StoreOp::RecordLogin { .. } => "record_login",
+            StoreOp::Prune { .. } => "prune",
         }
     }
 }

@@ -184,6 +184,7 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
         max_queue_bytes: config.max_queue_bytes,
         rates: config.rate_limits,
     };
+    let retention = tokio::spawn(prune_hourly(store_tx.clone(), config.retention_days));
     let core_task = tokio::spawn(run_core(core, events_rx, store_tx, media.clone(), limits));
     let accept = tokio::spawn(accept_loop(
         listener,
@@ -205,6 +206,9 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
         let _ = accept.await;
         let _ = core_task.await;
         media_log.abort();
+        retention.abort();
+        // Its handle on the store goes with it, so the store thread can end.
+        let _ = retention.await;
         let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
     });
     tracing::info!(%addr, "relay listening");
@@ -236,6 +240,19 @@ async fn log_media(media: Arc<MediaRouter>) {
                 "media frames"
             );
             last = Some(now);
+        }
+    }
+}
+
+/// Deletes what is older than `relay.retention_days`, at start and hourly.
+async fn prune_hourly(store: std::sync::mpsc::Sender<Vec<StoreOp>>, retention_days: u32) {
+    let retention_ms = u64::from(retention_days) * 24 * 3600 * 1000;
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let before = unix_millis().saturating_sub(retention_ms);
+        if store.send(vec![StoreOp::Prune { before }]).is_err() {
+            return;
         }
     }
 }

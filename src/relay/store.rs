@@ -51,6 +51,8 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;",
     // 3: the device that sent each message, so it knows its own on sync.
     "ALTER TABLE messages ADD COLUMN sender_device TEXT;",
+    // 4: retention prunes the timeline by age.
+    "CREATE INDEX timeline_by_time ON timeline (at);",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +222,29 @@ impl Store {
 
 fn apply_op(tx: &mut rusqlite::Savepoint, op: &StoreOp) -> rusqlite::Result<StoreReply> {
     match op {
+        StoreOp::Prune { before } => {
+            let before = *before as i64;
+            let messages = tx.execute("DELETE FROM messages WHERE server_time < ?1", [before])?;
+            // Each timeline keeps its newest row, whatever its age: its seq
+            // is where the timeline goes on after a restart.
+            let entries = tx.execute(
+                "DELETE FROM timeline WHERE at < ?1 AND seq < (
+                    SELECT MAX(seq) FROM timeline newest
+                    WHERE newest.app = timeline.app AND newest.user_id = timeline.user_id)",
+                [before],
+            )?;
+            let size: i64 = tx.query_row(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                [],
+                |r| r.get(0),
+            )?;
+            tracing::info!(
+                messages,
+                entries,
+                size_bytes = size,
+                "relay database pruned"
+            );
+        }
         StoreOp::RecordLogin {
             app,
             user,
@@ -623,6 +648,59 @@ mod failure_tests {
         };
         let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [1, 3], "the failed write left nothing behind");
+    }
+
+    #[test]
+    fn retention_forgets_old_messages_and_keeps_each_timeline_going() {
+        let mut store = Store::in_memory().unwrap();
+        let at = |op: StoreOp, time: u64| match op {
+            StoreOp::AppendMessage {
+                token,
+                app,
+                mut message,
+                client_msg_id,
+                mut rows,
+            } => {
+                message.server_time = time;
+                rows[0].entry.kind = EntryKind::Message {
+                    message: message.clone(),
+                };
+                StoreOp::AppendMessage {
+                    token,
+                    app,
+                    message,
+                    client_msg_id,
+                    rows,
+                }
+            }
+            other => other,
+        };
+        store.apply(&[
+            at(append(1, "old1", 1, "a"), 1_000),
+            at(append(2, "old2", 2, "b"), 2_000),
+            at(append(3, "new", 3, "c"), 9_000),
+        ]);
+        store.apply(&[StoreOp::Prune { before: 5_000 }]);
+        let read = StoreOp::ReadTimeline {
+            token: 4,
+            app: 5,
+            user: UserId::parse("alice").unwrap(),
+            after: 0,
+            since: 0,
+            undelivered_only: false,
+            limit: 100,
+        };
+        match &store.apply(&[read])[..] {
+            [(4, StoreReply::Entries(entries))] => {
+                assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Everything old gone, the newest row kept even once it is old.
+        store.apply(&[StoreOp::Prune { before: 10_000 }]);
+        let snapshot = store.chat_snapshot(0).unwrap();
+        assert!(snapshot.recent.is_empty());
+        assert_eq!(snapshot.last_seq, [(5, UserId::parse("alice").unwrap(), 3)]);
     }
 
     #[test]

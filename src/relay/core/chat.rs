@@ -580,7 +580,7 @@ impl RelayCore {
     }
 
     /// A page of older messages, read by the store (beyond the compensation
-    /// window: the relay keeps every message).
+    /// window: the relay keeps messages for `relay.retention_days`).
     pub(super) fn history(
         &mut self,
         sid: SessionId,
