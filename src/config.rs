@@ -211,6 +211,9 @@ pub struct RateLimits {
     /// Binary media frames (a call sends 50 a second); beyond it they are
     /// dropped, and the first drop is answered with RATE_LIMITED.
     pub media_frames: Rate,
+    /// Bytes of message text one user may send in a day (all devices),
+    /// refilled continuously; beyond it, RATE_LIMITED.
+    pub message_bytes_per_day: u32,
 }
 
 impl Default for RateLimits {
@@ -221,6 +224,7 @@ impl Default for RateLimits {
             read_marks: Rate::new(5.0, 20),
             calls: Rate::new(1.0, 10),
             media_frames: Rate::new(100.0, 200),
+            message_bytes_per_day: 256 << 20,
         }
     }
 }
@@ -231,7 +235,14 @@ impl RateLimits {
         self.typing.check("typing")?;
         self.read_marks.check("read_marks")?;
         self.calls.check("calls")?;
-        self.media_frames.check("media_frames")
+        self.media_frames.check("media_frames")?;
+        if (self.message_bytes_per_day as usize) < crate::protocol::MAX_MESSAGE_TEXT_BYTES {
+            return Err(format!(
+                "relay.rate_limits.message_bytes_per_day must allow one message of the longest text ({} bytes)",
+                crate::protocol::MAX_MESSAGE_TEXT_BYTES
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -523,6 +534,7 @@ mod tests {
             "read_marks",
             "calls",
             "media_frames",
+            "message_bytes_per_day",
             "session_grace_secs",
             "heartbeat_timeout_secs",
             "max_call_participants",

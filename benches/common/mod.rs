@@ -81,7 +81,8 @@ pub async fn start_relay(config: &str) -> (Child, String, tempfile::TempDir) {
     let unlimited = "{ per_sec = 1e9, burst = 1000000000 }";
     let limits = ["frames", "typing", "read_marks", "calls", "media_frames"]
         .map(|name| format!("{name} = {unlimited}\n"))
-        .concat();
+        .concat()
+        + "message_bytes_per_day = 4000000000\n";
     std::fs::write(
         &config_path,
         format!("{config}\n[relay.rate_limits]\n{limits}"),

@@ -51,9 +51,14 @@ impl Bucket {
 
     /// Takes a token if there is one.
     pub fn take(&mut self, now_ms: u64) -> bool {
+        self.take_n(now_ms, 1)
+    }
+
+    /// Takes `n` tokens if there are that many (none otherwise).
+    pub fn take_n(&mut self, now_ms: u64, n: u32) -> bool {
         self.refill(now_ms);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= f64::from(n) {
+            self.tokens -= f64::from(n);
             true
         } else {
             false
@@ -62,11 +67,17 @@ impl Bucket {
 
     /// Milliseconds until a token is there (0: now).
     pub fn wait_ms(&mut self, now_ms: u64) -> u64 {
+        self.wait_n_ms(now_ms, 1)
+    }
+
+    /// Milliseconds until `n` tokens are there (0: now).
+    pub fn wait_n_ms(&mut self, now_ms: u64, n: u32) -> u64 {
         self.refill(now_ms);
-        if self.tokens >= 1.0 {
+        let missing = f64::from(n) - self.tokens;
+        if missing <= 0.0 {
             0
         } else {
-            ((1.0 - self.tokens) / self.rate.per_sec * 1000.0).ceil() as u64
+            (missing / self.rate.per_sec * 1000.0).ceil() as u64
         }
     }
 }

@@ -38,6 +38,7 @@ pub fn test_config() -> RelayConfig {
             read_marks: unlimited,
             calls: unlimited,
             media_frames: unlimited,
+            message_bytes_per_day: u32::MAX,
         },
         ..RelayConfig::default()
     }

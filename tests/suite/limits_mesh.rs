@@ -185,3 +185,57 @@ fn a_read_mark_for_someone_never_here_is_refused_and_never_replayed() {
         ["CONVERSATION_READ bob"]
     );
 }
+
+#[test]
+fn a_user_past_its_daily_bytes_is_refused_and_its_earlier_messages_stand() {
+    let config = RelayConfig {
+        rate_limits: termphone::config::RateLimits {
+            message_bytes_per_day: 200_000,
+            ..termphone::config::RateLimits::default()
+        },
+        ..RelayConfig::default()
+    };
+    let mut m = Mesh::new(&config);
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    let text = "z".repeat(60_000);
+    for _ in 0..4 {
+        m.command(
+            alice,
+            Command::Chat(ChatCommand::Send {
+                to: user("bob"),
+                text: text.clone(),
+                client_msg_id: None,
+            }),
+        );
+    }
+    let log = m.log(alice);
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("MESSAGE_SENT")).count(),
+        3
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|l| *l == "ERROR 90010 sendMessage")
+            .count(),
+        1
+    );
+    assert_eq!(
+        m.take_names(bob)
+            .iter()
+            .filter(|n| **n == "MESSAGE_RECEIVED")
+            .count(),
+        3
+    );
+    // The allowance refills over the day: an hour later, a short one fits.
+    m.advance(3_600_000);
+    m.command(
+        alice,
+        Command::Chat(ChatCommand::Send {
+            to: user("bob"),
+            text: "later".into(),
+            client_msg_id: None,
+        }),
+    );
+    assert!(m.log(alice).iter().any(|l| l.starts_with("MESSAGE_SENT")));
+}

@@ -23,6 +23,7 @@ use crate::ids::{AppId, UserId};
 use crate::protocol::{
     ChatMessage, Entry, EntryKind, SentBy, ServerMsg, WireError, check_message_text,
 };
+use crate::relay::rate::{Bucket, Rate};
 
 /// What a timeline row holds, as the store writes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,6 +137,8 @@ pub(super) struct Chat {
     pending: HashMap<u64, AfterCommit>,
     next_token: u64,
     next_msg: u64,
+    /// Each user's daily allowance of message bytes.
+    quotas: HashMap<(AppId, UserId), Bucket>,
 }
 
 impl Chat {
@@ -354,6 +357,7 @@ impl RelayCore {
             }
             return Ok(());
         }
+        self.charge_quota(now, app, &from, text.len())?;
         let sync = self.app_config(app).multi_device_sync;
         let device = self.sessions[&sid].device.clone();
         let sent_by = SentBy {
@@ -511,6 +515,32 @@ impl RelayCore {
             },
         );
         Ok(())
+    }
+
+    /// Counts `bytes` of text against the user's daily quota (all devices).
+    fn charge_quota(
+        &mut self,
+        now: Millis,
+        app: AppId,
+        user: &UserId,
+        bytes: usize,
+    ) -> Result<(), Error> {
+        let per_day = self.settings.rate_limits.message_bytes_per_day;
+        let rate = Rate::new(f64::from(per_day) / 86_400.0, per_day);
+        let bucket = (self.chat.quotas)
+            .entry((app, user.clone()))
+            .or_insert_with(|| rate.bucket(now));
+        if bucket.take_n(now, bytes as u32) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorCode::RateLimited,
+            format!(
+                "{user} has sent {per_day} bytes of messages in the last day \
+                 (relay.rate_limits.message_bytes_per_day); this one fits again in {} s",
+                bucket.wait_n_ms(now, bytes as u32).div_ceil(1000)
+            ),
+        ))
     }
 
     fn check_known(&self, app: AppId, user: &UserId) -> Result<(), Error> {
