@@ -13,20 +13,11 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{cores, expect, login, login_msg, p50_p99, start_relay};
+use common::{cores, expect, login, login_msg, p50_p99, rss_kib, start_relay};
 use termphone::protocol::{self, ClientMsg, ServerMsg};
 
 /// Devices connect this many at a time.
 const BATCH: usize = 50;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc")
-}
 
 #[tokio::main]
 async fn main() {

@@ -77,17 +77,19 @@ pub fn mode(name: &str) -> Option<Mode> {
 pub async fn start_relay(config: &str) -> (Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("relay.toml");
-    // A benchmark measures how fast the relay is, not its rate limits.
+    // A benchmark measures how fast the relay is, not its rate limits
+    // (unless it sets them itself).
     let unlimited = "{ per_sec = 1e9, burst = 1000000000 }";
     let limits = ["frames", "typing", "read_marks", "calls", "media_frames"]
         .map(|name| format!("{name} = {unlimited}\n"))
         .concat()
         + "message_bytes_per_day = 4000000000\n";
-    std::fs::write(
-        &config_path,
-        format!("{config}\n[relay.rate_limits]\n{limits}"),
-    )
-    .unwrap();
+    let config = if config.contains("[relay.rate_limits]") {
+        config.to_owned()
+    } else {
+        format!("{config}\n[relay.rate_limits]\n{limits}")
+    };
+    std::fs::write(&config_path, config).unwrap();
     let mut relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_termphone"))
         .arg("--config")
         .arg(&config_path)
@@ -129,6 +131,33 @@ pub fn login_msg(user: &str, device: &str) -> String {
         platform: "terminal".into(),
         user_sig: ticket(user),
     })
+}
+
+/// A raw client whose socket buffers little, so that when it stops reading
+/// the relay feels it soon, as it would a stopped process.
+pub async fn connect_small(url: &str) -> Ws {
+    let addr: std::net::SocketAddr = url.trim_start_matches("ws://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        MaybeTlsStream::Plain(stream),
+        Some(ws_config()),
+    )
+    .await
+    .expect("connect to the relay");
+    ws
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc")
 }
 
 pub async fn connect(url: &str) -> Ws {
