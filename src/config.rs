@@ -255,7 +255,7 @@ impl Default for RelayConfig {
             max_unauthenticated: 1_024,
             max_unauthenticated_per_address: 256,
             login_timeout_secs: 5,
-            max_queue_bytes: 8 << 20,
+            max_queue_bytes: 4 << 20,
             write_timeout_secs: 10,
             rate_limits: RateLimits::default(),
             retention_days: 90,

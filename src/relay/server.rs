@@ -42,6 +42,11 @@ const CONN_QUEUE: usize = 1024;
 /// still ample for chat and voice at any round-trip time a call survives.
 const SOCKET_SEND_BUFFER: libc::c_int = 256 * 1024;
 
+/// How often freed memory is handed back to the system, besides right after
+/// a large queue is dropped: a burst of big messages leaves freed memory in
+/// every worker thread's heap.
+const TRIM_EVERY: Duration = Duration::from_secs(30);
+
 /// Refusals being written at once: each costs a handshake, so past this a
 /// connection over a cap is closed without a word.
 const MAX_REFUSING: usize = 256;
@@ -202,10 +207,18 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
         limits,
     ));
     let media_log = tokio::spawn(log_media(media.clone()));
+    let trim = tokio::spawn(async {
+        let mut every = tokio::time::interval(TRIM_EVERY);
+        loop {
+            every.tick().await;
+            return_freed_memory();
+        }
+    });
     let task = tokio::spawn(async move {
         let _ = accept.await;
         let _ = core_task.await;
         media_log.abort();
+        trim.abort();
         retention.abort();
         // Its handle on the store goes with it, so the store thread can end.
         let _ = retention.await;
