@@ -211,6 +211,10 @@ impl RawPeer {
         self.send_text(protocol::encode(msg)).await;
     }
 
+    pub async fn send_binary(&mut self, frame: Vec<u8>) {
+        self.ws.send(Message::binary(frame)).await.unwrap();
+    }
+
     pub async fn recv(&mut self) -> ServerMsg {
         loop {
             let msg = tokio::time::timeout(WAIT, self.ws.next())

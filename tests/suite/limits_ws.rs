@@ -292,3 +292,39 @@ async fn the_user_list_works_with_a_hundred_thousand_users() {
     assert_eq!(users.iter().filter(|(_, devices)| *devices > 0).count(), 1);
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_media_flood_is_dropped_and_told_once() {
+    use termphone::config::RateLimits;
+    use termphone::relay::rate::Rate;
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        rate_limits: RateLimits {
+            media_frames: Rate::new(50.0, 20),
+            ..test_config().rate_limits
+        },
+        ..test_config()
+    };
+    let relay = relay_at(&config, &dir.path().join("r.db")).await;
+    let mut flood = RawPeer::connect(&relay.url()).await;
+    flood.send(&login("alice", "a1")).await;
+    assert!(matches!(flood.recv().await, ServerMsg::LoginOk { .. }));
+    for _ in 0..300 {
+        flood.send_binary(vec![0; 60]).await;
+    }
+    // One error for the whole flood, then the connection carries on.
+    let mut rate_limited = 0;
+    flood.send(&ClientMsg::Heartbeat).await;
+    loop {
+        match flood.recv().await {
+            ServerMsg::Error { error, .. } if error.code == ErrorCode::RateLimited.code() => {
+                assert!(error.message.contains("media_frames"), "{}", error.message);
+                rate_limited += 1;
+            }
+            ServerMsg::HeartbeatAck => break,
+            _ => {}
+        }
+    }
+    assert_eq!(rate_limited, 1);
+    relay.shutdown().await;
+}
