@@ -704,6 +704,18 @@ impl RelayCore {
         }
     }
 
+    /// Ends the earliest of `sessions` (earliest login first) so that one
+    /// more fits under `limit`.
+    fn make_room(&mut self, sessions: &[SessionId], limit: usize, message: &str) {
+        let excess = (sessions.len() + 1).saturating_sub(limit);
+        for &victim in sessions.iter().take(excess) {
+            match self.sessions[&victim].conn {
+                Some(old) => self.kick_conn(old, KickReason::DeviceLimit, message.to_owned()),
+                None => self.end_session(victim),
+            }
+        }
+    }
+
     /// Refuses what the session does more often than its rate limits allow.
     fn throttle(&mut self, now: Millis, conn: ConnId, msg: &ClientMsg) -> Result<(), Error> {
         let Some(sid) = self.conns.get(&conn).and_then(|c| c.session) else {
@@ -818,24 +830,17 @@ impl RelayCore {
                 sid
             }
             None => {
-                let same_platform: Vec<SessionId> = self
-                    .by_user
-                    .get(&key)
-                    .into_iter()
-                    .flatten()
-                    .copied()
+                let of_user = self.by_user.get(&key).into_iter().flatten().copied();
+                let same_platform: Vec<SessionId> = of_user
                     .filter(|sid| self.sessions[sid].platform == platform)
                     .collect();
-                let excess = (same_platform.len() + 1).saturating_sub(limit);
-                for &victim in same_platform.iter().take(excess) {
-                    let message = format!(
+                self.make_room(
+                    &same_platform,
+                    limit,
+                    &format!(
                         "{user} logged in on another {platform} device; at most {limit} may be online at once"
-                    );
-                    match self.sessions[&victim].conn {
-                        Some(old) => self.kick_conn(old, KickReason::DeviceLimit, message),
-                        None => self.end_session(victim),
-                    }
-                }
+                    ),
+                );
                 // And across platforms, whatever labels they name.
                 let all: Vec<SessionId> = self
                     .by_user
@@ -844,16 +849,11 @@ impl RelayCore {
                     .flatten()
                     .copied()
                     .collect();
-                let excess = (all.len() + 1).saturating_sub(max_devices);
-                for &victim in all.iter().take(excess) {
-                    let message = format!(
-                        "{user} logged in on another device; at most {max_devices} may be online at once"
-                    );
-                    match self.sessions[&victim].conn {
-                        Some(old) => self.kick_conn(old, KickReason::DeviceLimit, message),
-                        None => self.end_session(victim),
-                    }
-                }
+                self.make_room(
+                    &all,
+                    max_devices,
+                    &format!("{user} logged in on another device; at most {max_devices} may be online at once"),
+                );
                 let sid = self.next_session;
                 self.next_session += 1;
                 let token = self.token();

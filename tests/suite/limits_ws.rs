@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use termphone::client::engine::{ChatCommand, Command};
 use termphone::client::event::Event;
-use termphone::config::RelayConfig;
+use termphone::config::{RateLimits, RelayConfig};
 use termphone::error::ErrorCode;
 use termphone::ids::{DEV_APP_ID, UserId};
 use termphone::protocol::{ClientMsg, ServerMsg};
+use termphone::relay::RelayHandle;
+use termphone::relay::rate::Rate;
 
 use crate::common::net::{Device, RawPeer, WAIT, relay_at, test_config, ticket};
 
@@ -20,6 +22,21 @@ fn login(user: &str, device: &str) -> ClientMsg {
         platform: "terminal".into(),
         user_sig: ticket(DEV_APP_ID, user, 3600),
     }
+}
+
+/// A relay with rate limits of the test's own, and alice logged in on a raw
+/// connection to it.
+async fn alice_under(
+    limit: impl FnOnce(&mut RateLimits),
+) -> (RelayHandle, RawPeer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    limit(&mut config.rate_limits);
+    let relay = relay_at(&config, &dir.path().join("r.db")).await;
+    let mut alice = RawPeer::connect(&relay.url()).await;
+    alice.send(&login("alice", "a1")).await;
+    assert!(matches!(alice.recv().await, ServerMsg::LoginOk { .. }));
+    (relay, alice, dir)
 }
 
 /// Waits until `what` holds, checking every 50 ms; panics after WAIT.
@@ -234,20 +251,7 @@ async fn a_long_catch_up_comes_in_pages_within_the_frame_limit() {
 
 #[tokio::test]
 async fn a_device_flooding_frames_is_read_more_slowly_and_loses_nothing() {
-    use termphone::config::RateLimits;
-    use termphone::relay::rate::Rate;
-    let dir = tempfile::tempdir().unwrap();
-    let config = RelayConfig {
-        rate_limits: RateLimits {
-            frames: Rate::new(50.0, 10),
-            ..test_config().rate_limits
-        },
-        ..test_config()
-    };
-    let relay = relay_at(&config, &dir.path().join("r.db")).await;
-    let mut flood = RawPeer::connect(&relay.url()).await;
-    flood.send(&login("alice", "a1")).await;
-    assert!(matches!(flood.recv().await, ServerMsg::LoginOk { .. }));
+    let (relay, mut flood, _dir) = alice_under(|limits| limits.frames = Rate::new(50.0, 10)).await;
     let started = tokio::time::Instant::now();
     for _ in 0..60 {
         flood.send(&ClientMsg::Heartbeat).await;
@@ -295,20 +299,8 @@ async fn the_user_list_works_with_a_hundred_thousand_users() {
 
 #[tokio::test]
 async fn a_media_flood_is_dropped_and_told_once() {
-    use termphone::config::RateLimits;
-    use termphone::relay::rate::Rate;
-    let dir = tempfile::tempdir().unwrap();
-    let config = RelayConfig {
-        rate_limits: RateLimits {
-            media_frames: Rate::new(50.0, 20),
-            ..test_config().rate_limits
-        },
-        ..test_config()
-    };
-    let relay = relay_at(&config, &dir.path().join("r.db")).await;
-    let mut flood = RawPeer::connect(&relay.url()).await;
-    flood.send(&login("alice", "a1")).await;
-    assert!(matches!(flood.recv().await, ServerMsg::LoginOk { .. }));
+    let (relay, mut flood, _dir) =
+        alice_under(|limits| limits.media_frames = Rate::new(50.0, 20)).await;
     for _ in 0..300 {
         flood.send_binary(vec![0; 60]).await;
     }
