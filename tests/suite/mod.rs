@@ -8,6 +8,7 @@ mod faults_mesh;
 mod faults_prop;
 mod faults_ws;
 mod flows;
+mod fuzz_corpus;
 mod limits_mesh;
 mod limits_ws;
 mod login_mesh;
