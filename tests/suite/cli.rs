@@ -367,9 +367,11 @@ fn a_relay_named_on_the_command_line_or_off_loopback_is_never_started() {
             .autostart
             .map(|(addr, _)| addr.to_string())
     };
+    // Nothing configured: the default address is the one started (only
+    // computed here; nothing connects).
     assert_eq!(
         settings(&["termphone"], ""),
-        Some("127.0.0.1:7787".to_string())
+        Some(termphone::config::DEFAULT_RELAY_ADDR.to_string())
     );
     assert_eq!(
         settings(&["termphone", "--relay", "ws://127.0.0.1:9"], ""),
