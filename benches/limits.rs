@@ -234,7 +234,7 @@ async fn idle_sockets(mode: Mode) {
 /// Login and message latency of other users, idle and while one device floods.
 async fn latencies(url: &str, samples: usize) -> (Vec<Duration>, Vec<Duration>) {
     let mut logins = Vec::new();
-    for k in 0..samples.min(50) {
+    for k in 0..samples {
         let t = Instant::now();
         let ws = login(url, "probe", &format!("p{}", k % 8)).await;
         logins.push(t.elapsed());
