@@ -451,6 +451,8 @@ proptest! {
         latency_ms in prop_oneof![Just(0u64), 1u64..40],
         ops in prop::collection::vec(op(6), 1..60),
     ) {
+        // One schedule at a time, between the real-time tests' turns.
+        let _turn = crate::common::REAL_TIME.blocking_lock();
         let (a, b, c) = devices_per_user;
         run([a, b, c], multi, latency_ms, ops)?;
     }

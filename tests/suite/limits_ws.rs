@@ -50,6 +50,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn a_device_that_stops_reading_is_dropped_and_later_gets_everything_once() {
+    let _turn = crate::common::REAL_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let config = RelayConfig {
         max_queue_bytes: 256 * 1024,
@@ -206,6 +207,7 @@ async fn a_flood_of_idle_sockets_is_refused_and_real_devices_still_get_in() {
 
 #[tokio::test]
 async fn a_long_catch_up_comes_in_pages_within_the_frame_limit() {
+    let _turn = crate::common::REAL_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
     let bob = Device::online(&relay.url(), "bob", "b1").await;
@@ -270,6 +272,7 @@ async fn a_device_flooding_frames_is_read_more_slowly_and_loses_nothing() {
 
 #[tokio::test]
 async fn the_user_list_works_with_a_hundred_thousand_users() {
+    let _turn = crate::common::REAL_TIME.lock().await;
     use termphone::ids::{DeviceId, Platform};
     use termphone::relay::core::StoreOp;
     use termphone::relay::store::Store;

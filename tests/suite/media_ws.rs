@@ -105,6 +105,7 @@ async fn volume_of(device: &mut Headless, user: &str, check: impl Fn(u64) -> boo
 /// Talks for `secs`, hangs up, and returns what bob's speaker played and
 /// his MEDIA_STATS.
 async fn tone_call(loss_percent: f64, secs: u64) -> (Vec<f32>, Value) {
+    let _turn = crate::common::REAL_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let relay = relay(
         dir.path(),
