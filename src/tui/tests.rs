@@ -651,3 +651,18 @@ fn ignoring_a_call_says_the_other_devices_may_still_ring() {
         Some("ignored the call from bob; your other devices may still ring")
     );
 }
+
+#[test]
+fn the_relay_address_in_the_header_is_whole_or_absent() {
+    let m = with_contacts(model());
+    let header = |width: u16| render(&m, T0, width, 24).lines().next().unwrap().to_owned();
+    assert!(header(120).contains("ws://127.0.0.1:7787"));
+    assert!(header(80).contains(" 127.0.0.1:7787"));
+    for width in 40..120 {
+        let line = header(width);
+        assert!(
+            !line.contains("127.0") || line.contains("127.0.0.1:7787"),
+            "{width} columns: {line}"
+        );
+    }
+}

@@ -60,7 +60,7 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) {
     ])
     .areas(right);
 
-    frame.render_widget(status_line(model), status);
+    frame.render_widget(status_line(model, status.width), status);
     draw_contacts(frame, model, contacts);
     draw_history(frame, model, history);
     if model.call.is_some() {
@@ -122,7 +122,7 @@ fn pane_block(title: String, model: &Model, pane: Pane) -> Block<'static> {
     ))
 }
 
-fn status_line(model: &Model) -> Paragraph<'_> {
+fn status_line(model: &Model, width: u16) -> Paragraph<'_> {
     let (status, color) = match model.status {
         LoginStatus::Logined => ("LOGINED", Color::Green),
         LoginStatus::Logining => ("LOGINING", Color::Yellow),
@@ -148,7 +148,16 @@ fn status_line(model: &Model) -> Paragraph<'_> {
         "  ".into(),
         link,
     ];
-    spans.push(format!("  {}", model.relay_url).dark_gray());
+    // The relay's address whole or not at all (a cut port is a wrong one),
+    // without its scheme when space is short.
+    let used: usize = spans.iter().map(Span::width).sum();
+    let host = model.relay_url.trim_start_matches("ws://");
+    if let Some(address) = [model.relay_url.as_str(), host]
+        .into_iter()
+        .find(|a| used + 2 + a.chars().count() <= usize::from(width))
+    {
+        spans.push(format!("  {address}").dark_gray());
+    }
     Paragraph::new(Line::from(spans))
 }
 
