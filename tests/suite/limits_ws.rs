@@ -39,6 +39,22 @@ async fn alice_under(
     (relay, alice, dir)
 }
 
+/// Sends `count` messages of about `size` bytes, numbered in their first
+/// four characters, and waits until every one is acknowledged.
+async fn send_numbered(from: &mut Device, to: &str, count: usize, size: usize) {
+    let padding = "x".repeat(size);
+    for k in 0..count {
+        from.send(Command::Chat(ChatCommand::Send {
+            to: UserId::parse(to).unwrap(),
+            text: format!("{k:04}{padding}"),
+            client_msg_id: None,
+        }));
+    }
+    for _ in 0..count {
+        from.expect("MESSAGE_SENT").await;
+    }
+}
+
 /// Waits until `what` holds, checking every 50 ms; panics after WAIT.
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -68,17 +84,7 @@ async fn a_device_that_stops_reading_is_dropped_and_later_gets_everything_once()
 
     // 2 MB of chat for bob: far more than his socket and his queue hold.
     const COUNT: usize = 2000;
-    let text = "x".repeat(1000);
-    for k in 0..COUNT {
-        alice.send(Command::Chat(ChatCommand::Send {
-            to: UserId::parse("bob").unwrap(),
-            text: format!("{k:04}{text}"),
-            client_msg_id: None,
-        }));
-    }
-    for _ in 0..COUNT {
-        alice.expect("MESSAGE_SENT").await;
-    }
+    send_numbered(&mut alice, "bob", COUNT, 1000).await;
     // The relay lets go of him (alice's connection is all that is left).
     eventually("the stalled device is disconnected", || {
         relay.active_connections() == 1
@@ -216,17 +222,7 @@ async fn a_long_catch_up_comes_in_pages_within_the_frame_limit() {
     let mut alice = Device::online(&relay.url(), "alice", "a1").await;
     // 6 MB while bob is away: dozens of frames' worth.
     const COUNT: usize = 200;
-    let text = "y".repeat(30_000);
-    for k in 0..COUNT {
-        alice.send(Command::Chat(ChatCommand::Send {
-            to: UserId::parse("bob").unwrap(),
-            text: format!("{k:04}{text}"),
-            client_msg_id: None,
-        }));
-    }
-    for _ in 0..COUNT {
-        alice.expect("MESSAGE_SENT").await;
-    }
+    send_numbered(&mut alice, "bob", COUNT, 30_000).await;
 
     let bob = Device::online(&relay.url(), "bob", "b1").await;
     let received: Vec<usize> = bob

@@ -103,6 +103,17 @@ impl Drop for Tmux {
     }
 }
 
+/// The TUI of `flags` (after `--relay URL`), with its profile and config
+/// in `home`, as a command line for tmux.
+fn tui(home: &std::path::Path, url: &str, flags: &str) -> String {
+    format!(
+        "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} {flags}",
+        home.join("data").display(),
+        home.join("config").display(),
+        env!("CARGO_BIN_EXE_termphone"),
+    )
+}
+
 /// A tool a test needs, or a message that names the Debian package to install.
 fn require(tool: &str, package: &str) -> Result<(), String> {
     match std::process::Command::new(tool).arg("-V").output() {
@@ -168,12 +179,7 @@ async fn a_kicked_out_tui_says_why_and_logs_in_again_with_l() {
     let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
     let url = relay.url();
     let tmux = Tmux::new("kicked");
-    let tui = format!(
-        "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} --user alice --device d1",
-        dir.path().join("data").display(),
-        dir.path().join("config").display(),
-        env!("CARGO_BIN_EXE_termphone"),
-    );
+    let tui = tui(dir.path(), &url, "--user alice --device d1");
     tmux.start("tui", &tui);
     tmux.wait_for("tui", "LOGINED").await;
 
@@ -216,12 +222,7 @@ async fn two_alice_terminals_ring_one_answers_and_chat_reaches_everyone() {
     let url = relay.url();
     let tmux = Tmux::new("multi");
     // As the README has it: no --multi-device, and both terminals ring.
-    let tui = format!(
-        "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} --user alice",
-        dir.path().join("data").display(),
-        dir.path().join("config").display(),
-        env!("CARGO_BIN_EXE_termphone"),
-    );
+    let tui = tui(dir.path(), &url, "--user alice");
     tmux.start("one", &tui);
     tmux.start("two", &tui);
     tmux.wait_for("one", "LOGINED").await;
@@ -346,12 +347,7 @@ async fn a_tui_closed_in_a_call_ends_it_at_once_and_keeps_it_in_its_history() {
     let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
     let url = relay.url();
     let tmux = Tmux::new("hup");
-    let tui = format!(
-        "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} --user alice",
-        dir.path().join("data").display(),
-        dir.path().join("config").display(),
-        env!("CARGO_BIN_EXE_termphone"),
-    );
+    let tui = tui(dir.path(), &url, "--user alice");
     tmux.start("one", &tui);
     tmux.wait_for("one", "LOGINED").await;
     let mut bob = Headless::spawn(
@@ -392,15 +388,7 @@ async fn a_tui_whose_terminal_goes_away_logs_out_and_exits() {
     let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
     let url = relay.url();
     let tmux = Tmux::new("gone");
-    tmux.start(
-        "one",
-        &format!(
-            "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} --user alice",
-            dir.path().join("data").display(),
-            dir.path().join("config").display(),
-            env!("CARGO_BIN_EXE_termphone"),
-        ),
-    );
+    tmux.start("one", &tui(dir.path(), &url, "--user alice"));
     tmux.wait_for("one", "LOGINED").await;
     let pid: i32 = tmux
         .run(&["display-message", "-p", "-t", "one", "#{pane_pid}"])
