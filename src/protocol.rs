@@ -510,6 +510,18 @@ pub enum ServerMsg {
     },
 }
 
+impl ServerMsg {
+    /// An error that answers no request of the peer's (a bad frame, a cap,
+    /// a deadline).
+    pub fn unprompted(error: crate::error::Error) -> ServerMsg {
+        ServerMsg::Error {
+            error: error.into(),
+            request: None,
+            client_msg_id: None,
+        }
+    }
+}
+
 /// The call a device is in, as `call_state` tells it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CurrentCall {

@@ -447,14 +447,7 @@ impl RelayCore {
             Input::BadFrame { conn, error } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.last_seen = now;
-                    self.send(
-                        conn,
-                        ServerMsg::Error {
-                            error: error.into(),
-                            request: None,
-                            client_msg_id: None,
-                        },
-                    );
+                    self.send(conn, ServerMsg::unprompted(error));
                 }
             }
             Input::Disconnected { conn } => self.drop_conn(now, conn),
@@ -502,14 +495,7 @@ impl RelayCore {
                                 self.settings.login_timeout_ms / 1000
                             ),
                         );
-                        self.send(
-                            conn,
-                            ServerMsg::Error {
-                                error: error.into(),
-                                request: None,
-                                client_msg_id: None,
-                            },
-                        );
+                        self.send(conn, ServerMsg::unprompted(error));
                         self.out.push_back(Output::Close {
                             conn,
                             reason: CloseReason::LoginTimeout,

@@ -454,11 +454,7 @@ async fn handshake(
 
 async fn refuse(mut ws: WebSocketStream<TcpStream>, why: &str) {
     let error = Error::new(ErrorCode::TooManyConnections, why);
-    let msg = ServerMsg::Error {
-        error: error.into(),
-        request: None,
-        client_msg_id: None,
-    };
+    let msg = ServerMsg::unprompted(error);
     let _ = ws.send(Message::text(protocol::encode(&msg))).await;
     let _ = ws
         .close(Some(close_frame(CloseCode::Again, "too many connections")))

@@ -621,6 +621,23 @@ mod failure_tests {
         matches!(reply, StoreReply::Failed(_))
     }
 
+    /// The seqs of alice's timeline in app 5, as a sync would read them.
+    fn alice_seqs(store: &mut Store) -> Vec<u64> {
+        let read = StoreOp::ReadTimeline {
+            token: 4,
+            app: 5,
+            user: UserId::parse("alice").unwrap(),
+            after: 0,
+            since: 0,
+            undelivered_only: false,
+            limit: 100,
+        };
+        match &store.apply(&[read])[..] {
+            [(4, StoreReply::Entries(entries))] => entries.iter().map(|e| e.seq).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn one_bad_operation_fails_alone() {
         let mut store = Store::in_memory().unwrap();
@@ -634,20 +651,11 @@ mod failure_tests {
         assert_eq!(replies[0], (1, StoreReply::Done));
         assert!(failed(&replies[1].1), "{replies:?}");
         assert_eq!(replies[2], (3, StoreReply::Done));
-        let read = StoreOp::ReadTimeline {
-            token: 4,
-            app: 5,
-            user: UserId::parse("alice").unwrap(),
-            after: 0,
-            since: 0,
-            undelivered_only: false,
-            limit: 100,
-        };
-        let StoreReply::Entries(entries) = &store.apply(&[read])[0].1 else {
-            panic!("a read");
-        };
-        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, [1, 3], "the failed write left nothing behind");
+        assert_eq!(
+            alice_seqs(&mut store),
+            [1, 3],
+            "the failed write left nothing behind"
+        );
     }
 
     #[test]
@@ -681,21 +689,7 @@ mod failure_tests {
             at(append(3, "new", 3, "c"), 9_000),
         ]);
         store.apply(&[StoreOp::Prune { before: 5_000 }]);
-        let read = StoreOp::ReadTimeline {
-            token: 4,
-            app: 5,
-            user: UserId::parse("alice").unwrap(),
-            after: 0,
-            since: 0,
-            undelivered_only: false,
-            limit: 100,
-        };
-        match &store.apply(&[read])[..] {
-            [(4, StoreReply::Entries(entries))] => {
-                assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(alice_seqs(&mut store), [3]);
         // Everything old gone, the newest row kept even once it is old.
         store.apply(&[StoreOp::Prune { before: 10_000 }]);
         let snapshot = store.chat_snapshot(0).unwrap();
