@@ -479,10 +479,7 @@ impl ClientEngine {
             // Answers to other kinds of peer (heartbeats, the admin tool).
             ServerMsg::HeartbeatAck | ServerMsg::AdminSent { .. } => {}
             ServerMsg::KickedOut { reason, message } => {
-                self.event(Event::KickedOut {
-                    reason: reason.as_str().into(),
-                    message,
-                });
+                self.event(Event::KickedOut { reason, message });
                 self.sign_out(now);
             }
             ServerMsg::UserSigExpired => {
@@ -526,7 +523,7 @@ impl ClientEngine {
             }
             ServerMsg::AudioAvailable { user, available } => {
                 self.event(Event::UserAudioAvailable {
-                    user_id: user.to_string(),
+                    user_id: user,
                     is_audio_available: available,
                 })
             }

@@ -8,7 +8,8 @@ use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::client::event::Event;
-use crate::media::pipeline::{Control, MediaHandle, MediaSettings};
+use crate::media::pipeline::{Control, MediaHandle, MediaSettings, Reporter};
+use crate::media::report::MediaReport;
 
 /// Media frames waiting for the socket: 100 ms. More is stale voice.
 const SEND_QUEUE: usize = 5;
@@ -58,7 +59,7 @@ impl MediaLink {
         let (settings, to_send, events) = (&self.settings, &self.to_send, &self.events);
         self.thread
             .get_or_insert_with(|| {
-                MediaHandle::spawn(settings.clone(), to_send.clone(), events.clone())
+                MediaHandle::spawn(settings.clone(), to_send.clone(), reporter(events.clone()))
             })
             .send(control);
     }
@@ -88,4 +89,22 @@ impl MediaLink {
             thread.send(Control::Rtt(sent.elapsed().as_millis() as u64));
         }
     }
+}
+
+/// The media thread's reports, as this device's events.
+fn reporter(events: mpsc::UnboundedSender<Event>) -> Reporter {
+    Box::new(move |report| {
+        let event = match report {
+            MediaReport::Volumes(volume_map) => Event::UserVoiceVolume { volume_map },
+            MediaReport::Network(network_quality_list) => Event::OnUserNetworkQualityChanged {
+                network_quality_list,
+            },
+            MediaReport::Ended { room, stats } => Event::MediaStats {
+                room_id: room,
+                stats,
+            },
+            MediaReport::Failed(error) => Event::error(error, None),
+        };
+        let _ = events.send(event);
+    })
 }

@@ -8,6 +8,7 @@ pub mod history;
 pub mod launcher;
 pub mod local_store;
 mod media_link;
+pub mod records;
 
 use std::path::PathBuf;
 
@@ -84,7 +85,7 @@ impl ClientSettings {
         now_secs: u64,
     ) -> Result<DeviceLogin, OpenError> {
         let profile = Profile::open(&self.data_dir, self.app, &user, device)?;
-        let store = LocalStore::open(&profile.dir, user.as_str())
+        let store = LocalStore::open(&profile.dir, &user)
             .map_err(|e| OpenError::Store(profile.dir.display().to_string(), e))?;
         let sync_after = store
             .high_water()

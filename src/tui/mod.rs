@@ -19,8 +19,9 @@ use tokio::sync::mpsc;
 use crate::client::ClientSettings;
 use crate::client::connection::{self, ClientHandle};
 use crate::client::engine::{ClientEngine, Command};
-use crate::client::history::CallRecord;
-use crate::client::local_store::{Conversation, Recorder, StoreHandle, StoredMessage};
+use crate::client::local_store::{Recorder, StoreHandle};
+use crate::client::records::CallRecord;
+use crate::client::records::{Conversation, StoredMessage};
 use crate::ids::{DeviceId, UserId};
 use crate::media::ringtone::Ringtone;
 use crate::time::unix_millis;
@@ -44,7 +45,7 @@ pub struct TuiOptions {
 /// Answers from the local store, back into the loop.
 enum Loaded {
     Conversations(Vec<Conversation>),
-    Messages(String, Vec<StoredMessage>),
+    Messages(UserId, Vec<StoredMessage>),
     History(Vec<CallRecord>),
 }
 
@@ -251,8 +252,8 @@ impl Shell<'_> {
                 Effect::LoadMessages(peer) => {
                     let (store, loaded) = (self.store.clone(), self.loaded.clone());
                     tokio::spawn(async move {
-                        if let Ok(m) = store.messages(peer.to_string(), 500, None).await {
-                            let _ = loaded.send(Loaded::Messages(peer.to_string(), m));
+                        if let Ok(m) = store.messages(peer.clone(), 500, None).await {
+                            let _ = loaded.send(Loaded::Messages(peer, m));
                         }
                     });
                 }

@@ -502,7 +502,8 @@ pub fn describe(e: &Event) -> String {
         | Event::UserLeave { user_id, .. } => format!("{} {user_id}", e.name()),
         Event::NoResp { user_id_list, .. }
         | Event::GroupCallInviteeListUpdate { user_id_list, .. } => {
-            format!("{} {}", e.name(), user_id_list.join(","))
+            let names: Vec<&str> = user_id_list.iter().map(|u| u.as_str()).collect();
+            format!("{} {}", e.name(), names.join(","))
         }
         Event::OnCallReceived { sponsor, .. } => format!("ON_CALL_RECEIVED from {sponsor}"),
         Event::MessageReceived {

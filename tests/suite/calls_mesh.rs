@@ -543,7 +543,7 @@ fn presence_shows_who_is_in_a_call() {
         m.take(watcher)
             .into_iter()
             .filter_map(|e| match e {
-                Event::UserStatusChanged { user } => Some((user.user, user.in_call)),
+                Event::UserStatusChanged { user } => Some((user.user.to_string(), user.in_call)),
                 _ => None,
             })
             .collect()
