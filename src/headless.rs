@@ -14,10 +14,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::client::ClientSettings;
-use crate::client::connection::{self, ClientHandle};
-use crate::client::engine::{CallCommand, ChatCommand, ClientEngine, Command};
+use crate::client::connection::ClientHandle;
+use crate::client::engine::{CallCommand, ChatCommand, Command};
 use crate::client::event::{EVENT_NAMES, Event, LoginStatus};
-use crate::client::local_store::{Recorder, StoreHandle};
+use crate::client::local_store::{Page, Recorder, StoreHandle};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{DeviceId, UserId};
 use crate::profile::Profile;
@@ -382,11 +382,7 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
     let ClientHandle {
         commands,
         mut events,
-    } = connection::spawn(
-        settings.relay_target(),
-        ClientEngine::new(settings.engine_config()),
-        settings.media.clone(),
-    );
+    } = settings.connect();
     let mut lines = stdin_lines();
     let mut device_state = DeviceState {
         settings,
@@ -435,14 +431,15 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
                         write_event(&mut out, &event).await?;
                     }
                     Some(Ok(Action::Messages { peer, count, before })) => {
-                        // From the local store when it has the page; else the
-                        // relay answers (with everything it keeps), later.
                         match device_state.messages(peer.clone(), count, before).await {
-                            Some(event) => write_event(&mut out, &event).await?,
-                            None => {
-                                let history = ChatCommand::History { peer, before, count: count as u32 };
-                                let _ = commands.send(Command::Chat(history));
+                            Ok(Page { ask_relay: Some(command), .. }) => {
+                                let _ = commands.send(command);
                             }
+                            Ok(Page { messages, ask_relay: None }) => {
+                                let event = Event::Messages { user_id: peer, messages };
+                                write_event(&mut out, &event).await?;
+                            }
+                            Err(event) => write_event(&mut out, &event).await?,
                         }
                     }
                     Some(Ok(Action::Wait { event, timeout_ms })) => {
@@ -553,7 +550,13 @@ impl DeviceState {
         self.recorder = None;
         let login = self
             .settings
-            .login(user, self.device.as_ref(), user_sig, unix_millis() / 1000)
+            .login(
+                user,
+                self.device.as_ref(),
+                user_sig,
+                unix_millis() / 1000,
+                commands,
+            )
             .map_err(|e| {
                 error_event(
                     ErrorCode::LocalStoreFailed,
@@ -561,10 +564,8 @@ impl DeviceState {
                     Some("login"),
                 )
             })?;
-        self.recorder = Some(Recorder::new(login.store));
-        let (command, profile) = (login.command, login.profile);
-        self.profile = Some(profile);
-        let _ = commands.send(command);
+        self.recorder = Some(login.recorder);
+        self.profile = Some(login.profile);
         Ok(())
     }
 
@@ -595,21 +596,16 @@ impl DeviceState {
         }
     }
 
-    /// A page of messages from the local store; `None` when it holds fewer
-    /// than asked, so the relay must be asked.
-    async fn messages(&self, peer: UserId, count: usize, before: Option<u64>) -> Option<Event> {
-        let store = match self.store("getMessages") {
-            Ok(s) => s,
-            Err(e) => return Some(e),
-        };
-        match store.messages(peer.clone(), count, before).await {
-            Ok(messages) if messages.len() >= count => Some(Event::Messages {
-                user_id: peer,
-                messages,
-            }),
-            Ok(_) => None,
-            Err(e) => Some(store_failed(e, "getMessages")),
-        }
+    /// A page of a conversation, by the client's rule: from the local
+    /// store when it holds the page, else the relay answers, later.
+    async fn messages(
+        &self,
+        peer: UserId,
+        count: usize,
+        before: Option<u64>,
+    ) -> Result<Page, Event> {
+        let store = self.store("getMessages")?;
+        (store.page(peer, count, before).await).map_err(|e| store_failed(e, "getMessages"))
     }
 
     async fn history(&self, count: usize) -> Event {

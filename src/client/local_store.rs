@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use crate::client::engine::{ChatCommand, Command};
 use crate::client::event::Event;
 use crate::client::history::HistoryTracker;
 use crate::client::records::{CallOutcome, CallRecord, CallRole, Conversation, StoredMessage};
@@ -407,6 +408,28 @@ impl StoreHandle {
             .await
     }
 
+    /// A page of the conversation with `peer`: what the store has, oldest
+    /// first, and, when it holds fewer than `count`, the request that asks
+    /// the relay (whose answer comes as `MESSAGES` and is kept here, so the
+    /// page is local the next time).
+    pub async fn page(
+        &self,
+        peer: UserId,
+        count: usize,
+        before: Option<u64>,
+    ) -> rusqlite::Result<Page> {
+        let messages = self.messages(peer.clone(), count, before).await?;
+        let ask_relay = (messages.len() < count).then_some(Command::Chat(ChatCommand::History {
+            peer,
+            before,
+            count: count as u32,
+        }));
+        Ok(Page {
+            messages,
+            ask_relay,
+        })
+    }
+
     /// Where a new login of this device resumes its chat sync.
     pub async fn high_water(&self) -> rusqlite::Result<u64> {
         self.ask(StoreRequest::HighWater).await
@@ -420,6 +443,13 @@ impl StoreHandle {
         let _ = self.tx.send(request(reply));
         answer.await.unwrap_or(Ok(T::default()))
     }
+}
+
+/// A page of a conversation, as `StoreHandle::page` finds it.
+pub struct Page {
+    pub messages: Vec<StoredMessage>,
+    /// Sent when the store holds less than the page.
+    pub ask_relay: Option<Command>,
 }
 
 /// What a front end feeds every event to: it keeps finished calls and chat

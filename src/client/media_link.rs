@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
+use crate::client::engine::MediaCommand;
 use crate::client::event::Event;
 use crate::media::pipeline::{Control, MediaHandle, MediaSettings, Reporter};
 use crate::media::report::MediaReport;
@@ -50,12 +51,19 @@ impl MediaLink {
     }
 
     /// What the engine tells the media thread (starting it the first time).
-    pub fn control(&mut self, control: Control) {
-        match &control {
-            Control::Start { .. } => self.in_call = true,
-            Control::Stop => self.in_call = false,
-            _ => {}
-        }
+    pub fn control(&mut self, command: MediaCommand) {
+        let control = match command {
+            MediaCommand::Start { me, room } => {
+                self.in_call = true;
+                Control::Start { me, room }
+            }
+            MediaCommand::Stop => {
+                self.in_call = false;
+                Control::Stop
+            }
+            MediaCommand::Mute(muted) => Control::Mute(muted),
+            MediaCommand::Peers { room, peers } => Control::Peers { room, peers },
+        };
         let (settings, to_send, events) = (&self.settings, &self.to_send, &self.events);
         self.thread
             .get_or_insert_with(|| {

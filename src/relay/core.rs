@@ -8,6 +8,7 @@
 
 mod calls;
 mod chat;
+pub mod settings;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -16,8 +17,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub use chat::{ChatSnapshot, RESEND_WINDOW_MS, RecentMessage, TimelineRow};
+pub use settings::{AppConfig, RateLimits, Settings};
 
-use crate::config::{AppConfig, RateLimits, RelayConfig};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
 use crate::protocol::{
@@ -200,36 +201,6 @@ impl StoreOp {
             StoreOp::ReadHistory { .. } => "read_history",
             StoreOp::RecordLogin { .. } => "record_login",
             StoreOp::Prune { .. } => "prune",
-        }
-    }
-}
-
-/// The relay's settings, as the core needs them.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub apps: HashMap<AppId, AppConfig>,
-    pub session_grace_ms: Millis,
-    pub heartbeat_timeout_ms: Millis,
-    pub login_timeout_ms: Millis,
-    pub rate_limits: RateLimits,
-    /// Encoded entries sent per page of a catch-up (a fraction of what a
-    /// connection may have queued, so that a page never overflows it).
-    pub sync_page_bytes: usize,
-    pub max_call_participants: usize,
-    pub admin_token: Option<String>,
-}
-
-impl From<&RelayConfig> for Settings {
-    fn from(c: &RelayConfig) -> Self {
-        Settings {
-            apps: c.apps.iter().map(|a| (a.id, a.clone())).collect(),
-            session_grace_ms: c.session_grace_secs * 1000,
-            heartbeat_timeout_ms: c.heartbeat_timeout_secs * 1000,
-            login_timeout_ms: c.login_timeout_secs * 1000,
-            rate_limits: c.rate_limits,
-            sync_page_bytes: (c.max_queue_bytes / 4).min(512 * 1024),
-            max_call_participants: c.max_call_participants,
-            admin_token: c.admin_token.clone(),
         }
     }
 }

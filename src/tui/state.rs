@@ -507,14 +507,16 @@ impl Model {
             .collect();
     }
 
-    /// The local store's page of a conversation. Messages that arrived live
-    /// while the page was read are kept: the read may predate their write.
+    /// A page of a conversation, from the local store or the relay: it
+    /// updates the messages shown, and what is shown already and not in it
+    /// stays (messages that arrived live while the page was read, the other
+    /// source's page).
     pub fn on_messages(&mut self, peer: &UserId, messages: Vec<StoredMessage>) {
         if self.open_peer.as_ref() != Some(peer) {
             return;
         }
-        let live = std::mem::replace(&mut self.messages, messages);
-        for m in live {
+        let shown = std::mem::replace(&mut self.messages, messages);
+        for m in shown {
             if !self.messages.iter().any(|s| s.msg_id == m.msg_id) {
                 self.messages.push(m);
             }
@@ -766,6 +768,8 @@ impl Model {
                 effects.push(Effect::LoadConversations);
             }
             Event::ConversationRead { .. } => effects.push(Effect::LoadConversations),
+            // The relay's page of a conversation the local store lacked.
+            Event::Messages { user_id, messages } => self.on_messages(&user_id, messages),
             Event::Typing { user_id } => self.typing = Some((user_id, now)),
             _ => {}
         }

@@ -421,6 +421,44 @@ fn a_message_that_arrives_while_the_conversation_loads_stays_on_screen() {
     assert_eq!(texts, ["earlier", "just now"]);
 }
 
+#[test]
+fn the_relays_page_joins_what_the_local_store_had() {
+    let mut m = with_conversation(model());
+    let bob: UserId = "bob".parse().unwrap();
+    let mut older = vec![
+        message("alice", "bob", "from before this device", 0),
+        message("bob", "alice", "this one was a typo", 3),
+    ];
+    older[1].msg_id = m.messages[2].msg_id.clone();
+    m.on_engine(
+        Event::Messages {
+            user_id: bob,
+            messages: older,
+        },
+        T0 + 50,
+    );
+    let texts: Vec<&str> = m.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "from before this device",
+            "are you joining the standup?",
+            "yes, two minutes",
+            "this one was a typo",
+            "great, calling you"
+        ]
+    );
+    // Another conversation's page changes nothing here.
+    m.on_engine(
+        Event::Messages {
+            user_id: "carol".parse().unwrap(),
+            messages: vec![message("carol", "alice", "hi", 5)],
+        },
+        T0 + 60,
+    );
+    assert_eq!(m.messages.len(), 5);
+}
+
 fn dialing(m: &mut Model) {
     m.on_engine(
         Event::CallDialing {

@@ -3,7 +3,7 @@
 //! (`overlays`).
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, List, ListItem, ListState, Paragraph, Wrap};
@@ -12,12 +12,10 @@ use crate::client::event::{CallRole, LinkState, LoginStatus};
 use crate::client::records::CallOutcome;
 use crate::media::quality::Quality;
 use crate::tui::keymap::{Action, Context};
+use crate::tui::layout::{MIN_HEIGHT, MIN_WIDTH, centered, elapsed};
 use crate::tui::overlays;
 use crate::tui::state::{Model, Pane, clock_secs, names};
 
-/// Below this the panes cannot hold a line of text.
-pub const MIN_WIDTH: u16 = 40;
-pub const MIN_HEIGHT: u16 = 10;
 /// The most lines problems and notices take above the footer.
 const MESSAGE_ROWS: u16 = 3;
 
@@ -457,16 +455,6 @@ fn footer_line(model: &Model, width: u16) -> Line<'static> {
     Line::from(spans)
 }
 
-pub(crate) fn centered(area: Rect, width: u16, height: u16) -> Rect {
-    let [row] = Layout::vertical([Constraint::Length(height.min(area.height))])
-        .flex(Flex::Center)
-        .areas(area);
-    let [cell] = Layout::horizontal([Constraint::Length(width.min(area.width))])
-        .flex(Flex::Center)
-        .areas(row);
-    cell
-}
-
 fn draw_incoming(frame: &mut Frame, model: &Model, now: u64) {
     let call = &model.incoming[0];
     // The border flashes while it rings.
@@ -534,14 +522,4 @@ fn draw_incoming(frame: &mut Frame, model: &Model, now: u64) {
 fn hh_mm(ms: u64) -> String {
     let minutes = ms / 60_000;
     format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
-}
-
-/// `MM:SS.mmm` since the UI started: event logs compare intervals, not dates.
-pub(crate) fn elapsed(ms: u64) -> String {
-    format!(
-        "{:02}:{:02}.{:03}",
-        ms / 60_000,
-        (ms / 1000) % 60,
-        ms % 1000
-    )
 }

@@ -3,11 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{ClientEngine, Millis, Output};
+use super::{ClientEngine, MediaCommand, Millis, Output};
 use crate::client::event::{AUDIO_CALL, CallRole, Event};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
-use crate::media::pipeline::Control;
 use crate::protocol::{
     CallInfo, CancelReason, ClientMsg, CurrentCall, PeerAction, RoomId, ServerMsg,
 };
@@ -172,7 +171,7 @@ impl ClientEngine {
                     ));
                 }
                 self.send(ClientMsg::Microphone { on });
-                self.out.push_back(Output::Media(Control::Mute(!on)));
+                self.out.push_back(Output::Media(MediaCommand::Mute(!on)));
             }
         }
         Ok(())
@@ -195,11 +194,11 @@ impl ClientEngine {
             return;
         }
         if self.calls.media_room.take().is_some() {
-            self.out.push_back(Output::Media(Control::Stop));
+            self.out.push_back(Output::Media(MediaCommand::Stop));
         }
         if let Some(room) = room {
             self.calls.media_room = Some(room);
-            self.out.push_back(Output::Media(Control::Start {
+            self.out.push_back(Output::Media(MediaCommand::Start {
                 me: me.clone(),
                 room,
             }));
