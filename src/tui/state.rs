@@ -340,7 +340,6 @@ impl Model {
     }
 
     fn act(&mut self, action: Action, now: u64) -> Vec<Effect> {
-        let ringing = self.incoming.first().map(|c| Some(c.call_id.clone()));
         match action {
             Action::Quit => vec![Effect::Quit],
             Action::Help => {
@@ -418,6 +417,19 @@ impl Model {
                 self.compose = None;
                 Vec::new()
             }
+            Action::Call
+            | Action::Accept
+            | Action::Decline
+            | Action::Ignore
+            | Action::Invite
+            | Action::Mute
+            | Action::Hangup => self.call_action(action, now),
+        }
+    }
+
+    fn call_action(&mut self, action: Action, now: u64) -> Vec<Effect> {
+        let ringing = self.incoming.first().map(|c| Some(c.call_id.clone()));
+        match action {
             Action::Call => {
                 let peer = match self.focus {
                     Pane::History => self
@@ -481,6 +493,7 @@ impl Model {
                 }))],
                 None => Vec::new(),
             },
+            _ => Vec::new(),
         }
     }
 
@@ -532,8 +545,36 @@ impl Model {
     }
 
     pub fn on_engine(&mut self, event: Event, now: u64) -> Vec<Effect> {
-        let mut effects = Vec::new();
         self.log_event(&event, now);
+        match event {
+            Event::OnCallReceived { .. }
+            | Event::CallDialing { .. }
+            | Event::OnCallBegin { .. }
+            | Event::OnCallCanceled { .. }
+            | Event::CallingEnd { .. }
+            | Event::UserAccept { .. }
+            | Event::UserEnter { .. }
+            | Event::UserLeave { .. }
+            | Event::Reject { .. }
+            | Event::LineBusy { .. }
+            | Event::NoResp { .. }
+            | Event::GroupCallInviteeListUpdate { .. }
+            | Event::UserVoiceVolume { .. }
+            | Event::UserAudioAvailable { .. }
+            | Event::OnUserNetworkQualityChanged { .. } => self.on_call_event(event, now),
+            Event::MessageReceived { .. }
+            | Event::MessageSent { .. }
+            | Event::MessageRecalled { .. }
+            | Event::ConversationRead { .. }
+            | Event::Messages { .. }
+            | Event::Typing { .. } => self.on_chat_event(event, now),
+            _ => self.on_session_event(event, now),
+        }
+    }
+
+    /// Login, the link, users and errors.
+    fn on_session_event(&mut self, event: Event, now: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
         match event {
             Event::SdkReady => {
                 self.alert = None;
@@ -582,6 +623,15 @@ impl Model {
                 self.alert = Some(message);
             }
             Event::Error { message, .. } => self.alert = Some(message),
+            _ => {}
+        }
+        effects
+    }
+
+    /// Calls ringing, placed and connected, and their media.
+    fn on_call_event(&mut self, event: Event, now: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match event {
             Event::OnCallReceived {
                 call_id,
                 sponsor,
@@ -727,6 +777,15 @@ impl Model {
                     }
                 }
             }
+            _ => {}
+        }
+        effects
+    }
+
+    /// Messages, read marks and typing.
+    fn on_chat_event(&mut self, event: Event, now: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match event {
             Event::MessageReceived {
                 msg_id,
                 from,
