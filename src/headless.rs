@@ -569,9 +569,9 @@ impl DeviceState {
         Ok(())
     }
 
-    fn observe(&mut self, event: &Event) {
-        if let Some(recorder) = &mut self.recorder {
-            recorder.observe(unix_millis(), event);
+    fn observe(&self, event: &Event) {
+        if let Some(recorder) = &self.recorder {
+            recorder.observe(event);
         }
     }
 

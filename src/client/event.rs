@@ -100,6 +100,9 @@ pub enum Event {
         is_from_group: bool,
         call_media_type: u8,
         call_role: CallRole,
+        /// What the call history keeps of it now (not part of the JSON).
+        #[serde(skip)]
+        record: Box<CallRecord>,
     },
     /// termphone's own: this device's outgoing call was placed.
     CallDialing {
@@ -111,6 +114,9 @@ pub enum Event {
         is_from_group: bool,
         call_media_type: u8,
         call_role: CallRole,
+        /// What the call history keeps of it now (not part of the JSON).
+        #[serde(skip)]
+        record: Box<CallRecord>,
     },
     OnCallBegin {
         call_id: String,
@@ -118,6 +124,9 @@ pub enum Event {
         room_id: RoomId,
         call_media_type: u8,
         call_role: CallRole,
+        /// What the call history keeps of it now (not part of the JSON).
+        #[serde(skip)]
+        record: Box<CallRecord>,
     },
     OnCallCanceled {
         call_id: String,
@@ -128,6 +137,9 @@ pub enum Event {
         reason: CancelReason,
         call_media_type: u8,
         call_role: CallRole,
+        /// What the call history keeps of it now (not part of the JSON).
+        #[serde(skip)]
+        record: Box<CallRecord>,
     },
     CallingEnd {
         call_id: String,
@@ -138,6 +150,9 @@ pub enum Event {
         total_time: u64,
         call_media_type: u8,
         call_role: CallRole,
+        /// What the call history keeps of it now (not part of the JSON).
+        #[serde(skip)]
+        record: Box<CallRecord>,
     },
     UserAccept {
         call_id: String,
@@ -316,6 +331,19 @@ impl Event {
             cmd: cmd.map(str::to_owned),
             relay_code: None,
             client_msg_id: None,
+        }
+    }
+
+    /// The record a call event carries for the history: the engine's
+    /// account of the call as it stands after this event.
+    pub fn call_record(&self) -> Option<&CallRecord> {
+        match self {
+            Event::OnCallReceived { record, .. }
+            | Event::CallDialing { record, .. }
+            | Event::OnCallBegin { record, .. }
+            | Event::OnCallCanceled { record, .. }
+            | Event::CallingEnd { record, .. } => Some(&**record),
+            _ => None,
         }
     }
 

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use crate::client::engine::{ChatCommand, Command};
 use crate::client::event::Event;
-use crate::client::history::HistoryTracker;
 use crate::client::records::{CallOutcome, CallRecord, CallRole, Conversation, StoredMessage};
 use crate::ids::UserId;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -452,24 +451,23 @@ pub struct Page {
     pub ask_relay: Option<Command>,
 }
 
-/// What a front end feeds every event to: it keeps finished calls and chat
-/// in the device's local store.
+/// What a front end feeds every event to: it keeps each call's record (as
+/// the engine reports it, when it rings, connects and ends) and the chat in
+/// the device's local store.
 pub struct Recorder {
     store: StoreHandle,
-    calls: HistoryTracker,
 }
 
 impl Recorder {
     pub fn new(store: LocalStore) -> Recorder {
         Recorder {
             store: StoreHandle::spawn(store),
-            calls: HistoryTracker::default(),
         }
     }
 
-    pub fn observe(&mut self, now: u64, event: &Event) {
-        if let Some(record) = self.calls.on_event(now, event) {
-            self.store.record(record);
+    pub fn observe(&self, event: &Event) {
+        if let Some(record) = event.call_record() {
+            self.store.record(record.clone());
         }
         if matches!(
             event,
@@ -560,5 +558,61 @@ mod tests {
         assert_eq!(msgs[1].text, "");
         assert_eq!(store.messages(&bob, 1, Some(20)).unwrap()[0].msg_id, "m1");
         assert_eq!(store.high_water().unwrap(), 5);
+    }
+
+    #[test]
+    fn a_calls_last_record_wins_and_keeps_who_rang() {
+        let dir = tempfile::tempdir().unwrap();
+        let bob: UserId = "bob".parse().unwrap();
+        let record = |outcome, peers: Vec<UserId>, started_at, total_time| CallRecord {
+            call_id: "c1".into(),
+            room_id: 7,
+            call_role: CallRole::Called,
+            peers,
+            started_at,
+            outcome,
+            missed: false,
+            total_time,
+        };
+        {
+            let store = LocalStore::open(dir.path(), &"alice".parse().unwrap()).unwrap();
+            store
+                .record_call(&record(CallOutcome::Ringing, vec![bob.clone()], 1_000, 0))
+                .unwrap();
+            // The end knows no more than the call's id and length.
+            store
+                .record_call(&record(CallOutcome::Answered, Vec::new(), 2_000, 42))
+                .unwrap();
+        }
+        let store = LocalStore::open(dir.path(), &"alice".parse().unwrap()).unwrap();
+        assert_eq!(
+            store.recent_calls(10).unwrap(),
+            [record(CallOutcome::Answered, vec![bob], 1_000, 42)]
+        );
+    }
+
+    #[test]
+    fn a_call_still_running_when_the_process_died_reads_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice: UserId = "alice".parse().unwrap();
+        let running = CallRecord {
+            call_id: "c1".into(),
+            room_id: 7,
+            call_role: CallRole::Caller,
+            peers: vec!["bob".parse().unwrap()],
+            started_at: 1_000,
+            outcome: CallOutcome::InCall,
+            missed: false,
+            total_time: 0,
+        };
+        LocalStore::open(dir.path(), &alice)
+            .unwrap()
+            .record_call(&running)
+            .unwrap();
+        let store = LocalStore::open(dir.path(), &alice).unwrap();
+        assert_eq!(
+            store.recent_calls(1).unwrap()[0].outcome,
+            CallOutcome::Interrupted
+        );
     }
 }

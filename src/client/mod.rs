@@ -4,7 +4,6 @@
 pub mod connection;
 pub mod engine;
 pub mod event;
-pub mod history;
 pub mod launcher;
 pub mod local_store;
 mod media_link;

@@ -79,7 +79,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
             &commands,
         )
         .map_err(std::io::Error::other)?;
-    let (profile, mut recorder) = (login.profile, login.recorder);
+    let (profile, recorder) = (login.profile, login.recorder);
     let again = LoginAgain {
         settings: settings.clone(),
         user: user.clone(),
@@ -119,7 +119,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
             },
             event = events.recv() => match event {
                 Some(event) => {
-                    recorder.observe(unix_millis(), &event);
+                    recorder.observe(&event);
                     model.on_engine(event, unix_millis())
                 }
                 None => vec![Effect::Quit],
@@ -160,7 +160,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
     drop(commands);
     let drain = async {
         while let Some(event) = events.recv().await {
-            recorder.observe(unix_millis(), &event);
+            recorder.observe(&event);
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;

@@ -19,7 +19,6 @@ use proptest::prelude::*;
 
 use termphone::client::engine::{CallCommand, ChatCommand, Command};
 use termphone::client::event::Event;
-use termphone::client::history::HistoryTracker;
 use termphone::client::local_store::LocalStore;
 use termphone::ids::{DEV_APP_ID, UserId};
 use termphone::relay::core::{StoreOp, StoreReply};
@@ -78,7 +77,6 @@ struct Device {
     alive: bool,
     run: usize,
     store: LocalStore,
-    history: HistoryTracker,
     /// Timeline seqs applied, across every run.
     applied: Vec<u64>,
     /// Each call's leg in each run of the process.
@@ -110,11 +108,10 @@ impl World {
     fn observe(&mut self) -> Result<(), TestCaseError> {
         for d in 0..self.devices.len() {
             let events = self.mesh.take(d);
-            let now = self.mesh.now;
             let dev = &mut self.devices[d];
             for e in events {
-                if let Some(record) = dev.history.on_event(now, &e) {
-                    dev.store.record_call(&record).unwrap();
+                if let Some(record) = e.call_record() {
+                    dev.store.record_call(record).unwrap();
                 }
                 dev.store.apply(&e).unwrap();
                 let seq = match &e {
@@ -196,7 +193,6 @@ impl World {
         let dev = &mut self.devices[d];
         dev.alive = false;
         dev.run += 1;
-        dev.history = HistoryTracker::default();
         // The next run opens the profile afresh.
         dev.store = LocalStore::open(&profile, &USERS[dev.user].parse().unwrap()).unwrap();
         prop_assert_eq!(
@@ -334,7 +330,6 @@ fn run(
                 alive: true,
                 run: 0,
                 store: LocalStore::open(&profile, &USERS[u].parse().unwrap()).unwrap(),
-                history: HistoryTracker::default(),
                 applied: Vec::new(),
                 legs: HashMap::new(),
                 sends: Vec::new(),

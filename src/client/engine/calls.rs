@@ -4,22 +4,58 @@
 use std::collections::BTreeMap;
 
 use super::{ClientEngine, MediaCommand, Millis, Output};
-use crate::client::event::{AUDIO_CALL, CallRole, Event};
+use crate::client::event::{AUDIO_CALL, Event};
+use crate::client::records::{CallOutcome, CallRecord, CallRole};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
 use crate::protocol::{
     CallInfo, CancelReason, ClientMsg, CurrentCall, PeerAction, RoomId, ServerMsg,
 };
 
-/// A call this device knows about.
+/// A call this device knows about: the one model of it, from which the
+/// events and the history record are both made.
 #[derive(Clone, Debug)]
 pub(super) struct CallView {
     id: String,
     room: RoomId,
     role: CallRole,
     sponsor: UserId,
+    /// The other party: the caller of an incoming call, the callees of an
+    /// outgoing one (none for a call joined by room).
+    peers: Vec<UserId>,
+    /// When it rang or was dialed here (or was joined).
+    started_at: Millis,
     /// When this device entered the call, once it has.
     began_at: Option<Millis>,
+}
+
+impl CallView {
+    fn record(&self, outcome: CallOutcome, missed: bool, total_time: u64) -> Box<CallRecord> {
+        Box::new(CallRecord {
+            call_id: self.id.clone(),
+            room_id: self.room,
+            call_role: self.role,
+            peers: self.peers.clone(),
+            started_at: self.started_at,
+            outcome,
+            missed,
+            total_time,
+        })
+    }
+
+    /// What the history says of a call that stopped here before it
+    /// connected: missed when nobody of this user answered or declined.
+    fn stopped(&self, reason: CancelReason) -> Box<CallRecord> {
+        use CancelReason::*;
+        let (outcome, missed) = match (self.role, reason) {
+            (CallRole::Called, CallerCanceled | Timeout | CallEnded | SignedOut) => {
+                (CallOutcome::Missed, true)
+            }
+            (CallRole::Caller, Timeout | Declined | Busy) => (CallOutcome::NoAnswer, false),
+            (_, other) => (CallOutcome::Stopped(other), false),
+        };
+        self.record(outcome, missed, 0)
+    }
 }
 
 #[derive(Default)]
@@ -208,21 +244,10 @@ impl ClientEngine {
     /// Translates a call message from the relay into events.
     pub(super) fn call_frame(&mut self, now: Millis, me: &UserId, msg: ServerMsg) {
         match msg {
-            ServerMsg::CallDialing { call } => {
-                let view = view_of(&call, CallRole::Caller);
-                self.event(Event::CallDialing {
-                    call_id: call.call_id,
-                    room_id: call.room,
-                    user_id_list: call.invitees.clone(),
-                    is_from_group: call.group,
-                    call_media_type: AUDIO_CALL,
-                    call_role: CallRole::Caller,
-                });
-                self.calls.current = Some(view);
-            }
+            ServerMsg::CallDialing { call } => self.dial_here(now, &call),
             ServerMsg::CallInvite { call } => {
                 if !self.calls.ringing.contains_key(&call.call_id) {
-                    self.ring_here(call);
+                    self.ring_here(now, call);
                 }
             }
             ServerMsg::CallBegin { call_id, room } => {
@@ -230,11 +255,14 @@ impl ClientEngine {
                     Some(v) => Some(v),
                     None => self.calls.current.take().filter(|c| c.id == call_id),
                 };
+                // A call joined by room id was never rung or dialed here.
                 let mut view = view.unwrap_or_else(|| CallView {
                     id: call_id.clone(),
                     room,
                     role: CallRole::Called,
                     sponsor: me.clone(),
+                    peers: Vec::new(),
+                    started_at: now,
                     began_at: None,
                 });
                 view.began_at = Some(now);
@@ -268,6 +296,7 @@ impl ClientEngine {
                     total_time,
                     call_media_type: AUDIO_CALL,
                     call_role: view.role,
+                    record: view.record(CallOutcome::Answered, false, total_time),
                 });
             }
             ServerMsg::CallPeer {
@@ -334,14 +363,18 @@ impl ClientEngine {
     /// had begun, `ON_CALL_CANCELED` with `reason` if not.
     fn end_locally(&mut self, now: Millis, me: &UserId, view: CallView, reason: CancelReason) {
         let event = match view.began_at {
-            Some(began) => Event::CallingEnd {
-                call_id: view.id.clone(),
-                room_id: view.room,
-                user_id: me.clone(),
-                total_time: now.saturating_sub(began) / 1000,
-                call_media_type: AUDIO_CALL,
-                call_role: view.role,
-            },
+            Some(began) => {
+                let total_time = now.saturating_sub(began) / 1000;
+                Event::CallingEnd {
+                    call_id: view.id.clone(),
+                    room_id: view.room,
+                    user_id: me.clone(),
+                    total_time,
+                    call_media_type: AUDIO_CALL,
+                    call_role: view.role,
+                    record: view.record(CallOutcome::Answered, false, total_time),
+                }
+            }
             None => canceled(&view, me, reason),
         };
         self.event(event);
@@ -381,7 +414,7 @@ impl ClientEngine {
                     .as_ref()
                     .is_some_and(|c| c.id == call.call_id);
             if !known {
-                self.ring_here(call);
+                self.ring_here(now, call);
             }
         }
         match (self.calls.current.take(), current) {
@@ -396,51 +429,57 @@ impl ClientEngine {
                 if let Some(view) = mine {
                     self.end_locally(now, me, view, CancelReason::CallEnded);
                 }
-                if let Some(c) = current {
-                    let role = if c.call.sponsor == *me {
-                        CallRole::Caller
-                    } else {
-                        CallRole::Called
-                    };
-                    // Answered here, and the begin was lost on the way.
-                    let mut view = self
-                        .calls
-                        .ringing
-                        .remove(&c.call.call_id)
-                        .unwrap_or_else(|| view_of(&c.call, role));
-                    if c.connected {
+                match current {
+                    // Placed here, and still ringing the others.
+                    Some(c) if !c.connected => self.dial_here(now, &c.call),
+                    // Answered here (or joined), and the begin was lost on the way.
+                    Some(c) => {
+                        let role = if c.call.sponsor == *me {
+                            CallRole::Caller
+                        } else {
+                            CallRole::Called
+                        };
+                        let mut view = (self.calls.ringing.remove(&c.call.call_id))
+                            .unwrap_or_else(|| view_of(&c.call, role, now));
                         view.began_at = Some(now);
                         self.event(begin_event(&view));
-                    } else {
-                        self.event(Event::CallDialing {
-                            call_id: c.call.call_id.clone(),
-                            room_id: c.call.room,
-                            user_id_list: c.call.invitees.clone(),
-                            is_from_group: c.call.group,
-                            call_media_type: AUDIO_CALL,
-                            call_role: CallRole::Caller,
-                        });
+                        self.calls.current = Some(view);
                     }
-                    self.calls.current = Some(view);
+                    None => {}
                 }
             }
         }
     }
 
     /// A call starts ringing on this device.
-    fn ring_here(&mut self, call: CallInfo) {
-        self.calls
-            .ringing
-            .insert(call.call_id.clone(), view_of(&call, CallRole::Called));
+    fn ring_here(&mut self, now: Millis, call: CallInfo) {
+        let view = view_of(&call, CallRole::Called, now);
         self.event(Event::OnCallReceived {
-            call_id: call.call_id,
+            call_id: call.call_id.clone(),
             room_id: call.room,
-            sponsor: call.sponsor.clone(),
-            user_id_list: call.invitees.clone(),
+            sponsor: call.sponsor,
+            user_id_list: call.invitees,
             is_from_group: call.group,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
+            record: view.record(CallOutcome::Ringing, false, 0),
         });
+        self.calls.ringing.insert(call.call_id, view);
+    }
+
+    /// This device's call was placed.
+    fn dial_here(&mut self, now: Millis, call: &CallInfo) {
+        let view = view_of(call, CallRole::Caller, now);
+        self.event(Event::CallDialing {
+            call_id: call.call_id.clone(),
+            room_id: call.room,
+            user_id_list: call.invitees.clone(),
+            is_from_group: call.group,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Caller,
+            record: view.record(CallOutcome::Dialing, false, 0),
+        });
+        self.calls.current = Some(view);
     }
 
     /// The call an answer applies to: the one named, or the only one ringing.
@@ -484,12 +523,18 @@ fn no_call() -> Error {
     Error::new(ErrorCode::NoSuchCall, "this device is in no call")
 }
 
-fn view_of(call: &CallInfo, role: CallRole) -> CallView {
+fn view_of(call: &CallInfo, role: CallRole, now: Millis) -> CallView {
+    let peers = match role {
+        CallRole::Caller => call.invitees.clone(),
+        CallRole::Called => vec![call.sponsor.clone()],
+    };
     CallView {
         id: call.call_id.clone(),
         room: call.room,
         role,
         sponsor: call.sponsor.clone(),
+        peers,
+        started_at: now,
         began_at: None,
     }
 }
@@ -502,6 +547,7 @@ fn canceled(view: &CallView, me: &UserId, reason: CancelReason) -> Event {
         reason,
         call_media_type: AUDIO_CALL,
         call_role: view.role,
+        record: view.stopped(reason),
     }
 }
 
@@ -511,5 +557,68 @@ fn begin_event(view: &CallView) -> Event {
         room_id: view.room,
         call_media_type: AUDIO_CALL,
         call_role: view.role,
+        record: view.record(CallOutcome::InCall, false, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(role: CallRole) -> CallView {
+        CallView {
+            id: "c".into(),
+            room: 7,
+            role,
+            sponsor: "bob".parse().unwrap(),
+            peers: vec!["bob".parse().unwrap()],
+            started_at: 1_000,
+            began_at: None,
+        }
+    }
+
+    #[test]
+    fn missed_means_nobody_of_this_user_answered_or_declined() {
+        use CancelReason::*;
+        let cases = [
+            (CallRole::Called, Timeout, CallOutcome::Missed, true),
+            (CallRole::Called, CallerCanceled, CallOutcome::Missed, true),
+            (CallRole::Called, SignedOut, CallOutcome::Missed, true),
+            (
+                CallRole::Called,
+                AnsweredElsewhere,
+                CallOutcome::Stopped(AnsweredElsewhere),
+                false,
+            ),
+            (
+                CallRole::Called,
+                Declined,
+                CallOutcome::Stopped(Declined),
+                false,
+            ),
+            (
+                CallRole::Called,
+                Ignored,
+                CallOutcome::Stopped(Ignored),
+                false,
+            ),
+            (CallRole::Caller, Busy, CallOutcome::NoAnswer, false),
+            (CallRole::Caller, Timeout, CallOutcome::NoAnswer, false),
+            (
+                CallRole::Caller,
+                CallerCanceled,
+                CallOutcome::Stopped(CallerCanceled),
+                false,
+            ),
+        ];
+        for (role, reason, outcome, missed) in cases {
+            let record = view(role).stopped(reason);
+            assert_eq!(
+                (record.outcome, record.missed),
+                (outcome, missed),
+                "{reason}"
+            );
+            assert_eq!((record.started_at, record.total_time), (1_000, 0));
+        }
     }
 }
