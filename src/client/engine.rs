@@ -15,7 +15,8 @@ use std::collections::VecDeque;
 use crate::client::event::{Event, LinkState, LoginStatus};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
-use crate::protocol::{ClientMsg, MediaPeer, RoomId, ServerMsg, WireError};
+pub use crate::media::control::MediaCommand;
+use crate::protocol::{ClientMsg, ServerMsg, WireError};
 pub use calls::CallCommand;
 pub use chat::ChatCommand;
 
@@ -89,24 +90,6 @@ pub enum Output {
     /// For the media thread: a call's media starts or stops, its
     /// participants change, the microphone opens or closes.
     Media(MediaCommand),
-}
-
-/// What this device's call asks of its media.
-#[derive(Debug, PartialEq)]
-pub enum MediaCommand {
-    /// This device entered the call in `room`.
-    Start {
-        me: UserId,
-        room: RoomId,
-    },
-    /// The call ended for this device.
-    Stop,
-    Mute(bool),
-    /// Who sends voice in the room, and on which source numbers.
-    Peers {
-        room: RoomId,
-        peers: Vec<MediaPeer>,
-    },
 }
 
 #[derive(Clone, Debug)]
@@ -369,17 +352,10 @@ impl ClientEngine {
                 if self.status == LoginStatus::Logout && self.credentials.is_none() {
                     return self.not_logged_in(name);
                 }
-                if let Some(me) = self.user().cloned() {
-                    self.drop_calls(now, &me);
-                }
                 if self.transport_up() {
+                    self.forget_login(now);
+                    // Replies already on their way still arrive.
                     self.send(ClientMsg::Logout);
-                    self.presence_subscribed = false;
-                    self.credentials = None;
-                    self.session = None;
-                    self.retry_at = None;
-                    self.next_heartbeat = None;
-                    self.heard_by = None;
                     self.closing_until = Some(now + LOGOUT_LINGER_MS);
                     self.set_status(LoginStatus::Logout);
                 } else {
@@ -593,8 +569,8 @@ impl ClientEngine {
         }
     }
 
-    /// Forgets the login and closes the link: nothing reconnects by itself.
-    fn sign_out(&mut self, now: Millis) {
+    /// Ends this device's calls and forgets who it is logged in as.
+    fn forget_login(&mut self, now: Millis) {
         if let Some(me) = self.user().cloned() {
             self.drop_calls(now, &me);
         }
@@ -604,6 +580,11 @@ impl ClientEngine {
         self.retry_at = None;
         self.next_heartbeat = None;
         self.heard_by = None;
+    }
+
+    /// Forgets the login and closes the link: nothing reconnects by itself.
+    fn sign_out(&mut self, now: Millis) {
+        self.forget_login(now);
         self.chat_offline();
         self.close_link();
         self.set_status(LoginStatus::Logout);

@@ -52,18 +52,12 @@ impl MediaLink {
 
     /// What the engine tells the media thread (starting it the first time).
     pub fn control(&mut self, command: MediaCommand) {
-        let control = match command {
-            MediaCommand::Start { me, room } => {
-                self.in_call = true;
-                Control::Start { me, room }
-            }
-            MediaCommand::Stop => {
-                self.in_call = false;
-                Control::Stop
-            }
-            MediaCommand::Mute(muted) => Control::Mute(muted),
-            MediaCommand::Peers { room, peers } => Control::Peers { room, peers },
-        };
+        match command {
+            MediaCommand::Start { .. } => self.in_call = true,
+            MediaCommand::Stop => self.in_call = false,
+            _ => {}
+        }
+        let control = Control::Call(command);
         let (settings, to_send, events) = (&self.settings, &self.to_send, &self.events);
         self.thread
             .get_or_insert_with(|| {

@@ -13,6 +13,7 @@
 //! the thread tells the client.
 
 pub mod codec;
+pub mod control;
 pub mod device;
 pub mod io;
 pub mod jitter;

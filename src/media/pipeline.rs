@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Sender;
 
 use super::codec::CodecSettings;
+use super::control::MediaCommand;
 use super::device::Counters;
 use super::io::{Sink, Source};
 use super::report::{MediaReport, MediaStats, NetworkQuality, VoiceVolume};
@@ -22,7 +23,7 @@ use super::spec::AudioSpec;
 use super::{FRAME_MS, FRAME_SAMPLES};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
-use crate::protocol::{MediaPeer, RoomId};
+use crate::protocol::RoomId;
 
 /// USER_VOICE_VOLUME every 10 ticks (200 ms).
 const VOLUME_EVERY: u64 = 10;
@@ -56,18 +57,8 @@ pub type Reporter = Box<dyn Fn(MediaReport) + Send>;
 /// What the connection task tells the media thread.
 #[derive(Debug, PartialEq)]
 pub enum Control {
-    /// This device entered the call in `room`.
-    Start {
-        me: UserId,
-        room: RoomId,
-    },
-    /// The call ended for this device.
-    Stop,
-    Mute(bool),
-    Peers {
-        room: RoomId,
-        peers: Vec<MediaPeer>,
-    },
+    /// What the call needs, as the engine said it.
+    Call(MediaCommand),
     /// A binary frame from the relay.
     Frame(Vec<u8>),
     /// The latest round trip to the relay.
@@ -116,7 +107,7 @@ impl Drop for MediaHandle {
     /// Ends the call in progress and waits, so that a WAV sink is complete
     /// when the client exits.
     fn drop(&mut self) {
-        let _ = self.control.send(Control::Stop);
+        let _ = self.control.send(Control::Call(MediaCommand::Stop));
         let (closed, _) = mpsc::channel();
         drop(std::mem::replace(&mut self.control, closed));
         if let Some(thread) = self.thread.take() {
@@ -164,13 +155,13 @@ impl Pipeline {
                 Some(l) => rx.recv_timeout(l.next_tick.saturating_duration_since(Instant::now())),
             };
             match msg {
-                Ok(Control::Start { me, room }) => {
+                Ok(Control::Call(MediaCommand::Start { me, room })) => {
                     if let Some(old) = live.take() {
                         self.finish(old);
                     }
                     live = self.start(me, room);
                 }
-                Ok(Control::Stop) => {
+                Ok(Control::Call(MediaCommand::Stop)) => {
                     if let Some(old) = live.take() {
                         self.finish(old);
                     }
@@ -319,8 +310,8 @@ impl Live {
     fn control(&mut self, control: Control) {
         let now_ms = self.started.elapsed().as_millis() as u64;
         match control {
-            Control::Mute(muted) => self.media.set_muted(muted),
-            Control::Peers { room, peers } if room == self.media.room() => {
+            Control::Call(MediaCommand::Mute(muted)) => self.media.set_muted(muted),
+            Control::Call(MediaCommand::Peers { room, peers }) if room == self.media.room() => {
                 self.media.set_peers(&peers)
             }
             Control::Frame(frame) => {

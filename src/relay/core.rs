@@ -787,30 +787,26 @@ impl RelayCore {
     /// The same device again: it keeps its session (and, later, its calls);
     /// another connection holding it is kicked.
     fn reattach(&mut self, conn: ConnId, sid: SessionId, login: Login) -> SessionId {
-        let Login {
-            app,
-            user,
-            device,
-            platform,
-            ticket_expires_at,
-        } = login;
         if let Some(old) = self.sessions[&sid].conn.filter(|&c| c != conn) {
             self.evict_conn(
                 old,
                 KickReason::SameDevice,
-                format!("device {device} of {user} logged in on another connection"),
+                format!(
+                    "device {} of {} logged in on another connection",
+                    login.device, login.user
+                ),
             );
         }
         self.detached.remove(&sid);
-        let order = self.by_user.get_mut(&(app, user)).expect("indexed");
+        let order = (self.by_user.get_mut(&(login.app, login.user))).expect("indexed");
         order.retain(|&s| s != sid);
         order.push(sid);
         let token = self.token();
         let s = self.sessions.get_mut(&sid).expect("exists");
         self.by_token.remove(&s.token);
         s.token = token.clone();
-        s.platform = platform;
-        s.ticket_expires_at = ticket_expires_at;
+        s.platform = login.platform;
+        s.ticket_expires_at = login.ticket_expires_at;
         s.attach(Some(conn));
         self.by_token.insert(token, sid);
         sid

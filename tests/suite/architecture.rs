@@ -131,6 +131,7 @@ fn the_cores_import_only_leaf_modules() {
         "usersig.rs",
         "media/quality.rs",
         "media/report.rs",
+        "media/control.rs",
     ];
     let cores: [(&str, &[&str]); 2] = [
         ("relay/core", &["relay/rate.rs"]),

@@ -441,21 +441,18 @@ impl RelayCore {
                 },
             ));
         }
-        let token = self.commit_token();
-        self.out.push_back(Output::Store(StoreOp::Recall {
-            token,
+        let msg_id = msg_id.to_owned();
+        self.commit_rows(
+            sid,
             app,
-            msg_id: msg_id.to_owned(),
-            rows: rows.clone(),
-        }));
-        self.chat.pending.insert(
-            token,
-            AfterCommit::Rows {
+            rows,
+            "recall_message",
+            Some(msg_id.clone()),
+            |token, rows| StoreOp::Recall {
+                token,
                 app,
+                msg_id,
                 rows,
-                by: sid,
-                request: "recall_message",
-                recall: Some(msg_id.to_owned()),
             },
         );
         Ok(())
@@ -473,22 +470,9 @@ impl RelayCore {
         // with someone who was never here.
         self.check_known(app, &peer)?;
         let rows = vec![self.chat.row(app, user, EntryKind::Read { peer, at: now })];
-        let token = self.commit_token();
-        self.out.push_back(Output::Store(StoreOp::AppendRows {
-            token,
-            app,
-            rows: rows.clone(),
-        }));
-        self.chat.pending.insert(
-            token,
-            AfterCommit::Rows {
-                app,
-                rows,
-                by: sid,
-                request: "mark_read",
-                recall: None,
-            },
-        );
+        self.commit_rows(sid, app, rows, "mark_read", None, |token, rows| {
+            StoreOp::AppendRows { token, app, rows }
+        });
         Ok(())
     }
 
@@ -939,6 +923,30 @@ impl RelayCore {
         }));
         self.chat.pending.insert(token, after(rows.clone()));
         rows
+    }
+
+    /// Writes `rows` with the store operation `op` makes of them; once they
+    /// are durable they are delivered, or, if the write fails, `sid` hears
+    /// which `request` failed (and a `recall` is undone).
+    fn commit_rows(
+        &mut self,
+        sid: SessionId,
+        app: AppId,
+        rows: Vec<TimelineRow>,
+        request: &'static str,
+        recall: Option<String>,
+        op: impl FnOnce(u64, Vec<TimelineRow>) -> StoreOp,
+    ) {
+        let token = self.commit_token();
+        self.out.push_back(Output::Store(op(token, rows.clone())));
+        let after = AfterCommit::Rows {
+            app,
+            rows,
+            by: sid,
+            request,
+            recall,
+        };
+        self.chat.pending.insert(token, after);
     }
 
     fn commit_token(&mut self) -> u64 {
