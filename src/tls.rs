@@ -280,7 +280,7 @@ impl ServerTls {
         let fingerprint = Fingerprint::of(leaf);
         let key = PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|e| TlsError::BadKey(key_path.clone(), e.to_string()))?;
-        let config = rustls::ServerConfig::builder_with_provider(provider())
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(VERSIONS)
             .expect("ring supports TLS 1.2 and 1.3")
             .with_no_client_auth()
@@ -290,6 +290,9 @@ impl ServerTls {
                 key: key_path.clone(),
                 why: e.to_string(),
             })?;
+        // termphone's clients do not resume sessions (each attempt checks
+        // the certificate afresh), so tickets would be work for nothing.
+        config.send_tls13_tickets = 0;
         Ok(ServerTls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             fingerprint,

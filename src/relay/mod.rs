@@ -63,10 +63,13 @@ pub async fn run(
         false => None,
     };
     let relay = start_with(config, Store::open(db)?, tls).await?;
-    println!("listening on {}", relay.url());
+    // One write, whose failure (nobody reads stdout any more) is no reason
+    // to stop: a reader that took the first line and left gets no half.
+    let mut said = format!("listening on {}\n", relay.url());
     if let Some(fingerprint) = relay.fingerprint() {
-        println!("{}", fingerprint_line(&relay.url(), fingerprint));
+        said += &format!("{}\n", fingerprint_line(&relay.url(), fingerprint));
     }
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), said.as_bytes());
     let reason = wait_for_stop(&relay, exit_when_idle).await;
     tracing::info!(reason, "relay stopping");
     relay.shutdown().await;

@@ -676,3 +676,61 @@ async fn no_secret_reaches_a_log() {
     // The logs were verbose: a secret had every chance to show.
     assert!(total > 4_000, "{total} bytes of logs");
 }
+
+/// This machine's address on its network, if it has one (the test is
+/// skipped otherwise): what a plaintext link off loopback reaches.
+fn network_address() -> Option<std::net::IpAddr> {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // No packet is sent: connecting a UDP socket only picks a route.
+    probe
+        .connect("192.0.2.200:9")
+        .or_else(|_| probe.connect("8.8.8.8:53"))
+        .ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+async fn a_device_on_a_plaintext_link_off_loopback_is_warned() {
+    use termphone::client::event::Event;
+    let Some(ip) = network_address() else {
+        eprintln!("no network address on this machine: skipped");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        listen: SocketAddr::new(ip, 0),
+        insecure_plaintext: true,
+        apps: vec![termphone::config::AppConfig {
+            secret: REAL_SECRET.into(),
+            ..Default::default()
+        }],
+        ..test_config()
+    };
+    let relay = relay_at(&config, &dir.path().join("relay.db")).await;
+    let url = relay.url();
+    let sig = termphone::usersig::mint(
+        REAL_SECRET,
+        &termphone::usersig::Ticket {
+            app: DEV_APP_ID,
+            user: termphone::ids::UserId::parse("alice").unwrap(),
+            issued_at: termphone::time::unix_millis() / 1000,
+            lifetime: 3600,
+        },
+    );
+    let mut d = crate::common::net::Device::new(&url, DEV_APP_ID, "terminal");
+    d.login_with("alice", "d1", sig);
+    match d.expect("ERROR").await {
+        Event::Error { code, message, .. } => {
+            assert_eq!(code, 6202, "{message}");
+            assert!(
+                message.contains(&url) && message.contains("wss://"),
+                "{message}"
+            );
+        }
+        _ => unreachable!(),
+    }
+    // A warning: the device goes on.
+    d.expect("SDK_READY").await;
+    relay.shutdown().await;
+}
