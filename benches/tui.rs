@@ -15,7 +15,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 use termphone::client::event::{DeviceView, Event, LinkState, LoginStatus, UserView};
-use termphone::client::local_store::StoredMessage;
+use termphone::client::records::StoredMessage;
 use termphone::ids::{DeviceId, Platform, UserId};
 use termphone::tui::keymap::Keymap;
 use termphone::tui::state::Model;
@@ -42,11 +42,11 @@ fn loaded_model(messages: usize) -> Model {
     );
     let users = (0..CONTACTS)
         .map(|k| UserView {
-            user: format!("user{k:03}"),
+            user: format!("user{k:03}").parse().unwrap(),
             devices: (0..k % 4)
                 .map(|d| DeviceView {
-                    device: format!("d{d}"),
-                    platform: "terminal".into(),
+                    device: format!("d{d}").parse().unwrap(),
+                    platform: "terminal".parse().unwrap(),
                 })
                 .collect(),
             in_call: k % 10 == 0,
@@ -61,25 +61,25 @@ fn loaded_model(messages: usize) -> Model {
         .map(|k| StoredMessage {
             msg_id: format!("m{k}"),
             from: if k % 2 == 0 {
-                "user000".into()
+                "user000".parse().unwrap()
             } else {
-                "alice".into()
+                "alice".parse().unwrap()
             },
             to: if k % 2 == 0 {
-                "alice".into()
+                "alice".parse().unwrap()
             } else {
-                "user000".into()
+                "user000".parse().unwrap()
             },
             text: format!("message number {k} with some ordinary length to it"),
             timestamp: now + k as u64 * 1_000,
             recalled: k % 97 == 0,
         })
         .collect();
-    m.on_messages("user000", messages);
+    m.on_messages(&"user000".parse().unwrap(), messages);
     for k in 0..300 {
         m.on_engine(
             Event::Typing {
-                user_id: format!("user{k:03}"),
+                user_id: format!("user{k:03}").parse().unwrap(),
             },
             now,
         );
@@ -163,13 +163,13 @@ fn tui_resident_kib(messages: usize) -> u64 {
     drop(relay_store);
     let profile = data.join(format!("termphone/profiles/{DEV_APP_ID}/alice/bench"));
     std::fs::create_dir_all(&profile).unwrap();
-    let local = LocalStore::open(&profile, "alice").unwrap();
+    let local = LocalStore::open(&profile, &"alice".parse().unwrap()).unwrap();
     for k in 0..messages {
         local
             .apply(&Event::MessageReceived {
                 msg_id: format!("m{k}"),
-                from: "user000".into(),
-                to: "alice".into(),
+                from: "user000".parse().unwrap(),
+                to: "alice".parse().unwrap(),
                 text: format!("message number {k} with some ordinary length to it"),
                 timestamp: 1_795_435_200_000 + k as u64,
                 offline: true,

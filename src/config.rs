@@ -13,8 +13,9 @@ use crate::ids::{AppId, DEV_APP_ID, DeviceId, Platform, UserId};
 use crate::media::codec::CodecSettings;
 use crate::media::spec::AudioSpec;
 use crate::protocol::MAX_TRANSPORT_MESSAGE_BYTES;
+use crate::relay::core::Settings;
+pub use crate::relay::core::{AppConfig, RateLimits};
 use crate::relay::media::Impairment;
-use crate::relay::rate::Rate;
 use crate::tls::{Fingerprint, RelayUrl};
 use crate::usersig::{DEFAULT_LIFETIME_SECS, DEV_SECRET, MIN_SECRET_BYTES};
 
@@ -228,57 +229,6 @@ pub fn resolve_listen_addr(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
-/// Token buckets per connection or device.
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RateLimits {
-    /// Every control frame of a connection: beyond it the relay reads that
-    /// connection more slowly (nothing is refused, the order is kept).
-    pub frames: Rate,
-    /// `typing` notices; beyond it, RATE_LIMITED.
-    pub typing: Rate,
-    /// `markRead`; beyond it, RATE_LIMITED.
-    pub read_marks: Rate,
-    /// `call`, `groupCall`, `inviteUser`, `joinInGroupCall`; beyond it, RATE_LIMITED.
-    pub calls: Rate,
-    /// Binary media frames (a call sends 50 a second); beyond it they are
-    /// dropped, and the first drop is answered with RATE_LIMITED.
-    pub media_frames: Rate,
-    /// Bytes of message text one user may send in a day (all devices),
-    /// refilled continuously; beyond it, RATE_LIMITED.
-    pub message_bytes_per_day: u32,
-}
-
-impl Default for RateLimits {
-    fn default() -> Self {
-        RateLimits {
-            frames: Rate::new(200.0, 1_000),
-            typing: Rate::new(2.0, 5),
-            read_marks: Rate::new(5.0, 20),
-            calls: Rate::new(1.0, 10),
-            media_frames: Rate::new(100.0, 200),
-            message_bytes_per_day: 256 << 20,
-        }
-    }
-}
-
-impl RateLimits {
-    fn check(&self) -> Result<(), String> {
-        self.frames.check("frames")?;
-        self.typing.check("typing")?;
-        self.read_marks.check("read_marks")?;
-        self.calls.check("calls")?;
-        self.media_frames.check("media_frames")?;
-        if (self.message_bytes_per_day as usize) < crate::protocol::MAX_MESSAGE_TEXT_BYTES {
-            return Err(format!(
-                "relay.rate_limits.message_bytes_per_day must allow one message of the longest text ({} bytes)",
-                crate::protocol::MAX_MESSAGE_TEXT_BYTES
-            ));
-        }
-        Ok(())
-    }
-}
-
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
@@ -303,57 +253,6 @@ impl Default for RelayConfig {
             insecure_plaintext: false,
             apps: vec![AppConfig::default()],
         }
-    }
-}
-
-/// One app (SDKAppID) hosted by the relay.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AppConfig {
-    pub id: AppId,
-    pub secret: String,
-    /// Devices of one user that may be online at once on one platform.
-    pub max_devices_per_platform: u32,
-    /// Per-platform exceptions to `max_devices_per_platform`.
-    pub platform_limits: BTreeMap<Platform, u32>,
-    /// Devices of one user online at once, whatever platforms they name
-    /// (platform labels are free text: without this, inventing labels
-    /// would give one user any number of devices).
-    pub max_devices_per_user: u32,
-    /// The longest a ticket may live, whatever lifetime it was minted with:
-    /// a ticket outlives this only to be refused as expired.
-    pub max_ticket_lifetime_secs: u64,
-    /// Mirror messages to the sender's other devices and deliver to every
-    /// device of the recipient; off, each message reaches one device.
-    pub multi_device_sync: bool,
-    /// How far back a reconnecting or new device catches up, 1 to 7 days.
-    pub compensation_window_days: u32,
-    /// How long after sending a message its sender may recall it.
-    pub recall_window_secs: u64,
-}
-
-impl Default for AppConfig {
-    fn default() -> Self {
-        AppConfig {
-            id: DEV_APP_ID,
-            secret: DEV_SECRET.into(),
-            max_devices_per_platform: 3,
-            platform_limits: BTreeMap::from([(Platform::parse("web").expect("valid"), 10)]),
-            max_devices_per_user: 20,
-            max_ticket_lifetime_secs: 30 * 24 * 3600,
-            multi_device_sync: true,
-            compensation_window_days: 1,
-            recall_window_secs: 120,
-        }
-    }
-}
-
-impl AppConfig {
-    pub fn device_limit(&self, platform: &Platform) -> u32 {
-        self.platform_limits
-            .get(platform)
-            .copied()
-            .unwrap_or(self.max_devices_per_platform)
     }
 }
 
@@ -511,6 +410,21 @@ impl Config {
 /// Checks that `url` is a `ws://HOST:PORT` or `wss://HOST:PORT` address.
 pub fn check_relay_url(url: &str) -> Result<(), String> {
     RelayUrl::parse(url).map(drop)
+}
+
+impl From<&RelayConfig> for Settings {
+    fn from(c: &RelayConfig) -> Self {
+        Settings {
+            apps: c.apps.iter().map(|a| (a.id, a.clone())).collect(),
+            session_grace_ms: c.session_grace_secs * 1000,
+            heartbeat_timeout_ms: c.heartbeat_timeout_secs * 1000,
+            login_timeout_ms: c.login_timeout_secs * 1000,
+            rate_limits: c.rate_limits,
+            sync_page_bytes: (c.max_queue_bytes / 4).min(512 * 1024),
+            max_call_participants: c.max_call_participants,
+            admin_token: c.admin_token.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

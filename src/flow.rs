@@ -11,9 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde::de::value::{MapDeserializer, SeqDeserializer};
-use serde::de::{IntoDeserializer, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::Child;
@@ -215,100 +213,55 @@ fn step_lines(text: &str) -> Vec<usize> {
 /// Checks a `send` step the way headless mode will take its command, so a
 /// misspelt command or argument stops the flow before any device starts.
 fn check_send(send: &toml::Table, saved: &BTreeSet<&str>) -> Result<(), String> {
-    let mut args = json_of(send);
-    let Some(Value::String(cmd)) = args.remove("cmd") else {
+    let mut command = json_of(send);
+    if !matches!(command.get("cmd"), Some(Value::String(_))) {
         return Err(format!(
             "send needs cmd = \"NAME\"; commands are {}",
             COMMANDS.join(", ")
         ));
-    };
-    let mut checked = Vec::with_capacity(args.len());
-    for (key, value) in args {
-        let arg = match value.as_str().and_then(|s| s.strip_prefix('$')) {
-            Some(name) if !saved.contains(name) => {
+    }
+    let mut saved_keys = Vec::new();
+    for (key, value) in &command {
+        if let Some(name) = value.as_str().and_then(|s| s.strip_prefix('$')) {
+            if !saved.contains(name) {
                 return Err(format!(
                     "send: {key} = \"${name}\", but no earlier step saves {name} \
                      (save = {{ {name} = \"FIELD\" }} on an expect step)"
                 ));
             }
-            Some(_) => Arg::Saved,
-            None => Arg::Given(value),
-        };
-        checked.push((key, arg));
+            saved_keys.push(key.clone());
+        }
     }
-    headless::check_command(&cmd, MapDeserializer::new(checked.into_iter()))
-        .map_err(|e| format!("send: {e}"))
-}
-
-/// One argument of a `send` step as it is checked at load. A `$name` is a
-/// value an earlier step saves from an event: its type is only known when
-/// the flow runs, so here it passes for whatever the argument needs.
-enum Arg {
-    Given(Value),
-    Saved,
-}
-
-/// What a saved value reads as where a string is wanted: a valid UserID,
-/// so that arguments checked as one pass.
-const SAVED_TEXT: &str = "saved";
-
-macro_rules! arg_methods {
-    ($($method:ident($($extra:ident: $ty:ty),*) => |$visitor:ident| $saved:expr;)*) => {$(
-        fn $method<V: Visitor<'de>>(
-            self,
-            $($extra: $ty,)*
-            $visitor: V,
-        ) -> Result<V::Value, serde_json::Error> {
-            match self {
-                Arg::Given(value) => value.$method($($extra,)* $visitor),
-                Arg::Saved => $saved,
+    // A `$name` is a value an earlier step saves from an event: its type is
+    // only known when the flow runs, so it passes as whichever of a text, a
+    // number, a flag or a list the argument needs.
+    let placeholders = placeholders();
+    let mut first_error = None;
+    for mut pick in 0..placeholders.len().pow(saved_keys.len() as u32) {
+        for key in &saved_keys {
+            command.insert(key.clone(), placeholders[pick % placeholders.len()].clone());
+            pick /= placeholders.len();
+        }
+        match headless::check_command(&Value::Object(command.clone())) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first_error.get_or_insert(e);
             }
         }
-    )*};
+    }
+    Err(format!("send: {}", first_error.unwrap_or_default()))
 }
 
-impl<'de> Deserializer<'de> for Arg {
-    type Error = serde_json::Error;
-
-    arg_methods! {
-        deserialize_any() => |v| v.visit_unit();
-        deserialize_bool() => |v| v.visit_bool(true);
-        deserialize_i8() => |v| v.visit_u64(1);
-        deserialize_i16() => |v| v.visit_u64(1);
-        deserialize_i32() => |v| v.visit_u64(1);
-        deserialize_i64() => |v| v.visit_u64(1);
-        deserialize_u8() => |v| v.visit_u64(1);
-        deserialize_u16() => |v| v.visit_u64(1);
-        deserialize_u32() => |v| v.visit_u64(1);
-        deserialize_u64() => |v| v.visit_u64(1);
-        deserialize_f32() => |v| v.visit_f64(1.0);
-        deserialize_f64() => |v| v.visit_f64(1.0);
-        deserialize_char() => |v| v.visit_char('s');
-        deserialize_str() => |v| v.visit_str(SAVED_TEXT);
-        deserialize_string() => |v| v.visit_str(SAVED_TEXT);
-        deserialize_bytes() => |v| v.visit_str(SAVED_TEXT);
-        deserialize_byte_buf() => |v| v.visit_str(SAVED_TEXT);
-        deserialize_option() => |v| v.visit_some(Arg::Saved);
-        deserialize_unit() => |v| v.visit_unit();
-        deserialize_seq() => |v| v.visit_seq(SeqDeserializer::new(std::iter::empty::<Value>()));
-        deserialize_map() => |v| v.visit_unit();
-        deserialize_identifier() => |v| v.visit_str(SAVED_TEXT);
-        deserialize_ignored_any() => |v| v.visit_unit();
-        deserialize_unit_struct(name: &'static str) => |v| v.visit_unit();
-        deserialize_newtype_struct(name: &'static str) => |v| v.visit_newtype_struct(Arg::Saved);
-        deserialize_tuple(len: usize) => |v| v.visit_unit();
-        deserialize_tuple_struct(name: &'static str, len: usize) => |v| v.visit_unit();
-        deserialize_struct(name: &'static str, fields: &'static [&'static str]) => |v| v.visit_unit();
-        deserialize_enum(name: &'static str, variants: &'static [&'static str]) => |v| v.visit_unit();
-    }
-}
-
-impl IntoDeserializer<'_, serde_json::Error> for Arg {
-    type Deserializer = Arg;
-
-    fn into_deserializer(self) -> Arg {
-        self
-    }
+/// What a saved value may stand for at load time: a text (a valid UserID,
+/// so arguments checked as one pass), a number, a flag or a list.
+fn placeholders() -> [Value; 4] {
+    let text = Value::from("saved");
+    [
+        text.clone(),
+        Value::from(1),
+        Value::from(true),
+        Value::from(vec![text]),
+    ]
 }
 
 struct Device {

@@ -7,47 +7,25 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use strum::VariantNames;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::client::ClientSettings;
-use crate::client::connection::{self, ClientHandle};
-use crate::client::engine::{CallCommand, ChatCommand, ClientEngine, Command};
+use crate::client::connection::ClientHandle;
+use crate::client::engine::{CallCommand, ChatCommand, Command};
 use crate::client::event::{EVENT_NAMES, Event, LoginStatus};
-use crate::client::local_store::{Recorder, StoreHandle};
+use crate::client::local_store::{Page, Recorder, StoreHandle};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{DeviceId, UserId};
 use crate::profile::Profile;
+use crate::protocol::RoomId;
 use crate::time::unix_millis;
 
 /// Every command name, in the order docs/headless.md lists them.
-pub const COMMANDS: &[&str] = &[
-    "login",
-    "logout",
-    "enableMultiDeviceAbility",
-    "call",
-    "groupCall",
-    "accept",
-    "reject",
-    "ignore",
-    "hangup",
-    "inviteUser",
-    "joinInGroupCall",
-    "openMicrophone",
-    "closeMicrophone",
-    "sendMessage",
-    "recallMessage",
-    "markRead",
-    "typing",
-    "getConversations",
-    "getMessages",
-    "getUsers",
-    "getCallHistory",
-    "wait",
-    "quit",
-];
+pub const COMMANDS: &[&str] = Request::VARIANTS;
 
 const DEFAULT_WAIT_MS: u64 = 10_000;
 
@@ -59,118 +37,114 @@ pub struct HeadlessOptions {
     pub user_sig: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginArgs {
-    #[serde(rename = "userID")]
-    user_id: String,
-    #[serde(rename = "userSig")]
-    user_sig: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GetUsersArgs {
-    #[serde(default)]
-    subscribe: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnableArgs {
-    enable: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CallArgs {
-    #[serde(rename = "userID")]
-    user_id: UserId,
-    timeout: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GroupCallArgs {
-    #[serde(rename = "userIDList")]
-    user_id_list: Vec<UserId>,
-    timeout: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CallIdArgs {
-    #[serde(rename = "callId")]
-    call_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InviteArgs {
-    #[serde(rename = "userIDList")]
-    user_id_list: Vec<UserId>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JoinArgs {
-    #[serde(rename = "roomID")]
-    room_id: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SendArgs {
-    #[serde(rename = "userID")]
-    user_id: UserId,
-    text: String,
-    #[serde(rename = "clientMsgID")]
-    client_msg_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MsgIdArgs {
-    #[serde(rename = "msgID")]
-    msg_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PeerArgs {
-    #[serde(rename = "userID")]
-    user_id: UserId,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MessagesArgs {
-    #[serde(rename = "userID")]
-    user_id: UserId,
-    count: Option<usize>,
-    /// Only messages older than this (unix ms): the next page back.
-    before: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HistoryArgs {
-    count: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WaitArgs {
-    event: String,
-    timeout_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoArgs {}
-
-/// A parsed command line.
+/// One command line. Each variant's name, in camelCase, is its `cmd`: the
+/// one table of command names (`COMMANDS`), and its fields are the
+/// command's arguments (docs/headless.md).
+#[derive(Debug, Deserialize, VariantNames)]
+#[serde(tag = "cmd", rename_all = "camelCase", deny_unknown_fields)]
+#[strum(serialize_all = "camelCase")]
 enum Request {
+    Login {
+        /// Checked after parsing, so a bad one gets INVALID_USER_ID.
+        #[serde(rename = "userID")]
+        user_id: String,
+        #[serde(rename = "userSig")]
+        user_sig: Option<String>,
+    },
+    Logout {},
+    EnableMultiDeviceAbility {
+        enable: bool,
+    },
+    Call {
+        #[serde(rename = "userID")]
+        user_id: UserId,
+        timeout: Option<u32>,
+    },
+    GroupCall {
+        #[serde(rename = "userIDList")]
+        user_id_list: Vec<UserId>,
+        timeout: Option<u32>,
+    },
+    Accept {
+        #[serde(rename = "callId")]
+        call_id: Option<String>,
+    },
+    Reject {
+        #[serde(rename = "callId")]
+        call_id: Option<String>,
+    },
+    Ignore {
+        #[serde(rename = "callId")]
+        call_id: Option<String>,
+    },
+    Hangup {
+        #[serde(rename = "callId")]
+        call_id: Option<String>,
+    },
+    InviteUser {
+        #[serde(rename = "userIDList")]
+        user_id_list: Vec<UserId>,
+    },
+    JoinInGroupCall {
+        #[serde(rename = "roomID")]
+        room_id: RoomId,
+    },
+    OpenMicrophone {},
+    CloseMicrophone {},
+    GetUsers {
+        #[serde(default)]
+        subscribe: bool,
+    },
+    SendMessage {
+        #[serde(rename = "userID")]
+        user_id: UserId,
+        text: String,
+        #[serde(rename = "clientMsgID")]
+        client_msg_id: Option<String>,
+    },
+    RecallMessage {
+        #[serde(rename = "msgID")]
+        msg_id: String,
+    },
+    MarkRead {
+        #[serde(rename = "userID")]
+        user_id: UserId,
+    },
+    Typing {
+        #[serde(rename = "userID")]
+        user_id: UserId,
+    },
+    GetConversations {},
+    GetMessages {
+        #[serde(rename = "userID")]
+        user_id: UserId,
+        #[serde(default = "default_page")]
+        count: usize,
+        /// Only messages older than this (unix ms): the next page back.
+        before: Option<u64>,
+    },
+    GetCallHistory {
+        #[serde(default = "default_page")]
+        count: usize,
+    },
+    Wait {
+        event: String,
+        #[serde(default = "default_wait_ms")]
+        timeout_ms: u64,
+    },
+    Quit {},
+}
+
+fn default_page() -> usize {
+    50
+}
+
+fn default_wait_ms() -> u64 {
+    DEFAULT_WAIT_MS
+}
+
+/// What a command line asks of this process.
+enum Action {
     Login {
         user: UserId,
         user_sig: Option<String>,
@@ -192,192 +166,148 @@ enum Request {
     Quit,
 }
 
+impl Request {
+    /// Checks what serde cannot (a UserID's rule with its own code, a known
+    /// event name) and says what to do.
+    fn action(self) -> Result<Action, Error> {
+        let engine = |c| Ok(Action::Engine(c));
+        let call = |c| Ok(Action::Engine(Command::Call(c)));
+        let chat = |c| Ok(Action::Engine(Command::Chat(c)));
+        match self {
+            Request::Login { user_id, user_sig } => Ok(Action::Login {
+                user: UserId::parse(&user_id)?,
+                user_sig,
+            }),
+            Request::Logout {} => engine(Command::Logout),
+            Request::EnableMultiDeviceAbility { enable } => {
+                engine(Command::EnableMultiDevice { enable })
+            }
+            Request::Call { user_id, timeout } => call(CallCommand::Call {
+                users: vec![user_id],
+                group: false,
+                timeout_secs: timeout,
+            }),
+            Request::GroupCall {
+                user_id_list,
+                timeout,
+            } => call(CallCommand::Call {
+                users: user_id_list,
+                group: true,
+                timeout_secs: timeout,
+            }),
+            Request::Accept { call_id } => call(CallCommand::Accept { call_id }),
+            Request::Reject { call_id } => call(CallCommand::Reject { call_id }),
+            Request::Ignore { call_id } => call(CallCommand::Ignore { call_id }),
+            Request::Hangup { call_id } => call(CallCommand::Hangup { call_id }),
+            Request::InviteUser { user_id_list } => call(CallCommand::Invite {
+                users: user_id_list,
+            }),
+            Request::JoinInGroupCall { room_id } => call(CallCommand::Join { room: room_id }),
+            Request::OpenMicrophone {} => call(CallCommand::Microphone { on: true }),
+            Request::CloseMicrophone {} => call(CallCommand::Microphone { on: false }),
+            Request::SendMessage {
+                user_id,
+                text,
+                client_msg_id,
+            } => chat(ChatCommand::Send {
+                to: user_id,
+                text,
+                client_msg_id,
+            }),
+            Request::RecallMessage { msg_id } => chat(ChatCommand::Recall { msg_id }),
+            Request::MarkRead { user_id } => chat(ChatCommand::MarkRead { peer: user_id }),
+            Request::Typing { user_id } => chat(ChatCommand::Typing { to: user_id }),
+            Request::GetConversations {} => Ok(Action::Conversations),
+            Request::GetMessages {
+                user_id,
+                count,
+                before,
+            } => Ok(Action::Messages {
+                peer: user_id,
+                count,
+                before,
+            }),
+            Request::GetUsers { subscribe } => engine(Command::GetUsers { subscribe }),
+            Request::GetCallHistory { count } => Ok(Action::History { count }),
+            Request::Wait { event, timeout_ms } => {
+                if !EVENT_NAMES.contains(&event.as_str()) {
+                    return Err(Error::new(
+                        ErrorCode::InvalidParameters,
+                        format!(
+                            "wait: unknown event {event:?}; events are {}",
+                            EVENT_NAMES.join(", ")
+                        ),
+                    ));
+                }
+                Ok(Action::Wait { event, timeout_ms })
+            }
+            Request::Quit {} => Ok(Action::Quit),
+        }
+    }
+}
+
 /// Parses one line; on failure, the `ERROR` event to answer with (none for
 /// a blank line).
-fn parse(line: &str) -> Result<Request, Option<Box<Event>>> {
+fn parse(line: &str) -> Result<Action, Option<Box<Event>>> {
     if line.trim().is_empty() {
         return Err(None);
     }
-    parse_command(line).map_err(|e| Some(Box::new(e)))
-}
-
-fn parse_command(line: &str) -> Result<Request, Event> {
     let value: Value = serde_json::from_str(line).map_err(|e| {
-        error_event(
+        Some(Box::new(error_event(
             ErrorCode::InvalidJson,
             format!("not a JSON object: {e}"),
             None,
-        )
+        )))
     })?;
-    let Some(mut obj) = value.as_object().cloned() else {
-        return Err(error_event(
-            ErrorCode::InvalidJson,
-            "a command is a JSON object".into(),
-            None,
-        ));
-    };
-    let Some(Value::String(cmd)) = obj.remove("cmd") else {
-        return Err(error_event(
-            ErrorCode::InvalidJson,
-            r#"a command needs a string field "cmd", e.g. {"cmd":"login","userID":"alice"}"#.into(),
-            None,
-        ));
-    };
-    request(&cmd, Value::Object(obj)).map_err(|e| Event::error(e, Some(&cmd)))
+    let cmd = command_name(&value).map_err(|e| Some(Box::new(Event::error(e, None))))?;
+    request(&value)
+        .and_then(Request::action)
+        .map_err(|e| Some(Box::new(Event::error(e, Some(&cmd)))))
 }
 
-/// Checks a command as headless mode would take it, without running it:
-/// `args` holds its arguments (all but `cmd`). A flow checks its `send`
-/// steps with this when it loads, so they cannot drift from what headless
-/// mode accepts. The error is the message an `ERROR` event would carry.
-pub fn check_command<'de, D>(cmd: &str, args: D) -> Result<(), String>
-where
-    D: Deserializer<'de, Error = serde_json::Error>,
-{
-    request(cmd, args).map(drop).map_err(|e| e.message)
+/// The `cmd` of a command object, if it names a command.
+fn command_name(value: &Value) -> Result<String, Error> {
+    let Some(obj) = value.as_object() else {
+        return Err(Error::new(
+            ErrorCode::InvalidJson,
+            "a command is a JSON object",
+        ));
+    };
+    let Some(Value::String(cmd)) = obj.get("cmd") else {
+        return Err(Error::new(
+            ErrorCode::InvalidJson,
+            r#"a command needs a string field "cmd", e.g. {"cmd":"login","userID":"alice"}"#,
+        ));
+    };
+    Ok(cmd.clone())
 }
 
-fn request<'de, D>(cmd: &str, obj: D) -> Result<Request, Error>
-where
-    D: Deserializer<'de, Error = serde_json::Error>,
-{
-    fn args<'de, T: Deserialize<'de>, D: Deserializer<'de, Error = serde_json::Error>>(
-        cmd: &str,
-        obj: D,
-    ) -> Result<T, Error> {
-        T::deserialize(obj)
-            .map_err(|e| Error::new(ErrorCode::InvalidParameters, format!("{cmd}: {e}")))
-    }
-    match cmd {
-        "login" => {
-            let a: LoginArgs = args(cmd, obj)?;
-            let user = UserId::parse(&a.user_id)?;
-            Ok(Request::Login {
-                user,
-                user_sig: a.user_sig,
-            })
-        }
-        "logout" => args::<NoArgs, _>(cmd, obj).map(|_| Request::Engine(Command::Logout)),
-        "enableMultiDeviceAbility" => {
-            let a: EnableArgs = args(cmd, obj)?;
-            Ok(Request::Engine(Command::EnableMultiDevice {
-                enable: a.enable,
-            }))
-        }
-        "call" => {
-            let a: CallArgs = args(cmd, obj)?;
-            Ok(call(CallCommand::Call {
-                users: vec![a.user_id],
-                group: false,
-                timeout_secs: a.timeout,
-            }))
-        }
-        "groupCall" => {
-            let a: GroupCallArgs = args(cmd, obj)?;
-            Ok(call(CallCommand::Call {
-                users: a.user_id_list,
-                group: true,
-                timeout_secs: a.timeout,
-            }))
-        }
-        "accept" | "reject" | "ignore" | "hangup" => {
-            let CallIdArgs { call_id } = args(cmd, obj)?;
-            Ok(call(match cmd {
-                "accept" => CallCommand::Accept { call_id },
-                "reject" => CallCommand::Reject { call_id },
-                "ignore" => CallCommand::Ignore { call_id },
-                _ => CallCommand::Hangup { call_id },
-            }))
-        }
-        "inviteUser" => {
-            let a: InviteArgs = args(cmd, obj)?;
-            Ok(call(CallCommand::Invite {
-                users: a.user_id_list,
-            }))
-        }
-        "joinInGroupCall" => {
-            let a: JoinArgs = args(cmd, obj)?;
-            Ok(call(CallCommand::Join { room: a.room_id }))
-        }
-        "openMicrophone" | "closeMicrophone" => {
-            let on = cmd == "openMicrophone";
-            args::<NoArgs, _>(cmd, obj).map(|_| call(CallCommand::Microphone { on }))
-        }
-        "getUsers" => {
-            let a: GetUsersArgs = args(cmd, obj)?;
-            Ok(Request::Engine(Command::GetUsers {
-                subscribe: a.subscribe,
-            }))
-        }
-        "sendMessage" => {
-            let a: SendArgs = args(cmd, obj)?;
-            Ok(chat(ChatCommand::Send {
-                to: a.user_id,
-                text: a.text,
-                client_msg_id: a.client_msg_id,
-            }))
-        }
-        "recallMessage" => {
-            let a: MsgIdArgs = args(cmd, obj)?;
-            Ok(chat(ChatCommand::Recall { msg_id: a.msg_id }))
-        }
-        "markRead" => {
-            let a: PeerArgs = args(cmd, obj)?;
-            Ok(chat(ChatCommand::MarkRead { peer: a.user_id }))
-        }
-        "typing" => {
-            let a: PeerArgs = args(cmd, obj)?;
-            Ok(chat(ChatCommand::Typing { to: a.user_id }))
-        }
-        "getConversations" => args::<NoArgs, _>(cmd, obj).map(|_| Request::Conversations),
-        "getMessages" => {
-            let a: MessagesArgs = args(cmd, obj)?;
-            Ok(Request::Messages {
-                peer: a.user_id,
-                count: a.count.unwrap_or(50),
-                before: a.before,
-            })
-        }
-        "getCallHistory" => {
-            let a: HistoryArgs = args(cmd, obj)?;
-            Ok(Request::History {
-                count: a.count.unwrap_or(50),
-            })
-        }
-        "wait" => {
-            let a: WaitArgs = args(cmd, obj)?;
-            if !EVENT_NAMES.contains(&a.event.as_str()) {
-                return Err(Error::new(
-                    ErrorCode::InvalidParameters,
-                    format!(
-                        "wait: unknown event {:?}; events are {}",
-                        a.event,
-                        EVENT_NAMES.join(", ")
-                    ),
-                ));
-            }
-            Ok(Request::Wait {
-                event: a.event,
-                timeout_ms: a.timeout_ms.unwrap_or(DEFAULT_WAIT_MS),
-            })
-        }
-        "quit" => args::<NoArgs, _>(cmd, obj).map(|_| Request::Quit),
-        other => Err(Error::new(
+/// The command a JSON object holds, once its `cmd` is known to be a string.
+fn request(value: &Value) -> Result<Request, Error> {
+    let cmd = value["cmd"].as_str().unwrap_or_default();
+    if !COMMANDS.contains(&cmd) {
+        return Err(Error::new(
             ErrorCode::UnknownCommand,
             format!(
-                "unknown command {other:?}; commands are {}",
+                "unknown command {cmd:?}; commands are {}",
                 COMMANDS.join(", ")
             ),
-        )),
+        ));
     }
+    Request::deserialize(value)
+        .map_err(|e| Error::new(ErrorCode::InvalidParameters, format!("{cmd}: {e}")))
 }
 
-fn call(cmd: CallCommand) -> Request {
-    Request::Engine(Command::Call(cmd))
-}
-
-fn chat(cmd: ChatCommand) -> Request {
-    Request::Engine(Command::Chat(cmd))
+/// Checks a command as headless mode would take it, without running it. A
+/// flow checks its `send` steps with this when it loads, so they cannot
+/// drift from what headless mode accepts. The error is the message an
+/// `ERROR` event would carry.
+pub fn check_command(command: &Value) -> Result<(), String> {
+    command_name(command)
+        .and_then(|_| request(command))
+        .and_then(Request::action)
+        .map(drop)
+        .map_err(|e| e.message)
 }
 
 fn store_failed(e: rusqlite::Error, cmd: &str) -> Event {
@@ -452,11 +382,7 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
     let ClientHandle {
         commands,
         mut events,
-    } = connection::spawn(
-        settings.relay_target(),
-        ClientEngine::new(settings.engine_config()),
-        settings.media.clone(),
-    );
+    } = settings.connect();
     let mut lines = stdin_lines();
     let mut device_state = DeviceState {
         settings,
@@ -487,35 +413,36 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
                     None => stdin_open = false,
                     Some(Err(None)) => {}
                     Some(Err(Some(event))) => write_event(&mut out, &event).await?,
-                    Some(Ok(Request::Quit)) => break,
-                    Some(Ok(Request::Login { user, user_sig })) => {
+                    Some(Ok(Action::Quit)) => break,
+                    Some(Ok(Action::Login { user, user_sig })) => {
                         if let Err(event) = device_state.login(user, user_sig, &commands) {
                             write_event(&mut out, &event).await?;
                         }
                     }
-                    Some(Ok(Request::Engine(cmd))) => {
+                    Some(Ok(Action::Engine(cmd))) => {
                         let _ = commands.send(cmd);
                     }
-                    Some(Ok(Request::History { count })) => {
+                    Some(Ok(Action::History { count })) => {
                         let event = device_state.history(count).await;
                         write_event(&mut out, &event).await?;
                     }
-                    Some(Ok(Request::Conversations)) => {
+                    Some(Ok(Action::Conversations)) => {
                         let event = device_state.conversations().await;
                         write_event(&mut out, &event).await?;
                     }
-                    Some(Ok(Request::Messages { peer, count, before })) => {
-                        // From the local store when it has the page; else the
-                        // relay answers (with everything it keeps), later.
+                    Some(Ok(Action::Messages { peer, count, before })) => {
                         match device_state.messages(peer.clone(), count, before).await {
-                            Some(event) => write_event(&mut out, &event).await?,
-                            None => {
-                                let history = ChatCommand::History { peer, before, count: count as u32 };
-                                let _ = commands.send(Command::Chat(history));
+                            Ok(Page { ask_relay: Some(command), .. }) => {
+                                let _ = commands.send(command);
                             }
+                            Ok(Page { messages, ask_relay: None }) => {
+                                let event = Event::Messages { user_id: peer, messages };
+                                write_event(&mut out, &event).await?;
+                            }
+                            Err(event) => write_event(&mut out, &event).await?,
                         }
                     }
-                    Some(Ok(Request::Wait { event, timeout_ms })) => {
+                    Some(Ok(Action::Wait { event, timeout_ms })) => {
                         if !arrivals.take(&event) {
                             let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
                             wait = Some(PendingWait { event, timeout_ms, deadline });
@@ -623,7 +550,13 @@ impl DeviceState {
         self.recorder = None;
         let login = self
             .settings
-            .login(user, self.device.as_ref(), user_sig, unix_millis() / 1000)
+            .login(
+                user,
+                self.device.as_ref(),
+                user_sig,
+                unix_millis() / 1000,
+                commands,
+            )
             .map_err(|e| {
                 error_event(
                     ErrorCode::LocalStoreFailed,
@@ -631,10 +564,8 @@ impl DeviceState {
                     Some("login"),
                 )
             })?;
-        self.recorder = Some(Recorder::new(login.store));
-        let (command, profile) = (login.command, login.profile);
-        self.profile = Some(profile);
-        let _ = commands.send(command);
+        self.recorder = Some(login.recorder);
+        self.profile = Some(login.profile);
         Ok(())
     }
 
@@ -665,21 +596,16 @@ impl DeviceState {
         }
     }
 
-    /// A page of messages from the local store; `None` when it holds fewer
-    /// than asked, so the relay must be asked.
-    async fn messages(&self, peer: UserId, count: usize, before: Option<u64>) -> Option<Event> {
-        let store = match self.store("getMessages") {
-            Ok(s) => s,
-            Err(e) => return Some(e),
-        };
-        match store.messages(peer.to_string(), count, before).await {
-            Ok(messages) if messages.len() >= count => Some(Event::Messages {
-                user_id: peer.to_string(),
-                messages,
-            }),
-            Ok(_) => None,
-            Err(e) => Some(store_failed(e, "getMessages")),
-        }
+    /// A page of a conversation, by the client's rule: from the local
+    /// store when it holds the page, else the relay answers, later.
+    async fn messages(
+        &self,
+        peer: UserId,
+        count: usize,
+        before: Option<u64>,
+    ) -> Result<Page, Event> {
+        let store = self.store("getMessages")?;
+        (store.page(peer, count, before).await).map_err(|e| store_failed(e, "getMessages"))
     }
 
     async fn history(&self, count: usize) -> Event {
@@ -744,12 +670,12 @@ mod tests {
     fn commands_parse() {
         assert!(matches!(
             parse(r#"{"cmd":"login","userID":"alice"}"#),
-            Ok(Request::Login { .. })
+            Ok(Action::Login { .. })
         ));
-        assert!(matches!(parse(r#"{"cmd":"quit"}"#), Ok(Request::Quit)));
+        assert!(matches!(parse(r#"{"cmd":"quit"}"#), Ok(Action::Quit)));
         assert!(matches!(
             parse(r#"{"cmd":"wait","event":"SDK_READY","timeout_ms":5}"#),
-            Ok(Request::Wait { timeout_ms: 5, .. })
+            Ok(Action::Wait { timeout_ms: 5, .. })
         ));
     }
 
@@ -766,6 +692,79 @@ mod tests {
         );
         assert_eq!(error_code(r#"{"cmd":"login","userID":"a b"}"#), 70400);
         assert_eq!(error_code(r#"{"cmd":"wait","event":"SDK_REDY"}"#), 6017);
+        assert_eq!(error_code(r#"{"cmd":"quit","now":true}"#), 6017);
+        assert_eq!(error_code(r#"{"cmd":"call","userID":"a b"}"#), 6017);
+        assert_eq!(
+            error_code(r#"{"cmd":"joinInGroupCall","roomID":"x"}"#),
+            6017
+        );
+    }
+
+    /// The names in the first column of the table under `heading`.
+    fn documented(heading: &str) -> Vec<String> {
+        let doc = include_str!("../docs/headless.md");
+        let table = doc.split(heading).nth(1).expect("the section is there");
+        let table = table.split("\n## ").next().unwrap_or_default();
+        (table.lines())
+            .filter(|l| l.starts_with("| `"))
+            .flat_map(|l| {
+                let first = l.split(" | ").next().unwrap_or_default();
+                first
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_doc_lists_every_command_and_event_once() {
+        assert_eq!(documented("## Commands"), COMMANDS);
+        let mut events = documented("## Events");
+        events.sort();
+        let mut names = EVENT_NAMES.to_vec();
+        names.sort();
+        assert_eq!(events, names);
+    }
+
+    #[test]
+    fn every_command_parses_with_its_arguments() {
+        let lines = [
+            r#"{"cmd":"logout"}"#,
+            r#"{"cmd":"enableMultiDeviceAbility","enable":true}"#,
+            r#"{"cmd":"call","userID":"bob","timeout":5}"#,
+            r#"{"cmd":"groupCall","userIDList":["bob","carol"]}"#,
+            r#"{"cmd":"accept"}"#,
+            r#"{"cmd":"hangup","callId":"c1"}"#,
+            r#"{"cmd":"inviteUser","userIDList":["dave"]}"#,
+            r#"{"cmd":"joinInGroupCall","roomID":7}"#,
+            r#"{"cmd":"closeMicrophone"}"#,
+            r#"{"cmd":"sendMessage","userID":"bob","text":"hi","clientMsgID":"m1"}"#,
+            r#"{"cmd":"recallMessage","msgID":"m1"}"#,
+            r#"{"cmd":"markRead","userID":"bob"}"#,
+            r#"{"cmd":"getMessages","userID":"bob","before":10}"#,
+            r#"{"cmd":"getUsers","subscribe":true}"#,
+            r#"{"cmd":"getCallHistory"}"#,
+        ];
+        for line in lines {
+            assert!(parse(line).is_ok(), "{line}");
+        }
+        assert!(matches!(
+            parse(r#"{"cmd":"getMessages","userID":"bob"}"#),
+            Ok(Action::Messages {
+                count: 50,
+                before: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(r#"{"cmd":"openMicrophone"}"#),
+            Ok(Action::Engine(Command::Call(CallCommand::Microphone {
+                on: true
+            })))
+        ));
     }
 
     #[test]

@@ -225,6 +225,12 @@ pub enum KickReason {
     SameDevice,
 }
 
+impl std::fmt::Display for KickReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl KickReason {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -272,7 +278,30 @@ pub enum CancelReason {
     SignedOut,
 }
 
+impl std::fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl CancelReason {
+    pub const ALL: [CancelReason; 9] = [
+        CancelReason::AnsweredElsewhere,
+        CancelReason::DeclinedElsewhere,
+        CancelReason::Declined,
+        CancelReason::CallerCanceled,
+        CancelReason::Timeout,
+        CancelReason::Busy,
+        CancelReason::Ignored,
+        CancelReason::CallEnded,
+        CancelReason::SignedOut,
+    ];
+
+    /// The reason `as_str` names.
+    pub fn parse(s: &str) -> Option<CancelReason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CancelReason::AnsweredElsewhere => "answered_elsewhere",

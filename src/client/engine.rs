@@ -15,8 +15,7 @@ use std::collections::VecDeque;
 use crate::client::event::{Event, LinkState, LoginStatus};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
-use crate::media;
-use crate::protocol::{ClientMsg, ServerMsg, WireError};
+use crate::protocol::{ClientMsg, MediaPeer, RoomId, ServerMsg, WireError};
 pub use calls::CallCommand;
 pub use chat::ChatCommand;
 
@@ -94,7 +93,25 @@ pub enum Output {
     Event(Event),
     /// For the media thread: a call's media starts or stops, its
     /// participants change, the microphone opens or closes.
-    Media(media::pipeline::Control),
+    Media(MediaCommand),
+}
+
+/// What this device's call asks of its media.
+#[derive(Debug, PartialEq)]
+pub enum MediaCommand {
+    /// This device entered the call in `room`.
+    Start {
+        me: UserId,
+        room: RoomId,
+    },
+    /// The call ended for this device.
+    Stop,
+    Mute(bool),
+    /// Who sends voice in the room, and on which source numbers.
+    Peers {
+        room: RoomId,
+        peers: Vec<MediaPeer>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -491,10 +508,7 @@ impl ClientEngine {
             // Answers to other kinds of peer (heartbeats, the admin tool).
             ServerMsg::HeartbeatAck | ServerMsg::AdminSent { .. } => {}
             ServerMsg::KickedOut { reason, message } => {
-                self.event(Event::KickedOut {
-                    reason: reason.as_str().into(),
-                    message,
-                });
+                self.event(Event::KickedOut { reason, message });
                 self.sign_out(now);
             }
             ServerMsg::UserSigExpired => {
@@ -532,13 +546,13 @@ impl ClientEngine {
             }
             ServerMsg::MediaPeers { room, peers } => {
                 if self.media_room() == Some(room) {
-                    let peers = media::pipeline::Control::Peers { room, peers };
+                    let peers = MediaCommand::Peers { room, peers };
                     self.out.push_back(Output::Media(peers));
                 }
             }
             ServerMsg::AudioAvailable { user, available } => {
                 self.event(Event::UserAudioAvailable {
-                    user_id: user.to_string(),
+                    user_id: user,
                     is_audio_available: available,
                 })
             }

@@ -4,12 +4,13 @@
 //! section 6, docs/headless.md); serde attributes here are that contract.
 
 use serde::Serialize;
+use strum::{IntoStaticStr, VariantNames};
 
-use crate::client::history::CallRecord;
-use crate::client::local_store::{Conversation, StoredMessage};
+pub use crate::client::records::{CallRecord, CallRole, Conversation, StoredMessage};
 use crate::error::{Error, ErrorCode};
-pub use crate::media::quality::Quality;
-use crate::protocol::UserPresence;
+use crate::ids::{DeviceId, Platform, UserId};
+pub use crate::media::report::{MediaStats, NetworkQuality, VoiceVolume};
+use crate::protocol::{CancelReason, KickReason, RoomId, UserPresence};
 
 /// Login status with the vendor's numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -43,15 +44,15 @@ pub enum LinkState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DeviceView {
     #[serde(rename = "deviceID")]
-    pub device: String,
-    pub platform: String,
+    pub device: DeviceId,
+    pub platform: Platform,
 }
 
 /// A user and its online devices, as events show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UserView {
     #[serde(rename = "userID")]
-    pub user: String,
+    pub user: UserId,
     pub devices: Vec<DeviceView>,
     /// In a call on one of its devices.
     #[serde(rename = "inCall")]
@@ -61,13 +62,13 @@ pub struct UserView {
 impl From<UserPresence> for UserView {
     fn from(p: UserPresence) -> Self {
         UserView {
-            user: p.user.to_string(),
+            user: p.user,
             devices: p
                 .devices
                 .into_iter()
                 .map(|d| DeviceView {
-                    device: d.device.to_string(),
-                    platform: d.platform.to_string(),
+                    device: d.device,
+                    platform: d.platform,
                 })
                 .collect(),
             in_call: p.in_call,
@@ -75,264 +76,212 @@ impl From<UserPresence> for UserView {
     }
 }
 
-/// One entry of `USER_VOICE_VOLUME`'s `volumeMap`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct VoiceVolume {
-    #[serde(rename = "userID")]
-    pub user_id: String,
-    pub volume: u8,
-}
-
-/// One entry of `ON_USER_NETWORK_QUALITY_CHANGED`'s `networkQualityList`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NetworkQuality {
-    #[serde(rename = "userID")]
-    pub user_id: String,
-    /// 0 unknown, 1 excellent, 2 good, 3 poor, 4 bad, 5 very bad, 6 down.
-    pub quality: Quality,
-    pub loss_percent: f64,
-    pub jitter_ms: u64,
-    /// This device's round trip to the relay, once measured.
-    pub rtt_ms: Option<u64>,
-}
-
-/// A device's part in a call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CallRole {
-    Caller,
-    Called,
-}
-
 /// `callMediaType` of every termphone call: audio (the vendor's 1; video is 2).
 pub const AUDIO_CALL: u8 = 1;
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "event")]
+/// What a device reports to its front end. Each variant's name, in
+/// SCREAMING_SNAKE_CASE, is its `event` name in headless mode: the one table
+/// of event names (`Event::name`, `EVENT_NAMES`).
+#[derive(Clone, Debug, PartialEq, Serialize, IntoStaticStr, VariantNames)]
+#[serde(
+    tag = "event",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    rename_all_fields = "camelCase"
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum Event {
-    #[serde(rename = "ON_CALL_RECEIVED", rename_all = "camelCase")]
     OnCallReceived {
         call_id: String,
         #[serde(rename = "roomID")]
-        room_id: u32,
-        sponsor: String,
+        room_id: RoomId,
+        sponsor: UserId,
         #[serde(rename = "userIDList")]
-        user_id_list: Vec<String>,
+        user_id_list: Vec<UserId>,
         is_from_group: bool,
         call_media_type: u8,
         call_role: CallRole,
     },
     /// termphone's own: this device's outgoing call was placed.
-    #[serde(rename = "CALL_DIALING", rename_all = "camelCase")]
     CallDialing {
         call_id: String,
         #[serde(rename = "roomID")]
-        room_id: u32,
+        room_id: RoomId,
         #[serde(rename = "userIDList")]
-        user_id_list: Vec<String>,
+        user_id_list: Vec<UserId>,
         is_from_group: bool,
         call_media_type: u8,
         call_role: CallRole,
     },
-    #[serde(rename = "ON_CALL_BEGIN", rename_all = "camelCase")]
     OnCallBegin {
         call_id: String,
         #[serde(rename = "roomID")]
-        room_id: u32,
+        room_id: RoomId,
         call_media_type: u8,
         call_role: CallRole,
     },
-    #[serde(rename = "ON_CALL_CANCELED", rename_all = "camelCase")]
     OnCallCanceled {
         call_id: String,
         #[serde(rename = "roomID")]
-        room_id: u32,
+        room_id: RoomId,
         #[serde(rename = "userID")]
-        user_id: String,
-        reason: String,
+        user_id: UserId,
+        reason: CancelReason,
         call_media_type: u8,
         call_role: CallRole,
     },
-    #[serde(rename = "CALLING_END", rename_all = "camelCase")]
     CallingEnd {
         call_id: String,
         #[serde(rename = "roomID")]
-        room_id: u32,
+        room_id: RoomId,
         #[serde(rename = "userID")]
-        user_id: String,
+        user_id: UserId,
         total_time: u64,
         call_media_type: u8,
         call_role: CallRole,
     },
-    #[serde(rename = "USER_ACCEPT", rename_all = "camelCase")]
     UserAccept {
         call_id: String,
         #[serde(rename = "userID")]
-        user_id: String,
+        user_id: UserId,
     },
-    #[serde(rename = "REJECT", rename_all = "camelCase")]
     Reject {
         call_id: String,
         #[serde(rename = "userID")]
-        user_id: String,
+        user_id: UserId,
     },
-    #[serde(rename = "LINE_BUSY", rename_all = "camelCase")]
     LineBusy {
         call_id: String,
         #[serde(rename = "userID")]
-        user_id: String,
+        user_id: UserId,
     },
-    #[serde(rename = "USER_ENTER", rename_all = "camelCase")]
     UserEnter {
         call_id: String,
         #[serde(rename = "userID")]
-        user_id: String,
+        user_id: UserId,
     },
-    #[serde(rename = "USER_LEAVE", rename_all = "camelCase")]
     UserLeave {
         call_id: String,
         #[serde(rename = "userID")]
-        user_id: String,
+        user_id: UserId,
     },
-    #[serde(rename = "NO_RESP", rename_all = "camelCase")]
     NoResp {
         call_id: String,
-        sponsor: String,
+        sponsor: UserId,
         #[serde(rename = "userIDList")]
-        user_id_list: Vec<String>,
+        user_id_list: Vec<UserId>,
     },
-    #[serde(rename = "GROUP_CALL_INVITEE_LIST_UPDATE", rename_all = "camelCase")]
     GroupCallInviteeListUpdate {
         call_id: String,
         #[serde(rename = "userIDList")]
-        user_id_list: Vec<String>,
+        user_id_list: Vec<UserId>,
     },
     /// A member of this device's call opened or closed its microphone.
-    #[serde(rename = "USER_AUDIO_AVAILABLE", rename_all = "camelCase")]
     UserAudioAvailable {
         #[serde(rename = "userID")]
-        user_id: String,
+        user_id: UserId,
         is_audio_available: bool,
     },
     /// Every participant's voice level (this device's user first), 0 to 100,
     /// five times a second during a call.
-    #[serde(rename = "USER_VOICE_VOLUME", rename_all = "camelCase")]
-    UserVoiceVolume { volume_map: Vec<VoiceVolume> },
+    UserVoiceVolume {
+        volume_map: Vec<VoiceVolume>,
+    },
     /// The other participants' network as this device receives them, every
     /// 2 s when a grade changes.
-    #[serde(rename = "ON_USER_NETWORK_QUALITY_CHANGED", rename_all = "camelCase")]
     OnUserNetworkQualityChanged {
         network_quality_list: Vec<NetworkQuality>,
     },
     /// termphone's own: what this device's media did in a call, once its
     /// media has stopped (just after CALLING_END).
-    #[serde(rename = "MEDIA_STATS", rename_all = "camelCase")]
     MediaStats {
         #[serde(rename = "roomID")]
-        room_id: u32,
-        frames_sent: u64,
-        frames_received: u64,
-        /// Missing at their playout time (rebuilt by FEC or concealed).
-        frames_lost: u64,
-        fec_recovered: u64,
-        late: u64,
-        /// Ticks the jitter buffer ran dry and concealed.
-        jitter_underruns: u64,
-        capture_underruns: u64,
-        capture_overruns: u64,
-        playback_underruns: u64,
-        playback_overruns: u64,
-        /// Frames dropped because the connection could not take them.
-        send_drops: u64,
+        room_id: RoomId,
+        #[serde(flatten)]
+        stats: MediaStats,
     },
-    #[serde(rename = "SDK_READY")]
     SdkReady,
     /// Acknowledgement of `sendMessage`: the message is stored on the relay.
-    #[serde(rename = "MESSAGE_SENT", rename_all = "camelCase")]
     MessageSent {
         #[serde(rename = "msgID")]
         msg_id: String,
         #[serde(rename = "clientMsgID")]
         client_msg_id: String,
-        to: String,
+        to: UserId,
         text: String,
         timestamp: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
     },
     /// A message to this user, or from it on another of its devices.
-    #[serde(rename = "MESSAGE_RECEIVED", rename_all = "camelCase")]
     MessageReceived {
         #[serde(rename = "msgID")]
         msg_id: String,
-        from: String,
-        to: String,
+        from: UserId,
+        to: UserId,
         text: String,
         timestamp: u64,
         /// Delivered by a catch-up after being away, not live.
         offline: bool,
         seq: u64,
     },
-    #[serde(rename = "MESSAGE_RECALLED", rename_all = "camelCase")]
     MessageRecalled {
         #[serde(rename = "msgID")]
         msg_id: String,
         /// The other user of the conversation.
         #[serde(rename = "userID")]
-        user_id: String,
+        user_id: UserId,
         seq: u64,
     },
     /// termphone's own: this user read the conversation with `userID` (on
     /// any of its devices) up to `timestamp`.
-    #[serde(rename = "CONVERSATION_READ", rename_all = "camelCase")]
     ConversationRead {
         #[serde(rename = "userID")]
-        user_id: String,
+        user_id: UserId,
         timestamp: u64,
         seq: u64,
     },
-    #[serde(rename = "TYPING")]
     Typing {
         #[serde(rename = "userID")]
-        user_id: String,
+        user_id: UserId,
     },
     /// termphone's own: the catch-up after a login is complete, up to `seq`.
-    #[serde(rename = "SYNCED")]
-    Synced { seq: u64 },
-    #[serde(rename = "LOGIN_STATUS_CHANGED")]
+    Synced {
+        seq: u64,
+    },
     LoginStatusChanged {
         status: LoginStatus,
         #[serde(rename = "statusCode")]
         status_code: u8,
     },
-    #[serde(rename = "KICKED_OUT")]
-    KickedOut { reason: String, message: String },
-    #[serde(rename = "USER_SIG_EXPIRED")]
+    KickedOut {
+        reason: KickReason,
+        message: String,
+    },
     UserSigExpired,
-    #[serde(rename = "CONNECTION_CHANGED")]
-    ConnectionChanged { state: LinkState },
-    #[serde(rename = "USERS")]
-    Users { users: Vec<UserView> },
+    ConnectionChanged {
+        state: LinkState,
+    },
+    Users {
+        users: Vec<UserView>,
+    },
     /// termphone's own: this device's recent calls, newest first.
-    #[serde(rename = "CALL_HISTORY")]
-    CallHistory { calls: Vec<CallRecord> },
+    CallHistory {
+        calls: Vec<CallRecord>,
+    },
     /// Answer to `getConversations`, from the local store.
-    #[serde(rename = "CONVERSATIONS")]
-    Conversations { conversations: Vec<Conversation> },
+    Conversations {
+        conversations: Vec<Conversation>,
+    },
     /// Answer to `getMessages`, from the local store, oldest first.
-    #[serde(rename = "MESSAGES")]
     Messages {
         #[serde(rename = "userID")]
-        user_id: String,
+        user_id: UserId,
         messages: Vec<StoredMessage>,
     },
-    #[serde(rename = "USER_STATUS_CHANGED")]
     UserStatusChanged {
         #[serde(flatten)]
         user: UserView,
     },
-    #[serde(rename = "ERROR")]
     Error {
         code: u32,
         message: String,
@@ -350,41 +299,7 @@ pub enum Event {
 impl Event {
     /// The `event` name, as `wait` matches it.
     pub fn name(&self) -> &'static str {
-        match self {
-            Event::OnCallReceived { .. } => "ON_CALL_RECEIVED",
-            Event::CallDialing { .. } => "CALL_DIALING",
-            Event::OnCallBegin { .. } => "ON_CALL_BEGIN",
-            Event::OnCallCanceled { .. } => "ON_CALL_CANCELED",
-            Event::CallingEnd { .. } => "CALLING_END",
-            Event::UserAccept { .. } => "USER_ACCEPT",
-            Event::Reject { .. } => "REJECT",
-            Event::LineBusy { .. } => "LINE_BUSY",
-            Event::UserEnter { .. } => "USER_ENTER",
-            Event::UserLeave { .. } => "USER_LEAVE",
-            Event::NoResp { .. } => "NO_RESP",
-            Event::GroupCallInviteeListUpdate { .. } => "GROUP_CALL_INVITEE_LIST_UPDATE",
-            Event::UserAudioAvailable { .. } => "USER_AUDIO_AVAILABLE",
-            Event::UserVoiceVolume { .. } => "USER_VOICE_VOLUME",
-            Event::OnUserNetworkQualityChanged { .. } => "ON_USER_NETWORK_QUALITY_CHANGED",
-            Event::MediaStats { .. } => "MEDIA_STATS",
-            Event::SdkReady => "SDK_READY",
-            Event::MessageSent { .. } => "MESSAGE_SENT",
-            Event::MessageReceived { .. } => "MESSAGE_RECEIVED",
-            Event::MessageRecalled { .. } => "MESSAGE_RECALLED",
-            Event::ConversationRead { .. } => "CONVERSATION_READ",
-            Event::Typing { .. } => "TYPING",
-            Event::Synced { .. } => "SYNCED",
-            Event::LoginStatusChanged { .. } => "LOGIN_STATUS_CHANGED",
-            Event::KickedOut { .. } => "KICKED_OUT",
-            Event::UserSigExpired => "USER_SIG_EXPIRED",
-            Event::ConnectionChanged { .. } => "CONNECTION_CHANGED",
-            Event::Users { .. } => "USERS",
-            Event::CallHistory { .. } => "CALL_HISTORY",
-            Event::Conversations { .. } => "CONVERSATIONS",
-            Event::Messages { .. } => "MESSAGES",
-            Event::UserStatusChanged { .. } => "USER_STATUS_CHANGED",
-            Event::Error { .. } => "ERROR",
-        }
+        self.into()
     }
 
     pub fn status(status: LoginStatus) -> Event {
@@ -414,38 +329,31 @@ impl Event {
 }
 
 /// Every event name, for `wait` to check its argument against.
-pub const EVENT_NAMES: &[&str] = &[
-    "MESSAGE_SENT",
-    "MESSAGE_RECEIVED",
-    "MESSAGE_RECALLED",
-    "CONVERSATION_READ",
-    "TYPING",
-    "SYNCED",
-    "ON_CALL_RECEIVED",
-    "CALL_DIALING",
-    "ON_CALL_BEGIN",
-    "ON_CALL_CANCELED",
-    "CALLING_END",
-    "USER_ACCEPT",
-    "REJECT",
-    "LINE_BUSY",
-    "USER_ENTER",
-    "USER_LEAVE",
-    "NO_RESP",
-    "GROUP_CALL_INVITEE_LIST_UPDATE",
-    "USER_AUDIO_AVAILABLE",
-    "USER_VOICE_VOLUME",
-    "ON_USER_NETWORK_QUALITY_CHANGED",
-    "MEDIA_STATS",
-    "SDK_READY",
-    "LOGIN_STATUS_CHANGED",
-    "KICKED_OUT",
-    "USER_SIG_EXPIRED",
-    "CONNECTION_CHANGED",
-    "USERS",
-    "CALL_HISTORY",
-    "CONVERSATIONS",
-    "MESSAGES",
-    "USER_STATUS_CHANGED",
-    "ERROR",
-];
+pub const EVENT_NAMES: &[&str] = Event::VARIANTS;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The serde tag and the name table are both the variant's name in
+    /// SCREAMING_SNAKE_CASE; these are the names where two case converters
+    /// could disagree.
+    #[test]
+    fn names_are_the_serialized_tags() {
+        let samples = [
+            Event::SdkReady,
+            Event::UserSigExpired,
+            Event::OnUserNetworkQualityChanged {
+                network_quality_list: Vec::new(),
+            },
+            Event::Synced { seq: 1 },
+            Event::error(Error::new(ErrorCode::WaitTimeout, "late"), Some("wait")),
+        ];
+        for event in samples {
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(json["event"], event.name());
+            assert!(EVENT_NAMES.contains(&event.name()));
+        }
+        assert_eq!(EVENT_NAMES.len(), 33);
+    }
+}

@@ -5,38 +5,16 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
-use crate::client::event::{CallRole, Event};
-
-/// One call, as this device saw it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CallRecord {
-    pub call_id: String,
-    #[serde(rename = "roomID")]
-    pub room_id: u32,
-    pub call_role: CallRole,
-    /// The other party: the caller of an incoming call, the callees of an outgoing one.
-    #[serde(rename = "userIDList")]
-    pub peers: Vec<String>,
-    /// Unix milliseconds when it rang or was dialed.
-    pub started_at: u64,
-    /// `answered`, `answered_elsewhere`, `declined`, `no_answer`, `missed`,
-    /// ...; while it runs `ringing`, `dialing` or `in_call`, and
-    /// `interrupted` if this device's process ended before the call did.
-    pub outcome: String,
-    /// An incoming call that nobody of this user answered or declined.
-    pub missed: bool,
-    /// Seconds in the call on this device.
-    pub total_time: u64,
-}
+use crate::client::event::Event;
+use crate::client::records::{CallOutcome, CallRecord, CallRole};
+use crate::ids::UserId;
+use crate::protocol::{CancelReason, RoomId};
 
 #[derive(Clone)]
 struct Open {
-    room_id: u32,
+    room_id: RoomId,
     role: CallRole,
-    peers: Vec<String>,
+    peers: Vec<UserId>,
     started_at: u64,
 }
 
@@ -63,7 +41,7 @@ impl HistoryTracker {
                     started_at: now,
                 };
                 self.open.insert(call_id.clone(), open.clone());
-                Some(open.finish(call_id, "ringing", false, 0))
+                Some(open.finish(call_id, CallOutcome::Ringing, false, 0))
             }
             Event::CallDialing {
                 call_id,
@@ -78,7 +56,7 @@ impl HistoryTracker {
                     started_at: now,
                 };
                 self.open.insert(call_id.clone(), open.clone());
-                Some(open.finish(call_id, "dialing", false, 0))
+                Some(open.finish(call_id, CallOutcome::Dialing, false, 0))
             }
             Event::OnCallBegin {
                 call_id,
@@ -94,19 +72,19 @@ impl HistoryTracker {
                     peers: Vec::new(),
                     started_at: now,
                 });
-                Some(open.clone().finish(call_id, "in_call", false, 0))
+                Some(open.clone().finish(call_id, CallOutcome::InCall, false, 0))
             }
             Event::OnCallCanceled {
                 call_id, reason, ..
             } => {
                 let open = self.open.remove(call_id)?;
-                let (outcome, missed) = match (open.role, reason.as_str()) {
-                    (
-                        CallRole::Called,
-                        "caller_canceled" | "timeout" | "call_ended" | "signed_out",
-                    ) => ("missed", true),
-                    (CallRole::Caller, "timeout" | "declined" | "busy") => ("no_answer", false),
-                    (_, other) => (other, false),
+                use CancelReason::*;
+                let (outcome, missed) = match (open.role, *reason) {
+                    (CallRole::Called, CallerCanceled | Timeout | CallEnded | SignedOut) => {
+                        (CallOutcome::Missed, true)
+                    }
+                    (CallRole::Caller, Timeout | Declined | Busy) => (CallOutcome::NoAnswer, false),
+                    (_, other) => (CallOutcome::Stopped(other), false),
                 };
                 Some(open.finish(call_id, outcome, missed, 0))
             }
@@ -124,7 +102,7 @@ impl HistoryTracker {
                     peers: Vec::new(),
                     started_at: now.saturating_sub(total_time * 1000),
                 });
-                Some(open.finish(call_id, "answered", false, *total_time))
+                Some(open.finish(call_id, CallOutcome::Answered, false, *total_time))
             }
             _ => None,
         }
@@ -132,14 +110,20 @@ impl HistoryTracker {
 }
 
 impl Open {
-    fn finish(self, call_id: &str, outcome: &str, missed: bool, total_time: u64) -> CallRecord {
+    fn finish(
+        self,
+        call_id: &str,
+        outcome: CallOutcome,
+        missed: bool,
+        total_time: u64,
+    ) -> CallRecord {
         CallRecord {
             call_id: call_id.to_owned(),
             room_id: self.room_id,
             call_role: self.role,
             peers: self.peers,
             started_at: self.started_at,
-            outcome: outcome.to_owned(),
+            outcome,
             missed,
             total_time,
         }
@@ -152,11 +136,15 @@ mod tests {
     use crate::client::event::AUDIO_CALL;
     use crate::client::local_store::LocalStore;
 
+    fn user(name: &str) -> UserId {
+        UserId::parse(name).unwrap()
+    }
+
     fn received(id: &str) -> Event {
         Event::OnCallReceived {
             call_id: id.into(),
             room_id: 7,
-            sponsor: "bob".into(),
+            sponsor: "bob".parse().unwrap(),
             user_id_list: vec![],
             is_from_group: false,
             call_media_type: AUDIO_CALL,
@@ -168,8 +156,8 @@ mod tests {
         Event::OnCallCanceled {
             call_id: id.into(),
             room_id: 7,
-            user_id: "alice".into(),
-            reason: reason.into(),
+            user_id: "alice".parse().unwrap(),
+            reason: CancelReason::parse(reason).unwrap(),
             call_media_type: AUDIO_CALL,
             call_role: role,
         }
@@ -187,7 +175,10 @@ mod tests {
         ];
         for (reason, missed, outcome) in cases {
             let mut t = HistoryTracker::default();
-            assert_eq!(t.on_event(1, &received("c")).unwrap().outcome, "ringing");
+            assert_eq!(
+                t.on_event(1, &received("c")).unwrap().outcome,
+                CallOutcome::Ringing
+            );
             let r = t
                 .on_event(2, &canceled("c", reason, CallRole::Called))
                 .unwrap();
@@ -196,7 +187,7 @@ mod tests {
                 (missed, outcome),
                 "{reason}"
             );
-            assert_eq!((r.peers, r.started_at), (vec!["bob".to_string()], 1));
+            assert_eq!((r.peers, r.started_at), (vec![user("bob")], 1));
         }
     }
 
@@ -208,7 +199,7 @@ mod tests {
         let end = Event::CallingEnd {
             call_id: "c1".into(),
             room_id: 7,
-            user_id: "alice".into(),
+            user_id: "alice".parse().unwrap(),
             total_time: 42,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
@@ -219,11 +210,11 @@ mod tests {
             .on_event(71_000, &canceled("c2", "timeout", CallRole::Called))
             .unwrap();
         {
-            let store = LocalStore::open(dir.path(), "alice").unwrap();
+            let store = LocalStore::open(dir.path(), &user("alice")).unwrap();
             store.record_call(&answered).unwrap();
             store.record_call(&missed).unwrap();
         }
-        let store = LocalStore::open(dir.path(), "alice").unwrap();
+        let store = LocalStore::open(dir.path(), &user("alice")).unwrap();
         assert_eq!(
             store.recent_calls(10).unwrap(),
             vec![missed, answered.clone()]

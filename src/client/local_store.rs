@@ -5,11 +5,12 @@
 
 use std::path::Path;
 
+use crate::client::engine::{ChatCommand, Command};
+use crate::client::event::Event;
+use crate::client::history::HistoryTracker;
+use crate::client::records::{CallOutcome, CallRecord, CallRole, Conversation, StoredMessage};
+use crate::ids::UserId;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
-
-use crate::client::event::{CallRole, Event};
-use crate::client::history::{CallRecord, HistoryTracker};
 
 const MIGRATIONS: &[&str] = &[
     // 1: call history.
@@ -39,38 +40,14 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE sync (id INTEGER PRIMARY KEY CHECK (id = 1), high_water INTEGER NOT NULL);",
 ];
 
-/// A message as the local store shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StoredMessage {
-    #[serde(rename = "msgID")]
-    pub msg_id: String,
-    pub from: String,
-    pub to: String,
-    /// Empty once recalled.
-    pub text: String,
-    pub timestamp: u64,
-    pub recalled: bool,
-}
-
-/// One conversation: the other user, its last message, what is unread.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Conversation {
-    #[serde(rename = "userID")]
-    pub user_id: String,
-    pub last_message: StoredMessage,
-    pub unread_count: u64,
-}
-
 pub struct LocalStore {
     conn: Connection,
-    me: String,
+    me: UserId,
 }
 
 impl LocalStore {
     /// Opens (or creates) the store of user `me` in `profile_dir`.
-    pub fn open(profile_dir: &Path, me: &str) -> rusqlite::Result<LocalStore> {
+    pub fn open(profile_dir: &Path, me: &UserId) -> rusqlite::Result<LocalStore> {
         let mut conn = Connection::open(profile_dir.join("local.sqlite3"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -88,7 +65,7 @@ impl LocalStore {
         )?;
         Ok(LocalStore {
             conn,
-            me: me.to_owned(),
+            me: me.clone(),
         })
     }
 
@@ -164,7 +141,7 @@ impl LocalStore {
                 self.conn.execute(
                     "INSERT INTO read_marks (peer, at) VALUES (?1, ?2)
                      ON CONFLICT (peer) DO UPDATE SET at = MAX(at, excluded.at)",
-                    params![user_id, *timestamp as i64],
+                    params![user_id.as_str(), *timestamp as i64],
                 )?;
                 self.advance(*seq)?;
             }
@@ -183,18 +160,26 @@ impl LocalStore {
     fn insert_message(
         &self,
         msg_id: &str,
-        from: &str,
-        to: &str,
+        from: &UserId,
+        to: &UserId,
         text: &str,
         timestamp: u64,
     ) -> rusqlite::Result<()> {
-        let peer = if from == self.me { to } else { from };
+        let peer = if from == &self.me { to } else { from };
         // A message recalled before this device saw it arrives without text.
         let recalled = text.is_empty();
         self.conn.execute(
             "INSERT OR IGNORE INTO messages (msg_id, peer, sender, recipient, text, timestamp, recalled)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![msg_id, peer, from, to, text, timestamp as i64, recalled],
+            params![
+                msg_id,
+                peer.as_str(),
+                from.as_str(),
+                to.as_str(),
+                text,
+                timestamp as i64,
+                recalled
+            ],
         )?;
         Ok(())
     }
@@ -213,7 +198,7 @@ impl LocalStore {
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(Conversation {
-                user_id: r.get(0)?,
+                user_id: user_at(r, 0)?,
                 last_message: message_from(r, 1)?,
                 unread_count: r.get::<_, i64>(7)? as u64,
             })
@@ -225,7 +210,7 @@ impl LocalStore {
     /// the latest), oldest first.
     pub fn messages(
         &self,
-        peer: &str,
+        peer: &UserId,
         count: usize,
         before: Option<u64>,
     ) -> rusqlite::Result<Vec<StoredMessage>> {
@@ -235,17 +220,15 @@ impl LocalStore {
              ORDER BY timestamp DESC, rowid DESC LIMIT ?3",
         )?;
         let before = before.map_or(i64::MAX, |b| b as i64);
-        let rows = stmt.query_map(params![peer, before, count as i64], |r| message_from(r, 0))?;
+        let rows = stmt.query_map(params![peer.as_str(), before, count as i64], |r| {
+            message_from(r, 0)
+        })?;
         let mut out: Vec<StoredMessage> = rows.collect::<Result<_, _>>()?;
         out.reverse();
         Ok(out)
     }
 
     pub fn record_call(&self, r: &CallRecord) -> rusqlite::Result<()> {
-        let role = match r.call_role {
-            CallRole::Caller => "caller",
-            CallRole::Called => "called",
-        };
         // A later record of the same call (its end, or a restart taking it
         // up again without knowing who rang) keeps what the first one knew.
         self.conn.execute(
@@ -261,10 +244,10 @@ impl LocalStore {
             params![
                 r.call_id,
                 r.room_id,
-                role,
-                r.peers.join(","),
+                r.call_role.as_str(),
+                peers_text(&r.peers),
                 r.started_at as i64,
-                r.outcome,
+                r.outcome.as_str(),
                 r.missed,
                 r.total_time as i64
             ],
@@ -280,6 +263,7 @@ impl LocalStore {
         )?;
         let rows = stmt.query_map([count as i64], |row| {
             let peers: String = row.get(3)?;
+            let outcome: String = row.get(5)?;
             Ok(CallRecord {
                 call_id: row.get(0)?,
                 room_id: row.get(1)?,
@@ -288,13 +272,12 @@ impl LocalStore {
                 } else {
                     CallRole::Called
                 },
-                peers: peers
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
+                peers: (peers.split(',').filter(|p| !p.is_empty()))
+                    .map(|p| UserId::parse(p).map_err(|e| bad_column(3, e.message)))
+                    .collect::<Result<_, _>>()?,
                 started_at: row.get::<_, i64>(4)? as u64,
-                outcome: row.get(5)?,
+                outcome: CallOutcome::parse(&outcome)
+                    .ok_or_else(|| bad_column(5, format!("unknown call outcome {outcome:?}")))?,
                 missed: row.get(6)?,
                 total_time: row.get::<_, i64>(7)? as u64,
             })
@@ -308,12 +291,28 @@ impl LocalStore {
 fn message_from(r: &rusqlite::Row, first: usize) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
         msg_id: r.get(first)?,
-        from: r.get(first + 1)?,
-        to: r.get(first + 2)?,
+        from: user_at(r, first + 1)?,
+        to: user_at(r, first + 2)?,
         text: r.get(first + 3)?,
         timestamp: r.get::<_, i64>(first + 4)? as u64,
         recalled: r.get(first + 5)?,
     })
+}
+
+/// A UserID column: written from a validated id, so one that does not
+/// parse is a damaged store.
+fn user_at(r: &rusqlite::Row, i: usize) -> rusqlite::Result<UserId> {
+    let text: String = r.get(i)?;
+    UserId::parse(&text).map_err(|e| bad_column(i, e.message))
+}
+
+fn bad_column(i: usize, why: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, why.into())
+}
+
+fn peers_text(peers: &[UserId]) -> String {
+    let names: Vec<&str> = peers.iter().map(UserId::as_str).collect();
+    names.join(",")
 }
 
 /// The local store on a thread of its own: writes and reads are served in
@@ -330,7 +329,7 @@ enum StoreRequest {
     Apply(Event),
     Recent(usize, Reply<Vec<CallRecord>>),
     Conversations(Reply<Vec<Conversation>>),
-    Messages(String, usize, Option<u64>, Reply<Vec<StoredMessage>>),
+    Messages(UserId, usize, Option<u64>, Reply<Vec<StoredMessage>>),
     HighWater(Reply<u64>),
     /// Answered once everything asked before it is done.
     Flush(Reply<()>),
@@ -401,12 +400,34 @@ impl StoreHandle {
 
     pub async fn messages(
         &self,
-        peer: String,
+        peer: UserId,
         count: usize,
         before: Option<u64>,
     ) -> rusqlite::Result<Vec<StoredMessage>> {
         self.ask(|reply| StoreRequest::Messages(peer, count, before, reply))
             .await
+    }
+
+    /// A page of the conversation with `peer`: what the store has, oldest
+    /// first, and, when it holds fewer than `count`, the request that asks
+    /// the relay (whose answer comes as `MESSAGES` and is kept here, so the
+    /// page is local the next time).
+    pub async fn page(
+        &self,
+        peer: UserId,
+        count: usize,
+        before: Option<u64>,
+    ) -> rusqlite::Result<Page> {
+        let messages = self.messages(peer.clone(), count, before).await?;
+        let ask_relay = (messages.len() < count).then_some(Command::Chat(ChatCommand::History {
+            peer,
+            before,
+            count: count as u32,
+        }));
+        Ok(Page {
+            messages,
+            ask_relay,
+        })
     }
 
     /// Where a new login of this device resumes its chat sync.
@@ -422,6 +443,13 @@ impl StoreHandle {
         let _ = self.tx.send(request(reply));
         answer.await.unwrap_or(Ok(T::default()))
     }
+}
+
+/// A page of a conversation, as `StoreHandle::page` finds it.
+pub struct Page {
+    pub messages: Vec<StoredMessage>,
+    /// Sent when the store holds less than the page.
+    pub ask_relay: Option<Command>,
 }
 
 /// What a front end feeds every event to: it keeps finished calls and chat
@@ -468,8 +496,8 @@ mod tests {
     fn received(id: &str, from: &str, to: &str, text: &str, ts: u64, seq: u64) -> Event {
         Event::MessageReceived {
             msg_id: id.into(),
-            from: from.into(),
-            to: to.into(),
+            from: from.parse().unwrap(),
+            to: to.parse().unwrap(),
             text: text.into(),
             timestamp: ts,
             offline: false,
@@ -480,7 +508,8 @@ mod tests {
     #[test]
     fn conversations_unread_recall_and_high_water() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path(), "alice").unwrap();
+        let bob: UserId = "bob".parse().unwrap();
+        let store = LocalStore::open(dir.path(), &"alice".parse().unwrap()).unwrap();
         assert_eq!(store.high_water().unwrap(), 0);
         store
             .apply(&received("m1", "bob", "alice", "hi", 10, 1))
@@ -508,7 +537,7 @@ mod tests {
         assert_eq!(summary, [("carol", 0, "mine"), ("bob", 2, "there")]);
         store
             .apply(&Event::ConversationRead {
-                user_id: "bob".into(),
+                user_id: "bob".parse().unwrap(),
                 timestamp: 15,
                 seq: 4,
             })
@@ -516,13 +545,12 @@ mod tests {
         store
             .apply(&Event::MessageRecalled {
                 msg_id: "m2".into(),
-                user_id: "bob".into(),
+                user_id: "bob".parse().unwrap(),
                 seq: 5,
             })
             .unwrap();
-        let bob = &store.conversations().unwrap()[1];
-        assert_eq!(bob.unread_count, 0);
-        let msgs = store.messages("bob", 10, None).unwrap();
+        assert_eq!(store.conversations().unwrap()[1].unread_count, 0);
+        let msgs = store.messages(&bob, 10, None).unwrap();
         assert_eq!(
             msgs.iter()
                 .map(|m| (m.msg_id.as_str(), m.recalled))
@@ -530,7 +558,7 @@ mod tests {
             [("m1", false), ("m2", true)]
         );
         assert_eq!(msgs[1].text, "");
-        assert_eq!(store.messages("bob", 1, Some(20)).unwrap()[0].msg_id, "m1");
+        assert_eq!(store.messages(&bob, 1, Some(20)).unwrap()[0].msg_id, "m1");
         assert_eq!(store.high_water().unwrap(), 5);
     }
 }

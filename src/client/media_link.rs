@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
+use crate::client::engine::MediaCommand;
 use crate::client::event::Event;
-use crate::media::pipeline::{Control, MediaHandle, MediaSettings};
+use crate::media::pipeline::{Control, MediaHandle, MediaSettings, Reporter};
+use crate::media::report::MediaReport;
 
 /// Media frames waiting for the socket: 100 ms. More is stale voice.
 const SEND_QUEUE: usize = 5;
@@ -49,16 +51,23 @@ impl MediaLink {
     }
 
     /// What the engine tells the media thread (starting it the first time).
-    pub fn control(&mut self, control: Control) {
-        match &control {
-            Control::Start { .. } => self.in_call = true,
-            Control::Stop => self.in_call = false,
-            _ => {}
-        }
+    pub fn control(&mut self, command: MediaCommand) {
+        let control = match command {
+            MediaCommand::Start { me, room } => {
+                self.in_call = true;
+                Control::Start { me, room }
+            }
+            MediaCommand::Stop => {
+                self.in_call = false;
+                Control::Stop
+            }
+            MediaCommand::Mute(muted) => Control::Mute(muted),
+            MediaCommand::Peers { room, peers } => Control::Peers { room, peers },
+        };
         let (settings, to_send, events) = (&self.settings, &self.to_send, &self.events);
         self.thread
             .get_or_insert_with(|| {
-                MediaHandle::spawn(settings.clone(), to_send.clone(), events.clone())
+                MediaHandle::spawn(settings.clone(), to_send.clone(), reporter(events.clone()))
             })
             .send(control);
     }
@@ -88,4 +97,22 @@ impl MediaLink {
             thread.send(Control::Rtt(sent.elapsed().as_millis() as u64));
         }
     }
+}
+
+/// The media thread's reports, as this device's events.
+fn reporter(events: mpsc::UnboundedSender<Event>) -> Reporter {
+    Box::new(move |report| {
+        let event = match report {
+            MediaReport::Volumes(volume_map) => Event::UserVoiceVolume { volume_map },
+            MediaReport::Network(network_quality_list) => Event::OnUserNetworkQualityChanged {
+                network_quality_list,
+            },
+            MediaReport::Ended { room, stats } => Event::MediaStats {
+                room_id: room,
+                stats,
+            },
+            MediaReport::Failed(error) => Event::error(error, None),
+        };
+        let _ = events.send(event);
+    })
 }

@@ -8,6 +8,7 @@ pub mod history;
 pub mod launcher;
 pub mod local_store;
 mod media_link;
+pub mod records;
 
 use std::path::PathBuf;
 
@@ -16,7 +17,8 @@ use crate::media::pipeline::MediaSettings;
 use crate::profile::{Profile, ProfileError};
 use crate::usersig::{self, Ticket};
 use engine::{Command, EngineConfig};
-use local_store::LocalStore;
+use local_store::{LocalStore, Recorder};
+use tokio::sync::mpsc::UnboundedSender;
 
 /// Everything a front end needs to run a device, after config and flags
 /// are merged.
@@ -59,6 +61,15 @@ impl ClientSettings {
         }
     }
 
+    /// Starts this device's connection task (it connects once logged in).
+    pub fn connect(&self) -> connection::ClientHandle {
+        connection::spawn(
+            self.relay_target(),
+            engine::ClientEngine::new(self.engine_config()),
+            self.media.clone(),
+        )
+    }
+
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             multi_device: self.multi_device,
@@ -79,18 +90,19 @@ impl ClientSettings {
         )
     }
 
-    /// Opens the user's profile (which picks the device id) and its local
-    /// store, and builds the login command, minting a ticket when
-    /// `user_sig` is `None`.
+    /// Logs `user` in on a device started with `connect`: opens the user's
+    /// profile (which picks the device id) and its local store, and sends
+    /// the login, with a ticket minted now when `user_sig` is `None`.
     pub fn login(
         &self,
         user: UserId,
         device: Option<&DeviceId>,
         user_sig: Option<String>,
         now_secs: u64,
+        commands: &UnboundedSender<Command>,
     ) -> Result<DeviceLogin, OpenError> {
         let profile = Profile::open(&self.data_dir, self.app, &user, device)?;
-        let store = LocalStore::open(&profile.dir, user.as_str())
+        let store = LocalStore::open(&profile.dir, &user)
             .map_err(|e| OpenError::Store(profile.dir.display().to_string(), e))?;
         let sync_after = store
             .high_water()
@@ -102,19 +114,19 @@ impl ClientSettings {
             user_sig,
             sync_after,
         };
+        let _ = commands.send(command);
         Ok(DeviceLogin {
-            command,
             profile,
-            store,
+            recorder: Recorder::new(store),
         })
     }
 }
 
 /// What a front end holds for a logged-in user on this device.
 pub struct DeviceLogin {
-    pub command: Command,
     pub profile: Profile,
-    pub store: LocalStore,
+    /// Feed it every event: it keeps the device's calls and chat.
+    pub recorder: Recorder,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,8 @@
 //! on virtual time and are tested as such; [`pipeline`] is the thread that
 //! clocks them every 20 ms, and [`io`] and [`device`] are the sources and
 //! sinks it reads and writes (files, tones, cpal devices). [`ringtone`]
-//! plays while a call rings, on the same device code.
+//! plays while a call rings, on the same device code. [`report`] is what
+//! the thread tells the client.
 
 pub mod codec;
 pub mod device;
@@ -18,6 +19,7 @@ pub mod jitter;
 pub mod level;
 pub mod pipeline;
 pub mod quality;
+pub mod report;
 pub mod resample;
 pub mod ringtone;
 pub mod session;

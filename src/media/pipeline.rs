@@ -1,5 +1,5 @@
 //! The media thread: clocks a call's [`CallMedia`] every 20 ms between its
-//! source and sink, and reports levels and network quality as events.
+//! source and sink, and reports levels and network quality ([`MediaReport`]).
 //!
 //! One thread per client, started with its first call. Between calls it
 //! sleeps on its control channel and holds no device: a softphone does not
@@ -11,15 +11,15 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::{Sender, UnboundedSender};
+use tokio::sync::mpsc::Sender;
 
 use super::codec::CodecSettings;
 use super::device::Counters;
 use super::io::{Sink, Source};
+use super::report::{MediaReport, MediaStats, NetworkQuality, VoiceVolume};
 use super::session::{CallMedia, PeerQuality};
 use super::spec::AudioSpec;
 use super::{FRAME_MS, FRAME_SAMPLES};
-use crate::client::event::{Event, NetworkQuality, VoiceVolume};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
 use crate::protocol::{MediaPeer, RoomId};
@@ -50,6 +50,9 @@ impl Default for MediaSettings {
     }
 }
 
+/// Where the media thread's reports go (called on the media thread).
+pub type Reporter = Box<dyn Fn(MediaReport) + Send>;
+
 /// What the connection task tells the media thread.
 #[derive(Debug, PartialEq)]
 pub enum Control {
@@ -78,11 +81,11 @@ pub struct MediaHandle {
 
 impl MediaHandle {
     /// Starts the thread. Frames to send go to `outgoing` (dropped, and
-    /// counted, when the connection cannot keep up); events to `events`.
+    /// counted, when the connection cannot keep up); what happens to `reporter`.
     pub fn spawn(
         settings: MediaSettings,
         outgoing: Sender<Vec<u8>>,
-        events: UnboundedSender<Event>,
+        reporter: Reporter,
     ) -> MediaHandle {
         let (control, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -91,7 +94,7 @@ impl MediaHandle {
                 Pipeline {
                     settings,
                     outgoing,
-                    events,
+                    reporter,
                     calls: 0,
                     rtt_ms: None,
                 }
@@ -125,7 +128,7 @@ impl Drop for MediaHandle {
 struct Pipeline {
     settings: MediaSettings,
     outgoing: Sender<Vec<u8>>,
-    events: UnboundedSender<Event>,
+    reporter: Reporter,
     /// Calls so far: a WAV sink is appended to after the first.
     calls: u32,
     rtt_ms: Option<u64>,
@@ -235,8 +238,7 @@ impl Pipeline {
             Sink::Device(p) => Some(&p.counters),
             _ => None,
         };
-        let report = Event::MediaStats {
-            room_id: live.media.room(),
+        let stats = MediaStats {
             frames_sent: live.ticks - live.send_drops,
             frames_received: stats.received,
             frames_lost: stats.lost,
@@ -249,11 +251,14 @@ impl Pipeline {
             playback_overruns: count(playback, |c| &c.overruns),
             send_drops: live.send_drops,
         };
-        tracing::info!(?report, "call media ended");
+        tracing::info!(?stats, "call media ended");
         if let Err(e) = live.sink.finish() {
             self.report(e);
         }
-        let _ = self.events.send(report);
+        (self.reporter)(MediaReport::Ended {
+            room: live.media.room(),
+            stats,
+        });
     }
 
     fn tick(&mut self, live: &mut Live) {
@@ -286,12 +291,9 @@ impl Pipeline {
                 .media
                 .take_volumes()
                 .into_iter()
-                .map(|(user, volume)| VoiceVolume {
-                    user_id: user.to_string(),
-                    volume,
-                })
+                .map(|(user_id, volume)| VoiceVolume { user_id, volume })
                 .collect();
-            let _ = self.events.send(Event::UserVoiceVolume { volume_map });
+            (self.reporter)(MediaReport::Volumes(volume_map));
         }
         if live.ticks.is_multiple_of(QUALITY_EVERY) {
             let list = live.media.take_quality(self.rtt_ms);
@@ -301,16 +303,15 @@ impl Pipeline {
                 .collect();
             if grades != live.reported && !list.is_empty() {
                 live.reported = grades;
-                let _ = self.events.send(Event::OnUserNetworkQualityChanged {
-                    network_quality_list: list.into_iter().map(network_quality).collect(),
-                });
+                let list = list.into_iter().map(network_quality).collect();
+                (self.reporter)(MediaReport::Network(list));
             }
         }
     }
 
     fn report(&self, error: Error) {
         tracing::warn!(%error, "media");
-        let _ = self.events.send(Event::error(error, None));
+        (self.reporter)(MediaReport::Failed(error));
     }
 }
 
@@ -345,7 +346,7 @@ fn fallback(e: Error, side: &str) -> Error {
 
 fn network_quality(q: PeerQuality) -> NetworkQuality {
     NetworkQuality {
-        user_id: q.user.to_string(),
+        user_id: q.user,
         quality: q.quality,
         loss_percent: (q.measurement.loss_percent * 10.0).round() / 10.0,
         jitter_ms: q.measurement.jitter_ms.round() as u64,

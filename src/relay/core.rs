@@ -8,6 +8,7 @@
 
 mod calls;
 mod chat;
+pub mod settings;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -16,8 +17,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub use chat::{ChatSnapshot, RESEND_WINDOW_MS, RecentMessage, TimelineRow};
+pub use settings::{AppConfig, RateLimits, Settings};
 
-use crate::config::{AppConfig, RateLimits, RelayConfig};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
 use crate::protocol::{
@@ -204,34 +205,13 @@ impl StoreOp {
     }
 }
 
-/// The relay's settings, as the core needs them.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub apps: HashMap<AppId, AppConfig>,
-    pub session_grace_ms: Millis,
-    pub heartbeat_timeout_ms: Millis,
-    pub login_timeout_ms: Millis,
-    pub rate_limits: RateLimits,
-    /// Encoded entries sent per page of a catch-up (a fraction of what a
-    /// connection may have queued, so that a page never overflows it).
-    pub sync_page_bytes: usize,
-    pub max_call_participants: usize,
-    pub admin_token: Option<String>,
-}
-
-impl From<&RelayConfig> for Settings {
-    fn from(c: &RelayConfig) -> Self {
-        Settings {
-            apps: c.apps.iter().map(|a| (a.id, a.clone())).collect(),
-            session_grace_ms: c.session_grace_secs * 1000,
-            heartbeat_timeout_ms: c.heartbeat_timeout_secs * 1000,
-            login_timeout_ms: c.login_timeout_secs * 1000,
-            rate_limits: c.rate_limits,
-            sync_page_bytes: (c.max_queue_bytes / 4).min(512 * 1024),
-            max_call_participants: c.max_call_participants,
-            admin_token: c.admin_token.clone(),
-        }
-    }
+/// Who a verified login is for.
+struct Login {
+    app: AppId,
+    user: UserId,
+    device: DeviceId,
+    platform: Platform,
+    ticket_expires_at: Millis,
 }
 
 struct Session {
@@ -584,55 +564,6 @@ impl RelayCore {
                 }
                 Ok(())
             }
-            ClientMsg::Logout => self.session_of(conn).map(|sid| {
-                self.end_session(sid);
-                self.send(conn, ServerMsg::LoggedOut);
-            }),
-            ClientMsg::MultiDevice { enable } => self.session_of(conn).map(|sid| {
-                self.sessions.get_mut(&sid).expect("exists").multi_device = enable;
-            }),
-            ClientMsg::Call {
-                invitees,
-                group,
-                timeout_secs,
-            } => self
-                .session_of(conn)
-                .and_then(|sid| self.place_call(now, sid, &invitees, group, timeout_secs)),
-            ClientMsg::Accept { call_id } => self
-                .session_of(conn)
-                .and_then(|sid| self.answer(now, sid, &call_id)),
-            ClientMsg::Reject { call_id } => self
-                .session_of(conn)
-                .and_then(|sid| self.decline(sid, &call_id)),
-            ClientMsg::Ignore { call_id } => self
-                .session_of(conn)
-                .and_then(|sid| self.ignore(sid, &call_id)),
-            ClientMsg::Microphone { on } => self
-                .session_of(conn)
-                .and_then(|sid| self.microphone(sid, on)),
-            ClientMsg::Hangup { call_id } => self
-                .session_of(conn)
-                .and_then(|sid| self.hangup(now, sid, &call_id)),
-            ClientMsg::Invite { call_id, users } => self
-                .session_of(conn)
-                .and_then(|sid| self.invite_more(now, sid, &call_id, &users)),
-            ClientMsg::Join { room } => self
-                .session_of(conn)
-                .and_then(|sid| self.join_room(now, sid, room)),
-            ClientMsg::SendMessage {
-                to,
-                text,
-                client_msg_id,
-            } => self
-                .session_of(conn)
-                .and_then(|sid| self.send_message(now, sid, &to, &text, &client_msg_id)),
-            ClientMsg::RecallMessage { msg_id } => self
-                .session_of(conn)
-                .and_then(|sid| self.recall_message(now, sid, &msg_id)),
-            ClientMsg::MarkRead { peer } => self
-                .session_of(conn)
-                .and_then(|sid| self.mark_read(now, sid, &peer)),
-            ClientMsg::Typing { to } => self.session_of(conn).and_then(|sid| self.typing(sid, &to)),
             ClientMsg::AdminSend {
                 token,
                 app,
@@ -656,27 +587,9 @@ impl RelayCore {
                 .and_then(|(from, to)| {
                     self.admin_send(now, conn, app, &from, &to, &text, include_sender)
                 }),
-            ClientMsg::History {
-                peer,
-                before,
-                count,
-            } => self
+            msg => self
                 .session_of(conn)
-                .and_then(|sid| self.history(sid, &peer, before, count)),
-            ClientMsg::Sync { after } => self
-                .session_of(conn)
-                .and_then(|sid| self.start_sync(now, sid, after)),
-            ClientMsg::ListUsers { subscribe, after } => self.session_of(conn).map(|sid| {
-                let app = self.sessions[&sid].app;
-                let (users, more) = self.users_page(app, after.as_deref());
-                self.send(conn, ServerMsg::Users { users, more });
-                if subscribe {
-                    self.subscribers.entry(app).or_default().insert(conn);
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.subscribed = true;
-                    }
-                }
-            }),
+                .and_then(|sid| self.session_frame(now, conn, sid, msg)),
         };
         if let Err(error) = result {
             self.send(
@@ -687,6 +600,69 @@ impl RelayCore {
                     client_msg_id,
                 },
             );
+        }
+    }
+
+    /// A frame that needs a logged-in session: `sid` is its connection's.
+    fn session_frame(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        sid: SessionId,
+        msg: ClientMsg,
+    ) -> Result<(), Error> {
+        match msg {
+            ClientMsg::Logout => {
+                self.end_session(sid);
+                self.send(conn, ServerMsg::LoggedOut);
+                Ok(())
+            }
+            ClientMsg::MultiDevice { enable } => {
+                self.sessions.get_mut(&sid).expect("exists").multi_device = enable;
+                Ok(())
+            }
+            ClientMsg::Call {
+                invitees,
+                group,
+                timeout_secs,
+            } => self.place_call(now, sid, &invitees, group, timeout_secs),
+            ClientMsg::Accept { call_id } => self.answer(now, sid, &call_id),
+            ClientMsg::Reject { call_id } => self.decline(sid, &call_id),
+            ClientMsg::Ignore { call_id } => self.ignore(sid, &call_id),
+            ClientMsg::Microphone { on } => self.microphone(sid, on),
+            ClientMsg::Hangup { call_id } => self.hangup(now, sid, &call_id),
+            ClientMsg::Invite { call_id, users } => self.invite_more(now, sid, &call_id, &users),
+            ClientMsg::Join { room } => self.join_room(now, sid, room),
+            ClientMsg::SendMessage {
+                to,
+                text,
+                client_msg_id,
+            } => self.send_message(now, sid, &to, &text, &client_msg_id),
+            ClientMsg::RecallMessage { msg_id } => self.recall_message(now, sid, &msg_id),
+            ClientMsg::MarkRead { peer } => self.mark_read(now, sid, &peer),
+            ClientMsg::Typing { to } => self.typing(sid, &to),
+            ClientMsg::History {
+                peer,
+                before,
+                count,
+            } => self.history(sid, &peer, before, count),
+            ClientMsg::Sync { after } => self.start_sync(now, sid, after),
+            ClientMsg::ListUsers { subscribe, after } => {
+                let app = self.sessions[&sid].app;
+                let (users, more) = self.users_page(app, after.as_deref());
+                self.send(conn, ServerMsg::Users { users, more });
+                if subscribe {
+                    self.subscribers.entry(app).or_default().insert(conn);
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.subscribed = true;
+                    }
+                }
+                Ok(())
+            }
+            ClientMsg::Heartbeat
+            | ClientMsg::Login { .. }
+            | ClientMsg::Resume { .. }
+            | ClientMsg::AdminSend { .. } => unreachable!("answered without a session"),
         }
     }
 
@@ -748,30 +724,7 @@ impl RelayCore {
         let user = UserId::parse(user)?;
         let device = DeviceId::parse(device)?;
         let platform = Platform::parse(platform)?;
-        let app_config = self.settings.apps.get(&app).ok_or_else(|| {
-            Error::new(
-                ErrorCode::UnknownApp,
-                format!("this relay hosts no app {app}; check the SDKAppID"),
-            )
-        })?;
-        let limit = app_config.device_limit(&platform) as usize;
-        let ticket = usersig::verify(&app_config.secret, user_sig, app, &user, now / 1000)?;
-        let lifetime = ticket.lifetime.min(app_config.max_ticket_lifetime_secs);
-        let ticket_expires_at = ticket
-            .issued_at
-            .saturating_add(lifetime)
-            .saturating_mul(1000);
-        if ticket_expires_at <= now {
-            return Err(Error::new(
-                ErrorCode::UserSigExpiredRelay,
-                format!(
-                    "the UserSig has expired: this relay honours a ticket for at most {} s \
-                     (max_ticket_lifetime_secs of app {app}); mint a fresh one",
-                    app_config.max_ticket_lifetime_secs
-                ),
-            ));
-        }
-        let max_devices = app_config.max_devices_per_user as usize;
+        let ticket_expires_at = self.check_ticket(now, app, &user, user_sig)?;
 
         // Logging in as someone else on this connection switches accounts:
         // the first user is logged out implicitly.
@@ -781,93 +734,158 @@ impl RelayCore {
                 self.end_session(sid);
             }
         }
-
-        let key = (app, user.clone());
-        let same_device = self
-            .by_user
-            .get(&key)
-            .into_iter()
-            .flatten()
-            .copied()
-            .find(|sid| self.sessions[sid].device == device);
-        let sid = match same_device {
-            Some(sid) => {
-                // The same device again: it keeps its session (and, later,
-                // its calls); another connection holding it is kicked.
-                if let Some(old) = self.sessions[&sid].conn.filter(|&c| c != conn) {
-                    self.evict_conn(
-                        old,
-                        KickReason::SameDevice,
-                        format!("device {device} of {user} logged in on another connection"),
-                    );
-                }
-                self.detached.remove(&sid);
-                let order = self.by_user.get_mut(&key).expect("indexed");
-                order.retain(|&s| s != sid);
-                order.push(sid);
-                let token = self.token();
-                let s = self.sessions.get_mut(&sid).expect("exists");
-                self.by_token.remove(&s.token);
-                s.token = token.clone();
-                s.platform = platform.clone();
-                s.ticket_expires_at = ticket_expires_at;
-                s.attach(Some(conn));
-                self.by_token.insert(token, sid);
-                sid
-            }
-            None => {
-                let of_user = self.by_user.get(&key).into_iter().flatten().copied();
-                let same_platform: Vec<SessionId> = of_user
-                    .filter(|sid| self.sessions[sid].platform == platform)
-                    .collect();
-                self.make_room(
-                    &same_platform,
-                    limit,
-                    &format!(
-                        "{user} logged in on another {platform} device; at most {limit} may be online at once"
-                    ),
-                );
-                // And across platforms, whatever labels they name.
-                let all: Vec<SessionId> = self
-                    .by_user
-                    .get(&key)
-                    .into_iter()
-                    .flatten()
-                    .copied()
-                    .collect();
-                self.make_room(
-                    &all,
-                    max_devices,
-                    &format!("{user} logged in on another device; at most {max_devices} may be online at once"),
-                );
-                let sid = self.next_session;
-                self.next_session += 1;
-                let token = self.token();
-                self.by_token.insert(token.clone(), sid);
-                self.by_user.entry(key).or_default().push(sid);
-                self.sessions.insert(
-                    sid,
-                    Session {
-                        app,
-                        user: user.clone(),
-                        device: device.clone(),
-                        platform: platform.clone(),
-                        token,
-                        conn: Some(conn),
-                        ticket_expires_at,
-                        multi_device: false,
-                        held: VecDeque::new(),
-                        stream: chat::Stream::Unsynced,
-                        buckets: Buckets::new(&self.settings.rate_limits, now),
-                    },
-                );
-                sid
-            }
+        let login = Login {
+            app,
+            user,
+            device,
+            platform,
+            ticket_expires_at,
         };
+        let same_device = (self.sessions_of(app, &login.user).into_iter())
+            .find(|sid| self.sessions[sid].device == login.device);
+        let sid = match same_device {
+            Some(sid) => self.reattach(conn, sid, login),
+            None => self.open_session(now, conn, login),
+        };
+        self.welcome(now, conn, sid);
+        Ok(())
+    }
+
+    /// When the ticket stops being honoured (unix ms), if it is honoured now.
+    fn check_ticket(
+        &self,
+        now: Millis,
+        app: AppId,
+        user: &UserId,
+        user_sig: &str,
+    ) -> Result<Millis, Error> {
+        let app_config = self.settings.apps.get(&app).ok_or_else(|| {
+            Error::new(
+                ErrorCode::UnknownApp,
+                format!("this relay hosts no app {app}; check the SDKAppID"),
+            )
+        })?;
+        let ticket = usersig::verify(&app_config.secret, user_sig, app, user, now / 1000)?;
+        let lifetime = ticket.lifetime.min(app_config.max_ticket_lifetime_secs);
+        let expires_at = ticket
+            .issued_at
+            .saturating_add(lifetime)
+            .saturating_mul(1000);
+        if expires_at <= now {
+            return Err(Error::new(
+                ErrorCode::UserSigExpiredRelay,
+                format!(
+                    "the UserSig has expired: this relay honours a ticket for at most {} s \
+                     (max_ticket_lifetime_secs of app {app}); mint a fresh one",
+                    app_config.max_ticket_lifetime_secs
+                ),
+            ));
+        }
+        Ok(expires_at)
+    }
+
+    /// The same device again: it keeps its session (and, later, its calls);
+    /// another connection holding it is kicked.
+    fn reattach(&mut self, conn: ConnId, sid: SessionId, login: Login) -> SessionId {
+        let Login {
+            app,
+            user,
+            device,
+            platform,
+            ticket_expires_at,
+        } = login;
+        if let Some(old) = self.sessions[&sid].conn.filter(|&c| c != conn) {
+            self.evict_conn(
+                old,
+                KickReason::SameDevice,
+                format!("device {device} of {user} logged in on another connection"),
+            );
+        }
+        self.detached.remove(&sid);
+        let order = self.by_user.get_mut(&(app, user)).expect("indexed");
+        order.retain(|&s| s != sid);
+        order.push(sid);
+        let token = self.token();
+        let s = self.sessions.get_mut(&sid).expect("exists");
+        self.by_token.remove(&s.token);
+        s.token = token.clone();
+        s.platform = platform;
+        s.ticket_expires_at = ticket_expires_at;
+        s.attach(Some(conn));
+        self.by_token.insert(token, sid);
+        sid
+    }
+
+    /// A new device: the earliest of the user's devices make room for it
+    /// when it would go over the app's limits.
+    fn open_session(&mut self, now: Millis, conn: ConnId, login: Login) -> SessionId {
+        let Login {
+            app,
+            user,
+            device,
+            platform,
+            ticket_expires_at,
+        } = login;
+        let app_config = self.app_config(app);
+        let limit = app_config.device_limit(&platform) as usize;
+        let max_devices = app_config.max_devices_per_user as usize;
+        let same_platform: Vec<SessionId> = (self.sessions_of(app, &user).into_iter())
+            .filter(|sid| self.sessions[sid].platform == platform)
+            .collect();
+        self.make_room(
+            &same_platform,
+            limit,
+            &format!(
+                "{user} logged in on another {platform} device; at most {limit} may be online at once"
+            ),
+        );
+        // And across platforms, whatever labels they name.
+        let all = self.sessions_of(app, &user);
+        self.make_room(
+            &all,
+            max_devices,
+            &format!(
+                "{user} logged in on another device; at most {max_devices} may be online at once"
+            ),
+        );
+        let sid = self.next_session;
+        self.next_session += 1;
+        let token = self.token();
+        self.by_token.insert(token.clone(), sid);
+        self.by_user
+            .entry((app, user.clone()))
+            .or_default()
+            .push(sid);
+        self.sessions.insert(
+            sid,
+            Session {
+                app,
+                user,
+                device,
+                platform,
+                token,
+                conn: Some(conn),
+                ticket_expires_at,
+                multi_device: false,
+                held: VecDeque::new(),
+                stream: chat::Stream::Unsynced,
+                buckets: Buckets::new(&self.settings.rate_limits, now),
+            },
+        );
+        sid
+    }
+
+    /// A login accepted: the device hears so, then what it missed, and the
+    /// others see it online.
+    fn welcome(&mut self, now: Millis, conn: ConnId, sid: SessionId) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(sid);
             c.ever_logged_in = true;
         }
+        let s = &self.sessions[&sid];
+        let (app, user, device, platform) =
+            (s.app, s.user.clone(), s.device.clone(), s.platform.clone());
+        let (session, ticket_expires_at) = (s.token.clone(), s.ticket_expires_at);
         self.schedule(ticket_expires_at, Timer::TicketExpiry(sid));
         if self.known.entry(app).or_default().insert(user.clone()) {
             tracing::info!(app, %user, "new user");
@@ -879,7 +897,6 @@ impl RelayCore {
             platform,
             at: now,
         }));
-        let session = self.sessions[&sid].token.clone();
         self.send(
             conn,
             ServerMsg::LoginOk {
@@ -893,7 +910,6 @@ impl RelayCore {
         self.broadcast_presence(app, &user);
         self.calls_on_online(sid);
         self.send_call_state(sid);
-        Ok(())
     }
 
     fn resume(&mut self, now: Millis, conn: ConnId, token: &str) -> Result<(), Error> {

@@ -4,6 +4,7 @@
 //! local store and clock together, and carries out the model's effects.
 
 pub mod keymap;
+mod layout;
 mod overlays;
 pub mod state;
 #[cfg(test)]
@@ -17,10 +18,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::client::ClientSettings;
-use crate::client::connection::{self, ClientHandle};
-use crate::client::engine::{ClientEngine, Command};
-use crate::client::history::CallRecord;
-use crate::client::local_store::{Conversation, Recorder, StoreHandle, StoredMessage};
+use crate::client::connection::ClientHandle;
+use crate::client::engine::Command;
+use crate::client::local_store::StoreHandle;
+use crate::client::records::CallRecord;
+use crate::client::records::{Conversation, StoredMessage};
 use crate::ids::{DeviceId, UserId};
 use crate::media::ringtone::Ringtone;
 use crate::time::unix_millis;
@@ -41,10 +43,13 @@ pub struct TuiOptions {
     pub banner: Vec<String>,
 }
 
+/// Messages of a conversation read when it opens.
+const PAGE: usize = 500;
+
 /// Answers from the local store, back into the loop.
 enum Loaded {
     Conversations(Vec<Conversation>),
-    Messages(String, Vec<StoredMessage>),
+    Messages(UserId, Vec<StoredMessage>),
     History(Vec<CallRecord>),
 }
 
@@ -61,31 +66,26 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         ringtone,
         banner,
     } = options;
+    let ClientHandle {
+        commands,
+        mut events,
+    } = settings.connect();
     let login = settings
         .login(
             user.clone(),
             device.as_ref(),
             user_sig.clone(),
             unix_millis() / 1000,
+            &commands,
         )
         .map_err(std::io::Error::other)?;
-    let profile = login.profile;
+    let (profile, mut recorder) = (login.profile, login.recorder);
     let again = LoginAgain {
         settings: settings.clone(),
         user: user.clone(),
         device: profile.device.clone(),
         user_sig,
     };
-    let mut recorder = Recorder::new(login.store);
-    let ClientHandle {
-        commands,
-        mut events,
-    } = connection::spawn(
-        settings.relay_target(),
-        ClientEngine::new(settings.engine_config()),
-        settings.media.clone(),
-    );
-    let _ = commands.send(login.command);
 
     let mut model = Model::new(
         user,
@@ -250,9 +250,13 @@ impl Shell<'_> {
                 }
                 Effect::LoadMessages(peer) => {
                     let (store, loaded) = (self.store.clone(), self.loaded.clone());
+                    let commands = self.commands.clone();
                     tokio::spawn(async move {
-                        if let Ok(m) = store.messages(peer.to_string(), 500, None).await {
-                            let _ = loaded.send(Loaded::Messages(peer.to_string(), m));
+                        if let Ok(page) = store.page(peer.clone(), PAGE, None).await {
+                            let _ = loaded.send(Loaded::Messages(peer, page.messages));
+                            if let Some(command) = page.ask_relay {
+                                let _ = commands.send(command);
+                            }
                         }
                     });
                 }

@@ -8,8 +8,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
 use crate::tui::keymap::{Action, Context};
+use crate::tui::layout::{MIN_HEIGHT, MIN_WIDTH, centered, elapsed};
 use crate::tui::state::{LogLine, Model};
-use crate::tui::view::{MIN_HEIGHT, MIN_WIDTH, centered, elapsed};
 
 /// The help's sections, in the order a user meets them.
 const SECTIONS: [Context; 9] = [

@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind};
 
 use crate::client::engine::{CallCommand, ChatCommand, Command};
-use crate::client::event::{CallRole, Event, LinkState, LoginStatus, Quality, UserView};
-use crate::client::history::CallRecord;
-use crate::client::local_store::{Conversation, StoredMessage};
+use crate::client::event::{CallRole, Event, LinkState, LoginStatus, UserView};
+use crate::client::records::{CallRecord, Conversation, StoredMessage};
 use crate::error::ErrorCode;
 use crate::ids::{DeviceId, Platform, UserId};
+use crate::media::quality::Quality;
+use crate::protocol::CancelReason;
 use crate::tui::keymap::{Action, Context, Key, Keymap};
 
 /// Engine events kept for the event log.
@@ -60,9 +61,9 @@ pub struct LogLine {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Incoming {
     pub call_id: String,
-    pub sponsor: String,
+    pub sponsor: UserId,
     /// The others invited with this device's user (a group call).
-    pub others: Vec<String>,
+    pub others: Vec<UserId>,
     pub group: bool,
     pub since: u64,
 }
@@ -74,9 +75,9 @@ pub struct ActiveCall {
     pub room: u32,
     pub role: CallRole,
     /// Who else is in the call now.
-    pub participants: Vec<String>,
+    pub participants: Vec<UserId>,
     /// Invited and not answered yet.
-    pub ringing: Vec<String>,
+    pub ringing: Vec<UserId>,
     /// When this device entered the call; `None` while dialing.
     pub began_at: Option<u64>,
     /// This device's microphone is closed.
@@ -84,7 +85,7 @@ pub struct ActiveCall {
     /// This device's own voice level, 0 to 100.
     pub my_volume: u8,
     /// What the media reports of each other participant.
-    pub audio: BTreeMap<String, PeerAudio>,
+    pub audio: BTreeMap<UserId, PeerAudio>,
 }
 
 /// A participant's voice as this device hears it.
@@ -128,13 +129,13 @@ pub struct Model {
     /// A passing notice, and when it was raised.
     pub notice: Option<(String, u64)>,
     pub users: Vec<UserView>,
-    pub unread: HashMap<String, u64>,
+    pub unread: HashMap<UserId, u64>,
     pub focus: Pane,
     pub selected: usize,
     /// The conversation shown, and its messages, oldest first.
-    pub open_peer: Option<String>,
+    pub open_peer: Option<UserId>,
     pub messages: Vec<StoredMessage>,
-    pub typing: Option<(String, u64)>,
+    pub typing: Option<(UserId, u64)>,
     /// The message being written, while writing.
     pub compose: Option<String>,
     pub incoming: Vec<Incoming>,
@@ -194,10 +195,10 @@ impl Model {
 
     /// The other users, as the contacts pane lists them.
     pub fn contacts(&self) -> impl Iterator<Item = &UserView> {
-        self.users.iter().filter(|u| u.user != self.me.as_str())
+        self.users.iter().filter(|u| u.user != self.me)
     }
 
-    fn selected_contact(&self) -> Option<String> {
+    fn selected_contact(&self) -> Option<UserId> {
         self.contacts().nth(self.selected).map(|u| u.user.clone())
     }
 
@@ -339,7 +340,6 @@ impl Model {
     }
 
     fn act(&mut self, action: Action, now: u64) -> Vec<Effect> {
-        let ringing = self.incoming.first().map(|c| Some(c.call_id.clone()));
         match action {
             Action::Quit => vec![Effect::Quit],
             Action::Help => {
@@ -406,7 +406,7 @@ impl Model {
                 let text = self.compose.take().unwrap_or_default();
                 match (&self.open_peer, text.trim().is_empty()) {
                     (Some(peer), false) => vec![Effect::Engine(Command::Chat(ChatCommand::Send {
-                        to: UserId::parse(peer).expect("contacts are valid users"),
+                        to: peer.clone(),
                         text,
                         client_msg_id: None,
                     }))],
@@ -417,6 +417,19 @@ impl Model {
                 self.compose = None;
                 Vec::new()
             }
+            Action::Call
+            | Action::Accept
+            | Action::Decline
+            | Action::Ignore
+            | Action::Invite
+            | Action::Mute
+            | Action::Hangup => self.call_action(action, now),
+        }
+    }
+
+    fn call_action(&mut self, action: Action, now: u64) -> Vec<Effect> {
+        let ringing = self.incoming.first().map(|c| Some(c.call_id.clone()));
+        match action {
             Action::Call => {
                 let peer = match self.focus {
                     Pane::History => self
@@ -426,7 +439,7 @@ impl Model {
                     Pane::Conversation => self.open_peer.clone(),
                     _ => self.selected_contact(),
                 };
-                match peer.and_then(|p| UserId::parse(&p).ok()) {
+                match peer {
                     _ if self.status != LoginStatus::Logined => {
                         self.notice = Some(("not logged in yet: no calls".into(), now));
                         Vec::new()
@@ -454,7 +467,7 @@ impl Model {
             Action::Invite => match (&self.call, self.selected_contact()) {
                 (Some(call), Some(peer)) if call.began_at.is_some() => {
                     vec![Effect::Engine(Command::Call(CallCommand::Invite {
-                        users: vec![UserId::parse(&peer).expect("contacts are valid users")],
+                        users: vec![peer],
                     }))]
                 }
                 _ => {
@@ -480,21 +493,20 @@ impl Model {
                 }))],
                 None => Vec::new(),
             },
+            _ => Vec::new(),
         }
     }
 
-    fn open(&mut self, peer: String) -> Vec<Effect> {
+    fn open(&mut self, peer: UserId) -> Vec<Effect> {
         self.focus = Pane::Conversation;
-        let user = UserId::parse(&peer).expect("contacts are valid users");
-        let changed = self.open_peer.as_deref() != Some(peer.as_str());
-        self.open_peer = Some(peer.clone());
-        if changed {
+        if self.open_peer.as_ref() != Some(&peer) {
             self.messages.clear();
         }
-        let mut effects = vec![Effect::LoadMessages(user.clone())];
+        self.open_peer = Some(peer.clone());
+        let mut effects = vec![Effect::LoadMessages(peer.clone())];
         if self.unread.get(&peer).is_some_and(|n| *n > 0) {
             effects.push(Effect::Engine(Command::Chat(ChatCommand::MarkRead {
-                peer: user,
+                peer,
             })));
         }
         effects
@@ -508,14 +520,16 @@ impl Model {
             .collect();
     }
 
-    /// The local store's page of a conversation. Messages that arrived live
-    /// while the page was read are kept: the read may predate their write.
-    pub fn on_messages(&mut self, peer: &str, messages: Vec<StoredMessage>) {
-        if self.open_peer.as_deref() != Some(peer) {
+    /// A page of a conversation, from the local store or the relay: it
+    /// updates the messages shown, and what is shown already and not in it
+    /// stays (messages that arrived live while the page was read, the other
+    /// source's page).
+    pub fn on_messages(&mut self, peer: &UserId, messages: Vec<StoredMessage>) {
+        if self.open_peer.as_ref() != Some(peer) {
             return;
         }
-        let live = std::mem::replace(&mut self.messages, messages);
-        for m in live {
+        let shown = std::mem::replace(&mut self.messages, messages);
+        for m in shown {
             if !self.messages.iter().any(|s| s.msg_id == m.msg_id) {
                 self.messages.push(m);
             }
@@ -531,8 +545,36 @@ impl Model {
     }
 
     pub fn on_engine(&mut self, event: Event, now: u64) -> Vec<Effect> {
-        let mut effects = Vec::new();
         self.log_event(&event, now);
+        match event {
+            Event::OnCallReceived { .. }
+            | Event::CallDialing { .. }
+            | Event::OnCallBegin { .. }
+            | Event::OnCallCanceled { .. }
+            | Event::CallingEnd { .. }
+            | Event::UserAccept { .. }
+            | Event::UserEnter { .. }
+            | Event::UserLeave { .. }
+            | Event::Reject { .. }
+            | Event::LineBusy { .. }
+            | Event::NoResp { .. }
+            | Event::GroupCallInviteeListUpdate { .. }
+            | Event::UserVoiceVolume { .. }
+            | Event::UserAudioAvailable { .. }
+            | Event::OnUserNetworkQualityChanged { .. } => self.on_call_event(event, now),
+            Event::MessageReceived { .. }
+            | Event::MessageSent { .. }
+            | Event::MessageRecalled { .. }
+            | Event::ConversationRead { .. }
+            | Event::Messages { .. }
+            | Event::Typing { .. } => self.on_chat_event(event, now),
+            _ => self.on_session_event(event, now),
+        }
+    }
+
+    /// Login, the link, users and errors.
+    fn on_session_event(&mut self, event: Event, now: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
         match event {
             Event::SdkReady => {
                 self.alert = None;
@@ -581,6 +623,15 @@ impl Model {
                 self.alert = Some(message);
             }
             Event::Error { message, .. } => self.alert = Some(message),
+            _ => {}
+        }
+        effects
+    }
+
+    /// Calls ringing, placed and connected, and their media.
+    fn on_call_event(&mut self, event: Event, now: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match event {
             Event::OnCallReceived {
                 call_id,
                 sponsor,
@@ -637,15 +688,14 @@ impl Model {
                     .map(|i| self.incoming.remove(i));
                 let ours = self.call.as_ref().is_some_and(|c| c.call_id == call_id);
                 let text = match (from, ours) {
-                    (Some(c), _) => Some(incoming_stopped(&reason, &c.sponsor)),
+                    (Some(c), _) => Some(incoming_stopped(reason, &c.sponsor)),
                     (None, true) => {
                         let who = self
                             .call
-                            .as_ref()
-                            .map(|c| c.ringing.join(", "))
+                            .take()
+                            .map(|c| names(&c.ringing))
                             .unwrap_or_default();
-                        self.call = None;
-                        outgoing_stopped(&reason, &who)
+                        outgoing_stopped(reason, &who)
                     }
                     (None, false) => None,
                 };
@@ -702,7 +752,7 @@ impl Model {
             Event::UserVoiceVolume { volume_map } => {
                 if let Some(call) = self.call.as_mut() {
                     for v in volume_map {
-                        if v.user_id == self.me.as_str() {
+                        if v.user_id == self.me {
                             call.my_volume = v.volume;
                         } else {
                             call.audio.entry(v.user_id).or_default().volume = v.volume;
@@ -727,6 +777,15 @@ impl Model {
                     }
                 }
             }
+            _ => {}
+        }
+        effects
+    }
+
+    /// Messages, read marks and typing.
+    fn on_chat_event(&mut self, event: Event, now: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match event {
             Event::MessageReceived {
                 msg_id,
                 from,
@@ -735,32 +794,17 @@ impl Model {
                 timestamp,
                 ..
             } => {
-                let peer = if from == self.me.as_str() {
-                    to.clone()
-                } else {
-                    from.clone()
-                };
                 if self.typing.as_ref().is_some_and(|(who, _)| *who == from) {
                     self.typing = None;
                 }
-                self.show_message(
-                    &peer,
-                    StoredMessage {
-                        recalled: text.is_empty(),
-                        msg_id,
-                        from,
-                        to,
-                        text,
-                        timestamp,
-                    },
-                );
+                let message = StoredMessage::new(msg_id, from, to, text, timestamp);
+                let peer = message.peer(&self.me).clone();
+                self.show_message(message);
                 effects.push(Effect::LoadConversations);
                 // Reading it here, now: the other devices clear it too.
-                if self.open_peer.as_deref() == Some(peer.as_str())
-                    && self.focus == Pane::Conversation
-                {
+                if self.open_peer.as_ref() == Some(&peer) && self.focus == Pane::Conversation {
                     effects.push(Effect::Engine(Command::Chat(ChatCommand::MarkRead {
-                        peer: UserId::parse(&peer).expect("valid"),
+                        peer,
                     })));
                 }
             }
@@ -771,18 +815,8 @@ impl Model {
                 timestamp,
                 ..
             } => {
-                let from = self.me.to_string();
-                self.show_message(
-                    &to.clone(),
-                    StoredMessage {
-                        msg_id,
-                        from,
-                        to,
-                        text,
-                        timestamp,
-                        recalled: false,
-                    },
-                );
+                let from = self.me.clone();
+                self.show_message(StoredMessage::new(msg_id, from, to, text, timestamp));
                 effects.push(Effect::LoadConversations);
             }
             Event::MessageRecalled { msg_id, .. } => {
@@ -793,6 +827,8 @@ impl Model {
                 effects.push(Effect::LoadConversations);
             }
             Event::ConversationRead { .. } => effects.push(Effect::LoadConversations),
+            // The relay's page of a conversation the local store lacked.
+            Event::Messages { user_id, messages } => self.on_messages(&user_id, messages),
             Event::Typing { user_id } => self.typing = Some((user_id, now)),
             _ => {}
         }
@@ -806,8 +842,8 @@ impl Model {
         self.compose = None;
     }
 
-    fn show_message(&mut self, peer: &str, message: StoredMessage) {
-        if self.open_peer.as_deref() == Some(peer)
+    fn show_message(&mut self, message: StoredMessage) {
+        if self.open_peer.as_ref() == Some(message.peer(&self.me))
             && !self.messages.iter().any(|m| m.msg_id == message.msg_id)
         {
             self.messages.push(message);
@@ -839,29 +875,41 @@ fn step(i: usize, n: usize, down: bool) -> usize {
 }
 
 /// What the incoming-call pane says when it closes, by reason.
-fn incoming_stopped(reason: &str, sponsor: &str) -> String {
+fn incoming_stopped(reason: CancelReason, sponsor: &UserId) -> String {
     match reason {
-        "answered_elsewhere" => format!("call from {sponsor} answered on another device"),
-        "declined_elsewhere" => format!("call from {sponsor} declined on another device"),
-        "declined" => format!("declined the call from {sponsor}"),
-        "caller_canceled" => format!("{sponsor} hung up before you answered"),
-        "timeout" => format!("missed call from {sponsor}"),
-        "call_ended" => format!("the call from {sponsor} ended"),
-        "signed_out" => format!("signed out while {sponsor} was calling"),
-        "ignored" => format!("ignored the call from {sponsor}; your other devices may still ring"),
-        other => format!("call from {sponsor}: {other}"),
+        CancelReason::AnsweredElsewhere => {
+            format!("call from {sponsor} answered on another device")
+        }
+        CancelReason::DeclinedElsewhere => {
+            format!("call from {sponsor} declined on another device")
+        }
+        CancelReason::Declined => format!("declined the call from {sponsor}"),
+        CancelReason::CallerCanceled => format!("{sponsor} hung up before you answered"),
+        CancelReason::Timeout => format!("missed call from {sponsor}"),
+        CancelReason::CallEnded => format!("the call from {sponsor} ended"),
+        CancelReason::SignedOut => format!("signed out while {sponsor} was calling"),
+        CancelReason::Ignored => {
+            format!("ignored the call from {sponsor}; your other devices may still ring")
+        }
+        CancelReason::Busy => format!("call from {sponsor}: busy"),
     }
 }
 
 /// What the status says when an outgoing call stops before it connects.
-fn outgoing_stopped(reason: &str, who: &str) -> Option<String> {
+fn outgoing_stopped(reason: CancelReason, who: &str) -> Option<String> {
     Some(match reason {
-        "declined" => format!("{who} declined"),
-        "timeout" => format!("no answer from {who}"),
-        "busy" => format!("{who} is in another call"),
-        "caller_canceled" => "call canceled".to_owned(),
+        CancelReason::Declined => format!("{who} declined"),
+        CancelReason::Timeout => format!("no answer from {who}"),
+        CancelReason::Busy => format!("{who} is in another call"),
+        CancelReason::CallerCanceled => "call canceled".to_owned(),
         other => format!("call stopped: {other}"),
     })
+}
+
+/// Users as one line: `bob, carol`.
+pub fn names(users: &[UserId]) -> String {
+    let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+    names.join(", ")
 }
 
 /// `M:SS` or `H:MM:SS`.

@@ -11,12 +11,15 @@ use super::state::{Effect, Model, Pane};
 use super::view;
 use crate::client::engine::{CallCommand, ChatCommand, Command};
 use crate::client::event::{
-    AUDIO_CALL, CallRole, DeviceView, Event, LinkState, LoginStatus, NetworkQuality, Quality,
-    UserView, VoiceVolume,
+    AUDIO_CALL, CallRole, DeviceView, Event, LinkState, LoginStatus, NetworkQuality, UserView,
+    VoiceVolume,
 };
-use crate::client::history::CallRecord;
-use crate::client::local_store::StoredMessage;
+use crate::client::records::CallOutcome;
+use crate::client::records::CallRecord;
+use crate::client::records::StoredMessage;
 use crate::ids::{DeviceId, Platform, UserId};
+use crate::media::quality::Quality;
+use crate::protocol::{CancelReason, KickReason};
 
 /// 2026-11-23 12:00:00 UTC.
 const T0: u64 = 1_795_435_200_000;
@@ -44,11 +47,11 @@ fn model() -> Model {
 
 fn user(name: &str, devices: usize) -> UserView {
     UserView {
-        user: name.into(),
+        user: name.parse().unwrap(),
         devices: (0..devices)
             .map(|k| DeviceView {
-                device: format!("d{k}"),
-                platform: "terminal".into(),
+                device: format!("d{k}").parse().unwrap(),
+                platform: "terminal".parse().unwrap(),
             })
             .collect(),
         // dave is busy in a call.
@@ -64,15 +67,15 @@ fn with_contacts(mut m: Model) -> Model {
         user("dave", 3),
     ];
     m.on_engine(Event::Users { users }, T0 + 30);
-    m.unread.insert("carol".into(), 2);
+    m.unread.insert("carol".parse().unwrap(), 2);
     m
 }
 
 fn message(from: &str, to: &str, text: &str, minute: u64) -> StoredMessage {
     StoredMessage {
         msg_id: format!("{from}-{minute}"),
-        from: from.into(),
-        to: to.into(),
+        from: from.parse().unwrap(),
+        to: to.parse().unwrap(),
         text: text.into(),
         timestamp: T0 + minute * 60_000,
         recalled: false,
@@ -90,7 +93,7 @@ fn with_conversation(m: Model) -> Model {
     ];
     messages[2].recalled = true;
     messages[2].text.clear();
-    m.on_messages("bob", messages);
+    m.on_messages(&"bob".parse().unwrap(), messages);
     m.on_history(vec![
         record("bob", CallRole::Called, "answered", false, 754),
         record("carol", CallRole::Called, "missed", true, 0),
@@ -104,9 +107,9 @@ fn record(peer: &str, role: CallRole, outcome: &str, missed: bool, total_time: u
         call_id: format!("c-{peer}"),
         room_id: 7,
         call_role: role,
-        peers: vec![peer.into()],
+        peers: vec![peer.parse().unwrap()],
         started_at: T0,
-        outcome: outcome.into(),
+        outcome: CallOutcome::parse(outcome).unwrap(),
         missed,
         total_time,
     }
@@ -117,9 +120,9 @@ fn ringing(m: &mut Model, group: bool) {
         Event::OnCallReceived {
             call_id: "c1".into(),
             room_id: 4_242,
-            sponsor: "bob".into(),
+            sponsor: "bob".parse().unwrap(),
             user_id_list: if group {
-                vec!["carol".into(), "dave".into()]
+                vec!["carol".parse().unwrap(), "dave".parse().unwrap()]
             } else {
                 vec![]
             },
@@ -160,7 +163,7 @@ fn snapshot_chat_with_history_and_unread() {
     let mut m = with_conversation(model());
     m.on_engine(
         Event::Typing {
-            user_id: "bob".into(),
+            user_id: "bob".parse().unwrap(),
         },
         T0 + 4_900,
     );
@@ -189,8 +192,8 @@ fn snapshot_answered_elsewhere() {
         Event::OnCallCanceled {
             call_id: "c1".into(),
             room_id: 4_242,
-            user_id: "alice".into(),
-            reason: "answered_elsewhere".into(),
+            user_id: "alice".parse().unwrap(),
+            reason: CancelReason::parse("answered_elsewhere").unwrap(),
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
         },
@@ -206,7 +209,7 @@ fn snapshot_in_a_group_call() {
         Event::CallDialing {
             call_id: "c2".into(),
             room_id: 99,
-            user_id_list: vec!["bob".into(), "dave".into()],
+            user_id_list: vec!["bob".parse().unwrap(), "dave".parse().unwrap()],
             is_from_group: true,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Caller,
@@ -216,7 +219,7 @@ fn snapshot_in_a_group_call() {
     for e in [
         Event::UserAccept {
             call_id: "c2".into(),
-            user_id: "bob".into(),
+            user_id: "bob".parse().unwrap(),
         },
         Event::OnCallBegin {
             call_id: "c2".into(),
@@ -227,18 +230,18 @@ fn snapshot_in_a_group_call() {
         Event::UserVoiceVolume {
             volume_map: vec![
                 VoiceVolume {
-                    user_id: "alice".into(),
+                    user_id: "alice".parse().unwrap(),
                     volume: 35,
                 },
                 VoiceVolume {
-                    user_id: "bob".into(),
+                    user_id: "bob".parse().unwrap(),
                     volume: 72,
                 },
             ],
         },
         Event::OnUserNetworkQualityChanged {
             network_quality_list: vec![NetworkQuality {
-                user_id: "bob".into(),
+                user_id: "bob".parse().unwrap(),
                 quality: Quality::Poor,
                 loss_percent: 6.0,
                 jitter_ms: 30,
@@ -246,7 +249,7 @@ fn snapshot_in_a_group_call() {
             }],
         },
         Event::UserAudioAvailable {
-            user_id: "bob".into(),
+            user_id: "bob".parse().unwrap(),
             is_audio_available: false,
         },
     ] {
@@ -360,7 +363,7 @@ fn c_calls_the_selected_contact_and_h_hangs_up_from_any_pane() {
         Event::CallDialing {
             call_id: "c9".into(),
             room_id: 1,
-            user_id_list: vec!["bob".into()],
+            user_id_list: vec!["bob".parse().unwrap()],
             is_from_group: false,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Caller,
@@ -384,7 +387,7 @@ fn an_incoming_call_rings_the_bell() {
         Event::OnCallReceived {
             call_id: "c1".into(),
             room_id: 1,
-            sponsor: "bob".into(),
+            sponsor: "bob".parse().unwrap(),
             user_id_list: vec![],
             is_from_group: false,
             call_media_type: AUDIO_CALL,
@@ -402,8 +405,8 @@ fn a_message_that_arrives_while_the_conversation_loads_stays_on_screen() {
     m.on_engine(
         Event::MessageReceived {
             msg_id: "live".into(),
-            from: "bob".into(),
-            to: "alice".into(),
+            from: "bob".parse().unwrap(),
+            to: "alice".parse().unwrap(),
             text: "just now".into(),
             timestamp: T0 + 60_000,
             offline: false,
@@ -413,9 +416,47 @@ fn a_message_that_arrives_while_the_conversation_loads_stays_on_screen() {
     );
     // The store's page was read before the live message was written.
     let peer = m.open_peer.clone().unwrap();
-    m.on_messages(&peer, vec![message(&peer, "alice", "earlier", 1)]);
+    m.on_messages(&peer, vec![message(peer.as_str(), "alice", "earlier", 1)]);
     let texts: Vec<&str> = m.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["earlier", "just now"]);
+}
+
+#[test]
+fn the_relays_page_joins_what_the_local_store_had() {
+    let mut m = with_conversation(model());
+    let bob: UserId = "bob".parse().unwrap();
+    let mut older = vec![
+        message("alice", "bob", "from before this device", 0),
+        message("bob", "alice", "this one was a typo", 3),
+    ];
+    older[1].msg_id = m.messages[2].msg_id.clone();
+    m.on_engine(
+        Event::Messages {
+            user_id: bob,
+            messages: older,
+        },
+        T0 + 50,
+    );
+    let texts: Vec<&str> = m.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "from before this device",
+            "are you joining the standup?",
+            "yes, two minutes",
+            "this one was a typo",
+            "great, calling you"
+        ]
+    );
+    // Another conversation's page changes nothing here.
+    m.on_engine(
+        Event::Messages {
+            user_id: "carol".parse().unwrap(),
+            messages: vec![message("carol", "alice", "hi", 5)],
+        },
+        T0 + 60,
+    );
+    assert_eq!(m.messages.len(), 5);
 }
 
 fn dialing(m: &mut Model) {
@@ -423,7 +464,7 @@ fn dialing(m: &mut Model) {
         Event::CallDialing {
             call_id: "c9".into(),
             room_id: 1,
-            user_id_list: vec!["bob".into()],
+            user_id_list: vec!["bob".parse().unwrap()],
             is_from_group: false,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Caller,
@@ -442,7 +483,7 @@ fn snapshot_kicked_out_offers_a_new_login_and_nothing_that_needs_one() {
     let mut m = with_conversation(model());
     m.on_engine(
         Event::KickedOut {
-            reason: "device_limit".into(),
+            reason: KickReason::DeviceLimit,
             message: "alice logged in on another terminal device; at most 3 may be online at once"
                 .into(),
         },
@@ -503,7 +544,7 @@ fn snapshot_a_no_audio_error_leaves_the_keys_in_view() {
     m.on_engine(
         Event::UserAccept {
             call_id: "c9".into(),
-            user_id: "bob".into(),
+            user_id: "bob".parse().unwrap(),
         },
         T0 + 2_000,
     );
@@ -570,7 +611,7 @@ fn snapshot_an_event_shown_whole() {
     m.on_engine(
         Event::OnUserNetworkQualityChanged {
             network_quality_list: vec![NetworkQuality {
-                user_id: "bob".into(),
+                user_id: "bob".parse().unwrap(),
                 quality: Quality::Poor,
                 loss_percent: 6.0,
                 jitter_ms: 30,
@@ -638,8 +679,8 @@ fn ignoring_a_call_says_the_other_devices_may_still_ring() {
         Event::OnCallCanceled {
             call_id: "c1".into(),
             room_id: 4_242,
-            user_id: "alice".into(),
-            reason: "ignored".into(),
+            user_id: "alice".parse().unwrap(),
+            reason: CancelReason::parse("ignored").unwrap(),
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
         },

@@ -3,19 +3,19 @@
 //! (`overlays`).
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, List, ListItem, ListState, Paragraph, Wrap};
 
-use crate::client::event::{CallRole, LinkState, LoginStatus, Quality};
+use crate::client::event::{CallRole, LinkState, LoginStatus};
+use crate::client::records::CallOutcome;
+use crate::media::quality::Quality;
 use crate::tui::keymap::{Action, Context};
+use crate::tui::layout::{MIN_HEIGHT, MIN_WIDTH, centered, elapsed};
 use crate::tui::overlays;
-use crate::tui::state::{Model, Pane, clock_secs};
+use crate::tui::state::{Model, Pane, clock_secs, names};
 
-/// Below this the panes cannot hold a line of text.
-pub const MIN_WIDTH: u16 = 40;
-pub const MIN_HEIGHT: u16 = 10;
 /// The most lines problems and notices take above the footer.
 const MESSAGE_ROWS: u16 = 3;
 
@@ -205,7 +205,7 @@ fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
             };
             let mut spans = vec![
                 Span::styled(format!("{dot} "), style),
-                Span::raw(u.user.clone()),
+                Span::raw(u.user.to_string()),
             ];
             match u.devices.len() {
                 0 => {}
@@ -234,16 +234,16 @@ fn draw_history(frame: &mut Frame, model: &Model, area: Rect) {
         .history
         .iter()
         .map(|r| {
-            let (arrow, peer) = match r.call_role {
-                CallRole::Caller => ("↗", r.peers.join(",")),
-                CallRole::Called => ("↙", r.peers.join(",")),
+            let arrow = match r.call_role {
+                CallRole::Caller => "↗",
+                CallRole::Called => "↙",
             };
-            let detail = match r.outcome.as_str() {
-                "answered" => clock_secs(r.total_time),
-                "missed" => "missed".into(),
-                other => other.replace('_', " "),
+            let detail = match r.outcome {
+                CallOutcome::Answered => clock_secs(r.total_time),
+                other => other.as_str().replace('_', " "),
             };
-            let line = Line::from(vec![format!("{arrow} {peer} ").into(), detail.dark_gray()]);
+            let peers = names(&r.peers);
+            let line = Line::from(vec![format!("{arrow} {peers} ").into(), detail.dark_gray()]);
             let item = ListItem::new(line);
             if r.missed { item.red() } else { item }
         })
@@ -268,11 +268,11 @@ fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
     let mut lines = Vec::new();
     let mut with = vec!["with ".dark_gray()];
     if call.participants.is_empty() && call.began_at.is_none() {
-        with.push(Span::raw(call.ringing.join(", ")).bold());
+        with.push(Span::raw(names(&call.ringing)).bold());
     } else {
-        with.push(Span::raw(call.participants.join(", ")).bold());
+        with.push(Span::raw(names(&call.participants)).bold());
         if !call.ringing.is_empty() {
-            with.push(format!("  ringing {}", call.ringing.join(", ")).dark_gray());
+            with.push(format!("  ringing {}", names(&call.ringing)).dark_gray());
         }
     }
     lines.push(Line::from(with));
@@ -291,7 +291,7 @@ fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
         lines.push(me);
         for user in &call.participants {
             let audio = call.audio.get(user).cloned().unwrap_or_default();
-            let mut line = meter_line(user, audio.volume);
+            let mut line = meter_line(user.as_str(), audio.volume);
             if let Some(q) = audio.quality {
                 let style = match q {
                     Quality::Excellent | Quality::Good => Style::default().green(),
@@ -355,7 +355,7 @@ fn conversation_pane(model: &Model, now: u64, height: u16) -> Paragraph<'_> {
             let who = if mine {
                 Span::raw("me").cyan()
             } else {
-                Span::raw(m.from.clone()).green()
+                Span::raw(m.from.to_string()).green()
             };
             let text = if m.recalled {
                 Span::raw("(message recalled)").dark_gray().italic()
@@ -455,16 +455,6 @@ fn footer_line(model: &Model, width: u16) -> Line<'static> {
     Line::from(spans)
 }
 
-pub(crate) fn centered(area: Rect, width: u16, height: u16) -> Rect {
-    let [row] = Layout::vertical([Constraint::Length(height.min(area.height))])
-        .flex(Flex::Center)
-        .areas(area);
-    let [cell] = Layout::horizontal([Constraint::Length(width.min(area.width))])
-        .flex(Flex::Center)
-        .areas(row);
-    cell
-}
-
 fn draw_incoming(frame: &mut Frame, model: &Model, now: u64) {
     let call = &model.incoming[0];
     // The border flashes while it rings.
@@ -475,11 +465,11 @@ fn draw_incoming(frame: &mut Frame, model: &Model, now: u64) {
     };
     let mut lines = vec![
         Line::from(vec![
-            Span::raw(call.sponsor.clone()).bold(),
+            Span::raw(call.sponsor.to_string()).bold(),
             " is calling".into(),
         ]),
         Line::from(if call.group && !call.others.is_empty() {
-            format!("group call, also with {}", call.others.join(", "))
+            format!("group call, also with {}", names(&call.others))
         } else if call.group {
             "group call".into()
         } else {
@@ -532,14 +522,4 @@ fn draw_incoming(frame: &mut Frame, model: &Model, now: u64) {
 fn hh_mm(ms: u64) -> String {
     let minutes = ms / 60_000;
     format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
-}
-
-/// `MM:SS.mmm` since the UI started: event logs compare intervals, not dates.
-pub(crate) fn elapsed(ms: u64) -> String {
-    format!(
-        "{:02}:{:02}.{:03}",
-        ms / 60_000,
-        (ms / 1000) % 60,
-        ms % 1000
-    )
 }

@@ -10,11 +10,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use termphone::client::engine::{self, ClientEngine, Command, EngineConfig};
+use termphone::client::engine::{self, ClientEngine, Command, EngineConfig, MediaCommand};
 use termphone::client::event::Event;
 use termphone::config::RelayConfig;
 use termphone::ids::{AppId, DeviceId, Platform, UserId};
-use termphone::media::pipeline::Control;
 use termphone::protocol::{ClientMsg, RoomId, ServerMsg};
 use termphone::relay::core::{
     self, ChatSnapshot, ConnId, RESEND_WINDOW_MS, RelayCore, Settings, StoreReply,
@@ -39,7 +38,7 @@ pub struct Node {
     /// (kept from its events exactly as the local store keeps it).
     pub high_water: u64,
     /// What the engine told its media thread.
-    pub media: Vec<Control>,
+    pub media: Vec<MediaCommand>,
     /// Connection attempts fail until this time (a network that refuses).
     pub blocked_until: u64,
 }
@@ -502,7 +501,8 @@ pub fn describe(e: &Event) -> String {
         | Event::UserLeave { user_id, .. } => format!("{} {user_id}", e.name()),
         Event::NoResp { user_id_list, .. }
         | Event::GroupCallInviteeListUpdate { user_id_list, .. } => {
-            format!("{} {}", e.name(), user_id_list.join(","))
+            let names: Vec<&str> = user_id_list.iter().map(|u| u.as_str()).collect();
+            format!("{} {}", e.name(), names.join(","))
         }
         Event::OnCallReceived { sponsor, .. } => format!("ON_CALL_RECEIVED from {sponsor}"),
         Event::MessageReceived {

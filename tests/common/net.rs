@@ -144,7 +144,7 @@ impl Device {
         match self.expect("USERS").await {
             Event::Users { users } => users
                 .into_iter()
-                .map(|u| (u.user, u.devices.len()))
+                .map(|u| (u.user.to_string(), u.devices.len()))
                 .collect(),
             _ => unreachable!(),
         }

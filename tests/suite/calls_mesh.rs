@@ -1,6 +1,6 @@
 //! Every row of SPEC section 3 on virtual time: the exact events each device sees.
 
-use termphone::client::engine::{CallCommand, Command};
+use termphone::client::engine::{CallCommand, Command, MediaCommand};
 use termphone::client::event::Event;
 use termphone::config::RelayConfig;
 use termphone::ids::UserId;
@@ -543,7 +543,7 @@ fn presence_shows_who_is_in_a_call() {
         m.take(watcher)
             .into_iter()
             .filter_map(|e| match e {
-                Event::UserStatusChanged { user } => Some((user.user, user.in_call)),
+                Event::UserStatusChanged { user } => Some((user.user.to_string(), user.in_call)),
                 _ => None,
             })
             .collect()
@@ -567,7 +567,6 @@ fn presence_shows_who_is_in_a_call() {
 
 #[test]
 fn media_follows_who_is_in_the_call_and_on_which_connection() {
-    use termphone::media::pipeline::Control;
     use termphone::protocol::MediaPeer;
 
     let mut m = Mesh::dev();
@@ -589,11 +588,11 @@ fn media_follows_who_is_in_the_call_and_on_which_connection() {
     assert_eq!(
         m.nodes[bob].media,
         [
-            Control::Start {
+            MediaCommand::Start {
                 me: UserId::parse("bob").unwrap(),
                 room
             },
-            Control::Peers {
+            MediaCommand::Peers {
                 room,
                 peers: vec![MediaPeer {
                     source: alice_conn as u32,
@@ -606,7 +605,7 @@ fn media_follows_who_is_in_the_call_and_on_which_connection() {
     // alice mutes: bob hears of it, alice's media thread is told.
     m.command(alice, Command::Call(CallCommand::Microphone { on: false }));
     assert_eq!(m.log(bob), ["USER_AUDIO_AVAILABLE alice false"]);
-    assert_eq!(m.nodes[alice].media.last(), Some(&Control::Mute(true)));
+    assert_eq!(m.nodes[alice].media.last(), Some(&MediaCommand::Mute(true)));
 
     // alice's link drops and comes back: her new connection takes her place.
     m.cut(alice);
@@ -616,12 +615,12 @@ fn media_follows_who_is_in_the_call_and_on_which_connection() {
     assert!(conns(&m).contains(&new_conn) && !conns(&m).contains(&alice_conn));
     assert!(matches!(
         m.nodes[bob].media.last(),
-        Some(Control::Peers { peers, .. }) if peers[0].source == new_conn as u32
+        Some(MediaCommand::Peers { peers, .. }) if peers[0].source == new_conn as u32
     ));
 
     // The call ends: media stops on both sides and the room closes.
     m.command(bob, Command::Call(CallCommand::Hangup { call_id: None }));
     assert!(m.media_rooms.is_empty());
-    assert_eq!(m.nodes[bob].media.last(), Some(&Control::Stop));
-    assert_eq!(m.nodes[alice].media.last(), Some(&Control::Stop));
+    assert_eq!(m.nodes[bob].media.last(), Some(&MediaCommand::Stop));
+    assert_eq!(m.nodes[alice].media.last(), Some(&MediaCommand::Stop));
 }

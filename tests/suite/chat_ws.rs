@@ -31,7 +31,7 @@ fn text_of(e: &Event) -> (String, String, bool) {
             text,
             offline,
             ..
-        } => (from.clone(), text.clone(), *offline),
+        } => (from.to_string(), text.clone(), *offline),
         other => panic!("{other:?}"),
     }
 }

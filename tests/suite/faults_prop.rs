@@ -198,7 +198,7 @@ impl World {
         dev.run += 1;
         dev.history = HistoryTracker::default();
         // The next run opens the profile afresh.
-        dev.store = LocalStore::open(&profile, USERS[dev.user]).unwrap();
+        dev.store = LocalStore::open(&profile, &USERS[dev.user].parse().unwrap()).unwrap();
         prop_assert_eq!(
             dev.store.high_water().unwrap(),
             self.mesh.nodes[d].high_water,
@@ -333,7 +333,7 @@ fn run(
                 user: u,
                 alive: true,
                 run: 0,
-                store: LocalStore::open(&profile, USERS[u]).unwrap(),
+                store: LocalStore::open(&profile, &USERS[u].parse().unwrap()).unwrap(),
                 history: HistoryTracker::default(),
                 applied: Vec::new(),
                 legs: HashMap::new(),

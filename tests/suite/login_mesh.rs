@@ -4,6 +4,7 @@ use termphone::client::engine::Command;
 use termphone::client::event::{Event, LinkState, LoginStatus};
 use termphone::config::{AppConfig, RelayConfig};
 use termphone::ids::DEV_APP_ID;
+use termphone::protocol::KickReason;
 
 use crate::common::mesh::Mesh;
 
@@ -54,7 +55,9 @@ fn fourth_device_on_a_platform_kicks_the_earliest_which_stays_out() {
     m.login(devices[3]);
     let kicked = m.take(devices[0]);
     assert_eq!(kicked.len(), 2, "{kicked:?}");
-    assert!(matches!(&kicked[0], Event::KickedOut { reason, .. } if reason == "device_limit"));
+    assert!(
+        matches!(&kicked[0], Event::KickedOut { reason, .. } if *reason == KickReason::DeviceLimit)
+    );
     assert_eq!(kicked[1], Event::status(LoginStatus::Logout));
     for &d in &devices[1..3] {
         assert!(m.take(d).is_empty(), "later devices are untouched");
@@ -296,7 +299,7 @@ fn logging_in_as_another_user_switches_accounts() {
         .take(watcher)
         .into_iter()
         .filter_map(|e| match e {
-            Event::UserStatusChanged { user } => Some((user.user, user.devices.len())),
+            Event::UserStatusChanged { user } => Some((user.user.to_string(), user.devices.len())),
             _ => None,
         })
         .collect();
@@ -324,7 +327,7 @@ fn same_device_on_a_second_connection_takes_the_session_over() {
     m.login(second);
     let events = m.take(first);
     assert!(
-        matches!(&events[events.len() - 2], Event::KickedOut { reason, .. } if reason == "same_device")
+        matches!(&events[events.len() - 2], Event::KickedOut { reason, .. } if *reason == KickReason::SameDevice)
     );
     assert_eq!(m.relay.session_count(), 1);
 }
@@ -350,8 +353,8 @@ fn users_of_two_apps_never_see_each_other() {
         events
             .into_iter()
             .flat_map(|e| match e {
-                Event::Users { users } => users.into_iter().map(|u| u.user).collect(),
-                Event::UserStatusChanged { user } => vec![user.user],
+                Event::Users { users } => users.into_iter().map(|u| u.user.to_string()).collect(),
+                Event::UserStatusChanged { user } => vec![user.user.to_string()],
                 _ => vec![],
             })
             .collect()

@@ -7,7 +7,7 @@ use termphone::client::engine::Command;
 use termphone::client::event::{Event, LinkState, LoginStatus};
 use termphone::config::AppConfig;
 use termphone::ids::DEV_APP_ID;
-use termphone::protocol::{ClientMsg, MAX_CONTROL_FRAME_BYTES, ServerMsg};
+use termphone::protocol::{ClientMsg, KickReason, MAX_CONTROL_FRAME_BYTES, ServerMsg};
 use termphone::usersig::{self, Ticket};
 
 use crate::common::net::{Device, Proxy, RawPeer, relay_at, test_config, ticket};
@@ -204,7 +204,7 @@ async fn a_fourth_terminal_kicks_the_earliest_which_does_not_reconnect() {
     let _d4 = Device::online(&url, "alice", "d4").await;
     match d1.expect("KICKED_OUT").await {
         Event::KickedOut { reason, message } => {
-            assert_eq!(reason, "device_limit");
+            assert_eq!(reason, KickReason::DeviceLimit);
             assert!(message.contains("at most 3"), "{message}");
         }
         _ => unreachable!(),

@@ -1,3 +1,4 @@
+mod architecture;
 mod calls_mesh;
 mod calls_prop;
 mod calls_ws;

@@ -3,11 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{ClientEngine, Millis, Output};
+use super::{ClientEngine, MediaCommand, Millis, Output};
 use crate::client::event::{AUDIO_CALL, CallRole, Event};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
-use crate::media::pipeline::Control;
 use crate::protocol::{
     CallInfo, CancelReason, ClientMsg, CurrentCall, PeerAction, RoomId, ServerMsg,
 };
@@ -172,7 +171,7 @@ impl ClientEngine {
                     ));
                 }
                 self.send(ClientMsg::Microphone { on });
-                self.out.push_back(Output::Media(Control::Mute(!on)));
+                self.out.push_back(Output::Media(MediaCommand::Mute(!on)));
             }
         }
         Ok(())
@@ -195,11 +194,11 @@ impl ClientEngine {
             return;
         }
         if self.calls.media_room.take().is_some() {
-            self.out.push_back(Output::Media(Control::Stop));
+            self.out.push_back(Output::Media(MediaCommand::Stop));
         }
         if let Some(room) = room {
             self.calls.media_room = Some(room);
-            self.out.push_back(Output::Media(Control::Start {
+            self.out.push_back(Output::Media(MediaCommand::Start {
                 me: me.clone(),
                 room,
             }));
@@ -214,7 +213,7 @@ impl ClientEngine {
                 self.event(Event::CallDialing {
                     call_id: call.call_id,
                     room_id: call.room,
-                    user_id_list: names(&call.invitees),
+                    user_id_list: call.invitees.clone(),
                     is_from_group: call.group,
                     call_media_type: AUDIO_CALL,
                     call_role: CallRole::Caller,
@@ -265,7 +264,7 @@ impl ClientEngine {
                 self.event(Event::CallingEnd {
                     call_id,
                     room_id: room,
-                    user_id: me.to_string(),
+                    user_id: me.clone(),
                     total_time,
                     call_media_type: AUDIO_CALL,
                     call_role: view.role,
@@ -277,13 +276,13 @@ impl ClientEngine {
                 users,
             } => {
                 let sponsor = match self.call_view(&call_id) {
-                    Some(v) => v.sponsor.to_string(),
+                    Some(v) => v.sponsor.clone(),
                     None => return,
                 };
-                let each = |f: fn(String, String) -> Event| -> Vec<Event> {
+                let each = |f: fn(String, UserId) -> Event| -> Vec<Event> {
                     users
                         .iter()
-                        .map(|u| f(call_id.clone(), u.to_string()))
+                        .map(|u| f(call_id.clone(), u.clone()))
                         .collect()
                 };
                 let events = match action {
@@ -305,11 +304,11 @@ impl ClientEngine {
                     PeerAction::NoResponse => vec![Event::NoResp {
                         call_id: call_id.clone(),
                         sponsor,
-                        user_id_list: names(&users),
+                        user_id_list: users.clone(),
                     }],
                     PeerAction::InviteesUpdated => vec![Event::GroupCallInviteeListUpdate {
                         call_id: call_id.clone(),
-                        user_id_list: names(&users),
+                        user_id_list: users.clone(),
                     }],
                 };
                 for e in events {
@@ -338,7 +337,7 @@ impl ClientEngine {
             Some(began) => Event::CallingEnd {
                 call_id: view.id.clone(),
                 room_id: view.room,
-                user_id: me.to_string(),
+                user_id: me.clone(),
                 total_time: now.saturating_sub(began) / 1000,
                 call_media_type: AUDIO_CALL,
                 call_role: view.role,
@@ -416,7 +415,7 @@ impl ClientEngine {
                         self.event(Event::CallDialing {
                             call_id: c.call.call_id.clone(),
                             room_id: c.call.room,
-                            user_id_list: names(&c.call.invitees),
+                            user_id_list: c.call.invitees.clone(),
                             is_from_group: c.call.group,
                             call_media_type: AUDIO_CALL,
                             call_role: CallRole::Caller,
@@ -436,8 +435,8 @@ impl ClientEngine {
         self.event(Event::OnCallReceived {
             call_id: call.call_id,
             room_id: call.room,
-            sponsor: call.sponsor.to_string(),
-            user_id_list: names(&call.invitees),
+            sponsor: call.sponsor.clone(),
+            user_id_list: call.invitees.clone(),
             is_from_group: call.group,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
@@ -499,8 +498,8 @@ fn canceled(view: &CallView, me: &UserId, reason: CancelReason) -> Event {
     Event::OnCallCanceled {
         call_id: view.id.clone(),
         room_id: view.room,
-        user_id: me.to_string(),
-        reason: reason.as_str().into(),
+        user_id: me.clone(),
+        reason,
         call_media_type: AUDIO_CALL,
         call_role: view.role,
     }
@@ -513,8 +512,4 @@ fn begin_event(view: &CallView) -> Event {
         call_media_type: AUDIO_CALL,
         call_role: view.role,
     }
-}
-
-fn names(users: &[UserId]) -> Vec<String> {
-    users.iter().map(ToString::to_string).collect()
 }

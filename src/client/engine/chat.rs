@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{ClientEngine, Millis, SYNC_RETRY_MS};
 use crate::client::event::Event;
-use crate::client::local_store::StoredMessage;
+use crate::client::records::StoredMessage;
 use crate::error::{Error, ErrorCode};
 use crate::ids::{DeviceId, UserId};
 use crate::protocol::{ChatMessage, ClientMsg, Entry, EntryKind, ServerMsg, check_message_text};
@@ -294,7 +294,7 @@ impl ClientEngine {
                 self.event(Event::MessageSent {
                     msg_id,
                     client_msg_id,
-                    to: to.to_string(),
+                    to,
                     text,
                     timestamp: server_time,
                     seq,
@@ -334,21 +334,12 @@ impl ClientEngine {
                     self.event(Event::Synced { seq: upto });
                 }
             }
-            ServerMsg::Typing { from } => self.event(Event::Typing {
-                user_id: from.to_string(),
-            }),
+            ServerMsg::Typing { from } => self.event(Event::Typing { user_id: from }),
             ServerMsg::History { peer, messages, .. } => self.event(Event::Messages {
-                user_id: peer.to_string(),
+                user_id: peer,
                 messages: messages
                     .into_iter()
-                    .map(|m| StoredMessage {
-                        recalled: m.text.is_empty(),
-                        msg_id: m.msg_id,
-                        from: m.from.to_string(),
-                        to: m.to.to_string(),
-                        text: m.text,
-                        timestamp: m.server_time,
-                    })
+                    .map(|m| StoredMessage::new(m.msg_id, m.from, m.to, m.text, m.server_time))
                     .collect(),
             }),
             _ => unreachable!("only chat messages are routed here"),
@@ -371,7 +362,7 @@ impl ClientEngine {
                     Event::MessageSent {
                         msg_id: message.msg_id,
                         client_msg_id,
-                        to: message.to.to_string(),
+                        to: message.to,
                         text: message.text,
                         timestamp: message.server_time,
                         seq: Some(seq),
@@ -379,8 +370,8 @@ impl ClientEngine {
                 } else {
                     Event::MessageReceived {
                         msg_id: message.msg_id,
-                        from: message.from.to_string(),
-                        to: message.to.to_string(),
+                        from: message.from,
+                        to: message.to,
                         text: message.text,
                         timestamp: message.server_time,
                         offline,
@@ -390,11 +381,11 @@ impl ClientEngine {
             }
             EntryKind::Recall { msg_id, peer } => Event::MessageRecalled {
                 msg_id,
-                user_id: peer.to_string(),
+                user_id: peer,
                 seq,
             },
             EntryKind::Read { peer, at } => Event::ConversationRead {
-                user_id: peer.to_string(),
+                user_id: peer,
                 timestamp: at,
                 seq,
             },

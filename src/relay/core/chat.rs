@@ -366,51 +366,26 @@ impl RelayCore {
         };
         let message = self.chat.new_message(now, &from, &to, text, Some(sent_by));
         let msg_id = message.msg_id.clone();
-        let mut rows = Vec::new();
         // With sync on, the sender's timeline carries the message to all its
         // devices, the sending one too (which knows it by its client id);
         // with it off, only the recipient's timeline gets it.
-        let mut owners = vec![to.clone()];
-        if sync && from != to {
-            owners.push(from.clone());
-        }
-        for user in owners {
-            rows.push(self.chat.row(
+        let rows = self.append_message(app, message, client_msg_id.to_owned(), sync, |rows| {
+            AfterCommit::Message {
                 app,
-                user,
-                EntryKind::Message {
-                    message: message.clone(),
-                },
-            ));
-        }
-        self.chat
-            .remember(app, &message, client_msg_id.to_owned(), false);
+                sender: sid,
+                msg_id: msg_id.clone(),
+                client_msg_id: client_msg_id.to_owned(),
+                server_time: now,
+                rows,
+            }
+        });
         let sender_seq = rows.iter().find(|r| r.user == from).map(|r| r.entry.seq);
         self.chat
             .messages
             .get_mut(&msg_id)
             .expect("remembered")
             .sender_seq = sender_seq;
-        self.chat.waiting_acks.insert(msg_id.clone(), Vec::new());
-        let token = self.commit_token();
-        self.out.push_back(Output::Store(StoreOp::AppendMessage {
-            token,
-            app,
-            message,
-            client_msg_id: client_msg_id.to_owned(),
-            rows: rows.clone(),
-        }));
-        self.chat.pending.insert(
-            token,
-            AfterCommit::Message {
-                app,
-                sender: sid,
-                msg_id,
-                client_msg_id: client_msg_id.to_owned(),
-                server_time: now,
-                rows,
-            },
-        );
+        self.chat.waiting_acks.insert(msg_id, Vec::new());
         self.chat
             .prune(now.saturating_sub(RESEND_WINDOW_MS.max(self.max_recall_ms())));
         Ok(())
@@ -917,21 +892,41 @@ impl RelayCore {
         self.known.entry(app).or_default().insert(to.clone());
         let message = self.chat.new_message(now, from, to, text, None);
         let msg_id = message.msg_id.clone();
-        let mut owners = vec![to.clone()];
-        if include_sender && from != to {
-            owners.push(from.clone());
-        }
-        let mut rows = Vec::new();
-        for user in owners {
-            rows.push(self.chat.row(
-                app,
-                user,
-                EntryKind::Message {
-                    message: message.clone(),
-                },
-            ));
-        }
         let client_msg_id = format!("admin-{msg_id}");
+        self.append_message(app, message, client_msg_id, include_sender, |rows| {
+            AfterCommit::Admin {
+                app,
+                conn,
+                msg_id,
+                rows,
+            }
+        });
+        Ok(())
+    }
+
+    /// Stores a new message with its rows in one operation: the recipient's
+    /// timeline, and the sender's too when `mirror` (so its devices get it);
+    /// `after` is what to do once it is durable. The rows, as written.
+    fn append_message(
+        &mut self,
+        app: AppId,
+        message: ChatMessage,
+        client_msg_id: String,
+        mirror: bool,
+        after: impl FnOnce(Vec<TimelineRow>) -> AfterCommit,
+    ) -> Vec<TimelineRow> {
+        let mut owners = vec![message.to.clone()];
+        if mirror && message.from != message.to {
+            owners.push(message.from.clone());
+        }
+        let rows: Vec<TimelineRow> = (owners.into_iter())
+            .map(|user| {
+                let kind = EntryKind::Message {
+                    message: message.clone(),
+                };
+                self.chat.row(app, user, kind)
+            })
+            .collect();
         self.chat
             .remember(app, &message, client_msg_id.clone(), false);
         let token = self.commit_token();
@@ -942,16 +937,8 @@ impl RelayCore {
             client_msg_id,
             rows: rows.clone(),
         }));
-        self.chat.pending.insert(
-            token,
-            AfterCommit::Admin {
-                app,
-                conn,
-                msg_id,
-                rows,
-            },
-        );
-        Ok(())
+        self.chat.pending.insert(token, after(rows.clone()));
+        rows
     }
 
     fn commit_token(&mut self) -> u64 {

@@ -1,0 +1,66 @@
+//! What the media thread reports about a call: voice levels, the network
+//! as it hears it, its counters at the end, and device errors. The client
+//! turns each into its engine event; the serde attributes are those events'
+//! fields in headless mode (docs/headless.md).
+
+use serde::Serialize;
+
+use super::quality::Quality;
+use crate::error::Error;
+use crate::ids::UserId;
+use crate::protocol::RoomId;
+
+/// One participant's voice level, 0 to 100 (`USER_VOICE_VOLUME`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VoiceVolume {
+    #[serde(rename = "userID")]
+    pub user_id: UserId,
+    pub volume: u8,
+}
+
+/// One participant's network as this device receives it
+/// (`ON_USER_NETWORK_QUALITY_CHANGED`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkQuality {
+    #[serde(rename = "userID")]
+    pub user_id: UserId,
+    /// 0 unknown, 1 excellent, 2 good, 3 poor, 4 bad, 5 very bad, 6 down.
+    pub quality: Quality,
+    pub loss_percent: f64,
+    pub jitter_ms: u64,
+    /// This device's round trip to the relay, once measured.
+    pub rtt_ms: Option<u64>,
+}
+
+/// What a call's media did on this device (`MEDIA_STATS`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaStats {
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    /// Missing at their playout time (rebuilt by FEC or concealed).
+    pub frames_lost: u64,
+    pub fec_recovered: u64,
+    pub late: u64,
+    /// Ticks the jitter buffer ran dry and concealed.
+    pub jitter_underruns: u64,
+    pub capture_underruns: u64,
+    pub capture_overruns: u64,
+    pub playback_underruns: u64,
+    pub playback_overruns: u64,
+    /// Frames dropped because the connection could not take them.
+    pub send_drops: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum MediaReport {
+    /// Every participant's level (this device's user first), five times a second.
+    Volumes(Vec<VoiceVolume>),
+    /// The other participants' network, every 2 s when a grade changes.
+    Network(Vec<NetworkQuality>),
+    /// The call's media stopped.
+    Ended { room: RoomId, stats: MediaStats },
+    /// A device or file failed; the call goes on without it.
+    Failed(Error),
+}
