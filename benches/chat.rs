@@ -4,8 +4,9 @@
 //! reaches 6 devices: the recipient's 3, the sender's 2 others, and the
 //! acknowledgement on the sending device. Then the p99 delivery latency at
 //! half the measured rate, and how long a device that missed 10,000
-//! messages takes to catch up. `cargo test` runs it in its quick mode (see
-//! `common::mode`).
+//! messages takes to catch up. All of it over `ws://`, then over `wss://`
+//! (a self-signed certificate, TLS 1.3), so the cost of TLS shows beside
+//! it. `cargo test` runs it in its quick mode (see `common::mode`).
 
 mod common;
 
@@ -17,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{Ws, cores, login, percentile, recv, send, start_relay, us};
+use common::{Mode, Transport, Ws, cores, login, percentile, recv, send, start_relay_over, us};
 use termphone::protocol::{self, ClientMsg, EntryKind, ServerMsg};
 
 const DEVICES: usize = 3;
@@ -149,6 +150,12 @@ async fn main() {
     let Some(mode) = common::mode("chat") else {
         return;
     };
+    for transport in Transport::BOTH {
+        run(mode, transport).await;
+    }
+}
+
+async fn run(mode: Mode, transport: Transport) {
     let Sizes {
         users,
         messages_per_sender,
@@ -169,9 +176,10 @@ async fn main() {
         },
     );
     let config = "[[relay.apps]]\nid = 1400000000\nsecret = \"termphone-development-secret-not-for-deployment\"\ncompensation_window_days = 1\n";
-    let (mut relay, url, _dir) = start_relay(config).await;
+    let (mut relay, url, _dir) = start_relay_over(config, transport).await;
     println!(
-        "relay: {url} ({}, this machine: {} cores); {users} users x {DEVICES} devices",
+        "\n[{}] relay: {url} ({}, this machine: {} cores); {users} users x {DEVICES} devices",
+        transport.label(),
         mode.build(),
         cores()
     );
@@ -228,7 +236,7 @@ async fn main() {
     let _ = relay.kill().await;
 
     // Half that load, paced, on a fresh relay: delivery latency.
-    let (mut relay, url, _dir2) = start_relay(config).await;
+    let (mut relay, url, _dir2) = start_relay_over(config, transport).await;
     let delivered = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::new()));

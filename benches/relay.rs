@@ -3,8 +3,10 @@
 //! `cargo bench --bench relay` starts the release `termphone relay` as its
 //! own process on loopback (so its memory is measured alone), then measures
 //! the raw WebSocket round trip, logins per second, and the relay's resident
-//! memory per idle logged-in device at 1,000 devices. `cargo test` runs it
-//! in its quick mode (see `common::mode`).
+//! memory per idle logged-in device at 1,000 devices; all of it over
+//! `ws://`, then over `wss://` (a self-signed certificate, TLS 1.3), so the
+//! cost of TLS shows beside it. `cargo test` runs it in its quick mode (see
+//! `common::mode`).
 
 mod common;
 
@@ -13,7 +15,9 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{cores, expect, login, login_msg, p50_p99, rss_kib, start_relay};
+use common::{
+    Mode, Transport, cores, expect, login, login_msg, p50_p99, rss_kib, start_relay_over,
+};
 use termphone::protocol::{self, ClientMsg, ServerMsg};
 
 /// Devices connect this many at a time.
@@ -24,15 +28,22 @@ async fn main() {
     let Some(mode) = common::mode("relay") else {
         return;
     };
+    for transport in Transport::BOTH {
+        run(mode, transport).await;
+    }
+}
+
+async fn run(mode: Mode, transport: Transport) {
     let round_trips = mode.pick(5_000, 20);
     let relogins = mode.pick(5_000, 20);
     let idle_devices = mode.pick(1_000, BATCH);
     // Memory settles after a burst; a quick run's figure means nothing anyway.
     let settle = mode.pick(Duration::from_millis(500), Duration::ZERO);
-    let (mut relay, url, _dir) = start_relay("").await;
+    let (mut relay, url, _dir) = start_relay_over("", transport).await;
     let pid = relay.id().unwrap();
     println!(
-        "relay: {url} (pid {pid}, {}, this machine: {} cores)",
+        "\n[{}] relay: {url} (pid {pid}, {}, this machine: {} cores)",
+        transport.label(),
         mode.build(),
         cores()
     );

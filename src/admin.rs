@@ -6,11 +6,13 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, UserId};
 use crate::protocol::{self, ClientMsg, ServerMsg};
-use crate::relay::server::ws_config;
+use crate::tls::{ConnectError, Trust};
 
 /// A server-side send: as `from` to `to`; returns the new message's id.
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
     relay_url: &str,
+    trust: &Trust,
     token: &str,
     app: AppId,
     from: &UserId,
@@ -24,10 +26,13 @@ pub async fn send(
             format!("cannot reach the relay at {relay_url}: {e}"),
         )
     };
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(relay_url, Some(ws_config()), true)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+    let mut ws = match crate::client::connection::open(relay_url, trust).await {
+        Ok(connected) => connected.ws,
+        Err(ConnectError::Unreachable(e)) => return Err(unreachable(e)),
+        Err(ConnectError::Mismatch(m)) => {
+            return Err(Error::new(ErrorCode::RelayCertificateMismatch, m.message()));
+        }
+    };
     let request = ClientMsg::AdminSend {
         token: token.to_owned(),
         app,

@@ -10,6 +10,7 @@ use crate::config::{Config, DEFAULT_RELAY_ADDR, check_relay_url, resolve_listen_
 use crate::ids::{AppId, DeviceId, Platform, UserId};
 use crate::media::pipeline::MediaSettings;
 use crate::media::spec::AudioSpec;
+use crate::tls::Fingerprint;
 use crate::usersig::MIN_SECRET_BYTES;
 
 #[derive(Debug, Parser)]
@@ -42,7 +43,7 @@ pub enum Cmd {
     /// Print a UserSig (login ticket) for a user.
     Usersig(UsersigArgs),
     /// A demo in this terminal: a bundled relay and scripted contacts.
-    Demo,
+    Demo(DemoArgs),
     /// Run a call-flow scenario (docs/flows.md); exit status 1 if a step fails.
     Flow(FlowArgs),
     /// The relay's admin API.
@@ -61,12 +62,24 @@ pub enum Cmd {
 }
 
 #[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The demo's relay serves wss:// with a fresh self-signed certificate,
+    /// which every device of the demo pins.
+    #[arg(long)]
+    pub tls: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct FlowArgs {
     /// The scenario, a TOML file.
     pub file: PathBuf,
-    /// Run against this relay instead of a bundled one started for the flow.
+    /// Run against this relay (ws://HOST:PORT or wss://HOST:PORT) instead of
+    /// a bundled one started for the flow.
     #[arg(long, value_name = "URL", value_parser = parse_relay_url)]
     pub relay: Option<String>,
+    /// SHA-256 of the certificate the wss:// relay must present (see termphone relay --print-fingerprint).
+    #[arg(long, value_name = "SHA256", value_parser = parse_fingerprint, requires = "relay")]
+    pub relay_fingerprint: Option<Fingerprint>,
     /// Write what every device sent and received to this file: the whole
     /// timeline as HTML if it ends in .html, else side by side as text.
     #[arg(long, value_name = "FILE")]
@@ -81,9 +94,12 @@ pub enum AdminCmd {
 
 #[derive(Debug, Args)]
 pub struct AdminSendArgs {
-    /// Relay address (default: client.relay_url of the config, else ws://127.0.0.1:7787).
+    /// Relay address, ws:// or wss:// (default: client.relay_url of the config, else ws://127.0.0.1:7787).
     #[arg(long, value_name = "URL", value_parser = parse_relay_url)]
     pub relay: Option<String>,
+    /// SHA-256 of the certificate the wss:// relay must present (default: client.relay_fingerprint).
+    #[arg(long, value_name = "SHA256", value_parser = parse_fingerprint)]
+    pub relay_fingerprint: Option<Fingerprint>,
     /// Admin token (default: relay.admin_token of the config).
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
@@ -107,9 +123,14 @@ pub struct AdminSendArgs {
 /// Flags of a device, shared by the TUI and headless mode.
 #[derive(Debug, Args, Default)]
 pub struct DeviceArgs {
-    /// Relay address, ws://HOST:PORT (default: ws://127.0.0.1:7787, started if absent).
+    /// Relay address, ws://HOST:PORT or wss://HOST:PORT (default: ws://127.0.0.1:7787, started if absent).
     #[arg(long, value_name = "URL", value_parser = parse_relay_url)]
     pub relay: Option<String>,
+    /// SHA-256 of the certificate the wss:// relay must present, as termphone relay
+    /// --print-fingerprint prints it (default: client.relay_fingerprint; unset, a
+    /// self-signed certificate is trusted on first use and remembered).
+    #[arg(long, value_name = "SHA256", value_parser = parse_fingerprint)]
+    pub relay_fingerprint: Option<Fingerprint>,
     /// SDKAppID to log in to.
     #[arg(long, value_name = "SDKAPPID")]
     pub app: Option<AppId>,
@@ -167,6 +188,18 @@ pub struct RelayArgs {
     /// Add up to this many ms of random delay per frame (relay.impairment.jitter_ms).
     #[arg(long, value_name = "MS")]
     pub media_jitter: Option<u64>,
+    /// Serve wss:// (relay.tls): the certificate of relay.tls_cert/tls_key, or a
+    /// self-signed one made on first start and kept beside the database.
+    #[arg(long)]
+    pub tls: bool,
+    /// Listen on a non-loopback address without TLS (relay.insecure_plaintext):
+    /// everything on the link can be read on the way.
+    #[arg(long, conflicts_with = "tls")]
+    pub insecure_plaintext: bool,
+    /// Print the SHA-256 of the relay's TLS certificate (making the self-signed
+    /// one if it is not made yet) and exit.
+    #[arg(long)]
+    pub print_fingerprint: bool,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +233,10 @@ fn parse_relay_url(s: &str) -> Result<String, String> {
     check_relay_url(s).map(|()| s.to_owned())
 }
 
+fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
+    s.parse()
+}
+
 /// Where termphone keeps its files.
 #[derive(Clone, Debug)]
 pub struct Dirs {
@@ -228,6 +265,7 @@ impl DeviceArgs {
     pub fn is_empty(&self) -> bool {
         let DeviceArgs {
             relay,
+            relay_fingerprint,
             app,
             user,
             device,
@@ -238,6 +276,7 @@ impl DeviceArgs {
             audio_out,
         } = self;
         relay.is_none()
+            && relay_fingerprint.is_none()
             && app.is_none()
             && user.is_none()
             && device.is_none()
@@ -264,6 +303,7 @@ impl DeviceArgs {
         ClientSettings {
             autostart_relay,
             relay_url: explicit.unwrap_or_else(|| format!("ws://{DEFAULT_RELAY_ADDR}")),
+            relay_fingerprint: self.relay_fingerprint.or(c.relay_fingerprint),
             app: self.app.unwrap_or(c.app),
             platform: self.platform.clone().unwrap_or_else(|| c.platform.clone()),
             secret: c.secret.clone(),
@@ -315,6 +355,12 @@ mod tests {
         assert!(err.to_string().contains("at least 16 bytes"), "{err}");
         let err = Cli::try_parse_from(["termphone", "relay", "--listen", "localhost"]).unwrap_err();
         assert!(err.to_string().contains("HOST:PORT"), "{err}");
+        let err = Cli::try_parse_from(["termphone", "headless", "--relay-fingerprint", "AB:CD"])
+            .unwrap_err();
+        assert!(err.to_string().contains("--print-fingerprint"), "{err}");
+        let err = Cli::try_parse_from(["termphone", "relay", "--tls", "--insecure-plaintext"])
+            .unwrap_err();
+        assert!(err.to_string().contains("--insecure-plaintext"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::protocol::MAX_TRANSPORT_MESSAGE_BYTES;
 use crate::relay::core::Settings;
 pub use crate::relay::core::{AppConfig, RateLimits};
 use crate::relay::media::Impairment;
+use crate::tls::{Fingerprint, RelayUrl};
 use crate::usersig::{DEFAULT_LIFETIME_SECS, DEV_SECRET, MIN_SECRET_BYTES};
 
 /// The loopback address a client tries first, and where it starts the
@@ -98,9 +99,14 @@ impl Default for TuiConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientConfig {
-    /// `ws://HOST:PORT` of the relay. Unset means the default loopback
-    /// address, where the bundled relay is started when nothing answers.
+    /// `ws://HOST:PORT` or `wss://HOST:PORT` of the relay. Unset means the
+    /// default loopback address, where the bundled relay is started when
+    /// nothing answers.
     pub relay_url: Option<String>,
+    /// SHA-256 of the certificate a `wss://` relay must present (like
+    /// `--relay-fingerprint`); unset, a certificate no public root vouches
+    /// for is trusted on first use and remembered.
+    pub relay_fingerprint: Option<Fingerprint>,
     pub app: AppId,
     /// Secret used to mint a UserSig when none is given.
     pub secret: String,
@@ -121,6 +127,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             relay_url: None,
+            relay_fingerprint: None,
             app: DEV_APP_ID,
             secret: DEV_SECRET.into(),
             user: None,
@@ -169,7 +176,33 @@ pub struct RelayConfig {
     pub admin_token: Option<String>,
     /// Simulated loss, delay and jitter on forwarded media (off by default).
     pub impairment: Impairment,
+    /// Serve `wss://` (like `--tls`).
+    pub tls: bool,
+    /// PEM certificate (chain) and private key for TLS; unset, the relay
+    /// makes a self-signed certificate beside its database and reuses it.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Listen off loopback without TLS (like `--insecure-plaintext`):
+    /// everything on the link can be read on the way.
+    pub insecure_plaintext: bool,
     pub apps: Vec<AppConfig>,
+}
+
+impl RelayConfig {
+    /// `tls_cert` and `tls_key` come together, and only with `tls`.
+    pub fn check_tls(&self) -> Result<(), String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => Err(
+                "relay.tls_cert and relay.tls_key go together: give both (PEM files), \
+                 or neither for a self-signed certificate"
+                    .into(),
+            ),
+            (Some(_), Some(_)) if !self.tls => Err(
+                "relay.tls_cert is set but TLS is off: set relay.tls = true (or pass --tls)".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
@@ -214,6 +247,10 @@ impl Default for RelayConfig {
             max_call_participants: 9,
             admin_token: None,
             impairment: Impairment::default(),
+            tls: false,
+            tls_cert: None,
+            tls_key: None,
+            insecure_plaintext: false,
             apps: vec![AppConfig::default()],
         }
     }
@@ -291,6 +328,7 @@ impl Config {
         }
         let r = &self.relay;
         r.impairment.check()?;
+        r.check_tls()?;
         r.rate_limits.check()?;
         if r.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err("relay.admin_token must be at least 16 bytes".into());
@@ -369,18 +407,9 @@ impl Config {
     }
 }
 
-/// Checks that `url` is a `ws://HOST:PORT` address.
+/// Checks that `url` is a `ws://HOST:PORT` or `wss://HOST:PORT` address.
 pub fn check_relay_url(url: &str) -> Result<(), String> {
-    let rest = url.strip_prefix("ws://").ok_or_else(|| {
-        format!("{url:?} must be a ws://HOST:PORT address (wss is not supported)")
-    })?;
-    let host_port = rest.split('/').next().unwrap_or_default();
-    match host_port.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(format!(
-            "{url:?} must be a ws://HOST:PORT address, with the port"
-        )),
-    }
+    RelayUrl::parse(url).map(drop)
 }
 
 impl From<&RelayConfig> for Settings {
@@ -426,6 +455,7 @@ mod tests {
             .join("\n");
         for key in [
             "relay_url",
+            "relay_fingerprint",
             "app",
             "secret",
             "user",
@@ -471,6 +501,10 @@ mod tests {
             "loss_percent",
             "delay_ms",
             "jitter_ms",
+            "tls",
+            "tls_cert",
+            "tls_key",
+            "insecure_plaintext",
         ] {
             assert!(
                 uncommented.contains(&format!("\n{key} =")),
@@ -534,6 +568,23 @@ mod tests {
         let e = error_of("[client]\nrelay_url = \"ws://127.0.0.1\"\n");
         assert!(e.contains("with the port"), "{e}");
         assert!(check_relay_url("ws://[::1]:7787").is_ok());
+        assert!(check_relay_url("wss://relay.example:443").is_ok());
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let e = error_of("[relay]\ntls = true\ntls_cert = \"c.pem\"\n");
+        assert!(e.contains("tls_key") && e.contains("both"), "{e}");
+        let e = error_of("[relay]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n");
+        assert!(e.contains("relay.tls = true"), "{e}");
+        let e = error_of("[client]\nrelay_fingerprint = \"AB:CD\"\n");
+        assert!(
+            e.contains("relay_fingerprint") || e.contains("SHA-256"),
+            "{e}"
+        );
+        let fp = crate::tls::Fingerprint::of(b"x");
+        let c = Config::parse(&format!("[client]\nrelay_fingerprint = \"{fp}\"\n"), "t").unwrap();
+        assert_eq!(c.client.relay_fingerprint, Some(fp));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::client::ClientSettings;
-use crate::client::connection::{self, ClientHandle};
+use crate::client::connection::{self, ClientHandle, RelayTarget};
 use crate::client::engine::{CallCommand, ChatCommand, ClientEngine, Command, EngineConfig};
 use crate::client::event::{CallRole, Event, UserView};
 use crate::config::RelayConfig;
@@ -17,6 +17,7 @@ use crate::media::pipeline::MediaSettings;
 use crate::media::spec::AudioSpec;
 use crate::relay::{self, RelayHandle};
 use crate::time::unix_millis;
+use crate::tls::{KnownRelays, Trust};
 use crate::tui::{self, Keymap, TuiOptions};
 use crate::usersig::{self, DEV_SECRET, Ticket};
 
@@ -39,21 +40,28 @@ pub const BANNER: &[&str] = &[
     "? lists every key, q quits.",
 ];
 
-/// Runs the demo until the user quits the TUI.
-pub async fn run(keymap: Keymap) -> std::io::Result<()> {
+/// Runs the demo until the user quits the TUI; with `tls` its relay serves
+/// `wss://` and every device pins the relay's fresh certificate.
+pub async fn run(keymap: Keymap, tls: bool) -> std::io::Result<()> {
     // Everything of the demo lives in a scratch directory: it touches no
     // profile of the user's.
     let scratch = tempfile::tempdir()?;
-    let relay = start_relay(scratch.path()).await?;
+    let relay = start_relay(scratch.path(), tls).await?;
     let url = relay.url();
+    let target = RelayTarget {
+        url: url.clone(),
+        autostart: None,
+        trust: Trust::new(relay.fingerprint(), KnownRelays::default()),
+    };
     let peers = vec![
-        tokio::spawn(echo(url.clone())),
-        tokio::spawn(carol(url.clone())),
-        tokio::spawn(dave(url.clone(), "laptop", 440.0)),
-        tokio::spawn(dave(url.clone(), "phone", 494.0)),
+        tokio::spawn(echo(target.clone())),
+        tokio::spawn(carol(target.clone())),
+        tokio::spawn(dave(target.clone(), "laptop", 440.0)),
+        tokio::spawn(dave(target.clone(), "phone", 494.0)),
     ];
     let settings = ClientSettings {
         relay_url: url,
+        relay_fingerprint: relay.fingerprint(),
         autostart_relay: false,
         app: DEV_APP_ID,
         platform: Platform::terminal(),
@@ -86,9 +94,10 @@ pub async fn run(keymap: Keymap) -> std::io::Result<()> {
     result
 }
 
-async fn start_relay(dir: &std::path::Path) -> std::io::Result<RelayHandle> {
+async fn start_relay(dir: &std::path::Path, tls: bool) -> std::io::Result<RelayHandle> {
     let config = RelayConfig {
         listen: "127.0.0.1:0".parse().expect("valid"),
+        tls,
         ..RelayConfig::default()
     };
     let store =
@@ -108,7 +117,7 @@ impl Peer {
     /// A peer that plays nothing and speaks from `input` (generated audio:
     /// the demo needs no sound card).
     async fn login(
-        url: String,
+        relay: RelayTarget,
         user: &str,
         device: &str,
         multi_device: bool,
@@ -125,7 +134,7 @@ impl Peer {
             codec: CodecSettings::default(),
         };
         let ClientHandle { commands, events } =
-            connection::spawn(url, ClientEngine::new(config), media);
+            connection::spawn(relay, ClientEngine::new(config), media);
         let ticket = Ticket {
             app: DEV_APP_ID,
             user: user.clone(),
@@ -185,8 +194,8 @@ fn live_from_me(event: &Event) -> Option<&str> {
 }
 
 /// Answers every call after a ring and echoes every message.
-async fn echo(url: String) {
-    let mut peer = Peer::login(url, "echo", "bot", false, AudioSpec::Echo).await;
+async fn echo(relay: RelayTarget) {
+    let mut peer = Peer::login(relay, "echo", "bot", false, AudioSpec::Echo).await;
     while let Some(event) = peer.events.recv().await {
         if let Some(text) = live_from_me(&event) {
             peer.say(format!("echo: {text}"));
@@ -201,8 +210,8 @@ async fn echo(url: String) {
 
 /// Calls the demo user once it is online, and again whenever messaged; a
 /// call that goes unanswered leaves a note saying how to get another.
-async fn carol(url: String) {
-    let mut peer = Peer::login(url, "carol", "phone", false, AudioSpec::Tone(330.0)).await;
+async fn carol(relay: RelayTarget) {
+    let mut peer = Peer::login(relay, "carol", "phone", false, AudioSpec::Tone(330.0)).await;
     peer.send(Command::GetUsers { subscribe: true });
     let mut called = false;
     while let Some(event) = peer.events.recv().await {
@@ -253,8 +262,8 @@ fn online(users: &[UserView]) -> bool {
 
 /// One of dave's two devices: both ring; the laptop answers after a ring,
 /// and each device tells the demo user what it saw.
-async fn dave(url: String, device: &'static str, tone_hz: f32) {
-    let mut peer = Peer::login(url, "dave", device, true, AudioSpec::Tone(tone_hz)).await;
+async fn dave(relay: RelayTarget, device: &'static str, tone_hz: f32) {
+    let mut peer = Peer::login(relay, "dave", device, true, AudioSpec::Tone(tone_hz)).await;
     while let Some(event) = peer.events.recv().await {
         match event {
             // Both ring; the laptop answers after a ring.

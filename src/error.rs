@@ -62,6 +62,8 @@ error_codes! {
     CallFull = 6104, "CALL_FULL", "the call would exceed the relay's participant limit (relay.max_call_participants)";
     NotAGroupCall = 6105, "NOT_A_GROUP_CALL", "only a group call can be joined by room id";
     RelayUnreachable = 6200, "RELAY_UNREACHABLE", "the relay did not answer; the client keeps retrying with backoff";
+    RelayCertificateMismatch = 6201, "RELAY_CERTIFICATE_MISMATCH", "the wss:// relay presented a certificate other than the one this device pinned or trusted on first use; the device does not connect (the message names both fingerprints)";
+    PlaintextRelay = 6202, "PLAINTEXT_RELAY", "warning: the link to the relay is ws:// and leaves this machine, so tickets, messages and voice can be read on the way; use wss://";
     LocalStoreFailed = 6300, "LOCAL_STORE_FAILED", "the device's local store (in its profile directory) cannot be read or written";
     UnknownUser = 6401, "UNKNOWN_USER", "the recipient has never logged in to this app";
     EmptyMessage = 6402, "EMPTY_MESSAGE", "a message needs some text";

@@ -335,14 +335,15 @@ impl Device {
 pub async fn run(
     flow: &Flow,
     relay_url: Option<String>,
+    relay_fingerprint: Option<crate::tls::Fingerprint>,
     report: Option<&Path>,
 ) -> Result<bool, FlowError> {
     let data = tempfile::tempdir().map_err(|e| FlowError::Relay(e.to_string()))?;
-    let (url, relay) = match relay_url {
-        Some(url) => (url, None),
+    let (url, fingerprint, relay) = match relay_url {
+        Some(url) => (url, relay_fingerprint, None),
         None => {
             let handle = start_relay(&flow.relay, data.path()).await?;
-            (handle.url(), Some(handle))
+            (handle.url(), handle.fingerprint(), Some(handle))
         }
     };
     println!("flow: {}", flow.name);
@@ -359,7 +360,7 @@ pub async fn run(
     let mut devices = Vec::new();
     let mut children = Vec::new();
     for (i, spec) in flow.devices.iter().enumerate() {
-        let (device, child) = spawn(spec, &url, data.path()).await?;
+        let (device, child) = spawn(spec, &url, fingerprint, data.path()).await?;
         devices.push(device);
         children.push(child);
         if spec.login {
@@ -470,7 +471,12 @@ async fn start_relay(overrides: &RelayOverrides, dir: &Path) -> Result<RelayHand
         .map_err(|e| FlowError::Relay(e.to_string()))
 }
 
-async fn spawn(spec: &DeviceSpec, url: &str, data: &Path) -> Result<(Device, Child), FlowError> {
+async fn spawn(
+    spec: &DeviceSpec,
+    url: &str,
+    fingerprint: Option<crate::tls::Fingerprint>,
+    data: &Path,
+) -> Result<(Device, Child), FlowError> {
     let exe =
         std::env::current_exe().map_err(|e| FlowError::Device(spec.name.clone(), e.to_string()))?;
     let device = spec.device.clone().unwrap_or_else(|| spec.name.clone());
@@ -496,6 +502,11 @@ async fn spawn(spec: &DeviceSpec, url: &str, data: &Path) -> Result<(Device, Chi
     }
     if spec.multi_device {
         command.arg("--multi-device");
+    }
+    if let Some(fingerprint) = fingerprint {
+        command
+            .arg("--relay-fingerprint")
+            .arg(fingerprint.to_string());
     }
     command
         .arg("--audio-in")

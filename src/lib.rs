@@ -4,8 +4,8 @@
 //! The shape (docs/architecture.md): sans-IO cores (`relay::core`,
 //! `client::engine`) that take time as an input, thin tokio shells around
 //! them (`relay::server`, `client::connection`), one wire-protocol module
-//! (`protocol`), and two front ends over the same client engine (`tui`,
-//! `headless`).
+//! (`protocol`), TLS at the edge of both shells (`tls`), and two front ends
+//! over the same client engine (`tui`, `headless`).
 
 pub mod admin;
 pub mod cli;
@@ -22,5 +22,6 @@ pub mod profile;
 pub mod protocol;
 pub mod relay;
 pub mod time;
+pub mod tls;
 pub mod tui;
 pub mod usersig;

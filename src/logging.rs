@@ -9,8 +9,24 @@ use std::path::Path;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
+/// Libraries whose trace level prints whole frames: a login's ticket, an
+/// admin request's token, every message's text. Capped whatever
+/// `TERMPHONE_LOG` says, so that no filter puts a secret in a log.
+const FRAME_DUMPERS: &[&str] = &["tungstenite=debug", "tokio_tungstenite=debug"];
+
 fn filter(default: &str) -> EnvFilter {
-    EnvFilter::try_from_env("TERMPHONE_LOG").unwrap_or_else(|_| EnvFilter::new(default))
+    let filter =
+        EnvFilter::try_from_env("TERMPHONE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Below trace nothing dumps a frame, and a cap would raise their level.
+    if filter
+        .max_level_hint()
+        .is_some_and(|max| max < tracing_subscriber::filter::LevelFilter::TRACE)
+    {
+        return filter;
+    }
+    FRAME_DUMPERS.iter().fold(filter, |f, directive| {
+        f.add_directive(directive.parse().expect("a valid directive"))
+    })
 }
 
 /// Colours only on a terminal: a relay started in the background writes its

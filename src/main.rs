@@ -10,6 +10,7 @@ use termphone::cli::{
 use termphone::config::Config;
 use termphone::config::DEFAULT_RELAY_ADDR;
 use termphone::media::spec::AudioSpec;
+use termphone::tls::{KNOWN_RELAYS, KnownRelays, Trust};
 use termphone::usersig::{self, Ticket};
 use termphone::{admin, demo, flow, headless, logging, relay, time, tui};
 
@@ -28,9 +29,9 @@ fn main() -> ExitCode {
         Some(Cmd::Headless(args)) => run_headless(&args, &config, &dirs),
         Some(Cmd::Relay(args)) => run_relay(&args, config, &dirs),
         Some(Cmd::Usersig(args)) => print_usersig(&args, &config),
-        Some(Cmd::Admin(AdminCmd::Send(args))) => admin_send(&args, &config),
+        Some(Cmd::Admin(AdminCmd::Send(args))) => admin_send(&args, &config, &dirs),
         Some(Cmd::Flow(args)) => run_flow(&args),
-        Some(Cmd::Demo) => run_demo(&config, cli.config.as_deref(), &dirs),
+        Some(Cmd::Demo(args)) => run_demo(&config, cli.config.as_deref(), &dirs, args.tls),
         Some(Cmd::Devices) => list_devices(),
         Some(Cmd::Completions { shell }) => {
             clap_complete::generate(
@@ -184,6 +185,8 @@ fn run_relay(args: &RelayArgs, mut config: Config, dirs: &Dirs) -> ExitCode {
     if let Some(listen) = args.listen {
         config.relay.listen = listen;
     }
+    config.relay.tls |= args.tls;
+    config.relay.insecure_plaintext |= args.insecure_plaintext;
     let impairment = &mut config.relay.impairment;
     impairment.loss_percent = args.media_loss.unwrap_or(impairment.loss_percent);
     impairment.delay_ms = args.media_delay.unwrap_or(impairment.delay_ms);
@@ -196,6 +199,12 @@ fn run_relay(args: &RelayArgs, mut config: Config, dirs: &Dirs) -> ExitCode {
         .clone()
         .or_else(|| config.relay.db.clone())
         .unwrap_or_else(|| dirs.data_dir.join("relay.sqlite3"));
+    if args.print_fingerprint {
+        return match relay::print_fingerprint(&config.relay, &db) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
     let idle = args.exit_when_idle.map(std::time::Duration::from_secs);
     match runtime().block_on(relay::run(&config.relay, &db, idle)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,12 +232,12 @@ fn tui_setup(
     Ok((guard, keymap))
 }
 
-fn run_demo(config: &Config, cli_config: Option<&Path>, dirs: &Dirs) -> ExitCode {
+fn run_demo(config: &Config, cli_config: Option<&Path>, dirs: &Dirs, tls: bool) -> ExitCode {
     let (_guard, keymap) = match tui_setup(config, cli_config, dirs) {
         Ok(setup) => setup,
         Err(code) => return code,
     };
-    match runtime().block_on(demo::run(keymap)) {
+    match runtime().block_on(demo::run(keymap, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
@@ -243,6 +252,7 @@ fn run_flow(args: &FlowArgs) -> ExitCode {
     match runtime().block_on(flow::run(
         &scenario,
         args.relay.clone(),
+        args.relay_fingerprint,
         args.report.as_deref(),
     )) {
         Ok(true) => ExitCode::SUCCESS,
@@ -251,7 +261,7 @@ fn run_flow(args: &FlowArgs) -> ExitCode {
     }
 }
 
-fn admin_send(args: &AdminSendArgs, config: &Config) -> ExitCode {
+fn admin_send(args: &AdminSendArgs, config: &Config, dirs: &Dirs) -> ExitCode {
     let Some(token) = args
         .token
         .as_deref()
@@ -265,8 +275,13 @@ fn admin_send(args: &AdminSendArgs, config: &Config) -> ExitCode {
         .or_else(|| config.client.relay_url.clone())
         .unwrap_or_else(|| format!("ws://{DEFAULT_RELAY_ADDR}"));
     let app = args.app.unwrap_or(config.client.app);
+    let trust = Trust::new(
+        args.relay_fingerprint.or(config.client.relay_fingerprint),
+        KnownRelays::in_file(dirs.data_dir.join(KNOWN_RELAYS)),
+    );
     let sent = runtime().block_on(admin::send(
         &url,
+        &trust,
         token,
         app,
         &args.from,

@@ -7,18 +7,43 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::process::Child;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use termphone::ids::{DEV_APP_ID, UserId};
 use termphone::protocol::{self, ClientMsg, ServerMsg};
 use termphone::relay::server::ws_config;
 use termphone::time::unix_millis;
+use termphone::tls::{Stream, Trust};
 use termphone::usersig::{self, DEV_SECRET, Ticket};
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A client's connection, plain or TLS, as the client's own shell has it.
+pub type Ws = termphone::client::connection::Ws;
+
+/// Whether a benchmark's relay serves `ws://` or `wss://`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+    Tls,
+}
+
+impl Transport {
+    pub const BOTH: [Transport; 2] = [Transport::Plain, Transport::Tls];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Plain => "ws",
+            Transport::Tls => "wss",
+        }
+    }
+}
+
+/// Every benchmark client trusts a relay's self-signed certificate on
+/// first use, in this process's memory (each relay has its own port).
+fn trust() -> &'static Trust {
+    static TRUST: std::sync::OnceLock<Trust> = std::sync::OnceLock::new();
+    TRUST.get_or_init(Trust::default)
+}
 
 /// How long a raw client waits for a message before the benchmark fails:
 /// a broken benchmark must fail `cargo test`, not hang it.
@@ -75,6 +100,15 @@ pub fn mode(name: &str) -> Option<Mode> {
 /// bench`), with `config` as its config file; returns the process, its URL
 /// and the directory it lives in.
 pub async fn start_relay(config: &str) -> (Child, String, tempfile::TempDir) {
+    start_relay_over(config, Transport::Plain).await
+}
+
+/// [`start_relay`], serving `wss://` with a self-signed certificate for
+/// `Transport::Tls`.
+pub async fn start_relay_over(
+    config: &str,
+    transport: Transport,
+) -> (Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("relay.toml");
     // A benchmark measures how fast the relay is, not its rate limits
@@ -95,6 +129,7 @@ pub async fn start_relay(config: &str) -> (Child, String, tempfile::TempDir) {
         .arg(&config_path)
         .args(["relay", "--listen", "127.0.0.1:0", "--db"])
         .arg(dir.path().join("bench.sqlite3"))
+        .args((transport == Transport::Tls).then_some("--tls"))
         .env("XDG_DATA_HOME", dir.path())
         .env("TERMPHONE_LOG", "warn")
         .stdout(Stdio::piped())
@@ -108,6 +143,10 @@ pub async fn start_relay(config: &str) -> (Child, String, tempfile::TempDir) {
         .strip_prefix("listening on ")
         .expect(&first)
         .to_owned();
+    if transport == Transport::Tls {
+        // The certificate's line; read, so that no line is left unread.
+        lines.next_line().await.unwrap().unwrap();
+    }
     (relay, url, dir)
 }
 
@@ -140,13 +179,10 @@ pub async fn connect_small(url: &str) -> Ws {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(addr).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async_with_config(
-        url,
-        MaybeTlsStream::Plain(stream),
-        Some(ws_config()),
-    )
-    .await
-    .expect("connect to the relay");
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, Stream::Plain(stream), Some(ws_config()))
+            .await
+            .expect("connect to the relay");
     ws
 }
 
@@ -160,11 +196,12 @@ pub fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc")
 }
 
+/// A client connection to `url`, `ws://` or `wss://`, as a device opens it.
 pub async fn connect(url: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
-        .await
-        .expect("connect to the relay");
-    ws
+    match termphone::client::connection::open(url, trust()).await {
+        Ok(connected) => connected.ws,
+        Err(e) => panic!("connect to the relay: {e:?}"),
+    }
 }
 
 pub async fn send(ws: &mut Ws, msg: &ClientMsg) {

@@ -11,10 +11,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,31 +22,54 @@ use crate::client::engine::{ClientEngine, Command, Input, Output};
 use crate::client::event::Event;
 use crate::client::launcher;
 use crate::client::media_link::{MediaLink, Outgoing};
+use crate::error::{Error, ErrorCode};
 use crate::media::pipeline::MediaSettings;
 use crate::protocol::{self, ServerMsg};
 use crate::relay::server::ws_config;
 use crate::time::{deadline, unix_millis};
+use crate::tls::{self, ConnectError, Connected, Stream, Trust};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-type Connecting = Pin<Box<dyn Future<Output = Result<Ws, String>> + Send>>;
+pub type Ws = WebSocketStream<Stream>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Connected<Ws>, ConnectError>> + Send>>;
 
-/// Where the relay is, and whether to start the bundled one there when
-/// nothing answers.
+/// Where the relay is, whether to start the bundled one there when nothing
+/// answers, and which certificate a `wss://` relay must present.
 #[derive(Clone, Debug)]
 pub struct RelayTarget {
     pub url: String,
     /// The loopback address and data directory of the bundled relay.
     pub autostart: Option<(SocketAddr, PathBuf)>,
+    pub trust: Trust,
 }
 
 impl From<String> for RelayTarget {
+    /// No pin, and a certificate trusted on first use is remembered for
+    /// this process only.
     fn from(url: String) -> Self {
         RelayTarget {
             url,
             autostart: None,
+            trust: Trust::default(),
         }
+    }
+}
+
+/// Opens a WebSocket to the relay at `url`, over TLS for `wss://`, checking
+/// its certificate against `trust`; within the connect timeout.
+pub async fn open(url: &str, trust: &Trust) -> Result<Connected<Ws>, ConnectError> {
+    let attempt = tls::connect(url, trust, |stream| async move {
+        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
+            .await
+            .map(|(ws, _response)| ws)
+            .map_err(|e| e.to_string())
+    });
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Unreachable(format!(
+            "{url}: no answer within {CONNECT_TIMEOUT:?}"
+        ))),
     }
 }
 
@@ -80,15 +102,9 @@ fn connect(relay: RelayTarget) -> Connecting {
         if let Some((addr, data_dir)) = &relay.autostart
             && let Err(e) = launcher::ensure_relay(*addr, data_dir).await
         {
-            return Err(e);
+            return Err(ConnectError::Unreachable(e));
         }
-        let url = relay.url;
-        let attempt = tokio_tungstenite::connect_async_with_config(&url, Some(ws_config()), true);
-        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-            Ok(Ok((ws, _response))) => Ok(ws),
-            Ok(Err(e)) => Err(format!("{url}: {e}")),
-            Err(_) => Err(format!("{url}: no answer within {CONNECT_TIMEOUT:?}")),
-        }
+        open(&relay.url, &relay.trust).await
     })
 }
 
@@ -103,6 +119,8 @@ async fn run(
     let mut connecting: Option<Connecting> = None;
     let mut front_end_gone = false;
     let mut media = MediaLink::new(media_settings, events.clone());
+    // Said once: every reconnection would say it again.
+    let mut warned_plaintext = false;
     loop {
         while let Some(output) = engine.poll_output() {
             match output {
@@ -141,11 +159,39 @@ async fn run(
             result = async { match connecting.as_mut() { Some(c) => c.await, None => pending().await } } => {
                 connecting = None;
                 match result {
-                    Ok(w) => {
+                    Ok(Connected { ws: w, plaintext_off_loopback }) => {
+                        if let Some(peer) = plaintext_off_loopback.filter(|_| !warned_plaintext) {
+                            warned_plaintext = true;
+                            tracing::warn!(%peer, "the link to the relay is not encrypted");
+                            let warning = Error::new(
+                                ErrorCode::PlaintextRelay,
+                                format!(
+                                    "the link to the relay at {} ({peer}) is not encrypted: tickets, \
+                                     messages and voice can be read on the way; ask for a wss:// \
+                                     relay (termphone relay --tls)",
+                                    relay.url
+                                ),
+                            );
+                            if events.send(Event::error(warning, None)).is_err() {
+                                return;
+                            }
+                        }
                         ws = Some(w);
                         engine.handle(unix_millis(), Input::Connected);
                     }
-                    Err(reason) => engine.handle(unix_millis(), Input::ConnectFailed { reason }),
+                    Err(ConnectError::Unreachable(reason)) => {
+                        engine.handle(unix_millis(), Input::ConnectFailed { reason })
+                    }
+                    Err(ConnectError::Mismatch(mismatch)) => {
+                        tracing::warn!(
+                            address = %mismatch.address,
+                            trusted = %mismatch.trusted,
+                            presented = %mismatch.presented,
+                            "the relay presented another certificate; not connecting"
+                        );
+                        let error = Error::new(ErrorCode::RelayCertificateMismatch, mismatch.message());
+                        engine.handle(unix_millis(), Input::ConnectRefused { error });
+                    }
                 }
             }
             outgoing = media.next() => {

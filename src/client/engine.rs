@@ -75,6 +75,11 @@ pub enum Input {
     ConnectFailed {
         reason: String,
     },
+    /// The relay answered but must not be used (a certificate other than
+    /// the trusted one): report `error` and stop, without retrying.
+    ConnectRefused {
+        error: Error,
+    },
     /// The transport dropped (not at the engine's request).
     Disconnected,
     Frame(ServerMsg),
@@ -284,6 +289,13 @@ impl ClientEngine {
                     ));
                 }
                 self.schedule_retry(now);
+            }
+            Input::ConnectRefused { error } => {
+                self.link = Link::Down;
+                // The login cannot complete: said as a refused login, which
+                // front ends show as why the device is signed out.
+                self.event(Event::error(error, Some("login")));
+                self.sign_out(now);
             }
             // Already down: the engine closed the link itself (kick, logout).
             Input::Disconnected if self.link == Link::Down => {}

@@ -23,7 +23,8 @@ pub async fn ensure_relay(addr: SocketAddr, data_dir: &Path) -> Result<(), Strin
     }
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the termphone binary: {e}"))?;
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    // The relay keeps its database here: nobody else's to read.
+    crate::tls::create_private_dir(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let log_path = data_dir.join("relay.log");
     let log = std::fs::File::options()
         .create(true)

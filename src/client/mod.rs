@@ -24,6 +24,10 @@ use tokio::sync::mpsc::UnboundedSender;
 #[derive(Clone, Debug)]
 pub struct ClientSettings {
     pub relay_url: String,
+    /// The certificate a `wss://` relay must present; unset, one no public
+    /// root vouches for is trusted on first use (remembered in
+    /// `known_relays` in `data_dir`).
+    pub relay_fingerprint: Option<crate::tls::Fingerprint>,
     /// Start the bundled relay if nothing answers at `relay_url` (a
     /// loopback address only).
     pub autostart_relay: bool,
@@ -48,9 +52,11 @@ impl ClientSettings {
             .flatten()
             .filter(|addr: &std::net::SocketAddr| addr.ip().is_loopback())
             .map(|addr| (addr, self.data_dir.clone()));
+        let known = crate::tls::KnownRelays::in_file(self.data_dir.join(crate::tls::KNOWN_RELAYS));
         connection::RelayTarget {
             url: self.relay_url.clone(),
             autostart,
+            trust: crate::tls::Trust::new(self.relay_fingerprint, known),
         }
     }
 

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -30,6 +31,7 @@ use crate::relay::gate::{Gate, Unauthenticated};
 use crate::relay::media::{MediaQueue, MediaRouter};
 use crate::relay::store::Store;
 use crate::time::{deadline, unix_millis};
+use crate::tls::{Fingerprint, ServerTls, Stream, TlsError};
 use crate::usersig::DEV_SECRET;
 
 /// Frames queued for one connection before it counts as too slow and is
@@ -72,6 +74,19 @@ pub enum RelayError {
          Listen on a loopback address (127.0.0.1), or give every app its own secret in [[relay.apps]] of the config"
     )]
     DevSecretExposed(SocketAddr, u32),
+    #[error(
+        "refusing to listen on {0} without TLS: tickets, messages and voice would cross the network in clear. \
+         Start the relay with --tls (or tls = true under [relay] in the config) for wss://, \
+         listen on a loopback address (127.0.0.1), or, on a network you trust entirely, pass --insecure-plaintext"
+    )]
+    PlaintextExposed(SocketAddr),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(
+        "relay.tls is on but the relay has no directory for its self-signed certificate \
+         (an in-memory database): give relay.tls_cert and relay.tls_key"
+    )]
+    NoCertificateDir,
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
     #[error(transparent)]
@@ -125,6 +140,7 @@ pub struct RelayHandle {
     shutdown: watch::Sender<bool>,
     permits: Arc<Semaphore>,
     max_connections: usize,
+    tls: Option<Fingerprint>,
     task: JoinHandle<()>,
 }
 
@@ -133,9 +149,15 @@ impl RelayHandle {
         self.addr
     }
 
-    /// `ws://` address clients connect to.
+    /// `ws://` (or, with TLS, `wss://`) address clients connect to.
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The SHA-256 of the certificate the relay presents, with TLS on.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.tls
     }
 
     pub fn active_connections(&self) -> usize {
@@ -150,13 +172,54 @@ impl RelayHandle {
     }
 }
 
-/// Binds the listener and starts the relay's tasks.
+/// The certificate a relay with `relay.tls` presents: the configured one,
+/// or the self-signed one in `dir` (made there on first use).
+pub fn server_tls(config: &RelayConfig, dir: Option<&Path>) -> Result<ServerTls, RelayError> {
+    let given = config.tls_cert.as_deref().zip(config.tls_key.as_deref());
+    let dir = match (given, dir) {
+        (Some(_), _) => Path::new("."),
+        (None, Some(dir)) => dir,
+        (None, None) => return Err(RelayError::NoCertificateDir),
+    };
+    Ok(ServerTls::load(given, dir, config.listen)?)
+}
+
+/// Binds the listener and starts the relay's tasks. With `relay.tls` the
+/// self-signed certificate (unless one is configured) lives beside the
+/// store's database.
 pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, RelayError> {
+    let tls = match config.tls {
+        true => {
+            let dir = store.path().and_then(|p| p.parent().map(Path::to_path_buf));
+            Some(server_tls(config, dir.as_deref())?)
+        }
+        false => None,
+    };
+    start_with(config, store, tls).await
+}
+
+/// [`start`] with the TLS settings already loaded (`None`: plaintext).
+pub async fn start_with(
+    config: &RelayConfig,
+    store: Store,
+    tls: Option<ServerTls>,
+) -> Result<RelayHandle, RelayError> {
     if !config.listen.ip().is_loopback()
         && let Some(app) = config.apps.iter().find(|a| a.secret == DEV_SECRET)
     {
         return Err(RelayError::DevSecretExposed(config.listen, app.id));
     }
+    if !config.listen.ip().is_loopback() && tls.is_none() {
+        if !config.insecure_plaintext {
+            return Err(RelayError::PlaintextExposed(config.listen));
+        }
+        tracing::warn!(
+            listen = %config.listen,
+            "--insecure-plaintext: listening off loopback without TLS; tickets, messages and voice \
+             cross the network in clear, and clients say so in their event log"
+        );
+    }
+    let fingerprint = tls.as_ref().map(|t| t.fingerprint);
     raise_open_file_limit(config.max_connections);
     let listener = TcpListener::bind(config.listen)
         .await
@@ -205,6 +268,7 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
         shutdown_rx,
         media.clone(),
         limits,
+        tls,
     ));
     let media_log = tokio::spawn(log_media(media.clone()));
     let trim = tokio::spawn(async {
@@ -224,12 +288,13 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
         let _ = retention.await;
         let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
     });
-    tracing::info!(%addr, "relay listening");
+    tracing::info!(%addr, tls = fingerprint.is_some(), "relay listening");
     Ok(RelayHandle {
         addr,
         shutdown,
         permits,
         max_connections: config.max_connections,
+        tls: fingerprint,
         task,
     })
 }
@@ -375,6 +440,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     media: Arc<MediaRouter>,
     limits: Limits,
+    tls: Option<ServerTls>,
 ) {
     let mut next_conn: ConnId = 1;
     let mut conns = tokio::task::JoinSet::new();
@@ -411,8 +477,9 @@ async fn accept_loop(
                 let events = events.clone();
                 let shutdown = shutdown.clone();
                 let media = media.clone();
+                let tls = tls.clone();
                 conns.spawn(async move {
-                    let Some(ws) = handshake(stream, peer, limits.login_timeout).await else { return };
+                    let Some(ws) = handshake(stream, peer, limits.login_timeout, tls.as_ref()).await else { return };
                     match (admitted, refusal) {
                         (Ok((_permit, waiting)), _) => {
                             let queue = media.register(conn);
@@ -433,16 +500,27 @@ async fn accept_loop(
     while conns.join_next().await.is_some() {}
 }
 
+/// The TLS handshake (with TLS on) and the WebSocket one, within `timeout`
+/// together.
 async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
     timeout: Duration,
-) -> Option<WebSocketStream<TcpStream>> {
-    let accept = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()));
+    tls: Option<&ServerTls>,
+) -> Option<WebSocketStream<Stream>> {
+    let accept = async {
+        let stream = match tls {
+            Some(tls) => tls.accept(stream).await.map_err(|e| format!("TLS: {e}"))?,
+            None => Stream::Plain(stream),
+        };
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()))
+            .await
+            .map_err(|e| e.to_string())
+    };
     match tokio::time::timeout(timeout, accept).await {
         Ok(Ok(ws)) => Some(ws),
         Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "websocket handshake failed");
+            tracing::debug!(%peer, error = %e, "handshake failed");
             None
         }
         Err(_) => {
@@ -452,7 +530,7 @@ async fn handshake(
     }
 }
 
-async fn refuse(mut ws: WebSocketStream<TcpStream>, why: &str) {
+async fn refuse(mut ws: WebSocketStream<Stream>, why: &str) {
     let error = Error::new(ErrorCode::TooManyConnections, why);
     let msg = ServerMsg::unprompted(error);
     let _ = ws.send(Message::text(protocol::encode(&msg))).await;
@@ -479,7 +557,7 @@ struct ConnIo<'a> {
 
 async fn serve_conn(
     io: ConnIo<'_>,
-    mut ws: WebSocketStream<TcpStream>,
+    mut ws: WebSocketStream<Stream>,
     mut shutdown: watch::Receiver<bool>,
     mut waiting: Option<Unauthenticated>,
 ) {
@@ -623,7 +701,7 @@ async fn serve_conn(
 /// a deadline: a peer that stops reading must not hold its socket and its
 /// queue for as long as the kernel keeps trying.
 async fn write(
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<Stream>,
     msg: Message,
     conn: ConnId,
     limits: Limits,

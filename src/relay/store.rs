@@ -78,6 +78,13 @@ impl Store {
         Ok(store)
     }
 
+    /// The database file (`None` in memory).
+    pub fn path(&self) -> Option<std::path::PathBuf> {
+        (self.conn.path())
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from)
+    }
+
     /// An in-memory database, for tests of the shell.
     pub fn in_memory() -> Result<Store, rusqlite::Error> {
         let mut store = Store {

@@ -722,3 +722,29 @@ fn the_relay_address_in_the_header_is_whole_or_absent() {
         );
     }
 }
+
+#[test]
+fn a_relay_with_another_certificate_is_an_alert_not_a_reconnect_loop() {
+    use crate::error::{Error, ErrorCode};
+    let mut m = with_contacts(model());
+    let mismatch = crate::tls::Mismatch {
+        address: "wss://relay.lan:7787".into(),
+        trusted: crate::tls::Fingerprint::of(b"old"),
+        presented: crate::tls::Fingerprint::of(b"new"),
+        source: "given by --relay-fingerprint or client.relay_fingerprint".into(),
+        file: None,
+    };
+    let error = Error::new(ErrorCode::RelayCertificateMismatch, mismatch.message());
+    // What the engine reports for `Input::ConnectRefused`, then its sign-out.
+    m.on_engine(Event::error(error, Some("login")), T0 + 2_000);
+    m.on_engine(Event::status(LoginStatus::Logout), T0 + 2_000);
+    assert_eq!(m.signed_out, Some("login refused"));
+    let alert = m.alert.clone().unwrap();
+    assert!(
+        alert.contains("wss://relay.lan:7787") && alert.contains("--relay-fingerprint"),
+        "{alert}"
+    );
+    let screen = render(&m, T0 + 3_000, 120, 40);
+    assert!(screen.contains("login refused"), "{screen}");
+    assert!(screen.contains("Login refused: the relay at"), "{screen}");
+}

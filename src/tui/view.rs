@@ -178,10 +178,10 @@ fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
                 Line::from(""),
                 Line::from("Start one there with".dark_gray()),
                 Line::from("  termphone relay"),
-                Line::from(format!(
-                    "  --listen {}",
-                    model.relay_url.trim_start_matches("ws://")
-                )),
+                Line::from(match model.relay_url.strip_prefix("wss://") {
+                    Some(address) => format!("  --tls --listen {address}"),
+                    None => format!("  --listen {}", model.relay_url.trim_start_matches("ws://")),
+                }),
                 Line::from("or fix --relay.".dark_gray()),
             ],
             None => vec![Line::from(

@@ -15,4 +15,5 @@ mod limits_ws;
 mod login_mesh;
 mod login_ws;
 mod media_ws;
+mod tls;
 mod tui_tmux;
