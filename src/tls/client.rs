@@ -1,0 +1,419 @@
+//! The client's side: which certificate a relay must present (public
+//! roots, a pin, or trust on first use kept in `known_relays`), and the
+//! connection that checks it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+
+use super::{Fingerprint, Stream, VERSIONS, create_private_dir, provider, write_private};
+
+/// Which certificates a client accepts from its relay, besides those a
+/// public root vouches for.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    /// `--relay-fingerprint` / `client.relay_fingerprint`: only this one.
+    pub pin: Option<Fingerprint>,
+    /// What was trusted on first use.
+    pub known: KnownRelays,
+}
+
+impl Trust {
+    pub fn new(pin: Option<Fingerprint>, known: KnownRelays) -> Trust {
+        Trust { pin, known }
+    }
+}
+
+/// The relays trusted on first use: the `known_relays` file of a data
+/// directory (one `ADDRESS FINGERPRINT` line per relay), or, without one,
+/// this process's memory.
+#[derive(Clone, Debug, Default)]
+pub struct KnownRelays {
+    file: Option<PathBuf>,
+    memory: Arc<Mutex<HashMap<String, Fingerprint>>>,
+}
+
+impl KnownRelays {
+    pub fn in_file(path: PathBuf) -> KnownRelays {
+        KnownRelays {
+            file: Some(path),
+            memory: Default::default(),
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// What is remembered for `address`.
+    pub fn get(&self, address: &str) -> Option<Fingerprint> {
+        match &self.file {
+            Some(path) => read_known(path).remove(address),
+            None => self
+                .memory
+                .lock()
+                .expect("not poisoned")
+                .get(address)
+                .copied(),
+        }
+    }
+
+    /// Remembers `fingerprint` for `address`, replacing what was there.
+    pub fn remember(&self, address: &str, fingerprint: Fingerprint) -> io::Result<()> {
+        let Some(path) = &self.file else {
+            self.memory
+                .lock()
+                .expect("not poisoned")
+                .insert(address.to_owned(), fingerprint);
+            return Ok(());
+        };
+        let mut known = read_known(path);
+        if known.get(address) == Some(&fingerprint) {
+            return Ok(());
+        }
+        known.insert(address.to_owned(), fingerprint);
+        let mut lines: Vec<String> = known.iter().map(|(a, f)| format!("{a} {f}\n")).collect();
+        lines.sort();
+        let text = format!(
+            "# Relays this data directory trusts: ADDRESS SHA-256 of its certificate.\n\
+             # termphone adds a relay on first use; delete a line to trust that relay anew.\n{}",
+            lines.concat()
+        );
+        if let Some(dir) = path.parent() {
+            create_private_dir(dir)?;
+        }
+        write_private(path, text.as_bytes())
+    }
+}
+
+fn read_known(path: &Path) -> HashMap<String, Fingerprint> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let (address, fp) = l.trim().split_once(' ')?;
+            Some((address.to_owned(), fp.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A relay URL taken apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayUrl {
+    pub tls: bool,
+    /// As written, without brackets around an IPv6 address.
+    pub host: String,
+    pub port: u16,
+}
+
+impl RelayUrl {
+    pub fn parse(url: &str) -> Result<RelayUrl, String> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("wss://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("ws://") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "{url:?} must be a ws://HOST:PORT or wss://HOST:PORT address"
+            ));
+        };
+        let host_port = rest.split('/').next().unwrap_or_default();
+        let with_port = || {
+            format!("{url:?} must be a ws://HOST:PORT or wss://HOST:PORT address, with the port")
+        };
+        let (host, port) = host_port.rsplit_once(':').ok_or_else(with_port)?;
+        let port = port.parse::<u16>().map_err(|_| with_port())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(with_port());
+        }
+        Ok(RelayUrl {
+            tls,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// `HOST:PORT`, the key of `known_relays`.
+    pub fn address(&self) -> String {
+        match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(ip)) => format!("[{ip}]:{}", self.port),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// A relay presented a certificate other than the one this client trusts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    pub address: String,
+    pub trusted: Fingerprint,
+    pub presented: Fingerprint,
+    /// Where the trusted one comes from, for the message.
+    pub source: String,
+    /// The `known_relays` file it was remembered in, if it was.
+    pub file: Option<PathBuf>,
+}
+
+impl Mismatch {
+    pub fn message(&self) -> String {
+        format!(
+            "the relay at {} presented a certificate with SHA-256 {}, but this device trusts {} \
+             for that address ({}); it does not connect, since someone may be intercepting the link. \
+             If the relay's certificate was changed on purpose, ask its operator for the new \
+             fingerprint (termphone relay --print-fingerprint) and start again with \
+             --relay-fingerprint NEW (or client.relay_fingerprint = \"NEW\" in the config){}",
+            self.address,
+            self.presented,
+            self.trusted,
+            self.source,
+            match &self.file {
+                Some(file) => format!(
+                    ", which this device then remembers in place of the old one in {}",
+                    file.display()
+                ),
+                None => String::new(),
+            }
+        )
+    }
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Try again later.
+    Unreachable(String),
+    /// Do not try again: the relay is not the one this device trusts.
+    Mismatch(Mismatch),
+}
+
+/// A client's open link, and what it should tell its user about it.
+pub struct Connected<S> {
+    pub ws: S,
+    /// A plaintext link that leaves this machine: everything on it can be
+    /// read on the way.
+    pub plaintext_off_loopback: Option<SocketAddr>,
+}
+
+/// What the verifier saw, for the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Trusted on first use: remember it once the link is up.
+    FirstUse(Fingerprint),
+    /// Pinned and presented: remember it (it replaces an older one).
+    Pinned(Fingerprint),
+    Mismatch {
+        trusted: Fingerprint,
+        presented: Fingerprint,
+    },
+}
+
+/// Expected certificate of one connection attempt.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    Pin(Fingerprint),
+    Known(Fingerprint),
+    FirstUse,
+}
+
+#[derive(Debug)]
+struct RelayVerifier {
+    public: Arc<rustls::client::WebPkiServerVerifier>,
+    expect: Expect,
+    seen: Mutex<Option<Seen>>,
+}
+
+fn public_roots() -> Arc<rustls::client::WebPkiServerVerifier> {
+    static VERIFIER: OnceLock<Arc<rustls::client::WebPkiServerVerifier>> = OnceLock::new();
+    VERIFIER
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .expect("the built-in roots are valid")
+        })
+        .clone()
+}
+
+impl ServerCertVerifier for RelayVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let presented = Fingerprint::of(end_entity);
+        let record = |seen: Seen| *self.seen.lock().expect("not poisoned") = Some(seen);
+        let mismatch = |trusted: Fingerprint| {
+            record(Seen::Mismatch { trusted, presented });
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
+        };
+        // A pin is the whole answer: that certificate and no other.
+        if let Expect::Pin(pin) = self.expect {
+            if pin != presented {
+                return mismatch(pin);
+            }
+            record(Seen::Pinned(presented));
+            return Ok(ServerCertVerified::assertion());
+        }
+        match self.public.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(verified) => Ok(verified),
+            // Not from a public root: a self-signed (or private CA's)
+            // certificate, trusted by its fingerprint.
+            Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => match self
+                .expect
+            {
+                Expect::Known(known) if known == presented => Ok(ServerCertVerified::assertion()),
+                Expect::Known(known) => mismatch(known),
+                _ => {
+                    record(Seen::FirstUse(presented));
+                    Ok(ServerCertVerified::assertion())
+                }
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Opens a link to the relay at `url` (TCP, then TLS for `wss://`, then the
+/// WebSocket handshake through `handshake`), checking its certificate
+/// against `trust`. Remembers a certificate trusted on first use once the
+/// link is up.
+pub async fn connect<S, F, Fut>(
+    url: &str,
+    trust: &Trust,
+    handshake: F,
+) -> Result<Connected<S>, ConnectError>
+where
+    F: FnOnce(Stream) -> Fut,
+    Fut: std::future::Future<Output = Result<S, String>>,
+{
+    let unreachable = |e: &dyn fmt::Display| ConnectError::Unreachable(format!("{url}: {e}"));
+    let parsed = RelayUrl::parse(url).map_err(ConnectError::Unreachable)?;
+    let tcp = TcpStream::connect((parsed.host.as_str(), parsed.port))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let _ = tcp.set_nodelay(true);
+    let address = parsed.address();
+    if !parsed.tls {
+        let peer = tcp.peer_addr().ok();
+        let ws = handshake(Stream::Plain(tcp))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        return Ok(Connected {
+            ws,
+            plaintext_off_loopback: peer.filter(|p| !p.ip().is_loopback()),
+        });
+    }
+    let file = trust.known.path().map(Path::to_path_buf);
+    let (expect, source) = match (trust.pin, trust.known.get(&address)) {
+        (Some(pin), _) => (
+            Expect::Pin(pin),
+            "given by --relay-fingerprint or client.relay_fingerprint".to_owned(),
+        ),
+        (None, Some(known)) => (
+            Expect::Known(known),
+            match trust.known.path() {
+                Some(path) => format!("trusted on first use, remembered in {}", path.display()),
+                None => "trusted on first use by this process".to_owned(),
+            },
+        ),
+        (None, None) => (Expect::FirstUse, String::new()),
+    };
+    let verifier = Arc::new(RelayVerifier {
+        public: public_roots(),
+        expect,
+        seen: Mutex::new(None),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .expect("ring supports TLS 1.2 and 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    let name = ServerName::try_from(parsed.host.clone()).map_err(|e| unreachable(&e))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tls = connector.connect(name, tcp).await;
+    let seen = *verifier.seen.lock().expect("not poisoned");
+    let tls = match (tls, seen) {
+        (_, Some(Seen::Mismatch { trusted, presented })) => {
+            return Err(ConnectError::Mismatch(Mismatch {
+                address: format!("wss://{address}"),
+                trusted,
+                presented,
+                source,
+                file,
+            }));
+        }
+        (Ok(tls), _) => tls,
+        (Err(e), _) => return Err(unreachable(&format!("TLS: {e}"))),
+    };
+    let ws = handshake(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    if let Some(Seen::FirstUse(fp) | Seen::Pinned(fp)) = seen
+        && let Err(e) = trust.known.remember(&address, fp)
+    {
+        tracing::warn!(error = %e, "cannot remember the relay's certificate");
+    }
+    Ok(Connected {
+        ws,
+        plaintext_off_loopback: None,
+    })
+}
