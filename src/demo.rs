@@ -164,7 +164,7 @@ impl Peer {
     }
 
     fn say(&self, text: impl Into<String>) {
-        self.send(Command::Chat(ChatCommand::Send {
+        self.send(Command::Chat(ChatCommand::SendMessage {
             to: UserId::parse(ME).expect("valid"),
             text: text.into(),
             client_msg_id: None,
@@ -174,7 +174,6 @@ impl Peer {
     fn call_me(&self) {
         self.send(Command::Call(CallCommand::Call {
             users: vec![UserId::parse(ME).expect("valid")],
-            group: false,
             timeout_secs: None,
         }));
     }

@@ -7,6 +7,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use strum::IntoStaticStr;
 
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
@@ -23,8 +24,9 @@ pub const MAX_CONTROL_FRAME_BYTES: usize = 128 * 1024;
 pub const MAX_TRANSPORT_MESSAGE_BYTES: usize = 2 * MAX_CONTROL_FRAME_BYTES;
 
 /// Messages a client sends.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, IntoStaticStr)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ClientMsg {
     /// Log in (or switch accounts on this connection). The identifiers stay
     /// raw text here so that the relay can answer a bad one with its own code
@@ -154,30 +156,7 @@ impl ClientMsg {
 
     /// The `type` tag, for error replies that name the failed request.
     pub fn kind(&self) -> &'static str {
-        match self {
-            ClientMsg::Login { .. } => "login",
-            ClientMsg::Resume { .. } => "resume",
-            ClientMsg::Logout => "logout",
-            ClientMsg::Heartbeat => "heartbeat",
-            ClientMsg::ListUsers { .. } => "list_users",
-            ClientMsg::MultiDevice { .. } => "multi_device",
-            ClientMsg::Call { group: false, .. } => "call",
-            ClientMsg::Call { group: true, .. } => "group_call",
-            ClientMsg::Accept { .. } => "accept",
-            ClientMsg::Reject { .. } => "reject",
-            ClientMsg::Ignore { .. } => "ignore",
-            ClientMsg::Hangup { .. } => "hangup",
-            ClientMsg::Invite { .. } => "invite",
-            ClientMsg::Join { .. } => "join",
-            ClientMsg::Microphone { .. } => "microphone",
-            ClientMsg::SendMessage { .. } => "send_message",
-            ClientMsg::RecallMessage { .. } => "recall_message",
-            ClientMsg::MarkRead { .. } => "mark_read",
-            ClientMsg::Typing { .. } => "typing",
-            ClientMsg::Sync { .. } => "sync",
-            ClientMsg::History { .. } => "history",
-            ClientMsg::AdminSend { .. } => "admin_send",
-        }
+        self.into()
     }
 }
 
@@ -711,6 +690,27 @@ pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_is_named_by_its_type_tag() {
+        let samples = [
+            ClientMsg::ListUsers {
+                subscribe: false,
+                after: None,
+            },
+            ClientMsg::MultiDevice { enable: true },
+            ClientMsg::Call {
+                invitees: vec!["bob".into()],
+                group: true,
+                timeout_secs: None,
+            },
+            ClientMsg::RecallMessage { msg_id: "m".into() },
+        ];
+        for msg in samples {
+            let json = serde_json::to_value(&msg).unwrap();
+            assert_eq!(json["type"], msg.kind());
+        }
+    }
 
     #[test]
     fn round_trip_carries_the_version() {

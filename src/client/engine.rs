@@ -10,7 +10,9 @@
 mod calls;
 mod chat;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+
+use strum::IntoStaticStr;
 
 use crate::client::event::{Event, LinkState, LoginStatus};
 use crate::error::{Error, ErrorCode};
@@ -28,8 +30,10 @@ const LOGOUT_LINGER_MS: Millis = 2_000;
 /// After a failed catch-up read on the relay, how long before asking again.
 const SYNC_RETRY_MS: Millis = 1_000;
 
-/// What a front end asks of the engine.
-#[derive(Clone, Debug, PartialEq)]
+/// What a front end asks of the engine. Each variant's name, in camelCase,
+/// is the headless command it carries out (`Command::name`).
+#[derive(Clone, Debug, PartialEq, IntoStaticStr)]
+#[strum(serialize_all = "camelCase")]
 pub enum Command {
     Login {
         user: UserId,
@@ -45,7 +49,7 @@ pub enum Command {
         subscribe: bool,
     },
     /// Ring on this device too when the user has several online.
-    EnableMultiDevice {
+    EnableMultiDeviceAbility {
         enable: bool,
     },
     Call(CallCommand),
@@ -56,12 +60,9 @@ impl Command {
     /// The headless command name, for `ERROR` events.
     pub fn name(&self) -> &'static str {
         match self {
-            Command::Login { .. } => "login",
-            Command::Logout => "logout",
-            Command::GetUsers { .. } => "getUsers",
-            Command::EnableMultiDevice { .. } => "enableMultiDeviceAbility",
-            Command::Call(c) => c.name(),
-            Command::Chat(c) => c.name(),
+            Command::Call(c) => c.into(),
+            Command::Chat(c) => c.into(),
+            other => <&'static str>::from(other),
         }
     }
 }
@@ -149,6 +150,8 @@ enum Link {
 
 pub struct ClientEngine {
     config: EngineConfig,
+    /// The command that last sent each relay request type (`ClientMsg::kind`).
+    requested_by: HashMap<&'static str, &'static str>,
     status: LoginStatus,
     credentials: Option<Credentials>,
     /// Resume token of the relay session, once logged in.
@@ -195,6 +198,7 @@ impl ClientEngine {
             reported_unreachable: false,
             presence_subscribed: false,
             closing_until: None,
+            requested_by: HashMap::new(),
             users_so_far: Vec::new(),
             out: VecDeque::new(),
         }
@@ -330,6 +334,18 @@ impl ClientEngine {
 
     fn command(&mut self, now: Millis, cmd: Command) {
         let name = cmd.name();
+        let before = self.out.len();
+        self.run_command(now, name, cmd);
+        // The relay names a failed request by its wire type: remember which
+        // command sent each, so that the ERROR names the command.
+        for output in self.out.range(before..) {
+            if let Output::Send(msg) = output {
+                self.requested_by.insert(msg.kind(), name);
+            }
+        }
+    }
+
+    fn run_command(&mut self, now: Millis, name: &'static str, cmd: Command) {
         match cmd {
             Command::Login {
                 user,
@@ -385,7 +401,7 @@ impl ClientEngine {
                     after: None,
                 });
             }
-            Command::EnableMultiDevice { enable } => {
+            Command::EnableMultiDeviceAbility { enable } => {
                 if self.status != LoginStatus::Logined {
                     return self.not_logged_in(name);
                 }
@@ -404,13 +420,13 @@ impl ClientEngine {
             }
             Command::Chat(cmd) => {
                 let client_msg_id = match &cmd {
-                    ChatCommand::Send { client_msg_id, .. } => client_msg_id.clone(),
+                    ChatCommand::SendMessage { client_msg_id, .. } => client_msg_id.clone(),
                     _ => None,
                 };
                 // A message written while the link is down waits for it
                 // (it is resent on every new connection until acknowledged);
                 // everything else needs the relay now.
-                let queued = matches!(cmd, ChatCommand::Send { .. })
+                let queued = matches!(cmd, ChatCommand::SendMessage { .. })
                     && self.status == LoginStatus::Logined
                     && self.link != Link::Ready;
                 let result = match queued {
@@ -556,14 +572,13 @@ impl ClientEngine {
                     self.chat_refused(id);
                 }
                 // The catch-up is the engine's own request, not a command.
-                let cmd = request
-                    .as_deref()
+                let cmd = (request.as_deref())
                     .filter(|r| *r != "sync")
-                    .map(command_for_request);
+                    .map(|r| self.requested_by.get(r).copied().unwrap_or(r).to_owned());
                 self.event(Event::Error {
                     code: error.code,
                     message: error.message,
-                    cmd: cmd.map(str::to_owned),
+                    cmd,
                     relay_code: None,
                     client_msg_id,
                 });
@@ -726,22 +741,5 @@ fn login_error(error: WireError) -> Event {
         cmd: Some("login".into()),
         relay_code: None,
         client_msg_id: None,
-    }
-}
-
-/// The headless command behind a relay request type.
-fn command_for_request(request: &str) -> &str {
-    match request {
-        "list_users" => "getUsers",
-        "multi_device" => "enableMultiDeviceAbility",
-        "group_call" => "groupCall",
-        "send_message" => "sendMessage",
-        "recall_message" => "recallMessage",
-        "mark_read" => "markRead",
-        "history" => "getMessages",
-        "invite" => "inviteUser",
-        "join" => "joinInGroupCall",
-        "microphone" => "openMicrophone",
-        other => other,
     }
 }

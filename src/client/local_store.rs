@@ -418,11 +418,12 @@ impl StoreHandle {
         before: Option<u64>,
     ) -> rusqlite::Result<Page> {
         let messages = self.messages(peer.clone(), count, before).await?;
-        let ask_relay = (messages.len() < count).then_some(Command::Chat(ChatCommand::History {
-            peer,
-            before,
-            count: count as u32,
-        }));
+        let ask_relay =
+            (messages.len() < count).then_some(Command::Chat(ChatCommand::GetMessages {
+                peer,
+                before,
+                count: count as u32,
+            }));
         Ok(Page {
             messages,
             ask_relay,

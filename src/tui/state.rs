@@ -405,11 +405,13 @@ impl Model {
             Action::Send => {
                 let text = self.compose.take().unwrap_or_default();
                 match (&self.open_peer, text.trim().is_empty()) {
-                    (Some(peer), false) => vec![Effect::Engine(Command::Chat(ChatCommand::Send {
-                        to: peer.clone(),
-                        text,
-                        client_msg_id: None,
-                    }))],
+                    (Some(peer), false) => {
+                        vec![Effect::Engine(Command::Chat(ChatCommand::SendMessage {
+                            to: peer.clone(),
+                            text,
+                            client_msg_id: None,
+                        }))]
+                    }
                     _ => Vec::new(),
                 }
             }
@@ -446,7 +448,6 @@ impl Model {
                     }
                     Some(user) => vec![Effect::Engine(Command::Call(CallCommand::Call {
                         users: vec![user],
-                        group: false,
                         timeout_secs: None,
                     }))],
                     None => {
@@ -466,7 +467,7 @@ impl Model {
             }))],
             Action::Invite => match (&self.call, self.selected_contact()) {
                 (Some(call), Some(peer)) if call.began_at.is_some() => {
-                    vec![Effect::Engine(Command::Call(CallCommand::Invite {
+                    vec![Effect::Engine(Command::Call(CallCommand::InviteUser {
                         users: vec![peer],
                     }))]
                 }
@@ -481,9 +482,12 @@ impl Model {
             Action::Mute => match self.call.as_mut().filter(|c| c.began_at.is_some()) {
                 Some(call) => {
                     call.muted = !call.muted;
-                    vec![Effect::Engine(Command::Call(CallCommand::Microphone {
-                        on: !call.muted,
-                    }))]
+                    let mic = if call.muted {
+                        CallCommand::CloseMicrophone
+                    } else {
+                        CallCommand::OpenMicrophone
+                    };
+                    vec![Effect::Engine(Command::Call(mic))]
                 }
                 None => Vec::new(),
             },

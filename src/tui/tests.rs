@@ -268,9 +268,7 @@ fn snapshot_in_a_group_call() {
     let effects = m.on_terminal(key(KeyCode::Char('m')), T0 + 3_000);
     assert_eq!(
         effects,
-        [Effect::Engine(Command::Call(CallCommand::Microphone {
-            on: false
-        }))]
+        [Effect::Engine(Command::Call(CallCommand::CloseMicrophone))]
     );
     assert!(
         m.log
@@ -332,7 +330,7 @@ fn writing_and_sending_a_message() {
     let effects = m.on_terminal(key(KeyCode::Enter), T0);
     assert_eq!(
         effects,
-        vec![Effect::Engine(Command::Chat(ChatCommand::Send {
+        vec![Effect::Engine(Command::Chat(ChatCommand::SendMessage {
             to: UserId::parse("bob").unwrap(),
             text: "hi q".into(),
             client_msg_id: None,
@@ -364,7 +362,6 @@ fn c_calls_the_selected_contact_and_h_hangs_up_from_any_pane() {
         m.on_terminal(key(KeyCode::Char('c')), T0),
         vec![Effect::Engine(Command::Call(CallCommand::Call {
             users: vec![UserId::parse("bob").unwrap()],
-            group: false,
             timeout_secs: None,
         }))]
     );

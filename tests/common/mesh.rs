@@ -152,7 +152,7 @@ impl Mesh {
     /// Like `online`, with multi-device ability enabled.
     pub fn online_multi(&mut self, user: &str, device: &str) -> usize {
         let i = self.online(user, device);
-        self.command(i, Command::EnableMultiDevice { enable: true });
+        self.command(i, Command::EnableMultiDeviceAbility { enable: true });
         self.advance(self.latency_ms * 2);
         self.nodes[i].multi_device = true;
         i

@@ -12,11 +12,9 @@ fn user(u: &str) -> UserId {
 }
 
 fn call(users: &[&str]) -> Command {
-    Command::Call(CallCommand::Call {
-        users: users.iter().map(|u| user(u)).collect(),
-        group: users.len() > 1,
-        timeout_secs: None,
-    })
+    let users: Vec<UserId> = users.iter().map(|u| user(u)).collect();
+    let group = users.len() > 1;
+    Command::Call(CallCommand::place(users, group, None))
 }
 
 fn accept() -> Command {
@@ -170,7 +168,6 @@ fn the_timeout_is_per_call() {
         bob,
         Command::Call(CallCommand::Call {
             users: vec![user("alice")],
-            group: false,
             timeout_secs: Some(5),
         }),
     );
@@ -319,7 +316,7 @@ fn a_group_call_with_accept_reject_invite_and_leave() {
 
     m.command(
         bob,
-        Command::Call(CallCommand::Invite {
+        Command::Call(CallCommand::InviteUser {
             users: vec![user("dave")],
         }),
     );
@@ -385,13 +382,13 @@ fn join_a_running_group_call_by_room() {
     m.command(bob, accept());
     m.take(alice);
     m.take(bob);
-    m.command(erin, Command::Call(CallCommand::Join { room }));
+    m.command(erin, Command::Call(CallCommand::JoinInGroupCall { room }));
     assert_eq!(m.log(erin), ["ON_CALL_BEGIN"]);
     assert_eq!(m.log(alice), ["USER_ENTER erin"]);
     assert_eq!(m.log(bob), ["USER_ENTER erin"]);
     m.command(
         erin,
-        Command::Call(CallCommand::Join {
+        Command::Call(CallCommand::JoinInGroupCall {
             room: room.wrapping_add(1).max(1),
         }),
     );
@@ -603,7 +600,7 @@ fn media_follows_who_is_in_the_call_and_on_which_connection() {
     );
 
     // alice mutes: bob hears of it, alice's media thread is told.
-    m.command(alice, Command::Call(CallCommand::Microphone { on: false }));
+    m.command(alice, Command::Call(CallCommand::CloseMicrophone));
     assert_eq!(m.log(bob), ["USER_AUDIO_AVAILABLE alice false"]);
     assert_eq!(m.nodes[alice].media.last(), Some(&MediaCommand::Mute(true)));
 

@@ -159,11 +159,7 @@ fn run(devices_per_user: [usize; 3], multi: Vec<bool>, ops: Vec<Op>) -> Result<(
                 let group = users.len() > 1;
                 m.command(
                     from,
-                    call_cmd(CallCommand::Call {
-                        users,
-                        group,
-                        timeout_secs: Some(timeout),
-                    }),
+                    call_cmd(CallCommand::place(users, group, Some(timeout))),
                 );
             }
             Op::Accept(d) => {

@@ -13,7 +13,7 @@ fn user(u: &str) -> UserId {
 }
 
 fn send(to: &str, text: &str) -> Command {
-    Command::Chat(ChatCommand::Send {
+    Command::Chat(ChatCommand::SendMessage {
         to: user(to),
         text: text.into(),
         client_msg_id: None,
@@ -157,7 +157,7 @@ fn with_sync_off_a_message_reaches_one_device_once() {
 fn a_resend_with_the_same_client_id_is_stored_once() {
     let (mut m, a, b) = two_by_two(&RelayConfig::default());
     let again = || {
-        Command::Chat(ChatCommand::Send {
+        Command::Chat(ChatCommand::SendMessage {
             to: user("bob"),
             text: "once".into(),
             client_msg_id: Some("c-1".into()),
@@ -228,7 +228,7 @@ fn a_recall_reaches_every_device_now_or_when_it_returns() {
     m.command(b[1], Command::Logout);
     m.take(b[1]);
     m.advance(60_000);
-    m.command(a[0], Command::Chat(ChatCommand::Recall { msg_id }));
+    m.command(a[0], Command::Chat(ChatCommand::RecallMessage { msg_id }));
     assert_eq!(m.log(a[0]), ["MESSAGE_RECALLED with bob"]);
     assert_eq!(m.log(a[1]), ["MESSAGE_RECALLED with bob"]);
     assert_eq!(m.log(b[0]), ["MESSAGE_RECALLED with alice"]);
@@ -254,7 +254,7 @@ fn recall_refusals() {
     let msg_id = m.last_sent(a[0]);
     m.command(
         b[0],
-        Command::Chat(ChatCommand::Recall {
+        Command::Chat(ChatCommand::RecallMessage {
             msg_id: msg_id.clone(),
         }),
     );
@@ -264,7 +264,7 @@ fn recall_refusals() {
     );
     m.command(
         a[0],
-        Command::Chat(ChatCommand::Recall {
+        Command::Chat(ChatCommand::RecallMessage {
             msg_id: "nope".into(),
         }),
     );
@@ -273,7 +273,7 @@ fn recall_refusals() {
             .contains(&"ERROR 6404 recallMessage".to_string())
     );
     m.advance(120_001);
-    m.command(a[0], Command::Chat(ChatCommand::Recall { msg_id }));
+    m.command(a[0], Command::Chat(ChatCommand::RecallMessage { msg_id }));
     assert_eq!(m.log(a[0]), ["ERROR 6406 recallMessage"]);
 }
 
@@ -365,7 +365,7 @@ fn history_pages_back_past_the_compensation_window() {
     let page = |m: &mut Mesh, before: Option<u64>| -> Vec<(String, u64)> {
         m.command(
             fresh,
-            Command::Chat(ChatCommand::History {
+            Command::Chat(ChatCommand::GetMessages {
                 peer: user("alice"),
                 before,
                 count: 1,

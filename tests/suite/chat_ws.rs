@@ -17,7 +17,7 @@ use crate::common::headless::{Headless, termphone};
 use crate::common::net::{Device, RawPeer, WAIT, relay_at, test_config, ticket};
 
 fn send(to: &str, text: &str) -> Command {
-    Command::Chat(ChatCommand::Send {
+    Command::Chat(ChatCommand::SendMessage {
         to: UserId::parse(to).unwrap(),
         text: text.into(),
         client_msg_id: None,
@@ -412,7 +412,7 @@ async fn resend_sync_off_typing_and_recall_refusals_over_the_wire() {
     assert!(b1.seen.iter().all(|e| e.name() != "TYPING"));
 
     // Recall refusals: someone else's message, and after the window.
-    b2.send(Command::Chat(ChatCommand::Recall {
+    b2.send(Command::Chat(ChatCommand::RecallMessage {
         msg_id: ids[0].clone(),
     }));
     match b2.expect("ERROR").await {

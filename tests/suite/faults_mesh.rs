@@ -15,7 +15,7 @@ fn user(u: &str) -> UserId {
 }
 
 fn send(to: &str, text: &str) -> Command {
-    Command::Chat(ChatCommand::Send {
+    Command::Chat(ChatCommand::SendMessage {
         to: user(to),
         text: text.into(),
         client_msg_id: None,
@@ -23,7 +23,7 @@ fn send(to: &str, text: &str) -> Command {
 }
 
 fn send_as(to: &str, text: &str, id: &str) -> Command {
-    Command::Chat(ChatCommand::Send {
+    Command::Chat(ChatCommand::SendMessage {
         to: user(to),
         text: text.into(),
         client_msg_id: Some(id.into()),
@@ -33,7 +33,6 @@ fn send_as(to: &str, text: &str, id: &str) -> Command {
 fn call(to: &str) -> Command {
     Command::Call(CallCommand::Call {
         users: vec![user(to)],
-        group: false,
         timeout_secs: None,
     })
 }

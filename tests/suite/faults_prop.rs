@@ -228,7 +228,7 @@ impl World {
                 self.devices[from].sends.push((run, text.clone()));
                 self.mesh.command(
                     from,
-                    Command::Chat(ChatCommand::Send {
+                    Command::Chat(ChatCommand::SendMessage {
                         to: UserId::parse(USERS[to]).unwrap(),
                         client_msg_id: Some(text.clone()),
                         text,
@@ -242,7 +242,6 @@ impl World {
                         from,
                         Command::Call(CallCommand::Call {
                             users: vec![UserId::parse(USERS[to]).unwrap()],
-                            group: false,
                             timeout_secs: None,
                         }),
                     );

@@ -248,7 +248,7 @@ async fn a_half_open_link_is_noticed_by_the_heartbeat_and_nothing_is_lost() {
     // The network stops carrying bob's link; nobody closes anything.
     proxy.stall(true);
     for k in 0..5 {
-        alice.send(Command::Chat(ChatCommand::Send {
+        alice.send(Command::Chat(ChatCommand::SendMessage {
             to: UserId::parse("bob").unwrap(),
             text: format!("m{k}"),
             client_msg_id: None,

@@ -13,11 +13,9 @@ fn user(u: &str) -> UserId {
 }
 
 fn call(users: &[&str], timeout_secs: Option<u32>) -> Command {
-    Command::Call(CallCommand::Call {
-        users: users.iter().map(|u| user(u)).collect(),
-        group: users.len() > 1,
-        timeout_secs,
-    })
+    let users: Vec<UserId> = users.iter().map(|u| user(u)).collect();
+    let group = users.len() > 1;
+    Command::Call(CallCommand::place(users, group, timeout_secs))
 }
 
 fn hangup() -> Command {
@@ -100,7 +98,7 @@ fn inviting_those_already_in_the_call_changes_nothing() {
     for _ in 0..5 {
         m.command(
             alice,
-            Command::Call(CallCommand::Invite {
+            Command::Call(CallCommand::InviteUser {
                 users: vec![user("bob"), user("carol")],
             }),
         );
@@ -202,7 +200,7 @@ fn a_user_past_its_daily_bytes_is_refused_and_its_earlier_messages_stand() {
     for _ in 0..4 {
         m.command(
             alice,
-            Command::Chat(ChatCommand::Send {
+            Command::Chat(ChatCommand::SendMessage {
                 to: user("bob"),
                 text: text.clone(),
                 client_msg_id: None,
@@ -231,7 +229,7 @@ fn a_user_past_its_daily_bytes_is_refused_and_its_earlier_messages_stand() {
     m.advance(3_600_000);
     m.command(
         alice,
-        Command::Chat(ChatCommand::Send {
+        Command::Chat(ChatCommand::SendMessage {
             to: user("bob"),
             text: "later".into(),
             client_msg_id: None,

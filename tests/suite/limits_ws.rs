@@ -44,7 +44,7 @@ async fn alice_under(
 async fn send_numbered(from: &mut Device, to: &str, count: usize, size: usize) {
     let padding = "x".repeat(size);
     for k in 0..count {
-        from.send(Command::Chat(ChatCommand::Send {
+        from.send(Command::Chat(ChatCommand::SendMessage {
             to: UserId::parse(to).unwrap(),
             text: format!("{k:04}{padding}"),
             client_msg_id: None,
@@ -194,7 +194,7 @@ async fn a_flood_of_idle_sockets_is_refused_and_real_devices_still_get_in() {
     assert!(why.contains("max_unauthenticated"), "{why}");
 
     // Meanwhile the logged-in devices talk as before.
-    alice.send(Command::Chat(ChatCommand::Send {
+    alice.send(Command::Chat(ChatCommand::SendMessage {
         to: UserId::parse("bob").unwrap(),
         text: "still here".into(),
         client_msg_id: None,

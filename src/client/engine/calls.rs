@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::{ClientEngine, MediaCommand, Millis, Output};
+use strum::IntoStaticStr;
+
 use crate::client::event::{AUDIO_CALL, Event};
 use crate::client::records::{CallOutcome, CallRecord, CallRole};
 use crate::error::{Error, ErrorCode};
@@ -68,12 +70,18 @@ pub(super) struct CallState {
     media_room: Option<RoomId>,
 }
 
-/// Call commands, checked against the device's state before they reach the relay.
-#[derive(Clone, Debug, PartialEq)]
+/// Call commands, checked against the device's state before they reach the
+/// relay. Each variant's name, in camelCase, is the headless command it
+/// carries out (`Command::name`).
+#[derive(Clone, Debug, PartialEq, IntoStaticStr)]
+#[strum(serialize_all = "camelCase")]
 pub enum CallCommand {
     Call {
         users: Vec<UserId>,
-        group: bool,
+        timeout_secs: Option<u32>,
+    },
+    GroupCall {
+        users: Vec<UserId>,
         timeout_secs: Option<u32>,
     },
     Accept {
@@ -88,31 +96,30 @@ pub enum CallCommand {
     Hangup {
         call_id: Option<String>,
     },
-    Invite {
+    InviteUser {
         users: Vec<UserId>,
     },
-    Join {
+    JoinInGroupCall {
         room: RoomId,
     },
-    /// Open (`on`) or close the microphone in the current call.
-    Microphone {
-        on: bool,
-    },
+    /// The microphone in the current call.
+    OpenMicrophone,
+    CloseMicrophone,
 }
 
 impl CallCommand {
-    pub fn name(&self) -> &'static str {
-        match self {
-            CallCommand::Call { group: false, .. } => "call",
-            CallCommand::Call { group: true, .. } => "groupCall",
-            CallCommand::Accept { .. } => "accept",
-            CallCommand::Reject { .. } => "reject",
-            CallCommand::Ignore { .. } => "ignore",
-            CallCommand::Hangup { .. } => "hangup",
-            CallCommand::Invite { .. } => "inviteUser",
-            CallCommand::Join { .. } => "joinInGroupCall",
-            CallCommand::Microphone { on: true } => "openMicrophone",
-            CallCommand::Microphone { on: false } => "closeMicrophone",
+    /// A call to `users`: a group call when `group`, else one-to-one.
+    pub fn place(users: Vec<UserId>, group: bool, timeout_secs: Option<u32>) -> CallCommand {
+        if group {
+            CallCommand::GroupCall {
+                users,
+                timeout_secs,
+            }
+        } else {
+            CallCommand::Call {
+                users,
+                timeout_secs,
+            }
         }
     }
 }
@@ -129,30 +136,12 @@ impl ClientEngine {
         match cmd {
             CallCommand::Call {
                 users,
-                group,
                 timeout_secs,
-            } => {
-                if users.is_empty() {
-                    return Err(Error::new(
-                        ErrorCode::InvalidParameters,
-                        "name at least one user to call",
-                    ));
-                }
-                if users.contains(&me) {
-                    return Err(Error::new(
-                        ErrorCode::CallSelf,
-                        format!("{me} cannot call itself"),
-                    ));
-                }
-                if self.calls.current.is_some() {
-                    return Err(already_in_call());
-                }
-                self.send(ClientMsg::Call {
-                    invitees: users.iter().map(ToString::to_string).collect(),
-                    group,
-                    timeout_secs,
-                });
-            }
+            } => self.place_call(me, users, false, timeout_secs)?,
+            CallCommand::GroupCall {
+                users,
+                timeout_secs,
+            } => self.place_call(me, users, true, timeout_secs)?,
             CallCommand::Accept { call_id } => {
                 let id = self.ringing_id(call_id)?;
                 if self.calls.current.is_some() {
@@ -183,7 +172,7 @@ impl ClientEngine {
                 };
                 self.send(ClientMsg::Hangup { call_id: id });
             }
-            CallCommand::Invite { users } => {
+            CallCommand::InviteUser { users } => {
                 let current = self.calls.current.as_ref().filter(|c| c.began_at.is_some());
                 let id = current.map(|c| c.id.clone()).ok_or_else(|| {
                     Error::new(ErrorCode::NoSuchCall, "inviteUser needs a connected call")
@@ -193,23 +182,57 @@ impl ClientEngine {
                     users: users.iter().map(ToString::to_string).collect(),
                 });
             }
-            CallCommand::Join { room } => {
+            CallCommand::JoinInGroupCall { room } => {
                 if self.calls.current.is_some() {
                     return Err(already_in_call());
                 }
                 self.send(ClientMsg::Join { room });
             }
-            CallCommand::Microphone { on } => {
-                if self.calls.media_room.is_none() {
-                    return Err(Error::new(
-                        ErrorCode::NoSuchCall,
-                        "the microphone opens and closes in a connected call; this device is in none",
-                    ));
-                }
-                self.send(ClientMsg::Microphone { on });
-                self.out.push_back(Output::Media(MediaCommand::Mute(!on)));
-            }
+            CallCommand::OpenMicrophone => self.microphone(true)?,
+            CallCommand::CloseMicrophone => self.microphone(false)?,
         }
+        Ok(())
+    }
+
+    fn place_call(
+        &mut self,
+        me: UserId,
+        users: Vec<UserId>,
+        group: bool,
+        timeout_secs: Option<u32>,
+    ) -> Result<(), Error> {
+        if users.is_empty() {
+            return Err(Error::new(
+                ErrorCode::InvalidParameters,
+                "name at least one user to call",
+            ));
+        }
+        if users.contains(&me) {
+            return Err(Error::new(
+                ErrorCode::CallSelf,
+                format!("{me} cannot call itself"),
+            ));
+        }
+        if self.calls.current.is_some() {
+            return Err(already_in_call());
+        }
+        self.send(ClientMsg::Call {
+            invitees: users.iter().map(ToString::to_string).collect(),
+            group,
+            timeout_secs,
+        });
+        Ok(())
+    }
+
+    fn microphone(&mut self, on: bool) -> Result<(), Error> {
+        if self.calls.media_room.is_none() {
+            return Err(Error::new(
+                ErrorCode::NoSuchCall,
+                "the microphone opens and closes in a connected call; this device is in none",
+            ));
+        }
+        self.send(ClientMsg::Microphone { on });
+        self.out.push_back(Output::Media(MediaCommand::Mute(!on)));
         Ok(())
     }
 

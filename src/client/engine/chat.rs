@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use strum::IntoStaticStr;
+
 use super::{ClientEngine, Millis, SYNC_RETRY_MS};
 use crate::client::event::Event;
 use crate::client::records::StoredMessage;
@@ -19,15 +21,17 @@ use crate::error::{Error, ErrorCode};
 use crate::ids::{DeviceId, UserId};
 use crate::protocol::{ChatMessage, ClientMsg, Entry, EntryKind, ServerMsg, check_message_text};
 
-/// Chat commands.
-#[derive(Clone, Debug, PartialEq)]
+/// Chat commands. Each variant's name, in camelCase, is the headless
+/// command it carries out (`Command::name`).
+#[derive(Clone, Debug, PartialEq, IntoStaticStr)]
+#[strum(serialize_all = "camelCase")]
 pub enum ChatCommand {
-    Send {
+    SendMessage {
         to: UserId,
         text: String,
         client_msg_id: Option<String>,
     },
-    Recall {
+    RecallMessage {
         msg_id: String,
     },
     MarkRead {
@@ -37,23 +41,11 @@ pub enum ChatCommand {
         to: UserId,
     },
     /// Older messages from the relay, past what the local store holds.
-    History {
+    GetMessages {
         peer: UserId,
         before: Option<u64>,
         count: u32,
     },
-}
-
-impl ChatCommand {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ChatCommand::Send { .. } => "sendMessage",
-            ChatCommand::Recall { .. } => "recallMessage",
-            ChatCommand::MarkRead { .. } => "markRead",
-            ChatCommand::Typing { .. } => "typing",
-            ChatCommand::History { .. } => "getMessages",
-        }
-    }
 }
 
 #[derive(Default)]
@@ -164,7 +156,7 @@ impl ChatState {
 impl ClientEngine {
     pub(super) fn chat_command(&mut self, now: Millis, cmd: ChatCommand) -> Result<(), Error> {
         match cmd {
-            ChatCommand::Send {
+            ChatCommand::SendMessage {
                 to,
                 text,
                 client_msg_id,
@@ -194,12 +186,12 @@ impl ClientEngine {
                 self.chat.unacked.push(client_msg_id, (to, text));
                 self.send_unacked();
             }
-            ChatCommand::Recall { msg_id } => self.send(ClientMsg::RecallMessage { msg_id }),
+            ChatCommand::RecallMessage { msg_id } => self.send(ClientMsg::RecallMessage { msg_id }),
             ChatCommand::MarkRead { peer } => self.send(ClientMsg::MarkRead {
                 peer: peer.to_string(),
             }),
             ChatCommand::Typing { to } => self.send(ClientMsg::Typing { to: to.to_string() }),
-            ChatCommand::History {
+            ChatCommand::GetMessages {
                 peer,
                 before,
                 count,
