@@ -11,17 +11,43 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
-use cpal::{FromSample, Sample, SampleFormat, SizedSample, StreamConfig};
+use cpal::{
+    BufferSize, FromSample, Sample, SampleFormat, SizedSample, StreamConfig, SupportedBufferSize,
+};
 
 use super::resample::Resampler;
 use super::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
 use crate::error::{Error, ErrorCode};
 
-/// Ring capacity in device samples (mono): 200 ms at 48 kHz.
-const RING_SAMPLES: usize = 9_600;
+/// Each ring holds at most 100 ms (at 48 kHz; scaled to the device's
+/// rate). The pipeline keeps them far emptier than that: a ring is a bound,
+/// not a buffer (the playback ring is refilled at `PLAYBACK_TARGET`, and
+/// capture is read as soon as a frame is in).
+const RING_MS: usize = 100;
+
+/// What a device is asked to buffer per callback: 20 ms (a double buffer,
+/// so 40 ms of playback). 10 ms would be less delay, but ALSA's `pulse`
+/// plugin then misses the server's deadlines whenever the machine is busy:
+/// the server plays silence and holds the stream back, which measured worse
+/// (docs/benchmarks.md, *Sound cards on a real clock*).
+pub const DEVICE_PERIOD_MS: u32 = 20;
+
+/// The playback ring is refilled (the speaker side of the call ticks) once
+/// it holds no more than this, in 48 kHz samples: half a frame. The sound
+/// card drains it at its own pace, so playout follows the card's clock and
+/// the ring never fills up (issue 13).
+pub const PLAYBACK_TARGET: usize = FRAME_SAMPLES / 2;
+
+/// The most the playback ring is let hold (48 kHz samples): two frames
+/// beyond its target. Only a card that stopped draining gets it there.
+pub const MAX_PLAYBACK_QUEUE: usize = PLAYBACK_TARGET + 2 * FRAME_SAMPLES;
+
+/// Until this many frames have been read, surplus capture backlog is dropped
+/// outright (a device's start-up burst); after it, only beyond `MAX_CAPTURE_BACKLOG`.
+const WARM_UP_FRAMES: u32 = 10;
 
 /// Captured audio held back beyond this is dropped (counted as overrun):
-/// a device that delivers in bursts must not make the call lag behind.
+/// only a stalled media thread gets there.
 const MAX_CAPTURE_BACKLOG: usize = 4 * FRAME_SAMPLES;
 
 /// What the device callbacks count.
@@ -35,6 +61,39 @@ pub struct Counters {
     pub underruns: AtomicU64,
     /// Errors the device reported while running.
     pub errors: AtomicU64,
+    /// What the device itself holds between the callback and the air, in
+    /// µs, from the callback's timestamps (0 until the host says).
+    pub latency_us: AtomicU64,
+    /// Frames (device samples per channel) in the last callback.
+    pub period: AtomicU64,
+    /// Frames the callbacks have moved, in all.
+    pub moved: AtomicU64,
+}
+
+impl Counters {
+    /// Overruns and underruns so far.
+    pub fn runs(&self) -> (u64, u64) {
+        (
+            self.overruns.load(Ordering::Relaxed),
+            self.underruns.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Frames moved so far.
+    pub fn moved(&self) -> u64 {
+        self.moved.load(Ordering::Relaxed)
+    }
+
+    /// Whether the device has moved `ms` worth of audio at `rate`: it runs.
+    pub fn flowing(&self, rate: u32, ms: u64) -> bool {
+        self.moved.load(Ordering::Relaxed) >= u64::from(rate) * ms / 1000
+    }
+
+    /// The device's own latency in ms, once known.
+    pub fn latency_ms(&self) -> Option<u64> {
+        let us = self.latency_us.load(Ordering::Relaxed);
+        (us > 0).then(|| us.div_ceil(1000))
+    }
 }
 
 /// One line of `termphone devices`.
@@ -52,7 +111,7 @@ pub struct DeviceInfo {
 /// plugins (rate converters, JACK or OSS bridges with nothing behind them)
 /// that cannot open a stream, and offering those only leads to a failed call.
 pub fn list() -> Result<Vec<DeviceInfo>, Error> {
-    let host = cpal::default_host();
+    let host = host();
     let default_in = host.default_input_device().and_then(|d| d.id().ok());
     let default_out = host.default_output_device().and_then(|d| d.id().ok());
     let devices = host.devices().map_err(|e| failed("listing devices", e))?;
@@ -75,6 +134,32 @@ pub fn list() -> Result<Vec<DeviceInfo>, Error> {
         .collect())
 }
 
+/// The host streams are opened on: `TERMPHONE_AUDIO_HOST` (`alsa`,
+/// `pulseaudio`) when set and available; else ALSA on Linux (which reaches
+/// a PulseAudio or PipeWire server through its `pulse` plugin), cpal's
+/// default elsewhere. cpal 0.18's native PulseAudio host was measured to
+/// fall behind real time on a loaded machine (docs/benchmarks.md, *Sound
+/// cards on a real clock*), so it opens only the server's named devices
+/// that ALSA cannot name (see [`find`]).
+pub fn host() -> cpal::Host {
+    if let Ok(name) = std::env::var("TERMPHONE_AUDIO_HOST")
+        && !name.is_empty()
+    {
+        let wanted = cpal::available_hosts()
+            .into_iter()
+            .find(|id| id.name().eq_ignore_ascii_case(&name));
+        match wanted.map(cpal::host_from_id) {
+            Some(Ok(host)) => return host,
+            _ => tracing::warn!(host = %name, "TERMPHONE_AUDIO_HOST is not available here"),
+        }
+    }
+    #[cfg(target_os = "linux")]
+    if let Ok(host) = cpal::host_from_id(cpal::HostId::Alsa) {
+        return host;
+    }
+    cpal::default_host()
+}
+
 /// A direction is usable when the device can name at least one format for it
 /// (asking opens the device, which is what fails for an empty plugin).
 fn usable<I: Iterator, E>(configs: Result<I, E>) -> bool {
@@ -95,7 +180,7 @@ fn failed(what: &str, e: impl std::fmt::Display) -> Error {
 /// The device called `name` (its name or its id, as `termphone devices`
 /// shows them), or the default one.
 fn find(name: Option<&str>, input: bool) -> Result<cpal::Device, Error> {
-    let host = cpal::default_host();
+    let host = host();
     let direction = if input { "input" } else { "output" };
     let Some(name) = name else {
         let device = if input {
@@ -128,7 +213,10 @@ fn find(name: Option<&str>, input: bool) -> Result<cpal::Device, Error> {
 
 /// The config to open: 48 kHz if the device can, else its default; the
 /// fewest channels; a sample format the callbacks convert.
-fn pick_config(device: &cpal::Device, input: bool) -> Result<(StreamConfig, SampleFormat), Error> {
+fn pick_config(
+    device: &cpal::Device,
+    input: bool,
+) -> Result<(StreamConfig, SampleFormat, SupportedBufferSize), Error> {
     let what = if input { "capture" } else { "playback" };
     let ranges: Vec<_> = if input {
         device.supported_input_configs().map(Iterator::collect)
@@ -161,21 +249,41 @@ fn pick_config(device: &cpal::Device, input: bool) -> Result<(StreamConfig, Samp
             c
         }
     };
-    Ok((chosen.config(), chosen.sample_format()))
+    Ok((
+        chosen.config(),
+        chosen.sample_format(),
+        *chosen.buffer_size(),
+    ))
 }
 
 /// Opens the device called `name` (or the default) for capture (`input`) or
-/// playback, builds its stream with `build` for the config picked, and
-/// starts it.
+/// playback, builds its stream with `build` for the config picked (asking
+/// for `DEVICE_PERIOD_MS` buffers where the device allows a fixed size, its
+/// default otherwise), and starts it.
 fn start(
     name: Option<&str>,
     input: bool,
-    build: impl FnOnce(&cpal::Device, &StreamConfig, SampleFormat) -> Result<cpal::Stream, Error>,
+    mut build: impl FnMut(&cpal::Device, &StreamConfig, SampleFormat) -> Result<cpal::Stream, Error>,
 ) -> Result<(cpal::Stream, StreamConfig), Error> {
     let what = if input { "capture" } else { "playback" };
     let device = find(name, input)?;
-    let (config, format) = pick_config(&device, input)?;
-    let stream = build(&device, &config, format)?;
+    let (mut config, format, range) = pick_config(&device, input)?;
+    let wanted = config.sample_rate * DEVICE_PERIOD_MS / 1000;
+    let fixed = match range {
+        SupportedBufferSize::Range { min, max } if min <= max => Some(wanted.clamp(min, max)),
+        _ => None,
+    };
+    let stream = match fixed {
+        Some(frames) => {
+            config.buffer_size = BufferSize::Fixed(frames);
+            build(&device, &config, format).or_else(|e| {
+                tracing::info!(error = %e, frames, "{what}: no fixed buffer; the device's default");
+                config.buffer_size = BufferSize::Default;
+                build(&device, &config, format)
+            })?
+        }
+        None => build(&device, &config, format)?,
+    };
     stream
         .play()
         .map_err(|e| failed(&format!("starting {what}"), e))?;
@@ -183,6 +291,8 @@ fn start(
         rate = config.sample_rate,
         channels = config.channels,
         ?format,
+        buffer = ?config.buffer_size,
+        callback_frames = ?stream.buffer_size().ok(),
         "{what} open"
     );
     Ok((stream, config))
@@ -192,29 +302,44 @@ fn start(
 pub struct Capture {
     _stream: cpal::Stream,
     ring: rtrb::Consumer<f32>,
+    rate: u32,
     resampler: Resampler,
+    /// 48 kHz samples converted and not yet read.
     pending: Vec<f32>,
     chunk: Vec<f32>,
+    reads: u32,
     pub counters: Arc<Counters>,
 }
 
 impl Capture {
     pub fn open(name: Option<&str>) -> Result<Capture, Error> {
-        let (producer, ring) = rtrb::RingBuffer::new(RING_SAMPLES);
         let counters = Arc::new(Counters::default());
-        let (stream, config) = start(name, true, |device, config, format| match format {
-            SampleFormat::F32 => capture_stream::<f32>(device, config, producer, &counters),
-            SampleFormat::I16 => capture_stream::<i16>(device, config, producer, &counters),
-            _ => capture_stream::<i32>(device, config, producer, &counters),
+        let mut ring = None;
+        let (stream, config) = start(name, true, |device, config, format| {
+            let (producer, consumer) = rtrb::RingBuffer::new(ring_len(config.sample_rate));
+            ring = Some(consumer);
+            match format {
+                SampleFormat::F32 => capture_stream::<f32>(device, config, producer, &counters),
+                SampleFormat::I16 => capture_stream::<i16>(device, config, producer, &counters),
+                _ => capture_stream::<i32>(device, config, producer, &counters),
+            }
         })?;
         Ok(Capture {
             _stream: stream,
-            ring,
+            ring: ring.expect("built with a ring"),
+            rate: config.sample_rate,
             resampler: Resampler::new(config.sample_rate, SAMPLE_RATE),
-            pending: Vec::with_capacity(RING_SAMPLES),
-            chunk: Vec::with_capacity(RING_SAMPLES),
+            pending: Vec::with_capacity(ring_len(SAMPLE_RATE) * 2),
+            chunk: Vec::with_capacity(ring_len(config.sample_rate)),
+            reads: 0,
             counters,
         })
+    }
+
+    /// Captured 48 kHz samples ready to read (the ring's converted at the
+    /// nominal rate).
+    pub fn available(&self) -> usize {
+        self.pending.len() + self.ring.slots() * SAMPLE_RATE as usize / self.rate as usize
     }
 
     /// The oldest 20 ms captured; silence (counted) when the device is behind.
@@ -230,12 +355,25 @@ impl Capture {
             chunk.commit_all();
             self.resampler.process(&self.chunk, &mut self.pending);
         }
-        if self.pending.len() > MAX_CAPTURE_BACKLOG {
-            let excess = self.pending.len() - MAX_CAPTURE_BACKLOG;
+        if self.counters.moved.load(Ordering::Relaxed) > 0 {
+            // Reads since the device started to deliver (a PulseAudio stream
+            // takes a few hundred ms).
+            self.reads = self.reads.saturating_add(1);
+        }
+        let limit = if self.reads <= WARM_UP_FRAMES {
+            // A device's first callbacks can bring a burst: start level.
+            FRAME_SAMPLES + self.target()
+        } else {
+            MAX_CAPTURE_BACKLOG
+        };
+        if self.pending.len() > limit {
+            let excess = self.pending.len() - limit;
             self.pending.drain(..excess);
-            self.counters
-                .overruns
-                .fetch_add(excess as u64, Ordering::Relaxed);
+            if self.reads > WARM_UP_FRAMES {
+                self.counters
+                    .overruns
+                    .fetch_add(excess as u64, Ordering::Relaxed);
+            }
         }
         if self.pending.len() < FRAME_SAMPLES {
             out.fill(0.0);
@@ -245,6 +383,49 @@ impl Capture {
         out.copy_from_slice(&self.pending[..FRAME_SAMPLES]);
         self.pending.drain(..FRAME_SAMPLES);
     }
+
+    /// The most a device's start-up burst leaves after a read: one device
+    /// period.
+    fn target(&self) -> usize {
+        self.period_48k()
+    }
+
+    fn period_48k(&self) -> usize {
+        self.counters.period.load(Ordering::Relaxed) as usize * SAMPLE_RATE as usize
+            / self.rate as usize
+    }
+}
+
+/// Asks for a higher scheduling priority for the calling thread (nice -10),
+/// where the system allows it: a call's clock and the threads that talk to
+/// the sound server must not wait behind a compiler. Where it is refused (an
+/// ordinary user without CAP_SYS_NICE) nothing changes.
+pub fn raise_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid has no preconditions; setpriority on this thread's id
+    // changes only this thread's nice value, or fails.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, -10);
+    }
+}
+
+/// [`raise_priority`] once per thread: the host's threads call the
+/// callbacks, and the first call on each raises it (a system call, once;
+/// no allocation, no lock).
+fn raise_callback_priority() {
+    thread_local! {
+        static RAISED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if !RAISED.get() {
+        RAISED.set(true);
+        raise_priority();
+    }
+}
+
+/// Ring length for a device running at `rate`.
+fn ring_len(rate: u32) -> usize {
+    rate as usize * RING_MS / 1000
 }
 
 fn capture_stream<T>(
@@ -263,7 +444,15 @@ where
     device
         .build_input_stream::<T, _, _>(
             *config,
-            move |data: &[T], _| {
+            move |data: &[T], info: &cpal::InputCallbackInfo| {
+                raise_callback_priority();
+                let t = info.timestamp();
+                if let Some(latency) = t.callback.checked_duration_since(t.capture) {
+                    (data_counters.latency_us).store(latency.as_micros() as u64, Ordering::Relaxed);
+                }
+                let frames = (data.len() / channels) as u64;
+                (data_counters.period).store(frames, Ordering::Relaxed);
+                data_counters.moved.fetch_add(frames, Ordering::Relaxed);
                 for frame in data.chunks(channels) {
                     let sum: f32 = frame.iter().map(|&s| f32::from_sample(s)).sum();
                     if ring.push(sum / frame.len() as f32).is_err() {
@@ -283,6 +472,7 @@ where
 pub struct Playback {
     _stream: cpal::Stream,
     ring: rtrb::Producer<f32>,
+    rate: u32,
     resampler: Resampler,
     converted: Vec<f32>,
     pub counters: Arc<Counters>,
@@ -290,23 +480,41 @@ pub struct Playback {
 
 impl Playback {
     pub fn open(name: Option<&str>) -> Result<Playback, Error> {
-        let (ring, consumer) = rtrb::RingBuffer::new(RING_SAMPLES);
         let counters = Arc::new(Counters::default());
-        let (stream, config) = start(name, false, |device, config, format| match format {
-            SampleFormat::F32 => playback_stream::<f32>(device, config, consumer, &counters),
-            SampleFormat::I16 => playback_stream::<i16>(device, config, consumer, &counters),
-            _ => playback_stream::<i32>(device, config, consumer, &counters),
+        let mut ring = None;
+        let (stream, config) = start(name, false, |device, config, format| {
+            let (producer, consumer) = rtrb::RingBuffer::new(ring_len(config.sample_rate));
+            ring = Some(producer);
+            match format {
+                SampleFormat::F32 => playback_stream::<f32>(device, config, consumer, &counters),
+                SampleFormat::I16 => playback_stream::<i16>(device, config, consumer, &counters),
+                _ => playback_stream::<i32>(device, config, consumer, &counters),
+            }
         })?;
         Ok(Playback {
             _stream: stream,
-            ring,
+            ring: ring.expect("built with a ring"),
+            rate: config.sample_rate,
             resampler: Resampler::new(SAMPLE_RATE, config.sample_rate),
-            converted: Vec::with_capacity(RING_SAMPLES),
+            converted: Vec::with_capacity(ring_len(config.sample_rate)),
             counters,
         })
     }
 
+    /// Samples waiting in the ring, as 48 kHz samples.
+    pub fn queued(&self) -> usize {
+        (self.ring.buffer().capacity() - self.ring.slots()) * SAMPLE_RATE as usize
+            / self.rate as usize
+    }
+
+    /// Queues a frame; drops it (counted as overrun) when the ring already
+    /// holds more than `MAX_PLAYBACK_QUEUE`: the device is not draining it
+    /// (stalled, or not started yet), and a queue that only grows is delay.
     pub fn write(&mut self, frame: &Frame) {
+        if self.queued() > MAX_PLAYBACK_QUEUE {
+            (self.counters.overruns).fetch_add(frame.len() as u64, Ordering::Relaxed);
+            return;
+        }
         self.converted.clear();
         self.resampler.process(frame, &mut self.converted);
         for &s in &self.converted {
@@ -332,7 +540,15 @@ where
     device
         .build_output_stream::<T, _, _>(
             *config,
-            move |data: &mut [T], _| {
+            move |data: &mut [T], info: &cpal::OutputCallbackInfo| {
+                raise_callback_priority();
+                let t = info.timestamp();
+                if let Some(latency) = t.playback.checked_duration_since(t.callback) {
+                    (data_counters.latency_us).store(latency.as_micros() as u64, Ordering::Relaxed);
+                }
+                let frames = (data.len() / channels) as u64;
+                (data_counters.period).store(frames, Ordering::Relaxed);
+                data_counters.moved.fetch_add(frames, Ordering::Relaxed);
                 for frame in data.chunks_mut(channels) {
                     let sample = match ring.pop() {
                         Ok(s) => s,

@@ -62,7 +62,7 @@ impl Source {
                 out[n..].fill(0.0);
                 *pos += n;
             }
-            Source::Echo(heard) => match heard.len() > ECHO_FRAMES {
+            Source::Echo(heard) => match heard.len() >= ECHO_FRAMES {
                 true => *out = heard.pop_front().expect("not empty"),
                 false => out.fill(0.0),
             },

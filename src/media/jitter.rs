@@ -28,7 +28,11 @@ pub const MAX_DEPTH: usize = 10;
 const PAUSE_AFTER: u32 = 5;
 
 /// Playout ticks the buffer must sit above its target before it drops a frame.
-const SHRINK_AFTER: u32 = 50;
+/// 10 ticks (200 ms): long enough to tell a backlog from a burst that the
+/// next ticks drain anyway, short enough that a stall's backlog (a machine
+/// that paused, a device that started late) is not heard as delay for
+/// seconds.
+const SHRINK_AFTER: u32 = 10;
 
 /// What to play for one 20 ms tick.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,10 +134,16 @@ impl JitterBuffer {
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
         self.measure_jitter(now, f64::from(timestamp) / 48.0);
         self.frames.insert(ext, payload);
-        // Never hold more than the deepest target: the oldest go first.
+        // Never hold more than the deepest target: the oldest go first, and
+        // playout moves on past them (else it would count each of its next
+        // turns lost, and stay that deep, for as long as frames come).
         while self.frames.len() > MAX_DEPTH + 1 {
-            self.frames.pop_first();
-            self.stats.dropped_to_shrink += 1;
+            if let Some((seq, _)) = self.frames.pop_first() {
+                self.stats.dropped_to_shrink += 1;
+                if self.next.is_some_and(|next| next <= seq) {
+                    self.next = Some(seq + 1);
+                }
+            }
         }
     }
 
@@ -188,16 +198,24 @@ impl JitterBuffer {
     }
 
     fn shrink_if_deep(&mut self) {
-        if self.frames.len() > self.target_depth() + 1 {
+        // Frames still waiting once this tick's is out: the target depth
+        // counts this tick's, so a steady stream on a quiet network has
+        // none left; what stays beyond that for 10 ticks is only delay.
+        if self.frames.len() >= self.target_depth() {
             self.above_target_run += 1;
         } else {
             self.above_target_run = 0;
         }
         if self.above_target_run >= SHRINK_AFTER {
             self.above_target_run = 0;
-            if let Some((seq, _)) = self.frames.pop_first() {
-                self.next = Some(seq + 1);
-                self.stats.dropped_to_shrink += 1;
+            // Half the excess at a time: a frame for a small one, faster
+            // for the backlog of a stall.
+            let excess = self.frames.len() + 1 - self.target_depth();
+            for _ in 0..excess.div_ceil(2) {
+                if let Some((seq, _)) = self.frames.pop_first() {
+                    self.next = Some(seq + 1);
+                    self.stats.dropped_to_shrink += 1;
+                }
             }
         }
     }
@@ -396,6 +414,29 @@ mod tests {
         assert_eq!(jb.pop(), Playout::Conceal);
         assert_eq!(played(jb.pop()), Some(30));
         assert_eq!(jb.stats().lost, 29);
+    }
+
+    #[test]
+    fn after_a_stall_that_overfills_it_playout_catches_up_without_losses() {
+        let mut jb = JitterBuffer::new();
+        push(&mut jb, 0, 0);
+        assert_eq!(played(jb.pop()), Some(0));
+        // The player stalls for 30 frames' time while frames keep coming.
+        for i in 1..=30u16 {
+            push(&mut jb, 20 * u64::from(i), i);
+        }
+        // Then it plays one per frame again: what it plays is in order (the
+        // backlog is skipped, not lost), and the depth comes back down.
+        let mut last = None;
+        for i in 31..200u16 {
+            push(&mut jb, 20 * u64::from(i), i);
+            if let Some(k) = played(jb.pop()) {
+                assert!(last.is_none_or(|l: u8| k > l), "{last:?} then {k}");
+                last = Some(k);
+            }
+        }
+        assert_eq!(jb.stats().lost, 0, "{:?}", jb.stats());
+        assert!(jb.depth() <= jb.target_depth() + 2, "depth {}", jb.depth());
     }
 
     #[test]

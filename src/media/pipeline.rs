@@ -6,7 +6,6 @@
 //! keep the microphone open while idle.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,12 +14,12 @@ use tokio::sync::mpsc::Sender;
 
 use super::codec::CodecSettings;
 use super::control::MediaCommand;
-use super::device::Counters;
+use super::device::{Counters, PLAYBACK_TARGET};
 use super::io::{Sink, Source};
 use super::report::{MediaReport, MediaStats, NetworkQuality, VoiceVolume};
 use super::session::{CallMedia, PeerQuality};
 use super::spec::AudioSpec;
-use super::{FRAME_MS, FRAME_SAMPLES};
+use super::{FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
 use crate::protocol::RoomId;
@@ -32,6 +31,19 @@ const QUALITY_EVERY: u64 = 100;
 /// A clock this far behind (the machine stalled) restarts instead of
 /// racing to catch up.
 const MAX_LAG: Duration = Duration::from_millis(100);
+/// A sound card that has not asked for audio (or brought any) for this long
+/// since the last tick is taken as stalled (or not started yet: a PulseAudio
+/// stream takes a few hundred ms): the call ticks anyway, so it goes on.
+const STALL: Duration = Duration::from_millis(FRAME_MS * 3);
+/// A microphone delivers in bursts (ALSA on PulseAudio: 20 to 40 ms, more
+/// on a loaded machine), and a late burst only delays what is sent, while
+/// silence put in its place would stay as delay: it is taken as stalled
+/// only after 200 ms.
+const MIC_STALL: Duration = Duration::from_millis(10 * FRAME_MS);
+/// A device's over- and underruns until 200 ms after it started to flow
+/// (while the card and the call's clock find each other) are logged, not
+/// counted in MEDIA_STATS.
+const WARM_UP: Duration = Duration::from_millis(200);
 
 /// What a device's calls play and record; flags and `[media]` in the config.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,6 +94,7 @@ impl MediaHandle {
         let thread = std::thread::Builder::new()
             .name("media".into())
             .spawn(move || {
+                super::device::raise_priority();
                 Pipeline {
                     settings,
                     outgoing,
@@ -131,11 +144,73 @@ struct Live {
     source: Source,
     sink: Sink,
     started: Instant,
-    next_tick: Instant,
-    ticks: u64,
+    /// The microphone side's clock: sends a frame per tick.
+    mic: Clock,
+    /// The speaker side's clock: plays a frame per tick.
+    speaker: Clock,
+    capture_runs: Runs,
+    playback_runs: Runs,
     /// Grades last reported, to report only changes.
     reported: Vec<(UserId, u8)>,
     send_drops: u64,
+}
+
+/// When one side of the call ticks next. With a sound card on that side,
+/// the card's clock decides (`Live::mic_due_in`, `Live::speaker_due_in`);
+/// without one, or while the card does not move (stalled, or not started
+/// yet: an ALSA stream on PulseAudio can take 2 s), the system clock.
+struct Clock {
+    /// The system clock's next tick.
+    next: Instant,
+    last: Instant,
+    /// The card did not move between the last two ticks.
+    stalled: bool,
+    /// Frames the card's callbacks had moved at the last tick.
+    moved: u64,
+    ticks: u64,
+}
+
+impl Clock {
+    fn new(now: Instant) -> Self {
+        Clock {
+            next: now,
+            last: now,
+            stalled: false,
+            moved: 0,
+            ticks: 0,
+        }
+    }
+
+    /// A tick now; `moved` is what the side's card has moved so far.
+    fn tick(&mut self, now: Instant, moved: Option<u64>) {
+        if now.duration_since(self.next) > MAX_LAG {
+            self.next = now;
+        }
+        self.next += Duration::from_millis(FRAME_MS);
+        if let Some(moved) = moved {
+            self.stalled = moved == self.moved;
+            self.moved = moved;
+        }
+        self.last = now;
+        self.ticks += 1;
+    }
+
+    /// How long until a card that wants `samples` more (48 kHz) is due, or
+    /// the system clock takes over from a card that has not moved for
+    /// `stall`.
+    fn device_due_in(&self, now: Instant, samples: usize, stall: Duration) -> Duration {
+        let stall = if self.stalled {
+            Duration::from_millis(FRAME_MS)
+        } else {
+            stall
+        };
+        let stalled_at = self.last + stall;
+        if samples == 0 || now >= stalled_at {
+            return Duration::ZERO;
+        }
+        let wait = Duration::from_micros(samples as u64 * 1_000_000 / u64::from(SAMPLE_RATE));
+        wait.max(Duration::from_millis(1)).min(stalled_at - now)
+    }
 }
 
 impl Pipeline {
@@ -144,15 +219,25 @@ impl Pipeline {
         loop {
             // The clock first: a steady stream of incoming frames must not
             // hold a tick back.
-            if let Some(l) = live.as_mut()
-                && Instant::now() >= l.next_tick
-            {
-                self.tick(l);
-                continue;
+            if let Some(l) = live.as_mut() {
+                let now = Instant::now();
+                let (mic, speaker) = (l.mic_due_in(now), l.speaker_due_in(now));
+                if mic.is_zero() {
+                    self.tick_mic(l, now);
+                }
+                if speaker.is_zero() {
+                    self.tick_speaker(l, now);
+                }
+                if mic.is_zero() || speaker.is_zero() {
+                    continue;
+                }
             }
             let msg = match &live {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(l) => rx.recv_timeout(l.next_tick.saturating_duration_since(Instant::now())),
+                Some(l) => {
+                    let now = Instant::now();
+                    rx.recv_timeout(l.mic_due_in(now).min(l.speaker_due_in(now)))
+                }
             };
             match msg {
                 Ok(Control::Call(MediaCommand::Start { me, room })) => {
@@ -209,40 +294,39 @@ impl Pipeline {
             source,
             sink,
             started: now,
-            next_tick: now,
-            ticks: 0,
+            mic: Clock::new(now),
+            speaker: Clock::new(now),
+            capture_runs: Runs::new(),
+            playback_runs: Runs::new(),
             reported: Vec::new(),
             send_drops: 0,
         })
     }
 
-    fn finish(&mut self, live: Live) {
+    fn finish(&mut self, mut live: Live) {
         let stats = live.media.stats();
-        let count = |c: Option<&Arc<Counters>>, f: fn(&Counters) -> &AtomicU64| {
-            c.map_or(0, |c| f(c).load(Ordering::Relaxed))
-        };
-        let capture = match &live.source {
-            Source::Device(c) => Some(&c.counters),
-            _ => None,
-        };
-        let playback = match &live.sink {
-            Sink::Device(p) => Some(&p.counters),
-            _ => None,
-        };
+        let (capture, playback) = live.counters();
+        let latency = |c: Option<&Arc<Counters>>| c.and_then(|c| c.latency_ms());
+        let (capture_latency_ms, playback_latency_ms) = (latency(capture), latency(playback));
+        let (capture, playback) = (capture.cloned(), playback.cloned());
+        live.capture_runs.close(capture.as_deref());
+        live.playback_runs.close(playback.as_deref());
         let stats = MediaStats {
-            frames_sent: live.ticks - live.send_drops,
+            frames_sent: live.mic.ticks - live.send_drops,
             frames_received: stats.received,
             frames_lost: stats.lost,
             fec_recovered: stats.fec_recovered,
             late: stats.late,
             jitter_underruns: stats.underruns,
-            capture_underruns: count(capture, |c| &c.underruns),
-            capture_overruns: count(capture, |c| &c.overruns),
-            playback_underruns: count(playback, |c| &c.underruns),
-            playback_overruns: count(playback, |c| &c.overruns),
+            capture_underruns: live.capture_runs.counted.1,
+            capture_overruns: live.capture_runs.counted.0,
+            playback_underruns: live.playback_runs.counted.1,
+            playback_overruns: live.playback_runs.counted.0,
             send_drops: live.send_drops,
+            capture_latency_ms,
+            playback_latency_ms,
         };
-        tracing::info!(?stats, "call media ended");
+        tracing::info!(?stats, jitter = ?live.media.jitter_depth(), "call media ended");
         if let Err(e) = live.sink.finish() {
             self.report(e);
         }
@@ -252,14 +336,12 @@ impl Pipeline {
         });
     }
 
-    fn tick(&mut self, live: &mut Live) {
-        let now = Instant::now();
-        if now.duration_since(live.next_tick) > MAX_LAG {
-            live.next_tick = now;
-        }
-        live.next_tick += Duration::from_millis(FRAME_MS);
-        live.ticks += 1;
-
+    /// The microphone side: a frame read, encoded and sent.
+    fn tick_mic(&mut self, live: &mut Live, now: Instant) {
+        let (capture, _) = live.counters();
+        let capture = capture.cloned();
+        live.mic.tick(now, capture.as_ref().map(|c| c.moved()));
+        live.capture_runs.settle(now, capture.as_deref());
         let mut frame = [0.0; FRAME_SAMPLES];
         live.source.read(&mut frame);
         match live.media.capture(&frame) {
@@ -270,6 +352,16 @@ impl Pipeline {
             }
             Err(e) => tracing::warn!(error = %e, "opus encode failed"),
         }
+    }
+
+    /// The speaker side: a frame mixed and played, and the reports that
+    /// go with what is heard.
+    fn tick_speaker(&mut self, live: &mut Live, now: Instant) {
+        let (_, playback) = live.counters();
+        let playback = playback.cloned();
+        live.speaker.tick(now, playback.as_ref().map(|c| c.moved()));
+        live.playback_runs.settle(now, playback.as_deref());
+        let mut frame = [0.0; FRAME_SAMPLES];
         live.media.playout(&mut frame);
         live.source.heard(&frame);
         if let Err(e) = live.sink.write(&frame) {
@@ -277,7 +369,7 @@ impl Pipeline {
             live.sink = Sink::Null;
         }
 
-        if live.ticks.is_multiple_of(VOLUME_EVERY) {
+        if live.speaker.ticks.is_multiple_of(VOLUME_EVERY) {
             let volume_map = live
                 .media
                 .take_volumes()
@@ -286,7 +378,7 @@ impl Pipeline {
                 .collect();
             (self.reporter)(MediaReport::Volumes(volume_map));
         }
-        if live.ticks.is_multiple_of(QUALITY_EVERY) {
+        if live.speaker.ticks.is_multiple_of(QUALITY_EVERY) {
             let list = live.media.take_quality(self.rtt_ms);
             let grades: Vec<_> = list
                 .iter()
@@ -307,6 +399,44 @@ impl Pipeline {
 }
 
 impl Live {
+    /// How long until the microphone side ticks: a frame's worth captured
+    /// (the microphone's clock paces what is sent; the far end's jitter
+    /// buffer absorbs its drift, as it does any sender's).
+    fn mic_due_in(&self, now: Instant) -> Duration {
+        match &self.source {
+            Source::Device(c) => (self.mic).device_due_in(
+                now,
+                FRAME_SAMPLES.saturating_sub(c.available()),
+                MIC_STALL,
+            ),
+            _ => self.mic.next.saturating_duration_since(now),
+        }
+    }
+
+    /// How long until the speaker side ticks: the playback ring is down to
+    /// its target (the speaker's clock paces playout, so the ring never
+    /// fills up).
+    fn speaker_due_in(&self, now: Instant) -> Duration {
+        match &self.sink {
+            Sink::Device(p) => {
+                (self.speaker).device_due_in(now, p.queued().saturating_sub(PLAYBACK_TARGET), STALL)
+            }
+            _ => self.speaker.next.saturating_duration_since(now),
+        }
+    }
+
+    fn counters(&self) -> (Option<&Arc<Counters>>, Option<&Arc<Counters>>) {
+        let capture = match &self.source {
+            Source::Device(c) => Some(&c.counters),
+            _ => None,
+        };
+        let playback = match &self.sink {
+            Sink::Device(p) => Some(&p.counters),
+            _ => None,
+        };
+        (capture, playback)
+    }
+
     fn control(&mut self, control: Control) {
         let now_ms = self.started.elapsed().as_millis() as u64;
         match control {
@@ -321,6 +451,56 @@ impl Live {
             }
             _ => {}
         }
+    }
+}
+
+/// A side's over- and underruns (samples, ticks) past each device's warm-up.
+struct Runs {
+    /// Since when the current device moves audio.
+    flowing: Option<Instant>,
+    /// Its counters at the end of its warm-up.
+    base: Option<(u64, u64)>,
+    /// (overruns, underruns) counted for devices already closed.
+    counted: (u64, u64),
+}
+
+impl Runs {
+    fn new() -> Self {
+        Runs {
+            flowing: None,
+            base: None,
+            counted: (0, 0),
+        }
+    }
+
+    /// Takes the baseline once the current device's warm-up is over: 200 ms
+    /// after it has moved its first 100 ms of audio.
+    fn settle(&mut self, now: Instant, counters: Option<&Counters>) {
+        let Some(c) = counters.filter(|_| self.base.is_none()) else {
+            return;
+        };
+        match self.flowing {
+            None if c.flowing(SAMPLE_RATE, 100) => self.flowing = Some(now),
+            Some(since) if now.duration_since(since) >= WARM_UP => {
+                let base = c.runs();
+                if base != (0, 0) {
+                    tracing::info!(overruns = base.0, underruns = base.1, "device warm-up");
+                }
+                self.base = Some(base);
+            }
+            _ => {}
+        }
+    }
+
+    /// The current device closes (`counters`, if it was one): what it
+    /// counted after its warm-up is kept.
+    fn close(&mut self, counters: Option<&Counters>) {
+        if let (Some(base), Some(c)) = (self.base.take(), counters) {
+            let (over, under) = c.runs();
+            self.counted.0 += over - base.0;
+            self.counted.1 += under - base.1;
+        }
+        self.flowing = None;
     }
 }
 

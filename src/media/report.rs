@@ -51,6 +51,11 @@ pub struct MediaStats {
     pub playback_overruns: u64,
     /// Frames dropped because the connection could not take them.
     pub send_drops: u64,
+    /// What the capture device itself buffers (ms), as its host reports it;
+    /// null without a sound card, or when the host does not say.
+    pub capture_latency_ms: Option<u64>,
+    /// What the playback device itself buffers (ms), likewise.
+    pub playback_latency_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::device::Playback;
+use super::device::{PLAYBACK_TARGET, Playback};
 use super::io::decode_wav;
 use super::spec::AudioSpec;
 use super::{FRAME_MS, FRAME_SAMPLES};
@@ -66,16 +66,18 @@ fn ring(device: Option<&str>, stop: &AtomicBool) {
     };
     let tone = samples();
     let mut at = 0;
-    let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        // The card's clock paces the ringtone, as it does a call.
+        if playback.queued() > PLAYBACK_TARGET {
+            std::thread::sleep(Duration::from_millis(FRAME_MS / 4));
+            continue;
+        }
         let mut frame = [0.0; FRAME_SAMPLES];
         for s in &mut frame {
             *s = tone[at];
             at = (at + 1) % tone.len();
         }
         playback.write(&frame);
-        next += Duration::from_millis(FRAME_MS);
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
 }
 

@@ -207,6 +207,18 @@ impl CallMedia {
         out
     }
 
+    /// The deepest remote stream's jitter buffer: frames waiting, the
+    /// target depth and the measured jitter (ms).
+    pub fn jitter_depth(&self) -> (usize, usize, u64) {
+        (self.peers.values())
+            .map(|p| {
+                let j = &p.jitter;
+                (j.depth(), j.target_depth(), j.jitter_ms().round() as u64)
+            })
+            .max()
+            .unwrap_or((0, 0, 0))
+    }
+
     /// Jitter-buffer counters of every remote stream, summed.
     pub fn stats(&self) -> JitterStats {
         let mut sum = JitterStats::default();

@@ -34,12 +34,40 @@ pub struct Headless {
 
 impl Headless {
     pub fn spawn(home: &std::path::Path, args: &[&str]) -> Headless {
+        Self::spawn_with(home, args, Vec::new())
+    }
+
+    /// [`Headless::spawn`] with more environment (a private sound server's).
+    pub fn spawn_with(
+        home: &std::path::Path,
+        args: &[&str],
+        env: Vec<(&'static str, std::ffi::OsString)>,
+    ) -> Headless {
+        // A test that gives the environment keeps each device's log.
+        let stderr = match env.is_empty() {
+            true => Stdio::null(),
+            false => {
+                let user = args
+                    .windows(2)
+                    .find(|w| w[0] == "--user")
+                    .map_or("x", |w| w[1]);
+                std::fs::File::create(home.join(format!("{user}.log")))
+                    .unwrap()
+                    .into()
+            }
+        };
         let mut child = termphone(home)
+            .envs(env)
+            .env("TERMPHONE_LOG", "info")
+            .env(
+                "TERMPHONE_AUDIO_HOST",
+                std::env::var("TERMPHONE_AUDIO_HOST").unwrap_or_default(),
+            )
             .arg("headless")
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdin = child.stdin.take();

@@ -3,6 +3,7 @@
 pub mod headless;
 pub mod mesh;
 pub mod net;
+pub mod pulse;
 
 /// Tests that judge real time (a call's audio on its 20 ms clock) and the
 /// suite's heaviest tests take turns: on a 2-core machine the heavy ones

@@ -15,5 +15,6 @@ mod limits_ws;
 mod login_mesh;
 mod login_ws;
 mod media_ws;
+mod sound_pulse;
 mod tls;
 mod tui_tmux;
