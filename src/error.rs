@@ -75,6 +75,7 @@ error_codes! {
     AdminDenied = 6410, "ADMIN_DENIED", "the admin API is off (no relay.admin_token) or the token is wrong";
     InvalidAudioSpec = 6500, "INVALID_AUDIO_SPEC", "an --audio-in/--audio-out value is not default, null, wav:PATH, tone:HZ, echo or a device name";
     AudioDeviceFailed = 6501, "AUDIO_DEVICE_FAILED", "the audio device cannot be opened or stopped working; the call goes on with null audio";
+    AudioDeviceGone = 6502, "AUDIO_DEVICE_GONE", "a sound device in use disappeared (unplugged); this device goes on with the default device, or null audio (the message names both)";
     UserSigExpired = 6206, "USER_SIG_EXPIRED", "client: the UserSig has expired; log in again with a fresh ticket";
     UserSigExpiredRelay = 70001, "USER_SIG_EXPIRED_RELAY", "relay: the UserSig has expired (the client reports 6206)";
     UserSigInvalid = 70003, "USER_SIG_INVALID", "the UserSig cannot be decoded: it is not a termphone ticket";

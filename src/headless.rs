@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::client::ClientSettings;
 use crate::client::connection::ClientHandle;
-use crate::client::engine::{CallCommand, ChatCommand, Command};
+use crate::client::engine::{CallCommand, ChatCommand, Command, DeviceKind};
 use crate::client::event::{EVENT_NAMES, Event, LoginStatus};
 use crate::client::local_store::{Page, Recorder, StoreHandle};
 use crate::error::{Error, ErrorCode};
@@ -127,6 +127,14 @@ enum Request {
         #[serde(default = "default_page")]
         count: usize,
     },
+    GetDeviceList {},
+    SwitchDevice {
+        #[serde(rename = "deviceType")]
+        device_type: DeviceKind,
+        /// Checked after parsing, so a bad one gets INVALID_AUDIO_SPEC.
+        #[serde(rename = "deviceId")]
+        device_id: String,
+    },
     Wait {
         event: String,
         #[serde(default = "default_wait_ms")]
@@ -229,6 +237,14 @@ impl Request {
             }),
             Request::GetUsers { subscribe } => engine(Command::GetUsers { subscribe }),
             Request::GetCallHistory { count } => Ok(Action::History { count }),
+            Request::GetDeviceList {} => engine(Command::GetDeviceList),
+            Request::SwitchDevice {
+                device_type,
+                device_id,
+            } => engine(Command::SwitchDevice {
+                kind: device_type,
+                spec: device_id.parse()?,
+            }),
             Request::Wait { event, timeout_ms } => {
                 if !EVENT_NAMES.contains(&event.as_str()) {
                     return Err(Error::new(
@@ -761,6 +777,11 @@ mod tests {
                 before: None,
                 count: 1,
             }),
+            Command::GetDeviceList,
+            Command::SwitchDevice {
+                kind: DeviceKind::Speaker,
+                spec: crate::media::spec::AudioSpec::Null,
+            },
         ];
         for command in engine {
             assert!(COMMANDS.contains(&command.name()), "{}", command.name());
@@ -785,6 +806,8 @@ mod tests {
             r#"{"cmd":"getMessages","userID":"bob","before":10}"#,
             r#"{"cmd":"getUsers","subscribe":true}"#,
             r#"{"cmd":"getCallHistory"}"#,
+            r#"{"cmd":"getDeviceList"}"#,
+            r#"{"cmd":"switchDevice","deviceType":"speaker","deviceId":"wav:/tmp/x.wav"}"#,
         ];
         for line in lines {
             assert!(parse(line).is_ok(), "{line}");

@@ -60,7 +60,7 @@ fn list_devices() -> ExitCode {
         Ok(devices) => devices,
         Err(e) => return fail(&e.message),
     };
-    let rows: Vec<[String; 3]> = devices
+    let mut rows: Vec<[String; 3]> = devices
         .iter()
         .map(|d| {
             let mut roles = Vec::new();
@@ -79,6 +79,32 @@ fn list_devices() -> ExitCode {
             [d.id.clone(), roles.join(", "), d.name.clone()]
         })
         .collect();
+    // A PulseAudio (or PipeWire) server's own sinks and sources, by name.
+    let pulse = with_stderr_silenced(|| {
+        let mut lister = termphone::media::device::Lister::default();
+        if lister.pollable() {
+            lister.lists().ok()
+        } else {
+            None
+        }
+    });
+    if let Some(lists) = &pulse {
+        let ids = lists.microphones.iter().chain(&lists.speakers);
+        let mut seen = std::collections::BTreeSet::new();
+        for d in ids.filter(|d| d.device_id != "default") {
+            if !seen.insert(d.device_id.clone()) {
+                continue;
+            }
+            let roles: Vec<&str> = [
+                (lists.has(true, &d.device_id), "input"),
+                (lists.has(false, &d.device_id), "output"),
+            ]
+            .into_iter()
+            .filter_map(|(has, role)| has.then_some(role))
+            .collect();
+            rows.push([d.device_id.clone(), roles.join(", "), d.label.clone()]);
+        }
+    }
     let width = |k: usize| rows.iter().map(|r| r[k].chars().count()).max().unwrap_or(0);
     let (id_width, use_width) = (width(0).max(6), width(1).max(3));
     if !rows.is_empty() {
@@ -90,7 +116,11 @@ fn list_devices() -> ExitCode {
     for [id, roles, name] in &rows {
         println!("{id:<id_width$}  {roles:<use_width$}  {name}");
     }
-    if devices.iter().all(|d| d.id == "null") {
+    println!(
+        "\nhost: {}",
+        with_stderr_silenced(termphone::media::device::host_label)
+    );
+    if devices.iter().all(|d| d.id == "null") && pulse.is_none() {
         println!(
             "\nno sound card: calls carry silence unless you pick a source, e.g. \
              --audio-in tone:440, --audio-in wav:PATH or --audio-out wav:PATH"

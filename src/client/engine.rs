@@ -17,7 +17,8 @@ use strum::IntoStaticStr;
 use crate::client::event::{Event, LinkState, LoginStatus};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
-pub use crate::media::control::MediaCommand;
+pub use crate::media::control::{DeviceKind, MediaCommand};
+pub use crate::media::spec::AudioSpec;
 use crate::protocol::{ClientMsg, ServerMsg, WireError};
 pub use calls::CallCommand;
 pub use chat::ChatCommand;
@@ -54,6 +55,13 @@ pub enum Command {
     },
     Call(CallCommand),
     Chat(ChatCommand),
+    /// The system's sound devices and this device's (`DEVICED_UPDATED`).
+    GetDeviceList,
+    /// Another microphone or speaker, in the call in progress too.
+    SwitchDevice {
+        kind: DeviceKind,
+        spec: AudioSpec,
+    },
 }
 
 impl Command {
@@ -408,6 +416,28 @@ impl ClientEngine {
                 self.multi_device = enable;
                 if self.transport_up() {
                     self.send(ClientMsg::MultiDevice { enable });
+                }
+            }
+            // Local to this device, but like every command but login they
+            // wait for it (SPEC section 2).
+            Command::GetDeviceList => {
+                if self.status != LoginStatus::Logined {
+                    return self.not_logged_in(name);
+                }
+                self.out.push_back(Output::Media(MediaCommand::ListDevices));
+            }
+            Command::SwitchDevice { kind, spec } => {
+                if self.status != LoginStatus::Logined {
+                    return self.not_logged_in(name);
+                }
+                let spec = match kind {
+                    DeviceKind::Speaker => spec.check_sink().map(|()| spec),
+                    DeviceKind::Microphone => Ok(spec),
+                };
+                match spec {
+                    Ok(spec) => (self.out)
+                        .push_back(Output::Media(MediaCommand::SwitchDevice { kind, spec })),
+                    Err(e) => self.event(Event::error(e, Some(name))),
                 }
             }
             Command::Call(cmd) => {

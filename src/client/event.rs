@@ -9,7 +9,7 @@ use strum::{IntoStaticStr, VariantNames};
 pub use crate::client::records::{CallRecord, CallRole, Conversation, StoredMessage};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{DeviceId, Platform, UserId};
-pub use crate::media::report::{MediaStats, NetworkQuality, VoiceVolume};
+pub use crate::media::report::{DeviceState, MediaStats, NetworkQuality, SoundDevice, VoiceVolume};
 use crate::protocol::{CancelReason, KickReason, RoomId, UserPresence};
 
 /// Login status with the vendor's numbers.
@@ -206,6 +206,13 @@ pub enum Event {
     OnUserNetworkQualityChanged {
         network_quality_list: Vec<NetworkQuality>,
     },
+    /// The system's sound devices and this device's: the answer to
+    /// `getDeviceList` and `switchDevice`, and sent by itself when the
+    /// system's devices change (SPEC 8.1).
+    DevicedUpdated {
+        #[serde(flatten)]
+        devices: DeviceState,
+    },
     /// termphone's own: what this device's media did in a call, once its
     /// media has stopped (just after CALLING_END).
     MediaStats {
@@ -382,6 +389,18 @@ mod tests {
             assert_eq!(json["event"], event.name());
             assert!(EVENT_NAMES.contains(&event.name()));
         }
-        assert_eq!(EVENT_NAMES.len(), 33);
+        let devices = Event::DevicedUpdated {
+            devices: DeviceState {
+                microphone_list: Vec::new(),
+                speaker_list: Vec::new(),
+                current_microphone_id: "null".into(),
+                current_speaker_id: "default".into(),
+            },
+        };
+        let json = serde_json::to_value(&devices).unwrap();
+        assert_eq!(json["event"], "DEVICED_UPDATED");
+        assert_eq!(json["currentMicrophoneID"], "null");
+        assert!(json["speakerList"].is_array());
+        assert_eq!(EVENT_NAMES.len(), 34);
     }
 }

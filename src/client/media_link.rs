@@ -105,7 +105,8 @@ fn reporter(events: mpsc::UnboundedSender<Event>) -> Reporter {
                 room_id: room,
                 stats,
             },
-            MediaReport::Failed(error) => Event::error(error, None),
+            MediaReport::Failed(error, cmd) => Event::error(error, cmd),
+            MediaReport::Devices(devices) => Event::DevicedUpdated { devices },
         };
         let _ = events.send(event);
     })

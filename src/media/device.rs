@@ -15,6 +15,7 @@ use cpal::{
     BufferSize, FromSample, Sample, SampleFormat, SizedSample, StreamConfig, SupportedBufferSize,
 };
 
+use super::report::SoundDevice;
 use super::resample::Resampler;
 use super::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
 use crate::error::{Error, ErrorCode};
@@ -160,6 +161,136 @@ pub fn host() -> cpal::Host {
     cpal::default_host()
 }
 
+/// The host of a PulseAudio (or PipeWire-pulse) server that answers here,
+/// if one does.
+pub fn pulse_host() -> Option<cpal::Host> {
+    #[cfg(target_os = "linux")]
+    {
+        let id = cpal::HostId::PulseAudio;
+        if cpal::available_hosts().contains(&id)
+            && pulseaudio_socket()
+            && let Ok(host) = cpal::host_from_id(id)
+        {
+            return Some(host);
+        }
+    }
+    None
+}
+
+/// Whether the environment names a PulseAudio socket that exists (what the
+/// native host needs; checked first, so that no connection is tried).
+#[cfg(target_os = "linux")]
+fn pulseaudio_socket() -> bool {
+    let from_server = std::env::var("PULSE_SERVER")
+        .ok()
+        .and_then(|s| s.strip_prefix("unix:").map(std::path::PathBuf::from));
+    let from_runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(|d| std::path::PathBuf::from(d).join("pulse/native"));
+    from_server.or(from_runtime).is_some_and(|p| p.exists())
+}
+
+/// Which host `termphone devices` and `DEVICED_UPDATED` list.
+pub fn host_label() -> String {
+    let streams = host().id().name().to_owned();
+    match pulse_host() {
+        Some(_) if streams != "PulseAudio" => {
+            format!("{streams} (the PulseAudio server's devices by name on its native host)")
+        }
+        _ => streams,
+    }
+}
+
+/// The system's devices by direction, as `DEVICED_UPDATED` lists them:
+/// `default` first, then the PulseAudio server's sinks and sources when one
+/// answers (cheap to ask, so it can be polled), else every usable device of
+/// the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceLists {
+    pub microphones: Vec<SoundDevice>,
+    pub speakers: Vec<SoundDevice>,
+}
+
+impl DeviceLists {
+    pub fn has(&self, input: bool, id: &str) -> bool {
+        let list = if input {
+            &self.microphones
+        } else {
+            &self.speakers
+        };
+        list.iter().any(|d| d.device_id == id)
+    }
+}
+
+/// Lists devices, keeping a connection to the PulseAudio server between
+/// calls (a poll every second must not connect every second).
+#[derive(Default)]
+pub struct Lister {
+    pulse: Option<cpal::Host>,
+}
+
+impl Lister {
+    /// Whether listing is cheap enough to poll (a sound server answers);
+    /// ALSA's probing of every plugin is not.
+    pub fn pollable(&mut self) -> bool {
+        if self.pulse.is_none() {
+            self.pulse = pulse_host();
+        }
+        self.pulse.is_some()
+    }
+
+    pub fn lists(&mut self) -> Result<DeviceLists, Error> {
+        let default = || SoundDevice {
+            device_id: "default".into(),
+            label: "the system's default".into(),
+        };
+        let mut lists = DeviceLists {
+            microphones: vec![default()],
+            speakers: vec![default()],
+        };
+        if self.pollable() {
+            let pulse = self.pulse.as_ref().expect("pollable");
+            match pulse.devices() {
+                Ok(devices) => {
+                    for d in devices {
+                        let Ok(id) = d.id() else { continue };
+                        let entry = SoundDevice {
+                            device_id: id.id().to_owned(),
+                            label: d
+                                .description()
+                                .map_or_else(|_| id.id().to_owned(), |x| x.name().to_owned()),
+                        };
+                        if d.supports_input() {
+                            lists.microphones.push(entry.clone());
+                        }
+                        if d.supports_output() {
+                            lists.speakers.push(entry);
+                        }
+                    }
+                    return Ok(lists);
+                }
+                // The server went away: ask again next time, and list ALSA.
+                Err(_) => self.pulse = None,
+            }
+        }
+        for d in list()? {
+            if d.id == "default" {
+                continue;
+            }
+            let entry = SoundDevice {
+                device_id: d.id.clone(),
+                label: d.name.clone(),
+            };
+            if d.input {
+                lists.microphones.push(entry.clone());
+            }
+            if d.output {
+                lists.speakers.push(entry);
+            }
+        }
+        Ok(lists)
+    }
+}
+
 /// A direction is usable when the device can name at least one format for it
 /// (asking opens the device, which is what fails for an empty plugin).
 fn usable<I: Iterator, E>(configs: Result<I, E>) -> bool {
@@ -193,7 +324,19 @@ fn find(name: Option<&str>, input: bool) -> Result<cpal::Device, Error> {
     let matches = |d: &cpal::Device| {
         d.id().is_ok_and(|id| id.id() == name) || d.description().is_ok_and(|x| x.name() == name)
     };
-    let devices = host.devices().map_err(|e| failed("listing devices", e))?;
+    // A PulseAudio (or PipeWire) server's own sinks and sources, which
+    // ALSA can only reach as its default: opened on the native host.
+    let mut devices: Vec<cpal::Device> = pulse_host()
+        .and_then(|pulse| pulse.devices().ok())
+        .into_iter()
+        .flatten()
+        .collect();
+    if !devices.iter().any(matches) {
+        devices = host
+            .devices()
+            .map_err(|e| failed("listing devices", e))?
+            .collect();
+    }
     for d in devices {
         if matches(&d)
             && (if input {

@@ -25,6 +25,7 @@ pub mod resample;
 pub mod ringtone;
 pub mod session;
 pub mod spec;
+pub mod watch;
 
 /// Opus runs at 48 kHz mono.
 pub const SAMPLE_RATE: u32 = 48_000;

@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Sender;
 
 use super::codec::CodecSettings;
-use super::control::MediaCommand;
+use super::control::{DeviceKind, MediaCommand};
+use super::device::DeviceLists;
 use super::device::{Counters, PLAYBACK_TARGET};
 use super::io::{Sink, Source};
-use super::report::{MediaReport, MediaStats, NetworkQuality, VoiceVolume};
+use super::report::{DeviceState, MediaReport, MediaStats, NetworkQuality, VoiceVolume};
 use super::session::{CallMedia, PeerQuality};
 use super::spec::AudioSpec;
+use super::watch::Watcher;
 use super::{FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
@@ -75,6 +77,10 @@ pub enum Control {
     Frame(Vec<u8>),
     /// The latest round trip to the relay.
     Rtt(u64),
+    /// The system's sound devices, from the watcher: asked for, or changed.
+    Devices { lists: DeviceLists, asked: bool },
+    /// The handle is gone: end the call and the thread.
+    Quit,
 }
 
 pub struct MediaHandle {
@@ -91,18 +97,27 @@ impl MediaHandle {
         reporter: Reporter,
     ) -> MediaHandle {
         let (control, rx) = mpsc::channel();
+        let to_self = control.clone();
         let thread = std::thread::Builder::new()
             .name("media".into())
             .spawn(move || {
                 super::device::raise_priority();
-                Pipeline {
+                let mut pipeline = Pipeline {
                     settings,
                     outgoing,
                     reporter,
                     calls: 0,
                     rtt_ms: None,
+                    to_self,
+                    watcher: None,
+                    lists: None,
+                };
+                // A device that uses a sound card hears of hot-plugs from
+                // the start; one on files or null audio once it asks.
+                if pipeline.uses_a_card() {
+                    pipeline.watch();
                 }
-                .run(rx)
+                pipeline.run(rx)
             })
             .expect("spawn the media thread");
         MediaHandle {
@@ -120,7 +135,7 @@ impl Drop for MediaHandle {
     /// Ends the call in progress and waits, so that a WAV sink is complete
     /// when the client exits.
     fn drop(&mut self) {
-        let _ = self.control.send(Control::Call(MediaCommand::Stop));
+        let _ = self.control.send(Control::Quit);
         let (closed, _) = mpsc::channel();
         drop(std::mem::replace(&mut self.control, closed));
         if let Some(thread) = self.thread.take() {
@@ -136,6 +151,11 @@ struct Pipeline {
     /// Calls so far: a WAV sink is appended to after the first.
     calls: u32,
     rtt_ms: Option<u64>,
+    /// For the device watcher, which reports on this thread's channel.
+    to_self: mpsc::Sender<Control>,
+    watcher: Option<Watcher>,
+    /// The devices last listed.
+    lists: Option<DeviceLists>,
 }
 
 /// One call in progress on the thread.
@@ -252,6 +272,17 @@ impl Pipeline {
                     }
                 }
                 Ok(Control::Rtt(ms)) => self.rtt_ms = Some(ms),
+                Ok(Control::Call(MediaCommand::ListDevices)) => self.watch().refresh(),
+                Ok(Control::Call(MediaCommand::SwitchDevice { kind, spec })) => {
+                    self.switch(live.as_mut(), kind, spec)
+                }
+                Ok(Control::Devices { lists, asked }) => self.devices(live.as_mut(), lists, asked),
+                Ok(Control::Quit) => {
+                    if let Some(old) = live.take() {
+                        self.finish(old);
+                    }
+                    return;
+                }
                 Ok(other) => {
                     if let Some(l) = live.as_mut() {
                         l.control(other);
@@ -394,11 +425,118 @@ impl Pipeline {
 
     fn report(&self, error: Error) {
         tracing::warn!(%error, "media");
-        (self.reporter)(MediaReport::Failed(error));
+        (self.reporter)(MediaReport::Failed(error, None));
+    }
+
+    fn uses_a_card(&self) -> bool {
+        let card = |s: &AudioSpec| matches!(s, AudioSpec::Default | AudioSpec::Device(_));
+        card(&self.settings.input) || card(&self.settings.output)
+    }
+
+    /// The device watcher, started the first time it is needed.
+    fn watch(&mut self) -> &Watcher {
+        let to_self = self.to_self.clone();
+        self.watcher.get_or_insert_with(|| {
+            Watcher::spawn(Box::new(move |lists, asked| {
+                to_self.send(Control::Devices { lists, asked }).is_ok()
+            }))
+        })
+    }
+
+    /// `switchDevice`: opens the new source or sink (in the call too, which
+    /// goes on) and keeps it for later calls; then DEVICED_UPDATED. A device
+    /// that does not open is an ERROR, and the old one stays.
+    fn switch(&mut self, live: Option<&mut Live>, kind: DeviceKind, spec: AudioSpec) {
+        if let Some(live) = live
+            && let Err(e) = live.replace(kind, &spec, self.calls > 1)
+        {
+            tracing::warn!(error = %e, "switchDevice");
+            (self.reporter)(MediaReport::Failed(e, Some("switchDevice")));
+            return;
+        }
+        tracing::info!(?kind, %spec, "switched device");
+        match kind {
+            DeviceKind::Microphone => self.settings.input = spec,
+            DeviceKind::Speaker => self.settings.output = spec,
+        }
+        self.watch().refresh();
+    }
+
+    /// A list from the watcher. A device in use that has gone (it was
+    /// listed before and is not now) falls back to the default, or to null
+    /// audio, with an ERROR naming it; the call goes on.
+    fn devices(&mut self, mut live: Option<&mut Live>, lists: DeviceLists, asked: bool) {
+        let previous = self.lists.replace(lists.clone());
+        for kind in [DeviceKind::Microphone, DeviceKind::Speaker] {
+            let input = kind == DeviceKind::Microphone;
+            let current = match kind {
+                DeviceKind::Microphone => &self.settings.input,
+                DeviceKind::Speaker => &self.settings.output,
+            };
+            let AudioSpec::Device(name) = current else {
+                continue;
+            };
+            let gone =
+                previous.as_ref().is_some_and(|p| p.has(input, name)) && !lists.has(input, name);
+            if !gone {
+                continue;
+            }
+            let name = name.clone();
+            let mut fallback = AudioSpec::Default;
+            if let Some(live) = live.as_deref_mut()
+                && live.replace(kind, &fallback, self.calls > 1).is_err()
+            {
+                fallback = AudioSpec::Null;
+                let _ = live.replace(kind, &fallback, self.calls > 1);
+            }
+            let side = if input { "microphone" } else { "speaker" };
+            let error = Error::new(
+                ErrorCode::AudioDeviceGone,
+                format!("the {side} {name:?} is gone; using {fallback} instead"),
+            );
+            tracing::warn!(%error, "media");
+            (self.reporter)(MediaReport::Failed(error, None));
+            match kind {
+                DeviceKind::Microphone => self.settings.input = fallback,
+                DeviceKind::Speaker => self.settings.output = fallback,
+            }
+        }
+        // The watcher's first list is a baseline, not news.
+        let changed = previous.as_ref().is_some_and(|p| *p != lists);
+        if asked || changed {
+            (self.reporter)(MediaReport::Devices(DeviceState {
+                microphone_list: lists.microphones,
+                speaker_list: lists.speakers,
+                current_microphone_id: self.settings.input.to_string(),
+                current_speaker_id: self.settings.output.to_string(),
+            }));
+        }
     }
 }
 
 impl Live {
+    /// Opens `spec` as this call's microphone or speaker in place of the
+    /// current one (whose counts are kept); `append` continues a WAV sink.
+    fn replace(&mut self, kind: DeviceKind, spec: &AudioSpec, append: bool) -> Result<(), Error> {
+        match kind {
+            DeviceKind::Microphone => {
+                let source = Source::open(spec)?;
+                let (capture, _) = self.counters();
+                let capture = capture.cloned();
+                self.capture_runs.close(capture.as_deref());
+                self.source = source;
+            }
+            DeviceKind::Speaker => {
+                let sink = Sink::open(spec, append)?;
+                let (_, playback) = self.counters();
+                let playback = playback.cloned();
+                self.playback_runs.close(playback.as_deref());
+                std::mem::replace(&mut self.sink, sink).finish()?;
+            }
+        }
+        Ok(())
+    }
+
     /// How long until the microphone side ticks: a frame's worth captured
     /// (the microphone's clock paces what is sent; the far end's jitter
     /// buffer absorbs its drift, as it does any sender's).

@@ -58,6 +58,28 @@ pub struct MediaStats {
     pub playback_latency_ms: Option<u64>,
 }
 
+/// One sound device, as `DEVICED_UPDATED` lists it: `deviceId` is what
+/// `--audio-in` / `--audio-out` and `switchDevice` accept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SoundDevice {
+    pub device_id: String,
+    pub label: String,
+}
+
+/// The system's sound devices, and what this device uses now
+/// (`DEVICED_UPDATED`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceState {
+    pub microphone_list: Vec<SoundDevice>,
+    pub speaker_list: Vec<SoundDevice>,
+    #[serde(rename = "currentMicrophoneID")]
+    pub current_microphone_id: String,
+    #[serde(rename = "currentSpeakerID")]
+    pub current_speaker_id: String,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum MediaReport {
     /// Every participant's level (this device's user first), five times a second.
@@ -66,6 +88,9 @@ pub enum MediaReport {
     Network(Vec<NetworkQuality>),
     /// The call's media stopped.
     Ended { room: RoomId, stats: MediaStats },
-    /// A device or file failed; the call goes on without it.
-    Failed(Error),
+    /// A device or file failed; the call goes on without it. With the
+    /// command that asked for it (`switchDevice`), if one did.
+    Failed(Error, Option<&'static str>),
+    /// The devices, asked for or changed (`DEVICED_UPDATED`).
+    Devices(DeviceState),
 }

@@ -132,6 +132,7 @@ fn the_cores_import_only_leaf_modules() {
         "media/quality.rs",
         "media/report.rs",
         "media/control.rs",
+        "media/spec.rs",
     ];
     let cores: [(&str, &[&str]); 2] = [
         ("relay/core", &["relay/rate.rs"]),

@@ -101,3 +101,115 @@ async fn a_call_on_a_real_clock_has_bounded_delay_and_no_dropouts() {
     assert!(stats["playbackLatencyMs"].is_u64(), "{stats}");
     assert!(stats["captureLatencyMs"].is_u64(), "{stats}");
 }
+
+/// The next USER_VOICE_VOLUME that gives `user` at least `level`.
+async fn hears(device: &mut Headless, user: &str, level: u64) {
+    loop {
+        let v = device.expect("USER_VOICE_VOLUME").await;
+        let heard = v["volumeMap"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["userID"] == user && e["volume"].as_u64() >= Some(level));
+        if heard {
+            return;
+        }
+    }
+}
+
+fn ids(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["deviceId"].as_str().unwrap())
+        .collect()
+}
+
+/// SPEC 8.1: `getDeviceList`; a sink loaded (a headset plugged in) is
+/// announced by itself; `switchDevice` mid-call keeps the call and the other
+/// side keeps hearing; the device in use unplugged falls back to the
+/// default with a named ERROR, and the call goes on.
+#[tokio::test]
+async fn devices_are_listed_switched_mid_call_and_unplugged() {
+    let _turn = crate::common::REAL_TIME.lock().await;
+    let Some(pulse) = Pulse::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("relay.db")).await;
+    let url = relay.url();
+    let common = ["--relay", url.as_str(), "--audio-out", "null"];
+    let alice_args = [&common[..], &["--user", "alice", "--audio-in", "default"]].concat();
+    let bob_args = [&common[..], &["--user", "bob", "--audio-in", "null"]].concat();
+    let mut alice = Headless::spawn_with(dir.path(), &alice_args, pulse.env());
+    let mut bob = Headless::spawn_with(dir.path(), &bob_args, pulse.env());
+    alice.expect("SDK_READY").await;
+    bob.expect("SDK_READY").await;
+
+    alice.send(json!({"cmd": "getDeviceList"})).await;
+    let listed = alice.expect("DEVICED_UPDATED").await;
+    assert_eq!(ids(&listed["microphoneList"]), ["default", "a.monitor"]);
+    assert_eq!(ids(&listed["speakerList"]), ["default", "a"]);
+    assert_eq!(listed["currentMicrophoneID"], "default");
+    assert_eq!(listed["currentSpeakerID"], "null");
+
+    // A headset: a second sink, a tone playing into it.
+    let module = pulse.pactl(&[
+        "load-module",
+        "module-null-sink",
+        "sink_name=b",
+        "rate=48000",
+    ]);
+    let plugged = alice.expect("DEVICED_UPDATED").await;
+    assert!(
+        ids(&plugged["microphoneList"]).contains(&"b.monitor"),
+        "{plugged}"
+    );
+    let tone: Vec<f32> = (0..RATE * 30)
+        .map(|i| 0.5 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / RATE as f32).sin())
+        .collect();
+    let mut player = pulse.play("b", &tone);
+
+    alice.send(json!({"cmd": "call", "userID": "bob"})).await;
+    bob.expect("ON_CALL_RECEIVED").await;
+    bob.send(json!({"cmd": "accept"})).await;
+    bob.expect("ON_CALL_BEGIN").await;
+    alice.expect("ON_CALL_BEGIN").await;
+
+    // Mid-call, alice's microphone becomes the headset: bob hears the tone.
+    alice
+        .send(json!({"cmd": "switchDevice", "deviceType": "microphone", "deviceId": "b.monitor"}))
+        .await;
+    let switched = alice.expect("DEVICED_UPDATED").await;
+    assert_eq!(switched["currentMicrophoneID"], "b.monitor");
+    hears(&mut bob, "alice", 50).await;
+
+    // Unplugged: alice falls back to the default, says so, and the call
+    // goes on (bob still receives her stream: his levels keep coming).
+    let _ = player.kill();
+    pulse.pactl(&["unload-module", module.trim()]);
+    let error = alice.expect("ERROR").await;
+    assert_eq!(error["code"], 6502, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("b.monitor"),
+        "{error}"
+    );
+    let after = alice.expect("DEVICED_UPDATED").await;
+    assert_eq!(after["currentMicrophoneID"], "default");
+    assert!(!ids(&after["microphoneList"]).contains(&"b.monitor"));
+    bob.expect("USER_VOICE_VOLUME").await;
+
+    // A speaker spec that is only a source is refused, naming the command.
+    alice
+        .send(json!({"cmd": "switchDevice", "deviceType": "speaker", "deviceId": "tone:440"}))
+        .await;
+    let refused = alice.expect("ERROR").await;
+    assert_eq!(refused["cmd"], "switchDevice", "{refused}");
+
+    alice.send(json!({"cmd": "hangup"})).await;
+    bob.expect("CALLING_END").await;
+    let _ = player.wait();
+    for mut d in [alice, bob] {
+        d.send(json!({"cmd": "quit"})).await;
+        d.exits_cleanly().await;
+    }
+    relay.shutdown().await;
+}
