@@ -96,6 +96,7 @@ actions! {
     Details = "details", "show event";
     Invite = "invite", "invite selected";
     Mute = "mute", "mute/unmute";
+    Devices = "devices", "sound devices";
     Call = "call", "call";
     Open = "open", "open";
     Compose = "compose", "write";
@@ -207,6 +208,8 @@ impl Default for Keymap {
             (C::Call, k('h'), A::Hangup),
             (C::Call, k('+'), A::Invite),
             (C::Call, k('m'), A::Mute),
+            (C::Call, k('v'), A::Devices),
+            (C::Contacts, k('v'), A::Devices),
             (C::Contacts, k('c'), A::Call),
             (C::Contacts, p(KeyCode::Enter), A::Open),
             (C::Contacts, p(KeyCode::Down), A::Down),

@@ -3,6 +3,7 @@
 //! `keymap` maps keys to actions; this file only wires terminal, engine,
 //! local store and clock together, and carries out the model's effects.
 
+mod devices;
 pub mod keymap;
 mod layout;
 mod overlays;

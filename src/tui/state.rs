@@ -7,12 +7,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind};
 
 use crate::client::engine::{CallCommand, ChatCommand, Command};
+use crate::client::event::DeviceState;
 use crate::client::event::{CallRole, Event, LinkState, LoginStatus, UserView};
 use crate::client::records::{CallRecord, Conversation, StoredMessage};
 use crate::error::ErrorCode;
 use crate::ids::{DeviceId, Platform, UserId};
 use crate::media::quality::Quality;
 use crate::protocol::CancelReason;
+use crate::tui::devices::{self, Picker};
 use crate::tui::keymap::{Action, Context, Key, Keymap};
 
 /// Engine events kept for the event log.
@@ -150,6 +152,10 @@ pub struct Model {
     pub detail: Option<LogLine>,
     /// Shown in the conversation pane until a conversation is opened.
     pub banner: Vec<String>,
+    /// The sound devices, as the last DEVICED_UPDATED gave them.
+    pub devices: Option<DeviceState>,
+    /// The device picker, while open (over the panes).
+    pub picker: Option<Picker>,
 }
 
 impl Model {
@@ -190,6 +196,8 @@ impl Model {
             help: false,
             detail: None,
             banner: Vec::new(),
+            devices: None,
+            picker: None,
         }
     }
 
@@ -240,6 +248,8 @@ impl Model {
                     Action::Invite | Action::Mute => connected,
                     Action::Call => self.call.is_none(),
                     Action::Details => !self.log.is_empty(),
+                    // In the help, not the footer: it has no room to spare.
+                    Action::Devices => false,
                     _ => true,
                 };
                 if works && !out.iter().any(|(_, a)| *a == action) {
@@ -294,6 +304,9 @@ impl Model {
 
     fn on_key(&mut self, event: KeyEvent, now: u64) -> Vec<Effect> {
         let key = Key::from_event(&event);
+        if self.picker.is_some() {
+            return devices::on_key(self, key.code);
+        }
         if self.detail.is_some() {
             if matches!(key.code, KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q')) {
                 self.detail = None;
@@ -318,7 +331,12 @@ impl Model {
             ) => self
                 .keymap
                 .lookup(Context::Call, key)
-                .filter(|a| matches!(a, Action::Hangup | Action::Invite | Action::Mute))
+                .filter(|a| {
+                    matches!(
+                        a,
+                        Action::Hangup | Action::Invite | Action::Mute | Action::Devices
+                    )
+                })
                 .or_else(|| self.keymap.lookup(context, key)),
             _ => self.keymap.lookup(context, key),
         };
@@ -342,6 +360,7 @@ impl Model {
     fn act(&mut self, action: Action, now: u64) -> Vec<Effect> {
         match action {
             Action::Quit => vec![Effect::Quit],
+            Action::Devices => devices::open(self),
             Action::Help => {
                 self.help = true;
                 Vec::new()
@@ -586,6 +605,8 @@ impl Model {
                     Effect::Engine(Command::GetUsers { subscribe: true }),
                     Effect::LoadConversations,
                     Effect::LoadHistory,
+                    // For the call pane's devices line and the picker.
+                    Effect::Engine(Command::GetDeviceList),
                 ]);
             }
             Event::LoginStatusChanged { status, .. } => {
@@ -617,7 +638,11 @@ impl Model {
                 }
             }
             // A missing sound card is news for this call, not a standing problem.
-            Event::Error { code, message, .. } if code == ErrorCode::AudioDeviceFailed.code() => {
+            Event::DevicedUpdated { devices } => self.devices = Some(devices),
+            Event::Error { code, message, .. }
+                if code == ErrorCode::AudioDeviceFailed.code()
+                    || code == ErrorCode::AudioDeviceGone.code() =>
+            {
                 self.notice = Some((message, now));
             }
             // A relay that never answered gets no CONNECTION_CHANGED; the

@@ -13,8 +13,8 @@ use crate::client::records::CallOutcome;
 use crate::media::quality::Quality;
 use crate::tui::keymap::{Action, Context};
 use crate::tui::layout::{MIN_HEIGHT, MIN_WIDTH, centered, elapsed};
-use crate::tui::overlays;
 use crate::tui::state::{Model, Pane, clock_secs, names};
+use crate::tui::{devices, overlays};
 
 /// The most lines problems and notices take above the footer.
 const MESSAGE_ROWS: u16 = 3;
@@ -85,6 +85,7 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) {
     if let Some(line) = &model.detail {
         overlays::detail(frame, model, line);
     }
+    devices::draw(frame, model);
 }
 
 /// The standing problem (red) and the passing notice, each whole: they
@@ -283,6 +284,7 @@ fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
     lines.push(Line::from(
         format!("room {}  {role}", call.room).dark_gray(),
     ));
+    lines.extend(devices::call_line(model));
     if call.began_at.is_some() {
         let mut me = meter_line("you", call.my_volume);
         if call.muted {
