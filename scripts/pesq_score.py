@@ -10,12 +10,21 @@ Needs: `pip install pesq numpy scipy`, a release build (`cargo build
 Debian's alsa-utils (/usr/share/sounds/alsa/*.wav), or --speech FILE.
 
     python3 scripts/pesq_score.py [--speech FILE] [--binary target/release/termphone]
+    python3 scripts/pesq_score.py --real-clock   # also needs pulseaudio, pulseaudio-utils
+
+With --real-clock (issue 13) the same speech also goes through a sound card
+on a real clock: a private PulseAudio server (a temporary runtime directory,
+never the user's) whose null sink's monitor is alice's default microphone;
+the speech is played into the sink, alice captures it, and bob's recording
+is scored beside the WAV file's, without loss.
 """
 
 import argparse
 import json
 import os
 import queue
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -89,23 +98,61 @@ class Device:
         self.proc.wait(timeout=10)
 
 
+class Pulse:
+    """A private PulseAudio server with a null sink `a` (48 kHz) whose
+    monitor is the default source; stopped by its own pid."""
+
+    def __init__(self, work):
+        self.dir = tempfile.mkdtemp(prefix="termphone-pulse", dir=work)
+        os.chmod(self.dir, 0o700)
+        os.makedirs(f"{self.dir}/home")
+        socket_path = f"{self.dir}/runtime/native"
+        self.env = dict(os.environ, XDG_RUNTIME_DIR=self.dir, PULSE_RUNTIME_PATH=f"{self.dir}/runtime",
+                        PULSE_STATE_PATH=f"{self.dir}/state", PULSE_SERVER=f"unix:{socket_path}",
+                        PULSE_COOKIE=f"{self.dir}/cookie")
+        tools_env = dict(self.env, HOME=f"{self.dir}/home")
+        subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "--use-pid-file=yes",
+                        "--disable-shm=yes", "-n",
+                        f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket_path}",
+                        "--load=module-null-sink sink_name=a rate=48000 channels=2",
+                        f"--log-target=file:{self.dir}/pulse.log"], env=tools_env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while not os.path.exists(f"{self.dir}/runtime/pid") and time.time() < deadline:
+            time.sleep(0.05)
+        with open(f"{self.dir}/runtime/pid") as f:
+            self.pid = int(f.read().strip())
+        self.tools_env = tools_env
+        for args in (["set-default-sink", "a"], ["set-default-source", "a.monitor"]):
+            subprocess.run(["pactl", *args], env=tools_env, check=True)
+
+    def play(self, sink, wav):
+        return subprocess.Popen(["paplay", "-d", sink, "--latency-msec=20", wav], env=self.tools_env)
+
+    def stop(self):
+        os.kill(self.pid, signal.SIGTERM)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def call_through(binary, speech, loss, work):
-    env = dict(os.environ, XDG_DATA_HOME=f"{work}/data{loss}", XDG_CONFIG_HOME=f"{work}/config",
+def call_through(binary, speech, loss, work, pulse=None):
+    base = pulse.env if pulse else os.environ
+    tag = f"{loss}rc" if pulse else f"{loss}"
+    env = dict(base, XDG_DATA_HOME=f"{work}/data{tag}", XDG_CONFIG_HOME=f"{work}/config",
                HOME=work, TERMPHONE_LOG="warn")
     port = free_port()
     relay = subprocess.Popen(
-        [binary, "relay", "--listen", f"127.0.0.1:{port}", "--db", f"{work}/relay{loss}.db",
+        [binary, "relay", "--listen", f"127.0.0.1:{port}", "--db", f"{work}/relay{tag}.db",
          "--media-loss", str(loss)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    heard = f"{work}/heard{loss}.wav"
+    heard = f"{work}/heard{tag}.wav"
     url = f"ws://127.0.0.1:{port}"
-    alice = Device(binary, env, ["--relay", url, "--user", "alice", "--audio-in", f"wav:{speech}",
+    source = "default" if pulse else f"wav:{speech}"
+    alice = Device(binary, env, ["--relay", url, "--user", "alice", "--audio-in", source,
                                  "--audio-out", "null"])
     bob = Device(binary, env, ["--relay", url, "--user", "bob", "--audio-in", "null",
                                "--audio-out", f"wav:{heard}"])
@@ -117,7 +164,14 @@ def call_through(binary, speech, loss, work):
     alice.expect("ON_CALL_BEGIN")
     with wave.open(speech) as w:
         seconds = w.getnframes() / w.getframerate()
-    time.sleep(seconds + 1.0)
+    if pulse:
+        # Past the sound card's start (an ALSA stream on PulseAudio can take
+        # 2 s to flow), then the speech into the sink alice listens to.
+        time.sleep(3.0)
+        pulse.play("a", speech).wait()
+        time.sleep(1.0)
+    else:
+        time.sleep(seconds + 1.0)
     alice.send(cmd="hangup")
     bob.expect("CALLING_END")
     alice.quit()
@@ -129,7 +183,7 @@ def call_through(binary, speech, loss, work):
 
 def score(reference, degraded):
     # Align: the recording starts when bob's call began, not alice's.
-    corr = np.correlate(degraded[: len(reference) + 48000], reference, mode="valid")
+    corr = np.correlate(degraded[: len(reference) + 6 * 48000], reference, mode="valid")
     lag = int(np.argmax(corr))
     degraded = degraded[lag : lag + len(reference)]
     reference = reference[: len(degraded)]
@@ -142,6 +196,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--speech", help="48 kHz mono 16-bit speech WAV")
     parser.add_argument("--binary", default="target/release/termphone")
+    parser.add_argument("--real-clock", action="store_true",
+                        help="also through a sound card on a real clock (a private PulseAudio server)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         speech = args.speech or f"{work}/speech.wav"
@@ -153,6 +209,16 @@ def main():
             heard = call_through(args.binary, speech, loss, work)
             mos, lag = score(reference, heard)
             print(f"loss {loss:>2}%: PESQ-WB {mos:.2f} (aligned at {lag:.0f} ms)")
+        if args.real_clock:
+            if not shutil.which("pulseaudio"):
+                sys.exit("--real-clock needs pulseaudio and pulseaudio-utils")
+            pulse = Pulse(work)
+            try:
+                heard = call_through(args.binary, speech, 0, work, pulse)
+            finally:
+                pulse.stop()
+            mos, lag = score(reference, heard)
+            print(f"real-clock microphone (PulseAudio null sink), loss 0%: PESQ-WB {mos:.2f} (aligned at {lag:.0f} ms)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 //! The sound-device picker (SPEC 8.1 in the TUI): a popup over the panes
 //! listing the system's microphones and speakers as the last
 //! `DEVICED_UPDATED` gave them, the current ones marked; Enter switches
-//! (`switchDevice`, in the call too). And the line of the call pane that
-//! says which devices the call uses.
+//! (`switchDevice`, in the call too). And what the call pane says of the
+//! devices the call uses. Pure functions of the picker and the device
+//! list, so that the model and the view both use them.
 
 use crossterm::event::KeyCode;
 use ratatui::Frame;
@@ -13,7 +14,6 @@ use ratatui::widgets::{Block, Clear, List, ListItem, ListState};
 use crate::client::engine::{Command, DeviceKind};
 use crate::client::event::{DeviceState, SoundDevice};
 use crate::tui::layout::centered;
-use crate::tui::state::{Effect, Model};
 
 /// The picker while it is open.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,13 +22,20 @@ pub struct Picker {
     pub selected: usize,
 }
 
-/// Opens the picker on the microphones, and asks for a fresh list.
-pub fn open(model: &mut Model) -> Vec<Effect> {
-    model.picker = Some(Picker {
-        kind: DeviceKind::Microphone,
-        selected: 0,
-    });
-    vec![Effect::Engine(Command::GetDeviceList)]
+impl Picker {
+    /// On the microphones (the TUI asks for a fresh list as it opens it).
+    pub fn new() -> Self {
+        Picker {
+            kind: DeviceKind::Microphone,
+            selected: 0,
+        }
+    }
+}
+
+impl Default for Picker {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 fn list(devices: &DeviceState, kind: DeviceKind) -> (&[SoundDevice], &str) {
@@ -38,51 +45,49 @@ fn list(devices: &DeviceState, kind: DeviceKind) -> (&[SoundDevice], &str) {
     }
 }
 
-/// Keys while the picker is open: it sees them first.
-pub fn on_key(model: &mut Model, code: KeyCode) -> Vec<Effect> {
-    let Some(picker) = model.picker.as_mut() else {
-        return Vec::new();
-    };
-    let len = model
-        .devices
-        .as_ref()
-        .map_or(0, |d| list(d, picker.kind).0.len());
+/// Keys while the picker is open (it sees them first): what to ask of the
+/// engine, if anything. Enter and Esc close it.
+pub fn on_key(
+    picker: &mut Option<Picker>,
+    devices: Option<&DeviceState>,
+    code: KeyCode,
+) -> Option<Command> {
+    let open = picker.as_mut()?;
+    let len = devices.map_or(0, |d| list(d, open.kind).0.len());
     match code {
-        KeyCode::Esc | KeyCode::Char('q') | KeyCode::Char('v') => model.picker = None,
+        KeyCode::Esc | KeyCode::Char('q') | KeyCode::Char('v') => *picker = None,
         KeyCode::Tab | KeyCode::BackTab | KeyCode::Left | KeyCode::Right => {
-            picker.kind = match picker.kind {
+            open.kind = match open.kind {
                 DeviceKind::Microphone => DeviceKind::Speaker,
                 DeviceKind::Speaker => DeviceKind::Microphone,
             };
-            picker.selected = 0;
+            open.selected = 0;
         }
         KeyCode::Down | KeyCode::Char('j') => {
-            picker.selected = (picker.selected + 1).min(len.saturating_sub(1));
+            open.selected = (open.selected + 1).min(len.saturating_sub(1));
         }
-        KeyCode::Up | KeyCode::Char('k') => picker.selected = picker.selected.saturating_sub(1),
+        KeyCode::Up | KeyCode::Char('k') => open.selected = open.selected.saturating_sub(1),
         KeyCode::Enter => {
-            let kind = picker.kind;
-            let chosen = (model.devices.as_ref())
-                .and_then(|d| list(d, kind).0.get(picker.selected))
+            let kind = open.kind;
+            let spec = devices
+                .and_then(|d| list(d, kind).0.get(open.selected))
                 .and_then(|d| d.device_id.parse().ok());
-            model.picker = None;
-            if let Some(spec) = chosen {
-                return vec![Effect::Engine(Command::SwitchDevice { kind, spec })];
-            }
+            *picker = None;
+            return spec.map(|spec| Command::SwitchDevice { kind, spec });
         }
         _ => {}
     }
-    Vec::new()
+    None
 }
 
 /// The popup: one list, its title naming the side shown and how to switch.
-pub fn draw(frame: &mut Frame, model: &Model) {
-    let Some(picker) = &model.picker else { return };
+pub fn draw(frame: &mut Frame, picker: Option<&Picker>, devices: Option<&DeviceState>) {
+    let Some(picker) = picker else { return };
     let side = match picker.kind {
         DeviceKind::Microphone => "Microphone",
         DeviceKind::Speaker => "Speaker",
     };
-    let (items, selected): (Vec<ListItem>, Option<usize>) = match &model.devices {
+    let (items, selected): (Vec<ListItem>, Option<usize>) = match devices {
         None => (
             vec![ListItem::new("listing sound devices…".dark_gray())],
             None,
@@ -116,15 +121,13 @@ pub fn draw(frame: &mut Frame, model: &Model) {
     frame.render_stateful_widget(list, area, &mut state);
 }
 
-/// `mic a.monitor · speaker default`, once the devices are known.
-pub fn call_line(model: &Model) -> Option<Line<'static>> {
-    let d = model.devices.as_ref()?;
-    Some(Line::from(
-        format!(
-            "mic {} · speaker {}",
-            d.current_microphone_id, d.current_speaker_id
-        )
-        .dark_gray(),
+/// `mic a.monitor · speaker default`, once the devices are known: the call
+/// pane puts it after the room.
+pub fn in_use(devices: Option<&DeviceState>) -> Option<String> {
+    let d = devices?;
+    Some(format!(
+        "mic {} · speaker {}",
+        d.current_microphone_id, d.current_speaker_id
     ))
 }
 
@@ -135,6 +138,7 @@ mod tests {
     use crate::ids::{DeviceId, Platform, UserId};
     use crate::media::spec::AudioSpec;
     use crate::tui::keymap::Keymap;
+    use crate::tui::state::Model;
 
     fn device(id: &str) -> SoundDevice {
         SoundDevice {
@@ -153,7 +157,7 @@ mod tests {
             Keymap::default(),
             0,
         );
-        assert_eq!(open(&mut model), [Effect::Engine(Command::GetDeviceList)]);
+        model.picker = Some(Picker::new());
         model.on_engine(
             Event::DevicedUpdated {
                 devices: DeviceState {
@@ -165,22 +169,22 @@ mod tests {
             },
             1,
         );
-        on_key(&mut model, KeyCode::Down);
-        let effects = on_key(&mut model, KeyCode::Enter);
+        let devices = model.devices.clone();
+        on_key(&mut model.picker, devices.as_ref(), KeyCode::Down);
+        let command = on_key(&mut model.picker, devices.as_ref(), KeyCode::Enter);
         assert_eq!(
-            effects,
-            [Effect::Engine(Command::SwitchDevice {
+            command,
+            Some(Command::SwitchDevice {
                 kind: DeviceKind::Microphone,
                 spec: AudioSpec::Device("a.monitor".into()),
-            })]
+            })
         );
         assert!(model.picker.is_none());
-        let line = call_line(&model).unwrap().to_string();
-        assert_eq!(line, "mic default · speaker a");
-        open(&mut model);
-        on_key(&mut model, KeyCode::Tab);
+        assert_eq!(in_use(devices.as_ref()).unwrap(), "mic default · speaker a");
+        model.picker = Some(Picker::new());
+        on_key(&mut model.picker, devices.as_ref(), KeyCode::Tab);
         assert_eq!(model.picker.as_ref().unwrap().kind, DeviceKind::Speaker);
-        on_key(&mut model, KeyCode::Esc);
+        on_key(&mut model.picker, devices.as_ref(), KeyCode::Esc);
         assert!(model.picker.is_none());
     }
 }

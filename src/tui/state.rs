@@ -305,7 +305,8 @@ impl Model {
     fn on_key(&mut self, event: KeyEvent, now: u64) -> Vec<Effect> {
         let key = Key::from_event(&event);
         if self.picker.is_some() {
-            return devices::on_key(self, key.code);
+            let command = devices::on_key(&mut self.picker, self.devices.as_ref(), key.code);
+            return command.map(Effect::Engine).into_iter().collect();
         }
         if self.detail.is_some() {
             if matches!(key.code, KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q')) {
@@ -360,7 +361,10 @@ impl Model {
     fn act(&mut self, action: Action, now: u64) -> Vec<Effect> {
         match action {
             Action::Quit => vec![Effect::Quit],
-            Action::Devices => devices::open(self),
+            Action::Devices => {
+                self.picker = Some(Picker::new());
+                vec![Effect::Engine(Command::GetDeviceList)]
+            }
             Action::Help => {
                 self.help = true;
                 Vec::new()

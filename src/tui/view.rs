@@ -85,7 +85,7 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) {
     if let Some(line) = &model.detail {
         overlays::detail(frame, model, line);
     }
-    devices::draw(frame, model);
+    devices::draw(frame, model.picker.as_ref(), model.devices.as_ref());
 }
 
 /// The standing problem (red) and the passing notice, each whole: they
@@ -281,10 +281,11 @@ fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
         CallRole::Caller => "you called",
         CallRole::Called => "you answered",
     };
-    lines.push(Line::from(
-        format!("room {}  {role}", call.room).dark_gray(),
-    ));
-    lines.extend(devices::call_line(model));
+    let mut room = Line::from(format!("room {}  {role}", call.room).dark_gray());
+    if let Some(in_use) = devices::in_use(model.devices.as_ref()) {
+        room.push_span(format!("  {in_use}").dark_gray());
+    }
+    lines.push(room);
     if call.began_at.is_some() {
         let mut me = meter_line("you", call.my_volume);
         if call.muted {
