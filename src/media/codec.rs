@@ -105,6 +105,21 @@ mod tests {
         })
     }
 
+    /// The jitter buffer sheds frames in pauses by their size.
+    #[test]
+    fn silence_is_a_few_bytes_and_sound_is_more() {
+        let mut enc = Encoder::new(CodecSettings::default()).unwrap();
+        let limit = crate::media::jitter::QUIET_BYTES;
+        for k in 0..10 {
+            let n = enc.encode(&tone(440.0, k * FRAME_SAMPLES)).unwrap().len();
+            assert!(n > limit, "a tone in {n} bytes");
+        }
+        let sizes: Vec<usize> = (0..20)
+            .map(|_| enc.encode(&[0.0; FRAME_SAMPLES]).unwrap().len())
+            .collect();
+        assert!(sizes[5..].iter().all(|&n| n <= limit), "silence: {sizes:?}");
+    }
+
     #[test]
     fn a_tone_survives_encode_and_decode() {
         let mut enc = Encoder::new(CodecSettings::default()).unwrap();

@@ -34,6 +34,14 @@ const PAUSE_AFTER: u32 = 5;
 /// seconds.
 const SHRINK_AFTER: u32 = 10;
 
+/// A frame or two of excess is shed in speech too, after this many ticks
+/// (1 s) without a pause to shed it in.
+const SHRINK_IN_SPEECH_AFTER: u32 = 50;
+
+/// An Opus packet this small carries silence or near it: a frame that can
+/// be skipped unheard.
+pub const QUIET_BYTES: usize = 24;
+
 /// What to play for one 20 ms tick.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Playout {
@@ -198,24 +206,38 @@ impl JitterBuffer {
     }
 
     fn shrink_if_deep(&mut self) {
-        // Frames still waiting once this tick's is out: the target depth
-        // counts this tick's, so a steady stream on a quiet network has
-        // none left; what stays beyond that for 10 ticks is only delay.
-        if self.frames.len() >= self.target_depth() {
-            self.above_target_run += 1;
-        } else {
+        // Frames still waiting once this tick's is out, beyond the target
+        // (`soft`), and beyond one more frame of slack (`hard`): what a lost
+        // or late frame leaves behind, or a sender's clock a little fast.
+        let waiting = self.frames.len();
+        let soft = waiting.saturating_sub(self.target_depth());
+        let hard = waiting.saturating_sub(self.target_depth() + 1);
+        if soft == 0 {
             self.above_target_run = 0;
+            return;
         }
-        if self.above_target_run >= SHRINK_AFTER {
-            self.above_target_run = 0;
-            // Half the excess at a time: a frame for a small one, faster
-            // for the backlog of a stall.
-            let excess = self.frames.len() + 1 - self.target_depth();
-            for _ in 0..excess.div_ceil(2) {
-                if let Some((seq, _)) = self.frames.pop_first() {
-                    self.next = Some(seq + 1);
-                    self.stats.dropped_to_shrink += 1;
-                }
+        self.above_target_run += 1;
+        if self.above_target_run < SHRINK_AFTER {
+            return;
+        }
+        // A stall's backlog goes at once, half of it at a time. Otherwise a
+        // frame goes in a pause, where skipping 20 ms is not heard (the next
+        // frame to play is a quiet one: Opus codes silence in a few bytes),
+        // and beyond the slack in speech too, after 1 s.
+        let next_is_quiet =
+            (self.frames.first_key_value()).is_some_and(|(_, p)| p.len() <= QUIET_BYTES);
+        let drop = if hard > 2 {
+            hard.div_ceil(2)
+        } else if next_is_quiet || (hard > 0 && self.above_target_run >= SHRINK_IN_SPEECH_AFTER) {
+            1
+        } else {
+            return;
+        };
+        self.above_target_run = 0;
+        for _ in 0..drop {
+            if let Some((seq, _)) = self.frames.pop_first() {
+                self.next = Some(seq + 1);
+                self.stats.dropped_to_shrink += 1;
             }
         }
     }
