@@ -43,7 +43,9 @@ impl Headless {
         args: &[&str],
         env: Vec<(&'static str, std::ffi::OsString)>,
     ) -> Headless {
-        // A test that gives the environment keeps each device's log.
+        // A test that gives the environment (a sound server's) keeps each
+        // device's log, and picks the audio host as the suite was told to.
+        let mut cmd = termphone(home);
         let stderr = match env.is_empty() {
             true => Stdio::null(),
             false => {
@@ -51,18 +53,17 @@ impl Headless {
                     .windows(2)
                     .find(|w| w[0] == "--user")
                     .map_or("x", |w| w[1]);
+                cmd.env("TERMPHONE_LOG", "info").env(
+                    "TERMPHONE_AUDIO_HOST",
+                    std::env::var("TERMPHONE_AUDIO_HOST").unwrap_or_default(),
+                );
                 std::fs::File::create(home.join(format!("{user}.log")))
                     .unwrap()
                     .into()
             }
         };
-        let mut child = termphone(home)
+        let mut child = cmd
             .envs(env)
-            .env("TERMPHONE_LOG", "info")
-            .env(
-                "TERMPHONE_AUDIO_HOST",
-                std::env::var("TERMPHONE_AUDIO_HOST").unwrap_or_default(),
-            )
             .arg("headless")
             .args(args)
             .stdin(Stdio::piped())
