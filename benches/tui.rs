@@ -240,14 +240,18 @@ fn main() {
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
     for _ in 0..mode.pick(100, 2) {
         terminal
-            .draw(|f| view::draw(f, &model, 1_795_435_260_000))
+            .draw(|f| {
+                view::draw(f, &model, 1_795_435_260_000);
+            })
             .unwrap();
     }
     let mut times: Vec<Duration> = Vec::with_capacity(frames);
     for k in 0..frames {
         let t = Instant::now();
         terminal
-            .draw(|f| view::draw(f, &model, 1_795_435_260_000 + k as u64))
+            .draw(|f| {
+                view::draw(f, &model, 1_795_435_260_000 + k as u64);
+            })
             .unwrap();
         times.push(t.elapsed());
     }

@@ -152,6 +152,8 @@ fn run_tui(args: &DeviceArgs, config: &Config, cli_config: Option<&Path>, dirs: 
         keymap,
         bell: config.tui.bell,
         ringtone: config.tui.ringtone,
+        mouse: config.tui.mouse,
+        copy: config.tui.osc52_copy,
         banner: Vec::new(),
     };
     runtime().block_on(async {

@@ -6,6 +6,7 @@ use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
+use super::conversation::Delivery;
 use super::keymap::Keymap;
 use super::state::{Effect, Model, Pane};
 use super::view;
@@ -146,8 +147,18 @@ fn key(code: KeyCode) -> TermEvent {
 
 fn render(m: &Model, now: u64, width: u16, height: u16) -> String {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-    terminal.draw(|f| view::draw(f, m, now)).unwrap();
+    terminal
+        .draw(|f| {
+            view::draw(f, m, now);
+        })
+        .unwrap();
     terminal.backend().to_string()
+}
+
+/// The texts the open conversation shows, oldest first.
+fn texts(m: &Model) -> Vec<String> {
+    let c = m.conversation.as_ref().expect("a conversation is open");
+    c.shown.iter().map(|s| s.message.text.clone()).collect()
 }
 
 /// Snapshots a state at both sizes.
@@ -320,23 +331,56 @@ fn writing_and_sending_a_message() {
     let mut m = with_conversation(model());
     assert_eq!(m.focus, Pane::Conversation);
     m.on_terminal(key(KeyCode::Char('w')), T0);
-    for c in "hi q".chars() {
+    let bob = UserId::parse("bob").unwrap();
+    // The first key tells bob this device is typing; the rest are text.
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('h')), T0),
+        vec![Effect::Engine(Command::Chat(ChatCommand::Typing {
+            to: bob.clone()
+        }))]
+    );
+    for c in "i q".chars() {
         assert_eq!(
             m.on_terminal(key(KeyCode::Char(c)), T0),
             vec![],
             "typing, q included, is text"
         );
     }
-    let effects = m.on_terminal(key(KeyCode::Enter), T0);
+    let effects = m.on_terminal(key(KeyCode::Enter), T0 + 300_000);
+    let id = format!("term-1a2b3c-{T0:x}-1");
     assert_eq!(
         effects,
         vec![Effect::Engine(Command::Chat(ChatCommand::SendMessage {
-            to: UserId::parse("bob").unwrap(),
+            to: bob.clone(),
             text: "hi q".into(),
-            client_msg_id: None,
+            client_msg_id: Some(id.clone()),
         }))]
     );
-    assert!(m.compose.is_none());
+    // It shows at once, as sending; the editor closes, empty.
+    assert!(!m.composing);
+    assert!(m.drafts[&bob].is_empty());
+    let c = m.conversation.as_ref().unwrap();
+    let sent = c.shown.last().unwrap();
+    assert_eq!(
+        (sent.message.text.as_str(), &sent.delivery),
+        ("hi q", &Delivery::Sending)
+    );
+    m.on_engine(
+        Event::MessageSent {
+            msg_id: "m-99".into(),
+            client_msg_id: id,
+            to: bob,
+            text: "hi q".into(),
+            timestamp: T0 + 300_050,
+            seq: Some(40),
+        },
+        T0 + 300_050,
+    );
+    let sent = m.conversation.as_ref().unwrap().shown.last().unwrap();
+    assert_eq!(
+        (sent.message.msg_id.as_str(), &sent.delivery),
+        ("m-99", &Delivery::Sent)
+    );
 }
 
 #[test]
@@ -416,17 +460,16 @@ fn a_message_that_arrives_while_the_conversation_loads_stays_on_screen() {
             from: "bob".parse().unwrap(),
             to: "alice".parse().unwrap(),
             text: "just now".into(),
-            timestamp: T0 + 60_000,
+            timestamp: T0 + 120_000,
             offline: false,
             seq: 9,
         },
         T0,
     );
     // The store's page was read before the live message was written.
-    let peer = m.open_peer.clone().unwrap();
+    let peer = m.open_peer().cloned().unwrap();
     m.on_messages(&peer, vec![message(peer.as_str(), "alice", "earlier", 1)]);
-    let texts: Vec<&str> = m.messages.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(texts, ["earlier", "just now"]);
+    assert_eq!(texts(&m), ["earlier", "just now"]);
 }
 
 #[test]
@@ -437,7 +480,10 @@ fn the_relays_page_joins_what_the_local_store_had() {
         message("alice", "bob", "from before this device", 0),
         message("bob", "alice", "this one was a typo", 3),
     ];
-    older[1].msg_id = m.messages[2].msg_id.clone();
+    older[1].msg_id = m.conversation.as_ref().unwrap().shown[2]
+        .message
+        .msg_id
+        .clone();
     m.on_engine(
         Event::Messages {
             user_id: bob,
@@ -445,9 +491,8 @@ fn the_relays_page_joins_what_the_local_store_had() {
         },
         T0 + 50,
     );
-    let texts: Vec<&str> = m.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(
-        texts,
+        texts(&m),
         [
             "from before this device",
             "are you joining the standup?",
@@ -464,7 +509,7 @@ fn the_relays_page_joins_what_the_local_store_had() {
         },
         T0 + 60,
     );
-    assert_eq!(m.messages.len(), 5);
+    assert_eq!(texts(&m).len(), 5);
 }
 
 fn dialing(m: &mut Model) {
@@ -505,7 +550,7 @@ fn snapshot_kicked_out_offers_a_new_login_and_nothing_that_needs_one() {
         "c calls no one while signed out"
     );
     assert_eq!(m.on_terminal(key(KeyCode::Char('w')), T0 + 2_500), vec![]);
-    assert!(m.compose.is_none());
+    assert!(!m.composing);
     let screen = render(&m, T0 + 3_000, 80, 24);
     let last = screen.lines().last().unwrap();
     assert!(last.contains(" l  log in again "), "{last}");
