@@ -366,6 +366,10 @@ pub enum EntryKind {
     Recall { msg_id: String, peer: UserId },
     /// The user read the conversation with `peer` up to `at`.
     Read { peer: UserId, at: u64 },
+    /// The other user of a conversation, `peer`, read it up to `at`: what
+    /// this user sent before then has been read (a peer read receipt,
+    /// written with `peer`'s `Read`; never for a conversation with oneself).
+    ReadReceipt { peer: UserId, at: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -255,6 +255,17 @@ pub enum Event {
         timestamp: u64,
         seq: u64,
     },
+    /// The other user of a conversation read it (on one of its devices)
+    /// up to `timestamp` (unix ms): what this user sent before then is read.
+    /// Tencent Chat's name; on every device of this user, also one that
+    /// was offline (it comes with the catch-up).
+    C2cReadReceipt {
+        /// The user who read.
+        #[serde(rename = "userID")]
+        user_id: UserId,
+        timestamp: u64,
+        seq: u64,
+    },
     Typing {
         #[serde(rename = "userID")]
         user_id: UserId,
@@ -375,6 +386,11 @@ mod tests {
                 network_quality_list: Vec::new(),
             },
             Event::Synced { seq: 1 },
+            Event::C2cReadReceipt {
+                user_id: "bob".parse().unwrap(),
+                timestamp: 1,
+                seq: 1,
+            },
             Event::error(Error::new(ErrorCode::WaitTimeout, "late"), Some("wait")),
         ];
         for event in samples {
@@ -382,6 +398,7 @@ mod tests {
             assert_eq!(json["event"], event.name());
             assert!(EVENT_NAMES.contains(&event.name()));
         }
-        assert_eq!(EVENT_NAMES.len(), 33);
+        assert_eq!(EVENT_NAMES.len(), 34);
+        assert!(EVENT_NAMES.contains(&"C2C_READ_RECEIPT"));
     }
 }

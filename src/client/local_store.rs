@@ -1,7 +1,8 @@
 //! A device's local store: `local.sqlite3` in its profile directory. It
-//! holds the device's call history, its copy of the conversations, and the
-//! last timeline seq it applied, so history shows without asking the relay;
-//! deleting it is a reinstall.
+//! holds the device's call history, its copy of the conversations (with
+//! this user's and the other users' read marks), and the last timeline seq
+//! it applied, so history shows without asking the relay; deleting it is a
+//! reinstall.
 
 use std::path::Path;
 
@@ -37,6 +38,9 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX messages_by_peer ON messages (peer, timestamp);
      CREATE TABLE read_marks (peer TEXT PRIMARY KEY, at INTEGER NOT NULL);
      CREATE TABLE sync (id INTEGER PRIMARY KEY CHECK (id = 1), high_water INTEGER NOT NULL);",
+    // 3: how far the other user of each conversation has read (its latest
+    // read receipt), so sent messages show as read after a restart.
+    "CREATE TABLE peer_read_marks (peer TEXT PRIMARY KEY, at INTEGER NOT NULL);",
 ];
 
 pub struct LocalStore {
@@ -144,6 +148,19 @@ impl LocalStore {
                 )?;
                 self.advance(*seq)?;
             }
+            Event::C2cReadReceipt {
+                user_id,
+                timestamp,
+                seq,
+            } => {
+                // Only forward: an older receipt never takes a read mark back.
+                self.conn.execute(
+                    "INSERT INTO peer_read_marks (peer, at) VALUES (?1, ?2)
+                     ON CONFLICT (peer) DO UPDATE SET at = MAX(at, excluded.at)",
+                    params![user_id.as_str(), *timestamp as i64],
+                )?;
+                self.advance(*seq)?;
+            }
             Event::Synced { seq } => self.set_high_water(*seq)?,
             // A page fetched from the relay: kept, so it is local next time.
             Event::Messages { messages, .. } => {
@@ -183,13 +200,29 @@ impl LocalStore {
         Ok(())
     }
 
-    /// The conversations, most recent first, with their unread counts.
+    /// How far `peer` has read the conversation with this user (unix ms),
+    /// by its latest read receipt; `None` before any came.
+    pub fn peer_read(&self, peer: &UserId) -> rusqlite::Result<Option<u64>> {
+        let at: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT at FROM peer_read_marks WHERE peer = ?1",
+                [peer.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(at.map(|at| at as u64))
+    }
+
+    /// The conversations, most recent first, with their unread counts and
+    /// how far the other user has read.
     pub fn conversations(&self) -> rusqlite::Result<Vec<Conversation>> {
         let mut stmt = self.conn.prepare(
             "SELECT m.peer, m.msg_id, m.sender, m.recipient, m.text, m.timestamp, m.recalled,
                     (SELECT COUNT(*) FROM messages u
                       WHERE u.peer = m.peer AND u.sender = m.peer AND u.recalled = 0
-                        AND u.timestamp > COALESCE((SELECT at FROM read_marks r WHERE r.peer = m.peer), 0))
+                        AND u.timestamp > COALESCE((SELECT at FROM read_marks r WHERE r.peer = m.peer), 0)),
+                    (SELECT at FROM peer_read_marks p WHERE p.peer = m.peer)
              FROM messages m
              WHERE m.rowid = (SELECT rowid FROM messages l WHERE l.peer = m.peer
                               ORDER BY l.timestamp DESC, l.rowid DESC LIMIT 1)
@@ -200,6 +233,7 @@ impl LocalStore {
                 user_id: user_at(r, 0)?,
                 last_message: message_from(r, 1)?,
                 unread_count: r.get::<_, i64>(7)? as u64,
+                peer_read: r.get::<_, Option<i64>>(8)?.map(|at| at as u64),
             })
         })?;
         rows.collect()
@@ -330,6 +364,7 @@ enum StoreRequest {
     Conversations(Reply<Vec<Conversation>>),
     Messages(UserId, usize, Option<u64>, Reply<Vec<StoredMessage>>),
     HighWater(Reply<u64>),
+    PeerRead(UserId, Reply<Option<u64>>),
     /// Answered once everything asked before it is done.
     Flush(Reply<()>),
 }
@@ -363,6 +398,9 @@ impl StoreHandle {
                         }
                         StoreRequest::HighWater(reply) => {
                             let _ = reply.send(store.high_water());
+                        }
+                        StoreRequest::PeerRead(peer, reply) => {
+                            let _ = reply.send(store.peer_read(&peer));
                         }
                         StoreRequest::Flush(reply) => {
                             let _ = reply.send(Ok(()));
@@ -430,6 +468,12 @@ impl StoreHandle {
         })
     }
 
+    /// How far `peer` has read the conversation with this user (unix ms):
+    /// the sent messages up to then show as read. `None` before any receipt.
+    pub async fn peer_read(&self, peer: UserId) -> rusqlite::Result<Option<u64>> {
+        self.ask(|reply| StoreRequest::PeerRead(peer, reply)).await
+    }
+
     /// Where a new login of this device resumes its chat sync.
     pub async fn high_water(&self) -> rusqlite::Result<u64> {
         self.ask(StoreRequest::HighWater).await
@@ -476,6 +520,7 @@ impl Recorder {
                 | Event::MessageReceived { .. }
                 | Event::MessageRecalled { .. }
                 | Event::ConversationRead { .. }
+                | Event::C2cReadReceipt { .. }
                 | Event::Synced { .. }
                 | Event::Messages { .. }
         ) {
@@ -559,6 +604,35 @@ mod tests {
         assert_eq!(msgs[1].text, "");
         assert_eq!(store.messages(&bob, 1, Some(20)).unwrap()[0].msg_id, "m1");
         assert_eq!(store.high_water().unwrap(), 5);
+    }
+
+    #[test]
+    fn the_peers_read_mark_is_kept_and_only_moves_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, bob): (UserId, UserId) = ("alice".parse().unwrap(), "bob".parse().unwrap());
+        let receipt = |timestamp, seq| Event::C2cReadReceipt {
+            user_id: bob.clone(),
+            timestamp,
+            seq,
+        };
+        {
+            let store = LocalStore::open(dir.path(), &alice).unwrap();
+            store
+                .apply(&received("m1", "alice", "bob", "read me", 10, 1))
+                .unwrap();
+            assert_eq!(store.peer_read(&bob).unwrap(), None);
+            assert_eq!(store.conversations().unwrap()[0].peer_read, None);
+            store.apply(&receipt(20, 2)).unwrap();
+            // An older receipt (a relay whose clock went back) changes nothing.
+            store.apply(&receipt(15, 3)).unwrap();
+        }
+        let store = LocalStore::open(dir.path(), &alice).unwrap();
+        assert_eq!(store.peer_read(&bob).unwrap(), Some(20));
+        let conv = &store.conversations().unwrap()[0];
+        assert_eq!(conv.peer_read, Some(20));
+        assert_eq!(serde_json::to_value(conv).unwrap()["peerRead"], 20);
+        assert_eq!(store.high_water().unwrap(), 3);
+        assert_eq!(store.peer_read(&"carol".parse().unwrap()).unwrap(), None);
     }
 
     #[test]

@@ -154,7 +154,8 @@ impl StoredMessage {
     }
 }
 
-/// One conversation: the other user, its last message, what is unread.
+/// One conversation: the other user, its last message, what is unread, and
+/// how far the other user has read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Conversation {
@@ -162,6 +163,11 @@ pub struct Conversation {
     pub user_id: UserId,
     pub last_message: StoredMessage,
     pub unread_count: u64,
+    /// How far the other user has read the conversation (unix ms, from its
+    /// latest `C2C_READ_RECEIPT`): this user's messages up to then are read.
+    /// Absent before any receipt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_read: Option<u64>,
 }
 
 #[cfg(test)]
