@@ -436,6 +436,10 @@ pub enum ServerMsg {
         call_id: String,
         room: RoomId,
         reason: CancelReason,
+        /// The device of this user that answered or declined, with
+        /// `answered_elsewhere` and `declined_elsewhere`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<DeviceInfo>,
     },
     /// This device left a connected call, or the call ended around it.
     CallEnd {

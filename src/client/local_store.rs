@@ -8,8 +8,10 @@ use std::path::Path;
 
 use crate::client::engine::{ChatCommand, Command};
 use crate::client::event::Event;
-use crate::client::records::{CallOutcome, CallRecord, CallRole, Conversation, StoredMessage};
-use crate::ids::UserId;
+use crate::client::records::{
+    CallOutcome, CallRecord, CallRole, Conversation, DeviceView, StoredMessage,
+};
+use crate::ids::{DeviceId, Platform, UserId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 const MIGRATIONS: &[&str] = &[
@@ -41,6 +43,9 @@ const MIGRATIONS: &[&str] = &[
     // 3: how far the other user of each conversation has read (its latest
     // read receipt), so sent messages show as read after a restart.
     "CREATE TABLE peer_read_marks (peer TEXT PRIMARY KEY, at INTEGER NOT NULL);",
+    // 4: the other device of this user that answered or declined a call.
+    "ALTER TABLE calls ADD COLUMN elsewhere_device TEXT;
+     ALTER TABLE calls ADD COLUMN elsewhere_platform TEXT;",
 ];
 
 pub struct LocalStore {
@@ -266,11 +271,14 @@ impl LocalStore {
         // up again without knowing who rang) keeps what the first one knew.
         self.conn.execute(
             "INSERT INTO calls
-             (call_id, room, role, peers, started_at, outcome, missed, total_time)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             (call_id, room, role, peers, started_at, outcome, missed, total_time,
+              elsewhere_device, elsewhere_platform)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (call_id) DO UPDATE SET
                 outcome = excluded.outcome, missed = excluded.missed,
                 total_time = excluded.total_time,
+                elsewhere_device = excluded.elsewhere_device,
+                elsewhere_platform = excluded.elsewhere_platform,
                 peers = CASE WHEN excluded.peers = '' THEN peers ELSE excluded.peers END,
                 role = CASE WHEN excluded.peers = '' THEN role ELSE excluded.role END,
                 started_at = MIN(started_at, excluded.started_at)",
@@ -282,7 +290,9 @@ impl LocalStore {
                 r.started_at as i64,
                 r.outcome.as_str(),
                 r.missed,
-                r.total_time as i64
+                r.total_time as i64,
+                r.elsewhere.as_ref().map(|d| d.device.as_str()),
+                r.elsewhere.as_ref().map(|d| d.platform.as_str()),
             ],
         )?;
         Ok(())
@@ -291,7 +301,8 @@ impl LocalStore {
     /// The latest `count` calls, newest first.
     pub fn recent_calls(&self, count: usize) -> rusqlite::Result<Vec<CallRecord>> {
         let mut stmt = self.conn.prepare(
-            "SELECT call_id, room, role, peers, started_at, outcome, missed, total_time
+            "SELECT call_id, room, role, peers, started_at, outcome, missed, total_time,
+                    elsewhere_device, elsewhere_platform
              FROM calls ORDER BY started_at DESC, rowid DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([count as i64], |row| {
@@ -313,6 +324,7 @@ impl LocalStore {
                     .ok_or_else(|| bad_column(5, format!("unknown call outcome {outcome:?}")))?,
                 missed: row.get(6)?,
                 total_time: row.get::<_, i64>(7)? as u64,
+                elsewhere: device_at(row, 8)?,
             })
         })?;
         rows.collect()
@@ -337,6 +349,21 @@ fn message_from(r: &rusqlite::Row, first: usize) -> rusqlite::Result<StoredMessa
 fn user_at(r: &rusqlite::Row, i: usize) -> rusqlite::Result<UserId> {
     let text: String = r.get(i)?;
     UserId::parse(&text).map_err(|e| bad_column(i, e.message))
+}
+
+/// A device from columns `first` (its id) and `first + 1` (its platform),
+/// both NULL for none.
+fn device_at(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Option<DeviceView>> {
+    let (Some(device), Some(platform)) = (
+        r.get::<_, Option<String>>(first)?,
+        r.get::<_, Option<String>>(first + 1)?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(DeviceView {
+        device: DeviceId::parse(&device).map_err(|e| bad_column(first, e.message))?,
+        platform: Platform::parse(&platform).map_err(|e| bad_column(first + 1, e.message))?,
+    }))
 }
 
 fn bad_column(i: usize, why: String) -> rusqlite::Error {
@@ -648,6 +675,7 @@ mod tests {
             outcome,
             missed: false,
             total_time,
+            elsewhere: None,
         };
         {
             let store = LocalStore::open(dir.path(), &"alice".parse().unwrap()).unwrap();
@@ -667,6 +695,43 @@ mod tests {
     }
 
     #[test]
+    fn a_call_answered_on_another_device_keeps_which_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice: UserId = "alice".parse().unwrap();
+        let laptop = DeviceView {
+            device: "laptop".parse().unwrap(),
+            platform: "desktop".parse().unwrap(),
+        };
+        let stopped = CallRecord {
+            call_id: "c1".into(),
+            room_id: 7,
+            call_role: CallRole::Called,
+            peers: vec!["bob".parse().unwrap()],
+            started_at: 1_000,
+            outcome: CallOutcome::Stopped(crate::protocol::CancelReason::AnsweredElsewhere),
+            missed: false,
+            total_time: 0,
+            elsewhere: Some(laptop),
+        };
+        LocalStore::open(dir.path(), &alice)
+            .unwrap()
+            .record_call(&stopped)
+            .unwrap();
+        let store = LocalStore::open(dir.path(), &alice).unwrap();
+        let back = &store.recent_calls(1).unwrap()[0];
+        assert_eq!(back, &stopped);
+        let json = serde_json::to_value(back).unwrap();
+        assert_eq!(
+            (&json["outcome"], &json["deviceID"], &json["platform"]),
+            (
+                &serde_json::json!("answered_elsewhere"),
+                &serde_json::json!("laptop"),
+                &serde_json::json!("desktop")
+            )
+        );
+    }
+
+    #[test]
     fn a_call_still_running_when_the_process_died_reads_interrupted() {
         let dir = tempfile::tempdir().unwrap();
         let alice: UserId = "alice".parse().unwrap();
@@ -679,6 +744,7 @@ mod tests {
             outcome: CallOutcome::InCall,
             missed: false,
             total_time: 0,
+            elsewhere: None,
         };
         LocalStore::open(dir.path(), &alice)
             .unwrap()

@@ -493,7 +493,12 @@ impl Mesh {
 /// `NAME` plus the fields a call-flow assertion cares about.
 pub fn describe(e: &Event) -> String {
     match e {
-        Event::OnCallCanceled { reason, .. } => format!("ON_CALL_CANCELED {reason}"),
+        Event::OnCallCanceled {
+            reason, elsewhere, ..
+        } => match elsewhere {
+            Some(d) => format!("ON_CALL_CANCELED {reason} on {}", d.device),
+            None => format!("ON_CALL_CANCELED {reason}"),
+        },
         Event::CallingEnd { total_time, .. } => format!("CALLING_END {total_time}s"),
         Event::UserAccept { user_id, .. }
         | Event::Reject { user_id, .. }
