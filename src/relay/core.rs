@@ -1067,19 +1067,22 @@ impl RelayCore {
         (page, false)
     }
 
+    /// A session's device, as other devices are told of it.
+    fn device_info(&self, sid: SessionId) -> DeviceInfo {
+        let s = &self.sessions[&sid];
+        DeviceInfo {
+            device: s.device.clone(),
+            platform: s.platform.clone(),
+        }
+    }
+
     fn presence(&self, app: AppId, user: &UserId) -> UserPresence {
         let devices = self
             .by_user
             .get(&(app, user.clone()))
             .into_iter()
             .flatten()
-            .map(|sid| {
-                let s = &self.sessions[sid];
-                DeviceInfo {
-                    device: s.device.clone(),
-                    platform: s.platform.clone(),
-                }
-            })
+            .map(|&sid| self.device_info(sid))
             .collect();
         UserPresence {
             user: user.clone(),

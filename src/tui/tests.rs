@@ -113,6 +113,7 @@ fn record(peer: &str, role: CallRole, outcome: &str, missed: bool, total_time: u
         outcome: CallOutcome::parse(outcome).unwrap(),
         missed,
         total_time,
+        elsewhere: None,
     }
 }
 
@@ -213,6 +214,7 @@ fn snapshot_answered_elsewhere() {
             reason: CancelReason::parse("answered_elsewhere").unwrap(),
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
+            elsewhere: None,
             record: any_record(),
         },
         T0 + 4_000,
@@ -739,6 +741,7 @@ fn ignoring_a_call_says_the_other_devices_may_still_ring() {
             reason: CancelReason::parse("ignored").unwrap(),
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
+            elsewhere: None,
             record: any_record(),
         },
         T0 + 2_000,
