@@ -77,6 +77,8 @@ pub struct Conversation {
     pub unread_at_open: u64,
     /// The message the cursor is on (an index into `shown`).
     pub selected: Option<usize>,
+    /// The peer read what was sent up to this time (unix ms).
+    pub peer_read: Option<u64>,
 }
 
 /// One row of the pane.
@@ -99,6 +101,7 @@ impl Conversation {
             first_unread: None,
             unread_at_open: unread,
             selected: None,
+            peer_read: None,
         }
     }
 
@@ -282,7 +285,8 @@ fn rows_from(conversation: &Conversation, me: &UserId, width: usize, start: usiz
         if conversation.first_unread.as_deref() == Some(m.msg_id.as_str()) {
             rows.push(separator("new", width, Some(())));
         }
-        message_rows(shown, i, me, width, &mut rows);
+        let read = mine(shown, me) && conversation.peer_read >= Some(m.timestamp);
+        message_rows(shown, i, me, width, read, &mut rows);
     }
     if let Some(selected) = conversation.selected {
         for row in rows.iter_mut().filter(|r| r.message == Some(selected)) {
@@ -309,9 +313,20 @@ fn separator(label: &str, width: usize, unread: Option<()>) -> Row {
     }
 }
 
-fn message_rows(shown: &Shown, i: usize, me: &UserId, width: usize, rows: &mut Vec<Row>) {
+fn mine(shown: &Shown, me: &UserId) -> bool {
+    &shown.message.from == me
+}
+
+fn message_rows(
+    shown: &Shown,
+    i: usize,
+    me: &UserId,
+    width: usize,
+    read: bool,
+    rows: &mut Vec<Row>,
+) {
     let m = &shown.message;
-    let mine = &m.from == me;
+    let mine = mine(shown, me);
     let time = format!("{} ", hh_mm(m.timestamp));
     let who = if mine {
         "me".to_owned()
@@ -335,7 +350,7 @@ fn message_rows(shown: &Shown, i: usize, me: &UserId, width: usize, rows: &mut V
     } else {
         text::wrap(&m.text, width - indent)
     };
-    let state = state_span(&shown.delivery);
+    let state = state_span(&shown.delivery, mine, read);
     let head = vec![
         Span::raw(time).dark_gray(),
         if mine {
@@ -382,12 +397,15 @@ fn message_rows(shown: &Shown, i: usize, me: &UserId, width: usize, rows: &mut V
     }));
 }
 
-fn state_span(delivery: &Delivery) -> Option<Span<'static>> {
+/// The mark after one of this user's messages: sending `…`, stored by the
+/// relay `✓`, read by the peer `✓✓`, not sent `✗ why`.
+fn state_span(delivery: &Delivery, mine: bool, read: bool) -> Option<Span<'static>> {
     match delivery {
-        Delivery::Settled => None,
         Delivery::Sending => Some(Span::raw("…").dark_gray()),
-        Delivery::Sent => Some(Span::raw("✓").dark_gray()),
         Delivery::Failed(why) => Some(Span::raw(format!("✗ {}", text::clean(why, false))).red()),
+        Delivery::Sent | Delivery::Settled if mine && read => Some(Span::raw("✓✓").cyan()),
+        Delivery::Sent | Delivery::Settled if mine => Some(Span::raw("✓").dark_gray()),
+        Delivery::Sent | Delivery::Settled => None,
     }
 }
 

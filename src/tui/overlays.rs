@@ -30,16 +30,13 @@ const LABEL: usize = 24;
 /// (or leaving the last frame stale).
 pub fn too_small(frame: &mut Frame, area: Rect) {
     let text = vec![
-        Line::from("Terminal too small".bold()),
-        Line::from(format!(
-            "{}x{}, needs {MIN_WIDTH}x{MIN_HEIGHT}",
-            area.width, area.height
-        )),
+        Line::from(format!("terminal too small (need {MIN_WIDTH}x{MIN_HEIGHT})").bold()),
+        Line::from(format!("it is {}x{}", area.width, area.height)),
     ];
     frame.render_widget(Clear, area);
     frame.render_widget(
         Paragraph::new(text).centered().wrap(Wrap { trim: true }),
-        area,
+        centered(area, area.width, 2),
     );
 }
 

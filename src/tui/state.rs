@@ -10,7 +10,7 @@ use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind};
 use ratatui_textarea::TextArea;
 
 use crate::client::engine::{CallCommand, Command};
-use crate::client::event::{CallRole, Event, LinkState, LoginStatus, UserView};
+use crate::client::event::{CallRole, DeviceView, Event, LinkState, LoginStatus, UserView};
 use crate::client::records::{CallRecord, Conversation as Summary};
 use crate::error::ErrorCode;
 use crate::ids::{DeviceId, Platform, UserId};
@@ -511,6 +511,13 @@ impl Model {
 
     /// What the local store answered.
     pub fn on_conversations(&mut self, conversations: Vec<Summary>) {
+        if let Some(open) = &mut self.conversation
+            && let Some(read) = (conversations.iter())
+                .find(|c| c.user_id == open.peer)
+                .and_then(|c| c.peer_read)
+        {
+            open.peer_read = open.peer_read.max(Some(read));
+        }
         self.unread = conversations
             .into_iter()
             .map(|c| (c.user_id, c.unread_count))
@@ -547,6 +554,7 @@ impl Model {
             | Event::MessageRecalled { .. }
             | Event::ConversationRead { .. }
             | Event::Messages { .. }
+            | Event::C2cReadReceipt { .. }
             | Event::Typing { .. } => self.on_chat_event(event, now),
             _ => self.on_session_event(event, now),
         }
@@ -665,7 +673,10 @@ impl Model {
                 }
             }
             Event::OnCallCanceled {
-                call_id, reason, ..
+                call_id,
+                reason,
+                elsewhere,
+                ..
             } => {
                 let from = self
                     .incoming
@@ -674,7 +685,7 @@ impl Model {
                     .map(|i| self.incoming.remove(i));
                 let ours = self.call.as_ref().is_some_and(|c| c.call_id == call_id);
                 let text = match (from, ours) {
-                    (Some(c), _) => Some(incoming_stopped(reason, &c.sponsor)),
+                    (Some(c), _) => Some(incoming_stopped(reason, &c.sponsor, elsewhere.as_ref())),
                     (None, true) => {
                         let who = self
                             .call
@@ -800,13 +811,15 @@ fn step(i: usize, n: usize, down: bool) -> usize {
 }
 
 /// What the incoming-call pane says when it closes, by reason.
-fn incoming_stopped(reason: CancelReason, sponsor: &UserId) -> String {
+/// With `answered_elsewhere` and `declined_elsewhere`, the device named.
+fn incoming_stopped(reason: CancelReason, sponsor: &UserId, by: Option<&DeviceView>) -> String {
+    let device = by.map_or(String::new(), |d| format!(" ({})", d.device));
     match reason {
         CancelReason::AnsweredElsewhere => {
-            format!("call from {sponsor} answered on another device")
+            format!("call from {sponsor} answered on another device{device}")
         }
         CancelReason::DeclinedElsewhere => {
-            format!("call from {sponsor} declined on another device")
+            format!("call from {sponsor} declined on another device{device}")
         }
         CancelReason::Declined => format!("declined the call from {sponsor}"),
         CancelReason::CallerCanceled => format!("{sponsor} hung up before you answered"),

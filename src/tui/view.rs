@@ -243,9 +243,12 @@ fn draw_history(frame: &mut Frame, model: &Model, area: Rect) {
                 CallRole::Caller => "↗",
                 CallRole::Called => "↙",
             };
-            let detail = match r.outcome {
-                CallOutcome::Answered => clock_secs(r.total_time),
-                other => other.as_str().replace('_', " "),
+            let detail = match (r.outcome, &r.elsewhere) {
+                (CallOutcome::Answered, _) => clock_secs(r.total_time),
+                (other, Some(by)) => {
+                    format!("{} ({})", other.as_str().replace('_', " "), by.device)
+                }
+                (other, None) => other.as_str().replace('_', " "),
             };
             let peers = names(&r.peers);
             let line = Line::from(vec![format!("{arrow} {peers} ").into(), detail.dark_gray()]);

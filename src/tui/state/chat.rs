@@ -28,7 +28,11 @@ impl Model {
         if self.open_peer() != Some(&peer) {
             self.conversation = Some(Conversation::new(peer.clone(), unread));
         }
-        let mut effects = vec![Effect::LoadMessages(peer.clone())];
+        // The conversation list says how far the peer has read.
+        let mut effects = vec![
+            Effect::LoadMessages(peer.clone()),
+            Effect::LoadConversations,
+        ];
         if unread > 0 {
             effects.push(Effect::Engine(Command::Chat(ChatCommand::MarkRead {
                 peer,
@@ -368,10 +372,12 @@ impl Model {
                 }
                 let message = StoredMessage::new(msg_id, from, to, text, timestamp);
                 let peer = message.peer(&me).clone();
+                let from_peer = message.from == peer;
                 if let Some(c) = self.open_mut(&peer) {
                     c.push(Shown::settled(message), &me, width);
-                    // Reading it here, now: the other devices clear it too.
-                    if self.focus == Pane::Conversation {
+                    // Reading it here, now: the other devices clear it too,
+                    // and the sender learns it was read.
+                    if self.focus == Pane::Conversation && from_peer {
                         effects.push(Effect::Engine(Command::Chat(ChatCommand::MarkRead {
                             peer,
                         })));
@@ -425,6 +431,14 @@ impl Model {
                     let last = messages.len() < conversation::PAGE;
                     c.merge(messages, &me, width);
                     c.older = if last { Older::None } else { Older::Maybe };
+                }
+            }
+            // The peer read up to `timestamp`: what we sent before is read.
+            Event::C2cReadReceipt {
+                user_id, timestamp, ..
+            } => {
+                if let Some(c) = self.open_mut(&user_id) {
+                    c.peer_read = c.peer_read.max(Some(timestamp));
                 }
             }
             Event::Typing { user_id } => self.typing = Some((user_id, now)),
