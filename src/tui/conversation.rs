@@ -340,16 +340,20 @@ fn message_rows(
     } else {
         (2, false)
     };
-    let body: Vec<Span<'static>> = if m.recalled {
-        vec![Span::raw("(message recalled)").dark_gray().italic()]
+    // A recalled message's body is a note, wrapped like text.
+    let (body, recalled_style) = if m.recalled {
+        ("(message recalled)", true)
     } else {
-        Vec::new()
+        (m.text.as_str(), false)
     };
-    let mut text_rows = if m.recalled {
-        Vec::new()
-    } else {
-        text::wrap(&m.text, width - indent)
+    let span = |row: String| {
+        if recalled_style {
+            Span::raw(row).dark_gray().italic()
+        } else {
+            Span::raw(row)
+        }
     };
+    let mut text_rows = text::wrap(body, width - indent).into_iter();
     let state = state_span(&shown.delivery, mine, read);
     let head = vec![
         Span::raw(time).dark_gray(),
@@ -363,22 +367,13 @@ fn message_rows(
     let mut lines: Vec<Vec<Span<'static>>> = Vec::new();
     if beside {
         let mut first = head;
-        if m.recalled {
-            first.extend(body);
-        } else if !text_rows.is_empty() {
-            first.push(Span::raw(text_rows.remove(0)));
-        }
+        first.extend(text_rows.next().map(span));
         lines.push(first);
     } else {
         lines.push(head);
-        if m.recalled {
-            let mut row = vec![Span::raw(" ".repeat(indent))];
-            row.extend(body);
-            lines.push(row);
-        }
     }
     for row in text_rows {
-        lines.push(vec![Span::raw(" ".repeat(indent)), Span::raw(row)]);
+        lines.push(vec![Span::raw(" ".repeat(indent)), span(row)]);
     }
     if let Some(state) = state {
         // The mark goes after the last row when it fits, else on a row of its own.
@@ -548,5 +543,41 @@ mod tests {
         let texts: Vec<String> = rows(&c, &me, 40).iter().map(plain).collect();
         let line = texts.iter().position(|t| t.contains(" new ")).unwrap();
         assert!(texts[line + 1].contains("new one"), "{texts:?}");
+    }
+
+    proptest::proptest! {
+        /// Whatever people write and however wide the pane, every row fits
+        /// it and every printable character of every message shows, in order.
+        #[test]
+        fn every_row_fits_and_every_character_shows(
+            texts in proptest::collection::vec(
+                "\\PC{0,300}|[\\x00-\\x1f\u{7f}\u{202e} a-z我们👍\u{200d}\u{301}\n\t]{0,200}",
+                1..6,
+            ),
+            width in 20usize..200,
+        ) {
+            let me = user("alice");
+            let mut c = Conversation::new(user("bob"), 0);
+            let page: Vec<StoredMessage> = (texts.iter().enumerate())
+                .map(|(i, t)| message(i as u64 + 1, if i % 2 == 0 { "bob" } else { "alice" }, t))
+                .collect();
+            c.merge(page, &me, width);
+            let rows = rows(&c, &me, width);
+            for row in &rows {
+                let shown: String = row.line.spans.iter().map(|s| s.content.as_ref()).collect();
+                proptest::prop_assert!(text::width(&shown) <= width, "{shown:?} > {width}");
+                proptest::prop_assert!(!shown.chars().any(char::is_control));
+            }
+            for (i, t) in texts.iter().enumerate() {
+                let shown: String = (rows.iter())
+                    .filter(|r| r.message == Some(i))
+                    .flat_map(|r| r.line.spans.iter())
+                    .map(|s| s.content.as_ref())
+                    .collect::<String>();
+                let want: String = text::clean(t, true).chars().filter(|c| !c.is_whitespace()).collect();
+                let got: String = shown.chars().filter(|c| !c.is_whitespace()).collect();
+                proptest::prop_assert!(got.contains(&want), "{want:?} not in {got:?}");
+            }
+        }
     }
 }

@@ -70,29 +70,30 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
             rows.push(String::new());
             continue;
         }
-        rows.extend(
-            textwrap::wrap(line, &options)
-                .into_iter()
-                .map(|row| fit(row.trim_end(), width)),
-        );
+        for row in textwrap::wrap(line, &options) {
+            fit(row.trim_end(), width, &mut rows);
+        }
     }
     rows
 }
 
-/// `row` cut to `width` columns: only a character wider than the row
-/// itself (an emoji in a two-column row) can leave textwrap too wide.
-fn fit(row: &str, width: usize) -> String {
-    if self::width(row) <= width {
-        return row.to_owned();
-    }
-    let mut out = String::new();
+/// `row` as rows of at most `width` columns. textwrap measures a few
+/// characters (some emoji, unassigned code points) narrower than the
+/// terminal will draw them; what overflows goes on to a row of its own
+/// rather than past the pane's edge or off the screen.
+fn fit(row: &str, width: usize, rows: &mut Vec<String>) {
+    let mut current = String::new();
+    let mut used = 0;
     for c in row.chars() {
-        if self::width(&out) + unicode_width::UnicodeWidthChar::width(c).unwrap_or(0) > width {
-            break;
+        let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w > width && !current.is_empty() {
+            rows.push(std::mem::take(&mut current));
+            used = 0;
         }
-        out.push(c);
+        current.push(c);
+        used += w;
     }
-    out
+    rows.push(current);
 }
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> (u16, u16) {
 fn message_lines(model: &Model, now: u64) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     if let Some(alert) = &model.alert {
+        let alert = text::clean(alert, false);
         let mut line = Line::from(format!(" {alert}").red().bold());
         let login = model.hints().into_iter().find(|(_, a)| *a == Action::Login);
         if let Some((key, _)) = login.filter(|_| model.signed_out.is_some()) {
@@ -105,6 +106,7 @@ fn message_lines(model: &Model, now: u64) -> Vec<Line<'static>> {
         lines.push(line);
     }
     if let Some(notice) = model.notice_now(now) {
+        let notice = text::clean(notice, false);
         lines.push(Line::from(format!(" {notice} ").black().on_yellow()));
     }
     lines
@@ -227,6 +229,28 @@ fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
         })
         .collect();
     let mut state = ListState::default().with_selected(Some(model.selected));
+    // This user's other devices online, at the foot of the pane.
+    let mine = (model.users.iter()).find(|u| u.user == model.me);
+    let others: Vec<_> = (mine.into_iter())
+        .flat_map(|u| &u.devices)
+        .filter(|d| d.device != model.device)
+        .collect();
+    let room = usize::from(area.width).saturating_sub(4);
+    let with_platforms: Vec<String> = (others.iter())
+        .map(|d| format!("{} ({})", d.device, d.platform))
+        .collect();
+    let ids: Vec<&str> = others.iter().map(|d| d.device.as_str()).collect();
+    let label = [
+        format!(" also on {} ", with_platforms.join(", ")),
+        format!(" also on {} ", ids.join(", ")),
+        format!(" also on {} other devices ", others.len()),
+    ]
+    .into_iter()
+    .find(|l| text::width(l) <= room);
+    let block = match label {
+        Some(label) if !others.is_empty() => block.title_bottom(label.dark_gray()),
+        _ => block,
+    };
     let list = List::new(items)
         .block(block)
         .highlight_style(Style::default().reversed());
@@ -439,7 +463,7 @@ fn draw_event_log(frame: &mut Frame, model: &Model, area: Rect) {
         .map(|l| {
             ListItem::new(Line::from(vec![
                 format!("{} ", elapsed(l.at.saturating_sub(model.started_at))).dark_gray(),
-                Span::raw(l.text.clone()),
+                Span::raw(text::clean(&l.text, false).into_owned()),
             ]))
         })
         .collect();
