@@ -58,6 +58,11 @@ impl LocalStore {
     pub fn open(profile_dir: &Path, me: &UserId) -> rusqlite::Result<LocalStore> {
         let mut conn = Connection::open(profile_dir.join("local.sqlite3"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // A device reads a page of a conversation at a time: SQLite's
+        // default 2 MB page cache would otherwise fill with a long
+        // history's pages and stay, and the TUI's memory would grow with
+        // how much was ever said (docs/benchmarks.md).
+        conn.pragma_update(None, "cache_size", -256)?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.transaction()?;

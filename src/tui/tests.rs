@@ -978,3 +978,41 @@ fn hostile_text_reaches_the_screen_as_text() {
     );
     assert!(!screen.contains('\u{1b}') && !screen.contains('\u{202e}'));
 }
+
+#[test]
+fn the_editor_moves_by_words_and_deletes_like_a_shell() {
+    let mut m = conversation_with(vec![message("bob", "alice", "hi", 1)], 0);
+    m.on_terminal(key(KeyCode::Char('w')), T0);
+    for c in "one two three".chars() {
+        m.on_terminal(key(KeyCode::Char(c)), T0);
+    }
+    let ctrl = |c| TermEvent::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL));
+    m.on_terminal(ctrl('w'), T0);
+    let bob: UserId = "bob".parse().unwrap();
+    assert_eq!(m.drafts[&bob].lines(), ["one two "]);
+    m.on_terminal(
+        TermEvent::Key(KeyEvent::new(KeyCode::Left, KeyModifiers::CONTROL)),
+        T0,
+    );
+    m.on_terminal(key(KeyCode::Char('X')), T0);
+    assert_eq!(m.drafts[&bob].lines(), ["one Xtwo "]);
+    m.on_terminal(ctrl('u'), T0);
+    assert_eq!(m.drafts[&bob].lines(), ["two "]);
+    // Esc keeps the draft; another conversation has its own.
+    m.on_terminal(key(KeyCode::Esc), T0);
+    assert!(!m.composing);
+    assert_eq!(m.drafts[&bob].lines(), ["two "]);
+    // Up on an empty draft brings back the last text sent.
+    m.on_terminal(key(KeyCode::Char('w')), T0);
+    m.on_terminal(ctrl('u'), T0);
+    m.on_terminal(key(KeyCode::End), T0);
+    m.on_terminal(key(KeyCode::Backspace), T0);
+    m.on_terminal(key(KeyCode::Backspace), T0);
+    m.on_terminal(key(KeyCode::Backspace), T0);
+    m.on_terminal(key(KeyCode::Backspace), T0);
+    m.on_terminal(TermEvent::Paste("sent text".into()), T0);
+    m.on_terminal(key(KeyCode::Enter), T0 + 300_000);
+    m.on_terminal(key(KeyCode::Char('w')), T0 + 300_001);
+    m.on_terminal(key(KeyCode::Up), T0 + 300_002);
+    assert_eq!(m.drafts[&bob].lines(), ["sent text"]);
+}

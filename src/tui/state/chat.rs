@@ -231,7 +231,18 @@ impl Model {
             }
             return Vec::new();
         }
-        if draft.input(event) {
+        // Ctrl-U deletes back to the line's start, as in a shell (the
+        // editor's own binding is undo).
+        let ctrl_u = event.code == KeyCode::Char('u')
+            && event
+                .modifiers
+                .contains(crossterm::event::KeyModifiers::CONTROL);
+        let changed = if ctrl_u {
+            draft.delete_line_by_head()
+        } else {
+            draft.input(event)
+        };
+        if changed {
             return self.typed(now);
         }
         Vec::new()
