@@ -146,31 +146,17 @@ impl LocalStore {
                 )?;
                 self.advance(*seq)?;
             }
+            // This user's read mark, and the peer's receipt.
             Event::ConversationRead {
                 user_id,
                 timestamp,
                 seq,
-            } => {
-                self.conn.execute(
-                    "INSERT INTO read_marks (peer, at) VALUES (?1, ?2)
-                     ON CONFLICT (peer) DO UPDATE SET at = MAX(at, excluded.at)",
-                    params![user_id.as_str(), *timestamp as i64],
-                )?;
-                self.advance(*seq)?;
-            }
+            } => self.mark("read_marks", user_id, *timestamp, *seq)?,
             Event::C2cReadReceipt {
                 user_id,
                 timestamp,
                 seq,
-            } => {
-                // Only forward: an older receipt never takes a read mark back.
-                self.conn.execute(
-                    "INSERT INTO peer_read_marks (peer, at) VALUES (?1, ?2)
-                     ON CONFLICT (peer) DO UPDATE SET at = MAX(at, excluded.at)",
-                    params![user_id.as_str(), *timestamp as i64],
-                )?;
-                self.advance(*seq)?;
-            }
+            } => self.mark("peer_read_marks", user_id, *timestamp, *seq)?,
             Event::Synced { seq } => self.set_high_water(*seq)?,
             // A page fetched from the relay: kept, so it is local next time.
             Event::Messages { messages, .. } => {
@@ -181,6 +167,19 @@ impl LocalStore {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Moves a conversation's read mark in `table` forward (an older one
+    /// never takes it back), at timeline position `seq`.
+    fn mark(&self, table: &'static str, peer: &UserId, at: u64, seq: u64) -> rusqlite::Result<()> {
+        self.conn.execute(
+            &format!(
+                "INSERT INTO {table} (peer, at) VALUES (?1, ?2)
+                 ON CONFLICT (peer) DO UPDATE SET at = MAX(at, excluded.at)"
+            ),
+            params![peer.as_str(), at as i64],
+        )?;
+        self.advance(seq)
     }
 
     fn insert_message(
