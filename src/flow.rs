@@ -24,6 +24,7 @@ use crate::client::event::EVENT_NAMES;
 use crate::config::RelayConfig;
 use crate::headless::{self, COMMANDS};
 use crate::media::spec::AudioSpec;
+use crate::relay::media::Impairment;
 use crate::relay::{self, RelayHandle};
 
 /// A scenario, as written in its TOML file.
@@ -53,6 +54,36 @@ pub struct RelayOverrides {
     pub recall_window_secs: Option<u64>,
     pub max_devices_per_platform: Option<u32>,
     pub max_call_participants: Option<usize>,
+    /// Media frames the relay drops at random, in percent, per receiver.
+    pub media_loss: Option<f64>,
+    /// Added to every media frame's delivery.
+    pub media_delay_ms: Option<u64>,
+    /// Up to this much more per frame, at random (frames may reorder).
+    pub media_jitter_ms: Option<u64>,
+}
+
+impl RelayOverrides {
+    fn check(&self) -> Result<(), String> {
+        let loss = self.media_loss.unwrap_or(0.0);
+        if !(0.0..=100.0).contains(&loss) {
+            return Err(format!(
+                "media_loss is {loss}; it is a percentage, 0 to 100"
+            ));
+        }
+        if self.impairment().check().is_err() {
+            return Err("media_delay_ms and media_jitter_ms are at most 10000".into());
+        }
+        Ok(())
+    }
+
+    /// The network the bundled relay simulates for the flow's media.
+    fn impairment(&self) -> Impairment {
+        Impairment {
+            loss_percent: self.media_loss.unwrap_or(0.0),
+            delay_ms: self.media_delay_ms.unwrap_or(0),
+            jitter_ms: self.media_jitter_ms.unwrap_or(0),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +225,9 @@ impl Flow {
         let mut flow: Flow =
             toml::from_str(&text).map_err(|e| FlowError::Read(file.clone(), e.to_string()))?;
         flow.file = path.to_owned();
+        if let Err(e) = flow.relay.check() {
+            return Err(FlowError::Read(file.clone(), format!("[relay] {e}")));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         for d in &mut flow.devices {
             if let Err(e) = d.audio_out.check_sink() {
@@ -622,6 +656,7 @@ async fn start_relay(overrides: &RelayOverrides, dir: &Path) -> Result<RelayHand
     if let Some(v) = overrides.max_call_participants {
         config.max_call_participants = v;
     }
+    config.impairment = overrides.impairment();
     let store = relay::store::Store::open(&dir.join("relay.sqlite3"))
         .map_err(|e| FlowError::Relay(e.to_string()))?;
     relay::start(&config, store)
@@ -1075,6 +1110,18 @@ mod tests {
                      [[step]]\ndevice = \"bob\"\nsend = { cmd = \"inviteUser\", userIDList = \"$list\" }\n";
         std::fs::write(&path, format!("{DEVICES}{steps}")).unwrap();
         Flow::load(&path).unwrap();
+    }
+
+    #[test]
+    fn comparisons_read_their_operator_and_bound() {
+        let holds = |text: &str, value: f64| Comparison::parse(text).unwrap().holds(value);
+        assert!(holds("<= 1", 1.0) && !holds("< 1", 1.0));
+        assert!(holds(">=4.0", 4.0) && !holds("> 4", 4.0));
+        assert!(holds("== 0", 0.0) && !holds("==0", 0.5));
+        for bad in ["", "about 3", "=> 3", ">= three", "3"] {
+            let e = Comparison::parse(bad).unwrap_err();
+            assert!(e.contains(bad.trim()), "{e}");
+        }
     }
 
     #[test]
