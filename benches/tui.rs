@@ -1,9 +1,11 @@
 //! TUI benchmark: prints figures, asserts nothing.
 //!
 //! `cargo bench --bench tui`: the time to render a full 120x40 frame with
-//! 200 contacts and 10,000 messages in the open conversation, and the
-//! resident memory of a real `termphone` TUI process holding that
-//! conversation, run in tmux. `cargo test` runs it in its quick mode (see
+//! 200 contacts and 10,000 messages in the open conversation; the time to
+//! open that conversation from a real local store and to page back to its
+//! first message; and the resident memory of a real `termphone` TUI
+//! process with it open, beside the same TUI with an empty conversation
+//! open, run in tmux. `cargo test` runs it in its quick mode (see
 //! `common::mode`).
 
 mod common;
@@ -219,7 +221,10 @@ fn tui_resident_kib(messages: usize) -> u64 {
     ]);
     tmux.shows("user000");
     tmux.run(&["send-keys", "-t", "tui", "Enter"]);
-    tmux.shows(&format!("message number {}", messages - 1));
+    match messages.checked_sub(1) {
+        Some(last) => tmux.shows(&format!("message number {last}")),
+        None => tmux.shows("No messages with user000 yet."),
+    }
     let pid = tmux.run(&["display-message", "-p", "-t", "tui", "#{pane_pid}"]);
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
     status
@@ -227,6 +232,82 @@ fn tui_resident_kib(messages: usize) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// Opens a conversation of `messages` messages from a real local store (on
+/// its thread, as the TUI reads it) and pages back to its first message
+/// with PageUp as a reader would: the time to the first drawn frame, the
+/// time to the first message, and the pages read.
+fn open_and_page_back(messages: usize) -> (Duration, Duration, usize) {
+    use termphone::client::local_store::{LocalStore, StoreHandle};
+    use termphone::tui::state::Effect;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), &"alice".parse().unwrap()).unwrap();
+    for k in 0..messages {
+        store
+            .apply(&Event::MessageReceived {
+                msg_id: format!("m{k:05}"),
+                from: "user000".parse().unwrap(),
+                to: "alice".parse().unwrap(),
+                text: format!("message number {k} with some ordinary length to it"),
+                timestamp: 1_795_435_200_000 + k as u64 * 1_000,
+                offline: true,
+                seq: k as u64 + 1,
+            })
+            .unwrap();
+    }
+    let store = StoreHandle::spawn(store);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let peer: UserId = "user000".parse().unwrap();
+    let mut model = loaded_model(0);
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    let now = 1_795_435_260_000;
+
+    let started = Instant::now();
+    let page = runtime
+        .block_on(store.page(peer.clone(), 100, None))
+        .unwrap();
+    model.on_messages(&peer, page.messages);
+    let mut viewport = (0, 0);
+    terminal
+        .draw(|f| viewport = view::draw(f, &model, now))
+        .unwrap();
+    let open = started.elapsed();
+
+    model.on_viewport(viewport.0, viewport.1);
+    let started = Instant::now();
+    let mut pages = 1;
+    let page_up = TermEvent::Key(KeyEvent::new(KeyCode::PageUp, KeyModifiers::NONE));
+    let first = |m: &Model| {
+        let c = m.conversation.as_ref().unwrap();
+        c.shown
+            .first()
+            .is_some_and(|s| s.message.msg_id == "m00000")
+    };
+    for _ in 0..messages * 2 {
+        for effect in model.on_terminal(page_up.clone(), now) {
+            if let Effect::LoadOlder { peer, before } = effect {
+                let page = runtime
+                    .block_on(store.page(peer.clone(), 100, Some(before)))
+                    .unwrap();
+                model.on_older(&peer, page.messages);
+                pages += 1;
+            }
+        }
+        terminal
+            .draw(|f| {
+                view::draw(f, &model, now);
+            })
+            .unwrap();
+        if first(&model) && terminal.backend().to_string().contains("message number 0 ") {
+            break;
+        }
+    }
+    assert!(first(&model), "PageUp never reached the first message");
+    (open, started.elapsed(), pages)
 }
 
 fn main() {
@@ -240,14 +321,18 @@ fn main() {
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
     for _ in 0..mode.pick(100, 2) {
         terminal
-            .draw(|f| view::draw(f, &model, 1_795_435_260_000))
+            .draw(|f| {
+                view::draw(f, &model, 1_795_435_260_000);
+            })
             .unwrap();
     }
     let mut times: Vec<Duration> = Vec::with_capacity(frames);
     for k in 0..frames {
         let t = Instant::now();
         terminal
-            .draw(|f| view::draw(f, &model, 1_795_435_260_000 + k as u64))
+            .draw(|f| {
+                view::draw(f, &model, 1_795_435_260_000 + k as u64);
+            })
             .unwrap();
         times.push(t.elapsed());
     }
@@ -258,9 +343,21 @@ fn main() {
         at(0.5).as_secs_f64() * 1e6,
         at(0.99).as_secs_f64() * 1e6
     );
+    let (open, back, pages) = open_and_page_back(messages);
+    println!(
+        "opening a {messages}-message conversation from the local store, drawn: {:.1} ms (goal: under 50 ms); \
+         paging back to its first message: {pages} pages in {:.0} ms, {:.2} ms a page",
+        open.as_secs_f64() * 1e3,
+        back.as_secs_f64() * 1e3,
+        back.as_secs_f64() * 1e3 / pages.max(1) as f64
+    );
+    let empty = tui_resident_kib(0);
     let rss = tui_resident_kib(messages);
     println!(
-        "a real TUI process ({CONTACTS} contacts, a {messages}-message conversation open): resident memory {:.1} MiB (goal: under 40 MiB)",
-        rss as f64 / 1024.0
+        "a real TUI process ({CONTACTS} contacts): resident memory {:.1} MiB with a {messages}-message conversation open, \
+         {:.1} MiB with an empty one open: {:+.2} MiB (goals: under 40 MiB; within 1 MiB of the empty one)",
+        rss as f64 / 1024.0,
+        empty as f64 / 1024.0,
+        (rss as f64 - empty as f64) / 1024.0
     );
 }

@@ -71,7 +71,8 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct FlowArgs {
-    /// The scenario, a TOML file.
+    /// The scenario, a TOML file, or a directory: every *.toml in it, one
+    /// after another (exit status 0 all passed, 1 a step failed, 2 unusable input).
     pub file: PathBuf,
     /// Run against this relay (ws://HOST:PORT or wss://HOST:PORT) instead of
     /// a bundled one started for the flow.
@@ -84,6 +85,12 @@ pub struct FlowArgs {
     /// timeline as HTML if it ends in .html, else side by side as text.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write JUnit XML: a testcase per flow, a failure with the failed step and the timeline.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write every flow's result and each step's timing as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

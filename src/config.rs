@@ -80,6 +80,13 @@ pub struct TuiConfig {
     /// opens two terminals as two devices expects both to ring. Headless
     /// mode keeps the contract's default, off.
     pub multi_device: bool,
+    /// Scroll the conversation with the mouse wheel. Mouse capture keeps
+    /// the terminal from selecting text by dragging (Shift-drag still does).
+    pub mouse: bool,
+    /// The copy key (`y`) puts the selected message on the terminal's
+    /// clipboard with OSC 52 (off: some terminals let any program read or
+    /// write the clipboard that way, and some users do not want that).
+    pub osc52_copy: bool,
     /// Key overrides: action name = key (see docs/configuration.md).
     pub keys: BTreeMap<String, String>,
 }
@@ -90,6 +97,8 @@ impl Default for TuiConfig {
             bell: true,
             ringtone: true,
             multi_device: true,
+            mouse: true,
+            osc52_copy: false,
             keys: BTreeMap::new(),
         }
     }

@@ -84,6 +84,8 @@ pub async fn run(keymap: Keymap, tls: bool) -> std::io::Result<()> {
         keymap,
         bell: true,
         ringtone: true,
+        mouse: true,
+        copy: false,
         banner: BANNER.iter().map(|s| s.to_string()).collect(),
     })
     .await;

@@ -3,7 +3,10 @@
 //!
 //! Every device of the scenario is a real `termphone headless` process, so
 //! a flow exercises exactly the interface QA scripts use (docs/headless.md).
-//! The file format is documented in docs/flows.md.
+//! The file format is documented in docs/flows.md. [`suite`] runs a
+//! directory of them and writes JUnit and JSON reports.
+
+pub mod suite;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -21,12 +24,16 @@ use crate::client::event::EVENT_NAMES;
 use crate::config::RelayConfig;
 use crate::headless::{self, COMMANDS};
 use crate::media::spec::AudioSpec;
+use crate::relay::media::Impairment;
 use crate::relay::{self, RelayHandle};
 
 /// A scenario, as written in its TOML file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Flow {
+    /// The file it was read from.
+    #[serde(skip)]
+    pub file: std::path::PathBuf,
     pub name: String,
     #[serde(default)]
     pub description: String,
@@ -47,6 +54,36 @@ pub struct RelayOverrides {
     pub recall_window_secs: Option<u64>,
     pub max_devices_per_platform: Option<u32>,
     pub max_call_participants: Option<usize>,
+    /// Media frames the relay drops at random, in percent, per receiver.
+    pub media_loss: Option<f64>,
+    /// Added to every media frame's delivery.
+    pub media_delay_ms: Option<u64>,
+    /// Up to this much more per frame, at random (frames may reorder).
+    pub media_jitter_ms: Option<u64>,
+}
+
+impl RelayOverrides {
+    fn check(&self) -> Result<(), String> {
+        let loss = self.media_loss.unwrap_or(0.0);
+        if !(0.0..=100.0).contains(&loss) {
+            return Err(format!(
+                "media_loss is {loss}; it is a percentage, 0 to 100"
+            ));
+        }
+        if self.impairment().check().is_err() {
+            return Err("media_delay_ms and media_jitter_ms are at most 10000".into());
+        }
+        Ok(())
+    }
+
+    /// The network the bundled relay simulates for the flow's media.
+    fn impairment(&self) -> Impairment {
+        Impairment {
+            loss_percent: self.media_loss.unwrap_or(0.0),
+            delay_ms: self.media_delay_ms.unwrap_or(0),
+            jitter_ms: self.media_jitter_ms.unwrap_or(0),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +144,60 @@ pub struct Step {
     /// Keep fields of the matched event for later `send`s: `{ room = "roomID" }`.
     #[serde(default)]
     pub save: BTreeMap<String, String>,
+    /// Numeric fields the event must hold to a bound: `{ mos = ">= 4.0" }`.
+    #[serde(default)]
+    pub compare: BTreeMap<String, String>,
+    /// `compare`, checked at load.
+    #[serde(skip)]
+    comparisons: Vec<(String, Comparison)>,
+}
+
+/// One `compare` entry: `OP NUMBER`, OP one of `<`, `<=`, `>`, `>=`, `==`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Comparison {
+    op: Op,
+    bound: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Op {
+    Less,
+    AtMost,
+    More,
+    AtLeast,
+    Equal,
+}
+
+impl Comparison {
+    fn parse(text: &str) -> Result<Comparison, String> {
+        let text = text.trim();
+        // Two-character operators first: "<=" is not "<" then "=1".
+        let ops = [
+            ("<=", Op::AtMost),
+            (">=", Op::AtLeast),
+            ("==", Op::Equal),
+            ("<", Op::Less),
+            (">", Op::More),
+        ];
+        let (op, rest) = (ops.iter())
+            .find_map(|(sign, op)| text.strip_prefix(sign).map(|rest| (*op, rest)))
+            .ok_or_else(|| format!("{text:?} is not OP NUMBER; OP is one of <, <=, >, >=, =="))?;
+        let bound = rest
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| format!("{text:?}: {:?} is not a number", rest.trim()))?;
+        Ok(Comparison { op, bound })
+    }
+
+    fn holds(self, value: f64) -> bool {
+        match self.op {
+            Op::Less => value < self.bound,
+            Op::AtMost => value <= self.bound,
+            Op::More => value > self.bound,
+            Op::AtLeast => value >= self.bound,
+            Op::Equal => value == self.bound,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +224,10 @@ impl Flow {
             .map_err(|e| FlowError::Read(file.clone(), e.to_string()))?;
         let mut flow: Flow =
             toml::from_str(&text).map_err(|e| FlowError::Read(file.clone(), e.to_string()))?;
+        flow.file = path.to_owned();
+        if let Err(e) = flow.relay.check() {
+            return Err(FlowError::Read(file.clone(), format!("[relay] {e}")));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         for d in &mut flow.devices {
             if let Err(e) = d.audio_out.check_sink() {
@@ -174,6 +269,11 @@ impl Flow {
             if let Some(send) = &step.send {
                 check_send(send, &saved).map_err(invalid)?;
             }
+            if step.send.is_some() && !step.compare.is_empty() {
+                return Err(invalid(
+                    "compare belongs on an expect or expect_none step".into(),
+                ));
+            }
             for (key, name) in [("expect", &step.expect), ("expect_none", &step.expect_none)] {
                 if let Some(name) = name
                     && !EVENT_NAMES.contains(&name.as_str())
@@ -185,6 +285,17 @@ impl Flow {
                 }
             }
             saved.extend(step.save.keys().map(String::as_str));
+        }
+        for (i, step) in flow.steps.iter_mut().enumerate() {
+            for (field, text) in &step.compare {
+                let comparison = Comparison::parse(text).map_err(|message| FlowError::Invalid {
+                    file: file.clone(),
+                    line: lines.get(i).copied().unwrap_or(0),
+                    step: i + 1,
+                    message: format!("compare: {field} = {message}"),
+                })?;
+                step.comparisons.push((field.clone(), comparison));
+            }
         }
         Ok(flow)
     }
@@ -332,12 +443,52 @@ impl Device {
 }
 
 /// Runs a flow; prints each step; returns whether every step passed.
+/// How a flow went.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub name: String,
+    pub file: std::path::PathBuf,
+    pub passed: bool,
+    /// Each step run, in order (the failed one last).
+    pub steps: Vec<StepOutcome>,
+    /// Why it failed, in a line.
+    pub failure: Option<String>,
+    pub duration: Duration,
+    /// Every device's events side by side, when the flow failed.
+    pub timeline: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StepOutcome {
+    /// 1-based, as the report and the step errors count.
+    pub step: usize,
+    pub device: String,
+    pub passed: bool,
+    /// What it did or expected, and for a failure what arrived instead.
+    pub what: String,
+    pub ms: u64,
+    /// When it ended, from the flow's start.
+    pub at_ms: u64,
+}
+
+/// Runs `flow` and prints it step by step. An error is a flow that could
+/// not be run at all (its bundled relay would not start).
 pub async fn run(
     flow: &Flow,
     relay_url: Option<String>,
     relay_fingerprint: Option<crate::tls::Fingerprint>,
     report: Option<&Path>,
-) -> Result<bool, FlowError> {
+) -> Result<Outcome, FlowError> {
+    let started = Instant::now();
+    let mut outcome = Outcome {
+        name: flow.name.clone(),
+        file: flow.file.clone(),
+        passed: false,
+        steps: Vec::new(),
+        failure: None,
+        duration: Duration::ZERO,
+        timeline: None,
+    };
     let data = tempfile::tempdir().map_err(|e| FlowError::Relay(e.to_string()))?;
     let (url, fingerprint, relay) = match relay_url {
         Some(url) => (url, relay_fingerprint, None),
@@ -359,8 +510,16 @@ pub async fn run(
     // up before the next starts: "the latest login" is the last declared.
     let mut devices = Vec::new();
     let mut children = Vec::new();
+    let mut started_all = true;
     for (i, spec) in flow.devices.iter().enumerate() {
-        let (device, child) = spawn(spec, &url, fingerprint, data.path()).await?;
+        let (device, child) = match spawn(spec, &url, fingerprint, data.path()).await {
+            Ok(started) => started,
+            Err(e) => {
+                outcome.failure = Some(e.to_string());
+                started_all = false;
+                break;
+            }
+        };
         devices.push(device);
         children.push(child);
         if spec.login {
@@ -370,36 +529,62 @@ pub async fn run(
                     Some(e) if e["event"] == "SYNCED" => break,
                     Some(_) => {}
                     None => {
-                        println!("  ✗ device {} did not log in within 10 s", spec.name);
-                        return Ok(false);
+                        let why = format!("device {} did not log in within 10 s", spec.name);
+                        println!("  ✗ {why}");
+                        outcome.failure = Some(why);
+                        started_all = false;
+                        break;
                     }
                 }
             }
         }
+        if !started_all {
+            break;
+        }
     }
     let mut saved: BTreeMap<String, Value> = BTreeMap::new();
-    let mut passed = true;
-    for (n, step) in flow.steps.iter().enumerate() {
+    let mut passed = started_all;
+    let steps = if started_all { &flow.steps[..] } else { &[] };
+    for (n, step) in steps.iter().enumerate() {
         let i = flow
             .devices
             .iter()
             .position(|d| d.name == step.device)
             .expect("checked at load");
         let t = Instant::now();
-        let outcome = run_step(step, &mut devices[i], &mut saved, &mut timeline, i).await;
+        let outcome_of_step = run_step(step, &mut devices[i], &mut saved, &mut timeline, i).await;
         let ms = t.elapsed().as_millis();
         let at = timeline.start.elapsed().as_millis();
-        let line = match outcome {
-            Ok(what) => format!(
-                "  ✓ {:>3} [{}] {what}  ({ms} ms, at {at} ms)",
-                n + 1,
-                step.device
+        let (line, ok, what) = match outcome_of_step {
+            Ok(what) => (
+                format!(
+                    "  ✓ {:>3} [{}] {what}  ({ms} ms, at {at} ms)",
+                    n + 1,
+                    step.device
+                ),
+                true,
+                what,
             ),
             Err(why) => {
                 passed = false;
-                format!("  ✗ {:>3} [{}] {why}", n + 1, step.device)
+                (
+                    format!("  ✗ {:>3} [{}] {why}", n + 1, step.device),
+                    false,
+                    why,
+                )
             }
         };
+        if !ok {
+            outcome.failure = Some(format!("step {} [{}]: {what}", n + 1, step.device));
+        }
+        outcome.steps.push(StepOutcome {
+            step: n + 1,
+            device: step.device.clone(),
+            passed: ok,
+            what,
+            ms: ms as u64,
+            at_ms: at as u64,
+        });
         println!("{line}");
         timeline.steps.push(line);
         if !passed {
@@ -416,13 +601,18 @@ pub async fn run(
     for child in &mut children {
         let _ = tokio::time::timeout(Duration::from_secs(3), child.wait()).await;
     }
-    if let Some(path) = report {
+    if report.is_some() || !passed {
         // What no step waited for still belongs on the timeline: events
         // after the last step, and each device's goodbye.
         let until = tokio::time::Instant::now() + Duration::from_secs(1);
         for (i, d) in devices.iter_mut().enumerate() {
             while d.next(until, &mut timeline, i).await.is_some() {}
         }
+    }
+    if !passed {
+        outcome.timeline = Some(render_text(flow, &timeline, passed));
+    }
+    if let Some(path) = report {
         let text = if is_html(path) {
             render_html(flow, &timeline, passed)
         } else {
@@ -434,7 +624,9 @@ pub async fn run(
     if let Some(relay) = relay {
         relay.shutdown().await;
     }
-    Ok(passed)
+    outcome.passed = passed;
+    outcome.duration = started.elapsed();
+    Ok(outcome)
 }
 
 fn is_html(path: &Path) -> bool {
@@ -464,6 +656,7 @@ async fn start_relay(overrides: &RelayOverrides, dir: &Path) -> Result<RelayHand
     if let Some(v) = overrides.max_call_participants {
         config.max_call_participants = v;
     }
+    config.impairment = overrides.impairment();
     let store = relay::store::Store::open(&dir.join("relay.sqlite3"))
         .map_err(|e| FlowError::Relay(e.to_string()))?;
     relay::start(&config, store)
@@ -558,17 +751,17 @@ async fn run_step(
         let until = tokio::time::Instant::now() + within;
         let mut arrived = Vec::new();
         while let Some(event) = device.next(until, timeline, index).await {
-            if event["event"] == name.as_str() && matches(&event, &fields) {
+            if event["event"] == name.as_str() && matches(&event, &fields, &step.comparisons) {
                 for (key, field) in &step.save {
                     saved.insert(key.clone(), event[field].clone());
                 }
-                return Ok(format!("got {}", describe(name, &fields)));
+                return Ok(format!("got {}", describe(name, &fields, step)));
             }
-            arrived.push(brief(&event));
+            arrived.push(brief(&event, &step.compare));
         }
         return Err(format!(
             "expected {} within {} ms; arrived: {}",
-            describe(name, &fields),
+            describe(name, &fields, step),
             within.as_millis(),
             if arrived.is_empty() {
                 "nothing".into()
@@ -581,18 +774,18 @@ async fn run_step(
     let window = Duration::from_millis(step.for_ms.unwrap_or(500));
     let until = tokio::time::Instant::now() + window;
     while let Some(event) = device.next(until, timeline, index).await {
-        if event["event"] == name.as_str() && matches(&event, &fields) {
+        if event["event"] == name.as_str() && matches(&event, &fields, &step.comparisons) {
             return Err(format!(
                 "expected no {} for {} ms; arrived: {}",
-                describe(name, &fields),
+                describe(name, &fields, step),
                 window.as_millis(),
-                brief(&event)
+                brief(&event, &step.compare)
             ));
         }
     }
     Ok(format!(
         "no {} for {} ms",
-        describe(name, &fields),
+        describe(name, &fields, step),
         window.as_millis()
     ))
 }
@@ -622,25 +815,40 @@ fn substitute(
     Ok(())
 }
 
-fn matches(event: &Value, fields: &Map<String, Value>) -> bool {
+/// The event has every field of `fields` and holds every comparison (a
+/// field that is missing or not a number holds none).
+fn matches(
+    event: &Value,
+    fields: &Map<String, Value>,
+    comparisons: &[(String, Comparison)],
+) -> bool {
     fields.iter().all(|(k, v)| &event[k] == v)
+        && (comparisons.iter()).all(|(k, c)| event[k].as_f64().is_some_and(|v| c.holds(v)))
 }
 
-fn describe(name: &str, fields: &Map<String, Value>) -> String {
-    if fields.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{name} {}", Value::Object(fields.clone()))
+fn describe(name: &str, fields: &Map<String, Value>, step: &Step) -> String {
+    let mut out = name.to_owned();
+    if !fields.is_empty() {
+        let _ = write!(out, " {}", Value::Object(fields.clone()));
     }
+    for (field, text) in &step.compare {
+        let _ = write!(out, " {field} {}", text.trim());
+    }
+    out
 }
 
-/// An event in a few words: its name and its telling fields, whole.
-fn brief(event: &Value) -> String {
+/// An event in a few words: its name and its telling fields, whole (and
+/// the fields a comparison looked at).
+fn brief(event: &Value, compare: &BTreeMap<String, String>) -> String {
     let name = event["event"].as_str().unwrap_or("?");
     let mut out = name.to_owned();
+    let compared = compare.keys().map(String::as_str);
     for key in [
         "reason", "userID", "from", "text", "code", "status", "state", "message",
-    ] {
+    ]
+    .into_iter()
+    .chain(compared)
+    {
         if let Some(v) = event.get(key).filter(|v| !v.is_null()) {
             let _ = write!(out, " {key}={v}");
         }
@@ -680,7 +888,7 @@ fn render_text(flow: &Flow, timeline: &Timeline, passed: bool) -> String {
         .map(|r| {
             let cell = match &r.entry {
                 Entry::Sent(command) => format!("> {}", Value::Object(command.clone())),
-                Entry::Seen(event) => brief(event),
+                Entry::Seen(event) => brief(event, &BTreeMap::new()),
             };
             (r, cell)
         })
@@ -902,6 +1110,18 @@ mod tests {
                      [[step]]\ndevice = \"bob\"\nsend = { cmd = \"inviteUser\", userIDList = \"$list\" }\n";
         std::fs::write(&path, format!("{DEVICES}{steps}")).unwrap();
         Flow::load(&path).unwrap();
+    }
+
+    #[test]
+    fn comparisons_read_their_operator_and_bound() {
+        let holds = |text: &str, value: f64| Comparison::parse(text).unwrap().holds(value);
+        assert!(holds("<= 1", 1.0) && !holds("< 1", 1.0));
+        assert!(holds(">=4.0", 4.0) && !holds("> 4", 4.0));
+        assert!(holds("== 0", 0.0) && !holds("==0", 0.5));
+        for bad in ["", "about 3", "=> 3", ">= three", "3"] {
+            let e = Comparison::parse(bad).unwrap_err();
+            assert!(e.contains(bad.trim()), "{e}");
+        }
     }
 
     #[test]

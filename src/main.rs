@@ -182,6 +182,8 @@ fn run_tui(args: &DeviceArgs, config: &Config, cli_config: Option<&Path>, dirs: 
         keymap,
         bell: config.tui.bell,
         ringtone: config.tui.ringtone,
+        mouse: config.tui.mouse,
+        copy: config.tui.osc52_copy,
         banner: Vec::new(),
     };
     runtime().block_on(async {
@@ -273,21 +275,61 @@ fn run_demo(config: &Config, cli_config: Option<&Path>, dirs: &Dirs, tls: bool) 
     }
 }
 
+/// Exit status 0 when every flow passed, 1 when a step failed, 2 when the
+/// input cannot be used (a flow that does not load, a report not written).
 fn run_flow(args: &FlowArgs) -> ExitCode {
+    use flow::suite;
     logging::to_stderr("warn");
-    let scenario = match flow::Flow::load(&args.file) {
-        Ok(f) => f,
+    let files = match suite::files(&args.file) {
+        Ok(files) => files,
         Err(e) => return fail(&e),
     };
-    match runtime().block_on(flow::run(
-        &scenario,
+    if files.len() > 1 && args.report.is_some() {
+        return fail(
+            &"--report writes one flow's timeline: give it one flow, or use --junit or --json for a directory",
+        );
+    }
+    let mut flows = Vec::with_capacity(files.len());
+    let mut unusable = false;
+    for file in &files {
+        match flow::Flow::load(file) {
+            Ok(f) => flows.push(f),
+            Err(e) => {
+                eprintln!("termphone: {e}");
+                unusable = true;
+            }
+        }
+    }
+    if unusable {
+        return ExitCode::from(2);
+    }
+    let outcomes = runtime().block_on(suite::run_all(
+        &flows,
         args.relay.clone(),
         args.relay_fingerprint,
         args.report.as_deref(),
-    )) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => fail(&e),
+    ));
+    if flows.len() > 1 {
+        print!("{}", suite::summary(&outcomes));
+    }
+    let reports = [
+        (args.junit.as_deref(), suite::junit(&outcomes)),
+        (
+            args.json.as_deref(),
+            format!("{:#}\n", suite::json_report(&outcomes)),
+        ),
+    ];
+    for (path, text) in reports {
+        if let Some(path) = path
+            && let Err(e) = std::fs::write(path, text)
+        {
+            return fail(&format!("{}: {e}", path.display()));
+        }
+    }
+    if outcomes.iter().all(|o| o.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

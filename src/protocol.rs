@@ -366,6 +366,10 @@ pub enum EntryKind {
     Recall { msg_id: String, peer: UserId },
     /// The user read the conversation with `peer` up to `at`.
     Read { peer: UserId, at: u64 },
+    /// The other user of a conversation, `peer`, read it up to `at`: what
+    /// this user sent before then has been read (a peer read receipt,
+    /// written with `peer`'s `Read`; never for a conversation with oneself).
+    ReadReceipt { peer: UserId, at: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,6 +436,10 @@ pub enum ServerMsg {
         call_id: String,
         room: RoomId,
         reason: CancelReason,
+        /// The device of this user that answered or declined, with
+        /// `answered_elsewhere` and `declined_elsewhere`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<DeviceInfo>,
     },
     /// This device left a connected call, or the call ended around it.
     CallEnd {

@@ -6,9 +6,9 @@
 use serde::Serialize;
 use strum::{IntoStaticStr, VariantNames};
 
-pub use crate::client::records::{CallRecord, CallRole, Conversation, StoredMessage};
+pub use crate::client::records::{CallRecord, CallRole, Conversation, DeviceView, StoredMessage};
 use crate::error::{Error, ErrorCode};
-use crate::ids::{DeviceId, Platform, UserId};
+use crate::ids::UserId;
 pub use crate::media::report::{DeviceState, MediaStats, NetworkQuality, SoundDevice, VoiceVolume};
 use crate::protocol::{CancelReason, KickReason, RoomId, UserPresence};
 
@@ -40,14 +40,6 @@ pub enum LinkState {
     Disconnected,
 }
 
-/// A device of a user, as events show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DeviceView {
-    #[serde(rename = "deviceID")]
-    pub device: DeviceId,
-    pub platform: Platform,
-}
-
 /// A user and its online devices, as events show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UserView {
@@ -63,14 +55,7 @@ impl From<UserPresence> for UserView {
     fn from(p: UserPresence) -> Self {
         UserView {
             user: p.user,
-            devices: p
-                .devices
-                .into_iter()
-                .map(|d| DeviceView {
-                    device: d.device,
-                    platform: d.platform,
-                })
-                .collect(),
+            devices: p.devices.into_iter().map(DeviceView::from).collect(),
             in_call: p.in_call,
         }
     }
@@ -137,6 +122,11 @@ pub enum Event {
         reason: CancelReason,
         call_media_type: u8,
         call_role: CallRole,
+        /// termphone's own: with `answered_elsewhere` and
+        /// `declined_elsewhere`, the device of this user that answered or
+        /// declined, as `deviceID` and `platform` (absent otherwise).
+        #[serde(flatten)]
+        elsewhere: Option<DeviceView>,
         /// What the call history keeps of it now (not part of the JSON).
         #[serde(skip)]
         record: Box<CallRecord>,
@@ -262,6 +252,17 @@ pub enum Event {
         timestamp: u64,
         seq: u64,
     },
+    /// The other user of a conversation read it (on one of its devices)
+    /// up to `timestamp` (unix ms): what this user sent before then is read.
+    /// Tencent Chat's name; on every device of this user, also one that
+    /// was offline (it comes with the catch-up).
+    C2cReadReceipt {
+        /// The user who read.
+        #[serde(rename = "userID")]
+        user_id: UserId,
+        timestamp: u64,
+        seq: u64,
+    },
     Typing {
         #[serde(rename = "userID")]
         user_id: UserId,
@@ -382,6 +383,11 @@ mod tests {
                 network_quality_list: Vec::new(),
             },
             Event::Synced { seq: 1 },
+            Event::C2cReadReceipt {
+                user_id: "bob".parse().unwrap(),
+                timestamp: 1,
+                seq: 1,
+            },
             Event::error(Error::new(ErrorCode::WaitTimeout, "late"), Some("wait")),
         ];
         for event in samples {
@@ -401,6 +407,7 @@ mod tests {
         assert_eq!(json["event"], "DEVICED_UPDATED");
         assert_eq!(json["currentMicrophoneID"], "null");
         assert!(json["speakerList"].is_array());
-        assert_eq!(EVENT_NAMES.len(), 34);
+        assert_eq!(EVENT_NAMES.len(), 35);
+        assert!(EVENT_NAMES.contains(&"C2C_READ_RECEIPT"));
     }
 }

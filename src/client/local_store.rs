@@ -1,14 +1,17 @@
 //! A device's local store: `local.sqlite3` in its profile directory. It
-//! holds the device's call history, its copy of the conversations, and the
-//! last timeline seq it applied, so history shows without asking the relay;
-//! deleting it is a reinstall.
+//! holds the device's call history, its copy of the conversations (with
+//! this user's and the other users' read marks), and the last timeline seq
+//! it applied, so history shows without asking the relay; deleting it is a
+//! reinstall.
 
 use std::path::Path;
 
 use crate::client::engine::{ChatCommand, Command};
 use crate::client::event::Event;
-use crate::client::records::{CallOutcome, CallRecord, CallRole, Conversation, StoredMessage};
-use crate::ids::UserId;
+use crate::client::records::{
+    CallOutcome, CallRecord, CallRole, Conversation, DeviceView, StoredMessage,
+};
+use crate::ids::{DeviceId, Platform, UserId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 const MIGRATIONS: &[&str] = &[
@@ -37,6 +40,12 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX messages_by_peer ON messages (peer, timestamp);
      CREATE TABLE read_marks (peer TEXT PRIMARY KEY, at INTEGER NOT NULL);
      CREATE TABLE sync (id INTEGER PRIMARY KEY CHECK (id = 1), high_water INTEGER NOT NULL);",
+    // 3: how far the other user of each conversation has read (its latest
+    // read receipt), so sent messages show as read after a restart.
+    "CREATE TABLE peer_read_marks (peer TEXT PRIMARY KEY, at INTEGER NOT NULL);",
+    // 4: the other device of this user that answered or declined a call.
+    "ALTER TABLE calls ADD COLUMN elsewhere_device TEXT;
+     ALTER TABLE calls ADD COLUMN elsewhere_platform TEXT;",
 ];
 
 pub struct LocalStore {
@@ -49,6 +58,11 @@ impl LocalStore {
     pub fn open(profile_dir: &Path, me: &UserId) -> rusqlite::Result<LocalStore> {
         let mut conn = Connection::open(profile_dir.join("local.sqlite3"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // A device reads a page of a conversation at a time: SQLite's
+        // default 2 MB page cache would otherwise fill with a long
+        // history's pages and stay, and the TUI's memory would grow with
+        // how much was ever said (docs/benchmarks.md).
+        conn.pragma_update(None, "cache_size", -256)?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.transaction()?;
@@ -132,18 +146,17 @@ impl LocalStore {
                 )?;
                 self.advance(*seq)?;
             }
+            // This user's read mark, and the peer's receipt.
             Event::ConversationRead {
                 user_id,
                 timestamp,
                 seq,
-            } => {
-                self.conn.execute(
-                    "INSERT INTO read_marks (peer, at) VALUES (?1, ?2)
-                     ON CONFLICT (peer) DO UPDATE SET at = MAX(at, excluded.at)",
-                    params![user_id.as_str(), *timestamp as i64],
-                )?;
-                self.advance(*seq)?;
-            }
+            } => self.mark("read_marks", user_id, *timestamp, *seq)?,
+            Event::C2cReadReceipt {
+                user_id,
+                timestamp,
+                seq,
+            } => self.mark("peer_read_marks", user_id, *timestamp, *seq)?,
             Event::Synced { seq } => self.set_high_water(*seq)?,
             // A page fetched from the relay: kept, so it is local next time.
             Event::Messages { messages, .. } => {
@@ -154,6 +167,19 @@ impl LocalStore {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Moves a conversation's read mark in `table` forward (an older one
+    /// never takes it back), at timeline position `seq`.
+    fn mark(&self, table: &'static str, peer: &UserId, at: u64, seq: u64) -> rusqlite::Result<()> {
+        self.conn.execute(
+            &format!(
+                "INSERT INTO {table} (peer, at) VALUES (?1, ?2)
+                 ON CONFLICT (peer) DO UPDATE SET at = MAX(at, excluded.at)"
+            ),
+            params![peer.as_str(), at as i64],
+        )?;
+        self.advance(seq)
     }
 
     fn insert_message(
@@ -183,13 +209,29 @@ impl LocalStore {
         Ok(())
     }
 
-    /// The conversations, most recent first, with their unread counts.
+    /// How far `peer` has read the conversation with this user (unix ms),
+    /// by its latest read receipt; `None` before any came.
+    pub fn peer_read(&self, peer: &UserId) -> rusqlite::Result<Option<u64>> {
+        let at: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT at FROM peer_read_marks WHERE peer = ?1",
+                [peer.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(at.map(|at| at as u64))
+    }
+
+    /// The conversations, most recent first, with their unread counts and
+    /// how far the other user has read.
     pub fn conversations(&self) -> rusqlite::Result<Vec<Conversation>> {
         let mut stmt = self.conn.prepare(
             "SELECT m.peer, m.msg_id, m.sender, m.recipient, m.text, m.timestamp, m.recalled,
                     (SELECT COUNT(*) FROM messages u
                       WHERE u.peer = m.peer AND u.sender = m.peer AND u.recalled = 0
-                        AND u.timestamp > COALESCE((SELECT at FROM read_marks r WHERE r.peer = m.peer), 0))
+                        AND u.timestamp > COALESCE((SELECT at FROM read_marks r WHERE r.peer = m.peer), 0)),
+                    (SELECT at FROM peer_read_marks p WHERE p.peer = m.peer)
              FROM messages m
              WHERE m.rowid = (SELECT rowid FROM messages l WHERE l.peer = m.peer
                               ORDER BY l.timestamp DESC, l.rowid DESC LIMIT 1)
@@ -200,6 +242,7 @@ impl LocalStore {
                 user_id: user_at(r, 0)?,
                 last_message: message_from(r, 1)?,
                 unread_count: r.get::<_, i64>(7)? as u64,
+                peer_read: r.get::<_, Option<i64>>(8)?.map(|at| at as u64),
             })
         })?;
         rows.collect()
@@ -232,11 +275,14 @@ impl LocalStore {
         // up again without knowing who rang) keeps what the first one knew.
         self.conn.execute(
             "INSERT INTO calls
-             (call_id, room, role, peers, started_at, outcome, missed, total_time)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             (call_id, room, role, peers, started_at, outcome, missed, total_time,
+              elsewhere_device, elsewhere_platform)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (call_id) DO UPDATE SET
                 outcome = excluded.outcome, missed = excluded.missed,
                 total_time = excluded.total_time,
+                elsewhere_device = excluded.elsewhere_device,
+                elsewhere_platform = excluded.elsewhere_platform,
                 peers = CASE WHEN excluded.peers = '' THEN peers ELSE excluded.peers END,
                 role = CASE WHEN excluded.peers = '' THEN role ELSE excluded.role END,
                 started_at = MIN(started_at, excluded.started_at)",
@@ -248,7 +294,9 @@ impl LocalStore {
                 r.started_at as i64,
                 r.outcome.as_str(),
                 r.missed,
-                r.total_time as i64
+                r.total_time as i64,
+                r.elsewhere.as_ref().map(|d| d.device.as_str()),
+                r.elsewhere.as_ref().map(|d| d.platform.as_str()),
             ],
         )?;
         Ok(())
@@ -257,7 +305,8 @@ impl LocalStore {
     /// The latest `count` calls, newest first.
     pub fn recent_calls(&self, count: usize) -> rusqlite::Result<Vec<CallRecord>> {
         let mut stmt = self.conn.prepare(
-            "SELECT call_id, room, role, peers, started_at, outcome, missed, total_time
+            "SELECT call_id, room, role, peers, started_at, outcome, missed, total_time,
+                    elsewhere_device, elsewhere_platform
              FROM calls ORDER BY started_at DESC, rowid DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([count as i64], |row| {
@@ -279,6 +328,7 @@ impl LocalStore {
                     .ok_or_else(|| bad_column(5, format!("unknown call outcome {outcome:?}")))?,
                 missed: row.get(6)?,
                 total_time: row.get::<_, i64>(7)? as u64,
+                elsewhere: device_at(row, 8)?,
             })
         })?;
         rows.collect()
@@ -303,6 +353,21 @@ fn message_from(r: &rusqlite::Row, first: usize) -> rusqlite::Result<StoredMessa
 fn user_at(r: &rusqlite::Row, i: usize) -> rusqlite::Result<UserId> {
     let text: String = r.get(i)?;
     UserId::parse(&text).map_err(|e| bad_column(i, e.message))
+}
+
+/// A device from columns `first` (its id) and `first + 1` (its platform),
+/// both NULL for none.
+fn device_at(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Option<DeviceView>> {
+    let (Some(device), Some(platform)) = (
+        r.get::<_, Option<String>>(first)?,
+        r.get::<_, Option<String>>(first + 1)?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(DeviceView {
+        device: DeviceId::parse(&device).map_err(|e| bad_column(first, e.message))?,
+        platform: Platform::parse(&platform).map_err(|e| bad_column(first + 1, e.message))?,
+    }))
 }
 
 fn bad_column(i: usize, why: String) -> rusqlite::Error {
@@ -330,6 +395,7 @@ enum StoreRequest {
     Conversations(Reply<Vec<Conversation>>),
     Messages(UserId, usize, Option<u64>, Reply<Vec<StoredMessage>>),
     HighWater(Reply<u64>),
+    PeerRead(UserId, Reply<Option<u64>>),
     /// Answered once everything asked before it is done.
     Flush(Reply<()>),
 }
@@ -363,6 +429,9 @@ impl StoreHandle {
                         }
                         StoreRequest::HighWater(reply) => {
                             let _ = reply.send(store.high_water());
+                        }
+                        StoreRequest::PeerRead(peer, reply) => {
+                            let _ = reply.send(store.peer_read(&peer));
                         }
                         StoreRequest::Flush(reply) => {
                             let _ = reply.send(Ok(()));
@@ -430,6 +499,12 @@ impl StoreHandle {
         })
     }
 
+    /// How far `peer` has read the conversation with this user (unix ms):
+    /// the sent messages up to then show as read. `None` before any receipt.
+    pub async fn peer_read(&self, peer: UserId) -> rusqlite::Result<Option<u64>> {
+        self.ask(|reply| StoreRequest::PeerRead(peer, reply)).await
+    }
+
     /// Where a new login of this device resumes its chat sync.
     pub async fn high_water(&self) -> rusqlite::Result<u64> {
         self.ask(StoreRequest::HighWater).await
@@ -476,6 +551,7 @@ impl Recorder {
                 | Event::MessageReceived { .. }
                 | Event::MessageRecalled { .. }
                 | Event::ConversationRead { .. }
+                | Event::C2cReadReceipt { .. }
                 | Event::Synced { .. }
                 | Event::Messages { .. }
         ) {
@@ -562,6 +638,35 @@ mod tests {
     }
 
     #[test]
+    fn the_peers_read_mark_is_kept_and_only_moves_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, bob): (UserId, UserId) = ("alice".parse().unwrap(), "bob".parse().unwrap());
+        let receipt = |timestamp, seq| Event::C2cReadReceipt {
+            user_id: bob.clone(),
+            timestamp,
+            seq,
+        };
+        {
+            let store = LocalStore::open(dir.path(), &alice).unwrap();
+            store
+                .apply(&received("m1", "alice", "bob", "read me", 10, 1))
+                .unwrap();
+            assert_eq!(store.peer_read(&bob).unwrap(), None);
+            assert_eq!(store.conversations().unwrap()[0].peer_read, None);
+            store.apply(&receipt(20, 2)).unwrap();
+            // An older receipt (a relay whose clock went back) changes nothing.
+            store.apply(&receipt(15, 3)).unwrap();
+        }
+        let store = LocalStore::open(dir.path(), &alice).unwrap();
+        assert_eq!(store.peer_read(&bob).unwrap(), Some(20));
+        let conv = &store.conversations().unwrap()[0];
+        assert_eq!(conv.peer_read, Some(20));
+        assert_eq!(serde_json::to_value(conv).unwrap()["peerRead"], 20);
+        assert_eq!(store.high_water().unwrap(), 3);
+        assert_eq!(store.peer_read(&"carol".parse().unwrap()).unwrap(), None);
+    }
+
+    #[test]
     fn a_calls_last_record_wins_and_keeps_who_rang() {
         let dir = tempfile::tempdir().unwrap();
         let bob: UserId = "bob".parse().unwrap();
@@ -574,6 +679,7 @@ mod tests {
             outcome,
             missed: false,
             total_time,
+            elsewhere: None,
         };
         {
             let store = LocalStore::open(dir.path(), &"alice".parse().unwrap()).unwrap();
@@ -593,6 +699,43 @@ mod tests {
     }
 
     #[test]
+    fn a_call_answered_on_another_device_keeps_which_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice: UserId = "alice".parse().unwrap();
+        let laptop = DeviceView {
+            device: "laptop".parse().unwrap(),
+            platform: "desktop".parse().unwrap(),
+        };
+        let stopped = CallRecord {
+            call_id: "c1".into(),
+            room_id: 7,
+            call_role: CallRole::Called,
+            peers: vec!["bob".parse().unwrap()],
+            started_at: 1_000,
+            outcome: CallOutcome::Stopped(crate::protocol::CancelReason::AnsweredElsewhere),
+            missed: false,
+            total_time: 0,
+            elsewhere: Some(laptop),
+        };
+        LocalStore::open(dir.path(), &alice)
+            .unwrap()
+            .record_call(&stopped)
+            .unwrap();
+        let store = LocalStore::open(dir.path(), &alice).unwrap();
+        let back = &store.recent_calls(1).unwrap()[0];
+        assert_eq!(back, &stopped);
+        let json = serde_json::to_value(back).unwrap();
+        assert_eq!(
+            (&json["outcome"], &json["deviceID"], &json["platform"]),
+            (
+                &serde_json::json!("answered_elsewhere"),
+                &serde_json::json!("laptop"),
+                &serde_json::json!("desktop")
+            )
+        );
+    }
+
+    #[test]
     fn a_call_still_running_when_the_process_died_reads_interrupted() {
         let dir = tempfile::tempdir().unwrap();
         let alice: UserId = "alice".parse().unwrap();
@@ -605,6 +748,7 @@ mod tests {
             outcome: CallOutcome::InCall,
             missed: false,
             total_time: 0,
+            elsewhere: None,
         };
         LocalStore::open(dir.path(), &alice)
             .unwrap()

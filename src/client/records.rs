@@ -8,8 +8,25 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-use crate::ids::UserId;
-use crate::protocol::{CancelReason, RoomId};
+use crate::ids::{DeviceId, Platform, UserId};
+use crate::protocol::{CancelReason, DeviceInfo, RoomId};
+
+/// A device of a user, as events and records show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceView {
+    #[serde(rename = "deviceID")]
+    pub device: DeviceId,
+    pub platform: Platform,
+}
+
+impl From<DeviceInfo> for DeviceView {
+    fn from(d: DeviceInfo) -> Self {
+        DeviceView {
+            device: d.device,
+            platform: d.platform,
+        }
+    }
+}
 
 /// A device's part in a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -114,6 +131,11 @@ pub struct CallRecord {
     pub missed: bool,
     /// Seconds in the call on this device.
     pub total_time: u64,
+    /// With the outcomes `answered_elsewhere` and `declined_elsewhere`: the
+    /// device of this user that answered or declined, as `deviceID` and
+    /// `platform` (absent otherwise).
+    #[serde(flatten)]
+    pub elsewhere: Option<DeviceView>,
 }
 
 /// A message as the local store keeps it and the front ends show it.
@@ -154,7 +176,8 @@ impl StoredMessage {
     }
 }
 
-/// One conversation: the other user, its last message, what is unread.
+/// One conversation: the other user, its last message, what is unread, and
+/// how far the other user has read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Conversation {
@@ -162,6 +185,11 @@ pub struct Conversation {
     pub user_id: UserId,
     pub last_message: StoredMessage,
     pub unread_count: u64,
+    /// How far the other user has read the conversation (unix ms, from its
+    /// latest `C2C_READ_RECEIPT`): this user's messages up to then are read.
+    /// Absent before any receipt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_read: Option<u64>,
 }
 
 #[cfg(test)]

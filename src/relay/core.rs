@@ -512,18 +512,7 @@ impl RelayCore {
             ClientMsg::SendMessage { client_msg_id, .. } => Some(client_msg_id.clone()),
             _ => None,
         };
-        if let Err(error) = self.throttle(now, conn, &msg) {
-            self.send(
-                conn,
-                ServerMsg::Error {
-                    error: error.into(),
-                    request: Some(kind.into()),
-                    client_msg_id,
-                },
-            );
-            return;
-        }
-        let result = match msg {
+        let result = self.throttle(now, conn, &msg).and_then(|()| match msg {
             ClientMsg::Heartbeat => {
                 self.send(conn, ServerMsg::HeartbeatAck);
                 Ok(())
@@ -590,7 +579,7 @@ impl RelayCore {
             msg => self
                 .session_of(conn)
                 .and_then(|sid| self.session_frame(now, conn, sid, msg)),
-        };
+        });
         if let Err(error) = result {
             self.send(
                 conn,
@@ -1067,19 +1056,22 @@ impl RelayCore {
         (page, false)
     }
 
+    /// A session's device, as other devices are told of it.
+    fn device_info(&self, sid: SessionId) -> DeviceInfo {
+        let s = &self.sessions[&sid];
+        DeviceInfo {
+            device: s.device.clone(),
+            platform: s.platform.clone(),
+        }
+    }
+
     fn presence(&self, app: AppId, user: &UserId) -> UserPresence {
         let devices = self
             .by_user
             .get(&(app, user.clone()))
             .into_iter()
             .flatten()
-            .map(|sid| {
-                let s = &self.sessions[sid];
-                DeviceInfo {
-                    device: s.device.clone(),
-                    platform: s.platform.clone(),
-                }
-            })
+            .map(|&sid| self.device_info(sid))
             .collect();
         UserPresence {
             user: user.clone(),

@@ -27,7 +27,9 @@ const MIGRATIONS: &[&str] = &[
         last_login INTEGER NOT NULL,
         PRIMARY KEY (app, user_id, device_id)
      ) WITHOUT ROWID;",
-    // 2: messages, and each user's timeline of messages, recalls and read marks.
+    // 2: messages, and each user's timeline of messages, recalls and read
+    // marks (and, with no change of schema, read receipts: kind
+    // 'read_receipt', `peer` the user who read).
     "CREATE TABLE messages (
         app INTEGER NOT NULL,
         msg_id TEXT NOT NULL PRIMARY KEY,
@@ -382,6 +384,7 @@ fn append_rows(
                 ("recall", Some(msg_id.as_str()), Some(peer.as_str()), 0)
             }
             EntryKind::Read { peer, at } => ("read", None, Some(peer.as_str()), *at),
+            EntryKind::ReadReceipt { peer, at } => ("read_receipt", None, Some(peer.as_str()), *at),
         };
         stmt.execute(params![
             app,
@@ -439,6 +442,10 @@ fn read_timeline(
                     peer,
                 }),
                 ("read", Some(peer)) => Some(EntryKind::Read {
+                    peer,
+                    at: r.get::<_, i64>(3)? as u64,
+                }),
+                ("read_receipt", Some(peer)) => Some(EntryKind::ReadReceipt {
                     peer,
                     at: r.get::<_, i64>(3)? as u64,
                 }),

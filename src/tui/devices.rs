@@ -55,7 +55,7 @@ pub fn on_key(
     let open = picker.as_mut()?;
     let len = devices.map_or(0, |d| list(d, open.kind).0.len());
     match code {
-        KeyCode::Esc | KeyCode::Char('q') | KeyCode::Char('v') => *picker = None,
+        KeyCode::Esc | KeyCode::Char('q') | KeyCode::Char('s') => *picker = None,
         KeyCode::Tab | KeyCode::BackTab | KeyCode::Left | KeyCode::Right => {
             open.kind = match open.kind {
                 DeviceKind::Microphone => DeviceKind::Speaker,

@@ -101,7 +101,15 @@ actions! {
     Open = "open", "open";
     Compose = "compose", "write";
     Send = "send", "send";
+    Newline = "newline", "new line";
     Cancel = "cancel", "back";
+    Older = "older", "older";
+    Newer = "newer", "newer";
+    Newest = "newest", "newest";
+    Resend = "resend", "resend";
+    Recall = "recall", "recall";
+    Copy = "copy", "copy";
+    MessageDetails = "message_details", "details";
     Up = "up", "up";
     Down = "down", "down";
     NextPane = "next_pane", "next pane";
@@ -115,11 +123,32 @@ actions! {
 pub struct Key {
     pub code: KeyCode,
     pub ctrl: bool,
+    pub alt: bool,
 }
 
 impl Key {
     pub const fn plain(code: KeyCode) -> Key {
-        Key { code, ctrl: false }
+        Key {
+            code,
+            ctrl: false,
+            alt: false,
+        }
+    }
+
+    pub const fn ctrl(code: KeyCode) -> Key {
+        Key {
+            code,
+            ctrl: true,
+            alt: false,
+        }
+    }
+
+    pub const fn alt(code: KeyCode) -> Key {
+        Key {
+            code,
+            ctrl: false,
+            alt: true,
+        }
     }
 
     pub const fn ch(c: char) -> Key {
@@ -128,21 +157,31 @@ impl Key {
 
     /// A key that writes a character into a message being written.
     pub fn typed(self) -> bool {
-        matches!(self.code, KeyCode::Char(_)) && !self.ctrl
+        matches!(self.code, KeyCode::Char(_)) && !self.ctrl && !self.alt
     }
 
     pub fn from_event(e: &KeyEvent) -> Key {
         let ctrl = e.modifiers.contains(KeyModifiers::CONTROL);
+        let alt = e.modifiers.contains(KeyModifiers::ALT);
         // Shift-Tab arrives as BackTab; letters carry their case already.
-        Key { code: e.code, ctrl }
+        Key {
+            code: e.code,
+            ctrl,
+            alt,
+        }
     }
 
-    /// Parses `c`, `ctrl-c`, `enter`, `esc`, `tab`, `backtab`, `up`, `down`, `?`.
-    /// A refusal quotes the whole text as written: `ctrl-shift-p`, not `shift-p`.
+    /// Parses `c`, `ctrl-c`, `alt-enter`, `enter`, `esc`, `tab`, `backtab`,
+    /// `up`, `down`, `pageup`, `end`, `?`. A refusal quotes the whole text
+    /// as written: `ctrl-shift-p`, not `shift-p`.
     pub fn parse(s: &str) -> Result<Key, String> {
         let (ctrl, rest) = match s.strip_prefix("ctrl-") {
             Some(rest) => (true, rest),
             None => (false, s),
+        };
+        let (alt, rest) = match rest.strip_prefix("alt-") {
+            Some(rest) => (true, rest),
+            None => (false, rest),
         };
         let code = match rest {
             "enter" => KeyCode::Enter,
@@ -153,15 +192,19 @@ impl Key {
             "down" => KeyCode::Down,
             "left" => KeyCode::Left,
             "right" => KeyCode::Right,
+            "pageup" => KeyCode::PageUp,
+            "pagedown" => KeyCode::PageDown,
+            "home" => KeyCode::Home,
+            "end" => KeyCode::End,
             "space" => KeyCode::Char(' '),
             one if one.chars().count() == 1 => KeyCode::Char(one.chars().next().expect("one char")),
             _ => {
                 return Err(format!(
-                    "{s:?} is not a key: use a single character, ctrl-X, enter, esc, tab, backtab, up, down, left, right or space"
+                    "{s:?} is not a key: use a single character, ctrl-X, alt-X, enter, esc, tab, backtab, up, down, left, right, pageup, pagedown, home, end or space"
                 ));
             }
         };
-        Ok(Key { code, ctrl })
+        Ok(Key { code, ctrl, alt })
     }
 }
 
@@ -169,6 +212,9 @@ impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.ctrl {
             f.write_str("C-")?;
+        }
+        if self.alt {
+            f.write_str("M-")?;
         }
         match self.code {
             KeyCode::Enter => f.write_str("Enter"),
@@ -179,6 +225,10 @@ impl fmt::Display for Key {
             KeyCode::Down => f.write_str("↓"),
             KeyCode::Left => f.write_str("←"),
             KeyCode::Right => f.write_str("→"),
+            KeyCode::PageUp => f.write_str("PgUp"),
+            KeyCode::PageDown => f.write_str("PgDn"),
+            KeyCode::Home => f.write_str("Home"),
+            KeyCode::End => f.write_str("End"),
             KeyCode::Char(' ') => f.write_str("Space"),
             KeyCode::Char(c) => write!(f, "{c}"),
             other => write!(f, "{other:?}"),
@@ -204,12 +254,15 @@ impl Default for Keymap {
             (C::Incoming, k('d'), A::Decline),
             (C::Incoming, k('i'), A::Ignore),
             (C::Compose, p(KeyCode::Enter), A::Send),
+            (C::Compose, Key::alt(KeyCode::Enter), A::Newline),
             (C::Compose, p(KeyCode::Esc), A::Cancel),
+            (C::Compose, p(KeyCode::PageUp), A::Older),
+            (C::Compose, p(KeyCode::PageDown), A::Newer),
             (C::Call, k('h'), A::Hangup),
             (C::Call, k('+'), A::Invite),
             (C::Call, k('m'), A::Mute),
-            (C::Call, k('v'), A::Devices),
-            (C::Contacts, k('v'), A::Devices),
+            (C::Call, k('s'), A::Devices),
+            (C::Contacts, k('s'), A::Devices),
             (C::Contacts, k('c'), A::Call),
             (C::Contacts, p(KeyCode::Enter), A::Open),
             (C::Contacts, p(KeyCode::Down), A::Down),
@@ -218,6 +271,18 @@ impl Default for Keymap {
             (C::Contacts, k('k'), A::Up),
             (C::Conversation, k('w'), A::Compose),
             (C::Conversation, p(KeyCode::Enter), A::Compose),
+            (C::Conversation, p(KeyCode::PageUp), A::Older),
+            (C::Conversation, p(KeyCode::PageDown), A::Newer),
+            (C::Conversation, p(KeyCode::End), A::Newest),
+            (C::Conversation, k('G'), A::Newest),
+            (C::Conversation, k('r'), A::Resend),
+            (C::Conversation, k('X'), A::Recall),
+            (C::Conversation, k('y'), A::Copy),
+            (C::Conversation, k('v'), A::MessageDetails),
+            (C::Conversation, p(KeyCode::Up), A::Up),
+            (C::Conversation, k('k'), A::Up),
+            (C::Conversation, p(KeyCode::Down), A::Down),
+            (C::Conversation, k('j'), A::Down),
             (C::Conversation, k('c'), A::Call),
             (C::History, p(KeyCode::Down), A::Down),
             (C::History, k('j'), A::Down),
@@ -256,14 +321,7 @@ impl Default for Keymap {
             C::Log,
             C::Global,
         ] {
-            bindings.push((
-                context,
-                Key {
-                    code: KeyCode::Char('c'),
-                    ctrl: true,
-                },
-                A::Quit,
-            ));
+            bindings.push((context, Key::ctrl(KeyCode::Char('c')), A::Quit));
         }
         Keymap { bindings }
     }
@@ -426,10 +484,7 @@ mod tests {
     fn overrides_rebind_and_bad_ones_say_why() {
         let overrides = BTreeMap::from([("call".to_string(), "ctrl-p".to_string())]);
         let map = Keymap::with_overrides(&overrides).unwrap();
-        let ctrl_p = Key {
-            code: KeyCode::Char('p'),
-            ctrl: true,
-        };
+        let ctrl_p = Key::ctrl(KeyCode::Char('p'));
         assert_eq!(map.lookup(Context::Contacts, ctrl_p), Some(Action::Call));
         assert_eq!(map.lookup(Context::Contacts, Key::ch('c')), None);
         let bad = BTreeMap::from([("dance".to_string(), "x".to_string())]);
@@ -459,7 +514,8 @@ mod tests {
         assert_eq!(
             refusal(&[("call", "ctrl-shift-p")]),
             "call = \"ctrl-shift-p\": \"ctrl-shift-p\" is not a key: use a single character, \
-             ctrl-X, enter, esc, tab, backtab, up, down, left, right or space"
+             ctrl-X, alt-X, enter, esc, tab, backtab, up, down, left, right, pageup, pagedown, \
+             home, end or space"
         );
     }
 
@@ -498,10 +554,7 @@ mod tests {
             map.lookup(Context::Contacts, Key::ch('x')),
             Some(Action::Quit)
         );
-        let ctrl_c = Key {
-            code: KeyCode::Char('c'),
-            ctrl: true,
-        };
+        let ctrl_c = Key::ctrl(KeyCode::Char('c'));
         assert_eq!(map.lookup(Context::Compose, ctrl_c), Some(Action::Quit));
     }
 

@@ -2,9 +2,10 @@
 
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 
-/// Below this the panes cannot hold a line of text.
-pub const MIN_WIDTH: u16 = 40;
-pub const MIN_HEIGHT: u16 = 10;
+/// Below this a conversation, its draft and the key hints no longer fit
+/// readably beside the contacts.
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 16;
 
 /// A `width` x `height` box in the middle of `area`, clipped to it.
 pub fn centered(area: Rect, width: u16, height: u16) -> Rect {

@@ -3,6 +3,7 @@
 //! `keymap` maps keys to actions; this file only wires terminal, engine,
 //! local store and clock together, and carries out the model's effects.
 
+mod conversation;
 mod devices;
 pub mod keymap;
 mod layout;
@@ -10,6 +11,7 @@ mod overlays;
 pub mod state;
 #[cfg(test)]
 mod tests;
+mod text;
 pub mod view;
 
 use std::io::Write;
@@ -22,8 +24,7 @@ use crate::client::ClientSettings;
 use crate::client::connection::ClientHandle;
 use crate::client::engine::Command;
 use crate::client::local_store::StoreHandle;
-use crate::client::records::CallRecord;
-use crate::client::records::{Conversation, StoredMessage};
+use crate::client::records::{CallRecord, Conversation, StoredMessage};
 use crate::ids::{DeviceId, UserId};
 use crate::media::ringtone::Ringtone;
 use crate::time::unix_millis;
@@ -40,17 +41,19 @@ pub struct TuiOptions {
     pub bell: bool,
     /// Play the ringtone while a call rings.
     pub ringtone: bool,
+    /// Scroll the conversation with the mouse wheel (mouse capture on).
+    pub mouse: bool,
+    /// The copy key puts a message on the terminal's clipboard (OSC 52).
+    pub copy: bool,
     /// Lines shown until a conversation is opened (the demo's welcome).
     pub banner: Vec<String>,
 }
-
-/// Messages of a conversation read when it opens.
-const PAGE: usize = 500;
 
 /// Answers from the local store, back into the loop.
 enum Loaded {
     Conversations(Vec<Conversation>),
     Messages(UserId, Vec<StoredMessage>),
+    Older(UserId, Vec<StoredMessage>),
     History(Vec<CallRecord>),
 }
 
@@ -65,6 +68,8 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         keymap,
         bell,
         ringtone,
+        mouse,
+        copy,
         banner,
     } = options;
     let ClientHandle {
@@ -108,9 +113,17 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
     // Often enough for the call timer, the ringing flash and notices to move.
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut ringing: Option<Ringtone> = None;
+    let mut terminal_modes = TerminalModes::enter(mouse)?;
     let result = loop {
-        if let Err(e) = terminal.draw(|frame| view::draw(frame, &model, unix_millis())) {
+        // The model pages and wraps by the conversation's size as drawn: a
+        // resize or a new layout is drawn again with the size it learns.
+        let mut viewport = model.viewport;
+        if let Err(e) = terminal.draw(|frame| viewport = view::draw(frame, &model, unix_millis())) {
             break Err(e);
+        }
+        if viewport != model.viewport {
+            model.on_viewport(viewport.0, viewport.1);
+            continue;
         }
         let effects = tokio::select! {
             key = keys.recv() => match key {
@@ -129,6 +142,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
                 match answer {
                     Loaded::Conversations(c) => model.on_conversations(c),
                     Loaded::Messages(peer, m) => model.on_messages(&peer, m),
+                    Loaded::Older(peer, m) => model.on_older(&peer, m),
                     Loaded::History(h) => model.on_history(h),
                 }
                 Vec::new()
@@ -144,6 +158,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
             store: recorder.store(),
             loaded: &loaded_tx,
             bell,
+            copy,
             again: &again,
         };
         if shell.apply(effects) {
@@ -156,6 +171,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         }
     };
     drop(ringing);
+    terminal_modes.leave();
     ratatui::restore();
     let _ = commands.send(Command::Logout);
     drop(commands);
@@ -229,6 +245,8 @@ struct Shell<'a> {
     store: &'a StoreHandle,
     loaded: &'a mpsc::UnboundedSender<Loaded>,
     bell: bool,
+    /// Copy puts text on the terminal's clipboard (OSC 52).
+    copy: bool,
     again: &'a LoginAgain,
 }
 
@@ -249,17 +267,14 @@ impl Shell<'_> {
                         }
                     });
                 }
-                Effect::LoadMessages(peer) => {
-                    let (store, loaded) = (self.store.clone(), self.loaded.clone());
-                    let commands = self.commands.clone();
-                    tokio::spawn(async move {
-                        if let Ok(page) = store.page(peer.clone(), PAGE, None).await {
-                            let _ = loaded.send(Loaded::Messages(peer, page.messages));
-                            if let Some(command) = page.ask_relay {
-                                let _ = commands.send(command);
-                            }
-                        }
-                    });
+                Effect::LoadMessages(peer) => self.load_page(peer, None),
+                Effect::LoadOlder { peer, before } => self.load_page(peer, Some(before)),
+                Effect::Copy(text) => {
+                    if self.copy {
+                        let mut out = std::io::stdout();
+                        let _ = out.write_all(osc52(&text).as_bytes());
+                        let _ = out.flush();
+                    }
                 }
                 Effect::LoadHistory => {
                     let (store, loaded) = (self.store.clone(), self.loaded.clone());
@@ -290,5 +305,60 @@ impl Shell<'_> {
             }
         }
         quit
+    }
+
+    /// A page of a conversation (the newest, or the one before `before`)
+    /// by the client's rule: the local store's, and the relay asked when
+    /// the store has less.
+    fn load_page(&self, peer: UserId, before: Option<u64>) {
+        let (store, loaded) = (self.store.clone(), self.loaded.clone());
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            if let Ok(page) = store.page(peer.clone(), conversation::PAGE, before).await {
+                let answer = match before {
+                    None => Loaded::Messages(peer, page.messages),
+                    Some(_) => Loaded::Older(peer, page.messages),
+                };
+                let _ = loaded.send(answer);
+                if let Some(command) = page.ask_relay {
+                    let _ = commands.send(command);
+                }
+            }
+        });
+    }
+}
+
+/// The OSC 52 sequence that puts `text` on the terminal's clipboard.
+fn osc52(text: &str) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+    format!("\x1b]52;c;{encoded}\x07")
+}
+
+/// The terminal modes the TUI turns on besides ratatui's: bracketed paste
+/// (a pasted block arrives whole, never as keys that could send it line by
+/// line) and, unless the config turns it off, the mouse wheel.
+struct TerminalModes {
+    mouse: bool,
+}
+
+impl TerminalModes {
+    fn enter(mouse: bool) -> std::io::Result<TerminalModes> {
+        use crossterm::event::{EnableBracketedPaste, EnableMouseCapture};
+        let mut out = std::io::stdout();
+        crossterm::execute!(out, EnableBracketedPaste)?;
+        if mouse {
+            crossterm::execute!(out, EnableMouseCapture)?;
+        }
+        Ok(TerminalModes { mouse })
+    }
+
+    fn leave(&mut self) {
+        use crossterm::event::{DisableBracketedPaste, DisableMouseCapture};
+        let mut out = std::io::stdout();
+        let _ = crossterm::execute!(out, DisableBracketedPaste);
+        if self.mouse {
+            let _ = crossterm::execute!(out, DisableMouseCapture);
+        }
     }
 }

@@ -10,6 +10,7 @@ use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 use crate::tui::keymap::{Action, Context};
 use crate::tui::layout::{MIN_HEIGHT, MIN_WIDTH, centered, elapsed};
 use crate::tui::state::{LogLine, Model};
+use crate::tui::text;
 
 /// The help's sections, in the order a user meets them.
 const SECTIONS: [Context; 9] = [
@@ -30,16 +31,13 @@ const LABEL: usize = 24;
 /// (or leaving the last frame stale).
 pub fn too_small(frame: &mut Frame, area: Rect) {
     let text = vec![
-        Line::from("Terminal too small".bold()),
-        Line::from(format!(
-            "{}x{}, needs {MIN_WIDTH}x{MIN_HEIGHT}",
-            area.width, area.height
-        )),
+        Line::from(format!("terminal too small (need {MIN_WIDTH}x{MIN_HEIGHT})").bold()),
+        Line::from(format!("it is {}x{}", area.width, area.height)),
     ];
     frame.render_widget(Clear, area);
     frame.render_widget(
         Paragraph::new(text).centered().wrap(Wrap { trim: true }),
-        area,
+        centered(area, area.width, 2),
     );
 }
 
@@ -121,17 +119,13 @@ fn capitalized(s: &str) -> String {
 pub fn detail(frame: &mut Frame, model: &Model, line: &LogLine) {
     let full = frame.area();
     let width = full.width.saturating_sub(4).min(100);
-    let lines: Vec<Line> = line
-        .full
-        .lines()
-        .map(|l| Line::from(l.to_owned()))
-        .collect();
     let inner = usize::from(width.saturating_sub(2)).max(1);
-    let rows: usize = line
-        .full
-        .lines()
-        .map(|l| l.chars().count().div_ceil(inner).max(1))
-        .sum();
+    // Wrapped here, by display width, from text made safe to show.
+    let lines: Vec<Line> = (line.full.lines())
+        .flat_map(|l| text::wrap(l, inner))
+        .map(Line::from)
+        .collect();
+    let rows = lines.len();
     let height = (rows as u16 + 2).min(full.height.saturating_sub(2));
     let area = centered(full, width, height);
     let title = format!(
@@ -140,9 +134,7 @@ pub fn detail(frame: &mut Frame, model: &Model, line: &LogLine) {
     );
     clear_behind(frame);
     frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(Block::bordered().title(title)),
+        Paragraph::new(lines).block(Block::bordered().title(title)),
         area,
     );
 }

@@ -2,18 +2,22 @@
 //! engine events and store answers, and check what it asks for. No call or
 //! chat rule lives here: the engine decides, the model only shows.
 
+mod chat;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind};
+use ratatui_textarea::TextArea;
 
-use crate::client::engine::{CallCommand, ChatCommand, Command};
+use crate::client::engine::{CallCommand, Command};
 use crate::client::event::DeviceState;
-use crate::client::event::{CallRole, Event, LinkState, LoginStatus, UserView};
-use crate::client::records::{CallRecord, Conversation, StoredMessage};
+use crate::client::event::{CallRole, DeviceView, Event, LinkState, LoginStatus, UserView};
+use crate::client::records::{CallRecord, Conversation as Summary};
 use crate::error::ErrorCode;
 use crate::ids::{DeviceId, Platform, UserId};
 use crate::media::quality::Quality;
 use crate::protocol::CancelReason;
+use crate::tui::conversation::{Conversation, Delivery};
 use crate::tui::devices::{self, Picker};
 use crate::tui::keymap::{Action, Context, Key, Keymap};
 
@@ -29,8 +33,16 @@ const TYPING_MS: u64 = 4_000;
 pub enum Effect {
     Engine(Command),
     LoadConversations,
+    /// The newest page of a conversation.
     LoadMessages(UserId),
+    /// The page before `before` (unix ms), as the reader scrolls back.
+    LoadOlder {
+        peer: UserId,
+        before: u64,
+    },
     LoadHistory,
+    /// Put this text on the terminal's clipboard (OSC 52), if allowed.
+    Copy(String),
     /// Ring the terminal bell.
     Bell,
     /// Log this device in again (after a kick-out, an expired ticket or a
@@ -134,12 +146,21 @@ pub struct Model {
     pub unread: HashMap<UserId, u64>,
     pub focus: Pane,
     pub selected: usize,
-    /// The conversation shown, and its messages, oldest first.
-    pub open_peer: Option<UserId>,
-    pub messages: Vec<StoredMessage>,
+    /// The conversation shown.
+    pub conversation: Option<Conversation>,
     pub typing: Option<(UserId, u64)>,
-    /// The message being written, while writing.
-    pub compose: Option<String>,
+    /// The keys go to the open conversation's draft.
+    pub composing: bool,
+    /// A draft per conversation, kept when switching.
+    pub drafts: HashMap<UserId, TextArea<'static>>,
+    /// Texts sent from here, newest last, for Up on an empty draft.
+    pub sent_texts: Vec<String>,
+    /// When this device last told the peer it is typing.
+    pub typing_sent_at: Option<u64>,
+    /// Messages sent from here so far, for their client ids.
+    pub sends: u64,
+    /// The conversation's message area as last drawn (columns, rows).
+    pub viewport: (u16, u16),
     pub incoming: Vec<Incoming>,
     pub call: Option<ActiveCall>,
     pub history: Vec<CallRecord>,
@@ -183,10 +204,14 @@ impl Model {
             unread: HashMap::new(),
             focus: Pane::Contacts,
             selected: 0,
-            open_peer: None,
-            messages: Vec::new(),
+            conversation: None,
             typing: None,
-            compose: None,
+            composing: false,
+            drafts: HashMap::new(),
+            sent_texts: Vec::new(),
+            typing_sent_at: None,
+            sends: 0,
+            viewport: (60, 10),
             incoming: Vec::new(),
             call: None,
             history: Vec::new(),
@@ -216,7 +241,7 @@ impl Model {
             Context::Incoming
         } else if self.signed_out.is_some() {
             Context::SignedOut
-        } else if self.compose.is_some() {
+        } else if self.composing && self.conversation.is_some() {
             Context::Compose
         } else {
             match self.focus {
@@ -244,12 +269,20 @@ impl Model {
         let mut out: Vec<(Key, Action)> = Vec::new();
         for context in contexts {
             for (key, action) in self.keymap.hints(context) {
+                let conversation = self.conversation.as_ref();
                 let works = match action {
                     Action::Invite | Action::Mute => connected,
                     Action::Call => self.call.is_none(),
                     Action::Details => !self.log.is_empty(),
                     // In the help, not the footer: it has no room to spare.
                     Action::Devices => false,
+                    Action::Newer | Action::Newest => conversation.is_some_and(|c| c.scroll > 0),
+                    Action::Resend => conversation.is_some_and(|c| {
+                        (c.shown.iter()).any(|s| matches!(s.delivery, Delivery::Failed(_)))
+                    }),
+                    Action::Recall | Action::Copy | Action::MessageDetails => {
+                        conversation.is_some_and(|c| c.selected.is_some())
+                    }
                     _ => true,
                 };
                 if works && !out.iter().any(|(_, a)| *a == action) {
@@ -272,9 +305,14 @@ impl Model {
         self.log.len().checked_sub(1 + self.log_scroll)
     }
 
+    /// The user of the open conversation.
+    pub fn open_peer(&self) -> Option<&UserId> {
+        self.conversation.as_ref().map(|c| &c.peer)
+    }
+
     /// Whether someone is typing in the open conversation now.
     pub fn typing_now(&self, now: u64) -> Option<&str> {
-        match (&self.typing, &self.open_peer) {
+        match (&self.typing, self.open_peer()) {
             (Some((who, at)), Some(peer)) if who == peer && now.saturating_sub(*at) < TYPING_MS => {
                 Some(who.as_str())
             }
@@ -292,12 +330,8 @@ impl Model {
     pub fn on_terminal(&mut self, event: TermEvent, now: u64) -> Vec<Effect> {
         match event {
             TermEvent::Key(key) if key.kind == KeyEventKind::Press => self.on_key(key, now),
-            TermEvent::Paste(text) => {
-                if let Some(draft) = &mut self.compose {
-                    draft.push_str(&text);
-                }
-                Vec::new()
-            }
+            TermEvent::Paste(text) => self.paste(&text, now),
+            TermEvent::Mouse(mouse) => self.on_mouse(mouse),
             _ => Vec::new(),
         }
     }
@@ -342,17 +376,7 @@ impl Model {
             _ => self.keymap.lookup(context, key),
         };
         match (context, action) {
-            (Context::Compose, None) => {
-                let draft = self.compose.as_mut().expect("composing");
-                match event.code {
-                    KeyCode::Char(c) if !key.ctrl => draft.push(c),
-                    KeyCode::Backspace => {
-                        draft.pop();
-                    }
-                    _ => {}
-                }
-                Vec::new()
-            }
+            (Context::Compose, None) => self.edit(event, now),
             (_, Some(action)) => self.act(action, now),
             _ => Vec::new(),
         }
@@ -407,7 +431,7 @@ impl Model {
                             (self.log_scroll + 1).min(self.log.len().saturating_sub(1))
                         };
                     }
-                    Pane::Conversation => {}
+                    Pane::Conversation => self.move_cursor(down),
                 }
                 Vec::new()
             }
@@ -415,33 +439,17 @@ impl Model {
                 Some(peer) => self.open(peer),
                 None => Vec::new(),
             },
-            Action::Compose => {
-                if self.open_peer.is_some() {
-                    self.compose = Some(String::new());
-                } else if let Some(peer) = self.selected_contact() {
-                    let effects = self.open(peer);
-                    self.compose = Some(String::new());
-                    return effects;
-                }
-                Vec::new()
-            }
-            Action::Send => {
-                let text = self.compose.take().unwrap_or_default();
-                match (&self.open_peer, text.trim().is_empty()) {
-                    (Some(peer), false) => {
-                        vec![Effect::Engine(Command::Chat(ChatCommand::SendMessage {
-                            to: peer.clone(),
-                            text,
-                            client_msg_id: None,
-                        }))]
-                    }
-                    _ => Vec::new(),
-                }
-            }
-            Action::Cancel => {
-                self.compose = None;
-                Vec::new()
-            }
+            Action::Compose
+            | Action::Send
+            | Action::Newline
+            | Action::Cancel
+            | Action::Older
+            | Action::Newer
+            | Action::Newest
+            | Action::Resend
+            | Action::Recall
+            | Action::Copy
+            | Action::MessageDetails => self.chat_action(action, now),
             Action::Call
             | Action::Accept
             | Action::Decline
@@ -461,7 +469,7 @@ impl Model {
                         .history
                         .get(self.history_selected)
                         .and_then(|r| r.peers.first().cloned()),
-                    Pane::Conversation => self.open_peer.clone(),
+                    Pane::Conversation => self.open_peer().cloned(),
                     _ => self.selected_contact(),
                 };
                 match peer {
@@ -524,44 +532,19 @@ impl Model {
         }
     }
 
-    fn open(&mut self, peer: UserId) -> Vec<Effect> {
-        self.focus = Pane::Conversation;
-        if self.open_peer.as_ref() != Some(&peer) {
-            self.messages.clear();
-        }
-        self.open_peer = Some(peer.clone());
-        let mut effects = vec![Effect::LoadMessages(peer.clone())];
-        if self.unread.get(&peer).is_some_and(|n| *n > 0) {
-            effects.push(Effect::Engine(Command::Chat(ChatCommand::MarkRead {
-                peer,
-            })));
-        }
-        effects
-    }
-
     /// What the local store answered.
-    pub fn on_conversations(&mut self, conversations: Vec<Conversation>) {
+    pub fn on_conversations(&mut self, conversations: Vec<Summary>) {
+        if let Some(open) = &mut self.conversation
+            && let Some(read) = (conversations.iter())
+                .find(|c| c.user_id == open.peer)
+                .and_then(|c| c.peer_read)
+        {
+            open.peer_read = open.peer_read.max(Some(read));
+        }
         self.unread = conversations
             .into_iter()
             .map(|c| (c.user_id, c.unread_count))
             .collect();
-    }
-
-    /// A page of a conversation, from the local store or the relay: it
-    /// updates the messages shown, and what is shown already and not in it
-    /// stays (messages that arrived live while the page was read, the other
-    /// source's page).
-    pub fn on_messages(&mut self, peer: &UserId, messages: Vec<StoredMessage>) {
-        if self.open_peer.as_ref() != Some(peer) {
-            return;
-        }
-        let shown = std::mem::replace(&mut self.messages, messages);
-        for m in shown {
-            if !self.messages.iter().any(|s| s.msg_id == m.msg_id) {
-                self.messages.push(m);
-            }
-        }
-        self.messages.sort_by_key(|m| m.timestamp);
     }
 
     pub fn on_history(&mut self, history: Vec<CallRecord>) {
@@ -594,6 +577,7 @@ impl Model {
             | Event::MessageRecalled { .. }
             | Event::ConversationRead { .. }
             | Event::Messages { .. }
+            | Event::C2cReadReceipt { .. }
             | Event::Typing { .. } => self.on_chat_event(event, now),
             _ => self.on_session_event(event, now),
         }
@@ -655,6 +639,12 @@ impl Model {
                 self.link.get_or_insert(LinkState::Reconnecting);
                 self.alert = Some(message);
             }
+            // A message that could not be sent is marked where it shows.
+            Event::Error {
+                client_msg_id: Some(id),
+                message,
+                ..
+            } => self.send_failed(&id, message, now),
             Event::Error { message, .. } => self.alert = Some(message),
             _ => {}
         }
@@ -712,7 +702,10 @@ impl Model {
                 }
             }
             Event::OnCallCanceled {
-                call_id, reason, ..
+                call_id,
+                reason,
+                elsewhere,
+                ..
             } => {
                 let from = self
                     .incoming
@@ -721,7 +714,7 @@ impl Model {
                     .map(|i| self.incoming.remove(i));
                 let ours = self.call.as_ref().is_some_and(|c| c.call_id == call_id);
                 let text = match (from, ours) {
-                    (Some(c), _) => Some(incoming_stopped(reason, &c.sponsor)),
+                    (Some(c), _) => Some(incoming_stopped(reason, &c.sponsor, elsewhere.as_ref())),
                     (None, true) => {
                         let who = self
                             .call
@@ -815,72 +808,11 @@ impl Model {
         effects
     }
 
-    /// Messages, read marks and typing.
-    fn on_chat_event(&mut self, event: Event, now: u64) -> Vec<Effect> {
-        let mut effects = Vec::new();
-        match event {
-            Event::MessageReceived {
-                msg_id,
-                from,
-                to,
-                text,
-                timestamp,
-                ..
-            } => {
-                if self.typing.as_ref().is_some_and(|(who, _)| *who == from) {
-                    self.typing = None;
-                }
-                let message = StoredMessage::new(msg_id, from, to, text, timestamp);
-                let peer = message.peer(&self.me).clone();
-                self.show_message(message);
-                effects.push(Effect::LoadConversations);
-                // Reading it here, now: the other devices clear it too.
-                if self.open_peer.as_ref() == Some(&peer) && self.focus == Pane::Conversation {
-                    effects.push(Effect::Engine(Command::Chat(ChatCommand::MarkRead {
-                        peer,
-                    })));
-                }
-            }
-            Event::MessageSent {
-                msg_id,
-                to,
-                text,
-                timestamp,
-                ..
-            } => {
-                let from = self.me.clone();
-                self.show_message(StoredMessage::new(msg_id, from, to, text, timestamp));
-                effects.push(Effect::LoadConversations);
-            }
-            Event::MessageRecalled { msg_id, .. } => {
-                if let Some(m) = self.messages.iter_mut().find(|m| m.msg_id == msg_id) {
-                    m.recalled = true;
-                    m.text.clear();
-                }
-                effects.push(Effect::LoadConversations);
-            }
-            Event::ConversationRead { .. } => effects.push(Effect::LoadConversations),
-            // The relay's page of a conversation the local store lacked.
-            Event::Messages { user_id, messages } => self.on_messages(&user_id, messages),
-            Event::Typing { user_id } => self.typing = Some((user_id, now)),
-            _ => {}
-        }
-        effects
-    }
-
     /// Nothing works until a new login: say why, and offer `l` alone.
     fn sign_out(&mut self, label: &'static str, why: String) {
         self.signed_out = Some(label);
         self.alert = Some(why);
-        self.compose = None;
-    }
-
-    fn show_message(&mut self, message: StoredMessage) {
-        if self.open_peer.as_ref() == Some(message.peer(&self.me))
-            && !self.messages.iter().any(|m| m.msg_id == message.msg_id)
-        {
-            self.messages.push(message);
-        }
+        self.composing = false;
     }
 
     fn log_event(&mut self, event: &Event, now: u64) {
@@ -908,13 +840,15 @@ fn step(i: usize, n: usize, down: bool) -> usize {
 }
 
 /// What the incoming-call pane says when it closes, by reason.
-fn incoming_stopped(reason: CancelReason, sponsor: &UserId) -> String {
+/// With `answered_elsewhere` and `declined_elsewhere`, the device named.
+fn incoming_stopped(reason: CancelReason, sponsor: &UserId, by: Option<&DeviceView>) -> String {
+    let device = by.map_or(String::new(), |d| format!(" ({})", d.device));
     match reason {
         CancelReason::AnsweredElsewhere => {
-            format!("call from {sponsor} answered on another device")
+            format!("call from {sponsor} answered on another device{device}")
         }
         CancelReason::DeclinedElsewhere => {
-            format!("call from {sponsor} declined on another device")
+            format!("call from {sponsor} declined on another device{device}")
         }
         CancelReason::Declined => format!("declined the call from {sponsor}"),
         CancelReason::CallerCanceled => format!("{sponsor} hung up before you answered"),

@@ -6,6 +6,7 @@ use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
+use super::conversation::Delivery;
 use super::keymap::Keymap;
 use super::state::{Effect, Model, Pane};
 use super::view;
@@ -112,6 +113,7 @@ fn record(peer: &str, role: CallRole, outcome: &str, missed: bool, total_time: u
         outcome: CallOutcome::parse(outcome).unwrap(),
         missed,
         total_time,
+        elsewhere: None,
     }
 }
 
@@ -146,8 +148,18 @@ fn key(code: KeyCode) -> TermEvent {
 
 fn render(m: &Model, now: u64, width: u16, height: u16) -> String {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-    terminal.draw(|f| view::draw(f, m, now)).unwrap();
+    terminal
+        .draw(|f| {
+            view::draw(f, m, now);
+        })
+        .unwrap();
     terminal.backend().to_string()
+}
+
+/// The texts the open conversation shows, oldest first.
+fn texts(m: &Model) -> Vec<String> {
+    let c = m.conversation.as_ref().expect("a conversation is open");
+    c.shown.iter().map(|s| s.message.text.clone()).collect()
 }
 
 /// Snapshots a state at both sizes.
@@ -202,6 +214,7 @@ fn snapshot_answered_elsewhere() {
             reason: CancelReason::parse("answered_elsewhere").unwrap(),
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
+            elsewhere: None,
             record: any_record(),
         },
         T0 + 4_000,
@@ -320,23 +333,56 @@ fn writing_and_sending_a_message() {
     let mut m = with_conversation(model());
     assert_eq!(m.focus, Pane::Conversation);
     m.on_terminal(key(KeyCode::Char('w')), T0);
-    for c in "hi q".chars() {
+    let bob = UserId::parse("bob").unwrap();
+    // The first key tells bob this device is typing; the rest are text.
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('h')), T0),
+        vec![Effect::Engine(Command::Chat(ChatCommand::Typing {
+            to: bob.clone()
+        }))]
+    );
+    for c in "i q".chars() {
         assert_eq!(
             m.on_terminal(key(KeyCode::Char(c)), T0),
             vec![],
             "typing, q included, is text"
         );
     }
-    let effects = m.on_terminal(key(KeyCode::Enter), T0);
+    let effects = m.on_terminal(key(KeyCode::Enter), T0 + 300_000);
+    let id = format!("term-1a2b3c-{T0:x}-1");
     assert_eq!(
         effects,
         vec![Effect::Engine(Command::Chat(ChatCommand::SendMessage {
-            to: UserId::parse("bob").unwrap(),
+            to: bob.clone(),
             text: "hi q".into(),
-            client_msg_id: None,
+            client_msg_id: Some(id.clone()),
         }))]
     );
-    assert!(m.compose.is_none());
+    // It shows at once, as sending; the editor closes, empty.
+    assert!(!m.composing);
+    assert!(m.drafts[&bob].is_empty());
+    let c = m.conversation.as_ref().unwrap();
+    let sent = c.shown.last().unwrap();
+    assert_eq!(
+        (sent.message.text.as_str(), &sent.delivery),
+        ("hi q", &Delivery::Sending)
+    );
+    m.on_engine(
+        Event::MessageSent {
+            msg_id: "m-99".into(),
+            client_msg_id: id,
+            to: bob,
+            text: "hi q".into(),
+            timestamp: T0 + 300_050,
+            seq: Some(40),
+        },
+        T0 + 300_050,
+    );
+    let sent = m.conversation.as_ref().unwrap().shown.last().unwrap();
+    assert_eq!(
+        (sent.message.msg_id.as_str(), &sent.delivery),
+        ("m-99", &Delivery::Sent)
+    );
 }
 
 #[test]
@@ -348,6 +394,7 @@ fn opening_an_unread_conversation_marks_it_read() {
         effects,
         vec![
             Effect::LoadMessages(UserId::parse("carol").unwrap()),
+            Effect::LoadConversations,
             Effect::Engine(Command::Chat(ChatCommand::MarkRead {
                 peer: UserId::parse("carol").unwrap()
             })),
@@ -416,17 +463,16 @@ fn a_message_that_arrives_while_the_conversation_loads_stays_on_screen() {
             from: "bob".parse().unwrap(),
             to: "alice".parse().unwrap(),
             text: "just now".into(),
-            timestamp: T0 + 60_000,
+            timestamp: T0 + 120_000,
             offline: false,
             seq: 9,
         },
         T0,
     );
     // The store's page was read before the live message was written.
-    let peer = m.open_peer.clone().unwrap();
+    let peer = m.open_peer().cloned().unwrap();
     m.on_messages(&peer, vec![message(peer.as_str(), "alice", "earlier", 1)]);
-    let texts: Vec<&str> = m.messages.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(texts, ["earlier", "just now"]);
+    assert_eq!(texts(&m), ["earlier", "just now"]);
 }
 
 #[test]
@@ -437,7 +483,10 @@ fn the_relays_page_joins_what_the_local_store_had() {
         message("alice", "bob", "from before this device", 0),
         message("bob", "alice", "this one was a typo", 3),
     ];
-    older[1].msg_id = m.messages[2].msg_id.clone();
+    older[1].msg_id = m.conversation.as_ref().unwrap().shown[2]
+        .message
+        .msg_id
+        .clone();
     m.on_engine(
         Event::Messages {
             user_id: bob,
@@ -445,9 +494,8 @@ fn the_relays_page_joins_what_the_local_store_had() {
         },
         T0 + 50,
     );
-    let texts: Vec<&str> = m.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(
-        texts,
+        texts(&m),
         [
             "from before this device",
             "are you joining the standup?",
@@ -464,7 +512,7 @@ fn the_relays_page_joins_what_the_local_store_had() {
         },
         T0 + 60,
     );
-    assert_eq!(m.messages.len(), 5);
+    assert_eq!(texts(&m).len(), 5);
 }
 
 fn dialing(m: &mut Model) {
@@ -505,7 +553,7 @@ fn snapshot_kicked_out_offers_a_new_login_and_nothing_that_needs_one() {
         "c calls no one while signed out"
     );
     assert_eq!(m.on_terminal(key(KeyCode::Char('w')), T0 + 2_500), vec![]);
-    assert!(m.compose.is_none());
+    assert!(!m.composing);
     let screen = render(&m, T0 + 3_000, 80, 24);
     let last = screen.lines().last().unwrap();
     assert!(last.contains(" l  log in again "), "{last}");
@@ -648,8 +696,8 @@ fn snapshot_an_event_shown_whole() {
 #[test]
 fn snapshot_too_small() {
     let m = with_contacts(model());
-    insta::assert_snapshot!("too_small_39x9", render(&m, T0, 39, 9));
-    let fits = render(&m, T0, 40, 10);
+    insta::assert_snapshot!("too_small_59x15", render(&m, T0, 59, 15));
+    let fits = render(&m, T0, 60, 16);
     assert!(!fits.contains("too small"), "{fits}");
 }
 
@@ -694,6 +742,7 @@ fn ignoring_a_call_says_the_other_devices_may_still_ring() {
             reason: CancelReason::parse("ignored").unwrap(),
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
+            elsewhere: None,
             record: any_record(),
         },
         T0 + 2_000,
@@ -744,4 +793,226 @@ fn a_relay_with_another_certificate_is_an_alert_not_a_reconnect_loop() {
     let screen = render(&m, T0 + 3_000, 120, 40);
     assert!(screen.contains("login refused"), "{screen}");
     assert!(screen.contains("Login refused: the relay at"), "{screen}");
+}
+
+/// A conversation with bob holding `messages`, opened and laid out at
+/// 100x30 (the conversation area the view draws there).
+fn conversation_with(messages: Vec<StoredMessage>, unread: u64) -> Model {
+    let mut m = with_contacts(model());
+    m.unread.insert("bob".parse().unwrap(), unread);
+    m.on_terminal(key(KeyCode::Enter), T0 + 40);
+    let bob: UserId = "bob".parse().unwrap();
+    m.on_messages(&bob, messages);
+    m
+}
+
+#[test]
+fn snapshot_long_and_chinese_messages_wrap_whole() {
+    let words: Vec<String> = (0..90).map(|i| format!("w{i:02}")).collect();
+    let long = words.join(" ");
+    let chinese = "我们明天下午三点在三楼的大会议室开会，请大家准时参加并带上各自负责的项目进度报告和下季度计划。";
+    let m = conversation_with(
+        vec![
+            message("bob", "alice", &long, 1),
+            message("bob", "alice", chinese, 2),
+            message("alice", "bob", "收到 👍", 3),
+        ],
+        0,
+    );
+    snap!("wrapped", m, T0 + 200_000);
+    let screen = render(&m, T0 + 200_000, 120, 40);
+    for w in &words {
+        assert!(screen.contains(w.as_str()), "{w} is not on the screen");
+    }
+    // The conversation pane's column of each row, spaces left out.
+    let pane: String = (screen.lines())
+        .filter_map(|l| l.split('│').nth(3))
+        .map(|l| l.replace(' ', ""))
+        .collect();
+    assert!(pane.contains(chinese), "the sentence is cut:\n{screen}");
+}
+
+#[test]
+fn snapshot_scrolled_back_with_new_messages_below() {
+    let messages: Vec<StoredMessage> = (1..=40)
+        .map(|n| message("bob", "alice", &format!("message {n:02}"), n))
+        .collect();
+    let mut m = conversation_with(messages, 0);
+    render(&m, T0, 80, 24);
+    m.on_viewport(52, 9);
+    m.on_terminal(key(KeyCode::PageUp), T0 + 50);
+    for n in [41, 42] {
+        m.on_engine(
+            Event::MessageReceived {
+                msg_id: format!("live-{n}"),
+                from: "bob".parse().unwrap(),
+                to: "alice".parse().unwrap(),
+                text: format!("message {n}"),
+                timestamp: T0 + n * 60_000,
+                offline: false,
+                seq: n,
+            },
+            T0 + 60,
+        );
+    }
+    insta::assert_snapshot!("scrolled_back_80x24", render(&m, T0 + 70, 80, 24));
+    let screen = render(&m, T0 + 70, 80, 24);
+    assert!(screen.contains("2 new messages below"), "{screen}");
+    assert!(!screen.contains("message 41"), "{screen}");
+    // End returns to the newest, and the marker goes.
+    m.on_terminal(key(KeyCode::End), T0 + 80);
+    let screen = render(&m, T0 + 90, 80, 24);
+    assert!(
+        screen.contains("message 42") && !screen.contains("below"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn snapshot_a_new_day_and_the_first_unread_message() {
+    let day = 86_400_000 / 60_000;
+    let m = conversation_with(
+        vec![
+            message("bob", "alice", "see you tomorrow", 1),
+            message("alice", "bob", "good night", 2),
+            message("bob", "alice", "morning!", day + 1),
+            message("bob", "alice", "the build is green", day + 2),
+        ],
+        2,
+    );
+    snap!("day_and_unread", m, T0 + day * 60_000 + 200_000);
+}
+
+#[test]
+fn snapshot_each_state_of_a_message_of_mine() {
+    let mut m = conversation_with(
+        vec![
+            message("bob", "alice", "ping", 1),
+            message("alice", "bob", "read by bob", 2),
+        ],
+        0,
+    );
+    let bob: UserId = "bob".parse().unwrap();
+    m.on_engine(
+        Event::C2cReadReceipt {
+            user_id: bob.clone(),
+            timestamp: T0 + 2 * 60_000,
+            seq: 5,
+        },
+        T0 + 150_000,
+    );
+    let send = |m: &mut Model, text: &str, at: u64| {
+        m.on_terminal(key(KeyCode::Char('w')), at);
+        m.on_terminal(TermEvent::Paste(text.into()), at);
+        m.on_terminal(key(KeyCode::Enter), at)
+    };
+    send(&mut m, "stored by the relay", T0 + 180_000);
+    send(&mut m, "still sending", T0 + 190_000);
+    send(&mut m, "refused", T0 + 200_000);
+    m.on_engine(
+        Event::MessageSent {
+            msg_id: "m-sent".into(),
+            client_msg_id: format!("term-1a2b3c-{T0:x}-1"),
+            to: bob.clone(),
+            text: "stored by the relay".into(),
+            timestamp: T0 + 180_050,
+            seq: Some(6),
+        },
+        T0 + 180_050,
+    );
+    m.on_engine(
+        Event::Error {
+            code: 90010,
+            message: "too many messages".into(),
+            cmd: Some("sendMessage".into()),
+            relay_code: None,
+            client_msg_id: Some(format!("term-1a2b3c-{T0:x}-3")),
+        },
+        T0 + 200_050,
+    );
+    snap!("message_states", m, T0 + 200_100);
+    // r sends the failed one again, under the same id.
+    let effects = m.on_terminal(key(KeyCode::Char('r')), T0 + 210_000);
+    assert_eq!(
+        effects,
+        vec![Effect::Engine(Command::Chat(ChatCommand::SendMessage {
+            to: bob,
+            text: "refused".into(),
+            client_msg_id: Some(format!("term-1a2b3c-{T0:x}-3")),
+        }))]
+    );
+}
+
+#[test]
+fn snapshot_a_three_line_draft() {
+    let mut m = conversation_with(vec![message("bob", "alice", "how was it?", 1)], 0);
+    m.on_terminal(key(KeyCode::Char('w')), T0 + 100);
+    m.on_terminal(TermEvent::Paste("line one\nline two".into()), T0 + 100);
+    m.on_terminal(
+        TermEvent::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT)),
+        T0 + 100,
+    );
+    for c in "three".chars() {
+        m.on_terminal(key(KeyCode::Char(c)), T0 + 100);
+    }
+    snap!("three_line_draft", m, T0 + 200);
+    let draft = &m.drafts[&"bob".parse::<UserId>().unwrap()];
+    assert_eq!(draft.lines(), ["line one", "line two", "three"]);
+}
+
+#[test]
+fn hostile_text_reaches_the_screen_as_text() {
+    let m = conversation_with(
+        vec![message(
+            "bob",
+            "alice",
+            "\x1b[2J\x1b]52;c;aGk=\x07\u{202e}evil\ttab",
+            1,
+        )],
+        0,
+    );
+    let screen = render(&m, T0 + 100, 80, 24);
+    assert!(
+        screen.contains("^[[2J^[]52;c;aGk=^Gevil    tab"),
+        "{screen}"
+    );
+    assert!(!screen.contains('\u{1b}') && !screen.contains('\u{202e}'));
+}
+
+#[test]
+fn the_editor_moves_by_words_and_deletes_like_a_shell() {
+    let mut m = conversation_with(vec![message("bob", "alice", "hi", 1)], 0);
+    m.on_terminal(key(KeyCode::Char('w')), T0);
+    for c in "one two three".chars() {
+        m.on_terminal(key(KeyCode::Char(c)), T0);
+    }
+    let ctrl = |c| TermEvent::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL));
+    m.on_terminal(ctrl('w'), T0);
+    let bob: UserId = "bob".parse().unwrap();
+    assert_eq!(m.drafts[&bob].lines(), ["one two "]);
+    m.on_terminal(
+        TermEvent::Key(KeyEvent::new(KeyCode::Left, KeyModifiers::CONTROL)),
+        T0,
+    );
+    m.on_terminal(key(KeyCode::Char('X')), T0);
+    assert_eq!(m.drafts[&bob].lines(), ["one Xtwo "]);
+    m.on_terminal(ctrl('u'), T0);
+    assert_eq!(m.drafts[&bob].lines(), ["two "]);
+    // Esc keeps the draft; another conversation has its own.
+    m.on_terminal(key(KeyCode::Esc), T0);
+    assert!(!m.composing);
+    assert_eq!(m.drafts[&bob].lines(), ["two "]);
+    // Up on an empty draft brings back the last text sent.
+    m.on_terminal(key(KeyCode::Char('w')), T0);
+    m.on_terminal(ctrl('u'), T0);
+    m.on_terminal(key(KeyCode::End), T0);
+    m.on_terminal(key(KeyCode::Backspace), T0);
+    m.on_terminal(key(KeyCode::Backspace), T0);
+    m.on_terminal(key(KeyCode::Backspace), T0);
+    m.on_terminal(key(KeyCode::Backspace), T0);
+    m.on_terminal(TermEvent::Paste("sent text".into()), T0);
+    m.on_terminal(key(KeyCode::Enter), T0 + 300_000);
+    m.on_terminal(key(KeyCode::Char('w')), T0 + 300_001);
+    m.on_terminal(key(KeyCode::Up), T0 + 300_002);
+    assert_eq!(m.drafts[&bob].lines(), ["sent text"]);
 }

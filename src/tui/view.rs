@@ -6,24 +6,30 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Clear, List, ListItem, ListState, Paragraph, Wrap};
+use ratatui::widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap};
+use ratatui_textarea::WrapMode;
 
 use crate::client::event::{CallRole, LinkState, LoginStatus};
 use crate::client::records::CallOutcome;
 use crate::media::quality::Quality;
+use crate::tui::conversation;
 use crate::tui::keymap::{Action, Context};
 use crate::tui::layout::{MIN_HEIGHT, MIN_WIDTH, centered, elapsed};
 use crate::tui::state::{Model, Pane, clock_secs, names};
-use crate::tui::{devices, overlays};
+use crate::tui::{devices, overlays, text};
 
+/// The most rows a draft takes before it scrolls.
+const DRAFT_ROWS: usize = 5;
 /// The most lines problems and notices take above the footer.
 const MESSAGE_ROWS: u16 = 3;
 
-pub fn draw(frame: &mut Frame, model: &Model, now: u64) {
+/// Draws the model; returns the size of the conversation's message area
+/// (columns, rows), which the model pages and wraps by.
+pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> (u16, u16) {
     let area = frame.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         overlays::too_small(frame, area);
-        return;
+        return model.viewport;
     }
     let messages = message_lines(model, now);
     let message_rows = messages
@@ -66,10 +72,7 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) {
     if model.call.is_some() {
         frame.render_widget(call_panel(model, now), call);
     }
-    frame.render_widget(
-        conversation_pane(model, now, conversation.height),
-        conversation,
-    );
+    let viewport = draw_conversation(frame, model, now, conversation);
     draw_event_log(frame, model, log);
     frame.render_widget(
         Paragraph::new(messages).wrap(Wrap { trim: false }),
@@ -86,6 +89,7 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) {
         overlays::detail(frame, model, line);
     }
     devices::draw(frame, model.picker.as_ref(), model.devices.as_ref());
+    viewport
 }
 
 /// The standing problem (red) and the passing notice, each whole: they
@@ -93,6 +97,7 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) {
 fn message_lines(model: &Model, now: u64) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     if let Some(alert) = &model.alert {
+        let alert = text::clean(alert, false);
         let mut line = Line::from(format!(" {alert}").red().bold());
         let login = model.hints().into_iter().find(|(_, a)| *a == Action::Login);
         if let Some((key, _)) = login.filter(|_| model.signed_out.is_some()) {
@@ -101,6 +106,7 @@ fn message_lines(model: &Model, now: u64) -> Vec<Line<'static>> {
         lines.push(line);
     }
     if let Some(notice) = model.notice_now(now) {
+        let notice = text::clean(notice, false);
         lines.push(Line::from(format!(" {notice} ").black().on_yellow()));
     }
     lines
@@ -223,6 +229,28 @@ fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
         })
         .collect();
     let mut state = ListState::default().with_selected(Some(model.selected));
+    // This user's other devices online, at the foot of the pane.
+    let mine = (model.users.iter()).find(|u| u.user == model.me);
+    let others: Vec<_> = (mine.into_iter())
+        .flat_map(|u| &u.devices)
+        .filter(|d| d.device != model.device)
+        .collect();
+    let room = usize::from(area.width).saturating_sub(4);
+    let with_platforms: Vec<String> = (others.iter())
+        .map(|d| format!("{} ({})", d.device, d.platform))
+        .collect();
+    let ids: Vec<&str> = others.iter().map(|d| d.device.as_str()).collect();
+    let label = [
+        format!(" also on {} ", with_platforms.join(", ")),
+        format!(" also on {} ", ids.join(", ")),
+        format!(" also on {} other devices ", others.len()),
+    ]
+    .into_iter()
+    .find(|l| text::width(l) <= room);
+    let block = match label {
+        Some(label) if !others.is_empty() => block.title_bottom(label.dark_gray()),
+        _ => block,
+    };
     let list = List::new(items)
         .block(block)
         .highlight_style(Style::default().reversed());
@@ -239,9 +267,12 @@ fn draw_history(frame: &mut Frame, model: &Model, area: Rect) {
                 CallRole::Caller => "↗",
                 CallRole::Called => "↙",
             };
-            let detail = match r.outcome {
-                CallOutcome::Answered => clock_secs(r.total_time),
-                other => other.as_str().replace('_', " "),
+            let detail = match (r.outcome, &r.elsewhere) {
+                (CallOutcome::Answered, _) => clock_secs(r.total_time),
+                (other, Some(by)) => {
+                    format!("{} ({})", other.as_str().replace('_', " "), by.device)
+                }
+                (other, None) => other.as_str().replace('_', " "),
             };
             let peers = names(&r.peers);
             let line = Line::from(vec![format!("{arrow} {peers} ").into(), detail.dark_gray()]);
@@ -326,72 +357,98 @@ fn meter_line(name: &str, volume: u8) -> Line<'static> {
     ])
 }
 
-fn conversation_pane(model: &Model, now: u64, height: u16) -> Paragraph<'_> {
-    let title = match &model.open_peer {
+/// The open conversation: its rows scrolled to where the reader is, a line
+/// for who is typing or what arrived below, and the draft being written.
+fn draw_conversation(frame: &mut Frame, model: &Model, now: u64, area: Rect) -> (u16, u16) {
+    let title = match model.open_peer() {
         Some(peer) => format!(" {peer} "),
         None => " Conversation ".into(),
     };
     let block = pane_block(title, model, Pane::Conversation);
-    let Some(peer) = &model.open_peer else {
-        let mut lines: Vec<Line> = model
-            .banner
-            .iter()
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let Some(conversation) = &model.conversation else {
+        let mut lines: Vec<Line> = (model.banner.iter())
             .map(|l| Line::from(l.clone().cyan()))
             .collect();
         if !lines.is_empty() {
             lines.push(Line::from(""));
         }
         lines.push(Line::from("Select a contact and press Enter.".dark_gray()));
-        return Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(block);
+        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+        return (inner.width, inner.height);
     };
-    // Only what fits: the newest messages, however long the history.
-    let inner = height.saturating_sub(2) as usize;
-    let skip = model.messages.len().saturating_sub(inner);
-    let mut lines: Vec<Line> = model
-        .messages
-        .iter()
-        .skip(skip)
-        .map(|m| {
-            let mine = m.from == model.me.as_str();
-            let who = if mine {
-                Span::raw("me").cyan()
-            } else {
-                Span::raw(m.from.to_string()).green()
-            };
-            let text = if m.recalled {
-                Span::raw("(message recalled)").dark_gray().italic()
-            } else {
-                Span::raw(m.text.clone())
-            };
-            Line::from(vec![
-                format!("{} ", hh_mm(m.timestamp)).dark_gray(),
-                who,
-                ": ".into(),
-                text,
-            ])
-        })
-        .collect();
-    if model.messages.is_empty() {
+    let draft = model.drafts.get(&conversation.peer);
+    let writing = model.composing || draft.is_some_and(|d| !d.is_empty());
+    let draft_rows = match draft {
+        Some(d) if writing => {
+            let rows = text::wrap(&d.lines().join("\n"), usize::from(inner.width)).len();
+            rows.clamp(1, DRAFT_ROWS) as u16 + 1
+        }
+        _ if writing => 2,
+        _ => 0,
+    };
+    let [messages, status, compose] = Layout::vertical([
+        Constraint::Min(1),
+        Constraint::Length(1),
+        Constraint::Length(draft_rows),
+    ])
+    .areas(inner);
+
+    let width = usize::from(messages.width);
+    let height = usize::from(messages.height);
+    let rows =
+        conversation::last_rows(conversation, &model.me, width, conversation.scroll + height);
+    let end = rows.len().saturating_sub(conversation.scroll);
+    let start = end.saturating_sub(height);
+    let mut lines: Vec<Line> = rows[start..end].iter().map(|r| r.line.clone()).collect();
+    if conversation.shown.is_empty() {
+        let peer = &conversation.peer;
         lines.push(Line::from(
             format!("No messages with {peer} yet.").dark_gray(),
         ));
     }
-    if let Some(who) = model.typing_now(now) {
-        lines.push(Line::from(format!("{who} is typing…").dark_gray().italic()));
+    // The newest message sits just above the draft, as in every chat.
+    let padding = height.saturating_sub(lines.len());
+    lines.splice(0..0, std::iter::repeat_n(Line::from(""), padding));
+    frame.render_widget(Paragraph::new(lines), messages);
+
+    let status_line = if conversation.scroll > 0 || conversation.newer_dropped {
+        let below = match conversation.new_below {
+            0 => "newer messages below".to_owned(),
+            1 => "1 new message below".to_owned(),
+            n => format!("{n} new messages below"),
+        };
+        let key = model.keymap.hints(Context::Conversation);
+        let key = key.iter().find(|(_, a)| *a == Action::Newest);
+        let back = key.map_or(String::new(), |(k, _)| format!(" · {k} to return"));
+        Line::from(format!("↓ {below}{back}").black().on_cyan())
+    } else if let Some(who) = model.typing_now(now) {
+        Line::from(format!("{who} is typing…").dark_gray().italic())
+    } else {
+        Line::from("")
+    };
+    frame.render_widget(Paragraph::new(status_line), status);
+
+    if draft_rows > 0 {
+        let mut editor = draft.cloned().unwrap_or_default();
+        let title = if model.composing {
+            " write "
+        } else {
+            " draft "
+        };
+        editor.set_block(
+            Block::default()
+                .borders(Borders::TOP)
+                .title(title.dark_gray()),
+        );
+        if !model.composing {
+            editor.set_cursor_style(Style::default());
+        }
+        editor.set_wrap_mode(WrapMode::WordOrGlyph);
+        frame.render_widget(&editor, compose);
     }
-    match &model.compose {
-        Some(draft) => lines.push(Line::from(vec![
-            "> ".cyan().bold(),
-            Span::raw(draft.clone()),
-            "▏".cyan(),
-        ])),
-        None => lines.push(Line::from("")),
-    }
-    // Keep the last line (the compose line) at the bottom.
-    let scroll = lines.len().saturating_sub(inner) as u16;
-    Paragraph::new(lines).block(block).scroll((scroll, 0))
+    (messages.width, messages.height)
 }
 
 /// The newest events that fit, ending at the selected one; with focus,
@@ -408,7 +465,7 @@ fn draw_event_log(frame: &mut Frame, model: &Model, area: Rect) {
         .map(|l| {
             ListItem::new(Line::from(vec![
                 format!("{} ", elapsed(l.at.saturating_sub(model.started_at))).dark_gray(),
-                Span::raw(l.text.clone()),
+                Span::raw(text::clean(&l.text, false).into_owned()),
             ]))
         })
         .collect();
@@ -519,10 +576,4 @@ fn draw_incoming(frame: &mut Frame, model: &Model, now: u64) {
         ),
         area,
     );
-}
-
-/// `HH:MM` of a unix-ms time, in UTC.
-fn hh_mm(ms: u64) -> String {
-    let minutes = ms / 60_000;
-    format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
 }

@@ -325,6 +325,7 @@ impl Mesh {
                     Event::MessageReceived { seq, .. }
                     | Event::MessageRecalled { seq, .. }
                     | Event::ConversationRead { seq, .. }
+                    | Event::C2cReadReceipt { seq, .. }
                     | Event::MessageSent { seq: Some(seq), .. } => {
                         n.high_water = n.high_water.max(*seq)
                     }
@@ -492,7 +493,12 @@ impl Mesh {
 /// `NAME` plus the fields a call-flow assertion cares about.
 pub fn describe(e: &Event) -> String {
     match e {
-        Event::OnCallCanceled { reason, .. } => format!("ON_CALL_CANCELED {reason}"),
+        Event::OnCallCanceled {
+            reason, elsewhere, ..
+        } => match elsewhere {
+            Some(d) => format!("ON_CALL_CANCELED {reason} on {}", d.device),
+            None => format!("ON_CALL_CANCELED {reason}"),
+        },
         Event::CallingEnd { total_time, .. } => format!("CALLING_END {total_time}s"),
         Event::UserAccept { user_id, .. }
         | Event::Reject { user_id, .. }
@@ -518,6 +524,7 @@ pub fn describe(e: &Event) -> String {
         Event::MessageSent { to, text, .. } => format!("MESSAGE_SENT >{to} {text}"),
         Event::MessageRecalled { user_id, .. } => format!("MESSAGE_RECALLED with {user_id}"),
         Event::ConversationRead { user_id, .. } => format!("CONVERSATION_READ {user_id}"),
+        Event::C2cReadReceipt { user_id, .. } => format!("C2C_READ_RECEIPT {user_id}"),
         Event::Typing { user_id } => format!("TYPING {user_id}"),
         Event::UserAudioAvailable {
             user_id,

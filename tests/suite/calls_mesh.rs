@@ -5,7 +5,9 @@ use termphone::client::event::Event;
 use termphone::config::RelayConfig;
 use termphone::ids::UserId;
 
-use crate::common::mesh::Mesh;
+use serde_json::json;
+
+use crate::common::mesh::{Mesh, describe};
 
 fn user(u: &str) -> UserId {
     UserId::parse(u).unwrap()
@@ -85,12 +87,78 @@ fn one_device_answers_and_the_others_stop() {
     let (mut m, bob, a) = alice_ringing();
     m.command(a[1], accept());
     assert_eq!(m.log(a[1]), ["ON_CALL_BEGIN"]);
-    assert_eq!(m.log(a[0]), ["ON_CALL_CANCELED answered_elsewhere"]);
-    assert_eq!(m.log(a[2]), ["ON_CALL_CANCELED answered_elsewhere"]);
+    // The others say which device answered, in the event and its record.
+    let stopped = m.take(a[0]);
+    assert_eq!(
+        stopped.iter().map(describe).collect::<Vec<_>>(),
+        ["ON_CALL_CANCELED answered_elsewhere on a2"]
+    );
+    let json = serde_json::to_value(&stopped[0]).unwrap();
+    assert_eq!(
+        (&json["userID"], &json["deviceID"], &json["platform"]),
+        (&json!("alice"), &json!("a2"), &json!("terminal")),
+        "{json}"
+    );
+    let record = serde_json::to_value(stopped[0].call_record().unwrap()).unwrap();
+    assert_eq!(
+        (&record["outcome"], &record["deviceID"], &record["platform"]),
+        (
+            &json!("answered_elsewhere"),
+            &json!("a2"),
+            &json!("terminal")
+        ),
+        "{record}"
+    );
+    assert_eq!(m.log(a[2]), ["ON_CALL_CANCELED answered_elsewhere on a2"]);
     assert_eq!(
         m.log(bob),
         ["USER_ACCEPT alice", "USER_ENTER alice", "ON_CALL_BEGIN"]
     );
+}
+
+#[test]
+fn answered_on_another_device_names_that_device_and_its_platform() {
+    let mut m = Mesh::dev();
+    let bob = m.online("bob", "b1");
+    let mut alice = |device: &str, platform: &str| {
+        let d = m.add(termphone::ids::DEV_APP_ID, platform, "alice", device);
+        m.login(d);
+        m.command(d, Command::EnableMultiDeviceAbility { enable: true });
+        d
+    };
+    let (phone, laptop) = (alice("phone", "android"), alice("laptop", "desktop"));
+    m.command(bob, call(&["alice"]));
+    m.take(phone);
+    m.command(laptop, accept());
+    match &m.take(phone)[..] {
+        [
+            Event::OnCallCanceled {
+                elsewhere: Some(d),
+                record,
+                ..
+            },
+        ] => {
+            assert_eq!(
+                (d.device.as_str(), d.platform.as_str()),
+                ("laptop", "desktop")
+            );
+            assert_eq!(record.elsewhere.as_ref(), Some(d));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Reasons that involve no other device name none.
+    m.command(bob, hangup());
+    m.command(bob, call(&["alice"]));
+    m.take(phone);
+    m.command(bob, hangup());
+    match &m.take(phone)[..] {
+        [
+            Event::OnCallCanceled {
+                elsewhere, record, ..
+            },
+        ] => assert!(elsewhere.is_none() && record.elsewhere.is_none()),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -101,12 +169,15 @@ fn devices_answering_at_the_same_instant_get_exactly_one_winner() {
     }
     m.settle();
     let logs: Vec<Vec<String>> = a.iter().map(|&d| m.log(d)).collect();
-    let winners = logs.iter().filter(|l| **l == ["ON_CALL_BEGIN"]).count();
-    let losers = logs
-        .iter()
-        .filter(|l| **l == ["ON_CALL_CANCELED answered_elsewhere"])
-        .count();
-    assert_eq!((winners, losers), (1, 2), "{logs:?}");
+    let winners: Vec<usize> = (0..3).filter(|&k| logs[k] == ["ON_CALL_BEGIN"]).collect();
+    assert_eq!(winners.len(), 1, "{logs:?}");
+    // The losers name the device whose answer won.
+    let lost = [format!(
+        "ON_CALL_CANCELED answered_elsewhere on a{}",
+        winners[0] + 1
+    )];
+    let losers = logs.iter().filter(|l| **l == lost).count();
+    assert_eq!(losers, 2, "{logs:?}");
     assert_eq!(
         m.log(bob),
         ["USER_ACCEPT alice", "USER_ENTER alice", "ON_CALL_BEGIN"]
@@ -118,8 +189,8 @@ fn one_device_declines_and_every_device_stops() {
     let (mut m, bob, a) = alice_ringing();
     m.command(a[0], reject());
     assert_eq!(m.log(a[0]), ["ON_CALL_CANCELED declined"]);
-    assert_eq!(m.log(a[1]), ["ON_CALL_CANCELED declined_elsewhere"]);
-    assert_eq!(m.log(a[2]), ["ON_CALL_CANCELED declined_elsewhere"]);
+    assert_eq!(m.log(a[1]), ["ON_CALL_CANCELED declined_elsewhere on a1"]);
+    assert_eq!(m.log(a[2]), ["ON_CALL_CANCELED declined_elsewhere on a1"]);
     assert_eq!(m.log(bob), ["REJECT alice", "ON_CALL_CANCELED declined"]);
 }
 
@@ -133,7 +204,7 @@ fn one_device_ignores_and_only_it_stops() {
     // The others still ring and can answer; the ignoring device hears nothing more.
     m.command(a[2], accept());
     assert_eq!(m.log(a[2]), ["ON_CALL_BEGIN"]);
-    assert_eq!(m.log(a[1]), ["ON_CALL_CANCELED answered_elsewhere"]);
+    assert_eq!(m.log(a[1]), ["ON_CALL_CANCELED answered_elsewhere on a3"]);
     assert!(m.log(a[0]).is_empty());
 }
 
@@ -233,7 +304,7 @@ fn a_ringing_device_that_disconnects_leaves_the_others_ringing() {
     m.take(a[0]);
     m.command(a[1], accept());
     assert_eq!(m.log(a[1]), ["ON_CALL_BEGIN"]);
-    assert_eq!(m.log(a[2]), ["ON_CALL_CANCELED answered_elsewhere"]);
+    assert_eq!(m.log(a[2]), ["ON_CALL_CANCELED answered_elsewhere on a2"]);
 }
 
 #[test]
@@ -492,7 +563,7 @@ fn a_device_away_while_its_call_stops_hears_it_on_return() {
         m.log(a[0]),
         [
             "CONNECTION_CHANGED",
-            "ON_CALL_CANCELED answered_elsewhere",
+            "ON_CALL_CANCELED answered_elsewhere on a2",
             "SYNCED"
         ]
     );

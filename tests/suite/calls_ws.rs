@@ -58,8 +58,33 @@ async fn every_device_rings_one_answers_the_others_stop() {
     }
     a2.send(json!({"cmd": "accept"})).await;
     assert_eq!(a2.expect("ON_CALL_BEGIN").await["callRole"], "called");
-    assert_eq!(reason(&mut a1).await, "answered_elsewhere");
-    assert_eq!(reason(&mut a3).await, "answered_elsewhere");
+    // The others name the device that answered, and keep it in their history.
+    for a in [&mut a1, &mut a3] {
+        let stopped = a.expect("ON_CALL_CANCELED").await;
+        assert_eq!(
+            (
+                &stopped["reason"],
+                &stopped["deviceID"],
+                &stopped["platform"]
+            ),
+            (
+                &json!("answered_elsewhere"),
+                &json!("a2"),
+                &json!("terminal")
+            ),
+            "{stopped}"
+        );
+    }
+    a3.send(json!({"cmd": "getCallHistory"})).await;
+    let history = a3.expect("CALL_HISTORY").await;
+    assert_eq!(
+        (
+            &history["calls"][0]["outcome"],
+            &history["calls"][0]["deviceID"]
+        ),
+        (&json!("answered_elsewhere"), &json!("a2")),
+        "{history}"
+    );
     assert_eq!(bob.expect("USER_ACCEPT").await["userID"], "alice");
     assert_eq!(bob.expect("ON_CALL_BEGIN").await["callRole"], "caller");
 
@@ -98,8 +123,14 @@ async fn a_decline_stops_every_device_and_tells_the_caller() {
     a1.expect("ON_CALL_RECEIVED").await;
     a2.expect("ON_CALL_RECEIVED").await;
     a1.send(json!({"cmd": "reject"})).await;
-    assert_eq!(reason(&mut a1).await, "declined");
-    assert_eq!(reason(&mut a2).await, "declined_elsewhere");
+    let declined = a1.expect("ON_CALL_CANCELED").await;
+    assert_eq!(declined["reason"], "declined");
+    assert!(declined.get("deviceID").is_none(), "{declined}");
+    let elsewhere = a2.expect("ON_CALL_CANCELED").await;
+    assert_eq!(
+        (&elsewhere["reason"], &elsewhere["deviceID"]),
+        (&json!("declined_elsewhere"), &json!("a1"))
+    );
     assert_eq!(bob.expect("REJECT").await["userID"], "alice");
     assert_eq!(reason(&mut bob).await, "declined");
 }

@@ -292,7 +292,102 @@ fn reading_on_one_device_clears_unread_on_the_others() {
     );
     assert_eq!(m.log(b[1]), ["CONVERSATION_READ alice"]);
     assert_eq!(m.log(b[0]), ["CONVERSATION_READ alice"]);
-    assert!(m.log(a[0]).is_empty(), "read state is the reader's own");
+    // The unread count is the reader's own; the sender hears a receipt.
+    assert_eq!(m.log(a[0]), ["C2C_READ_RECEIPT bob"]);
+}
+
+fn mark_read(peer: &str) -> Command {
+    Command::Chat(ChatCommand::MarkRead { peer: user(peer) })
+}
+
+/// The (userID, timestamp) of every C2C_READ_RECEIPT device `i` saw since
+/// last asked; forgets everything it saw.
+fn receipts(m: &mut Mesh, i: usize) -> Vec<(String, u64)> {
+    m.take(i)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::C2cReadReceipt {
+                user_id, timestamp, ..
+            } => Some((user_id.to_string(), timestamp)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_read_receipt_reaches_every_device_of_the_sender_also_one_that_was_away() {
+    let (mut m, a, b) = two_by_two(&RelayConfig::default());
+    m.command(a[1], Command::Logout);
+    m.command(a[0], send("bob", "did you read this?"));
+    for d in [a[0], a[1], b[0], b[1]] {
+        m.take(d);
+    }
+    m.advance(5_000);
+    let read_at = m.now;
+    m.command(b[0], mark_read("alice"));
+    // Every device of the sender, with who read and up to when.
+    let receipt = || ("bob".to_string(), read_at);
+    assert_eq!(receipts(&mut m, a[0]), [receipt()]);
+    // The reader's devices learn it is read, and get no receipt of their own.
+    assert_eq!(m.log(b[0]), ["CONVERSATION_READ alice"]);
+    assert_eq!(m.log(b[1]), ["CONVERSATION_READ alice"]);
+    // A device that was away gets it when it comes back, once.
+    m.login(a[1]);
+    assert_eq!(receipts(&mut m, a[1]), [receipt()]);
+    m.command(a[1], Command::Logout);
+    m.login(a[1]);
+    assert!(receipts(&mut m, a[1]).is_empty(), "not twice");
+    // So does a brand-new device of the sender, within the window.
+    let fresh = m.add(DEV_APP_ID, "terminal", "alice", "a3");
+    m.login(fresh);
+    assert_eq!(receipts(&mut m, fresh), [receipt()]);
+}
+
+#[test]
+fn each_mark_read_is_one_receipt_and_receipts_move_forward() {
+    let (mut m, a, b) = two_by_two(&RelayConfig::default());
+    m.command(a[0], send("bob", "one"));
+    m.advance(1_000);
+    m.command(b[1], mark_read("alice"));
+    let first = m.now;
+    m.command(a[1], send("bob", "two"));
+    m.advance(1_000);
+    m.command(b[0], mark_read("alice"));
+    let second = m.now;
+    for d in a {
+        assert_eq!(
+            receipts(&mut m, d),
+            [("bob".into(), first), ("bob".into(), second)],
+            "device {d}"
+        );
+    }
+    // A read mark is about one conversation: carol's devices hear nothing.
+    let c = m.online("carol", "c1");
+    m.command(b[0], mark_read("carol"));
+    assert_eq!(receipts(&mut m, c), [("bob".into(), m.now)]);
+    for d in a {
+        assert!(m.take(d).is_empty(), "alice is not told of bob and carol");
+    }
+}
+
+#[test]
+fn reading_the_conversation_with_oneself_sends_no_receipt() {
+    let (mut m, a, _b) = two_by_two(&RelayConfig::default());
+    m.command(a[0], send("alice", "a note to self"));
+    for d in a {
+        m.take(d);
+    }
+    m.command(a[0], mark_read("alice"));
+    for d in a {
+        assert_eq!(m.log(d), ["CONVERSATION_READ alice"], "device {d}");
+    }
+    let fresh = m.add(DEV_APP_ID, "terminal", "alice", "a3");
+    m.login(fresh);
+    let log = m.log(fresh);
+    assert!(
+        !log.iter().any(|l| l.starts_with("C2C_READ_RECEIPT")),
+        "{log:?}"
+    );
 }
 
 #[test]

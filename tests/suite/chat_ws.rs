@@ -437,3 +437,75 @@ async fn resend_sync_off_typing_and_recall_refusals_over_the_wire() {
     }
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_read_receipt_crosses_real_sockets_and_outlives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let device = |user: &str, dev: &str| {
+        Headless::spawn(
+            dir.path(),
+            &["--relay", &url, "--user", user, "--device", dev],
+        )
+    };
+    let mut alice = device("alice", "a1");
+    wait_for_ready(&mut alice).await;
+    let mut bob = device("bob", "b1");
+    wait_for_ready(&mut bob).await;
+    alice
+        .send(json!({"cmd": "sendMessage", "userID": "bob", "text": "seen it?"}))
+        .await;
+    let sent_at = alice.expect("MESSAGE_SENT").await["timestamp"]
+        .as_u64()
+        .unwrap();
+    bob.expect("MESSAGE_RECEIVED").await;
+    bob.send(json!({"cmd": "markRead", "userID": "alice"}))
+        .await;
+    bob.expect("CONVERSATION_READ").await;
+
+    let receipt = alice.expect("C2C_READ_RECEIPT").await;
+    let mut keys: Vec<&str> = receipt
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["event", "seq", "timestamp", "ts", "userID"],
+        "{receipt}"
+    );
+    assert_eq!(receipt["userID"], "bob");
+    let read_at = receipt["timestamp"].as_u64().unwrap();
+    assert!(read_at >= sent_at, "{receipt}");
+    alice.send(json!({"cmd": "quit"})).await;
+    alice.exits_cleanly().await;
+
+    // The same device again: its local store remembers how far bob read,
+    // and the receipt does not come twice.
+    let mut alice = device("alice", "a1");
+    alice.expect("SDK_READY").await;
+    loop {
+        let e = alice.next().await.unwrap();
+        assert_ne!(e["event"], "C2C_READ_RECEIPT", "{e}");
+        if e["event"] == "SYNCED" {
+            break;
+        }
+    }
+    alice.send(json!({"cmd": "getConversations"})).await;
+    let convs = alice.expect("CONVERSATIONS").await;
+    assert_eq!(convs["conversations"][0]["userID"], "bob");
+    assert_eq!(convs["conversations"][0]["peerRead"], read_at);
+
+    // Another device of alice, new: the receipt comes with its catch-up.
+    let mut other = device("alice", "a2");
+    let late = other.expect("C2C_READ_RECEIPT").await;
+    assert_eq!(
+        (&late["userID"], &late["timestamp"]),
+        (&json!("bob"), &json!(read_at))
+    );
+    other.expect("SYNCED").await;
+    relay.shutdown().await;
+}

@@ -118,6 +118,7 @@ impl World {
                     Event::MessageReceived { seq, .. }
                     | Event::MessageRecalled { seq, .. }
                     | Event::ConversationRead { seq, .. }
+                    | Event::C2cReadReceipt { seq, .. }
                     | Event::MessageSent { seq: Some(seq), .. } => Some(*seq),
                     _ => None,
                 };

@@ -134,3 +134,120 @@ async fn a_malformed_flow_is_refused_with_the_reason() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("step 1: no device named \"b\""));
 }
+
+/// A directory of flows: a summary line each, the totals, exit status 1
+/// when one failed, and JUnit XML and JSON reports that a reader takes.
+#[tokio::test]
+async fn a_directory_of_flows_runs_each_and_reports_in_junit_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    for file in ["hangup_duration.toml", "busy.toml"] {
+        std::fs::copy(format!("examples/flows/{file}"), flows.join(file)).unwrap();
+    }
+    // The same call held to a bound it cannot meet: a comparison fails,
+    // naming the field and what arrived.
+    let held = std::fs::read_to_string("examples/flows/hangup_duration.toml")
+        .unwrap()
+        .replace(
+            "fields = { totalTime = 0 }",
+            "compare = { totalTime = \">= 100\" }\nwithin_ms = 1000",
+        )
+        .replace("either party hangs up", "a call held to 100 s");
+    std::fs::write(flows.join("z_held.toml"), held).unwrap();
+    let junit = dir.path().join("report.xml");
+    let json = dir.path().join("report.json");
+    let out = termphone(dir.path())
+        .arg("flow")
+        .arg(&flows)
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("3 flows: 2 passed, 1 failed"), "{stdout}");
+    assert!(
+        stdout
+            .contains("expected CALLING_END totalTime >= 100 within 1000 ms; arrived: CALLING_END"),
+        "{stdout}"
+    );
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}:\n{xml}"));
+    let suite = (doc.descendants())
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    assert_eq!(
+        (suite.attribute("tests"), suite.attribute("failures")),
+        (Some("3"), Some("1"))
+    );
+    let cases: Vec<_> = suite
+        .children()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    assert_eq!(cases.len(), 3);
+    let failed: Vec<_> = (cases.iter())
+        .filter_map(|c| c.children().find(|n| n.has_tag_name("failure")))
+        .collect();
+    assert_eq!(failed.len(), 1);
+    let message = failed[0].attribute("message").unwrap();
+    assert!(
+        message.starts_with("step 7 [alice]: expected CALLING_END"),
+        "{message}"
+    );
+    assert!(failed[0].text().unwrap().contains("✗   7 [alice]"), "{xml}");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        (report["passed"].clone(), report["failed"].clone()),
+        (2.into(), 1.into())
+    );
+    let steps = report["flows"][0]["steps"].as_array().unwrap();
+    assert!(
+        steps
+            .iter()
+            .all(|s| s["passed"] == true && s["ms"].is_u64())
+    );
+}
+
+/// Input that cannot be used is exit status 2, before any device starts.
+#[tokio::test]
+async fn an_unusable_flow_or_comparison_is_exit_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string("examples/flows/hangup_duration.toml")
+        .unwrap()
+        .replace(
+            "fields = { totalTime = 0 }",
+            "compare = { totalTime = \"about 3\" }",
+        );
+    std::fs::write(&bad, text).unwrap();
+    let out = termphone(dir.path())
+        .arg("flow")
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "compare: totalTime = \"about 3\" is not OP NUMBER; OP is one of <, <=, >, >=, =="
+        ),
+        "{stderr}"
+    );
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = termphone(dir.path())
+        .arg("flow")
+        .arg(&empty)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

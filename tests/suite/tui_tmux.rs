@@ -423,3 +423,176 @@ async fn a_tui_whose_terminal_goes_away_logs_out_and_exits() {
     }
     relay.shutdown().await;
 }
+
+/// The conversation pane's column of `screen` (the fourth `│`-separated
+/// field of each row), spaces left out: CJK text read across its rows.
+fn conversation_column(screen: &str) -> String {
+    (screen.lines())
+        .filter_map(|l| l.split('│').nth(3))
+        .map(|l| l.replace(' ', ""))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_long_history_scrolls_back_to_its_first_message_and_long_ones_show_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let tmux = Tmux::new("scroll");
+    tmux.start("tui", &tui(dir.path(), &url, "--user alice --device a1"));
+    tmux.wait_for("tui", "LOGINED").await;
+    let mut bob = Headless::spawn(
+        dir.path(),
+        &["--relay", &url, "--user", "bob", "--device", "b1"],
+    );
+    bob.expect("SYNCED").await;
+    let words: Vec<String> = (0..120).map(|i| format!("w{i:03}")).collect();
+    let long = words.join(" ");
+    let chinese =
+        "我们明天下午三点在三楼的大会议室开会，请大家准时参加并带上各自负责的项目进度报告和计划。";
+    let mut texts: Vec<String> = (1..=40).map(|n| format!("message {n:02}")).collect();
+    texts.extend([long.clone(), chinese.to_owned()]);
+    for text in &texts {
+        bob.send(json!({"cmd": "sendMessage", "userID": "alice", "text": text}))
+            .await;
+        bob.expect("MESSAGE_SENT").await;
+    }
+    tmux.wait_for("tui", "● bob").await;
+    tmux.keys("tui", &["Enter"]);
+    tmux.wait_for("tui", "的项目进度报告").await;
+
+    // Every word of the 600-character message and the whole sentence.
+    let screen = tmux.screen("tui");
+    for w in &words {
+        assert!(screen.contains(w.as_str()), "{w} is missing:\n{screen}");
+    }
+    assert!(
+        conversation_column(&screen).contains(chinese),
+        "the sentence is cut:\n{screen}"
+    );
+
+    // PageUp reaches the first of them, page by page.
+    for _ in 0..30 {
+        if tmux.screen("tui").contains("message 01") {
+            break;
+        }
+        tmux.keys("tui", &["PageUp"]);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    tmux.wait_for("tui", "message 01").await;
+    // And End comes back to the newest.
+    tmux.keys("tui", &["End"]);
+    tmux.wait_for("tui", "的项目进度报告").await;
+    tmux.keys("tui", &["q"]);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_paste_is_one_message_read_marks_show_and_a_recall_reaches_the_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let mut bob = Headless::spawn(
+        dir.path(),
+        &["--relay", &url, "--user", "bob", "--device", "b1"],
+    );
+    bob.expect("SYNCED").await;
+    let tmux = Tmux::new("paste");
+    tmux.start("tui", &tui(dir.path(), &url, "--user alice --device a1"));
+    tmux.wait_for("tui", "● bob").await;
+    tmux.keys("tui", &["Enter", "w"]);
+    tmux.wait_for("tui", " write ").await;
+
+    // A bracketed paste of two lines is one draft, sent once with Enter.
+    tmux.run(&[
+        "set-buffer",
+        "-b",
+        "p",
+        "first pasted line\nsecond pasted line",
+    ]);
+    tmux.run(&["paste-buffer", "-p", "-b", "p", "-t", "tui"]);
+    tmux.wait_for("tui", "second pasted line").await;
+    tmux.keys("tui", &["Enter"]);
+    let got = bob.expect("MESSAGE_RECEIVED").await;
+    assert_eq!(got["text"], "first pasted line\nsecond pasted line");
+    tmux.wait_for("tui", "second pasted line ✓").await;
+
+    // bob reads it: the mark turns to read.
+    bob.send(json!({"cmd": "markRead", "userID": "alice"}))
+        .await;
+    tmux.wait_for("tui", "second pasted line ✓✓").await;
+
+    // alice selects her message and recalls it; bob sees it go.
+    tmux.keys("tui", &["Up", "X"]);
+    let recalled = bob.expect("MESSAGE_RECALLED").await;
+    assert_eq!(recalled["msgID"], got["msgID"]);
+    tmux.wait_for("tui", "(message recalled)").await;
+    tmux.keys("tui", &["q"]);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_message_refused_by_a_full_disk_is_sent_again_with_r() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    // A disk with room for a few messages: writes beyond fail as full.
+    let store = termphone::relay::store::Store::open(&db).unwrap();
+    store.limit_size(256 * 1024).unwrap();
+    let relay = termphone::relay::start(&test_config(), store)
+        .await
+        .unwrap();
+    let url = relay.url();
+    let addr = relay.local_addr();
+    let mut bob = Headless::spawn(
+        dir.path(),
+        &["--relay", &url, "--user", "bob", "--device", "b1"],
+    );
+    bob.expect("SYNCED").await;
+    let tmux = Tmux::new("resend");
+    tmux.start("tui", &tui(dir.path(), &url, "--user alice --device a1"));
+    tmux.wait_for("tui", "● bob").await;
+    // bob fills the disk.
+    let big = "x".repeat(60 * 1024);
+    for k in 0..20 {
+        bob.send(json!({"cmd": "sendMessage", "userID": "alice", "text": big, "clientMsgID": format!("fill{k}")}))
+            .await;
+        let answer = loop {
+            let e = bob.next().await.unwrap();
+            if e["event"] == "MESSAGE_SENT" || e["event"] == "ERROR" {
+                break e;
+            }
+        };
+        if answer["event"] == "ERROR" {
+            break;
+        }
+    }
+    tmux.keys("tui", &["Enter", "w"]);
+    tmux.wait_for("tui", " write ").await;
+    // Too long for a tmux command line: the paste comes from a file.
+    let text = dir.path().join("paste.txt");
+    let hello = format!("hello despite the disk {}", "y".repeat(60 * 1024));
+    std::fs::write(&text, &hello).unwrap();
+    tmux.run(&["load-buffer", "-b", "p", text.to_str().unwrap()]);
+    tmux.run(&["paste-buffer", "-p", "-b", "p", "-t", "tui"]);
+    tmux.wait_for("tui", "yyyyyyyyyy").await;
+    tmux.keys("tui", &["Enter"]);
+    tmux.wait_for("tui", "a message was not sent; r sends it again")
+        .await;
+    tmux.wait_for("tui", "✗").await;
+
+    // The operator makes room (a relay without the limit, same address and
+    // database); alice's device reconnects, and r sends it once.
+    relay.shutdown().await;
+    let config = termphone::config::RelayConfig {
+        listen: addr,
+        ..test_config()
+    };
+    let relay = relay_at(&config, &db).await;
+    tmux.wait_for("tui", "connected").await;
+    tmux.keys("tui", &["r"]);
+    let got = bob.expect("MESSAGE_RECEIVED").await;
+    assert!(got["text"] == hello.as_str(), "{got}");
+    tmux.wait_for("tui", "y ✓").await;
+    tmux.keys("tui", &["q"]);
+    relay.shutdown().await;
+}

@@ -7,7 +7,7 @@ use super::{ClientEngine, MediaCommand, Millis, Output};
 use strum::IntoStaticStr;
 
 use crate::client::event::{AUDIO_CALL, Event};
-use crate::client::records::{CallOutcome, CallRecord, CallRole};
+use crate::client::records::{CallOutcome, CallRecord, CallRole, DeviceView};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
 use crate::protocol::{
@@ -42,12 +42,14 @@ impl CallView {
             outcome,
             missed,
             total_time,
+            elsewhere: None,
         })
     }
 
     /// What the history says of a call that stopped here before it
-    /// connected: missed when nobody of this user answered or declined.
-    fn stopped(&self, reason: CancelReason) -> Box<CallRecord> {
+    /// connected: missed when nobody of this user answered or declined;
+    /// `elsewhere`, the device that did, if another one did.
+    fn stopped(&self, reason: CancelReason, elsewhere: Option<DeviceView>) -> Box<CallRecord> {
         use CancelReason::*;
         let (outcome, missed) = match (self.role, reason) {
             (CallRole::Called, CallerCanceled | Timeout | CallEnded | SignedOut) => {
@@ -56,7 +58,9 @@ impl CallView {
             (CallRole::Caller, Timeout | Declined | Busy) => (CallOutcome::NoAnswer, false),
             (_, other) => (CallOutcome::Stopped(other), false),
         };
-        self.record(outcome, missed, 0)
+        let mut record = self.record(outcome, missed, 0);
+        record.elsewhere = elsewhere;
+        record
     }
 }
 
@@ -157,7 +161,7 @@ impl ClientEngine {
                 let id = self.ringing_id(call_id)?;
                 let view = self.calls.ringing.remove(&id).expect("ringing");
                 self.send(ClientMsg::Ignore { call_id: id });
-                self.event(canceled(&view, &me, CancelReason::Ignored));
+                self.event(canceled(&view, &me, CancelReason::Ignored, None));
             }
             CallCommand::Hangup { call_id } => {
                 let id = match call_id {
@@ -293,7 +297,10 @@ impl ClientEngine {
                 self.calls.current = Some(view);
             }
             ServerMsg::CallCanceled {
-                call_id, reason, ..
+                call_id,
+                reason,
+                by,
+                ..
             } => {
                 let view = match self.calls.ringing.remove(&call_id) {
                     Some(v) => v,
@@ -302,7 +309,7 @@ impl ClientEngine {
                         None => return,
                     },
                 };
-                self.event(canceled(&view, me, reason));
+                self.event(canceled(&view, me, reason, by.map(DeviceView::from)));
             }
             ServerMsg::CallEnd {
                 call_id,
@@ -374,7 +381,7 @@ impl ClientEngine {
     /// The device signs out: whatever rang or ran here ends, visibly.
     pub(super) fn drop_calls(&mut self, now: Millis, me: &UserId) {
         for view in std::mem::take(&mut self.calls.ringing).into_values() {
-            self.event(canceled(&view, me, CancelReason::SignedOut));
+            self.event(canceled(&view, me, CancelReason::SignedOut, None));
         }
         if let Some(view) = self.calls.current.take() {
             self.end_locally(now, me, view, CancelReason::SignedOut);
@@ -398,7 +405,7 @@ impl ClientEngine {
                     record: view.record(CallOutcome::Answered, false, total_time),
                 }
             }
-            None => canceled(&view, me, reason),
+            None => canceled(&view, me, reason, None),
         };
         self.event(event);
     }
@@ -427,7 +434,7 @@ impl ClientEngine {
             .collect();
         for id in gone {
             let view = self.calls.ringing.remove(&id).expect("listed");
-            self.event(canceled(&view, me, CancelReason::CallEnded));
+            self.event(canceled(&view, me, CancelReason::CallEnded, None));
         }
         for call in ringing {
             let known = self.calls.ringing.contains_key(&call.call_id)
@@ -562,7 +569,20 @@ fn view_of(call: &CallInfo, role: CallRole, now: Millis) -> CallView {
     }
 }
 
-fn canceled(view: &CallView, me: &UserId, reason: CancelReason) -> Event {
+/// `elsewhere`: the device of this user that answered or declined, kept
+/// only with the reasons that say another device did.
+fn canceled(
+    view: &CallView,
+    me: &UserId,
+    reason: CancelReason,
+    elsewhere: Option<DeviceView>,
+) -> Event {
+    let elsewhere = elsewhere.filter(|_| {
+        matches!(
+            reason,
+            CancelReason::AnsweredElsewhere | CancelReason::DeclinedElsewhere
+        )
+    });
     Event::OnCallCanceled {
         call_id: view.id.clone(),
         room_id: view.room,
@@ -570,7 +590,8 @@ fn canceled(view: &CallView, me: &UserId, reason: CancelReason) -> Event {
         reason,
         call_media_type: AUDIO_CALL,
         call_role: view.role,
-        record: view.stopped(reason),
+        record: view.stopped(reason, elsewhere.clone()),
+        elsewhere,
     }
 }
 
@@ -635,7 +656,7 @@ mod tests {
             ),
         ];
         for (role, reason, outcome, missed) in cases {
-            let record = view(role).stopped(reason);
+            let record = view(role).stopped(reason, None);
             assert_eq!(
                 (record.outcome, record.missed),
                 (outcome, missed),

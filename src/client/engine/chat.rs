@@ -381,6 +381,11 @@ impl ClientEngine {
                 timestamp: at,
                 seq,
             },
+            EntryKind::ReadReceipt { peer, at } => Event::C2cReadReceipt {
+                user_id: peer,
+                timestamp: at,
+                seq,
+            },
         };
         self.event(event);
     }

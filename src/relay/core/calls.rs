@@ -12,7 +12,9 @@ use rand::Rng;
 use super::{ConnId, Millis, RelayCore, SessionId, Timer};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, UserId};
-use crate::protocol::{CallInfo, CancelReason, CurrentCall, PeerAction, RoomId, ServerMsg};
+use crate::protocol::{
+    CallInfo, CancelReason, CurrentCall, DeviceInfo, PeerAction, RoomId, ServerMsg,
+};
 
 /// How long an invitation rings when the caller does not say.
 pub const DEFAULT_RING_SECS: u32 = 30;
@@ -361,8 +363,14 @@ impl RelayCore {
             unreachable!("ringing_call checked the member");
         };
         self.mark_joined(app, &user, key);
+        let by = self.device_info(sid);
         for other in ringing.into_iter().filter(|&s| s != sid) {
-            self.cancel_on(key, other, CancelReason::AnsweredElsewhere);
+            self.cancel_on(
+                key,
+                other,
+                CancelReason::AnsweredElsewhere,
+                Some(by.clone()),
+            );
         }
         let room = self.calls.calls[&key].room;
         let call_id = self.calls.calls[&key].id.clone();
@@ -385,13 +393,18 @@ impl RelayCore {
         };
         let (_, user) = self.identity(sid);
         let ringing = self.remove_invitee(key, &user);
+        let by = self.device_info(sid);
         for other in ringing {
-            let reason = if other == sid {
-                CancelReason::Declined
+            if other == sid {
+                self.cancel_on(key, other, CancelReason::Declined, None);
             } else {
-                CancelReason::DeclinedElsewhere
-            };
-            self.cancel_on(key, other, reason);
+                self.cancel_on(
+                    key,
+                    other,
+                    CancelReason::DeclinedElsewhere,
+                    Some(by.clone()),
+                );
+            }
         }
         self.peer_event(key, &user, PeerAction::Rejected, vec![user.clone()], true);
         self.settle_call(key, CancelReason::Declined);
@@ -655,7 +668,7 @@ impl RelayCore {
         let sponsor = call.sponsor.clone();
         for user in &expired {
             for s in self.remove_invitee(key, user) {
-                self.cancel_on(key, s, CancelReason::Timeout);
+                self.cancel_on(key, s, CancelReason::Timeout, None);
             }
         }
         // NO_RESP goes to everyone still in the call or ringing.
@@ -698,7 +711,7 @@ impl RelayCore {
             if let Some(ringing) = self.ringing_of(key, &user) {
                 ringing.remove(&sid);
             }
-            self.cancel_on(key, sid, CancelReason::SignedOut);
+            self.cancel_on(key, sid, CancelReason::SignedOut, None);
         }
     }
 
@@ -721,6 +734,7 @@ impl RelayCore {
                         call_id,
                         room,
                         reason: CancelReason::CallerCanceled,
+                        by: None,
                     },
                 );
             }
@@ -780,6 +794,7 @@ impl RelayCore {
                     call_id: call_id.clone(),
                     room,
                     reason,
+                    by: None,
                 }
             };
             self.send_to_session(s, msg);
@@ -804,6 +819,7 @@ impl RelayCore {
                                 call_id: call.id.clone(),
                                 room: call.room,
                                 reason,
+                                by: None,
                             },
                         );
                     }
@@ -841,12 +857,21 @@ impl RelayCore {
         }
     }
 
-    fn cancel_on(&mut self, key: CallKey, sid: SessionId, reason: CancelReason) {
+    /// Stops the call ringing on `sid` with `reason`; `by` names the
+    /// device of the same user that answered or declined it.
+    fn cancel_on(
+        &mut self,
+        key: CallKey,
+        sid: SessionId,
+        reason: CancelReason,
+        by: Option<DeviceInfo>,
+    ) {
         let call = &self.calls.calls[&key];
         let msg = ServerMsg::CallCanceled {
             call_id: call.id.clone(),
             room: call.room,
             reason,
+            by,
         };
         self.send_to_session(sid, msg);
     }

@@ -1,8 +1,8 @@
 //! Chat on the relay: idempotent send, per-user timelines, delivery to every
-//! device of both users, recall, read marks, typing, and sync.
+//! device of both users, recall, read marks and receipts, typing, and sync.
 //!
-//! Every message, recall and read mark is an entry in the timeline of each
-//! user it concerns, numbered by a per-user `seq`. A device remembers the
+//! Every message, recall, read mark and read receipt is an entry in the
+//! timeline of each user it concerns, numbered by a per-user `seq`. A device remembers the
 //! last `seq` it applied; `sync` hands it exactly the entries after that,
 //! within the compensation window, in order. Nothing is acknowledged or
 //! delivered before the store has committed it: the core emits the write,
@@ -110,7 +110,7 @@ enum AfterCommit {
         msg_id: String,
         rows: Vec<TimelineRow>,
     },
-    /// Deliver rows (a recall or a read mark) that `by` asked for.
+    /// Deliver rows (a recall, or a read mark and its receipt) that `by` asked for.
     Rows {
         app: AppId,
         rows: Vec<TimelineRow>,
@@ -469,7 +469,21 @@ impl RelayCore {
         // A mark is replayed to every new device: none for a conversation
         // with someone who was never here.
         self.check_known(app, &peer)?;
-        let rows = vec![self.chat.row(app, user, EntryKind::Read { peer, at: now })];
+        // The reader's devices learn it is read; the peer's devices (the
+        // sender of what was read) get a receipt, in the same write, so one
+        // never goes without the other. None for a conversation with oneself.
+        let read = EntryKind::Read {
+            peer: peer.clone(),
+            at: now,
+        };
+        let mut rows = vec![self.chat.row(app, user.clone(), read)];
+        if peer != user {
+            let receipt = EntryKind::ReadReceipt {
+                peer: user,
+                at: now,
+            };
+            rows.push(self.chat.row(app, peer, receipt));
+        }
         self.commit_rows(sid, app, rows, "mark_read", None, |token, rows| {
             StoreOp::AppendRows { token, app, rows }
         });
