@@ -59,6 +59,7 @@ fn call_msg(callee: &str) -> ClientMsg {
         invitees: vec![callee.to_owned()],
         group: false,
         timeout_secs: None,
+        user_data: None,
     }
 }
 

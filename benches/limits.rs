@@ -216,6 +216,7 @@ async fn idle_sockets(mode: Mode) {
             invitees: vec!["callee".into()],
             group: false,
             timeout_secs: None,
+            user_data: None,
         },
     )
     .await;
@@ -302,6 +303,7 @@ async fn flood(mode: Mode) {
                         invitees: vec!["nobody-here".into()],
                         group: false,
                         timeout_secs: None,
+                        user_data: None,
                     },
                 };
                 if sink

@@ -158,6 +158,7 @@ async fn call(url: &str, caller: &str, callee: &str) -> (Ws, Ws, RoomId) {
             invitees: vec![callee.into()],
             group: false,
             timeout_secs: None,
+            user_data: None,
         },
     )
     .await;

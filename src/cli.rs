@@ -163,6 +163,16 @@ pub struct DeviceArgs {
     /// Where call audio goes: default, a device name, null, wav:PATH.
     #[arg(long, value_name = "SPEC", value_parser = parse_audio_sink)]
     pub audio_out: Option<AudioSpec>,
+    /// Accept every call that rings on this device, after MS milliseconds
+    /// (default 0; same as setAutoAnswer; client.auto_answer_ms).
+    #[arg(
+        long,
+        value_name = "MS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "0"
+    )]
+    pub auto_answer: Option<u64>,
 }
 
 fn parse_audio_spec(s: &str) -> Result<AudioSpec, String> {
@@ -281,6 +291,7 @@ impl DeviceArgs {
             multi_device,
             audio_in,
             audio_out,
+            auto_answer,
         } = self;
         relay.is_none()
             && relay_fingerprint.is_none()
@@ -292,6 +303,7 @@ impl DeviceArgs {
             && !multi_device
             && audio_in.is_none()
             && audio_out.is_none()
+            && auto_answer.is_none()
     }
 
     /// Flags over config over defaults; `audio` is the front end's own
@@ -316,6 +328,7 @@ impl DeviceArgs {
             secret: c.secret.clone(),
             usersig_lifetime_secs: c.usersig_lifetime_secs,
             multi_device: self.multi_device || c.multi_device,
+            auto_answer_ms: self.auto_answer.or(c.auto_answer_ms),
             data_dir: dirs.data_dir.clone(),
             media: MediaSettings {
                 input: (self.audio_in.as_ref())

@@ -124,6 +124,9 @@ pub struct ClientConfig {
     pub platform: Platform,
     /// Ring on this device too when the user has several online (like --multi-device).
     pub multi_device: bool,
+    /// Accept every call that rings here after this many ms (like
+    /// --auto-answer=MS); unset, calls ring until answered.
+    pub auto_answer_ms: Option<u64>,
     /// Start the bundled relay when nothing answers: unset, only on the
     /// default loopback address; `true`, also on a loopback `relay_url`;
     /// `false`, never.
@@ -143,6 +146,7 @@ impl Default for ClientConfig {
             device: None,
             platform: Platform::terminal(),
             multi_device: false,
+            auto_answer_ms: None,
             autostart_relay: None,
             usersig_lifetime_secs: DEFAULT_LIFETIME_SECS,
         }
@@ -471,6 +475,7 @@ mod tests {
             "device",
             "platform",
             "multi_device",
+            "auto_answer_ms",
             "autostart_relay",
             "usersig_lifetime_secs",
             "listen",

@@ -68,6 +68,7 @@ pub async fn run(keymap: Keymap, tls: bool) -> std::io::Result<()> {
         secret: DEV_SECRET.into(),
         usersig_lifetime_secs: 24 * 3600,
         multi_device: true,
+        auto_answer_ms: None,
         data_dir: scratch.path().join("data"),
         media: MediaSettings {
             input: AudioSpec::Default,
@@ -177,6 +178,7 @@ impl Peer {
         self.send(Command::Call(CallCommand::Call {
             users: vec![UserId::parse(ME).expect("valid")],
             timeout_secs: None,
+            user_data: None,
         }));
     }
 }

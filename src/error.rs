@@ -61,6 +61,10 @@ error_codes! {
     NoSuchCall = 6103, "NO_SUCH_CALL", "no call matches (nothing rings here, or the callId or roomID is unknown)";
     CallFull = 6104, "CALL_FULL", "the call would exceed the relay's participant limit (relay.max_call_participants)";
     NotAGroupCall = 6105, "NOT_A_GROUP_CALL", "only a group call can be joined by room id";
+    UserDataTooLong = 6106, "USER_DATA_TOO_LONG", "a call's userData is limited to 1024 bytes";
+    CallNotConnected = 6107, "CALL_NOT_CONNECTED", "hold, unhold and transferCall need a connected call; this one still rings";
+    TransferGroupCall = 6108, "TRANSFER_GROUP_CALL", "only a one-to-one call can be transferred, not a group call";
+    InvalidTransferTarget = 6109, "INVALID_TRANSFER_TARGET", "a call is transferred to a third user, not to oneself or the other party";
     RelayUnreachable = 6200, "RELAY_UNREACHABLE", "the relay did not answer; the client keeps retrying with backoff";
     RelayCertificateMismatch = 6201, "RELAY_CERTIFICATE_MISMATCH", "the wss:// relay presented a certificate other than the one this device pinned or trusted on first use; the device does not connect (the message names both fingerprints)";
     PlaintextRelay = 6202, "PLAINTEXT_RELAY", "warning: the link to the relay is ws:// and leaves this machine, so tickets, messages and voice can be read on the way; use wss://";

@@ -1069,7 +1069,7 @@ mod tests {
         let e =
             refused("[[step]]\ndevice = \"bob\"\nsend = { cmd = \"call\", user = \"alice\" }\n");
         assert!(
-            e.contains("step 1: send: call: unknown field `user`, expected `userID` or `timeout`"),
+            e.contains("step 1: send: call: unknown field `user`, expected one of `userID`, `timeout`, `userData`"),
             "{e}"
         );
         let e = refused("[[step]]\ndevice = \"bob\"\nsend = { cmd = \"call\" }\n");

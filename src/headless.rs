@@ -59,11 +59,15 @@ enum Request {
         #[serde(rename = "userID")]
         user_id: UserId,
         timeout: Option<u32>,
+        #[serde(rename = "userData")]
+        user_data: Option<String>,
     },
     GroupCall {
         #[serde(rename = "userIDList")]
         user_id_list: Vec<UserId>,
         timeout: Option<u32>,
+        #[serde(rename = "userData")]
+        user_data: Option<String>,
     },
     Accept {
         #[serde(rename = "callId")]
@@ -91,6 +95,23 @@ enum Request {
     },
     OpenMicrophone {},
     CloseMicrophone {},
+    Hold {
+        #[serde(rename = "callId")]
+        call_id: Option<String>,
+    },
+    Unhold {
+        #[serde(rename = "callId")]
+        call_id: Option<String>,
+    },
+    TransferCall {
+        #[serde(rename = "userID")]
+        user_id: UserId,
+    },
+    SetAutoAnswer {
+        enable: bool,
+        #[serde(rename = "delayMs")]
+        delay_ms: Option<u64>,
+    },
     GetUsers {
         #[serde(default)]
         subscribe: bool,
@@ -190,16 +211,23 @@ impl Request {
             Request::EnableMultiDeviceAbility { enable } => {
                 engine(Command::EnableMultiDeviceAbility { enable })
             }
-            Request::Call { user_id, timeout } => call(CallCommand::Call {
+            Request::Call {
+                user_id,
+                timeout,
+                user_data,
+            } => call(CallCommand::Call {
                 users: vec![user_id],
                 timeout_secs: timeout,
+                user_data,
             }),
             Request::GroupCall {
                 user_id_list,
                 timeout,
+                user_data,
             } => call(CallCommand::GroupCall {
                 users: user_id_list,
                 timeout_secs: timeout,
+                user_data,
             }),
             Request::Accept { call_id } => call(CallCommand::Accept { call_id }),
             Request::Reject { call_id } => call(CallCommand::Reject { call_id }),
@@ -213,6 +241,12 @@ impl Request {
             }
             Request::OpenMicrophone {} => call(CallCommand::OpenMicrophone),
             Request::CloseMicrophone {} => call(CallCommand::CloseMicrophone),
+            Request::Hold { call_id } => call(CallCommand::Hold { call_id }),
+            Request::Unhold { call_id } => call(CallCommand::Unhold { call_id }),
+            Request::TransferCall { user_id } => call(CallCommand::TransferCall { user: user_id }),
+            Request::SetAutoAnswer { enable, delay_ms } => engine(Command::SetAutoAnswer {
+                delay_ms: enable.then_some(delay_ms.unwrap_or(0)),
+            }),
             Request::SendMessage {
                 user_id,
                 text,
@@ -764,6 +798,10 @@ mod tests {
             Command::Call(CallCommand::JoinInGroupCall { room: 1 }),
             Command::Call(CallCommand::OpenMicrophone),
             Command::Call(CallCommand::CloseMicrophone),
+            Command::Call(CallCommand::Hold { call_id: None }),
+            Command::Call(CallCommand::Unhold { call_id: None }),
+            Command::Call(CallCommand::TransferCall { user: bob.clone() }),
+            Command::SetAutoAnswer { delay_ms: Some(0) },
             Command::Chat(ChatCommand::SendMessage {
                 to: bob.clone(),
                 text: "hi".into(),
@@ -800,6 +838,13 @@ mod tests {
             r#"{"cmd":"inviteUser","userIDList":["dave"]}"#,
             r#"{"cmd":"joinInGroupCall","roomID":7}"#,
             r#"{"cmd":"closeMicrophone"}"#,
+            r#"{"cmd":"call","userID":"bob","userData":"ticket 42"}"#,
+            r#"{"cmd":"groupCall","userIDList":["bob"],"userData":"x"}"#,
+            r#"{"cmd":"hold"}"#,
+            r#"{"cmd":"unhold","callId":"c1"}"#,
+            r#"{"cmd":"transferCall","userID":"carol"}"#,
+            r#"{"cmd":"setAutoAnswer","enable":true,"delayMs":500}"#,
+            r#"{"cmd":"setAutoAnswer","enable":false}"#,
             r#"{"cmd":"sendMessage","userID":"bob","text":"hi","clientMsgID":"m1"}"#,
             r#"{"cmd":"recallMessage","msgID":"m1"}"#,
             r#"{"cmd":"markRead","userID":"bob"}"#,

@@ -65,6 +65,10 @@ pub enum ClientMsg {
         /// Ring timeout in seconds (default 30).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_secs: Option<u32>,
+        /// The caller's own data for the callees (`userData`), at most
+        /// [`MAX_USER_DATA_BYTES`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_data: Option<String>,
     },
     Accept {
         call_id: String,
@@ -90,6 +94,17 @@ pub enum ClientMsg {
     /// The device opened (`on`) or closed its microphone in its current call.
     Microphone {
         on: bool,
+    },
+    /// This participant puts the call on hold (`on_hold`) or takes it back.
+    Hold {
+        call_id: String,
+        on_hold: bool,
+    },
+    /// Blind transfer: this participant leaves its connected 1:1 call and
+    /// the other party is rung through to `to`.
+    Transfer {
+        call_id: String,
+        to: String,
     },
     /// A one-to-one text message; `client_msg_id` makes a resend idempotent.
     SendMessage {
@@ -231,6 +246,29 @@ pub struct CallInfo {
     /// Everyone invited (for the callee: the others invited with it).
     pub invitees: Vec<UserId>,
     pub group: bool,
+    /// The caller's `userData`, as given to `call` / `groupCall`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// Who transferred the call here (a blind transfer rings its target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transferred_by: Option<UserId>,
+}
+
+/// Largest `userData` of a call, in bytes of UTF-8.
+pub const MAX_USER_DATA_BYTES: usize = 1024;
+
+/// The rule for a call's `userData`, checked by the client and the relay alike.
+pub fn check_user_data(data: Option<&str>) -> Result<(), Error> {
+    match data {
+        Some(d) if d.len() > MAX_USER_DATA_BYTES => Err(Error::new(
+            ErrorCode::UserDataTooLong,
+            format!(
+                "userData is {} bytes; a call carries at most {MAX_USER_DATA_BYTES}",
+                d.len()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Why a call stopped ringing on a device, or never connected.
@@ -458,6 +496,19 @@ pub enum ServerMsg {
         room: RoomId,
         peers: Vec<MediaPeer>,
     },
+    /// A participant of a call put it on hold or took it back; to every
+    /// device of every participant, the holder's included.
+    CallHold {
+        call_id: String,
+        user: UserId,
+        on_hold: bool,
+    },
+    /// `by` transferred the call to `to`: sent to the party that stays.
+    CallTransferred {
+        call_id: String,
+        by: UserId,
+        to: UserId,
+    },
     /// A member of the device's call opened or closed its microphone.
     AudioAvailable {
         user: UserId,
@@ -545,6 +596,9 @@ pub struct CurrentCall {
     /// Someone answered: the call runs (otherwise this device is the caller
     /// and it still rings).
     pub connected: bool,
+    /// The participants holding the call now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<UserId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -711,6 +765,15 @@ mod tests {
                 invitees: vec!["bob".into()],
                 group: true,
                 timeout_secs: None,
+                user_data: Some("ticket 42".into()),
+            },
+            ClientMsg::Hold {
+                call_id: "c".into(),
+                on_hold: true,
+            },
+            ClientMsg::Transfer {
+                call_id: "c".into(),
+                to: "carol".into(),
             },
             ClientMsg::RecallMessage { msg_id: "m".into() },
         ];

@@ -53,6 +53,11 @@ pub enum Command {
     EnableMultiDeviceAbility {
         enable: bool,
     },
+    /// Accept every call that rings here after `delay_ms` (`None`: off),
+    /// exactly as `accept` would. Local to the device: allowed at any time.
+    SetAutoAnswer {
+        delay_ms: Option<Millis>,
+    },
     Call(CallCommand),
     Chat(ChatCommand),
     /// The system's sound devices and this device's (`DEVICED_UPDATED`).
@@ -118,6 +123,8 @@ pub struct EngineConfig {
     pub backoff_max_ms: Millis,
     /// Multi-device ability from the start (`--multi-device`).
     pub multi_device: bool,
+    /// Auto-answer from the start (`--auto-answer[=MS]`): the delay.
+    pub auto_answer_ms: Option<Millis>,
     /// Part of every client message id this engine makes up, so that a
     /// process started again (in the same millisecond, even) never reuses
     /// an id of an earlier run: a fresh random value per engine.
@@ -134,6 +141,7 @@ impl EngineConfig {
             backoff_min_ms: 250,
             backoff_max_ms: 5_000,
             multi_device: false,
+            auto_answer_ms: None,
             id_nonce: rand::random(),
         }
     }
@@ -181,6 +189,8 @@ pub struct ClientEngine {
     closing_until: Option<Millis>,
     /// Multi-device ability: re-announced to the relay after every login.
     multi_device: bool,
+    /// Auto-answer's delay, while it is on.
+    auto_answer: Option<Millis>,
     /// Pages of the user list received so far; USERS goes out with the last.
     users_so_far: Vec<crate::protocol::UserPresence>,
     calls: calls::CallState,
@@ -192,6 +202,7 @@ impl ClientEngine {
     pub fn new(config: EngineConfig) -> Self {
         ClientEngine {
             multi_device: config.multi_device,
+            auto_answer: config.auto_answer_ms,
             calls: calls::CallState::default(),
             chat: chat::ChatState::default(),
             config,
@@ -236,6 +247,7 @@ impl ClientEngine {
             self.heard_by,
             self.closing_until,
             self.chat.sync_retry_at(),
+            self.auto_answer_due(),
         ]
         .into_iter()
         .flatten()
@@ -260,6 +272,7 @@ impl ClientEngine {
             self.next_heartbeat = Some(at.max(now) + self.config.heartbeat_interval_ms);
         }
         self.chat_timeout(now);
+        self.auto_answer_timeout(now);
     }
 
     /// Nothing came back in time: the socket may look open, but the link is
@@ -440,6 +453,7 @@ impl ClientEngine {
                     Err(e) => self.event(Event::error(e, Some(name))),
                 }
             }
+            Command::SetAutoAnswer { delay_ms } => self.set_auto_answer(now, delay_ms),
             Command::Call(cmd) => {
                 let Some(me) = self.online(name) else {
                     return;
@@ -560,7 +574,9 @@ impl ClientEngine {
             | ServerMsg::CallBegin { .. }
             | ServerMsg::CallCanceled { .. }
             | ServerMsg::CallEnd { .. }
-            | ServerMsg::CallPeer { .. }) => {
+            | ServerMsg::CallPeer { .. }
+            | ServerMsg::CallHold { .. }
+            | ServerMsg::CallTransferred { .. }) => {
                 if let Some(me) = self.user().cloned() {
                     self.call_frame(now, &me, msg);
                     self.sync_media(&me);

@@ -85,6 +85,12 @@ pub enum Event {
         is_from_group: bool,
         call_media_type: u8,
         call_role: CallRole,
+        /// The caller's `userData` (absent when it gave none).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_data: Option<Box<str>>,
+        /// Who transferred the call here (a blind transfer), else absent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        transferred_by: Option<Box<UserId>>,
         /// What the call history keeps of it now (not part of the JSON).
         #[serde(skip)]
         record: Box<CallRecord>,
@@ -179,6 +185,20 @@ pub enum Event {
         call_id: String,
         #[serde(rename = "userIDList")]
         user_id_list: Vec<UserId>,
+    },
+    /// A participant of a call (`userID`, this device's user included) put
+    /// it on hold or took it back; on every device of every participant.
+    CallHoldChanged {
+        call_id: String,
+        #[serde(rename = "userID")]
+        user_id: UserId,
+        on_hold: bool,
+    },
+    /// `by` transferred this device's call to `to`, who rings now.
+    CallTransferred {
+        call_id: String,
+        by: UserId,
+        to: UserId,
     },
     /// A member of this device's call opened or closed its microphone.
     UserAudioAvailable {
@@ -389,6 +409,16 @@ mod tests {
                 seq: 1,
             },
             Event::error(Error::new(ErrorCode::WaitTimeout, "late"), Some("wait")),
+            Event::CallHoldChanged {
+                call_id: "c".into(),
+                user_id: "bob".parse().unwrap(),
+                on_hold: true,
+            },
+            Event::CallTransferred {
+                call_id: "c".into(),
+                by: "bob".parse().unwrap(),
+                to: "carol".parse().unwrap(),
+            },
         ];
         for event in samples {
             let json = serde_json::to_value(&event).unwrap();
@@ -407,7 +437,7 @@ mod tests {
         assert_eq!(json["event"], "DEVICED_UPDATED");
         assert_eq!(json["currentMicrophoneID"], "null");
         assert!(json["speakerList"].is_array());
-        assert_eq!(EVENT_NAMES.len(), 35);
+        assert_eq!(EVENT_NAMES.len(), 37);
         assert!(EVENT_NAMES.contains(&"C2C_READ_RECEIPT"));
     }
 }

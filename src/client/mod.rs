@@ -38,6 +38,8 @@ pub struct ClientSettings {
     pub usersig_lifetime_secs: u64,
     /// Multi-device ability from the start.
     pub multi_device: bool,
+    /// Auto-answer from the start: accept ringing calls after this many ms.
+    pub auto_answer_ms: Option<u64>,
     pub data_dir: PathBuf,
     /// Audio of this device's calls.
     pub media: MediaSettings,
@@ -72,6 +74,7 @@ impl ClientSettings {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             multi_device: self.multi_device,
+            auto_answer_ms: self.auto_answer_ms,
             ..EngineConfig::new(self.app, self.platform.clone())
         }
     }

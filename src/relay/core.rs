@@ -614,11 +614,14 @@ impl RelayCore {
                 invitees,
                 group,
                 timeout_secs,
-            } => self.place_call(now, sid, &invitees, group, timeout_secs),
+                user_data,
+            } => self.place_call(now, sid, &invitees, group, timeout_secs, user_data),
             ClientMsg::Accept { call_id } => self.answer(now, sid, &call_id),
             ClientMsg::Reject { call_id } => self.decline(sid, &call_id),
             ClientMsg::Ignore { call_id } => self.ignore(sid, &call_id),
             ClientMsg::Microphone { on } => self.microphone(sid, on),
+            ClientMsg::Hold { call_id, on_hold } => self.hold(sid, &call_id, on_hold),
+            ClientMsg::Transfer { call_id, to } => self.transfer(now, sid, &call_id, &to),
             ClientMsg::Hangup { call_id } => self.hangup(now, sid, &call_id),
             ClientMsg::Invite { call_id, users } => self.invite_more(now, sid, &call_id, &users),
             ClientMsg::Join { room } => self.join_room(now, sid, room),
@@ -679,7 +682,10 @@ impl RelayCore {
             ClientMsg::MarkRead { .. } => {
                 (&mut buckets.read_marks, "read marks", limits.read_marks)
             }
-            ClientMsg::Call { .. } | ClientMsg::Invite { .. } | ClientMsg::Join { .. } => {
+            ClientMsg::Call { .. }
+            | ClientMsg::Invite { .. }
+            | ClientMsg::Join { .. }
+            | ClientMsg::Transfer { .. } => {
                 (&mut buckets.calls, "calls and invitations", limits.calls)
             }
             _ => return Ok(()),

@@ -480,6 +480,7 @@ impl Model {
                     Some(user) => vec![Effect::Engine(Command::Call(CallCommand::Call {
                         users: vec![user],
                         timeout_secs: None,
+                        user_data: None,
                     }))],
                     None => {
                         self.notice = Some(("select a contact to call".into(), now));

@@ -136,6 +136,8 @@ fn ringing(m: &mut Model, group: bool) {
             is_from_group: group,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
+            user_data: None,
+            transferred_by: None,
             record: any_record(),
         },
         T0 + 1_000,
@@ -410,6 +412,7 @@ fn c_calls_the_selected_contact_and_h_hangs_up_from_any_pane() {
         vec![Effect::Engine(Command::Call(CallCommand::Call {
             users: vec![UserId::parse("bob").unwrap()],
             timeout_secs: None,
+            user_data: None,
         }))]
     );
     m.on_engine(
@@ -446,6 +449,8 @@ fn an_incoming_call_rings_the_bell() {
             is_from_group: false,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
+            user_data: None,
+            transferred_by: None,
             record: any_record(),
         },
         T0,

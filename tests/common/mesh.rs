@@ -530,6 +530,10 @@ pub fn describe(e: &Event) -> String {
             user_id,
             is_audio_available,
         } => format!("USER_AUDIO_AVAILABLE {user_id} {is_audio_available}"),
+        Event::CallHoldChanged {
+            user_id, on_hold, ..
+        } => format!("CALL_HOLD_CHANGED {user_id} {on_hold}"),
+        Event::CallTransferred { by, to, .. } => format!("CALL_TRANSFERRED by {by} to {to}"),
         Event::Error { code, cmd, .. } => format!("ERROR {code} {}", cmd.as_deref().unwrap_or("-")),
         other => other.name().to_owned(),
     }

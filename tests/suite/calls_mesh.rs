@@ -240,6 +240,7 @@ fn the_timeout_is_per_call() {
         Command::Call(CallCommand::Call {
             users: vec![user("alice")],
             timeout_secs: Some(5),
+            user_data: None,
         }),
     );
     m.take(bob);

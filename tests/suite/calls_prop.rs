@@ -1,7 +1,10 @@
 //! Random interleavings of call actions across up to 6 devices of 3 users,
-//! checked against the invariants of SPEC section 3 after every step.
+//! checked against the invariants of SPEC sections 3 and 8.2 after every
+//! step: one call at a time per device, one device per user in a call,
+//! a held participant's voice routed to nobody, a transferred call over
+//! on the transferor.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use proptest::prelude::*;
 
@@ -30,6 +33,10 @@ enum Op {
     Blip(usize),
     /// The relay is unreachable for this device past the grace period.
     Outage(usize),
+    Hold(usize),
+    Unhold(usize),
+    /// Blind transfer of the device's call to a user.
+    Transfer(usize, usize),
 }
 
 fn op(devices: usize) -> impl Strategy<Value = Op> {
@@ -44,7 +51,10 @@ fn op(devices: usize) -> impl Strategy<Value = Op> {
         2 => d.clone().prop_map(Op::Hangup),
         3 => (0u64..45_000).prop_map(Op::Advance),
         1 => d.clone().prop_map(Op::Blip),
-        1 => d.prop_map(Op::Outage),
+        1 => d.clone().prop_map(Op::Outage),
+        2 => d.clone().prop_map(Op::Hold),
+        2 => d.clone().prop_map(Op::Unhold),
+        2 => (d, 0..USERS.len()).prop_map(|(d, u)| Op::Transfer(d, u)),
     ]
 }
 
@@ -53,32 +63,86 @@ enum Leg {
     Ringing,
     Dialing,
     InCall,
+    /// In the call, the other party transferred it: the target rings.
+    Transferring,
     Done,
+}
+
+impl Leg {
+    fn in_call(self) -> bool {
+        matches!(self, Leg::InCall | Leg::Transferring)
+    }
 }
 
 /// Each device's view of each call, rebuilt from its events alone.
 #[derive(Default)]
 struct Checker {
     legs: HashMap<(usize, String), Leg>,
+    /// Each call's room, from the events that name it.
+    rooms: HashMap<String, u32>,
+    /// Who holds each call, as each device heard it (`CALL_HOLD_CHANGED`).
+    held: HashMap<(usize, String), BTreeSet<String>>,
+    /// (call, user) of every transfer: that user is out of that call.
+    transferors: HashSet<(String, String)>,
 }
 
 impl Checker {
     fn feed(&mut self, device: usize, events: Vec<Event>) -> Result<(), String> {
         for e in events {
+            match &e {
+                Event::OnCallReceived {
+                    call_id, room_id, ..
+                }
+                | Event::CallDialing {
+                    call_id, room_id, ..
+                }
+                | Event::OnCallBegin {
+                    call_id, room_id, ..
+                } => {
+                    self.rooms.insert(call_id.clone(), *room_id);
+                }
+                Event::CallHoldChanged {
+                    call_id,
+                    user_id,
+                    on_hold,
+                } => {
+                    let held = self.held.entry((device, call_id.clone())).or_default();
+                    if *on_hold {
+                        held.insert(user_id.to_string());
+                    } else {
+                        held.remove(user_id.as_str());
+                    }
+                }
+                Event::CallTransferred { call_id, by, .. } => {
+                    self.transferors.insert((call_id.clone(), by.to_string()));
+                }
+                _ => {}
+            }
             let (call, to, allowed_from): (&str, Leg, &[Option<Leg>]) = match &e {
                 Event::OnCallReceived { call_id, .. } => (call_id, Leg::Ringing, &[None]),
                 Event::CallDialing { call_id, .. } => (call_id, Leg::Dialing, &[None]),
                 Event::OnCallBegin { call_id, .. } => (
                     call_id,
                     Leg::InCall,
-                    &[Some(Leg::Ringing), Some(Leg::Dialing)],
+                    &[
+                        Some(Leg::Ringing),
+                        Some(Leg::Dialing),
+                        Some(Leg::Transferring),
+                    ],
                 ),
+                Event::CallTransferred { call_id, .. } => {
+                    (call_id, Leg::Transferring, &[Some(Leg::InCall)])
+                }
                 Event::OnCallCanceled { call_id, .. } => (
                     call_id,
                     Leg::Done,
                     &[Some(Leg::Ringing), Some(Leg::Dialing)],
                 ),
-                Event::CallingEnd { call_id, .. } => (call_id, Leg::Done, &[Some(Leg::InCall)]),
+                Event::CallingEnd { call_id, .. } => (
+                    call_id,
+                    Leg::Done,
+                    &[Some(Leg::InCall), Some(Leg::Transferring)],
+                ),
                 _ => continue,
             };
             let key = (device, call.to_owned());
@@ -98,7 +162,7 @@ impl Checker {
     fn one_device_per_user(&self, owner: &[usize]) -> Result<(), String> {
         let mut count: HashMap<(usize, &str), usize> = HashMap::new();
         for ((device, call), leg) in &self.legs {
-            if *leg == Leg::InCall {
+            if leg.in_call() {
                 *count.entry((owner[*device], call)).or_default() += 1;
             }
         }
@@ -106,6 +170,55 @@ impl Checker {
             Some(((user, call), n)) => Err(format!("{n} devices of user {user} in call {call}")),
             None => Ok(()),
         }
+    }
+
+    /// No device is in two calls at once.
+    fn one_call_per_device(&self) -> Result<(), String> {
+        let mut count: HashMap<usize, Vec<&str>> = HashMap::new();
+        for ((device, call), leg) in &self.legs {
+            if leg.in_call() {
+                count.entry(*device).or_default().push(call);
+            }
+        }
+        match count.iter().find(|(_, calls)| calls.len() > 1) {
+            Some((device, calls)) => Err(format!("device {device} in calls {calls:?}")),
+            None => Ok(()),
+        }
+    }
+
+    /// A transferor is out of the call it transferred, on every device.
+    fn transferred_calls_end_on_the_transferor(&self, owner: &[usize]) -> Result<(), String> {
+        for ((device, call), leg) in &self.legs {
+            let user = USERS[owner[*device]].to_owned();
+            if leg.in_call() && self.transferors.contains(&(call.clone(), user)) {
+                return Err(format!(
+                    "device {device} still {leg:?} in call {call} it transferred"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The relay routes no voice to or from a participant that holds the
+    /// call, as every connected device in the call heard the holds.
+    fn held_voice_goes_nowhere(&self, m: &Mesh) -> Result<(), String> {
+        for ((device, call), leg) in &self.legs {
+            if *leg != Leg::InCall || m.nodes[*device].conn.is_none() {
+                continue;
+            }
+            let Some(held) = self.held.get(&(*device, call.clone())) else {
+                continue;
+            };
+            let Some(members) = self.rooms.get(call).and_then(|r| m.media_rooms.get(r)) else {
+                continue;
+            };
+            if let Some((_, user)) = members.iter().find(|(_, u)| held.contains(u.as_str())) {
+                return Err(format!(
+                    "{user} holds call {call} (as device {device} heard) but its voice is routed"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn still_ringing(&self) -> Vec<String> {
@@ -146,6 +259,9 @@ fn run(devices_per_user: [usize; 3], multi: Vec<bool>, ops: Vec<Op>) -> Result<(
         }
         checker
             .one_device_per_user(&owner)
+            .and_then(|()| checker.one_call_per_device())
+            .and_then(|()| checker.transferred_calls_end_on_the_transferor(&owner))
+            .and_then(|()| checker.held_voice_goes_nowhere(m))
             .map_err(TestCaseError::fail)
     };
     for op in ops {
@@ -185,6 +301,16 @@ fn run(devices_per_user: [usize; 3], multi: Vec<bool>, ops: Vec<Op>) -> Result<(
                 m.cut(d % devices);
                 m.advance(1_000);
             }
+            Op::Hold(d) => m.command(d % devices, call_cmd(CallCommand::Hold { call_id: None })),
+            Op::Unhold(d) => {
+                m.command(d % devices, call_cmd(CallCommand::Unhold { call_id: None }))
+            }
+            Op::Transfer(d, u) => m.command(
+                d % devices,
+                call_cmd(CallCommand::TransferCall {
+                    user: UserId::parse(USERS[u]).unwrap(),
+                }),
+            ),
             Op::Outage(d) => {
                 m.relay_up = false;
                 m.cut(d % devices);

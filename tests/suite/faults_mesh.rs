@@ -34,6 +34,7 @@ fn call(to: &str) -> Command {
     Command::Call(CallCommand::Call {
         users: vec![user(to)],
         timeout_secs: None,
+        user_data: None,
     })
 }
 

@@ -244,6 +244,7 @@ impl World {
                         Command::Call(CallCommand::Call {
                             users: vec![UserId::parse(USERS[to]).unwrap()],
                             timeout_secs: None,
+                            user_data: None,
                         }),
                     );
                 }

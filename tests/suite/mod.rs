@@ -1,4 +1,5 @@
 mod architecture;
+mod calls_features_mesh;
 mod calls_mesh;
 mod calls_prop;
 mod calls_ws;

@@ -1,7 +1,7 @@
 //! The client side of calls: which calls ring here, which one this device
 //! is in, and the seed's events for each relay message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ClientEngine, MediaCommand, Millis, Output};
 use strum::IntoStaticStr;
@@ -11,7 +11,7 @@ use crate::client::records::{CallOutcome, CallRecord, CallRole, DeviceView};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
 use crate::protocol::{
-    CallInfo, CancelReason, ClientMsg, CurrentCall, PeerAction, RoomId, ServerMsg,
+    CallInfo, CancelReason, ClientMsg, CurrentCall, PeerAction, RoomId, ServerMsg, check_user_data,
 };
 
 /// A call this device knows about: the one model of it, from which the
@@ -29,6 +29,21 @@ pub(super) struct CallView {
     started_at: Millis,
     /// When this device entered the call, once it has.
     began_at: Option<Millis>,
+    /// A group call (a 1:1 call becomes one with `inviteUser`).
+    group: bool,
+    /// The participants holding the call, as this device last heard.
+    held: BTreeSet<UserId>,
+    /// The other party transferred the call to this user, who rings: this
+    /// device stays in the call, without voice, until it answers.
+    transfer_to: Option<UserId>,
+}
+
+impl CallView {
+    /// In the call with someone to talk to: begun, and not waiting for a
+    /// transfer's target to answer.
+    fn connected(&self) -> bool {
+        self.began_at.is_some() && self.transfer_to.is_none()
+    }
 }
 
 impl CallView {
@@ -72,6 +87,8 @@ pub(super) struct CallState {
     current: Option<CallView>,
     /// The room whose media runs here: the current call, once it began.
     media_room: Option<RoomId>,
+    /// Auto-answer: when each ringing call is to be accepted here.
+    auto_answer_at: BTreeMap<String, Millis>,
 }
 
 /// Call commands, checked against the device's state before they reach the
@@ -83,10 +100,13 @@ pub enum CallCommand {
     Call {
         users: Vec<UserId>,
         timeout_secs: Option<u32>,
+        /// Carried to the callees' `ON_CALL_RECEIVED` (at most 1 KiB).
+        user_data: Option<String>,
     },
     GroupCall {
         users: Vec<UserId>,
         timeout_secs: Option<u32>,
+        user_data: Option<String>,
     },
     Accept {
         call_id: Option<String>,
@@ -109,6 +129,17 @@ pub enum CallCommand {
     /// The microphone in the current call.
     OpenMicrophone,
     CloseMicrophone,
+    /// Put the call (default: the current one) on hold, or take it back.
+    Hold {
+        call_id: Option<String>,
+    },
+    Unhold {
+        call_id: Option<String>,
+    },
+    /// Blind transfer of the connected 1:1 call to `user`.
+    TransferCall {
+        user: UserId,
+    },
 }
 
 impl CallCommand {
@@ -118,11 +149,13 @@ impl CallCommand {
             CallCommand::GroupCall {
                 users,
                 timeout_secs,
+                user_data: None,
             }
         } else {
             CallCommand::Call {
                 users,
                 timeout_secs,
+                user_data: None,
             }
         }
     }
@@ -141,11 +174,13 @@ impl ClientEngine {
             CallCommand::Call {
                 users,
                 timeout_secs,
-            } => self.place_call(me, users, false, timeout_secs)?,
+                user_data,
+            } => self.place_call(me, users, false, timeout_secs, user_data)?,
             CallCommand::GroupCall {
                 users,
                 timeout_secs,
-            } => self.place_call(me, users, true, timeout_secs)?,
+                user_data,
+            } => self.place_call(me, users, true, timeout_secs, user_data)?,
             CallCommand::Accept { call_id } => {
                 let id = self.ringing_id(call_id)?;
                 if self.calls.current.is_some() {
@@ -177,7 +212,7 @@ impl ClientEngine {
                 self.send(ClientMsg::Hangup { call_id: id });
             }
             CallCommand::InviteUser { users } => {
-                let current = self.calls.current.as_ref().filter(|c| c.began_at.is_some());
+                let current = self.calls.current.as_ref().filter(|c| c.connected());
                 let id = current.map(|c| c.id.clone()).ok_or_else(|| {
                     Error::new(ErrorCode::NoSuchCall, "inviteUser needs a connected call")
                 })?;
@@ -194,8 +229,127 @@ impl ClientEngine {
             }
             CallCommand::OpenMicrophone => self.microphone(true)?,
             CallCommand::CloseMicrophone => self.microphone(false)?,
+            CallCommand::Hold { call_id } => {
+                let call_id = self.connected_call(call_id)?.id.clone();
+                self.send(ClientMsg::Hold {
+                    call_id,
+                    on_hold: true,
+                });
+            }
+            CallCommand::Unhold { call_id } => {
+                let call_id = self.connected_call(call_id)?.id.clone();
+                self.send(ClientMsg::Hold {
+                    call_id,
+                    on_hold: false,
+                });
+            }
+            CallCommand::TransferCall { user } => {
+                let view = self.connected_call(None)?;
+                if view.group {
+                    return Err(Error::new(
+                        ErrorCode::TransferGroupCall,
+                        "transferCall works in a one-to-one call; this is a group call",
+                    ));
+                }
+                if user == me || view.peers.contains(&user) {
+                    return Err(Error::new(
+                        ErrorCode::InvalidTransferTarget,
+                        format!("{user} is already in this call; transfer it to a third user"),
+                    ));
+                }
+                let call_id = view.id.clone();
+                self.send(ClientMsg::Transfer {
+                    call_id,
+                    to: user.to_string(),
+                });
+            }
         }
         Ok(())
+    }
+
+    /// The call `call_id` names (default: the current one), if this device
+    /// is in it and it is connected.
+    fn connected_call(&self, call_id: Option<String>) -> Result<&CallView, Error> {
+        let view = match (&self.calls.current, call_id) {
+            (Some(c), Some(id)) if c.id == id => c,
+            (Some(c), None) => c,
+            (_, Some(id)) => {
+                return Err(Error::new(
+                    ErrorCode::NoSuchCall,
+                    format!("this device is not in call {id:?}"),
+                ));
+            }
+            (None, None) => return Err(no_call()),
+        };
+        if !view.connected() {
+            return Err(Error::new(
+                ErrorCode::CallNotConnected,
+                "the call has not connected yet: hold, unhold and transferCall need a connected call",
+            ));
+        }
+        Ok(view)
+    }
+
+    /// Auto-answer is on (`delay` ms) or off: it applies to calls ringing
+    /// now and to every later one.
+    pub(super) fn set_auto_answer(&mut self, now: Millis, delay: Option<Millis>) {
+        self.auto_answer = delay;
+        self.calls.auto_answer_at.clear();
+        let ringing: Vec<String> = self.calls.ringing.keys().cloned().collect();
+        for id in ringing {
+            self.arm_auto_answer(now, id);
+        }
+    }
+
+    /// A call rings here: with auto-answer on, accept it after the delay
+    /// (at once for none).
+    fn arm_auto_answer(&mut self, now: Millis, call_id: String) {
+        let Some(delay) = self.auto_answer else {
+            return;
+        };
+        if delay == 0 {
+            self.auto_accept(now, call_id);
+        } else {
+            let at = now.saturating_add(delay);
+            self.calls.auto_answer_at.insert(call_id, at);
+        }
+    }
+
+    /// Accepts a ringing call exactly as the `accept` command does, unless
+    /// it stopped ringing or this device is in a call by now.
+    fn auto_accept(&mut self, now: Millis, call_id: String) {
+        if self.calls.current.is_some() || !self.calls.ringing.contains_key(&call_id) {
+            return;
+        }
+        self.command(
+            now,
+            super::Command::Call(CallCommand::Accept {
+                call_id: Some(call_id),
+            }),
+        );
+    }
+
+    /// When the next auto-answer is due: only for calls still ringing here.
+    pub(super) fn auto_answer_due(&self) -> Option<Millis> {
+        (self.calls.auto_answer_at.iter())
+            .filter(|(id, _)| self.calls.ringing.contains_key(*id))
+            .map(|(_, at)| *at)
+            .min()
+    }
+
+    pub(super) fn auto_answer_timeout(&mut self, now: Millis) {
+        let ringing = &self.calls.ringing;
+        self.calls
+            .auto_answer_at
+            .retain(|id, _| ringing.contains_key(id));
+        let due: Vec<String> = (self.calls.auto_answer_at.iter())
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.calls.auto_answer_at.remove(&id);
+            self.auto_accept(now, id);
+        }
     }
 
     fn place_call(
@@ -204,7 +358,9 @@ impl ClientEngine {
         users: Vec<UserId>,
         group: bool,
         timeout_secs: Option<u32>,
+        user_data: Option<String>,
     ) -> Result<(), Error> {
+        check_user_data(user_data.as_deref())?;
         if users.is_empty() {
             return Err(Error::new(
                 ErrorCode::InvalidParameters,
@@ -224,6 +380,7 @@ impl ClientEngine {
             invitees: users.iter().map(ToString::to_string).collect(),
             group,
             timeout_secs,
+            user_data,
         });
         Ok(())
     }
@@ -251,7 +408,7 @@ impl ClientEngine {
             .calls
             .current
             .as_ref()
-            .filter(|c| c.began_at.is_some())
+            .filter(|c| c.connected())
             .map(|c| c.room);
         if room == self.calls.media_room {
             return;
@@ -291,8 +448,13 @@ impl ClientEngine {
                     peers: Vec::new(),
                     started_at: now,
                     began_at: None,
+                    group: true,
+                    held: BTreeSet::new(),
+                    transfer_to: None,
                 });
-                view.began_at = Some(now);
+                // After a transfer the party that stayed keeps its start.
+                view.began_at.get_or_insert(now);
+                view.transfer_to = None;
                 self.event(begin_event(&view));
                 self.calls.current = Some(view);
             }
@@ -365,14 +527,51 @@ impl ClientEngine {
                         sponsor,
                         user_id_list: users.clone(),
                     }],
-                    PeerAction::InviteesUpdated => vec![Event::GroupCallInviteeListUpdate {
-                        call_id: call_id.clone(),
-                        user_id_list: users.clone(),
-                    }],
+                    PeerAction::InviteesUpdated => {
+                        if let Some(c) = self.calls.current.as_mut().filter(|c| c.id == call_id) {
+                            c.group = true;
+                        }
+                        vec![Event::GroupCallInviteeListUpdate {
+                            call_id: call_id.clone(),
+                            user_id_list: users.clone(),
+                        }]
+                    }
                 };
                 for e in events {
                     self.event(e);
                 }
+            }
+            ServerMsg::CallHold {
+                call_id,
+                user,
+                on_hold,
+            } => {
+                // Every device of a participant hears it, also one that is
+                // not the one in the call.
+                if let Some(c) = self.calls.current.as_mut().filter(|c| c.id == call_id) {
+                    if on_hold {
+                        c.held.insert(user.clone());
+                    } else {
+                        c.held.remove(&user);
+                    }
+                }
+                self.event(Event::CallHoldChanged {
+                    call_id,
+                    user_id: user,
+                    on_hold,
+                });
+            }
+            ServerMsg::CallTransferred { call_id, by, to } => {
+                let Some(c) = self.calls.current.as_mut().filter(|c| c.id == call_id) else {
+                    return;
+                };
+                // The call rings the target now: no voice until it answers,
+                // and its answer begins the call again.
+                c.transfer_to = Some(to.clone());
+                c.peers = vec![to.clone()];
+                c.sponsor = me.clone();
+                c.held.remove(&by);
+                self.event(Event::CallTransferred { call_id, by, to });
             }
             _ => unreachable!("only call messages are routed here"),
         }
@@ -449,10 +648,12 @@ impl ClientEngine {
         }
         match (self.calls.current.take(), current) {
             (Some(mut view), Some(c)) if view.id == c.call.call_id => {
-                if c.connected && view.began_at.is_none() {
-                    view.began_at = Some(now);
+                if c.connected && !view.connected() {
+                    view.began_at.get_or_insert(now);
+                    view.transfer_to = None;
                     self.event(begin_event(&view));
                 }
+                self.settle_holds(&mut view, c.held);
                 self.calls.current = Some(view);
             }
             (mine, current) => {
@@ -473,6 +674,7 @@ impl ClientEngine {
                             .unwrap_or_else(|| view_of(&c.call, role, now));
                         view.began_at = Some(now);
                         self.event(begin_event(&view));
+                        self.settle_holds(&mut view, c.held);
                         self.calls.current = Some(view);
                     }
                     None => {}
@@ -481,9 +683,28 @@ impl ClientEngine {
         }
     }
 
+    /// The relay's word on who holds the call: what this device missed
+    /// while away is told now, as `CALL_HOLD_CHANGED`.
+    fn settle_holds(&mut self, view: &mut CallView, held: Vec<UserId>) {
+        let held: BTreeSet<UserId> = held.into_iter().collect();
+        let changes: Vec<(UserId, bool)> = (held.difference(&view.held))
+            .map(|u| (u.clone(), true))
+            .chain(view.held.difference(&held).map(|u| (u.clone(), false)))
+            .collect();
+        for (user, on_hold) in changes {
+            self.event(Event::CallHoldChanged {
+                call_id: view.id.clone(),
+                user_id: user,
+                on_hold,
+            });
+        }
+        view.held = held;
+    }
+
     /// A call starts ringing on this device.
     fn ring_here(&mut self, now: Millis, call: CallInfo) {
         let view = view_of(&call, CallRole::Called, now);
+        let call_id = call.call_id.clone();
         self.event(Event::OnCallReceived {
             call_id: call.call_id.clone(),
             room_id: call.room,
@@ -492,9 +713,12 @@ impl ClientEngine {
             is_from_group: call.group,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
+            user_data: call.user_data.map(String::into_boxed_str),
+            transferred_by: call.transferred_by.map(Box::new),
             record: view.record(CallOutcome::Ringing, false, 0),
         });
         self.calls.ringing.insert(call.call_id, view);
+        self.arm_auto_answer(now, call_id);
     }
 
     /// This device's call was placed.
@@ -566,6 +790,9 @@ fn view_of(call: &CallInfo, role: CallRole, now: Millis) -> CallView {
         peers,
         started_at: now,
         began_at: None,
+        group: call.group,
+        held: BTreeSet::new(),
+        transfer_to: None,
     }
 }
 
@@ -618,6 +845,9 @@ mod tests {
             peers: vec!["bob".parse().unwrap()],
             started_at: 1_000,
             began_at: None,
+            group: false,
+            held: BTreeSet::new(),
+            transfer_to: None,
         }
     }
 

@@ -13,7 +13,7 @@ use super::{ConnId, Millis, RelayCore, SessionId, Timer};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, UserId};
 use crate::protocol::{
-    CallInfo, CancelReason, CurrentCall, DeviceInfo, PeerAction, RoomId, ServerMsg,
+    CallInfo, CancelReason, CurrentCall, DeviceInfo, PeerAction, RoomId, ServerMsg, check_user_data,
 };
 
 /// How long an invitation rings when the caller does not say.
@@ -45,6 +45,14 @@ struct Call {
     /// Every session this call ever rang, so a late answer from a device
     /// that already got its cancel is dropped quietly instead of erroring.
     rang: HashSet<SessionId>,
+    /// The caller's `userData`, carried to every invitation.
+    user_data: Option<String>,
+    /// Set by a blind transfer: who transferred the call. Until the target
+    /// answers the call is not connected, but the party that stays had
+    /// been in it, so an end then is a `call_end` (not a cancel) for it.
+    transferred_by: Option<UserId>,
+    /// Joined participants holding the call: their media leaves the room.
+    held: BTreeSet<UserId>,
 }
 
 enum Member {
@@ -72,6 +80,8 @@ impl Call {
             sponsor: self.sponsor.clone(),
             invitees,
             group: self.group,
+            user_data: self.user_data.clone(),
+            transferred_by: self.transferred_by.clone(),
         }
     }
 
@@ -127,6 +137,13 @@ impl Call {
     }
 }
 
+fn not_connected() -> Error {
+    Error::new(
+        ErrorCode::CallNotConnected,
+        "the call has not connected yet: hold, unhold and transferCall need a connected call",
+    )
+}
+
 fn no_such_call() -> Error {
     Error::new(
         ErrorCode::NoSuchCall,
@@ -142,8 +159,10 @@ impl RelayCore {
         invitees: &[String],
         group: bool,
         timeout_secs: Option<u32>,
+        user_data: Option<String>,
     ) -> Result<(), Error> {
         let (app, caller) = self.identity(sid);
+        check_user_data(user_data.as_deref())?;
         let invitees = parse_users(invitees, self.settings.max_call_participants)?;
         let ring_secs = timeout_secs.unwrap_or(DEFAULT_RING_SECS);
         if !(1..=MAX_RING_SECS).contains(&ring_secs) {
@@ -184,6 +203,9 @@ impl RelayCore {
             connected: false,
             members: BTreeMap::new(),
             rang: HashSet::new(),
+            user_data,
+            transferred_by: None,
+            held: BTreeSet::new(),
         };
         call.members.insert(
             caller.clone(),
@@ -304,6 +326,7 @@ impl RelayCore {
             .map(|c| CurrentCall {
                 call: c.info_for(&user),
                 connected: c.connected,
+                held: c.held.iter().cloned().collect(),
             });
         self.send_to_session(sid, ServerMsg::CallState { ringing, current });
     }
@@ -474,6 +497,121 @@ impl RelayCore {
         Ok(())
     }
 
+    /// `sid`'s user puts its call on hold (`on`) or takes it back: every
+    /// device of every participant hears it, and the media routes leave the
+    /// holder out (`media_routes`). Holding a held call changes nothing.
+    pub(super) fn hold(&mut self, sid: SessionId, call_id: &str, on: bool) -> Result<(), Error> {
+        let key = self.joined_call(sid, call_id)?;
+        let (app, user) = self.identity(sid);
+        let call = self.calls.calls.get_mut(&key).expect("exists");
+        if !call.connected {
+            return Err(not_connected());
+        }
+        let changed = if on {
+            call.held.insert(user.clone())
+        } else {
+            call.held.remove(&user)
+        };
+        if !changed {
+            return Ok(());
+        }
+        let participants: Vec<UserId> = call.joined_sessions().map(|(u, _)| u.clone()).collect();
+        let call_id = call.id.clone();
+        for participant in participants {
+            for s in self.sessions_of(app, &participant) {
+                self.send_to_session(
+                    s,
+                    ServerMsg::CallHold {
+                        call_id: call_id.clone(),
+                        user: user.clone(),
+                        on_hold: on,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Blind transfer: `sid`'s user leaves its connected 1:1 call, and the
+    /// other party, who stays, is rung through to `to`. Until `to` answers
+    /// the call is not connected; `to`'s answer connects it again
+    /// (`call_begin` to both), a decline, a timeout or busy ends it.
+    pub(super) fn transfer(
+        &mut self,
+        now: Millis,
+        sid: SessionId,
+        call_id: &str,
+        to: &str,
+    ) -> Result<(), Error> {
+        let key = self.joined_call(sid, call_id)?;
+        let (app, user) = self.identity(sid);
+        let call = &self.calls.calls[&key];
+        if call.group {
+            return Err(Error::new(
+                ErrorCode::TransferGroupCall,
+                "transferCall works in a one-to-one call; this is a group call",
+            ));
+        }
+        if !call.connected {
+            return Err(not_connected());
+        }
+        let to = UserId::parse(to)?;
+        let Some((other, other_sid)) = call
+            .joined_sessions()
+            .find(|(u, _)| **u != user)
+            .map(|(u, s)| (u.clone(), s))
+        else {
+            return Err(not_connected());
+        };
+        if to == user || to == other {
+            return Err(Error::new(
+                ErrorCode::InvalidTransferTarget,
+                format!("{to} is already in this call; transfer it to a third user"),
+            ));
+        }
+        let call = self.calls.calls.get_mut(&key).expect("exists");
+        let Some(Member::Joined { session, since }) = call.members.remove(&user) else {
+            unreachable!("joined_call checked the member");
+        };
+        call.held.remove(&user);
+        call.connected = false;
+        call.transferred_by = Some(user.clone());
+        // The party that stays is whom the target talks to.
+        call.sponsor = other.clone();
+        let (call_id, room) = (call.id.clone(), call.room);
+        self.mark_left(app, &user);
+        self.send_to_session(
+            session,
+            ServerMsg::CallEnd {
+                call_id: call_id.clone(),
+                room,
+                total_time: now.saturating_sub(since) / 1000,
+            },
+        );
+        self.send_to_session(
+            other_sid,
+            ServerMsg::CallTransferred {
+                call_id,
+                by: user.clone(),
+                to: to.clone(),
+            },
+        );
+        self.peer_event(key, &user, PeerAction::Left, vec![user.clone()], false);
+        self.invite(now, key, vec![to], u64::from(DEFAULT_RING_SECS) * 1000);
+        self.settle_call(key, CancelReason::Busy);
+        Ok(())
+    }
+
+    /// The call `call_id` if `sid` is in it.
+    fn joined_call(&self, sid: SessionId, call_id: &str) -> Result<CallKey, Error> {
+        let key = *self.calls.by_id.get(call_id).ok_or_else(no_such_call)?;
+        let (_, user) = self.identity(sid);
+        match self.calls.calls[&key].members.get(&user) {
+            Some(Member::Joined { session, .. }) if *session == sid => Ok(key),
+            _ => Err(no_such_call()),
+        }
+    }
+
     pub(super) fn has_calls(&self) -> bool {
         !self.calls.calls.is_empty()
     }
@@ -483,13 +621,16 @@ impl RelayCore {
     }
 
     /// Who sends and hears media in each room: the connections of the
-    /// joined sessions, with their users; rooms of two or more only (a
-    /// caller alone while it rings has nobody to talk to).
+    /// joined sessions not holding the call, with their users; rooms of two
+    /// or more only (a caller alone while it rings has nobody to talk to).
     pub(super) fn media_routes(&self) -> BTreeMap<RoomId, Vec<(ConnId, UserId)>> {
         let mut routes = BTreeMap::new();
         for call in self.calls.calls.values() {
+            // A participant holding the call neither sends to the room nor
+            // hears it; the others go on among themselves.
             let members: Vec<(ConnId, UserId)> = call
                 .joined_sessions()
+                .filter(|(user, _)| !call.held.contains(*user))
                 .filter_map(|(user, sid)| Some((self.sessions.get(&sid)?.conn?, user.clone())))
                 .collect();
             if members.len() >= 2 {
@@ -722,9 +863,28 @@ impl RelayCore {
         let Some(Member::Joined { session, since }) = call.members.remove(user) else {
             return;
         };
+        call.held.remove(user);
         let (app, call_id, room, connected) =
             (call.app, call.id.clone(), call.room, call.connected);
+        let transferring = call.transferred_by.is_some();
         self.mark_left(app, user);
+        if !connected && transferring {
+            // The party that stayed after a transfer hangs up while the
+            // target still rings: it leaves a call it had been in.
+            if tell {
+                let total_time = now.saturating_sub(since) / 1000;
+                self.send_to_session(
+                    session,
+                    ServerMsg::CallEnd {
+                        call_id,
+                        room,
+                        total_time,
+                    },
+                );
+            }
+            self.end_call(key, CancelReason::CallerCanceled);
+            return;
+        }
         if !connected {
             // The caller hangs up before anyone answered: cancel everywhere.
             if tell {
@@ -771,7 +931,9 @@ impl RelayCore {
         if !over {
             return;
         }
-        let (connected, app) = (call.connected, call.app);
+        // After a transfer the party that stayed had been in the call: it
+        // ends for it as a call it was in.
+        let (connected, app) = (call.connected || call.transferred_by.is_some(), call.app);
         let (call_id, room) = (call.id.clone(), call.room);
         let joined: Vec<(UserId, SessionId, Millis)> = call
             .members
