@@ -1,5 +1,6 @@
 mod architecture;
 mod calls_features_mesh;
+mod calls_features_ws;
 mod calls_mesh;
 mod calls_prop;
 mod calls_ws;
