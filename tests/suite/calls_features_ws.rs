@@ -62,6 +62,7 @@ async fn user_data_reaches_the_callee_and_over_one_kib_is_refused() {
     let mut alice = w.device("alice", "a1", &[]).await;
     bob.send(json!({"cmd": "call", "userID": "alice", "userData": "order 7 ✓"}))
         .await;
+    bob.expect("CALL_DIALING").await;
     let rang = alice.expect("ON_CALL_RECEIVED").await;
     assert_eq!(rang["userData"], "order 7 ✓", "{rang}");
     assert!(rang.get("transferredBy").is_none(), "{rang}");
