@@ -443,4 +443,41 @@ mod tests {
             .settings(&Config::default(), &dirs, &AudioSpec::Null);
         assert_eq!(s.media.input, AudioSpec::Tone(300.0));
     }
+
+    /// `--auto-answer` alone answers at once, `--auto-answer=MS` after MS;
+    /// the TUI and headless mode take it alike, over `client.auto_answer_ms`.
+    #[test]
+    fn auto_answer_is_a_flag_with_an_optional_delay() {
+        let dirs = Dirs {
+            config_file: "c".into(),
+            data_dir: "d".into(),
+        };
+        let mut config = Config::default();
+        let settings = |args: &[&str], config: &Config| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let device = match cli.command {
+                Some(Cmd::Headless(device)) => device,
+                _ => cli.device,
+            };
+            device.settings(config, &dirs, &AudioSpec::Null)
+        };
+        let s = settings(&["termphone", "--auto-answer"], &config);
+        assert_eq!(s.auto_answer_ms, Some(0));
+        assert_eq!(s.engine_config().auto_answer_ms, Some(0));
+        let s = settings(&["termphone", "headless", "--auto-answer=250"], &config);
+        assert_eq!(s.auto_answer_ms, Some(250));
+        assert_eq!(settings(&["termphone"], &config).auto_answer_ms, None);
+        config.client.auto_answer_ms = Some(900);
+        assert_eq!(settings(&["termphone"], &config).auto_answer_ms, Some(900));
+        let s = settings(&["termphone", "headless", "--auto-answer=5"], &config);
+        assert_eq!(s.auto_answer_ms, Some(5));
+        assert!(Cli::try_parse_from(["termphone", "--auto-answer=soon"]).is_err());
+        assert!(
+            !DeviceArgs {
+                auto_answer: Some(0),
+                ..DeviceArgs::default()
+            }
+            .is_empty()
+        );
+    }
 }
