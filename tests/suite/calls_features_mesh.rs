@@ -375,6 +375,40 @@ fn in_a_group_call_the_others_keep_talking_while_one_holds() {
 }
 
 #[test]
+fn a_participant_entering_a_held_call_hears_who_holds() {
+    let (mut m, bob, alice) = connected();
+    m.command(alice, hold());
+    let carol = m.online("carol", "c1");
+    m.command(
+        bob,
+        Command::Call(CallCommand::InviteUser {
+            users: vec![user("carol")],
+        }),
+    );
+    m.take(carol);
+    m.command(carol, accept());
+    assert_eq!(
+        m.log(carol),
+        ["ON_CALL_BEGIN", "CALL_HOLD_CHANGED alice true"]
+    );
+    assert_eq!(voices(&m), ["bob", "carol"]);
+    // The same after a transfer: the party that stays still holds.
+    let (mut m, bob, alice) = connected();
+    let carol = m.online("carol", "c1");
+    m.command(bob, hold());
+    m.command(alice, transfer("carol"));
+    m.take(carol);
+    m.command(carol, accept());
+    assert_eq!(
+        m.log(carol),
+        ["ON_CALL_BEGIN", "CALL_HOLD_CHANGED bob true"]
+    );
+    assert!(voices(&m).is_empty(), "bob still holds");
+    m.command(bob, unhold());
+    assert_eq!(voices(&m), ["bob", "carol"]);
+}
+
+#[test]
 fn hold_needs_a_connected_call() {
     let mut m = Mesh::dev();
     let bob = m.online("bob", "b1");
@@ -567,6 +601,25 @@ fn the_caller_can_transfer_too() {
         m.log(alice),
         ["USER_ACCEPT carol", "USER_ENTER carol", "ON_CALL_BEGIN"]
     );
+}
+
+#[test]
+fn a_transfer_back_rings_the_first_transferor_again() {
+    let (mut m, bob, alice, carol) = transferred();
+    m.command(carol, accept());
+    m.take(alice);
+    m.take(bob);
+    m.take(carol);
+    m.command(carol, transfer("alice"));
+    assert_eq!(m.log(carol), ["CALLING_END 0s"]);
+    let rang = only_json(m.take(alice));
+    assert_eq!(
+        (&rang["sponsor"], &rang["transferredBy"]),
+        (&json!("bob"), &json!("carol"))
+    );
+    m.command(alice, accept());
+    assert_eq!(m.log(alice), ["ON_CALL_BEGIN"]);
+    assert_eq!(voices(&m), ["alice", "bob"]);
 }
 
 #[test]

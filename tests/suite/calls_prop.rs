@@ -82,12 +82,13 @@ struct Checker {
     rooms: HashMap<String, u32>,
     /// Who holds each call, as each device heard it (`CALL_HOLD_CHANGED`).
     held: HashMap<(usize, String), BTreeSet<String>>,
-    /// (call, user) of every transfer: that user is out of that call.
+    /// (call, user) of every transfer: that user is out of that call,
+    /// until a later transfer rings it for the call again.
     transferors: HashSet<(String, String)>,
 }
 
 impl Checker {
-    fn feed(&mut self, device: usize, events: Vec<Event>) -> Result<(), String> {
+    fn feed(&mut self, device: usize, owner: &[usize], events: Vec<Event>) -> Result<(), String> {
         for e in events {
             match &e {
                 Event::OnCallReceived {
@@ -119,6 +120,17 @@ impl Checker {
                 _ => {}
             }
             let (call, to, allowed_from): (&str, Leg, &[Option<Leg>]) = match &e {
+                // A transfer may ring a user that left the call before (a
+                // transfer back): a new leg of the same call on its devices.
+                Event::OnCallReceived {
+                    call_id,
+                    transferred_by: Some(_),
+                    ..
+                } => {
+                    let user = USERS[owner[device]].to_owned();
+                    self.transferors.remove(&(call_id.clone(), user));
+                    (call_id, Leg::Ringing, &[None, Some(Leg::Done)])
+                }
                 Event::OnCallReceived { call_id, .. } => (call_id, Leg::Ringing, &[None]),
                 Event::CallDialing { call_id, .. } => (call_id, Leg::Dialing, &[None]),
                 Event::OnCallBegin { call_id, .. } => (
@@ -255,7 +267,9 @@ fn run(devices_per_user: [usize; 3], multi: Vec<bool>, ops: Vec<Op>) -> Result<(
     let mut check = |m: &mut Mesh| -> Result<(), TestCaseError> {
         for d in 0..devices {
             let events = m.take(d);
-            checker.feed(d, events).map_err(TestCaseError::fail)?;
+            checker
+                .feed(d, &owner, events)
+                .map_err(TestCaseError::fail)?;
         }
         checker
             .one_device_per_user(&owner)

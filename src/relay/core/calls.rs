@@ -406,6 +406,7 @@ impl RelayCore {
         );
         self.peer_event(key, &user, PeerAction::Accepted, vec![user.clone()], true);
         self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
+        self.tell_holds(key, app, &user);
         self.connect(key, &user);
         Ok(())
     }
@@ -602,6 +603,25 @@ impl RelayCore {
         Ok(())
     }
 
+    /// `user` just entered call `key`: its devices hear who holds it already.
+    fn tell_holds(&mut self, key: CallKey, app: AppId, user: &UserId) {
+        let call = &self.calls.calls[&key];
+        let (call_id, held): (String, Vec<UserId>) =
+            (call.id.clone(), call.held.iter().cloned().collect());
+        for holder in held {
+            for s in self.sessions_of(app, user) {
+                self.send_to_session(
+                    s,
+                    ServerMsg::CallHold {
+                        call_id: call_id.clone(),
+                        user: holder.clone(),
+                        on_hold: true,
+                    },
+                );
+            }
+        }
+    }
+
     /// The call `call_id` if `sid` is in it.
     fn joined_call(&self, sid: SessionId, call_id: &str) -> Result<CallKey, Error> {
         let key = *self.calls.by_id.get(call_id).ok_or_else(no_such_call)?;
@@ -740,6 +760,7 @@ impl RelayCore {
             },
         );
         self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
+        self.tell_holds(key, app, &user);
         if !was_connected {
             self.connect(key, &user);
         }
