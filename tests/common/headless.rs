@@ -101,13 +101,20 @@ impl Headless {
         Some(v)
     }
 
+    /// The next `name` event, skipping others. A device in a call prints
+    /// `USER_VOICE_VOLUME` five times a second, so besides each line's own
+    /// deadline the whole wait has one: an event that never comes fails
+    /// the test instead of hanging it.
     pub async fn expect(&mut self, name: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + 3 * WAIT;
         let mut seen = Vec::new();
         loop {
-            match self.next().await {
-                Some(v) if v["event"] == name => return v,
-                Some(v) => seen.push(v),
-                None => panic!("stdout closed before {name}; saw {seen:?}"),
+            let next = tokio::time::timeout_at(deadline, self.next()).await;
+            match next {
+                Ok(Some(v)) if v["event"] == name => return v,
+                Ok(Some(v)) => seen.push(v),
+                Ok(None) => panic!("stdout closed before {name}; saw {seen:?}"),
+                Err(_) => panic!("no {name} within {:?}; saw {seen:?}", 3 * WAIT),
             }
         }
     }

@@ -129,6 +129,10 @@ async fn set_auto_answer_answers_at_once_and_turns_off() {
     alice
         .send(json!({"cmd": "setAutoAnswer", "enable": false, "delayMs": 0}))
         .await;
+    // Commands reach the engine in order: once USERS is back, auto-answer
+    // is off there (bob's next call could otherwise overtake the command).
+    alice.send(json!({"cmd": "getUsers"})).await;
+    alice.expect("USERS").await;
     bob.send(json!({"cmd": "call", "userID": "alice", "timeout": 1}))
         .await;
     alice.expect("ON_CALL_RECEIVED").await;
