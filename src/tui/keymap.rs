@@ -96,6 +96,8 @@ actions! {
     Details = "details", "show event";
     Invite = "invite", "invite selected";
     Mute = "mute", "mute/unmute";
+    Hold = "hold", "hold";
+    Transfer = "transfer", "transfer";
     Devices = "devices", "sound devices";
     Call = "call", "call";
     Open = "open", "open";
@@ -261,6 +263,8 @@ impl Default for Keymap {
             (C::Call, k('h'), A::Hangup),
             (C::Call, k('+'), A::Invite),
             (C::Call, k('m'), A::Mute),
+            (C::Call, k('o'), A::Hold),
+            (C::Call, k('t'), A::Transfer),
             (C::Call, k('s'), A::Devices),
             (C::Contacts, k('s'), A::Devices),
             (C::Contacts, k('c'), A::Call),

@@ -4,7 +4,7 @@
 
 mod chat;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind};
 use ratatui_textarea::TextArea;
@@ -100,6 +100,8 @@ pub struct ActiveCall {
     pub my_volume: u8,
     /// What the media reports of each other participant.
     pub audio: BTreeMap<UserId, PeerAudio>,
+    /// Who holds the call now (this device's user among them when it does).
+    pub held_by: BTreeSet<UserId>,
 }
 
 /// A participant's voice as this device hears it.
@@ -122,6 +124,7 @@ impl ActiveCall {
             muted: false,
             my_volume: 0,
             audio: BTreeMap::new(),
+            held_by: BTreeSet::new(),
         }
     }
 }
@@ -271,12 +274,14 @@ impl Model {
             for (key, action) in self.keymap.hints(context) {
                 let conversation = self.conversation.as_ref();
                 let works = match action {
-                    Action::Invite | Action::Mute => connected,
+                    Action::Invite | Action::Mute | Action::Hold | Action::Transfer => connected,
                     Action::Call => self.call.is_none(),
                     Action::Details => !self.log.is_empty(),
                     // In the help, not the footer: it has no room to spare.
                     Action::Devices => false,
                     Action::Newer | Action::Newest => conversation.is_some_and(|c| c.scroll > 0),
+                    // In a call its keys come first; scrolling stays in the help.
+                    Action::Older => self.call.is_none(),
                     Action::Resend => conversation.is_some_and(|c| {
                         (c.shown.iter()).any(|s| matches!(s.delivery, Delivery::Failed(_)))
                     }),
@@ -369,7 +374,12 @@ impl Model {
                 .filter(|a| {
                     matches!(
                         a,
-                        Action::Hangup | Action::Invite | Action::Mute | Action::Devices
+                        Action::Hangup
+                            | Action::Invite
+                            | Action::Mute
+                            | Action::Hold
+                            | Action::Transfer
+                            | Action::Devices
                     )
                 })
                 .or_else(|| self.keymap.lookup(context, key)),
@@ -456,6 +466,8 @@ impl Model {
             | Action::Ignore
             | Action::Invite
             | Action::Mute
+            | Action::Hold
+            | Action::Transfer
             | Action::Hangup => self.call_action(action, now),
         }
     }
@@ -506,6 +518,32 @@ impl Model {
                 _ => {
                     self.notice = Some((
                         "select a contact to invite once the call is connected".into(),
+                        now,
+                    ));
+                    Vec::new()
+                }
+            },
+            Action::Hold => match self.call.as_ref().filter(|c| c.began_at.is_some()) {
+                Some(call) => {
+                    let call_id = Some(call.call_id.clone());
+                    let command = if call.held_by.contains(&self.me) {
+                        CallCommand::Unhold { call_id }
+                    } else {
+                        CallCommand::Hold { call_id }
+                    };
+                    vec![Effect::Engine(Command::Call(command))]
+                }
+                None => Vec::new(),
+            },
+            Action::Transfer => match (&self.call, self.selected_contact()) {
+                (Some(call), Some(user)) if call.began_at.is_some() => {
+                    vec![Effect::Engine(Command::Call(CallCommand::TransferCall {
+                        user,
+                    }))]
+                }
+                _ => {
+                    self.notice = Some((
+                        "select the contact to transfer the connected call to".into(),
                         now,
                     ));
                     Vec::new()
@@ -572,7 +610,9 @@ impl Model {
             | Event::GroupCallInviteeListUpdate { .. }
             | Event::UserVoiceVolume { .. }
             | Event::UserAudioAvailable { .. }
-            | Event::OnUserNetworkQualityChanged { .. } => self.on_call_event(event, now),
+            | Event::OnUserNetworkQualityChanged { .. }
+            | Event::CallHoldChanged { .. }
+            | Event::CallTransferred { .. } => self.on_call_event(event, now),
             Event::MessageReceived { .. }
             | Event::MessageSent { .. }
             | Event::MessageRecalled { .. }
@@ -786,6 +826,36 @@ impl Model {
                         }
                     }
                 }
+            }
+            Event::CallHoldChanged {
+                call_id,
+                user_id,
+                on_hold,
+            } => {
+                if let Some(call) = self.call.as_mut().filter(|c| c.call_id == call_id) {
+                    let who = if user_id == self.me {
+                        "you".to_owned()
+                    } else {
+                        user_id.to_string()
+                    };
+                    let what = if on_hold {
+                        "put the call on hold"
+                    } else {
+                        "resumed the call"
+                    };
+                    self.notice = Some((format!("{who} {what}"), now));
+                    if on_hold {
+                        call.held_by.insert(user_id);
+                    } else {
+                        call.held_by.remove(&user_id);
+                    }
+                }
+            }
+            Event::CallTransferred { by, to, .. } => {
+                self.notice = Some((
+                    format!("{by} transferred the call to {to}; it rings there"),
+                    now,
+                ));
             }
             Event::UserAudioAvailable {
                 user_id,

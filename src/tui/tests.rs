@@ -1021,3 +1021,53 @@ fn the_editor_moves_by_words_and_deletes_like_a_shell() {
     m.on_terminal(key(KeyCode::Up), T0 + 300_002);
     assert_eq!(m.drafts[&bob].lines(), ["sent text"]);
 }
+
+#[test]
+fn o_holds_and_resumes_and_t_transfers_to_the_selected_contact() {
+    let mut m = with_conversation(model());
+    dialing(&mut m);
+    m.on_engine(
+        Event::OnCallBegin {
+            call_id: "c9".into(),
+            room_id: 1,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Caller,
+            record: any_record(),
+        },
+        T0 + 2_000,
+    );
+    let hold = m.on_terminal(key(KeyCode::Char('o')), T0 + 2_100);
+    assert_eq!(
+        hold,
+        vec![Effect::Engine(Command::Call(CallCommand::Hold {
+            call_id: Some("c9".into())
+        }))]
+    );
+    m.on_engine(
+        Event::CallHoldChanged {
+            call_id: "c9".into(),
+            user_id: "alice".parse().unwrap(),
+            on_hold: true,
+        },
+        T0 + 2_200,
+    );
+    let screen = render(&m, T0 + 2_300, 80, 24);
+    assert!(screen.contains("On hold (you)"), "{screen}");
+    assert!(screen.contains("you put the call on hold"), "{screen}");
+    // o again resumes.
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('o')), T0 + 2_400),
+        vec![Effect::Engine(Command::Call(CallCommand::Unhold {
+            call_id: Some("c9".into())
+        }))]
+    );
+    // t transfers to the contact selected in the contacts pane.
+    m.focus = Pane::Contacts;
+    m.selected = 1;
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('t')), T0 + 2_500),
+        vec![Effect::Engine(Command::Call(CallCommand::TransferCall {
+            user: "carol".parse().unwrap()
+        }))]
+    );
+}

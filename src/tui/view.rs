@@ -291,6 +291,16 @@ fn draw_history(frame: &mut Frame, model: &Model, area: Rect) {
 fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
     let call = model.call.as_ref().expect("in a call");
     let (title, color) = match call.began_at {
+        Some(at) if !call.held_by.is_empty() => {
+            let holders: Vec<&str> = (call.held_by.iter())
+                .map(|u| if *u == model.me { "you" } else { u.as_str() })
+                .collect();
+            let time = clock_secs(now.saturating_sub(at) / 1000);
+            (
+                format!(" On hold ({}) {time} ", holders.join(", ")),
+                Color::Yellow,
+            )
+        }
         Some(at) => (
             format!(" In call {} ", clock_secs(now.saturating_sub(at) / 1000)),
             Color::Green,
