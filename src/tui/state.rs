@@ -80,6 +80,8 @@ pub struct Incoming {
     pub others: Vec<UserId>,
     pub group: bool,
     pub since: u64,
+    /// Who handed this call over (a blind transfer), when someone did.
+    pub transferred_by: Option<UserId>,
 }
 
 /// The call this device placed or is in.
@@ -701,6 +703,7 @@ impl Model {
                 sponsor,
                 user_id_list,
                 is_from_group,
+                transferred_by,
                 ..
             } => {
                 self.incoming.push(Incoming {
@@ -709,6 +712,7 @@ impl Model {
                     others: user_id_list,
                     group: is_from_group,
                     since: now,
+                    transferred_by: transferred_by.map(|u| *u),
                 });
                 effects.push(Effect::Bell);
             }

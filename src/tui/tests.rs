@@ -1071,3 +1071,26 @@ fn o_holds_and_resumes_and_t_transfers_to_the_selected_contact() {
         }))]
     );
 }
+
+#[test]
+fn a_transferred_call_says_who_handed_it_over() {
+    let mut m = with_contacts(model());
+    m.on_engine(
+        Event::OnCallReceived {
+            call_id: "c7".into(),
+            room_id: 7,
+            sponsor: "bob".parse().unwrap(),
+            user_id_list: vec![],
+            is_from_group: false,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+            user_data: None,
+            transferred_by: Some(Box::new("dave".parse().unwrap())),
+            record: any_record(),
+        },
+        T0 + 1_000,
+    );
+    let screen = render(&m, T0 + 1_100, 80, 24);
+    assert!(screen.contains("bob is calling"), "{screen}");
+    assert!(screen.contains("audio call, transferred by dave"), "{screen}");
+}

@@ -542,6 +542,8 @@ fn draw_incoming(frame: &mut Frame, model: &Model, now: u64) {
             format!("group call, also with {}", names(&call.others))
         } else if call.group {
             "group call".into()
+        } else if let Some(by) = &call.transferred_by {
+            format!("audio call, transferred by {by}")
         } else {
             "audio call".into()
         })
