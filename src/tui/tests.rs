@@ -1092,5 +1092,8 @@ fn a_transferred_call_says_who_handed_it_over() {
     );
     let screen = render(&m, T0 + 1_100, 80, 24);
     assert!(screen.contains("bob is calling"), "{screen}");
-    assert!(screen.contains("audio call, transferred by dave"), "{screen}");
+    assert!(
+        screen.contains("audio call, transferred by dave"),
+        "{screen}"
+    );
 }
