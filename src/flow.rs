@@ -1017,6 +1017,9 @@ fn render_html(flow: &Flow, timeline: &Timeline, passed: bool) -> String {
     out
 }
 
+/// Text as HTML or XML character data or attribute value: the markup
+/// characters escaped, and the characters XML 1.0 cannot hold at all
+/// (controls other than tab and line breaks) written as `\u{..}`.
 fn html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -1025,7 +1028,12 @@ fn html(text: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            _ => out.push(c),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || matches!(c, '\u{fffe}' | '\u{ffff}') => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
         }
     }
     out

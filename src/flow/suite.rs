@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Flow, FlowError, Outcome, run};
+use super::{Flow, FlowError, Outcome, html as escape, run};
 use crate::tls::Fingerprint;
 
 /// The flow files `path` names: itself, or the `.toml` files of a
@@ -144,28 +144,6 @@ fn failure_text(o: &Outcome) -> String {
         text.push_str(timeline);
     }
     text
-}
-
-/// Text as XML character data or an attribute value: the five markup
-/// characters escaped, and the characters XML 1.0 cannot hold at all
-/// (controls other than tab and line breaks) written as `\u{..}`.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || matches!(c, '\u{fffe}' | '\u{ffff}') => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Every flow and every step with its timing, for scripts.
