@@ -889,24 +889,7 @@ impl RelayCore {
             (call.app, call.id.clone(), call.room, call.connected);
         let transferring = call.transferred_by.is_some();
         self.mark_left(app, user);
-        if !connected && transferring {
-            // The party that stayed after a transfer hangs up while the
-            // target still rings: it leaves a call it had been in.
-            if tell {
-                let total_time = now.saturating_sub(since) / 1000;
-                self.send_to_session(
-                    session,
-                    ServerMsg::CallEnd {
-                        call_id,
-                        room,
-                        total_time,
-                    },
-                );
-            }
-            self.end_call(key, CancelReason::CallerCanceled);
-            return;
-        }
-        if !connected {
+        if !connected && !transferring {
             // The caller hangs up before anyone answered: cancel everywhere.
             if tell {
                 self.send_to_session(
@@ -922,6 +905,8 @@ impl RelayCore {
             self.end_call(key, CancelReason::CallerCanceled);
             return;
         }
+        // It was in the call (or, after a transfer, stayed in it while the
+        // target rings): it ends for it as a call it was in.
         if tell {
             let total_time = now.saturating_sub(since) / 1000;
             self.send_to_session(
@@ -932,6 +917,10 @@ impl RelayCore {
                     total_time,
                 },
             );
+        }
+        if !connected {
+            self.end_call(key, CancelReason::CallerCanceled);
+            return;
         }
         self.peer_event(key, user, PeerAction::Left, vec![user.clone()], false);
         self.settle_call(key, CancelReason::CallEnded);
