@@ -139,15 +139,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def call_through(binary, speech, loss, work, pulse=None):
+def call_through(binary, speech, loss, work, pulse=None, burst=None, run=0):
+    """Bob's recording of alice's speech, and bob's MEDIA_STATS of the call."""
     base = pulse.env if pulse else os.environ
-    tag = f"{loss}rc" if pulse else f"{loss}"
+    tag = f"{loss}-{burst}-{run}rc" if pulse else f"{loss}-{burst}-{run}"
     env = dict(base, XDG_DATA_HOME=f"{work}/data{tag}", XDG_CONFIG_HOME=f"{work}/config",
                HOME=work, TERMPHONE_LOG="warn")
     port = free_port()
     relay = subprocess.Popen(
         [binary, "relay", "--listen", f"127.0.0.1:{port}", "--db", f"{work}/relay{tag}.db",
-         "--media-loss", str(loss)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--media-loss", str(loss), *(["--media-loss-burst", str(burst)] if burst else [])], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     heard = f"{work}/heard{tag}.wav"
     url = f"ws://127.0.0.1:{port}"
@@ -174,11 +175,12 @@ def call_through(binary, speech, loss, work, pulse=None):
         time.sleep(seconds + 1.0)
     alice.send(cmd="hangup")
     bob.expect("CALLING_END")
+    stats = bob.expect("MEDIA_STATS")
     alice.quit()
     bob.quit()
     relay.terminate()
     relay.wait()
-    return read_wav(heard)
+    return read_wav(heard), stats
 
 
 def score(reference, degraded):
@@ -198,6 +200,8 @@ def main():
     parser.add_argument("--binary", default="target/release/termphone")
     parser.add_argument("--real-clock", action="store_true",
                         help="also through a sound card on a real clock (a private PulseAudio server)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="calls per network condition (loss patterns vary from call to call)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         speech = args.speech or f"{work}/speech.wav"
@@ -205,16 +209,23 @@ def main():
             default_speech(speech)
         reference = read_wav(speech)
         print(f"speech: {len(reference) / 48000:.1f} s; Opus 32 kbps, in-band FEC, through {args.binary}")
-        for loss in [0, 5, 10]:
-            heard = call_through(args.binary, speech, loss, work)
-            mos, lag = score(reference, heard)
-            print(f"loss {loss:>2}%: PESQ-WB {mos:.2f} (aligned at {lag:.0f} ms)")
+        # Beside each PESQ score, the call's own estimate (MEDIA_STATS mos,
+        # the E-model of src/media/mos.rs) from what bob's device measured.
+        for loss, burst in [(0, None), (5, None), (10, None), (5, 3)]:
+            for run in range(args.runs):
+                heard, stats = call_through(args.binary, speech, loss, work, burst=burst, run=run)
+                mos, lag = score(reference, heard)
+                kind = f"bursts of {burst}" if burst else "random"
+                print(f"loss {loss:>2}% {kind:<11}: PESQ-WB {mos:.2f} (aligned at {lag:.0f} ms); "
+                      f"mos {stats['mos']:.2f}, lossPercent {stats['lossPercent']:.1f}, "
+                      f"fecRecovered {stats['fecRecovered']}, framesLost {stats['framesLost']}, "
+                      f"jitterUnderruns {stats['jitterUnderruns']}")
         if args.real_clock:
             if not shutil.which("pulseaudio"):
                 sys.exit("--real-clock needs pulseaudio and pulseaudio-utils")
             pulse = Pulse(work)
             try:
-                heard = call_through(args.binary, speech, 0, work, pulse)
+                heard, _ = call_through(args.binary, speech, 0, work, pulse)
             finally:
                 pulse.stop()
             mos, lag = score(reference, heard)

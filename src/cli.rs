@@ -173,6 +173,10 @@ pub struct DeviceArgs {
         default_missing_value = "0"
     )]
     pub auto_answer: Option<u64>,
+    /// Copy everything this device plays to FILE as raw 16-bit 48 kHz mono
+    /// PCM, for the flow runner's audio steps (docs/flows.md).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub audio_tap: Option<PathBuf>,
 }
 
 fn parse_audio_spec(s: &str) -> Result<AudioSpec, String> {
@@ -199,6 +203,14 @@ pub struct RelayArgs {
     /// Lose this share of forwarded media frames, in percent (relay.impairment.loss_percent).
     #[arg(long, value_name = "PERCENT")]
     pub media_loss: Option<f64>,
+    /// Lose media in bursts of this many frames on average, at --media-loss's
+    /// rate (relay.impairment.loss_burst; Gilbert-Elliott; default 1: at random).
+    #[arg(long, value_name = "FRAMES")]
+    pub media_loss_burst: Option<f64>,
+    /// Drop every media frame this user sends: one direction of its calls cut
+    /// (relay.impairment.drop_from; repeat for several users).
+    #[arg(long, value_name = "USERID")]
+    pub media_drop_from: Vec<UserId>,
     /// Delay forwarded media frames by this many ms (relay.impairment.delay_ms).
     #[arg(long, value_name = "MS")]
     pub media_delay: Option<u64>,
@@ -292,6 +304,7 @@ impl DeviceArgs {
             audio_in,
             audio_out,
             auto_answer,
+            audio_tap,
         } = self;
         relay.is_none()
             && relay_fingerprint.is_none()
@@ -304,6 +317,7 @@ impl DeviceArgs {
             && audio_in.is_none()
             && audio_out.is_none()
             && auto_answer.is_none()
+            && audio_tap.is_none()
     }
 
     /// Flags over config over defaults; `audio` is the front end's own
@@ -340,6 +354,7 @@ impl DeviceArgs {
                     .unwrap_or(audio)
                     .clone(),
                 codec: config.media.codec(),
+                tap: self.audio_tap.clone(),
             },
         }
     }

@@ -6,6 +6,7 @@
 //! The file format is documented in docs/flows.md. [`suite`] runs a
 //! directory of them and writes JUnit and JSON reports.
 
+pub mod audio;
 pub mod suite;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
+use self::audio::{Ear, ExpectAudio, ExpectSilence};
 use crate::client::event::EVENT_NAMES;
 use crate::config::RelayConfig;
 use crate::headless::{self, COMMANDS};
@@ -56,6 +58,12 @@ pub struct RelayOverrides {
     pub max_call_participants: Option<usize>,
     /// Media frames the relay drops at random, in percent, per receiver.
     pub media_loss: Option<f64>,
+    /// The mean length of a burst of `media_loss` (frames; default 1:
+    /// each frame lost on its own).
+    pub media_loss_burst: Option<f64>,
+    /// Users whose voice the relay drops: one direction of a call cut.
+    #[serde(default)]
+    pub media_drop_from: Vec<crate::ids::UserId>,
     /// Added to every media frame's delivery.
     pub media_delay_ms: Option<u64>,
     /// Up to this much more per frame, at random (frames may reorder).
@@ -70,8 +78,15 @@ impl RelayOverrides {
                 "media_loss is {loss}; it is a percentage, 0 to 100"
             ));
         }
-        if self.impairment().check().is_err() {
-            return Err("media_delay_ms and media_jitter_ms are at most 10000".into());
+        if let Err(e) = self.impairment().check() {
+            // The relay's words name its config keys; a flow names its own.
+            return Err(e
+                .replace("relay.impairment.loss_burst", "media_loss_burst")
+                .replace(
+                    "relay.impairment delay_ms and jitter_ms",
+                    "media_delay_ms and media_jitter_ms",
+                )
+                .replace("relay.impairment:", "media_loss and media_loss_burst:"));
         }
         Ok(())
     }
@@ -80,8 +95,10 @@ impl RelayOverrides {
     fn impairment(&self) -> Impairment {
         Impairment {
             loss_percent: self.media_loss.unwrap_or(0.0),
+            loss_burst: self.media_loss_burst.unwrap_or(0.0),
             delay_ms: self.media_delay_ms.unwrap_or(0),
             jitter_ms: self.media_jitter_ms.unwrap_or(0),
+            drop_from: self.media_drop_from.clone(),
         }
     }
 }
@@ -122,7 +139,8 @@ fn yes() -> bool {
     true
 }
 
-/// One step: exactly one of `send`, `expect`, `expect_none`.
+/// One step: exactly one of `send`, `expect`, `expect_none`,
+/// `expect_audio`, `expect_silence`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
@@ -134,6 +152,10 @@ pub struct Step {
     pub expect: Option<String>,
     /// An event the device must not see for `for_ms`.
     pub expect_none: Option<String>,
+    /// A tone or a recording the device must play (flow::audio).
+    pub expect_audio: Option<ExpectAudio>,
+    /// Silence the device must play.
+    pub expect_silence: Option<ExpectSilence>,
     /// Fields the expected event must have (a subset).
     #[serde(default)]
     pub fields: toml::Table,
@@ -246,11 +268,13 @@ impl Flow {
         }
         let lines = step_lines(&text);
         let mut saved = BTreeSet::new();
-        for (i, step) in flow.steps.iter().enumerate() {
+        for (i, step) in flow.steps.iter_mut().enumerate() {
             let kinds = [
                 step.send.is_some(),
                 step.expect.is_some(),
                 step.expect_none.is_some(),
+                step.expect_audio.is_some(),
+                step.expect_silence.is_some(),
             ];
             let invalid = |message: String| FlowError::Invalid {
                 file: file.clone(),
@@ -260,8 +284,30 @@ impl Flow {
             };
             if kinds.iter().filter(|k| **k).count() != 1 {
                 return Err(invalid(
-                    "a step has exactly one of send, expect, expect_none".into(),
+                    "a step has exactly one of send, expect, expect_none, expect_audio, \
+                     expect_silence"
+                        .into(),
                 ));
+            }
+            let listens = step.expect_audio.is_some() || step.expect_silence.is_some();
+            if listens
+                && (!step.fields.is_empty() || !step.compare.is_empty() || !step.save.is_empty())
+            {
+                return Err(invalid(
+                    "fields, compare and save belong on an expect step; an audio step listens"
+                        .into(),
+                ));
+            }
+            if let Some(audio) = &mut step.expect_audio {
+                audio.load(base).map_err(invalid)?;
+            }
+            if let (Some(silence), Some(within)) = (&step.expect_silence, step.within_ms)
+                && within < silence.for_ms
+            {
+                return Err(invalid(format!(
+                    "expect_silence: for_ms = {} cannot fit in within_ms = {within}",
+                    silence.for_ms
+                )));
             }
             if !flow.devices.iter().any(|d| d.name == step.device) {
                 return Err(invalid(format!("no device named {:?}", step.device)));
@@ -379,6 +425,8 @@ struct Device {
     name: String,
     stdin: Box<dyn AsyncWrite + Unpin + Send>,
     events: mpsc::UnboundedReceiver<(Value, Instant)>,
+    /// Where it copies what it plays (`--audio-tap`), for audio steps.
+    tap: std::path::PathBuf,
 }
 
 /// Everything each device was sent and saw, and each step's verdict, for
@@ -512,7 +560,7 @@ pub async fn run(
     let mut children = Vec::new();
     let mut started_all = true;
     for (i, spec) in flow.devices.iter().enumerate() {
-        let (device, child) = match spawn(spec, &url, fingerprint, data.path()).await {
+        let (device, child) = match spawn(spec, i, &url, fingerprint, data.path()).await {
             Ok(started) => started,
             Err(e) => {
                 outcome.failure = Some(e.to_string());
@@ -666,6 +714,7 @@ async fn start_relay(overrides: &RelayOverrides, dir: &Path) -> Result<RelayHand
 
 async fn spawn(
     spec: &DeviceSpec,
+    index: usize,
     url: &str,
     fingerprint: Option<crate::tls::Fingerprint>,
     data: &Path,
@@ -701,11 +750,14 @@ async fn spawn(
             .arg("--relay-fingerprint")
             .arg(fingerprint.to_string());
     }
+    let tap = data.join(format!("device-{index}.tap"));
     command
         .arg("--audio-in")
         .arg(spec.audio_in.to_string())
         .arg("--audio-out")
-        .arg(spec.audio_out.to_string());
+        .arg(spec.audio_out.to_string())
+        .arg("--audio-tap")
+        .arg(&tap);
     let mut child = command
         .spawn()
         .map_err(|e| FlowError::Device(spec.name.clone(), e.to_string()))?;
@@ -725,6 +777,7 @@ async fn spawn(
         name: spec.name.clone(),
         stdin: Box::new(stdin),
         events,
+        tap,
     };
     Ok((device, child))
 }
@@ -769,6 +822,22 @@ async fn run_step(
                 arrived.join(", ")
             }
         ));
+    }
+    if let Some(audio) = &step.expect_audio {
+        let within = step
+            .within_ms
+            .map_or_else(|| audio.default_within(), Duration::from_millis);
+        return (Ear::new(&device.tap))
+            .expect_audio(&device.name, audio, within)
+            .await;
+    }
+    if let Some(silence) = &step.expect_silence {
+        let within = step
+            .within_ms
+            .map_or_else(|| silence.default_within(), Duration::from_millis);
+        return (Ear::new(&device.tap))
+            .expect_silence(&device.name, silence, within)
+            .await;
     }
     let name = step.expect_none.as_ref().expect("checked at load");
     let window = Duration::from_millis(step.for_ms.unwrap_or(500));
@@ -1251,6 +1320,7 @@ mod tests {
             name: "a1".into(),
             stdin: Box::new(Prompt(tx)),
             events,
+            tap: "unused.tap".into(),
         };
         let mut timeline = Timeline {
             start: Instant::now(),

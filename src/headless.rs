@@ -95,6 +95,7 @@ enum Request {
     },
     OpenMicrophone {},
     CloseMicrophone {},
+    GetMediaStats {},
     Hold {
         #[serde(rename = "callId")]
         call_id: Option<String>,
@@ -241,6 +242,7 @@ impl Request {
             }
             Request::OpenMicrophone {} => call(CallCommand::OpenMicrophone),
             Request::CloseMicrophone {} => call(CallCommand::CloseMicrophone),
+            Request::GetMediaStats {} => call(CallCommand::GetMediaStats),
             Request::Hold { call_id } => call(CallCommand::Hold { call_id }),
             Request::Unhold { call_id } => call(CallCommand::Unhold { call_id }),
             Request::TransferCall { user_id } => call(CallCommand::TransferCall { user: user_id }),
@@ -797,6 +799,7 @@ mod tests {
             Command::Call(CallCommand::InviteUser { users: Vec::new() }),
             Command::Call(CallCommand::JoinInGroupCall { room: 1 }),
             Command::Call(CallCommand::OpenMicrophone),
+            Command::Call(CallCommand::GetMediaStats),
             Command::Call(CallCommand::CloseMicrophone),
             Command::Call(CallCommand::Hold { call_id: None }),
             Command::Call(CallCommand::Unhold { call_id: None }),

@@ -223,6 +223,10 @@ fn run_relay(args: &RelayArgs, mut config: Config, dirs: &Dirs) -> ExitCode {
     impairment.loss_percent = args.media_loss.unwrap_or(impairment.loss_percent);
     impairment.delay_ms = args.media_delay.unwrap_or(impairment.delay_ms);
     impairment.jitter_ms = args.media_jitter.unwrap_or(impairment.jitter_ms);
+    impairment.loss_burst = args.media_loss_burst.unwrap_or(impairment.loss_burst);
+    impairment
+        .drop_from
+        .extend(args.media_drop_from.iter().cloned());
     if let Err(e) = impairment.check() {
         return fail(&e);
     }

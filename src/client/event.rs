@@ -224,12 +224,14 @@ pub enum Event {
         devices: DeviceState,
     },
     /// termphone's own: what this device's media did in a call, once its
-    /// media has stopped (just after CALLING_END).
+    /// media has stopped (just after CALLING_END), or so far when asked
+    /// (`getMediaStats`).
     MediaStats {
         #[serde(rename = "roomID")]
         room_id: RoomId,
+        /// Boxed: the largest of the events, and one of the rarest.
         #[serde(flatten)]
-        stats: MediaStats,
+        stats: Box<MediaStats>,
     },
     SdkReady,
     /// Acknowledgement of `sendMessage`: the message is stored on the relay.

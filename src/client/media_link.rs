@@ -101,9 +101,9 @@ fn reporter(events: mpsc::UnboundedSender<Event>) -> Reporter {
             MediaReport::Network(network_quality_list) => Event::OnUserNetworkQualityChanged {
                 network_quality_list,
             },
-            MediaReport::Ended { room, stats } => Event::MediaStats {
+            MediaReport::Stats { room, stats } => Event::MediaStats {
                 room_id: room,
-                stats,
+                stats: Box::new(stats),
             },
             MediaReport::Failed(error, cmd) => Event::error(error, cmd),
             MediaReport::Devices(devices) => Event::DevicedUpdated { devices },

@@ -27,6 +27,8 @@ pub enum MediaCommand {
     /// The call ended for this device.
     Stop,
     Mute(bool),
+    /// Report the call's figures so far (`MEDIA_STATS`).
+    Stats,
     /// Who sends voice in the room, and on which source numbers.
     Peers {
         room: RoomId,

@@ -10,14 +10,18 @@
 //! clocks them every 20 ms, and [`io`] and [`device`] are the sources and
 //! sinks it reads and writes (files, tones, cpal devices). [`ringtone`]
 //! plays while a call rings, on the same device code. [`report`] is what
-//! the thread tells the client.
+//! the thread tells the client, [`mos`] the call's quality in one figure;
+//! [`tap`] copies what is played for [`analysis`] to check (flows' audio
+//! steps).
 
+pub mod analysis;
 pub mod codec;
 pub mod control;
 pub mod device;
 pub mod io;
 pub mod jitter;
 pub mod level;
+pub mod mos;
 pub mod pipeline;
 pub mod quality;
 pub mod report;
@@ -25,6 +29,7 @@ pub mod resample;
 pub mod ringtone;
 pub mod session;
 pub mod spec;
+pub mod tap;
 pub mod watch;
 
 /// Opus runs at 48 kHz mono.

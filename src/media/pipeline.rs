@@ -5,6 +5,7 @@
 //! sleeps on its control channel and holds no device: a softphone does not
 //! keep the microphone open while idle.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
@@ -12,14 +13,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::Sender;
 
+use super::analysis::level_dbfs;
 use super::codec::CodecSettings;
 use super::control::{DeviceKind, MediaCommand};
 use super::device::DeviceLists;
 use super::device::{Counters, PLAYBACK_TARGET};
 use super::io::{Sink, Source};
+use super::mos::{self, MosInputs};
 use super::report::{DeviceState, MediaReport, MediaStats, NetworkQuality, VoiceVolume};
 use super::session::{CallMedia, PeerQuality};
 use super::spec::AudioSpec;
+use super::tap::Tap;
 use super::watch::Watcher;
 use super::{FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE};
 use crate::error::{Error, ErrorCode};
@@ -42,6 +46,8 @@ const STALL: Duration = Duration::from_millis(FRAME_MS * 3);
 /// silence put in its place would stay as delay: it is taken as stalled
 /// only after 200 ms.
 const MIC_STALL: Duration = Duration::from_millis(10 * FRAME_MS);
+/// Time to first audio ends with the first frame played this loud.
+const AUDIBLE_DBFS: f64 = -40.0;
 /// A device's over- and underruns until 200 ms after it started to flow
 /// (while the card and the call's clock find each other) are logged, not
 /// counted in MEDIA_STATS.
@@ -53,6 +59,9 @@ pub struct MediaSettings {
     pub input: AudioSpec,
     pub output: AudioSpec,
     pub codec: CodecSettings,
+    /// A file that gets a copy of everything played (`--audio-tap`,
+    /// [`super::tap`]): what the flow runner listens to.
+    pub tap: Option<PathBuf>,
 }
 
 impl Default for MediaSettings {
@@ -61,6 +70,7 @@ impl Default for MediaSettings {
             input: AudioSpec::Default,
             output: AudioSpec::Default,
             codec: CodecSettings::default(),
+            tap: None,
         }
     }
 }
@@ -111,6 +121,7 @@ impl MediaHandle {
                     to_self,
                     watcher: None,
                     lists: None,
+                    tap: None,
                 };
                 // A device that uses a sound card hears of hot-plugs from
                 // the start; one on files or null audio once it asks.
@@ -156,6 +167,8 @@ struct Pipeline {
     watcher: Option<Watcher>,
     /// The devices last listed.
     lists: Option<DeviceLists>,
+    /// Opened with the first call, kept for the later ones.
+    tap: Option<Tap>,
 }
 
 /// One call in progress on the thread.
@@ -173,6 +186,8 @@ struct Live {
     /// Grades last reported, to report only changes.
     reported: Vec<(UserId, u8)>,
     send_drops: u64,
+    /// From the call's start to the first frame played above -40 dBFS.
+    first_audio: Option<Duration>,
 }
 
 /// When one side of the call ticks next. With a sound card on that side,
@@ -272,6 +287,15 @@ impl Pipeline {
                     }
                 }
                 Ok(Control::Rtt(ms)) => self.rtt_ms = Some(ms),
+                Ok(Control::Call(MediaCommand::Stats)) => {
+                    if let Some(l) = live.as_ref() {
+                        let stats = self.stats(l);
+                        (self.reporter)(MediaReport::Stats {
+                            room: l.media.room(),
+                            stats,
+                        });
+                    }
+                }
                 Ok(Control::Call(MediaCommand::ListDevices)) => self.watch().refresh(),
                 Ok(Control::Call(MediaCommand::SwitchDevice { kind, spec })) => {
                     self.switch(live.as_mut(), kind, spec)
@@ -318,6 +342,14 @@ impl Pipeline {
             self.report(fallback(e, "output"));
             Sink::Null
         });
+        if self.calls == 0
+            && let Some(path) = &self.settings.tap
+        {
+            match Tap::create(path) {
+                Ok(tap) => self.tap = Some(tap),
+                Err(e) => self.report(e),
+            }
+        }
         self.calls += 1;
         let now = Instant::now();
         Some(Live {
@@ -331,24 +363,57 @@ impl Pipeline {
             playback_runs: Runs::new(),
             reported: Vec::new(),
             send_drops: 0,
+            first_audio: None,
         })
     }
 
     fn finish(&mut self, mut live: Live) {
-        let stats = live.media.stats();
         let (capture, playback) = live.counters();
-        let latency = |c: Option<&Arc<Counters>>| c.and_then(|c| c.latency_ms());
-        let (capture_latency_ms, playback_latency_ms) = (latency(capture), latency(playback));
         let (capture, playback) = (capture.cloned(), playback.cloned());
         live.capture_runs.close(capture.as_deref());
         live.playback_runs.close(playback.as_deref());
-        let stats = MediaStats {
+        let stats = self.stats(&live);
+        tracing::info!(?stats, jitter = ?live.media.jitter_depth(), "call media ended");
+        if let Err(e) = live.sink.finish() {
+            self.report(e);
+        }
+        (self.reporter)(MediaReport::Stats {
+            room: live.media.room(),
+            stats,
+        });
+    }
+
+    /// The call's figures so far (`MEDIA_STATS`).
+    fn stats(&self, live: &Live) -> MediaStats {
+        let jitter = live.media.stats();
+        let (capture, playback) = live.counters();
+        let latency = |c: Option<&Arc<Counters>>| c.and_then(|c| c.latency_ms());
+        let (capture_latency_ms, playback_latency_ms) = (latency(capture), latency(playback));
+        let (_, target_depth, jitter_ms) = live.media.jitter_depth();
+        let expected = jitter.received + jitter.lost;
+        // Mouth to ear: half the round trip, a frame to fill, the jitter
+        // buffer's depth, and what each sound card holds.
+        let one_way_delay_ms = self.rtt_ms.unwrap_or(0) as f64 / 2.0
+            + (FRAME_MS as f64) * (1 + target_depth) as f64
+            + (capture_latency_ms.unwrap_or(0) + playback_latency_ms.unwrap_or(0)) as f64;
+        let mos = mos::estimate(&MosInputs {
+            expected,
+            // Concealed: lost and not rebuilt, and the ticks the buffer ran dry.
+            concealed: jitter.lost - jitter.fec_recovered.min(jitter.lost) + jitter.underruns,
+            fec_recovered: jitter.fec_recovered,
+            one_way_delay_ms,
+        });
+        let loss_percent = match expected {
+            0 => 0.0,
+            _ => (10_000.0 * jitter.lost as f64 / expected as f64).round() / 100.0,
+        };
+        MediaStats {
             frames_sent: live.mic.ticks - live.send_drops,
-            frames_received: stats.received,
-            frames_lost: stats.lost,
-            fec_recovered: stats.fec_recovered,
-            late: stats.late,
-            jitter_underruns: stats.underruns,
+            frames_received: jitter.received,
+            frames_lost: jitter.lost,
+            fec_recovered: jitter.fec_recovered,
+            late: jitter.late,
+            jitter_underruns: jitter.underruns,
             capture_underruns: live.capture_runs.counted.1,
             capture_overruns: live.capture_runs.counted.0,
             playback_underruns: live.playback_runs.counted.1,
@@ -356,15 +421,11 @@ impl Pipeline {
             send_drops: live.send_drops,
             capture_latency_ms,
             playback_latency_ms,
-        };
-        tracing::info!(?stats, jitter = ?live.media.jitter_depth(), "call media ended");
-        if let Err(e) = live.sink.finish() {
-            self.report(e);
+            mos,
+            time_to_first_audio_ms: live.first_audio.map(|d| d.as_millis() as u64),
+            jitter_ms,
+            loss_percent,
         }
-        (self.reporter)(MediaReport::Ended {
-            room: live.media.room(),
-            stats,
-        });
     }
 
     /// The microphone side: a frame read, encoded and sent.
@@ -395,6 +456,18 @@ impl Pipeline {
         let mut frame = [0.0; FRAME_SAMPLES];
         live.media.playout(&mut frame);
         live.source.heard(&frame);
+        if live.first_audio.is_none() && level_dbfs(&frame) > AUDIBLE_DBFS {
+            live.first_audio = Some(now - live.started);
+        }
+        if let Some(tap) = self.tap.as_mut()
+            && let Err(e) = tap.write(&frame)
+        {
+            self.tap = None;
+            self.report(Error::new(
+                ErrorCode::AudioDeviceFailed,
+                format!("the audio tap failed ({e}); it stops here"),
+            ));
+        }
         if let Err(e) = live.sink.write(&frame) {
             self.report(e);
             live.sink = Sink::Null;

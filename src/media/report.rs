@@ -34,7 +34,7 @@ pub struct NetworkQuality {
 }
 
 /// What a call's media did on this device (`MEDIA_STATS`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MediaStats {
     pub frames_sent: u64,
@@ -56,6 +56,15 @@ pub struct MediaStats {
     pub capture_latency_ms: Option<u64>,
     /// What the playback device itself buffers (ms), likewise.
     pub playback_latency_ms: Option<u64>,
+    /// The E-model's estimate of the call's quality, 1 to 4.5 (media::mos).
+    pub mos: f64,
+    /// From the call's start to the first frame played above -40 dBFS;
+    /// null while nothing audible has been played.
+    pub time_to_first_audio_ms: Option<u64>,
+    /// Interarrival jitter of the others' voice (RFC 3550), the worst stream.
+    pub jitter_ms: u64,
+    /// Frames missing at their playout time, of those expected, in percent.
+    pub loss_percent: f64,
 }
 
 /// One sound device, as `DEVICED_UPDATED` lists it: `deviceId` is what
@@ -86,8 +95,9 @@ pub enum MediaReport {
     Volumes(Vec<VoiceVolume>),
     /// The other participants' network, every 2 s when a grade changes.
     Network(Vec<NetworkQuality>),
-    /// The call's media stopped.
-    Ended { room: RoomId, stats: MediaStats },
+    /// The call's figures: when its media stopped, or when asked
+    /// (`getMediaStats`).
+    Stats { room: RoomId, stats: MediaStats },
     /// A device or file failed; the call goes on without it. With the
     /// command that asked for it (`switchDevice`), if one did.
     Failed(Error, Option<&'static str>),

@@ -5,8 +5,9 @@
 //! connection task forwards what it reads ([`MediaRouter::forward`]) into
 //! the other members' queues and writes what its own queue holds. A full
 //! queue drops its oldest frame and counts it: late voice is worth less
-//! than current voice. Optional impairment (loss, delay, jitter) applies per
-//! receiver, for demonstrating and testing bad networks.
+//! than current voice. Optional impairment (loss, random or in bursts,
+//! delay, jitter, one participant's voice cut) applies per receiver, for
+//! demonstrating and testing bad networks.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,20 +29,29 @@ use crate::relay::core::ConnId;
 pub const MEDIA_QUEUE_FRAMES: usize = 128;
 
 /// Simulated network trouble on forwarded media; `[relay.impairment]`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Impairment {
-    /// Frames dropped at random, in percent (0 to 100).
+    /// Frames lost, in percent (0 to 100): at random, or in bursts.
     pub loss_percent: f64,
+    /// The mean length of a burst of lost frames (Gilbert-Elliott: a path
+    /// is good or bad, and loses every frame while bad). 1 or less: each
+    /// frame is lost on its own, at random.
+    pub loss_burst: f64,
     /// Added to every frame's delivery.
     pub delay_ms: u64,
     /// Up to this much more, at random per frame (frames may reorder).
     pub jitter_ms: u64,
+    /// Users whose voice never reaches anyone: one direction of a call cut.
+    pub drop_from: Vec<UserId>,
 }
 
 impl Impairment {
     pub fn is_none(&self) -> bool {
-        self.loss_percent <= 0.0 && self.delay_ms == 0 && self.jitter_ms == 0
+        self.loss_percent <= 0.0
+            && self.delay_ms == 0
+            && self.jitter_ms == 0
+            && self.drop_from.is_empty()
     }
 
     pub fn check(&self) -> Result<(), String> {
@@ -54,7 +64,35 @@ impl Impairment {
         if self.delay_ms > 10_000 || self.jitter_ms > 10_000 {
             return Err("relay.impairment delay_ms and jitter_ms are at most 10000".into());
         }
+        if !(0.0..=1_000.0).contains(&self.loss_burst) {
+            return Err(format!(
+                "relay.impairment.loss_burst is {}; it is a mean burst length in frames, 1 to 1000",
+                self.loss_burst
+            ));
+        }
+        if self.bursty().is_some_and(|(enter, _)| enter > 1.0) {
+            return Err(format!(
+                "relay.impairment: {}% loss cannot come in bursts of {} frames on average; \
+                 lower loss_percent or make loss_burst longer",
+                self.loss_percent, self.loss_burst
+            ));
+        }
         Ok(())
+    }
+
+    /// With bursts: the chance per frame that a good path turns bad, and
+    /// that a bad one turns good. A path is bad `enter / (enter + leave)`
+    /// of the time, `loss_percent`, for `1 / leave` frames at a stretch.
+    fn bursty(&self) -> Option<(f64, f64)> {
+        let loss = self.loss_percent / 100.0;
+        if self.loss_burst <= 1.0 || loss <= 0.0 {
+            return None;
+        }
+        let leave = 1.0 / self.loss_burst;
+        if loss >= 1.0 {
+            return Some((1.0, 0.0));
+        }
+        Some((loss * leave / (1.0 - loss), leave))
     }
 }
 
@@ -158,6 +196,7 @@ impl MediaQueue {
 #[derive(Default)]
 struct Routes {
     room_of: HashMap<ConnId, RoomId>,
+    user_of: HashMap<ConnId, UserId>,
     rooms: HashMap<RoomId, Vec<ConnId>>,
     queues: HashMap<ConnId, Arc<MediaQueue>>,
 }
@@ -165,6 +204,8 @@ struct Routes {
 pub struct MediaRouter {
     routes: RwLock<Routes>,
     impairment: Impairment,
+    /// Which sender-to-receiver paths are in a burst of loss now.
+    bad_paths: Mutex<HashMap<(ConnId, ConnId), bool>>,
     pub stats: MediaStats,
 }
 
@@ -173,6 +214,7 @@ impl MediaRouter {
         MediaRouter {
             routes: RwLock::default(),
             impairment,
+            bad_paths: Mutex::default(),
             stats: MediaStats::default(),
         }
     }
@@ -185,7 +227,12 @@ impl MediaRouter {
     }
 
     pub fn unregister(&self, conn: ConnId) {
-        self.write().queues.remove(&conn);
+        let mut routes = self.write();
+        routes.queues.remove(&conn);
+        routes.user_of.remove(&conn);
+        drop(routes);
+        (self.bad_paths.lock().expect("paths lock"))
+            .retain(|(from, to), _| *from != conn && *to != conn);
     }
 
     /// The core's word on who is in `room` now (empty: nobody).
@@ -201,8 +248,9 @@ impl MediaRouter {
         if members.is_empty() {
             return;
         }
-        for (conn, _) in members {
+        for (conn, user) in members {
             routes.room_of.insert(*conn, room);
+            routes.user_of.insert(*conn, user.clone());
         }
         routes
             .rooms
@@ -229,11 +277,18 @@ impl MediaRouter {
         MediaHeader::stamp_source(&mut stamped, media_source(conn));
         let stamped = stamped.freeze();
         let now = Instant::now();
+        let cut =
+            (routes.user_of.get(&conn)).is_some_and(|u| self.impairment.drop_from.contains(u));
         for other in routes.rooms[&room].iter().filter(|c| **c != conn) {
             let Some(queue) = routes.queues.get(other) else {
                 continue;
             };
-            let Some(due) = self.impair(now) else {
+            let due = if cut {
+                None
+            } else {
+                self.impair(now, (conn, *other))
+            };
+            let Some(due) = due else {
                 self.stats.dropped_impaired.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
@@ -246,14 +301,27 @@ impl MediaRouter {
         Ok(())
     }
 
-    /// When a frame forwarded at `now` is due, or `None` to lose it.
-    fn impair(&self, now: Instant) -> Option<Instant> {
+    /// When a frame forwarded at `now` on `path` is due, or `None` to lose it.
+    fn impair(&self, now: Instant, path: (ConnId, ConnId)) -> Option<Instant> {
         let i = &self.impairment;
         if i.is_none() {
             return Some(now);
         }
         let mut rng = rand::rng();
-        if i.loss_percent > 0.0 && rng.random_bool((i.loss_percent / 100.0).min(1.0)) {
+        let lost = match i.bursty() {
+            Some((enter, leave)) => {
+                let mut paths = self.bad_paths.lock().expect("paths lock");
+                let bad = paths.entry(path).or_insert(false);
+                *bad = if *bad {
+                    !rng.random_bool(leave)
+                } else {
+                    rng.random_bool(enter)
+                };
+                *bad
+            }
+            None => i.loss_percent > 0.0 && rng.random_bool((i.loss_percent / 100.0).min(1.0)),
+        };
+        if lost {
             return None;
         }
         let jitter = if i.jitter_ms > 0 {
@@ -342,6 +410,68 @@ mod tests {
         }
         let lost = router.stats.dropped_impaired.load(Ordering::Relaxed);
         assert!((50..=160).contains(&lost), "{lost} of 1000");
+    }
+
+    /// Which of `n` frames from alice reach bob.
+    fn delivered(router: &MediaRouter, n: u16) -> Vec<bool> {
+        let b = router.register(2);
+        router.register(1);
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        (0..n)
+            .map(|seq| {
+                router.forward(1, frame(9, seq)).unwrap();
+                let arrived = !b.frames.lock().unwrap().is_empty();
+                b.frames.lock().unwrap().clear();
+                arrived
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bursty_loss_keeps_its_rate_and_loses_frames_in_runs() {
+        let router = MediaRouter::new(Impairment {
+            loss_percent: 10.0,
+            loss_burst: 3.0,
+            ..Impairment::default()
+        });
+        let got = delivered(&router, 20_000);
+        let lost = got.iter().filter(|d| !**d).count();
+        assert!((1_500..=2_500).contains(&lost), "{lost} of 20000");
+        let bursts = got.windows(2).filter(|w| w[0] && !w[1]).count().max(1);
+        let mean = lost as f64 / bursts as f64;
+        assert!((2.4..=3.6).contains(&mean), "mean burst {mean}");
+    }
+
+    #[test]
+    fn a_cut_sender_reaches_nobody_and_the_others_still_get_through() {
+        let router = MediaRouter::new(Impairment {
+            drop_from: vec![user("alice")],
+            ..Impairment::default()
+        });
+        assert!(delivered(&router, 50).iter().all(|d| !d));
+        let a = router.register(3);
+        router.set_room(
+            9,
+            &[(1, user("alice")), (2, user("bob")), (3, user("carol"))],
+        );
+        router.forward(2, frame(9, 1)).unwrap();
+        assert_eq!(a.frames.lock().unwrap().len(), 1, "bob's voice still flows");
+    }
+
+    #[test]
+    fn a_burst_that_cannot_hold_its_loss_rate_is_refused() {
+        let i = Impairment {
+            loss_percent: 90.0,
+            loss_burst: 2.0,
+            ..Impairment::default()
+        };
+        assert!(i.check().unwrap_err().contains("bursts of 2 frames"));
+        let i = Impairment {
+            loss_percent: 5.0,
+            loss_burst: 3.0,
+            ..Impairment::default()
+        };
+        assert!(i.check().is_ok());
     }
 
     #[tokio::test(start_paused = true)]

@@ -245,7 +245,7 @@ pub async fn start_with(
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(config.max_connections));
-    let media = Arc::new(MediaRouter::new(config.impairment));
+    let media = Arc::new(MediaRouter::new(config.impairment.clone()));
     let limits = Limits {
         login_timeout: Duration::from_secs(config.login_timeout_secs),
         write_timeout: Duration::from_secs(config.write_timeout_secs),

@@ -251,3 +251,151 @@ async fn an_unusable_flow_or_comparison_is_exit_status_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A call where alice speaks `alice_tone`, bob `bob_tone`; `middle` goes
+/// after bob answers, then the audio steps.
+fn tone_flow(relay: &str, alice_tone: u32, middle: &str, checks: &str) -> String {
+    format!(
+        r#"name = "tones"
+{relay}
+[[device]]
+name = "alice"
+user = "alice"
+audio_in = "tone:{alice_tone}"
+
+[[device]]
+name = "bob"
+user = "bob"
+audio_in = "tone:880"
+
+[[step]]
+device = "alice"
+send = {{ cmd = "call", userID = "bob" }}
+
+[[step]]
+device = "bob"
+expect = "ON_CALL_RECEIVED"
+
+[[step]]
+device = "bob"
+send = {{ cmd = "accept" }}
+
+[[step]]
+device = "alice"
+expect = "ON_CALL_BEGIN"
+{middle}
+{checks}
+"#
+    )
+}
+
+const BOB_HEARS_440: &str = r#"
+[[step]]
+device = "bob"
+expect_audio = { tone_hz = 440, min_ms = 1000 }
+within_ms = 3000
+"#;
+
+const ALICE_HEARS_880: &str = r#"
+[[step]]
+device = "alice"
+expect_audio = { tone_hz = 880, min_ms = 1000 }
+within_ms = 3000
+"#;
+
+const MUTED: &str = r#"
+[[step]]
+device = "alice"
+send = { cmd = "closeMicrophone" }
+"#;
+
+async fn run_flow(dir: &std::path::Path, name: &str, text: String) -> (Option<i32>, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    let out = termphone(dir)
+        .arg("flow")
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn failed_step(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .find(|l| l.contains('✗'))
+        .unwrap_or_else(|| panic!("no failed step:\n{stdout}"))
+}
+
+/// What a device played out decides: a muted party is not heard, the
+/// wrong tone is named, and a cut direction fails on that direction only.
+#[tokio::test]
+async fn audio_steps_judge_what_each_device_played() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let both = format!("{BOB_HEARS_440}{ALICE_HEARS_880}");
+    let (unmuted, muted, wrong_tone, cut) = tokio::join!(
+        run_flow(d, "unmuted.toml", tone_flow("", 440, "", &both)),
+        run_flow(d, "muted.toml", tone_flow("", 440, MUTED, BOB_HEARS_440)),
+        run_flow(d, "wrong.toml", tone_flow("", 660, "", BOB_HEARS_440)),
+        run_flow(
+            d,
+            "cut.toml",
+            tone_flow(
+                "[relay]\nmedia_drop_from = [\"alice\"]\n",
+                440,
+                "",
+                &format!("{ALICE_HEARS_880}{BOB_HEARS_440}")
+            )
+        ),
+    );
+
+    assert_eq!(unmuted.0, Some(0), "{}", unmuted.1);
+    assert!(
+        unmuted.1.contains("bob heard 440 Hz for 1000 ms"),
+        "{}",
+        unmuted.1
+    );
+    assert!(
+        unmuted.1.contains("alice heard 880 Hz for 1000 ms"),
+        "{}",
+        unmuted.1
+    );
+
+    assert_eq!(muted.0, Some(1), "{}", muted.1);
+    // A frame or two of tone may be on the way before the microphone closes.
+    let failure = failed_step(&muted.1);
+    assert!(
+        failure.contains("bob heard no 440 Hz tone in 3000 ms (loudest: ")
+            || failure.contains("bob heard 440 Hz for only "),
+        "{failure}"
+    );
+    assert!(
+        failure.contains(" of 1000 in 3000 ms") || failure.contains("tone in"),
+        "{failure}"
+    );
+
+    assert_eq!(wrong_tone.0, Some(1), "{}", wrong_tone.1);
+    let failure = failed_step(&wrong_tone.1);
+    assert!(
+        failure.contains("bob heard no 440 Hz tone in 3000 ms (loudest: 66"),
+        "{failure}"
+    );
+    assert!(failure.ends_with(" Hz at -6 dBFS)"), "{failure}");
+
+    assert_eq!(cut.0, Some(1), "{}", cut.1);
+    assert!(
+        cut.1.contains("✓   5 [alice] alice heard 880 Hz"),
+        "{}",
+        cut.1
+    );
+    assert!(
+        failed_step(&cut.1).starts_with("  ✗   6 [bob] bob heard no 440 Hz tone"),
+        "{}",
+        cut.1
+    );
+}

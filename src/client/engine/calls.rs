@@ -129,6 +129,8 @@ pub enum CallCommand {
     /// The microphone in the current call.
     OpenMicrophone,
     CloseMicrophone,
+    /// The call's media figures so far (`MEDIA_STATS`).
+    GetMediaStats,
     /// Put the call (default: the current one) on hold, or take it back.
     Hold {
         call_id: Option<String>,
@@ -229,6 +231,16 @@ impl ClientEngine {
             }
             CallCommand::OpenMicrophone => self.microphone(true)?,
             CallCommand::CloseMicrophone => self.microphone(false)?,
+            CallCommand::GetMediaStats => {
+                if self.calls.media_room.is_none() {
+                    return Err(Error::new(
+                        ErrorCode::NoSuchCall,
+                        "getMediaStats reports on a connected call; this device is in none \
+                         (each call's figures also come by themselves, after CALLING_END)",
+                    ));
+                }
+                self.out.push_back(Output::Media(MediaCommand::Stats));
+            }
             CallCommand::Hold { call_id } => {
                 let call_id = self.connected_call(call_id)?.id.clone();
                 self.send(ClientMsg::Hold {
