@@ -2,14 +2,16 @@
 """Scores speech sent through termphone's media path with PESQ (wideband).
 
 Two headless devices call each other through a relay that loses 0%, 5% and
-10% of the media frames; alice speaks a WAV file, bob records what he hears,
-and PESQ-WB compares the two (ITU-T P.862.2, via the `pesq` package).
+10% of the media frames at random, and 5% in bursts of 3; alice speaks a
+WAV file, bob records what he hears, and PESQ-WB compares the two (ITU-T
+P.862.2, via the `pesq` package). Beside each score: the call's own
+estimate, bob's MEDIA_STATS `mos` (the E-model of src/media/mos.rs).
 
 Needs: `pip install pesq numpy scipy`, a release build (`cargo build
 --release`), and speech at 48 kHz mono: by default the spoken words of
 Debian's alsa-utils (/usr/share/sounds/alsa/*.wav), or --speech FILE.
 
-    python3 scripts/pesq_score.py [--speech FILE] [--binary target/release/termphone]
+    python3 scripts/pesq_score.py [--speech FILE] [--binary target/release/termphone] [--runs N]
     python3 scripts/pesq_score.py --real-clock   # also needs pulseaudio, pulseaudio-utils
 
 With --real-clock (issue 13) the same speech also goes through a sound card

@@ -18,11 +18,11 @@
 
 /// Opus at termphone's settings (32 kbps, FEC on): what the codec alone
 /// costs, in R points.
-const IE: f64 = 4.0;
+const IE: f64 = 4.5;
 /// How well concealment hides lost frames (higher: better hidden).
-const BPL: f64 = 20.0;
+const BPL: f64 = 12.0;
 /// A frame rebuilt from FEC, as a share of a concealed frame's harm.
-const FEC_WEIGHT: f64 = 0.25;
+const FEC_WEIGHT: f64 = 0.35;
 
 /// What the estimate is made of.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

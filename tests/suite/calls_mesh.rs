@@ -676,6 +676,12 @@ fn media_follows_who_is_in_the_call_and_on_which_connection() {
     assert_eq!(m.log(bob), ["USER_AUDIO_AVAILABLE alice false"]);
     assert_eq!(m.nodes[alice].media.last(), Some(&MediaCommand::Mute(true)));
 
+    // bob asks for the call's figures: his media thread is asked, the
+    // relay is not.
+    m.command(bob, Command::Call(CallCommand::GetMediaStats));
+    assert_eq!(m.nodes[bob].media.last(), Some(&MediaCommand::Stats));
+    assert!(m.log(bob).is_empty());
+
     // alice's link drops and comes back: her new connection takes her place.
     m.cut(alice);
     m.advance(2_000);
@@ -692,4 +698,8 @@ fn media_follows_who_is_in_the_call_and_on_which_connection() {
     assert!(m.media_rooms.is_empty());
     assert_eq!(m.nodes[bob].media.last(), Some(&MediaCommand::Stop));
     assert_eq!(m.nodes[alice].media.last(), Some(&MediaCommand::Stop));
+
+    // After the call there are no figures to ask for.
+    m.command(bob, Command::Call(CallCommand::GetMediaStats));
+    assert_eq!(m.log(bob), ["CALLING_END 2s", "ERROR 6103 getMediaStats"]);
 }
