@@ -5,12 +5,14 @@
 //! to stderr). `docs/headless.md` is the reference.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use strum::VariantNames;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::client::ClientSettings;
@@ -422,20 +424,38 @@ struct PendingWait {
     deadline: tokio::time::Instant,
 }
 
-/// Runs headless mode until `quit` or the end of stdin.
+/// Runs headless mode on stdin and stdout until `quit`, the end of stdin,
+/// or a signal to stop.
 pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
+    let mut signals = Signals::new()?;
+    serve(
+        options,
+        stdin_lines(),
+        tokio::io::stdout(),
+        Box::pin(async move { signals.recv().await }),
+    )
+    .await
+}
+
+/// Headless mode on any lines in and any writer out, until `quit`, the
+/// end of the lines, or `stop`: a process's stdin and stdout, or a device
+/// of `termphone load`, many in one process.
+pub async fn serve<W: AsyncWrite + Unpin>(
+    options: HeadlessOptions,
+    mut lines: mpsc::Receiver<String>,
+    mut out: W,
+    mut stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+) -> std::io::Result<()> {
     let HeadlessOptions {
         settings,
         user,
         device,
         user_sig,
     } = options;
-    let mut out = tokio::io::stdout();
     let ClientHandle {
         commands,
         mut events,
     } = settings.connect();
-    let mut lines = stdin_lines();
     let mut device_state = DeviceState {
         settings,
         device,
@@ -455,7 +475,6 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
 
     // A `kill`, a closed terminal or Ctrl-C leaves as `quit` does: logged
     // out, so a call ends for the others at once and stays in the history.
-    let mut stop = Signals::new()?;
     loop {
         let reading = wait.is_none() && stdin_open;
         let wait_deadline = wait.as_ref().map(|w| w.deadline);
@@ -514,7 +533,7 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
                     wait = None;
                 }
             }
-            _ = stop.recv() => break,
+            _ = &mut stop => break,
             _ = tokio::time::sleep_until(wait_deadline.unwrap_or_else(tokio::time::Instant::now)), if wait_deadline.is_some() => {
                 let w = wait.take().expect("pending wait");
                 let event = error_event(
@@ -672,7 +691,7 @@ impl DeviceState {
     }
 }
 
-async fn write_event(out: &mut tokio::io::Stdout, event: &Event) -> std::io::Result<()> {
+async fn write_event<W: AsyncWrite + Unpin>(out: &mut W, event: &Event) -> std::io::Result<()> {
     out.write_all(event_line(event, unix_millis()).as_bytes())
         .await?;
     out.flush().await
