@@ -12,7 +12,6 @@ use crate::client::engine::{CallCommand, ChatCommand, ClientEngine, Command, Eng
 use crate::client::event::{CallRole, Event, UserView};
 use crate::config::RelayConfig;
 use crate::ids::{DEV_APP_ID, DeviceId, Platform, UserId};
-use crate::media::codec::CodecSettings;
 use crate::media::pipeline::MediaSettings;
 use crate::media::spec::AudioSpec;
 use crate::relay::{self, RelayHandle};
@@ -73,7 +72,7 @@ pub async fn run(keymap: Keymap, tls: bool) -> std::io::Result<()> {
         media: MediaSettings {
             input: AudioSpec::Default,
             output: AudioSpec::Default,
-            codec: CodecSettings::default(),
+            ..MediaSettings::default()
         },
     };
 
@@ -134,7 +133,7 @@ impl Peer {
         let media = MediaSettings {
             input,
             output: AudioSpec::Null,
-            codec: CodecSettings::default(),
+            ..MediaSettings::default()
         };
         let ClientHandle { commands, events } =
             connection::spawn(relay, ClientEngine::new(config), media);

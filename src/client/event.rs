@@ -229,7 +229,7 @@ pub enum Event {
         #[serde(rename = "roomID")]
         room_id: RoomId,
         #[serde(flatten)]
-        stats: MediaStats,
+        stats: Box<MediaStats>,
     },
     SdkReady,
     /// Acknowledgement of `sendMessage`: the message is stored on the relay.

@@ -103,7 +103,7 @@ fn reporter(events: mpsc::UnboundedSender<Event>) -> Reporter {
             },
             MediaReport::Ended { room, stats } => Event::MediaStats {
                 room_id: room,
-                stats,
+                stats: Box::new(stats),
             },
             MediaReport::Failed(error, cmd) => Event::error(error, cmd),
             MediaReport::Devices(devices) => Event::DevicedUpdated { devices },

@@ -10,7 +10,9 @@
 //! clocks them every 20 ms, and [`io`] and [`device`] are the sources and
 //! sinks it reads and writes (files, tones, cpal devices). [`ringtone`]
 //! plays while a call rings, on the same device code. [`report`] is what
-//! the thread tells the client.
+//! the thread tells the client. [`processing`] cleans a sound card's
+//! capture (echo cancellation, noise suppression, gain control) before it
+//! is encoded.
 
 pub mod codec;
 pub mod control;
@@ -19,6 +21,7 @@ pub mod io;
 pub mod jitter;
 pub mod level;
 pub mod pipeline;
+pub mod processing;
 pub mod quality;
 pub mod report;
 pub mod resample;

@@ -34,7 +34,7 @@ pub struct NetworkQuality {
 }
 
 /// What a call's media did on this device (`MEDIA_STATS`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MediaStats {
     pub frames_sent: u64,
@@ -56,6 +56,16 @@ pub struct MediaStats {
     pub capture_latency_ms: Option<u64>,
     /// What the playback device itself buffers (ms), likewise.
     pub playback_latency_ms: Option<u64>,
+    /// The voice processing stages on at the end of the call (all false
+    /// for files, tones, `echo` and null audio, which are never processed).
+    pub echo_cancellation: bool,
+    pub noise_suppression: bool,
+    pub auto_gain: bool,
+    /// The echo canceller's last echo return loss enhancement (dB: how much
+    /// it took off the echo), and the delay it found between what the
+    /// speaker played and its echo (ms); null while it is off.
+    pub echo_return_loss_enhancement_db: Option<f64>,
+    pub echo_delay_ms: Option<i32>,
 }
 
 /// One sound device, as `DEVICED_UPDATED` lists it: `deviceId` is what
