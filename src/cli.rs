@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::client::ClientSettings;
 use crate::config::{Config, DEFAULT_RELAY_ADDR, check_relay_url, resolve_listen_addr};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
+use crate::media::control::VoiceProcessing;
 use crate::media::pipeline::MediaSettings;
 use crate::media::spec::AudioSpec;
 use crate::tls::Fingerprint;
@@ -163,6 +164,10 @@ pub struct DeviceArgs {
     /// Where call audio goes: default, a device name, null, wav:PATH.
     #[arg(long, value_name = "SPEC", value_parser = parse_audio_sink)]
     pub audio_out: Option<AudioSpec>,
+    /// Send the microphone unprocessed: no echo cancellation, noise
+    /// suppression or gain control (the [audio] settings).
+    #[arg(long)]
+    pub no_voice_processing: bool,
     /// Accept every call that rings on this device, after MS milliseconds
     /// (default 0; same as setAutoAnswer; client.auto_answer_ms).
     #[arg(
@@ -303,6 +308,7 @@ impl DeviceArgs {
             multi_device,
             audio_in,
             audio_out,
+            no_voice_processing,
             auto_answer,
             audio_tap,
         } = self;
@@ -316,6 +322,7 @@ impl DeviceArgs {
             && !multi_device
             && audio_in.is_none()
             && audio_out.is_none()
+            && !no_voice_processing
             && auto_answer.is_none()
             && audio_tap.is_none()
     }
@@ -355,6 +362,10 @@ impl DeviceArgs {
                     .clone(),
                 codec: config.media.codec(),
                 tap: self.audio_tap.clone(),
+                voice: match self.no_voice_processing {
+                    true => VoiceProcessing::OFF,
+                    false => config.audio.voice(),
+                },
             },
         }
     }

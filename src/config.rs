@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::ids::{AppId, DEV_APP_ID, DeviceId, Platform, UserId};
 use crate::media::codec::CodecSettings;
+use crate::media::control::VoiceProcessing;
 use crate::media::spec::AudioSpec;
 use crate::protocol::MAX_TRANSPORT_MESSAGE_BYTES;
 use crate::relay::core::Settings;
@@ -30,6 +31,38 @@ pub struct Config {
     pub relay: RelayConfig,
     pub tui: TuiConfig,
     pub media: MediaConfig,
+    pub audio: AudioConfig,
+}
+
+/// Voice processing of a sound card's capture (`--no-voice-processing`
+/// turns every stage off); files, tones and `echo` are never processed.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioConfig {
+    pub echo_cancellation: bool,
+    pub noise_suppression: bool,
+    pub auto_gain: bool,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        let on = VoiceProcessing::ON;
+        AudioConfig {
+            echo_cancellation: on.echo_cancellation,
+            noise_suppression: on.noise_suppression,
+            auto_gain: on.auto_gain,
+        }
+    }
+}
+
+impl AudioConfig {
+    pub fn voice(&self) -> VoiceProcessing {
+        VoiceProcessing {
+            echo_cancellation: self.echo_cancellation,
+            noise_suppression: self.noise_suppression,
+            auto_gain: self.auto_gain,
+        }
+    }
 }
 
 /// Audio of a device's calls (flags `--audio-in`/`--audio-out` override).
@@ -519,6 +552,9 @@ mod tests {
             "tls_cert",
             "tls_key",
             "insecure_plaintext",
+            "echo_cancellation",
+            "noise_suppression",
+            "auto_gain",
         ] {
             assert!(
                 uncommented.contains(&format!("\n{key} =")),

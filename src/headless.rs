@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::client::ClientSettings;
 use crate::client::connection::ClientHandle;
-use crate::client::engine::{CallCommand, ChatCommand, Command, DeviceKind};
+use crate::client::engine::{CallCommand, ChatCommand, Command, DeviceKind, VoiceProcessingChange};
 use crate::client::event::{EVENT_NAMES, Event, LoginStatus};
 use crate::client::local_store::{Page, Recorder, StoreHandle};
 use crate::error::{Error, ErrorCode};
@@ -115,6 +115,8 @@ enum Request {
         #[serde(rename = "delayMs")]
         delay_ms: Option<u64>,
     },
+    /// Voice processing stages on or off; one not named stays as it is.
+    SetAudioProcessing(VoiceProcessingChange),
     GetUsers {
         #[serde(default)]
         subscribe: bool,
@@ -251,6 +253,7 @@ impl Request {
             Request::SetAutoAnswer { enable, delay_ms } => engine(Command::SetAutoAnswer {
                 delay_ms: enable.then_some(delay_ms.unwrap_or(0)),
             }),
+            Request::SetAudioProcessing(change) => engine(Command::SetAudioProcessing(change)),
             Request::SendMessage {
                 user_id,
                 text,
@@ -824,6 +827,7 @@ mod tests {
             Command::Call(CallCommand::Unhold { call_id: None }),
             Command::Call(CallCommand::TransferCall { user: bob.clone() }),
             Command::SetAutoAnswer { delay_ms: Some(0) },
+            Command::SetAudioProcessing(VoiceProcessingChange::default()),
             Command::Chat(ChatCommand::SendMessage {
                 to: bob.clone(),
                 text: "hi".into(),
@@ -867,6 +871,8 @@ mod tests {
             r#"{"cmd":"transferCall","userID":"carol"}"#,
             r#"{"cmd":"setAutoAnswer","enable":true,"delayMs":500}"#,
             r#"{"cmd":"setAutoAnswer","enable":false}"#,
+            r#"{"cmd":"setAudioProcessing","echoCancellation":false}"#,
+            r#"{"cmd":"setAudioProcessing","echoCancellation":true,"noiseSuppression":false,"autoGain":true}"#,
             r#"{"cmd":"sendMessage","userID":"bob","text":"hi","clientMsgID":"m1"}"#,
             r#"{"cmd":"recallMessage","msgID":"m1"}"#,
             r#"{"cmd":"markRead","userID":"bob"}"#,

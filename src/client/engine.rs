@@ -17,7 +17,7 @@ use strum::IntoStaticStr;
 use crate::client::event::{Event, LinkState, LoginStatus};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
-pub use crate::media::control::{DeviceKind, MediaCommand};
+pub use crate::media::control::{DeviceKind, MediaCommand, VoiceProcessingChange};
 pub use crate::media::spec::AudioSpec;
 use crate::protocol::{ClientMsg, ServerMsg, WireError};
 pub use calls::CallCommand;
@@ -67,6 +67,9 @@ pub enum Command {
         kind: DeviceKind,
         spec: AudioSpec,
     },
+    /// Voice processing stages on or off, in the call in progress too.
+    /// Local to the device: allowed at any time.
+    SetAudioProcessing(VoiceProcessingChange),
 }
 
 impl Command {
@@ -454,6 +457,9 @@ impl ClientEngine {
                 }
             }
             Command::SetAutoAnswer { delay_ms } => self.set_auto_answer(now, delay_ms),
+            Command::SetAudioProcessing(change) => {
+                (self.out).push_back(Output::Media(MediaCommand::SetVoiceProcessing(change)))
+            }
             Command::Call(cmd) => {
                 let Some(me) = self.online(name) else {
                     return;

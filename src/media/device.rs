@@ -611,10 +611,14 @@ where
         .map_err(|e| failed("opening capture", e))
 }
 
-/// Speaker side: `write` queues 20 ms; the callback plays it on every channel.
+/// Speaker side: `write` queues 20 ms; the callback plays it on every channel,
+/// and copies what it played (the echo canceller's reference) into `played`.
 pub struct Playback {
     _stream: cpal::Stream,
     ring: rtrb::Producer<f32>,
+    played: rtrb::Consumer<f32>,
+    played_chunk: Vec<f32>,
+    played_resampler: Resampler,
     rate: u32,
     resampler: Resampler,
     converted: Vec<f32>,
@@ -624,19 +628,27 @@ pub struct Playback {
 impl Playback {
     pub fn open(name: Option<&str>) -> Result<Playback, Error> {
         let counters = Arc::new(Counters::default());
-        let mut ring = None;
+        let mut rings = None;
         let (stream, config) = start(name, false, |device, config, format| {
             let (producer, consumer) = rtrb::RingBuffer::new(ring_len(config.sample_rate));
-            ring = Some(producer);
+            // What was played waits here until the next microphone tick: a
+            // ring of 100 ms more than the playback ring is never short.
+            let (played, played_out) = rtrb::RingBuffer::new(2 * ring_len(config.sample_rate));
+            rings = Some((producer, played_out));
+            let rings = (consumer, played);
             match format {
-                SampleFormat::F32 => playback_stream::<f32>(device, config, consumer, &counters),
-                SampleFormat::I16 => playback_stream::<i16>(device, config, consumer, &counters),
-                _ => playback_stream::<i32>(device, config, consumer, &counters),
+                SampleFormat::F32 => playback_stream::<f32>(device, config, rings, &counters),
+                SampleFormat::I16 => playback_stream::<i16>(device, config, rings, &counters),
+                _ => playback_stream::<i32>(device, config, rings, &counters),
             }
         })?;
+        let (ring, played) = rings.expect("built with rings");
         Ok(Playback {
             _stream: stream,
-            ring: ring.expect("built with a ring"),
+            ring,
+            played,
+            played_chunk: Vec::with_capacity(2 * ring_len(config.sample_rate)),
+            played_resampler: Resampler::new(config.sample_rate, SAMPLE_RATE),
             rate: config.sample_rate,
             resampler: Resampler::new(SAMPLE_RATE, config.sample_rate),
             converted: Vec::with_capacity(ring_len(config.sample_rate)),
@@ -648,6 +660,22 @@ impl Playback {
     pub fn queued(&self) -> usize {
         (self.ring.buffer().capacity() - self.ring.slots()) * SAMPLE_RATE as usize
             / self.rate as usize
+    }
+
+    /// Appends what the card has played since the last call (48 kHz) to `out`.
+    pub fn take_played(&mut self, out: &mut Vec<f32>) {
+        let available = self.played.slots();
+        if available == 0 {
+            return;
+        }
+        if let Ok(chunk) = self.played.read_chunk(available) {
+            self.played_chunk.clear();
+            let (a, b) = chunk.as_slices();
+            self.played_chunk.extend_from_slice(a);
+            self.played_chunk.extend_from_slice(b);
+            chunk.commit_all();
+            self.played_resampler.process(&self.played_chunk, out);
+        }
     }
 
     /// Queues a frame; drops it (counted as overrun) when the ring already
@@ -671,7 +699,7 @@ impl Playback {
 fn playback_stream<T>(
     device: &cpal::Device,
     config: &StreamConfig,
-    mut ring: rtrb::Consumer<f32>,
+    (mut ring, mut played): (rtrb::Consumer<f32>, rtrb::Producer<f32>),
     counters: &Arc<Counters>,
 ) -> Result<cpal::Stream, Error>
 where
@@ -701,6 +729,8 @@ where
                         }
                     };
                     frame.fill(T::from_sample(sample));
+                    // Full only when nobody reads it (no echo canceller).
+                    let _ = played.push(sample);
                 }
             },
             move |_| {

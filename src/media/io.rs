@@ -81,7 +81,7 @@ impl Source {
 pub enum Sink {
     Null,
     Wav(Box<hound::WavWriter<BufWriter<File>>>),
-    Device(Playback),
+    Device(Box<Playback>),
 }
 
 impl Sink {
@@ -100,8 +100,8 @@ impl Sink {
                 };
                 Sink::Wav(Box::new(writer.map_err(|e| wav_error(path, e))?))
             }
-            AudioSpec::Default => Sink::Device(Playback::open(None)?),
-            AudioSpec::Device(name) => Sink::Device(Playback::open(Some(name))?),
+            AudioSpec::Default => Sink::Device(Box::new(Playback::open(None)?)),
+            AudioSpec::Device(name) => Sink::Device(Box::new(Playback::open(Some(name))?)),
         })
     }
 

@@ -12,7 +12,8 @@
 //! plays while a call rings, on the same device code. [`report`] is what
 //! the thread tells the client, [`mos`] the call's quality in one figure;
 //! [`tap`] copies what is played for [`analysis`] to check (flows' audio
-//! steps).
+//! steps). [`processing`] cleans a sound card's capture (echo
+//! cancellation, noise suppression, gain control) before it is encoded.
 
 pub mod analysis;
 pub mod codec;
@@ -23,6 +24,7 @@ pub mod jitter;
 pub mod level;
 pub mod mos;
 pub mod pipeline;
+pub mod processing;
 pub mod quality;
 pub mod report;
 pub mod resample;

@@ -15,11 +15,12 @@ use tokio::sync::mpsc::Sender;
 
 use super::analysis::level_dbfs;
 use super::codec::CodecSettings;
-use super::control::{DeviceKind, MediaCommand};
+use super::control::{DeviceKind, MediaCommand, VoiceProcessing, VoiceProcessingChange};
 use super::device::DeviceLists;
-use super::device::{Counters, PLAYBACK_TARGET};
+use super::device::{Counters, DEVICE_PERIOD_MS, PLAYBACK_TARGET};
 use super::io::{Sink, Source};
 use super::mos::{self, MosInputs};
+use super::processing::VoiceProcessor;
 use super::report::{DeviceState, MediaReport, MediaStats, NetworkQuality, VoiceVolume};
 use super::session::{CallMedia, PeerQuality};
 use super::spec::AudioSpec;
@@ -53,7 +54,13 @@ const AUDIBLE_DBFS: f64 = -40.0;
 /// counted in MEDIA_STATS.
 const WARM_UP: Duration = Duration::from_millis(200);
 
-/// What a device's calls play and record; flags and `[media]` in the config.
+/// Before the devices report their latencies, the echo path is taken to be
+/// what a 20 ms capture period, a double-buffered 20 ms playback period and
+/// the playback ring's target add up to; AEC3's estimator takes it from there.
+const ASSUMED_ECHO_DELAY_MS: i32 = 3 * DEVICE_PERIOD_MS as i32 + 10;
+
+/// What a device's calls play and record; flags, `[media]` and `[audio]`
+/// in the config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MediaSettings {
     pub input: AudioSpec,
@@ -62,6 +69,8 @@ pub struct MediaSettings {
     /// A file that gets a copy of everything played (`--audio-tap`,
     /// [`super::tap`]): what the flow runner listens to.
     pub tap: Option<PathBuf>,
+    /// The stages that process a sound card's capture.
+    pub voice: VoiceProcessing,
 }
 
 impl Default for MediaSettings {
@@ -71,6 +80,7 @@ impl Default for MediaSettings {
             output: AudioSpec::Default,
             codec: CodecSettings::default(),
             tap: None,
+            voice: VoiceProcessing::ON,
         }
     }
 }
@@ -175,6 +185,10 @@ struct Pipeline {
 struct Live {
     media: CallMedia,
     source: Source,
+    /// A sound card's capture is processed before it is encoded.
+    voice: Option<VoiceProcessor>,
+    /// What the card played, on its way to the echo canceller.
+    played: Vec<f32>,
     sink: Sink,
     started: Instant,
     /// The microphone side's clock: sends a frame per tick.
@@ -300,6 +314,9 @@ impl Pipeline {
                 Ok(Control::Call(MediaCommand::SwitchDevice { kind, spec })) => {
                     self.switch(live.as_mut(), kind, spec)
                 }
+                Ok(Control::Call(MediaCommand::SetVoiceProcessing(change))) => {
+                    self.set_voice(live.as_mut(), change)
+                }
                 Ok(Control::Devices { lists, asked }) => self.devices(live.as_mut(), lists, asked),
                 Ok(Control::Quit) => {
                     if let Some(old) = live.take() {
@@ -352,9 +369,12 @@ impl Pipeline {
         }
         self.calls += 1;
         let now = Instant::now();
+        let voice = self.processor(&source);
         Some(Live {
             media,
             source,
+            voice,
+            played: Vec::with_capacity(4 * FRAME_SAMPLES),
             sink,
             started: now,
             mic: Clock::new(now),
@@ -386,6 +406,8 @@ impl Pipeline {
     /// The call's figures so far (`MEDIA_STATS`).
     fn stats(&self, live: &Live) -> MediaStats {
         let jitter = live.media.stats();
+        let voice = (live.voice.as_ref()).map_or(VoiceProcessing::OFF, VoiceProcessor::settings);
+        let echo = live.voice.as_ref().and_then(VoiceProcessor::metrics);
         let (capture, playback) = live.counters();
         let latency = |c: Option<&Arc<Counters>>| c.and_then(|c| c.latency_ms());
         let (capture_latency_ms, playback_latency_ms) = (latency(capture), latency(playback));
@@ -425,6 +447,11 @@ impl Pipeline {
             time_to_first_audio_ms: live.first_audio.map(|d| d.as_millis() as u64),
             jitter_ms,
             loss_percent,
+            echo_cancellation: voice.echo_cancellation,
+            noise_suppression: voice.noise_suppression,
+            auto_gain: voice.auto_gain,
+            echo_return_loss_enhancement_db: echo.map(|m| (m.erle_db * 10.0).round() / 10.0),
+            echo_delay_ms: echo.map(|m| m.delay_ms),
         }
     }
 
@@ -436,6 +463,14 @@ impl Pipeline {
         live.capture_runs.settle(now, capture.as_deref());
         let mut frame = [0.0; FRAME_SAMPLES];
         live.source.read(&mut frame);
+        live.feed_reference();
+        let delay_ms = live.echo_delay_ms();
+        if let Some(voice) = live.voice.as_mut() {
+            if let Some(delay_ms) = delay_ms {
+                voice.set_device_delay(delay_ms);
+            }
+            voice.capture(&mut frame);
+        }
         match live.media.capture(&frame) {
             Ok(packet) => {
                 if self.outgoing.try_send(packet).is_err() {
@@ -468,6 +503,7 @@ impl Pipeline {
                 format!("the audio tap failed ({e}); it stops here"),
             ));
         }
+        live.feed_reference();
         if let Err(e) = live.sink.write(&frame) {
             self.report(e);
             live.sink = Sink::Null;
@@ -496,6 +532,32 @@ impl Pipeline {
         }
     }
 
+    /// The stages for `source`: only a sound card's capture is processed.
+    fn processor(&self, source: &Source) -> Option<VoiceProcessor> {
+        if !matches!(source, Source::Device(_)) || !self.settings.voice.any() {
+            return None;
+        }
+        VoiceProcessor::new(self.settings.voice, ASSUMED_ECHO_DELAY_MS)
+            .inspect_err(|e| self.report(e.clone()))
+            .ok()
+    }
+
+    /// `setAudioProcessing`: for this call and the next ones.
+    fn set_voice(&mut self, live: Option<&mut Live>, change: VoiceProcessingChange) {
+        self.settings.voice = self.settings.voice.apply(change);
+        tracing::info!(voice = ?self.settings.voice, "voice processing");
+        let Some(live) = live else { return };
+        match live.voice.as_mut() {
+            Some(voice) => {
+                if let Err(e) = voice.set(self.settings.voice) {
+                    self.report(e);
+                    live.voice = None;
+                }
+            }
+            None => live.voice = self.processor(&live.source),
+        }
+    }
+
     fn report(&self, error: Error) {
         tracing::warn!(%error, "media");
         (self.reporter)(MediaReport::Failed(error, None));
@@ -519,13 +581,17 @@ impl Pipeline {
     /// `switchDevice`: opens the new source or sink (in the call too, which
     /// goes on) and keeps it for later calls; then DEVICED_UPDATED. A device
     /// that does not open is an ERROR, and the old one stays.
-    fn switch(&mut self, live: Option<&mut Live>, kind: DeviceKind, spec: AudioSpec) {
-        if let Some(live) = live
+    fn switch(&mut self, mut live: Option<&mut Live>, kind: DeviceKind, spec: AudioSpec) {
+        if let Some(live) = live.as_deref_mut()
             && let Err(e) = live.replace(kind, &spec, self.calls > 1)
         {
             tracing::warn!(error = %e, "switchDevice");
             (self.reporter)(MediaReport::Failed(e, Some("switchDevice")));
             return;
+        }
+        // Another microphone, or another room for the echo: start afresh.
+        if let Some(live) = live {
+            live.voice = self.processor(&live.source);
         }
         tracing::info!(?kind, %spec, "switched device");
         match kind {
@@ -561,6 +627,9 @@ impl Pipeline {
             {
                 fallback = AudioSpec::Null;
                 let _ = live.replace(kind, &fallback, self.calls > 1);
+            }
+            if let Some(live) = live.as_deref_mut() {
+                live.voice = self.processor(&live.source);
             }
             let side = if input { "microphone" } else { "speaker" };
             let error = Error::new(
@@ -634,6 +703,29 @@ impl Live {
             }
             _ => self.speaker.next.saturating_duration_since(now),
         }
+    }
+
+    /// What the sound card played since the last tick, to the echo
+    /// canceller (before the capture it may echo in). Without a card, or
+    /// without a canceller, nothing (the callback stops copying once its
+    /// ring is full).
+    fn feed_reference(&mut self) {
+        if let (Some(voice), Sink::Device(playback)) = (self.voice.as_mut(), &mut self.sink) {
+            self.played.clear();
+            playback.take_played(&mut self.played);
+            voice.render(&self.played);
+        }
+    }
+
+    /// The echo path's delay as the devices know it: what the playback
+    /// device holds, what waits in the playback ring, and what the capture
+    /// device holds; once both have said.
+    fn echo_delay_ms(&self) -> Option<i32> {
+        let (capture, playback) = self.counters();
+        let capture = capture?.latency_ms()?;
+        let playback = playback?.latency_ms()?;
+        let ring = (PLAYBACK_TARGET as u64 * 1000 / u64::from(SAMPLE_RATE)) as i32;
+        Some((capture + playback) as i32 + ring)
     }
 
     fn counters(&self) -> (Option<&Arc<Counters>>, Option<&Arc<Counters>>) {

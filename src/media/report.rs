@@ -65,6 +65,16 @@ pub struct MediaStats {
     pub jitter_ms: u64,
     /// Frames missing at their playout time, of those expected, in percent.
     pub loss_percent: f64,
+    /// The voice processing stages on at the end of the call (all false
+    /// for files, tones, `echo` and null audio, which are never processed).
+    pub echo_cancellation: bool,
+    pub noise_suppression: bool,
+    pub auto_gain: bool,
+    /// The echo canceller's last echo return loss enhancement (dB: how much
+    /// it took off the echo), and the delay it found between what the
+    /// speaker played and its echo (ms); null while it is off.
+    pub echo_return_loss_enhancement_db: Option<f64>,
+    pub echo_delay_ms: Option<i32>,
 }
 
 /// One sound device, as `DEVICED_UPDATED` lists it: `deviceId` is what

@@ -20,3 +20,4 @@ mod media_ws;
 mod sound_pulse;
 mod tls;
 mod tui_tmux;
+mod voice_pulse;

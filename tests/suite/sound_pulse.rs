@@ -37,7 +37,10 @@ async fn echo_call(pulse: &Pulse, dir: &std::path::Path, url: &str) -> (Headless
     fn refs(a: &[String; 8]) -> Vec<&str> {
         a.iter().map(String::as_str).collect()
     }
-    let mut alice = Headless::spawn_with(dir, &refs(&alice_args), pulse.env());
+    // The click's return is an echo on purpose here, and this test measures
+    // the path without voice processing (whose delay docs/benchmarks.md gives).
+    let alice_refs = [refs(&alice_args), vec!["--no-voice-processing"]].concat();
+    let mut alice = Headless::spawn_with(dir, &alice_refs, pulse.env());
     let mut bob = Headless::spawn_with(dir, &refs(&bob_args), pulse.env());
     alice.expect("SDK_READY").await;
     bob.expect("SDK_READY").await;
