@@ -7,6 +7,7 @@
 //! directory of them and writes JUnit and JSON reports.
 
 pub mod audio;
+pub mod names;
 pub mod suite;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,14 +18,17 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::Child;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use self::audio::{Ear, ExpectAudio, ExpectSilence};
+pub use self::names::Names;
+use crate::cli::{DeviceArgs, Dirs};
 use crate::client::event::EVENT_NAMES;
 use crate::config::RelayConfig;
 use crate::headless::{self, COMMANDS};
+use crate::ids::{DeviceId, Platform, UserId};
 use crate::media::spec::AudioSpec;
 use crate::relay::media::Impairment;
 use crate::relay::{self, RelayHandle};
@@ -421,17 +425,41 @@ fn placeholders() -> [Value; 4] {
     ]
 }
 
+/// How a flow's devices run: each a `termphone headless` process (`flow`),
+/// or all in this process, each the same headless loop over a pipe
+/// (`load`: thousands of devices, no process each).
+#[derive(Clone)]
+pub enum Launch {
+    Process,
+    /// `stop` turning true makes every device log out and end.
+    InProcess {
+        stop: watch::Receiver<bool>,
+    },
+}
+
 struct Device {
     name: String,
-    stdin: Box<dyn AsyncWrite + Unpin + Send>,
+    input: Input,
     events: mpsc::UnboundedReceiver<(Value, Instant)>,
     /// Where it copies what it plays (`--audio-tap`), for audio steps.
     tap: std::path::PathBuf,
+    running: Running,
+}
+
+/// Where a device's command lines go.
+enum Input {
+    Pipe(Box<dyn AsyncWrite + Unpin + Send>),
+    Lines(mpsc::Sender<String>),
+}
+
+enum Running {
+    Process(Child),
+    Task(tokio::task::JoinHandle<std::io::Result<()>>),
 }
 
 /// Everything each device was sent and saw, and each step's verdict, for
 /// the report.
-struct Timeline {
+pub(crate) struct Timeline {
     start: Instant,
     rows: Vec<Row>,
     steps: Vec<String>,
@@ -479,14 +507,29 @@ impl Device {
         index: usize,
     ) -> std::io::Result<()> {
         let at = timeline.start.elapsed();
-        let line = format!("{}\n", Value::Object(command.clone()));
-        let written = self.stdin.write_all(line.as_bytes()).await;
+        let line = Value::Object(command.clone()).to_string();
+        let written = match &mut self.input {
+            Input::Pipe(stdin) => stdin.write_all(format!("{line}\n").as_bytes()).await,
+            Input::Lines(lines) => (lines.send(line).await)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "device ended")),
+        };
         timeline.rows.push(Row {
             at,
             device: index,
             entry: Entry::Sent(command.clone()),
         });
         written
+    }
+
+    /// Waits (up to 3 s) for the device to end after `quit`.
+    async fn ended(&mut self) {
+        let wait = async {
+            match &mut self.running {
+                Running::Process(child) => drop(child.wait().await),
+                Running::Task(task) => drop(task.await),
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
     }
 }
 
@@ -528,15 +571,6 @@ pub async fn run(
     report: Option<&Path>,
 ) -> Result<Outcome, FlowError> {
     let started = Instant::now();
-    let mut outcome = Outcome {
-        name: flow.name.clone(),
-        file: flow.file.clone(),
-        passed: false,
-        steps: Vec::new(),
-        failure: None,
-        duration: Duration::ZERO,
-        timeline: None,
-    };
     let data = tempfile::tempdir().map_err(|e| FlowError::Relay(e.to_string()))?;
     let (url, fingerprint, relay) = match relay_url {
         Some(url) => (url, relay_fingerprint, None),
@@ -549,6 +583,64 @@ pub async fn run(
     if !flow.description.is_empty() {
         println!("      {}", flow.description);
     }
+    let place = Place {
+        url,
+        fingerprint,
+        data: data.path(),
+        launch: Launch::Process,
+        names: &Names::default(),
+        verbose: true,
+    };
+    let (mut outcome, timeline) = execute(flow, &place, report.is_some()).await;
+    let passed = outcome.passed;
+    println!("{}", if passed { "PASS" } else { "FAIL" });
+    if let Some(path) = report {
+        let text = if is_html(path) {
+            render_html(flow, &timeline, passed)
+        } else {
+            render_text(flow, &timeline, passed)
+        };
+        std::fs::write(path, text)
+            .map_err(|e| FlowError::Read(path.display().to_string(), e.to_string()))?;
+    }
+    if let Some(relay) = relay {
+        relay.shutdown().await;
+    }
+    outcome.duration = started.elapsed();
+    Ok(outcome)
+}
+
+/// Where and how a flow's devices run.
+pub struct Place<'a> {
+    pub url: String,
+    pub fingerprint: Option<crate::tls::Fingerprint>,
+    /// A scratch directory: the devices' data and audio taps.
+    pub data: &'a Path,
+    pub launch: Launch,
+    /// The users the devices log in as (a load iteration's own).
+    pub names: &'a Names,
+    /// Print each step as it ends.
+    pub verbose: bool,
+}
+
+/// Starts the devices, runs the steps, and quits the devices: how it went,
+/// and everything that happened (to its end with `whole_timeline`, else
+/// to the last step, and to the end when a step failed).
+pub(crate) async fn execute(
+    flow: &Flow,
+    place: &Place<'_>,
+    whole_timeline: bool,
+) -> (Outcome, Timeline) {
+    let started = Instant::now();
+    let mut outcome = Outcome {
+        name: flow.name.clone(),
+        file: flow.file.clone(),
+        passed: false,
+        steps: Vec::new(),
+        failure: None,
+        duration: Duration::ZERO,
+        timeline: None,
+    };
     let mut timeline = Timeline {
         start: Instant::now(),
         rows: Vec::new(),
@@ -557,19 +649,16 @@ pub async fn run(
     // One after another, in the order declared, each logged in and caught
     // up before the next starts: "the latest login" is the last declared.
     let mut devices = Vec::new();
-    let mut children = Vec::new();
     let mut started_all = true;
     for (i, spec) in flow.devices.iter().enumerate() {
-        let (device, child) = match spawn(spec, i, &url, fingerprint, data.path()).await {
-            Ok(started) => started,
+        match spawn(spec, i, place).await {
+            Ok(device) => devices.push(device),
             Err(e) => {
                 outcome.failure = Some(e.to_string());
                 started_all = false;
                 break;
             }
         };
-        devices.push(device);
-        children.push(child);
         if spec.login {
             let until = tokio::time::Instant::now() + Duration::from_secs(10);
             loop {
@@ -578,7 +667,9 @@ pub async fn run(
                     Some(_) => {}
                     None => {
                         let why = format!("device {} did not log in within 10 s", spec.name);
-                        println!("  ✗ {why}");
+                        if place.verbose {
+                            println!("  ✗ {why}");
+                        }
                         outcome.failure = Some(why);
                         started_all = false;
                         break;
@@ -600,7 +691,15 @@ pub async fn run(
             .position(|d| d.name == step.device)
             .expect("checked at load");
         let t = Instant::now();
-        let outcome_of_step = run_step(step, &mut devices[i], &mut saved, &mut timeline, i).await;
+        let outcome_of_step = run_step(
+            step,
+            &mut devices[i],
+            &mut saved,
+            &mut timeline,
+            i,
+            place.names,
+        )
+        .await;
         let ms = t.elapsed().as_millis();
         let at = timeline.start.elapsed().as_millis();
         let (line, ok, what) = match outcome_of_step {
@@ -633,23 +732,24 @@ pub async fn run(
             ms: ms as u64,
             at_ms: at as u64,
         });
-        println!("{line}");
+        if place.verbose {
+            println!("{line}");
+        }
         timeline.steps.push(line);
         if !passed {
             break;
         }
     }
-    println!("{}", if passed { "PASS" } else { "FAIL" });
     let quit: Map<String, Value> = [("cmd".to_owned(), Value::from("quit"))]
         .into_iter()
         .collect();
     for (i, d) in devices.iter_mut().enumerate() {
         let _ = d.send(&quit, &mut timeline, i).await;
     }
-    for child in &mut children {
-        let _ = tokio::time::timeout(Duration::from_secs(3), child.wait()).await;
+    for device in &mut devices {
+        device.ended().await;
     }
-    if report.is_some() || !passed {
+    if whole_timeline || !passed {
         // What no step waited for still belongs on the timeline: events
         // after the last step, and each device's goodbye.
         let until = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -660,21 +760,9 @@ pub async fn run(
     if !passed {
         outcome.timeline = Some(render_text(flow, &timeline, passed));
     }
-    if let Some(path) = report {
-        let text = if is_html(path) {
-            render_html(flow, &timeline, passed)
-        } else {
-            render_text(flow, &timeline, passed)
-        };
-        std::fs::write(path, text)
-            .map_err(|e| FlowError::Read(path.display().to_string(), e.to_string()))?;
-    }
-    if let Some(relay) = relay {
-        relay.shutdown().await;
-    }
     outcome.passed = passed;
     outcome.duration = started.elapsed();
-    Ok(outcome)
+    (outcome, timeline)
 }
 
 fn is_html(path: &Path) -> bool {
@@ -712,58 +800,99 @@ async fn start_relay(overrides: &RelayOverrides, dir: &Path) -> Result<RelayHand
         .map_err(|e| FlowError::Relay(e.to_string()))
 }
 
-async fn spawn(
-    spec: &DeviceSpec,
-    index: usize,
-    url: &str,
-    fingerprint: Option<crate::tls::Fingerprint>,
-    data: &Path,
-) -> Result<(Device, Child), FlowError> {
-    let exe =
-        std::env::current_exe().map_err(|e| FlowError::Device(spec.name.clone(), e.to_string()))?;
+async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Device, FlowError> {
+    let failed = |e: String| FlowError::Device(spec.name.clone(), e);
     let device = spec.device.clone().unwrap_or_else(|| spec.name.clone());
-    let mut command = tokio::process::Command::new(exe);
-    command
-        .args([
-            "headless",
-            "--relay",
-            url,
-            "--device",
-            &device,
-            "--platform",
-            &spec.platform,
-        ])
-        .env("XDG_DATA_HOME", data.join("devices"))
-        .env("XDG_CONFIG_HOME", data.join("config"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    if spec.login {
-        command.args(["--user", &spec.user]);
-    }
-    if spec.multi_device {
-        command.arg("--multi-device");
-    }
-    if let Some(fingerprint) = fingerprint {
-        command
-            .arg("--relay-fingerprint")
-            .arg(fingerprint.to_string());
-    }
-    let tap = data.join(format!("device-{index}.tap"));
-    command
-        .arg("--audio-in")
-        .arg(spec.audio_in.to_string())
-        .arg("--audio-out")
-        .arg(spec.audio_out.to_string())
-        .arg("--audio-tap")
-        .arg(&tap);
-    let mut child = command
-        .spawn()
-        .map_err(|e| FlowError::Device(spec.name.clone(), e.to_string()))?;
-    let stdin = child.stdin.take().expect("piped");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let user = place.names.user(&spec.user);
+    let tap = place
+        .data
+        .join(format!("{}-device-{index}.tap", place.names.tag()));
     let (tx, events) = mpsc::unbounded_channel();
+    let (input, running, output): (Input, Running, Box<dyn AsyncRead + Unpin + Send>) =
+        match &place.launch {
+            Launch::Process => {
+                let exe = std::env::current_exe().map_err(|e| failed(e.to_string()))?;
+                let mut command = tokio::process::Command::new(exe);
+                command
+                    .args(["headless", "--relay", &place.url, "--device", &device])
+                    .args(["--platform", &spec.platform])
+                    .env("XDG_DATA_HOME", place.data.join("devices"))
+                    .env("XDG_CONFIG_HOME", place.data.join("config"))
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .kill_on_drop(true);
+                if spec.login {
+                    command.args(["--user", &user]);
+                }
+                if spec.multi_device {
+                    command.arg("--multi-device");
+                }
+                if let Some(fingerprint) = place.fingerprint {
+                    command
+                        .arg("--relay-fingerprint")
+                        .arg(fingerprint.to_string());
+                }
+                command
+                    .arg("--audio-in")
+                    .arg(spec.audio_in.to_string())
+                    .arg("--audio-out")
+                    .arg(spec.audio_out.to_string())
+                    .arg("--audio-tap")
+                    .arg(&tap);
+                let mut child = command.spawn().map_err(|e| failed(e.to_string()))?;
+                let stdin = child.stdin.take().expect("piped");
+                let stdout = child.stdout.take().expect("piped");
+                (
+                    Input::Pipe(Box::new(stdin)),
+                    Running::Process(child),
+                    Box::new(stdout),
+                )
+            }
+            Launch::InProcess { stop } => {
+                let parse = |e: crate::error::Error| failed(e.message);
+                let args = DeviceArgs {
+                    relay: Some(place.url.clone()),
+                    relay_fingerprint: place.fingerprint,
+                    device: Some(DeviceId::parse(&device).map_err(parse)?),
+                    platform: Some(Platform::parse(&spec.platform).map_err(parse)?),
+                    multi_device: spec.multi_device,
+                    audio_in: Some(spec.audio_in.clone()),
+                    audio_out: Some(spec.audio_out.clone()),
+                    audio_tap: Some(tap.clone()),
+                    ..DeviceArgs::default()
+                };
+                let dirs = Dirs {
+                    config_file: place.data.join("none.toml"),
+                    data_dir: place
+                        .data
+                        .join(format!("{}-device-{index}", place.names.tag())),
+                };
+                let config = crate::config::Config::default();
+                let options = headless::HeadlessOptions {
+                    settings: args.settings(&config, &dirs, &AudioSpec::Null),
+                    user: match spec.login {
+                        true => Some(UserId::parse(&user).map_err(parse)?),
+                        false => None,
+                    },
+                    device: args.device_id(&config),
+                    user_sig: None,
+                };
+                let (lines_tx, lines) = mpsc::channel(16);
+                let (out, output) = tokio::io::duplex(64 * 1024);
+                let mut stop = stop.clone();
+                let stop = Box::pin(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                });
+                let task = tokio::spawn(headless::serve(options, lines, out, stop));
+                (
+                    Input::Lines(lines_tx),
+                    Running::Task(task),
+                    Box::new(output),
+                )
+            }
+        };
+    let mut lines = BufReader::new(output).lines();
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Ok(v) = serde_json::from_str::<Value>(&line)
@@ -773,13 +902,13 @@ async fn spawn(
             }
         }
     });
-    let device = Device {
+    Ok(Device {
         name: spec.name.clone(),
-        stdin: Box::new(stdin),
+        input,
         events,
         tap,
-    };
-    Ok((device, child))
+        running,
+    })
 }
 
 async fn run_step(
@@ -788,10 +917,13 @@ async fn run_step(
     saved: &mut BTreeMap<String, Value>,
     timeline: &mut Timeline,
     index: usize,
+    names: &Names,
 ) -> Result<String, String> {
-    let fields = json_of(&step.fields);
+    let mut fields = json_of(&step.fields);
+    names.rename(&mut fields);
     if let Some(send) = &step.send {
         let mut command = json_of(send);
+        names.rename(&mut command);
         substitute(&mut command, saved).map_err(|e| format!("send: {e}"))?;
         device
             .send(&command, timeline, index)
@@ -1318,9 +1450,10 @@ mod tests {
         let (tx, events) = mpsc::unbounded_channel();
         let mut device = Device {
             name: "a1".into(),
-            stdin: Box::new(Prompt(tx)),
+            input: Input::Pipe(Box::new(Prompt(tx))),
             events,
             tap: "unused.tap".into(),
+            running: Running::Task(tokio::spawn(async { Ok(()) })),
         };
         let mut timeline = Timeline {
             start: Instant::now(),
@@ -1331,9 +1464,16 @@ mod tests {
         let send: Step = toml::from_str("device = \"a1\"\nsend = { cmd = \"decline\" }").unwrap();
         let expect: Step = toml::from_str("device = \"a1\"\nexpect = \"ERROR\"").unwrap();
         for step in [&send, &expect] {
-            run_step(step, &mut device, &mut saved, &mut timeline, 1)
-                .await
-                .unwrap();
+            run_step(
+                step,
+                &mut device,
+                &mut saved,
+                &mut timeline,
+                1,
+                &Names::default(),
+            )
+            .await
+            .unwrap();
         }
         let text = render_text(&flow_of_two(), &timeline, true);
         let sent = text.find(r#"> {"cmd":"decline"}"#).expect(&text);
