@@ -47,6 +47,9 @@ pub enum Cmd {
     Demo(DemoArgs),
     /// Run a call-flow scenario (docs/flows.md); exit status 1 if a step fails.
     Flow(FlowArgs),
+    /// Run a call flow as a load test: again and again at a rate, every device
+    /// in this process (docs/load.md); exit status 1 past --max-failures.
+    Load(LoadArgs),
     /// The relay's admin API.
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -92,6 +95,58 @@ pub struct FlowArgs {
     /// Write every flow's result and each step's timing as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The flow to repeat (a TOML file as `termphone flow` reads it).
+    #[arg(required_unless_present = "merge")]
+    pub flow: Option<PathBuf>,
+    /// Iterations started per second (after --ramp).
+    #[arg(long, value_name = "N", default_value_t = 10.0, value_parser = parse_positive)]
+    pub rate: f64,
+    /// Climb to --rate linearly over this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    pub ramp: f64,
+    /// At most this many iterations at once; the next waits for one to end.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub max_concurrent: usize,
+    /// Start this many iterations, then wait for them to end.
+    #[arg(long, value_name = "N", required_unless_present_any = ["duration", "merge"])]
+    pub iterations: Option<u64>,
+    /// Start iterations for this many seconds, then wait for them to end.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Load this relay (ws://HOST:PORT or wss://HOST:PORT) instead of a bundled one.
+    #[arg(long, value_name = "URL", value_parser = parse_relay_url)]
+    pub relay: Option<String>,
+    /// SHA-256 of the certificate the wss:// relay must present.
+    #[arg(long, value_name = "SHA256", value_parser = parse_fingerprint, requires = "relay")]
+    pub relay_fingerprint: Option<Fingerprint>,
+    /// Put this before every user name (alice → PREFIXalice-17), so that
+    /// several load processes can share one relay.
+    #[arg(long, value_name = "P", default_value = "")]
+    pub prefix: String,
+    /// Exit status 1 when more than this share of iterations failed.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
+    pub max_failures: f64,
+    /// Write the totals, failures and per-step percentiles as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write a row of figures every 2 s as CSV.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Merge these JSON reports (of load processes run side by side) into one:
+    /// printed, and written to --report.
+    #[arg(long, value_name = "REPORT", num_args = 2.., conflicts_with = "flow")]
+    pub merge: Vec<PathBuf>,
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -95,6 +95,27 @@ impl RelayOverrides {
         Ok(())
     }
 
+    /// The bundled relay's settings, as the flow wants them.
+    pub fn apply(&self, config: &mut RelayConfig) {
+        let app = &mut config.apps[0];
+        if let Some(v) = self.multi_device_sync {
+            app.multi_device_sync = v;
+        }
+        if let Some(v) = self.compensation_window_days {
+            app.compensation_window_days = v;
+        }
+        if let Some(v) = self.recall_window_secs {
+            app.recall_window_secs = v;
+        }
+        if let Some(v) = self.max_devices_per_platform {
+            app.max_devices_per_platform = v;
+        }
+        if let Some(v) = self.max_call_participants {
+            config.max_call_participants = v;
+        }
+        config.impairment = self.impairment();
+    }
+
     /// The network the bundled relay simulates for the flow's media.
     fn impairment(&self) -> Impairment {
         Impairment {
@@ -549,6 +570,21 @@ pub struct Outcome {
     pub timeline: Option<String>,
 }
 
+impl Outcome {
+    /// A run that failed before its first device started.
+    pub fn not_started(flow: &Flow, why: String) -> Outcome {
+        Outcome {
+            name: flow.name.clone(),
+            file: flow.file.clone(),
+            passed: false,
+            steps: Vec::new(),
+            failure: Some(why),
+            duration: Duration::ZERO,
+            timeline: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct StepOutcome {
     /// 1-based, as the report and the step errors count.
@@ -560,6 +596,8 @@ pub struct StepOutcome {
     pub ms: u64,
     /// When it ended, from the flow's start.
     pub at_ms: u64,
+    /// How long it took, to the microsecond (`termphone load`'s histograms).
+    pub elapsed: Duration,
 }
 
 /// Runs `flow` and prints it step by step. An error is a flow that could
@@ -700,7 +738,8 @@ pub(crate) async fn execute(
             place.names,
         )
         .await;
-        let ms = t.elapsed().as_millis();
+        let elapsed = t.elapsed();
+        let ms = elapsed.as_millis();
         let at = timeline.start.elapsed().as_millis();
         let (line, ok, what) = match outcome_of_step {
             Ok(what) => (
@@ -731,6 +770,7 @@ pub(crate) async fn execute(
             what,
             ms: ms as u64,
             at_ms: at as u64,
+            elapsed,
         });
         if place.verbose {
             println!("{line}");
@@ -776,23 +816,7 @@ async fn start_relay(overrides: &RelayOverrides, dir: &Path) -> Result<RelayHand
         listen: "127.0.0.1:0".parse().expect("valid"),
         ..RelayConfig::default()
     };
-    let app = &mut config.apps[0];
-    if let Some(v) = overrides.multi_device_sync {
-        app.multi_device_sync = v;
-    }
-    if let Some(v) = overrides.compensation_window_days {
-        app.compensation_window_days = v;
-    }
-    if let Some(v) = overrides.recall_window_secs {
-        app.recall_window_secs = v;
-    }
-    if let Some(v) = overrides.max_devices_per_platform {
-        app.max_devices_per_platform = v;
-    }
-    if let Some(v) = overrides.max_call_participants {
-        config.max_call_participants = v;
-    }
-    config.impairment = overrides.impairment();
+    overrides.apply(&mut config);
     let store = relay::store::Store::open(&dir.join("relay.sqlite3"))
         .map_err(|e| FlowError::Relay(e.to_string()))?;
     relay::start(&config, store)

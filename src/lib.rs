@@ -16,6 +16,7 @@ pub mod error;
 pub mod flow;
 pub mod headless;
 pub mod ids;
+pub mod load;
 pub mod logging;
 pub mod media;
 pub mod profile;

@@ -1,11 +1,12 @@
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use tracing_appender::non_blocking::WorkerGuard;
 
 use termphone::cli::{
-    AdminCmd, AdminSendArgs, Cli, Cmd, DeviceArgs, Dirs, FlowArgs, RelayArgs, UsersigArgs,
+    AdminCmd, AdminSendArgs, Cli, Cmd, DeviceArgs, Dirs, FlowArgs, LoadArgs, RelayArgs, UsersigArgs,
 };
 use termphone::config::Config;
 use termphone::config::DEFAULT_RELAY_ADDR;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         Some(Cmd::Usersig(args)) => print_usersig(&args, &config),
         Some(Cmd::Admin(AdminCmd::Send(args))) => admin_send(&args, &config, &dirs),
         Some(Cmd::Flow(args)) => run_flow(&args),
+        Some(Cmd::Load(args)) => run_load(&args),
         Some(Cmd::Demo(args)) => run_demo(&config, cli.config.as_deref(), &dirs, args.tls),
         Some(Cmd::Devices) => list_devices(),
         Some(Cmd::Completions { shell }) => {
@@ -334,6 +336,72 @@ fn run_flow(args: &FlowArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+fn run_load(args: &LoadArgs) -> ExitCode {
+    use termphone::load::{self, report};
+    logging::to_stderr("error");
+    let stats = if args.merge.is_empty() {
+        let file = args
+            .flow
+            .as_deref()
+            .expect("clap requires a flow without --merge");
+        let flow = match flow::Flow::load(file) {
+            Ok(flow) => flow,
+            Err(e) => return fail(&e),
+        };
+        if let Err(e) = load::check(&flow, &args.prefix) {
+            return fail(&format!("{}: {e}", file.display()));
+        }
+        let options = load::LoadOptions {
+            rate: args.rate,
+            ramp: args.ramp.max(0.0),
+            max_concurrent: args.max_concurrent,
+            iterations: args.iterations,
+            duration: args.duration.map(|s| Duration::from_secs_f64(s.max(0.0))),
+            relay: args.relay.clone(),
+            relay_fingerprint: args.relay_fingerprint,
+            prefix: args.prefix.clone(),
+            csv: args.csv.clone(),
+        };
+        println!(
+            "load: {} at {}/s{}",
+            flow.name,
+            args.rate,
+            args.iterations
+                .map(|n| format!(", {n} iterations"))
+                .unwrap_or_default()
+        );
+        match runtime().block_on(load::run(flow, options)) {
+            Ok(stats) => stats,
+            Err(e) => return fail(&e),
+        }
+    } else {
+        let mut merged = report::Stats::default();
+        for path in &args.merge {
+            let read = std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+                .and_then(report::Stats::from_json);
+            match read {
+                Ok(stats) => merged.merge(stats),
+                Err(e) => return fail(&format!("{}: not a load report: {e}", path.display())),
+            }
+        }
+        merged
+    };
+    print!("{}", load::summary(&stats));
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&stats.to_json()).expect("plain data") + "\n";
+        if let Err(e) = std::fs::write(path, text) {
+            return fail(&format!("{}: {e}", path.display()));
+        }
+    }
+    if stats.failed_percent() > args.max_failures {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

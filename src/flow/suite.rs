@@ -198,6 +198,7 @@ mod tests {
                 what: failure.unwrap_or("got SDK_READY").into(),
                 ms: 12,
                 at_ms: 40,
+                elapsed: Duration::from_millis(12),
             }],
             failure: failure.map(|f| format!("step 1 [bob]: {f}")),
             duration: Duration::from_millis(1_250),

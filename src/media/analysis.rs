@@ -108,10 +108,12 @@ impl Spectrum {
             )
     }
 
-    /// The strongest tone near `hz`: scanned at 0.25% steps over ±10%, so
-    /// that a neighbouring tone shows as off-pitch rather than as `hz`.
+    /// The strongest tone near `hz`, to a quarter of a percent: scanned
+    /// over ±10% (so that a neighbouring tone shows as off-pitch rather
+    /// than as `hz`) at 1% steps, then around the best at 0.25% steps.
     pub fn near(&self, hz: f64) -> Peak {
-        self.peak(hz * 0.9, hz * 1.1, 81)
+        let coarse = self.peak(hz * 0.9, hz * 1.1, 21);
+        self.peak(coarse.hz * 0.99, coarse.hz * 1.01, 9)
     }
 
     /// The loudest tone of the voice band (60 Hz to 8 kHz), to a quarter

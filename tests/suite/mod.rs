@@ -14,6 +14,7 @@ mod flows;
 mod fuzz_corpus;
 mod limits_mesh;
 mod limits_ws;
+mod load;
 mod login_mesh;
 mod login_ws;
 mod media_ws;

@@ -1,0 +1,397 @@
+//! `termphone load FLOW`: a call flow as a load test (docs/load.md). The
+//! flow's scenario runs again and again, iterations started at a rate,
+//! each with users of its own (`alice` → `PREFIXalice-17`), every device
+//! of every iteration in this process over real WebSockets (the headless
+//! loop over a pipe, flow::Launch::InProcess), steps checked as `termphone
+//! flow` checks them. Statistics go to a progress line, a JSON report and
+//! a CSV trace ([`report`]).
+
+pub mod report;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+
+use crate::config::RelayConfig;
+use crate::flow::{self, Flow, FlowError, Launch, Names, Outcome, Place};
+use crate::relay::{self, RelayHandle};
+use crate::tls::Fingerprint;
+
+use self::report::Stats;
+
+/// How often the progress line (and a CSV row) comes.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// After Ctrl-C, how long iterations in flight get to log their devices out.
+const WIND_DOWN: Duration = Duration::from_secs(5);
+
+/// What `termphone load` was asked for.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Iterations started per second (after the ramp).
+    pub rate: f64,
+    /// Seconds over which the rate climbs from 0.
+    pub ramp: f64,
+    pub max_concurrent: usize,
+    pub iterations: Option<u64>,
+    pub duration: Option<Duration>,
+    pub relay: Option<String>,
+    pub relay_fingerprint: Option<Fingerprint>,
+    pub prefix: String,
+    pub csv: Option<PathBuf>,
+}
+
+impl LoadOptions {
+    /// When iteration `n` (from 0) is due, from the start: the rate climbs
+    /// linearly over the ramp, then holds.
+    fn due(&self, n: u64) -> Duration {
+        let (n, rate, ramp) = (n as f64, self.rate, self.ramp);
+        let during_ramp = rate * ramp / 2.0;
+        let secs = if ramp > 0.0 && n < during_ramp {
+            (2.0 * n * ramp / rate).sqrt()
+        } else {
+            ramp + (n - during_ramp) / rate
+        };
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+}
+
+/// A flow `termphone load` cannot run: what is wrong and what to do.
+pub fn check(flow: &Flow, prefix: &str) -> Result<(), String> {
+    for device in &flow.devices {
+        let longest = format!("{prefix}{}-999999", device.user);
+        if let Err(e) = crate::ids::UserId::parse(&longest) {
+            return Err(format!(
+                "user {:?} with --prefix {prefix:?} makes names like {longest:?}: {}; \
+                 shorten the prefix or the user",
+                device.user, e.message
+            ));
+        }
+    }
+    if !flow.relay.media_drop_from.is_empty() {
+        return Err(
+            "[relay] media_drop_from names users, and every iteration has users of its own: \
+             take it out for load"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Runs the load; the statistics at the end (also after Ctrl-C).
+pub async fn run(flow: Flow, options: LoadOptions) -> Result<Stats, FlowError> {
+    let scratch = tempfile::tempdir().map_err(|e| FlowError::Relay(e.to_string()))?;
+    let (url, fingerprint, relay) = match &options.relay {
+        Some(url) => (url.clone(), options.relay_fingerprint, None),
+        None => {
+            let handle = start_relay(&flow, scratch.path()).await?;
+            (handle.url(), handle.fingerprint(), Some(handle))
+        }
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let stats = Load {
+        flow: Arc::new(flow),
+        options,
+        url,
+        fingerprint,
+        scratch: scratch.path().to_owned(),
+        stop,
+    }
+    .drive(stop_tx)
+    .await;
+    if let Some(relay) = relay {
+        relay.shutdown().await;
+    }
+    Ok(stats)
+}
+
+/// The bundled relay, with the flow's `[relay]` settings and room for a
+/// load: every device connects from this address.
+async fn start_relay(flow: &Flow, dir: &Path) -> Result<RelayHandle, FlowError> {
+    let mut config = RelayConfig {
+        listen: "127.0.0.1:0".parse().expect("valid"),
+        ..RelayConfig::default()
+    };
+    flow.relay.apply(&mut config);
+    config.max_connections = 100_000;
+    config.max_unauthenticated = 10_000;
+    config.max_unauthenticated_per_address = 10_000;
+    let store = relay::store::Store::open(&dir.join("relay.sqlite3"))
+        .map_err(|e| FlowError::Relay(e.to_string()))?;
+    relay::start(&config, store)
+        .await
+        .map_err(|e| FlowError::Relay(e.to_string()))
+}
+
+struct Load {
+    flow: Arc<Flow>,
+    options: LoadOptions,
+    url: String,
+    fingerprint: Option<Fingerprint>,
+    scratch: PathBuf,
+    stop: watch::Receiver<bool>,
+}
+
+/// One iteration's end.
+struct Ended {
+    n: u64,
+    outcome: Outcome,
+    names: Names,
+}
+
+impl Load {
+    async fn drive(self, stop_tx: watch::Sender<bool>) -> Stats {
+        let opts = &self.options;
+        let mut stats = Stats::new(&self.flow.name, opts.rate);
+        let mut csv = Csv::new(opts.csv.as_deref());
+        let slots = Arc::new(Semaphore::new(opts.max_concurrent.max(1)));
+        let (ended_tx, mut ended) = mpsc::unbounded_channel::<Ended>();
+        let start = Instant::now();
+        let mut progress = tokio::time::interval_at(start + PROGRESS_EVERY, PROGRESS_EVERY);
+        let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+        let (mut started, mut in_flight) = (0u64, 0u64);
+        let mut stopping = false;
+        loop {
+            let more = !stopping
+                && opts.iterations.is_none_or(|n| started < n)
+                && opts.duration.is_none_or(|d| start.elapsed() < d);
+            if !more && in_flight == 0 {
+                break;
+            }
+            let due = start + opts.due(started);
+            tokio::select! {
+                permit = slots.clone().acquire_owned(), if more && Instant::now() >= due => {
+                    let permit = permit.expect("never closed");
+                    self.spawn(started, ended_tx.clone(), permit);
+                    started += 1;
+                    in_flight += 1;
+                }
+                _ = tokio::time::sleep_until(due), if more && Instant::now() < due => {}
+                Some(end) = ended.recv() => {
+                    in_flight -= 1;
+                    if *self.stop.borrow() && !end.outcome.passed {
+                        stats.aborted += 1;
+                    } else {
+                        stats.add(end.n, &end.outcome, &end.names);
+                    }
+                }
+                _ = progress.tick() => {
+                    let line = progress_line(&stats, start.elapsed(), started, in_flight);
+                    println!("{line}");
+                    csv.row(&stats, start.elapsed(), started, in_flight);
+                }
+                _ = &mut ctrl_c, if !stopping => {
+                    println!("stopping: {in_flight} iterations in flight log their devices out");
+                    stopping = true;
+                    let _ = stop_tx.send(true);
+                    let deadline = Instant::now() + WIND_DOWN;
+                    while in_flight > 0 {
+                        match tokio::time::timeout_at(deadline, ended.recv()).await {
+                            Ok(Some(_)) => {
+                                in_flight -= 1;
+                                stats.aborted += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    stats.aborted += in_flight;
+                    in_flight = 0;
+                }
+            }
+        }
+        stats.duration = start.elapsed();
+        csv.row(&stats, stats.duration, started, 0);
+        stats
+    }
+
+    fn spawn(
+        &self,
+        n: u64,
+        ended: mpsc::UnboundedSender<Ended>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let flow = self.flow.clone();
+        let names = Names::iteration(
+            flow.devices.iter().map(|d| d.user.as_str()),
+            &self.options.prefix,
+            n,
+        );
+        let (url, fingerprint) = (self.url.clone(), self.fingerprint);
+        let (scratch, stop) = (self.scratch.clone(), self.stop.clone());
+        tokio::spawn(async move {
+            let data = scratch.join(format!("i{n}"));
+            let outcome = match std::fs::create_dir_all(&data) {
+                Ok(()) => {
+                    let place = Place {
+                        url,
+                        fingerprint,
+                        data: &data,
+                        launch: Launch::InProcess { stop },
+                        names: &names,
+                        verbose: false,
+                    };
+                    flow::execute(&flow, &place, false).await.0
+                }
+                Err(e) => Outcome::not_started(&flow, format!("scratch directory: {e}")),
+            };
+            // Each iteration's stores and audio taps go with it.
+            let _ = std::fs::remove_dir_all(&data);
+            drop(permit);
+            let _ = ended.send(Ended { n, outcome, names });
+        });
+    }
+}
+
+/// The end of a run in a few lines: totals, each step's latencies, and
+/// the failures by step and reason.
+pub fn summary(stats: &Stats) -> String {
+    let report = stats.to_json();
+    let mut out = format!(
+        "{}: {} iterations in {:.1} s ({:.1}/s): {} passed, {} failed ({:.1}%), {} aborted\n",
+        report.flow,
+        report.iterations,
+        report.duration_secs,
+        report.actual_rate,
+        report.passed,
+        report.failed,
+        stats.failed_percent(),
+        report.aborted
+    );
+    if !report.steps.is_empty() {
+        out.push_str("  step  device        count    p50 ms    p90 ms    p99 ms    max ms  what\n");
+    }
+    for s in &report.steps {
+        let what: String = s.what.chars().take(60).collect();
+        let _ = writeln!(
+            out,
+            "  {:>4}  {:<12} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {what}",
+            s.step, s.device, s.count, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
+        );
+    }
+    for f in &report.failures {
+        let examples: Vec<String> = f.iterations.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            out,
+            "  {}× step {} [{}]: {} (iterations {})",
+            f.count,
+            f.step,
+            f.device,
+            f.reason,
+            examples.join(", ")
+        );
+    }
+    out
+}
+
+/// `  12.0 s  240 started (20.0/s)  3 in flight  237 passed  0 failed  p99 4.1 ms`
+pub fn progress_line(stats: &Stats, elapsed: Duration, started: u64, in_flight: u64) -> String {
+    let secs = elapsed.as_secs_f64();
+    let mut line = format!(
+        "{secs:>7.1} s  {started} started ({:.1}/s)  {in_flight} in flight  {} passed  {} failed",
+        started as f64 / secs.max(0.001),
+        stats.passed,
+        stats.failed
+    );
+    let all = stats.all_steps();
+    if !all.is_empty() {
+        let _ = write!(
+            line,
+            "  step p99 {:.1} ms",
+            all.value_at_quantile(0.99) as f64 / 1000.0
+        );
+    }
+    line
+}
+
+/// `--csv`: a row per progress interval, like SIPp's `-trace_stat`.
+struct Csv {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    last: (u64, u64, u64),
+}
+
+impl Csv {
+    fn new(path: Option<&Path>) -> Csv {
+        use std::io::Write;
+        let out = path.and_then(|p| match std::fs::File::create(p) {
+            Ok(f) => Some(std::io::BufWriter::new(f)),
+            Err(e) => {
+                eprintln!("termphone: --csv {}: {e}; no trace is written", p.display());
+                None
+            }
+        });
+        let mut csv = Csv {
+            out,
+            last: (0, 0, 0),
+        };
+        if let Some(out) = csv.out.as_mut() {
+            let _ = writeln!(
+                out,
+                "elapsedSecs,started,inFlight,passed,failed,aborted,startedInInterval,passedInInterval,failedInInterval,stepP50Ms,stepP99Ms"
+            );
+        }
+        csv
+    }
+
+    fn row(&mut self, stats: &Stats, elapsed: Duration, started: u64, in_flight: u64) {
+        use std::io::Write;
+        let Some(out) = self.out.as_mut() else {
+            return;
+        };
+        let all = stats.all_steps();
+        let q = |q: f64| match all.is_empty() {
+            true => 0.0,
+            false => all.value_at_quantile(q) as f64 / 1000.0,
+        };
+        let (s0, p0, f0) = self.last;
+        let _ = writeln!(
+            out,
+            "{:.1},{started},{in_flight},{},{},{},{},{},{},{:.2},{:.2}",
+            elapsed.as_secs_f64(),
+            stats.passed,
+            stats.failed,
+            stats.aborted,
+            started - s0,
+            stats.passed - p0,
+            stats.failed - f0,
+            q(0.5),
+            q(0.99)
+        );
+        let _ = out.flush();
+        self.last = (started, stats.passed, stats.failed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(rate: f64, ramp: f64) -> LoadOptions {
+        LoadOptions {
+            rate,
+            ramp,
+            max_concurrent: 10,
+            iterations: None,
+            duration: None,
+            relay: None,
+            relay_fingerprint: None,
+            prefix: String::new(),
+            csv: None,
+        }
+    }
+
+    #[test]
+    fn iterations_start_at_the_rate_after_a_linear_ramp() {
+        let steady = options(20.0, 0.0);
+        assert_eq!(steady.due(0), Duration::ZERO);
+        assert_eq!(steady.due(20), Duration::from_secs(1));
+        // Over a 10 s ramp to 20/s, 100 start during the ramp (half the
+        // steady 200), the 50th at about 7.07 s, then 20 a second.
+        let ramped = options(20.0, 10.0);
+        assert!((ramped.due(50).as_secs_f64() - 50f64.sqrt()).abs() < 0.01);
+        assert_eq!(ramped.due(100), Duration::from_secs(10));
+        assert_eq!(ramped.due(120), Duration::from_secs(11));
+    }
+}

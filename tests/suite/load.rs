@@ -1,0 +1,252 @@
+//! `termphone load`: iterations counted as run, failures grouped with their
+//! step and reason, reports of two processes merged, exit status by
+//! `--max-failures`.
+
+use serde_json::Value;
+
+use crate::common::headless::termphone;
+use crate::common::net::{relay_at, test_config};
+
+fn read(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_short_load_counts_every_iteration_and_times_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, csv) = (dir.path().join("r.json"), dir.path().join("r.csv"));
+    let out = termphone(dir.path())
+        .args(["load", "examples/flows/answered_elsewhere.toml"])
+        .args(["--rate", "20", "--iterations", "24", "--report"])
+        .arg(&report)
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("24 iterations in ") && stdout.contains(": 24 passed, 0 failed"),
+        "{stdout}"
+    );
+    let r = read(&report);
+    assert_eq!(
+        (
+            r["iterations"].as_u64(),
+            r["passed"].as_u64(),
+            r["failed"].as_u64()
+        ),
+        (Some(24), Some(24), Some(0))
+    );
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 10, "every step of the flow");
+    for s in steps {
+        assert_eq!(s["count"], 24, "{s}");
+        let q: Vec<f64> = ["p50Ms", "p90Ms", "p99Ms", "maxMs"]
+            .iter()
+            .map(|k| s[k].as_f64().unwrap())
+            .collect();
+        assert!(q.windows(2).all(|w| w[0] <= w[1]), "{s}");
+        // Steps read in the flow's own names, whatever an iteration's were.
+        assert!(!s["what"].as_str().unwrap().contains("alice-"), "{s}");
+    }
+    let trace = std::fs::read_to_string(&csv).unwrap();
+    let last = trace.lines().last().unwrap();
+    assert!(
+        trace.starts_with("elapsedSecs,started,inFlight,passed,failed"),
+        "{trace}"
+    );
+    assert_eq!(last.split(',').nth(1), Some("24"), "{trace}");
+}
+
+/// Iteration 3's caller is `bob-3`: a step that must not see a call from
+/// `bob-3` fails there, and only there.
+const ONE_IN_TEN: &str = r#"name = "fails in iteration 3"
+
+[[device]]
+name = "bob"
+user = "bob"
+
+[[device]]
+name = "alice"
+user = "alice"
+
+[[step]]
+device = "bob"
+send = { cmd = "call", userID = "alice" }
+
+[[step]]
+device = "alice"
+expect_none = "ON_CALL_RECEIVED"
+fields = { sponsor = "bob-3" }
+for_ms = 300
+
+[[step]]
+device = "bob"
+send = { cmd = "hangup" }
+"#;
+
+#[tokio::test]
+async fn one_failing_iteration_in_ten_is_ten_percent_with_its_step_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = dir.path().join("one_in_ten.toml");
+    std::fs::write(&flow, ONE_IN_TEN).unwrap();
+    let run = |max_failures: &'static str, report: &'static str| {
+        let mut cmd = termphone(dir.path());
+        cmd.arg("load")
+            .arg(&flow)
+            .args([
+                "--rate",
+                "20",
+                "--iterations",
+                "10",
+                "--max-failures",
+                max_failures,
+            ])
+            .arg("--report")
+            .arg(dir.path().join(report));
+        cmd
+    };
+    let (strict, lenient) = tokio::join!(
+        run("5", "strict.json").output(),
+        run("10", "lenient.json").output()
+    );
+    let (strict, lenient) = (strict.unwrap(), lenient.unwrap());
+    assert_eq!(
+        strict.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&strict.stdout)
+    );
+    assert_eq!(
+        lenient.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&lenient.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&strict.stdout);
+    assert!(stdout.contains("9 passed, 1 failed (10.0%)"), "{stdout}");
+    let r = read(&dir.path().join("strict.json"));
+    let failures = r["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{r}");
+    let f = &failures[0];
+    assert_eq!(
+        (
+            f["step"].as_u64(),
+            f["device"].as_str(),
+            f["count"].as_u64()
+        ),
+        (Some(2), Some("alice"), Some(1))
+    );
+    assert_eq!(f["iterations"], serde_json::json!([3]));
+    assert!(
+        f["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("expected no ON_CALL_RECEIVED"),
+        "{f}"
+    );
+}
+
+/// Two load processes on one relay, told apart by `--prefix`; their
+/// reports merge into the totals of both.
+#[tokio::test]
+async fn two_processes_share_a_relay_and_their_reports_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("relay.db")).await;
+    let run = |prefix: &'static str| {
+        let mut cmd = termphone(dir.path());
+        cmd.args([
+            "load",
+            "examples/flows/busy.toml",
+            "--rate",
+            "15",
+            "--iterations",
+            "12",
+        ])
+        .args(["--relay", &relay.url(), "--prefix", prefix, "--report"])
+        .arg(dir.path().join(format!("{}.json", &prefix[..1])));
+        cmd
+    };
+    let (a, b) = tokio::join!(run("a-").output(), run("b-").output());
+    for out in [a.unwrap(), b.unwrap()] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let merged = dir.path().join("merged.json");
+    let out = termphone(dir.path())
+        .args(["load", "--merge"])
+        .arg(dir.path().join("a.json"))
+        .arg(dir.path().join("b.json"))
+        .arg("--report")
+        .arg(&merged)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (a, b, m) = (
+        read(&dir.path().join("a.json")),
+        read(&dir.path().join("b.json")),
+        read(&merged),
+    );
+    assert_eq!(m["iterations"], 24);
+    assert_eq!(m["passed"], 24);
+    assert_eq!(m["targetRate"], 30.0);
+    for (i, step) in m["steps"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(step["count"], 24, "{step}");
+        let most = a["steps"][i]["maxMs"]
+            .as_f64()
+            .unwrap()
+            .max(b["steps"][i]["maxMs"].as_f64().unwrap());
+        assert_eq!(step["maxMs"].as_f64().unwrap(), most, "{step}");
+    }
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn unusable_input_is_exit_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = termphone(dir.path())
+        .args(["load", "examples/flows/busy.toml"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "no --iterations nor --duration");
+    let not_a_report = dir.path().join("x.json");
+    std::fs::write(&not_a_report, "{}").unwrap();
+    let out = termphone(dir.path())
+        .args(["load", "--merge"])
+        .arg(&not_a_report)
+        .arg(&not_a_report)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a load report"));
+    let out = termphone(dir.path())
+        .args([
+            "load",
+            "examples/flows/busy.toml",
+            "--iterations",
+            "1",
+            "--prefix",
+            "a.",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#"makes names like "a.bob-999999""#),
+        "{stderr}"
+    );
+}
