@@ -6,6 +6,7 @@
 //! flow` checks them. Statistics go to a progress line, a JSON report and
 //! a CSV trace ([`report`]).
 
+pub mod dashboard;
 pub mod report;
 
 use std::fmt::Write as _;
@@ -27,6 +28,8 @@ use self::report::Stats;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// After Ctrl-C, how long iterations in flight get to log their devices out.
 const WIND_DOWN: Duration = Duration::from_secs(5);
+/// How often the dashboard is drawn.
+const REDRAW_EVERY: Duration = Duration::from_millis(500);
 
 /// What `termphone load` was asked for.
 #[derive(Clone, Debug)]
@@ -42,6 +45,8 @@ pub struct LoadOptions {
     pub relay_fingerprint: Option<Fingerprint>,
     pub prefix: String,
     pub csv: Option<PathBuf>,
+    /// Draw the live dashboard (stdout is a terminal) instead of progress lines.
+    pub dashboard: bool,
 }
 
 impl LoadOptions {
@@ -147,14 +152,17 @@ impl Load {
         let opts = &self.options;
         let mut stats = Stats::new(&self.flow.name, opts.rate);
         let mut csv = Csv::new(opts.csv.as_deref());
+        let mut screen = Screen::open(opts.dashboard);
         let slots = Arc::new(Semaphore::new(opts.max_concurrent.max(1)));
         let (ended_tx, mut ended) = mpsc::unbounded_channel::<Ended>();
         let start = Instant::now();
         let mut progress = tokio::time::interval_at(start + PROGRESS_EVERY, PROGRESS_EVERY);
+        let mut redraw = tokio::time::interval(REDRAW_EVERY);
         let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
         let (mut started, mut in_flight) = (0u64, 0u64);
-        let mut stopping = false;
+        let mut wind_down: Option<Instant> = None;
         loop {
+            let stopping = wind_down.is_some();
             let more = !stopping
                 && opts.iterations.is_none_or(|n| started < n)
                 && opts.duration.is_none_or(|d| start.elapsed() < d);
@@ -162,6 +170,7 @@ impl Load {
                 break;
             }
             let due = start + opts.due(started);
+            let mut stop = false;
             tokio::select! {
                 permit = slots.clone().acquire_owned(), if more && Instant::now() >= due => {
                     let permit = permit.expect("never closed");
@@ -172,36 +181,39 @@ impl Load {
                 _ = tokio::time::sleep_until(due), if more && Instant::now() < due => {}
                 Some(end) = ended.recv() => {
                     in_flight -= 1;
-                    if *self.stop.borrow() && !end.outcome.passed {
+                    if stopping && !end.outcome.passed {
                         stats.aborted += 1;
                     } else {
                         stats.add(end.n, &end.outcome, &end.names);
                     }
                 }
                 _ = progress.tick() => {
-                    let line = progress_line(&stats, start.elapsed(), started, in_flight);
-                    println!("{line}");
+                    if screen.is_none() {
+                        println!("{}", progress_line(&stats, start.elapsed(), started, in_flight));
+                    }
                     csv.row(&stats, start.elapsed(), started, in_flight);
                 }
-                _ = &mut ctrl_c, if !stopping => {
-                    println!("stopping: {in_flight} iterations in flight log their devices out");
-                    stopping = true;
-                    let _ = stop_tx.send(true);
-                    let deadline = Instant::now() + WIND_DOWN;
-                    while in_flight > 0 {
-                        match tokio::time::timeout_at(deadline, ended.recv()).await {
-                            Ok(Some(_)) => {
-                                in_flight -= 1;
-                                stats.aborted += 1;
-                            }
-                            _ => break,
-                        }
-                    }
+                _ = redraw.tick(), if screen.is_some() => {
+                    let devices = in_flight * self.flow.devices.len() as u64;
+                    screen.draw(&stats, start.elapsed(), started, in_flight, devices, stopping);
+                }
+                quit = screen.quit_key(), if screen.is_some() && !stopping => stop = quit,
+                _ = &mut ctrl_c, if !stopping => stop = true,
+                _ = tokio::time::sleep_until(wind_down.unwrap_or(start)), if stopping => {
+                    // Past the wind-down: what is still running is given up.
                     stats.aborted += in_flight;
-                    in_flight = 0;
+                    break;
                 }
             }
+            if stop {
+                if screen.is_none() {
+                    println!("stopping: {in_flight} iterations in flight log their devices out");
+                }
+                let _ = stop_tx.send(true);
+                wind_down = Some(Instant::now() + WIND_DOWN);
+            }
         }
+        drop(screen);
         stats.duration = start.elapsed();
         csv.row(&stats, stats.duration, started, 0);
         stats
@@ -306,6 +318,95 @@ pub fn progress_line(stats: &Stats, elapsed: Duration, started: u64, in_flight: 
     line
 }
 
+/// The dashboard's terminal while it is shown; restored when dropped.
+struct Screen {
+    terminal: Option<ratatui::DefaultTerminal>,
+    keys: Option<crossterm::event::EventStream>,
+    /// CPU time and when, at the last drawing.
+    last_cpu: Option<(Duration, std::time::Instant)>,
+}
+
+impl Screen {
+    fn open(dashboard: bool) -> Screen {
+        let terminal = dashboard.then(ratatui::init);
+        Screen {
+            keys: terminal
+                .as_ref()
+                .map(|_| crossterm::event::EventStream::new()),
+            terminal,
+            last_cpu: None,
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        self.terminal.is_none()
+    }
+
+    fn is_some(&self) -> bool {
+        self.terminal.is_some()
+    }
+
+    fn draw(
+        &mut self,
+        stats: &Stats,
+        elapsed: Duration,
+        started: u64,
+        in_flight: u64,
+        devices: u64,
+        stopping: bool,
+    ) {
+        let (cpu, rss_mib) = dashboard::usage();
+        let now = std::time::Instant::now();
+        let cpu_percent = match (cpu, self.last_cpu) {
+            (Some(cpu), Some((before, at))) => Some(
+                100.0 * (cpu.saturating_sub(before)).as_secs_f64()
+                    / now.duration_since(at).as_secs_f64().max(0.001),
+            ),
+            _ => None,
+        };
+        self.last_cpu = cpu.map(|c| (c, now));
+        let snapshot = dashboard::Snapshot {
+            stats,
+            elapsed,
+            started,
+            in_flight,
+            devices,
+            cpu_percent,
+            rss_mib,
+            stopping,
+        };
+        if let Some(terminal) = self.terminal.as_mut() {
+            let _ = terminal.draw(|frame| dashboard::draw(frame, &snapshot));
+        }
+    }
+
+    /// True on `q` or Ctrl-C (the terminal is raw: Ctrl-C is a key here).
+    async fn quit_key(&mut self) -> bool {
+        use crossterm::event::{Event, KeyCode, KeyModifiers};
+        use futures_util::StreamExt;
+        let Some(keys) = self.keys.as_mut() else {
+            return std::future::pending().await;
+        };
+        match keys.next().await {
+            Some(Ok(Event::Key(key))) => {
+                key.code == KeyCode::Char('q')
+                    || (key.code == KeyCode::Char('c')
+                        && key.modifiers.contains(KeyModifiers::CONTROL))
+            }
+            Some(_) => false,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        if self.terminal.take().is_some() {
+            ratatui::restore();
+        }
+    }
+}
+
 /// `--csv`: a row per progress interval, like SIPp's `-trace_stat`.
 struct Csv {
     out: Option<std::io::BufWriter<std::fs::File>>,
@@ -379,6 +480,7 @@ mod tests {
             relay_fingerprint: None,
             prefix: String::new(),
             csv: None,
+            dashboard: false,
         }
     }
 

@@ -364,6 +364,7 @@ fn run_load(args: &LoadArgs) -> ExitCode {
             relay_fingerprint: args.relay_fingerprint,
             prefix: args.prefix.clone(),
             csv: args.csv.clone(),
+            dashboard: std::io::IsTerminal::is_terminal(&std::io::stdout()),
         };
         println!(
             "load: {} at {}/s{}",
