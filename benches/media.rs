@@ -173,6 +173,7 @@ async fn call(url: &str, caller: &str, callee: &str) -> (Ws, Ws, RoomId) {
         &mut b,
         &ClientMsg::Accept {
             call_id: call.call_id,
+            end_current: false,
         },
     )
     .await;

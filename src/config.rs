@@ -124,6 +124,8 @@ pub struct ClientConfig {
     pub platform: Platform,
     /// Ring on this device too when the user has several online (like --multi-device).
     pub multi_device: bool,
+    /// Take a new call as a waiting one while in a call (like --call-waiting).
+    pub call_waiting: bool,
     /// Accept every call that rings here after this many ms (like
     /// --auto-answer=MS); unset, calls ring until answered.
     pub auto_answer_ms: Option<u64>,
@@ -146,6 +148,7 @@ impl Default for ClientConfig {
             device: None,
             platform: Platform::terminal(),
             multi_device: false,
+            call_waiting: false,
             auto_answer_ms: None,
             autostart_relay: None,
             usersig_lifetime_secs: DEFAULT_LIFETIME_SECS,
@@ -475,6 +478,7 @@ mod tests {
             "device",
             "platform",
             "multi_device",
+            "call_waiting",
             "auto_answer_ms",
             "autostart_relay",
             "usersig_lifetime_secs",

@@ -55,6 +55,9 @@ enum Request {
     EnableMultiDeviceAbility {
         enable: bool,
     },
+    EnableCallWaiting {
+        enable: bool,
+    },
     Call {
         #[serde(rename = "userID")]
         user_id: UserId,
@@ -72,6 +75,8 @@ enum Request {
     Accept {
         #[serde(rename = "callId")]
         call_id: Option<String>,
+        #[serde(rename = "endCurrent", default)]
+        end_current: bool,
     },
     Reject {
         #[serde(rename = "callId")]
@@ -211,6 +216,7 @@ impl Request {
             Request::EnableMultiDeviceAbility { enable } => {
                 engine(Command::EnableMultiDeviceAbility { enable })
             }
+            Request::EnableCallWaiting { enable } => engine(Command::EnableCallWaiting { enable }),
             Request::Call {
                 user_id,
                 timeout,
@@ -229,7 +235,13 @@ impl Request {
                 timeout_secs: timeout,
                 user_data,
             }),
-            Request::Accept { call_id } => call(CallCommand::Accept { call_id }),
+            Request::Accept {
+                call_id,
+                end_current,
+            } => call(CallCommand::Accept {
+                call_id,
+                end_current,
+            }),
             Request::Reject { call_id } => call(CallCommand::Reject { call_id }),
             Request::Ignore { call_id } => call(CallCommand::Ignore { call_id }),
             Request::Hangup { call_id } => call(CallCommand::Hangup { call_id }),
@@ -788,9 +800,13 @@ mod tests {
             Command::Logout,
             Command::GetUsers { subscribe: true },
             Command::EnableMultiDeviceAbility { enable: true },
+            Command::EnableCallWaiting { enable: true },
             Command::Call(CallCommand::place(vec![bob.clone()], false, None)),
             Command::Call(CallCommand::place(vec![bob.clone()], true, None)),
-            Command::Call(CallCommand::Accept { call_id: None }),
+            Command::Call(CallCommand::Accept {
+                call_id: None,
+                end_current: false,
+            }),
             Command::Call(CallCommand::Reject { call_id: None }),
             Command::Call(CallCommand::Ignore { call_id: None }),
             Command::Call(CallCommand::Hangup { call_id: None }),
@@ -834,6 +850,8 @@ mod tests {
             r#"{"cmd":"call","userID":"bob","timeout":5}"#,
             r#"{"cmd":"groupCall","userIDList":["bob","carol"]}"#,
             r#"{"cmd":"accept"}"#,
+            r#"{"cmd":"accept","callId":"c2","endCurrent":true}"#,
+            r#"{"cmd":"enableCallWaiting","enable":true}"#,
             r#"{"cmd":"hangup","callId":"c1"}"#,
             r#"{"cmd":"inviteUser","userIDList":["dave"]}"#,
             r#"{"cmd":"joinInGroupCall","roomID":7}"#,

@@ -57,6 +57,11 @@ pub enum ClientMsg {
     MultiDevice {
         enable: bool,
     },
+    /// Call waiting: while this device is in a connected call, a new call
+    /// rings here as a waiting call instead of finding the user busy.
+    CallWaiting {
+        enable: bool,
+    },
     /// Start a call; `group` marks a group call even with one invitee.
     Call {
         invitees: Vec<String>,
@@ -72,6 +77,10 @@ pub enum ClientMsg {
     },
     Accept {
         call_id: String,
+        /// Call waiting: hang up the call this device is in before taking
+        /// this one (instead of holding it).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        end_current: bool,
     },
     Reject {
         call_id: String,
@@ -158,6 +167,7 @@ impl ClientMsg {
             self,
             ClientMsg::Heartbeat
                 | ClientMsg::ListUsers { .. }
+                | ClientMsg::CallWaiting { .. }
                 | ClientMsg::Microphone { .. }
                 | ClientMsg::SendMessage { .. }
                 | ClientMsg::RecallMessage { .. }
@@ -252,6 +262,9 @@ pub struct CallInfo {
     /// Who transferred the call here (a blind transfer rings its target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transferred_by: Option<UserId>,
+    /// It rings on a device that is in another call (call waiting).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waiting: bool,
 }
 
 /// Largest `userData` of a call, in bytes of UTF-8.
@@ -545,13 +558,15 @@ pub enum ServerMsg {
         more: bool,
     },
     /// Where this device stands in calls, sent after every login and resume
-    /// (after anything held for it): the calls ringing on it, and the call it
-    /// is in. The device ends what it believed that is not here, and takes up
-    /// what is.
+    /// (after anything held for it): the calls ringing on it, the call it
+    /// is in, and the call it holds aside to take a waiting one. The device
+    /// ends what it believed that is not here, and takes up what is.
     CallState {
         ringing: Vec<CallInfo>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         current: Option<CurrentCall>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parked: Option<Box<CurrentCall>>,
     },
     Typing {
         from: UserId,
@@ -761,6 +776,11 @@ mod tests {
                 after: None,
             },
             ClientMsg::MultiDevice { enable: true },
+            ClientMsg::CallWaiting { enable: true },
+            ClientMsg::Accept {
+                call_id: "c".into(),
+                end_current: true,
+            },
             ClientMsg::Call {
                 invitees: vec!["bob".into()],
                 group: true,

@@ -91,6 +91,10 @@ pub enum Event {
         /// Who transferred the call here (a blind transfer), else absent.
         #[serde(skip_serializing_if = "Option::is_none")]
         transferred_by: Option<Box<UserId>>,
+        /// True for a call that waits while this device is in another
+        /// (call waiting), else absent.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        waiting: bool,
         /// What the call history keeps of it now (not part of the JSON).
         #[serde(skip)]
         record: Box<CallRecord>,

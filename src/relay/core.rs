@@ -224,6 +224,8 @@ struct Session {
     ticket_expires_at: Millis,
     /// Rings for the user's calls even when it is not the latest login.
     multi_device: bool,
+    /// Takes a new call as a waiting one while in a connected call.
+    call_waiting: bool,
     /// Call messages for the session while it has no connection, delivered
     /// on resume (bounded: the oldest go first; the `call_state` that follows
     /// them is what the device relies on). Chat is never held: the device's
@@ -610,13 +612,20 @@ impl RelayCore {
                 self.sessions.get_mut(&sid).expect("exists").multi_device = enable;
                 Ok(())
             }
+            ClientMsg::CallWaiting { enable } => {
+                self.sessions.get_mut(&sid).expect("exists").call_waiting = enable;
+                Ok(())
+            }
             ClientMsg::Call {
                 invitees,
                 group,
                 timeout_secs,
                 user_data,
             } => self.place_call(now, sid, &invitees, group, timeout_secs, user_data),
-            ClientMsg::Accept { call_id } => self.answer(now, sid, &call_id),
+            ClientMsg::Accept {
+                call_id,
+                end_current,
+            } => self.answer(now, sid, &call_id, end_current),
             ClientMsg::Reject { call_id } => self.decline(sid, &call_id),
             ClientMsg::Ignore { call_id } => self.ignore(sid, &call_id),
             ClientMsg::Microphone { on } => self.microphone(sid, on),
@@ -858,6 +867,7 @@ impl RelayCore {
                 conn: Some(conn),
                 ticket_expires_at,
                 multi_device: false,
+                call_waiting: false,
                 held: VecDeque::new(),
                 stream: chat::Stream::Unsynced,
                 buckets: Buckets::new(&self.settings.rate_limits, now),

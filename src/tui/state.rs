@@ -504,6 +504,7 @@ impl Model {
             }
             Action::Accept => vec![Effect::Engine(Command::Call(CallCommand::Accept {
                 call_id: ringing.flatten(),
+                end_current: false,
             }))],
             Action::Decline => vec![Effect::Engine(Command::Call(CallCommand::Reject {
                 call_id: ringing.flatten(),

@@ -138,6 +138,7 @@ fn ringing(m: &mut Model, group: bool) {
             call_role: CallRole::Called,
             user_data: None,
             transferred_by: None,
+            waiting: false,
             record: any_record(),
         },
         T0 + 1_000,
@@ -320,7 +321,8 @@ fn ringing_takes_the_keys_and_answers() {
     assert_eq!(
         m.on_terminal(key(KeyCode::Char('a')), T0),
         vec![Effect::Engine(Command::Call(CallCommand::Accept {
-            call_id: Some("c1".into())
+            call_id: Some("c1".into()),
+            end_current: false,
         }))]
     );
     assert_eq!(
@@ -451,6 +453,7 @@ fn an_incoming_call_rings_the_bell() {
             call_role: CallRole::Called,
             user_data: None,
             transferred_by: None,
+            waiting: false,
             record: any_record(),
         },
         T0,
@@ -1086,6 +1089,7 @@ fn a_transferred_call_says_who_handed_it_over() {
             call_role: CallRole::Called,
             user_data: None,
             transferred_by: Some(Box::new("dave".parse().unwrap())),
+            waiting: false,
             record: any_record(),
         },
         T0 + 1_000,

@@ -477,6 +477,29 @@ impl Mesh {
         self.advance_to(self.now + ms);
     }
 
+    /// The users whose voice the relay routes, room by room (each sorted).
+    pub fn voices(&self) -> BTreeMap<RoomId, Vec<String>> {
+        (self.media_rooms.iter())
+            .map(|(room, members)| {
+                let mut users: Vec<String> = members.iter().map(|(_, u)| u.to_string()).collect();
+                users.sort();
+                (*room, users)
+            })
+            .collect()
+    }
+
+    /// The callId of the last call event device `i` saw (its log is kept).
+    pub fn last_call_id(&self, i: usize) -> String {
+        (self.nodes[i].events.iter().rev())
+            .find_map(|e| match e {
+                Event::OnCallReceived { call_id, .. }
+                | Event::CallDialing { call_id, .. }
+                | Event::OnCallBegin { call_id, .. } => Some(call_id.clone()),
+                _ => None,
+            })
+            .expect("a call event")
+    }
+
     /// Event names device `i` saw, and forgets them.
     pub fn take_names(&mut self, i: usize) -> Vec<&'static str> {
         std::mem::take(&mut self.nodes[i].events)
@@ -510,7 +533,12 @@ pub fn describe(e: &Event) -> String {
             let names: Vec<&str> = user_id_list.iter().map(|u| u.as_str()).collect();
             format!("{} {}", e.name(), names.join(","))
         }
-        Event::OnCallReceived { sponsor, .. } => format!("ON_CALL_RECEIVED from {sponsor}"),
+        Event::OnCallReceived {
+            sponsor, waiting, ..
+        } => match waiting {
+            true => format!("ON_CALL_RECEIVED from {sponsor} (waiting)"),
+            false => format!("ON_CALL_RECEIVED from {sponsor}"),
+        },
         Event::MessageReceived {
             from,
             to,

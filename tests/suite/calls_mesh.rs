@@ -20,7 +20,10 @@ fn call(users: &[&str]) -> Command {
 }
 
 fn accept() -> Command {
-    Command::Call(CallCommand::Accept { call_id: None })
+    Command::Call(CallCommand::Accept {
+        call_id: None,
+        end_current: false,
+    })
 }
 fn reject() -> Command {
     Command::Call(CallCommand::Reject { call_id: None })
@@ -345,6 +348,7 @@ fn commands_that_make_no_sense_are_refused() {
         bob,
         Command::Call(CallCommand::Accept {
             call_id: Some("nope".into()),
+            end_current: false,
         }),
     );
     assert_eq!(m.log(bob)[1..], ["ERROR 6103 accept"]);

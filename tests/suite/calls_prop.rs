@@ -292,12 +292,22 @@ fn run(devices_per_user: [usize; 3], multi: Vec<bool>, ops: Vec<Op>) -> Result<(
                     call_cmd(CallCommand::place(users, group, Some(timeout))),
                 );
             }
-            Op::Accept(d) => {
-                m.command(d % devices, call_cmd(CallCommand::Accept { call_id: None }))
-            }
+            Op::Accept(d) => m.command(
+                d % devices,
+                call_cmd(CallCommand::Accept {
+                    call_id: None,
+                    end_current: false,
+                }),
+            ),
             Op::AcceptTogether(ds) => {
                 for d in ds {
-                    m.command_later(d % devices, call_cmd(CallCommand::Accept { call_id: None }));
+                    m.command_later(
+                        d % devices,
+                        call_cmd(CallCommand::Accept {
+                            call_id: None,
+                            end_current: false,
+                        }),
+                    );
                 }
                 m.settle();
             }

@@ -3,6 +3,7 @@ mod calls_features_mesh;
 mod calls_features_ws;
 mod calls_mesh;
 mod calls_prop;
+mod calls_waiting_mesh;
 mod calls_ws;
 mod chat_mesh;
 mod chat_ws;

@@ -85,6 +85,9 @@ pub(super) struct CallState {
     ringing: BTreeMap<String, CallView>,
     /// The call this device placed or is in.
     current: Option<CallView>,
+    /// The call this device holds aside to take a waiting one (call
+    /// waiting): its user holds it until `unhold` swaps the two.
+    parked: Option<CallView>,
     /// The room whose media runs here: the current call, once it began.
     media_room: Option<RoomId>,
     /// Auto-answer: when each ringing call is to be accepted here.
@@ -110,6 +113,8 @@ pub enum CallCommand {
     },
     Accept {
         call_id: Option<String>,
+        /// A waiting call: hang up the current call instead of holding it.
+        end_current: bool,
     },
     Reject {
         call_id: Option<String>,
@@ -181,12 +186,21 @@ impl ClientEngine {
                 timeout_secs,
                 user_data,
             } => self.place_call(me, users, true, timeout_secs, user_data)?,
-            CallCommand::Accept { call_id } => {
+            CallCommand::Accept {
+                call_id,
+                end_current,
+            } => {
                 let id = self.ringing_id(call_id)?;
-                if self.calls.current.is_some() {
+                // Call waiting takes a call on top of a connected one.
+                let waits =
+                    self.call_waiting && self.calls.current.as_ref().is_some_and(|c| c.connected());
+                if self.calls.current.is_some() && !waits {
                     return Err(already_in_call());
                 }
-                self.send(ClientMsg::Accept { call_id: id });
+                self.send(ClientMsg::Accept {
+                    call_id: id,
+                    end_current,
+                });
             }
             CallCommand::Reject { call_id } => {
                 let id = self.ringing_id(call_id)?;
@@ -268,18 +282,16 @@ impl ClientEngine {
     }
 
     /// The call `call_id` names (default: the current one), if this device
-    /// is in it and it is connected.
+    /// is in it (or holds it aside) and it is connected.
     fn connected_call(&self, call_id: Option<String>) -> Result<&CallView, Error> {
-        let view = match (&self.calls.current, call_id) {
-            (Some(c), Some(id)) if c.id == id => c,
-            (Some(c), None) => c,
-            (_, Some(id)) => {
-                return Err(Error::new(
+        let view = match call_id {
+            None => self.calls.current.as_ref().ok_or_else(no_call)?,
+            Some(id) => self.joined_view(&id).ok_or_else(|| {
+                Error::new(
                     ErrorCode::NoSuchCall,
                     format!("this device is not in call {id:?}"),
-                ));
-            }
-            (None, None) => return Err(no_call()),
+                )
+            })?,
         };
         if !view.connected() {
             return Err(Error::new(
@@ -325,6 +337,7 @@ impl ClientEngine {
             now,
             super::Command::Call(CallCommand::Accept {
                 call_id: Some(call_id),
+                end_current: false,
             }),
         );
     }
@@ -428,16 +441,25 @@ impl ClientEngine {
     /// Translates a call message from the relay into events.
     pub(super) fn call_frame(&mut self, now: Millis, me: &UserId, msg: ServerMsg) {
         match msg {
-            ServerMsg::CallDialing { call } => self.dial_here(now, &call),
+            ServerMsg::CallDialing { call } => {
+                let view = self.dial_here(now, &call);
+                self.calls.current = Some(view);
+            }
             ServerMsg::CallInvite { call } => {
                 if !self.calls.ringing.contains_key(&call.call_id) {
                     self.ring_here(now, call);
                 }
             }
             ServerMsg::CallBegin { call_id, room } => {
+                // The call held aside connects again after a transfer in it.
+                if let Some(view) = self.calls.parked.as_mut().filter(|p| p.id == call_id) {
+                    view.transfer_to = None;
+                    let event = begin_event(view);
+                    return self.event(event);
+                }
                 let view = match self.calls.ringing.remove(&call_id) {
                     Some(v) => Some(v),
-                    None => self.calls.current.take().filter(|c| c.id == call_id),
+                    None => self.calls.current.take_if(|c| c.id == call_id),
                 };
                 // A call joined by room id was never rung or dialed here.
                 let mut view = view.unwrap_or_else(|| CallView {
@@ -456,7 +478,13 @@ impl ClientEngine {
                 view.began_at.get_or_insert(now);
                 view.transfer_to = None;
                 self.event(begin_event(&view));
-                self.calls.current = Some(view);
+                // Call waiting: the call this device was in is held aside
+                // (the relay said so with CALL_HOLD_CHANGED just before).
+                if let Some(previous) = self.calls.current.replace(view)
+                    && let Some(stale) = self.calls.parked.replace(previous)
+                {
+                    self.end_locally(now, me, stale, CancelReason::CallEnded);
+                }
             }
             ServerMsg::CallCanceled {
                 call_id,
@@ -466,7 +494,7 @@ impl ClientEngine {
             } => {
                 let view = match self.calls.ringing.remove(&call_id) {
                     Some(v) => v,
-                    None => match self.calls.current.take_if(|c| c.id == call_id) {
+                    None => match self.leave_call(&call_id) {
                         Some(v) => v,
                         None => return,
                     },
@@ -478,7 +506,7 @@ impl ClientEngine {
                 room,
                 total_time,
             } => {
-                let Some(view) = self.calls.current.take_if(|c| c.id == call_id) else {
+                let Some(view) = self.leave_call(&call_id) else {
                     return;
                 };
                 self.event(Event::CallingEnd {
@@ -528,7 +556,7 @@ impl ClientEngine {
                         user_id_list: users.clone(),
                     }],
                     PeerAction::InviteesUpdated => {
-                        if let Some(c) = self.calls.current.as_mut().filter(|c| c.id == call_id) {
+                        if let Some(c) = self.joined_view_mut(&call_id) {
                             c.group = true;
                         }
                         vec![Event::GroupCallInviteeListUpdate {
@@ -548,12 +576,19 @@ impl ClientEngine {
             } => {
                 // Every device of a participant hears it, also one that is
                 // not the one in the call.
-                if let Some(c) = self.calls.current.as_mut().filter(|c| c.id == call_id) {
+                if let Some(c) = self.joined_view_mut(&call_id) {
                     if on_hold {
                         c.held.insert(user.clone());
                     } else {
                         c.held.remove(&user);
                     }
+                }
+                // This user took back the call it held aside: the relay
+                // held the other one first, which is set aside now.
+                let back = self.calls.parked.as_ref().is_some_and(|p| p.id == call_id);
+                if back && !on_hold && user == *me {
+                    let parked = self.calls.parked.take();
+                    self.calls.parked = std::mem::replace(&mut self.calls.current, parked);
                 }
                 self.event(Event::CallHoldChanged {
                     call_id,
@@ -562,7 +597,7 @@ impl ClientEngine {
                 });
             }
             ServerMsg::CallTransferred { call_id, by, to } => {
-                let Some(c) = self.calls.current.as_mut().filter(|c| c.id == call_id) else {
+                let Some(c) = self.joined_view_mut(&call_id) else {
                     return;
                 };
                 // The call rings the target now: no voice until it answers,
@@ -582,10 +617,25 @@ impl ClientEngine {
         for view in std::mem::take(&mut self.calls.ringing).into_values() {
             self.event(canceled(&view, me, CancelReason::SignedOut, None));
         }
-        if let Some(view) = self.calls.current.take() {
+        for view in [self.calls.current.take(), self.calls.parked.take()]
+            .into_iter()
+            .flatten()
+        {
             self.end_locally(now, me, view, CancelReason::SignedOut);
         }
         self.sync_media(me);
+    }
+
+    /// Call `call_id` ends for this device: out of its calls. When that was
+    /// its call and it holds another aside, that one is its call again
+    /// (still held, as on the relay).
+    fn leave_call(&mut self, call_id: &str) -> Option<CallView> {
+        if let Some(view) = self.calls.parked.take_if(|p| p.id == call_id) {
+            return Some(view);
+        }
+        let view = self.calls.current.take_if(|c| c.id == call_id)?;
+        self.calls.current = self.calls.parked.take();
+        Some(view)
     }
 
     /// A call ends here without word from the relay: `CALLING_END` if it
@@ -620,15 +670,19 @@ impl ClientEngine {
         me: &UserId,
         ringing: Vec<CallInfo>,
         current: Option<CurrentCall>,
+        parked: Option<Box<CurrentCall>>,
     ) {
-        let current_id = current.as_ref().map(|c| c.call.call_id.clone());
+        let parked = parked.map(|p| *p);
+        let joined: Vec<String> = [&current, &parked]
+            .into_iter()
+            .flatten()
+            .map(|c| c.call.call_id.clone())
+            .collect();
         let gone: Vec<String> = self
             .calls
             .ringing
             .keys()
-            .filter(|id| {
-                !ringing.iter().any(|c| &c.call_id == *id) && current_id.as_ref() != Some(*id)
-            })
+            .filter(|id| !ringing.iter().any(|c| &c.call_id == *id) && !joined.contains(id))
             .cloned()
             .collect();
         for id in gone {
@@ -636,51 +690,61 @@ impl ClientEngine {
             self.event(canceled(&view, me, CancelReason::CallEnded, None));
         }
         for call in ringing {
-            let known = self.calls.ringing.contains_key(&call.call_id)
-                || self
-                    .calls
-                    .current
-                    .as_ref()
-                    .is_some_and(|c| c.id == call.call_id);
-            if !known {
+            if self.call_view(&call.call_id).is_none() {
                 self.ring_here(now, call);
             }
         }
-        match (self.calls.current.take(), current) {
-            (Some(mut view), Some(c)) if view.id == c.call.call_id => {
+        // The calls this device was in: those the relay no longer has it in
+        // end first, then the relay's are taken up.
+        let mut mine: Vec<CallView> = [self.calls.current.take(), self.calls.parked.take()]
+            .into_iter()
+            .flatten()
+            .collect();
+        for view in mine.extract_if(.., |v| !joined.contains(&v.id)) {
+            self.end_locally(now, me, view, CancelReason::CallEnded);
+        }
+        self.calls.current = current.map(|c| self.take_up(now, me, &mut mine, c));
+        self.calls.parked = parked.map(|c| self.take_up(now, me, &mut mine, c));
+    }
+
+    /// A call the relay has this device in, as this device sees it now:
+    /// its own view brought up to date, or a new one (dialing, or begun
+    /// with the begin lost on the way).
+    fn take_up(
+        &mut self,
+        now: Millis,
+        me: &UserId,
+        mine: &mut Vec<CallView>,
+        c: CurrentCall,
+    ) -> CallView {
+        let mut view = match mine.iter().position(|v| v.id == c.call.call_id) {
+            Some(i) => {
+                let mut view = mine.remove(i);
                 if c.connected && !view.connected() {
                     view.began_at.get_or_insert(now);
                     view.transfer_to = None;
                     self.event(begin_event(&view));
                 }
-                self.settle_holds(&mut view, c.held);
-                self.calls.current = Some(view);
+                view
             }
-            (mine, current) => {
-                if let Some(view) = mine {
-                    self.end_locally(now, me, view, CancelReason::CallEnded);
-                }
-                match current {
-                    // Placed here, and still ringing the others.
-                    Some(c) if !c.connected => self.dial_here(now, &c.call),
-                    // Answered here (or joined), and the begin was lost on the way.
-                    Some(c) => {
-                        let role = if c.call.sponsor == *me {
-                            CallRole::Caller
-                        } else {
-                            CallRole::Called
-                        };
-                        let mut view = (self.calls.ringing.remove(&c.call.call_id))
-                            .unwrap_or_else(|| view_of(&c.call, role, now));
-                        view.began_at = Some(now);
-                        self.event(begin_event(&view));
-                        self.settle_holds(&mut view, c.held);
-                        self.calls.current = Some(view);
-                    }
-                    None => {}
-                }
+            // Placed here, and still ringing the others.
+            None if !c.connected => return self.dial_here(now, &c.call),
+            // Answered here (or joined), and the begin was lost on the way.
+            None => {
+                let role = if c.call.sponsor == *me {
+                    CallRole::Caller
+                } else {
+                    CallRole::Called
+                };
+                let mut view = (self.calls.ringing.remove(&c.call.call_id))
+                    .unwrap_or_else(|| view_of(&c.call, role, now));
+                view.began_at = Some(now);
+                self.event(begin_event(&view));
+                view
             }
-        }
+        };
+        self.settle_holds(&mut view, c.held);
+        view
     }
 
     /// The relay's word on who holds the call: what this device missed
@@ -715,14 +779,15 @@ impl ClientEngine {
             call_role: CallRole::Called,
             user_data: call.user_data.map(String::into_boxed_str),
             transferred_by: call.transferred_by.map(Box::new),
+            waiting: call.waiting,
             record: view.record(CallOutcome::Ringing, false, 0),
         });
         self.calls.ringing.insert(call.call_id, view);
         self.arm_auto_answer(now, call_id);
     }
 
-    /// This device's call was placed.
-    fn dial_here(&mut self, now: Millis, call: &CallInfo) {
+    /// This device's call was placed: its view, for the current call.
+    fn dial_here(&mut self, now: Millis, call: &CallInfo) -> CallView {
         let view = view_of(call, CallRole::Caller, now);
         self.event(Event::CallDialing {
             call_id: call.call_id.clone(),
@@ -733,7 +798,7 @@ impl ClientEngine {
             call_role: CallRole::Caller,
             record: view.record(CallOutcome::Dialing, false, 0),
         });
-        self.calls.current = Some(view);
+        view
     }
 
     /// The call an answer applies to: the one named, or the only one ringing.
@@ -766,10 +831,22 @@ impl ClientEngine {
     }
 
     fn call_view(&self, id: &str) -> Option<&CallView> {
-        self.calls
-            .ringing
-            .get(id)
-            .or(self.calls.current.as_ref().filter(|c| c.id == id))
+        self.calls.ringing.get(id).or(self.joined_view(id))
+    }
+
+    /// The call `id`, if this device is in it or holds it aside.
+    fn joined_view(&self, id: &str) -> Option<&CallView> {
+        [&self.calls.current, &self.calls.parked]
+            .into_iter()
+            .flatten()
+            .find(|c| c.id == id)
+    }
+
+    fn joined_view_mut(&mut self, id: &str) -> Option<&mut CallView> {
+        [&mut self.calls.current, &mut self.calls.parked]
+            .into_iter()
+            .flatten()
+            .find(|c| c.id == id)
     }
 }
 

@@ -32,6 +32,11 @@ pub(super) struct Calls {
     by_room: HashMap<RoomId, CallKey>,
     /// The call each user is in (joined): such a user is busy.
     joined: HashMap<(AppId, UserId), CallKey>,
+    /// The call a user holds aside to take a waiting one (call waiting):
+    /// it is in that call too, holding it, until it hangs it up or goes
+    /// back to it with `unhold` (which sets the other one aside). Only a
+    /// user with a `joined` call has one.
+    parked: HashMap<(AppId, UserId), CallKey>,
 }
 
 struct Call {
@@ -82,6 +87,7 @@ impl Call {
             group: self.group,
             user_data: self.user_data.clone(),
             transferred_by: self.transferred_by.clone(),
+            waiting: false,
         }
     }
 
@@ -238,10 +244,18 @@ impl RelayCore {
             if self.calls.calls[&key].members.contains_key(&user) {
                 continue;
             }
-            if self.calls.joined.contains_key(&(app, user.clone())) {
-                self.peer_event(key, &user, PeerAction::Busy, vec![user.clone()], true);
-                continue;
-            }
+            // A user in a call is busy, unless the device it talks on
+            // takes the call as a waiting one (it rings there only).
+            let waiting_on = match self.calls.joined.contains_key(&(app, user.clone())) {
+                false => None,
+                true => match self.waiting_session(app, &user) {
+                    Some(sid) => Some(sid),
+                    None => {
+                        self.peer_event(key, &user, PeerAction::Busy, vec![user.clone()], true);
+                        continue;
+                    }
+                },
+            };
             self.calls
                 .calls
                 .get_mut(&key)
@@ -254,10 +268,14 @@ impl RelayCore {
                         ringing: BTreeSet::new(),
                     },
                 );
-            added.push(user);
+            added.push((user, waiting_on));
         }
-        for user in &added {
-            for sid in self.ring_targets(app, user) {
+        for (user, waiting_on) in &added {
+            let targets = match waiting_on {
+                Some(sid) => vec![*sid],
+                None => self.ring_targets(app, user),
+            };
+            for sid in targets {
                 self.ring(key, user, sid);
             }
         }
@@ -280,11 +298,36 @@ impl RelayCore {
             .collect()
     }
 
+    /// The device on which a new call to `user`, who is in a call, waits
+    /// (call waiting): the device in that call, if it turned call waiting
+    /// on, the call is connected and the user holds no call aside yet.
+    fn waiting_session(&self, app: AppId, user: &UserId) -> Option<SessionId> {
+        let who = (app, user.clone());
+        if self.calls.parked.contains_key(&who) {
+            return None;
+        }
+        let call = &self.calls.calls[self.calls.joined.get(&who)?];
+        let Some(Member::Joined { session, .. }) = call.members.get(user) else {
+            return None;
+        };
+        let waits = call.connected && self.sessions.get(session)?.call_waiting;
+        waits.then_some(*session)
+    }
+
     fn ring(&mut self, key: CallKey, user: &UserId, sid: SessionId) {
         if self.add_ringing(key, user, sid) {
-            let info = self.calls.calls[&key].info_for(user);
+            let (app, _) = self.identity(sid);
+            let info = self.invitation(key, app, user);
             self.send_to_session(sid, ServerMsg::CallInvite { call: info });
         }
+    }
+
+    /// Call `key` as it rings for `user`: waiting while the user is in
+    /// another call.
+    fn invitation(&self, key: CallKey, app: AppId, user: &UserId) -> CallInfo {
+        let mut info = self.calls.calls[&key].info_for(user);
+        info.waiting = self.calls.joined.contains_key(&(app, user.clone()));
+        info
     }
 
     /// Counts `sid` among the devices ringing for `user` in call `key`.
@@ -304,31 +347,40 @@ impl RelayCore {
     /// is settled by this.
     pub(super) fn send_call_state(&mut self, sid: SessionId) {
         let (app, user) = self.identity(sid);
-        let mut ringing: Vec<&Call> = self
-            .calls
-            .calls
-            .values()
-            .filter(|c| {
+        let mut ringing: Vec<(&String, CallKey)> = (self.calls.calls.iter())
+            .filter(|(_, c)| {
                 c.app == app
                     && matches!(c.members.get(&user), Some(Member::Invited { ringing, .. }) if ringing.contains(&sid))
             })
+            .map(|(key, c)| (&c.id, *key))
             .collect();
-        ringing.sort_by(|a, b| a.id.cmp(&b.id));
-        let ringing = ringing.into_iter().map(|c| c.info_for(&user)).collect();
-        let current = self
-            .calls
-            .joined
-            .get(&(app, user.clone()))
-            .map(|key| &self.calls.calls[key])
-            .filter(|c| {
-                matches!(c.members.get(&user), Some(Member::Joined { session, .. }) if *session == sid)
-            })
-            .map(|c| CurrentCall {
-                call: c.info_for(&user),
-                connected: c.connected,
-                held: c.held.iter().cloned().collect(),
-            });
-        self.send_to_session(sid, ServerMsg::CallState { ringing, current });
+        ringing.sort();
+        let ringing = (ringing.into_iter())
+            .map(|(_, key)| self.invitation(key, app, &user))
+            .collect();
+        let here = |calls: &HashMap<(AppId, UserId), CallKey>| {
+            calls
+                .get(&(app, user.clone()))
+                .map(|key| &self.calls.calls[key])
+                .filter(|c| {
+                    matches!(c.members.get(&user), Some(Member::Joined { session, .. }) if *session == sid)
+                })
+                .map(|c| CurrentCall {
+                    call: c.info_for(&user),
+                    connected: c.connected,
+                    held: c.held.iter().cloned().collect(),
+                })
+        };
+        let (current, parked) = (here(&self.calls.joined), here(&self.calls.parked));
+        let parked = parked.map(Box::new);
+        self.send_to_session(
+            sid,
+            ServerMsg::CallState {
+                ringing,
+                current,
+                parked,
+            },
+        );
     }
 
     /// A session came (back) online: it rings for calls still inviting its
@@ -345,6 +397,7 @@ impl RelayCore {
             .map(|(k, _)| *k)
             .collect();
         let targets = self.ring_targets(app, &user);
+        let busy = self.in_call(app, &user);
         for key in keys {
             let call = &self.calls.calls[&key];
             let still_ringing = matches!(
@@ -352,8 +405,11 @@ impl RelayCore {
                 Some(Member::Invited { ringing, .. }) if ringing.contains(&sid)
             );
             // A device that stopped ringing for this call (ignored it) is not
-            // rung again; one still ringing hears it again, and drops the repeat.
-            if targets.contains(&sid) && (still_ringing || !call.rang.contains(&sid)) {
+            // rung again; one still ringing hears it again, and drops the
+            // repeat. A user in a call is busy for a device that comes
+            // online (a waiting call rings only on the device in the call).
+            let new_here = !call.rang.contains(&sid) && !busy;
+            if targets.contains(&sid) && (still_ringing || new_here) {
                 self.add_ringing(key, &user, sid);
             }
         }
@@ -364,16 +420,14 @@ impl RelayCore {
         now: Millis,
         sid: SessionId,
         call_id: &str,
+        end_current: bool,
     ) -> Result<(), Error> {
         let Some(key) = self.ringing_call(sid, call_id)? else {
             return Ok(());
         };
         let (app, user) = self.identity(sid);
-        if self.calls.joined.contains_key(&(app, user.clone())) {
-            return Err(Error::new(
-                ErrorCode::AlreadyInCall,
-                format!("{user} is already in a call; hang up first"),
-            ));
+        if let Some(&current) = self.calls.joined.get(&(app, user.clone())) {
+            self.set_aside(now, sid, &user, current, end_current)?;
         }
         let call = self.calls.calls.get_mut(&key).expect("exists");
         let Some(Member::Invited { ringing, .. }) = call.members.insert(
@@ -408,6 +462,48 @@ impl RelayCore {
         self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
         self.tell_holds(key, app, &user);
         self.connect(key, &user);
+        Ok(())
+    }
+
+    /// Call waiting: `user` answers a waiting call on `sid`, which is in
+    /// call `current`. With `end_current` that call is hung up first;
+    /// otherwise it is held and set aside. Either way the user's call is
+    /// free for the answer, and a call already set aside stays so.
+    fn set_aside(
+        &mut self,
+        now: Millis,
+        sid: SessionId,
+        user: &UserId,
+        current: CallKey,
+        end_current: bool,
+    ) -> Result<(), Error> {
+        let busy = |why: &str| {
+            Err(Error::new(
+                ErrorCode::AlreadyInCall,
+                format!("{user} is already in a call; {why}"),
+            ))
+        };
+        let here = matches!(
+            self.calls.calls[&current].members.get(user),
+            Some(Member::Joined { session, .. }) if *session == sid
+        );
+        if !here || !self.sessions[&sid].call_waiting {
+            return busy("hang up first (or turn call waiting on with enableCallWaiting)");
+        }
+        let who = (self.sessions[&sid].app, user.clone());
+        if !end_current && self.calls.parked.contains_key(&who) {
+            return busy(
+                "it holds another call aside already: hang one up, or accept with endCurrent",
+            );
+        }
+        if end_current {
+            // The call set aside, if any, becomes the user's call again.
+            self.leave(now, current, user, true);
+        }
+        if let Some(key) = self.calls.joined.remove(&who) {
+            self.set_hold(key, user, true);
+            self.calls.parked.insert(who, key);
+        }
         Ok(())
     }
 
@@ -501,20 +597,40 @@ impl RelayCore {
     /// `sid`'s user puts its call on hold (`on`) or takes it back: every
     /// device of every participant hears it, and the media routes leave the
     /// holder out (`media_routes`). Holding a held call changes nothing.
+    /// Taking back the call set aside for a waiting one swaps the two: the
+    /// user's other call is held and set aside in its place.
     pub(super) fn hold(&mut self, sid: SessionId, call_id: &str, on: bool) -> Result<(), Error> {
         let key = self.joined_call(sid, call_id)?;
         let (app, user) = self.identity(sid);
-        let call = self.calls.calls.get_mut(&key).expect("exists");
-        if !call.connected {
+        if !self.calls.calls[&key].connected {
             return Err(not_connected());
         }
+        let who = (app, user.clone());
+        if !on && self.calls.parked.get(&who) == Some(&key) {
+            let current = self
+                .calls
+                .joined
+                .insert(who.clone(), key)
+                .expect("parked has a current");
+            self.calls.parked.insert(who, current);
+            self.set_hold(current, &user, true);
+        }
+        self.set_hold(key, &user, on);
+        Ok(())
+    }
+
+    /// `user` holds call `key` (`on`) or takes it back; everyone in the
+    /// call hears of a change.
+    fn set_hold(&mut self, key: CallKey, user: &UserId, on: bool) {
+        let call = self.calls.calls.get_mut(&key).expect("exists");
+        let app = call.app;
         let changed = if on {
             call.held.insert(user.clone())
         } else {
-            call.held.remove(&user)
+            call.held.remove(user)
         };
         if !changed {
-            return Ok(());
+            return;
         }
         let participants: Vec<UserId> = call.joined_sessions().map(|(u, _)| u.clone()).collect();
         let call_id = call.id.clone();
@@ -530,7 +646,6 @@ impl RelayCore {
                 );
             }
         }
-        Ok(())
     }
 
     /// Blind transfer: `sid`'s user leaves its connected 1:1 call, and the
@@ -580,7 +695,7 @@ impl RelayCore {
         // The party that stays is whom the target talks to.
         call.sponsor = other.clone();
         let (call_id, room) = (call.id.clone(), call.room);
-        self.mark_left(app, &user);
+        self.mark_left(app, &user, key);
         self.send_to_session(
             session,
             ServerMsg::CallEnd {
@@ -732,7 +847,7 @@ impl RelayCore {
             if let Some(ringing) = self.ringing_of(key, &user) {
                 ringing.insert(sid);
             }
-            return self.answer(now, sid, &call_id);
+            return self.answer(now, sid, &call_id, false);
         }
         if self.calls.joined.contains_key(&(app, user.clone())) {
             return Err(Error::new(
@@ -795,9 +910,26 @@ impl RelayCore {
         self.broadcast_presence(app, user);
     }
 
-    fn mark_left(&mut self, app: AppId, user: &UserId) {
-        if self.calls.joined.remove(&(app, user.clone())).is_some() {
-            self.broadcast_presence(app, user);
+    /// `user` is out of call `key`. When that was its call and it holds
+    /// another aside, that one is its call again (still held: the user
+    /// takes it back with `unhold`).
+    fn mark_left(&mut self, app: AppId, user: &UserId, key: CallKey) {
+        let who = (app, user.clone());
+        if self.calls.parked.get(&who) == Some(&key) {
+            self.calls.parked.remove(&who);
+            return;
+        }
+        if self.calls.joined.get(&who) != Some(&key) {
+            return;
+        }
+        match self.calls.parked.remove(&who) {
+            Some(parked) => {
+                self.calls.joined.insert(who, parked);
+            }
+            None => {
+                self.calls.joined.remove(&who);
+                self.broadcast_presence(app, user);
+            }
         }
     }
 
@@ -857,10 +989,19 @@ impl RelayCore {
     /// stops ringing anywhere.
     pub(super) fn calls_on_session_end(&mut self, now: Millis, sid: SessionId) {
         let (app, user) = self.identity(sid);
-        if let Some(&key) = self.calls.joined.get(&(app, user.clone()))
-            && matches!(self.calls.calls[&key].members.get(&user), Some(Member::Joined { session, .. }) if *session == sid)
-        {
-            self.leave(now, key, &user, false);
+        let who = (app, user.clone());
+        let joined: Vec<CallKey> = [self.calls.joined.get(&who), self.calls.parked.get(&who)]
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|key| {
+                matches!(self.calls.calls[key].members.get(&user), Some(Member::Joined { session, .. }) if *session == sid)
+            })
+            .collect();
+        for key in joined {
+            if self.calls.calls.contains_key(&key) {
+                self.leave(now, key, &user, false);
+            }
         }
         let ringing: Vec<CallKey> = self
             .calls
@@ -888,7 +1029,7 @@ impl RelayCore {
         let (app, call_id, room, connected) =
             (call.app, call.id.clone(), call.room, call.connected);
         let transferring = call.transferred_by.is_some();
-        self.mark_left(app, user);
+        self.mark_left(app, user, key);
         if !connected && !transferring {
             // The caller hangs up before anyone answered: cancel everywhere.
             if tell {
@@ -954,7 +1095,7 @@ impl RelayCore {
             })
             .collect();
         for (user, s, since) in joined {
-            self.mark_left(app, &user);
+            self.mark_left(app, &user, key);
             let msg = if connected {
                 ServerMsg::CallEnd {
                     call_id: call_id.clone(),
@@ -996,7 +1137,7 @@ impl RelayCore {
                         );
                     }
                 }
-                Member::Joined { .. } => self.mark_left(call.app, user),
+                Member::Joined { .. } => self.mark_left(call.app, user, key),
             }
         }
     }
