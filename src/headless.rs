@@ -20,6 +20,7 @@ use crate::client::event::{EVENT_NAMES, Event, LoginStatus};
 use crate::client::local_store::{Page, Recorder, StoreHandle};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{DeviceId, UserId};
+use crate::media::control::Digit;
 use crate::profile::Profile;
 use crate::protocol::RoomId;
 use crate::time::unix_millis;
@@ -111,6 +112,12 @@ enum Request {
     TransferCall {
         #[serde(rename = "userID")]
         user_id: UserId,
+    },
+    #[serde(rename = "sendDTMF")]
+    #[strum(serialize = "sendDTMF")]
+    SendDtmf {
+        /// Checked after parsing, so a bad one gets INVALID_DTMF.
+        digits: String,
     },
     SetAutoAnswer {
         enable: bool,
@@ -256,6 +263,9 @@ impl Request {
             Request::Hold { call_id } => call(CallCommand::Hold { call_id }),
             Request::Unhold { call_id } => call(CallCommand::Unhold { call_id }),
             Request::TransferCall { user_id } => call(CallCommand::TransferCall { user: user_id }),
+            Request::SendDtmf { digits } => call(CallCommand::SendDtmf {
+                digits: Digit::parse_all(&digits)?,
+            }),
             Request::SetAutoAnswer { enable, delay_ms } => engine(Command::SetAutoAnswer {
                 delay_ms: enable.then_some(delay_ms.unwrap_or(0)),
             }),
@@ -760,6 +770,10 @@ mod tests {
             error_code(r#"{"cmd":"joinInGroupCall","roomID":"x"}"#),
             6017
         );
+        assert_eq!(error_code(r#"{"cmd":"sendDTMF","digits":"12x"}"#), 6110);
+        assert_eq!(error_code(r#"{"cmd":"sendDTMF","digits":""}"#), 6110);
+        assert_eq!(error_code(r#"{"cmd":"sendDTMF"}"#), 6017);
+        assert_eq!(error_code(r#"{"cmd":"sendDtmf","digits":"1"}"#), 6001);
     }
 
     /// The names in the first column of the table under `heading`.
@@ -817,6 +831,9 @@ mod tests {
             Command::Call(CallCommand::Hold { call_id: None }),
             Command::Call(CallCommand::Unhold { call_id: None }),
             Command::Call(CallCommand::TransferCall { user: bob.clone() }),
+            Command::Call(CallCommand::SendDtmf {
+                digits: Digit::parse_all("1#").unwrap(),
+            }),
             Command::SetAutoAnswer { delay_ms: Some(0) },
             Command::Chat(ChatCommand::SendMessage {
                 to: bob.clone(),
@@ -861,6 +878,7 @@ mod tests {
             r#"{"cmd":"hold"}"#,
             r#"{"cmd":"unhold","callId":"c1"}"#,
             r#"{"cmd":"transferCall","userID":"carol"}"#,
+            r#"{"cmd":"sendDTMF","digits":"1234567890*#ABCD"}"#,
             r#"{"cmd":"setAutoAnswer","enable":true,"delayMs":500}"#,
             r#"{"cmd":"setAutoAnswer","enable":false}"#,
             r#"{"cmd":"sendMessage","userID":"bob","text":"hi","clientMsgID":"m1"}"#,

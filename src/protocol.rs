@@ -632,10 +632,34 @@ pub fn media_source(conn: u64) -> MediaSource {
     conn as MediaSource
 }
 
-/// Version byte of a binary media frame.
-pub const MEDIA_VERSION: u8 = 1;
+/// What a binary media frame carries: its first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaKind {
+    /// One Opus packet of voice (the first byte of protocol version 1).
+    Voice = 1,
+    /// A telephone event (RFC 4733: a DTMF digit), 4 bytes.
+    TelephoneEvent = 2,
+}
 
-/// Bytes of a media frame's header: version, room, source, seq, timestamp.
+impl MediaKind {
+    fn parse(byte: u8) -> Option<MediaKind> {
+        match byte {
+            1 => Some(MediaKind::Voice),
+            2 => Some(MediaKind::TelephoneEvent),
+            _ => None,
+        }
+    }
+
+    /// The payload sizes a frame of this kind may have.
+    fn payload_bytes(self) -> std::ops::RangeInclusive<usize> {
+        match self {
+            MediaKind::Voice => 1..=MAX_MEDIA_PAYLOAD_BYTES,
+            MediaKind::TelephoneEvent => 4..=4,
+        }
+    }
+}
+
+/// Bytes of a media frame's header: kind, room, source, seq, timestamp.
 pub const MEDIA_HEADER_BYTES: usize = 15;
 
 /// Largest Opus packet a media frame carries (20 ms at Opus's 510 kbps cap
@@ -643,13 +667,15 @@ pub const MEDIA_HEADER_BYTES: usize = 15;
 pub const MAX_MEDIA_PAYLOAD_BYTES: usize = 1275;
 
 /// The fixed header of a binary media frame, all integers big-endian:
-/// `version u8 | room u32 | source u32 | seq u16 | timestamp u32`.
+/// `kind u8 | room u32 | source u32 | seq u16 | timestamp u32`.
 ///
 /// A client sends `source` 0; the relay stamps the sender's source before it
 /// forwards the frame, so a client cannot speak for another. `timestamp`
-/// counts 48 kHz samples.
+/// counts 48 kHz samples; `seq` counts each kind's frames on its own, so
+/// that telephone events leave no gap in the voice's numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MediaHeader {
+    pub kind: MediaKind,
     pub room: RoomId,
     pub source: MediaSource,
     pub seq: u16,
@@ -660,7 +686,7 @@ impl MediaHeader {
     /// One frame: this header followed by `payload`.
     pub fn encode(&self, payload: &[u8]) -> Vec<u8> {
         let mut frame = Vec::with_capacity(MEDIA_HEADER_BYTES + payload.len());
-        frame.push(MEDIA_VERSION);
+        frame.push(self.kind as u8);
         frame.extend_from_slice(&self.room.to_be_bytes());
         frame.extend_from_slice(&self.source.to_be_bytes());
         frame.extend_from_slice(&self.seq.to_be_bytes());
@@ -669,7 +695,7 @@ impl MediaHeader {
         frame
     }
 
-    /// Splits a frame into its header and Opus payload.
+    /// Splits a frame into its header and payload (Opus, or a telephone event).
     pub fn decode(frame: &[u8]) -> Result<(MediaHeader, &[u8]), Error> {
         let bad = |why: String| Error::new(ErrorCode::MalformedMedia, why);
         let Some((head, payload)) = frame.split_first_chunk::<MEDIA_HEADER_BYTES>() else {
@@ -678,19 +704,23 @@ impl MediaHeader {
                 frame.len()
             )));
         };
-        if head[0] != MEDIA_VERSION {
+        let Some(kind) = MediaKind::parse(head[0]) else {
             return Err(bad(format!(
-                "media frame version {} is not spoken here ({MEDIA_VERSION} is)",
+                "media frame kind {} is not spoken here (1 voice, 2 telephone event)",
                 head[0]
             )));
-        }
-        if payload.is_empty() || payload.len() > MAX_MEDIA_PAYLOAD_BYTES {
+        };
+        let sizes = kind.payload_bytes();
+        if !sizes.contains(&payload.len()) {
             return Err(bad(format!(
-                "a media payload is 1 to {MAX_MEDIA_PAYLOAD_BYTES} bytes, this one {}",
+                "a {kind:?} payload is {} to {} bytes, this one {}",
+                sizes.start(),
+                sizes.end(),
                 payload.len()
             )));
         }
         let header = MediaHeader {
+            kind,
             room: u32::from_be_bytes([head[1], head[2], head[3], head[4]]),
             source: u32::from_be_bytes([head[5], head[6], head[7], head[8]]),
             seq: u16::from_be_bytes([head[9], head[10]]),
@@ -838,6 +868,7 @@ mod tests {
     #[test]
     fn media_frames_round_trip_and_refuse_garbage() {
         let header = MediaHeader {
+            kind: MediaKind::Voice,
             room: 0xDEAD_BEEF,
             source: 7,
             seq: 65_535,
@@ -853,8 +884,18 @@ mod tests {
         assert_eq!(code(&frame[..10]), ErrorCode::MalformedMedia);
         assert_eq!(code(&header.encode(b"")), ErrorCode::MalformedMedia);
         assert_eq!(code(&header.encode(&[0; 1276])), ErrorCode::MalformedMedia);
-        frame[0] = 2;
+        frame[0] = 3;
         let err = MediaHeader::decode(&frame).unwrap_err();
-        assert!(err.message.contains("version 2"), "{}", err.message);
+        assert!(err.message.contains("kind 3"), "{}", err.message);
+        // A telephone event is exactly 4 bytes.
+        let event = MediaHeader {
+            kind: MediaKind::TelephoneEvent,
+            ..header
+        };
+        assert_eq!(
+            MediaHeader::decode(&event.encode(b"dtmf")).unwrap().0,
+            event
+        );
+        assert_eq!(code(&event.encode(b"dtmf!")), ErrorCode::MalformedMedia);
     }
 }

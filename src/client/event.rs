@@ -9,6 +9,8 @@ use strum::{IntoStaticStr, VariantNames};
 pub use crate::client::records::{CallRecord, CallRole, Conversation, DeviceView, StoredMessage};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
+pub use crate::media::control::Digit;
+use crate::media::report::MediaReport;
 pub use crate::media::report::{DeviceState, MediaStats, NetworkQuality, SoundDevice, VoiceVolume};
 use crate::protocol::{CancelReason, KickReason, RoomId, UserPresence};
 
@@ -204,6 +206,14 @@ pub enum Event {
         by: UserId,
         to: UserId,
     },
+    /// Another participant of this device's call sent a DTMF digit
+    /// (`sendDTMF`): once per digit, in order.
+    DtmfReceived {
+        call_id: String,
+        #[serde(rename = "userID")]
+        user_id: UserId,
+        digit: Digit,
+    },
     /// A member of this device's call opened or closed its microphone.
     UserAudioAvailable {
         #[serde(rename = "userID")]
@@ -388,6 +398,33 @@ impl Event {
     }
 }
 
+/// What the media thread reports, as this device's event.
+impl From<MediaReport> for Event {
+    fn from(report: MediaReport) -> Event {
+        match report {
+            MediaReport::Volumes(volume_map) => Event::UserVoiceVolume { volume_map },
+            MediaReport::Network(network_quality_list) => Event::OnUserNetworkQualityChanged {
+                network_quality_list,
+            },
+            MediaReport::Ended { room, stats } => Event::MediaStats {
+                room_id: room,
+                stats,
+            },
+            MediaReport::Failed(error, cmd) => Event::error(error, cmd),
+            MediaReport::Devices(devices) => Event::DevicedUpdated { devices },
+            MediaReport::Dtmf {
+                call_id,
+                user,
+                digit,
+            } => Event::DtmfReceived {
+                call_id,
+                user_id: user,
+                digit,
+            },
+        }
+    }
+}
+
 /// Every event name, for `wait` to check its argument against.
 pub const EVENT_NAMES: &[&str] = Event::VARIANTS;
 
@@ -441,7 +478,17 @@ mod tests {
         assert_eq!(json["event"], "DEVICED_UPDATED");
         assert_eq!(json["currentMicrophoneID"], "null");
         assert!(json["speakerList"].is_array());
-        assert_eq!(EVENT_NAMES.len(), 37);
+        let dtmf = Event::from(MediaReport::Dtmf {
+            call_id: "c".into(),
+            user: "bob".parse().unwrap(),
+            digit: Digit::new('*').unwrap(),
+        });
+        let json = serde_json::to_value(&dtmf).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"event": "DTMF_RECEIVED", "callId": "c", "userID": "bob", "digit": "*"})
+        );
+        assert_eq!(EVENT_NAMES.len(), 38);
         assert!(EVENT_NAMES.contains(&"C2C_READ_RECEIPT"));
     }
 }

@@ -160,6 +160,7 @@ struct Pipeline {
 
 /// One call in progress on the thread.
 struct Live {
+    call_id: String,
     media: CallMedia,
     source: Source,
     sink: Sink,
@@ -260,11 +261,17 @@ impl Pipeline {
                 }
             };
             match msg {
-                Ok(Control::Call(MediaCommand::Start { me, room })) => {
+                Ok(Control::Call(MediaCommand::Start { me, call_id, room })) => {
                     if let Some(old) = live.take() {
                         self.finish(old);
                     }
-                    live = self.start(me, room);
+                    live = self.start(me, call_id, room);
+                }
+                Ok(Control::Call(MediaCommand::SendDtmf(digits))) => {
+                    if let Some(Err(e)) = live.as_mut().map(|l| l.media.send_dtmf(&digits)) {
+                        tracing::warn!(error = %e, "sendDTMF");
+                        (self.reporter)(MediaReport::Failed(e, Some("sendDTMF")));
+                    }
                 }
                 Ok(Control::Call(MediaCommand::Stop)) => {
                     if let Some(old) = live.take() {
@@ -286,6 +293,14 @@ impl Pipeline {
                 Ok(other) => {
                     if let Some(l) = live.as_mut() {
                         l.control(other);
+                        for (user, digit) in l.media.take_digits() {
+                            let call_id = l.call_id.clone();
+                            (self.reporter)(MediaReport::Dtmf {
+                                call_id,
+                                user,
+                                digit,
+                            });
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -299,7 +314,7 @@ impl Pipeline {
         }
     }
 
-    fn start(&mut self, me: UserId, room: RoomId) -> Option<Live> {
+    fn start(&mut self, me: UserId, call_id: String, room: RoomId) -> Option<Live> {
         let media = match CallMedia::new(me, room, self.settings.codec) {
             Ok(m) => m,
             Err(e) => {
@@ -321,6 +336,7 @@ impl Pipeline {
         self.calls += 1;
         let now = Instant::now();
         Some(Live {
+            call_id,
             media,
             source,
             sink,
@@ -373,6 +389,12 @@ impl Pipeline {
         let capture = capture.cloned();
         live.mic.tick(now, capture.as_ref().map(|c| c.moved()));
         live.capture_runs.settle(now, capture.as_deref());
+        // A digit going out travels beside the voice, on the same clock.
+        if let Some(event) = live.media.telephone_event()
+            && self.outgoing.try_send(event).is_err()
+        {
+            tracing::debug!("dropped a telephone event: the connection is behind");
+        }
         let mut frame = [0.0; FRAME_SAMPLES];
         live.source.read(&mut frame);
         match live.media.capture(&frame) {

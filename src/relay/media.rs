@@ -272,9 +272,11 @@ impl MediaRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::MediaKind;
 
     fn frame(room: RoomId, seq: u16) -> Bytes {
         MediaHeader {
+            kind: MediaKind::Voice,
             room,
             source: 0,
             seq,

@@ -648,6 +648,7 @@ fn media_follows_who_is_in_the_call_and_on_which_connection() {
     m.command(bob, call(&["alice"]));
     assert!(m.nodes[bob].media.is_empty(), "no media while it rings");
     m.command(alice, accept());
+    let call_id = m.last_call_id(bob);
     m.take(bob);
     let room = *m.media_rooms.keys().next().expect("a room");
     let conns = |m: &Mesh| {
@@ -663,6 +664,7 @@ fn media_follows_who_is_in_the_call_and_on_which_connection() {
         [
             MediaCommand::Start {
                 me: UserId::parse("bob").unwrap(),
+                call_id,
                 room
             },
             MediaCommand::Peers {

@@ -8,6 +8,8 @@ mod calls_ws;
 mod chat_mesh;
 mod chat_ws;
 mod cli;
+mod dtmf_mesh;
+mod dtmf_ws;
 mod faults_mesh;
 mod faults_prop;
 mod faults_ws;

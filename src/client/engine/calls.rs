@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ClientEngine, MediaCommand, Millis, Output};
+use crate::media::control::Digit;
 use strum::IntoStaticStr;
 
 use crate::client::event::{AUDIO_CALL, Event};
@@ -145,6 +146,12 @@ pub enum CallCommand {
     TransferCall {
         user: UserId,
     },
+    /// DTMF digits to the others in the connected call, as telephone
+    /// events on the media path.
+    #[strum(serialize = "sendDTMF")]
+    SendDtmf {
+        digits: Vec<Digit>,
+    },
 }
 
 impl CallCommand {
@@ -257,6 +264,18 @@ impl ClientEngine {
                     on_hold: false,
                 });
             }
+            CallCommand::SendDtmf { digits } => {
+                let view = self.connected_call(None)?;
+                // The relay routes no media of a device holding its call.
+                if view.held.contains(&me) {
+                    return Err(Error::new(
+                        ErrorCode::CallNotConnected,
+                        "this device holds the call, so nobody would hear the digits; unhold it first",
+                    ));
+                }
+                self.out
+                    .push_back(Output::Media(MediaCommand::SendDtmf(digits)));
+            }
             CallCommand::TransferCall { user } => {
                 let view = self.connected_call(None)?;
                 if view.group {
@@ -296,7 +315,7 @@ impl ClientEngine {
         if !view.connected() {
             return Err(Error::new(
                 ErrorCode::CallNotConnected,
-                "the call has not connected yet: hold, unhold and transferCall need a connected call",
+                "the call has not connected yet: hold, unhold, transferCall and sendDTMF need a connected call",
             ));
         }
         Ok(view)
@@ -417,22 +436,19 @@ impl ClientEngine {
 
     /// Starts or stops this device's media when its connected call changes.
     pub(super) fn sync_media(&mut self, me: &UserId) {
-        let room = self
-            .calls
-            .current
-            .as_ref()
-            .filter(|c| c.connected())
-            .map(|c| c.room);
-        if room == self.calls.media_room {
+        let connected = self.calls.current.as_ref().filter(|c| c.connected());
+        if connected.map(|c| c.room) == self.calls.media_room {
             return;
         }
+        let start = connected.map(|c| (c.id.clone(), c.room));
         if self.calls.media_room.take().is_some() {
             self.out.push_back(Output::Media(MediaCommand::Stop));
         }
-        if let Some(room) = room {
+        if let Some((call_id, room)) = start {
             self.calls.media_room = Some(room);
             self.out.push_back(Output::Media(MediaCommand::Start {
                 me: me.clone(),
+                call_id,
                 room,
             }));
         }
