@@ -188,6 +188,9 @@ pub struct RelayConfig {
     pub heartbeat_timeout_secs: u64,
     /// Participants of one call, caller included (the vendor's limit is 9).
     pub max_call_participants: usize,
+    /// Audience members of one group call (`joinInGroupCall` with role
+    /// audience), who do not count among its participants.
+    pub max_call_audience: usize,
     /// Bearer token of the admin API (`termphone admin`); unset, it is off.
     pub admin_token: Option<String>,
     /// Simulated loss, delay and jitter on forwarded media (off by default).
@@ -261,6 +264,7 @@ impl Default for RelayConfig {
             session_grace_secs: 90,
             heartbeat_timeout_secs: 30,
             max_call_participants: 9,
+            max_call_audience: 100,
             admin_token: None,
             impairment: Impairment::default(),
             tls: false,
@@ -438,6 +442,7 @@ impl From<&RelayConfig> for Settings {
             rate_limits: c.rate_limits,
             sync_page_bytes: (c.max_queue_bytes / 4).min(512 * 1024),
             max_call_participants: c.max_call_participants,
+            max_call_audience: c.max_call_audience,
             admin_token: c.admin_token.clone(),
         }
     }
@@ -500,6 +505,7 @@ mod tests {
             "session_grace_secs",
             "heartbeat_timeout_secs",
             "max_call_participants",
+            "max_call_audience",
             "admin_token",
             "bell",
             "ringtone",

@@ -54,6 +54,7 @@ pub struct RelayOverrides {
     pub recall_window_secs: Option<u64>,
     pub max_devices_per_platform: Option<u32>,
     pub max_call_participants: Option<usize>,
+    pub max_call_audience: Option<usize>,
     /// Media frames the relay drops at random, in percent, per receiver.
     pub media_loss: Option<f64>,
     /// Added to every media frame's delivery.
@@ -655,6 +656,9 @@ async fn start_relay(overrides: &RelayOverrides, dir: &Path) -> Result<RelayHand
     }
     if let Some(v) = overrides.max_call_participants {
         config.max_call_participants = v;
+    }
+    if let Some(v) = overrides.max_call_audience {
+        config.max_call_audience = v;
     }
     config.impairment = overrides.impairment();
     let store = relay::store::Store::open(&dir.join("relay.sqlite3"))

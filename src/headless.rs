@@ -22,7 +22,7 @@ use crate::error::{Error, ErrorCode};
 use crate::ids::{DeviceId, UserId};
 use crate::media::control::Digit;
 use crate::profile::Profile;
-use crate::protocol::RoomId;
+use crate::protocol::{Role, RoomId};
 use crate::time::unix_millis;
 
 /// Every command name, in the order docs/headless.md lists them.
@@ -98,6 +98,11 @@ enum Request {
     JoinInGroupCall {
         #[serde(rename = "roomID")]
         room_id: RoomId,
+        #[serde(default)]
+        role: Role,
+    },
+    SwitchRole {
+        role: Role,
     },
     OpenMicrophone {},
     CloseMicrophone {},
@@ -255,9 +260,11 @@ impl Request {
             Request::InviteUser { user_id_list } => call(CallCommand::InviteUser {
                 users: user_id_list,
             }),
-            Request::JoinInGroupCall { room_id } => {
-                call(CallCommand::JoinInGroupCall { room: room_id })
-            }
+            Request::JoinInGroupCall { room_id, role } => call(CallCommand::JoinInGroupCall {
+                room: room_id,
+                role,
+            }),
+            Request::SwitchRole { role } => call(CallCommand::SwitchRole { role }),
             Request::OpenMicrophone {} => call(CallCommand::OpenMicrophone),
             Request::CloseMicrophone {} => call(CallCommand::CloseMicrophone),
             Request::Hold { call_id } => call(CallCommand::Hold { call_id }),
@@ -771,6 +778,11 @@ mod tests {
             6017
         );
         assert_eq!(error_code(r#"{"cmd":"sendDTMF","digits":"12x"}"#), 6110);
+        assert_eq!(
+            error_code(r#"{"cmd":"joinInGroupCall","roomID":7,"role":"listener"}"#),
+            6017
+        );
+        assert_eq!(error_code(r#"{"cmd":"switchRole"}"#), 6017);
         assert_eq!(error_code(r#"{"cmd":"sendDTMF","digits":""}"#), 6110);
         assert_eq!(error_code(r#"{"cmd":"sendDTMF"}"#), 6017);
         assert_eq!(error_code(r#"{"cmd":"sendDtmf","digits":"1"}"#), 6001);
@@ -825,7 +837,11 @@ mod tests {
             Command::Call(CallCommand::Ignore { call_id: None }),
             Command::Call(CallCommand::Hangup { call_id: None }),
             Command::Call(CallCommand::InviteUser { users: Vec::new() }),
-            Command::Call(CallCommand::JoinInGroupCall { room: 1 }),
+            Command::Call(CallCommand::JoinInGroupCall {
+                room: 1,
+                role: Role::Audience,
+            }),
+            Command::Call(CallCommand::SwitchRole { role: Role::Anchor }),
             Command::Call(CallCommand::OpenMicrophone),
             Command::Call(CallCommand::CloseMicrophone),
             Command::Call(CallCommand::Hold { call_id: None }),
@@ -872,6 +888,8 @@ mod tests {
             r#"{"cmd":"hangup","callId":"c1"}"#,
             r#"{"cmd":"inviteUser","userIDList":["dave"]}"#,
             r#"{"cmd":"joinInGroupCall","roomID":7}"#,
+            r#"{"cmd":"joinInGroupCall","roomID":7,"role":"audience"}"#,
+            r#"{"cmd":"switchRole","role":"anchor"}"#,
             r#"{"cmd":"closeMicrophone"}"#,
             r#"{"cmd":"call","userID":"bob","userData":"ticket 42"}"#,
             r#"{"cmd":"groupCall","userIDList":["bob"],"userData":"x"}"#,

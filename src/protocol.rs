@@ -99,6 +99,14 @@ pub enum ClientMsg {
     },
     Join {
         room: RoomId,
+        /// How this device takes part: speaking (anchor) or listening.
+        #[serde(default, skip_serializing_if = "Role::is_anchor")]
+        role: Role,
+    },
+    /// This participant speaks (anchor) or only listens (audience) from now on.
+    SwitchRole {
+        call_id: String,
+        role: Role,
     },
     /// The device opened (`on`) or closed its microphone in its current call.
     Microphone {
@@ -265,6 +273,25 @@ pub struct CallInfo {
     /// It rings on a device that is in another call (call waiting).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub waiting: bool,
+}
+
+/// How a participant takes part in a group call (SPEC 8.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Speaks and hears: a participant, counted against
+    /// `relay.max_call_participants`.
+    #[default]
+    Anchor,
+    /// Hears the anchors and sends nothing, counted against
+    /// `relay.max_call_audience` instead.
+    Audience,
+}
+
+impl Role {
+    pub fn is_anchor(&self) -> bool {
+        *self == Role::Anchor
+    }
 }
 
 /// Largest `userData` of a call, in bytes of UTF-8.
@@ -481,6 +508,9 @@ pub enum ServerMsg {
     CallBegin {
         call_id: String,
         room: RoomId,
+        /// How this device takes part (anchor unless it joined as audience).
+        #[serde(default, skip_serializing_if = "Role::is_anchor")]
+        role: Role,
     },
     /// The call stopped ringing here, or ended before it connected.
     CallCanceled {
@@ -502,6 +532,16 @@ pub enum ServerMsg {
         call_id: String,
         action: PeerAction,
         users: Vec<UserId>,
+        /// With `entered`: how they take part.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
+    },
+    /// `user` of the call speaks (anchor) or listens (audience) now; to
+    /// every participant, the one that switched included.
+    RoleChanged {
+        call_id: String,
+        user: UserId,
+        role: Role,
     },
     /// Who sends the media of a room: the `source` of each binary frame the
     /// device will receive, with its user. Sent whenever the room changes.
@@ -614,6 +654,9 @@ pub struct CurrentCall {
     /// The participants holding the call now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<UserId>,
+    /// How this device takes part.
+    #[serde(default, skip_serializing_if = "Role::is_anchor")]
+    pub role: Role,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -824,6 +867,14 @@ mod tests {
             ClientMsg::Transfer {
                 call_id: "c".into(),
                 to: "carol".into(),
+            },
+            ClientMsg::Join {
+                room: 7,
+                role: Role::Audience,
+            },
+            ClientMsg::SwitchRole {
+                call_id: "c".into(),
+                role: Role::Anchor,
             },
             ClientMsg::RecallMessage { msg_id: "m".into() },
         ];

@@ -599,6 +599,7 @@ impl ClientEngine {
             | ServerMsg::CallEnd { .. }
             | ServerMsg::CallPeer { .. }
             | ServerMsg::CallHold { .. }
+            | ServerMsg::RoleChanged { .. }
             | ServerMsg::CallTransferred { .. }) => {
                 if let Some(me) = self.user().cloned() {
                     self.call_frame(now, &me, msg);

@@ -12,7 +12,7 @@ use crate::ids::UserId;
 pub use crate::media::control::Digit;
 use crate::media::report::MediaReport;
 pub use crate::media::report::{DeviceState, MediaStats, NetworkQuality, SoundDevice, VoiceVolume};
-use crate::protocol::{CancelReason, KickReason, RoomId, UserPresence};
+use crate::protocol::{CancelReason, KickReason, Role, RoomId, UserPresence};
 
 /// Login status with the vendor's numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -175,6 +175,16 @@ pub enum Event {
         call_id: String,
         #[serde(rename = "userID")]
         user_id: UserId,
+        /// How it takes part: `anchor` (speaks) or `audience` (listens).
+        role: Role,
+    },
+    /// A participant of this device's group call (this device's user
+    /// included) speaks (`anchor`) or only listens (`audience`) now.
+    RoleChanged {
+        call_id: String,
+        #[serde(rename = "userID")]
+        user_id: UserId,
+        role: Role,
     },
     UserLeave {
         call_id: String,
@@ -488,7 +498,20 @@ mod tests {
             json,
             serde_json::json!({"event": "DTMF_RECEIVED", "callId": "c", "userID": "bob", "digit": "*"})
         );
-        assert_eq!(EVENT_NAMES.len(), 38);
+        let role = Event::RoleChanged {
+            call_id: "c".into(),
+            user_id: "bob".parse().unwrap(),
+            role: Role::Audience,
+        };
+        let json = serde_json::to_value(&role).unwrap();
+        assert_eq!(
+            (&json["event"], &json["role"]),
+            (
+                &serde_json::json!("ROLE_CHANGED"),
+                &serde_json::json!("audience")
+            )
+        );
+        assert_eq!(EVENT_NAMES.len(), 39);
         assert!(EVENT_NAMES.contains(&"C2C_READ_RECEIPT"));
     }
 }

@@ -87,6 +87,9 @@ pub enum MediaCommand {
     /// The call ended for this device.
     Stop,
     Mute(bool),
+    /// This device only listens (an audience member): it sends nothing,
+    /// not even silence, until it speaks again.
+    Listen(bool),
     /// Send these digits as telephone events, after any still going out.
     SendDtmf(Vec<Digit>),
     /// Who sends voice in the room, and on which source numbers.

@@ -174,6 +174,8 @@ struct Live {
     /// Grades last reported, to report only changes.
     reported: Vec<(UserId, u8)>,
     send_drops: u64,
+    /// Mic ticks that sent nothing: this device only listened.
+    listened: u64,
 }
 
 /// When one side of the call ticks next. With a sound card on that side,
@@ -347,6 +349,7 @@ impl Pipeline {
             playback_runs: Runs::new(),
             reported: Vec::new(),
             send_drops: 0,
+            listened: 0,
         })
     }
 
@@ -359,7 +362,7 @@ impl Pipeline {
         live.capture_runs.close(capture.as_deref());
         live.playback_runs.close(playback.as_deref());
         let stats = MediaStats {
-            frames_sent: live.mic.ticks - live.send_drops,
+            frames_sent: live.mic.ticks - live.send_drops - live.listened,
             frames_received: stats.received,
             frames_lost: stats.lost,
             fec_recovered: stats.fec_recovered,
@@ -389,14 +392,20 @@ impl Pipeline {
         let capture = capture.cloned();
         live.mic.tick(now, capture.as_ref().map(|c| c.moved()));
         live.capture_runs.settle(now, capture.as_deref());
+        let mut frame = [0.0; FRAME_SAMPLES];
+        live.source.read(&mut frame);
+        // An audience member sends nothing; its source is still read, so
+        // that a file or a device keeps its pace.
+        if !live.media.sends() {
+            live.listened += 1;
+            return;
+        }
         // A digit going out travels beside the voice, on the same clock.
         if let Some(event) = live.media.telephone_event()
             && self.outgoing.try_send(event).is_err()
         {
             tracing::debug!("dropped a telephone event: the connection is behind");
         }
-        let mut frame = [0.0; FRAME_SAMPLES];
-        live.source.read(&mut frame);
         match live.media.capture(&frame) {
             Ok(packet) => {
                 if self.outgoing.try_send(packet).is_err() {
@@ -601,6 +610,7 @@ impl Live {
         let now_ms = self.started.elapsed().as_millis() as u64;
         match control {
             Control::Call(MediaCommand::Mute(muted)) => self.media.set_muted(muted),
+            Control::Call(MediaCommand::Listen(listening)) => self.media.set_listening(listening),
             Control::Call(MediaCommand::Peers { room, peers }) if room == self.media.room() => {
                 self.media.set_peers(&peers)
             }

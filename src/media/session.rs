@@ -44,6 +44,8 @@ pub struct CallMedia {
     seq: u16,
     timestamp: u32,
     muted: bool,
+    /// Only listens (a group call's audience): sends nothing at all.
+    listening: bool,
     /// Digits going out as telephone events, on their own sequence numbers.
     dtmf: DtmfSender,
     event_seq: u16,
@@ -70,6 +72,7 @@ impl CallMedia {
             seq: 0,
             timestamp: 0,
             muted: false,
+            listening: false,
             dtmf: DtmfSender::default(),
             event_seq: 0,
             key_tone: None,
@@ -89,6 +92,15 @@ impl CallMedia {
 
     pub fn set_muted(&mut self, muted: bool) {
         self.muted = muted;
+    }
+
+    pub fn set_listening(&mut self, listening: bool) {
+        self.listening = listening;
+    }
+
+    /// Whether captured frames go out: not while this device only listens.
+    pub fn sends(&self) -> bool {
+        !self.listening
     }
 
     /// The relay's list of who sends in this room. Streams of those who

@@ -93,10 +93,12 @@ pub enum Output {
     },
     Store(StoreOp),
     /// The connections whose media meet in `room` now (none: the room is
-    /// closed). The shell forwards binary frames by it.
+    /// closed), and those of them that only listen (the audience). The
+    /// shell forwards binary frames by it.
     MediaRoom {
         room: RoomId,
         members: Vec<(ConnId, UserId)>,
+        audience: Vec<ConnId>,
     },
 }
 
@@ -299,7 +301,7 @@ pub struct RelayCore {
     detached: HashMap<SessionId, Millis>,
     timers: BinaryHeap<Reverse<(Millis, Timer)>>,
     /// The media routes the shell was last told.
-    media_routes: BTreeMap<RoomId, Vec<(ConnId, UserId)>>,
+    media_routes: BTreeMap<RoomId, calls::MediaRoute>,
     audit: Audit,
     out: VecDeque<Output>,
 }
@@ -633,7 +635,8 @@ impl RelayCore {
             ClientMsg::Transfer { call_id, to } => self.transfer(now, sid, &call_id, &to),
             ClientMsg::Hangup { call_id } => self.hangup(now, sid, &call_id),
             ClientMsg::Invite { call_id, users } => self.invite_more(now, sid, &call_id, &users),
-            ClientMsg::Join { room } => self.join_room(now, sid, room),
+            ClientMsg::Join { room, role } => self.join_room(now, sid, room, role),
+            ClientMsg::SwitchRole { call_id, role } => self.switch_role(sid, &call_id, role),
             ClientMsg::SendMessage {
                 to,
                 text,
@@ -694,6 +697,7 @@ impl RelayCore {
             ClientMsg::Call { .. }
             | ClientMsg::Invite { .. }
             | ClientMsg::Join { .. }
+            | ClientMsg::SwitchRole { .. }
             | ClientMsg::Transfer { .. } => {
                 (&mut buckets.calls, "calls and invitations", limits.calls)
             }
@@ -1152,19 +1156,22 @@ impl RelayCore {
             self.out.push_back(Output::MediaRoom {
                 room: *room,
                 members: Vec::new(),
+                audience: Vec::new(),
             });
         }
         let changed: Vec<_> = self
             .media_routes
             .iter()
-            .filter(|(room, members)| old.get(room) != Some(members))
-            .map(|(room, members)| (*room, members.clone()))
+            .filter(|(room, route)| old.get(room) != Some(route))
+            .map(|(room, route)| (*room, route.clone()))
             .collect();
-        for (room, members) in changed {
+        for (room, calls::MediaRoute { members, audience }) in changed {
+            // Each member hears every other one that sends: the audience
+            // sends nothing, so it is nobody's peer.
             for (conn, _) in &members {
                 let peers = members
                     .iter()
-                    .filter(|(c, _)| c != conn)
+                    .filter(|(c, _)| c != conn && !audience.contains(c))
                     .map(|(c, user)| MediaPeer {
                         source: media_source(*c),
                         user: user.clone(),
@@ -1172,7 +1179,11 @@ impl RelayCore {
                     .collect();
                 self.send(*conn, ServerMsg::MediaPeers { room, peers });
             }
-            self.out.push_back(Output::MediaRoom { room, members });
+            self.out.push_back(Output::MediaRoom {
+                room,
+                members,
+                audience,
+            });
         }
     }
 

@@ -8,7 +8,7 @@
 //! than current voice. Optional impairment (loss, delay, jitter) applies per
 //! receiver, for demonstrating and testing bad networks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -159,6 +159,9 @@ impl MediaQueue {
 struct Routes {
     room_of: HashMap<ConnId, RoomId>,
     rooms: HashMap<RoomId, Vec<ConnId>>,
+    /// Members that only listen (a call's audience): what they send is
+    /// forwarded to nobody.
+    listen_only: HashSet<ConnId>,
     queues: HashMap<ConnId, Arc<MediaQueue>>,
 }
 
@@ -188,13 +191,15 @@ impl MediaRouter {
         self.write().queues.remove(&conn);
     }
 
-    /// The core's word on who is in `room` now (empty: nobody).
-    pub fn set_room(&self, room: RoomId, members: &[(ConnId, UserId)]) {
+    /// The core's word on who is in `room` now (empty: nobody), and which
+    /// of them only listen.
+    pub fn set_room(&self, room: RoomId, members: &[(ConnId, UserId)], audience: &[ConnId]) {
         let mut routes = self.write();
         if let Some(old) = routes.rooms.remove(&room) {
             for conn in old {
                 if routes.room_of.get(&conn) == Some(&room) {
                     routes.room_of.remove(&conn);
+                    routes.listen_only.remove(&conn);
                 }
             }
         }
@@ -203,7 +208,9 @@ impl MediaRouter {
         }
         for (conn, _) in members {
             routes.room_of.insert(*conn, room);
+            routes.listen_only.remove(conn);
         }
+        routes.listen_only.extend(audience);
         routes
             .rooms
             .insert(room, members.iter().map(|(c, _)| *c).collect());
@@ -221,7 +228,8 @@ impl MediaRouter {
             }
         };
         let routes = self.routes.read().expect("media routes lock");
-        let Some(&room) = routes.room_of.get(&conn).filter(|r| **r == header.room) else {
+        let room = routes.room_of.get(&conn).filter(|r| **r == header.room);
+        let Some(&room) = room.filter(|_| !routes.listen_only.contains(&conn)) else {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
@@ -294,7 +302,7 @@ mod tests {
     async fn frames_reach_the_others_in_the_room_stamped_with_their_source() {
         let router = MediaRouter::new(Impairment::default());
         let (a, b, c) = (router.register(1), router.register(2), router.register(3));
-        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
         router.forward(1, frame(9, 5)).unwrap();
         let got = b.next().await;
         let (header, payload) = MediaHeader::decode(&got).unwrap();
@@ -309,9 +317,25 @@ mod tests {
         assert_eq!(router.stats.unrouted.load(Ordering::Relaxed), 2);
         assert!(router.forward(1, Bytes::from_static(b"xx")).is_err());
         // The room closes: nothing is forwarded any more.
-        router.set_room(9, &[]);
+        router.set_room(9, &[], &[]);
         router.forward(1, frame(9, 8)).unwrap();
         assert!(b.frames.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_audience_hears_the_room_and_its_own_frames_go_nowhere() {
+        let router = MediaRouter::new(Impairment::default());
+        let (a, b) = (router.register(1), router.register(2));
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[2]);
+        router.forward(1, frame(9, 1)).unwrap();
+        assert_eq!(MediaHeader::decode(&b.next().await).unwrap().0.source, 1);
+        router.forward(2, frame(9, 2)).unwrap();
+        assert!(a.frames.lock().unwrap().is_empty());
+        assert_eq!(router.stats.unrouted.load(Ordering::Relaxed), 1);
+        // bob becomes an anchor: he is heard.
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
+        router.forward(2, frame(9, 3)).unwrap();
+        assert_eq!(MediaHeader::decode(&a.next().await).unwrap().0.seq, 3);
     }
 
     #[test]
@@ -319,7 +343,7 @@ mod tests {
         let router = MediaRouter::new(Impairment::default());
         router.register(1);
         let b = router.register(2);
-        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
         for seq in 0..MEDIA_QUEUE_FRAMES as u16 + 3 {
             router.forward(1, frame(9, seq)).unwrap();
         }
@@ -337,7 +361,7 @@ mod tests {
         });
         router.register(1);
         let b = router.register(2);
-        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
         for seq in 0..1000 {
             router.forward(1, frame(9, seq)).unwrap();
             b.frames.lock().unwrap().clear();
@@ -354,7 +378,7 @@ mod tests {
         });
         router.register(1);
         let b = router.register(2);
-        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
         let sent = tokio::time::Instant::now();
         router.forward(1, frame(9, 1)).unwrap();
         b.next().await;

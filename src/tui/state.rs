@@ -788,7 +788,10 @@ impl Model {
                 }
                 effects.push(Effect::LoadHistory);
             }
-            Event::UserAccept { call_id, user_id } | Event::UserEnter { call_id, user_id } => {
+            Event::UserAccept { call_id, user_id }
+            | Event::UserEnter {
+                call_id, user_id, ..
+            } => {
                 if let Some(call) = self.call.as_mut().filter(|c| c.call_id == call_id) {
                     call.ringing.retain(|u| *u != user_id);
                     if !call.participants.contains(&user_id) {

@@ -21,7 +21,7 @@ use termphone::media::codec::CodecSettings;
 use termphone::media::report::MediaReport;
 use termphone::media::session::CallMedia;
 use termphone::media::{FRAME_MS, FRAME_SAMPLES};
-use termphone::protocol::{ClientMsg, MediaHeader, RoomId, ServerMsg, media_source};
+use termphone::protocol::{ClientMsg, MediaHeader, Role, RoomId, ServerMsg, media_source};
 use termphone::relay::core::{
     self, ChatSnapshot, ConnId, RESEND_WINDOW_MS, RelayCore, Settings, StoreReply,
 };
@@ -100,6 +100,8 @@ pub struct Mesh {
     relay_restarts: u64,
     /// The media routes the relay published, as its shell would hold them.
     pub media_rooms: BTreeMap<RoomId, Vec<(ConnId, UserId)>>,
+    /// The connections of each room that only listen (the audience).
+    pub media_audience: BTreeMap<RoomId, Vec<ConnId>>,
     /// The media path, when a test asks for it (`with_media`).
     pub media: Option<MeshMedia>,
 }
@@ -142,6 +144,11 @@ impl MeshMedia {
                     m.set_muted(*muted);
                 }
             }
+            MediaCommand::Listen(listening) => {
+                if let Some((_, m)) = self.calls.get_mut(&i) {
+                    m.set_listening(*listening);
+                }
+            }
             MediaCommand::Peers { room, peers } => {
                 if let Some((_, m)) = self.calls.get_mut(&i).filter(|(_, m)| m.room() == *room) {
                     m.set_peers(peers);
@@ -181,6 +188,7 @@ impl Mesh {
             dead: HashSet::new(),
             relay_restarts: 0,
             media_rooms: BTreeMap::new(),
+            media_audience: BTreeMap::new(),
             media: None,
         }
     }
@@ -214,11 +222,22 @@ impl Mesh {
                 continue;
             };
             let (_, m) = media.calls.get_mut(&i).expect("listed");
+            if !m.sends() {
+                continue;
+            }
             let room = m.room();
             let mut frames: Vec<Vec<u8>> = m.telephone_event().into_iter().collect();
             frames.push(m.capture(&[0.0; FRAME_SAMPLES]).unwrap());
             *media.sent.entry(i).or_default() += frames.len() as u64;
-            // The relay forwards a frame only within its sender's room.
+            // The relay forwards a frame only within its sender's room, and
+            // none of the audience's.
+            if self
+                .media_audience
+                .get(&room)
+                .is_some_and(|a| a.contains(&conn))
+            {
+                continue;
+            }
             let Some(members) = self
                 .media_rooms
                 .get(&room)
@@ -491,11 +510,17 @@ impl Mesh {
         match out {
             core::Output::Send { conn, msg } => self.ship(Transit::Down(conn, msg)),
             core::Output::Close { conn, .. } => self.ship(Transit::DownClosed(conn)),
-            core::Output::MediaRoom { room, members } => {
+            core::Output::MediaRoom {
+                room,
+                members,
+                audience,
+            } => {
                 if members.is_empty() {
                     self.media_rooms.remove(&room);
+                    self.media_audience.remove(&room);
                 } else {
                     self.media_rooms.insert(room, members);
+                    self.media_audience.insert(room, audience);
                 }
             }
             core::Output::Store(op) => {
@@ -584,6 +609,7 @@ impl Mesh {
         self.transit.clear();
         self.dead.clear();
         self.media_rooms.clear();
+        self.media_audience.clear();
         for i in 0..self.nodes.len() {
             if self.nodes[i].conn.take().is_some() {
                 self.nodes[i]
@@ -688,7 +714,6 @@ pub fn describe(e: &Event) -> String {
         Event::UserAccept { user_id, .. }
         | Event::Reject { user_id, .. }
         | Event::LineBusy { user_id, .. }
-        | Event::UserEnter { user_id, .. }
         | Event::UserLeave { user_id, .. } => format!("{} {user_id}", e.name()),
         Event::NoResp { user_id_list, .. }
         | Event::GroupCallInviteeListUpdate { user_id_list, .. } => {
@@ -724,6 +749,11 @@ pub fn describe(e: &Event) -> String {
             user_id, on_hold, ..
         } => format!("CALL_HOLD_CHANGED {user_id} {on_hold}"),
         Event::CallTransferred { by, to, .. } => format!("CALL_TRANSFERRED by {by} to {to}"),
+        Event::UserEnter { user_id, role, .. } => match role {
+            Role::Anchor => format!("USER_ENTER {user_id}"),
+            Role::Audience => format!("USER_ENTER {user_id} (audience)"),
+        },
+        Event::RoleChanged { user_id, role, .. } => format!("ROLE_CHANGED {user_id} {role:?}"),
         Event::DtmfReceived { user_id, digit, .. } => {
             format!("DTMF_RECEIVED {} from {user_id}", digit.key())
         }

@@ -4,6 +4,7 @@ use termphone::client::engine::{CallCommand, Command, MediaCommand};
 use termphone::client::event::Event;
 use termphone::config::RelayConfig;
 use termphone::ids::UserId;
+use termphone::protocol::Role;
 
 use serde_json::json;
 
@@ -458,7 +459,13 @@ fn join_a_running_group_call_by_room() {
     m.command(bob, accept());
     m.take(alice);
     m.take(bob);
-    m.command(erin, Command::Call(CallCommand::JoinInGroupCall { room }));
+    m.command(
+        erin,
+        Command::Call(CallCommand::JoinInGroupCall {
+            room,
+            role: Role::Anchor,
+        }),
+    );
     assert_eq!(m.log(erin), ["ON_CALL_BEGIN"]);
     assert_eq!(m.log(alice), ["USER_ENTER erin"]);
     assert_eq!(m.log(bob), ["USER_ENTER erin"]);
@@ -466,6 +473,7 @@ fn join_a_running_group_call_by_room() {
         erin,
         Command::Call(CallCommand::JoinInGroupCall {
             room: room.wrapping_add(1).max(1),
+            role: Role::Anchor,
         }),
     );
     assert_eq!(m.log(erin), ["ERROR 6102 joinInGroupCall"]);

@@ -20,6 +20,8 @@ mod limits_ws;
 mod login_mesh;
 mod login_ws;
 mod media_ws;
+mod roles_mesh;
+mod roles_ws;
 mod sound_pulse;
 mod tls;
 mod tui_tmux;

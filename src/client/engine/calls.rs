@@ -12,7 +12,8 @@ use crate::client::records::{CallOutcome, CallRecord, CallRole, DeviceView};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
 use crate::protocol::{
-    CallInfo, CancelReason, ClientMsg, CurrentCall, PeerAction, RoomId, ServerMsg, check_user_data,
+    CallInfo, CancelReason, ClientMsg, CurrentCall, PeerAction, Role, RoomId, ServerMsg,
+    check_user_data,
 };
 
 /// A call this device knows about: the one model of it, from which the
@@ -37,6 +38,8 @@ pub(super) struct CallView {
     /// The other party transferred the call to this user, who rings: this
     /// device stays in the call, without voice, until it answers.
     transfer_to: Option<UserId>,
+    /// This device only listens (a group call's audience).
+    audience: bool,
 }
 
 impl CallView {
@@ -91,6 +94,8 @@ pub(super) struct CallState {
     parked: Option<CallView>,
     /// The room whose media runs here: the current call, once it began.
     media_room: Option<RoomId>,
+    /// Whether that media only listens (the media thread was told so).
+    media_listens: bool,
     /// Auto-answer: when each ringing call is to be accepted here.
     auto_answer_at: BTreeMap<String, Millis>,
 }
@@ -131,6 +136,12 @@ pub enum CallCommand {
     },
     JoinInGroupCall {
         room: RoomId,
+        /// Speak (anchor, the default) or only listen (audience).
+        role: Role,
+    },
+    /// Speak (anchor) or only listen (audience) in the group call.
+    SwitchRole {
+        role: Role,
     },
     /// The microphone in the current call.
     OpenMicrophone,
@@ -242,11 +253,22 @@ impl ClientEngine {
                     users: users.iter().map(ToString::to_string).collect(),
                 });
             }
-            CallCommand::JoinInGroupCall { room } => {
+            CallCommand::JoinInGroupCall { room, role } => {
                 if self.calls.current.is_some() {
                     return Err(already_in_call());
                 }
-                self.send(ClientMsg::Join { room });
+                self.send(ClientMsg::Join { room, role });
+            }
+            CallCommand::SwitchRole { role } => {
+                let view = self.connected_call(None)?;
+                if !view.group {
+                    return Err(Error::new(
+                        ErrorCode::NotAGroupCall,
+                        "switchRole works in a group call; this is a one-to-one call",
+                    ));
+                }
+                let call_id = view.id.clone();
+                self.send(ClientMsg::SwitchRole { call_id, role });
             }
             CallCommand::OpenMicrophone => self.microphone(true)?,
             CallCommand::CloseMicrophone => self.microphone(false)?,
@@ -266,6 +288,12 @@ impl ClientEngine {
             }
             CallCommand::SendDtmf { digits } => {
                 let view = self.connected_call(None)?;
+                if view.audience {
+                    return Err(Error::new(
+                        ErrorCode::AudienceSendsNothing,
+                        "this device is in the call's audience and sends nothing; switchRole to anchor first",
+                    ));
+                }
                 // The relay routes no media of a device holding its call.
                 if view.held.contains(&me) {
                     return Err(Error::new(
@@ -434,23 +462,31 @@ impl ClientEngine {
         self.calls.media_room
     }
 
-    /// Starts or stops this device's media when its connected call changes.
+    /// Starts or stops this device's media when its connected call
+    /// changes, and has it listen only while this device is in the audience.
     pub(super) fn sync_media(&mut self, me: &UserId) {
         let connected = self.calls.current.as_ref().filter(|c| c.connected());
-        if connected.map(|c| c.room) == self.calls.media_room {
-            return;
+        let listens = connected.is_some_and(|c| c.audience);
+        if connected.map(|c| c.room) != self.calls.media_room {
+            let start = connected.map(|c| (c.id.clone(), c.room));
+            if self.calls.media_room.take().is_some() {
+                self.out.push_back(Output::Media(MediaCommand::Stop));
+            }
+            // A call's media starts speaking.
+            self.calls.media_listens = false;
+            if let Some((call_id, room)) = start {
+                self.calls.media_room = Some(room);
+                self.out.push_back(Output::Media(MediaCommand::Start {
+                    me: me.clone(),
+                    call_id,
+                    room,
+                }));
+            }
         }
-        let start = connected.map(|c| (c.id.clone(), c.room));
-        if self.calls.media_room.take().is_some() {
-            self.out.push_back(Output::Media(MediaCommand::Stop));
-        }
-        if let Some((call_id, room)) = start {
-            self.calls.media_room = Some(room);
-            self.out.push_back(Output::Media(MediaCommand::Start {
-                me: me.clone(),
-                call_id,
-                room,
-            }));
+        if self.calls.media_room.is_some() && listens != self.calls.media_listens {
+            self.calls.media_listens = listens;
+            self.out
+                .push_back(Output::Media(MediaCommand::Listen(listens)));
         }
     }
 
@@ -466,7 +502,11 @@ impl ClientEngine {
                     self.ring_here(now, call);
                 }
             }
-            ServerMsg::CallBegin { call_id, room } => {
+            ServerMsg::CallBegin {
+                call_id,
+                room,
+                role,
+            } => {
                 // The call held aside connects again after a transfer in it.
                 if let Some(view) = self.calls.parked.as_mut().filter(|p| p.id == call_id) {
                     view.transfer_to = None;
@@ -489,7 +529,9 @@ impl ClientEngine {
                     group: true,
                     held: BTreeSet::new(),
                     transfer_to: None,
+                    audience: false,
                 });
+                view.audience = role == Role::Audience;
                 // After a transfer the party that stayed keeps its start.
                 view.began_at.get_or_insert(now);
                 view.transfer_to = None;
@@ -539,6 +581,7 @@ impl ClientEngine {
                 call_id,
                 action,
                 users,
+                role,
             } => {
                 let sponsor = match self.call_view(&call_id) {
                     Some(v) => v.sponsor.clone(),
@@ -560,9 +603,13 @@ impl ClientEngine {
                     PeerAction::Busy => {
                         each(|call_id, user_id| Event::LineBusy { call_id, user_id })
                     }
-                    PeerAction::Entered => {
-                        each(|call_id, user_id| Event::UserEnter { call_id, user_id })
-                    }
+                    PeerAction::Entered => (users.iter())
+                        .map(|u| Event::UserEnter {
+                            call_id: call_id.clone(),
+                            user_id: u.clone(),
+                            role: role.unwrap_or_default(),
+                        })
+                        .collect(),
                     PeerAction::Left => {
                         each(|call_id, user_id| Event::UserLeave { call_id, user_id })
                     }
@@ -610,6 +657,22 @@ impl ClientEngine {
                     call_id,
                     user_id: user,
                     on_hold,
+                });
+            }
+            ServerMsg::RoleChanged {
+                call_id,
+                user,
+                role,
+            } => {
+                if user == *me
+                    && let Some(c) = self.joined_view_mut(&call_id)
+                {
+                    c.audience = role == Role::Audience;
+                }
+                self.event(Event::RoleChanged {
+                    call_id,
+                    user_id: user,
+                    role,
                 });
             }
             ServerMsg::CallTransferred { call_id, by, to } => {
@@ -759,6 +822,7 @@ impl ClientEngine {
                 view
             }
         };
+        view.audience = c.role == Role::Audience;
         self.settle_holds(&mut view, c.held);
         view
     }
@@ -886,6 +950,7 @@ fn view_of(call: &CallInfo, role: CallRole, now: Millis) -> CallView {
         group: call.group,
         held: BTreeSet::new(),
         transfer_to: None,
+        audience: false,
     }
 }
 
@@ -941,6 +1006,7 @@ mod tests {
             group: false,
             held: BTreeSet::new(),
             transfer_to: None,
+            audience: false,
         }
     }
 

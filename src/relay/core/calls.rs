@@ -13,7 +13,8 @@ use super::{ConnId, Millis, RelayCore, SessionId, Timer};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, UserId};
 use crate::protocol::{
-    CallInfo, CancelReason, CurrentCall, DeviceInfo, PeerAction, RoomId, ServerMsg, check_user_data,
+    CallInfo, CancelReason, CurrentCall, DeviceInfo, PeerAction, Role, RoomId, ServerMsg,
+    check_user_data,
 };
 
 /// How long an invitation rings when the caller does not say.
@@ -23,6 +24,14 @@ pub const DEFAULT_RING_SECS: u32 = 30;
 pub const MAX_RING_SECS: u32 = 300;
 
 type CallKey = u64;
+
+/// Who meets in a room's media: every member hears the others' frames;
+/// those in `audience` send nothing (their frames go nowhere).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaRoute {
+    pub members: Vec<(ConnId, UserId)>,
+    pub audience: Vec<ConnId>,
+}
 
 #[derive(Default)]
 pub(super) struct Calls {
@@ -68,6 +77,7 @@ enum Member {
     Joined {
         session: SessionId,
         since: Millis,
+        role: Role,
     },
 }
 
@@ -110,6 +120,36 @@ impl Call {
         self.joined_sessions().count()
     }
 
+    /// How `user` takes part (anchor unless it joined, or switched, to
+    /// the audience).
+    fn role_of(&self, user: &UserId) -> Role {
+        match self.members.get(user) {
+            Some(Member::Joined { role, .. }) => *role,
+            _ => Role::Anchor,
+        }
+    }
+
+    /// Members in the audience.
+    fn audience_count(&self) -> usize {
+        (self.members.values())
+            .filter(|m| {
+                matches!(
+                    m,
+                    Member::Joined {
+                        role: Role::Audience,
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    /// Members counted against the participant limit: everyone invited or
+    /// in the call but the audience.
+    fn participant_count(&self) -> usize {
+        self.members.len() - self.audience_count()
+    }
+
     fn invited(&self) -> impl Iterator<Item = &UserId> {
         self.members.iter().filter_map(|(u, m)| match m {
             Member::Invited { .. } => Some(u),
@@ -119,7 +159,7 @@ impl Call {
 
     /// Everyone who hears about the call except `except`: joined members and
     /// ringing devices of other invitees.
-    fn audience(&self, except: &UserId) -> Vec<SessionId> {
+    fn others(&self, except: &UserId) -> Vec<SessionId> {
         self.sessions_where(|u| u != except)
     }
 
@@ -218,6 +258,7 @@ impl RelayCore {
             Member::Joined {
                 session: sid,
                 since: now,
+                role: Role::Anchor,
             },
         );
         self.calls.calls.insert(key, call);
@@ -369,6 +410,7 @@ impl RelayCore {
                     call: c.info_for(&user),
                     connected: c.connected,
                     held: c.held.iter().cloned().collect(),
+                    role: c.role_of(&user),
                 })
         };
         let (current, parked) = (here(&self.calls.joined), here(&self.calls.parked));
@@ -422,6 +464,18 @@ impl RelayCore {
         call_id: &str,
         end_current: bool,
     ) -> Result<(), Error> {
+        self.answer_as(now, sid, call_id, end_current, Role::Anchor)
+    }
+
+    /// Answers a call ringing on `sid`, taking part as `role`.
+    fn answer_as(
+        &mut self,
+        now: Millis,
+        sid: SessionId,
+        call_id: &str,
+        end_current: bool,
+        role: Role,
+    ) -> Result<(), Error> {
         let Some(key) = self.ringing_call(sid, call_id)? else {
             return Ok(());
         };
@@ -435,6 +489,7 @@ impl RelayCore {
             Member::Joined {
                 session: sid,
                 since: now,
+                role,
             },
         ) else {
             unreachable!("ringing_call checked the member");
@@ -456,6 +511,7 @@ impl RelayCore {
             ServerMsg::CallBegin {
                 call_id: call_id.clone(),
                 room,
+                role,
             },
         );
         self.peer_event(key, &user, PeerAction::Accepted, vec![user.clone()], true);
@@ -686,7 +742,7 @@ impl RelayCore {
             ));
         }
         let call = self.calls.calls.get_mut(&key).expect("exists");
-        let Some(Member::Joined { session, since }) = call.members.remove(&user) else {
+        let Some(Member::Joined { session, since, .. }) = call.members.remove(&user) else {
             unreachable!("joined_call checked the member");
         };
         call.held.remove(&user);
@@ -755,10 +811,11 @@ impl RelayCore {
         self.calls.calls.len()
     }
 
-    /// Who sends and hears media in each room: the connections of the
-    /// joined sessions not holding the call, with their users; rooms of two
-    /// or more only (a caller alone while it rings has nobody to talk to).
-    pub(super) fn media_routes(&self) -> BTreeMap<RoomId, Vec<(ConnId, UserId)>> {
+    /// Who hears media in each room: the connections of the joined
+    /// sessions not holding the call, with their users, and which of them
+    /// only listen (the audience); rooms of two or more only (a caller
+    /// alone while it rings has nobody to talk to).
+    pub(super) fn media_routes(&self) -> BTreeMap<RoomId, MediaRoute> {
         let mut routes = BTreeMap::new();
         for call in self.calls.calls.values() {
             // A participant holding the call neither sends to the room nor
@@ -768,8 +825,12 @@ impl RelayCore {
                 .filter(|(user, _)| !call.held.contains(*user))
                 .filter_map(|(user, sid)| Some((self.sessions.get(&sid)?.conn?, user.clone())))
                 .collect();
+            let audience = (members.iter())
+                .filter(|(_, user)| call.role_of(user) == Role::Audience)
+                .map(|(conn, _)| *conn)
+                .collect();
             if members.len() >= 2 {
-                routes.insert(call.room, members);
+                routes.insert(call.room, MediaRoute { members, audience });
             }
         }
         routes
@@ -797,20 +858,21 @@ impl RelayCore {
             // Everyone named is already in the call or ringing: nothing changes.
             return Ok(());
         }
-        self.check_capacity(self.calls.calls[&key].members.len() + new.len())?;
+        self.check_capacity(self.calls.calls[&key].participant_count() + new.len())?;
         self.calls.calls.get_mut(&key).expect("exists").group = true;
         // Those already in the call or ringing hear the new list; the new
         // invitees learn it from their invitation.
-        let audience = self.calls.calls[&key].everyone();
+        let told = self.calls.calls[&key].everyone();
         self.invite(now, key, new, u64::from(DEFAULT_RING_SECS) * 1000);
         let invited: Vec<UserId> = self.calls.calls[&key].invited().cloned().collect();
-        for s in audience {
+        for s in told {
             self.send_to_session(
                 s,
                 ServerMsg::CallPeer {
                     call_id: call_id.to_owned(),
                     action: PeerAction::InviteesUpdated,
                     users: invited.clone(),
+                    role: None,
                 },
             );
         }
@@ -822,6 +884,7 @@ impl RelayCore {
         now: Millis,
         sid: SessionId,
         room: RoomId,
+        role: Role,
     ) -> Result<(), Error> {
         let key = *self.calls.by_room.get(&room).ok_or_else(|| {
             Error::new(
@@ -844,10 +907,13 @@ impl RelayCore {
         }
         if let Some(Member::Invited { .. }) = self.calls.calls[&key].members.get(&user) {
             let call_id = self.calls.calls[&key].id.clone();
+            if role == Role::Audience {
+                self.check_audience(self.calls.calls[&key].audience_count() + 1)?;
+            }
             if let Some(ringing) = self.ringing_of(key, &user) {
                 ringing.insert(sid);
             }
-            return self.answer(now, sid, &call_id, false);
+            return self.answer_as(now, sid, &call_id, false, role);
         }
         if self.calls.joined.contains_key(&(app, user.clone())) {
             return Err(Error::new(
@@ -855,13 +921,17 @@ impl RelayCore {
                 format!("{user} is already in a call; hang up first"),
             ));
         }
-        self.check_capacity(self.calls.calls[&key].members.len() + 1)?;
+        match role {
+            Role::Anchor => self.check_capacity(self.calls.calls[&key].participant_count() + 1)?,
+            Role::Audience => self.check_audience(self.calls.calls[&key].audience_count() + 1)?,
+        }
         let call = self.calls.calls.get_mut(&key).expect("exists");
         call.members.insert(
             user.clone(),
             Member::Joined {
                 session: sid,
                 since: now,
+                role,
             },
         );
         let call_id = call.id.clone();
@@ -872,6 +942,7 @@ impl RelayCore {
             ServerMsg::CallBegin {
                 call_id: call_id.clone(),
                 room,
+                role,
             },
         );
         self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
@@ -890,15 +961,16 @@ impl RelayCore {
             return;
         }
         let (call_id, room) = (call.id.clone(), call.room);
-        let waiting: Vec<SessionId> = call
+        let waiting: Vec<(SessionId, Role)> = call
             .joined_sessions()
             .filter(|(u, _)| *u != answering)
-            .map(|(_, s)| s)
+            .map(|(u, s)| (s, call.role_of(u)))
             .collect();
-        for s in waiting {
+        for (s, role) in waiting {
             let msg = ServerMsg::CallBegin {
                 call_id: call_id.clone(),
                 room,
+                role,
             };
             self.send_to_session(s, msg);
         }
@@ -966,19 +1038,20 @@ impl RelayCore {
             }
         }
         // NO_RESP goes to everyone still in the call or ringing.
-        let audience = self.calls.calls[&key].audience(&sponsor);
+        let told = self.calls.calls[&key].others(&sponsor);
         let sponsor_session = self.calls.calls[&key]
             .joined_sessions()
             .find(|(u, _)| **u == sponsor)
             .map(|(_, s)| s);
         let call_id = self.calls.calls[&key].id.clone();
-        for s in sponsor_session.into_iter().chain(audience) {
+        for s in sponsor_session.into_iter().chain(told) {
             self.send_to_session(
                 s,
                 ServerMsg::CallPeer {
                     call_id: call_id.clone(),
                     action: PeerAction::NoResponse,
                     users: expired.clone(),
+                    role: None,
                 },
             );
         }
@@ -1022,7 +1095,7 @@ impl RelayCore {
     /// can still hear about it.
     fn leave(&mut self, now: Millis, key: CallKey, user: &UserId, tell: bool) {
         let call = self.calls.calls.get_mut(&key).expect("exists");
-        let Some(Member::Joined { session, since }) = call.members.remove(user) else {
+        let Some(Member::Joined { session, since, .. }) = call.members.remove(user) else {
             return;
         };
         call.held.remove(user);
@@ -1090,7 +1163,7 @@ impl RelayCore {
             .members
             .iter()
             .filter_map(|(u, m)| match m {
-                Member::Joined { session, since } => Some((u.clone(), *session, *since)),
+                Member::Joined { session, since, .. } => Some((u.clone(), *session, *since)),
                 Member::Invited { .. } => None,
             })
             .collect();
@@ -1201,7 +1274,7 @@ impl RelayCore {
     ) {
         let call = &self.calls.calls[&key];
         let targets: Vec<SessionId> = if ringing_too {
-            call.audience(subject)
+            call.others(subject)
         } else {
             call.joined_sessions()
                 .filter(|(u, _)| *u != subject)
@@ -1209,6 +1282,8 @@ impl RelayCore {
                 .collect()
         };
         let call_id = call.id.clone();
+        // Who enters says how it takes part.
+        let role = (action == PeerAction::Entered).then(|| call.role_of(subject));
         for s in targets {
             self.send_to_session(
                 s,
@@ -1216,6 +1291,7 @@ impl RelayCore {
                     call_id: call_id.clone(),
                     action,
                     users: users.clone(),
+                    role,
                 },
             );
         }
@@ -1225,6 +1301,63 @@ impl RelayCore {
         let max = self.settings.max_call_participants;
         if members > max {
             return Err(call_full(max));
+        }
+        Ok(())
+    }
+
+    fn check_audience(&self, audience: usize) -> Result<(), Error> {
+        let max = self.settings.max_call_audience;
+        if audience > max {
+            return Err(Error::new(
+                ErrorCode::CallFull,
+                format!("a call's audience holds at most {max} (relay.max_call_audience)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `sid`'s user speaks (anchor) or only listens (audience) from now
+    /// on, in its group call: everyone in the call hears of it, and the
+    /// media routes follow (an audience member's frames go nowhere).
+    pub(super) fn switch_role(
+        &mut self,
+        sid: SessionId,
+        call_id: &str,
+        role: Role,
+    ) -> Result<(), Error> {
+        let key = self.joined_call(sid, call_id)?;
+        let (_, user) = self.identity(sid);
+        let call = &self.calls.calls[&key];
+        if !call.group {
+            return Err(Error::new(
+                ErrorCode::NotAGroupCall,
+                "switchRole works in a group call; this is a one-to-one call",
+            ));
+        }
+        if call.role_of(&user) == role {
+            return Ok(());
+        }
+        match role {
+            Role::Anchor => self.check_capacity(call.participant_count() + 1)?,
+            Role::Audience => self.check_audience(call.audience_count() + 1)?,
+        }
+        let call = self.calls.calls.get_mut(&key).expect("exists");
+        if let Some(Member::Joined { role: r, .. }) = call.members.get_mut(&user) {
+            *r = role;
+        }
+        let (call_id, sessions): (String, Vec<SessionId>) = (
+            call.id.clone(),
+            call.joined_sessions().map(|(_, s)| s).collect(),
+        );
+        for s in sessions {
+            self.send_to_session(
+                s,
+                ServerMsg::RoleChanged {
+                    call_id: call_id.clone(),
+                    user: user.clone(),
+                    role,
+                },
+            );
         }
         Ok(())
     }
