@@ -546,6 +546,11 @@ impl RelayCore {
         if !here || !self.sessions[&sid].call_waiting {
             return busy("hang up first (or turn call waiting on with enableCallWaiting)");
         }
+        // Call waiting sets aside a call that talks, not one still ringing
+        // out (the engine keeps the same rule).
+        if !self.calls.calls[&current].connected {
+            return busy("its own call still rings out; hang it up first");
+        }
         let who = (self.sessions[&sid].app, user.clone());
         if !end_current && self.calls.parked.contains_key(&who) {
             return busy(
