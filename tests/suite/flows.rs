@@ -14,7 +14,7 @@ async fn every_example_flow_passes() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 22, "{files:?}");
+    assert!(files.len() >= 25, "{files:?}");
     // A few at a time: each flow starts its own relay and devices.
     for chunk in files.chunks(4) {
         let runs = chunk.iter().map(|file| {
