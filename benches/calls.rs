@@ -105,6 +105,7 @@ async fn fan_out(url: &str, devices: usize, calls: usize) {
             winner,
             &ClientMsg::Accept {
                 call_id: call_id.clone(),
+                end_current: false,
             },
         )
         .await;
@@ -146,6 +147,7 @@ async fn pair_loop(url: String, k: usize, until: Instant) -> usize {
             &mut phone,
             &ClientMsg::Accept {
                 call_id: call.call_id.clone(),
+                end_current: false,
             },
         )
         .await;

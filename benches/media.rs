@@ -30,7 +30,7 @@ use termphone::ids::UserId;
 use termphone::media::codec::{CodecSettings, Decoder, Encoder};
 use termphone::media::session::CallMedia;
 use termphone::media::{FRAME_SAMPLES, Frame};
-use termphone::protocol::{ClientMsg, MediaHeader, RoomId, ServerMsg};
+use termphone::protocol::{ClientMsg, MediaHeader, MediaKind, RoomId, ServerMsg};
 
 const CONFIG: &str = "[relay]\nmax_connections = 20000\n[[relay.apps]]\nid = 1400000000\nsecret = \"termphone-development-secret-not-for-deployment\"\n";
 
@@ -173,6 +173,7 @@ async fn call(url: &str, caller: &str, callee: &str) -> (Ws, Ws, RoomId) {
         &mut b,
         &ClientMsg::Accept {
             call_id: call.call_id,
+            end_current: false,
         },
     )
     .await;
@@ -314,6 +315,7 @@ async fn forwarding(url: &str, relay_pid: u32, calls: usize, mode: Mode) -> Dura
                     let sent = base.elapsed().as_micros() as u64;
                     payload[..8].copy_from_slice(&sent.to_be_bytes());
                     let header = MediaHeader {
+                        kind: MediaKind::Voice,
                         room,
                         source: 0,
                         seq,

@@ -213,6 +213,10 @@ pub struct DeviceArgs {
     /// (same as enableMultiDeviceAbility after login).
     #[arg(long)]
     pub multi_device: bool,
+    /// Take a new call as a waiting call while in a connected one, instead
+    /// of being busy (same as enableCallWaiting; client.call_waiting).
+    #[arg(long)]
+    pub call_waiting: bool,
     /// Where call audio comes from: default, a device name, null, wav:PATH, tone:HZ, echo.
     #[arg(long, value_name = "SPEC", value_parser = parse_audio_spec)]
     pub audio_in: Option<AudioSpec>,
@@ -361,6 +365,7 @@ impl DeviceArgs {
             platform,
             usersig,
             multi_device,
+            call_waiting,
             audio_in,
             audio_out,
             no_voice_processing,
@@ -375,6 +380,7 @@ impl DeviceArgs {
             && platform.is_none()
             && usersig.is_none()
             && !multi_device
+            && !call_waiting
             && audio_in.is_none()
             && audio_out.is_none()
             && !no_voice_processing
@@ -404,6 +410,7 @@ impl DeviceArgs {
             secret: c.secret.clone(),
             usersig_lifetime_secs: c.usersig_lifetime_secs,
             multi_device: self.multi_device || c.multi_device,
+            call_waiting: self.call_waiting || c.call_waiting,
             auto_answer_ms: self.auto_answer.or(c.auto_answer_ms),
             data_dir: dirs.data_dir.clone(),
             media: MediaSettings {

@@ -157,6 +157,8 @@ pub struct ClientConfig {
     pub platform: Platform,
     /// Ring on this device too when the user has several online (like --multi-device).
     pub multi_device: bool,
+    /// Take a new call as a waiting one while in a call (like --call-waiting).
+    pub call_waiting: bool,
     /// Accept every call that rings here after this many ms (like
     /// --auto-answer=MS); unset, calls ring until answered.
     pub auto_answer_ms: Option<u64>,
@@ -179,6 +181,7 @@ impl Default for ClientConfig {
             device: None,
             platform: Platform::terminal(),
             multi_device: false,
+            call_waiting: false,
             auto_answer_ms: None,
             autostart_relay: None,
             usersig_lifetime_secs: DEFAULT_LIFETIME_SECS,
@@ -218,6 +221,9 @@ pub struct RelayConfig {
     pub heartbeat_timeout_secs: u64,
     /// Participants of one call, caller included (the vendor's limit is 9).
     pub max_call_participants: usize,
+    /// Audience members of one group call (`joinInGroupCall` with role
+    /// audience), who do not count among its participants.
+    pub max_call_audience: usize,
     /// Bearer token of the admin API (`termphone admin`); unset, it is off.
     pub admin_token: Option<String>,
     /// Simulated loss, delay and jitter on forwarded media (off by default).
@@ -291,6 +297,7 @@ impl Default for RelayConfig {
             session_grace_secs: 90,
             heartbeat_timeout_secs: 30,
             max_call_participants: 9,
+            max_call_audience: 100,
             admin_token: None,
             impairment: Impairment::default(),
             tls: false,
@@ -468,6 +475,7 @@ impl From<&RelayConfig> for Settings {
             rate_limits: c.rate_limits,
             sync_page_bytes: (c.max_queue_bytes / 4).min(512 * 1024),
             max_call_participants: c.max_call_participants,
+            max_call_audience: c.max_call_audience,
             admin_token: c.admin_token.clone(),
         }
     }
@@ -508,6 +516,7 @@ mod tests {
             "device",
             "platform",
             "multi_device",
+            "call_waiting",
             "auto_answer_ms",
             "autostart_relay",
             "usersig_lifetime_secs",
@@ -529,6 +538,7 @@ mod tests {
             "session_grace_secs",
             "heartbeat_timeout_secs",
             "max_call_participants",
+            "max_call_audience",
             "admin_token",
             "bell",
             "ringtone",

@@ -67,6 +67,7 @@ pub async fn run(keymap: Keymap, tls: bool) -> std::io::Result<()> {
         secret: DEV_SECRET.into(),
         usersig_lifetime_secs: 24 * 3600,
         multi_device: true,
+        call_waiting: false,
         auto_answer_ms: None,
         data_dir: scratch.path().join("data"),
         media: MediaSettings {
@@ -205,6 +206,7 @@ async fn echo(relay: RelayTarget) {
             tokio::time::sleep(Duration::from_millis(1_500)).await;
             peer.send(Command::Call(CallCommand::Accept {
                 call_id: Some(call_id),
+                end_current: false,
             }));
         }
     }
@@ -250,6 +252,7 @@ async fn carol(relay: RelayTarget) {
                 tokio::time::sleep(Duration::from_millis(1_500)).await;
                 peer.send(Command::Call(CallCommand::Accept {
                     call_id: Some(call_id),
+                    end_current: false,
                 }));
             }
             _ => {}
@@ -273,6 +276,7 @@ async fn dave(relay: RelayTarget, device: &'static str, tone_hz: f32) {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 peer.send(Command::Call(CallCommand::Accept {
                     call_id: Some(call_id),
+                    end_current: false,
                 }));
             }
             Event::OnCallBegin { .. } => peer.say(format!("{device}: both rang, I answered")),

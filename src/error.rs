@@ -62,9 +62,11 @@ error_codes! {
     CallFull = 6104, "CALL_FULL", "the call would exceed the relay's participant limit (relay.max_call_participants)";
     NotAGroupCall = 6105, "NOT_A_GROUP_CALL", "only a group call can be joined by room id";
     UserDataTooLong = 6106, "USER_DATA_TOO_LONG", "a call's userData is limited to 1024 bytes";
-    CallNotConnected = 6107, "CALL_NOT_CONNECTED", "hold, unhold and transferCall need a connected call; this one still rings";
+    CallNotConnected = 6107, "CALL_NOT_CONNECTED", "hold, unhold, transferCall and sendDTMF need a connected call; this one still rings (or, for sendDTMF, this device holds it)";
     TransferGroupCall = 6108, "TRANSFER_GROUP_CALL", "only a one-to-one call can be transferred, not a group call";
     InvalidTransferTarget = 6109, "INVALID_TRANSFER_TARGET", "a call is transferred to a third user, not to oneself or the other party";
+    InvalidDtmf = 6110, "INVALID_DTMF", "sendDTMF takes 1 to 32 digits of 0-9, *, #, A-D";
+    AudienceSendsNothing = 6111, "AUDIENCE_SENDS_NOTHING", "an audience member only listens: switchRole to anchor to send DTMF";
     RelayUnreachable = 6200, "RELAY_UNREACHABLE", "the relay did not answer; the client keeps retrying with backoff";
     RelayCertificateMismatch = 6201, "RELAY_CERTIFICATE_MISMATCH", "the wss:// relay presented a certificate other than the one this device pinned or trusted on first use; the device does not connect (the message names both fingerprints)";
     PlaintextRelay = 6202, "PLAINTEXT_RELAY", "warning: the link to the relay is ws:// and leaves this machine, so tickets, messages and voice can be read on the way; use wss://";

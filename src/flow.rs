@@ -60,6 +60,7 @@ pub struct RelayOverrides {
     pub recall_window_secs: Option<u64>,
     pub max_devices_per_platform: Option<u32>,
     pub max_call_participants: Option<usize>,
+    pub max_call_audience: Option<usize>,
     /// Media frames the relay drops at random, in percent, per receiver.
     pub media_loss: Option<f64>,
     /// The mean length of a burst of `media_loss` (frames; default 1:
@@ -112,6 +113,9 @@ impl RelayOverrides {
         }
         if let Some(v) = self.max_call_participants {
             config.max_call_participants = v;
+        }
+        if let Some(v) = self.max_call_audience {
+            config.max_call_audience = v;
         }
         config.impairment = self.impairment();
     }

@@ -22,8 +22,9 @@ use crate::client::event::{EVENT_NAMES, Event, LoginStatus};
 use crate::client::local_store::{Page, Recorder, StoreHandle};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{DeviceId, UserId};
+use crate::media::control::Digit;
 use crate::profile::Profile;
-use crate::protocol::RoomId;
+use crate::protocol::{Role, RoomId};
 use crate::time::unix_millis;
 
 /// Every command name, in the order docs/headless.md lists them.
@@ -57,6 +58,9 @@ enum Request {
     EnableMultiDeviceAbility {
         enable: bool,
     },
+    EnableCallWaiting {
+        enable: bool,
+    },
     Call {
         #[serde(rename = "userID")]
         user_id: UserId,
@@ -74,6 +78,8 @@ enum Request {
     Accept {
         #[serde(rename = "callId")]
         call_id: Option<String>,
+        #[serde(rename = "endCurrent", default)]
+        end_current: bool,
     },
     Reject {
         #[serde(rename = "callId")]
@@ -94,6 +100,11 @@ enum Request {
     JoinInGroupCall {
         #[serde(rename = "roomID")]
         room_id: RoomId,
+        #[serde(default)]
+        role: Role,
+    },
+    SwitchRole {
+        role: Role,
     },
     OpenMicrophone {},
     CloseMicrophone {},
@@ -109,6 +120,12 @@ enum Request {
     TransferCall {
         #[serde(rename = "userID")]
         user_id: UserId,
+    },
+    #[serde(rename = "sendDTMF")]
+    #[strum(serialize = "sendDTMF")]
+    SendDtmf {
+        /// Checked after parsing, so a bad one gets INVALID_DTMF.
+        digits: String,
     },
     SetAutoAnswer {
         enable: bool,
@@ -216,6 +233,7 @@ impl Request {
             Request::EnableMultiDeviceAbility { enable } => {
                 engine(Command::EnableMultiDeviceAbility { enable })
             }
+            Request::EnableCallWaiting { enable } => engine(Command::EnableCallWaiting { enable }),
             Request::Call {
                 user_id,
                 timeout,
@@ -234,22 +252,33 @@ impl Request {
                 timeout_secs: timeout,
                 user_data,
             }),
-            Request::Accept { call_id } => call(CallCommand::Accept { call_id }),
+            Request::Accept {
+                call_id,
+                end_current,
+            } => call(CallCommand::Accept {
+                call_id,
+                end_current,
+            }),
             Request::Reject { call_id } => call(CallCommand::Reject { call_id }),
             Request::Ignore { call_id } => call(CallCommand::Ignore { call_id }),
             Request::Hangup { call_id } => call(CallCommand::Hangup { call_id }),
             Request::InviteUser { user_id_list } => call(CallCommand::InviteUser {
                 users: user_id_list,
             }),
-            Request::JoinInGroupCall { room_id } => {
-                call(CallCommand::JoinInGroupCall { room: room_id })
-            }
+            Request::JoinInGroupCall { room_id, role } => call(CallCommand::JoinInGroupCall {
+                room: room_id,
+                role,
+            }),
+            Request::SwitchRole { role } => call(CallCommand::SwitchRole { role }),
             Request::OpenMicrophone {} => call(CallCommand::OpenMicrophone),
             Request::CloseMicrophone {} => call(CallCommand::CloseMicrophone),
             Request::GetMediaStats {} => call(CallCommand::GetMediaStats),
             Request::Hold { call_id } => call(CallCommand::Hold { call_id }),
             Request::Unhold { call_id } => call(CallCommand::Unhold { call_id }),
             Request::TransferCall { user_id } => call(CallCommand::TransferCall { user: user_id }),
+            Request::SendDtmf { digits } => call(CallCommand::SendDtmf {
+                digits: Digit::parse_all(&digits)?,
+            }),
             Request::SetAutoAnswer { enable, delay_ms } => engine(Command::SetAutoAnswer {
                 delay_ms: enable.then_some(delay_ms.unwrap_or(0)),
             }),
@@ -772,6 +801,15 @@ mod tests {
             error_code(r#"{"cmd":"joinInGroupCall","roomID":"x"}"#),
             6017
         );
+        assert_eq!(error_code(r#"{"cmd":"sendDTMF","digits":"12x"}"#), 6110);
+        assert_eq!(
+            error_code(r#"{"cmd":"joinInGroupCall","roomID":7,"role":"listener"}"#),
+            6017
+        );
+        assert_eq!(error_code(r#"{"cmd":"switchRole"}"#), 6017);
+        assert_eq!(error_code(r#"{"cmd":"sendDTMF","digits":""}"#), 6110);
+        assert_eq!(error_code(r#"{"cmd":"sendDTMF"}"#), 6017);
+        assert_eq!(error_code(r#"{"cmd":"sendDtmf","digits":"1"}"#), 6001);
     }
 
     /// The names in the first column of the table under `heading`.
@@ -812,20 +850,31 @@ mod tests {
             Command::Logout,
             Command::GetUsers { subscribe: true },
             Command::EnableMultiDeviceAbility { enable: true },
+            Command::EnableCallWaiting { enable: true },
             Command::Call(CallCommand::place(vec![bob.clone()], false, None)),
             Command::Call(CallCommand::place(vec![bob.clone()], true, None)),
-            Command::Call(CallCommand::Accept { call_id: None }),
+            Command::Call(CallCommand::Accept {
+                call_id: None,
+                end_current: false,
+            }),
             Command::Call(CallCommand::Reject { call_id: None }),
             Command::Call(CallCommand::Ignore { call_id: None }),
             Command::Call(CallCommand::Hangup { call_id: None }),
             Command::Call(CallCommand::InviteUser { users: Vec::new() }),
-            Command::Call(CallCommand::JoinInGroupCall { room: 1 }),
+            Command::Call(CallCommand::JoinInGroupCall {
+                room: 1,
+                role: Role::Audience,
+            }),
+            Command::Call(CallCommand::SwitchRole { role: Role::Anchor }),
             Command::Call(CallCommand::OpenMicrophone),
             Command::Call(CallCommand::GetMediaStats),
             Command::Call(CallCommand::CloseMicrophone),
             Command::Call(CallCommand::Hold { call_id: None }),
             Command::Call(CallCommand::Unhold { call_id: None }),
             Command::Call(CallCommand::TransferCall { user: bob.clone() }),
+            Command::Call(CallCommand::SendDtmf {
+                digits: Digit::parse_all("1#").unwrap(),
+            }),
             Command::SetAutoAnswer { delay_ms: Some(0) },
             Command::SetAudioProcessing(VoiceProcessingChange::default()),
             Command::Chat(ChatCommand::SendMessage {
@@ -860,15 +909,20 @@ mod tests {
             r#"{"cmd":"call","userID":"bob","timeout":5}"#,
             r#"{"cmd":"groupCall","userIDList":["bob","carol"]}"#,
             r#"{"cmd":"accept"}"#,
+            r#"{"cmd":"accept","callId":"c2","endCurrent":true}"#,
+            r#"{"cmd":"enableCallWaiting","enable":true}"#,
             r#"{"cmd":"hangup","callId":"c1"}"#,
             r#"{"cmd":"inviteUser","userIDList":["dave"]}"#,
             r#"{"cmd":"joinInGroupCall","roomID":7}"#,
+            r#"{"cmd":"joinInGroupCall","roomID":7,"role":"audience"}"#,
+            r#"{"cmd":"switchRole","role":"anchor"}"#,
             r#"{"cmd":"closeMicrophone"}"#,
             r#"{"cmd":"call","userID":"bob","userData":"ticket 42"}"#,
             r#"{"cmd":"groupCall","userIDList":["bob"],"userData":"x"}"#,
             r#"{"cmd":"hold"}"#,
             r#"{"cmd":"unhold","callId":"c1"}"#,
             r#"{"cmd":"transferCall","userID":"carol"}"#,
+            r#"{"cmd":"sendDTMF","digits":"1234567890*#ABCD"}"#,
             r#"{"cmd":"setAutoAnswer","enable":true,"delayMs":500}"#,
             r#"{"cmd":"setAutoAnswer","enable":false}"#,
             r#"{"cmd":"setAudioProcessing","echoCancellation":false}"#,

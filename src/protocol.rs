@@ -57,6 +57,11 @@ pub enum ClientMsg {
     MultiDevice {
         enable: bool,
     },
+    /// Call waiting: while this device is in a connected call, a new call
+    /// rings here as a waiting call instead of finding the user busy.
+    CallWaiting {
+        enable: bool,
+    },
     /// Start a call; `group` marks a group call even with one invitee.
     Call {
         invitees: Vec<String>,
@@ -72,6 +77,10 @@ pub enum ClientMsg {
     },
     Accept {
         call_id: String,
+        /// Call waiting: hang up the call this device is in before taking
+        /// this one (instead of holding it).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        end_current: bool,
     },
     Reject {
         call_id: String,
@@ -90,6 +99,14 @@ pub enum ClientMsg {
     },
     Join {
         room: RoomId,
+        /// How this device takes part: speaking (anchor) or listening.
+        #[serde(default, skip_serializing_if = "Role::is_anchor")]
+        role: Role,
+    },
+    /// This participant speaks (anchor) or only listens (audience) from now on.
+    SwitchRole {
+        call_id: String,
+        role: Role,
     },
     /// The device opened (`on`) or closed its microphone in its current call.
     Microphone {
@@ -158,6 +175,7 @@ impl ClientMsg {
             self,
             ClientMsg::Heartbeat
                 | ClientMsg::ListUsers { .. }
+                | ClientMsg::CallWaiting { .. }
                 | ClientMsg::Microphone { .. }
                 | ClientMsg::SendMessage { .. }
                 | ClientMsg::RecallMessage { .. }
@@ -252,6 +270,28 @@ pub struct CallInfo {
     /// Who transferred the call here (a blind transfer rings its target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transferred_by: Option<UserId>,
+    /// It rings on a device that is in another call (call waiting).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waiting: bool,
+}
+
+/// How a participant takes part in a group call (SPEC 8.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Speaks and hears: a participant, counted against
+    /// `relay.max_call_participants`.
+    #[default]
+    Anchor,
+    /// Hears the anchors and sends nothing, counted against
+    /// `relay.max_call_audience` instead.
+    Audience,
+}
+
+impl Role {
+    pub fn is_anchor(&self) -> bool {
+        *self == Role::Anchor
+    }
 }
 
 /// Largest `userData` of a call, in bytes of UTF-8.
@@ -468,6 +508,9 @@ pub enum ServerMsg {
     CallBegin {
         call_id: String,
         room: RoomId,
+        /// How this device takes part (anchor unless it joined as audience).
+        #[serde(default, skip_serializing_if = "Role::is_anchor")]
+        role: Role,
     },
     /// The call stopped ringing here, or ended before it connected.
     CallCanceled {
@@ -489,6 +532,16 @@ pub enum ServerMsg {
         call_id: String,
         action: PeerAction,
         users: Vec<UserId>,
+        /// With `entered`: how they take part.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
+    },
+    /// `user` of the call speaks (anchor) or listens (audience) now; to
+    /// every participant, the one that switched included.
+    RoleChanged {
+        call_id: String,
+        user: UserId,
+        role: Role,
     },
     /// Who sends the media of a room: the `source` of each binary frame the
     /// device will receive, with its user. Sent whenever the room changes.
@@ -545,13 +598,15 @@ pub enum ServerMsg {
         more: bool,
     },
     /// Where this device stands in calls, sent after every login and resume
-    /// (after anything held for it): the calls ringing on it, and the call it
-    /// is in. The device ends what it believed that is not here, and takes up
-    /// what is.
+    /// (after anything held for it): the calls ringing on it, the call it
+    /// is in, and the call it holds aside to take a waiting one. The device
+    /// ends what it believed that is not here, and takes up what is.
     CallState {
         ringing: Vec<CallInfo>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         current: Option<CurrentCall>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parked: Option<Box<CurrentCall>>,
     },
     Typing {
         from: UserId,
@@ -599,6 +654,9 @@ pub struct CurrentCall {
     /// The participants holding the call now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<UserId>,
+    /// How this device takes part.
+    #[serde(default, skip_serializing_if = "Role::is_anchor")]
+    pub role: Role,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -617,10 +675,34 @@ pub fn media_source(conn: u64) -> MediaSource {
     conn as MediaSource
 }
 
-/// Version byte of a binary media frame.
-pub const MEDIA_VERSION: u8 = 1;
+/// What a binary media frame carries: its first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaKind {
+    /// One Opus packet of voice (the first byte of protocol version 1).
+    Voice = 1,
+    /// A telephone event (RFC 4733: a DTMF digit), 4 bytes.
+    TelephoneEvent = 2,
+}
 
-/// Bytes of a media frame's header: version, room, source, seq, timestamp.
+impl MediaKind {
+    fn parse(byte: u8) -> Option<MediaKind> {
+        match byte {
+            1 => Some(MediaKind::Voice),
+            2 => Some(MediaKind::TelephoneEvent),
+            _ => None,
+        }
+    }
+
+    /// The payload sizes a frame of this kind may have.
+    fn payload_bytes(self) -> std::ops::RangeInclusive<usize> {
+        match self {
+            MediaKind::Voice => 1..=MAX_MEDIA_PAYLOAD_BYTES,
+            MediaKind::TelephoneEvent => 4..=4,
+        }
+    }
+}
+
+/// Bytes of a media frame's header: kind, room, source, seq, timestamp.
 pub const MEDIA_HEADER_BYTES: usize = 15;
 
 /// Largest Opus packet a media frame carries (20 ms at Opus's 510 kbps cap
@@ -628,13 +710,15 @@ pub const MEDIA_HEADER_BYTES: usize = 15;
 pub const MAX_MEDIA_PAYLOAD_BYTES: usize = 1275;
 
 /// The fixed header of a binary media frame, all integers big-endian:
-/// `version u8 | room u32 | source u32 | seq u16 | timestamp u32`.
+/// `kind u8 | room u32 | source u32 | seq u16 | timestamp u32`.
 ///
 /// A client sends `source` 0; the relay stamps the sender's source before it
 /// forwards the frame, so a client cannot speak for another. `timestamp`
-/// counts 48 kHz samples.
+/// counts 48 kHz samples; `seq` counts each kind's frames on its own, so
+/// that telephone events leave no gap in the voice's numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MediaHeader {
+    pub kind: MediaKind,
     pub room: RoomId,
     pub source: MediaSource,
     pub seq: u16,
@@ -645,7 +729,7 @@ impl MediaHeader {
     /// One frame: this header followed by `payload`.
     pub fn encode(&self, payload: &[u8]) -> Vec<u8> {
         let mut frame = Vec::with_capacity(MEDIA_HEADER_BYTES + payload.len());
-        frame.push(MEDIA_VERSION);
+        frame.push(self.kind as u8);
         frame.extend_from_slice(&self.room.to_be_bytes());
         frame.extend_from_slice(&self.source.to_be_bytes());
         frame.extend_from_slice(&self.seq.to_be_bytes());
@@ -654,7 +738,7 @@ impl MediaHeader {
         frame
     }
 
-    /// Splits a frame into its header and Opus payload.
+    /// Splits a frame into its header and payload (Opus, or a telephone event).
     pub fn decode(frame: &[u8]) -> Result<(MediaHeader, &[u8]), Error> {
         let bad = |why: String| Error::new(ErrorCode::MalformedMedia, why);
         let Some((head, payload)) = frame.split_first_chunk::<MEDIA_HEADER_BYTES>() else {
@@ -663,19 +747,23 @@ impl MediaHeader {
                 frame.len()
             )));
         };
-        if head[0] != MEDIA_VERSION {
+        let Some(kind) = MediaKind::parse(head[0]) else {
             return Err(bad(format!(
-                "media frame version {} is not spoken here ({MEDIA_VERSION} is)",
+                "media frame kind {} is not spoken here (1 voice, 2 telephone event)",
                 head[0]
             )));
-        }
-        if payload.is_empty() || payload.len() > MAX_MEDIA_PAYLOAD_BYTES {
+        };
+        let sizes = kind.payload_bytes();
+        if !sizes.contains(&payload.len()) {
             return Err(bad(format!(
-                "a media payload is 1 to {MAX_MEDIA_PAYLOAD_BYTES} bytes, this one {}",
+                "a {kind:?} payload is {} to {} bytes, this one {}",
+                sizes.start(),
+                sizes.end(),
                 payload.len()
             )));
         }
         let header = MediaHeader {
+            kind,
             room: u32::from_be_bytes([head[1], head[2], head[3], head[4]]),
             source: u32::from_be_bytes([head[5], head[6], head[7], head[8]]),
             seq: u16::from_be_bytes([head[9], head[10]]),
@@ -761,6 +849,11 @@ mod tests {
                 after: None,
             },
             ClientMsg::MultiDevice { enable: true },
+            ClientMsg::CallWaiting { enable: true },
+            ClientMsg::Accept {
+                call_id: "c".into(),
+                end_current: true,
+            },
             ClientMsg::Call {
                 invitees: vec!["bob".into()],
                 group: true,
@@ -774,6 +867,14 @@ mod tests {
             ClientMsg::Transfer {
                 call_id: "c".into(),
                 to: "carol".into(),
+            },
+            ClientMsg::Join {
+                room: 7,
+                role: Role::Audience,
+            },
+            ClientMsg::SwitchRole {
+                call_id: "c".into(),
+                role: Role::Anchor,
             },
             ClientMsg::RecallMessage { msg_id: "m".into() },
         ];
@@ -818,6 +919,7 @@ mod tests {
     #[test]
     fn media_frames_round_trip_and_refuse_garbage() {
         let header = MediaHeader {
+            kind: MediaKind::Voice,
             room: 0xDEAD_BEEF,
             source: 7,
             seq: 65_535,
@@ -833,8 +935,18 @@ mod tests {
         assert_eq!(code(&frame[..10]), ErrorCode::MalformedMedia);
         assert_eq!(code(&header.encode(b"")), ErrorCode::MalformedMedia);
         assert_eq!(code(&header.encode(&[0; 1276])), ErrorCode::MalformedMedia);
-        frame[0] = 2;
+        frame[0] = 3;
         let err = MediaHeader::decode(&frame).unwrap_err();
-        assert!(err.message.contains("version 2"), "{}", err.message);
+        assert!(err.message.contains("kind 3"), "{}", err.message);
+        // A telephone event is exactly 4 bytes.
+        let event = MediaHeader {
+            kind: MediaKind::TelephoneEvent,
+            ..header
+        };
+        assert_eq!(
+            MediaHeader::decode(&event.encode(b"dtmf")).unwrap().0,
+            event
+        );
+        assert_eq!(code(&event.encode(b"dtmf!")), ErrorCode::MalformedMedia);
     }
 }

@@ -87,7 +87,7 @@ pub fn media_frame(data: &[u8]) -> bool {
         (1, UserId::parse("alice").expect("valid user")),
         (2, UserId::parse("bob").expect("valid user")),
     ];
-    router.set_room(room, &members);
+    router.set_room(room, &members, &[]);
     let forwarded = router.forward(1, Bytes::copy_from_slice(data));
     assert_eq!(
         forwarded.is_ok(),

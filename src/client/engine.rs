@@ -53,6 +53,11 @@ pub enum Command {
     EnableMultiDeviceAbility {
         enable: bool,
     },
+    /// Call waiting: while this device is in a connected call, a new call
+    /// rings here (`waiting`) instead of finding the user busy.
+    EnableCallWaiting {
+        enable: bool,
+    },
     /// Accept every call that rings here after `delay_ms` (`None`: off),
     /// exactly as `accept` would. Local to the device: allowed at any time.
     SetAutoAnswer {
@@ -126,6 +131,8 @@ pub struct EngineConfig {
     pub backoff_max_ms: Millis,
     /// Multi-device ability from the start (`--multi-device`).
     pub multi_device: bool,
+    /// Call waiting from the start (`--call-waiting`).
+    pub call_waiting: bool,
     /// Auto-answer from the start (`--auto-answer[=MS]`): the delay.
     pub auto_answer_ms: Option<Millis>,
     /// Part of every client message id this engine makes up, so that a
@@ -144,6 +151,7 @@ impl EngineConfig {
             backoff_min_ms: 250,
             backoff_max_ms: 5_000,
             multi_device: false,
+            call_waiting: false,
             auto_answer_ms: None,
             id_nonce: rand::random(),
         }
@@ -192,6 +200,8 @@ pub struct ClientEngine {
     closing_until: Option<Millis>,
     /// Multi-device ability: re-announced to the relay after every login.
     multi_device: bool,
+    /// Call waiting: re-announced to the relay after every login.
+    call_waiting: bool,
     /// Auto-answer's delay, while it is on.
     auto_answer: Option<Millis>,
     /// Pages of the user list received so far; USERS goes out with the last.
@@ -205,6 +215,7 @@ impl ClientEngine {
     pub fn new(config: EngineConfig) -> Self {
         ClientEngine {
             multi_device: config.multi_device,
+            call_waiting: config.call_waiting,
             auto_answer: config.auto_answer_ms,
             calls: calls::CallState::default(),
             chat: chat::ChatState::default(),
@@ -434,6 +445,15 @@ impl ClientEngine {
                     self.send(ClientMsg::MultiDevice { enable });
                 }
             }
+            Command::EnableCallWaiting { enable } => {
+                if self.status != LoginStatus::Logined {
+                    return self.not_logged_in(name);
+                }
+                self.call_waiting = enable;
+                if self.transport_up() {
+                    self.send(ClientMsg::CallWaiting { enable });
+                }
+            }
             // Local to this device, but like every command but login they
             // wait for it (SPEC section 2).
             Command::GetDeviceList => {
@@ -504,6 +524,9 @@ impl ClientEngine {
                 self.session_ready();
                 if self.multi_device {
                     self.send(ClientMsg::MultiDevice { enable: true });
+                }
+                if self.call_waiting {
+                    self.send(ClientMsg::CallWaiting { enable: true });
                 }
                 self.chat_online();
                 // After a silent re-login (resume failed) the user saw no
@@ -582,6 +605,7 @@ impl ClientEngine {
             | ServerMsg::CallEnd { .. }
             | ServerMsg::CallPeer { .. }
             | ServerMsg::CallHold { .. }
+            | ServerMsg::RoleChanged { .. }
             | ServerMsg::CallTransferred { .. }) => {
                 if let Some(me) = self.user().cloned() {
                     self.call_frame(now, &me, msg);
@@ -600,9 +624,13 @@ impl ClientEngine {
                     is_audio_available: available,
                 })
             }
-            ServerMsg::CallState { ringing, current } => {
+            ServerMsg::CallState {
+                ringing,
+                current,
+                parked,
+            } => {
                 if let Some(me) = self.user().cloned() {
-                    self.reconcile_calls(now, &me, ringing, current);
+                    self.reconcile_calls(now, &me, ringing, current, parked);
                     self.sync_media(&me);
                 }
             }

@@ -9,8 +9,10 @@ use strum::{IntoStaticStr, VariantNames};
 pub use crate::client::records::{CallRecord, CallRole, Conversation, DeviceView, StoredMessage};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
+pub use crate::media::control::Digit;
+use crate::media::report::MediaReport;
 pub use crate::media::report::{DeviceState, MediaStats, NetworkQuality, SoundDevice, VoiceVolume};
-use crate::protocol::{CancelReason, KickReason, RoomId, UserPresence};
+use crate::protocol::{CancelReason, KickReason, Role, RoomId, UserPresence};
 
 /// Login status with the vendor's numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -91,6 +93,10 @@ pub enum Event {
         /// Who transferred the call here (a blind transfer), else absent.
         #[serde(skip_serializing_if = "Option::is_none")]
         transferred_by: Option<Box<UserId>>,
+        /// True for a call that waits while this device is in another
+        /// (call waiting), else absent.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        waiting: bool,
         /// What the call history keeps of it now (not part of the JSON).
         #[serde(skip)]
         record: Box<CallRecord>,
@@ -169,6 +175,16 @@ pub enum Event {
         call_id: String,
         #[serde(rename = "userID")]
         user_id: UserId,
+        /// How it takes part: `anchor` (speaks) or `audience` (listens).
+        role: Role,
+    },
+    /// A participant of this device's group call (this device's user
+    /// included) speaks (`anchor`) or only listens (`audience`) now.
+    RoleChanged {
+        call_id: String,
+        #[serde(rename = "userID")]
+        user_id: UserId,
+        role: Role,
     },
     UserLeave {
         call_id: String,
@@ -199,6 +215,14 @@ pub enum Event {
         call_id: String,
         by: UserId,
         to: UserId,
+    },
+    /// Another participant of this device's call sent a DTMF digit
+    /// (`sendDTMF`): once per digit, in order.
+    DtmfReceived {
+        call_id: String,
+        #[serde(rename = "userID")]
+        user_id: UserId,
+        digit: Digit,
     },
     /// A member of this device's call opened or closed its microphone.
     UserAudioAvailable {
@@ -386,6 +410,33 @@ impl Event {
     }
 }
 
+/// What the media thread reports, as this device's event.
+impl From<MediaReport> for Event {
+    fn from(report: MediaReport) -> Event {
+        match report {
+            MediaReport::Volumes(volume_map) => Event::UserVoiceVolume { volume_map },
+            MediaReport::Network(network_quality_list) => Event::OnUserNetworkQualityChanged {
+                network_quality_list,
+            },
+            MediaReport::Stats { room, stats } => Event::MediaStats {
+                room_id: room,
+                stats: Box::new(stats),
+            },
+            MediaReport::Failed(error, cmd) => Event::error(error, cmd),
+            MediaReport::Devices(devices) => Event::DevicedUpdated { devices },
+            MediaReport::Dtmf {
+                call_id,
+                user,
+                digit,
+            } => Event::DtmfReceived {
+                call_id,
+                user_id: user,
+                digit,
+            },
+        }
+    }
+}
+
 /// Every event name, for `wait` to check its argument against.
 pub const EVENT_NAMES: &[&str] = Event::VARIANTS;
 
@@ -439,7 +490,30 @@ mod tests {
         assert_eq!(json["event"], "DEVICED_UPDATED");
         assert_eq!(json["currentMicrophoneID"], "null");
         assert!(json["speakerList"].is_array());
-        assert_eq!(EVENT_NAMES.len(), 37);
+        let dtmf = Event::from(MediaReport::Dtmf {
+            call_id: "c".into(),
+            user: "bob".parse().unwrap(),
+            digit: Digit::new('*').unwrap(),
+        });
+        let json = serde_json::to_value(&dtmf).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"event": "DTMF_RECEIVED", "callId": "c", "userID": "bob", "digit": "*"})
+        );
+        let role = Event::RoleChanged {
+            call_id: "c".into(),
+            user_id: "bob".parse().unwrap(),
+            role: Role::Audience,
+        };
+        let json = serde_json::to_value(&role).unwrap();
+        assert_eq!(
+            (&json["event"], &json["role"]),
+            (
+                &serde_json::json!("ROLE_CHANGED"),
+                &serde_json::json!("audience")
+            )
+        );
+        assert_eq!(EVENT_NAMES.len(), 39);
         assert!(EVENT_NAMES.contains(&"C2C_READ_RECEIPT"));
     }
 }

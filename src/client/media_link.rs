@@ -10,7 +10,6 @@ use tokio::time::{Interval, MissedTickBehavior};
 use crate::client::engine::MediaCommand;
 use crate::client::event::Event;
 use crate::media::pipeline::{Control, MediaHandle, MediaSettings, Reporter};
-use crate::media::report::MediaReport;
 
 /// Media frames waiting for the socket: 100 ms. More is stale voice.
 const SEND_QUEUE: usize = 5;
@@ -96,18 +95,6 @@ impl MediaLink {
 /// The media thread's reports, as this device's events.
 fn reporter(events: mpsc::UnboundedSender<Event>) -> Reporter {
     Box::new(move |report| {
-        let event = match report {
-            MediaReport::Volumes(volume_map) => Event::UserVoiceVolume { volume_map },
-            MediaReport::Network(network_quality_list) => Event::OnUserNetworkQualityChanged {
-                network_quality_list,
-            },
-            MediaReport::Stats { room, stats } => Event::MediaStats {
-                room_id: room,
-                stats: Box::new(stats),
-            },
-            MediaReport::Failed(error, cmd) => Event::error(error, cmd),
-            MediaReport::Devices(devices) => Event::DevicedUpdated { devices },
-        };
-        let _ = events.send(event);
+        let _ = events.send(Event::from(report));
     })
 }

@@ -38,6 +38,8 @@ pub struct ClientSettings {
     pub usersig_lifetime_secs: u64,
     /// Multi-device ability from the start.
     pub multi_device: bool,
+    /// Call waiting from the start.
+    pub call_waiting: bool,
     /// Auto-answer from the start: accept ringing calls after this many ms.
     pub auto_answer_ms: Option<u64>,
     pub data_dir: PathBuf,
@@ -74,6 +76,7 @@ impl ClientSettings {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             multi_device: self.multi_device,
+            call_waiting: self.call_waiting,
             auto_answer_ms: self.auto_answer_ms,
             ..EngineConfig::new(self.app, self.platform.clone())
         }

@@ -19,6 +19,7 @@ pub mod analysis;
 pub mod codec;
 pub mod control;
 pub mod device;
+pub mod dtmf;
 pub mod io;
 pub mod jitter;
 pub mod level;

@@ -183,6 +183,7 @@ struct Pipeline {
 
 /// One call in progress on the thread.
 struct Live {
+    call_id: String,
     media: CallMedia,
     source: Source,
     /// A sound card's capture is processed before it is encoded.
@@ -202,6 +203,8 @@ struct Live {
     send_drops: u64,
     /// From the call's start to the first frame played above -40 dBFS.
     first_audio: Option<Duration>,
+    /// Mic ticks that sent nothing: this device only listened.
+    listened: u64,
 }
 
 /// When one side of the call ticks next. With a sound card on that side,
@@ -289,11 +292,17 @@ impl Pipeline {
                 }
             };
             match msg {
-                Ok(Control::Call(MediaCommand::Start { me, room })) => {
+                Ok(Control::Call(MediaCommand::Start { me, call_id, room })) => {
                     if let Some(old) = live.take() {
                         self.finish(old);
                     }
-                    live = self.start(me, room);
+                    live = self.start(me, call_id, room);
+                }
+                Ok(Control::Call(MediaCommand::SendDtmf(digits))) => {
+                    if let Some(Err(e)) = live.as_mut().map(|l| l.media.send_dtmf(&digits)) {
+                        tracing::warn!(error = %e, "sendDTMF");
+                        (self.reporter)(MediaReport::Failed(e, Some("sendDTMF")));
+                    }
                 }
                 Ok(Control::Call(MediaCommand::Stop)) => {
                     if let Some(old) = live.take() {
@@ -327,6 +336,14 @@ impl Pipeline {
                 Ok(other) => {
                     if let Some(l) = live.as_mut() {
                         l.control(other);
+                        for (user, digit) in l.media.take_digits() {
+                            let call_id = l.call_id.clone();
+                            (self.reporter)(MediaReport::Dtmf {
+                                call_id,
+                                user,
+                                digit,
+                            });
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -340,7 +357,7 @@ impl Pipeline {
         }
     }
 
-    fn start(&mut self, me: UserId, room: RoomId) -> Option<Live> {
+    fn start(&mut self, me: UserId, call_id: String, room: RoomId) -> Option<Live> {
         let media = match CallMedia::new(me, room, self.settings.codec) {
             Ok(m) => m,
             Err(e) => {
@@ -371,6 +388,7 @@ impl Pipeline {
         let now = Instant::now();
         let voice = self.processor(&source);
         Some(Live {
+            call_id,
             media,
             source,
             voice,
@@ -384,6 +402,7 @@ impl Pipeline {
             reported: Vec::new(),
             send_drops: 0,
             first_audio: None,
+            listened: 0,
         })
     }
 
@@ -430,7 +449,7 @@ impl Pipeline {
             _ => (10_000.0 * jitter.lost as f64 / expected as f64).round() / 100.0,
         };
         MediaStats {
-            frames_sent: live.mic.ticks - live.send_drops,
+            frames_sent: live.mic.ticks - live.send_drops - live.listened,
             frames_received: jitter.received,
             frames_lost: jitter.lost,
             fec_recovered: jitter.fec_recovered,
@@ -464,12 +483,24 @@ impl Pipeline {
         let mut frame = [0.0; FRAME_SAMPLES];
         live.source.read(&mut frame);
         live.feed_reference();
+        // An audience member sends nothing; its source is still read, so
+        // that a file or a device keeps its pace.
+        if !live.media.sends() {
+            live.listened += 1;
+            return;
+        }
         let delay_ms = live.echo_delay_ms();
         if let Some(voice) = live.voice.as_mut() {
             if let Some(delay_ms) = delay_ms {
                 voice.set_device_delay(delay_ms);
             }
             voice.capture(&mut frame);
+        }
+        // A digit going out travels beside the voice, on the same clock.
+        if let Some(event) = live.media.telephone_event()
+            && self.outgoing.try_send(event).is_err()
+        {
+            tracing::debug!("dropped a telephone event: the connection is behind");
         }
         match live.media.capture(&frame) {
             Ok(packet) => {
@@ -744,6 +775,7 @@ impl Live {
         let now_ms = self.started.elapsed().as_millis() as u64;
         match control {
             Control::Call(MediaCommand::Mute(muted)) => self.media.set_muted(muted),
+            Control::Call(MediaCommand::Listen(listening)) => self.media.set_listening(listening),
             Control::Call(MediaCommand::Peers { room, peers }) if room == self.media.room() => {
                 self.media.set_peers(&peers)
             }

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use super::control::Digit;
 use super::quality::Quality;
 use crate::error::Error;
 use crate::ids::UserId;
@@ -113,4 +114,10 @@ pub enum MediaReport {
     Failed(Error, Option<&'static str>),
     /// The devices, asked for or changed (`DEVICED_UPDATED`).
     Devices(DeviceState),
+    /// `user` sent a DTMF digit in call `call_id` (heard once).
+    Dtmf {
+        call_id: String,
+        user: UserId,
+        digit: Digit,
+    },
 }

@@ -4,13 +4,15 @@
 use std::collections::BTreeMap;
 
 use super::codec::{CodecSettings, Decoder, Encoder};
+use super::control::Digit;
+use super::dtmf::{DtmfReceiver, DtmfSender, KeyTone};
 use super::jitter::{JitterBuffer, JitterStats, Playout};
 use super::level::level;
 use super::quality::{Measurement, Quality, grade};
 use super::{FRAME_SAMPLES, Frame};
 use crate::error::Error;
 use crate::ids::UserId;
-use crate::protocol::{MediaHeader, MediaPeer, MediaSource, RoomId};
+use crate::protocol::{MediaHeader, MediaKind, MediaPeer, MediaSource, RoomId};
 
 type Millis = u64;
 
@@ -21,6 +23,8 @@ struct Peer {
     decoder: Decoder,
     /// Loudest level played since the last report.
     level: u8,
+    /// Its DTMF digits, each heard once.
+    dtmf: DtmfReceiver,
     /// Counters at the start of the current quality window.
     window_start: JitterStats,
 }
@@ -40,6 +44,15 @@ pub struct CallMedia {
     seq: u16,
     timestamp: u32,
     muted: bool,
+    /// Only listens (a group call's audience): sends nothing at all.
+    listening: bool,
+    /// Digits going out as telephone events, on their own sequence numbers.
+    dtmf: DtmfSender,
+    event_seq: u16,
+    /// The key tone of the digit going out, under what this device plays.
+    key_tone: Option<KeyTone>,
+    /// Digits heard from the others, and from which source, not yet reported.
+    digits: Vec<(MediaSource, Digit)>,
     /// Loudest captured level since the last report.
     my_level: u8,
     names: BTreeMap<MediaSource, UserId>,
@@ -59,6 +72,11 @@ impl CallMedia {
             seq: 0,
             timestamp: 0,
             muted: false,
+            listening: false,
+            dtmf: DtmfSender::default(),
+            event_seq: 0,
+            key_tone: None,
+            digits: Vec::new(),
             my_level: 0,
             names: BTreeMap::new(),
             peers: BTreeMap::new(),
@@ -76,6 +94,15 @@ impl CallMedia {
         self.muted = muted;
     }
 
+    pub fn set_listening(&mut self, listening: bool) {
+        self.listening = listening;
+    }
+
+    /// Whether captured frames go out: not while this device only listens.
+    pub fn sends(&self) -> bool {
+        !self.listening
+    }
+
     /// The relay's list of who sends in this room. Streams of those who
     /// left it are dropped.
     pub fn set_peers(&mut self, peers: &[MediaPeer]) {
@@ -85,6 +112,38 @@ impl CallMedia {
         for (source, peer) in &mut self.peers {
             peer.user = self.names.get(source).cloned();
         }
+    }
+
+    /// Queues digits to go out as telephone events (RFC 4733).
+    pub fn send_dtmf(&mut self, digits: &[Digit]) -> Result<(), Error> {
+        self.dtmf.push(digits)
+    }
+
+    /// The telephone-event frame to send with the next captured frame, while
+    /// a digit is going out; the digit's key tone starts with its first.
+    pub fn telephone_event(&mut self) -> Option<Vec<u8>> {
+        let packet = self.dtmf.next(self.timestamp)?;
+        if let Some(digit) = packet.starts {
+            self.key_tone = Some(KeyTone::new(digit));
+        }
+        let header = MediaHeader {
+            kind: MediaKind::TelephoneEvent,
+            room: self.room,
+            source: 0,
+            seq: self.event_seq,
+            timestamp: packet.timestamp,
+        };
+        self.event_seq = self.event_seq.wrapping_add(1);
+        Some(header.encode(&packet.payload))
+    }
+
+    /// The digits heard since the last call, in order, with who sent each.
+    pub fn take_digits(&mut self) -> Vec<(UserId, Digit)> {
+        let names = &self.names;
+        std::mem::take(&mut self.digits)
+            .into_iter()
+            .filter_map(|(source, digit)| Some((names.get(&source)?.clone(), digit)))
+            .collect()
     }
 
     /// One captured 20 ms frame in; the binary media frame to send out.
@@ -98,6 +157,7 @@ impl CallMedia {
             self.encoder.encode(pcm)?
         };
         let header = MediaHeader {
+            kind: MediaKind::Voice,
             room: self.room,
             source: 0,
             seq: self.seq,
@@ -126,12 +186,21 @@ impl CallMedia {
                     jitter: JitterBuffer::new(),
                     decoder,
                     level: 0,
+                    dtmf: DtmfReceiver::default(),
                     window_start: JitterStats::default(),
                 })
             }
         };
-        peer.jitter
-            .push(now, header.seq, header.timestamp, payload.to_vec());
+        match header.kind {
+            MediaKind::Voice => {
+                (peer.jitter).push(now, header.seq, header.timestamp, payload.to_vec())
+            }
+            MediaKind::TelephoneEvent => {
+                if let Some(digit) = peer.dtmf.receive(now, header.timestamp, payload) {
+                    self.digits.push((header.source, digit));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -150,6 +219,11 @@ impl CallMedia {
             for (o, s) in out.iter_mut().zip(frame.iter()) {
                 *o += s;
             }
+        }
+        if let Some(tone) = &mut self.key_tone
+            && !tone.mix_into(out)
+        {
+            self.key_tone = None;
         }
         if self.peers.len() > 1 {
             self.clip.apply(out);
@@ -311,6 +385,40 @@ mod tests {
         assert_eq!(alice.foreign_frames, 1);
         assert!(alice.receive(0, b"junk").is_err());
         assert_eq!(alice.stats().received, 0);
+    }
+
+    #[test]
+    fn digits_cross_as_telephone_events_and_the_sender_hears_its_key_tone() {
+        let mut alice = CallMedia::new(user("alice"), 5, CodecSettings::default()).unwrap();
+        let mut bob = CallMedia::new(user("bob"), 5, CodecSettings::default()).unwrap();
+        bob.set_peers(&[MediaPeer {
+            source: 1,
+            user: user("alice"),
+        }]);
+        alice.send_dtmf(&Digit::parse_all("9#").unwrap()).unwrap();
+        let mut out = [0.0; FRAME_SAMPLES];
+        let mut events = 0;
+        for k in 0..20 {
+            if let Some(event) = alice.telephone_event() {
+                events += 1;
+                bob.receive(20 * k as u64, &relayed(event, 1)).unwrap();
+            }
+            let voice = alice.capture(&[0.0; FRAME_SAMPLES]).unwrap();
+            bob.receive(20 * k as u64, &relayed(voice, 1)).unwrap();
+            if k == 1 {
+                alice.playout(&mut out);
+                assert!(out.iter().any(|s| s.abs() > 0.05), "the key tone");
+            }
+        }
+        assert_eq!(events, 16);
+        let heard: Vec<(UserId, char)> = (bob.take_digits().into_iter())
+            .map(|(u, d)| (u, d.key()))
+            .collect();
+        assert_eq!(heard, [(user("alice"), '9'), (user("alice"), '#')]);
+        // The events took no voice sequence numbers: nothing counts as lost.
+        assert_eq!(bob.stats().received, 20);
+        bob.playout(&mut out);
+        assert_eq!(bob.stats().lost, 0);
     }
 
     #[test]

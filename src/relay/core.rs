@@ -93,10 +93,12 @@ pub enum Output {
     },
     Store(StoreOp),
     /// The connections whose media meet in `room` now (none: the room is
-    /// closed). The shell forwards binary frames by it.
+    /// closed), and those of them that only listen (the audience). The
+    /// shell forwards binary frames by it.
     MediaRoom {
         room: RoomId,
         members: Vec<(ConnId, UserId)>,
+        audience: Vec<ConnId>,
     },
 }
 
@@ -224,6 +226,8 @@ struct Session {
     ticket_expires_at: Millis,
     /// Rings for the user's calls even when it is not the latest login.
     multi_device: bool,
+    /// Takes a new call as a waiting one while in a connected call.
+    call_waiting: bool,
     /// Call messages for the session while it has no connection, delivered
     /// on resume (bounded: the oldest go first; the `call_state` that follows
     /// them is what the device relies on). Chat is never held: the device's
@@ -297,7 +301,7 @@ pub struct RelayCore {
     detached: HashMap<SessionId, Millis>,
     timers: BinaryHeap<Reverse<(Millis, Timer)>>,
     /// The media routes the shell was last told.
-    media_routes: BTreeMap<RoomId, Vec<(ConnId, UserId)>>,
+    media_routes: BTreeMap<RoomId, calls::MediaRoute>,
     audit: Audit,
     out: VecDeque<Output>,
 }
@@ -610,13 +614,20 @@ impl RelayCore {
                 self.sessions.get_mut(&sid).expect("exists").multi_device = enable;
                 Ok(())
             }
+            ClientMsg::CallWaiting { enable } => {
+                self.sessions.get_mut(&sid).expect("exists").call_waiting = enable;
+                Ok(())
+            }
             ClientMsg::Call {
                 invitees,
                 group,
                 timeout_secs,
                 user_data,
             } => self.place_call(now, sid, &invitees, group, timeout_secs, user_data),
-            ClientMsg::Accept { call_id } => self.answer(now, sid, &call_id),
+            ClientMsg::Accept {
+                call_id,
+                end_current,
+            } => self.answer(now, sid, &call_id, end_current),
             ClientMsg::Reject { call_id } => self.decline(sid, &call_id),
             ClientMsg::Ignore { call_id } => self.ignore(sid, &call_id),
             ClientMsg::Microphone { on } => self.microphone(sid, on),
@@ -624,7 +635,8 @@ impl RelayCore {
             ClientMsg::Transfer { call_id, to } => self.transfer(now, sid, &call_id, &to),
             ClientMsg::Hangup { call_id } => self.hangup(now, sid, &call_id),
             ClientMsg::Invite { call_id, users } => self.invite_more(now, sid, &call_id, &users),
-            ClientMsg::Join { room } => self.join_room(now, sid, room),
+            ClientMsg::Join { room, role } => self.join_room(now, sid, room, role),
+            ClientMsg::SwitchRole { call_id, role } => self.switch_role(sid, &call_id, role),
             ClientMsg::SendMessage {
                 to,
                 text,
@@ -685,6 +697,7 @@ impl RelayCore {
             ClientMsg::Call { .. }
             | ClientMsg::Invite { .. }
             | ClientMsg::Join { .. }
+            | ClientMsg::SwitchRole { .. }
             | ClientMsg::Transfer { .. } => {
                 (&mut buckets.calls, "calls and invitations", limits.calls)
             }
@@ -858,6 +871,7 @@ impl RelayCore {
                 conn: Some(conn),
                 ticket_expires_at,
                 multi_device: false,
+                call_waiting: false,
                 held: VecDeque::new(),
                 stream: chat::Stream::Unsynced,
                 buckets: Buckets::new(&self.settings.rate_limits, now),
@@ -1142,19 +1156,22 @@ impl RelayCore {
             self.out.push_back(Output::MediaRoom {
                 room: *room,
                 members: Vec::new(),
+                audience: Vec::new(),
             });
         }
         let changed: Vec<_> = self
             .media_routes
             .iter()
-            .filter(|(room, members)| old.get(room) != Some(members))
-            .map(|(room, members)| (*room, members.clone()))
+            .filter(|(room, route)| old.get(room) != Some(route))
+            .map(|(room, route)| (*room, route.clone()))
             .collect();
-        for (room, members) in changed {
+        for (room, calls::MediaRoute { members, audience }) in changed {
+            // Each member hears every other one that sends: the audience
+            // sends nothing, so it is nobody's peer.
             for (conn, _) in &members {
                 let peers = members
                     .iter()
-                    .filter(|(c, _)| c != conn)
+                    .filter(|(c, _)| c != conn && !audience.contains(c))
                     .map(|(c, user)| MediaPeer {
                         source: media_source(*c),
                         user: user.clone(),
@@ -1162,7 +1179,11 @@ impl RelayCore {
                     .collect();
                 self.send(*conn, ServerMsg::MediaPeers { room, peers });
             }
-            self.out.push_back(Output::MediaRoom { room, members });
+            self.out.push_back(Output::MediaRoom {
+                room,
+                members,
+                audience,
+            });
         }
     }
 

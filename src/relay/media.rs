@@ -9,7 +9,7 @@
 //! delay, jitter, one participant's voice cut) applies per receiver, for
 //! demonstrating and testing bad networks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -198,6 +198,9 @@ struct Routes {
     room_of: HashMap<ConnId, RoomId>,
     user_of: HashMap<ConnId, UserId>,
     rooms: HashMap<RoomId, Vec<ConnId>>,
+    /// Members that only listen (a call's audience): what they send is
+    /// forwarded to nobody.
+    listen_only: HashSet<ConnId>,
     queues: HashMap<ConnId, Arc<MediaQueue>>,
 }
 
@@ -235,13 +238,15 @@ impl MediaRouter {
             .retain(|(from, to), _| *from != conn && *to != conn);
     }
 
-    /// The core's word on who is in `room` now (empty: nobody).
-    pub fn set_room(&self, room: RoomId, members: &[(ConnId, UserId)]) {
+    /// The core's word on who is in `room` now (empty: nobody), and which
+    /// of them only listen.
+    pub fn set_room(&self, room: RoomId, members: &[(ConnId, UserId)], audience: &[ConnId]) {
         let mut routes = self.write();
         if let Some(old) = routes.rooms.remove(&room) {
             for conn in old {
                 if routes.room_of.get(&conn) == Some(&room) {
                     routes.room_of.remove(&conn);
+                    routes.listen_only.remove(&conn);
                 }
             }
         }
@@ -251,7 +256,9 @@ impl MediaRouter {
         for (conn, user) in members {
             routes.room_of.insert(*conn, room);
             routes.user_of.insert(*conn, user.clone());
+            routes.listen_only.remove(conn);
         }
+        routes.listen_only.extend(audience);
         routes
             .rooms
             .insert(room, members.iter().map(|(c, _)| *c).collect());
@@ -269,7 +276,8 @@ impl MediaRouter {
             }
         };
         let routes = self.routes.read().expect("media routes lock");
-        let Some(&room) = routes.room_of.get(&conn).filter(|r| **r == header.room) else {
+        let room = routes.room_of.get(&conn).filter(|r| **r == header.room);
+        let Some(&room) = room.filter(|_| !routes.listen_only.contains(&conn)) else {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
@@ -340,9 +348,11 @@ impl MediaRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::MediaKind;
 
     fn frame(room: RoomId, seq: u16) -> Bytes {
         MediaHeader {
+            kind: MediaKind::Voice,
             room,
             source: 0,
             seq,
@@ -360,7 +370,7 @@ mod tests {
     async fn frames_reach_the_others_in_the_room_stamped_with_their_source() {
         let router = MediaRouter::new(Impairment::default());
         let (a, b, c) = (router.register(1), router.register(2), router.register(3));
-        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
         router.forward(1, frame(9, 5)).unwrap();
         let got = b.next().await;
         let (header, payload) = MediaHeader::decode(&got).unwrap();
@@ -375,9 +385,25 @@ mod tests {
         assert_eq!(router.stats.unrouted.load(Ordering::Relaxed), 2);
         assert!(router.forward(1, Bytes::from_static(b"xx")).is_err());
         // The room closes: nothing is forwarded any more.
-        router.set_room(9, &[]);
+        router.set_room(9, &[], &[]);
         router.forward(1, frame(9, 8)).unwrap();
         assert!(b.frames.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_audience_hears_the_room_and_its_own_frames_go_nowhere() {
+        let router = MediaRouter::new(Impairment::default());
+        let (a, b) = (router.register(1), router.register(2));
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[2]);
+        router.forward(1, frame(9, 1)).unwrap();
+        assert_eq!(MediaHeader::decode(&b.next().await).unwrap().0.source, 1);
+        router.forward(2, frame(9, 2)).unwrap();
+        assert!(a.frames.lock().unwrap().is_empty());
+        assert_eq!(router.stats.unrouted.load(Ordering::Relaxed), 1);
+        // bob becomes an anchor: he is heard.
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
+        router.forward(2, frame(9, 3)).unwrap();
+        assert_eq!(MediaHeader::decode(&a.next().await).unwrap().0.seq, 3);
     }
 
     #[test]
@@ -385,7 +411,7 @@ mod tests {
         let router = MediaRouter::new(Impairment::default());
         router.register(1);
         let b = router.register(2);
-        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
         for seq in 0..MEDIA_QUEUE_FRAMES as u16 + 3 {
             router.forward(1, frame(9, seq)).unwrap();
         }
@@ -403,7 +429,7 @@ mod tests {
         });
         router.register(1);
         let b = router.register(2);
-        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
         for seq in 0..1000 {
             router.forward(1, frame(9, seq)).unwrap();
             b.frames.lock().unwrap().clear();
@@ -416,7 +442,7 @@ mod tests {
     fn delivered(router: &MediaRouter, n: u16) -> Vec<bool> {
         let b = router.register(2);
         router.register(1);
-        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
         (0..n)
             .map(|seq| {
                 router.forward(1, frame(9, seq)).unwrap();
@@ -453,6 +479,7 @@ mod tests {
         router.set_room(
             9,
             &[(1, user("alice")), (2, user("bob")), (3, user("carol"))],
+            &[],
         );
         router.forward(2, frame(9, 1)).unwrap();
         assert_eq!(a.frames.lock().unwrap().len(), 1, "bob's voice still flows");
@@ -482,7 +509,7 @@ mod tests {
         });
         router.register(1);
         let b = router.register(2);
-        router.set_room(9, &[(1, user("alice")), (2, user("bob"))]);
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
         let sent = tokio::time::Instant::now();
         router.forward(1, frame(9, 1)).unwrap();
         b.next().await;

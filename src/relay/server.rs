@@ -790,7 +790,11 @@ async fn run_core(
                     }
                 }
                 Output::Store(op) => batch.push(op),
-                Output::MediaRoom { room, members } => media.set_room(room, &members),
+                Output::MediaRoom {
+                    room,
+                    members,
+                    audience,
+                } => media.set_room(room, &members, &audience),
             }
         }
         if !batch.is_empty() && store.send(std::mem::take(&mut batch)).is_err() {

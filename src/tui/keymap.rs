@@ -14,6 +14,8 @@ pub enum Context {
     Incoming,
     /// Writing a message.
     Compose,
+    /// The DTMF keypad, open over a connected call.
+    Keypad,
     /// Kicked out, a ticket that expired, a refused login: nothing but a
     /// new login works.
     SignedOut,
@@ -33,6 +35,7 @@ impl Context {
         match self {
             Context::Incoming => "while a call rings",
             Context::Compose => "while writing a message",
+            Context::Keypad => "in the keypad",
             Context::SignedOut => "when signed out",
             Context::Call => "in a call",
             Context::Contacts => "in contacts",
@@ -46,15 +49,15 @@ impl Context {
 
 /// Whether keys of the two contexts can be pressed in the same moment (and
 /// so must not share a key for different actions). The incoming-call pane,
-/// a call's keys and the global keys sit over every pane; writing takes
-/// every key for itself; a signed-out device has only its own and the
-/// global keys; two panes never have focus at once.
+/// a call's keys and the global keys sit over every pane; writing and the
+/// keypad take every key for themselves; a signed-out device has only its
+/// own and the global keys; two panes never have focus at once.
 fn overlap(a: Context, b: Context) -> bool {
     use Context as C;
     let over_panes = |c| matches!(c, C::Incoming | C::Call | C::Global);
     match (a, b) {
         _ if a == b => true,
-        (C::Compose, _) | (_, C::Compose) => false,
+        (C::Compose | C::Keypad, _) | (_, C::Compose | C::Keypad) => false,
         (C::SignedOut, other) | (other, C::SignedOut) => other == C::Global,
         _ => over_panes(a) || over_panes(b),
     }
@@ -89,15 +92,22 @@ macro_rules! actions {
 
 actions! {
     Accept = "accept", "answer";
+    AcceptEnd = "accept_end", "answer, end current";
     Decline = "decline", "decline";
     Ignore = "ignore", "ignore";
     Hangup = "hangup", "hang up";
     Login = "login", "log in again";
     Details = "details", "show event";
     Invite = "invite", "invite selected";
-    Mute = "mute", "mute/unmute";
+    Mute = "mute", "mute";
     Hold = "hold", "hold";
     Transfer = "transfer", "transfer";
+    Swap = "swap", "swap calls";
+    Keypad = "keypad", "keypad";
+    Dial = "dial", "dial (0-9 * # A-D)";
+    SwitchRole = "role", "speak/listen";
+    AutoAnswer = "auto_answer", "auto-answer on/off";
+    CallWaiting = "call_waiting", "call waiting on/off";
     Devices = "devices", "sound devices";
     Call = "call", "call";
     Open = "open", "open";
@@ -255,6 +265,7 @@ impl Default for Keymap {
             (C::Incoming, k('a'), A::Accept),
             (C::Incoming, k('d'), A::Decline),
             (C::Incoming, k('i'), A::Ignore),
+            (C::Incoming, k('e'), A::AcceptEnd),
             (C::Compose, p(KeyCode::Enter), A::Send),
             (C::Compose, Key::alt(KeyCode::Enter), A::Newline),
             (C::Compose, p(KeyCode::Esc), A::Cancel),
@@ -265,6 +276,12 @@ impl Default for Keymap {
             (C::Call, k('m'), A::Mute),
             (C::Call, k('o'), A::Hold),
             (C::Call, k('t'), A::Transfer),
+            (C::Call, k('x'), A::Swap),
+            (C::Call, k('p'), A::Keypad),
+            (C::Call, k('l'), A::SwitchRole),
+            (C::Keypad, p(KeyCode::Esc), A::Cancel),
+            (C::Global, k('A'), A::AutoAnswer),
+            (C::Global, k('W'), A::CallWaiting),
             (C::Call, k('s'), A::Devices),
             (C::Contacts, k('s'), A::Devices),
             (C::Contacts, k('c'), A::Call),
@@ -298,6 +315,12 @@ impl Default for Keymap {
             (C::Log, p(KeyCode::Down), A::Down),
             (C::SignedOut, k('l'), A::Login),
         ];
+        // The keypad's keys, in a phone's order.
+        bindings.extend(
+            "1234567890*#ABCD"
+                .chars()
+                .map(|c| (C::Keypad, k(c), A::Dial)),
+        );
         for context in [
             C::SignedOut,
             C::Call,
@@ -317,6 +340,7 @@ impl Default for Keymap {
         for context in [
             C::Incoming,
             C::Compose,
+            C::Keypad,
             C::SignedOut,
             C::Call,
             C::Contacts,
@@ -349,6 +373,12 @@ impl Keymap {
                         names.join(", ")
                     )
                 })?;
+            if action == Action::Dial {
+                return Err(format!(
+                    "{name} = {text:?}: the keypad's keys are its digits (0-9 * # A-D) and \
+                     cannot be rebound; bind keypad to open it with another key"
+                ));
+            }
             let key = Key::parse(text).map_err(|e| format!("{name} = {text:?}: {e}"))?;
             // A letter would be text while writing; an action that also
             // works elsewhere (quit) keeps its writing key there.
@@ -419,7 +449,7 @@ impl Keymap {
                 .map(|(_, _, a)| *a)
         };
         find(context).or_else(|| match context {
-            Context::Incoming | Context::Compose => None,
+            Context::Incoming | Context::Compose | Context::Keypad => None,
             _ => find(Context::Global),
         })
     }
@@ -481,7 +511,16 @@ mod tests {
             .iter()
             .map(|(k, a)| format!("{k} {}", a.hint()))
             .collect();
-        assert_eq!(hints, ["a answer", "d decline", "i ignore", "C-c quit"]);
+        assert_eq!(
+            hints,
+            [
+                "a answer",
+                "d decline",
+                "i ignore",
+                "e answer, end current",
+                "C-c quit"
+            ]
+        );
     }
 
     #[test]
@@ -551,11 +590,11 @@ mod tests {
     fn a_letter_never_steals_a_key_from_writing() {
         assert!(refusal(&[("send", "s")]).contains("typed as text while writing"));
         // quit on a letter still leaves ctrl-c to quit while writing.
-        let quit = BTreeMap::from([("quit".to_string(), "x".to_string())]);
+        let quit = BTreeMap::from([("quit".to_string(), "z".to_string())]);
         let map = Keymap::with_overrides(&quit).unwrap();
-        assert_eq!(map.lookup(Context::Compose, Key::ch('x')), None);
+        assert_eq!(map.lookup(Context::Compose, Key::ch('z')), None);
         assert_eq!(
-            map.lookup(Context::Contacts, Key::ch('x')),
+            map.lookup(Context::Contacts, Key::ch('z')),
             Some(Action::Quit)
         );
         let ctrl_c = Key::ctrl(KeyCode::Char('c'));

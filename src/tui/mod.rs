@@ -6,6 +6,7 @@
 mod conversation;
 mod devices;
 pub mod keymap;
+mod keypad;
 mod layout;
 mod overlays;
 pub mod state;
@@ -102,6 +103,9 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         unix_millis(),
     );
     model.banner = banner;
+    model.auto_answer = settings.auto_answer_ms;
+    model.auto_answer_delay = settings.auto_answer_ms.unwrap_or(0);
+    model.call_waiting = settings.call_waiting;
     let (loaded_tx, mut loaded) = mpsc::unbounded_channel();
     let mut terminal = ratatui::init();
     let mut keys = terminal_input();

@@ -13,7 +13,7 @@ use crate::tui::state::{LogLine, Model};
 use crate::tui::text;
 
 /// The help's sections, in the order a user meets them.
-const SECTIONS: [Context; 9] = [
+const SECTIONS: [Context; 10] = [
     Context::Global,
     Context::Contacts,
     Context::Conversation,
@@ -22,6 +22,7 @@ const SECTIONS: [Context; 9] = [
     Context::Log,
     Context::Incoming,
     Context::Call,
+    Context::Keypad,
     Context::SignedOut,
 ];
 /// Width of the help's first column (where the keys work).

@@ -15,8 +15,9 @@ use crate::client::event::{CallRole, DeviceView, Event, LinkState, LoginStatus, 
 use crate::client::records::{CallRecord, Conversation as Summary};
 use crate::error::ErrorCode;
 use crate::ids::{DeviceId, Platform, UserId};
+use crate::media::control::Digit;
 use crate::media::quality::Quality;
-use crate::protocol::CancelReason;
+use crate::protocol::{CancelReason, Role};
 use crate::tui::conversation::{Conversation, Delivery};
 use crate::tui::devices::{self, Picker};
 use crate::tui::keymap::{Action, Context, Key, Keymap};
@@ -82,6 +83,8 @@ pub struct Incoming {
     pub since: u64,
     /// Who handed this call over (a blind transfer), when someone did.
     pub transferred_by: Option<UserId>,
+    /// It rings while this device is in another call (call waiting).
+    pub waiting: bool,
 }
 
 /// The call this device placed or is in.
@@ -104,6 +107,13 @@ pub struct ActiveCall {
     pub audio: BTreeMap<UserId, PeerAudio>,
     /// Who holds the call now (this device's user among them when it does).
     pub held_by: BTreeSet<UserId>,
+    /// A group call (roles can be switched in it).
+    pub group: bool,
+    /// Who only listens (the audience), this device's user among them when
+    /// it does; everyone else speaks.
+    pub audience: BTreeSet<UserId>,
+    /// DTMF keys heard from the others, the latest last.
+    pub keys_heard: String,
 }
 
 /// A participant's voice as this device hears it.
@@ -127,9 +137,20 @@ impl ActiveCall {
             my_volume: 0,
             audio: BTreeMap::new(),
             held_by: BTreeSet::new(),
+            group: false,
+            audience: BTreeSet::new(),
+            keys_heard: String::new(),
         }
     }
+
+    /// Connected: no longer dialing.
+    fn connected(&self) -> bool {
+        self.began_at.is_some()
+    }
 }
+
+/// DTMF keys heard in a call, at most: the call pane shows the latest.
+const KEYS_HEARD: usize = 24;
 
 pub struct Model {
     pub me: UserId,
@@ -168,6 +189,16 @@ pub struct Model {
     pub viewport: (u16, u16),
     pub incoming: Vec<Incoming>,
     pub call: Option<ActiveCall>,
+    /// The call set aside to take a waiting one (this device holds it).
+    pub held_call: Option<ActiveCall>,
+    /// The DTMF keypad, while open: the keys dialed since it opened.
+    pub keypad: Option<String>,
+    /// Auto-answer's delay while it is on, and the delay it comes back
+    /// with when turned on again.
+    pub auto_answer: Option<u64>,
+    pub auto_answer_delay: u64,
+    /// Call waiting is on.
+    pub call_waiting: bool,
     pub history: Vec<CallRecord>,
     pub history_selected: usize,
     pub log: VecDeque<LogLine>,
@@ -219,6 +250,11 @@ impl Model {
             viewport: (60, 10),
             incoming: Vec::new(),
             call: None,
+            held_call: None,
+            keypad: None,
+            auto_answer: None,
+            auto_answer_delay: 0,
+            call_waiting: false,
             history: Vec::new(),
             history_selected: 0,
             log: VecDeque::new(),
@@ -244,6 +280,8 @@ impl Model {
     pub fn context(&self) -> Context {
         if !self.incoming.is_empty() {
             Context::Incoming
+        } else if self.keypad.is_some() {
+            Context::Keypad
         } else if self.signed_out.is_some() {
             Context::SignedOut
         } else if self.composing && self.conversation.is_some() {
@@ -265,18 +303,28 @@ impl Model {
         let mut contexts = vec![context];
         let over_panes = !matches!(
             context,
-            Context::Incoming | Context::Compose | Context::SignedOut
+            Context::Incoming | Context::Compose | Context::Keypad | Context::SignedOut
         );
         if self.call.is_some() && over_panes {
             contexts.insert(0, Context::Call);
         }
-        let connected = self.call.as_ref().is_some_and(|c| c.began_at.is_some());
+        let call = self.call.as_ref().filter(|c| c.connected());
+        let connected = call.is_some();
+        let speaking = call.is_some_and(|c| !c.audience.contains(&self.me));
+        let waiting = self.incoming.first().is_some_and(|c| c.waiting);
         let mut out: Vec<(Key, Action)> = Vec::new();
         for context in contexts {
             for (key, action) in self.keymap.hints(context) {
                 let conversation = self.conversation.as_ref();
                 let works = match action {
-                    Action::Invite | Action::Mute | Action::Hold | Action::Transfer => connected,
+                    Action::Invite | Action::Mute | Action::Hold => connected,
+                    Action::Transfer => call.is_some_and(|c| !c.group),
+                    Action::Swap => connected && self.held_call.is_some(),
+                    Action::Keypad => speaking,
+                    Action::SwitchRole => call.is_some_and(|c| c.group),
+                    Action::AcceptEnd => waiting,
+                    // Switches: in the help, and the status line says when on.
+                    Action::AutoAnswer | Action::CallWaiting => false,
                     Action::Call => self.call.is_none(),
                     Action::Details => !self.log.is_empty(),
                     // In the help, not the footer: it has no room to spare.
@@ -381,6 +429,9 @@ impl Model {
                             | Action::Mute
                             | Action::Hold
                             | Action::Transfer
+                            | Action::Swap
+                            | Action::Keypad
+                            | Action::SwitchRole
                             | Action::Devices
                     )
                 })
@@ -389,6 +440,10 @@ impl Model {
         };
         match (context, action) {
             (Context::Compose, None) => self.edit(event, now),
+            (Context::Keypad, Some(Action::Dial)) => match key.code {
+                KeyCode::Char(c) => self.dial(c),
+                _ => Vec::new(),
+            },
             (_, Some(action)) => self.act(action, now),
             _ => Vec::new(),
         }
@@ -451,6 +506,10 @@ impl Model {
                 Some(peer) => self.open(peer),
                 None => Vec::new(),
             },
+            Action::Cancel if self.keypad.is_some() => {
+                self.keypad = None;
+                Vec::new()
+            }
             Action::Compose
             | Action::Send
             | Action::Newline
@@ -462,16 +521,55 @@ impl Model {
             | Action::Recall
             | Action::Copy
             | Action::MessageDetails => self.chat_action(action, now),
+            Action::AutoAnswer => {
+                self.auto_answer = match self.auto_answer {
+                    Some(_) => None,
+                    None => Some(self.auto_answer_delay),
+                };
+                let state = if self.auto_answer.is_some() {
+                    "on"
+                } else {
+                    "off"
+                };
+                self.notice = Some((format!("auto-answer {state}"), now));
+                vec![Effect::Engine(Command::SetAutoAnswer {
+                    delay_ms: self.auto_answer,
+                })]
+            }
+            Action::CallWaiting => {
+                self.call_waiting = !self.call_waiting;
+                let state = if self.call_waiting { "on" } else { "off" };
+                self.notice = Some((format!("call waiting {state}"), now));
+                vec![Effect::Engine(Command::EnableCallWaiting {
+                    enable: self.call_waiting,
+                })]
+            }
+            Action::Dial => Vec::new(),
             Action::Call
             | Action::Accept
+            | Action::AcceptEnd
             | Action::Decline
             | Action::Ignore
             | Action::Invite
             | Action::Mute
             | Action::Hold
             | Action::Transfer
+            | Action::Swap
+            | Action::Keypad
+            | Action::SwitchRole
             | Action::Hangup => self.call_action(action, now),
         }
+    }
+
+    /// A key of the keypad: the digit goes out at once (a tone as it goes).
+    fn dial(&mut self, key: char) -> Vec<Effect> {
+        let (Some(digit), Some(dialed)) = (Digit::new(key), self.keypad.as_mut()) else {
+            return Vec::new();
+        };
+        dialed.push(key);
+        vec![Effect::Engine(Command::Call(CallCommand::SendDtmf {
+            digits: vec![digit],
+        }))]
     }
 
     fn call_action(&mut self, action: Action, now: u64) -> Vec<Effect> {
@@ -502,9 +600,12 @@ impl Model {
                     }
                 }
             }
-            Action::Accept => vec![Effect::Engine(Command::Call(CallCommand::Accept {
-                call_id: ringing.flatten(),
-            }))],
+            Action::Accept | Action::AcceptEnd => {
+                vec![Effect::Engine(Command::Call(CallCommand::Accept {
+                    call_id: ringing.flatten(),
+                    end_current: action == Action::AcceptEnd,
+                }))]
+            }
             Action::Decline => vec![Effect::Engine(Command::Call(CallCommand::Reject {
                 call_id: ringing.flatten(),
             }))],
@@ -550,6 +651,34 @@ impl Model {
                     ));
                     Vec::new()
                 }
+            },
+            Action::Swap => match (&self.call, &self.held_call) {
+                (Some(call), Some(held)) if call.connected() => {
+                    vec![Effect::Engine(Command::Call(CallCommand::Unhold {
+                        call_id: Some(held.call_id.clone()),
+                    }))]
+                }
+                _ => Vec::new(),
+            },
+            Action::Keypad => match &self.call {
+                Some(call) if call.connected() => {
+                    self.keypad = Some(String::new());
+                    Vec::new()
+                }
+                _ => Vec::new(),
+            },
+            Action::SwitchRole => match self.call.as_ref().filter(|c| c.connected()) {
+                Some(call) => {
+                    let role = if call.audience.contains(&self.me) {
+                        Role::Anchor
+                    } else {
+                        Role::Audience
+                    };
+                    vec![Effect::Engine(Command::Call(CallCommand::SwitchRole {
+                        role,
+                    }))]
+                }
+                None => Vec::new(),
             },
             Action::Mute => match self.call.as_mut().filter(|c| c.began_at.is_some()) {
                 Some(call) => {
@@ -614,7 +743,16 @@ impl Model {
             | Event::UserAudioAvailable { .. }
             | Event::OnUserNetworkQualityChanged { .. }
             | Event::CallHoldChanged { .. }
-            | Event::CallTransferred { .. } => self.on_call_event(event, now),
+            | Event::RoleChanged { .. }
+            | Event::DtmfReceived { .. }
+            | Event::CallTransferred { .. } => {
+                let effects = self.on_call_event(event, now);
+                // The keypad belongs to a connected call.
+                if !self.call.as_ref().is_some_and(|c| c.connected()) {
+                    self.keypad = None;
+                }
+                effects
+            }
             Event::MessageReceived { .. }
             | Event::MessageSent { .. }
             | Event::MessageRecalled { .. }
@@ -704,6 +842,7 @@ impl Model {
                 user_id_list,
                 is_from_group,
                 transferred_by,
+                waiting,
                 ..
             } => {
                 self.incoming.push(Incoming {
@@ -713,6 +852,7 @@ impl Model {
                     group: is_from_group,
                     since: now,
                     transferred_by: transferred_by.map(|u| *u),
+                    waiting,
                 });
                 effects.push(Effect::Bell);
             }
@@ -720,10 +860,12 @@ impl Model {
                 call_id,
                 room_id,
                 user_id_list,
+                is_from_group,
                 ..
             } => {
                 self.call = Some(ActiveCall {
                     ringing: user_id_list,
+                    group: is_from_group,
                     ..ActiveCall::new(call_id, room_id, CallRole::Caller)
                 });
             }
@@ -735,14 +877,22 @@ impl Model {
             } => {
                 let ringing = self.incoming.iter().position(|c| c.call_id == call_id);
                 let from = ringing.map(|i| self.incoming.remove(i));
-                match &mut self.call {
-                    Some(call) if call.call_id == call_id => call.began_at = Some(now),
+                match (&mut self.call, &mut self.held_call) {
+                    (Some(call), _) | (_, Some(call)) if call.call_id == call_id => {
+                        call.began_at.get_or_insert(now);
+                    }
                     _ => {
-                        self.call = Some(ActiveCall {
+                        let group = from.as_ref().is_some_and(|c| c.group);
+                        let begun = ActiveCall {
                             participants: from.map(|c| vec![c.sponsor]).unwrap_or_default(),
                             began_at: Some(now),
+                            group,
                             ..ActiveCall::new(call_id, room_id, call_role)
-                        });
+                        };
+                        // Call waiting: the call this device was in is held aside.
+                        if let Some(previous) = self.call.replace(begun) {
+                            self.held_call = Some(previous);
+                        }
                     }
                 }
             }
@@ -757,18 +907,10 @@ impl Model {
                     .iter()
                     .position(|c| c.call_id == call_id)
                     .map(|i| self.incoming.remove(i));
-                let ours = self.call.as_ref().is_some_and(|c| c.call_id == call_id);
-                let text = match (from, ours) {
-                    (Some(c), _) => Some(incoming_stopped(reason, &c.sponsor, elsewhere.as_ref())),
-                    (None, true) => {
-                        let who = self
-                            .call
-                            .take()
-                            .map(|c| names(&c.ringing))
-                            .unwrap_or_default();
-                        outgoing_stopped(reason, &who)
-                    }
-                    (None, false) => None,
+                let text = match from {
+                    Some(c) => Some(incoming_stopped(reason, &c.sponsor, elsewhere.as_ref())),
+                    None => (self.leave_call(&call_id))
+                        .and_then(|c| outgoing_stopped(reason, &names(&c.ringing))),
                 };
                 if let Some(text) = text {
                     self.notice = Some((text, now));
@@ -780,27 +922,97 @@ impl Model {
                 total_time,
                 ..
             } => {
-                if self.call.as_ref().is_some_and(|c| c.call_id == call_id) {
-                    self.call = None;
-                    self.notice =
-                        Some((format!("call ended after {}", clock_secs(total_time)), now));
+                if let Some(ended) = self.leave_call(&call_id) {
+                    let time = clock_secs(total_time);
+                    // With another call left, say which one ended.
+                    let with = names(&ended.participants);
+                    let text = match &self.call {
+                        Some(other) if other.held_by.contains(&self.me) => format!(
+                            "call with {with} ended after {time}; {} is still on hold",
+                            names(&other.participants)
+                        ),
+                        Some(_) => format!("call with {with} ended after {time}"),
+                        None => format!("call ended after {time}"),
+                    };
+                    self.notice = Some((text, now));
                 }
                 effects.push(Effect::LoadHistory);
             }
-            Event::UserAccept { call_id, user_id } | Event::UserEnter { call_id, user_id } => {
-                if let Some(call) = self.call.as_mut().filter(|c| c.call_id == call_id) {
+            Event::UserAccept { call_id, user_id } => {
+                if let Some(call) = self.call_mut(&call_id) {
                     call.ringing.retain(|u| *u != user_id);
                     if !call.participants.contains(&user_id) {
                         call.participants.push(user_id);
                     }
                 }
             }
+            Event::UserEnter {
+                call_id,
+                user_id,
+                role,
+            } => {
+                if let Some(call) = self.call_mut(&call_id) {
+                    call.ringing.retain(|u| *u != user_id);
+                    if role == Role::Audience {
+                        call.audience.insert(user_id.clone());
+                    }
+                    if !call.participants.contains(&user_id) {
+                        call.participants.push(user_id);
+                    }
+                }
+            }
+            Event::RoleChanged {
+                call_id,
+                user_id,
+                role,
+            } => {
+                let me = user_id == self.me;
+                if let Some(call) = self.call_mut(&call_id) {
+                    match role {
+                        Role::Audience => {
+                            // A listener's voice is gone: no level will follow.
+                            call.audience.insert(user_id.clone());
+                            if me {
+                                call.my_volume = 0;
+                            } else if let Some(audio) = call.audio.get_mut(&user_id) {
+                                audio.volume = 0;
+                            }
+                        }
+                        Role::Anchor => {
+                            call.audience.remove(&user_id);
+                        }
+                    }
+                    let text = match (me, role) {
+                        (true, Role::Audience) => "you only listen now".to_owned(),
+                        (true, Role::Anchor) => "you speak now".to_owned(),
+                        (false, Role::Audience) => format!("{user_id} only listens now"),
+                        (false, Role::Anchor) => format!("{user_id} speaks now"),
+                    };
+                    self.notice = Some((text, now));
+                }
+                if me && role == Role::Audience {
+                    self.keypad = None;
+                }
+            }
+            Event::DtmfReceived {
+                call_id,
+                user_id,
+                digit,
+            } => {
+                if let Some(call) = self.call_mut(&call_id) {
+                    call.keys_heard.push(digit.key());
+                    let over = call.keys_heard.len().saturating_sub(KEYS_HEARD);
+                    call.keys_heard.drain(..over);
+                    self.notice = Some((format!("{user_id} pressed {}", digit.key()), now));
+                }
+            }
             Event::UserLeave { call_id, user_id }
             | Event::Reject { call_id, user_id }
             | Event::LineBusy { call_id, user_id } => {
-                if let Some(call) = self.call.as_mut().filter(|c| c.call_id == call_id) {
+                if let Some(call) = self.call_mut(&call_id) {
                     call.ringing.retain(|u| *u != user_id);
                     call.participants.retain(|u| *u != user_id);
+                    call.audience.remove(&user_id);
                 }
             }
             Event::NoResp {
@@ -808,7 +1020,7 @@ impl Model {
                 user_id_list,
                 ..
             } => {
-                if let Some(call) = self.call.as_mut().filter(|c| c.call_id == call_id) {
+                if let Some(call) = self.call_mut(&call_id) {
                     call.ringing.retain(|u| !user_id_list.contains(u));
                 }
             }
@@ -816,8 +1028,9 @@ impl Model {
                 call_id,
                 user_id_list,
             } => {
-                if let Some(call) = self.call.as_mut().filter(|c| c.call_id == call_id) {
+                if let Some(call) = self.call_mut(&call_id) {
                     call.ringing = user_id_list;
+                    call.group = true;
                 }
             }
             Event::UserVoiceVolume { volume_map } => {
@@ -836,23 +1049,40 @@ impl Model {
                 user_id,
                 on_hold,
             } => {
-                if let Some(call) = self.call.as_mut().filter(|c| c.call_id == call_id) {
-                    let who = if user_id == self.me {
-                        "you".to_owned()
-                    } else {
-                        user_id.to_string()
-                    };
-                    let what = if on_hold {
-                        "put the call on hold"
-                    } else {
-                        "resumed the call"
-                    };
-                    self.notice = Some((format!("{who} {what}"), now));
+                let me = user_id == self.me;
+                let who = if me {
+                    "you".to_owned()
+                } else {
+                    user_id.to_string()
+                };
+                if let Some(call) = self.call_mut(&call_id) {
                     if on_hold {
                         call.held_by.insert(user_id);
                     } else {
                         call.held_by.remove(&user_id);
                     }
+                    // This device's own holds say which call (it may have two).
+                    let with = match names(&call.participants) {
+                        n if n.is_empty() || !me => String::new(),
+                        n => format!(" with {n}"),
+                    };
+                    let what = if on_hold {
+                        format!("put the call{with} on hold")
+                    } else {
+                        format!("resumed the call{with}")
+                    };
+                    self.notice = Some((format!("{who} {what}"), now));
+                }
+                // This device took back the call it held aside: the other
+                // one, held just before, is set aside in its place.
+                let back = self
+                    .held_call
+                    .as_ref()
+                    .is_some_and(|c| c.call_id == call_id);
+                if back && me && !on_hold {
+                    let held = self.held_call.take();
+                    self.held_call = std::mem::replace(&mut self.call, held);
+                    self.keypad = None;
                 }
             }
             Event::CallTransferred { by, to, .. } => {
@@ -881,6 +1111,25 @@ impl Model {
             _ => {}
         }
         effects
+    }
+
+    /// The call `call_id`, whether this device is in it or holds it aside.
+    fn call_mut(&mut self, call_id: &str) -> Option<&mut ActiveCall> {
+        [&mut self.call, &mut self.held_call]
+            .into_iter()
+            .flatten()
+            .find(|c| c.call_id == call_id)
+    }
+
+    /// Call `call_id` ends here; when it was this device's call, the one
+    /// held aside (if any) is its call again, still on hold.
+    fn leave_call(&mut self, call_id: &str) -> Option<ActiveCall> {
+        if let Some(held) = self.held_call.take_if(|c| c.call_id == call_id) {
+            return Some(held);
+        }
+        let ended = self.call.take_if(|c| c.call_id == call_id)?;
+        self.call = self.held_call.take();
+        Some(ended)
     }
 
     /// Nothing works until a new login: say why, and offer `l` alone.

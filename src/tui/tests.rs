@@ -138,6 +138,7 @@ fn ringing(m: &mut Model, group: bool) {
             call_role: CallRole::Called,
             user_data: None,
             transferred_by: None,
+            waiting: false,
             record: any_record(),
         },
         T0 + 1_000,
@@ -320,7 +321,8 @@ fn ringing_takes_the_keys_and_answers() {
     assert_eq!(
         m.on_terminal(key(KeyCode::Char('a')), T0),
         vec![Effect::Engine(Command::Call(CallCommand::Accept {
-            call_id: Some("c1".into())
+            call_id: Some("c1".into()),
+            end_current: false,
         }))]
     );
     assert_eq!(
@@ -451,6 +453,7 @@ fn an_incoming_call_rings_the_bell() {
             call_role: CallRole::Called,
             user_data: None,
             transferred_by: None,
+            waiting: false,
             record: any_record(),
         },
         T0,
@@ -1086,6 +1089,7 @@ fn a_transferred_call_says_who_handed_it_over() {
             call_role: CallRole::Called,
             user_data: None,
             transferred_by: Some(Box::new("dave".parse().unwrap())),
+            waiting: false,
             record: any_record(),
         },
         T0 + 1_000,
@@ -1095,5 +1099,239 @@ fn a_transferred_call_says_who_handed_it_over() {
     assert!(
         screen.contains("audio call, transferred by dave"),
         "{screen}"
+    );
+}
+
+/// bob's call connected with alice (this device), from the calls pane.
+fn connected(m: &mut Model, call_id: &str, with: &str, group: bool) {
+    m.on_engine(
+        Event::OnCallReceived {
+            call_id: call_id.into(),
+            room_id: 7,
+            sponsor: with.parse().unwrap(),
+            user_id_list: vec![],
+            is_from_group: group,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+            user_data: None,
+            transferred_by: None,
+            waiting: m.call.is_some(),
+            record: any_record(),
+        },
+        T0 + 1_000,
+    );
+}
+
+fn begin(m: &mut Model, call_id: &str, now: u64) {
+    m.on_engine(
+        Event::OnCallBegin {
+            call_id: call_id.into(),
+            room_id: 7,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+            record: any_record(),
+        },
+        now,
+    );
+}
+
+fn hold_changed(m: &mut Model, call_id: &str, user: &str, on_hold: bool) {
+    m.on_engine(
+        Event::CallHoldChanged {
+            call_id: call_id.into(),
+            user_id: user.parse().unwrap(),
+            on_hold,
+        },
+        T0 + 5_000,
+    );
+}
+
+fn engine(command: CallCommand) -> Vec<Effect> {
+    vec![Effect::Engine(Command::Call(command))]
+}
+
+#[test]
+fn p_opens_the_keypad_whose_keys_send_dtmf_and_esc_closes_it() {
+    let mut m = with_contacts(model());
+    connected(&mut m, "c1", "bob", false);
+    begin(&mut m, "c1", T0 + 2_000);
+    assert!(
+        m.on_terminal(key(KeyCode::Char('p')), T0 + 2_100)
+            .is_empty()
+    );
+    assert_eq!(m.context(), crate::tui::keymap::Context::Keypad);
+    for (c, at) in [('1', 2_200), ('#', 2_300), ('D', 2_400)] {
+        let digit = crate::media::control::Digit::new(c).unwrap();
+        assert_eq!(
+            m.on_terminal(key(KeyCode::Char(c)), T0 + at),
+            engine(CallCommand::SendDtmf {
+                digits: vec![digit]
+            })
+        );
+    }
+    // Other letters do nothing there: q does not quit under the keypad.
+    assert!(
+        m.on_terminal(key(KeyCode::Char('q')), T0 + 2_500)
+            .is_empty()
+    );
+    insta::assert_snapshot!("keypad_80x24", render(&m, T0 + 2_600, 80, 24));
+    m.on_terminal(key(KeyCode::Esc), T0 + 2_700);
+    assert_eq!(m.keypad, None);
+    // Digits heard from the other side show in the call pane.
+    m.on_engine(
+        Event::DtmfReceived {
+            call_id: "c1".into(),
+            user_id: "bob".parse().unwrap(),
+            digit: crate::media::control::Digit::new('9').unwrap(),
+        },
+        T0 + 2_800,
+    );
+    let screen = render(&m, T0 + 2_900, 80, 24);
+    assert!(screen.contains("keys heard 9"), "{screen}");
+    assert!(screen.contains("bob pressed 9"), "{screen}");
+}
+
+#[test]
+fn a_waiting_call_offers_to_end_the_current_one_and_both_calls_show() {
+    let mut m = with_contacts(model());
+    m.call_waiting = true;
+    connected(&mut m, "c1", "bob", false);
+    begin(&mut m, "c1", T0 + 2_000);
+    connected(&mut m, "c2", "carol", false);
+    let screen = render(&m, T0 + 3_000, 80, 24);
+    assert!(
+        screen.contains("waiting: you are in a call with bob"),
+        "{screen}"
+    );
+    assert!(screen.contains("answer, end current"), "{screen}");
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('e')), T0 + 3_100),
+        engine(CallCommand::Accept {
+            call_id: Some("c2".into()),
+            end_current: true,
+        })
+    );
+    // a answers and holds bob's call: the relay says so, then carol's begins.
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('a')), T0 + 3_100),
+        engine(CallCommand::Accept {
+            call_id: Some("c2".into()),
+            end_current: false,
+        })
+    );
+    hold_changed(&mut m, "c1", "alice", true);
+    begin(&mut m, "c2", T0 + 5_000);
+    assert_eq!(m.call.as_ref().unwrap().call_id, "c2");
+    assert_eq!(m.held_call.as_ref().unwrap().call_id, "c1");
+    insta::assert_snapshot!("two_calls_80x24", render(&m, T0 + 9_000, 80, 24));
+    // x swaps: unhold bob's call; the relay holds carol's, then resumes bob's.
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('x')), T0 + 9_100),
+        engine(CallCommand::Unhold {
+            call_id: Some("c1".into())
+        })
+    );
+    hold_changed(&mut m, "c2", "alice", true);
+    hold_changed(&mut m, "c1", "alice", false);
+    assert_eq!(m.call.as_ref().unwrap().call_id, "c1");
+    assert_eq!(m.held_call.as_ref().unwrap().call_id, "c2");
+    // bob hangs up: carol's call, still on hold, is the call again.
+    m.on_engine(
+        Event::CallingEnd {
+            call_id: "c1".into(),
+            room_id: 7,
+            user_id: "alice".parse().unwrap(),
+            total_time: 8,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+            record: any_record(),
+        },
+        T0 + 10_000,
+    );
+    assert_eq!(m.call.as_ref().unwrap().call_id, "c2");
+    assert!(m.held_call.is_none());
+    let screen = render(&m, T0 + 10_100, 80, 24);
+    assert!(screen.contains("carol is still on hold"), "{screen}");
+    assert!(screen.contains("On hold (you)"), "{screen}");
+}
+
+#[test]
+fn capital_a_and_w_switch_auto_answer_and_call_waiting() {
+    let mut m = with_contacts(model());
+    m.auto_answer_delay = 1_500;
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('A')), T0 + 100),
+        vec![Effect::Engine(Command::SetAutoAnswer {
+            delay_ms: Some(1_500)
+        })]
+    );
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('W')), T0 + 200),
+        vec![Effect::Engine(Command::EnableCallWaiting { enable: true })]
+    );
+    let screen = render(&m, T0 + 300, 120, 40);
+    let header = screen.lines().next().unwrap();
+    assert!(header.contains("auto-answer 1.5s"), "{header}");
+    assert!(header.contains("call waiting"), "{header}");
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('A')), T0 + 400),
+        vec![Effect::Engine(Command::SetAutoAnswer { delay_ms: None })]
+    );
+    assert!(
+        !render(&m, T0 + 500, 120, 40)
+            .lines()
+            .next()
+            .unwrap()
+            .contains("auto-answer")
+    );
+}
+
+#[test]
+fn roles_show_in_the_call_pane_and_l_switches_this_devices_role() {
+    use crate::protocol::Role;
+    let mut m = with_contacts(model());
+    connected(&mut m, "c3", "bob", true);
+    begin(&mut m, "c3", T0 + 2_000);
+    m.on_engine(
+        Event::UserEnter {
+            call_id: "c3".into(),
+            user_id: "dave".parse().unwrap(),
+            role: Role::Audience,
+        },
+        T0 + 2_100,
+    );
+    let screen = render(&m, T0 + 2_200, 80, 24);
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("dave") && l.contains("audience")),
+        "{screen}"
+    );
+    let wide = render(&m, T0 + 2_200, 120, 40);
+    assert!(wide.contains("l  speak/listen"), "{wide}");
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('l')), T0 + 2_300),
+        engine(CallCommand::SwitchRole {
+            role: Role::Audience
+        })
+    );
+    m.on_engine(
+        Event::RoleChanged {
+            call_id: "c3".into(),
+            user_id: "alice".parse().unwrap(),
+            role: Role::Audience,
+        },
+        T0 + 2_400,
+    );
+    let screen = render(&m, T0 + 2_500, 80, 24);
+    assert!(screen.contains("Listening"), "{screen}");
+    assert!(screen.contains("you only listen now"), "{screen}");
+    assert!(
+        !screen.contains("keypad"),
+        "no keypad for a listener: {screen}"
+    );
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('l')), T0 + 2_600),
+        engine(CallCommand::SwitchRole { role: Role::Anchor })
     );
 }

@@ -16,7 +16,7 @@ use crate::tui::conversation;
 use crate::tui::keymap::{Action, Context};
 use crate::tui::layout::{MIN_HEIGHT, MIN_WIDTH, centered, elapsed};
 use crate::tui::state::{Model, Pane, clock_secs, names};
-use crate::tui::{devices, overlays, text};
+use crate::tui::{devices, keypad, overlays, text};
 
 /// The most rows a draft takes before it scrolls.
 const DRAFT_ROWS: usize = 5;
@@ -49,14 +49,17 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> (u16, u16) {
         Layout::horizontal([Constraint::Length(left_width), Constraint::Min(20)]).areas(body);
     let [contacts, history] =
         Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(left);
-    // Two lines of call, a meter for this device and one per participant.
+    // Two lines of call, a meter for this device and one per participant,
+    // the keys heard, and the call held aside.
     let call_rows = model.call.as_ref().map_or(0, |c| {
         let meters = if c.began_at.is_some() {
             1 + c.participants.len()
         } else {
             0
         };
-        4 + meters as u16
+        let keys = usize::from(!c.keys_heard.is_empty());
+        let held = usize::from(model.held_call.is_some());
+        4 + (meters + keys + held) as u16
     });
     let log_rows = (right.height / 4).clamp(4, 12);
     let [call, conversation, log] = Layout::vertical([
@@ -79,6 +82,7 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> (u16, u16) {
         message_row,
     );
     frame.render_widget(footer_line(model, footer.width), footer);
+    keypad::draw(frame, right, model.keypad.as_deref());
     if !model.incoming.is_empty() {
         draw_incoming(frame, model, now);
     }
@@ -155,6 +159,18 @@ fn status_line(model: &Model, width: u16) -> Paragraph<'_> {
         "  ".into(),
         link,
     ];
+    // The switches that change how calls are taken, while they are on.
+    if let Some(delay) = model.auto_answer {
+        let after = if delay == 0 {
+            String::new()
+        } else {
+            format!(" {:.1}s", delay as f64 / 1000.0)
+        };
+        spans.push(format!("  auto-answer{after}").cyan());
+    }
+    if model.call_waiting {
+        spans.push("  call waiting".cyan());
+    }
     // The relay's address whole or not at all (a cut port is a wrong one),
     // without its scheme when space is short.
     let used: usize = spans.iter().map(Span::width).sum();
@@ -290,6 +306,7 @@ fn draw_history(frame: &mut Frame, model: &Model, area: Rect) {
 
 fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
     let call = model.call.as_ref().expect("in a call");
+    let listening = call.audience.contains(&model.me);
     let (title, color) = match call.began_at {
         Some(at) if !call.held_by.is_empty() => {
             let holders: Vec<&str> = (call.held_by.iter())
@@ -301,6 +318,10 @@ fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
                 Color::Yellow,
             )
         }
+        Some(at) if listening => (
+            format!(" Listening {} ", clock_secs(now.saturating_sub(at) / 1000)),
+            Color::Cyan,
+        ),
         Some(at) => (
             format!(" In call {} ", clock_secs(now.saturating_sub(at) / 1000)),
             Color::Green,
@@ -329,13 +350,18 @@ fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
     lines.push(room);
     if call.began_at.is_some() {
         let mut me = meter_line("you", call.my_volume);
-        if call.muted {
+        if listening {
+            me.push_span(" audience".cyan());
+        } else if call.muted {
             me.push_span(" muted".red().bold());
         }
         lines.push(me);
         for user in &call.participants {
             let audio = call.audio.get(user).cloned().unwrap_or_default();
             let mut line = meter_line(user.as_str(), audio.volume);
+            if call.audience.contains(user) {
+                line.push_span(" audience".cyan());
+            }
             if let Some(q) = audio.quality {
                 let style = match q {
                     Quality::Excellent | Quality::Good => Style::default().green(),
@@ -349,6 +375,23 @@ fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
             }
             lines.push(line);
         }
+    }
+    if !call.keys_heard.is_empty() {
+        lines.push(Line::from(vec![
+            "keys heard ".dark_gray(),
+            Span::raw(call.keys_heard.clone()).bold(),
+        ]));
+    }
+    if let Some(held) = &model.held_call {
+        let since = held.began_at.map_or(0, |at| now.saturating_sub(at) / 1000);
+        let swap = (model.hints().into_iter())
+            .find(|(_, a)| *a == Action::Swap)
+            .map_or(String::new(), |(k, _)| format!("  {k} swaps"));
+        lines.push(Line::from(vec![
+            "on hold ".yellow().bold(),
+            Span::raw(names(&held.participants)),
+            format!(" {}{swap}", clock_secs(since)).dark_gray(),
+        ]));
     }
     Paragraph::new(lines).block(
         Block::bordered()
@@ -538,15 +581,22 @@ fn draw_incoming(frame: &mut Frame, model: &Model, now: u64) {
             Span::raw(call.sponsor.to_string()).bold(),
             " is calling".into(),
         ]),
-        Line::from(if call.group && !call.others.is_empty() {
-            format!("group call, also with {}", names(&call.others))
-        } else if call.group {
-            "group call".into()
-        } else if let Some(by) = &call.transferred_by {
-            format!("audio call, transferred by {by}")
-        } else {
-            "audio call".into()
-        })
+        Line::from(
+            if let Some(current) = model.call.as_ref().filter(|_| call.waiting) {
+                format!(
+                    "waiting: you are in a call with {}",
+                    names(&current.participants)
+                )
+            } else if call.group && !call.others.is_empty() {
+                format!("group call, also with {}", names(&call.others))
+            } else if call.group {
+                "group call".into()
+            } else if let Some(by) = &call.transferred_by {
+                format!("audio call, transferred by {by}")
+            } else {
+                "audio call".into()
+            },
+        )
         .dark_gray(),
         Line::from(
             format!(
@@ -563,10 +613,9 @@ fn draw_incoming(frame: &mut Frame, model: &Model, now: u64) {
     }
     lines.push(Line::from(
         model
-            .keymap
-            .hints(Context::Incoming)
+            .hints()
             .into_iter()
-            .filter(|(_, a)| a.name() != "quit")
+            .filter(|(_, a)| *a != Action::Quit)
             .flat_map(|(k, a)| {
                 [
                     format!(" {k} ").reversed(),
@@ -575,7 +624,9 @@ fn draw_incoming(frame: &mut Frame, model: &Model, now: u64) {
             })
             .collect::<Vec<_>>(),
     ));
-    let area = centered(frame.area(), 48, lines.len() as u16 + 2);
+    // As wide as its longest line (the keys), at least 48 columns.
+    let widest = lines.iter().map(Line::width).max().unwrap_or(0) as u16;
+    let area = centered(frame.area(), widest.max(46) + 2, lines.len() as u16 + 2);
     frame.render_widget(Clear, area);
     frame.render_widget(
         Paragraph::new(lines).block(

@@ -10,11 +10,18 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use termphone::client::engine::{self, ClientEngine, Command, EngineConfig, MediaCommand};
 use termphone::client::event::Event;
 use termphone::config::RelayConfig;
 use termphone::ids::{AppId, DeviceId, Platform, UserId};
-use termphone::protocol::{ClientMsg, RoomId, ServerMsg};
+use termphone::media::codec::CodecSettings;
+use termphone::media::report::MediaReport;
+use termphone::media::session::CallMedia;
+use termphone::media::{FRAME_MS, FRAME_SAMPLES};
+use termphone::protocol::{ClientMsg, MediaHeader, Role, RoomId, ServerMsg, media_source};
 use termphone::relay::core::{
     self, ChatSnapshot, ConnId, RESEND_WINDOW_MS, RelayCore, Settings, StoreReply,
 };
@@ -93,6 +100,79 @@ pub struct Mesh {
     relay_restarts: u64,
     /// The media routes the relay published, as its shell would hold them.
     pub media_rooms: BTreeMap<RoomId, Vec<(ConnId, UserId)>>,
+    /// The connections of each room that only listen (the audience).
+    pub media_audience: BTreeMap<RoomId, Vec<ConnId>>,
+    /// The media path, when a test asks for it (`with_media`).
+    pub media: Option<MeshMedia>,
+}
+
+/// The media path on virtual time: each device's `CallMedia` (the media
+/// thread's sans-IO core), clocked every 20 ms while its engine says its
+/// call's media runs; each frame it sends is forwarded by the relay's
+/// media routes, as the relay's media router does, losing `loss_percent`
+/// of them at random per receiver. What the media reports (DTMF digits)
+/// becomes the device's events, as on a real device.
+pub struct MeshMedia {
+    loss_percent: f64,
+    rng: StdRng,
+    /// Each device's call media and its call, while it runs.
+    calls: BTreeMap<usize, (String, CallMedia)>,
+    next_tick: u64,
+    /// Frames the network carried and lost.
+    pub forwarded: u64,
+    pub lost: u64,
+    /// Frames each device sent.
+    pub sent: BTreeMap<usize, u64>,
+}
+
+impl MeshMedia {
+    /// Device `i`'s engine told its media thread `command`.
+    fn control(&mut self, i: usize, command: &MediaCommand, now: u64) -> Option<Event> {
+        match command {
+            MediaCommand::Start { me, call_id, room } => {
+                let media = CallMedia::new(me.clone(), *room, CodecSettings::default()).unwrap();
+                if self.calls.is_empty() {
+                    self.next_tick = now + FRAME_MS;
+                }
+                self.calls.insert(i, (call_id.clone(), media));
+            }
+            MediaCommand::Stop => {
+                self.calls.remove(&i);
+            }
+            MediaCommand::Mute(muted) => {
+                if let Some((_, m)) = self.calls.get_mut(&i) {
+                    m.set_muted(*muted);
+                }
+            }
+            MediaCommand::Listen(listening) => {
+                if let Some((_, m)) = self.calls.get_mut(&i) {
+                    m.set_listening(*listening);
+                }
+            }
+            MediaCommand::Peers { room, peers } => {
+                if let Some((_, m)) = self.calls.get_mut(&i).filter(|(_, m)| m.room() == *room) {
+                    m.set_peers(peers);
+                }
+            }
+            MediaCommand::SendDtmf(digits) => {
+                if let Some((_, m)) = self.calls.get_mut(&i)
+                    && let Err(e) = m.send_dtmf(digits)
+                {
+                    return Some(Event::from(MediaReport::Failed(e, Some("sendDTMF"))));
+                }
+            }
+            // What a sound card or the figures would answer: nothing on the mesh.
+            MediaCommand::ListDevices
+            | MediaCommand::SwitchDevice { .. }
+            | MediaCommand::SetVoiceProcessing(_)
+            | MediaCommand::Stats => {}
+        }
+        None
+    }
+
+    fn due(&self) -> Option<u64> {
+        (!self.calls.is_empty()).then_some(self.next_tick)
+    }
 }
 
 impl Mesh {
@@ -112,6 +192,91 @@ impl Mesh {
             dead: HashSet::new(),
             relay_restarts: 0,
             media_rooms: BTreeMap::new(),
+            media_audience: BTreeMap::new(),
+            media: None,
+        }
+    }
+
+    /// Runs the media path too, losing `loss_percent` of the frames on
+    /// the way (the same coin flips for the same `seed`).
+    pub fn with_media(&mut self, loss_percent: f64, seed: u64) {
+        self.media = Some(MeshMedia {
+            loss_percent,
+            rng: StdRng::seed_from_u64(seed),
+            calls: BTreeMap::new(),
+            next_tick: 0,
+            forwarded: 0,
+            lost: 0,
+            sent: BTreeMap::new(),
+        });
+    }
+
+    /// One 20 ms tick of every running call's media: each device sends
+    /// what it captured (silence) and any telephone event, the relay's
+    /// routes carry it, and each device plays out and reports its digits.
+    fn media_tick(&mut self) {
+        let now = self.now;
+        let Some(media) = self.media.as_mut() else {
+            return;
+        };
+        media.next_tick += FRAME_MS;
+        let senders: Vec<usize> = media.calls.keys().copied().collect();
+        for i in senders {
+            let Some(conn) = self.nodes[i].conn else {
+                continue;
+            };
+            let (_, m) = media.calls.get_mut(&i).expect("listed");
+            if !m.sends() {
+                continue;
+            }
+            let room = m.room();
+            let mut frames: Vec<Vec<u8>> = m.telephone_event().into_iter().collect();
+            frames.push(m.capture(&[0.0; FRAME_SAMPLES]).unwrap());
+            *media.sent.entry(i).or_default() += frames.len() as u64;
+            // The relay forwards a frame only within its sender's room, and
+            // none of the audience's.
+            if self
+                .media_audience
+                .get(&room)
+                .is_some_and(|a| a.contains(&conn))
+            {
+                continue;
+            }
+            let Some(members) = self
+                .media_rooms
+                .get(&room)
+                .filter(|m| m.iter().any(|(c, _)| *c == conn))
+            else {
+                continue;
+            };
+            for (other, _) in members.iter().filter(|(c, _)| *c != conn) {
+                let Some(j) = self.nodes.iter().position(|n| n.conn == Some(*other)) else {
+                    continue;
+                };
+                for frame in &frames {
+                    if media.rng.random_bool(media.loss_percent / 100.0) {
+                        media.lost += 1;
+                        continue;
+                    }
+                    media.forwarded += 1;
+                    let mut frame = frame.clone();
+                    MediaHeader::stamp_source(&mut frame, media_source(conn));
+                    if let Some((_, receiver)) = media.calls.get_mut(&j) {
+                        receiver.receive(now, &frame).unwrap();
+                    }
+                }
+            }
+        }
+        for (&i, (call_id, m)) in &mut media.calls {
+            let mut out = [0.0; FRAME_SAMPLES];
+            m.playout(&mut out);
+            for (user, digit) in m.take_digits() {
+                self.nodes[i].events.push(Event::from(MediaReport::Dtmf {
+                    call_id: call_id.clone(),
+                    user,
+                    digit,
+                }));
+            }
         }
     }
 
@@ -334,7 +499,14 @@ impl Mesh {
                 }
                 n.events.push(e);
             }
-            engine::Output::Media(control) => self.nodes[i].media.push(control),
+            engine::Output::Media(control) => {
+                let now = self.now;
+                if let Some(event) = (self.media.as_mut()).and_then(|m| m.control(i, &control, now))
+                {
+                    self.nodes[i].events.push(event);
+                }
+                self.nodes[i].media.push(control);
+            }
         }
     }
 
@@ -342,11 +514,17 @@ impl Mesh {
         match out {
             core::Output::Send { conn, msg } => self.ship(Transit::Down(conn, msg)),
             core::Output::Close { conn, .. } => self.ship(Transit::DownClosed(conn)),
-            core::Output::MediaRoom { room, members } => {
+            core::Output::MediaRoom {
+                room,
+                members,
+                audience,
+            } => {
                 if members.is_empty() {
                     self.media_rooms.remove(&room);
+                    self.media_audience.remove(&room);
                 } else {
                     self.media_rooms.insert(room, members);
+                    self.media_audience.insert(room, audience);
                 }
             }
             core::Output::Store(op) => {
@@ -411,6 +589,9 @@ impl Mesh {
                 self.ship(Transit::UpClosed(conn));
             }
         }
+        if let Some(media) = self.media.as_mut() {
+            media.calls.remove(&i);
+        }
         let n = &mut self.nodes[i];
         let config = EngineConfig {
             multi_device: n.multi_device,
@@ -432,6 +613,7 @@ impl Mesh {
         self.transit.clear();
         self.dead.clear();
         self.media_rooms.clear();
+        self.media_audience.clear();
         for i in 0..self.nodes.len() {
             if self.nodes[i].conn.take().is_some() {
                 self.nodes[i]
@@ -460,6 +642,7 @@ impl Mesh {
                 .filter_map(|n| n.engine.poll_timeout())
                 .chain(self.relay.poll_timeout())
                 .chain(self.transit.keys().next().map(|k| k.0))
+                .chain(self.media.as_ref().and_then(MeshMedia::due))
                 .filter(|&at| at <= t)
                 .min();
             let Some(at) = next else { break };
@@ -469,12 +652,44 @@ impl Mesh {
             }
             self.relay.handle_timeout(self.now);
             self.settle();
+            if self
+                .media
+                .as_ref()
+                .and_then(MeshMedia::due)
+                .is_some_and(|due| due <= self.now)
+            {
+                self.media_tick();
+                self.settle();
+            }
         }
         self.now = t;
     }
 
     pub fn advance(&mut self, ms: u64) {
         self.advance_to(self.now + ms);
+    }
+
+    /// The users whose voice the relay routes, room by room (each sorted).
+    pub fn voices(&self) -> BTreeMap<RoomId, Vec<String>> {
+        (self.media_rooms.iter())
+            .map(|(room, members)| {
+                let mut users: Vec<String> = members.iter().map(|(_, u)| u.to_string()).collect();
+                users.sort();
+                (*room, users)
+            })
+            .collect()
+    }
+
+    /// The callId of the last call event device `i` saw (its log is kept).
+    pub fn last_call_id(&self, i: usize) -> String {
+        (self.nodes[i].events.iter().rev())
+            .find_map(|e| match e {
+                Event::OnCallReceived { call_id, .. }
+                | Event::CallDialing { call_id, .. }
+                | Event::OnCallBegin { call_id, .. } => Some(call_id.clone()),
+                _ => None,
+            })
+            .expect("a call event")
     }
 
     /// Event names device `i` saw, and forgets them.
@@ -503,14 +718,18 @@ pub fn describe(e: &Event) -> String {
         Event::UserAccept { user_id, .. }
         | Event::Reject { user_id, .. }
         | Event::LineBusy { user_id, .. }
-        | Event::UserEnter { user_id, .. }
         | Event::UserLeave { user_id, .. } => format!("{} {user_id}", e.name()),
         Event::NoResp { user_id_list, .. }
         | Event::GroupCallInviteeListUpdate { user_id_list, .. } => {
             let names: Vec<&str> = user_id_list.iter().map(|u| u.as_str()).collect();
             format!("{} {}", e.name(), names.join(","))
         }
-        Event::OnCallReceived { sponsor, .. } => format!("ON_CALL_RECEIVED from {sponsor}"),
+        Event::OnCallReceived {
+            sponsor, waiting, ..
+        } => match waiting {
+            true => format!("ON_CALL_RECEIVED from {sponsor} (waiting)"),
+            false => format!("ON_CALL_RECEIVED from {sponsor}"),
+        },
         Event::MessageReceived {
             from,
             to,
@@ -534,6 +753,14 @@ pub fn describe(e: &Event) -> String {
             user_id, on_hold, ..
         } => format!("CALL_HOLD_CHANGED {user_id} {on_hold}"),
         Event::CallTransferred { by, to, .. } => format!("CALL_TRANSFERRED by {by} to {to}"),
+        Event::UserEnter { user_id, role, .. } => match role {
+            Role::Anchor => format!("USER_ENTER {user_id}"),
+            Role::Audience => format!("USER_ENTER {user_id} (audience)"),
+        },
+        Event::RoleChanged { user_id, role, .. } => format!("ROLE_CHANGED {user_id} {role:?}"),
+        Event::DtmfReceived { user_id, digit, .. } => {
+            format!("DTMF_RECEIVED {} from {user_id}", digit.key())
+        }
         Event::Error { code, cmd, .. } => format!("ERROR {code} {}", cmd.as_deref().unwrap_or("-")),
         other => other.name().to_owned(),
     }

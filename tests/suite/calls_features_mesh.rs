@@ -31,7 +31,10 @@ fn call_with_data(to: &str, data: &str) -> Command {
 }
 
 fn accept() -> Command {
-    Command::Call(CallCommand::Accept { call_id: None })
+    Command::Call(CallCommand::Accept {
+        call_id: None,
+        end_current: false,
+    })
 }
 fn reject() -> Command {
     Command::Call(CallCommand::Reject { call_id: None })

@@ -261,3 +261,73 @@ async fn a_declined_transfer_ends_the_call_and_bad_targets_are_refused() {
     assert_eq!(bob.expect("REJECT").await["userID"], "carol");
     bob.expect("CALLING_END").await;
 }
+
+#[tokio::test]
+async fn call_waiting_holds_the_first_call_and_unhold_swaps_back() {
+    let w = World::new().await;
+    let mut bob = w.device("bob", "b1", &[]).await;
+    let mut carol = w.device("carol", "c1", &[]).await;
+    let mut alice = w.device("alice", "a1", &["--call-waiting"]).await;
+    let first = connect(&mut bob, &mut alice).await["callId"].clone();
+
+    carol.send(json!({"cmd": "call", "userID": "alice"})).await;
+    let second = carol.expect("CALL_DIALING").await["callId"].clone();
+    let rang = alice.expect("ON_CALL_RECEIVED").await;
+    assert_eq!(
+        (&rang["callId"], &rang["sponsor"], &rang["waiting"]),
+        (&second, &json!("carol"), &json!(true)),
+        "{rang}"
+    );
+    alice.send(json!({"cmd": "accept", "callId": second})).await;
+    for d in [&mut alice, &mut bob] {
+        let held = d.expect("CALL_HOLD_CHANGED").await;
+        assert_eq!(
+            (&held["callId"], &held["userID"], &held["onHold"]),
+            (&first, &json!("alice"), &json!(true)),
+            "{held}"
+        );
+    }
+    assert_eq!(alice.expect("ON_CALL_BEGIN").await["callId"], second);
+    assert_eq!(carol.expect("USER_ACCEPT").await["userID"], "alice");
+    carol.expect("ON_CALL_BEGIN").await;
+
+    alice.send(json!({"cmd": "unhold", "callId": first})).await;
+    let held = carol.expect("CALL_HOLD_CHANGED").await;
+    assert_eq!((&held["callId"], &held["onHold"]), (&second, &json!(true)));
+    let back = bob.expect("CALL_HOLD_CHANGED").await;
+    assert_eq!((&back["callId"], &back["onHold"]), (&first, &json!(false)));
+
+    // Ending carol's call with endCurrent-free hangup by id; bob stays.
+    alice.send(json!({"cmd": "hangup", "callId": second})).await;
+    assert_eq!(carol.expect("CALLING_END").await["callId"], second);
+    alice.send(json!({"cmd": "hangup"})).await;
+    assert_eq!(bob.expect("CALLING_END").await["callId"], first);
+}
+
+#[tokio::test]
+async fn accept_end_current_hangs_up_and_without_call_waiting_it_is_busy() {
+    let w = World::new().await;
+    let mut bob = w.device("bob", "b1", &[]).await;
+    let mut carol = w.device("carol", "c1", &[]).await;
+    let mut alice = w.device("alice", "a1", &[]).await;
+    connect(&mut bob, &mut alice).await;
+    carol.send(json!({"cmd": "call", "userID": "alice"})).await;
+    assert_eq!(carol.expect("LINE_BUSY").await["userID"], "alice");
+    carol.expect("ON_CALL_CANCELED").await;
+
+    alice
+        .send(json!({"cmd": "enableCallWaiting", "enable": true}))
+        .await;
+    // Commands reach the engine, and the relay, in order.
+    alice.send(json!({"cmd": "getUsers"})).await;
+    alice.expect("USERS").await;
+    carol.send(json!({"cmd": "call", "userID": "alice"})).await;
+    assert_eq!(alice.expect("ON_CALL_RECEIVED").await["waiting"], true);
+    alice
+        .send(json!({"cmd": "accept", "endCurrent": true}))
+        .await;
+    alice.expect("CALLING_END").await;
+    bob.expect("CALLING_END").await;
+    alice.expect("ON_CALL_BEGIN").await;
+    carol.expect("ON_CALL_BEGIN").await;
+}

@@ -4,6 +4,7 @@ use termphone::client::engine::{CallCommand, Command, MediaCommand};
 use termphone::client::event::Event;
 use termphone::config::RelayConfig;
 use termphone::ids::UserId;
+use termphone::protocol::Role;
 
 use serde_json::json;
 
@@ -20,7 +21,10 @@ fn call(users: &[&str]) -> Command {
 }
 
 fn accept() -> Command {
-    Command::Call(CallCommand::Accept { call_id: None })
+    Command::Call(CallCommand::Accept {
+        call_id: None,
+        end_current: false,
+    })
 }
 fn reject() -> Command {
     Command::Call(CallCommand::Reject { call_id: None })
@@ -345,6 +349,7 @@ fn commands_that_make_no_sense_are_refused() {
         bob,
         Command::Call(CallCommand::Accept {
             call_id: Some("nope".into()),
+            end_current: false,
         }),
     );
     assert_eq!(m.log(bob)[1..], ["ERROR 6103 accept"]);
@@ -454,7 +459,13 @@ fn join_a_running_group_call_by_room() {
     m.command(bob, accept());
     m.take(alice);
     m.take(bob);
-    m.command(erin, Command::Call(CallCommand::JoinInGroupCall { room }));
+    m.command(
+        erin,
+        Command::Call(CallCommand::JoinInGroupCall {
+            room,
+            role: Role::Anchor,
+        }),
+    );
     assert_eq!(m.log(erin), ["ON_CALL_BEGIN"]);
     assert_eq!(m.log(alice), ["USER_ENTER erin"]);
     assert_eq!(m.log(bob), ["USER_ENTER erin"]);
@@ -462,6 +473,7 @@ fn join_a_running_group_call_by_room() {
         erin,
         Command::Call(CallCommand::JoinInGroupCall {
             room: room.wrapping_add(1).max(1),
+            role: Role::Anchor,
         }),
     );
     assert_eq!(m.log(erin), ["ERROR 6102 joinInGroupCall"]);
@@ -644,6 +656,7 @@ fn media_follows_who_is_in_the_call_and_on_which_connection() {
     m.command(bob, call(&["alice"]));
     assert!(m.nodes[bob].media.is_empty(), "no media while it rings");
     m.command(alice, accept());
+    let call_id = m.last_call_id(bob);
     m.take(bob);
     let room = *m.media_rooms.keys().next().expect("a room");
     let conns = |m: &Mesh| {
@@ -659,6 +672,7 @@ fn media_follows_who_is_in_the_call_and_on_which_connection() {
         [
             MediaCommand::Start {
                 me: UserId::parse("bob").unwrap(),
+                call_id,
                 room
             },
             MediaCommand::Peers {

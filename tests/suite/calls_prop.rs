@@ -1,16 +1,18 @@
 //! Random interleavings of call actions across up to 6 devices of 3 users,
-//! checked against the invariants of SPEC sections 3 and 8.2 after every
-//! step: one call at a time per device, one device per user in a call,
-//! a held participant's voice routed to nobody, a transferred call over
-//! on the transferor.
+//! checked against the invariants of SPEC sections 3, 8.2 and 8.3 after
+//! every step: one connected call per device (a second one only while the
+//! device holds the other, call waiting), one device per user in a call,
+//! a held participant's voice routed to nobody, an audience member's voice
+//! routed to nobody, a transferred call over on the transferor.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use proptest::prelude::*;
 
 use termphone::client::engine::{CallCommand, Command};
-use termphone::client::event::Event;
+use termphone::client::event::{Digit, Event};
 use termphone::ids::UserId;
+use termphone::protocol::Role;
 
 use crate::common::mesh::Mesh;
 
@@ -37,14 +39,24 @@ enum Op {
     Unhold(usize),
     /// Blind transfer of the device's call to a user.
     Transfer(usize, usize),
+    /// Call waiting on or off on a device.
+    Waiting(usize, bool),
+    /// Answer a waiting call, hanging up the current one.
+    AcceptEnd(usize),
+    /// Take back the k-th call the device is in (the one set aside: a swap).
+    UnholdNth(usize, usize),
+    /// Join the k-th call seen so far by its room, speaking or listening.
+    Join(usize, usize, bool),
+    SwitchRole(usize, bool),
+    Dtmf(usize),
 }
 
 fn op(devices: usize) -> impl Strategy<Value = Op> {
     let d = 0..devices;
     prop_oneof![
-        3 => (d.clone(), prop::collection::vec(0..USERS.len(), 1..3), 1u32..40)
+        6 => (d.clone(), prop::collection::vec(0..USERS.len(), 1..3), 1u32..40)
             .prop_map(|(from, to, timeout)| Op::Call { from, to, timeout }),
-        3 => d.clone().prop_map(Op::Accept),
+        6 => d.clone().prop_map(Op::Accept),
         2 => prop::collection::vec(0..devices, 2..4).prop_map(Op::AcceptTogether),
         2 => d.clone().prop_map(Op::Reject),
         1 => d.clone().prop_map(Op::Ignore),
@@ -54,7 +66,13 @@ fn op(devices: usize) -> impl Strategy<Value = Op> {
         1 => d.clone().prop_map(Op::Outage),
         2 => d.clone().prop_map(Op::Hold),
         2 => d.clone().prop_map(Op::Unhold),
-        2 => (d, 0..USERS.len()).prop_map(|(d, u)| Op::Transfer(d, u)),
+        2 => (d.clone(), 0..USERS.len()).prop_map(|(d, u)| Op::Transfer(d, u)),
+        2 => (d.clone(), any::<bool>()).prop_map(|(d, on)| Op::Waiting(d, on)),
+        1 => d.clone().prop_map(Op::AcceptEnd),
+        2 => (d.clone(), 0usize..2).prop_map(|(d, k)| Op::UnholdNth(d, k)),
+        1 => (d.clone(), 0usize..4, any::<bool>()).prop_map(|(d, k, a)| Op::Join(d, k, a)),
+        2 => (d.clone(), any::<bool>()).prop_map(|(d, a)| Op::SwitchRole(d, a)),
+        1 => d.prop_map(Op::Dtmf),
     ]
 }
 
@@ -85,6 +103,12 @@ struct Checker {
     /// (call, user) of every transfer: that user is out of that call,
     /// until a later transfer rings it for the call again.
     transferors: HashSet<(String, String)>,
+    /// Group calls (joinable by room), from the events that say so.
+    groups: HashSet<String>,
+    /// Who listens only in each call, as each device heard it.
+    audience: HashMap<(usize, String), BTreeSet<String>>,
+    /// Every call seen, in order, for ops that name one.
+    seen: Vec<String>,
 }
 
 impl Checker {
@@ -92,26 +116,89 @@ impl Checker {
         for e in events {
             match &e {
                 Event::OnCallReceived {
-                    call_id, room_id, ..
+                    call_id,
+                    room_id,
+                    is_from_group,
+                    ..
                 }
                 | Event::CallDialing {
-                    call_id, room_id, ..
+                    call_id,
+                    room_id,
+                    is_from_group,
+                    ..
+                } => {
+                    if self.rooms.insert(call_id.clone(), *room_id).is_none() {
+                        self.seen.push(call_id.clone());
+                    }
+                    if *is_from_group {
+                        self.groups.insert(call_id.clone());
+                    }
                 }
-                | Event::OnCallBegin {
+                Event::OnCallBegin {
                     call_id, room_id, ..
                 } => {
                     self.rooms.insert(call_id.clone(), *room_id);
+                }
+                Event::GroupCallInviteeListUpdate { call_id, .. } => {
+                    self.groups.insert(call_id.clone());
+                }
+                Event::UserEnter {
+                    call_id,
+                    user_id,
+                    role,
+                } => {
+                    let heard = self.audience.entry((device, call_id.clone())).or_default();
+                    match role {
+                        Role::Audience => heard.insert(user_id.to_string()),
+                        Role::Anchor => heard.remove(user_id.as_str()),
+                    };
+                }
+                Event::RoleChanged {
+                    call_id,
+                    user_id,
+                    role,
+                } => {
+                    let heard = self.audience.entry((device, call_id.clone())).or_default();
+                    match role {
+                        Role::Audience => heard.insert(user_id.to_string()),
+                        Role::Anchor => heard.remove(user_id.as_str()),
+                    };
                 }
                 Event::CallHoldChanged {
                     call_id,
                     user_id,
                     on_hold,
                 } => {
-                    let held = self.held.entry((device, call_id.clone())).or_default();
+                    // Every device of a participant hears holds; what counts
+                    // is what a device hears while it is in the call (one
+                    // entering hears the holds standing, after its begin).
+                    let key = (device, call_id.clone());
+                    if !self.legs.get(&key).is_some_and(|l| l.in_call()) {
+                        continue;
+                    }
+                    let held = self.held.entry(key).or_default();
                     if *on_hold {
                         held.insert(user_id.to_string());
                     } else {
                         held.remove(user_id.as_str());
+                    }
+                }
+                // This device's leg is over: a later one (a join, a
+                // transfer back) hears who holds and listens afresh.
+                Event::CallingEnd { call_id, .. } | Event::OnCallCanceled { call_id, .. } => {
+                    let key = (device, call_id.clone());
+                    self.held.remove(&key);
+                    self.audience.remove(&key);
+                }
+                // A participant that leaves takes its hold and its role
+                // with it (docs/calls.md): it comes back speaking, unheld.
+                Event::UserLeave { call_id, user_id } => {
+                    let key = (device, call_id.clone());
+                    if let Some(held) = self.held.get_mut(&key) {
+                        held.remove(user_id.as_str());
+                    }
+                    if let Some(listeners) = self.audience.get_mut(&key) {
+                        listeners.remove(user_id.as_str());
                     }
                 }
                 Event::CallTransferred { call_id, by, .. } => {
@@ -133,6 +220,19 @@ impl Checker {
                 }
                 Event::OnCallReceived { call_id, .. } => (call_id, Leg::Ringing, &[None]),
                 Event::CallDialing { call_id, .. } => (call_id, Leg::Dialing, &[None]),
+                // A group call may be joined by room, also again after
+                // leaving it.
+                Event::OnCallBegin { call_id, .. } if self.groups.contains(call_id) => (
+                    call_id,
+                    Leg::InCall,
+                    &[
+                        None,
+                        Some(Leg::Ringing),
+                        Some(Leg::Dialing),
+                        Some(Leg::Transferring),
+                        Some(Leg::Done),
+                    ],
+                ),
                 Event::OnCallBegin { call_id, .. } => (
                     call_id,
                     Leg::InCall,
@@ -184,18 +284,68 @@ impl Checker {
         }
     }
 
-    /// No device is in two calls at once.
-    fn one_call_per_device(&self) -> Result<(), String> {
-        let mut count: HashMap<usize, Vec<&str>> = HashMap::new();
+    /// No device is in two calls it does not hold: with call waiting, a
+    /// device is in at most two, and holds all but one (as it heard).
+    fn one_connected_call_per_device(&self, owner: &[usize]) -> Result<(), String> {
+        let mut count: HashMap<usize, (Vec<&str>, usize)> = HashMap::new();
         for ((device, call), leg) in &self.legs {
-            if leg.in_call() {
-                count.entry(*device).or_default().push(call);
+            if !leg.in_call() {
+                continue;
             }
+            let me = USERS[owner[*device]];
+            let holds = (self.held.get(&(*device, call.clone()))).is_some_and(|h| h.contains(me));
+            let entry = count.entry(*device).or_default();
+            entry.0.push(call);
+            entry.1 += usize::from(!holds);
         }
-        match count.iter().find(|(_, calls)| calls.len() > 1) {
-            Some((device, calls)) => Err(format!("device {device} in calls {calls:?}")),
+        match count
+            .iter()
+            .find(|(_, (calls, unheld))| calls.len() > 2 || *unheld > 1)
+        {
+            Some((device, (calls, _))) => Err(format!(
+                "device {device} in calls {calls:?}, more than one of them not held"
+            )),
             None => Ok(()),
         }
+    }
+
+    /// The relay routes nothing from a participant that listens only, as
+    /// every connected device in the call heard the roles.
+    fn audience_voice_goes_nowhere(&self, m: &Mesh) -> Result<(), String> {
+        for ((device, call), leg) in &self.legs {
+            if *leg != Leg::InCall || m.nodes[*device].conn.is_none() {
+                continue;
+            }
+            let Some(listeners) = self.audience.get(&(*device, call.clone())) else {
+                continue;
+            };
+            let Some(room) = self.rooms.get(call) else {
+                continue;
+            };
+            let (Some(members), Some(audience)) =
+                (m.media_rooms.get(room), m.media_audience.get(room))
+            else {
+                continue;
+            };
+            let speaking = (members.iter())
+                .find(|(c, u)| listeners.contains(u.as_str()) && !audience.contains(c));
+            if let Some((_, user)) = speaking {
+                return Err(format!(
+                    "{user} listens only in call {call} (as device {device} heard) but its voice is routed"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The calls device `device` is in, in a stable order.
+    fn calls_of(&self, device: usize) -> Vec<String> {
+        let mut calls: Vec<String> = (self.legs.iter())
+            .filter(|((d, _), leg)| *d == device && leg.in_call())
+            .map(|((_, c), _)| c.clone())
+            .collect();
+        calls.sort();
+        calls
     }
 
     /// A transferor is out of the call it transferred, on every device.
@@ -246,7 +396,12 @@ fn call_cmd(cmd: CallCommand) -> Command {
     Command::Call(cmd)
 }
 
-fn run(devices_per_user: [usize; 3], multi: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(
+    devices_per_user: [usize; 3],
+    multi: Vec<bool>,
+    waiting: Vec<bool>,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
     let mut m = Mesh::dev();
     let mut owner = Vec::new();
     let mut k = 0;
@@ -257,6 +412,10 @@ fn run(devices_per_user: [usize; 3], multi: Vec<bool>, ops: Vec<Op>) -> Result<(
             } else {
                 m.online(USERS[u], &format!("d{j}"))
             };
+            // Some devices take a second call from the start (call waiting).
+            if waiting[k % waiting.len()] {
+                m.command(d, Command::EnableCallWaiting { enable: true });
+            }
             m.take(d);
             owner.push(u);
             k += 1;
@@ -264,7 +423,7 @@ fn run(devices_per_user: [usize; 3], multi: Vec<bool>, ops: Vec<Op>) -> Result<(
     }
     let devices = owner.len();
     let mut checker = Checker::default();
-    let mut check = |m: &mut Mesh| -> Result<(), TestCaseError> {
+    let check = |checker: &mut Checker, m: &mut Mesh| -> Result<(), TestCaseError> {
         for d in 0..devices {
             let events = m.take(d);
             checker
@@ -273,9 +432,10 @@ fn run(devices_per_user: [usize; 3], multi: Vec<bool>, ops: Vec<Op>) -> Result<(
         }
         checker
             .one_device_per_user(&owner)
-            .and_then(|()| checker.one_call_per_device())
+            .and_then(|()| checker.one_connected_call_per_device(&owner))
             .and_then(|()| checker.transferred_calls_end_on_the_transferor(&owner))
             .and_then(|()| checker.held_voice_goes_nowhere(m))
+            .and_then(|()| checker.audience_voice_goes_nowhere(m))
             .map_err(TestCaseError::fail)
     };
     for op in ops {
@@ -292,12 +452,22 @@ fn run(devices_per_user: [usize; 3], multi: Vec<bool>, ops: Vec<Op>) -> Result<(
                     call_cmd(CallCommand::place(users, group, Some(timeout))),
                 );
             }
-            Op::Accept(d) => {
-                m.command(d % devices, call_cmd(CallCommand::Accept { call_id: None }))
-            }
+            Op::Accept(d) => m.command(
+                d % devices,
+                call_cmd(CallCommand::Accept {
+                    call_id: None,
+                    end_current: false,
+                }),
+            ),
             Op::AcceptTogether(ds) => {
                 for d in ds {
-                    m.command_later(d % devices, call_cmd(CallCommand::Accept { call_id: None }));
+                    m.command_later(
+                        d % devices,
+                        call_cmd(CallCommand::Accept {
+                            call_id: None,
+                            end_current: false,
+                        }),
+                    );
                 }
                 m.settle();
             }
@@ -332,12 +502,60 @@ fn run(devices_per_user: [usize; 3], multi: Vec<bool>, ops: Vec<Op>) -> Result<(
                 m.relay_up = true;
                 m.advance(6_000);
             }
+            Op::Waiting(d, enable) => m.command(d % devices, Command::EnableCallWaiting { enable }),
+            Op::AcceptEnd(d) => m.command(
+                d % devices,
+                call_cmd(CallCommand::Accept {
+                    call_id: None,
+                    end_current: true,
+                }),
+            ),
+            Op::UnholdNth(d, k) => {
+                let d = d % devices;
+                let calls = checker.calls_of(d);
+                if let Some(call_id) = calls.get(k % calls.len().max(1)).cloned() {
+                    m.command(
+                        d,
+                        call_cmd(CallCommand::Unhold {
+                            call_id: Some(call_id),
+                        }),
+                    );
+                }
+            }
+            Op::Join(d, k, audience) => {
+                let seen = &checker.seen;
+                if let Some(room) = seen.get(k % seen.len().max(1)).map(|c| checker.rooms[c]) {
+                    let role = if audience {
+                        Role::Audience
+                    } else {
+                        Role::Anchor
+                    };
+                    m.command(
+                        d % devices,
+                        call_cmd(CallCommand::JoinInGroupCall { room, role }),
+                    );
+                }
+            }
+            Op::SwitchRole(d, audience) => {
+                let role = if audience {
+                    Role::Audience
+                } else {
+                    Role::Anchor
+                };
+                m.command(d % devices, call_cmd(CallCommand::SwitchRole { role }));
+            }
+            Op::Dtmf(d) => m.command(
+                d % devices,
+                call_cmd(CallCommand::SendDtmf {
+                    digits: Digit::parse_all("1#").unwrap(),
+                }),
+            ),
         }
-        check(&mut m)?;
+        check(&mut checker, &mut m)?;
     }
     // Long after every timeout, nothing rings or dials anywhere.
     m.advance(200_000);
-    check(&mut m)?;
+    check(&mut checker, &mut m)?;
     let ringing = checker.still_ringing();
     prop_assert!(
         ringing.is_empty(),
@@ -347,7 +565,7 @@ fn run(devices_per_user: [usize; 3], multi: Vec<bool>, ops: Vec<Op>) -> Result<(
 }
 
 proptest! {
-    // 512 cases in CI; PROPTEST_CASES=20000 for a deeper search.
+    // 512 cases in CI; PROPTEST_CASES=10000 (in release) for a deeper search.
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
         ..ProptestConfig::default()
@@ -357,9 +575,10 @@ proptest! {
     fn call_invariants_hold_under_any_interleaving(
         devices_per_user in (1usize..=2, 1usize..=3, 1usize..=2),
         multi in prop::collection::vec(any::<bool>(), 1..6),
+        waiting in prop::collection::vec(any::<bool>(), 1..6),
         ops in prop::collection::vec(op(6), 1..40),
     ) {
         let (a, b, c) = devices_per_user;
-        run([a, b, c], multi, ops)?;
+        run([a, b, c], multi, waiting, ops)?;
     }
 }

@@ -39,7 +39,10 @@ fn call(to: &str) -> Command {
 }
 
 fn accept() -> Command {
-    Command::Call(CallCommand::Accept { call_id: None })
+    Command::Call(CallCommand::Accept {
+        call_id: None,
+        end_current: false,
+    })
 }
 
 fn hangup() -> Command {

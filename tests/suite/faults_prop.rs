@@ -253,7 +253,10 @@ impl World {
                 let d = d % n;
                 if alive(self, d) {
                     let cmd = match op {
-                        Op::Accept(_) => CallCommand::Accept { call_id: None },
+                        Op::Accept(_) => CallCommand::Accept {
+                            call_id: None,
+                            end_current: false,
+                        },
                         Op::Reject(_) => CallCommand::Reject { call_id: None },
                         _ => CallCommand::Hangup { call_id: None },
                     };

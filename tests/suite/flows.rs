@@ -17,7 +17,7 @@ async fn every_example_flow_passes() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 28, "{files:?}");
+    assert!(files.len() >= 31, "{files:?}");
     let shares = 4;
     let runs = (0..shares).map(|k| {
         let share = dir.path().join(format!("share{k}"));

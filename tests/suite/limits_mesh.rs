@@ -91,7 +91,13 @@ fn inviting_those_already_in_the_call_changes_nothing() {
     let bob = m.online("bob", "b1");
     let carol = m.online("carol", "c1");
     m.command(alice, call(&["bob", "carol"], None));
-    m.command(bob, Command::Call(CallCommand::Accept { call_id: None }));
+    m.command(
+        bob,
+        Command::Call(CallCommand::Accept {
+            call_id: None,
+            end_current: false,
+        }),
+    );
     m.log(alice);
     m.log(bob);
     m.log(carol);

@@ -596,3 +596,58 @@ async fn a_message_refused_by_a_full_disk_is_sent_again_with_r() {
     tmux.keys("tui", &["q"]);
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_waiting_call_the_keypad_and_a_swap_from_the_keyboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let tmux = Tmux::new("waiting");
+    tmux.start(
+        "alice",
+        &tui(
+            dir.path(),
+            &url,
+            "--user alice --call-waiting --audio-in null --audio-out null",
+        ),
+    );
+    tmux.wait_for("alice", "call waiting").await;
+    let spawn = |user: &str| Headless::spawn(dir.path(), &["--relay", &url, "--user", user]);
+    let (mut bob, mut carol) = (spawn("bob"), spawn("carol"));
+    bob.expect("SYNCED").await;
+    carol.expect("SYNCED").await;
+    tmux.wait_for("alice", "LOGINED").await;
+
+    bob.send(json!({"cmd": "call", "userID": "alice"})).await;
+    tmux.wait_for("alice", "bob is calling").await;
+    tmux.keys("alice", &["a"]);
+    bob.expect("ON_CALL_BEGIN").await;
+    carol.send(json!({"cmd": "call", "userID": "alice"})).await;
+    tmux.wait_for("alice", "waiting: you are in a call with bob")
+        .await;
+    tmux.keys("alice", &["a"]);
+    tmux.wait_for("alice", "on hold bob").await;
+    assert_eq!(bob.expect("CALL_HOLD_CHANGED").await["onHold"], true);
+    carol.expect("ON_CALL_BEGIN").await;
+
+    // The keypad sends each key to carol as it is pressed.
+    tmux.keys("alice", &["p"]);
+    tmux.wait_for("alice", "Keypad").await;
+    tmux.keys("alice", &["5", "#"]);
+    for digit in ["5", "#"] {
+        let heard = carol.expect("DTMF_RECEIVED").await;
+        assert_eq!(
+            (&heard["digit"], &heard["userID"]),
+            (&json!(digit), &json!("alice"))
+        );
+    }
+    // Esc alone first: Esc and x at once would read as Alt-x.
+    tmux.keys("alice", &["Escape"]);
+    tmux.wait_for("alice", "x  swap calls").await;
+    tmux.keys("alice", &["x"]);
+    assert_eq!(bob.expect("CALL_HOLD_CHANGED").await["onHold"], false);
+    assert_eq!(carol.expect("CALL_HOLD_CHANGED").await["onHold"], true);
+    tmux.wait_for("alice", "on hold carol").await;
+    tmux.keys("alice", &["q"]);
+    relay.shutdown().await;
+}

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ClientEngine, MediaCommand, Millis, Output};
+use crate::media::control::Digit;
 use strum::IntoStaticStr;
 
 use crate::client::event::{AUDIO_CALL, Event};
@@ -11,7 +12,8 @@ use crate::client::records::{CallOutcome, CallRecord, CallRole, DeviceView};
 use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
 use crate::protocol::{
-    CallInfo, CancelReason, ClientMsg, CurrentCall, PeerAction, RoomId, ServerMsg, check_user_data,
+    CallInfo, CancelReason, ClientMsg, CurrentCall, PeerAction, Role, RoomId, ServerMsg,
+    check_user_data,
 };
 
 /// A call this device knows about: the one model of it, from which the
@@ -36,6 +38,8 @@ pub(super) struct CallView {
     /// The other party transferred the call to this user, who rings: this
     /// device stays in the call, without voice, until it answers.
     transfer_to: Option<UserId>,
+    /// This device only listens (a group call's audience).
+    audience: bool,
 }
 
 impl CallView {
@@ -85,8 +89,13 @@ pub(super) struct CallState {
     ringing: BTreeMap<String, CallView>,
     /// The call this device placed or is in.
     current: Option<CallView>,
+    /// The call this device holds aside to take a waiting one (call
+    /// waiting): its user holds it until `unhold` swaps the two.
+    parked: Option<CallView>,
     /// The room whose media runs here: the current call, once it began.
     media_room: Option<RoomId>,
+    /// Whether that media only listens (the media thread was told so).
+    media_listens: bool,
     /// Auto-answer: when each ringing call is to be accepted here.
     auto_answer_at: BTreeMap<String, Millis>,
 }
@@ -110,6 +119,8 @@ pub enum CallCommand {
     },
     Accept {
         call_id: Option<String>,
+        /// A waiting call: hang up the current call instead of holding it.
+        end_current: bool,
     },
     Reject {
         call_id: Option<String>,
@@ -125,6 +136,12 @@ pub enum CallCommand {
     },
     JoinInGroupCall {
         room: RoomId,
+        /// Speak (anchor, the default) or only listen (audience).
+        role: Role,
+    },
+    /// Speak (anchor) or only listen (audience) in the group call.
+    SwitchRole {
+        role: Role,
     },
     /// The microphone in the current call.
     OpenMicrophone,
@@ -141,6 +158,12 @@ pub enum CallCommand {
     /// Blind transfer of the connected 1:1 call to `user`.
     TransferCall {
         user: UserId,
+    },
+    /// DTMF digits to the others in the connected call, as telephone
+    /// events on the media path.
+    #[strum(serialize = "sendDTMF")]
+    SendDtmf {
+        digits: Vec<Digit>,
     },
 }
 
@@ -183,12 +206,21 @@ impl ClientEngine {
                 timeout_secs,
                 user_data,
             } => self.place_call(me, users, true, timeout_secs, user_data)?,
-            CallCommand::Accept { call_id } => {
+            CallCommand::Accept {
+                call_id,
+                end_current,
+            } => {
                 let id = self.ringing_id(call_id)?;
-                if self.calls.current.is_some() {
+                // Call waiting takes a call on top of a connected one.
+                let waits =
+                    self.call_waiting && self.calls.current.as_ref().is_some_and(|c| c.connected());
+                if self.calls.current.is_some() && !waits {
                     return Err(already_in_call());
                 }
-                self.send(ClientMsg::Accept { call_id: id });
+                self.send(ClientMsg::Accept {
+                    call_id: id,
+                    end_current,
+                });
             }
             CallCommand::Reject { call_id } => {
                 let id = self.ringing_id(call_id)?;
@@ -223,11 +255,22 @@ impl ClientEngine {
                     users: users.iter().map(ToString::to_string).collect(),
                 });
             }
-            CallCommand::JoinInGroupCall { room } => {
+            CallCommand::JoinInGroupCall { room, role } => {
                 if self.calls.current.is_some() {
                     return Err(already_in_call());
                 }
-                self.send(ClientMsg::Join { room });
+                self.send(ClientMsg::Join { room, role });
+            }
+            CallCommand::SwitchRole { role } => {
+                let view = self.connected_call(None)?;
+                if !view.group {
+                    return Err(Error::new(
+                        ErrorCode::NotAGroupCall,
+                        "switchRole works in a group call; this is a one-to-one call",
+                    ));
+                }
+                let call_id = view.id.clone();
+                self.send(ClientMsg::SwitchRole { call_id, role });
             }
             CallCommand::OpenMicrophone => self.microphone(true)?,
             CallCommand::CloseMicrophone => self.microphone(false)?,
@@ -255,6 +298,24 @@ impl ClientEngine {
                     on_hold: false,
                 });
             }
+            CallCommand::SendDtmf { digits } => {
+                let view = self.connected_call(None)?;
+                if view.audience {
+                    return Err(Error::new(
+                        ErrorCode::AudienceSendsNothing,
+                        "this device is in the call's audience and sends nothing; switchRole to anchor first",
+                    ));
+                }
+                // The relay routes no media of a device holding its call.
+                if view.held.contains(&me) {
+                    return Err(Error::new(
+                        ErrorCode::CallNotConnected,
+                        "this device holds the call, so nobody would hear the digits; unhold it first",
+                    ));
+                }
+                self.out
+                    .push_back(Output::Media(MediaCommand::SendDtmf(digits)));
+            }
             CallCommand::TransferCall { user } => {
                 let view = self.connected_call(None)?;
                 if view.group {
@@ -280,23 +341,21 @@ impl ClientEngine {
     }
 
     /// The call `call_id` names (default: the current one), if this device
-    /// is in it and it is connected.
+    /// is in it (or holds it aside) and it is connected.
     fn connected_call(&self, call_id: Option<String>) -> Result<&CallView, Error> {
-        let view = match (&self.calls.current, call_id) {
-            (Some(c), Some(id)) if c.id == id => c,
-            (Some(c), None) => c,
-            (_, Some(id)) => {
-                return Err(Error::new(
+        let view = match call_id {
+            None => self.calls.current.as_ref().ok_or_else(no_call)?,
+            Some(id) => self.joined_view(&id).ok_or_else(|| {
+                Error::new(
                     ErrorCode::NoSuchCall,
                     format!("this device is not in call {id:?}"),
-                ));
-            }
-            (None, None) => return Err(no_call()),
+                )
+            })?,
         };
         if !view.connected() {
             return Err(Error::new(
                 ErrorCode::CallNotConnected,
-                "the call has not connected yet: hold, unhold and transferCall need a connected call",
+                "the call has not connected yet: hold, unhold, transferCall and sendDTMF need a connected call",
             ));
         }
         Ok(view)
@@ -337,6 +396,7 @@ impl ClientEngine {
             now,
             super::Command::Call(CallCommand::Accept {
                 call_id: Some(call_id),
+                end_current: false,
             }),
         );
     }
@@ -414,42 +474,60 @@ impl ClientEngine {
         self.calls.media_room
     }
 
-    /// Starts or stops this device's media when its connected call changes.
+    /// Starts or stops this device's media when its connected call
+    /// changes, and has it listen only while this device is in the audience.
     pub(super) fn sync_media(&mut self, me: &UserId) {
-        let room = self
-            .calls
-            .current
-            .as_ref()
-            .filter(|c| c.connected())
-            .map(|c| c.room);
-        if room == self.calls.media_room {
-            return;
+        let connected = self.calls.current.as_ref().filter(|c| c.connected());
+        let listens = connected.is_some_and(|c| c.audience);
+        if connected.map(|c| c.room) != self.calls.media_room {
+            let start = connected.map(|c| (c.id.clone(), c.room));
+            if self.calls.media_room.take().is_some() {
+                self.out.push_back(Output::Media(MediaCommand::Stop));
+            }
+            // A call's media starts speaking.
+            self.calls.media_listens = false;
+            if let Some((call_id, room)) = start {
+                self.calls.media_room = Some(room);
+                self.out.push_back(Output::Media(MediaCommand::Start {
+                    me: me.clone(),
+                    call_id,
+                    room,
+                }));
+            }
         }
-        if self.calls.media_room.take().is_some() {
-            self.out.push_back(Output::Media(MediaCommand::Stop));
-        }
-        if let Some(room) = room {
-            self.calls.media_room = Some(room);
-            self.out.push_back(Output::Media(MediaCommand::Start {
-                me: me.clone(),
-                room,
-            }));
+        if self.calls.media_room.is_some() && listens != self.calls.media_listens {
+            self.calls.media_listens = listens;
+            self.out
+                .push_back(Output::Media(MediaCommand::Listen(listens)));
         }
     }
 
     /// Translates a call message from the relay into events.
     pub(super) fn call_frame(&mut self, now: Millis, me: &UserId, msg: ServerMsg) {
         match msg {
-            ServerMsg::CallDialing { call } => self.dial_here(now, &call),
+            ServerMsg::CallDialing { call } => {
+                let view = self.dial_here(now, &call);
+                self.calls.current = Some(view);
+            }
             ServerMsg::CallInvite { call } => {
                 if !self.calls.ringing.contains_key(&call.call_id) {
                     self.ring_here(now, call);
                 }
             }
-            ServerMsg::CallBegin { call_id, room } => {
+            ServerMsg::CallBegin {
+                call_id,
+                room,
+                role,
+            } => {
+                // The call held aside connects again after a transfer in it.
+                if let Some(view) = self.calls.parked.as_mut().filter(|p| p.id == call_id) {
+                    view.transfer_to = None;
+                    let event = begin_event(view);
+                    return self.event(event);
+                }
                 let view = match self.calls.ringing.remove(&call_id) {
                     Some(v) => Some(v),
-                    None => self.calls.current.take().filter(|c| c.id == call_id),
+                    None => self.calls.current.take_if(|c| c.id == call_id),
                 };
                 // A call joined by room id was never rung or dialed here.
                 let mut view = view.unwrap_or_else(|| CallView {
@@ -463,12 +541,20 @@ impl ClientEngine {
                     group: true,
                     held: BTreeSet::new(),
                     transfer_to: None,
+                    audience: false,
                 });
+                view.audience = role == Role::Audience;
                 // After a transfer the party that stayed keeps its start.
                 view.began_at.get_or_insert(now);
                 view.transfer_to = None;
                 self.event(begin_event(&view));
-                self.calls.current = Some(view);
+                // Call waiting: the call this device was in is held aside
+                // (the relay said so with CALL_HOLD_CHANGED just before).
+                if let Some(previous) = self.calls.current.replace(view)
+                    && let Some(stale) = self.calls.parked.replace(previous)
+                {
+                    self.end_locally(now, me, stale, CancelReason::CallEnded);
+                }
             }
             ServerMsg::CallCanceled {
                 call_id,
@@ -478,7 +564,7 @@ impl ClientEngine {
             } => {
                 let view = match self.calls.ringing.remove(&call_id) {
                     Some(v) => v,
-                    None => match self.calls.current.take_if(|c| c.id == call_id) {
+                    None => match self.leave_call(&call_id) {
                         Some(v) => v,
                         None => return,
                     },
@@ -490,7 +576,7 @@ impl ClientEngine {
                 room,
                 total_time,
             } => {
-                let Some(view) = self.calls.current.take_if(|c| c.id == call_id) else {
+                let Some(view) = self.leave_call(&call_id) else {
                     return;
                 };
                 self.event(Event::CallingEnd {
@@ -507,6 +593,7 @@ impl ClientEngine {
                 call_id,
                 action,
                 users,
+                role,
             } => {
                 let sponsor = match self.call_view(&call_id) {
                     Some(v) => v.sponsor.clone(),
@@ -528,9 +615,13 @@ impl ClientEngine {
                     PeerAction::Busy => {
                         each(|call_id, user_id| Event::LineBusy { call_id, user_id })
                     }
-                    PeerAction::Entered => {
-                        each(|call_id, user_id| Event::UserEnter { call_id, user_id })
-                    }
+                    PeerAction::Entered => (users.iter())
+                        .map(|u| Event::UserEnter {
+                            call_id: call_id.clone(),
+                            user_id: u.clone(),
+                            role: role.unwrap_or_default(),
+                        })
+                        .collect(),
                     PeerAction::Left => {
                         each(|call_id, user_id| Event::UserLeave { call_id, user_id })
                     }
@@ -540,7 +631,7 @@ impl ClientEngine {
                         user_id_list: users.clone(),
                     }],
                     PeerAction::InviteesUpdated => {
-                        if let Some(c) = self.calls.current.as_mut().filter(|c| c.id == call_id) {
+                        if let Some(c) = self.joined_view_mut(&call_id) {
                             c.group = true;
                         }
                         vec![Event::GroupCallInviteeListUpdate {
@@ -560,12 +651,19 @@ impl ClientEngine {
             } => {
                 // Every device of a participant hears it, also one that is
                 // not the one in the call.
-                if let Some(c) = self.calls.current.as_mut().filter(|c| c.id == call_id) {
+                if let Some(c) = self.joined_view_mut(&call_id) {
                     if on_hold {
                         c.held.insert(user.clone());
                     } else {
                         c.held.remove(&user);
                     }
+                }
+                // This user took back the call it held aside: the relay
+                // held the other one first, which is set aside now.
+                let back = self.calls.parked.as_ref().is_some_and(|p| p.id == call_id);
+                if back && !on_hold && user == *me {
+                    let parked = self.calls.parked.take();
+                    self.calls.parked = std::mem::replace(&mut self.calls.current, parked);
                 }
                 self.event(Event::CallHoldChanged {
                     call_id,
@@ -573,8 +671,24 @@ impl ClientEngine {
                     on_hold,
                 });
             }
+            ServerMsg::RoleChanged {
+                call_id,
+                user,
+                role,
+            } => {
+                if user == *me
+                    && let Some(c) = self.joined_view_mut(&call_id)
+                {
+                    c.audience = role == Role::Audience;
+                }
+                self.event(Event::RoleChanged {
+                    call_id,
+                    user_id: user,
+                    role,
+                });
+            }
             ServerMsg::CallTransferred { call_id, by, to } => {
-                let Some(c) = self.calls.current.as_mut().filter(|c| c.id == call_id) else {
+                let Some(c) = self.joined_view_mut(&call_id) else {
                     return;
                 };
                 // The call rings the target now: no voice until it answers,
@@ -594,10 +708,25 @@ impl ClientEngine {
         for view in std::mem::take(&mut self.calls.ringing).into_values() {
             self.event(canceled(&view, me, CancelReason::SignedOut, None));
         }
-        if let Some(view) = self.calls.current.take() {
+        for view in [self.calls.current.take(), self.calls.parked.take()]
+            .into_iter()
+            .flatten()
+        {
             self.end_locally(now, me, view, CancelReason::SignedOut);
         }
         self.sync_media(me);
+    }
+
+    /// Call `call_id` ends for this device: out of its calls. When that was
+    /// its call and it holds another aside, that one is its call again
+    /// (still held, as on the relay).
+    fn leave_call(&mut self, call_id: &str) -> Option<CallView> {
+        if let Some(view) = self.calls.parked.take_if(|p| p.id == call_id) {
+            return Some(view);
+        }
+        let view = self.calls.current.take_if(|c| c.id == call_id)?;
+        self.calls.current = self.calls.parked.take();
+        Some(view)
     }
 
     /// A call ends here without word from the relay: `CALLING_END` if it
@@ -632,15 +761,19 @@ impl ClientEngine {
         me: &UserId,
         ringing: Vec<CallInfo>,
         current: Option<CurrentCall>,
+        parked: Option<Box<CurrentCall>>,
     ) {
-        let current_id = current.as_ref().map(|c| c.call.call_id.clone());
+        let parked = parked.map(|p| *p);
+        let joined: Vec<String> = [&current, &parked]
+            .into_iter()
+            .flatten()
+            .map(|c| c.call.call_id.clone())
+            .collect();
         let gone: Vec<String> = self
             .calls
             .ringing
             .keys()
-            .filter(|id| {
-                !ringing.iter().any(|c| &c.call_id == *id) && current_id.as_ref() != Some(*id)
-            })
+            .filter(|id| !ringing.iter().any(|c| &c.call_id == *id) && !joined.contains(id))
             .cloned()
             .collect();
         for id in gone {
@@ -648,51 +781,62 @@ impl ClientEngine {
             self.event(canceled(&view, me, CancelReason::CallEnded, None));
         }
         for call in ringing {
-            let known = self.calls.ringing.contains_key(&call.call_id)
-                || self
-                    .calls
-                    .current
-                    .as_ref()
-                    .is_some_and(|c| c.id == call.call_id);
-            if !known {
+            if self.call_view(&call.call_id).is_none() {
                 self.ring_here(now, call);
             }
         }
-        match (self.calls.current.take(), current) {
-            (Some(mut view), Some(c)) if view.id == c.call.call_id => {
+        // The calls this device was in: those the relay no longer has it in
+        // end first, then the relay's are taken up.
+        let mut mine: Vec<CallView> = [self.calls.current.take(), self.calls.parked.take()]
+            .into_iter()
+            .flatten()
+            .collect();
+        for view in mine.extract_if(.., |v| !joined.contains(&v.id)) {
+            self.end_locally(now, me, view, CancelReason::CallEnded);
+        }
+        self.calls.current = current.map(|c| self.take_up(now, me, &mut mine, c));
+        self.calls.parked = parked.map(|c| self.take_up(now, me, &mut mine, c));
+    }
+
+    /// A call the relay has this device in, as this device sees it now:
+    /// its own view brought up to date, or a new one (dialing, or begun
+    /// with the begin lost on the way).
+    fn take_up(
+        &mut self,
+        now: Millis,
+        me: &UserId,
+        mine: &mut Vec<CallView>,
+        c: CurrentCall,
+    ) -> CallView {
+        let mut view = match mine.iter().position(|v| v.id == c.call.call_id) {
+            Some(i) => {
+                let mut view = mine.remove(i);
                 if c.connected && !view.connected() {
                     view.began_at.get_or_insert(now);
                     view.transfer_to = None;
                     self.event(begin_event(&view));
                 }
-                self.settle_holds(&mut view, c.held);
-                self.calls.current = Some(view);
+                view
             }
-            (mine, current) => {
-                if let Some(view) = mine {
-                    self.end_locally(now, me, view, CancelReason::CallEnded);
-                }
-                match current {
-                    // Placed here, and still ringing the others.
-                    Some(c) if !c.connected => self.dial_here(now, &c.call),
-                    // Answered here (or joined), and the begin was lost on the way.
-                    Some(c) => {
-                        let role = if c.call.sponsor == *me {
-                            CallRole::Caller
-                        } else {
-                            CallRole::Called
-                        };
-                        let mut view = (self.calls.ringing.remove(&c.call.call_id))
-                            .unwrap_or_else(|| view_of(&c.call, role, now));
-                        view.began_at = Some(now);
-                        self.event(begin_event(&view));
-                        self.settle_holds(&mut view, c.held);
-                        self.calls.current = Some(view);
-                    }
-                    None => {}
-                }
+            // Placed here, and still ringing the others.
+            None if !c.connected => return self.dial_here(now, &c.call),
+            // Answered here (or joined), and the begin was lost on the way.
+            None => {
+                let role = if c.call.sponsor == *me {
+                    CallRole::Caller
+                } else {
+                    CallRole::Called
+                };
+                let mut view = (self.calls.ringing.remove(&c.call.call_id))
+                    .unwrap_or_else(|| view_of(&c.call, role, now));
+                view.began_at = Some(now);
+                self.event(begin_event(&view));
+                view
             }
-        }
+        };
+        view.audience = c.role == Role::Audience;
+        self.settle_holds(&mut view, c.held);
+        view
     }
 
     /// The relay's word on who holds the call: what this device missed
@@ -727,14 +871,15 @@ impl ClientEngine {
             call_role: CallRole::Called,
             user_data: call.user_data.map(String::into_boxed_str),
             transferred_by: call.transferred_by.map(Box::new),
+            waiting: call.waiting,
             record: view.record(CallOutcome::Ringing, false, 0),
         });
         self.calls.ringing.insert(call.call_id, view);
         self.arm_auto_answer(now, call_id);
     }
 
-    /// This device's call was placed.
-    fn dial_here(&mut self, now: Millis, call: &CallInfo) {
+    /// This device's call was placed: its view, for the current call.
+    fn dial_here(&mut self, now: Millis, call: &CallInfo) -> CallView {
         let view = view_of(call, CallRole::Caller, now);
         self.event(Event::CallDialing {
             call_id: call.call_id.clone(),
@@ -745,7 +890,7 @@ impl ClientEngine {
             call_role: CallRole::Caller,
             record: view.record(CallOutcome::Dialing, false, 0),
         });
-        self.calls.current = Some(view);
+        view
     }
 
     /// The call an answer applies to: the one named, or the only one ringing.
@@ -778,10 +923,22 @@ impl ClientEngine {
     }
 
     fn call_view(&self, id: &str) -> Option<&CallView> {
-        self.calls
-            .ringing
-            .get(id)
-            .or(self.calls.current.as_ref().filter(|c| c.id == id))
+        self.calls.ringing.get(id).or(self.joined_view(id))
+    }
+
+    /// The call `id`, if this device is in it or holds it aside.
+    fn joined_view(&self, id: &str) -> Option<&CallView> {
+        [&self.calls.current, &self.calls.parked]
+            .into_iter()
+            .flatten()
+            .find(|c| c.id == id)
+    }
+
+    fn joined_view_mut(&mut self, id: &str) -> Option<&mut CallView> {
+        [&mut self.calls.current, &mut self.calls.parked]
+            .into_iter()
+            .flatten()
+            .find(|c| c.id == id)
     }
 }
 
@@ -805,6 +962,7 @@ fn view_of(call: &CallInfo, role: CallRole, now: Millis) -> CallView {
         group: call.group,
         held: BTreeSet::new(),
         transfer_to: None,
+        audience: false,
     }
 }
 
@@ -860,6 +1018,7 @@ mod tests {
             group: false,
             held: BTreeSet::new(),
             transfer_to: None,
+            audience: false,
         }
     }
 

@@ -13,7 +13,8 @@ use super::{ConnId, Millis, RelayCore, SessionId, Timer};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, UserId};
 use crate::protocol::{
-    CallInfo, CancelReason, CurrentCall, DeviceInfo, PeerAction, RoomId, ServerMsg, check_user_data,
+    CallInfo, CancelReason, CurrentCall, DeviceInfo, PeerAction, Role, RoomId, ServerMsg,
+    check_user_data,
 };
 
 /// How long an invitation rings when the caller does not say.
@@ -24,6 +25,14 @@ pub const MAX_RING_SECS: u32 = 300;
 
 type CallKey = u64;
 
+/// Who meets in a room's media: every member hears the others' frames;
+/// those in `audience` send nothing (their frames go nowhere).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaRoute {
+    pub members: Vec<(ConnId, UserId)>,
+    pub audience: Vec<ConnId>,
+}
+
 #[derive(Default)]
 pub(super) struct Calls {
     next_key: CallKey,
@@ -32,6 +41,11 @@ pub(super) struct Calls {
     by_room: HashMap<RoomId, CallKey>,
     /// The call each user is in (joined): such a user is busy.
     joined: HashMap<(AppId, UserId), CallKey>,
+    /// The call a user holds aside to take a waiting one (call waiting):
+    /// it is in that call too, holding it, until it hangs it up or goes
+    /// back to it with `unhold` (which sets the other one aside). Only a
+    /// user with a `joined` call has one.
+    parked: HashMap<(AppId, UserId), CallKey>,
 }
 
 struct Call {
@@ -63,6 +77,7 @@ enum Member {
     Joined {
         session: SessionId,
         since: Millis,
+        role: Role,
     },
 }
 
@@ -82,6 +97,7 @@ impl Call {
             group: self.group,
             user_data: self.user_data.clone(),
             transferred_by: self.transferred_by.clone(),
+            waiting: false,
         }
     }
 
@@ -104,6 +120,36 @@ impl Call {
         self.joined_sessions().count()
     }
 
+    /// How `user` takes part (anchor unless it joined, or switched, to
+    /// the audience).
+    fn role_of(&self, user: &UserId) -> Role {
+        match self.members.get(user) {
+            Some(Member::Joined { role, .. }) => *role,
+            _ => Role::Anchor,
+        }
+    }
+
+    /// Members in the audience.
+    fn audience_count(&self) -> usize {
+        (self.members.values())
+            .filter(|m| {
+                matches!(
+                    m,
+                    Member::Joined {
+                        role: Role::Audience,
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    /// Members counted against the participant limit: everyone invited or
+    /// in the call but the audience.
+    fn participant_count(&self) -> usize {
+        self.members.len() - self.audience_count()
+    }
+
     fn invited(&self) -> impl Iterator<Item = &UserId> {
         self.members.iter().filter_map(|(u, m)| match m {
             Member::Invited { .. } => Some(u),
@@ -113,7 +159,7 @@ impl Call {
 
     /// Everyone who hears about the call except `except`: joined members and
     /// ringing devices of other invitees.
-    fn audience(&self, except: &UserId) -> Vec<SessionId> {
+    fn others(&self, except: &UserId) -> Vec<SessionId> {
         self.sessions_where(|u| u != except)
     }
 
@@ -212,6 +258,7 @@ impl RelayCore {
             Member::Joined {
                 session: sid,
                 since: now,
+                role: Role::Anchor,
             },
         );
         self.calls.calls.insert(key, call);
@@ -238,10 +285,18 @@ impl RelayCore {
             if self.calls.calls[&key].members.contains_key(&user) {
                 continue;
             }
-            if self.calls.joined.contains_key(&(app, user.clone())) {
-                self.peer_event(key, &user, PeerAction::Busy, vec![user.clone()], true);
-                continue;
-            }
+            // A user in a call is busy, unless the device it talks on
+            // takes the call as a waiting one (it rings there only).
+            let waiting_on = match self.calls.joined.contains_key(&(app, user.clone())) {
+                false => None,
+                true => match self.waiting_session(app, &user) {
+                    Some(sid) => Some(sid),
+                    None => {
+                        self.peer_event(key, &user, PeerAction::Busy, vec![user.clone()], true);
+                        continue;
+                    }
+                },
+            };
             self.calls
                 .calls
                 .get_mut(&key)
@@ -254,10 +309,14 @@ impl RelayCore {
                         ringing: BTreeSet::new(),
                     },
                 );
-            added.push(user);
+            added.push((user, waiting_on));
         }
-        for user in &added {
-            for sid in self.ring_targets(app, user) {
+        for (user, waiting_on) in &added {
+            let targets = match waiting_on {
+                Some(sid) => vec![*sid],
+                None => self.ring_targets(app, user),
+            };
+            for sid in targets {
                 self.ring(key, user, sid);
             }
         }
@@ -280,11 +339,36 @@ impl RelayCore {
             .collect()
     }
 
+    /// The device on which a new call to `user`, who is in a call, waits
+    /// (call waiting): the device in that call, if it turned call waiting
+    /// on, the call is connected and the user holds no call aside yet.
+    fn waiting_session(&self, app: AppId, user: &UserId) -> Option<SessionId> {
+        let who = (app, user.clone());
+        if self.calls.parked.contains_key(&who) {
+            return None;
+        }
+        let call = &self.calls.calls[self.calls.joined.get(&who)?];
+        let Some(Member::Joined { session, .. }) = call.members.get(user) else {
+            return None;
+        };
+        let waits = call.connected && self.sessions.get(session)?.call_waiting;
+        waits.then_some(*session)
+    }
+
     fn ring(&mut self, key: CallKey, user: &UserId, sid: SessionId) {
         if self.add_ringing(key, user, sid) {
-            let info = self.calls.calls[&key].info_for(user);
+            let (app, _) = self.identity(sid);
+            let info = self.invitation(key, app, user);
             self.send_to_session(sid, ServerMsg::CallInvite { call: info });
         }
+    }
+
+    /// Call `key` as it rings for `user`: waiting while the user is in
+    /// another call.
+    fn invitation(&self, key: CallKey, app: AppId, user: &UserId) -> CallInfo {
+        let mut info = self.calls.calls[&key].info_for(user);
+        info.waiting = self.calls.joined.contains_key(&(app, user.clone()));
+        info
     }
 
     /// Counts `sid` among the devices ringing for `user` in call `key`.
@@ -304,31 +388,41 @@ impl RelayCore {
     /// is settled by this.
     pub(super) fn send_call_state(&mut self, sid: SessionId) {
         let (app, user) = self.identity(sid);
-        let mut ringing: Vec<&Call> = self
-            .calls
-            .calls
-            .values()
-            .filter(|c| {
+        let mut ringing: Vec<(&String, CallKey)> = (self.calls.calls.iter())
+            .filter(|(_, c)| {
                 c.app == app
                     && matches!(c.members.get(&user), Some(Member::Invited { ringing, .. }) if ringing.contains(&sid))
             })
+            .map(|(key, c)| (&c.id, *key))
             .collect();
-        ringing.sort_by(|a, b| a.id.cmp(&b.id));
-        let ringing = ringing.into_iter().map(|c| c.info_for(&user)).collect();
-        let current = self
-            .calls
-            .joined
-            .get(&(app, user.clone()))
-            .map(|key| &self.calls.calls[key])
-            .filter(|c| {
-                matches!(c.members.get(&user), Some(Member::Joined { session, .. }) if *session == sid)
-            })
-            .map(|c| CurrentCall {
-                call: c.info_for(&user),
-                connected: c.connected,
-                held: c.held.iter().cloned().collect(),
-            });
-        self.send_to_session(sid, ServerMsg::CallState { ringing, current });
+        ringing.sort();
+        let ringing = (ringing.into_iter())
+            .map(|(_, key)| self.invitation(key, app, &user))
+            .collect();
+        let here = |calls: &HashMap<(AppId, UserId), CallKey>| {
+            calls
+                .get(&(app, user.clone()))
+                .map(|key| &self.calls.calls[key])
+                .filter(|c| {
+                    matches!(c.members.get(&user), Some(Member::Joined { session, .. }) if *session == sid)
+                })
+                .map(|c| CurrentCall {
+                    call: c.info_for(&user),
+                    connected: c.connected,
+                    held: c.held.iter().cloned().collect(),
+                    role: c.role_of(&user),
+                })
+        };
+        let (current, parked) = (here(&self.calls.joined), here(&self.calls.parked));
+        let parked = parked.map(Box::new);
+        self.send_to_session(
+            sid,
+            ServerMsg::CallState {
+                ringing,
+                current,
+                parked,
+            },
+        );
     }
 
     /// A session came (back) online: it rings for calls still inviting its
@@ -345,6 +439,7 @@ impl RelayCore {
             .map(|(k, _)| *k)
             .collect();
         let targets = self.ring_targets(app, &user);
+        let busy = self.in_call(app, &user);
         for key in keys {
             let call = &self.calls.calls[&key];
             let still_ringing = matches!(
@@ -352,8 +447,11 @@ impl RelayCore {
                 Some(Member::Invited { ringing, .. }) if ringing.contains(&sid)
             );
             // A device that stopped ringing for this call (ignored it) is not
-            // rung again; one still ringing hears it again, and drops the repeat.
-            if targets.contains(&sid) && (still_ringing || !call.rang.contains(&sid)) {
+            // rung again; one still ringing hears it again, and drops the
+            // repeat. A user in a call is busy for a device that comes
+            // online (a waiting call rings only on the device in the call).
+            let new_here = !call.rang.contains(&sid) && !busy;
+            if targets.contains(&sid) && (still_ringing || new_here) {
                 self.add_ringing(key, &user, sid);
             }
         }
@@ -364,16 +462,26 @@ impl RelayCore {
         now: Millis,
         sid: SessionId,
         call_id: &str,
+        end_current: bool,
+    ) -> Result<(), Error> {
+        self.answer_as(now, sid, call_id, end_current, Role::Anchor)
+    }
+
+    /// Answers a call ringing on `sid`, taking part as `role`.
+    fn answer_as(
+        &mut self,
+        now: Millis,
+        sid: SessionId,
+        call_id: &str,
+        end_current: bool,
+        role: Role,
     ) -> Result<(), Error> {
         let Some(key) = self.ringing_call(sid, call_id)? else {
             return Ok(());
         };
         let (app, user) = self.identity(sid);
-        if self.calls.joined.contains_key(&(app, user.clone())) {
-            return Err(Error::new(
-                ErrorCode::AlreadyInCall,
-                format!("{user} is already in a call; hang up first"),
-            ));
+        if let Some(&current) = self.calls.joined.get(&(app, user.clone())) {
+            self.set_aside(now, sid, &user, current, end_current)?;
         }
         let call = self.calls.calls.get_mut(&key).expect("exists");
         let Some(Member::Invited { ringing, .. }) = call.members.insert(
@@ -381,6 +489,7 @@ impl RelayCore {
             Member::Joined {
                 session: sid,
                 since: now,
+                role,
             },
         ) else {
             unreachable!("ringing_call checked the member");
@@ -402,12 +511,60 @@ impl RelayCore {
             ServerMsg::CallBegin {
                 call_id: call_id.clone(),
                 room,
+                role,
             },
         );
         self.peer_event(key, &user, PeerAction::Accepted, vec![user.clone()], true);
         self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
         self.tell_holds(key, app, &user);
         self.connect(key, &user);
+        Ok(())
+    }
+
+    /// Call waiting: `user` answers a waiting call on `sid`, which is in
+    /// call `current`. With `end_current` that call is hung up first;
+    /// otherwise it is held and set aside. Either way the user's call is
+    /// free for the answer, and a call already set aside stays so.
+    fn set_aside(
+        &mut self,
+        now: Millis,
+        sid: SessionId,
+        user: &UserId,
+        current: CallKey,
+        end_current: bool,
+    ) -> Result<(), Error> {
+        let busy = |why: &str| {
+            Err(Error::new(
+                ErrorCode::AlreadyInCall,
+                format!("{user} is already in a call; {why}"),
+            ))
+        };
+        let here = matches!(
+            self.calls.calls[&current].members.get(user),
+            Some(Member::Joined { session, .. }) if *session == sid
+        );
+        if !here || !self.sessions[&sid].call_waiting {
+            return busy("hang up first (or turn call waiting on with enableCallWaiting)");
+        }
+        // Call waiting sets aside a call that talks, not one still ringing
+        // out (the engine keeps the same rule).
+        if !self.calls.calls[&current].connected {
+            return busy("its own call still rings out; hang it up first");
+        }
+        let who = (self.sessions[&sid].app, user.clone());
+        if !end_current && self.calls.parked.contains_key(&who) {
+            return busy(
+                "it holds another call aside already: hang one up, or accept with endCurrent",
+            );
+        }
+        if end_current {
+            // The call set aside, if any, becomes the user's call again.
+            self.leave(now, current, user, true);
+        }
+        if let Some(key) = self.calls.joined.remove(&who) {
+            self.set_hold(key, user, true);
+            self.calls.parked.insert(who, key);
+        }
         Ok(())
     }
 
@@ -501,20 +658,40 @@ impl RelayCore {
     /// `sid`'s user puts its call on hold (`on`) or takes it back: every
     /// device of every participant hears it, and the media routes leave the
     /// holder out (`media_routes`). Holding a held call changes nothing.
+    /// Taking back the call set aside for a waiting one swaps the two: the
+    /// user's other call is held and set aside in its place.
     pub(super) fn hold(&mut self, sid: SessionId, call_id: &str, on: bool) -> Result<(), Error> {
         let key = self.joined_call(sid, call_id)?;
         let (app, user) = self.identity(sid);
-        let call = self.calls.calls.get_mut(&key).expect("exists");
-        if !call.connected {
+        if !self.calls.calls[&key].connected {
             return Err(not_connected());
         }
+        let who = (app, user.clone());
+        if !on && self.calls.parked.get(&who) == Some(&key) {
+            let current = self
+                .calls
+                .joined
+                .insert(who.clone(), key)
+                .expect("parked has a current");
+            self.calls.parked.insert(who, current);
+            self.set_hold(current, &user, true);
+        }
+        self.set_hold(key, &user, on);
+        Ok(())
+    }
+
+    /// `user` holds call `key` (`on`) or takes it back; everyone in the
+    /// call hears of a change.
+    fn set_hold(&mut self, key: CallKey, user: &UserId, on: bool) {
+        let call = self.calls.calls.get_mut(&key).expect("exists");
+        let app = call.app;
         let changed = if on {
             call.held.insert(user.clone())
         } else {
-            call.held.remove(&user)
+            call.held.remove(user)
         };
         if !changed {
-            return Ok(());
+            return;
         }
         let participants: Vec<UserId> = call.joined_sessions().map(|(u, _)| u.clone()).collect();
         let call_id = call.id.clone();
@@ -530,7 +707,6 @@ impl RelayCore {
                 );
             }
         }
-        Ok(())
     }
 
     /// Blind transfer: `sid`'s user leaves its connected 1:1 call, and the
@@ -571,7 +747,7 @@ impl RelayCore {
             ));
         }
         let call = self.calls.calls.get_mut(&key).expect("exists");
-        let Some(Member::Joined { session, since }) = call.members.remove(&user) else {
+        let Some(Member::Joined { session, since, .. }) = call.members.remove(&user) else {
             unreachable!("joined_call checked the member");
         };
         call.held.remove(&user);
@@ -580,7 +756,7 @@ impl RelayCore {
         // The party that stays is whom the target talks to.
         call.sponsor = other.clone();
         let (call_id, room) = (call.id.clone(), call.room);
-        self.mark_left(app, &user);
+        self.mark_left(app, &user, key);
         self.send_to_session(
             session,
             ServerMsg::CallEnd {
@@ -640,10 +816,11 @@ impl RelayCore {
         self.calls.calls.len()
     }
 
-    /// Who sends and hears media in each room: the connections of the
-    /// joined sessions not holding the call, with their users; rooms of two
-    /// or more only (a caller alone while it rings has nobody to talk to).
-    pub(super) fn media_routes(&self) -> BTreeMap<RoomId, Vec<(ConnId, UserId)>> {
+    /// Who hears media in each room: the connections of the joined
+    /// sessions not holding the call, with their users, and which of them
+    /// only listen (the audience); rooms of two or more only (a caller
+    /// alone while it rings has nobody to talk to).
+    pub(super) fn media_routes(&self) -> BTreeMap<RoomId, MediaRoute> {
         let mut routes = BTreeMap::new();
         for call in self.calls.calls.values() {
             // A participant holding the call neither sends to the room nor
@@ -653,8 +830,12 @@ impl RelayCore {
                 .filter(|(user, _)| !call.held.contains(*user))
                 .filter_map(|(user, sid)| Some((self.sessions.get(&sid)?.conn?, user.clone())))
                 .collect();
+            let audience = (members.iter())
+                .filter(|(_, user)| call.role_of(user) == Role::Audience)
+                .map(|(conn, _)| *conn)
+                .collect();
             if members.len() >= 2 {
-                routes.insert(call.room, members);
+                routes.insert(call.room, MediaRoute { members, audience });
             }
         }
         routes
@@ -682,20 +863,21 @@ impl RelayCore {
             // Everyone named is already in the call or ringing: nothing changes.
             return Ok(());
         }
-        self.check_capacity(self.calls.calls[&key].members.len() + new.len())?;
+        self.check_capacity(self.calls.calls[&key].participant_count() + new.len())?;
         self.calls.calls.get_mut(&key).expect("exists").group = true;
         // Those already in the call or ringing hear the new list; the new
         // invitees learn it from their invitation.
-        let audience = self.calls.calls[&key].everyone();
+        let told = self.calls.calls[&key].everyone();
         self.invite(now, key, new, u64::from(DEFAULT_RING_SECS) * 1000);
         let invited: Vec<UserId> = self.calls.calls[&key].invited().cloned().collect();
-        for s in audience {
+        for s in told {
             self.send_to_session(
                 s,
                 ServerMsg::CallPeer {
                     call_id: call_id.to_owned(),
                     action: PeerAction::InviteesUpdated,
                     users: invited.clone(),
+                    role: None,
                 },
             );
         }
@@ -707,6 +889,7 @@ impl RelayCore {
         now: Millis,
         sid: SessionId,
         room: RoomId,
+        role: Role,
     ) -> Result<(), Error> {
         let key = *self.calls.by_room.get(&room).ok_or_else(|| {
             Error::new(
@@ -729,10 +912,13 @@ impl RelayCore {
         }
         if let Some(Member::Invited { .. }) = self.calls.calls[&key].members.get(&user) {
             let call_id = self.calls.calls[&key].id.clone();
+            if role == Role::Audience {
+                self.check_audience(self.calls.calls[&key].audience_count() + 1)?;
+            }
             if let Some(ringing) = self.ringing_of(key, &user) {
                 ringing.insert(sid);
             }
-            return self.answer(now, sid, &call_id);
+            return self.answer_as(now, sid, &call_id, false, role);
         }
         if self.calls.joined.contains_key(&(app, user.clone())) {
             return Err(Error::new(
@@ -740,13 +926,17 @@ impl RelayCore {
                 format!("{user} is already in a call; hang up first"),
             ));
         }
-        self.check_capacity(self.calls.calls[&key].members.len() + 1)?;
+        match role {
+            Role::Anchor => self.check_capacity(self.calls.calls[&key].participant_count() + 1)?,
+            Role::Audience => self.check_audience(self.calls.calls[&key].audience_count() + 1)?,
+        }
         let call = self.calls.calls.get_mut(&key).expect("exists");
         call.members.insert(
             user.clone(),
             Member::Joined {
                 session: sid,
                 since: now,
+                role,
             },
         );
         let call_id = call.id.clone();
@@ -757,6 +947,7 @@ impl RelayCore {
             ServerMsg::CallBegin {
                 call_id: call_id.clone(),
                 room,
+                role,
             },
         );
         self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
@@ -775,15 +966,16 @@ impl RelayCore {
             return;
         }
         let (call_id, room) = (call.id.clone(), call.room);
-        let waiting: Vec<SessionId> = call
+        let waiting: Vec<(SessionId, Role)> = call
             .joined_sessions()
             .filter(|(u, _)| *u != answering)
-            .map(|(_, s)| s)
+            .map(|(u, s)| (s, call.role_of(u)))
             .collect();
-        for s in waiting {
+        for (s, role) in waiting {
             let msg = ServerMsg::CallBegin {
                 call_id: call_id.clone(),
                 room,
+                role,
             };
             self.send_to_session(s, msg);
         }
@@ -795,9 +987,26 @@ impl RelayCore {
         self.broadcast_presence(app, user);
     }
 
-    fn mark_left(&mut self, app: AppId, user: &UserId) {
-        if self.calls.joined.remove(&(app, user.clone())).is_some() {
-            self.broadcast_presence(app, user);
+    /// `user` is out of call `key`. When that was its call and it holds
+    /// another aside, that one is its call again (still held: the user
+    /// takes it back with `unhold`).
+    fn mark_left(&mut self, app: AppId, user: &UserId, key: CallKey) {
+        let who = (app, user.clone());
+        if self.calls.parked.get(&who) == Some(&key) {
+            self.calls.parked.remove(&who);
+            return;
+        }
+        if self.calls.joined.get(&who) != Some(&key) {
+            return;
+        }
+        match self.calls.parked.remove(&who) {
+            Some(parked) => {
+                self.calls.joined.insert(who, parked);
+            }
+            None => {
+                self.calls.joined.remove(&who);
+                self.broadcast_presence(app, user);
+            }
         }
     }
 
@@ -834,19 +1043,20 @@ impl RelayCore {
             }
         }
         // NO_RESP goes to everyone still in the call or ringing.
-        let audience = self.calls.calls[&key].audience(&sponsor);
+        let told = self.calls.calls[&key].others(&sponsor);
         let sponsor_session = self.calls.calls[&key]
             .joined_sessions()
             .find(|(u, _)| **u == sponsor)
             .map(|(_, s)| s);
         let call_id = self.calls.calls[&key].id.clone();
-        for s in sponsor_session.into_iter().chain(audience) {
+        for s in sponsor_session.into_iter().chain(told) {
             self.send_to_session(
                 s,
                 ServerMsg::CallPeer {
                     call_id: call_id.clone(),
                     action: PeerAction::NoResponse,
                     users: expired.clone(),
+                    role: None,
                 },
             );
         }
@@ -857,10 +1067,19 @@ impl RelayCore {
     /// stops ringing anywhere.
     pub(super) fn calls_on_session_end(&mut self, now: Millis, sid: SessionId) {
         let (app, user) = self.identity(sid);
-        if let Some(&key) = self.calls.joined.get(&(app, user.clone()))
-            && matches!(self.calls.calls[&key].members.get(&user), Some(Member::Joined { session, .. }) if *session == sid)
-        {
-            self.leave(now, key, &user, false);
+        let who = (app, user.clone());
+        let joined: Vec<CallKey> = [self.calls.joined.get(&who), self.calls.parked.get(&who)]
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|key| {
+                matches!(self.calls.calls[key].members.get(&user), Some(Member::Joined { session, .. }) if *session == sid)
+            })
+            .collect();
+        for key in joined {
+            if self.calls.calls.contains_key(&key) {
+                self.leave(now, key, &user, false);
+            }
         }
         let ringing: Vec<CallKey> = self
             .calls
@@ -881,14 +1100,14 @@ impl RelayCore {
     /// can still hear about it.
     fn leave(&mut self, now: Millis, key: CallKey, user: &UserId, tell: bool) {
         let call = self.calls.calls.get_mut(&key).expect("exists");
-        let Some(Member::Joined { session, since }) = call.members.remove(user) else {
+        let Some(Member::Joined { session, since, .. }) = call.members.remove(user) else {
             return;
         };
         call.held.remove(user);
         let (app, call_id, room, connected) =
             (call.app, call.id.clone(), call.room, call.connected);
         let transferring = call.transferred_by.is_some();
-        self.mark_left(app, user);
+        self.mark_left(app, user, key);
         if !connected && !transferring {
             // The caller hangs up before anyone answered: cancel everywhere.
             if tell {
@@ -949,12 +1168,12 @@ impl RelayCore {
             .members
             .iter()
             .filter_map(|(u, m)| match m {
-                Member::Joined { session, since } => Some((u.clone(), *session, *since)),
+                Member::Joined { session, since, .. } => Some((u.clone(), *session, *since)),
                 Member::Invited { .. } => None,
             })
             .collect();
         for (user, s, since) in joined {
-            self.mark_left(app, &user);
+            self.mark_left(app, &user, key);
             let msg = if connected {
                 ServerMsg::CallEnd {
                     call_id: call_id.clone(),
@@ -996,7 +1215,7 @@ impl RelayCore {
                         );
                     }
                 }
-                Member::Joined { .. } => self.mark_left(call.app, user),
+                Member::Joined { .. } => self.mark_left(call.app, user, key),
             }
         }
     }
@@ -1060,7 +1279,7 @@ impl RelayCore {
     ) {
         let call = &self.calls.calls[&key];
         let targets: Vec<SessionId> = if ringing_too {
-            call.audience(subject)
+            call.others(subject)
         } else {
             call.joined_sessions()
                 .filter(|(u, _)| *u != subject)
@@ -1068,6 +1287,8 @@ impl RelayCore {
                 .collect()
         };
         let call_id = call.id.clone();
+        // Who enters says how it takes part.
+        let role = (action == PeerAction::Entered).then(|| call.role_of(subject));
         for s in targets {
             self.send_to_session(
                 s,
@@ -1075,6 +1296,7 @@ impl RelayCore {
                     call_id: call_id.clone(),
                     action,
                     users: users.clone(),
+                    role,
                 },
             );
         }
@@ -1084,6 +1306,63 @@ impl RelayCore {
         let max = self.settings.max_call_participants;
         if members > max {
             return Err(call_full(max));
+        }
+        Ok(())
+    }
+
+    fn check_audience(&self, audience: usize) -> Result<(), Error> {
+        let max = self.settings.max_call_audience;
+        if audience > max {
+            return Err(Error::new(
+                ErrorCode::CallFull,
+                format!("a call's audience holds at most {max} (relay.max_call_audience)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `sid`'s user speaks (anchor) or only listens (audience) from now
+    /// on, in its group call: everyone in the call hears of it, and the
+    /// media routes follow (an audience member's frames go nowhere).
+    pub(super) fn switch_role(
+        &mut self,
+        sid: SessionId,
+        call_id: &str,
+        role: Role,
+    ) -> Result<(), Error> {
+        let key = self.joined_call(sid, call_id)?;
+        let (_, user) = self.identity(sid);
+        let call = &self.calls.calls[&key];
+        if !call.group {
+            return Err(Error::new(
+                ErrorCode::NotAGroupCall,
+                "switchRole works in a group call; this is a one-to-one call",
+            ));
+        }
+        if call.role_of(&user) == role {
+            return Ok(());
+        }
+        match role {
+            Role::Anchor => self.check_capacity(call.participant_count() + 1)?,
+            Role::Audience => self.check_audience(call.audience_count() + 1)?,
+        }
+        let call = self.calls.calls.get_mut(&key).expect("exists");
+        if let Some(Member::Joined { role: r, .. }) = call.members.get_mut(&user) {
+            *r = role;
+        }
+        let (call_id, sessions): (String, Vec<SessionId>) = (
+            call.id.clone(),
+            call.joined_sessions().map(|(_, s)| s).collect(),
+        );
+        for s in sessions {
+            self.send_to_session(
+                s,
+                ServerMsg::RoleChanged {
+                    call_id: call_id.clone(),
+                    user: user.clone(),
+                    role,
+                },
+            );
         }
         Ok(())
     }

@@ -26,6 +26,8 @@ pub struct Settings {
     /// connection may have queued, so that a page never overflows it).
     pub sync_page_bytes: usize,
     pub max_call_participants: usize,
+    /// Audience members of one call (SPEC 8.3), beside its participants.
+    pub max_call_audience: usize,
     pub admin_token: Option<String>,
 }
 
