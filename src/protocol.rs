@@ -682,6 +682,9 @@ pub enum MediaKind {
     Voice = 1,
     /// A telephone event (RFC 4733: a DTMF digit), 4 bytes.
     TelephoneEvent = 2,
+    /// A receiver report: how the sender's voice reaches this device
+    /// (media::feedback).
+    ReceiverReport = 3,
 }
 
 impl MediaKind {
@@ -689,6 +692,7 @@ impl MediaKind {
         match byte {
             1 => Some(MediaKind::Voice),
             2 => Some(MediaKind::TelephoneEvent),
+            3 => Some(MediaKind::ReceiverReport),
             _ => None,
         }
     }
@@ -698,6 +702,7 @@ impl MediaKind {
         match self {
             MediaKind::Voice => 1..=MAX_MEDIA_PAYLOAD_BYTES,
             MediaKind::TelephoneEvent => 4..=4,
+            MediaKind::ReceiverReport => 1..=MAX_MEDIA_PAYLOAD_BYTES,
         }
     }
 }
@@ -749,7 +754,7 @@ impl MediaHeader {
         };
         let Some(kind) = MediaKind::parse(head[0]) else {
             return Err(bad(format!(
-                "media frame kind {} is not spoken here (1 voice, 2 telephone event)",
+                "media frame kind {} is not spoken here (1 voice, 2 telephone event, 3 receiver report)",
                 head[0]
             )));
         };

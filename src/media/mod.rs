@@ -20,6 +20,7 @@ pub mod codec;
 pub mod control;
 pub mod device;
 pub mod dtmf;
+pub mod feedback;
 pub mod io;
 pub mod jitter;
 pub mod level;

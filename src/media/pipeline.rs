@@ -35,6 +35,8 @@ use crate::protocol::RoomId;
 const VOLUME_EVERY: u64 = 10;
 /// Network quality is measured over windows of 100 ticks (2 s).
 const QUALITY_EVERY: u64 = 100;
+/// A receiver report to the others every 50 ticks (1 s).
+const REPORT_EVERY: u64 = 50;
 /// A clock this far behind (the machine stalled) restarts instead of
 /// racing to catch up.
 const MAX_LAG: Duration = Duration::from_millis(100);
@@ -444,6 +446,8 @@ impl Pipeline {
             fec_recovered: jitter.fec_recovered,
             one_way_delay_ms,
         });
+        let now_ms = live.started.elapsed().as_millis() as u64;
+        let (fec_planned_percent, reported_loss_percent) = live.media.feedback(now_ms);
         let loss_percent = match expected {
             0 => 0.0,
             _ => (10_000.0 * jitter.lost as f64 / expected as f64).round() / 100.0,
@@ -466,6 +470,8 @@ impl Pipeline {
             time_to_first_audio_ms: live.first_audio.map(|d| d.as_millis() as u64),
             jitter_ms,
             loss_percent,
+            fec_planned_percent,
+            reported_loss_percent,
             echo_cancellation: voice.echo_cancellation,
             noise_suppression: voice.noise_suppression,
             auto_gain: voice.auto_gain,
@@ -548,6 +554,12 @@ impl Pipeline {
                 .map(|(user_id, volume)| VoiceVolume { user_id, volume })
                 .collect();
             (self.reporter)(MediaReport::Volumes(volume_map));
+        }
+        if live.speaker.ticks.is_multiple_of(REPORT_EVERY)
+            && let Some(report) = live.media.receiver_report()
+            && self.outgoing.try_send(report).is_err()
+        {
+            tracing::debug!("dropped a receiver report: the connection is behind");
         }
         if live.speaker.ticks.is_multiple_of(QUALITY_EVERY) {
             let list = live.media.take_quality(self.rtt_ms);

@@ -66,6 +66,13 @@ pub struct MediaStats {
     pub jitter_ms: u64,
     /// Frames missing at their playout time, of those expected, in percent.
     pub loss_percent: f64,
+    /// The loss this device's encoder plans its FEC for, in percent: the
+    /// configured one until the others report, then after the worst loss
+    /// they report (media::feedback).
+    pub fec_planned_percent: i32,
+    /// The worst loss of this device's voice the others reported lately
+    /// (percent); null before any report.
+    pub reported_loss_percent: Option<f64>,
     /// The voice processing stages on at the end of the call (all false
     /// for files, tones, `echo` and null audio, which are never processed).
     pub echo_cancellation: bool,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::codec::{CodecSettings, Decoder, Encoder};
 use super::control::Digit;
 use super::dtmf::{DtmfReceiver, DtmfSender, KeyTone};
+use super::feedback::{self, Plan, Reception};
 use super::jitter::{JitterBuffer, JitterStats, Playout};
 use super::level::level;
 use super::quality::{Measurement, Quality, grade};
@@ -27,6 +28,8 @@ struct Peer {
     dtmf: DtmfReceiver,
     /// Counters at the start of the current quality window.
     window_start: JitterStats,
+    /// Counters at the last receiver report about it.
+    reported: JitterStats,
 }
 
 /// Per-participant figures of one quality window.
@@ -59,6 +62,11 @@ pub struct CallMedia {
     peers: BTreeMap<MediaSource, Peer>,
     scratch: Frame,
     clip: opus::SoftClip,
+    /// What the others report of this device's voice: its FEC plan.
+    plan: Plan,
+    /// The FEC plan in force, in percent (the configured one until a report).
+    fec_percent: i32,
+    report_seq: u16,
     /// Frames dropped because they were not for this call's room.
     pub foreign_frames: u64,
 }
@@ -82,6 +90,9 @@ impl CallMedia {
             peers: BTreeMap::new(),
             scratch: [0.0; FRAME_SAMPLES],
             clip: opus::SoftClip::new(opus::Channels::Mono),
+            plan: Plan::default(),
+            fec_percent: codec.expected_loss_percent,
+            report_seq: 0,
             foreign_frames: 0,
         })
     }
@@ -137,6 +148,46 @@ impl CallMedia {
         Some(header.encode(&packet.payload))
     }
 
+    /// A receiver report for the others: how each one's voice reached this
+    /// device since the last report. `None` while nothing was expected.
+    pub fn receiver_report(&mut self) -> Option<Vec<u8>> {
+        let mut entries = Vec::new();
+        for peer in self.peers.values_mut() {
+            let now = peer.jitter.stats();
+            let then = std::mem::replace(&mut peer.reported, now);
+            let (received, lost) = (now.received - then.received, now.lost - then.lost);
+            let (Some(user), expected) = (&peer.user, received + lost) else {
+                continue;
+            };
+            if expected == 0 {
+                continue;
+            }
+            entries.push(Reception {
+                user: user.clone(),
+                loss_permille: (lost * 1000 / expected) as u16,
+                jitter_ms: peer.jitter.jitter_ms().round().min(f64::from(u16::MAX)) as u16,
+            });
+        }
+        if entries.is_empty() || self.listening {
+            return None;
+        }
+        let header = MediaHeader {
+            kind: MediaKind::ReceiverReport,
+            room: self.room,
+            source: 0,
+            seq: self.report_seq,
+            timestamp: self.timestamp,
+        };
+        self.report_seq = self.report_seq.wrapping_add(1);
+        Some(header.encode(&feedback::encode(&entries)))
+    }
+
+    /// The FEC plan in force (percent), and the worst loss the others
+    /// reported lately about this device's voice.
+    pub fn feedback(&self, now: Millis) -> (i32, Option<f64>) {
+        (self.fec_percent, self.plan.worst_loss(now))
+    }
+
     /// The digits heard since the last call, in order, with who sent each.
     pub fn take_digits(&mut self) -> Vec<(UserId, Digit)> {
         let names = &self.names;
@@ -188,6 +239,7 @@ impl CallMedia {
                     level: 0,
                     dtmf: DtmfReceiver::default(),
                     window_start: JitterStats::default(),
+                    reported: JitterStats::default(),
                 })
             }
         };
@@ -198,6 +250,19 @@ impl CallMedia {
             MediaKind::TelephoneEvent => {
                 if let Some(digit) = peer.dtmf.receive(now, header.timestamp, payload) {
                     self.digits.push((header.source, digit));
+                }
+            }
+            MediaKind::ReceiverReport => {
+                let about_me =
+                    (feedback::decode(payload).into_iter().flatten()).find(|r| r.user == self.me);
+                if let Some(reception) = about_me {
+                    self.plan.heard(now, header.source, reception);
+                    if let Some(percent) = self.plan.fec_percent(now)
+                        && percent != self.fec_percent
+                    {
+                        self.fec_percent = percent;
+                        self.encoder.set_expected_loss(percent);
+                    }
                 }
             }
         }
@@ -329,6 +394,58 @@ mod tests {
     fn relayed(mut frame: Vec<u8>, source: MediaSource) -> Vec<u8> {
         MediaHeader::stamp_source(&mut frame, source);
         frame
+    }
+
+    /// bob loses every fifth of alice's frames; his report makes alice
+    /// plan FEC for it, and a clean second brings the plan down.
+    #[test]
+    fn a_receivers_report_sets_the_senders_fec_plan() {
+        let mut alice = CallMedia::new(user("alice"), 5, CodecSettings::default()).unwrap();
+        let mut bob = CallMedia::new(user("bob"), 5, CodecSettings::default()).unwrap();
+        bob.set_peers(&[MediaPeer {
+            source: 1,
+            user: user("alice"),
+        }]);
+        assert_eq!(alice.feedback(0), (20, None), "the configured plan");
+        let mut out = [0.0; FRAME_SAMPLES];
+        let mut second = |alice: &mut CallMedia, bob: &mut CallMedia, start: usize, lose: bool| {
+            for k in start..start + 50 {
+                let frame = alice.capture(&tone(k)).unwrap();
+                if !(lose && k % 5 == 2) {
+                    bob.receive(20 * k as u64, &relayed(frame, 1)).unwrap();
+                }
+                bob.playout(&mut out);
+            }
+            let report = bob.receiver_report().expect("alice's voice was expected");
+            alice
+                .receive(20 * (start + 50) as u64, &relayed(report, 2))
+                .unwrap();
+        };
+        second(&mut alice, &mut bob, 0, true);
+        let (plan, reported) = alice.feedback(1_000);
+        let reported = reported.unwrap();
+        assert!((15.0..=25.0).contains(&reported), "{reported}");
+        assert_eq!(plan, (reported * 1.5).ceil().min(25.0) as i32);
+        second(&mut alice, &mut bob, 50, false);
+        assert_eq!(alice.feedback(2_000), (2, Some(0.0)));
+        // A report about someone else changes nothing of alice's.
+        let mut carol = CallMedia::new(user("carol"), 5, CodecSettings::default()).unwrap();
+        let about_bob = feedback::encode(&[Reception {
+            user: user("bob"),
+            loss_permille: 500,
+            jitter_ms: 0,
+        }]);
+        let frame = MediaHeader {
+            kind: MediaKind::ReceiverReport,
+            room: 5,
+            source: 3,
+            seq: 0,
+            timestamp: 0,
+        }
+        .encode(&about_bob);
+        carol.receive(0, &frame).unwrap();
+        alice.receive(2_000, &frame).unwrap();
+        assert_eq!(alice.feedback(2_000), (2, Some(0.0)));
     }
 
     #[test]

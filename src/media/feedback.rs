@@ -1,0 +1,149 @@
+//! Receiver reports: each device tells the others, every second, how their
+//! voice reaches it (RTCP's receiver-report idea, on the media path), and
+//! each sender plans its encoder's in-band FEC for the worst loss reported
+//! about it, instead of a fixed 20% that costs a clean network its quality
+//! (docs/protocol.md, *Receiver reports*).
+//!
+//! A report names senders by user: a device does not know the source
+//! number the relay stamps on its own frames, but it knows who it is.
+
+use std::collections::BTreeMap;
+
+use crate::ids::UserId;
+use crate::protocol::MediaSource;
+
+type Millis = u64;
+
+/// How a receiver heard one sender over the last report's window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reception {
+    pub user: UserId,
+    /// Frames missing at their playout time, of those expected, in 0.1%.
+    pub loss_permille: u16,
+    pub jitter_ms: u16,
+}
+
+/// Bytes of one entry beside its user: loss and jitter.
+const ENTRY_FIXED: usize = 1 + 2 + 2;
+
+/// A report's payload: `count u8`, then per sender `len u8 | user | loss
+/// u16 (0.1%) | jitter u16 (ms)`.
+pub fn encode(entries: &[Reception]) -> Vec<u8> {
+    let entries = &entries[..entries.len().min(u8::MAX as usize)];
+    let mut out = vec![entries.len() as u8];
+    for e in entries {
+        let user = e.user.as_str().as_bytes();
+        out.push(user.len() as u8);
+        out.extend_from_slice(user);
+        out.extend_from_slice(&e.loss_permille.to_be_bytes());
+        out.extend_from_slice(&e.jitter_ms.to_be_bytes());
+    }
+    out
+}
+
+/// The entries of a report, or `None` for a payload that is not one.
+pub fn decode(payload: &[u8]) -> Option<Vec<Reception>> {
+    let (&count, mut rest) = payload.split_first()?;
+    let mut entries = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let (&len, tail) = rest.split_first()?;
+        if tail.len() < len as usize + ENTRY_FIXED - 1 {
+            return None;
+        }
+        let (user, tail) = tail.split_at(len as usize);
+        let user = UserId::parse(std::str::from_utf8(user).ok()?).ok()?;
+        let loss_permille = u16::from_be_bytes([tail[0], tail[1]]).min(1000);
+        let jitter_ms = u16::from_be_bytes([tail[2], tail[3]]);
+        rest = &tail[4..];
+        entries.push(Reception {
+            user,
+            loss_permille,
+            jitter_ms,
+        });
+    }
+    rest.is_empty().then_some(entries)
+}
+
+/// A report older than this is forgotten (its sender left, or went quiet).
+const FRESH_MS: Millis = 5_000;
+/// The least FEC planned once reports come: a clean network can turn bad
+/// within a report's second, and Opus spends almost nothing on 2%.
+const MIN_PLAN: i32 = 2;
+/// The most: past it, FEC takes more bits from the voice than it saves.
+const MAX_PLAN: i32 = 25;
+
+/// What a sender has heard about its own voice, and the FEC plan from it.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// The latest report of each receiver (by its source), and when.
+    heard: BTreeMap<MediaSource, (Reception, Millis)>,
+}
+
+impl Plan {
+    pub fn heard(&mut self, now: Millis, from: MediaSource, reception: Reception) {
+        self.heard.insert(from, (reception, now));
+        self.heard
+            .retain(|_, (_, at)| now.saturating_sub(*at) <= FRESH_MS);
+    }
+
+    /// The worst loss a receiver reported lately, in percent; `None`
+    /// before any report (the configured plan stands until then).
+    pub fn worst_loss(&self, now: Millis) -> Option<f64> {
+        (self.heard.values())
+            .filter(|(_, at)| now.saturating_sub(*at) <= FRESH_MS)
+            .map(|(r, _)| f64::from(r.loss_permille) / 10.0)
+            .reduce(f64::max)
+    }
+
+    /// The loss to plan FEC for: the worst reported, with room for it to
+    /// grow before the next report, within 2% to 25%.
+    pub fn fec_percent(&self, now: Millis) -> Option<i32> {
+        let loss = self.worst_loss(now)?;
+        Some(((loss * 1.5).ceil() as i32).clamp(MIN_PLAN, MAX_PLAN))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(user: &str, loss_permille: u16) -> Reception {
+        Reception {
+            user: UserId::parse(user).unwrap(),
+            loss_permille,
+            jitter_ms: 7,
+        }
+    }
+
+    #[test]
+    fn a_report_round_trips_and_garbage_is_refused() {
+        let entries = vec![r("alice", 123), r("bob-17", 0)];
+        assert_eq!(decode(&encode(&entries)), Some(entries));
+        assert_eq!(decode(&encode(&[])), Some(vec![]));
+        for bad in [&[][..], &[1], &[1, 5, b'a'], &[1, 1, b' ', 0, 0, 0, 0]] {
+            assert_eq!(decode(bad), None, "{bad:?}");
+        }
+        let mut trailing = encode(&[r("a", 1)]);
+        trailing.push(0);
+        assert_eq!(decode(&trailing), None);
+    }
+
+    #[test]
+    fn fec_follows_the_worst_fresh_report() {
+        let mut plan = Plan::default();
+        assert_eq!(
+            plan.fec_percent(0),
+            None,
+            "the configured plan until a report"
+        );
+        plan.heard(0, 1, r("alice", 0));
+        assert_eq!(plan.fec_percent(0), Some(MIN_PLAN));
+        plan.heard(500, 2, r("alice", 100));
+        assert_eq!(plan.fec_percent(500), Some(15), "10% lost: plan 15%");
+        plan.heard(600, 2, r("alice", 800));
+        assert_eq!(plan.fec_percent(600), Some(MAX_PLAN));
+        // The lossy receiver left: its report goes stale, the clean one stays fresh.
+        plan.heard(5_000, 1, r("alice", 0));
+        assert_eq!(plan.fec_percent(5_700), Some(MIN_PLAN));
+    }
+}
