@@ -425,7 +425,7 @@ mod tests {
         let (plan, reported) = alice.feedback(1_000);
         let reported = reported.unwrap();
         assert!((15.0..=25.0).contains(&reported), "{reported}");
-        assert_eq!(plan, (reported * 1.5).ceil().min(25.0) as i32);
+        assert_eq!(plan, (reported * 2.0).ceil().min(25.0) as i32);
         second(&mut alice, &mut bob, 50, false);
         assert_eq!(alice.feedback(2_000), (2, Some(0.0)));
         // A report about someone else changes nothing of alice's.

@@ -185,7 +185,7 @@ async fn ten_percent_loss_leaves_no_gap_longer_than_60_ms() {
     let plan = stats["fecPlannedPercent"].as_i64().unwrap();
     assert_eq!(
         plan,
-        ((reported * 1.5).ceil() as i64).clamp(2, 25),
+        ((reported * 2.0).ceil() as i64).clamp(2, 25),
         "{stats}"
     );
     let middle = &heard[heard.len() / 4..heard.len() * 3 / 4];
