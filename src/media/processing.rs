@@ -52,6 +52,8 @@ pub struct VoiceProcessor {
     block: [f32; BLOCK],
     /// Played audio short of a whole block.
     rendered: Vec<f32>,
+    /// Reference samples still to skip: the capture lost as many.
+    skip: usize,
     metrics: Option<EchoMetrics>,
     delay_ms: i32,
 }
@@ -78,6 +80,7 @@ impl VoiceProcessor {
             settings: VoiceProcessing::OFF,
             block: [0.0; BLOCK],
             rendered: Vec::with_capacity(4 * FRAME_SAMPLES),
+            skip: 0,
             metrics: None,
             delay_ms,
         };
@@ -147,7 +150,9 @@ impl VoiceProcessor {
             self.rendered.clear();
             return;
         }
-        self.rendered.extend_from_slice(played);
+        let skipped = self.skip.min(played.len());
+        self.skip -= skipped;
+        self.rendered.extend_from_slice(&played[skipped..]);
         let whole = self.rendered.len() / BLOCK * BLOCK;
         for block in self.rendered[..whole].chunks_exact(BLOCK) {
             if let Err(e) = self.pipeline.handle_render_frame(block) {
@@ -155,6 +160,15 @@ impl VoiceProcessor {
             }
         }
         self.rendered.drain(..whole);
+    }
+
+    /// The capture lost `samples` (its ring overflowed, or its backlog was
+    /// too old): as many of the reference are skipped, so that the echo
+    /// stays where the canceller found it against the reference.
+    pub fn drop_reference(&mut self, samples: usize) {
+        let now = samples.min(self.rendered.len());
+        self.rendered.drain(..now);
+        self.skip += samples - now;
     }
 
     /// Processes a captured frame in place.
@@ -278,6 +292,41 @@ mod tests {
         );
         let m = voice.metrics().expect("the canceller's figures");
         assert!(m.erle_db > 0.0, "{m:?}");
+    }
+
+    /// The capture loses 30 ms at 3 s (its ring overflowed while the media
+    /// thread stalled): with the reference cut to match, the echo stays
+    /// cancelled, with no new convergence.
+    #[test]
+    fn a_capture_that_loses_audio_keeps_the_echo_cancelled() {
+        let far = talker(3, 7.0);
+        let echo = room(&far);
+        let settings = VoiceProcessing {
+            auto_gain: false,
+            noise_suppression: false,
+            ..VoiceProcessing::ON
+        };
+        let mut voice = VoiceProcessor::new(settings, 40).unwrap();
+        let lost_at = 3 * SAMPLE_RATE as usize;
+        let lost = 3 * BLOCK;
+        let (mut played, mut captured) = (0, 0);
+        let mut out = Vec::new();
+        while captured + FRAME_SAMPLES <= echo.len() && played + FRAME_SAMPLES <= far.len() {
+            voice.render(&far[played..played + FRAME_SAMPLES]);
+            played += FRAME_SAMPLES;
+            if captured == lost_at {
+                captured += lost;
+                voice.drop_reference(lost);
+            }
+            let mut frame = [0.0; FRAME_SAMPLES];
+            frame.copy_from_slice(&echo[captured..captured + FRAME_SAMPLES]);
+            captured += FRAME_SAMPLES;
+            voice.capture(&mut frame);
+            out.extend_from_slice(&frame);
+        }
+        let after = 3 * SAMPLE_RATE as usize..out.len();
+        let below = db(&far[after.clone()]) - db(&out[after]);
+        assert!(below >= 30.0, "the echo is {below:.1} dB below the voice");
     }
 
     #[test]

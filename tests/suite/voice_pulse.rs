@@ -227,6 +227,10 @@ async fn echo_is_cancelled_and_the_callee_still_heard() {
     };
     let follows_bob = follows(&dt(&heard, 18.5), &dt(&b2, 0.0));
     let follows_alice = follows(&dt(&heard, 18.5), &dt(&alice_speech, 18.5));
+    let by_second: Vec<String> = (0..10)
+        .map(|k| format!("{:.0}", level_db(&heard, k as f64, k as f64 + 1.0)))
+        .collect();
+    eprintln!("room: what alice hears of herself, second by second (dB): {by_second:?}");
     eprintln!(
         "room: alice speaks at {spoken:.1} dB, the room's echo at bob's microphone \
          {room_echo:.1} dB, alice hears it at {echo:.1} dB; bob speaks at {bob_level:.1} dB \
