@@ -96,6 +96,7 @@ actions! {
     Details = "details", "show event";
     Invite = "invite", "invite selected";
     Mute = "mute", "mute/unmute";
+    VoiceProcessing = "voice_processing", "voice processing";
     Hold = "hold", "hold";
     Transfer = "transfer", "transfer";
     Devices = "devices", "sound devices";
@@ -263,6 +264,7 @@ impl Default for Keymap {
             (C::Call, k('h'), A::Hangup),
             (C::Call, k('+'), A::Invite),
             (C::Call, k('m'), A::Mute),
+            (C::Call, k('e'), A::VoiceProcessing),
             (C::Call, k('o'), A::Hold),
             (C::Call, k('t'), A::Transfer),
             (C::Call, k('s'), A::Devices),

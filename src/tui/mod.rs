@@ -27,6 +27,7 @@ use crate::client::local_store::StoreHandle;
 use crate::client::records::{CallRecord, Conversation, StoredMessage};
 use crate::ids::{DeviceId, UserId};
 use crate::media::ringtone::Ringtone;
+use crate::media::spec::AudioSpec;
 use crate::time::unix_millis;
 pub use keymap::Keymap;
 pub use state::{Effect, Model};
@@ -102,6 +103,12 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         unix_millis(),
     );
     model.banner = banner;
+    // Only a sound card's capture is processed (media::pipeline).
+    let card = matches!(
+        settings.media.input,
+        AudioSpec::Default | AudioSpec::Device(_)
+    );
+    model.voice = card.then_some(settings.media.voice);
     let (loaded_tx, mut loaded) = mpsc::unbounded_channel();
     let mut terminal = ratatui::init();
     let mut keys = terminal_input();

@@ -9,12 +9,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind};
 use ratatui_textarea::TextArea;
 
-use crate::client::engine::{CallCommand, Command};
+use crate::client::engine::{CallCommand, Command, VoiceProcessingChange};
 use crate::client::event::DeviceState;
 use crate::client::event::{CallRole, DeviceView, Event, LinkState, LoginStatus, UserView};
 use crate::client::records::{CallRecord, Conversation as Summary};
 use crate::error::ErrorCode;
 use crate::ids::{DeviceId, Platform, UserId};
+use crate::media::control::VoiceProcessing;
 use crate::media::quality::Quality;
 use crate::protocol::CancelReason;
 use crate::tui::conversation::{Conversation, Delivery};
@@ -182,6 +183,10 @@ pub struct Model {
     pub devices: Option<DeviceState>,
     /// The device picker, while open (over the panes).
     pub picker: Option<Picker>,
+    /// The voice processing stages on for the microphone; `None` when it
+    /// is not a sound card (files, tones, `echo`, null audio are never
+    /// processed).
+    pub voice: Option<VoiceProcessing>,
 }
 
 impl Model {
@@ -228,6 +233,7 @@ impl Model {
             banner: Vec::new(),
             devices: None,
             picker: None,
+            voice: None,
         }
     }
 
@@ -277,6 +283,7 @@ impl Model {
                 let conversation = self.conversation.as_ref();
                 let works = match action {
                     Action::Invite | Action::Mute | Action::Hold | Action::Transfer => connected,
+                    Action::VoiceProcessing => self.voice.is_some(),
                     Action::Call => self.call.is_none(),
                     Action::Details => !self.log.is_empty(),
                     // In the help, not the footer: it has no room to spare.
@@ -379,6 +386,7 @@ impl Model {
                         Action::Hangup
                             | Action::Invite
                             | Action::Mute
+                            | Action::VoiceProcessing
                             | Action::Hold
                             | Action::Transfer
                             | Action::Devices
@@ -397,6 +405,7 @@ impl Model {
     fn act(&mut self, action: Action, now: u64) -> Vec<Effect> {
         match action {
             Action::Quit => vec![Effect::Quit],
+            Action::VoiceProcessing => self.toggle_voice(now),
             Action::Devices => {
                 self.picker = Some(Picker::new());
                 vec![Effect::Engine(Command::GetDeviceList)]
@@ -472,6 +481,32 @@ impl Model {
             | Action::Transfer
             | Action::Hangup => self.call_action(action, now),
         }
+    }
+
+    /// Every stage of voice processing off when any is on, else every one
+    /// on; for this call and the next ones, as `setAudioProcessing`.
+    fn toggle_voice(&mut self, now: u64) -> Vec<Effect> {
+        let Some(voice) = self.voice.as_mut() else {
+            self.notice = Some((
+                "the microphone is not a sound card: nothing to process".into(),
+                now,
+            ));
+            return Vec::new();
+        };
+        let on = !voice.any();
+        *voice = if on {
+            VoiceProcessing::ON
+        } else {
+            VoiceProcessing::OFF
+        };
+        let state = if on { "on" } else { "off" };
+        self.notice = Some((format!("voice processing {state}"), now));
+        let change = VoiceProcessingChange {
+            echo_cancellation: Some(on),
+            noise_suppression: Some(on),
+            auto_gain: Some(on),
+        };
+        vec![Effect::Engine(Command::SetAudioProcessing(change))]
     }
 
     fn call_action(&mut self, action: Action, now: u64) -> Vec<Effect> {
