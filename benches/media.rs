@@ -10,6 +10,10 @@
 //! 3. Relay forwarding: N concurrent 1:1 calls, each side sending a frame
 //!    every 20 ms; frames per second, forwarding delay p50/p99, loss, and
 //!    the relay process's CPU.
+//! 4. Voice processing of a sound card's capture (issue 22): the cost of
+//!    each stage per call, as a share of one core (one 20 ms frame of
+//!    capture and of its echo reference every 20 ms), and the delay the
+//!    chain adds, found by cross-correlating its input and output.
 //!
 //! `cargo test` runs it in its quick mode (see `common::mode`).
 
@@ -28,6 +32,8 @@ use tokio_tungstenite::tungstenite::Message;
 use common::{Mode, Ws, cores, expect, login, percentile, send, start_relay, us};
 use termphone::ids::UserId;
 use termphone::media::codec::{CodecSettings, Decoder, Encoder};
+use termphone::media::control::VoiceProcessing;
+use termphone::media::processing::VoiceProcessor;
 use termphone::media::session::CallMedia;
 use termphone::media::{FRAME_SAMPLES, Frame};
 use termphone::protocol::{ClientMsg, MediaHeader, MediaKind, RoomId, ServerMsg};
@@ -146,6 +152,89 @@ fn codec_lag(mode: Mode) -> usize {
         output.extend_from_slice(&out);
     }
     best_lag(&input, &output, 4_800)
+}
+
+/// Voice processing: each stage's cost per call and the delay it adds. The
+/// capture is the reference 40 ms later (a room that echoes everything)
+/// plus a near voice, so the canceller works as it does in a call.
+fn voice_processing(mode: Mode) {
+    let frames = mode.pick(1_500, 25);
+    let (mut far, mut near) = (Signal::new(), Signal::new());
+    near.next_u32();
+    let played: Vec<Frame> = (0..frames).map(|_| far.frame()).collect();
+    let echo_lag: usize = 2; // frames: 40 ms
+    let captured: Vec<Frame> = (0..frames)
+        .map(|k: usize| {
+            let near = near.frame();
+            let echo = k
+                .checked_sub(echo_lag)
+                .map_or([0.0; FRAME_SAMPLES], |e| played[e]);
+            std::array::from_fn(|i| 0.5 * echo[i] + 0.5 * near[i])
+        })
+        .collect();
+    let stages = [
+        (
+            "echo cancellation",
+            VoiceProcessing {
+                echo_cancellation: true,
+                ..VoiceProcessing::OFF
+            },
+        ),
+        (
+            "noise suppression",
+            VoiceProcessing {
+                noise_suppression: true,
+                ..VoiceProcessing::OFF
+            },
+        ),
+        (
+            "gain control",
+            VoiceProcessing {
+                auto_gain: true,
+                ..VoiceProcessing::OFF
+            },
+        ),
+        ("all three", VoiceProcessing::ON),
+    ];
+    println!(
+        "voice processing of a sound card's capture, per call (a 20 ms frame of capture and of reference every 20 ms):"
+    );
+    for (name, settings) in stages {
+        let mut voice = VoiceProcessor::new(settings, 40).unwrap();
+        let t = Instant::now();
+        for (reference, capture) in played.iter().zip(&captured) {
+            voice.render(reference);
+            let mut frame = *capture;
+            voice.capture(&mut frame);
+            std::hint::black_box(&frame);
+        }
+        let per_frame = t.elapsed() / frames as u32;
+        let share = per_frame.as_secs_f64() / 0.020 * 100.0;
+        let lag = added_delay(settings, mode);
+        println!(
+            " | {name}: {} a frame, {share:.2}% of one core; adds {lag} samples ({:.1} ms)",
+            us(per_frame),
+            lag as f64 / 48.0
+        );
+    }
+    println!(" | every stage off: nothing (the chain is skipped)");
+}
+
+/// What `settings` add to the delay: a signal through the chain with
+/// nothing played (no echo to take out), matched against itself.
+fn added_delay(settings: VoiceProcessing, mode: Mode) -> usize {
+    let mut voice = VoiceProcessor::new(settings, 40).unwrap();
+    let mut signal = Signal::new();
+    let (mut input, mut output) = (Vec::new(), Vec::new());
+    for _ in 0..mode.pick(200, 10) {
+        let f = signal.frame();
+        let mut out = f;
+        voice.render(&[0.0; FRAME_SAMPLES]);
+        voice.capture(&mut out);
+        input.extend_from_slice(&f);
+        output.extend_from_slice(&out);
+    }
+    best_lag(&input, &output, 1_920)
 }
 
 /// Logs in caller and callee and connects a call; returns both and the room.
@@ -392,6 +481,7 @@ async fn main() {
         cores()
     );
     codec(mode);
+    voice_processing(mode);
     let (mut relay, url, _dir) = start_relay(CONFIG).await;
     loopback_delay(&url, mode).await;
     let pid = relay.id().unwrap();

@@ -7,8 +7,9 @@
 //! them. Devices are asked for 48 kHz first; another rate is converted on the
 //! media thread.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{
@@ -20,11 +21,17 @@ use super::resample::Resampler;
 use super::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
 use crate::error::{Error, ErrorCode};
 
-/// Each ring holds at most 100 ms (at 48 kHz; scaled to the device's
-/// rate). The pipeline keeps them far emptier than that: a ring is a bound,
-/// not a buffer (the playback ring is refilled at `PLAYBACK_TARGET`, and
-/// capture is read as soon as a frame is in).
+/// The playback ring holds at most 100 ms (at 48 kHz; scaled to the
+/// device's rate). The pipeline keeps it far emptier than that: it is a
+/// bound, not a buffer (it is refilled at `PLAYBACK_TARGET`).
 const RING_MS: usize = 100;
+
+/// The capture ring, and the ring of what was played, hold 500 ms: they are
+/// emptied as soon as a frame is in, so they only fill while the media
+/// thread stalls, and every sample they lost would move the echo against
+/// the canceller's reference (a loaded 2-core machine stalls it for 100 ms
+/// and more now and then).
+const CAPTURE_RING_MS: usize = 500;
 
 /// What a device is asked to buffer per callback: 20 ms (a double buffer,
 /// so 40 ms of playback). 10 ms would be less delay, but ALSA's `pulse`
@@ -47,9 +54,22 @@ pub const MAX_PLAYBACK_QUEUE: usize = PLAYBACK_TARGET + 2 * FRAME_SAMPLES;
 /// outright (a device's start-up burst); after it, only beyond `MAX_CAPTURE_BACKLOG`.
 const WARM_UP_FRAMES: u32 = 10;
 
-/// Captured audio held back beyond this is dropped (counted as overrun):
-/// only a stalled media thread gets there.
+/// Captured audio held back beyond this (80 ms) is dropped, counted as
+/// overrun, and cut from the echo canceller's reference as well: the media
+/// thread reads a frame as soon as one is in, so only a machine that has
+/// stopped it gets there, and a burst sent on would raise the far end's
+/// jitter buffer, and the delay with it, for the rest of the call.
 const MAX_CAPTURE_BACKLOG: usize = 4 * FRAME_SAMPLES;
+
+/// Silence put in for a stalled microphone is taken back out of what the
+/// card brings in its next reads (the audio it held while stalled), so that
+/// the capture keeps in step with the card's clock. A card that lost that
+/// audio brings nothing extra: after this many reads the debt is forgotten.
+const DEBT_READS: u32 = 10;
+
+/// When the callbacks ran: µs since this instant, which is taken when the
+/// first stream opens.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// What the device callbacks count.
 #[derive(Debug, Default)]
@@ -69,6 +89,12 @@ pub struct Counters {
     pub period: AtomicU64,
     /// Frames the callbacks have moved, in all.
     pub moved: AtomicU64,
+    /// When the last callback ran, µs after `EPOCH` (0: none has).
+    pub last_callback_us: AtomicU64,
+    /// Playback: samples played that the media thread did not collect
+    /// before the ring of what was played filled (the echo canceller's
+    /// reference missed them).
+    pub unheard: AtomicU64,
 }
 
 impl Counters {
@@ -94,6 +120,18 @@ impl Counters {
     pub fn latency_ms(&self) -> Option<u64> {
         let us = self.latency_us.load(Ordering::Relaxed);
         (us > 0).then(|| us.div_ceil(1000))
+    }
+
+    /// How long before `now` the last callback ran; `None` before the first.
+    pub fn since_callback(&self, now: Instant) -> Option<Duration> {
+        let us = self.last_callback_us.load(Ordering::Relaxed);
+        (us > 0).then(|| now.saturating_duration_since(*EPOCH + Duration::from_micros(us)))
+    }
+
+    /// In a callback: it ran now (a clock read, nothing that can block).
+    pub(super) fn called_back(&self) {
+        let us = EPOCH.elapsed().as_micros() as u64;
+        self.last_callback_us.store(us.max(1), Ordering::Relaxed);
     }
 }
 
@@ -409,6 +447,8 @@ fn start(
     mut build: impl FnMut(&cpal::Device, &StreamConfig, SampleFormat) -> Result<cpal::Stream, Error>,
 ) -> Result<(cpal::Stream, StreamConfig), Error> {
     let what = if input { "capture" } else { "playback" };
+    // Taken here, so that no callback is the first to read it.
+    LazyLock::force(&EPOCH);
     let device = find(name, input)?;
     let (mut config, format, range) = pick_config(&device, input)?;
     let wanted = config.sample_rate * DEVICE_PERIOD_MS / 1000;
@@ -451,6 +491,12 @@ pub struct Capture {
     pending: Vec<f32>,
     chunk: Vec<f32>,
     reads: u32,
+    /// Silence put in for a stalled card, to take back out of what it
+    /// brings next (`DEBT_READS`), and the reads left to do so.
+    debt: usize,
+    debt_reads: u32,
+    /// Overruns already reported by [`Capture::take_lost`].
+    lost_seen: u64,
     pub counters: Arc<Counters>,
 }
 
@@ -459,7 +505,8 @@ impl Capture {
         let counters = Arc::new(Counters::default());
         let mut ring = None;
         let (stream, config) = start(name, true, |device, config, format| {
-            let (producer, consumer) = rtrb::RingBuffer::new(ring_len(config.sample_rate));
+            let len = capture_ring_len(config.sample_rate);
+            let (producer, consumer) = rtrb::RingBuffer::new(len);
             ring = Some(consumer);
             match format {
                 SampleFormat::F32 => capture_stream::<f32>(device, config, producer, &counters),
@@ -472,9 +519,12 @@ impl Capture {
             ring: ring.expect("built with a ring"),
             rate: config.sample_rate,
             resampler: Resampler::new(config.sample_rate, SAMPLE_RATE),
-            pending: Vec::with_capacity(ring_len(SAMPLE_RATE) * 2),
-            chunk: Vec::with_capacity(ring_len(config.sample_rate)),
+            pending: Vec::with_capacity(capture_ring_len(SAMPLE_RATE) * 2),
+            chunk: Vec::with_capacity(capture_ring_len(config.sample_rate)),
             reads: 0,
+            debt: 0,
+            debt_reads: 0,
+            lost_seen: 0,
             counters,
         })
     }
@@ -485,46 +535,82 @@ impl Capture {
         self.pending.len() + self.ring.slots() * SAMPLE_RATE as usize / self.rate as usize
     }
 
-    /// The oldest 20 ms captured; silence (counted) when the device is behind.
+    /// The oldest 20 ms captured; silence (counted) when the device has
+    /// nothing, which the media thread asks for only of a stalled card.
     pub fn read(&mut self, out: &mut Frame) {
-        let available = self.ring.slots();
-        if available > 0
-            && let Ok(chunk) = self.ring.read_chunk(available)
-        {
-            self.chunk.clear();
-            let (a, b) = chunk.as_slices();
-            self.chunk.extend_from_slice(a);
-            self.chunk.extend_from_slice(b);
-            chunk.commit_all();
-            self.resampler.process(&self.chunk, &mut self.pending);
-        }
+        let fresh = self.drain_ring();
         if self.counters.moved.load(Ordering::Relaxed) > 0 {
             // Reads since the device started to deliver (a PulseAudio stream
             // takes a few hundred ms).
             self.reads = self.reads.saturating_add(1);
         }
-        let limit = if self.reads <= WARM_UP_FRAMES {
+        if self.reads <= WARM_UP_FRAMES {
             // A device's first callbacks can bring a burst: start level.
-            FRAME_SAMPLES + self.target()
-        } else {
-            MAX_CAPTURE_BACKLOG
-        };
-        if self.pending.len() > limit {
-            let excess = self.pending.len() - limit;
+            let limit = FRAME_SAMPLES + self.target();
+            let excess = self.pending.len().saturating_sub(limit);
             self.pending.drain(..excess);
-            if self.reads > WARM_UP_FRAMES {
-                self.counters
-                    .overruns
-                    .fetch_add(excess as u64, Ordering::Relaxed);
-            }
+        }
+        if fresh && self.debt > 0 {
+            self.repay();
+        }
+        let excess = self.pending.len().saturating_sub(MAX_CAPTURE_BACKLOG);
+        if excess > 0 {
+            self.pending.drain(..excess);
+            (self.counters.overruns).fetch_add(excess as u64, Ordering::Relaxed);
         }
         if self.pending.len() < FRAME_SAMPLES {
             out.fill(0.0);
             self.counters.underruns.fetch_add(1, Ordering::Relaxed);
+            self.debt += FRAME_SAMPLES;
+            self.debt_reads = DEBT_READS;
             return;
         }
         out.copy_from_slice(&self.pending[..FRAME_SAMPLES]);
         self.pending.drain(..FRAME_SAMPLES);
+    }
+
+    /// Captured audio dropped since the last call (48 kHz samples): the
+    /// ring was full, or the backlog too old. The capture is that much
+    /// short of the card's clock from here on; the echo canceller's
+    /// reference is cut to match.
+    pub fn take_lost(&mut self) -> usize {
+        let overruns = self.counters.overruns.load(Ordering::Relaxed);
+        let lost = overruns - self.lost_seen;
+        self.lost_seen = overruns;
+        lost as usize * SAMPLE_RATE as usize / self.rate as usize
+    }
+
+    /// Moves what the callback captured to `pending`; whether there was any.
+    fn drain_ring(&mut self) -> bool {
+        let available = self.ring.slots();
+        if available == 0 {
+            return false;
+        }
+        let Ok(chunk) = self.ring.read_chunk(available) else {
+            return false;
+        };
+        self.chunk.clear();
+        let (a, b) = chunk.as_slices();
+        self.chunk.extend_from_slice(a);
+        self.chunk.extend_from_slice(b);
+        chunk.commit_all();
+        self.resampler.process(&self.chunk, &mut self.pending);
+        true
+    }
+
+    /// The card is back after a stall that was filled with silence: what it
+    /// brings beyond this read's frame is the audio it held meanwhile, and
+    /// as much of it as was filled in is dropped. Sent as well, it would
+    /// stay as delay and move the echo against the canceller's reference.
+    fn repay(&mut self) {
+        let surplus = self.pending.len().saturating_sub(FRAME_SAMPLES);
+        let repaid = surplus.min(self.debt);
+        self.pending.drain(..repaid);
+        self.debt -= repaid;
+        self.debt_reads = self.debt_reads.saturating_sub(1);
+        if self.debt_reads == 0 {
+            self.debt = 0;
+        }
     }
 
     /// The most a device's start-up burst leaves after a read: one device
@@ -566,9 +652,14 @@ fn raise_callback_priority() {
     }
 }
 
-/// Ring length for a device running at `rate`.
+/// Playback ring length for a device running at `rate`.
 fn ring_len(rate: u32) -> usize {
     rate as usize * RING_MS / 1000
+}
+
+/// Capture ring length (also of what was played) at `rate`.
+fn capture_ring_len(rate: u32) -> usize {
+    rate as usize * CAPTURE_RING_MS / 1000
 }
 
 fn capture_stream<T>(
@@ -589,6 +680,7 @@ where
             *config,
             move |data: &[T], info: &cpal::InputCallbackInfo| {
                 raise_callback_priority();
+                data_counters.called_back();
                 let t = info.timestamp();
                 if let Some(latency) = t.callback.checked_duration_since(t.capture) {
                     (data_counters.latency_us).store(latency.as_micros() as u64, Ordering::Relaxed);
@@ -619,6 +711,8 @@ pub struct Playback {
     played: rtrb::Consumer<f32>,
     played_chunk: Vec<f32>,
     played_resampler: Resampler,
+    /// `Counters::unheard` already accounted for by [`Playback::take_played`].
+    unheard_seen: u64,
     rate: u32,
     resampler: Resampler,
     converted: Vec<f32>,
@@ -631,9 +725,8 @@ impl Playback {
         let mut rings = None;
         let (stream, config) = start(name, false, |device, config, format| {
             let (producer, consumer) = rtrb::RingBuffer::new(ring_len(config.sample_rate));
-            // What was played waits here until the next microphone tick: a
-            // ring of 100 ms more than the playback ring is never short.
-            let (played, played_out) = rtrb::RingBuffer::new(2 * ring_len(config.sample_rate));
+            // What was played waits here until the media thread's next tick.
+            let (played, played_out) = rtrb::RingBuffer::new(capture_ring_len(config.sample_rate));
             rings = Some((producer, played_out));
             let rings = (consumer, played);
             match format {
@@ -647,8 +740,9 @@ impl Playback {
             _stream: stream,
             ring,
             played,
-            played_chunk: Vec::with_capacity(2 * ring_len(config.sample_rate)),
+            played_chunk: Vec::with_capacity(capture_ring_len(config.sample_rate)),
             played_resampler: Resampler::new(config.sample_rate, SAMPLE_RATE),
+            unheard_seen: 0,
             rate: config.sample_rate,
             resampler: Resampler::new(SAMPLE_RATE, config.sample_rate),
             converted: Vec::with_capacity(ring_len(config.sample_rate)),
@@ -662,13 +756,15 @@ impl Playback {
             / self.rate as usize
     }
 
-    /// Appends what the card has played since the last call (48 kHz) to `out`.
+    /// Appends what the card has played since the last call (48 kHz) to
+    /// `out`: as many samples as it played, silence standing in for any the
+    /// ring had no room for, so that the echo canceller's reference keeps
+    /// the card's time.
     pub fn take_played(&mut self, out: &mut Vec<f32>) {
         let available = self.played.slots();
-        if available == 0 {
-            return;
-        }
-        if let Ok(chunk) = self.played.read_chunk(available) {
+        if available > 0
+            && let Ok(chunk) = self.played.read_chunk(available)
+        {
             self.played_chunk.clear();
             let (a, b) = chunk.as_slices();
             self.played_chunk.extend_from_slice(a);
@@ -676,6 +772,11 @@ impl Playback {
             chunk.commit_all();
             self.played_resampler.process(&self.played_chunk, out);
         }
+        let unheard = self.counters.unheard.load(Ordering::Relaxed);
+        let missed =
+            (unheard - self.unheard_seen) as usize * SAMPLE_RATE as usize / self.rate as usize;
+        self.unheard_seen = unheard;
+        out.resize(out.len() + missed, 0.0);
     }
 
     /// Queues a frame; drops it (counted as overrun) when the ring already
@@ -713,6 +814,7 @@ where
             *config,
             move |data: &mut [T], info: &cpal::OutputCallbackInfo| {
                 raise_callback_priority();
+                data_counters.called_back();
                 let t = info.timestamp();
                 if let Some(latency) = t.playback.checked_duration_since(t.callback) {
                     (data_counters.latency_us).store(latency.as_micros() as u64, Ordering::Relaxed);
@@ -729,8 +831,9 @@ where
                         }
                     };
                     frame.fill(T::from_sample(sample));
-                    // Full only when nobody reads it (no echo canceller).
-                    let _ = played.push(sample);
+                    if played.push(sample).is_err() {
+                        data_counters.unheard.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             },
             move |_| {

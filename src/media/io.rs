@@ -24,7 +24,7 @@ pub enum Source {
     Tone { step: f32, phase: f32 },
     Wav { samples: Vec<f32>, pos: usize },
     Echo(VecDeque<Frame>),
-    Device(Capture),
+    Device(Box<Capture>),
 }
 
 impl Source {
@@ -40,8 +40,8 @@ impl Source {
                 pos: 0,
             },
             AudioSpec::Echo => Source::Echo(VecDeque::with_capacity(ECHO_FRAMES + 1)),
-            AudioSpec::Default => Source::Device(Capture::open(None)?),
-            AudioSpec::Device(name) => Source::Device(Capture::open(Some(name))?),
+            AudioSpec::Default => Source::Device(Box::new(Capture::open(None)?)),
+            AudioSpec::Device(name) => Source::Device(Box::new(Capture::open(Some(name))?)),
         })
     }
 

@@ -40,14 +40,17 @@ const REPORT_EVERY: u64 = 50;
 /// A clock this far behind (the machine stalled) restarts instead of
 /// racing to catch up.
 const MAX_LAG: Duration = Duration::from_millis(100);
-/// A sound card that has not asked for audio (or brought any) for this long
-/// since the last tick is taken as stalled (or not started yet: a PulseAudio
-/// stream takes a few hundred ms): the call ticks anyway, so it goes on.
+/// A speaker whose callback has not run for this long is taken as stalled
+/// (or not started yet: a PulseAudio stream takes a few hundred ms): the
+/// call plays on the system clock meanwhile, so it goes on.
 const STALL: Duration = Duration::from_millis(FRAME_MS * 3);
 /// A microphone delivers in bursts (ALSA on PulseAudio: 20 to 40 ms, more
 /// on a loaded machine), and a late burst only delays what is sent, while
-/// silence put in its place would stay as delay: it is taken as stalled
-/// only after 200 ms.
+/// silence put in its place is a gap in what the far end hears and moves
+/// the echo against the canceller's reference: it is taken as stalled only
+/// when its callback has not run for 200 ms. (Taking two ticks without a
+/// callback between them as a stall, as this once did, filled every burst
+/// that came a little late with 20 ms of silence: 6 to 8 a minute.)
 const MIC_STALL: Duration = Duration::from_millis(10 * FRAME_MS);
 /// Time to first audio ends with the first frame played this loud.
 const AUDIBLE_DBFS: f64 = -40.0;
@@ -211,16 +214,12 @@ struct Live {
 
 /// When one side of the call ticks next. With a sound card on that side,
 /// the card's clock decides (`Live::mic_due_in`, `Live::speaker_due_in`);
-/// without one, or while the card does not move (stalled, or not started
-/// yet: an ALSA stream on PulseAudio can take 2 s), the system clock.
+/// without one, or while the card's callbacks do not run (stalled, or not
+/// started yet: an ALSA stream on PulseAudio can take 2 s), the system
+/// clock, a frame every 20 ms from the card's last tick.
 struct Clock {
     /// The system clock's next tick.
     next: Instant,
-    last: Instant,
-    /// The card did not move between the last two ticks.
-    stalled: bool,
-    /// Frames the card's callbacks had moved at the last tick.
-    moved: u64,
     ticks: u64,
 }
 
@@ -228,42 +227,41 @@ impl Clock {
     fn new(now: Instant) -> Self {
         Clock {
             next: now,
-            last: now,
-            stalled: false,
-            moved: 0,
             ticks: 0,
         }
     }
 
-    /// A tick now; `moved` is what the side's card has moved so far.
-    fn tick(&mut self, now: Instant, moved: Option<u64>) {
-        if now.duration_since(self.next) > MAX_LAG {
+    /// A tick now, on the card's clock (`card`) or the system's.
+    fn tick(&mut self, now: Instant, card: bool) {
+        if card || now.duration_since(self.next) > MAX_LAG {
             self.next = now;
         }
         self.next += Duration::from_millis(FRAME_MS);
-        if let Some(moved) = moved {
-            self.stalled = moved == self.moved;
-            self.moved = moved;
-        }
-        self.last = now;
         self.ticks += 1;
     }
 
-    /// How long until a card that wants `samples` more (48 kHz) is due, or
-    /// the system clock takes over from a card that has not moved for
-    /// `stall`.
-    fn device_due_in(&self, now: Instant, samples: usize, stall: Duration) -> Duration {
-        let stall = if self.stalled {
-            Duration::from_millis(FRAME_MS)
-        } else {
-            stall
-        };
-        let stalled_at = self.last + stall;
-        if samples == 0 || now >= stalled_at {
-            return Duration::ZERO;
+    /// How long until a card that wants `samples` more (48 kHz) is due, or,
+    /// when its callbacks have not run for `stall` (`None`: the card is
+    /// stalled or not started), until the system clock's tick.
+    fn due_in(&self, now: Instant, card: Option<(&Counters, usize)>, stall: Duration) -> Duration {
+        let quiet = card.and_then(|(c, _)| c.since_callback(now));
+        match (card, quiet) {
+            (Some((_, samples)), Some(quiet)) if quiet < stall => {
+                if samples == 0 {
+                    return Duration::ZERO;
+                }
+                let wait =
+                    Duration::from_micros(samples as u64 * 1_000_000 / u64::from(SAMPLE_RATE));
+                wait.max(Duration::from_millis(1)).min(stall - quiet)
+            }
+            _ => self.next.saturating_duration_since(now),
         }
-        let wait = Duration::from_micros(samples as u64 * 1_000_000 / u64::from(SAMPLE_RATE));
-        wait.max(Duration::from_millis(1)).min(stalled_at - now)
+    }
+
+    /// Whether the card (if any) is what paces this side now.
+    fn on_card(card: Option<&Counters>, now: Instant, stall: Duration) -> bool {
+        card.and_then(|c| c.since_callback(now))
+            .is_some_and(|quiet| quiet < stall)
     }
 }
 
@@ -484,11 +482,16 @@ impl Pipeline {
     fn tick_mic(&mut self, live: &mut Live, now: Instant) {
         let (capture, _) = live.counters();
         let capture = capture.cloned();
-        live.mic.tick(now, capture.as_ref().map(|c| c.moved()));
+        live.mic
+            .tick(now, Clock::on_card(capture.as_deref(), now, MIC_STALL));
         live.capture_runs.settle(now, capture.as_deref());
         let mut frame = [0.0; FRAME_SAMPLES];
         live.source.read(&mut frame);
         live.feed_reference();
+        let lost = match &mut live.source {
+            Source::Device(c) => c.take_lost(),
+            _ => 0,
+        };
         // An audience member sends nothing; its source is still read, so
         // that a file or a device keeps its pace.
         if !live.media.sends() {
@@ -497,6 +500,7 @@ impl Pipeline {
         }
         let delay_ms = live.echo_delay_ms();
         if let Some(voice) = live.voice.as_mut() {
+            voice.drop_reference(lost);
             if let Some(delay_ms) = delay_ms {
                 voice.set_device_delay(delay_ms);
             }
@@ -523,7 +527,7 @@ impl Pipeline {
     fn tick_speaker(&mut self, live: &mut Live, now: Instant) {
         let (_, playback) = live.counters();
         let playback = playback.cloned();
-        live.speaker.tick(now, playback.as_ref().map(|c| c.moved()));
+        (live.speaker).tick(now, Clock::on_card(playback.as_deref(), now, STALL));
         live.playback_runs.settle(now, playback.as_deref());
         let mut frame = [0.0; FRAME_SAMPLES];
         live.media.playout(&mut frame);
@@ -726,37 +730,34 @@ impl Live {
     /// (the microphone's clock paces what is sent; the far end's jitter
     /// buffer absorbs its drift, as it does any sender's).
     fn mic_due_in(&self, now: Instant) -> Duration {
-        match &self.source {
-            Source::Device(c) => (self.mic).device_due_in(
-                now,
-                FRAME_SAMPLES.saturating_sub(c.available()),
-                MIC_STALL,
-            ),
-            _ => self.mic.next.saturating_duration_since(now),
-        }
+        let card = match &self.source {
+            Source::Device(c) => Some((&*c.counters, FRAME_SAMPLES.saturating_sub(c.available()))),
+            _ => None,
+        };
+        self.mic.due_in(now, card, MIC_STALL)
     }
 
     /// How long until the speaker side ticks: the playback ring is down to
     /// its target (the speaker's clock paces playout, so the ring never
     /// fills up).
     fn speaker_due_in(&self, now: Instant) -> Duration {
-        match &self.sink {
-            Sink::Device(p) => {
-                (self.speaker).device_due_in(now, p.queued().saturating_sub(PLAYBACK_TARGET), STALL)
-            }
-            _ => self.speaker.next.saturating_duration_since(now),
-        }
+        let card = match &self.sink {
+            Sink::Device(p) => Some((&*p.counters, p.queued().saturating_sub(PLAYBACK_TARGET))),
+            _ => None,
+        };
+        self.speaker.due_in(now, card, STALL)
     }
 
     /// What the sound card played since the last tick, to the echo
-    /// canceller (before the capture it may echo in). Without a card, or
-    /// without a canceller, nothing (the callback stops copying once its
-    /// ring is full).
+    /// canceller (before the capture it may echo in). Taken on every tick,
+    /// canceller or not, so that the ring of what was played never fills.
     fn feed_reference(&mut self) {
-        if let (Some(voice), Sink::Device(playback)) = (self.voice.as_mut(), &mut self.sink) {
+        if let Sink::Device(playback) = &mut self.sink {
             self.played.clear();
             playback.take_played(&mut self.played);
-            voice.render(&self.played);
+            if let Some(voice) = self.voice.as_mut() {
+                voice.render(&self.played);
+            }
         }
     }
 
@@ -869,5 +870,40 @@ fn network_quality(q: PeerQuality) -> NetworkQuality {
         loss_percent: (q.measurement.loss_percent * 10.0).round() / 10.0,
         jitter_ms: q.measurement.jitter_ms.round() as u64,
         rtt_ms: q.measurement.rtt_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A microphone whose burst came a little late is waited for, not
+    /// filled with silence: only 200 ms without a callback is a stall.
+    #[test]
+    fn a_late_microphone_is_waited_for_and_a_stalled_one_replaced() {
+        let card = Counters::default();
+        let start = Instant::now();
+        let mut mic = Clock::new(start);
+        // Never called back: the system clock, a frame every 20 ms.
+        assert_eq!(
+            mic.due_in(start, Some((&card, FRAME_SAMPLES)), MIC_STALL),
+            Duration::ZERO
+        );
+        card.called_back();
+        mic.tick(start, true);
+        mic.tick(start, true);
+        // Two ticks on one burst, and the next is 40 ms late: still waited for.
+        let late = start + Duration::from_millis(60);
+        let wait = mic.due_in(late, Some((&card, FRAME_SAMPLES / 2)), MIC_STALL);
+        assert!(wait > Duration::ZERO, "{wait:?}");
+        // A frame in: due at once.
+        assert_eq!(
+            mic.due_in(late, Some((&card, 0)), MIC_STALL),
+            Duration::ZERO
+        );
+        // Silent for 200 ms: stalled, the system clock takes over.
+        let stalled = start + MIC_STALL + Duration::from_millis(5);
+        let due = mic.due_in(stalled, Some((&card, FRAME_SAMPLES)), MIC_STALL);
+        assert_eq!(due, Duration::ZERO);
     }
 }

@@ -52,6 +52,8 @@ pub struct VoiceProcessor {
     block: [f32; BLOCK],
     /// Played audio short of a whole block.
     rendered: Vec<f32>,
+    /// Reference samples still to skip: the capture lost as many.
+    skip: usize,
     metrics: Option<EchoMetrics>,
     delay_ms: i32,
 }
@@ -78,6 +80,7 @@ impl VoiceProcessor {
             settings: VoiceProcessing::OFF,
             block: [0.0; BLOCK],
             rendered: Vec::with_capacity(4 * FRAME_SAMPLES),
+            skip: 0,
             metrics: None,
             delay_ms,
         };
@@ -147,7 +150,9 @@ impl VoiceProcessor {
             self.rendered.clear();
             return;
         }
-        self.rendered.extend_from_slice(played);
+        let skipped = self.skip.min(played.len());
+        self.skip -= skipped;
+        self.rendered.extend_from_slice(&played[skipped..]);
         let whole = self.rendered.len() / BLOCK * BLOCK;
         for block in self.rendered[..whole].chunks_exact(BLOCK) {
             if let Err(e) = self.pipeline.handle_render_frame(block) {
@@ -155,6 +160,15 @@ impl VoiceProcessor {
             }
         }
         self.rendered.drain(..whole);
+    }
+
+    /// The capture lost `samples` (its ring overflowed, or its backlog was
+    /// too old): as many of the reference are skipped, so that the echo
+    /// stays where the canceller found it against the reference.
+    pub fn drop_reference(&mut self, samples: usize) {
+        let now = samples.min(self.rendered.len());
+        self.rendered.drain(..now);
+        self.skip += samples - now;
     }
 
     /// Processes a captured frame in place.
@@ -204,6 +218,11 @@ mod tests {
     /// Speech-like test signal: noise through a resonance, in 150 to
     /// 400 ms "syllables" with pauses, from `seed`.
     fn talker(seed: u32, secs: f32) -> Vec<f32> {
+        talker_pausing(seed, secs, 0.1)
+    }
+
+    /// [`talker`] with `pause` seconds between syllables.
+    fn talker_pausing(seed: u32, secs: f32, pause: f32) -> Vec<f32> {
         let mut state = seed;
         let mut rand = move || {
             state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -220,7 +239,7 @@ mod tests {
                 (y2, y1) = (y1, y);
                 out.push(0.05 * env * y);
             }
-            out.resize(out.len() + (0.1 * SAMPLE_RATE as f32) as usize, 0.0);
+            out.resize(out.len() + (pause * SAMPLE_RATE as f32) as usize, 0.0);
         }
         out.truncate(n);
         out
@@ -278,6 +297,142 @@ mod tests {
         );
         let m = voice.metrics().expect("the canceller's figures");
         assert!(m.erle_db > 0.0, "{m:?}");
+    }
+
+    /// The capture loses 30 ms at 3 s (its ring overflowed while the media
+    /// thread stalled): with the reference cut to match, the echo stays
+    /// cancelled, with no new convergence.
+    #[test]
+    fn a_capture_that_loses_audio_keeps_the_echo_cancelled() {
+        let far = talker(3, 7.0);
+        let echo = room(&far);
+        let settings = VoiceProcessing {
+            auto_gain: false,
+            noise_suppression: false,
+            ..VoiceProcessing::ON
+        };
+        let mut voice = VoiceProcessor::new(settings, 40).unwrap();
+        let lost_at = 3 * SAMPLE_RATE as usize;
+        let lost = 3 * BLOCK;
+        let (mut played, mut captured) = (0, 0);
+        let mut out = Vec::new();
+        while captured + FRAME_SAMPLES <= echo.len() && played + FRAME_SAMPLES <= far.len() {
+            voice.render(&far[played..played + FRAME_SAMPLES]);
+            played += FRAME_SAMPLES;
+            if captured == lost_at {
+                captured += lost;
+                voice.drop_reference(lost);
+            }
+            let mut frame = [0.0; FRAME_SAMPLES];
+            frame.copy_from_slice(&echo[captured..captured + FRAME_SAMPLES]);
+            captured += FRAME_SAMPLES;
+            voice.capture(&mut frame);
+            out.extend_from_slice(&frame);
+        }
+        let after = 3 * SAMPLE_RATE as usize..out.len();
+        let below = db(&far[after.clone()]) - db(&out[after]);
+        assert!(below >= 30.0, "the echo is {below:.1} dB below the voice");
+    }
+
+    /// Pink noise (Paul Kellet's filter over white noise), from `seed`.
+    fn pink(seed: u32, n: usize) -> Vec<f32> {
+        let mut white = talker_noise(seed);
+        let mut b = [0.0f32; 7];
+        (0..n)
+            .map(|_| {
+                let w = white();
+                b[0] = 0.99886 * b[0] + w * 0.0555179;
+                b[1] = 0.99332 * b[1] + w * 0.0750759;
+                b[2] = 0.96900 * b[2] + w * 0.153_852;
+                b[3] = 0.86650 * b[3] + w * 0.3104856;
+                b[4] = 0.55000 * b[4] + w * 0.5329522;
+                b[5] = -0.7616 * b[5] - w * 0.0168980;
+                let out = b[..6].iter().sum::<f32>() + b[6] + w * 0.5362;
+                b[6] = w * 0.115926;
+                out
+            })
+            .collect()
+    }
+
+    fn talker_noise(seed: u32) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        }
+    }
+
+    /// Six talkers at once, none of them the one measured.
+    fn babble(n: usize) -> Vec<f32> {
+        let voices: Vec<Vec<f32>> = (10..16)
+            .map(|seed| talker(seed, n as f32 / 48_000.0))
+            .collect();
+        (0..n).map(|i| voices.iter().map(|v| v[i]).sum()).collect()
+    }
+
+    /// How much quieter the pauses of `speech` mixed with `noise` at 10 dB
+    /// SNR are after noise suppression (from 2 s, once it has learnt the
+    /// noise), and how the speech's own level changed.
+    fn suppression(speech: &[f32], noise: &[f32]) -> (f64, f64) {
+        let gain = (db(speech) - 10.0 - db(noise)) / 20.0;
+        let noise: Vec<f32> = noise.iter().map(|x| x * 10f32.powf(gain as f32)).collect();
+        let settings = VoiceProcessing {
+            noise_suppression: true,
+            ..VoiceProcessing::OFF
+        };
+        let mut voice = VoiceProcessor::new(settings, 40).unwrap();
+        let mut out = Vec::new();
+        for (s, n) in speech
+            .chunks_exact(FRAME_SAMPLES)
+            .zip(noise.chunks_exact(FRAME_SAMPLES))
+        {
+            let mut frame = [0.0; FRAME_SAMPLES];
+            for (i, f) in frame.iter_mut().enumerate() {
+                *f = s[i] + n[i];
+            }
+            voice.render(&[0.0; FRAME_SAMPLES]);
+            voice.capture(&mut frame);
+            out.extend_from_slice(&frame);
+        }
+        // Pauses: 20 ms of silence in the clean speech, and speech: the rest.
+        let from = 2 * SAMPLE_RATE as usize / FRAME_SAMPLES;
+        let (mut pause_in, mut pause_out, mut talk_in, mut talk_out) =
+            (vec![], vec![], vec![], vec![]);
+        for k in from..out.len() / FRAME_SAMPLES {
+            let at = k * FRAME_SAMPLES..(k + 1) * FRAME_SAMPLES;
+            if speech[at.clone()].iter().all(|x| *x == 0.0) {
+                pause_in.extend_from_slice(&noise[at.clone()]);
+                pause_out.extend_from_slice(&out[at]);
+            } else {
+                talk_in.extend_from_slice(&speech[at.clone()]);
+                talk_out.extend_from_slice(&out[at]);
+            }
+        }
+        assert!(pause_in.len() > SAMPLE_RATE as usize / 2, "enough pauses");
+        (db(&pause_in) - db(&pause_out), db(&talk_out) - db(&talk_in))
+    }
+
+    /// The issue's noise at the microphone, 10 dB below the speech (pink
+    /// noise, as from a fan, and the babble of six other talkers): in the
+    /// pauses between words (300 ms, as in the spoken words the room test
+    /// uses) it is at least 15 dB quieter.
+    ///
+    /// Not met yet (issue 22): 14.7 dB for pink noise and 10.0 dB for
+    /// babble, with the suppressor at its strongest (21 dB) setting. Run
+    /// by hand: `cargo test --lib noise_in_speech -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "the suppressor turns the pauses down 14.7 dB (pink) and 10 dB (babble), not 15 (issue 22)"]
+    fn noise_in_speech_pauses_is_turned_down() {
+        let n = 10 * SAMPLE_RATE as usize;
+        let speech = talker_pausing(7, 10.0, 0.3);
+        let (pink_down, pink_speech) = suppression(&speech, &pink(3, n));
+        let (babble_down, babble_speech) = suppression(&speech, &babble(n));
+        eprintln!(
+            "pink noise in pauses {pink_down:.1} dB down (speech {pink_speech:+.1} dB), \
+             babble {babble_down:.1} dB down (speech {babble_speech:+.1} dB)"
+        );
+        assert!(pink_down >= 15.0, "pink noise only {pink_down:.1} dB down");
+        assert!(babble_down >= 15.0, "babble only {babble_down:.1} dB down");
     }
 
     #[test]

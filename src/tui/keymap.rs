@@ -100,6 +100,7 @@ actions! {
     Details = "details", "show event";
     Invite = "invite", "invite selected";
     Mute = "mute", "mute";
+    VoiceProcessing = "voice_processing", "voice processing";
     Hold = "hold", "hold";
     Transfer = "transfer", "transfer";
     Swap = "swap", "swap calls";
@@ -274,6 +275,7 @@ impl Default for Keymap {
             (C::Call, k('h'), A::Hangup),
             (C::Call, k('+'), A::Invite),
             (C::Call, k('m'), A::Mute),
+            (C::Call, k('n'), A::VoiceProcessing),
             (C::Call, k('o'), A::Hold),
             (C::Call, k('t'), A::Transfer),
             (C::Call, k('x'), A::Swap),

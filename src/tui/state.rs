@@ -9,13 +9,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind};
 use ratatui_textarea::TextArea;
 
-use crate::client::engine::{CallCommand, Command};
+use crate::client::engine::{CallCommand, Command, VoiceProcessingChange};
 use crate::client::event::DeviceState;
 use crate::client::event::{CallRole, DeviceView, Event, LinkState, LoginStatus, UserView};
 use crate::client::records::{CallRecord, Conversation as Summary};
 use crate::error::ErrorCode;
 use crate::ids::{DeviceId, Platform, UserId};
 use crate::media::control::Digit;
+use crate::media::control::VoiceProcessing;
 use crate::media::quality::Quality;
 use crate::protocol::{CancelReason, Role};
 use crate::tui::conversation::{Conversation, Delivery};
@@ -213,6 +214,10 @@ pub struct Model {
     pub devices: Option<DeviceState>,
     /// The device picker, while open (over the panes).
     pub picker: Option<Picker>,
+    /// The voice processing stages on for the microphone; `None` when it
+    /// is not a sound card (files, tones, `echo`, null audio are never
+    /// processed).
+    pub voice: Option<VoiceProcessing>,
 }
 
 impl Model {
@@ -264,6 +269,7 @@ impl Model {
             banner: Vec::new(),
             devices: None,
             picker: None,
+            voice: None,
         }
     }
 
@@ -325,6 +331,7 @@ impl Model {
                     Action::AcceptEnd => waiting,
                     // Switches: in the help, and the status line says when on.
                     Action::AutoAnswer | Action::CallWaiting => false,
+                    Action::VoiceProcessing => self.voice.is_some(),
                     Action::Call => self.call.is_none(),
                     Action::Details => !self.log.is_empty(),
                     // In the help, not the footer: it has no room to spare.
@@ -427,6 +434,7 @@ impl Model {
                         Action::Hangup
                             | Action::Invite
                             | Action::Mute
+                            | Action::VoiceProcessing
                             | Action::Hold
                             | Action::Transfer
                             | Action::Swap
@@ -452,6 +460,7 @@ impl Model {
     fn act(&mut self, action: Action, now: u64) -> Vec<Effect> {
         match action {
             Action::Quit => vec![Effect::Quit],
+            Action::VoiceProcessing => self.toggle_voice(now),
             Action::Devices => {
                 self.picker = Some(Picker::new());
                 vec![Effect::Engine(Command::GetDeviceList)]
@@ -570,6 +579,32 @@ impl Model {
         vec![Effect::Engine(Command::Call(CallCommand::SendDtmf {
             digits: vec![digit],
         }))]
+    }
+
+    /// Every stage of voice processing off when any is on, else every one
+    /// on; for this call and the next ones, as `setAudioProcessing`.
+    fn toggle_voice(&mut self, now: u64) -> Vec<Effect> {
+        let Some(voice) = self.voice.as_mut() else {
+            self.notice = Some((
+                "the microphone is not a sound card: nothing to process".into(),
+                now,
+            ));
+            return Vec::new();
+        };
+        let on = !voice.any();
+        *voice = if on {
+            VoiceProcessing::ON
+        } else {
+            VoiceProcessing::OFF
+        };
+        let state = if on { "on" } else { "off" };
+        self.notice = Some((format!("voice processing {state}"), now));
+        let change = VoiceProcessingChange {
+            echo_cancellation: Some(on),
+            noise_suppression: Some(on),
+            auto_gain: Some(on),
+        };
+        vec![Effect::Engine(Command::SetAudioProcessing(change))]
     }
 
     fn call_action(&mut self, action: Action, now: u64) -> Vec<Effect> {

@@ -295,6 +295,70 @@ fn snapshot_in_a_group_call() {
     snap!("group_call", m, T0 + 65_000);
 }
 
+/// On a sound card's microphone the call pane says voice processing is on;
+/// `n` turns every stage off (and the words go), and on again.
+#[test]
+fn n_switches_voice_processing_and_the_call_pane_shows_it() {
+    use crate::client::engine::VoiceProcessingChange;
+    use crate::media::control::VoiceProcessing;
+    let mut m = with_conversation(model());
+    m.voice = Some(VoiceProcessing::ON);
+    for e in [
+        Event::CallDialing {
+            call_id: "c3".into(),
+            room_id: 7,
+            user_id_list: vec!["bob".parse().unwrap()],
+            is_from_group: false,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Caller,
+            record: any_record(),
+        },
+        Event::OnCallBegin {
+            call_id: "c3".into(),
+            room_id: 7,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Caller,
+            record: any_record(),
+        },
+    ] {
+        m.on_engine(e, T0);
+    }
+    let now = T0 + 1_000;
+    let on_the_meter = |m: &Model| {
+        (render(m, now, 80, 24).lines())
+            .any(|l| l.contains("you ") && l.contains("voice processing"))
+    };
+    assert!(on_the_meter(&m), "{}", render(&m, now, 80, 24));
+    let f = footer(&m, now, 200, 24);
+    assert!(f.contains("n  voice processing"), "{f}");
+    let all = |on| VoiceProcessingChange {
+        echo_cancellation: Some(on),
+        noise_suppression: Some(on),
+        auto_gain: Some(on),
+    };
+    let effects = m.on_terminal(key(KeyCode::Char('n')), now);
+    assert_eq!(
+        effects,
+        [Effect::Engine(Command::SetAudioProcessing(all(false)))]
+    );
+    let screen = render(&m, now, 80, 24);
+    assert!(
+        screen.contains("voice processing off"),
+        "the notice:\n{screen}"
+    );
+    assert!(!on_the_meter(&m), "{screen}");
+    let effects = m.on_terminal(key(KeyCode::Char('n')), now);
+    assert_eq!(
+        effects,
+        [Effect::Engine(Command::SetAudioProcessing(all(true)))]
+    );
+
+    // A file as the microphone: nothing to switch, and no hint for it.
+    m.voice = None;
+    assert!(!footer(&m, now, 120, 24).contains("voice processing"));
+    assert_eq!(m.on_terminal(key(KeyCode::Char('n')), now), []);
+}
+
 #[test]
 fn snapshot_relay_down() {
     let mut m = with_contacts(model());

@@ -355,6 +355,9 @@ fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
         } else if call.muted {
             me.push_span(" muted".red().bold());
         }
+        if model.voice.is_some_and(|v| v.any()) {
+            me.push_span(" voice processing".green());
+        }
         lines.push(me);
         for user in &call.participants {
             let audio = call.audio.get(user).cloned().unwrap_or_default();
