@@ -940,9 +940,15 @@ mod tests {
         assert_eq!(code(&frame[..10]), ErrorCode::MalformedMedia);
         assert_eq!(code(&header.encode(b"")), ErrorCode::MalformedMedia);
         assert_eq!(code(&header.encode(&[0; 1276])), ErrorCode::MalformedMedia);
-        frame[0] = 3;
+        frame[0] = 4;
         let err = MediaHeader::decode(&frame).unwrap_err();
-        assert!(err.message.contains("kind 3"), "{}", err.message);
+        assert!(err.message.contains("kind 4"), "{}", err.message);
+        // A receiver report: a payload of its own, at least its count.
+        frame[0] = 3;
+        assert_eq!(
+            MediaHeader::decode(&frame).unwrap().0.kind,
+            MediaKind::ReceiverReport
+        );
         // A telephone event is exactly 4 bytes.
         let event = MediaHeader {
             kind: MediaKind::TelephoneEvent,
