@@ -685,6 +685,9 @@ pub enum MediaKind {
     /// A receiver report: how the sender's voice reaches this device
     /// (media::feedback).
     ReceiverReport = 3,
+    /// Voice with redundancy (RFC 2198's idea): this frame's Opus packet
+    /// and copies of the one or two before it (media::redundancy).
+    VoiceRed = 4,
 }
 
 impl MediaKind {
@@ -693,6 +696,7 @@ impl MediaKind {
             1 => Some(MediaKind::Voice),
             2 => Some(MediaKind::TelephoneEvent),
             3 => Some(MediaKind::ReceiverReport),
+            4 => Some(MediaKind::VoiceRed),
             _ => None,
         }
     }
@@ -703,6 +707,7 @@ impl MediaKind {
             MediaKind::Voice => 1..=MAX_MEDIA_PAYLOAD_BYTES,
             MediaKind::TelephoneEvent => 4..=4,
             MediaKind::ReceiverReport => 1..=MAX_MEDIA_PAYLOAD_BYTES,
+            MediaKind::VoiceRed => 4..=3 * (MAX_MEDIA_PAYLOAD_BYTES + 2) + 1,
         }
     }
 }
@@ -754,7 +759,7 @@ impl MediaHeader {
         };
         let Some(kind) = MediaKind::parse(head[0]) else {
             return Err(bad(format!(
-                "media frame kind {} is not spoken here (1 voice, 2 telephone event, 3 receiver report)",
+                "media frame kind {} is not spoken here (1 voice, 2 telephone event, 3 receiver report, 4 voice with redundancy)",
                 head[0]
             )));
         };
@@ -940,9 +945,9 @@ mod tests {
         assert_eq!(code(&frame[..10]), ErrorCode::MalformedMedia);
         assert_eq!(code(&header.encode(b"")), ErrorCode::MalformedMedia);
         assert_eq!(code(&header.encode(&[0; 1276])), ErrorCode::MalformedMedia);
-        frame[0] = 4;
+        frame[0] = 5;
         let err = MediaHeader::decode(&frame).unwrap_err();
-        assert!(err.message.contains("kind 4"), "{}", err.message);
+        assert!(err.message.contains("kind 5"), "{}", err.message);
         // A receiver report: a payload of its own, at least its count.
         frame[0] = 3;
         assert_eq!(

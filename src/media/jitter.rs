@@ -69,6 +69,9 @@ pub struct JitterStats {
     pub underruns: u64,
     /// Frames dropped to bring the depth back to its target.
     pub dropped_to_shrink: u64,
+    /// Frames that arrived only as a later frame's redundant copy (RED),
+    /// in time to play as they were sent.
+    pub red_recovered: u64,
 }
 
 pub struct JitterBuffer {
@@ -153,6 +156,24 @@ impl JitterBuffer {
                 }
             }
         }
+    }
+
+    /// A redundant copy of frame `seq` came with a later frame (RED): it
+    /// fills that frame's place if the frame is still missing and not yet
+    /// due, and otherwise goes. It says nothing of the network's timing.
+    pub fn push_copy(&mut self, seq: u16, payload: Vec<u8>) {
+        let Some(highest) = self.highest else {
+            return;
+        };
+        let ext = self.extend(seq);
+        if ext > highest
+            || self.next.is_some_and(|next| ext < next)
+            || self.frames.contains_key(&ext)
+        {
+            return;
+        }
+        self.stats.red_recovered += 1;
+        self.frames.insert(ext, payload);
     }
 
     /// What to play for the tick at hand.

@@ -28,6 +28,7 @@ pub mod mos;
 pub mod pipeline;
 pub mod processing;
 pub mod quality;
+pub mod redundancy;
 pub mod report;
 pub mod resample;
 pub mod ringtone;

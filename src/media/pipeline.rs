@@ -431,7 +431,8 @@ impl Pipeline {
         let latency = |c: Option<&Arc<Counters>>| c.and_then(|c| c.latency_ms());
         let (capture_latency_ms, playback_latency_ms) = (latency(capture), latency(playback));
         let (_, target_depth, jitter_ms) = live.media.jitter_depth();
-        let expected = jitter.received + jitter.lost;
+        // Lost on the way: missing at playout, or filled from a copy (RED).
+        let expected = jitter.received + jitter.lost + jitter.red_recovered;
         // Mouth to ear: half the round trip, a frame to fill, the jitter
         // buffer's depth, and what each sound card holds.
         let one_way_delay_ms = self.rtt_ms.unwrap_or(0) as f64 / 2.0
@@ -448,7 +449,10 @@ impl Pipeline {
         let (fec_planned_percent, reported_loss_percent) = live.media.feedback(now_ms);
         let loss_percent = match expected {
             0 => 0.0,
-            _ => (10_000.0 * jitter.lost as f64 / expected as f64).round() / 100.0,
+            _ => {
+                let lost = (jitter.lost + jitter.red_recovered) as f64;
+                (10_000.0 * lost / expected as f64).round() / 100.0
+            }
         };
         MediaStats {
             frames_sent: live.mic.ticks - live.send_drops - live.listened,
@@ -470,6 +474,8 @@ impl Pipeline {
             loss_percent,
             fec_planned_percent,
             reported_loss_percent,
+            redundancy: live.media.redundancy(),
+            red_recovered: jitter.red_recovered,
             echo_cancellation: voice.echo_cancellation,
             noise_suppression: voice.noise_suppression,
             auto_gain: voice.auto_gain,

@@ -10,6 +10,7 @@ use super::feedback::{self, Plan, Reception};
 use super::jitter::{JitterBuffer, JitterStats, Playout};
 use super::level::level;
 use super::quality::{Measurement, Quality, grade};
+use super::redundancy;
 use super::{FRAME_SAMPLES, Frame};
 use crate::error::Error;
 use crate::ids::UserId;
@@ -67,6 +68,10 @@ pub struct CallMedia {
     /// The FEC plan in force, in percent (the configured one until a report).
     fec_percent: i32,
     report_seq: u16,
+    /// Earlier frames each voice frame carries copies of (0 to 2), and
+    /// the last two packets sent, newest first.
+    red_depth: usize,
+    sent: std::collections::VecDeque<Vec<u8>>,
     /// Frames dropped because they were not for this call's room.
     pub foreign_frames: u64,
 }
@@ -93,6 +98,8 @@ impl CallMedia {
             plan: Plan::default(),
             fec_percent: codec.expected_loss_percent,
             report_seq: 0,
+            red_depth: 0,
+            sent: std::collections::VecDeque::with_capacity(3),
             foreign_frames: 0,
         })
     }
@@ -155,7 +162,10 @@ impl CallMedia {
         for peer in self.peers.values_mut() {
             let now = peer.jitter.stats();
             let then = std::mem::replace(&mut peer.reported, now);
-            let (received, lost) = (now.received - then.received, now.lost - then.lost);
+            // The network's loss, before redundancy filled some of it:
+            // else a working RED would report its own loss away and stop.
+            let lost = (now.lost - then.lost) + (now.red_recovered - then.red_recovered);
+            let received = now.received - then.received;
             let (Some(user), expected) = (&peer.user, received + lost) else {
                 continue;
             };
@@ -188,6 +198,11 @@ impl CallMedia {
         (self.fec_percent, self.plan.worst_loss(now))
     }
 
+    /// Earlier frames each voice frame carries copies of now (0 to 2).
+    pub fn redundancy(&self) -> usize {
+        self.red_depth
+    }
+
     /// The digits heard since the last call, in order, with who sent each.
     pub fn take_digits(&mut self) -> Vec<(UserId, Digit)> {
         let names = &self.names;
@@ -207,8 +222,12 @@ impl CallMedia {
             self.my_level = self.my_level.max(level(pcm));
             self.encoder.encode(pcm)?
         };
+        let kind = match self.red_depth {
+            0 => MediaKind::Voice,
+            _ => MediaKind::VoiceRed,
+        };
         let header = MediaHeader {
-            kind: MediaKind::Voice,
+            kind,
             room: self.room,
             source: 0,
             seq: self.seq,
@@ -216,7 +235,20 @@ impl CallMedia {
         };
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(FRAME_SAMPLES as u32);
-        Ok(header.encode(packet))
+        let frame = match kind {
+            MediaKind::VoiceRed => {
+                let copies: Vec<&[u8]> = (self.sent.iter())
+                    .take(self.red_depth)
+                    .map(Vec::as_slice)
+                    .collect();
+                header.encode(&redundancy::encode(packet, &copies))
+            }
+            _ => header.encode(packet),
+        };
+        // Kept for the next frames' copies.
+        self.sent.push_front(packet.to_vec());
+        self.sent.truncate(2);
+        Ok(frame)
     }
 
     /// A binary frame from the relay arrived at `now`.
@@ -252,6 +284,15 @@ impl CallMedia {
                     self.digits.push((header.source, digit));
                 }
             }
+            MediaKind::VoiceRed => {
+                let Some((primary, copies)) = redundancy::decode(payload) else {
+                    return Ok(());
+                };
+                (peer.jitter).push(now, header.seq, header.timestamp, primary.to_vec());
+                for (back, copy) in (1u16..).zip(copies) {
+                    (peer.jitter).push_copy(header.seq.wrapping_sub(back), copy.to_vec());
+                }
+            }
             MediaKind::ReceiverReport => {
                 let about_me =
                     (feedback::decode(payload).into_iter().flatten()).find(|r| r.user == self.me);
@@ -263,6 +304,7 @@ impl CallMedia {
                         self.fec_percent = percent;
                         self.encoder.set_expected_loss(percent);
                     }
+                    self.red_depth = (self.plan.worst_loss(now)).map_or(0, redundancy::depth_for);
                 }
             }
         }
@@ -317,7 +359,7 @@ impl CallMedia {
             let received = now.received - then.received;
             // A frame that arrives after its turn was already counted lost
             // at its turn; `late` only says how many of those showed up.
-            let missing = now.lost - then.lost;
+            let missing = (now.lost - then.lost) + (now.red_recovered - then.red_recovered);
             let expected = received + missing;
             let loss_percent = if expected == 0 {
                 0.0
@@ -370,6 +412,7 @@ impl CallMedia {
             sum.fec_recovered += s.fec_recovered;
             sum.underruns += s.underruns;
             sum.dropped_to_shrink += s.dropped_to_shrink;
+            sum.red_recovered += s.red_recovered;
         }
         sum
     }
@@ -394,6 +437,51 @@ mod tests {
     fn relayed(mut frame: Vec<u8>, source: MediaSource) -> Vec<u8> {
         MediaHeader::stamp_source(&mut frame, source);
         frame
+    }
+
+    /// A report of 10% loss about alice: her frames carry the two before
+    /// them, and bob plays bursts of two lost frames as they were sent.
+    #[test]
+    fn redundancy_fills_losses_and_bursts_of_two() {
+        let mut alice = CallMedia::new(user("alice"), 5, CodecSettings::default()).unwrap();
+        let mut bob = CallMedia::new(user("bob"), 5, CodecSettings::default()).unwrap();
+        let report = MediaHeader {
+            kind: MediaKind::ReceiverReport,
+            room: 5,
+            source: 2,
+            seq: 0,
+            timestamp: 0,
+        }
+        .encode(&feedback::encode(&[Reception {
+            user: user("alice"),
+            loss_permille: 100,
+            jitter_ms: 0,
+        }]));
+        bob.set_peers(&[MediaPeer {
+            source: 1,
+            user: user("alice"),
+        }]);
+        assert_eq!(alice.redundancy(), 0);
+        alice.receive(0, &report).unwrap();
+        assert_eq!(alice.redundancy(), 2);
+        let mut out = [0.0; FRAME_SAMPLES];
+        for k in 0..100u64 {
+            let frame = alice.capture(&tone(k as usize)).unwrap();
+            // Two in a row lost out of every ten, the first two never.
+            if k < 2 || k % 10 < 8 {
+                bob.receive(20 * k, &relayed(frame, 1)).unwrap();
+            }
+            bob.playout(&mut out);
+        }
+        let stats = bob.stats();
+        assert_eq!(stats.lost, 0, "{stats:?}");
+        assert_eq!(stats.fec_recovered, 0, "{stats:?}");
+        assert!(stats.red_recovered >= 18, "{stats:?}");
+        // Its report tells the network's loss, not what is left after RED.
+        let report = bob.receiver_report().unwrap();
+        let (_, payload) = MediaHeader::decode(&report).unwrap();
+        let loss = feedback::decode(payload).unwrap()[0].loss_permille;
+        assert!((150..=250).contains(&loss), "{loss}");
     }
 
     /// bob loses every fifth of alice's frames; his report makes alice

@@ -1,0 +1,79 @@
+//! Voice with redundancy (RFC 2198's idea, as WebRTC sends Opus): each
+//! frame also carries copies of the one or two frames before it, so a lost
+//! frame is still played as it was sent when the next one arrives, where
+//! in-band FEC would rebuild a coarser version of it and a burst of two
+//! would defeat FEC altogether. The sender turns it on, and deeper, as
+//! the others report loss (media::feedback); it costs the bits of the
+//! copies (docs/protocol.md, *Voice with redundancy*).
+
+/// The payload of a `VoiceRed` frame: `len u16 | primary | count u8 |`
+/// then per copy, the frame just before first, `len u16 | packet`.
+pub fn encode(primary: &[u8], copies: &[&[u8]]) -> Vec<u8> {
+    let size = 3 + primary.len() + copies.iter().map(|c| 2 + c.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(primary.len() as u16).to_be_bytes());
+    out.extend_from_slice(primary);
+    out.push(copies.len() as u8);
+    for copy in copies {
+        out.extend_from_slice(&(copy.len() as u16).to_be_bytes());
+        out.extend_from_slice(copy);
+    }
+    out
+}
+
+/// The primary packet and the copies (the frame before first), or `None`
+/// for a payload that is not one.
+pub fn decode(payload: &[u8]) -> Option<(&[u8], Vec<&[u8]>)> {
+    let (primary, rest) = take(payload)?;
+    let (&count, mut rest) = rest.split_first()?;
+    let mut copies = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let (copy, tail) = take(rest)?;
+        copies.push(copy);
+        rest = tail;
+    }
+    (rest.is_empty() && !primary.is_empty()).then_some((primary, copies))
+}
+
+fn take(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = bytes.split_first_chunk::<2>()?;
+    let len = u16::from_be_bytes(*len) as usize;
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// How many earlier frames each frame carries, for the worst loss the
+/// others report (percent): none on a clean network, one from 2% (a
+/// single loss then costs nothing), two from 8% (so do two in a row).
+pub fn depth_for(loss_percent: f64) -> usize {
+    match loss_percent {
+        l if l >= 8.0 => 2,
+        l if l >= 2.0 => 1,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_round_trips_and_garbage_is_refused() {
+        let payload = encode(b"now", &[b"one before", b"two"]);
+        let (primary, copies) = decode(&payload).unwrap();
+        assert_eq!(primary, b"now");
+        assert_eq!(copies, [&b"one before"[..], &b"two"[..]]);
+        assert_eq!(decode(&encode(b"x", &[])), Some((&b"x"[..], vec![])));
+        for bad in [&[][..], &[0, 5, 1, 2], &[0, 1, 7], &[0, 1, 7, 1, 0, 9]] {
+            assert_eq!(decode(bad), None, "{bad:?}");
+        }
+        assert_eq!(decode(&encode(b"", &[])), None, "a primary is never empty");
+    }
+
+    #[test]
+    fn depth_grows_with_the_reported_loss() {
+        assert_eq!(
+            [0.0, 1.9, 2.0, 7.9, 8.0, 30.0].map(depth_for),
+            [0, 0, 1, 1, 2, 2]
+        );
+    }
+}
