@@ -87,6 +87,10 @@ pub struct JitterBuffer {
     previous: Option<(Millis, f64)>,
     underrun_run: u32,
     above_target_run: u32,
+    /// The least depth aimed for: more than one frame while the sender's
+    /// frames carry copies of the ones before, so that a copy is there
+    /// before its frame's turn.
+    floor: usize,
     stats: JitterStats,
 }
 
@@ -106,6 +110,7 @@ impl JitterBuffer {
             previous: None,
             underrun_run: 0,
             above_target_run: 0,
+            floor: 1,
             stats: JitterStats::default(),
         }
     }
@@ -124,10 +129,17 @@ impl JitterBuffer {
     }
 
     /// The depth the buffer aims for: enough to ride out about three times
-    /// the measured jitter, at least one frame.
+    /// the measured jitter, at least the floor (one frame, or one more than
+    /// the copies the sender's frames carry).
     pub fn target_depth(&self) -> usize {
         let frames = (3.0 * self.jitter_ms / FRAME_MS as f64).ceil() as usize;
-        frames.clamp(1, MAX_DEPTH)
+        frames.clamp(self.floor, MAX_DEPTH)
+    }
+
+    /// Frames carry `copies` of the ones before them (0 to 2): aim one
+    /// frame deeper for each, so that a lost frame's copy arrives in time.
+    pub fn set_copies(&mut self, copies: usize) {
+        self.floor = (1 + copies).min(MAX_DEPTH);
     }
 
     /// A frame arrived at `now`; `timestamp` is its media time in 48 kHz samples.
@@ -301,6 +313,31 @@ mod tests {
             Playout::Frame(v) => Some(v[0]),
             _ => None,
         }
+    }
+
+    #[test]
+    fn copies_in_the_frames_make_the_buffer_a_frame_deeper_each() {
+        let mut j = JitterBuffer::new();
+        assert_eq!(j.target_depth(), 1);
+        j.set_copies(2);
+        assert_eq!(j.target_depth(), 3);
+        // Frame 1 is lost; frame 2 brings its copy before frame 1's turn.
+        j.push(0, 0, 0, vec![0]);
+        j.push(40, 2, 1920, vec![2]);
+        j.push_copy(1, vec![1]);
+        j.push(60, 3, 2880, vec![3]);
+        let played: Vec<Playout> = (0..3).map(|_| j.pop()).collect();
+        assert_eq!(
+            played,
+            [
+                Playout::Frame(vec![0]),
+                Playout::Frame(vec![1]),
+                Playout::Frame(vec![2])
+            ]
+        );
+        assert_eq!((j.stats().lost, j.stats().red_recovered), (0, 1));
+        j.set_copies(0);
+        assert_eq!(j.target_depth(), 1);
     }
 
     #[test]

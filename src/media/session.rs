@@ -277,6 +277,7 @@ impl CallMedia {
         };
         match header.kind {
             MediaKind::Voice => {
+                peer.jitter.set_copies(0);
                 (peer.jitter).push(now, header.seq, header.timestamp, payload.to_vec())
             }
             MediaKind::TelephoneEvent => {
@@ -288,6 +289,7 @@ impl CallMedia {
                 let Some((primary, copies)) = redundancy::decode(payload) else {
                     return Ok(());
                 };
+                peer.jitter.set_copies(copies.len());
                 (peer.jitter).push(now, header.seq, header.timestamp, primary.to_vec());
                 for (back, copy) in (1u16..).zip(copies) {
                     (peer.jitter).push_copy(header.seq.wrapping_sub(back), copy.to_vec());
