@@ -441,24 +441,29 @@ mod tests {
         frame
     }
 
+    /// A receiver report from `source` in room 5: `loss_permille` of `about`'s voice lost.
+    fn report_about(about: &str, loss_permille: u16, source: MediaSource) -> Vec<u8> {
+        MediaHeader {
+            kind: MediaKind::ReceiverReport,
+            room: 5,
+            source,
+            seq: 0,
+            timestamp: 0,
+        }
+        .encode(&feedback::encode(&[Reception {
+            user: user(about),
+            loss_permille,
+            jitter_ms: 0,
+        }]))
+    }
+
     /// A report of 10% loss about alice: her frames carry the two before
     /// them, and bob plays bursts of two lost frames as they were sent.
     #[test]
     fn redundancy_fills_losses_and_bursts_of_two() {
         let mut alice = CallMedia::new(user("alice"), 5, CodecSettings::default()).unwrap();
         let mut bob = CallMedia::new(user("bob"), 5, CodecSettings::default()).unwrap();
-        let report = MediaHeader {
-            kind: MediaKind::ReceiverReport,
-            room: 5,
-            source: 2,
-            seq: 0,
-            timestamp: 0,
-        }
-        .encode(&feedback::encode(&[Reception {
-            user: user("alice"),
-            loss_permille: 100,
-            jitter_ms: 0,
-        }]));
+        let report = report_about("alice", 100, 2);
         bob.set_peers(&[MediaPeer {
             source: 1,
             user: user("alice"),
@@ -520,19 +525,7 @@ mod tests {
         assert_eq!(alice.feedback(2_000), (2, Some(0.0)));
         // A report about someone else changes nothing of alice's.
         let mut carol = CallMedia::new(user("carol"), 5, CodecSettings::default()).unwrap();
-        let about_bob = feedback::encode(&[Reception {
-            user: user("bob"),
-            loss_permille: 500,
-            jitter_ms: 0,
-        }]);
-        let frame = MediaHeader {
-            kind: MediaKind::ReceiverReport,
-            room: 5,
-            source: 3,
-            seq: 0,
-            timestamp: 0,
-        }
-        .encode(&about_bob);
+        let frame = report_about("bob", 500, 3);
         carol.receive(0, &frame).unwrap();
         alice.receive(2_000, &frame).unwrap();
         assert_eq!(alice.feedback(2_000), (2, Some(0.0)));

@@ -319,19 +319,12 @@ expect = "ON_CALL_BEGIN"
     )
 }
 
-const BOB_HEARS_440: &str = r#"
-[[step]]
-device = "bob"
-expect_audio = { tone_hz = 440, min_ms = 1000 }
-within_ms = 3000
-"#;
-
-const ALICE_HEARS_880: &str = r#"
-[[step]]
-device = "alice"
-expect_audio = { tone_hz = 880, min_ms = 1000 }
-within_ms = 3000
-"#;
+/// A step: `device` plays a second of `hz` within 3 s.
+fn hears(device: &str, hz: u32) -> String {
+    format!(
+        "\n[[step]]\ndevice = \"{device}\"\nexpect_audio = {{ tone_hz = {hz}, min_ms = 1000 }}\nwithin_ms = 3000\n"
+    )
+}
 
 const MUTED: &str = r#"
 [[step]]
@@ -367,11 +360,12 @@ fn failed_step(stdout: &str) -> &str {
 async fn audio_steps_judge_what_each_device_played() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let both = format!("{BOB_HEARS_440}{ALICE_HEARS_880}");
+    let (bob_hears_440, alice_hears_880) = (hears("bob", 440), hears("alice", 880));
+    let both = format!("{bob_hears_440}{alice_hears_880}");
     let (unmuted, muted, wrong_tone, cut) = tokio::join!(
         run_flow(d, "unmuted.toml", tone_flow("", 440, "", &both)),
-        run_flow(d, "muted.toml", tone_flow("", 440, MUTED, BOB_HEARS_440)),
-        run_flow(d, "wrong.toml", tone_flow("", 660, "", BOB_HEARS_440)),
+        run_flow(d, "muted.toml", tone_flow("", 440, MUTED, &bob_hears_440)),
+        run_flow(d, "wrong.toml", tone_flow("", 660, "", &bob_hears_440)),
         run_flow(
             d,
             "cut.toml",
@@ -379,7 +373,7 @@ async fn audio_steps_judge_what_each_device_played() {
                 "[relay]\nmedia_drop_from = [\"alice\"]\n",
                 440,
                 "",
-                &format!("{ALICE_HEARS_880}{BOB_HEARS_440}")
+                &format!("{alice_hears_880}{bob_hears_440}")
             )
         ),
     );
