@@ -33,12 +33,18 @@ const BUCKETS_MS: [f64; 10] = [0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0,
 
 pub fn draw(frame: &mut Frame, s: &Snapshot) {
     let report = s.stats.to_json();
-    let failures = report.failures.len().min(6) as u16;
+    // The steps come first: on a small terminal the spread gets shorter,
+    // and the failures box shows only once there are failures.
+    let failures = match report.failures.len().min(6) as u16 {
+        0 => 0,
+        n => n + 2,
+    };
+    let spread_rows = if frame.area().height < 30 { 5 } else { 8 };
     let [head, steps, spread, failed] = Layout::vertical([
         Constraint::Length(5),
         Constraint::Min(4),
-        Constraint::Length(8),
-        Constraint::Length(failures + 2),
+        Constraint::Length(spread_rows),
+        Constraint::Length(failures),
     ])
     .areas(frame.area());
 
@@ -48,7 +54,7 @@ pub fn draw(frame: &mut Frame, s: &Snapshot) {
     let state = if s.stopping {
         "stopping: devices logging out"
     } else {
-        "Ctrl-C or q: stop and report"
+        "q: stop and report"
     };
     let lines = vec![
         Line::from(vec![
@@ -80,7 +86,7 @@ pub fn draw(frame: &mut Frame, s: &Snapshot) {
             Span::raw(format!("   {} aborted", report.aborted)),
         ]),
         Line::from(format!(
-            "runner: CPU {}, memory {} resident   {state}",
+            "runner: CPU {}, {} resident   {state}",
             s.cpu_percent
                 .map_or("?".into(), |c| format!("{c:.0}% of a core")),
             s.rss_mib.map_or("?".into(), |m| format!("{m:.0} MiB")),
@@ -188,6 +194,50 @@ mod tests {
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
 
+    /// An 80x24 terminal still shows every step of a ten-step flow.
+    #[test]
+    fn a_small_terminal_keeps_every_step_in_view() {
+        let mut stats = Stats::new("ten steps", 10.0);
+        let steps = (1..=10)
+            .map(|step| StepOutcome {
+                step,
+                device: "bob".into(),
+                passed: true,
+                what: format!("step number {step}"),
+                ms: 1,
+                at_ms: 0,
+                elapsed: Duration::from_millis(1),
+            })
+            .collect();
+        let outcome = Outcome {
+            name: "f".into(),
+            file: "f.toml".into(),
+            passed: true,
+            steps,
+            failure: None,
+            duration: Duration::ZERO,
+            timeline: None,
+        };
+        stats.add(0, &outcome, &Names::default());
+        let snapshot = Snapshot {
+            stats: &stats,
+            elapsed: Duration::from_secs(1),
+            started: 1,
+            in_flight: 0,
+            devices: 0,
+            cpu_percent: None,
+            rss_mib: None,
+            stopping: false,
+        };
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        terminal.draw(|f| draw(f, &snapshot)).unwrap();
+        let screen: String = (terminal.backend().buffer().content.chunks(80))
+            .map(|row| row.iter().map(|c| c.symbol()).collect::<String>() + "\n")
+            .collect();
+        assert!(screen.contains("step number 10"), "{screen}");
+        assert!(screen.contains("q: stop and report"), "{screen}");
+    }
+
     #[test]
     fn the_dashboard_shows_rates_steps_and_failures() {
         let mut stats = Stats::new("every device rings", 20.0);
@@ -236,7 +286,7 @@ mod tests {
             "6 devices",
             "19 passed",
             "1 failed (5.0%)",
-            "runner: CPU 41% of a core, memory 37 MiB resident",
+            "runner: CPU 41% of a core, 37 MiB resident   q: stop and report",
             "got ON_CALL_BEGIN",
             "1× step 1 [bob]: expected ON_CALL_BEGIN within 5000 ms",
         ] {
