@@ -182,6 +182,21 @@ async fn relay_runs_in_the_foreground_and_stops_on_sigterm() {
     assert!(db.exists());
 }
 
+/// `--media-loss-burst` reaches the relay's impairment: a burst too short
+/// for its loss rate is refused before the relay listens.
+#[tokio::test]
+async fn relay_refuses_bursts_too_short_for_their_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = termphone(dir.path());
+    cmd.args(["relay", "--listen", "127.0.0.1:0", "--media-loss", "90"])
+        .args(["--media-loss-burst", "2", "--media-drop-from", "alice"]);
+    let stderr = refused_with_status_2(cmd).await;
+    assert!(
+        stderr.contains("90% loss cannot come in bursts of 2 frames"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn relay_refuses_a_public_address_with_the_development_secret() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,17 @@ use std::process::Stdio;
 
 use crate::common::headless::termphone;
 
+/// A JUnit report, read as a CI system reads it.
+fn read_junit(xml: &str) -> roxmltree::Document<'_> {
+    roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("{e}:\n{xml}"))
+}
+
+fn testsuite<'a, 'i>(doc: &'a roxmltree::Document<'i>) -> roxmltree::Node<'a, 'i> {
+    (doc.descendants())
+        .find(|n| n.has_tag_name("testsuite"))
+        .expect("a testsuite")
+}
+
 /// `termphone flow DIR --junit` over every example, as a CI job runs it:
 /// each flow passes and the JUnit file reads as JUnit. Four directories
 /// at once (each flow starts its own relay and devices).
@@ -51,10 +62,8 @@ async fn every_example_flow_passes() {
             "{stdout}"
         );
         let xml = std::fs::read_to_string(&junit).unwrap();
-        let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}:\n{xml}"));
-        let suite = (doc.descendants())
-            .find(|n| n.has_tag_name("testsuite"))
-            .unwrap();
+        let doc = read_junit(&xml);
+        let suite = testsuite(&doc);
         assert_eq!(
             (suite.attribute("tests"), suite.attribute("failures")),
             (Some(count.to_string().as_str()), Some("0")),
@@ -207,10 +216,8 @@ async fn a_directory_of_flows_runs_each_and_reports_in_junit_and_json() {
     );
 
     let xml = std::fs::read_to_string(&junit).unwrap();
-    let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}:\n{xml}"));
-    let suite = (doc.descendants())
-        .find(|n| n.has_tag_name("testsuite"))
-        .unwrap();
+    let doc = read_junit(&xml);
+    let suite = testsuite(&doc);
     assert_eq!(
         (suite.attribute("tests"), suite.attribute("failures")),
         (Some("3"), Some("1"))
