@@ -77,23 +77,11 @@ pub struct RelayOverrides {
 
 impl RelayOverrides {
     fn check(&self) -> Result<(), String> {
-        let loss = self.media_loss.unwrap_or(0.0);
-        if !(0.0..=100.0).contains(&loss) {
-            return Err(format!(
-                "media_loss is {loss}; it is a percentage, 0 to 100"
-            ));
-        }
-        if let Err(e) = self.impairment().check() {
-            // The relay's words name its config keys; a flow names its own.
-            return Err(e
-                .replace("relay.impairment.loss_burst", "media_loss_burst")
-                .replace(
-                    "relay.impairment delay_ms and jitter_ms",
-                    "media_delay_ms and media_jitter_ms",
-                )
-                .replace("relay.impairment:", "media_loss and media_loss_burst:"));
-        }
-        Ok(())
+        self.impairment().check_named(&|key| match key {
+            "loss_percent" => "media_loss".into(),
+            "loss_burst" => "media_loss_burst".into(),
+            other => format!("media_{other}"),
+        })
     }
 
     /// The bundled relay's settings, as the flow wants them.
@@ -1286,6 +1274,22 @@ mod tests {
             Ok(_) => panic!("loaded:\n{steps}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn a_network_the_relay_cannot_simulate_is_refused_in_the_flows_words() {
+        let e = refused(&format!(
+            "[relay]\nmedia_loss = 90\nmedia_loss_burst = 2\n{RING}"
+        ));
+        assert!(
+            e.ends_with("[relay] 90% loss cannot come in bursts of 2 frames on average; lower media_loss or make media_loss_burst longer"),
+            "{e}"
+        );
+        let e = refused(&format!("[relay]\nmedia_jitter_ms = 20000\n{RING}"));
+        assert!(
+            e.ends_with("media_delay_ms and media_jitter_ms are at most 10000"),
+            "{e}"
+        );
     }
 
     const RING: &str = "\n[[step]]\ndevice = \"bob\"\nsend = { cmd = \"call\", userID = \"alice\" }\n\n[[step]]\ndevice = \"a1\"\nexpect = \"ON_CALL_RECEIVED\"\n";

@@ -55,25 +55,37 @@ impl Impairment {
     }
 
     pub fn check(&self) -> Result<(), String> {
+        self.check_named(&|key| format!("relay.impairment.{key}"))
+    }
+
+    /// The check, with each setting called as its file calls it (`key`
+    /// gets `loss_percent`, `loss_burst`, `delay_ms` or `jitter_ms`): a
+    /// flow's `[relay]` names them `media_loss`, `media_loss_burst`, ...
+    pub fn check_named(&self, key: &dyn Fn(&str) -> String) -> Result<(), String> {
+        let (loss, burst) = (key("loss_percent"), key("loss_burst"));
         if !(0.0..=100.0).contains(&self.loss_percent) {
             return Err(format!(
-                "relay.impairment.loss_percent is {}; it is a percentage, 0 to 100",
+                "{loss} is {}; it is a percentage, 0 to 100",
                 self.loss_percent
             ));
         }
         if self.delay_ms > 10_000 || self.jitter_ms > 10_000 {
-            return Err("relay.impairment delay_ms and jitter_ms are at most 10000".into());
+            return Err(format!(
+                "{} and {} are at most 10000",
+                key("delay_ms"),
+                key("jitter_ms")
+            ));
         }
         if !(0.0..=1_000.0).contains(&self.loss_burst) {
             return Err(format!(
-                "relay.impairment.loss_burst is {}; it is a mean burst length in frames, 1 to 1000",
+                "{burst} is {}; it is a mean burst length in frames, 1 to 1000",
                 self.loss_burst
             ));
         }
         if self.bursty().is_some_and(|(enter, _)| enter > 1.0) {
             return Err(format!(
-                "relay.impairment: {}% loss cannot come in bursts of {} frames on average; \
-                 lower loss_percent or make loss_burst longer",
+                "{}% loss cannot come in bursts of {} frames on average; \
+                 lower {loss} or make {burst} longer",
                 self.loss_percent, self.loss_burst
             ));
         }
@@ -493,6 +505,12 @@ mod tests {
             ..Impairment::default()
         };
         assert!(i.check().unwrap_err().contains("bursts of 2 frames"));
+        // A flow names the settings its own way.
+        let flow = i.check_named(&|key| format!("media_{key}")).unwrap_err();
+        assert!(
+            flow.ends_with("lower media_loss_percent or make media_loss_burst longer"),
+            "{flow}"
+        );
         let i = Impairment {
             loss_percent: 5.0,
             loss_burst: 3.0,
