@@ -7,8 +7,6 @@
 //! A report names senders by user: a device does not know the source
 //! number the relay stamps on its own frames, but it knows who it is.
 
-use std::collections::BTreeMap;
-
 use crate::ids::UserId;
 use crate::protocol::MediaSource;
 
@@ -21,22 +19,28 @@ pub struct Reception {
     /// Frames missing at their playout time, of those expected, in 0.1%.
     pub loss_permille: u16,
     pub jitter_ms: u16,
+    /// The mean length of the runs of lost frames, in tenths of a frame
+    /// (10: each loss alone); 0 when nothing was lost, or unknown.
+    pub burst_tenths: u8,
 }
 
-/// Bytes of one entry beside its user: loss and jitter.
-const ENTRY_FIXED: usize = 1 + 2 + 2;
+/// The count's high bit: each entry ends with its burst byte. Reports of
+/// devices that predate it carry none, and still parse.
+const WITH_BURST: u8 = 0x80;
 
-/// A report's payload: `count u8`, then per sender `len u8 | user | loss
-/// u16 (0.1%) | jitter u16 (ms)`.
+/// A report's payload: `count u8` (its high bit set), then per sender
+/// `len u8 | user | loss u16 (0.1%) | jitter u16 (ms) | burst u8 (0.1
+/// frame)`.
 pub fn encode(entries: &[Reception]) -> Vec<u8> {
-    let entries = &entries[..entries.len().min(u8::MAX as usize)];
-    let mut out = vec![entries.len() as u8];
+    let entries = &entries[..entries.len().min((WITH_BURST - 1) as usize)];
+    let mut out = vec![entries.len() as u8 | WITH_BURST];
     for e in entries {
         let user = e.user.as_str().as_bytes();
         out.push(user.len() as u8);
         out.extend_from_slice(user);
         out.extend_from_slice(&e.loss_permille.to_be_bytes());
         out.extend_from_slice(&e.jitter_ms.to_be_bytes());
+        out.push(e.burst_tenths);
     }
     out
 }
@@ -44,21 +48,26 @@ pub fn encode(entries: &[Reception]) -> Vec<u8> {
 /// The entries of a report, or `None` for a payload that is not one.
 pub fn decode(payload: &[u8]) -> Option<Vec<Reception>> {
     let (&count, mut rest) = payload.split_first()?;
+    let with_burst = count & WITH_BURST != 0;
+    let count = count & !WITH_BURST;
+    let fixed = 4 + usize::from(with_burst);
     let mut entries = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let (&len, tail) = rest.split_first()?;
-        if tail.len() < len as usize + ENTRY_FIXED - 1 {
+        if tail.len() < len as usize + fixed {
             return None;
         }
         let (user, tail) = tail.split_at(len as usize);
         let user = UserId::parse(std::str::from_utf8(user).ok()?).ok()?;
         let loss_permille = u16::from_be_bytes([tail[0], tail[1]]).min(1000);
         let jitter_ms = u16::from_be_bytes([tail[2], tail[3]]);
-        rest = &tail[4..];
+        let burst_tenths = if with_burst { tail[4] } else { 0 };
+        rest = &tail[fixed..];
         entries.push(Reception {
             user,
             loss_permille,
             jitter_ms,
+            burst_tenths,
         });
     }
     rest.is_empty().then_some(entries)
@@ -66,9 +75,11 @@ pub fn decode(payload: &[u8]) -> Option<Vec<Reception>> {
 
 /// A report older than this is forgotten (its sender left, or went quiet).
 const FRESH_MS: Millis = 5_000;
-/// The least FEC planned once reports come: a clean network can turn bad
-/// within a report's second, and Opus spends almost nothing on 2%.
-const MIN_PLAN: i32 = 2;
+/// The least FEC planned once reports come: none, on a clean network. Any
+/// plan at all (even 1%) costs about 0.2 PESQ-WB on synthesized speech at
+/// 32 kbps (`scripts/voice_quality.py`), and redundancy starts with the
+/// first report of a loss.
+const MIN_PLAN: i32 = 0;
 /// The most: past it, FEC takes more bits from the voice than it saves.
 const MAX_PLAN: i32 = 25;
 /// The plan is this many times the loss reported: at 10% loss a plan of
@@ -79,27 +90,38 @@ const HEADROOM: f64 = 2.0;
 /// What a sender has heard about its own voice, and the FEC plan from it.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// The latest report of each receiver (by its source), and when.
-    heard: BTreeMap<MediaSource, (Reception, Millis)>,
+    /// The fresh reports, from which receiver (its source), and when.
+    heard: Vec<(MediaSource, Reception, Millis)>,
 }
 
 impl Plan {
     pub fn heard(&mut self, now: Millis, from: MediaSource, reception: Reception) {
-        self.heard.insert(from, (reception, now));
+        self.heard.push((from, reception, now));
         self.heard
-            .retain(|_, (_, at)| now.saturating_sub(*at) <= FRESH_MS);
+            .retain(|(_, _, at)| now.saturating_sub(*at) <= FRESH_MS);
     }
 
-    /// The worst loss a receiver reported lately, in percent; `None`
-    /// before any report (the configured plan stands until then).
+    /// The worst loss any receiver reported in the last five seconds, in
+    /// percent; `None` before any report (the configured plan stands until
+    /// then). Not only the latest second's: a second of a lossy network
+    /// can be clean, and the plan would come and go with it.
     pub fn worst_loss(&self, now: Millis) -> Option<f64> {
-        (self.heard.values())
-            .filter(|(_, at)| now.saturating_sub(*at) <= FRESH_MS)
-            .map(|(r, _)| f64::from(r.loss_permille) / 10.0)
+        (self.heard.iter())
+            .filter(|(_, _, at)| now.saturating_sub(*at) <= FRESH_MS)
+            .map(|(_, r, _)| f64::from(r.loss_permille) / 10.0)
             .reduce(f64::max)
     }
 
-    /// The loss to plan FEC for: twice the worst reported, within 2% to 25%.
+    /// The longest mean burst of lost frames any receiver reported in the
+    /// last five seconds, in frames (0 without a loss).
+    pub fn worst_burst(&self, now: Millis) -> f64 {
+        (self.heard.iter())
+            .filter(|(_, _, at)| now.saturating_sub(*at) <= FRESH_MS)
+            .map(|(_, r, _)| f64::from(r.burst_tenths) / 10.0)
+            .fold(0.0, f64::max)
+    }
+
+    /// The loss to plan FEC for: twice the worst reported, at most 25%.
     pub fn fec_percent(&self, now: Millis) -> Option<i32> {
         let loss = self.worst_loss(now)?;
         Some(((loss * HEADROOM).ceil() as i32).clamp(MIN_PLAN, MAX_PLAN))
@@ -115,6 +137,7 @@ mod tests {
             user: UserId::parse(user).unwrap(),
             loss_permille,
             jitter_ms: 7,
+            burst_tenths: if loss_permille > 0 { 15 } else { 0 },
         }
     }
 
@@ -129,6 +152,13 @@ mod tests {
         let mut trailing = encode(&[r("a", 1)]);
         trailing.push(0);
         assert_eq!(decode(&trailing), None);
+        // A report of a device from before bursts were reported: no burst byte.
+        let old = [1, 5, b'a', b'l', b'i', b'c', b'e', 0, 123, 0, 7];
+        let expected = Reception {
+            burst_tenths: 0,
+            ..r("alice", 123)
+        };
+        assert_eq!(decode(&old), Some(vec![expected]));
     }
 
     #[test]
@@ -145,8 +175,13 @@ mod tests {
         assert_eq!(plan.fec_percent(500), Some(20), "10% lost: plan 20%");
         plan.heard(600, 2, r("alice", 800));
         assert_eq!(plan.fec_percent(600), Some(MAX_PLAN));
-        // The lossy receiver left: its report goes stale, the clean one stays fresh.
+        // A clean second after a lossy one does not take the plan away...
+        plan.heard(1_600, 2, r("alice", 0));
+        assert_eq!(plan.fec_percent(1_600), Some(MAX_PLAN));
+        assert_eq!(plan.worst_burst(1_600), 1.5);
+        // ...but five clean seconds do, whoever reported the loss.
         plan.heard(5_000, 1, r("alice", 0));
         assert_eq!(plan.fec_percent(5_700), Some(MIN_PLAN));
+        assert_eq!(plan.worst_burst(5_700), 0.0);
     }
 }

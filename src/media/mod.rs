@@ -8,7 +8,8 @@
 //! The sans-IO parts ([`jitter`], [`session`], [`level`], [`quality`]) run
 //! on virtual time and are tested as such; [`pipeline`] is the thread that
 //! clocks them every 20 ms, and [`io`] and [`device`] are the sources and
-//! sinks it reads and writes (files, tones, cpal devices). [`ringtone`]
+//! sinks it reads and writes (files, tones, cpal devices); [`stretch`]
+//! time-compresses what the jitter buffer holds too much of. [`ringtone`]
 //! plays while a call rings, on the same device code. [`report`] is what
 //! the thread tells the client, [`mos`] the call's quality in one figure;
 //! [`tap`] copies what is played for [`analysis`] to check (flows' audio
@@ -34,6 +35,7 @@ pub mod resample;
 pub mod ringtone;
 pub mod session;
 pub mod spec;
+pub mod stretch;
 pub mod tap;
 pub mod watch;
 

@@ -476,6 +476,8 @@ impl Pipeline {
             reported_loss_percent,
             redundancy: live.media.redundancy(),
             red_recovered: jitter.red_recovered,
+            reported_burst: live.media.reported_burst(now_ms),
+            accelerated_ms: jitter.accelerated_samples / (u64::from(SAMPLE_RATE) / 1000),
             echo_cancellation: voice.echo_cancellation,
             noise_suppression: voice.noise_suppression,
             auto_gain: voice.auto_gain,

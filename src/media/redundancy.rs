@@ -1,5 +1,5 @@
 //! Voice with redundancy (RFC 2198's idea, as WebRTC sends Opus): each
-//! frame also carries copies of the one or two frames before it, so a lost
+//! frame also carries copies of the one to three frames before it, so a lost
 //! frame is still played as it was sent when the next one arrives, where
 //! in-band FEC would rebuild a coarser version of it and a burst of two
 //! would defeat FEC altogether. The sender turns it on, and deeper, as
@@ -41,15 +41,22 @@ fn take(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     (rest.len() >= len).then(|| rest.split_at(len))
 }
 
+/// The most copies a frame carries: a burst of three lost frames is still
+/// played as sent.
+pub const MAX_COPIES: usize = 3;
+
 /// How many earlier frames each frame carries, for the worst loss the
-/// others report (percent): none on a clean network, one from 2% (a
-/// single loss then costs nothing), two from 8% (so do two in a row).
-pub fn depth_for(loss_percent: f64) -> usize {
-    match loss_percent {
-        l if l >= 8.0 => 2,
-        l if l >= 2.0 => 1,
-        _ => 0,
+/// others report (percent) and the longest mean burst (frames): none on a
+/// clean network (below 2%); from 2%, one (a single loss then costs
+/// nothing), two from 8% (so do two in a row), and as many as the bursts
+/// are long, up to three.
+pub fn depth_for(loss_percent: f64, mean_burst: f64) -> usize {
+    if loss_percent < 2.0 {
+        return 0;
     }
+    let by_loss = if loss_percent >= 8.0 { 2 } else { 1 };
+    let by_burst = mean_burst.round() as usize;
+    by_loss.max(by_burst).min(MAX_COPIES)
 }
 
 #[cfg(test)]
@@ -70,10 +77,12 @@ mod tests {
     }
 
     #[test]
-    fn depth_grows_with_the_reported_loss() {
-        assert_eq!(
-            [0.0, 1.9, 2.0, 7.9, 8.0, 30.0].map(depth_for),
-            [0, 0, 1, 1, 2, 2]
-        );
+    fn depth_grows_with_the_reported_loss_and_its_bursts() {
+        let single = [0.0, 1.9, 2.0, 7.9, 8.0, 30.0].map(|loss| depth_for(loss, 1.0));
+        assert_eq!(single, [0, 0, 1, 1, 2, 2]);
+        // Bursts of three on average: three copies, once there is loss to speak of.
+        let bursty = [1.9, 2.0, 8.0].map(|loss| depth_for(loss, 3.0));
+        assert_eq!(bursty, [0, 3, 3]);
+        assert_eq!(depth_for(50.0, 9.0), MAX_COPIES);
     }
 }

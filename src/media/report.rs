@@ -74,11 +74,17 @@ pub struct MediaStats {
     /// (percent); null before any report.
     pub reported_loss_percent: Option<f64>,
     /// Earlier frames each of this device's voice frames carries copies of
-    /// now (0 to 2: redundancy, media::redundancy).
+    /// now (0 to 3: redundancy, media::redundancy).
     pub redundancy: usize,
     /// The others' frames lost on the way but played as sent, from a
     /// later frame's copy.
     pub red_recovered: u64,
+    /// The longest mean burst of lost frames in this device's voice the
+    /// others reported lately (frames); null before any report.
+    pub reported_burst: Option<f64>,
+    /// The others' voice played faster than the clock (time-compressed,
+    /// media::stretch) to bring the jitter buffer back down, in ms.
+    pub accelerated_ms: u64,
     /// The voice processing stages on at the end of the call (all false
     /// for files, tones, `echo` and null audio, which are never processed).
     pub echo_cancellation: bool,

@@ -92,6 +92,24 @@ impl Impairment {
         Ok(())
     }
 
+    /// Whether the next frame on a path is lost. `bad` is the path's
+    /// state in bursts, kept by the caller from frame to frame.
+    pub fn loses(&self, bad: &mut bool, rng: &mut impl Rng) -> bool {
+        match self.bursty() {
+            Some((enter, leave)) => {
+                *bad = if *bad {
+                    !rng.random_bool(leave)
+                } else {
+                    rng.random_bool(enter)
+                };
+                *bad
+            }
+            None => {
+                self.loss_percent > 0.0 && rng.random_bool((self.loss_percent / 100.0).min(1.0))
+            }
+        }
+    }
+
     /// With bursts: the chance per frame that a good path turns bad, and
     /// that a bad one turns good. A path is bad `enter / (enter + leave)`
     /// of the time, `loss_percent`, for `1 / leave` frames at a stretch.
@@ -329,17 +347,11 @@ impl MediaRouter {
         }
         let mut rng = rand::rng();
         let lost = match i.bursty() {
-            Some((enter, leave)) => {
+            Some(_) => {
                 let mut paths = self.bad_paths.lock().expect("paths lock");
-                let bad = paths.entry(path).or_insert(false);
-                *bad = if *bad {
-                    !rng.random_bool(leave)
-                } else {
-                    rng.random_bool(enter)
-                };
-                *bad
+                i.loses(paths.entry(path).or_insert(false), &mut rng)
             }
-            None => i.loss_percent > 0.0 && rng.random_bool((i.loss_percent / 100.0).min(1.0)),
+            None => i.loses(&mut false, &mut rng),
         };
         if lost {
             return None;
