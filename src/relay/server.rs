@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorCode};
 use crate::protocol::{self, ClientMsg, MAX_TRANSPORT_MESSAGE_BYTES, ServerMsg};
 use crate::relay::core::{CloseReason, ConnId, Input, Output, RelayCore, Settings, StoreOp};
 use crate::relay::gate::{Gate, Unauthenticated};
-use crate::relay::media::{MediaQueue, MediaRouter};
+use crate::relay::media::{MediaPort, MediaRouter};
 use crate::relay::store::Store;
 use crate::time::{deadline, unix_millis};
 use crate::tls::{Fingerprint, ServerTls, Stream, TlsError};
@@ -475,16 +475,15 @@ async fn accept_loop(
                     },
                 };
                 let events = events.clone();
-                let shutdown = shutdown.clone();
                 let media = media.clone();
                 let tls = tls.clone();
                 conns.spawn(async move {
                     let Some(ws) = handshake(stream, peer, limits.login_timeout, tls.as_ref()).await else { return };
                     match (admitted, refusal) {
                         (Ok((_permit, waiting)), _) => {
-                            let queue = media.register(conn);
-                            let io = ConnIo { conn, events, media: &media, media_out: &queue, limits };
-                            serve_conn(io, ws, shutdown, Some(waiting)).await;
+                            let port = media.register(conn);
+                            let io = ConnIo { conn, events, media: &media, port: &port, limits };
+                            serve_conn(io, ws, Some(waiting)).await;
                             media.unregister(conn);
                         }
                         (Err(_), Some((_refusing, why))) => refuse(ws, why).await,
@@ -492,7 +491,11 @@ async fn accept_loop(
                     }
                 });
             }
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => {
+                // Every connection task learns it from its media port.
+                media.shut_down();
+                break;
+            }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
@@ -551,23 +554,23 @@ struct ConnIo<'a> {
     conn: ConnId,
     events: mpsc::Sender<CoreEvent>,
     media: &'a MediaRouter,
-    media_out: &'a MediaQueue,
+    port: &'a MediaPort,
     limits: Limits,
 }
 
 async fn serve_conn(
     io: ConnIo<'_>,
     mut ws: WebSocketStream<Stream>,
-    mut shutdown: watch::Receiver<bool>,
     mut waiting: Option<Unauthenticated>,
 ) {
     let ConnIo {
         conn,
         events,
         media,
-        media_out,
+        port,
         limits,
     } = io;
+    let mut media_out = port.outgoing();
     let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
     let backlog = Arc::new(Backlog::default());
     let queue = ConnQueue {
@@ -626,7 +629,7 @@ async fn serve_conn(
                             );
                             Input::BadFrame { conn, error }
                         } else {
-                            match media.forward(conn, frame) {
+                            match media.forward(port, frame) {
                                 Err(error) if !told_bad_media => {
                                     told_bad_media = true;
                                     Input::BadFrame { conn, error }
@@ -646,11 +649,22 @@ async fn serve_conn(
                     break;
                 }
             }
-            frame = media_out.next() => {
-                if !write(&mut ws, Message::Binary(frame), conn, limits).await {
+            frame = media_out.next() => match frame {
+                Some(frame) => {
+                    if !write(&mut ws, Message::Binary(frame), conn, limits).await {
+                        break;
+                    }
+                }
+                // The router ends every connection's media when the relay
+                // shuts down.
+                None => {
+                    let _ = tokio::time::timeout(
+                        limits.write_timeout,
+                        ws.close(Some(close_frame(CloseCode::Away, "relay shutting down"))),
+                    ).await;
                     break;
                 }
-            }
+            },
             outbound = rx.recv() => match outbound {
                 _ if backlog.abandoned.load(Ordering::Relaxed) => {
                     let _ = ws.close(Some(close_frame(CloseCode::Policy, "too slow to read"))).await;
@@ -677,13 +691,6 @@ async fn serve_conn(
                 }
                 None => break,
             },
-            _ = shutdown.changed() => {
-                let _ = tokio::time::timeout(
-                    limits.write_timeout,
-                    ws.close(Some(close_frame(CloseCode::Away, "relay shutting down"))),
-                ).await;
-                break;
-            }
         }
     }
     drop(waiting);
