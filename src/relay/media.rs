@@ -166,6 +166,8 @@ struct Queued {
     /// Each frame with when it is due: `None` at once (only impairment
     /// delays a frame, and then every frame has its time).
     frames: VecDeque<(Option<Instant>, Bytes)>,
+    /// [`MediaPort::wake`] was called since the task last looked.
+    woken: bool,
     /// The connection is gone, or the relay is shutting down.
     closed: bool,
 }
@@ -185,6 +187,7 @@ impl MediaQueue {
         MediaQueue {
             state: Mutex::new(Queued {
                 frames: VecDeque::with_capacity(16),
+                woken: false,
                 closed: false,
             }),
             waker: AtomicWaker::new(),
@@ -257,15 +260,33 @@ impl MediaPort {
         self.route.lock().expect("media route lock")
     }
 
-    /// The frames queued for this connection, each once it is due; the
-    /// stream ends when the router closes the port (the relay is shutting
-    /// down).
+    /// Wakes the connection's task for what else it has to write (the
+    /// core's messages): its [`MediaOut`] yields [`Outgoing::Woken`]. The
+    /// task then waits on its socket and its port alone, instead of
+    /// polling a second queue on every wake-up that a frame causes.
+    pub fn wake(&self) {
+        self.queue.lock().woken = true;
+        self.queue.waker.wake();
+    }
+
+    /// The frames queued for this connection, each once it is due, and its
+    /// wake-ups; the stream ends when the router closes the port (the relay
+    /// is shutting down).
     pub fn outgoing(&self) -> MediaOut<'_> {
         MediaOut {
             queue: &self.queue,
             timer: None,
         }
     }
+}
+
+/// What a connection's task is woken for by its port.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A frame to write.
+    Frame(Bytes),
+    /// See [`MediaPort::wake`].
+    Woken,
 }
 
 /// A connection's outgoing media, for its task to wait on beside its socket.
@@ -277,9 +298,9 @@ pub struct MediaOut<'a> {
 }
 
 impl Stream for MediaOut<'_> {
-    type Item = Bytes;
+    type Item = Outgoing;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outgoing>> {
         let this = &mut *self;
         // Before looking: a frame queued after the look wakes the task.
         this.queue.waker.register(cx.waker());
@@ -289,10 +310,17 @@ impl Stream for MediaOut<'_> {
                 if queued.closed {
                     return Poll::Ready(None);
                 }
+                if queued.woken {
+                    queued.woken = false;
+                    return Poll::Ready(Some(Outgoing::Woken));
+                }
                 match queued.frames.front() {
                     None => return Poll::Pending,
                     Some((Some(due), _)) if *due > Instant::now() => *due,
-                    Some(_) => return Poll::Ready(queued.frames.pop_front().map(|(_, f)| f)),
+                    Some(_) => {
+                        let frame = queued.frames.pop_front().map(|(_, f)| f);
+                        return Poll::Ready(frame.map(Outgoing::Frame));
+                    }
                 }
             };
             let timer = (this.timer).get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
@@ -539,7 +567,10 @@ mod tests {
     }
 
     async fn next(port: &MediaPort) -> Bytes {
-        port.outgoing().next().await.expect("the port is open")
+        match port.outgoing().next().await {
+            Some(Outgoing::Frame(frame)) => frame,
+            other => panic!("a frame, not {other:?}"),
+        }
     }
 
     #[tokio::test]
@@ -617,6 +648,21 @@ mod tests {
         assert_eq!(b.outgoing().next().await, None, "queued frames go too");
         // One that registers while the relay shuts down is closed at once.
         assert_eq!(router.register(4).outgoing().next().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_comes_once_and_before_queued_frames() {
+        let router = MediaRouter::new(Impairment::default());
+        let (a, b) = (router.register(1), router.register(2));
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
+        router.forward(&a, frame(9, 1)).unwrap();
+        b.wake();
+        b.wake();
+        let mut out = b.outgoing();
+        assert_eq!(out.next().await, Some(Outgoing::Woken));
+        assert!(matches!(out.next().await, Some(Outgoing::Frame(_))));
+        let more = futures_util::future::poll_immediate(out.next()).await;
+        assert!(more.is_none(), "one wake-up, however many calls");
     }
 
     #[test]
