@@ -604,13 +604,24 @@ impl Search {
 async fn relay_vs_bare(servers: &[Server; 2], mode: Mode) {
     let calls = mode.pick(300, 4);
     let window = mode.pick(Duration::from_secs(10), Duration::from_millis(500));
-    println!("CPU per forwarded frame at {calls} calls, measured over {window:?}, twice each:");
-    let mut cpu = [0.0; 2];
-    for _ in 0..2 {
-        for (server, cpu) in servers.iter().zip(&mut cpu) {
-            *cpu += forwarding(server, calls, window, mode).await.cpu_us() / 2.0;
+    let rounds = mode.pick(4, 1);
+    println!(
+        "CPU per forwarded frame at {calls} calls, measured over {window:?}, {rounds} times each (in turn, who goes first alternating):"
+    );
+    let mut cpu: [Vec<f64>; 2] = Default::default();
+    for round in 0..rounds {
+        for i in [round % 2, 1 - round % 2] {
+            let load = forwarding(&servers[i], calls, window, mode).await;
+            cpu[i].push(load.cpu_us());
         }
     }
+    // Mean, lowest and highest of each one's runs.
+    let cpu = cpu.map(|runs| {
+        let mean = runs.iter().sum::<f64>() / runs.len() as f64;
+        let low = runs.iter().copied().fold(f64::MAX, f64::min);
+        let high = runs.iter().copied().fold(0.0, f64::max);
+        (mean, low, high)
+    });
     println!(
         "the most calls held with p99 forwarding under {HOLD_P99:?} (p99 over {:?}):",
         mode.pick(Duration::from_secs(5), Duration::from_millis(500))
@@ -644,12 +655,16 @@ async fn relay_vs_bare(servers: &[Server; 2], mode: Mode) {
         false => "n/a".to_owned(),
     };
     println!(
-        "{} beside the {}: CPU per frame {:.1} µs against {:.1} µs ({}); p99 < 5 ms up to {} calls against {} ({}, each to within {} calls)",
+        "{} beside the {}: CPU per frame {:.1} µs ({:.1} to {:.1}) against {:.1} µs ({:.1} to {:.1}): {}; p99 < 5 ms up to {} calls against {}: {} (each to within {} calls)",
         relay.name,
         bare.name,
-        cpu[0],
-        cpu[1],
-        versus(cpu[0], cpu[1]),
+        cpu[0].0,
+        cpu[0].1,
+        cpu[0].2,
+        cpu[1].0,
+        cpu[1].1,
+        cpu[1].2,
+        versus(cpu[0].0, cpu[1].0),
         held[0],
         held[1],
         versus(held[0] as f64, held[1] as f64),
