@@ -109,6 +109,22 @@ pub async fn start_relay_over(
     config: &str,
     transport: Transport,
 ) -> (Child, String, tempfile::TempDir) {
+    spawn_relay(config, transport, None).await
+}
+
+/// [`start_relay`], the relay pinned to `core` (see [`pin_command`]).
+pub async fn start_relay_on(
+    config: &str,
+    core: Option<usize>,
+) -> (Child, String, tempfile::TempDir) {
+    spawn_relay(config, Transport::Plain, core).await
+}
+
+async fn spawn_relay(
+    config: &str,
+    transport: Transport,
+    core: Option<usize>,
+) -> (Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("relay.toml");
     // A benchmark measures how fast the relay is, not its rate limits
@@ -124,7 +140,11 @@ pub async fn start_relay_over(
         format!("{config}\n[relay.rate_limits]\n{limits}")
     };
     std::fs::write(&config_path, config).unwrap();
-    let mut relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_termphone"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_termphone"));
+    if let Some(core) = core {
+        pin_command(&mut command, core);
+    }
+    let mut relay = command
         .arg("--config")
         .arg(&config_path)
         .args(["relay", "--listen", "127.0.0.1:0", "--db"])
@@ -276,6 +296,49 @@ pub fn p50_p99(samples: &mut [Duration]) -> String {
         us(percentile(samples, 0.5)),
         us(percentile(samples, 0.99))
     )
+}
+
+/// Restricts the calling thread, and the threads and processes it starts
+/// from then on, to `core` (`taskset -c CORE` for the rest of the run);
+/// false when the system refuses.
+pub fn pin_current(core: usize) -> bool {
+    // SAFETY: sched_setaffinity reads the set given, of the size given.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+/// Makes the process `command` starts run on `core` only, as `taskset -c
+/// CORE` would: a tokio runtime in it then starts one worker.
+pub fn pin_command(command: &mut tokio::process::Command, core: usize) {
+    // SAFETY: between fork and exec only sched_setaffinity runs, which is
+    // a plain system call on a set built in the child's own stack.
+    unsafe {
+        command.pre_exec(move || {
+            if pin_current(core) {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// CPU seconds a process has used: user and system (`/proc/PID/stat`).
+pub fn cpu_secs(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // SAFETY: sysconf only reads a setting.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = |i: usize| fields[i].parse::<u64>().unwrap() as f64 / per_sec;
+    (ticks(11), ticks(12))
 }
 
 pub fn cores() -> usize {

@@ -80,7 +80,7 @@ pub fn media_frame(data: &[u8]) -> bool {
         );
     }
     let router = MediaRouter::new(Impairment::default());
-    let _sender = router.register(1);
+    let sender = router.register(1);
     let _receiver = router.register(2);
     let room = decoded.as_ref().map_or(9, |(header, _)| header.room);
     let members = [
@@ -88,7 +88,7 @@ pub fn media_frame(data: &[u8]) -> bool {
         (2, UserId::parse("bob").expect("valid user")),
     ];
     router.set_room(room, &members, &[]);
-    let forwarded = router.forward(1, Bytes::copy_from_slice(data));
+    let forwarded = router.forward(&sender, Bytes::copy_from_slice(data));
     assert_eq!(
         forwarded.is_ok(),
         decoded.is_ok(),

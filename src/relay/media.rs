@@ -3,22 +3,26 @@
 //!
 //! The core decides who is in which room ([`MediaRouter::set_room`]); each
 //! connection task forwards what it reads ([`MediaRouter::forward`]) into
-//! the other members' queues and writes what its own queue holds. A full
+//! the other members' queues and writes what its own queue holds, both
+//! through its [`MediaPort`]. A full
 //! queue drops its oldest frame and counts it: late voice is worth less
 //! than current voice. Optional impairment (loss, random or in bursts,
 //! delay, jitter, one participant's voice cut) applies per receiver, for
 //! demonstrating and testing bad networks.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use futures_util::task::AtomicWaker;
 use rand::Rng;
 use serde::Deserialize;
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::error::Error;
 use crate::ids::UserId;
@@ -167,22 +171,57 @@ impl MediaStats {
 }
 
 /// One receiver's outgoing media, ordered by when each frame is due.
-pub struct MediaQueue {
-    frames: Mutex<VecDeque<(Instant, Bytes)>>,
-    ready: Notify,
+struct MediaQueue {
+    state: Mutex<Queued>,
+    /// The receiving connection's task, woken when a frame is queued or the
+    /// queue closes. Unlike a `Notify`, whose waiters its task would join and
+    /// leave again on every wake-up, this is one atomic slot.
+    waker: AtomicWaker,
+}
+
+#[derive(Default)]
+struct Queued {
+    /// Each frame with when it is due: `None` at once (only impairment
+    /// delays a frame, and then every frame has its time).
+    frames: VecDeque<(Option<Instant>, Bytes)>,
+    /// [`MediaPort::wake`] was called since the task last looked.
+    woken: bool,
+    /// The connection is gone, or the relay is shutting down.
+    closed: bool,
+}
+
+/// What became of a frame given to a queue.
+#[derive(Debug, PartialEq, Eq)]
+enum Pushed {
+    Queued,
+    /// Queued, and the oldest frame dropped to make room.
+    DroppedOldest,
+    /// Not queued: its receiver is gone.
+    Closed,
 }
 
 impl MediaQueue {
     fn new() -> Self {
         MediaQueue {
-            frames: Mutex::new(VecDeque::with_capacity(16)),
-            ready: Notify::new(),
+            state: Mutex::new(Queued {
+                frames: VecDeque::with_capacity(16),
+                woken: false,
+                closed: false,
+            }),
+            waker: AtomicWaker::new(),
         }
     }
 
-    /// Queues `frame` for `due`; false when the oldest frame made room.
-    fn push(&self, due: Instant, frame: Bytes) -> bool {
-        let mut frames = self.frames.lock().expect("media queue lock");
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.state.lock().expect("media queue lock")
+    }
+
+    fn push(&self, due: Option<Instant>, frame: Bytes) -> Pushed {
+        let mut queued = self.lock();
+        if queued.closed {
+            return Pushed::Closed;
+        }
+        let frames = &mut queued.frames;
         let dropped = frames.len() >= MEDIA_QUEUE_FRAMES;
         if dropped {
             frames.pop_front();
@@ -192,32 +231,122 @@ impl MediaQueue {
             .rposition(|(d, _)| *d <= due)
             .map_or(0, |i| i + 1);
         frames.insert(at, (due, frame));
-        drop(frames);
-        self.ready.notify_one();
-        !dropped
+        drop(queued);
+        self.waker.wake();
+        match dropped {
+            true => Pushed::DroppedOldest,
+            false => Pushed::Queued,
+        }
     }
 
-    /// The next frame, once it is due.
-    pub async fn next(&self) -> Bytes {
+    /// No more frames: what is queued is dropped, and the receiver's
+    /// [`MediaOut`] ends.
+    fn close(&self) {
+        let mut queued = self.lock();
+        queued.closed = true;
+        queued.frames.clear();
+        drop(queued);
+        self.waker.wake();
+    }
+}
+
+/// Where a connection's frames go while it is in a room.
+struct Route {
+    room: RoomId,
+    /// A member that only listens (a call's audience): what it sends is
+    /// forwarded to nobody.
+    listen_only: bool,
+    /// Its user's voice is cut by the impairment settings (`drop_from`).
+    cut: bool,
+    /// The other members, with their queues.
+    peers: Vec<(ConnId, Arc<MediaQueue>)>,
+}
+
+/// One connection's end of the router, held by its task: the frames queued
+/// for it, and where its own frames go. Forwarding a frame reads the
+/// sender's port and the receivers' queues, never the router's tables.
+pub struct MediaPort {
+    conn: ConnId,
+    queue: Arc<MediaQueue>,
+    /// As the core last said ([`MediaRouter::set_room`]); `None` outside
+    /// any room.
+    route: Mutex<Option<Route>>,
+}
+
+impl MediaPort {
+    fn route(&self) -> std::sync::MutexGuard<'_, Option<Route>> {
+        self.route.lock().expect("media route lock")
+    }
+
+    /// Wakes the connection's task for what else it has to write (the
+    /// core's messages): its [`MediaOut`] yields [`Outgoing::Woken`]. The
+    /// task then waits on its socket and its port alone, instead of
+    /// polling a second queue on every wake-up that a frame causes.
+    pub fn wake(&self) {
+        self.queue.lock().woken = true;
+        self.queue.waker.wake();
+    }
+
+    /// The frames queued for this connection, each once it is due, and its
+    /// wake-ups; the stream ends when the router closes the port (the relay
+    /// is shutting down).
+    pub fn outgoing(&self) -> MediaOut<'_> {
+        MediaOut {
+            queue: &self.queue,
+            timer: None,
+        }
+    }
+}
+
+/// What a connection's task is woken for by its port.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A frame to write.
+    Frame(Bytes),
+    /// See [`MediaPort::wake`].
+    Woken,
+}
+
+/// A connection's outgoing media, for its task to wait on beside its socket.
+pub struct MediaOut<'a> {
+    queue: &'a MediaQueue,
+    /// Wakes the task when the next frame is due, if it is not yet (only
+    /// with impairment's delay or jitter, hence made on first need).
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Stream for MediaOut<'_> {
+    type Item = Outgoing;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outgoing>> {
+        let this = &mut *self;
+        // Before looking: a frame queued after the look wakes the task.
+        this.queue.waker.register(cx.waker());
         loop {
-            let wait = {
-                let mut frames = self.frames.lock().expect("media queue lock");
-                match frames.front() {
-                    Some((due, _)) if *due <= Instant::now() => {
-                        return frames.pop_front().expect("front exists").1;
+            let due = {
+                let mut queued = this.queue.lock();
+                if queued.closed {
+                    return Poll::Ready(None);
+                }
+                if queued.woken {
+                    queued.woken = false;
+                    return Poll::Ready(Some(Outgoing::Woken));
+                }
+                match queued.frames.front() {
+                    None => return Poll::Pending,
+                    Some((Some(due), _)) if *due > Instant::now() => *due,
+                    Some(_) => {
+                        let frame = queued.frames.pop_front().map(|(_, f)| f);
+                        return Poll::Ready(frame.map(Outgoing::Frame));
                     }
-                    Some((due, _)) => Some(*due),
-                    None => None,
                 }
             };
-            match wait {
-                Some(due) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(due) => {}
-                        _ = self.ready.notified() => {}
-                    }
-                }
-                None => self.ready.notified().await,
+            let timer = (this.timer).get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
         }
     }
@@ -225,18 +354,20 @@ impl MediaQueue {
 
 #[derive(Default)]
 struct Routes {
-    room_of: HashMap<ConnId, RoomId>,
-    user_of: HashMap<ConnId, UserId>,
+    ports: HashMap<ConnId, Arc<MediaPort>>,
     rooms: HashMap<RoomId, Vec<ConnId>>,
-    /// Members that only listen (a call's audience): what they send is
-    /// forwarded to nobody.
-    listen_only: HashSet<ConnId>,
-    queues: HashMap<ConnId, Arc<MediaQueue>>,
+    /// The relay is shutting down: every port is closed, and so is one
+    /// registered from now on.
+    closed: bool,
 }
 
 pub struct MediaRouter {
-    routes: RwLock<Routes>,
+    /// Changed when the core's word on rooms changes and when connections
+    /// come and go; forwarding a frame does not read it.
+    routes: Mutex<Routes>,
     impairment: Impairment,
+    /// `!impairment.is_none()`, read for every frame.
+    impaired: bool,
     /// Which sender-to-receiver paths are in a burst of loss now.
     bad_paths: Mutex<HashMap<(ConnId, ConnId), bool>>,
     pub stats: MediaStats,
@@ -245,59 +376,96 @@ pub struct MediaRouter {
 impl MediaRouter {
     pub fn new(impairment: Impairment) -> Self {
         MediaRouter {
-            routes: RwLock::default(),
+            routes: Mutex::default(),
+            impaired: !impairment.is_none(),
             impairment,
             bad_paths: Mutex::default(),
             stats: MediaStats::default(),
         }
     }
 
-    /// A new connection's queue, for its task to write from.
-    pub fn register(&self, conn: ConnId) -> Arc<MediaQueue> {
-        let queue = Arc::new(MediaQueue::new());
-        self.write().queues.insert(conn, queue.clone());
-        queue
+    /// A new connection's port, for its task to forward and write through.
+    pub fn register(&self, conn: ConnId) -> Arc<MediaPort> {
+        let port = Arc::new(MediaPort {
+            conn,
+            queue: Arc::new(MediaQueue::new()),
+            route: Mutex::new(None),
+        });
+        let mut routes = self.routes();
+        if routes.closed {
+            port.queue.close();
+        }
+        routes.ports.insert(conn, port.clone());
+        port
     }
 
+    /// The connection is gone. The others' routes may still name its
+    /// queue until the core's next word on their room: closed, it takes
+    /// nothing.
     pub fn unregister(&self, conn: ConnId) {
-        let mut routes = self.write();
-        routes.queues.remove(&conn);
-        routes.user_of.remove(&conn);
-        drop(routes);
+        let port = self.routes().ports.remove(&conn);
+        if let Some(port) = port {
+            port.queue.close();
+            *port.route() = None;
+        }
         (self.bad_paths.lock().expect("paths lock"))
             .retain(|(from, to), _| *from != conn && *to != conn);
+    }
+
+    /// The relay is shutting down: every connection's outgoing media ends
+    /// ([`MediaOut`]), which is how its task learns that it must close. It
+    /// waits on its media anyway; a shutdown signal of its own would be
+    /// one more thing to poll on every wake-up of every connection.
+    pub fn shut_down(&self) {
+        let mut routes = self.routes();
+        routes.closed = true;
+        for port in routes.ports.values() {
+            port.queue.close();
+        }
     }
 
     /// The core's word on who is in `room` now (empty: nobody), and which
     /// of them only listen.
     pub fn set_room(&self, room: RoomId, members: &[(ConnId, UserId)], audience: &[ConnId]) {
-        let mut routes = self.write();
+        let mut routes = self.routes();
         if let Some(old) = routes.rooms.remove(&room) {
             for conn in old {
-                if routes.room_of.get(&conn) == Some(&room) {
-                    routes.room_of.remove(&conn);
-                    routes.listen_only.remove(&conn);
+                let Some(port) = routes.ports.get(&conn) else {
+                    continue;
+                };
+                let mut route = port.route();
+                if route.as_ref().is_some_and(|r| r.room == room) {
+                    *route = None;
                 }
             }
         }
         if members.is_empty() {
             return;
         }
+        let queues: Vec<(ConnId, Arc<MediaQueue>)> = members
+            .iter()
+            .filter_map(|(conn, _)| Some((*conn, routes.ports.get(conn)?.queue.clone())))
+            .collect();
         for (conn, user) in members {
-            routes.room_of.insert(*conn, room);
-            routes.user_of.insert(*conn, user.clone());
-            routes.listen_only.remove(conn);
+            let Some(port) = routes.ports.get(conn) else {
+                continue;
+            };
+            *port.route() = Some(Route {
+                room,
+                listen_only: audience.contains(conn),
+                cut: self.impairment.drop_from.contains(user),
+                peers: queues.iter().filter(|(c, _)| c != conn).cloned().collect(),
+            });
         }
-        routes.listen_only.extend(audience);
         routes
             .rooms
             .insert(room, members.iter().map(|(c, _)| *c).collect());
     }
 
-    /// A binary frame read from `conn`: stamped with its source and queued
-    /// for everyone else in its room. An error is for the sender to hear
-    /// about (once; the frame is dropped either way).
-    pub fn forward(&self, conn: ConnId, frame: Bytes) -> Result<(), Error> {
+    /// A binary frame read from `port`'s connection: stamped with its
+    /// source and queued for everyone else in its room. An error is for the
+    /// sender to hear about (once; the frame is dropped either way).
+    pub fn forward(&self, port: &MediaPort, frame: Bytes) -> Result<(), Error> {
         let header = match MediaHeader::decode(&frame) {
             Ok((header, _)) => header,
             Err(e) => {
@@ -305,46 +473,54 @@ impl MediaRouter {
                 return Err(e);
             }
         };
-        let routes = self.routes.read().expect("media routes lock");
-        let room = routes.room_of.get(&conn).filter(|r| **r == header.room);
-        let Some(&room) = room.filter(|_| !routes.listen_only.contains(&conn)) else {
+        let route = port.route();
+        let Some(route) = (route.as_ref()).filter(|r| r.room == header.room && !r.listen_only)
+        else {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
+        // The one copy: the frame as read shares the WebSocket's read
+        // buffer with the frames after it, so it cannot be stamped in place.
         let mut stamped = BytesMut::from(&frame[..]);
-        MediaHeader::stamp_source(&mut stamped, media_source(conn));
-        let stamped = stamped.freeze();
-        let now = Instant::now();
-        let cut =
-            (routes.user_of.get(&conn)).is_some_and(|u| self.impairment.drop_from.contains(u));
-        for other in routes.rooms[&room].iter().filter(|c| **c != conn) {
-            let Some(queue) = routes.queues.get(other) else {
-                continue;
+        drop(frame);
+        MediaHeader::stamp_source(&mut stamped, media_source(port.conn));
+        let mut stamped = stamped.freeze();
+        let now = self.impaired.then(Instant::now);
+        let last = route.peers.len().saturating_sub(1);
+        for (i, (other, queue)) in route.peers.iter().enumerate() {
+            let due = match now {
+                None => None,
+                Some(now) => match self.impair(route.cut, now, (port.conn, *other)) {
+                    Some(due) => Some(due),
+                    None => {
+                        self.stats.dropped_impaired.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                },
             };
-            let due = if cut {
-                None
-            } else {
-                self.impair(now, (conn, *other))
+            // The last receiver takes the frame itself: a frame that is
+            // not shared needs no reference count.
+            let frame = match i < last {
+                true => stamped.clone(),
+                false => std::mem::take(&mut stamped),
             };
-            let Some(due) = due else {
-                self.stats.dropped_impaired.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            if queue.push(due, stamped.clone()) {
-                self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
+            match queue.push(due, frame) {
+                Pushed::Queued => &self.stats.forwarded,
+                Pushed::DroppedOldest => &self.stats.dropped_full,
+                Pushed::Closed => continue,
             }
+            .fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// When a frame forwarded at `now` on `path` is due, or `None` to lose it.
-    fn impair(&self, now: Instant, path: (ConnId, ConnId)) -> Option<Instant> {
-        let i = &self.impairment;
-        if i.is_none() {
-            return Some(now);
+    /// When a frame forwarded at `now` on `path` is due, or `None` to lose
+    /// it (all of them when its sender's voice is `cut`).
+    fn impair(&self, cut: bool, now: Instant, path: (ConnId, ConnId)) -> Option<Instant> {
+        if cut {
+            return None;
         }
+        let i = &self.impairment;
         let mut rng = rand::rng();
         let lost = match i.bursty() {
             Some(_) => {
@@ -364,13 +540,15 @@ impl MediaRouter {
         Some(now + Duration::from_millis(i.delay_ms + jitter))
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Routes> {
-        self.routes.write().expect("media routes lock")
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().expect("media routes lock")
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use futures_util::StreamExt;
+
     use super::*;
     use crate::protocol::MediaKind;
 
@@ -390,28 +568,45 @@ mod tests {
         UserId::parse(s).unwrap()
     }
 
+    /// What is queued for `port`, due or not.
+    fn queued(port: &MediaPort) -> Vec<Bytes> {
+        let queued = port.queue.lock();
+        queued.frames.iter().map(|(_, f)| f.clone()).collect()
+    }
+
+    fn clear(port: &MediaPort) {
+        port.queue.lock().frames.clear();
+    }
+
+    async fn next(port: &MediaPort) -> Bytes {
+        match port.outgoing().next().await {
+            Some(Outgoing::Frame(frame)) => frame,
+            other => panic!("a frame, not {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn frames_reach_the_others_in_the_room_stamped_with_their_source() {
         let router = MediaRouter::new(Impairment::default());
         let (a, b, c) = (router.register(1), router.register(2), router.register(3));
         router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
-        router.forward(1, frame(9, 5)).unwrap();
-        let got = b.next().await;
+        router.forward(&a, frame(9, 5)).unwrap();
+        let got = next(&b).await;
         let (header, payload) = MediaHeader::decode(&got).unwrap();
         assert_eq!((header.source, header.seq, payload), (1, 5, &b"voice"[..]));
         // Not back to the sender, not to a connection outside the room.
-        for q in [&a, &c] {
-            assert!(q.frames.lock().unwrap().is_empty());
+        for port in [&a, &c] {
+            assert!(queued(port).is_empty());
         }
         // A frame for a room its sender is not in goes nowhere.
-        router.forward(3, frame(9, 6)).unwrap();
-        router.forward(1, frame(8, 7)).unwrap();
+        router.forward(&c, frame(9, 6)).unwrap();
+        router.forward(&a, frame(8, 7)).unwrap();
         assert_eq!(router.stats.unrouted.load(Ordering::Relaxed), 2);
-        assert!(router.forward(1, Bytes::from_static(b"xx")).is_err());
+        assert!(router.forward(&a, Bytes::from_static(b"xx")).is_err());
         // The room closes: nothing is forwarded any more.
         router.set_room(9, &[], &[]);
-        router.forward(1, frame(9, 8)).unwrap();
-        assert!(b.frames.lock().unwrap().is_empty());
+        router.forward(&a, frame(9, 8)).unwrap();
+        assert!(queued(&b).is_empty());
     }
 
     #[tokio::test]
@@ -419,30 +614,67 @@ mod tests {
         let router = MediaRouter::new(Impairment::default());
         let (a, b) = (router.register(1), router.register(2));
         router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[2]);
-        router.forward(1, frame(9, 1)).unwrap();
-        assert_eq!(MediaHeader::decode(&b.next().await).unwrap().0.source, 1);
-        router.forward(2, frame(9, 2)).unwrap();
-        assert!(a.frames.lock().unwrap().is_empty());
+        router.forward(&a, frame(9, 1)).unwrap();
+        assert_eq!(MediaHeader::decode(&next(&b).await).unwrap().0.source, 1);
+        router.forward(&b, frame(9, 2)).unwrap();
+        assert!(queued(&a).is_empty());
         assert_eq!(router.stats.unrouted.load(Ordering::Relaxed), 1);
         // bob becomes an anchor: he is heard.
         router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
-        router.forward(2, frame(9, 3)).unwrap();
-        assert_eq!(MediaHeader::decode(&a.next().await).unwrap().0.seq, 3);
+        router.forward(&b, frame(9, 3)).unwrap();
+        assert_eq!(MediaHeader::decode(&next(&a).await).unwrap().0.seq, 3);
     }
 
     #[test]
     fn a_full_queue_drops_its_oldest_frame_and_counts_it() {
         let router = MediaRouter::new(Impairment::default());
-        router.register(1);
+        let a = router.register(1);
         let b = router.register(2);
         router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
         for seq in 0..MEDIA_QUEUE_FRAMES as u16 + 3 {
-            router.forward(1, frame(9, seq)).unwrap();
+            router.forward(&a, frame(9, seq)).unwrap();
         }
         assert_eq!(router.stats.dropped_full.load(Ordering::Relaxed), 3);
-        let frames = b.frames.lock().unwrap();
-        let first = MediaHeader::decode(&frames[0].1).unwrap().0.seq;
+        let frames = queued(&b);
+        let first = MediaHeader::decode(&frames[0]).unwrap().0.seq;
         assert_eq!(first, 3, "the oldest went first");
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_ends_every_port_and_a_gone_receiver_takes_nothing() {
+        let router = MediaRouter::new(Impairment::default());
+        let (a, b, c) = (router.register(1), router.register(2), router.register(3));
+        router.set_room(
+            9,
+            &[(1, user("alice")), (2, user("bob")), (3, user("carol"))],
+            &[],
+        );
+        router.unregister(3);
+        router.forward(&a, frame(9, 1)).unwrap();
+        assert_eq!(queued(&b).len(), 1);
+        assert!(queued(&c).is_empty());
+        let counts = router.stats.snapshot();
+        assert_eq!((counts.forwarded, counts.dropped_full), (1, 0));
+        router.shut_down();
+        assert_eq!(a.outgoing().next().await, None);
+        assert_eq!(b.outgoing().next().await, None, "queued frames go too");
+        // One that registers while the relay shuts down is closed at once.
+        assert_eq!(router.register(4).outgoing().next().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_comes_once_and_before_queued_frames() {
+        let router = MediaRouter::new(Impairment::default());
+        let (a, b) = (router.register(1), router.register(2));
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
+        router.forward(&a, frame(9, 1)).unwrap();
+        b.wake();
+        b.wake();
+        let mut out = b.outgoing();
+        assert_eq!(out.next().await, Some(Outgoing::Woken));
+        assert!(matches!(out.next().await, Some(Outgoing::Frame(_))));
+        let more = futures_util::future::poll_immediate(out.next()).await;
+        assert!(more.is_none(), "one wake-up, however many calls");
     }
 
     #[test]
@@ -451,12 +683,12 @@ mod tests {
             loss_percent: 10.0,
             ..Impairment::default()
         });
-        router.register(1);
+        let a = router.register(1);
         let b = router.register(2);
         router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
         for seq in 0..1000 {
-            router.forward(1, frame(9, seq)).unwrap();
-            b.frames.lock().unwrap().clear();
+            router.forward(&a, frame(9, seq)).unwrap();
+            clear(&b);
         }
         let lost = router.stats.dropped_impaired.load(Ordering::Relaxed);
         assert!((50..=160).contains(&lost), "{lost} of 1000");
@@ -465,13 +697,13 @@ mod tests {
     /// Which of `n` frames from alice reach bob.
     fn delivered(router: &MediaRouter, n: u16) -> Vec<bool> {
         let b = router.register(2);
-        router.register(1);
+        let a = router.register(1);
         router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
         (0..n)
             .map(|seq| {
-                router.forward(1, frame(9, seq)).unwrap();
-                let arrived = !b.frames.lock().unwrap().is_empty();
-                b.frames.lock().unwrap().clear();
+                router.forward(&a, frame(9, seq)).unwrap();
+                let arrived = !queued(&b).is_empty();
+                clear(&b);
                 arrived
             })
             .collect()
@@ -499,14 +731,15 @@ mod tests {
             ..Impairment::default()
         });
         assert!(delivered(&router, 50).iter().all(|d| !d));
-        let a = router.register(3);
+        let c = router.register(3);
         router.set_room(
             9,
             &[(1, user("alice")), (2, user("bob")), (3, user("carol"))],
             &[],
         );
-        router.forward(2, frame(9, 1)).unwrap();
-        assert_eq!(a.frames.lock().unwrap().len(), 1, "bob's voice still flows");
+        let b = router.routes().ports[&2].clone();
+        router.forward(&b, frame(9, 1)).unwrap();
+        assert_eq!(queued(&c).len(), 1, "bob's voice still flows");
     }
 
     #[test]
@@ -537,12 +770,12 @@ mod tests {
             delay_ms: 50,
             ..Impairment::default()
         });
-        router.register(1);
+        let a = router.register(1);
         let b = router.register(2);
         router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
         let sent = tokio::time::Instant::now();
-        router.forward(1, frame(9, 1)).unwrap();
-        b.next().await;
+        router.forward(&a, frame(9, 1)).unwrap();
+        next(&b).await;
         assert!(sent.elapsed() >= Duration::from_millis(50));
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
@@ -28,7 +29,7 @@ use crate::error::{Error, ErrorCode};
 use crate::protocol::{self, ClientMsg, MAX_TRANSPORT_MESSAGE_BYTES, ServerMsg};
 use crate::relay::core::{CloseReason, ConnId, Input, Output, RelayCore, Settings, StoreOp};
 use crate::relay::gate::{Gate, Unauthenticated};
-use crate::relay::media::{MediaQueue, MediaRouter};
+use crate::relay::media::{MediaPort, MediaRouter, Outgoing};
 use crate::relay::store::Store;
 use crate::time::{deadline, unix_millis};
 use crate::tls::{Fingerprint, ServerTls, Stream, TlsError};
@@ -107,6 +108,26 @@ enum Outbound {
 struct ConnQueue {
     tx: mpsc::Sender<Outbound>,
     backlog: Arc<Backlog>,
+    /// Wakes the connection's task for what was queued: it waits on its
+    /// media port, not on this queue.
+    port: Arc<MediaPort>,
+}
+
+impl ConnQueue {
+    fn send(&self, outbound: Outbound) -> bool {
+        let sent = self.tx.try_send(outbound).is_ok();
+        self.port.wake();
+        sent
+    }
+
+    /// Lets the connection go: its queue closes, then its task is woken to
+    /// find out (in this order: woken first, it could look too early and
+    /// sleep on).
+    fn close(self) {
+        let ConnQueue { tx, port, .. } = self;
+        drop(tx);
+        port.wake();
+    }
 }
 
 /// What a connection has not written yet, shared by both ends of its queue.
@@ -475,16 +496,15 @@ async fn accept_loop(
                     },
                 };
                 let events = events.clone();
-                let shutdown = shutdown.clone();
                 let media = media.clone();
                 let tls = tls.clone();
                 conns.spawn(async move {
                     let Some(ws) = handshake(stream, peer, limits.login_timeout, tls.as_ref()).await else { return };
                     match (admitted, refusal) {
                         (Ok((_permit, waiting)), _) => {
-                            let queue = media.register(conn);
-                            let io = ConnIo { conn, events, media: &media, media_out: &queue, limits };
-                            serve_conn(io, ws, shutdown, Some(waiting)).await;
+                            let port = media.register(conn);
+                            let io = ConnIo { conn, events, media: &media, port: port.clone(), limits };
+                            serve_conn(io, ws, Some(waiting)).await;
                             media.unregister(conn);
                         }
                         (Err(_), Some((_refusing, why))) => refuse(ws, why).await,
@@ -492,7 +512,11 @@ async fn accept_loop(
                     }
                 });
             }
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => {
+                // Every connection task learns it from its media port.
+                media.shut_down();
+                break;
+            }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
@@ -551,28 +575,29 @@ struct ConnIo<'a> {
     conn: ConnId,
     events: mpsc::Sender<CoreEvent>,
     media: &'a MediaRouter,
-    media_out: &'a MediaQueue,
+    port: Arc<MediaPort>,
     limits: Limits,
 }
 
 async fn serve_conn(
     io: ConnIo<'_>,
     mut ws: WebSocketStream<Stream>,
-    mut shutdown: watch::Receiver<bool>,
     mut waiting: Option<Unauthenticated>,
 ) {
     let ConnIo {
         conn,
         events,
         media,
-        media_out,
+        port,
         limits,
     } = io;
+    let mut media_out = port.outgoing();
     let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
     let backlog = Arc::new(Backlog::default());
     let queue = ConnQueue {
         tx,
         backlog: backlog.clone(),
+        port: port.clone(),
     };
     // A client that sends bad media hears about it once, not fifty times a second.
     let mut told_bad_media = false;
@@ -626,7 +651,7 @@ async fn serve_conn(
                             );
                             Input::BadFrame { conn, error }
                         } else {
-                            match media.forward(conn, frame) {
+                            match media.forward(&port, frame) {
                                 Err(error) if !told_bad_media => {
                                     told_bad_media = true;
                                     Input::BadFrame { conn, error }
@@ -646,43 +671,61 @@ async fn serve_conn(
                     break;
                 }
             }
-            frame = media_out.next() => {
-                if !write(&mut ws, Message::Binary(frame), conn, limits).await {
-                    break;
-                }
-            }
-            outbound = rx.recv() => match outbound {
-                _ if backlog.abandoned.load(Ordering::Relaxed) => {
-                    let _ = ws.close(Some(close_frame(CloseCode::Policy, "too slow to read"))).await;
-                    break;
-                }
-                Some(Outbound::Text(text)) => {
-                    let len = text.len();
-                    let sent = write(&mut ws, Message::text(text), conn, limits).await;
-                    backlog.bytes.fetch_sub(len, Ordering::Relaxed);
-                    if !sent {
+            out = media_out.next() => {
+                let outbound = match out {
+                    Some(Outgoing::Frame(frame)) => {
+                        if !write(&mut ws, Message::Binary(frame), conn, limits).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    // The core queued something, or let the connection go.
+                    // One message per wake-up, so that media flows between
+                    // them.
+                    Some(Outgoing::Woken) => match rx.try_recv() {
+                        Ok(outbound) => {
+                            port.wake();
+                            Some(outbound)
+                        }
+                        Err(TryRecvError::Empty) => continue,
+                        Err(TryRecvError::Disconnected) => None,
+                    },
+                    // The router ends every connection's media when the
+                    // relay shuts down.
+                    None => {
+                        let _ = tokio::time::timeout(
+                            limits.write_timeout,
+                            ws.close(Some(close_frame(CloseCode::Away, "relay shutting down"))),
+                        ).await;
                         break;
                     }
+                };
+                match outbound {
+                    _ if backlog.abandoned.load(Ordering::Relaxed) => {
+                        let _ = ws.close(Some(close_frame(CloseCode::Policy, "too slow to read"))).await;
+                        break;
+                    }
+                    Some(Outbound::Text(text)) => {
+                        let len = text.len();
+                        let sent = write(&mut ws, Message::text(text), conn, limits).await;
+                        backlog.bytes.fetch_sub(len, Ordering::Relaxed);
+                        if !sent {
+                            break;
+                        }
+                    }
+                    Some(Outbound::Authenticated) => waiting = None,
+                    Some(Outbound::Close(reason)) => {
+                        let frame = match reason {
+                            CloseReason::Kicked => close_frame(CloseCode::Policy, "kicked out"),
+                            CloseReason::Superseded => close_frame(CloseCode::Normal, "superseded by a new connection"),
+                            CloseReason::HeartbeatTimeout => close_frame(CloseCode::Away, "heartbeat timeout"),
+                            CloseReason::LoginTimeout => close_frame(CloseCode::Policy, "no login in time"),
+                        };
+                        let _ = tokio::time::timeout(limits.write_timeout, ws.close(Some(frame))).await;
+                        break;
+                    }
+                    None => break,
                 }
-                Some(Outbound::Authenticated) => waiting = None,
-                Some(Outbound::Close(reason)) => {
-                    let frame = match reason {
-                        CloseReason::Kicked => close_frame(CloseCode::Policy, "kicked out"),
-                        CloseReason::Superseded => close_frame(CloseCode::Normal, "superseded by a new connection"),
-                        CloseReason::HeartbeatTimeout => close_frame(CloseCode::Away, "heartbeat timeout"),
-                        CloseReason::LoginTimeout => close_frame(CloseCode::Policy, "no login in time"),
-                    };
-                    let _ = tokio::time::timeout(limits.write_timeout, ws.close(Some(frame))).await;
-                    break;
-                }
-                None => break,
-            },
-            _ = shutdown.changed() => {
-                let _ = tokio::time::timeout(
-                    limits.write_timeout,
-                    ws.close(Some(close_frame(CloseCode::Away, "relay shutting down"))),
-                ).await;
-                break;
             }
         }
     }
@@ -706,7 +749,14 @@ async fn write(
     conn: ConnId,
     limits: Limits,
 ) -> bool {
-    match tokio::time::timeout(limits.write_timeout, ws.send(msg)).await {
+    let mut send = ws.send(msg);
+    // Nearly every write completes at once: only one that waits for the
+    // socket is given its deadline, whose timer would cost more than the
+    // write itself.
+    if let Some(sent) = futures_util::future::poll_immediate(&mut send).await {
+        return sent.is_ok();
+    }
+    match tokio::time::timeout(limits.write_timeout, send).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
         Err(_) => {
@@ -780,13 +830,15 @@ async fn run_core(
                         );
                         if let Some(queue) = conns.remove(&conn) {
                             queue.backlog.abandoned.store(true, Ordering::Relaxed);
+                            queue.close();
                         }
                         core.handle(unix_millis(), Input::Disconnected { conn });
                     }
                 }
                 Output::Close { conn, reason } => {
                     if let Some(queue) = conns.remove(&conn) {
-                        let _ = queue.tx.try_send(Outbound::Close(reason));
+                        queue.send(Outbound::Close(reason));
+                        queue.close();
                     }
                 }
                 Output::Store(op) => batch.push(op),
@@ -811,10 +863,10 @@ fn enqueue(queue: &ConnQueue, text: String, logged_in: bool, max_bytes: usize) -
         return false;
     }
     queue.backlog.bytes.fetch_add(len, Ordering::Relaxed);
-    if queue.tx.try_send(Outbound::Text(text)).is_err() {
+    if !queue.send(Outbound::Text(text)) {
         return false;
     }
     // After the answer itself, so the gate's place is freed once the login
     // is certain; a full queue here has already failed above.
-    !logged_in || queue.tx.try_send(Outbound::Authenticated).is_ok()
+    !logged_in || queue.send(Outbound::Authenticated)
 }

@@ -114,6 +114,21 @@ async fn a_device_that_stops_reading_is_dropped_and_later_gets_everything_once()
 }
 
 #[tokio::test]
+async fn a_relay_shutting_down_closes_every_connection_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let mut waiting = RawPeer::connect(&relay.url()).await;
+    let mut device = RawPeer::connect(&relay.url()).await;
+    device.send(&login("alice", "a1")).await;
+    assert!(matches!(device.recv().await, ServerMsg::LoginOk { .. }));
+    let shutdown = tokio::spawn(relay.shutdown());
+    for peer in [&mut waiting, &mut device] {
+        assert_eq!(peer.closed().await.as_deref(), Some("relay shutting down"));
+    }
+    shutdown.await.unwrap();
+}
+
+#[tokio::test]
 async fn a_connection_that_never_logs_in_is_closed_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let config = RelayConfig {
