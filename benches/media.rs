@@ -212,7 +212,7 @@ fn voice_processing(mode: Mode) {
         "voice processing of a sound card's capture, per call (a 20 ms frame of capture and of reference every 20 ms):"
     );
     for (name, settings) in stages {
-        let mut voice = VoiceProcessor::new(settings, 40).unwrap();
+        let mut voice = VoiceProcessor::new(settings, 40);
         let t = Instant::now();
         for (reference, capture) in played.iter().zip(&captured) {
             voice.render(reference);
@@ -235,7 +235,7 @@ fn voice_processing(mode: Mode) {
 /// What `settings` add to the delay: a signal through the chain with
 /// nothing played (no echo to take out), matched against itself.
 fn added_delay(settings: VoiceProcessing, mode: Mode) -> usize {
-    let mut voice = VoiceProcessor::new(settings, 40).unwrap();
+    let mut voice = VoiceProcessor::new(settings, 40);
     let mut signal = Signal::new();
     let (mut input, mut output) = (Vec::new(), Vec::new());
     for _ in 0..mode.pick(200, 10) {

@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         noise_suppression: true,
         ..VoiceProcessing::OFF
     };
-    let mut voice = VoiceProcessor::new(settings, 40)?;
+    let mut voice = VoiceProcessor::new(settings, 40);
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: SAMPLE_RATE,

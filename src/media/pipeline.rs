@@ -592,9 +592,10 @@ impl Pipeline {
         if !matches!(source, Source::Device(_)) || !self.settings.voice.any() {
             return None;
         }
-        VoiceProcessor::new(self.settings.voice, ASSUMED_ECHO_DELAY_MS)
-            .inspect_err(|e| self.report(e.clone()))
-            .ok()
+        Some(VoiceProcessor::new(
+            self.settings.voice,
+            ASSUMED_ECHO_DELAY_MS,
+        ))
     }
 
     /// `setAudioProcessing`: for this call and the next ones.
@@ -603,12 +604,7 @@ impl Pipeline {
         tracing::info!(voice = ?self.settings.voice, "voice processing");
         let Some(live) = live else { return };
         match live.voice.as_mut() {
-            Some(voice) => {
-                if let Err(e) = voice.set(self.settings.voice) {
-                    self.report(e);
-                    live.voice = None;
-                }
-            }
+            Some(voice) => voice.set(self.settings.voice),
             None => live.voice = self.processor(&live.source),
         }
     }

@@ -1,12 +1,26 @@
 //! Voice processing of a sound card's capture (issue 22): echo
 //! cancellation, noise suppression and automatic gain control, on the media
-//! thread in 10 ms blocks at 48 kHz, never in the cpal callback.
+//! thread, never in the cpal callback.
 //!
-//! The stages are WebRTC's, as the `aec3` crate ports them to Rust (AEC3,
-//! its noise suppressor, AGC2, with AEC3's high-pass filter in front):
-//! measured on the same simulated room against WebRTC's C++ canceller, it
-//! converged faster and costs about as much, with nothing to build or
-//! install (docs/benchmarks.md, *Voice processing*).
+//! Echo cancellation and gain control are WebRTC's, as the `aec3` crate
+//! ports them to Rust (AEC3 and AGC2, with a high-pass filter in front and
+//! AGC2's fullband post filter behind): measured on the same simulated
+//! room against WebRTC's C++ canceller, it converged faster and costs about
+//! as much, with nothing to build or install (docs/benchmarks.md, *Voice
+//! processing*). Noise suppression is RNNoise (the `nnnoiseless` port, its
+//! model built in): on speech in pink noise and in babble it did better
+//! than WebRTC's suppressor, on both, for 4 ms more delay (docs/benchmarks.md,
+//! *Noise suppression on noisy speech*).
+//!
+//! The stages are driven here one by one, as WebRTC's own audio processing
+//! module drives them, rather than through the crate's graph pipeline, for
+//! the delay (docs/benchmarks.md, *Cost per call and added delay*): the
+//! pipeline split the capture into three bands and merged it back in each
+//! of its nodes (1 ms of filter delay each time), and fed AEC3 10 ms frames
+//! that it cut into its 4 ms blocks, holding each block's output back 4 ms
+//! to put frames together again. Here the capture is split and merged once
+//! for every stage, and a 20 ms media frame is exactly five AEC3 blocks, so
+//! AEC3 processes them as they are and nothing waits for the next frame.
 //!
 //! The echo canceller's far-end reference is exactly what the sound card
 //! played ([`VoiceProcessor::render`]): the playback callback copies every
@@ -18,22 +32,47 @@
 //! ([`VoiceProcessor::set_device_delay`]); AEC3's delay estimator follows
 //! what the room adds.
 
-use aec3::audio_processing::ns::{NsConfig, SuppressionLevel};
-use aec3::graph::NodeControlState;
-use aec3::nodes::audio::AudioFormat;
-use aec3::pipelines::linear::{self, LinearPipeline};
+use aec3::api::config::EchoCanceller3Config;
+use aec3::audio_processing::aec3::aec3_common::BLOCK_SIZE;
+use aec3::audio_processing::aec3::block::Block;
+use aec3::audio_processing::aec3::block_processor::BlockProcessor;
+use aec3::audio_processing::agc2::input_volume_controller::Config as InputVolumeConfig;
+use aec3::audio_processing::audio_buffer::AudioBuffer;
+use aec3::audio_processing::audio_util::{float_s16_to_float, float_to_float_s16};
+use aec3::audio_processing::gain_controller2::{GainController2, GainController2Config};
+use aec3::audio_processing::high_pass_filter::HighPassFilter;
+use aec3::audio_processing::post_filter::PostFilter;
+use nnnoiseless::DenoiseState;
 
 use super::control::VoiceProcessing;
 use super::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
-use crate::error::{Error, ErrorCode};
 
-/// The stages work on 10 ms blocks.
+/// The band splitter, RNNoise and AGC2 work on 10 ms blocks.
 const BLOCK: usize = SAMPLE_RATE as usize / 100;
+
+/// 48 kHz is split into three bands of 16 kHz.
+const BANDS: usize = 3;
+
+/// One band's samples in 10 ms.
+const SPLIT: usize = AudioBuffer::SPLIT_BAND_SIZE;
+
+/// One band's samples in a 20 ms frame.
+const FRAME_SPLIT: usize = FRAME_SAMPLES / BANDS;
 
 /// A device delay estimate this far from the one the canceller was last
 /// given is passed on (device latencies jitter by a period; AEC3 tracks
 /// small changes by itself).
 const DELAY_STEP_MS: i32 = 10;
+
+/// A sample this close to full scale (in 16-bit units) tells AEC3 that the
+/// microphone clipped, as WebRTC's own wrapper does.
+const SATURATED: f32 = 32_700.0;
+
+const _: () = assert!(
+    FRAME_SAMPLES.is_multiple_of(BLOCK) && FRAME_SPLIT.is_multiple_of(BLOCK_SIZE),
+    "a frame is whole 10 ms blocks, and whole AEC3 blocks once split"
+);
+const _: () = assert!(DenoiseState::FRAME_SIZE == BLOCK, "RNNoise takes 10 ms");
 
 /// What the echo canceller reports (`MEDIA_STATS`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -47,13 +86,40 @@ pub struct EchoMetrics {
 
 /// The stages of one call's capture.
 pub struct VoiceProcessor {
-    pipeline: LinearPipeline,
     settings: VoiceProcessing,
-    block: [f32; BLOCK],
-    /// Played audio short of a whole block.
+    /// Splits the capture into bands and merges it back, once for all
+    /// stages.
+    capture: AudioBuffer,
+    /// The current frame's capture, split.
+    bands: [[f32; FRAME_SPLIT]; BANDS],
+    /// Takes out DC and rumble first, on the lowest band as WebRTC does,
+    /// with the crate's 48 kHz coefficients as its pipeline ran it: that
+    /// cuts at 35 Hz, and AEC3 converged faster than with the 100 Hz of
+    /// the 16 kHz ones (docs/benchmarks.md, *Cost per call and added
+    /// delay*).
+    high_pass: HighPassFilter,
+    /// The lowest band, as the high-pass filter takes it.
+    low_band: Vec<Vec<f32>>,
+    /// AEC3 itself, fed whole blocks.
+    echo: BlockProcessor,
+    block: Block,
+    /// Splits the reference into bands.
+    reference: AudioBuffer,
+    /// Played audio short of 10 ms.
     rendered: Vec<f32>,
+    /// The split reference short of an AEC3 block, per band.
+    rendered_bands: [Vec<f32>; BANDS],
+    render_block: Block,
     /// Reference samples still to skip: the capture lost as many.
     skip: usize,
+    noise: Box<DenoiseState<'static>>,
+    /// RNNoise's output.
+    denoised: [f32; BLOCK],
+    gain: GainController2,
+    post_filter: Option<PostFilter>,
+    /// The frame in the stages' scale (that of 16-bit samples), as the
+    /// filters take it.
+    audio: Vec<Vec<f32>>,
     metrics: Option<EchoMetrics>,
     delay_ms: i32,
 }
@@ -61,71 +127,48 @@ pub struct VoiceProcessor {
 impl VoiceProcessor {
     /// The stages for a capture whose echo path is first taken to be
     /// `delay_ms` long.
-    pub fn new(settings: VoiceProcessing, delay_ms: i32) -> Result<VoiceProcessor, Error> {
-        let format = AudioFormat::ten_ms(SAMPLE_RATE, 1);
-        let pipeline = linear::builder(format, format)
-            .initial_delay_ms(delay_ms)
-            // 21 dB, the strongest setting: a fan or a street is turned
-            // down by at least 15 dB in speech pauses, and speech was not
-            // hurt more than at 12 dB (docs/benchmarks.md).
-            .noise_suppression_config(NsConfig {
-                target_level: SuppressionLevel::K21dB,
-                ..NsConfig::default()
-            })
-            .export_metrics(true)
-            .build()
-            .map_err(failed)?;
-        let mut processor = VoiceProcessor {
-            pipeline,
-            settings: VoiceProcessing::OFF,
-            block: [0.0; BLOCK],
+    pub fn new(settings: VoiceProcessing, delay_ms: i32) -> VoiceProcessor {
+        let rate = SAMPLE_RATE as usize;
+        let buffer = || AudioBuffer::from_sample_rates(rate, 1, rate, 1, rate);
+        VoiceProcessor {
+            settings,
+            capture: buffer(),
+            bands: [[0.0; FRAME_SPLIT]; BANDS],
+            high_pass: HighPassFilter::new(SAMPLE_RATE as i32, 1),
+            low_band: vec![vec![0.0; FRAME_SPLIT]],
+            echo: canceller(delay_ms),
+            block: Block::new(BANDS, 1),
+            reference: buffer(),
             rendered: Vec::with_capacity(4 * FRAME_SAMPLES),
+            rendered_bands: std::array::from_fn(|_| Vec::with_capacity(SPLIT + BLOCK_SIZE)),
+            render_block: Block::new(BANDS, 1),
             skip: 0,
+            noise: DenoiseState::new(),
+            denoised: [0.0; BLOCK],
+            gain: GainController2::new(
+                GainController2Config::default(),
+                InputVolumeConfig::default(),
+                rate,
+                1,
+                true,
+            ),
+            post_filter: PostFilter::create_if_needed(SAMPLE_RATE as i32, 1),
+            audio: vec![vec![0.0; FRAME_SAMPLES]],
             metrics: None,
             delay_ms,
-        };
-        processor.set(settings)?;
-        Ok(processor)
+        }
     }
 
     /// Turns stages on or off mid-call. The canceller starts afresh when it
     /// comes back on: what it learnt of the room may be stale.
-    pub fn set(&mut self, settings: VoiceProcessing) -> Result<(), Error> {
-        let handles = *self.pipeline.handles();
-        let state = |on: bool| match on {
-            true => NodeControlState::Active,
-            false => NodeControlState::Bypassed,
-        };
+    pub fn set(&mut self, settings: VoiceProcessing) {
         if settings.echo_cancellation && !self.settings.echo_cancellation {
-            self.pipeline.reset_aec3().map_err(failed)?;
-        }
-        let stages = [
-            (Some(handles.aec3.node_id()), settings.echo_cancellation),
-            (
-                handles.noise_suppression.map(|n| n.node_id()),
-                settings.noise_suppression,
-            ),
-            (
-                handles.gain_controller2.map(|n| n.node_id()),
-                settings.auto_gain,
-            ),
-            // The high-pass filter and AGC2's fullband post filter belong to
-            // the chain as a whole: on while any stage is.
-            (handles.high_pass.map(|n| n.node_id()), settings.any()),
-            (handles.post_filter.map(|n| n.node_id()), settings.any()),
-        ];
-        for (node, on) in stages {
-            if let Some(node) = node {
-                self.pipeline
-                    .set_node_state(node, state(on))
-                    .map_err(failed)?;
-            }
+            self.echo = canceller(self.delay_ms);
         }
         if !settings.echo_cancellation {
             self.metrics = None;
         }
         self.settings = settings;
-        Ok(())
     }
 
     pub fn settings(&self) -> VoiceProcessing {
@@ -137,9 +180,7 @@ impl VoiceProcessor {
     pub fn set_device_delay(&mut self, delay_ms: i32) {
         if (delay_ms - self.delay_ms).abs() >= DELAY_STEP_MS {
             self.delay_ms = delay_ms;
-            if let Err(e) = self.pipeline.set_delay_ms(delay_ms) {
-                tracing::warn!(error = %e, "echo canceller delay");
-            }
+            self.echo.set_audio_buffer_delay(delay_ms);
         }
     }
 
@@ -148,15 +189,29 @@ impl VoiceProcessor {
     pub fn render(&mut self, played: &[f32]) {
         if !self.settings.echo_cancellation {
             self.rendered.clear();
+            self.rendered_bands.iter_mut().for_each(Vec::clear);
             return;
         }
         let skipped = self.skip.min(played.len());
         self.skip -= skipped;
         self.rendered.extend_from_slice(&played[skipped..]);
         let whole = self.rendered.len() / BLOCK * BLOCK;
-        for block in self.rendered[..whole].chunks_exact(BLOCK) {
-            if let Err(e) = self.pipeline.handle_render_frame(block) {
-                tracing::warn!(error = %e, "echo canceller reference");
+        for start in (0..whole).step_by(BLOCK) {
+            let samples = &self.rendered[start..start + BLOCK];
+            for (s, x) in self.reference.channel_mut(0).iter_mut().zip(samples) {
+                *s = float_to_float_s16(*x);
+            }
+            self.reference.split_into_frequency_bands();
+            for (band, rendered) in self.rendered_bands.iter_mut().enumerate() {
+                rendered.extend_from_slice(self.reference.split_band(0, band));
+            }
+            while self.rendered_bands[0].len() >= BLOCK_SIZE {
+                for (band, rendered) in self.rendered_bands.iter_mut().enumerate() {
+                    let block = self.render_block.view_mut(band, 0);
+                    block.copy_from_slice(&rendered[..BLOCK_SIZE]);
+                    rendered.drain(..BLOCK_SIZE);
+                }
+                self.echo.buffer_render(&self.render_block);
             }
         }
         self.rendered.drain(..whole);
@@ -173,23 +228,70 @@ impl VoiceProcessor {
 
     /// Processes a captured frame in place.
     pub fn capture(&mut self, frame: &mut Frame) {
-        if !self.settings.any() {
+        let settings = self.settings;
+        if !settings.any() {
             return;
         }
-        for block in frame.chunks_exact_mut(BLOCK) {
-            match self.pipeline.process_capture_frame(block, &mut self.block) {
-                Ok(_) => block.copy_from_slice(&self.block),
-                Err(e) => tracing::warn!(error = %e, "voice processing"),
+        let audio = &mut self.audio[0];
+        for (s, x) in audio.iter_mut().zip(frame.iter()) {
+            *s = float_to_float_s16(*x);
+        }
+        let saturated = audio.iter().any(|s| s.abs() >= SATURATED);
+        for k in 0..FRAME_SAMPLES / BLOCK {
+            let block = &self.audio[0][k * BLOCK..(k + 1) * BLOCK];
+            self.capture.channel_mut(0).copy_from_slice(block);
+            self.capture.split_into_frequency_bands();
+            for (band, bands) in self.bands.iter_mut().enumerate() {
+                bands[k * SPLIT..(k + 1) * SPLIT].copy_from_slice(self.capture.split_band(0, band));
             }
         }
-        if self.settings.echo_cancellation
-            && let Ok(Some(m)) = self.pipeline.try_pull_metrics()
-        {
-            let m = m.payload();
+        self.low_band[0].copy_from_slice(&self.bands[0]);
+        self.high_pass.process(&mut self.low_band);
+        self.bands[0].copy_from_slice(&self.low_band[0]);
+
+        if settings.echo_cancellation {
+            for at in (0..FRAME_SPLIT).step_by(BLOCK_SIZE) {
+                for (band, bands) in self.bands.iter().enumerate() {
+                    let block = self.block.view_mut(band, 0);
+                    block.copy_from_slice(&bands[at..at + BLOCK_SIZE]);
+                }
+                self.echo
+                    .process_capture(false, saturated, None, &mut self.block);
+                for (band, bands) in self.bands.iter_mut().enumerate() {
+                    bands[at..at + BLOCK_SIZE].copy_from_slice(self.block.view(band, 0));
+                }
+            }
+            let m = self.echo.get_metrics();
             self.metrics = Some(EchoMetrics {
                 erle_db: m.echo_return_loss_enhancement,
                 delay_ms: m.delay_ms,
             });
+        }
+
+        for k in 0..FRAME_SAMPLES / BLOCK {
+            for (band, bands) in self.bands.iter().enumerate() {
+                let samples = &bands[k * SPLIT..(k + 1) * SPLIT];
+                self.capture
+                    .split_band_mut(0, band)
+                    .copy_from_slice(samples);
+            }
+            self.capture.merge_frequency_bands();
+            if settings.noise_suppression {
+                // RNNoise takes samples in the 16-bit scale too.
+                self.noise
+                    .process_frame(&mut self.denoised, self.capture.channel(0));
+                self.capture.channel_mut(0).copy_from_slice(&self.denoised);
+            }
+            if settings.auto_gain {
+                self.gain.process(false, &mut self.capture);
+            }
+            self.audio[0][k * BLOCK..(k + 1) * BLOCK].copy_from_slice(self.capture.channel(0));
+        }
+        if let Some(filter) = self.post_filter.as_mut() {
+            filter.process(&mut self.audio);
+        }
+        for (x, s) in frame.iter_mut().zip(&self.audio[0]) {
+            *x = float_s16_to_float(*s);
         }
     }
 
@@ -199,30 +301,22 @@ impl VoiceProcessor {
     }
 }
 
-const _: () = assert!(
-    FRAME_SAMPLES.is_multiple_of(BLOCK),
-    "a frame is whole blocks"
-);
-
-fn failed(e: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorCode::AudioDeviceFailed,
-        format!("voice processing cannot start ({e}); the microphone is sent unprocessed"),
-    )
+/// AEC3 with its default settings (those of WebRTC), the echo path first
+/// taken to be `delay_ms` long.
+fn canceller(delay_ms: i32) -> BlockProcessor {
+    let mut echo = BlockProcessor::new(EchoCanceller3Config::default(), SAMPLE_RATE as i32, 1, 1);
+    echo.set_audio_buffer_delay(delay_ms);
+    echo
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Speech-like test signal: noise through a resonance, in 150 to
-    /// 400 ms "syllables" with pauses, from `seed`.
+    /// Speech-like test signal for the canceller: noise through a
+    /// resonance, in 150 to 400 ms "syllables" with pauses, from `seed`
+    /// (not for the noise suppressor, to which it is noise).
     fn talker(seed: u32, secs: f32) -> Vec<f32> {
-        talker_pausing(seed, secs, 0.1)
-    }
-
-    /// [`talker`] with `pause` seconds between syllables.
-    fn talker_pausing(seed: u32, secs: f32, pause: f32) -> Vec<f32> {
         let mut state = seed;
         let mut rand = move || {
             state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -239,11 +333,37 @@ mod tests {
                 (y2, y1) = (y1, y);
                 out.push(0.05 * env * y);
             }
-            out.resize(out.len() + (pause * SAMPLE_RATE as f32) as usize, 0.0);
+            out.resize(out.len() + SAMPLE_RATE as usize / 10, 0.0);
         }
         out.truncate(n);
         out
     }
+
+    /// The spoken `words` of alsa-utils (installed by .ci/run), each
+    /// followed by `gap_ms` of silence, repeated to `secs` seconds; `None`
+    /// where they are missing.
+    fn words(words: &[&str], secs: f32, gap_ms: usize) -> Option<Vec<f32>> {
+        let n = (secs * SAMPLE_RATE as f32) as usize;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            for w in words {
+                let path = format!("/usr/share/sounds/alsa/{w}.wav");
+                out.extend(crate::media::io::read_wav(std::path::Path::new(&path)).ok()?);
+                out.resize(out.len() + gap_ms * SAMPLE_RATE as usize / 1000, 0.0);
+            }
+        }
+        out.truncate(n);
+        Some(out)
+    }
+
+    const WORDS: [&str; 6] = [
+        "Front_Center",
+        "Front_Left",
+        "Front_Right",
+        "Side_Left",
+        "Rear_Center",
+        "Rear_Left",
+    ];
 
     /// The room: 40 ms to the microphone, unattenuated, and a short tail.
     fn room(far: &[f32]) -> Vec<f32> {
@@ -267,14 +387,19 @@ mod tests {
     #[test]
     fn the_echo_of_a_room_is_cancelled_and_the_near_voice_kept() {
         let secs = 8.0;
-        let far = [talker(1, 5.0), vec![0.0; 3 * SAMPLE_RATE as usize]].concat();
-        let near = [vec![0.0; 5 * SAMPLE_RATE as usize], talker(2, 3.0)].concat();
+        let (Some(far), Some(near)) = (words(&WORDS[..3], 5.0, 100), words(&WORDS[3..], 3.0, 100))
+        else {
+            eprintln!("skipped: no spoken words in /usr/share/sounds/alsa (alsa-utils)");
+            return;
+        };
+        let far = [far, vec![0.0; 3 * SAMPLE_RATE as usize]].concat();
+        let near = [vec![0.0; 5 * SAMPLE_RATE as usize], near].concat();
         let echo = room(&far);
         let settings = VoiceProcessing {
             auto_gain: false,
             ..VoiceProcessing::ON
         };
-        let mut voice = VoiceProcessor::new(settings, 40).unwrap();
+        let mut voice = VoiceProcessor::new(settings, 40);
         let mut out = Vec::new();
         for k in 0..(secs * 50.0) as usize {
             let at = k * FRAME_SAMPLES..(k + 1) * FRAME_SAMPLES;
@@ -311,7 +436,7 @@ mod tests {
             noise_suppression: false,
             ..VoiceProcessing::ON
         };
-        let mut voice = VoiceProcessor::new(settings, 40).unwrap();
+        let mut voice = VoiceProcessor::new(settings, 40);
         let lost_at = 3 * SAMPLE_RATE as usize;
         let lost = 3 * BLOCK;
         let (mut played, mut captured) = (0, 0);
@@ -362,12 +487,18 @@ mod tests {
         }
     }
 
-    /// Six talkers at once, none of them the one measured.
-    fn babble(n: usize) -> Vec<f32> {
-        let voices: Vec<Vec<f32>> = (10..16)
-            .map(|seed| talker(seed, n as f32 / 48_000.0))
-            .collect();
-        (0..n).map(|i| voices.iter().map(|v| v[i]).sum()).collect()
+    /// Six talkers at once: the same words, each talker from its own
+    /// word and offset, with no pauses.
+    fn babble(n: usize) -> Option<Vec<f32>> {
+        let mut out = vec![0.0; n];
+        for k in 0..6 {
+            let mut order = WORDS;
+            order.rotate_left(k);
+            let mut voice = words(&order, n as f32 / SAMPLE_RATE as f32, 0)?;
+            voice.rotate_left(k * n / 7);
+            out.iter_mut().zip(voice).for_each(|(o, v)| *o += v);
+        }
+        Some(out)
     }
 
     /// How much quieter the pauses of `speech` mixed with `noise` at 10 dB
@@ -380,7 +511,7 @@ mod tests {
             noise_suppression: true,
             ..VoiceProcessing::OFF
         };
-        let mut voice = VoiceProcessor::new(settings, 40).unwrap();
+        let mut voice = VoiceProcessor::new(settings, 40);
         let mut out = Vec::new();
         for (s, n) in speech
             .chunks_exact(FRAME_SAMPLES)
@@ -394,6 +525,10 @@ mod tests {
             voice.capture(&mut frame);
             out.extend_from_slice(&frame);
         }
+        // Compared as heard, less RNNoise's own 10 ms (its overlap-add; the
+        // band split's 1 ms is left):
+        // else the ends of words slide into the pauses measured.
+        out.drain(..DenoiseState::FRAME_SIZE);
         // Pauses: 20 ms of silence in the clean speech, and speech: the rest.
         let from = 2 * SAMPLE_RATE as usize / FRAME_SAMPLES;
         let (mut pause_in, mut pause_out, mut talk_in, mut talk_out) =
@@ -412,33 +547,47 @@ mod tests {
         (db(&pause_in) - db(&pause_out), db(&talk_out) - db(&talk_in))
     }
 
-    /// The issue's noise at the microphone, 10 dB below the speech (pink
-    /// noise, as from a fan, and the babble of six other talkers): in the
-    /// pauses between words (300 ms, as in the spoken words the room test
-    /// uses) it is at least 15 dB quieter.
-    ///
-    /// Not met yet (issue 22): 14.7 dB for pink noise and 10.0 dB for
-    /// babble, with the suppressor at its strongest (21 dB) setting. Run
-    /// by hand: `cargo test --lib noise_in_speech -- --ignored --nocapture`.
+    /// Speech, 10 s of spoken words 300 ms apart, with `noise` 10 dB
+    /// below it at the microphone: how much quieter the pauses are, and
+    /// how the speech changed; `None` without the words.
+    fn noisy_speech(noise: impl FnOnce(usize) -> Option<Vec<f32>>) -> Option<(f64, f64)> {
+        let speech = words(&WORDS, 10.0, 300)?;
+        Some(suppression(&speech, &noise(speech.len())?))
+    }
+
+    /// The issue's steady noise (pink noise, as from a fan) 10 dB below the
+    /// speech: in the pauses between words it is at least 15 dB quieter,
+    /// and the speech keeps its level within 3 dB.
     #[test]
-    #[ignore = "the suppressor turns the pauses down 14.7 dB (pink) and 10 dB (babble), not 15 (issue 22)"]
-    fn noise_in_speech_pauses_is_turned_down() {
-        let n = 10 * SAMPLE_RATE as usize;
-        let speech = talker_pausing(7, 10.0, 0.3);
-        let (pink_down, pink_speech) = suppression(&speech, &pink(3, n));
-        let (babble_down, babble_speech) = suppression(&speech, &babble(n));
-        eprintln!(
-            "pink noise in pauses {pink_down:.1} dB down (speech {pink_speech:+.1} dB), \
-             babble {babble_down:.1} dB down (speech {babble_speech:+.1} dB)"
-        );
-        assert!(pink_down >= 15.0, "pink noise only {pink_down:.1} dB down");
-        assert!(babble_down >= 15.0, "babble only {babble_down:.1} dB down");
+    fn pink_noise_in_speech_pauses_is_turned_down() {
+        let Some((down, speech)) = noisy_speech(|n| Some(pink(3, n))) else {
+            eprintln!("skipped: no spoken words in /usr/share/sounds/alsa (alsa-utils)");
+            return;
+        };
+        eprintln!("pink noise in pauses {down:.1} dB down (speech {speech:+.1} dB)");
+        assert!(down >= 15.0, "pink noise only {down:.1} dB down");
+        assert!(speech.abs() <= 3.0, "the speech changed {speech:+.1} dB");
+    }
+
+    /// The same with the babble of six other talkers: not met (issue 22),
+    /// babble is speech to RNNoise as to WebRTC's suppressor
+    /// (docs/benchmarks.md). Run by hand:
+    /// `cargo test --lib babble_in -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "babble in the pauses is turned down 0.7 dB, not 15 (issue 22)"]
+    fn babble_in_speech_pauses_is_turned_down() {
+        let Some((down, speech)) = noisy_speech(babble) else {
+            eprintln!("skipped: no spoken words in /usr/share/sounds/alsa (alsa-utils)");
+            return;
+        };
+        eprintln!("babble in pauses {down:.1} dB down (speech {speech:+.1} dB)");
+        assert!(down >= 15.0, "babble only {down:.1} dB down");
     }
 
     #[test]
     fn stages_switch_off_to_a_pass_through() {
-        let mut voice = VoiceProcessor::new(VoiceProcessing::ON, 40).unwrap();
-        voice.set(VoiceProcessing::OFF).unwrap();
+        let mut voice = VoiceProcessor::new(VoiceProcessing::ON, 40);
+        voice.set(VoiceProcessing::OFF);
         let mut frame = [0.25; FRAME_SAMPLES];
         voice.capture(&mut frame);
         assert!(frame.iter().all(|s| *s == 0.25));
