@@ -210,7 +210,7 @@ def main():
         if not args.speech:
             default_speech(speech)
         reference = read_wav(speech)
-        print(f"speech: {len(reference) / 48000:.1f} s; Opus 32 kbps, in-band FEC, through {args.binary}")
+        print(f"speech: {len(reference) / 48000:.1f} s; termphone's default media settings, through {args.binary}")
         # Beside each PESQ score, the call's own estimate (MEDIA_STATS mos,
         # the E-model of src/media/mos.rs) from what bob's device measured.
         for loss, burst in [(0, None), (5, None), (10, None), (5, 3)]:
