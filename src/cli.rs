@@ -275,6 +275,10 @@ pub struct RelayArgs {
     /// (relay.impairment.drop_from; repeat for several users).
     #[arg(long, value_name = "USERID")]
     pub media_drop_from: Vec<UserId>,
+    /// Carry at most this many kbit/s of media on each sender-to-receiver
+    /// path, losing the frames beyond (relay.impairment.bandwidth_kbps).
+    #[arg(long, value_name = "KBPS")]
+    pub media_bandwidth_kbps: Option<u64>,
     /// Delay forwarded media frames by this many ms (relay.impairment.delay_ms).
     #[arg(long, value_name = "MS")]
     pub media_delay: Option<u64>,

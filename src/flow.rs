@@ -73,6 +73,8 @@ pub struct RelayOverrides {
     pub media_delay_ms: Option<u64>,
     /// Up to this much more per frame, at random (frames may reorder).
     pub media_jitter_ms: Option<u64>,
+    /// The most media a sender-to-receiver path carries (kbit/s).
+    pub media_bandwidth_kbps: Option<u64>,
 }
 
 impl RelayOverrides {
@@ -116,6 +118,7 @@ impl RelayOverrides {
             delay_ms: self.media_delay_ms.unwrap_or(0),
             jitter_ms: self.media_jitter_ms.unwrap_or(0),
             drop_from: self.media_drop_from.clone(),
+            bandwidth_kbps: self.media_bandwidth_kbps.unwrap_or(0),
         }
     }
 }

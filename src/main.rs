@@ -226,6 +226,7 @@ fn run_relay(args: &RelayArgs, mut config: Config, dirs: &Dirs) -> ExitCode {
     impairment.delay_ms = args.media_delay.unwrap_or(impairment.delay_ms);
     impairment.jitter_ms = args.media_jitter.unwrap_or(impairment.jitter_ms);
     impairment.loss_burst = args.media_loss_burst.unwrap_or(impairment.loss_burst);
+    impairment.bandwidth_kbps = (args.media_bandwidth_kbps).unwrap_or(impairment.bandwidth_kbps);
     impairment
         .drop_from
         .extend(args.media_drop_from.iter().cloned());

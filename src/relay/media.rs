@@ -48,6 +48,10 @@ pub struct Impairment {
     pub jitter_ms: u64,
     /// Users whose voice never reaches anyone: one direction of a call cut.
     pub drop_from: Vec<UserId>,
+    /// The most media each sender-to-receiver path carries, in kbit/s of
+    /// frames (headers included), with 100 ms of burst; frames beyond are
+    /// lost, as a saturated link loses them. 0: no cap.
+    pub bandwidth_kbps: u64,
 }
 
 impl Impairment {
@@ -56,6 +60,7 @@ impl Impairment {
             && self.delay_ms == 0
             && self.jitter_ms == 0
             && self.drop_from.is_empty()
+            && self.bandwidth_kbps == 0
     }
 
     pub fn check(&self) -> Result<(), String> {
@@ -78,6 +83,13 @@ impl Impairment {
                 "{} and {} are at most 10000",
                 key("delay_ms"),
                 key("jitter_ms")
+            ));
+        }
+        if self.bandwidth_kbps > 1_000_000 {
+            return Err(format!(
+                "{} is {}; it is at most 1000000 (1 Gbit/s), or 0 for no cap",
+                key("bandwidth_kbps"),
+                self.bandwidth_kbps
             ));
         }
         if !(0.0..=1_000.0).contains(&self.loss_burst) {
@@ -370,6 +382,8 @@ pub struct MediaRouter {
     impaired: bool,
     /// Which sender-to-receiver paths are in a burst of loss now.
     bad_paths: Mutex<HashMap<(ConnId, ConnId), bool>>,
+    /// Each path's bandwidth left (bytes) and when it was counted.
+    buckets: Mutex<HashMap<(ConnId, ConnId), (f64, Instant)>>,
     pub stats: MediaStats,
 }
 
@@ -380,6 +394,7 @@ impl MediaRouter {
             impaired: !impairment.is_none(),
             impairment,
             bad_paths: Mutex::default(),
+            buckets: Mutex::default(),
             stats: MediaStats::default(),
         }
     }
@@ -409,6 +424,8 @@ impl MediaRouter {
             *port.route() = None;
         }
         (self.bad_paths.lock().expect("paths lock"))
+            .retain(|(from, to), _| *from != conn && *to != conn);
+        (self.buckets.lock().expect("buckets lock"))
             .retain(|(from, to), _| *from != conn && *to != conn);
     }
 
@@ -490,13 +507,15 @@ impl MediaRouter {
         for (i, (other, queue)) in route.peers.iter().enumerate() {
             let due = match now {
                 None => None,
-                Some(now) => match self.impair(route.cut, now, (port.conn, *other)) {
-                    Some(due) => Some(due),
-                    None => {
-                        self.stats.dropped_impaired.fetch_add(1, Ordering::Relaxed);
-                        continue;
+                Some(now) => {
+                    match self.impair(route.cut, now, (port.conn, *other), stamped.len()) {
+                        Some(due) => Some(due),
+                        None => {
+                            self.stats.dropped_impaired.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
                     }
-                },
+                }
             };
             // The last receiver takes the frame itself: a frame that is
             // not shared needs no reference count.
@@ -516,7 +535,13 @@ impl MediaRouter {
 
     /// When a frame forwarded at `now` on `path` is due, or `None` to lose
     /// it (all of them when its sender's voice is `cut`).
-    fn impair(&self, cut: bool, now: Instant, path: (ConnId, ConnId)) -> Option<Instant> {
+    fn impair(
+        &self,
+        cut: bool,
+        now: Instant,
+        path: (ConnId, ConnId),
+        len: usize,
+    ) -> Option<Instant> {
         if cut {
             return None;
         }
@@ -529,7 +554,7 @@ impl MediaRouter {
             }
             None => i.loses(&mut false, &mut rng),
         };
-        if lost {
+        if lost || !self.fits(now, path, len) {
             return None;
         }
         let jitter = if i.jitter_ms > 0 {
@@ -538,6 +563,27 @@ impl MediaRouter {
             0
         };
         Some(now + Duration::from_millis(i.delay_ms + jitter))
+    }
+
+    /// Whether a frame of `len` bytes fits `path`'s bandwidth at `now` (a
+    /// token bucket refilled at the cap, holding 100 ms of it, and never
+    /// less than a frame, so that any frame can pass).
+    fn fits(&self, now: Instant, path: (ConnId, ConnId), len: usize) -> bool {
+        let kbps = self.impairment.bandwidth_kbps;
+        if kbps == 0 {
+            return true;
+        }
+        let rate = kbps as f64 * 1000.0 / 8.0;
+        let depth = (rate / 10.0).max(len as f64);
+        let mut buckets = self.buckets.lock().expect("buckets lock");
+        let (bytes, at) = buckets.entry(path).or_insert((depth, now));
+        *bytes = (*bytes + now.duration_since(*at).as_secs_f64() * rate).min(depth);
+        *at = now;
+        let fits = *bytes >= len as f64;
+        if fits {
+            *bytes -= len as f64;
+        }
+        fits
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
@@ -638,6 +684,38 @@ mod tests {
         let frames = queued(&b);
         let first = MediaHeader::decode(&frames[0]).unwrap().0.seq;
         assert_eq!(first, 3, "the oldest went first");
+    }
+
+    /// 30 kbit/s carry half of a 60 kbit/s voice (150-byte frames every 20
+    /// ms): the cap loses what does not fit, after 100 ms of burst.
+    #[tokio::test]
+    async fn a_bandwidth_cap_loses_what_does_not_fit() {
+        let router = MediaRouter::new(Impairment {
+            bandwidth_kbps: 30,
+            ..Impairment::default()
+        });
+        let (a, b) = (router.register(1), router.register(2));
+        router.set_room(9, &[(1, user("alice")), (2, user("bob"))], &[]);
+        let big = |seq: u16| {
+            let mut frame = BytesMut::from(&frame(9, seq)[..]);
+            frame.resize(150, 0);
+            frame.freeze()
+        };
+        let start = Instant::now();
+        let (mut sent, mut kept) = (0, 0);
+        for seq in 0..100u16 {
+            let due = start + Duration::from_millis(20 * u64::from(seq));
+            tokio::time::sleep_until(due).await;
+            router.forward(&a, big(seq)).unwrap();
+            sent += 1;
+            kept += queued(&b).len();
+            clear(&b);
+        }
+        assert_eq!(sent, 100);
+        // 2 s at 3,750 bytes a second, plus the 375 bytes of burst: 52 frames.
+        assert!((47..=56).contains(&kept), "{kept} of {sent} frames");
+        let dropped = router.stats.dropped_impaired.load(Ordering::Relaxed);
+        assert_eq!(dropped as usize, sent - kept);
     }
 
     #[tokio::test]

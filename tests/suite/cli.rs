@@ -197,6 +197,20 @@ async fn relay_refuses_bursts_too_short_for_their_loss() {
     );
 }
 
+/// `--media-bandwidth-kbps` reaches it too, its bound named as the file names it.
+#[tokio::test]
+async fn relay_refuses_a_bandwidth_cap_beyond_a_gigabit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = termphone(dir.path());
+    cmd.args(["relay", "--listen", "127.0.0.1:0"])
+        .args(["--media-bandwidth-kbps", "2000000"]);
+    let stderr = refused_with_status_2(cmd).await;
+    assert!(
+        stderr.contains("relay.impairment.bandwidth_kbps is 2000000"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn relay_refuses_a_public_address_with_the_development_secret() {
     let dir = tempfile::tempdir().unwrap();
