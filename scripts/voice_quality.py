@@ -33,6 +33,8 @@ import numpy as np
 from pesq import pesq
 from scipy.signal import correlate, resample_poly
 
+from pesq_score import WORDS, write_wav
+
 EXAMPLE = "target/release/examples/voice_over_loss"
 CONDITIONS = [("clean", 0, None), ("5%", 5, None), ("10%", 10, None), ("20%", 20, None),
               ("5% bursty", 5, 3)]
@@ -59,20 +61,11 @@ def read_wav(path):
     return data
 
 
-def write_wav(path, samples):
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48000)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
-
-
 def sources(work):
     """Each speech source as a 48 kHz WAV file, by name."""
     gap = np.zeros(int(0.3 * 48000))
     found = {}
-    words = [f"/usr/share/sounds/alsa/{w}.wav" for w in
-             ["Front_Center", "Front_Left", "Front_Right", "Rear_Center", "Rear_Left", "Rear_Right"]]
+    words = [f"/usr/share/sounds/alsa/{w}.wav" for w in WORDS]
     if all(os.path.exists(w) for w in words):
         found["alsa words (recorded)"] = np.concatenate([x for w in words for x in (read_wav(w), gap)])
     for voice in ["en-us", "en-gb+f3"]:

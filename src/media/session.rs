@@ -520,6 +520,17 @@ mod tests {
         })
     }
 
+    /// alice and bob in room 5, bob knowing alice's frames by source 1.
+    fn alice_to_bob() -> (CallMedia, CallMedia) {
+        let alice = CallMedia::new(user("alice"), 5, CodecSettings::default()).unwrap();
+        let mut bob = CallMedia::new(user("bob"), 5, CodecSettings::default()).unwrap();
+        bob.set_peers(&[MediaPeer {
+            source: 1,
+            user: user("alice"),
+        }]);
+        (alice, bob)
+    }
+
     /// What the relay does to a frame: stamp the sender's source.
     fn relayed(mut frame: Vec<u8>, source: MediaSource) -> Vec<u8> {
         MediaHeader::stamp_source(&mut frame, source);
@@ -581,12 +592,7 @@ mod tests {
     /// `lose(k)` says of her frame `k` and reports every second. Returns
     /// alice's (FEC plan, copies) after each second.
     fn adapt(seconds: usize, lose: impl Fn(usize) -> bool) -> Vec<(i32, usize)> {
-        let mut alice = CallMedia::new(user("alice"), 5, CodecSettings::default()).unwrap();
-        let mut bob = CallMedia::new(user("bob"), 5, CodecSettings::default()).unwrap();
-        bob.set_peers(&[MediaPeer {
-            source: 1,
-            user: user("alice"),
-        }]);
+        let (mut alice, mut bob) = alice_to_bob();
         let mut out = [0.0; FRAME_SAMPLES];
         let mut after = Vec::new();
         for second in 0..seconds {
@@ -627,12 +633,7 @@ mod tests {
     /// the excess by time-compressing her voice, and drops no frame.
     #[test]
     fn a_fast_sender_in_speech_is_played_faster_not_cut() {
-        let mut alice = CallMedia::new(user("alice"), 5, CodecSettings::default()).unwrap();
-        let mut bob = CallMedia::new(user("bob"), 5, CodecSettings::default()).unwrap();
-        bob.set_peers(&[MediaPeer {
-            source: 1,
-            user: user("alice"),
-        }]);
+        let (mut alice, mut bob) = alice_to_bob();
         let mut out = [0.0; FRAME_SAMPLES];
         let mut sent = 0;
         for tick in 0..3_000u64 {
@@ -713,12 +714,7 @@ mod tests {
 
     #[test]
     fn digits_cross_as_telephone_events_and_the_sender_hears_its_key_tone() {
-        let mut alice = CallMedia::new(user("alice"), 5, CodecSettings::default()).unwrap();
-        let mut bob = CallMedia::new(user("bob"), 5, CodecSettings::default()).unwrap();
-        bob.set_peers(&[MediaPeer {
-            source: 1,
-            user: user("alice"),
-        }]);
+        let (mut alice, mut bob) = alice_to_bob();
         alice.send_dtmf(&Digit::parse_all("9#").unwrap()).unwrap();
         let mut out = [0.0; FRAME_SAMPLES];
         let mut events = 0;
