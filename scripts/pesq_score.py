@@ -227,11 +227,13 @@ def main():
                 sys.exit("--real-clock needs pulseaudio and pulseaudio-utils")
             pulse = Pulse(work)
             try:
-                heard, _ = call_through(args.binary, speech, 0, work, pulse)
+                heard, stats = call_through(args.binary, speech, 0, work, pulse)
             finally:
                 pulse.stop()
             mos, lag = score(reference, heard)
-            print(f"real-clock microphone (PulseAudio null sink), loss 0%: PESQ-WB {mos:.2f} (aligned at {lag:.0f} ms)")
+            print(f"real-clock microphone (PulseAudio null sink), loss 0%: PESQ-WB {mos:.2f} (aligned at {lag:.0f} ms); "
+                  f"jitterMs {stats['jitterMs']}, jitterUnderruns {stats['jitterUnderruns']}, "
+                  f"acceleratedMs {stats['acceleratedMs']}")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,12 @@ impl std::ops::AddAssign for JitterStats {
 /// second (at 5% loss one second in fourteen loses nothing).
 const CLEAN_AFTER_WINDOWS: u32 = 10;
 
+/// Report windows (a minute) that a buffer which ran dry keeps a frame more
+/// than its target: a sender whose frames come in uneven steps (a sound
+/// card's clock, a stalled machine) would otherwise run it dry again each
+/// time the depth came back down, a concealed tick in speech each time.
+const CUSHION_WINDOWS: u32 = 60;
+
 /// Interarrival jitter (ms) under which frames count as coming on time: a
 /// quarter of a frame.
 const ON_TIME_JITTER_MS: f64 = 5.0;
@@ -166,6 +172,9 @@ pub struct JitterBuffer {
     /// Report windows to go before the network counts as clean: a new
     /// stream waits for one, a loss for `CLEAN_AFTER_WINDOWS`.
     lossy_windows: u32,
+    /// Report windows to go with a frame more than the target, after the
+    /// buffer ran dry (`CUSHION_WINDOWS`).
+    cushion_windows: u32,
     stats: JitterStats,
 }
 
@@ -188,6 +197,7 @@ impl JitterBuffer {
             in_loss_run: false,
             copies: 0,
             lossy_windows: 1,
+            cushion_windows: 0,
             stats: JitterStats::default(),
         }
     }
@@ -208,12 +218,14 @@ impl JitterBuffer {
     /// The depth the buffer aims for: enough to ride out about three times
     /// the measured jitter, and at least the floor: one frame more than the
     /// copies the sender's frames carry (so that a lost frame's copy comes
-    /// in time), three while the network may lose frames, else one.
+    /// in time), three while the network may lose frames, else one; and a
+    /// frame more for a minute after the buffer last ran dry.
     pub fn target_depth(&self) -> usize {
         let frames = (3.0 * self.jitter_ms / FRAME_MS as f64).ceil() as usize;
         let lossy = self.lossy_windows > 0;
         let floor = (1 + self.copies).max(if lossy { LOSSY_FLOOR } else { 1 });
-        frames.clamp(floor, MAX_DEPTH)
+        let cushion = usize::from(self.cushion_windows > 0);
+        frames.max(floor + cushion).min(MAX_DEPTH)
     }
 
     /// Frames carry `copies` of the ones before them.
@@ -229,6 +241,7 @@ impl JitterBuffer {
             true => CLEAN_AFTER_WINDOWS,
             false => self.lossy_windows.saturating_sub(1),
         };
+        self.cushion_windows = self.cushion_windows.saturating_sub(1);
     }
 
     /// Which way the depth should go, as of the frame just popped.
@@ -338,8 +351,10 @@ impl JitterBuffer {
         if self.frames.is_empty() {
             self.underrun_run += 1;
             if self.underrun_run >= PAUSE_AFTER {
+                // The dry ticks were a pause, not frames coming unevenly.
                 self.next = None;
                 self.underrun_run = 0;
+                self.cushion_windows = 0;
                 return Playout::Silence;
             }
             // On a network that loses frames but delivers the rest on time,
@@ -354,6 +369,7 @@ impl JitterBuffer {
                 return Playout::Conceal;
             }
             self.stats.underruns += 1;
+            self.cushion_windows = CUSHION_WINDOWS;
             return Playout::Conceal;
         }
         // A gap with later frames waiting: `next` is lost.
@@ -577,6 +593,24 @@ mod tests {
         assert_eq!(played(jb.pop()), Some(1));
         assert_eq!(jb.stats().underruns, 1);
         assert_eq!(jb.stats().lost, 0);
+    }
+
+    /// Frames that come unevenly ran the buffer dry once: it keeps a
+    /// frame more for a minute, instead of running dry each time it comes
+    /// back down.
+    #[test]
+    fn a_buffer_that_ran_dry_keeps_a_frame_more_for_a_minute() {
+        let mut jb = clean();
+        push(&mut jb, 0, 0);
+        assert_eq!(played(jb.pop()), Some(0));
+        assert_eq!(jb.pop(), Playout::Conceal);
+        assert_eq!(jb.target_depth(), 2);
+        for _ in 0..CUSHION_WINDOWS - 1 {
+            jb.window_ended(false);
+        }
+        assert_eq!(jb.target_depth(), 2);
+        jb.window_ended(false);
+        assert_eq!(jb.target_depth(), 1);
     }
 
     #[test]
