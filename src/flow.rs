@@ -912,7 +912,10 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
                 )
             }
         };
-    let mut lines = BufReader::new(output).lines();
+    // An event line is a few hundred bytes; a longer one takes more reads.
+    // BufReader's default 8 KiB, filled at creation, was an eighth of an
+    // idle load device's memory.
+    let mut lines = BufReader::with_capacity(1024, output).lines();
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Ok(v) = serde_json::from_str::<Value>(&line)
