@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::ClientSettings;
+use crate::client::{ClientSettings, StoreChoice};
 use crate::config::{Config, DEFAULT_RELAY_ADDR, check_relay_url, resolve_listen_addr};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
 use crate::media::control::VoiceProcessing;
@@ -417,6 +417,7 @@ impl DeviceArgs {
             call_waiting: self.call_waiting || c.call_waiting,
             auto_answer_ms: self.auto_answer.or(c.auto_answer_ms),
             data_dir: dirs.data_dir.clone(),
+            store: StoreChoice::Profile,
             media: MediaSettings {
                 input: (self.audio_in.as_ref())
                     .or(config.media.input.as_ref())

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::client::ClientSettings;
 use crate::client::connection::{self, ClientHandle, RelayTarget};
 use crate::client::engine::{CallCommand, ChatCommand, ClientEngine, Command, EngineConfig};
 use crate::client::event::{CallRole, Event, UserView};
+use crate::client::{ClientSettings, StoreChoice};
 use crate::config::RelayConfig;
 use crate::ids::{DEV_APP_ID, DeviceId, Platform, UserId};
 use crate::media::pipeline::MediaSettings;
@@ -70,6 +70,7 @@ pub async fn run(keymap: Keymap, tls: bool) -> std::io::Result<()> {
         call_waiting: false,
         auto_answer_ms: None,
         data_dir: scratch.path().join("data"),
+        store: StoreChoice::Profile,
         media: MediaSettings {
             input: AudioSpec::Default,
             output: AudioSpec::Default,

@@ -26,6 +26,7 @@ use self::audio::{Ear, ExpectAudio, ExpectSilence};
 pub use self::names::Names;
 use crate::cli::{DeviceArgs, Dirs};
 use crate::client::event::EVENT_NAMES;
+use crate::client::{ClientSettings, StoreChoice};
 use crate::config::RelayConfig;
 use crate::headless::{self, COMMANDS};
 use crate::ids::{DeviceId, Platform, UserId};
@@ -889,7 +890,10 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
                 };
                 let config = crate::config::Config::default();
                 let options = headless::HeadlessOptions {
-                    settings: args.settings(&config, &dirs, &AudioSpec::Null),
+                    settings: ClientSettings {
+                        store: StoreChoice::Memory,
+                        ..args.settings(&config, &dirs, &AudioSpec::Null)
+                    },
                     user: match spec.login {
                         true => Some(UserId::parse(&user).map_err(parse)?),
                         false => None,
@@ -911,7 +915,10 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
                 )
             }
         };
-    let mut lines = BufReader::new(output).lines();
+    // An event line is a few hundred bytes; a longer one takes more reads.
+    // BufReader's default 8 KiB, filled at creation, was an eighth of an
+    // idle load device's memory.
+    let mut lines = BufReader::with_capacity(1024, output).lines();
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Ok(v) = serde_json::from_str::<Value>(&line)
@@ -1518,6 +1525,43 @@ mod tests {
         let sent = html.find("&gt; decline").expect(&html);
         let error = html.find("<td>ERROR</td>").expect(&html);
         assert!(sent < error, "{html}");
+    }
+
+    /// `termphone load`'s devices: a store that works (the conversation
+    /// comes from it) and not one file in their data directory.
+    #[tokio::test]
+    async fn in_process_devices_keep_their_store_in_memory_and_write_no_files() {
+        let relay_dir = tempfile::tempdir().unwrap();
+        let relay = start_relay(&RelayOverrides::default(), relay_dir.path())
+            .await
+            .unwrap();
+        let chat = "\n[[step]]\ndevice = \"bob\"\nsend = { cmd = \"sendMessage\", userID = \"alice\", text = \"hi\" }\n\n[[step]]\ndevice = \"a1\"\nexpect = \"MESSAGE_RECEIVED\"\n\n[[step]]\ndevice = \"a1\"\nsend = { cmd = \"getConversations\" }\n\n[[step]]\ndevice = \"a1\"\nexpect = \"CONVERSATIONS\"\n";
+        let flow: Flow = toml::from_str(&format!("{DEVICES}{chat}")).unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let (_stop_tx, stop) = watch::channel(false);
+        let place = Place {
+            url: relay.url(),
+            fingerprint: relay.fingerprint(),
+            data: data.path(),
+            launch: Launch::InProcess { stop },
+            names: &Names::default(),
+            verbose: false,
+        };
+        let (outcome, timeline) = execute(&flow, &place, true).await;
+        relay.shutdown().await;
+        assert!(outcome.passed, "{:?}", outcome.failure);
+        let conversations = timeline.rows.iter().find_map(|row| match &row.entry {
+            Entry::Seen(e) if e["event"] == "CONVERSATIONS" => Some(e["conversations"].clone()),
+            _ => None,
+        });
+        let conversations = conversations.expect("a CONVERSATIONS event");
+        assert_eq!(conversations[0]["userID"], "bob", "{conversations}");
+        assert_eq!(
+            conversations[0]["lastMessage"]["text"], "hi",
+            "{conversations}"
+        );
+        let files: Vec<_> = std::fs::read_dir(data.path()).unwrap().collect();
+        assert!(files.is_empty(), "{files:?}");
     }
 
     fn seen(at_ms: u64, device: usize, event: Value) -> Row {

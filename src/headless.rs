@@ -668,7 +668,7 @@ impl DeviceState {
                 )
             })?;
         self.recorder = Some(login.recorder);
-        self.profile = Some(login.profile);
+        self.profile = login.profile;
         Ok(())
     }
 

@@ -73,9 +73,7 @@ impl Profile {
             }
         }
         loop {
-            let device =
-                DeviceId::parse(&format!("term-{:06x}", rand::random::<u32>() & 0xff_ffff))
-                    .expect("generated ids are valid");
+            let device = new_device_id();
             let dir = user_dir.join(device.as_str());
             if dir.exists() {
                 continue;
@@ -89,6 +87,13 @@ impl Profile {
             });
         }
     }
+}
+
+/// A device id of its own for a device named by nobody: `term-` and six
+/// random hex digits.
+pub fn new_device_id() -> DeviceId {
+    DeviceId::parse(&format!("term-{:06x}", rand::random::<u32>() & 0xff_ffff))
+        .expect("generated ids are valid")
 }
 
 /// Locks `dir/lock`; `None` if another process holds it.

@@ -2,9 +2,12 @@
 //! holds the device's call history, its copy of the conversations (with
 //! this user's and the other users' read marks), and the last timeline seq
 //! it applied, so history shows without asking the relay; deleting it is a
-//! reinstall.
+//! reinstall. A `termphone load` device keeps the same store in memory
+//! instead (`LocalStore::in_memory`): it writes no files, and the store
+//! goes with the device.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 
 use crate::client::engine::{ChatCommand, Command};
 use crate::client::event::Event;
@@ -51,12 +54,14 @@ const MIGRATIONS: &[&str] = &[
 pub struct LocalStore {
     conn: Connection,
     me: UserId,
+    /// Made by `in_memory`: served on the thread all such stores share.
+    in_memory: bool,
 }
 
 impl LocalStore {
     /// Opens (or creates) the store of user `me` in `profile_dir`.
     pub fn open(profile_dir: &Path, me: &UserId) -> rusqlite::Result<LocalStore> {
-        let mut conn = Connection::open(profile_dir.join("local.sqlite3"))?;
+        let conn = Connection::open(profile_dir.join("local.sqlite3"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Durable across a crash of termphone, not of the machine: the last
         // commits may go with a power cut, and what they held (events, the
@@ -69,6 +74,45 @@ impl LocalStore {
         // history's pages and stay, and the TUI's memory would grow with
         // how much was ever said (docs/benchmarks.md).
         conn.pragma_update(None, "cache_size", -256)?;
+        LocalStore::migrate(conn, me, false)
+    }
+
+    /// A new, empty store of user `me` that lives in memory and goes with
+    /// it: a `termphone load` device's, thousands in one process.
+    pub fn in_memory(me: &UserId) -> rusqlite::Result<LocalStore> {
+        let conn = Connection::open_in_memory()?;
+        // SQLite gives every connection 120 KB of lookaside memory for its
+        // small allocations, set up at open: 2,000 idle load devices held
+        // 249 MiB with it, 158 MiB without. A store this small does as
+        // well on plain malloc.
+        // SAFETY: the handle is this open connection's, nothing has been
+        // allocated from its lookaside yet, and the op takes a buffer (none:
+        // SQLite's own), a slot size and a slot count.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_db_config(
+                conn.handle(),
+                rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
+                std::ptr::null_mut::<std::ffi::c_void>(),
+                0 as std::ffi::c_int,
+                0 as std::ffi::c_int,
+            )
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rc),
+                None,
+            ));
+        }
+        // Every table and index takes at least a page, all of them held
+        // (an in-memory database has nowhere to evict them to): 512-byte
+        // pages make an empty store ~6 KiB of pages instead of ~48 KiB, for
+        // each of a load's thousands of devices.
+        conn.pragma_update(None, "page_size", 512)?;
+        LocalStore::migrate(conn, me, true)
+    }
+
+    /// Brings the schema of `conn` up to date.
+    fn migrate(mut conn: Connection, me: &UserId, in_memory: bool) -> rusqlite::Result<LocalStore> {
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.transaction()?;
@@ -85,6 +129,7 @@ impl LocalStore {
         Ok(LocalStore {
             conn,
             me: me.clone(),
+            in_memory,
         })
     }
 
@@ -385,91 +430,100 @@ fn peers_text(peers: &[UserId]) -> String {
     names.join(",")
 }
 
-/// The local store on a thread of its own: writes and reads are served in
-/// the order they were asked, and never on the async runtime.
+/// A local store used on a thread of its own, never on the async runtime:
+/// writes and reads are served in the order they were asked. A store in a
+/// profile has a thread to itself (its file work must not hold up another
+/// device's); in-memory stores share one, as thousands of threads would
+/// cost a load process most of its memory (docs/benchmarks.md).
 #[derive(Clone)]
 pub struct StoreHandle {
-    tx: std::sync::mpsc::Sender<StoreRequest>,
+    store: Arc<Served>,
 }
 
-type Reply<T> = tokio::sync::oneshot::Sender<rusqlite::Result<T>>;
+type Job = Box<dyn FnOnce() + Send>;
 
-enum StoreRequest {
-    Record(CallRecord),
-    Apply(Event),
-    Recent(usize, Reply<Vec<CallRecord>>),
-    Conversations(Reply<Vec<Conversation>>),
-    Messages(UserId, usize, Option<u64>, Reply<Vec<StoredMessage>>),
-    HighWater(Reply<u64>),
-    PeerRead(UserId, Reply<Option<u64>>),
-    /// Answered once everything asked before it is done.
-    Flush(Reply<()>),
+/// A store and the thread that serves it.
+struct Served {
+    store: Mutex<Option<LocalStore>>,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Drop for Served {
+    /// The store closes on its thread too: closing a profile's store
+    /// checkpoints its write-ahead log, disk work.
+    fn drop(&mut self) {
+        let store = self.store.get_mut().map(Option::take);
+        if let Ok(Some(store)) = store {
+            let _ = self.jobs.send(Box::new(move || drop(store)));
+        }
+    }
+}
+
+/// A thread that runs the jobs sent to it until every sender is gone.
+fn serving_thread(name: &str) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || rx.into_iter().for_each(|job| job()))
+        .expect("spawn a local store thread");
+    tx
 }
 
 impl StoreHandle {
     pub fn spawn(store: LocalStore) -> StoreHandle {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("local-store".into())
-            .spawn(move || {
-                for request in rx {
-                    match request {
-                        StoreRequest::Record(r) => {
-                            if let Err(e) = store.record_call(&r) {
-                                tracing::error!(error = %e, "cannot record a call in the local store");
-                            }
-                        }
-                        StoreRequest::Apply(event) => {
-                            if let Err(e) = store.apply(&event) {
-                                tracing::error!(error = %e, "cannot keep a message in the local store");
-                            }
-                        }
-                        StoreRequest::Recent(count, reply) => {
-                            let _ = reply.send(store.recent_calls(count));
-                        }
-                        StoreRequest::Conversations(reply) => {
-                            let _ = reply.send(store.conversations());
-                        }
-                        StoreRequest::Messages(peer, count, before, reply) => {
-                            let _ = reply.send(store.messages(&peer, count, before));
-                        }
-                        StoreRequest::HighWater(reply) => {
-                            let _ = reply.send(store.high_water());
-                        }
-                        StoreRequest::PeerRead(peer, reply) => {
-                            let _ = reply.send(store.peer_read(&peer));
-                        }
-                        StoreRequest::Flush(reply) => {
-                            let _ = reply.send(Ok(()));
-                        }
-                    }
-                }
-            })
-            .expect("spawn the local store thread");
-        StoreHandle { tx }
+        static IN_MEMORY: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
+        let jobs = match store.in_memory {
+            true => (IN_MEMORY.get_or_init(|| serving_thread("memory-stores"))).clone(),
+            false => serving_thread("local-store"),
+        };
+        StoreHandle {
+            store: Arc::new(Served {
+                store: Mutex::new(Some(store)),
+                jobs,
+            }),
+        }
+    }
+
+    /// Runs `f` on the store's thread, after everything asked before.
+    fn run(&self, f: impl FnOnce(&LocalStore) + Send + 'static) {
+        let served = self.store.clone();
+        let _ = self.store.jobs.send(Box::new(move || {
+            let store = served.store.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(store) = store.as_ref() {
+                f(store);
+            }
+        }));
     }
 
     pub fn record(&self, r: CallRecord) {
-        let _ = self.tx.send(StoreRequest::Record(r));
+        self.run(move |store| {
+            if let Err(e) = store.record_call(&r) {
+                tracing::error!(error = %e, "cannot record a call in the local store");
+            }
+        });
     }
 
     /// Keeps what a chat event says, in order with everything else.
     pub fn apply(&self, event: Event) {
-        let _ = self.tx.send(StoreRequest::Apply(event));
+        self.run(move |store| {
+            if let Err(e) = store.apply(&event) {
+                tracing::error!(error = %e, "cannot keep a message in the local store");
+            }
+        });
     }
 
     /// Waits until every write asked for so far is done: a front end calls
     /// it before the process exits.
     pub async fn flush(&self) {
-        let _ = self.ask(StoreRequest::Flush).await;
+        let _ = self.ask(|_| Ok(())).await;
     }
 
     pub async fn recent(&self, count: usize) -> rusqlite::Result<Vec<CallRecord>> {
-        self.ask(|reply| StoreRequest::Recent(count, reply)).await
+        self.ask(move |store| store.recent_calls(count)).await
     }
 
     pub async fn conversations(&self) -> rusqlite::Result<Vec<Conversation>> {
-        self.ask(StoreRequest::Conversations).await
+        self.ask(LocalStore::conversations).await
     }
 
     pub async fn messages(
@@ -478,7 +532,7 @@ impl StoreHandle {
         count: usize,
         before: Option<u64>,
     ) -> rusqlite::Result<Vec<StoredMessage>> {
-        self.ask(|reply| StoreRequest::Messages(peer, count, before, reply))
+        self.ask(move |store| store.messages(&peer, count, before))
             .await
     }
 
@@ -508,20 +562,22 @@ impl StoreHandle {
     /// How far `peer` has read the conversation with this user (unix ms):
     /// the sent messages up to then show as read. `None` before any receipt.
     pub async fn peer_read(&self, peer: UserId) -> rusqlite::Result<Option<u64>> {
-        self.ask(|reply| StoreRequest::PeerRead(peer, reply)).await
+        self.ask(move |store| store.peer_read(&peer)).await
     }
 
     /// Where a new login of this device resumes its chat sync.
     pub async fn high_water(&self) -> rusqlite::Result<u64> {
-        self.ask(StoreRequest::HighWater).await
+        self.ask(LocalStore::high_water).await
     }
 
-    async fn ask<T: Default>(
+    async fn ask<T: Default + Send + 'static>(
         &self,
-        request: impl FnOnce(Reply<T>) -> StoreRequest,
+        f: impl FnOnce(&LocalStore) -> rusqlite::Result<T> + Send + 'static,
     ) -> rusqlite::Result<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let _ = self.tx.send(request(reply));
+        self.run(move |store| {
+            let _ = reply.send(f(store));
+        });
         answer.await.unwrap_or(Ok(T::default()))
     }
 }
@@ -641,6 +697,31 @@ mod tests {
         assert_eq!(msgs[1].text, "");
         assert_eq!(store.messages(&bob, 1, Some(20)).unwrap()[0].msg_id, "m1");
         assert_eq!(store.high_water().unwrap(), 5);
+    }
+
+    #[tokio::test]
+    async fn in_memory_stores_share_a_thread_and_nothing_else() {
+        let open =
+            |me: &str| StoreHandle::spawn(LocalStore::in_memory(&me.parse().unwrap()).unwrap());
+        let (alice, bob) = (open("alice"), open("bob"));
+        alice.apply(received("m1", "carol", "alice", "hi", 10, 1));
+        bob.apply(Event::Synced { seq: 7 });
+        let peers: Vec<String> = (alice.conversations().await.unwrap().iter())
+            .map(|c| c.user_id.to_string())
+            .collect();
+        assert_eq!(peers, ["carol"]);
+        assert!(bob.conversations().await.unwrap().is_empty());
+        assert_eq!(alice.high_water().await.unwrap(), 1);
+        assert_eq!(bob.high_water().await.unwrap(), 7);
+        let thread = |store: StoreHandle| async move {
+            (store
+                .ask(|_| Ok(format!("{:?}", std::thread::current().id())))
+                .await)
+                .unwrap()
+        };
+        assert_eq!(thread(alice.clone()).await, thread(bob.clone()).await);
+        // Another device of the same user starts empty: nothing is kept.
+        assert_eq!(open("alice").high_water().await.unwrap(), 0);
     }
 
     #[test]

@@ -43,8 +43,23 @@ pub struct ClientSettings {
     /// Auto-answer from the start: accept ringing calls after this many ms.
     pub auto_answer_ms: Option<u64>,
     pub data_dir: PathBuf,
+    /// Where a logged-in user's calls and chat are kept on this device.
+    pub store: StoreChoice,
     /// Audio of this device's calls.
     pub media: MediaSettings,
+}
+
+/// Where a device keeps its local store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// In the user's profile in `data_dir` (which also picks and keeps the
+    /// device id): history that outlives the process.
+    #[default]
+    Profile,
+    /// In memory, gone with the device, nothing written to `data_dir`:
+    /// `termphone load`'s devices, thousands in one process, need no
+    /// history of their own across runs.
+    Memory,
 }
 
 impl ClientSettings {
@@ -96,8 +111,9 @@ impl ClientSettings {
     }
 
     /// Logs `user` in on a device started with `connect`: opens the user's
-    /// profile (which picks the device id) and its local store, and sends
-    /// the login, with a ticket minted now when `user_sig` is `None`.
+    /// profile (which picks the device id) and its local store, or a store
+    /// in memory, and sends the login, with a ticket minted now when
+    /// `user_sig` is `None`.
     pub fn login(
         &self,
         user: UserId,
@@ -106,21 +122,34 @@ impl ClientSettings {
         now_secs: u64,
         commands: &UnboundedSender<Command>,
     ) -> Result<DeviceLogin, OpenError> {
-        let profile = Profile::open(&self.data_dir, self.app, &user, device)?;
-        let store = LocalStore::open(&profile.dir, &user)
-            .map_err(|e| OpenError::Store(profile.dir.display().to_string(), e))?;
-        let sync_after = store
-            .high_water()
-            .map_err(|e| OpenError::Store(profile.dir.display().to_string(), e))?;
+        let (device, profile, store, place) = match self.store {
+            StoreChoice::Profile => {
+                let profile = Profile::open(&self.data_dir, self.app, &user, device)?;
+                let place = profile.dir.display().to_string();
+                let store = LocalStore::open(&profile.dir, &user);
+                (profile.device.clone(), Some(profile), store, place)
+            }
+            StoreChoice::Memory => {
+                let device = device
+                    .cloned()
+                    .unwrap_or_else(crate::profile::new_device_id);
+                let store = LocalStore::in_memory(&user);
+                (device, None, store, "memory".to_owned())
+            }
+        };
+        let (store, sync_after) = store
+            .and_then(|store| store.high_water().map(|hw| (store, hw)))
+            .map_err(|e| OpenError::Store(place, e))?;
         let user_sig = user_sig.unwrap_or_else(|| self.mint(&user, now_secs));
         let command = Command::Login {
             user,
-            device: profile.device.clone(),
+            device: device.clone(),
             user_sig,
             sync_after,
         };
         let _ = commands.send(command);
         Ok(DeviceLogin {
+            device,
             profile,
             recorder: Recorder::new(store),
         })
@@ -129,7 +158,10 @@ impl ClientSettings {
 
 /// What a front end holds for a logged-in user on this device.
 pub struct DeviceLogin {
-    pub profile: Profile,
+    pub device: DeviceId,
+    /// The profile this login holds (none for a store in memory): keep it
+    /// for as long as the user is logged in.
+    pub profile: Option<Profile>,
     /// Feed it every event: it keeps the device's calls and chat.
     pub recorder: Recorder,
 }

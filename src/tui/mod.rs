@@ -87,17 +87,17 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
             &commands,
         )
         .map_err(std::io::Error::other)?;
-    let (profile, recorder) = (login.profile, login.recorder);
+    let (device, _profile, recorder) = (login.device, login.profile, login.recorder);
     let again = LoginAgain {
         settings: settings.clone(),
         user: user.clone(),
-        device: profile.device.clone(),
+        device: device.clone(),
         user_sig,
     };
 
     let mut model = Model::new(
         user,
-        profile.device.clone(),
+        device,
         settings.platform.clone(),
         settings.relay_url.clone(),
         keymap,
