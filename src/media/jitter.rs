@@ -37,7 +37,8 @@ pub const MAX_DEPTH: usize = 10;
 /// sender muted or left): the buffer starts over and plays silence.
 const PAUSE_AFTER: u32 = 5;
 
-/// Playout ticks the buffer must sit above its target before it drops a frame.
+/// Playout ticks the buffer must sit above its target before it sheds
+/// (asks the player to, or drops a stall's backlog itself).
 /// 10 ticks (200 ms): long enough to tell a backlog from a burst that the
 /// next ticks drain anyway, short enough that a stall's backlog (a machine
 /// that paused, a device that started late) is not heard as delay for
@@ -47,7 +48,7 @@ const SHRINK_AFTER: u32 = 10;
 /// A frame or two of excess is shed in speech too (time-compressed), after
 /// this many ticks (3 s) without a pause to shed it in: sentences last a
 /// second or two, and the pause after one sheds it unheard, where even a
-/// few ms taken out of a word cost PESQ-WB 0.05 (docs/benchmarks.md).
+/// few ms taken out of a sentence cost PESQ-WB 0.04 (docs/benchmarks.md).
 const SHRINK_IN_SPEECH_AFTER: u32 = 150;
 
 /// Two frames or more of excess (a sender's clock running fast) wait 1 s.
