@@ -70,9 +70,10 @@ impl Peer {
                     break;
                 }
             }
-            self.quiet_run = match level_dbfs(out) < QUIET_DBFS {
-                true => self.quiet_run.saturating_add(1),
-                false => 0,
+            self.quiet_run = if level_dbfs(out) < QUIET_DBFS {
+                self.quiet_run.saturating_add(1)
+            } else {
+                0
             };
             let quiet = self.quiet_run >= PAUSE_FRAMES;
             match self.jitter.pace() {
@@ -627,6 +628,42 @@ mod tests {
         // Bursts of three, 6% in all: three copies.
         let bursts = adapt(6, |k| k >= 150 && k % 50 < 3);
         assert_eq!(bursts[3].1, 3, "{bursts:?}");
+    }
+
+    /// A clean call of words and pauses: bob's buffer starts three frames
+    /// deep and, after the first clean report, comes back to exactly one
+    /// (nothing waiting after each tick's frame), as a loopback needs.
+    #[test]
+    fn a_clean_stream_comes_back_to_one_frame_in_a_pause() {
+        let (mut alice, mut bob) = alice_to_bob();
+        let mut out = [0.0; FRAME_SAMPLES];
+        for k in 0..250usize {
+            // 400 ms of tone, then 400 ms of silence.
+            let frame = match (k / 20) % 2 {
+                0 => tone(k),
+                _ => [0.0; FRAME_SAMPLES],
+            };
+            let frame = alice.capture(&frame).unwrap();
+            bob.receive(20 * k as u64, &relayed(frame, 1)).unwrap();
+            bob.playout(&mut out);
+            if k == 10 {
+                assert_eq!(
+                    bob.jitter_depth().0,
+                    2,
+                    "a new stream holds two frames back"
+                );
+            }
+            if k % 50 == 49 {
+                bob.receiver_report();
+            }
+        }
+        let stats = bob.stats();
+        assert_eq!(bob.jitter_depth().0, 0, "{stats:?}");
+        assert_eq!(
+            (stats.dropped_to_shrink, stats.accelerated_samples),
+            (2, 0),
+            "{stats:?}"
+        );
     }
 
     /// alice's clock runs 2% fast and she never pauses: bob's buffer sheds
