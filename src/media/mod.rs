@@ -14,7 +14,8 @@
 //! the thread tells the client, [`mos`] the call's quality in one figure;
 //! [`tap`] copies what is played for [`analysis`] to check (flows' audio
 //! steps). [`processing`] cleans a sound card's capture (echo
-//! cancellation, noise suppression, gain control) before it is encoded.
+//! cancellation, noise suppression, gain control) before it is encoded,
+//! [`noise_floor`] telling it how noisy the room is.
 
 pub mod analysis;
 pub mod codec;
@@ -26,6 +27,7 @@ pub mod io;
 pub mod jitter;
 pub mod level;
 pub mod mos;
+pub mod noise_floor;
 pub mod pipeline;
 pub mod processing;
 pub mod quality;
