@@ -30,7 +30,7 @@ pub const BANNER: &[&str] = &[
     "carol calls you in a few seconds:",
     "  a answers, d declines, h hangs up.",
     "echo answers calls and echoes messages:",
-    "  Enter opens a chat, w writes, Enter sends.",
+    "  Enter opens a chat to type in; Enter sends.",
     "dave has two devices: call him (c); one",
     "  answers, the other stops, and he says so.",
     "Message carol and she calls you again.",

@@ -511,8 +511,14 @@ impl Model {
                 }
                 Vec::new()
             }
+            // Opened to write, as in any chat client: letters typed at once
+            // are the message, not commands (`c` would place a call).
             Action::Open => match self.selected_contact() {
-                Some(peer) => self.open(peer),
+                Some(peer) => {
+                    let effects = self.open(peer);
+                    self.composing = true;
+                    effects
+                }
                 None => Vec::new(),
             },
             Action::Cancel if self.keypad.is_some() => {
@@ -636,6 +642,9 @@ impl Model {
                 }
             }
             Action::Accept | Action::AcceptEnd => {
+                // Attention moves to the call: its keys (h, m, ...) work at
+                // once, and the draft waits for `w`.
+                self.composing = false;
                 vec![Effect::Engine(Command::Call(CallCommand::Accept {
                     call_id: ringing.flatten(),
                     end_current: action == Action::AcceptEnd,

@@ -85,7 +85,9 @@ fn message(from: &str, to: &str, text: &str, minute: u64) -> StoredMessage {
 
 fn with_conversation(m: Model) -> Model {
     let mut m = with_contacts(m);
+    // Opened to write; Esc to read it, its keys commands again.
     m.on_terminal(key(KeyCode::Enter), T0 + 40);
+    m.on_terminal(key(KeyCode::Esc), T0 + 40);
     let mut messages = vec![
         message("bob", "alice", "are you joining the standup?", 1),
         message("alice", "bob", "yes, two minutes", 2),
@@ -426,8 +428,9 @@ fn writing_and_sending_a_message() {
             client_msg_id: Some(id.clone()),
         }))]
     );
-    // It shows at once, as sending; the editor closes, empty.
-    assert!(!m.composing);
+    // It shows at once, as sending; the editor stays open, empty, for
+    // the next message.
+    assert!(m.composing);
     assert!(m.drafts[&bob].is_empty());
     let c = m.conversation.as_ref().unwrap();
     let sent = c.shown.last().unwrap();
@@ -873,6 +876,7 @@ fn conversation_with(messages: Vec<StoredMessage>, unread: u64) -> Model {
     let mut m = with_contacts(model());
     m.unread.insert("bob".parse().unwrap(), unread);
     m.on_terminal(key(KeyCode::Enter), T0 + 40);
+    m.on_terminal(key(KeyCode::Esc), T0 + 40);
     let bob: UserId = "bob".parse().unwrap();
     m.on_messages(&bob, messages);
     m
@@ -974,13 +978,15 @@ fn snapshot_each_state_of_a_message_of_mine() {
         T0 + 150_000,
     );
     let send = |m: &mut Model, text: &str, at: u64| {
-        m.on_terminal(key(KeyCode::Char('w')), at);
         m.on_terminal(TermEvent::Paste(text.into()), at);
         m.on_terminal(key(KeyCode::Enter), at)
     };
+    // One editor for all three: it stays open after each is sent.
+    m.on_terminal(key(KeyCode::Char('w')), T0 + 180_000);
     send(&mut m, "stored by the relay", T0 + 180_000);
     send(&mut m, "still sending", T0 + 190_000);
     send(&mut m, "refused", T0 + 200_000);
+    m.on_terminal(key(KeyCode::Esc), T0 + 200_000);
     m.on_engine(
         Event::MessageSent {
             msg_id: "m-sent".into(),
@@ -1051,6 +1057,63 @@ fn hostile_text_reaches_the_screen_as_text() {
     assert!(!screen.contains('\u{1b}') && !screen.contains('\u{202e}'));
 }
 
+/// Enter on a contact opens the conversation to write in, as any chat
+/// client does: "check" typed at once is the message, not `c` (call)
+/// and four other commands; Esc makes the keys commands again.
+#[test]
+fn letters_typed_as_a_conversation_opens_are_the_message() {
+    let mut m = with_contacts(model());
+    m.on_terminal(key(KeyCode::Enter), T0);
+    for c in "check".chars() {
+        let effects = m.on_terminal(key(KeyCode::Char(c)), T0);
+        assert!(
+            effects
+                .iter()
+                .all(|e| matches!(e, Effect::Engine(Command::Chat(ChatCommand::Typing { .. })))),
+            "{c}: {effects:?}"
+        );
+    }
+    let bob: UserId = "bob".parse().unwrap();
+    assert_eq!(m.drafts[&bob].lines(), ["check"]);
+    m.on_terminal(key(KeyCode::Esc), T0);
+    let effects = m.on_terminal(key(KeyCode::Char('c')), T0);
+    assert!(
+        matches!(effects[..], [Effect::Engine(Command::Call(_))]),
+        "{effects:?}"
+    );
+}
+
+/// Answering a call while writing leaves the editor, so that the call's
+/// keys work at once: `h` hangs up, it is not text.
+#[test]
+fn answering_while_writing_makes_the_call_keys_work() {
+    let mut m = with_contacts(model());
+    m.on_terminal(key(KeyCode::Enter), T0);
+    m.on_terminal(key(KeyCode::Char('x')), T0);
+    ringing(&mut m, false);
+    m.on_terminal(key(KeyCode::Char('a')), T0 + 1_500);
+    m.on_engine(
+        Event::OnCallBegin {
+            call_id: "c1".into(),
+            room_id: 4_242,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+            record: any_record(),
+        },
+        T0 + 1_600,
+    );
+    let bob: UserId = "bob".parse().unwrap();
+    assert_eq!(m.drafts[&bob].lines(), ["x"], "the draft waits");
+    let effects = m.on_terminal(key(KeyCode::Char('h')), T0 + 2_000);
+    assert!(
+        matches!(
+            effects[..],
+            [Effect::Engine(Command::Call(CallCommand::Hangup { .. }))]
+        ),
+        "{effects:?}"
+    );
+}
+
 #[test]
 fn the_editor_moves_by_words_and_deletes_like_a_shell() {
     let mut m = conversation_with(vec![message("bob", "alice", "hi", 1)], 0);
@@ -1084,7 +1147,6 @@ fn the_editor_moves_by_words_and_deletes_like_a_shell() {
     m.on_terminal(key(KeyCode::Backspace), T0);
     m.on_terminal(TermEvent::Paste("sent text".into()), T0);
     m.on_terminal(key(KeyCode::Enter), T0 + 300_000);
-    m.on_terminal(key(KeyCode::Char('w')), T0 + 300_001);
     m.on_terminal(key(KeyCode::Up), T0 + 300_002);
     assert_eq!(m.drafts[&bob].lines(), ["sent text"]);
 }

@@ -13,7 +13,7 @@ use crate::client::event::{CallRole, LinkState, LoginStatus};
 use crate::client::records::CallOutcome;
 use crate::media::quality::Quality;
 use crate::tui::conversation;
-use crate::tui::keymap::{Action, Context};
+use crate::tui::keymap::Action;
 use crate::tui::layout::{MIN_HEIGHT, MIN_WIDTH, centered, elapsed};
 use crate::tui::state::{Model, Pane, clock_secs, names};
 use crate::tui::{devices, keypad, overlays, text};
@@ -475,9 +475,14 @@ fn draw_conversation(frame: &mut Frame, model: &Model, now: u64, area: Rect) -> 
             1 => "1 new message below".to_owned(),
             n => format!("{n} new messages below"),
         };
-        let key = model.keymap.hints(Context::Conversation);
-        let key = key.iter().find(|(_, a)| *a == Action::Newest);
-        let back = key.map_or(String::new(), |(k, _)| format!(" · {k} to return"));
+        // The key that works now: while writing, End is the line's end.
+        let keys = model.keymap.hints(model.context());
+        let key = |action| keys.iter().find(|(_, a)| *a == action).map(|(k, _)| k);
+        let back = match (key(Action::Newest), key(Action::Newer)) {
+            (Some(k), _) => format!(" · {k} to return"),
+            (None, Some(k)) => format!(" · {k} for newer"),
+            (None, None) => String::new(),
+        };
         Line::from(format!("↓ {below}{back}").black().on_cyan())
     } else if let Some(who) = model.typing_now(now) {
         Line::from(format!("{who} is typing…").dark_gray().italic())

@@ -71,6 +71,25 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-J", "-t", session])
     }
 
+    /// Leaves the message editor (Esc): keys are commands again once the
+    /// footer no longer offers the editor's `new line`.
+    async fn stop_writing(&self, session: &str) {
+        self.keys(session, &["Escape"]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen(session);
+            let footer = screen.lines().last().unwrap_or_default();
+            if !footer.contains("new line") {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{session} kept writing; the screen:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the screen shows `what`; panics with the screen if not.
     async fn wait_for(&self, session: &str, what: &str) {
         self.wait_for_any(session, &[what]).await;
@@ -245,9 +264,9 @@ async fn two_alice_terminals_ring_one_answers_and_chat_reaches_everyone() {
     tmux.wait_for("two", "answered on another device").await;
     bob.expect("ON_CALL_BEGIN").await;
 
-    // Open bob's conversation in the first terminal and write to him.
+    // Open bob's conversation in the first terminal and write to him: it
+    // opens to write in.
     tmux.keys("one", &["Enter"]);
-    tmux.keys("one", &["w"]);
     tmux.text("one", "hello from terminal one");
     tmux.keys("one", &["Enter"]);
     let received = bob.expect("MESSAGE_RECEIVED").await;
@@ -256,6 +275,7 @@ async fn two_alice_terminals_ring_one_answers_and_chat_reaches_everyone() {
     tmux.keys("two", &["Enter"]);
     tmux.wait_for("two", "me: hello from terminal one").await;
 
+    tmux.stop_writing("one").await;
     tmux.keys("one", &["h"]);
     tmux.wait_for("one", "call ended after").await;
     bob.expect("CALLING_END").await;
@@ -323,16 +343,17 @@ async fn the_demo_contacts_answer_chat_and_call_back() {
         .await;
 
     // echo echoes what the demo user writes.
-    tmux.keys("demo", &["BTab", "j", "Enter", "w"]);
+    tmux.stop_writing("demo").await;
+    tmux.keys("demo", &["BTab", "j", "Enter"]);
     tmux.text("demo", "hello echo");
     tmux.keys("demo", &["Enter"]);
     tmux.wait_for("demo", "echo: echo: hello echo").await;
 
     // A message to carol makes her call back.
+    tmux.stop_writing("demo").await;
     tmux.keys("demo", &["BTab", "k", "k", "Enter"]);
     tmux.wait_for("demo", "No problem. Message me to call back.")
         .await;
-    tmux.keys("demo", &["w"]);
     tmux.text("demo", "ring me");
     tmux.keys("demo", &["Enter"]);
     tmux.wait_for("demo", "calling you back").await;
@@ -430,7 +451,9 @@ async fn a_tui_whose_terminal_goes_away_logs_out_and_exits() {
 /// field of each row), spaces left out: CJK text read across its rows.
 fn conversation_column(screen: &str) -> String {
     (screen.lines())
-        .filter_map(|l| l.split('│').nth(3))
+        // The right-hand column's text, whatever the left one shows on
+        // that row (a border's corner has no '│').
+        .filter_map(|l| l.rsplit('│').nth(1))
         .map(|l| l.replace(' ', ""))
         .collect()
 }
@@ -482,7 +505,11 @@ async fn a_long_history_scrolls_back_to_its_first_message_and_long_ones_show_who
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     tmux.wait_for("tui", "message 01").await;
-    // And End comes back to the newest.
+    // While writing, PgDn is the way back (End is the draft's); once
+    // reading, End comes back to the newest at once.
+    tmux.wait_for("tui", "PgDn for newer").await;
+    tmux.stop_writing("tui").await;
+    tmux.wait_for("tui", "End to return").await;
     tmux.keys("tui", &["End"]);
     tmux.wait_for("tui", "的项目进度报告").await;
     tmux.keys("tui", &["q"]);
@@ -502,7 +529,7 @@ async fn a_paste_is_one_message_read_marks_show_and_a_recall_reaches_the_peer() 
     let tmux = Tmux::new("paste");
     tmux.start("tui", &tui(dir.path(), &url, "--user alice --device a1"));
     tmux.wait_for("tui", "● bob").await;
-    tmux.keys("tui", &["Enter", "w"]);
+    tmux.keys("tui", &["Enter"]);
     tmux.wait_for("tui", " write ").await;
 
     // A bracketed paste of two lines is one draft, sent once with Enter.
@@ -525,6 +552,7 @@ async fn a_paste_is_one_message_read_marks_show_and_a_recall_reaches_the_peer() 
     tmux.wait_for("tui", "second pasted line ✓✓").await;
 
     // alice selects her message and recalls it; bob sees it go.
+    tmux.stop_writing("tui").await;
     tmux.keys("tui", &["Up", "X"]);
     let recalled = bob.expect("MESSAGE_RECALLED").await;
     assert_eq!(recalled["msgID"], got["msgID"]);
@@ -568,7 +596,7 @@ async fn a_message_refused_by_a_full_disk_is_sent_again_with_r() {
             break;
         }
     }
-    tmux.keys("tui", &["Enter", "w"]);
+    tmux.keys("tui", &["Enter"]);
     tmux.wait_for("tui", " write ").await;
     // Too long for a tmux command line: the paste comes from a file.
     let text = dir.path().join("paste.txt");
@@ -591,6 +619,7 @@ async fn a_message_refused_by_a_full_disk_is_sent_again_with_r() {
     };
     let relay = relay_at(&config, &db).await;
     tmux.wait_for("tui", "connected").await;
+    tmux.stop_writing("tui").await;
     tmux.keys("tui", &["r"]);
     let got = bob.expect("MESSAGE_RECEIVED").await;
     assert!(got["text"] == hello.as_str(), "{got}");

@@ -283,9 +283,9 @@ impl Model {
         if text.trim().is_empty() {
             return Vec::new();
         }
+        // The editor stays open for the next message, as in any chat
+        // client; Esc makes the keys commands again (a call's among them).
         *draft = new_draft();
-        // Keys are commands again (a call's among them), as before writing.
-        self.composing = false;
         let to = self
             .open_peer()
             .cloned()
