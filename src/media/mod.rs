@@ -15,8 +15,12 @@
 //! [`tap`] copies what is played for [`analysis`] to check (flows' audio
 //! steps). [`processing`] cleans a sound card's capture (echo
 //! cancellation, noise suppression, gain control) before it is encoded.
+//! [`feedback`] carries the receivers' reports; [`rate`] finds from them
+//! what the network lets through, and [`budget`] fits the voice and its
+//! [`redundancy`] in it.
 
 pub mod analysis;
+pub mod budget;
 pub mod codec;
 pub mod control;
 pub mod device;
@@ -29,6 +33,7 @@ pub mod mos;
 pub mod pipeline;
 pub mod processing;
 pub mod quality;
+pub mod rate;
 pub mod redundancy;
 pub mod report;
 pub mod resample;
