@@ -49,6 +49,12 @@ impl Encoder {
         let _ = self.opus.set_packet_loss_perc(percent.clamp(0, 100));
     }
 
+    /// A new bitrate (bit/s) from the next frame on: the voice's share of
+    /// the send budget (media::budget).
+    pub fn set_bitrate(&mut self, bps: i32) {
+        let _ = self.opus.set_bitrate(Bitrate::Bits(bps));
+    }
+
     /// One 20 ms frame in, one Opus packet out (borrowed until the next call).
     pub fn encode(&mut self, pcm: &Frame) -> Result<&[u8], opus::Error> {
         let len = self.opus.encode_float(pcm, &mut self.packet)?;

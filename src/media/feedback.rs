@@ -123,9 +123,13 @@ impl Plan {
 
     /// The loss to plan FEC for: twice the worst reported, at most 25%.
     pub fn fec_percent(&self, now: Millis) -> Option<i32> {
-        let loss = self.worst_loss(now)?;
-        Some(((loss * HEADROOM).ceil() as i32).clamp(MIN_PLAN, MAX_PLAN))
+        self.worst_loss(now).map(fec_for)
     }
+}
+
+/// The FEC plan for `loss_percent`: twice it, at most 25%.
+pub fn fec_for(loss_percent: f64) -> i32 {
+    ((loss_percent * HEADROOM).ceil() as i32).clamp(MIN_PLAN, MAX_PLAN)
 }
 
 #[cfg(test)]

@@ -15,9 +15,12 @@
 //! [`tap`] copies what is played for [`analysis`] to check (flows' audio
 //! steps). [`processing`] cleans a sound card's capture (echo
 //! cancellation, noise suppression, gain control) before it is encoded,
-//! [`noise_floor`] telling it how noisy the room is.
+//! [`noise_floor`] telling it how noisy the room is. [`feedback`] carries
+//! the receivers' reports; [`rate`] finds from them what the network lets
+//! through, and [`budget`] fits the voice and its [`redundancy`] in it.
 
 pub mod analysis;
+pub mod budget;
 pub mod codec;
 pub mod control;
 pub mod device;
@@ -31,6 +34,7 @@ pub mod noise_floor;
 pub mod pipeline;
 pub mod processing;
 pub mod quality;
+pub mod rate;
 pub mod redundancy;
 pub mod report;
 pub mod resample;

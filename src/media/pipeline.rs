@@ -447,6 +447,8 @@ impl Pipeline {
         });
         let now_ms = live.started.elapsed().as_millis() as u64;
         let (fec_planned_percent, reported_loss_percent) = live.media.feedback(now_ms);
+        let (budget_bps, bitrate_bps, sent_bps) = live.media.rate();
+        let kbps = |bps: f64| (bps / 100.0).round() / 10.0;
         let loss_percent = match expected {
             0 => 0.0,
             _ => {
@@ -478,6 +480,9 @@ impl Pipeline {
             red_recovered: jitter.red_recovered,
             reported_burst: live.media.reported_burst(now_ms),
             accelerated_ms: jitter.accelerated_samples / (u64::from(SAMPLE_RATE) / 1000),
+            budget_kbps: budget_bps.map(kbps),
+            bitrate_kbps: kbps(f64::from(bitrate_bps)),
+            sent_kbps: sent_bps.map(kbps),
             echo_cancellation: voice.echo_cancellation,
             noise_suppression: voice.noise_suppression,
             auto_gain: voice.auto_gain,

@@ -85,6 +85,16 @@ pub struct MediaStats {
     /// The others' voice played faster than the clock (time-compressed,
     /// media::stretch) to bring the jitter buffer back down, in ms.
     pub accelerated_ms: u64,
+    /// What this device may send to the others, in kbit/s on the wire
+    /// (voice, copies and headers), as its rate controller found from
+    /// their reports (media::rate); null while no limit binds.
+    pub budget_kbps: Option<f64>,
+    /// The Opus bitrate its encoder runs at now (kbit/s): the configured
+    /// one, or less within the budget.
+    pub bitrate_kbps: f64,
+    /// What it sent over the last report's window (kbit/s on the wire);
+    /// null before any report.
+    pub sent_kbps: Option<f64>,
     /// The voice processing stages on at the end of the call (all false
     /// for files, tones, `echo` and null audio, which are never processed).
     pub echo_cancellation: bool,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::analysis::level_dbfs;
+use super::budget::{self, Allocation};
 use super::codec::{CodecSettings, Decoder, Encoder};
 use super::control::Digit;
 use super::dtmf::{DtmfReceiver, DtmfSender, KeyTone};
@@ -11,6 +12,7 @@ use super::feedback::{self, Plan, Reception};
 use super::jitter::{JitterBuffer, JitterStats, Pace, Playout};
 use super::level::level;
 use super::quality::{Measurement, Quality, grade};
+use super::rate::{RateControl, Sent, Window};
 use super::redundancy;
 use super::stretch;
 use super::{FRAME_SAMPLES, Frame};
@@ -142,6 +144,13 @@ pub struct CallMedia {
     /// the last packets sent, newest first.
     red_depth: usize,
     sent: std::collections::VecDeque<Vec<u8>>,
+    /// The configured Opus bitrate, and the one in force (within the budget).
+    configured_bps: i32,
+    bitrate_bps: i32,
+    /// Each receiver's path: what it lets through (media::rate).
+    rates: BTreeMap<MediaSource, RateControl>,
+    /// The voice sent so far, for the rate of each report's window.
+    sent_total: Sent,
     /// Frames dropped because they were not for this call's room.
     pub foreign_frames: u64,
 }
@@ -170,6 +179,10 @@ impl CallMedia {
             report_seq: 0,
             red_depth: 0,
             sent: std::collections::VecDeque::with_capacity(redundancy::MAX_COPIES + 1),
+            configured_bps: codec.bitrate_bps,
+            bitrate_bps: codec.bitrate_bps,
+            rates: BTreeMap::new(),
+            sent_total: Sent::default(),
             foreign_frames: 0,
         })
     }
@@ -284,6 +297,19 @@ impl CallMedia {
         self.red_depth
     }
 
+    /// What the voice is sent within: the smallest budget of the paths to
+    /// the others (bit/s on the wire), `None` while none binds; the Opus
+    /// bitrate in force; and the rate sent over the last report's window.
+    pub fn rate(&self) -> (Option<f64>, i32, Option<f64>) {
+        let budget = (self.rates.values()).filter_map(RateControl::budget);
+        let sent = (self.rates.values()).filter_map(RateControl::sent_bps);
+        (
+            budget.reduce(f64::min),
+            self.bitrate_bps,
+            sent.reduce(f64::max),
+        )
+    }
+
     /// The digits heard since the last call, in order, with who sent each.
     pub fn take_digits(&mut self) -> Vec<(UserId, Digit)> {
         let names = &self.names;
@@ -332,6 +358,8 @@ impl CallMedia {
             }
             _ => header.encode(packet),
         };
+        self.sent_total.bytes += frame.len() as u64;
+        self.sent_total.frames += 1;
         // Kept for the next frames' copies.
         self.sent.push_front(packet.to_vec());
         self.sent.truncate(redundancy::MAX_COPIES);
@@ -388,26 +416,56 @@ impl CallMedia {
                 let about_me =
                     (feedback::decode(payload).into_iter().flatten()).find(|r| r.user == self.me);
                 if let Some(reception) = about_me {
-                    self.plan.heard(now, header.source, reception);
-                    let burst = self.plan.worst_burst(now);
-                    self.red_depth = (self.plan.worst_loss(now))
-                        .map_or(0, |loss| redundancy::depth_for(loss, burst));
-                    // Copies cover a loss better than in-band FEC, which
-                    // takes its bits from the voice: with them, none.
-                    let plan = match self.red_depth {
-                        0 => self.plan.fec_percent(now),
-                        _ => Some(0),
-                    };
-                    if let Some(percent) = plan
-                        && percent != self.fec_percent
-                    {
-                        self.fec_percent = percent;
-                        self.encoder.set_expected_loss(percent);
-                    }
+                    self.follow(now, header.source, reception);
                 }
             }
         }
         Ok(())
+    }
+
+    /// A receiver's report about this device's voice: the copies and FEC
+    /// its loss calls for, within what the paths let through.
+    fn follow(&mut self, now: Millis, from: MediaSource, reception: Reception) {
+        let window = Window {
+            loss: f64::from(reception.loss_permille) / 1000.0,
+            burst: f64::from(reception.burst_tenths) / 10.0,
+        };
+        self.plan.heard(now, from, reception);
+        let burst = self.plan.worst_burst(now);
+        let wanted = Allocation {
+            bitrate_bps: self.configured_bps,
+            copies: (self.plan.worst_loss(now))
+                .map_or(0, |loss| redundancy::depth_for(loss, burst)),
+        };
+        self.rates.retain(|_, rate| rate.fresh(now));
+        let rate = self.rates.entry(from).or_default();
+        rate.report(now, self.sent_total, window, wanted.wire_bps());
+        let budget = self.rate().0;
+        let allocation = budget::fit(wanted, budget);
+        self.red_depth = allocation.copies;
+        if allocation.bitrate_bps != self.bitrate_bps {
+            self.bitrate_bps = allocation.bitrate_bps;
+            self.encoder.set_bitrate(allocation.bitrate_bps);
+        }
+        // Copies cover a loss better than in-band FEC, which takes its
+        // bits from the voice: with them, none. Under a budget, the loss
+        // left is the network's own share: what got lost past the cap was
+        // the budget's to stop, and FEC for it would take the few bits
+        // there are from the voice.
+        let random = (self.rates.values())
+            .map(RateControl::random_loss)
+            .reduce(f64::max);
+        let plan = match (self.red_depth, budget, random) {
+            (0, Some(_), Some(random)) => Some(feedback::fec_for(100.0 * random)),
+            (0, ..) => self.plan.fec_percent(now),
+            _ => Some(0),
+        };
+        if let Some(percent) = plan
+            && percent != self.fec_percent
+        {
+            self.fec_percent = percent;
+            self.encoder.set_expected_loss(percent);
+        }
     }
 
     /// The mix of every participant for the tick at hand.
@@ -628,6 +686,120 @@ mod tests {
         // Bursts of three, 6% in all: three copies.
         let bursts = adapt(6, |k| k >= 150 && k % 50 < 3);
         assert_eq!(bursts[3].1, 3, "{bursts:?}");
+    }
+
+    /// One second of a call through a path with a bandwidth cap.
+    #[derive(Debug)]
+    struct Second {
+        /// What alice sent, and what bob lost of it (percent).
+        sent_kbps: f64,
+        loss_percent: f64,
+        copies: usize,
+        bitrate_kbps: i32,
+        budget_kbps: Option<f64>,
+    }
+
+    /// A voice that keeps Opus near its bitrate: a tone and a hiss.
+    fn busy(k: usize) -> Frame {
+        let mut seed = (k as u32).wrapping_mul(2_654_435_761);
+        let tone = tone(k);
+        std::array::from_fn(|i| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            tone[i] * 0.6 + (seed >> 8) as f32 / (1 << 24) as f32 * 0.2 - 0.1
+        })
+    }
+
+    /// alice talks to bob through the relay's bandwidth cap (`cap_kbps(second)`,
+    /// 0 for none) on virtual time, and loses what `lose(k)` says of her
+    /// frame `k` besides; bob reports every second.
+    fn through_cap(
+        seconds: usize,
+        cap_kbps: impl Fn(usize) -> u64,
+        lose: impl Fn(usize) -> bool,
+    ) -> Vec<Second> {
+        use crate::relay::media::BandwidthCap;
+        let (mut alice, mut bob) = alice_to_bob();
+        let mut out = [0.0; FRAME_SAMPLES];
+        let mut path: Option<(u64, BandwidthCap)> = None;
+        let mut trace = Vec::new();
+        for second in 0..seconds {
+            let kbps = cap_kbps(second);
+            if path.as_ref().map_or(0, |(k, _)| *k) != kbps {
+                path = (kbps > 0).then(|| (kbps, BandwidthCap::new(kbps)));
+            }
+            let (mut bytes, mut lost) = (0, 0);
+            for k in 50 * second..50 * (second + 1) {
+                let frame = alice.capture(&busy(k)).unwrap();
+                bytes += frame.len();
+                let now = 20 * k as u64;
+                let passes = path.as_mut().is_none_or(|(_, cap)| {
+                    cap.fits(std::time::Duration::from_millis(now), frame.len())
+                });
+                if passes && !lose(k) {
+                    bob.receive(now, &relayed(frame, 1)).unwrap();
+                } else {
+                    lost += 1;
+                }
+                bob.playout(&mut out);
+            }
+            let now = 1_000 * (second as u64 + 1);
+            let report = bob.receiver_report().expect("alice's voice was expected");
+            alice.receive(now, &relayed(report, 2)).unwrap();
+            let (budget, bitrate, _) = alice.rate();
+            trace.push(Second {
+                sent_kbps: bytes as f64 * 8.0 / 1000.0,
+                loss_percent: f64::from(lost) * 2.0,
+                copies: alice.redundancy(),
+                bitrate_kbps: bitrate / 1000,
+                budget_kbps: budget.map(|b| (b / 100.0).round() / 10.0),
+            });
+        }
+        trace
+    }
+
+    /// A clean path capped at 32 kbit/s, under the 54 that alice's voice
+    /// takes: the loss the cap causes would call for copies, which would
+    /// lose more. Her sender finds the cap instead and settles under it,
+    /// losing next to nothing.
+    #[test]
+    fn a_capped_path_is_found_and_its_loss_goes() {
+        let trace = through_cap(40, |_| 32, |_| false);
+        let settled = &trace[5..];
+        let sent = settled.iter().map(|s| s.sent_kbps).sum::<f64>() / settled.len() as f64;
+        let loss = settled.iter().map(|s| s.loss_percent).sum::<f64>() / settled.len() as f64;
+        assert!((20.0..=32.0).contains(&sent), "{sent} kbit/s: {trace:?}");
+        assert!(loss < 1.0, "{loss}% lost: {trace:?}");
+        assert!(settled.iter().all(|s| s.copies == 0 && s.bitrate_kbps < 32));
+    }
+
+    /// 5% random loss and a cap of 64 kbit/s for 30 s: one copy at a lower
+    /// bitrate fits, and the loss is the network's; then the cap is lifted
+    /// and the voice comes back to one copy of 48 kbit/s.
+    #[test]
+    fn under_a_lifted_cap_the_rate_and_copies_come_back() {
+        let trace = through_cap(70, |s| if s < 30 { 64 } else { 0 }, |k| k % 20 == 7);
+        let capped = &trace[8..30];
+        let loss = capped.iter().map(|s| s.loss_percent).sum::<f64>() / capped.len() as f64;
+        assert!(loss < 7.0, "{loss}% lost: {trace:?}");
+        let sent = capped.iter().map(|s| s.sent_kbps).sum::<f64>() / capped.len() as f64;
+        assert!(sent < 64.0, "{sent} kbit/s: {trace:?}");
+        let end = trace.last().unwrap();
+        let now = (end.copies, end.bitrate_kbps, end.budget_kbps);
+        assert_eq!(now, (1, 48, None), "{trace:?}");
+        assert!(end.sent_kbps > 90.0, "{trace:?}");
+    }
+
+    /// 10% random loss and no cap: two copies of 48 kbit/s throughout, as
+    /// before bitrate adaptation; no budget ever binds.
+    #[test]
+    fn random_loss_without_a_cap_keeps_its_rate_and_copies() {
+        let trace = through_cap(30, |_| 0, |k| k % 10 == 3);
+        assert!(
+            trace[1..]
+                .iter()
+                .all(|s| s.copies == 2 && s.bitrate_kbps == 48)
+        );
+        assert!(trace.iter().all(|s| s.budget_kbps.is_none()), "{trace:?}");
     }
 
     /// A clean call of words and pauses: bob's buffer starts three frames

@@ -142,6 +142,49 @@ impl Impairment {
     }
 }
 
+/// A path's bandwidth cap (`Impairment::bandwidth_kbps`), sans IO: a token
+/// bucket refilled at the cap and holding 100 ms of it (never less than the
+/// frame at hand, so that any frame can pass). The relay runs one per
+/// sender-to-receiver path on its clock; a simulation (examples/
+/// voice_over_loss.rs, the media tests) on virtual time.
+#[derive(Clone, Debug)]
+pub struct BandwidthCap {
+    bytes_per_second: f64,
+    /// Bytes that may pass now, as of `at` (`None` until the first frame:
+    /// a path starts with a full bucket).
+    bytes: f64,
+    at: Option<Duration>,
+}
+
+impl BandwidthCap {
+    pub fn new(kbps: u64) -> Self {
+        BandwidthCap {
+            bytes_per_second: kbps as f64 * 1000.0 / 8.0,
+            bytes: 0.0,
+            at: None,
+        }
+    }
+
+    /// Whether a frame of `len` bytes passes at `now` (any fixed origin,
+    /// never going back); one that does takes its bytes from the bucket.
+    pub fn fits(&mut self, now: Duration, len: usize) -> bool {
+        let depth = (self.bytes_per_second / 10.0).max(len as f64);
+        self.bytes = match self.at {
+            None => depth,
+            Some(at) => {
+                let refill = now.saturating_sub(at).as_secs_f64() * self.bytes_per_second;
+                (self.bytes + refill).min(depth)
+            }
+        };
+        self.at = Some(now);
+        let fits = self.bytes >= len as f64;
+        if fits {
+            self.bytes -= len as f64;
+        }
+        fits
+    }
+}
+
 /// Forwarding counters, for the log and the benchmark.
 #[derive(Debug, Default)]
 pub struct MediaStats {
@@ -382,8 +425,9 @@ pub struct MediaRouter {
     impaired: bool,
     /// Which sender-to-receiver paths are in a burst of loss now.
     bad_paths: Mutex<HashMap<(ConnId, ConnId), bool>>,
-    /// Each path's bandwidth left (bytes) and when it was counted.
-    buckets: Mutex<HashMap<(ConnId, ConnId), (f64, Instant)>>,
+    /// Each path's bandwidth cap, on the clock since `epoch`.
+    buckets: Mutex<HashMap<(ConnId, ConnId), BandwidthCap>>,
+    epoch: Instant,
     pub stats: MediaStats,
 }
 
@@ -395,6 +439,7 @@ impl MediaRouter {
             impairment,
             bad_paths: Mutex::default(),
             buckets: Mutex::default(),
+            epoch: Instant::now(),
             stats: MediaStats::default(),
         }
     }
@@ -565,25 +610,17 @@ impl MediaRouter {
         Some(now + Duration::from_millis(i.delay_ms + jitter))
     }
 
-    /// Whether a frame of `len` bytes fits `path`'s bandwidth at `now` (a
-    /// token bucket refilled at the cap, holding 100 ms of it, and never
-    /// less than a frame, so that any frame can pass).
+    /// Whether a frame of `len` bytes fits `path`'s bandwidth at `now`.
     fn fits(&self, now: Instant, path: (ConnId, ConnId), len: usize) -> bool {
         let kbps = self.impairment.bandwidth_kbps;
         if kbps == 0 {
             return true;
         }
-        let rate = kbps as f64 * 1000.0 / 8.0;
-        let depth = (rate / 10.0).max(len as f64);
         let mut buckets = self.buckets.lock().expect("buckets lock");
-        let (bytes, at) = buckets.entry(path).or_insert((depth, now));
-        *bytes = (*bytes + now.duration_since(*at).as_secs_f64() * rate).min(depth);
-        *at = now;
-        let fits = *bytes >= len as f64;
-        if fits {
-            *bytes -= len as f64;
-        }
-        fits
+        let cap = buckets
+            .entry(path)
+            .or_insert_with(|| BandwidthCap::new(kbps));
+        cap.fits(now.duration_since(self.epoch), len)
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
