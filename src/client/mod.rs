@@ -133,7 +133,7 @@ impl ClientSettings {
                 let device = device
                     .cloned()
                     .unwrap_or_else(crate::profile::new_device_id);
-                let store = LocalStore::in_memory(&user);
+                let store = Ok(LocalStore::in_memory(&user));
                 (device, None, store, "memory".to_owned())
             }
         };
