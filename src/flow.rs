@@ -478,8 +478,39 @@ enum Running {
 /// the report.
 pub(crate) struct Timeline {
     start: Instant,
+    /// Off, it stays empty.
+    keep: bool,
     rows: Vec<Row>,
     steps: Vec<String>,
+}
+
+impl Timeline {
+    fn new(keep: bool) -> Timeline {
+        Timeline {
+            start: Instant::now(),
+            keep,
+            rows: Vec::new(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// What `device` was sent or saw at `at`.
+    fn push(&mut self, at: Instant, device: usize, entry: impl FnOnce() -> Entry) {
+        if self.keep {
+            self.rows.push(Row {
+                at: at - self.start,
+                device,
+                entry: entry(),
+            });
+        }
+    }
+
+    /// A step's verdict line.
+    fn step(&mut self, line: String) {
+        if self.keep {
+            self.steps.push(line);
+        }
+    }
 }
 
 struct Row {
@@ -503,11 +534,7 @@ impl Device {
     ) -> Option<Value> {
         match tokio::time::timeout_at(until, self.events.recv()).await {
             Ok(Some((event, at))) => {
-                timeline.rows.push(Row {
-                    at: at - timeline.start,
-                    device: index,
-                    entry: Entry::Seen(event.clone()),
-                });
+                timeline.push(at, index, || Entry::Seen(event.clone()));
                 Some(event)
             }
             _ => None,
@@ -523,18 +550,14 @@ impl Device {
         timeline: &mut Timeline,
         index: usize,
     ) -> std::io::Result<()> {
-        let at = timeline.start.elapsed();
+        let at = Instant::now();
         let line = Value::Object(command.clone()).to_string();
         let written = match &mut self.input {
             Input::Pipe(stdin) => stdin.write_all(format!("{line}\n").as_bytes()).await,
             Input::Lines(lines) => (lines.send(line).await)
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "device ended")),
         };
-        timeline.rows.push(Row {
-            at,
-            device: index,
-            entry: Entry::Sent(command.clone()),
-        });
+        timeline.push(at, index, || Entry::Sent(command.clone()));
         written
     }
 
@@ -625,7 +648,11 @@ pub async fn run(
         names: &Names::default(),
         verbose: true,
     };
-    let (mut outcome, timeline) = execute(flow, &place, report.is_some()).await;
+    let keep = match report {
+        Some(_) => Keep::Everything,
+        None => Keep::ToLastStep,
+    };
+    let (mut outcome, timeline) = execute(flow, &place, keep).await;
     let passed = outcome.passed;
     println!("{}", if passed { "PASS" } else { "FAIL" });
     if let Some(path) = report {
@@ -657,14 +684,22 @@ pub struct Place<'a> {
     pub verbose: bool,
 }
 
+/// How much of what the devices were sent and saw `execute` keeps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Nothing: `termphone load` reports a failed step by its reason, and
+    /// its thousands of devices would each hold everything they saw.
+    Nothing,
+    /// To the last step, and to the end when a step failed (the failure's
+    /// timeline in the outcome).
+    ToLastStep,
+    /// Everything, to the end (the `--report`).
+    Everything,
+}
+
 /// Starts the devices, runs the steps, and quits the devices: how it went,
-/// and everything that happened (to its end with `whole_timeline`, else
-/// to the last step, and to the end when a step failed).
-pub(crate) async fn execute(
-    flow: &Flow,
-    place: &Place<'_>,
-    whole_timeline: bool,
-) -> (Outcome, Timeline) {
+/// and as much of what happened as `keep` says.
+pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outcome, Timeline) {
     let started = Instant::now();
     let mut outcome = Outcome {
         name: flow.name.clone(),
@@ -675,11 +710,7 @@ pub(crate) async fn execute(
         duration: Duration::ZERO,
         timeline: None,
     };
-    let mut timeline = Timeline {
-        start: Instant::now(),
-        rows: Vec::new(),
-        steps: Vec::new(),
-    };
+    let mut timeline = Timeline::new(keep != Keep::Nothing);
     // One after another, in the order declared, each logged in and caught
     // up before the next starts: "the latest login" is the last declared.
     let mut devices = Vec::new();
@@ -771,7 +802,7 @@ pub(crate) async fn execute(
         if place.verbose {
             println!("{line}");
         }
-        timeline.steps.push(line);
+        timeline.step(line);
         if !passed {
             break;
         }
@@ -785,7 +816,7 @@ pub(crate) async fn execute(
     for device in &mut devices {
         device.ended().await;
     }
-    if whole_timeline || !passed {
+    if keep == Keep::Everything || (keep == Keep::ToLastStep && !passed) {
         // What no step waited for still belongs on the timeline: events
         // after the last step, and each device's goodbye.
         let until = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -793,7 +824,7 @@ pub(crate) async fn execute(
             while d.next(until, &mut timeline, i).await.is_some() {}
         }
     }
-    if !passed {
+    if !passed && keep != Keep::Nothing {
         outcome.timeline = Some(render_text(flow, &timeline, passed));
     }
     outcome.passed = passed;
@@ -1497,11 +1528,7 @@ mod tests {
             tap: "unused.tap".into(),
             running: Running::Task(tokio::spawn(async { Ok(()) })),
         };
-        let mut timeline = Timeline {
-            start: Instant::now(),
-            rows: Vec::new(),
-            steps: Vec::new(),
-        };
+        let mut timeline = Timeline::new(true);
         let mut saved = BTreeMap::new();
         let send: Step = toml::from_str("device = \"a1\"\nsend = { cmd = \"decline\" }").unwrap();
         let expect: Step = toml::from_str("device = \"a1\"\nexpect = \"ERROR\"").unwrap();
@@ -1547,7 +1574,7 @@ mod tests {
             names: &Names::default(),
             verbose: false,
         };
-        let (outcome, timeline) = execute(&flow, &place, true).await;
+        let (outcome, timeline) = execute(&flow, &place, Keep::Everything).await;
         relay.shutdown().await;
         assert!(outcome.passed, "{:?}", outcome.failure);
         let conversations = timeline.rows.iter().find_map(|row| match &row.entry {
@@ -1583,6 +1610,7 @@ mod tests {
         });
         Timeline {
             start: Instant::now(),
+            keep: true,
             rows: vec![
                 Row {
                     at: Duration::from_millis(3),
