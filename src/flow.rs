@@ -443,8 +443,8 @@ fn placeholders() -> [Value; 4] {
 }
 
 /// How a flow's devices run: each a `termphone headless` process (`flow`),
-/// or all in this process, each the same headless loop over a pipe
-/// (`load`: thousands of devices, no process each).
+/// or all in this process, each the same headless loop, its events handed
+/// over as values (`load`: thousands of devices, no process each).
 #[derive(Clone)]
 pub enum Launch {
     Process,
@@ -859,106 +859,85 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
         .data
         .join(format!("{}-device-{index}.tap", place.names.tag()));
     let (tx, events) = mpsc::unbounded_channel();
-    let (input, running, output): (Input, Running, Box<dyn AsyncRead + Unpin + Send>) =
-        match &place.launch {
-            Launch::Process => {
-                let exe = std::env::current_exe().map_err(|e| failed(e.to_string()))?;
-                let mut command = tokio::process::Command::new(exe);
+    let (input, running) = match &place.launch {
+        Launch::Process => {
+            let exe = std::env::current_exe().map_err(|e| failed(e.to_string()))?;
+            let mut command = tokio::process::Command::new(exe);
+            command
+                .args(["headless", "--relay", &place.url, "--device", &device])
+                .args(["--platform", &spec.platform])
+                .env("XDG_DATA_HOME", place.data.join("devices"))
+                .env("XDG_CONFIG_HOME", place.data.join("config"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            if spec.login {
+                command.args(["--user", &user]);
+            }
+            if spec.multi_device {
+                command.arg("--multi-device");
+            }
+            if let Some(fingerprint) = place.fingerprint {
                 command
-                    .args(["headless", "--relay", &place.url, "--device", &device])
-                    .args(["--platform", &spec.platform])
-                    .env("XDG_DATA_HOME", place.data.join("devices"))
-                    .env("XDG_CONFIG_HOME", place.data.join("config"))
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .kill_on_drop(true);
-                if spec.login {
-                    command.args(["--user", &user]);
-                }
-                if spec.multi_device {
-                    command.arg("--multi-device");
-                }
-                if let Some(fingerprint) = place.fingerprint {
-                    command
-                        .arg("--relay-fingerprint")
-                        .arg(fingerprint.to_string());
-                }
-                command
-                    .arg("--audio-in")
-                    .arg(spec.audio_in.to_string())
-                    .arg("--audio-out")
-                    .arg(spec.audio_out.to_string())
-                    .arg("--audio-tap")
-                    .arg(&tap);
-                let mut child = command.spawn().map_err(|e| failed(e.to_string()))?;
-                let stdin = child.stdin.take().expect("piped");
-                let stdout = child.stdout.take().expect("piped");
-                (
-                    Input::Pipe(Box::new(stdin)),
-                    Running::Process(child),
-                    Box::new(stdout),
-                )
+                    .arg("--relay-fingerprint")
+                    .arg(fingerprint.to_string());
             }
-            Launch::InProcess { stop } => {
-                let parse = |e: crate::error::Error| failed(e.message);
-                let args = DeviceArgs {
-                    relay: Some(place.url.clone()),
-                    relay_fingerprint: place.fingerprint,
-                    device: Some(DeviceId::parse(&device).map_err(parse)?),
-                    platform: Some(Platform::parse(&spec.platform).map_err(parse)?),
-                    multi_device: spec.multi_device,
-                    audio_in: Some(spec.audio_in.clone()),
-                    audio_out: Some(spec.audio_out.clone()),
-                    audio_tap: Some(tap.clone()),
-                    ..DeviceArgs::default()
-                };
-                let dirs = Dirs {
-                    config_file: place.data.join("none.toml"),
-                    data_dir: place
-                        .data
-                        .join(format!("{}-device-{index}", place.names.tag())),
-                };
-                let config = crate::config::Config::default();
-                let options = headless::HeadlessOptions {
-                    settings: ClientSettings {
-                        store: StoreChoice::Memory,
-                        ..args.settings(&config, &dirs, &AudioSpec::Null)
-                    },
-                    user: match spec.login {
-                        true => Some(UserId::parse(&user).map_err(parse)?),
-                        false => None,
-                    },
-                    device: args.device_id(&config),
-                    user_sig: None,
-                };
-                let (lines_tx, lines) = mpsc::channel(16);
-                let (out, output) = tokio::io::duplex(64 * 1024);
-                let mut stop = stop.clone();
-                let stop = Box::pin(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                });
-                let task = tokio::spawn(headless::serve(options, lines, out, stop));
-                (
-                    Input::Lines(lines_tx),
-                    Running::Task(task),
-                    Box::new(output),
-                )
-            }
-        };
-    // An event line is a few hundred bytes; a longer one takes more reads.
-    // BufReader's default 8 KiB, filled at creation, was an eighth of an
-    // idle load device's memory.
-    let mut lines = BufReader::with_capacity(1024, output).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && tx.send((v, Instant::now())).is_err()
-            {
-                break;
-            }
+            command
+                .arg("--audio-in")
+                .arg(spec.audio_in.to_string())
+                .arg("--audio-out")
+                .arg(spec.audio_out.to_string())
+                .arg("--audio-tap")
+                .arg(&tap);
+            let mut child = command.spawn().map_err(|e| failed(e.to_string()))?;
+            let stdin = child.stdin.take().expect("piped");
+            let stdout = child.stdout.take().expect("piped");
+            tokio::spawn(read_events(stdout, tx));
+            (Input::Pipe(Box::new(stdin)), Running::Process(child))
         }
-    });
+        Launch::InProcess { stop } => {
+            let parse = |e: crate::error::Error| failed(e.message);
+            let args = DeviceArgs {
+                relay: Some(place.url.clone()),
+                relay_fingerprint: place.fingerprint,
+                device: Some(DeviceId::parse(&device).map_err(parse)?),
+                platform: Some(Platform::parse(&spec.platform).map_err(parse)?),
+                multi_device: spec.multi_device,
+                audio_in: Some(spec.audio_in.clone()),
+                audio_out: Some(spec.audio_out.clone()),
+                audio_tap: Some(tap.clone()),
+                ..DeviceArgs::default()
+            };
+            let dirs = Dirs {
+                config_file: place.data.join("none.toml"),
+                data_dir: place
+                    .data
+                    .join(format!("{}-device-{index}", place.names.tag())),
+            };
+            let config = crate::config::Config::default();
+            let options = headless::HeadlessOptions {
+                settings: ClientSettings {
+                    store: StoreChoice::Memory,
+                    ..args.settings(&config, &dirs, &AudioSpec::Null)
+                },
+                user: match spec.login {
+                    true => Some(UserId::parse(&user).map_err(parse)?),
+                    false => None,
+                },
+                device: args.device_id(&config),
+                user_sig: None,
+            };
+            let (lines_tx, lines) = mpsc::channel(16);
+            let mut stop = stop.clone();
+            let stop = Box::pin(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            });
+            // Its events come as values, with no text in between.
+            let task = tokio::spawn(headless::serve(options, lines, tx, stop));
+            (Input::Lines(lines_tx), Running::Task(task))
+        }
+    };
     Ok(Device {
         name: spec.name.clone(),
         input,
@@ -966,6 +945,22 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
         tap,
         running,
     })
+}
+
+/// A headless process's stdout, each line the event it holds, stamped
+/// when it was read.
+async fn read_events(
+    stdout: impl AsyncRead + Unpin,
+    events: mpsc::UnboundedSender<(Value, Instant)>,
+) {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && events.send((v, Instant::now())).is_err()
+        {
+            break;
+        }
+    }
 }
 
 async fn run_step(

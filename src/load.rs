@@ -2,7 +2,7 @@
 //! flow's scenario runs again and again, iterations started at a rate,
 //! each with users of its own (`alice` → `PREFIXalice-17`), every device
 //! of every iteration in this process over real WebSockets (the headless
-//! loop over a pipe, flow::Launch::InProcess), steps checked as `termphone
+//! loop, flow::Launch::InProcess), steps checked as `termphone
 //! flow` checks them. Statistics go to a progress line, a JSON report and
 //! a CSV trace ([`report`]).
 

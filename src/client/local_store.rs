@@ -65,7 +65,9 @@ enum Rows {
     /// database (~28 KiB even empty) opens with the first row, so that an
     /// idle `termphone load` device, which only ever keeps where its sync
     /// stands, costs none (docs/benchmarks.md, *Load*).
-    NotYet { high_water: u64 },
+    NotYet {
+        high_water: u64,
+    },
 }
 
 impl LocalStore {
@@ -782,8 +784,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_memory_stores_share_a_thread_and_nothing_else() {
-        let open =
-            |me: &str| StoreHandle::spawn(LocalStore::in_memory(&me.parse().unwrap()));
+        let open = |me: &str| StoreHandle::spawn(LocalStore::in_memory(&me.parse().unwrap()));
         let (alice, bob) = (open("alice"), open("bob"));
         alice.apply(received("m1", "carol", "alice", "hi", 10, 1));
         bob.apply(Event::Synced { seq: 7 });
