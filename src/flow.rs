@@ -26,7 +26,7 @@ use self::audio::{Ear, ExpectAudio, ExpectSilence};
 pub use self::names::Names;
 use crate::cli::{DeviceArgs, Dirs};
 use crate::client::event::EVENT_NAMES;
-use crate::client::{ClientSettings, StoreChoice};
+use crate::client::{ClientSettings, StoreChoice, queue};
 use crate::config::RelayConfig;
 use crate::headless::{self, COMMANDS};
 use crate::ids::{DeviceId, Platform, UserId};
@@ -457,7 +457,7 @@ pub enum Launch {
 struct Device {
     name: String,
     input: Input,
-    events: mpsc::UnboundedReceiver<(Value, Instant)>,
+    events: queue::Receiver<(Value, Instant)>,
     /// Where it copies what it plays (`--audio-tap`), for audio steps.
     tap: std::path::PathBuf,
     running: Running,
@@ -713,7 +713,9 @@ pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outc
     let mut timeline = Timeline::new(keep != Keep::Nothing);
     // One after another, in the order declared, each logged in and caught
     // up before the next starts: "the latest login" is the last declared.
-    let mut devices = Vec::new();
+    // Room for the flow's devices only: grown by a push, the Vec would
+    // hold four (a KiB in each of a load's thousands of iterations).
+    let mut devices = Vec::with_capacity(flow.devices.len());
     let mut started_all = true;
     for (i, spec) in flow.devices.iter().enumerate() {
         match spawn(spec, i, place).await {
@@ -858,7 +860,7 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
     let tap = place
         .data
         .join(format!("{}-device-{index}.tap", place.names.tag()));
-    let (tx, events) = mpsc::unbounded_channel();
+    let (tx, events) = queue::unbounded();
     let (input, running) = match &place.launch {
         Launch::Process => {
             let exe = std::env::current_exe().map_err(|e| failed(e.to_string()))?;
@@ -949,10 +951,7 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
 
 /// A headless process's stdout, each line the event it holds, stamped
 /// when it was read.
-async fn read_events(
-    stdout: impl AsyncRead + Unpin,
-    events: mpsc::UnboundedSender<(Value, Instant)>,
-) {
+async fn read_events(stdout: impl AsyncRead + Unpin, events: queue::Sender<(Value, Instant)>) {
     let mut lines = BufReader::new(stdout).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if let Ok(v) = serde_json::from_str::<Value>(&line)
@@ -1490,7 +1489,7 @@ mod tests {
 
     /// A device that answers the moment a command is written, before the
     /// write returns: what a fast device on a busy machine can do.
-    struct Prompt(mpsc::UnboundedSender<(Value, Instant)>);
+    struct Prompt(queue::Sender<(Value, Instant)>);
 
     impl AsyncWrite for Prompt {
         fn poll_write(
@@ -1515,7 +1514,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_comes_before_the_error_it_caused() {
-        let (tx, events) = mpsc::unbounded_channel();
+        let (tx, events) = queue::unbounded();
         let mut device = Device {
             name: "a1".into(),
             input: Input::Pipe(Box::new(Prompt(tx))),

@@ -15,11 +15,11 @@ use strum::VariantNames;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::client::ClientSettings;
 use crate::client::connection::ClientHandle;
 use crate::client::engine::{CallCommand, ChatCommand, Command, DeviceKind, VoiceProcessingChange};
 use crate::client::event::{EVENT_NAMES, Event, LoginStatus};
 use crate::client::local_store::{Page, Recorder, StoreHandle};
+use crate::client::{ClientSettings, queue};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{DeviceId, UserId};
 use crate::media::control::Digit;
@@ -504,7 +504,7 @@ impl<W: AsyncWrite + Unpin + Send> EventOut for Lines<W> {
 /// Each event the JSON value its line would read back as, with when it
 /// was sent: a flow checks values, and a load process's thousands of
 /// devices need no text, pipe and reader each in between.
-impl EventOut for mpsc::UnboundedSender<(Value, std::time::Instant)> {
+impl EventOut for queue::Sender<(Value, std::time::Instant)> {
     async fn event(&mut self, event: &Event) -> std::io::Result<()> {
         let value = event_value(event, unix_millis());
         (self.send((value, std::time::Instant::now())))
@@ -689,7 +689,7 @@ impl DeviceState {
         &mut self,
         user: UserId,
         user_sig: Option<String>,
-        commands: &mpsc::UnboundedSender<Command>,
+        commands: &queue::Sender<Command>,
     ) -> Result<(), Event> {
         // Release the previous user's profile before taking the next one.
         self.profile = None;
