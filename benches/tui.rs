@@ -165,7 +165,7 @@ fn tui_resident_kib(messages: usize) -> u64 {
     drop(relay_store);
     let profile = data.join(format!("termphone/profiles/{DEV_APP_ID}/alice/bench"));
     std::fs::create_dir_all(&profile).unwrap();
-    let local = LocalStore::open(&profile, &"alice".parse().unwrap()).unwrap();
+    let mut local = LocalStore::open(&profile, &"alice".parse().unwrap()).unwrap();
     for k in 0..messages {
         local
             .apply(&Event::MessageReceived {
@@ -243,7 +243,7 @@ fn open_and_page_back(messages: usize) -> (Duration, Duration, usize) {
     use termphone::tui::state::Effect;
 
     let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(dir.path(), &"alice".parse().unwrap()).unwrap();
+    let mut store = LocalStore::open(dir.path(), &"alice".parse().unwrap()).unwrap();
     for k in 0..messages {
         store
             .apply(&Event::MessageReceived {

@@ -4,12 +4,10 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use crate::client::connection::{self, ClientHandle, RelayTarget};
 use crate::client::engine::{CallCommand, ChatCommand, ClientEngine, Command, EngineConfig};
 use crate::client::event::{CallRole, Event, UserView};
-use crate::client::{ClientSettings, StoreChoice};
+use crate::client::{ClientSettings, StoreChoice, queue};
 use crate::config::RelayConfig;
 use crate::ids::{DEV_APP_ID, DeviceId, Platform, UserId};
 use crate::media::pipeline::MediaSettings;
@@ -113,8 +111,8 @@ async fn start_relay(dir: &std::path::Path, tls: bool) -> std::io::Result<RelayH
 
 /// A scripted peer: a real engine and connection, logged in.
 struct Peer {
-    commands: mpsc::UnboundedSender<Command>,
-    events: mpsc::UnboundedReceiver<Event>,
+    commands: queue::Sender<Command>,
+    events: queue::Receiver<Event>,
 }
 
 impl Peer {

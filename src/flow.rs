@@ -26,7 +26,7 @@ use self::audio::{Ear, ExpectAudio, ExpectSilence};
 pub use self::names::Names;
 use crate::cli::{DeviceArgs, Dirs};
 use crate::client::event::EVENT_NAMES;
-use crate::client::{ClientSettings, StoreChoice};
+use crate::client::{ClientSettings, StoreChoice, queue};
 use crate::config::RelayConfig;
 use crate::headless::{self, COMMANDS};
 use crate::ids::{DeviceId, Platform, UserId};
@@ -443,8 +443,8 @@ fn placeholders() -> [Value; 4] {
 }
 
 /// How a flow's devices run: each a `termphone headless` process (`flow`),
-/// or all in this process, each the same headless loop over a pipe
-/// (`load`: thousands of devices, no process each).
+/// or all in this process, each the same headless loop, its events handed
+/// over as values (`load`: thousands of devices, no process each).
 #[derive(Clone)]
 pub enum Launch {
     Process,
@@ -457,7 +457,7 @@ pub enum Launch {
 struct Device {
     name: String,
     input: Input,
-    events: mpsc::UnboundedReceiver<(Value, Instant)>,
+    events: queue::Receiver<(Value, Instant)>,
     /// Where it copies what it plays (`--audio-tap`), for audio steps.
     tap: std::path::PathBuf,
     running: Running,
@@ -478,8 +478,39 @@ enum Running {
 /// the report.
 pub(crate) struct Timeline {
     start: Instant,
+    /// Off, it stays empty.
+    keep: bool,
     rows: Vec<Row>,
     steps: Vec<String>,
+}
+
+impl Timeline {
+    fn new(keep: bool) -> Timeline {
+        Timeline {
+            start: Instant::now(),
+            keep,
+            rows: Vec::new(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// What `device` was sent or saw at `at`.
+    fn push(&mut self, at: Instant, device: usize, entry: impl FnOnce() -> Entry) {
+        if self.keep {
+            self.rows.push(Row {
+                at: at - self.start,
+                device,
+                entry: entry(),
+            });
+        }
+    }
+
+    /// A step's verdict line.
+    fn step(&mut self, line: String) {
+        if self.keep {
+            self.steps.push(line);
+        }
+    }
 }
 
 struct Row {
@@ -503,11 +534,7 @@ impl Device {
     ) -> Option<Value> {
         match tokio::time::timeout_at(until, self.events.recv()).await {
             Ok(Some((event, at))) => {
-                timeline.rows.push(Row {
-                    at: at - timeline.start,
-                    device: index,
-                    entry: Entry::Seen(event.clone()),
-                });
+                timeline.push(at, index, || Entry::Seen(event.clone()));
                 Some(event)
             }
             _ => None,
@@ -523,18 +550,14 @@ impl Device {
         timeline: &mut Timeline,
         index: usize,
     ) -> std::io::Result<()> {
-        let at = timeline.start.elapsed();
+        let at = Instant::now();
         let line = Value::Object(command.clone()).to_string();
         let written = match &mut self.input {
             Input::Pipe(stdin) => stdin.write_all(format!("{line}\n").as_bytes()).await,
             Input::Lines(lines) => (lines.send(line).await)
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "device ended")),
         };
-        timeline.rows.push(Row {
-            at,
-            device: index,
-            entry: Entry::Sent(command.clone()),
-        });
+        timeline.push(at, index, || Entry::Sent(command.clone()));
         written
     }
 
@@ -625,7 +648,11 @@ pub async fn run(
         names: &Names::default(),
         verbose: true,
     };
-    let (mut outcome, timeline) = execute(flow, &place, report.is_some()).await;
+    let keep = match report {
+        Some(_) => Keep::Everything,
+        None => Keep::ToLastStep,
+    };
+    let (mut outcome, timeline) = execute(flow, &place, keep).await;
     let passed = outcome.passed;
     println!("{}", if passed { "PASS" } else { "FAIL" });
     if let Some(path) = report {
@@ -657,14 +684,22 @@ pub struct Place<'a> {
     pub verbose: bool,
 }
 
+/// How much of what the devices were sent and saw `execute` keeps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Nothing: `termphone load` reports a failed step by its reason, and
+    /// its thousands of devices would each hold everything they saw.
+    Nothing,
+    /// To the last step, and to the end when a step failed (the failure's
+    /// timeline in the outcome).
+    ToLastStep,
+    /// Everything, to the end (the `--report`).
+    Everything,
+}
+
 /// Starts the devices, runs the steps, and quits the devices: how it went,
-/// and everything that happened (to its end with `whole_timeline`, else
-/// to the last step, and to the end when a step failed).
-pub(crate) async fn execute(
-    flow: &Flow,
-    place: &Place<'_>,
-    whole_timeline: bool,
-) -> (Outcome, Timeline) {
+/// and as much of what happened as `keep` says.
+pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outcome, Timeline) {
     let started = Instant::now();
     let mut outcome = Outcome {
         name: flow.name.clone(),
@@ -675,14 +710,12 @@ pub(crate) async fn execute(
         duration: Duration::ZERO,
         timeline: None,
     };
-    let mut timeline = Timeline {
-        start: Instant::now(),
-        rows: Vec::new(),
-        steps: Vec::new(),
-    };
+    let mut timeline = Timeline::new(keep != Keep::Nothing);
     // One after another, in the order declared, each logged in and caught
     // up before the next starts: "the latest login" is the last declared.
-    let mut devices = Vec::new();
+    // Room for the flow's devices only: grown by a push, the Vec would
+    // hold four (a KiB in each of a load's thousands of iterations).
+    let mut devices = Vec::with_capacity(flow.devices.len());
     let mut started_all = true;
     for (i, spec) in flow.devices.iter().enumerate() {
         match spawn(spec, i, place).await {
@@ -771,7 +804,7 @@ pub(crate) async fn execute(
         if place.verbose {
             println!("{line}");
         }
-        timeline.steps.push(line);
+        timeline.step(line);
         if !passed {
             break;
         }
@@ -785,7 +818,7 @@ pub(crate) async fn execute(
     for device in &mut devices {
         device.ended().await;
     }
-    if whole_timeline || !passed {
+    if keep == Keep::Everything || (keep == Keep::ToLastStep && !passed) {
         // What no step waited for still belongs on the timeline: events
         // after the last step, and each device's goodbye.
         let until = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -793,7 +826,7 @@ pub(crate) async fn execute(
             while d.next(until, &mut timeline, i).await.is_some() {}
         }
     }
-    if !passed {
+    if !passed && keep != Keep::Nothing {
         outcome.timeline = Some(render_text(flow, &timeline, passed));
     }
     outcome.passed = passed;
@@ -827,107 +860,86 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
     let tap = place
         .data
         .join(format!("{}-device-{index}.tap", place.names.tag()));
-    let (tx, events) = mpsc::unbounded_channel();
-    let (input, running, output): (Input, Running, Box<dyn AsyncRead + Unpin + Send>) =
-        match &place.launch {
-            Launch::Process => {
-                let exe = std::env::current_exe().map_err(|e| failed(e.to_string()))?;
-                let mut command = tokio::process::Command::new(exe);
+    let (tx, events) = queue::unbounded();
+    let (input, running) = match &place.launch {
+        Launch::Process => {
+            let exe = std::env::current_exe().map_err(|e| failed(e.to_string()))?;
+            let mut command = tokio::process::Command::new(exe);
+            command
+                .args(["headless", "--relay", &place.url, "--device", &device])
+                .args(["--platform", &spec.platform])
+                .env("XDG_DATA_HOME", place.data.join("devices"))
+                .env("XDG_CONFIG_HOME", place.data.join("config"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            if spec.login {
+                command.args(["--user", &user]);
+            }
+            if spec.multi_device {
+                command.arg("--multi-device");
+            }
+            if let Some(fingerprint) = place.fingerprint {
                 command
-                    .args(["headless", "--relay", &place.url, "--device", &device])
-                    .args(["--platform", &spec.platform])
-                    .env("XDG_DATA_HOME", place.data.join("devices"))
-                    .env("XDG_CONFIG_HOME", place.data.join("config"))
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .kill_on_drop(true);
-                if spec.login {
-                    command.args(["--user", &user]);
-                }
-                if spec.multi_device {
-                    command.arg("--multi-device");
-                }
-                if let Some(fingerprint) = place.fingerprint {
-                    command
-                        .arg("--relay-fingerprint")
-                        .arg(fingerprint.to_string());
-                }
-                command
-                    .arg("--audio-in")
-                    .arg(spec.audio_in.to_string())
-                    .arg("--audio-out")
-                    .arg(spec.audio_out.to_string())
-                    .arg("--audio-tap")
-                    .arg(&tap);
-                let mut child = command.spawn().map_err(|e| failed(e.to_string()))?;
-                let stdin = child.stdin.take().expect("piped");
-                let stdout = child.stdout.take().expect("piped");
-                (
-                    Input::Pipe(Box::new(stdin)),
-                    Running::Process(child),
-                    Box::new(stdout),
-                )
+                    .arg("--relay-fingerprint")
+                    .arg(fingerprint.to_string());
             }
-            Launch::InProcess { stop } => {
-                let parse = |e: crate::error::Error| failed(e.message);
-                let args = DeviceArgs {
-                    relay: Some(place.url.clone()),
-                    relay_fingerprint: place.fingerprint,
-                    device: Some(DeviceId::parse(&device).map_err(parse)?),
-                    platform: Some(Platform::parse(&spec.platform).map_err(parse)?),
-                    multi_device: spec.multi_device,
-                    audio_in: Some(spec.audio_in.clone()),
-                    audio_out: Some(spec.audio_out.clone()),
-                    audio_tap: Some(tap.clone()),
-                    ..DeviceArgs::default()
-                };
-                let dirs = Dirs {
-                    config_file: place.data.join("none.toml"),
-                    data_dir: place
-                        .data
-                        .join(format!("{}-device-{index}", place.names.tag())),
-                };
-                let config = crate::config::Config::default();
-                let options = headless::HeadlessOptions {
-                    settings: ClientSettings {
-                        store: StoreChoice::Memory,
-                        ..args.settings(&config, &dirs, &AudioSpec::Null)
-                    },
-                    user: match spec.login {
-                        true => Some(UserId::parse(&user).map_err(parse)?),
-                        false => None,
-                    },
-                    device: args.device_id(&config),
-                    user_sig: None,
-                };
-                let (lines_tx, lines) = mpsc::channel(16);
-                let (out, output) = tokio::io::duplex(64 * 1024);
-                let mut stop = stop.clone();
-                let stop = Box::pin(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                });
-                let task = tokio::spawn(headless::serve(options, lines, out, stop));
-                (
-                    Input::Lines(lines_tx),
-                    Running::Task(task),
-                    Box::new(output),
-                )
-            }
-        };
-    // An event line is a few hundred bytes; a longer one takes more reads.
-    // BufReader's default 8 KiB, filled at creation, was an eighth of an
-    // idle load device's memory.
-    let mut lines = BufReader::with_capacity(1024, output).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && tx.send((v, Instant::now())).is_err()
-            {
-                break;
-            }
+            command
+                .arg("--audio-in")
+                .arg(spec.audio_in.to_string())
+                .arg("--audio-out")
+                .arg(spec.audio_out.to_string())
+                .arg("--audio-tap")
+                .arg(&tap);
+            let mut child = command.spawn().map_err(|e| failed(e.to_string()))?;
+            let stdin = child.stdin.take().expect("piped");
+            let stdout = child.stdout.take().expect("piped");
+            tokio::spawn(read_events(stdout, tx));
+            (Input::Pipe(Box::new(stdin)), Running::Process(child))
         }
-    });
+        Launch::InProcess { stop } => {
+            let parse = |e: crate::error::Error| failed(e.message);
+            let args = DeviceArgs {
+                relay: Some(place.url.clone()),
+                relay_fingerprint: place.fingerprint,
+                device: Some(DeviceId::parse(&device).map_err(parse)?),
+                platform: Some(Platform::parse(&spec.platform).map_err(parse)?),
+                multi_device: spec.multi_device,
+                audio_in: Some(spec.audio_in.clone()),
+                audio_out: Some(spec.audio_out.clone()),
+                audio_tap: Some(tap.clone()),
+                ..DeviceArgs::default()
+            };
+            let dirs = Dirs {
+                config_file: place.data.join("none.toml"),
+                data_dir: place
+                    .data
+                    .join(format!("{}-device-{index}", place.names.tag())),
+            };
+            let config = crate::config::Config::default();
+            let options = headless::HeadlessOptions {
+                settings: ClientSettings {
+                    store: StoreChoice::Memory,
+                    ..args.settings(&config, &dirs, &AudioSpec::Null)
+                },
+                user: match spec.login {
+                    true => Some(UserId::parse(&user).map_err(parse)?),
+                    false => None,
+                },
+                device: args.device_id(&config),
+                user_sig: None,
+            };
+            let (lines_tx, lines) = mpsc::channel(16);
+            let mut stop = stop.clone();
+            let stop = Box::pin(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            });
+            // Its events come as values, with no text in between.
+            let task = tokio::spawn(headless::serve(options, lines, tx, stop));
+            (Input::Lines(lines_tx), Running::Task(task))
+        }
+    };
     Ok(Device {
         name: spec.name.clone(),
         input,
@@ -935,6 +947,19 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
         tap,
         running,
     })
+}
+
+/// A headless process's stdout, each line the event it holds, stamped
+/// when it was read.
+async fn read_events(stdout: impl AsyncRead + Unpin, events: queue::Sender<(Value, Instant)>) {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && events.send((v, Instant::now())).is_err()
+        {
+            break;
+        }
+    }
 }
 
 async fn run_step(
@@ -1464,7 +1489,7 @@ mod tests {
 
     /// A device that answers the moment a command is written, before the
     /// write returns: what a fast device on a busy machine can do.
-    struct Prompt(mpsc::UnboundedSender<(Value, Instant)>);
+    struct Prompt(queue::Sender<(Value, Instant)>);
 
     impl AsyncWrite for Prompt {
         fn poll_write(
@@ -1489,7 +1514,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_comes_before_the_error_it_caused() {
-        let (tx, events) = mpsc::unbounded_channel();
+        let (tx, events) = queue::unbounded();
         let mut device = Device {
             name: "a1".into(),
             input: Input::Pipe(Box::new(Prompt(tx))),
@@ -1497,11 +1522,7 @@ mod tests {
             tap: "unused.tap".into(),
             running: Running::Task(tokio::spawn(async { Ok(()) })),
         };
-        let mut timeline = Timeline {
-            start: Instant::now(),
-            rows: Vec::new(),
-            steps: Vec::new(),
-        };
+        let mut timeline = Timeline::new(true);
         let mut saved = BTreeMap::new();
         let send: Step = toml::from_str("device = \"a1\"\nsend = { cmd = \"decline\" }").unwrap();
         let expect: Step = toml::from_str("device = \"a1\"\nexpect = \"ERROR\"").unwrap();
@@ -1547,7 +1568,7 @@ mod tests {
             names: &Names::default(),
             verbose: false,
         };
-        let (outcome, timeline) = execute(&flow, &place, true).await;
+        let (outcome, timeline) = execute(&flow, &place, Keep::Everything).await;
         relay.shutdown().await;
         assert!(outcome.passed, "{:?}", outcome.failure);
         let conversations = timeline.rows.iter().find_map(|row| match &row.entry {
@@ -1583,6 +1604,7 @@ mod tests {
         });
         Timeline {
             start: Instant::now(),
+            keep: true,
             rows: vec![
                 Row {
                     at: Duration::from_millis(3),

@@ -15,11 +15,11 @@ use strum::VariantNames;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::client::ClientSettings;
 use crate::client::connection::ClientHandle;
 use crate::client::engine::{CallCommand, ChatCommand, Command, DeviceKind, VoiceProcessingChange};
 use crate::client::event::{EVENT_NAMES, Event, LoginStatus};
 use crate::client::local_store::{Page, Recorder, StoreHandle};
+use crate::client::{ClientSettings, queue};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{DeviceId, UserId};
 use crate::media::control::Digit;
@@ -422,6 +422,11 @@ pub fn event_line(event: &Event, ts: u64) -> String {
     line
 }
 
+/// An event as the JSON value its stdout line holds.
+fn event_value(event: &Event, ts: u64) -> Value {
+    serde_json::to_value(Stamped { event, ts }).expect("events serialize")
+}
+
 /// Which events `wait` may still consume: each arrival satisfies at most
 /// one `wait`, the oldest unconsumed first, so a `wait` sent after its event
 /// already arrived returns at once.
@@ -463,19 +468,57 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
     serve(
         options,
         stdin_lines(),
-        tokio::io::stdout(),
+        Lines(tokio::io::stdout()),
         Box::pin(async move { signals.recv().await }),
     )
     .await
 }
 
-/// Headless mode on any lines in and any writer out, until `quit`, the
+/// Where headless mode's events go: stdout as JSON lines, or a device of
+/// `termphone load` straight to the flow that checks them.
+pub trait EventOut {
+    fn event(&mut self, event: &Event) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// Finishes what a write cut short left (at exit).
+    fn flush(&mut self) -> impl Future<Output = std::io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+/// Each event a JSON line, written out at once.
+pub struct Lines<W>(pub W);
+
+impl<W: AsyncWrite + Unpin + Send> EventOut for Lines<W> {
+    async fn event(&mut self, event: &Event) -> std::io::Result<()> {
+        self.0
+            .write_all(event_line(event, unix_millis()).as_bytes())
+            .await?;
+        self.0.flush().await
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().await
+    }
+}
+
+/// Each event the JSON value its line would read back as, with when it
+/// was sent: a flow checks values, and a load process's thousands of
+/// devices need no text, pipe and reader each in between.
+impl EventOut for queue::Sender<(Value, std::time::Instant)> {
+    async fn event(&mut self, event: &Event) -> std::io::Result<()> {
+        let value = event_value(event, unix_millis());
+        (self.send((value, std::time::Instant::now())))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "flow ended"))
+    }
+}
+
+/// Headless mode on any lines in and any events out, until `quit`, the
 /// end of the lines, or `stop`: a process's stdin and stdout, or a device
 /// of `termphone load`, many in one process.
-pub async fn serve<W: AsyncWrite + Unpin>(
+pub async fn serve(
     options: HeadlessOptions,
     mut lines: mpsc::Receiver<String>,
-    mut out: W,
+    mut out: impl EventOut,
     mut stop: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> std::io::Result<()> {
     let HeadlessOptions {
@@ -646,7 +689,7 @@ impl DeviceState {
         &mut self,
         user: UserId,
         user_sig: Option<String>,
-        commands: &mpsc::UnboundedSender<Command>,
+        commands: &queue::Sender<Command>,
     ) -> Result<(), Event> {
         // Release the previous user's profile before taking the next one.
         self.profile = None;
@@ -723,10 +766,8 @@ impl DeviceState {
     }
 }
 
-async fn write_event<W: AsyncWrite + Unpin>(out: &mut W, event: &Event) -> std::io::Result<()> {
-    out.write_all(event_line(event, unix_millis()).as_bytes())
-        .await?;
-    out.flush().await
+async fn write_event(out: &mut impl EventOut, event: &Event) -> std::io::Result<()> {
+    out.event(event).await
 }
 
 /// Stdin lines, read on a plain thread: a pending `wait` never blocks
@@ -766,6 +807,34 @@ mod tests {
                 _ => panic!("{line} gave {e:?}"),
             },
             _ => panic!("{line} parsed"),
+        }
+    }
+
+    /// A load device's flow gets each event as a value: the one its stdout
+    /// line would read back as, numbers, nesting and flattening alike.
+    #[test]
+    fn an_event_value_is_what_its_line_reads_back_as() {
+        use crate::client::event::MediaStats;
+        let stats = MediaStats {
+            mos: 4.123456789,
+            loss_percent: 0.1,
+            jitter_ms: 3,
+            ..MediaStats::default()
+        };
+        let events = [
+            Event::MediaStats {
+                room_id: 7,
+                stats: Box::new(stats),
+            },
+            Event::error(
+                Error::new(ErrorCode::NotLoggedIn, "log in first"),
+                Some("call"),
+            ),
+            Event::SdkReady,
+        ];
+        for event in &events {
+            let line: Value = serde_json::from_str(&event_line(event, 1_234)).unwrap();
+            assert_eq!(event_value(event, 1_234), line);
         }
     }
 

@@ -2,7 +2,7 @@
 //! flow's scenario runs again and again, iterations started at a rate,
 //! each with users of its own (`alice` → `PREFIXalice-17`), every device
 //! of every iteration in this process over real WebSockets (the headless
-//! loop over a pipe, flow::Launch::InProcess), steps checked as `termphone
+//! loop, flow::Launch::InProcess), steps checked as `termphone
 //! flow` checks them. Statistics go to a progress line, a JSON report and
 //! a CSV trace ([`report`]).
 
@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::RelayConfig;
-use crate::flow::{self, Flow, FlowError, Launch, Names, Outcome, Place};
+use crate::flow::{self, Flow, FlowError, Keep, Launch, Names, Outcome, Place};
 use crate::relay::{self, RelayHandle};
 use crate::tls::Fingerprint;
 
@@ -245,7 +245,7 @@ impl Load {
                         names: &names,
                         verbose: false,
                     };
-                    flow::execute(&flow, &place, false).await.0
+                    flow::execute(&flow, &place, Keep::Nothing).await.0
                 }
                 Err(e) => Outcome::not_started(&flow, format!("scratch directory: {e}")),
             };

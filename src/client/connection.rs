@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -20,8 +19,8 @@ use std::path::PathBuf;
 
 use crate::client::engine::{ClientEngine, Command, Input, Output};
 use crate::client::event::Event;
-use crate::client::launcher;
 use crate::client::media_link::{MediaLink, Outgoing};
+use crate::client::{launcher, queue};
 use crate::error::{Error, ErrorCode};
 use crate::media::pipeline::MediaSettings;
 use crate::protocol::{self, ServerMsg};
@@ -75,8 +74,8 @@ pub async fn open(url: &str, trust: &Trust) -> Result<Connected<Ws>, ConnectErro
 
 /// The front end's side of a running client.
 pub struct ClientHandle {
-    pub commands: mpsc::UnboundedSender<Command>,
-    pub events: mpsc::UnboundedReceiver<Event>,
+    pub commands: queue::Sender<Command>,
+    pub events: queue::Receiver<Event>,
 }
 
 /// Starts the connection task. It ends when `events` is dropped, or when
@@ -86,8 +85,8 @@ pub fn spawn(
     engine: ClientEngine,
     media: MediaSettings,
 ) -> ClientHandle {
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = queue::unbounded();
+    let (ev_tx, ev_rx) = queue::unbounded();
     tokio::spawn(run(relay.into(), engine, media, cmd_rx, ev_tx));
     ClientHandle {
         commands: cmd_tx,
@@ -112,8 +111,8 @@ async fn run(
     relay: RelayTarget,
     mut engine: ClientEngine,
     media_settings: MediaSettings,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<Event>,
+    mut commands: queue::Receiver<Command>,
+    events: queue::Sender<Event>,
 ) {
     let mut ws: Option<Ws> = None;
     let mut connecting: Option<Connecting> = None;

@@ -3,8 +3,8 @@
 //! this user's and the other users' read marks), and the last timeline seq
 //! it applied, so history shows without asking the relay; deleting it is a
 //! reinstall. A `termphone load` device keeps the same store in memory
-//! instead (`LocalStore::in_memory`): it writes no files, and the store
-//! goes with the device.
+//! instead (`LocalStore::in_memory`): it writes no files, the store goes
+//! with the device, and its database opens only with its first row.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
@@ -52,16 +52,28 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub struct LocalStore {
-    conn: Connection,
+    rows: Rows,
     me: UserId,
     /// Made by `in_memory`: served on the thread all such stores share.
     in_memory: bool,
 }
 
+/// Where a store's rows are.
+enum Rows {
+    Db(Connection),
+    /// An in-memory store that has kept nothing but its sync position: its
+    /// database (~28 KiB even empty) opens with the first row, so that an
+    /// idle `termphone load` device, which only ever keeps where its sync
+    /// stands, costs none (docs/benchmarks.md, *Load*).
+    NotYet {
+        high_water: u64,
+    },
+}
+
 impl LocalStore {
     /// Opens (or creates) the store of user `me` in `profile_dir`.
     pub fn open(profile_dir: &Path, me: &UserId) -> rusqlite::Result<LocalStore> {
-        let conn = Connection::open(profile_dir.join("local.sqlite3"))?;
+        let mut conn = Connection::open(profile_dir.join("local.sqlite3"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Durable across a crash of termphone, not of the machine: the last
         // commits may go with a power cut, and what they held (events, the
@@ -74,69 +86,55 @@ impl LocalStore {
         // history's pages and stay, and the TUI's memory would grow with
         // how much was ever said (docs/benchmarks.md).
         conn.pragma_update(None, "cache_size", -256)?;
-        LocalStore::migrate(conn, me, false)
+        migrate(&mut conn)?;
+        Ok(LocalStore {
+            rows: Rows::Db(conn),
+            me: me.clone(),
+            in_memory: false,
+        })
     }
 
     /// A new, empty store of user `me` that lives in memory and goes with
-    /// it: a `termphone load` device's, thousands in one process.
-    pub fn in_memory(me: &UserId) -> rusqlite::Result<LocalStore> {
-        let conn = Connection::open_in_memory()?;
-        // SQLite gives every connection 120 KB of lookaside memory for its
-        // small allocations, set up at open: 2,000 idle load devices held
-        // 249 MiB with it, 158 MiB without. A store this small does as
-        // well on plain malloc.
-        // SAFETY: the handle is this open connection's, nothing has been
-        // allocated from its lookaside yet, and the op takes a buffer (none:
-        // SQLite's own), a slot size and a slot count.
-        let rc = unsafe {
-            rusqlite::ffi::sqlite3_db_config(
-                conn.handle(),
-                rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
-                std::ptr::null_mut::<std::ffi::c_void>(),
-                0 as std::ffi::c_int,
-                0 as std::ffi::c_int,
-            )
-        };
-        if rc != rusqlite::ffi::SQLITE_OK {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rc),
-                None,
-            ));
+    /// it: a `termphone load` device's, thousands in one process. Its
+    /// database opens when it first has a row to keep.
+    pub fn in_memory(me: &UserId) -> LocalStore {
+        LocalStore {
+            rows: Rows::NotYet { high_water: 0 },
+            me: me.clone(),
+            in_memory: true,
         }
-        // Every table and index takes at least a page, all of them held
-        // (an in-memory database has nowhere to evict them to): 512-byte
-        // pages make an empty store ~6 KiB of pages instead of ~48 KiB, for
-        // each of a load's thousands of devices.
-        conn.pragma_update(None, "page_size", 512)?;
-        LocalStore::migrate(conn, me, true)
     }
 
-    /// Brings the schema of `conn` up to date.
-    fn migrate(mut conn: Connection, me: &UserId, in_memory: bool) -> rusqlite::Result<LocalStore> {
-        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i + 1)?;
-            tx.commit()?;
+    /// The database, if this store has one yet.
+    fn db(&self) -> Option<&Connection> {
+        match &self.rows {
+            Rows::Db(conn) => Some(conn),
+            Rows::NotYet { .. } => None,
         }
-        // Calls still running when the last process of this profile ended
-        // (it died, or its machine did): only one process holds a profile.
-        conn.execute(
-            "UPDATE calls SET outcome = 'interrupted' WHERE outcome IN ('ringing', 'dialing', 'in_call')",
-            [],
-        )?;
-        Ok(LocalStore {
-            conn,
-            me: me.clone(),
-            in_memory,
-        })
+    }
+
+    /// The database, opened now if this store had none yet.
+    fn db_for_rows(&mut self) -> rusqlite::Result<&Connection> {
+        if let Rows::NotYet { high_water } = self.rows {
+            let conn = open_in_memory()?;
+            if high_water > 0 {
+                set_high_water(&conn, high_water)?;
+            }
+            self.rows = Rows::Db(conn);
+        }
+        match &self.rows {
+            Rows::Db(conn) => Ok(conn),
+            Rows::NotYet { .. } => unreachable!("opened above"),
+        }
     }
 
     /// The last timeline seq this device applied (0 for a new device).
     pub fn high_water(&self) -> rusqlite::Result<u64> {
-        let hw: Option<i64> = self
-            .conn
+        let conn = match &self.rows {
+            Rows::Db(conn) => conn,
+            Rows::NotYet { high_water } => return Ok(*high_water),
+        };
+        let hw: Option<i64> = conn
             .query_row("SELECT high_water FROM sync WHERE id = 1", [], |r| r.get(0))
             .optional()?;
         Ok(hw.unwrap_or(0) as u64)
@@ -144,17 +142,18 @@ impl LocalStore {
 
     /// The relay's word after a sync (lower only when its database is not
     /// the one this device synced with before).
-    fn set_high_water(&self, seq: u64) -> rusqlite::Result<()> {
-        self.conn.execute(
-            "INSERT INTO sync (id, high_water) VALUES (1, ?1)
-             ON CONFLICT (id) DO UPDATE SET high_water = excluded.high_water",
-            [seq as i64],
-        )?;
-        Ok(())
+    fn set_high_water(&mut self, seq: u64) -> rusqlite::Result<()> {
+        match &mut self.rows {
+            Rows::Db(conn) => set_high_water(conn, seq),
+            Rows::NotYet { high_water } => {
+                *high_water = seq;
+                Ok(())
+            }
+        }
     }
 
-    fn advance(&self, seq: u64) -> rusqlite::Result<()> {
-        self.conn.execute(
+    fn advance(&mut self, seq: u64) -> rusqlite::Result<()> {
+        self.db_for_rows()?.execute(
             "INSERT INTO sync (id, high_water) VALUES (1, ?1)
              ON CONFLICT (id) DO UPDATE SET high_water = MAX(high_water, excluded.high_water)",
             [seq as i64],
@@ -162,8 +161,13 @@ impl LocalStore {
         Ok(())
     }
 
+    #[cfg(test)]
+    fn has_db(&self) -> bool {
+        self.db().is_some()
+    }
+
     /// Keeps what a chat event says; other events are ignored.
-    pub fn apply(&self, event: &Event) -> rusqlite::Result<()> {
+    pub fn apply(&mut self, event: &Event) -> rusqlite::Result<()> {
         match event {
             Event::MessageSent {
                 msg_id,
@@ -173,7 +177,8 @@ impl LocalStore {
                 seq,
                 ..
             } => {
-                self.insert_message(msg_id, &self.me, to, text, *timestamp)?;
+                let me = self.me.clone();
+                self.insert_message(msg_id, &me, to, text, *timestamp)?;
                 if let Some(seq) = seq {
                     self.advance(*seq)?;
                 }
@@ -191,7 +196,7 @@ impl LocalStore {
                 self.advance(*seq)?;
             }
             Event::MessageRecalled { msg_id, seq, .. } => {
-                self.conn.execute(
+                self.db_for_rows()?.execute(
                     "UPDATE messages SET recalled = 1, text = '' WHERE msg_id = ?1",
                     [msg_id],
                 )?;
@@ -222,8 +227,14 @@ impl LocalStore {
 
     /// Moves a conversation's read mark in `table` forward (an older one
     /// never takes it back), at timeline position `seq`.
-    fn mark(&self, table: &'static str, peer: &UserId, at: u64, seq: u64) -> rusqlite::Result<()> {
-        self.conn.execute(
+    fn mark(
+        &mut self,
+        table: &'static str,
+        peer: &UserId,
+        at: u64,
+        seq: u64,
+    ) -> rusqlite::Result<()> {
+        self.db_for_rows()?.execute(
             &format!(
                 "INSERT INTO {table} (peer, at) VALUES (?1, ?2)
                  ON CONFLICT (peer) DO UPDATE SET at = MAX(at, excluded.at)"
@@ -234,7 +245,7 @@ impl LocalStore {
     }
 
     fn insert_message(
-        &self,
+        &mut self,
         msg_id: &str,
         from: &UserId,
         to: &UserId,
@@ -244,7 +255,7 @@ impl LocalStore {
         let peer = if from == &self.me { to } else { from };
         // A message recalled before this device saw it arrives without text.
         let recalled = text.is_empty();
-        self.conn.execute(
+        self.db_for_rows()?.execute(
             "INSERT OR IGNORE INTO messages (msg_id, peer, sender, recipient, text, timestamp, recalled)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
@@ -263,8 +274,10 @@ impl LocalStore {
     /// How far `peer` has read the conversation with this user (unix ms),
     /// by its latest read receipt; `None` before any came.
     pub fn peer_read(&self, peer: &UserId) -> rusqlite::Result<Option<u64>> {
-        let at: Option<i64> = self
-            .conn
+        let Some(db) = self.db() else {
+            return Ok(None);
+        };
+        let at: Option<i64> = db
             .query_row(
                 "SELECT at FROM peer_read_marks WHERE peer = ?1",
                 [peer.as_str()],
@@ -277,7 +290,10 @@ impl LocalStore {
     /// The conversations, most recent first, with their unread counts and
     /// how far the other user has read.
     pub fn conversations(&self) -> rusqlite::Result<Vec<Conversation>> {
-        let mut stmt = self.conn.prepare(
+        let Some(db) = self.db() else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = db.prepare(
             "SELECT m.peer, m.msg_id, m.sender, m.recipient, m.text, m.timestamp, m.recalled,
                     (SELECT COUNT(*) FROM messages u
                       WHERE u.peer = m.peer AND u.sender = m.peer AND u.recalled = 0
@@ -307,7 +323,10 @@ impl LocalStore {
         count: usize,
         before: Option<u64>,
     ) -> rusqlite::Result<Vec<StoredMessage>> {
-        let mut stmt = self.conn.prepare(
+        let Some(db) = self.db() else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = db.prepare(
             "SELECT msg_id, sender, recipient, text, timestamp, recalled FROM messages
              WHERE peer = ?1 AND timestamp < ?2
              ORDER BY timestamp DESC, rowid DESC LIMIT ?3",
@@ -321,10 +340,10 @@ impl LocalStore {
         Ok(out)
     }
 
-    pub fn record_call(&self, r: &CallRecord) -> rusqlite::Result<()> {
+    pub fn record_call(&mut self, r: &CallRecord) -> rusqlite::Result<()> {
         // A later record of the same call (its end, or a restart taking it
         // up again without knowing who rang) keeps what the first one knew.
-        self.conn.execute(
+        self.db_for_rows()?.execute(
             "INSERT INTO calls
              (call_id, room, role, peers, started_at, outcome, missed, total_time,
               elsewhere_device, elsewhere_platform)
@@ -355,7 +374,10 @@ impl LocalStore {
 
     /// The latest `count` calls, newest first.
     pub fn recent_calls(&self, count: usize) -> rusqlite::Result<Vec<CallRecord>> {
-        let mut stmt = self.conn.prepare(
+        let Some(db) = self.db() else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = db.prepare(
             "SELECT call_id, room, role, peers, started_at, outcome, missed, total_time,
                     elsewhere_device, elsewhere_platform
              FROM calls ORDER BY started_at DESC, rowid DESC LIMIT ?1",
@@ -384,6 +406,67 @@ impl LocalStore {
         })?;
         rows.collect()
     }
+}
+
+/// Brings the schema of `conn` up to date.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    // Calls still running when the last process of this profile ended
+    // (it died, or its machine did): only one process holds a profile.
+    conn.execute(
+        "UPDATE calls SET outcome = 'interrupted' WHERE outcome IN ('ringing', 'dialing', 'in_call')",
+        [],
+    )?;
+    Ok(())
+}
+
+/// A new in-memory database with the store's schema, made as small as
+/// SQLite allows: a load process holds thousands.
+fn open_in_memory() -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open_in_memory()?;
+    // SQLite gives every connection 120 KB of lookaside memory for its
+    // small allocations, set up at open: 2,000 idle load devices held
+    // 249 MiB with it, 158 MiB without. A store this small does as
+    // well on plain malloc.
+    // SAFETY: the handle is this open connection's, nothing has been
+    // allocated from its lookaside yet, and the op takes a buffer (none:
+    // SQLite's own), a slot size and a slot count.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_config(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            std::ptr::null_mut::<std::ffi::c_void>(),
+            0 as std::ffi::c_int,
+            0 as std::ffi::c_int,
+        )
+    };
+    if rc != rusqlite::ffi::SQLITE_OK {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rc),
+            None,
+        ));
+    }
+    // Every table and index takes at least a page, all of them held
+    // (an in-memory database has nowhere to evict them to): 512-byte
+    // pages make an empty store ~6 KiB of pages instead of ~48 KiB.
+    conn.pragma_update(None, "page_size", 512)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn set_high_water(conn: &Connection, seq: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO sync (id, high_water) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET high_water = excluded.high_water",
+        [seq as i64],
+    )?;
+    Ok(())
 }
 
 /// A message from columns `first..first + 6` (msg_id, sender, recipient,
@@ -485,11 +568,11 @@ impl StoreHandle {
     }
 
     /// Runs `f` on the store's thread, after everything asked before.
-    fn run(&self, f: impl FnOnce(&LocalStore) + Send + 'static) {
+    fn run(&self, f: impl FnOnce(&mut LocalStore) + Send + 'static) {
         let served = self.store.clone();
         let _ = self.store.jobs.send(Box::new(move || {
-            let store = served.store.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(store) = store.as_ref() {
+            let mut store = served.store.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(store) = store.as_mut() {
                 f(store);
             }
         }));
@@ -523,7 +606,7 @@ impl StoreHandle {
     }
 
     pub async fn conversations(&self) -> rusqlite::Result<Vec<Conversation>> {
-        self.ask(LocalStore::conversations).await
+        self.ask(|store| store.conversations()).await
     }
 
     pub async fn messages(
@@ -567,12 +650,12 @@ impl StoreHandle {
 
     /// Where a new login of this device resumes its chat sync.
     pub async fn high_water(&self) -> rusqlite::Result<u64> {
-        self.ask(LocalStore::high_water).await
+        self.ask(|store| store.high_water()).await
     }
 
     async fn ask<T: Default + Send + 'static>(
         &self,
-        f: impl FnOnce(&LocalStore) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&mut LocalStore) -> rusqlite::Result<T> + Send + 'static,
     ) -> rusqlite::Result<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.run(move |store| {
@@ -646,7 +729,7 @@ mod tests {
     fn conversations_unread_recall_and_high_water() {
         let dir = tempfile::tempdir().unwrap();
         let bob: UserId = "bob".parse().unwrap();
-        let store = LocalStore::open(dir.path(), &"alice".parse().unwrap()).unwrap();
+        let mut store = LocalStore::open(dir.path(), &"alice".parse().unwrap()).unwrap();
         assert_eq!(store.high_water().unwrap(), 0);
         store
             .apply(&received("m1", "bob", "alice", "hi", 10, 1))
@@ -701,8 +784,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_memory_stores_share_a_thread_and_nothing_else() {
-        let open =
-            |me: &str| StoreHandle::spawn(LocalStore::in_memory(&me.parse().unwrap()).unwrap());
+        let open = |me: &str| StoreHandle::spawn(LocalStore::in_memory(&me.parse().unwrap()));
         let (alice, bob) = (open("alice"), open("bob"));
         alice.apply(received("m1", "carol", "alice", "hi", 10, 1));
         bob.apply(Event::Synced { seq: 7 });
@@ -724,6 +806,30 @@ mod tests {
         assert_eq!(open("alice").high_water().await.unwrap(), 0);
     }
 
+    /// An idle load device keeps only its sync position: no database
+    /// until a row comes, and then the position is in it with the row.
+    #[test]
+    fn an_in_memory_store_opens_its_database_with_its_first_row() {
+        let bob: UserId = "bob".parse().unwrap();
+        let mut store = LocalStore::in_memory(&"alice".parse().unwrap());
+        store.apply(&Event::Synced { seq: 7 }).unwrap();
+        assert_eq!(store.high_water().unwrap(), 7);
+        assert!(store.conversations().unwrap().is_empty());
+        assert!(store.messages(&bob, 10, None).unwrap().is_empty());
+        assert!(store.recent_calls(10).unwrap().is_empty());
+        assert_eq!(store.peer_read(&bob).unwrap(), None);
+        assert!(!store.has_db());
+        store
+            .apply(&received("m1", "bob", "alice", "hi", 10, 5))
+            .unwrap();
+        assert!(store.has_db());
+        // The relay's word (7) stands: a message's lower seq never takes it back.
+        assert_eq!(store.high_water().unwrap(), 7);
+        assert_eq!(store.conversations().unwrap()[0].user_id, bob);
+        store.apply(&Event::Synced { seq: 9 }).unwrap();
+        assert_eq!(store.high_water().unwrap(), 9);
+    }
+
     #[test]
     fn the_peers_read_mark_is_kept_and_only_moves_forward() {
         let dir = tempfile::tempdir().unwrap();
@@ -734,7 +840,7 @@ mod tests {
             seq,
         };
         {
-            let store = LocalStore::open(dir.path(), &alice).unwrap();
+            let mut store = LocalStore::open(dir.path(), &alice).unwrap();
             store
                 .apply(&received("m1", "alice", "bob", "read me", 10, 1))
                 .unwrap();
@@ -769,7 +875,7 @@ mod tests {
             elsewhere: None,
         };
         {
-            let store = LocalStore::open(dir.path(), &"alice".parse().unwrap()).unwrap();
+            let mut store = LocalStore::open(dir.path(), &"alice".parse().unwrap()).unwrap();
             store
                 .record_call(&record(CallOutcome::Ringing, vec![bob.clone()], 1_000, 0))
                 .unwrap();

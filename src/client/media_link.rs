@@ -9,6 +9,7 @@ use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::client::engine::MediaCommand;
 use crate::client::event::Event;
+use crate::client::queue;
 use crate::media::pipeline::{Control, MediaHandle, MediaSettings, Reporter};
 
 /// Media frames waiting for the socket: 100 ms. More is stale voice.
@@ -22,29 +23,30 @@ pub enum Outgoing {
 
 pub struct MediaLink {
     settings: MediaSettings,
-    events: mpsc::UnboundedSender<Event>,
-    to_send: mpsc::Sender<Vec<u8>>,
-    outgoing: mpsc::Receiver<Vec<u8>>,
-    thread: Option<MediaHandle>,
+    events: queue::Sender<Event>,
+    /// From the first call on: a device that never calls (a load process
+    /// holds thousands idle) keeps no queue or timer for it.
+    started: Option<Started>,
     in_call: bool,
-    ping: Interval,
     ping_sent: Option<Instant>,
 }
 
+/// The media thread and what the connection task keeps for it.
+struct Started {
+    thread: MediaHandle,
+    /// Held so that the queue never closes (the thread holds the other).
+    _to_send: mpsc::Sender<Vec<u8>>,
+    outgoing: mpsc::Receiver<Vec<u8>>,
+    ping: Interval,
+}
+
 impl MediaLink {
-    pub fn new(settings: MediaSettings, events: mpsc::UnboundedSender<Event>) -> Self {
-        let (to_send, outgoing) = mpsc::channel(SEND_QUEUE);
-        let mut ping = tokio::time::interval(PING_EVERY);
-        // Between calls the ticks are not polled; they must not come in a burst after.
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    pub fn new(settings: MediaSettings, events: queue::Sender<Event>) -> Self {
         MediaLink {
             settings,
             events,
-            to_send,
-            outgoing,
-            thread: None,
+            started: None,
             in_call: false,
-            ping,
             ping_sent: None,
         }
     }
@@ -56,29 +58,43 @@ impl MediaLink {
             MediaCommand::Stop => self.in_call = false,
             _ => {}
         }
-        let control = Control::Call(command);
-        let (settings, to_send, events) = (&self.settings, &self.to_send, &self.events);
-        self.thread
-            .get_or_insert_with(|| {
-                MediaHandle::spawn(settings.clone(), to_send.clone(), reporter(events.clone()))
-            })
-            .send(control);
+        let (settings, events) = (&self.settings, &self.events);
+        let started = self.started.get_or_insert_with(|| {
+            let (to_send, outgoing) = mpsc::channel(SEND_QUEUE);
+            let mut ping = tokio::time::interval(PING_EVERY);
+            // Between calls the ticks are not polled; they must not come in a burst after.
+            ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            Started {
+                thread: MediaHandle::spawn(
+                    settings.clone(),
+                    to_send.clone(),
+                    reporter(events.clone()),
+                ),
+                _to_send: to_send,
+                outgoing,
+                ping,
+            }
+        });
+        started.thread.send(Control::Call(command));
     }
 
     /// A binary frame from the relay.
     pub fn received(&self, frame: Vec<u8>) {
-        if let Some(thread) = &self.thread {
-            thread.send(Control::Frame(frame));
+        if let Some(started) = &self.started {
+            started.thread.send(Control::Frame(frame));
         }
     }
 
     /// What to put on the socket next: a frame the media thread wants sent,
     /// or, every 2 s during a call, a ping.
     pub async fn next(&mut self) -> Outgoing {
+        let Some(started) = self.started.as_mut() else {
+            return std::future::pending().await;
+        };
         tokio::select! {
             // This link holds a sender itself, so the channel never closes.
-            Some(frame) = self.outgoing.recv() => Outgoing::Frame(frame),
-            _ = self.ping.tick(), if self.in_call => {
+            Some(frame) = started.outgoing.recv() => Outgoing::Frame(frame),
+            _ = started.ping.tick(), if self.in_call => {
                 self.ping_sent = Some(Instant::now());
                 Outgoing::Ping
             }
@@ -86,14 +102,16 @@ impl MediaLink {
     }
 
     pub fn pong(&mut self) {
-        if let (Some(sent), Some(thread)) = (self.ping_sent.take(), &self.thread) {
-            thread.send(Control::Rtt(sent.elapsed().as_millis() as u64));
+        if let (Some(sent), Some(started)) = (self.ping_sent.take(), &self.started) {
+            started
+                .thread
+                .send(Control::Rtt(sent.elapsed().as_millis() as u64));
         }
     }
 }
 
 /// The media thread's reports, as this device's events.
-fn reporter(events: mpsc::UnboundedSender<Event>) -> Reporter {
+fn reporter(events: queue::Sender<Event>) -> Reporter {
     Box::new(move |report| {
         let _ = events.send(Event::from(report));
     })

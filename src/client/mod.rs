@@ -7,6 +7,7 @@ pub mod event;
 pub mod launcher;
 pub mod local_store;
 mod media_link;
+pub mod queue;
 pub mod records;
 
 use std::path::PathBuf;
@@ -17,7 +18,6 @@ use crate::profile::{Profile, ProfileError};
 use crate::usersig::{self, Ticket};
 use engine::{Command, EngineConfig};
 use local_store::{LocalStore, Recorder};
-use tokio::sync::mpsc::UnboundedSender;
 
 /// Everything a front end needs to run a device, after config and flags
 /// are merged.
@@ -120,7 +120,7 @@ impl ClientSettings {
         device: Option<&DeviceId>,
         user_sig: Option<String>,
         now_secs: u64,
-        commands: &UnboundedSender<Command>,
+        commands: &queue::Sender<Command>,
     ) -> Result<DeviceLogin, OpenError> {
         let (device, profile, store, place) = match self.store {
             StoreChoice::Profile => {
@@ -133,7 +133,7 @@ impl ClientSettings {
                 let device = device
                     .cloned()
                     .unwrap_or_else(crate::profile::new_device_id);
-                let store = LocalStore::in_memory(&user);
+                let store = Ok(LocalStore::in_memory(&user));
                 (device, None, store, "memory".to_owned())
             }
         };

@@ -21,11 +21,11 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::client::ClientSettings;
 use crate::client::connection::ClientHandle;
 use crate::client::engine::Command;
 use crate::client::local_store::StoreHandle;
 use crate::client::records::{CallRecord, Conversation, StoredMessage};
+use crate::client::{ClientSettings, queue};
 use crate::ids::{DeviceId, UserId};
 use crate::media::ringtone::Ringtone;
 use crate::media::spec::AudioSpec;
@@ -252,7 +252,7 @@ impl LoginAgain {
 
 /// What effects are carried out with.
 struct Shell<'a> {
-    commands: &'a mpsc::UnboundedSender<Command>,
+    commands: &'a queue::Sender<Command>,
     store: &'a StoreHandle,
     loaded: &'a mpsc::UnboundedSender<Loaded>,
     bell: bool,
