@@ -16,7 +16,8 @@
 //! 4. Voice processing of a sound card's capture (issue 22): the cost of
 //!    each stage per call, as a share of one core (one 20 ms frame of
 //!    capture and of its echo reference every 20 ms), and the delay the
-//!    chain adds, found by cross-correlating its input and output.
+//!    chain adds in a silent room and in a noisy one, found by
+//!    cross-correlating its input and output.
 //!
 //! `cargo test` runs it in its quick mode (see `common::mode`).
 
@@ -222,29 +223,45 @@ fn voice_processing(mode: Mode) {
         }
         let per_frame = t.elapsed() / frames as u32;
         let share = per_frame.as_secs_f64() / 0.020 * 100.0;
-        let lag = added_delay(settings, mode);
+        let silent = added_delay(settings, mode, 0.0);
+        let noisy = added_delay(settings, mode, NOISY_ROOM);
         println!(
-            " | {name}: {} a frame, {share:.2}% of one core; adds {lag} samples ({:.1} ms)",
+            " | {name}: {} a frame, {share:.2}% of one core; adds {silent} samples ({:.1} ms) in a silent room, {noisy} ({:.1} ms) in a noisy one",
             us(per_frame),
-            lag as f64 / 48.0
+            silent as f64 / 48.0,
+            noisy as f64 / 48.0
         );
     }
     println!(" | every stage off: nothing (the chain is skipped)");
 }
 
-/// What `settings` add to the delay: a signal through the chain with
-/// nothing played (no echo to take out), matched against itself.
-fn added_delay(settings: VoiceProcessing, mode: Mode) -> usize {
+/// A room's steady noise, as an amplitude of uniform noise: about
+/// -45 dBFS, where the noise suppressor is fully on.
+const NOISY_ROOM: f32 = 0.01;
+
+/// What `settings` add to the delay: a signal (bursts with silence between)
+/// through the chain with nothing played (no echo to take out), with
+/// `room` noise under it, matched against itself.
+fn added_delay(settings: VoiceProcessing, mode: Mode, room: f32) -> usize {
     let mut voice = VoiceProcessor::new(settings, 40);
-    let mut signal = Signal::new();
+    let (mut signal, mut hiss) = (Signal::new(), Signal::new());
+    hiss.next_u32();
     let (mut input, mut output) = (Vec::new(), Vec::new());
-    for _ in 0..mode.pick(200, 10) {
-        let f = signal.frame();
+    // In a noisy room, matched from 3.5 s: the noise suppressor knows the
+    // room for noisy after 3 s.
+    let from = if room > 0.0 { 175 } else { 0 };
+    for k in 0..mode.pick(300, 200) {
+        let mut f = signal.frame();
+        for s in &mut f {
+            *s += room * (hiss.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0);
+        }
         let mut out = f;
         voice.render(&[0.0; FRAME_SAMPLES]);
         voice.capture(&mut out);
-        input.extend_from_slice(&f);
-        output.extend_from_slice(&out);
+        if k >= from {
+            input.extend_from_slice(&f);
+            output.extend_from_slice(&out);
+        }
     }
     best_lag(&input, &output, 1_920)
 }

@@ -15,7 +15,8 @@
 //! [`tap`] copies what is played for [`analysis`] to check (flows' audio
 //! steps). [`processing`] cleans a sound card's capture (echo
 //! cancellation, noise suppression, gain control) before it is encoded,
-//! [`noise_floor`] telling it how noisy the room is. [`feedback`] carries
+//! its [`noise_suppressor`] heard as much as [`noise_floor`] says the
+//! room is noisy. [`feedback`] carries
 //! the receivers' reports; [`rate`] finds from them what the network lets
 //! through, and [`budget`] fits the voice and its [`redundancy`] in it.
 
@@ -31,6 +32,7 @@ pub mod jitter;
 pub mod level;
 pub mod mos;
 pub mod noise_floor;
+pub mod noise_suppressor;
 pub mod pipeline;
 pub mod processing;
 pub mod quality;

@@ -46,10 +46,9 @@ use aec3::audio_processing::gain_controller2::{
 };
 use aec3::audio_processing::high_pass_filter::HighPassFilter;
 use aec3::audio_processing::post_filter::PostFilter;
-use nnnoiseless::DenoiseState;
 
 use super::control::VoiceProcessing;
-use super::noise_floor::NoiseFloor;
+use super::noise_suppressor::{self, NoiseSuppressor};
 use super::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
 
 /// The band splitter, RNNoise and AGC2 work on 10 ms blocks.
@@ -68,18 +67,6 @@ const FRAME_SPLIT: usize = FRAME_SAMPLES / BANDS;
 /// given is passed on (device latencies jitter by a period; AEC3 tracks
 /// small changes by itself).
 const DELAY_STEP_MS: i32 = 10;
-
-/// Noise suppression is left out below this noise floor (dBFS), where
-/// there is no noise to take out: it costs clean speech about 0.4 PESQ-WB
-/// (docs/benchmarks.md, *Noise suppression only where there is noise*).
-const QUIET_DBFS: f32 = -70.0;
-
-/// ... and applied in full above this one, blended in between.
-const NOISY_DBFS: f32 = -55.0;
-
-/// How far the suppressor's share moves in a 10 ms block: half a second
-/// from none to all, so that it fades in and out unheard.
-const SHARE_STEP: f32 = 0.02;
 
 /// The gain control's gain before it has heard any speech: none. WebRTC
 /// starts at +15 dB, for the quiet microphones its analog input volume
@@ -101,7 +88,7 @@ const _: () = assert!(
     FRAME_SAMPLES.is_multiple_of(BLOCK) && FRAME_SPLIT.is_multiple_of(BLOCK_SIZE),
     "a frame is whole 10 ms blocks, and whole AEC3 blocks once split"
 );
-const _: () = assert!(DenoiseState::FRAME_SIZE == BLOCK, "RNNoise takes 10 ms");
+const _: () = assert!(noise_suppressor::BLOCK == BLOCK, "RNNoise takes 10 ms");
 
 /// What the echo canceller reports (`MEDIA_STATS`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -141,18 +128,8 @@ pub struct VoiceProcessor {
     render_block: Block,
     /// Reference samples still to skip: the capture lost as many.
     skip: usize,
-    noise: Box<DenoiseState<'static>>,
-    /// RNNoise's output.
-    denoised: [f32; BLOCK],
-    /// The room's noise, measured on what RNNoise is given.
-    floor: NoiseFloor,
-    /// The last block given to RNNoise: its output is that block,
-    /// cleaned (its overlap-add delays by exactly one block), so this is
-    /// the untouched audio to blend it with.
-    undenoised: [f32; BLOCK],
-    /// How much of RNNoise's output is heard: 0 in a quiet room, 1 in a
-    /// noisy one.
-    suppression_share: f32,
+    /// RNNoise, heard as much as the room's noise asks for.
+    noise: NoiseSuppressor,
     gain: GainController2,
     post_filter: Option<PostFilter>,
     /// The frame in the stages' scale (that of 16-bit samples), as the
@@ -181,11 +158,7 @@ impl VoiceProcessor {
             rendered_bands: std::array::from_fn(|_| Vec::with_capacity(SPLIT + BLOCK_SIZE)),
             render_block: Block::new(BANDS, 1),
             skip: 0,
-            noise: DenoiseState::new(),
-            denoised: [0.0; BLOCK],
-            floor: NoiseFloor::new(FULL_SCALE_S16),
-            undenoised: [0.0; BLOCK],
-            suppression_share: 0.0,
+            noise: NoiseSuppressor::new(FULL_SCALE_S16),
             gain: GainController2::new(
                 GainController2Config {
                     adaptive_digital: AdaptiveDigitalControllerConfig {
@@ -324,7 +297,8 @@ impl VoiceProcessor {
             }
             self.capture.merge_frequency_bands();
             if settings.noise_suppression {
-                self.suppress_noise();
+                let block = self.capture.channel_mut(0);
+                self.noise.process(block.try_into().expect("a 10 ms block"));
             }
             if settings.auto_gain {
                 self.gain.process(false, &mut self.capture);
@@ -337,31 +311,6 @@ impl VoiceProcessor {
         for (x, s) in frame.iter_mut().zip(&self.audio[0]) {
             *x = float_s16_to_float(*s);
         }
-    }
-
-    /// RNNoise on the current 10 ms block, heard as much as the room's
-    /// noise asks for: clean speech passes untouched (one block late, as
-    /// RNNoise's output is, so that nothing moves when the share does).
-    fn suppress_noise(&mut self) {
-        let block = self.capture.channel_mut(0);
-        self.floor.block(block);
-        // RNNoise takes samples in the 16-bit scale too.
-        self.noise.process_frame(&mut self.denoised, block);
-        let target = ((self.floor.dbfs() - QUIET_DBFS) / (NOISY_DBFS - QUIET_DBFS)).clamp(0.0, 1.0);
-        let from = self.suppression_share;
-        let to = from + (target - from).clamp(-SHARE_STEP, SHARE_STEP);
-        for (i, ((s, clean), dry)) in block
-            .iter_mut()
-            .zip(&self.denoised)
-            .zip(self.undenoised.iter_mut())
-            .enumerate()
-        {
-            let share = from + (to - from) * (i + 1) as f32 / BLOCK as f32;
-            let heard = *dry + share * (clean - *dry);
-            *dry = *s;
-            *s = heard;
-        }
-        self.suppression_share = to;
     }
 
     /// The canceller's latest figures, while it runs.
@@ -597,7 +546,7 @@ mod tests {
         // Compared as heard, less RNNoise's own 10 ms (its overlap-add; the
         // band split's 1 ms is left):
         // else the ends of words slide into the pauses measured.
-        out.drain(..DenoiseState::FRAME_SIZE);
+        out.drain(..BLOCK);
         // Pauses: 20 ms of silence in the clean speech, and speech: the rest.
         let from = 2 * SAMPLE_RATE as usize / FRAME_SAMPLES;
         let (mut pause_in, mut pause_out, mut talk_in, mut talk_out) =
@@ -641,20 +590,15 @@ mod tests {
     /// `input` (full scale 1.0) through the noise suppression stage alone,
     /// block by block, in the stages' scale.
     fn suppressed(input: &[f32]) -> Vec<f32> {
-        let mut voice = VoiceProcessor::new(VoiceProcessing::OFF, 40);
+        let mut noise = NoiseSuppressor::new(FULL_SCALE_S16);
         let mut out = Vec::with_capacity(input.len());
-        for block in input.chunks_exact(BLOCK) {
-            for (s, x) in voice.capture.channel_mut(0).iter_mut().zip(block) {
+        for chunk in input.chunks_exact(BLOCK) {
+            let mut block = [0.0; BLOCK];
+            for (s, x) in block.iter_mut().zip(chunk) {
                 *s = float_to_float_s16(*x);
             }
-            voice.suppress_noise();
-            out.extend(
-                voice
-                    .capture
-                    .channel(0)
-                    .iter()
-                    .map(|s| float_s16_to_float(*s)),
-            );
+            noise.process(&mut block);
+            out.extend(block.iter().map(|s| float_s16_to_float(*s)));
         }
         out
     }
@@ -679,7 +623,7 @@ mod tests {
 
     /// Speech with digital silence between its words (a file, a clean
     /// source) has no noise to take out: it comes through exactly as it
-    /// went in, one block late as RNNoise's output is.
+    /// went in, and with no delay.
     #[test]
     fn clean_speech_passes_the_suppressor_untouched() {
         let Some(speech) = words(&WORDS, 6.0, 300) else {
@@ -687,12 +631,47 @@ mod tests {
             return;
         };
         let heard = suppressed(&speech);
-        let late = &heard[BLOCK..];
         let changed = speech
             .iter()
-            .zip(late)
+            .zip(&heard)
             .filter(|(s, h)| (*s - *h).abs() > 1e-6);
         assert_eq!(changed.count(), 0, "clean speech changed");
+    }
+
+    /// A room that turns noisy takes on RNNoise's block of delay, and gives
+    /// it back once quiet again for 3 s: speech before the noise and after
+    /// it comes through untouched, with no delay. (Speech, 5 s of a fan,
+    /// 5 s of silence, speech.)
+    #[test]
+    fn the_delay_suppression_needs_is_taken_on_in_noise_and_given_back() {
+        let Some(speech) = words(&WORDS[..2], 2.0, 300) else {
+            eprintln!("skipped: no spoken words in /usr/share/sounds/alsa (alsa-utils)");
+            return;
+        };
+        let second = SAMPLE_RATE as usize;
+        let noise: Vec<f32> = pink(7, 5 * second).iter().map(|x| 0.05 * x).collect();
+        let input = [speech.clone(), noise, vec![0.0; 5 * second], speech.clone()].concat();
+        let mut stage = NoiseSuppressor::new(1.0);
+        let mut heard = Vec::with_capacity(input.len());
+        let mut late = Vec::new();
+        for chunk in input.chunks_exact(BLOCK) {
+            let mut block: [f32; BLOCK] = chunk.try_into().unwrap();
+            stage.process(&mut block);
+            heard.extend_from_slice(&block);
+            late.push(stage.late());
+        }
+        let blocks = |secs: usize| secs * second / BLOCK;
+        assert!(
+            late[..blocks(2)].iter().all(|l| !l),
+            "no delay before the noise"
+        );
+        // The noise is the floor once the 3 s window has forgotten the quiet.
+        let noisy = blocks(2) + blocks(3) + 20..blocks(7);
+        assert!(late[noisy].iter().all(|l| *l), "a block late in noise");
+        assert!(!late[blocks(12) - 1], "the block given back in the quiet");
+        let after = input.len() - speech.len();
+        assert_eq!(&heard[..speech.len()], &speech[..]);
+        assert_eq!(&heard[after..], &speech[..], "the speech after, untouched");
     }
 
     /// In noise, what is heard is RNNoise's output, lined up to the sample
