@@ -394,7 +394,8 @@ impl RelayCore {
         self.now = now;
         let may_move_media = match &input {
             Input::Frame { msg, .. } => msg.may_move_media(),
-            Input::Committed { .. } => false,
+            // A new connection is in no session yet, so in no call.
+            Input::Connected { .. } | Input::Committed { .. } => false,
             _ => true,
         };
         self.handle_input(now, input);
@@ -441,11 +442,23 @@ impl RelayCore {
 
     pub fn handle_timeout(&mut self, now: Millis) {
         self.now = now;
-        self.fire_timers(now);
-        self.publish_media_routes();
+        // Publishing rebuilds the routes of every call. Nearly every timer
+        // finds nothing to do (each connection's heartbeat and login
+        // checks, each answered call's ring timeout, 2 to 3 per device);
+        // rebuilding after each of those kept the core task, which shares
+        // the workers with the connections' forwarding, busy for hundreds
+        // of milliseconds at a time with thousands of calls: forwarding
+        // stalls (issue 21).
+        if self.fire_timers(now) {
+            self.publish_media_routes();
+        }
     }
 
-    fn fire_timers(&mut self, now: Millis) {
+    /// Fires the timers due at `now`; whether any of them dropped a
+    /// connection, ended a session or timed out an invitation (what can
+    /// move media), rather than only finding that nothing was due.
+    fn fire_timers(&mut self, now: Millis) -> bool {
+        let mut acted = false;
         while let Some(&Reverse((at, timer))) = self.timers.peek() {
             if at > now {
                 break;
@@ -465,6 +478,7 @@ impl RelayCore {
                             reason: CloseReason::HeartbeatTimeout,
                         });
                         self.drop_conn(now, conn);
+                        acted = true;
                     }
                 }
                 // Only a connection that never logged in: one that logged
@@ -485,14 +499,16 @@ impl RelayCore {
                             reason: CloseReason::LoginTimeout,
                         });
                         self.drop_conn(now, conn);
+                        acted = true;
                     }
                 }
                 Timer::Grace(sid) => {
                     if self.detached.get(&sid).is_some_and(|&end| end <= now) {
                         self.end_session(sid);
+                        acted = true;
                     }
                 }
-                Timer::CallTimeout(key) => self.call_timeout(now, key),
+                Timer::CallTimeout(key) => acted |= self.call_timeout(now, key),
                 Timer::TicketExpiry(sid) => {
                     let Some(s) = self.sessions.get(&sid) else {
                         continue;
@@ -504,9 +520,11 @@ impl RelayCore {
                         self.send(conn, ServerMsg::UserSigExpired);
                     }
                     self.end_session(sid);
+                    acted = true;
                 }
             }
         }
+        acted
     }
 
     fn frame(&mut self, now: Millis, conn: ConnId, msg: ClientMsg) {
@@ -1262,5 +1280,78 @@ mod tests {
         // The next minute's first line says how many were held back.
         assert_eq!(audit.admit(61_000), Some(80));
         assert_eq!(audit.admit(61_001), Some(0));
+    }
+
+    /// Issue 21: the timers every connection and call sets (login and
+    /// heartbeat checks, the ring timeout) nearly always find nothing to
+    /// do; then the core must not rebuild every call's media routes, which
+    /// took it hundreds of milliseconds a burst with thousands of calls.
+    #[test]
+    fn timers_that_find_nothing_to_do_leave_the_media_routes_alone() {
+        let config = crate::config::RelayConfig::default();
+        let mut core = RelayCore::new(Settings::from(&config), [], ChatSnapshot::default(), 7);
+        let t0: Millis = 1_700_000_000_000;
+        let frame =
+            |core: &mut RelayCore, now, conn, msg| core.handle(now, Input::Frame { conn, msg });
+        for (conn, user) in [(1, "alice"), (2, "bob")] {
+            core.handle(t0, Input::Connected { conn });
+            let ticket = usersig::Ticket {
+                app: crate::ids::DEV_APP_ID,
+                user: UserId::parse(user).unwrap(),
+                issued_at: t0 / 1000,
+                lifetime: 3600,
+            };
+            let login = ClientMsg::Login {
+                app: crate::ids::DEV_APP_ID,
+                user: user.into(),
+                device: "d".into(),
+                platform: "terminal".into(),
+                user_sig: usersig::mint(usersig::DEV_SECRET, &ticket),
+            };
+            frame(&mut core, t0, conn, login);
+        }
+        let call = ClientMsg::Call {
+            invitees: vec!["bob".into()],
+            group: false,
+            timeout_secs: None,
+            user_data: None,
+        };
+        frame(&mut core, t0, 1, call);
+        let call_id = std::iter::from_fn(|| core.poll_output())
+            .find_map(|o| match o {
+                Output::Send {
+                    conn: 2,
+                    msg: ServerMsg::CallInvite { call },
+                } => Some(call.call_id),
+                _ => None,
+            })
+            .expect("bob is invited");
+        let accept = ClientMsg::Accept {
+            call_id,
+            end_current: false,
+        };
+        frame(&mut core, t0, 2, accept);
+        while core.poll_output().is_some() {}
+        assert_eq!(core.media_routes.len(), 1, "the call has its room");
+
+        // Both logged in in time; both keep sending heartbeats; the call
+        // was answered: every timer up to a minute in finds nothing to do.
+        let mut now = t0;
+        while now < t0 + 60_000 {
+            now += 1_000;
+            if now.is_multiple_of(10_000) {
+                for conn in [1, 2] {
+                    frame(&mut core, now, conn, ClientMsg::Heartbeat);
+                }
+            }
+            assert!(!core.fire_timers(now), "nothing to do at {}", now - t0);
+        }
+        // Then bob goes quiet: his heartbeat timeout drops him, and the
+        // room is published without him.
+        frame(&mut core, now + 25_000, 1, ClientMsg::Heartbeat);
+        core.handle_timeout(now + 31_000);
+        let room_closed = std::iter::from_fn(|| core.poll_output())
+            .any(|o| matches!(o, Output::MediaRoom { members, .. } if members.is_empty()));
+        assert!(room_closed, "bob's connection left the room");
     }
 }

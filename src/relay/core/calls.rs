@@ -1023,9 +1023,11 @@ impl RelayCore {
         }
     }
 
-    pub(super) fn call_timeout(&mut self, now: Millis, key: CallKey) {
+    /// Whether anyone's invitation had run out: a call answered in time
+    /// leaves its timer nothing to do.
+    pub(super) fn call_timeout(&mut self, now: Millis, key: CallKey) -> bool {
         let Some(call) = self.calls.calls.get(&key) else {
-            return;
+            return false;
         };
         let expired: Vec<UserId> = call
             .members
@@ -1034,7 +1036,7 @@ impl RelayCore {
             .map(|(u, _)| u.clone())
             .collect();
         if expired.is_empty() {
-            return;
+            return false;
         }
         let sponsor = call.sponsor.clone();
         for user in &expired {
@@ -1061,6 +1063,7 @@ impl RelayCore {
             );
         }
         self.settle_call(key, CancelReason::Timeout);
+        true
     }
 
     /// A session ends (logout, kick, grace over): it leaves its call and
