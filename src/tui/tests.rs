@@ -1083,6 +1083,30 @@ fn letters_typed_as_a_conversation_opens_are_the_message() {
     );
 }
 
+/// Short messages sent one after another (the editor stays open) tell
+/// the peer of typing at most once in 3 s, as docs/chat.md allows: the
+/// relay's limit (2 a second) is never met, so no refusal reaches the
+/// screen.
+#[test]
+fn quick_messages_in_a_row_send_typing_notices_at_the_allowed_rate() {
+    let mut m = with_contacts(model());
+    m.on_terminal(key(KeyCode::Enter), T0);
+    let mut notices = 0;
+    for k in 0..10u64 {
+        let at = T0 + k * 300;
+        for c in "ok".chars() {
+            let effects = m.on_terminal(key(KeyCode::Char(c)), at);
+            notices += effects
+                .iter()
+                .filter(|e| matches!(e, Effect::Engine(Command::Chat(ChatCommand::Typing { .. }))))
+                .count();
+        }
+        m.on_terminal(key(KeyCode::Enter), at);
+    }
+    // 10 messages over 2.7 s: the first keystroke's notice only.
+    assert_eq!(notices, 1);
+}
+
 /// Answering a call while writing leaves the editor, so that the call's
 /// keys work at once: `h` hangs up, it is not text.
 #[test]

@@ -293,7 +293,6 @@ impl Model {
         self.sends += 1;
         let client_msg_id = self.client_msg_id();
         self.sent_texts.push(text.clone());
-        self.typing_sent_at = None;
         let local = Shown {
             message: StoredMessage::new(
                 format!("local-{client_msg_id}"),
