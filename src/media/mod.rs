@@ -45,6 +45,8 @@ pub mod session;
 pub mod spec;
 pub mod stretch;
 pub mod tap;
+#[cfg(test)]
+mod test_speech;
 pub mod watch;
 
 /// Opus runs at 48 kHz mono.

@@ -20,6 +20,9 @@ use super::noise_floor::NoiseFloor;
 /// Samples in a 10 ms block at 48 kHz: RNNoise's frame.
 pub const BLOCK: usize = DenoiseState::FRAME_SIZE;
 
+/// A block's length.
+const BLOCK_MS: usize = 10;
+
 /// Suppression is left out below this noise floor (dBFS), where there is
 /// no noise to take out...
 const QUIET_DBFS: f32 = -70.0;
@@ -74,12 +77,6 @@ impl NoiseSuppressor {
         }
     }
 
-    /// Whether it delays the capture by a block now (a noisy room, or
-    /// one that was lately).
-    pub fn late(&self) -> bool {
-        self.late
-    }
-
     /// Processes a 10 ms block in place.
     pub fn process(&mut self, block: &mut [f32; BLOCK]) {
         self.floor.block(block);
@@ -97,7 +94,7 @@ impl NoiseSuppressor {
         let to = from + (target - from).clamp(-SHARE_STEP, SHARE_STEP);
         self.share = to;
         self.quiet_blocks = if to == 0.0 { self.quiet_blocks + 1 } else { 0 };
-        if self.quiet_blocks * 10 >= CATCH_UP_MS
+        if self.quiet_blocks * BLOCK_MS >= CATCH_UP_MS
             && self.silent(&self.previous)
             && self.silent(block)
         {
@@ -136,5 +133,126 @@ impl NoiseSuppressor {
     /// A block below the quiet floor: dropping it is unheard.
     fn silent(&self, block: &[f32; BLOCK]) -> bool {
         block.iter().map(|s| s * s).sum::<f32>() / (BLOCK as f32) < self.silence
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::SAMPLE_RATE;
+    use crate::media::test_speech::{WORDS, pink, words};
+
+    /// Full scale as RNNoise takes samples: that of 16-bit ones.
+    const S16: f32 = 32_768.0;
+
+    /// `input` (full scale 1.0) through the noise suppression stage alone,
+    /// block by block, in the stages' scale.
+    fn suppressed(input: &[f32]) -> Vec<f32> {
+        let mut noise = NoiseSuppressor::new(S16);
+        let mut out = Vec::with_capacity(input.len());
+        for chunk in input.chunks_exact(BLOCK) {
+            let mut block = [0.0; BLOCK];
+            for (s, x) in block.iter_mut().zip(chunk) {
+                *s = x * S16;
+            }
+            noise.process(&mut block);
+            out.extend(block.iter().map(|s| s / S16));
+        }
+        out
+    }
+
+    /// Where `heard` lines up best with `said` (a lag of up to 30 ms), and
+    /// how alike they are there (normalised correlation).
+    fn alignment(said: &[f32], heard: &[f32]) -> (usize, f64) {
+        (0..1440)
+            .map(|lag| {
+                let (mut xy, mut xx, mut yy) = (0.0, 0.0, 0.0);
+                for (x, y) in said.iter().zip(&heard[lag..]) {
+                    let (x, y) = (f64::from(*x), f64::from(*y));
+                    (xy, xx, yy) = (xy + x * y, xx + x * x, yy + y * y);
+                }
+                (lag, xy / (xx * yy).sqrt().max(1e-12))
+            })
+            .fold(
+                (0, f64::MIN),
+                |best, at| if at.1 > best.1 { at } else { best },
+            )
+    }
+
+    /// Speech with digital silence between its words (a file, a clean
+    /// source) has no noise to take out: it comes through exactly as it
+    /// went in, and with no delay.
+    #[test]
+    fn clean_speech_passes_the_suppressor_untouched() {
+        let Some(speech) = words(&WORDS, 6.0, 300) else {
+            eprintln!("skipped: no spoken words in /usr/share/sounds/alsa (alsa-utils)");
+            return;
+        };
+        let heard = suppressed(&speech);
+        let changed = speech
+            .iter()
+            .zip(&heard)
+            .filter(|(s, h)| (*s - *h).abs() > 1e-6);
+        assert_eq!(changed.count(), 0, "clean speech changed");
+    }
+
+    /// A room that turns noisy takes on RNNoise's block of delay, and gives
+    /// it back once quiet again for 3 s: speech before the noise and after
+    /// it comes through untouched, with no delay. (Speech, 5 s of a fan,
+    /// 5 s of silence, speech.)
+    #[test]
+    fn the_delay_suppression_needs_is_taken_on_in_noise_and_given_back() {
+        let Some(speech) = words(&WORDS[..2], 2.0, 300) else {
+            eprintln!("skipped: no spoken words in /usr/share/sounds/alsa (alsa-utils)");
+            return;
+        };
+        let second = SAMPLE_RATE as usize;
+        let noise: Vec<f32> = pink(7, 5 * second).iter().map(|x| 0.05 * x).collect();
+        let input = [speech.clone(), noise, vec![0.0; 5 * second], speech.clone()].concat();
+        let mut stage = NoiseSuppressor::new(S16);
+        let mut heard = Vec::with_capacity(input.len());
+        let mut late = Vec::new();
+        for chunk in input.chunks_exact(BLOCK) {
+            let mut block: [f32; BLOCK] = std::array::from_fn(|i| chunk[i] * S16);
+            stage.process(&mut block);
+            heard.extend(block.iter().map(|s| s / S16));
+            late.push(stage.late);
+        }
+        let blocks = |secs: usize| secs * second / BLOCK;
+        assert!(
+            late[..blocks(2)].iter().all(|l| !l),
+            "no delay before the noise"
+        );
+        // The noise is the floor once the 3 s window has forgotten the quiet.
+        let noisy = blocks(2) + blocks(3) + 20..blocks(7);
+        assert!(late[noisy].iter().all(|l| *l), "a block late in noise");
+        assert!(!late[blocks(12) - 1], "the block given back in the quiet");
+        let after = input.len() - speech.len();
+        assert_eq!(&heard[..speech.len()], &speech[..]);
+        assert_eq!(&heard[after..], &speech[..], "the speech after, untouched");
+    }
+
+    /// In noise, what is heard is RNNoise's output, lined up to the sample
+    /// with the untouched audio it fades from (else the fade would comb).
+    #[test]
+    fn the_suppressor_fades_in_on_noise_in_step_with_the_speech() {
+        let Some(speech) = words(&WORDS, 6.0, 300) else {
+            eprintln!("skipped: no spoken words in /usr/share/sounds/alsa (alsa-utils)");
+            return;
+        };
+        let noise = pink(5, speech.len());
+        let noisy: Vec<f32> = speech
+            .iter()
+            .zip(&noise)
+            .map(|(s, n)| s + 0.02 * n)
+            .collect();
+        let from = 2 * SAMPLE_RATE as usize;
+        let (lag, alike) = alignment(&speech[from..], &suppressed(&noisy)[from..]);
+        assert_eq!(lag, BLOCK, "RNNoise's output is {lag} samples late");
+        let (_, before) = alignment(&speech[from..], &noisy[from..]);
+        assert!(
+            alike > before,
+            "cleaned {alike:.3} alike, noisy {before:.3}"
+        );
     }
 }

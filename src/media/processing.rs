@@ -330,16 +330,13 @@ fn canceller(delay_ms: i32) -> BlockProcessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::test_speech::{WORDS, pink, talker_noise, words};
 
     /// Speech-like test signal for the canceller: noise through a
     /// resonance, in 150 to 400 ms "syllables" with pauses, from `seed`
     /// (not for the noise suppressor, to which it is noise).
     fn talker(seed: u32, secs: f32) -> Vec<f32> {
-        let mut state = seed;
-        let mut rand = move || {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut rand = talker_noise(seed);
         let n = (secs * SAMPLE_RATE as f32) as usize;
         let mut out = Vec::with_capacity(n);
         let (mut y1, mut y2) = (0.0f32, 0.0f32);
@@ -356,32 +353,6 @@ mod tests {
         out.truncate(n);
         out
     }
-
-    /// The spoken `words` of alsa-utils (installed by .ci/run), each
-    /// followed by `gap_ms` of silence, repeated to `secs` seconds; `None`
-    /// where they are missing.
-    fn words(words: &[&str], secs: f32, gap_ms: usize) -> Option<Vec<f32>> {
-        let n = (secs * SAMPLE_RATE as f32) as usize;
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            for w in words {
-                let path = format!("/usr/share/sounds/alsa/{w}.wav");
-                out.extend(crate::media::io::read_wav(std::path::Path::new(&path)).ok()?);
-                out.resize(out.len() + gap_ms * SAMPLE_RATE as usize / 1000, 0.0);
-            }
-        }
-        out.truncate(n);
-        Some(out)
-    }
-
-    const WORDS: [&str; 6] = [
-        "Front_Center",
-        "Front_Left",
-        "Front_Right",
-        "Side_Left",
-        "Rear_Center",
-        "Rear_Left",
-    ];
 
     /// The room: 40 ms to the microphone, unattenuated, and a short tail.
     fn room(far: &[f32]) -> Vec<f32> {
@@ -477,34 +448,6 @@ mod tests {
         assert!(below >= 30.0, "the echo is {below:.1} dB below the voice");
     }
 
-    /// Pink noise (Paul Kellet's filter over white noise), from `seed`.
-    fn pink(seed: u32, n: usize) -> Vec<f32> {
-        let mut white = talker_noise(seed);
-        let mut b = [0.0f32; 7];
-        (0..n)
-            .map(|_| {
-                let w = white();
-                b[0] = 0.99886 * b[0] + w * 0.0555179;
-                b[1] = 0.99332 * b[1] + w * 0.0750759;
-                b[2] = 0.96900 * b[2] + w * 0.153_852;
-                b[3] = 0.86650 * b[3] + w * 0.3104856;
-                b[4] = 0.55000 * b[4] + w * 0.5329522;
-                b[5] = -0.7616 * b[5] - w * 0.0168980;
-                let out = b[..6].iter().sum::<f32>() + b[6] + w * 0.5362;
-                b[6] = w * 0.115926;
-                out
-            })
-            .collect()
-    }
-
-    fn talker_noise(seed: u32) -> impl FnMut() -> f32 {
-        let mut state = seed;
-        move || {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        }
-    }
-
     /// Six talkers at once: the same words, each talker from its own
     /// word and offset, with no pauses.
     fn babble(n: usize) -> Option<Vec<f32>> {
@@ -585,117 +528,6 @@ mod tests {
         eprintln!("pink noise in pauses {down:.1} dB down (speech {speech:+.1} dB)");
         assert!(down >= 15.0, "pink noise only {down:.1} dB down");
         assert!(speech.abs() <= 3.0, "the speech changed {speech:+.1} dB");
-    }
-
-    /// `input` (full scale 1.0) through the noise suppression stage alone,
-    /// block by block, in the stages' scale.
-    fn suppressed(input: &[f32]) -> Vec<f32> {
-        let mut noise = NoiseSuppressor::new(FULL_SCALE_S16);
-        let mut out = Vec::with_capacity(input.len());
-        for chunk in input.chunks_exact(BLOCK) {
-            let mut block = [0.0; BLOCK];
-            for (s, x) in block.iter_mut().zip(chunk) {
-                *s = float_to_float_s16(*x);
-            }
-            noise.process(&mut block);
-            out.extend(block.iter().map(|s| float_s16_to_float(*s)));
-        }
-        out
-    }
-
-    /// Where `heard` lines up best with `said` (a lag of up to 30 ms), and
-    /// how alike they are there (normalised correlation).
-    fn alignment(said: &[f32], heard: &[f32]) -> (usize, f64) {
-        (0..1440)
-            .map(|lag| {
-                let (mut xy, mut xx, mut yy) = (0.0, 0.0, 0.0);
-                for (x, y) in said.iter().zip(&heard[lag..]) {
-                    let (x, y) = (f64::from(*x), f64::from(*y));
-                    (xy, xx, yy) = (xy + x * y, xx + x * x, yy + y * y);
-                }
-                (lag, xy / (xx * yy).sqrt().max(1e-12))
-            })
-            .fold(
-                (0, f64::MIN),
-                |best, at| if at.1 > best.1 { at } else { best },
-            )
-    }
-
-    /// Speech with digital silence between its words (a file, a clean
-    /// source) has no noise to take out: it comes through exactly as it
-    /// went in, and with no delay.
-    #[test]
-    fn clean_speech_passes_the_suppressor_untouched() {
-        let Some(speech) = words(&WORDS, 6.0, 300) else {
-            eprintln!("skipped: no spoken words in /usr/share/sounds/alsa (alsa-utils)");
-            return;
-        };
-        let heard = suppressed(&speech);
-        let changed = speech
-            .iter()
-            .zip(&heard)
-            .filter(|(s, h)| (*s - *h).abs() > 1e-6);
-        assert_eq!(changed.count(), 0, "clean speech changed");
-    }
-
-    /// A room that turns noisy takes on RNNoise's block of delay, and gives
-    /// it back once quiet again for 3 s: speech before the noise and after
-    /// it comes through untouched, with no delay. (Speech, 5 s of a fan,
-    /// 5 s of silence, speech.)
-    #[test]
-    fn the_delay_suppression_needs_is_taken_on_in_noise_and_given_back() {
-        let Some(speech) = words(&WORDS[..2], 2.0, 300) else {
-            eprintln!("skipped: no spoken words in /usr/share/sounds/alsa (alsa-utils)");
-            return;
-        };
-        let second = SAMPLE_RATE as usize;
-        let noise: Vec<f32> = pink(7, 5 * second).iter().map(|x| 0.05 * x).collect();
-        let input = [speech.clone(), noise, vec![0.0; 5 * second], speech.clone()].concat();
-        let mut stage = NoiseSuppressor::new(1.0);
-        let mut heard = Vec::with_capacity(input.len());
-        let mut late = Vec::new();
-        for chunk in input.chunks_exact(BLOCK) {
-            let mut block: [f32; BLOCK] = chunk.try_into().unwrap();
-            stage.process(&mut block);
-            heard.extend_from_slice(&block);
-            late.push(stage.late());
-        }
-        let blocks = |secs: usize| secs * second / BLOCK;
-        assert!(
-            late[..blocks(2)].iter().all(|l| !l),
-            "no delay before the noise"
-        );
-        // The noise is the floor once the 3 s window has forgotten the quiet.
-        let noisy = blocks(2) + blocks(3) + 20..blocks(7);
-        assert!(late[noisy].iter().all(|l| *l), "a block late in noise");
-        assert!(!late[blocks(12) - 1], "the block given back in the quiet");
-        let after = input.len() - speech.len();
-        assert_eq!(&heard[..speech.len()], &speech[..]);
-        assert_eq!(&heard[after..], &speech[..], "the speech after, untouched");
-    }
-
-    /// In noise, what is heard is RNNoise's output, lined up to the sample
-    /// with the untouched audio it fades from (else the fade would comb).
-    #[test]
-    fn the_suppressor_fades_in_on_noise_in_step_with_the_speech() {
-        let Some(speech) = words(&WORDS, 6.0, 300) else {
-            eprintln!("skipped: no spoken words in /usr/share/sounds/alsa (alsa-utils)");
-            return;
-        };
-        let noise = pink(5, speech.len());
-        let noisy: Vec<f32> = speech
-            .iter()
-            .zip(&noise)
-            .map(|(s, n)| s + 0.02 * n)
-            .collect();
-        let from = 2 * SAMPLE_RATE as usize;
-        let (lag, alike) = alignment(&speech[from..], &suppressed(&noisy)[from..]);
-        assert_eq!(lag, BLOCK, "RNNoise's output is {lag} samples late");
-        let (_, before) = alignment(&speech[from..], &noisy[from..]);
-        assert!(
-            alike > before,
-            "cleaned {alike:.3} alike, noisy {before:.3}"
-        );
     }
 
     /// The same with the babble of six other talkers: not met (issue 22),
