@@ -545,7 +545,7 @@ pub async fn serve(
     if let Some(user) = user
         && let Err(event) = device_state.login(user, user_sig, &commands)
     {
-        write_event(&mut out, &event).await?;
+        out.event(&event).await?;
     }
 
     // A `kill`, a closed terminal or Ctrl-C leaves as `quit` does: logged
@@ -558,11 +558,11 @@ pub async fn serve(
                 match line.as_deref().map(parse) {
                     None => stdin_open = false,
                     Some(Err(None)) => {}
-                    Some(Err(Some(event))) => write_event(&mut out, &event).await?,
+                    Some(Err(Some(event))) => out.event(&event).await?,
                     Some(Ok(Action::Quit)) => break,
                     Some(Ok(Action::Login { user, user_sig })) => {
                         if let Err(event) = device_state.login(user, user_sig, &commands) {
-                            write_event(&mut out, &event).await?;
+                            out.event(&event).await?;
                         }
                     }
                     Some(Ok(Action::Engine(cmd))) => {
@@ -570,11 +570,11 @@ pub async fn serve(
                     }
                     Some(Ok(Action::History { count })) => {
                         let event = device_state.history(count).await;
-                        write_event(&mut out, &event).await?;
+                        out.event(&event).await?;
                     }
                     Some(Ok(Action::Conversations)) => {
                         let event = device_state.conversations().await;
-                        write_event(&mut out, &event).await?;
+                        out.event(&event).await?;
                     }
                     Some(Ok(Action::Messages { peer, count, before })) => {
                         match device_state.messages(peer.clone(), count, before).await {
@@ -583,9 +583,9 @@ pub async fn serve(
                             }
                             Ok(Page { messages, ask_relay: None }) => {
                                 let event = Event::Messages { user_id: peer, messages };
-                                write_event(&mut out, &event).await?;
+                                out.event(&event).await?;
                             }
-                            Err(event) => write_event(&mut out, &event).await?,
+                            Err(event) => out.event(&event).await?,
                         }
                     }
                     Some(Ok(Action::Wait { event, timeout_ms })) => {
@@ -603,7 +603,7 @@ pub async fn serve(
                 }
                 device_state.observe(&event);
                 arrivals.record(event.name());
-                write_event(&mut out, &event).await?;
+                out.event(&event).await?;
                 if wait.as_ref().is_some_and(|w| arrivals.take(&w.event)) {
                     wait = None;
                 }
@@ -616,7 +616,7 @@ pub async fn serve(
                     format!("no {} within {} ms", w.event, w.timeout_ms),
                     Some("wait"),
                 );
-                write_event(&mut out, &event).await?;
+                out.event(&event).await?;
             }
         }
         if !stdin_open && wait.is_none() {
@@ -634,7 +634,7 @@ pub async fn serve(
     let drain = async {
         while let Some(event) = events.recv().await {
             device_state.observe(&event);
-            write_event(&mut out, &event).await?;
+            out.event(&event).await?;
         }
         Ok::<_, std::io::Error>(())
     };
@@ -764,10 +764,6 @@ impl DeviceState {
             Err(e) => store_failed(e, "getCallHistory"),
         }
     }
-}
-
-async fn write_event(out: &mut impl EventOut, event: &Event) -> std::io::Result<()> {
-    out.event(event).await
 }
 
 /// Stdin lines, read on a plain thread: a pending `wait` never blocks
