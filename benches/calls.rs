@@ -22,6 +22,8 @@ struct Sizes {
     calls: usize,
     pairs: usize,
     window: Duration,
+    /// Calls kept up while the setups are measured again.
+    held: usize,
 }
 
 async fn invited(ws: &mut Ws) -> (Instant, CallInfo) {
@@ -169,6 +171,43 @@ async fn pair_loop(url: String, k: usize, until: Instant) -> usize {
     }
 }
 
+/// An answered call between two new users that stays up: what a busy
+/// relay holds while others set up theirs.
+async fn held_call(url: String, k: usize) -> [Ws; 2] {
+    let callee = format!("hc{k}");
+    let mut caller = login(&url, &format!("hr{k}"), "c").await;
+    let mut phone = login(&url, &callee, "d").await;
+    send(&mut caller, &call_msg(&callee)).await;
+    let (_, call) = invited(&mut phone).await;
+    send(
+        &mut phone,
+        &ClientMsg::Accept {
+            call_id: call.call_id,
+            end_current: false,
+        },
+    )
+    .await;
+    begun(&mut phone).await;
+    begun(&mut caller).await;
+    [caller, phone]
+}
+
+/// Call setups per second from `pairs` caller/callee pairs at once, for
+/// `window`. A setup is a call until both sides have ON_CALL_BEGIN; each
+/// loop also hangs up.
+async fn setups(url: &str, pairs: usize, window: Duration, held: usize) {
+    let until = Instant::now() + window;
+    let t = Instant::now();
+    let counts =
+        join_all((0..pairs).map(|k| tokio::spawn(pair_loop(url.to_owned(), k, until)))).await;
+    let total: usize = counts.into_iter().map(|c| c.unwrap()).sum();
+    println!(
+        "call setups with {held} other calls up: {total} in {:.2?} with {pairs} pairs at once = {:.0} setups/s (each with its hangup)",
+        t.elapsed(),
+        total as f64 / t.elapsed().as_secs_f64()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let Some(mode) = common::mode("calls") else {
@@ -179,11 +218,13 @@ async fn main() {
             calls: 1_000,
             pairs: 100,
             window: Duration::from_secs(3),
+            held: 1_000,
         },
         Sizes {
             calls: 5,
             pairs: 4,
             window: Duration::from_millis(300),
+            held: 4,
         },
     );
     let config = "[[relay.apps]]\nid = 1400000000\nsecret = \"termphone-development-secret-not-for-deployment\"\nmax_devices_per_platform = 16\n";
@@ -197,18 +238,17 @@ async fn main() {
     for devices in [1, 3, 10] {
         fan_out(&url, devices, sizes.calls).await;
     }
-    // Setups per second: many caller/callee pairs at once. A setup is a call
-    // until both sides have ON_CALL_BEGIN; each loop also hangs up.
-    let until = Instant::now() + sizes.window;
-    let t = Instant::now();
-    let counts =
-        join_all((0..sizes.pairs).map(|k| tokio::spawn(pair_loop(url.clone(), k, until)))).await;
-    let total: usize = counts.into_iter().map(|c| c.unwrap()).sum();
-    println!(
-        "call setups: {total} in {:.2?} with {} pairs at once = {:.0} setups/s (each with its hangup)",
-        t.elapsed(),
-        sizes.pairs,
-        total as f64 / t.elapsed().as_secs_f64()
-    );
+    setups(&url, sizes.pairs, sizes.window, 0).await;
+    // The same with many calls in progress: a setup's cost must not grow
+    // with the calls the relay holds (issue 21).
+    common::raise_open_files();
+    let mut held = Vec::with_capacity(sizes.held);
+    // A hundred at a time: the relay lets 256 sockets from one address wait
+    // to log in.
+    for chunk in (0..sizes.held).collect::<Vec<_>>().chunks(100) {
+        let calls = join_all(chunk.iter().map(|&k| tokio::spawn(held_call(url.clone(), k)))).await;
+        held.extend(calls.into_iter().map(|c| c.unwrap()));
+    }
+    setups(&url, sizes.pairs, sizes.window, held.len()).await;
     let _ = relay.kill().await;
 }

@@ -38,24 +38,10 @@ async fn main() {
         mode.build(),
         cores()
     );
-    raise_open_files();
+    common::raise_open_files();
     stalled_readers(mode).await;
     idle_sockets(mode).await;
     flood(mode).await;
-}
-
-/// Lets this process hold the sockets of the idle-socket flood.
-fn raise_open_files() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read and write the struct given.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
 }
 
 async fn synced(ws: &mut common::Ws) {

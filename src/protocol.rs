@@ -167,26 +167,6 @@ pub enum ClientMsg {
 }
 
 impl ClientMsg {
-    /// Whether handling this message can change who is in a call on which
-    /// connection (heartbeats and chat cannot), so the relay need not look
-    /// at its media routes after the others.
-    pub fn may_move_media(&self) -> bool {
-        !matches!(
-            self,
-            ClientMsg::Heartbeat
-                | ClientMsg::ListUsers { .. }
-                | ClientMsg::CallWaiting { .. }
-                | ClientMsg::Microphone { .. }
-                | ClientMsg::SendMessage { .. }
-                | ClientMsg::RecallMessage { .. }
-                | ClientMsg::MarkRead { .. }
-                | ClientMsg::Typing { .. }
-                | ClientMsg::Sync { .. }
-                | ClientMsg::History { .. }
-                | ClientMsg::AdminSend { .. }
-        )
-    }
-
     /// The `type` tag, for error replies that name the failed request.
     pub fn kind(&self) -> &'static str {
         self.into()

@@ -45,7 +45,7 @@ pub fn protocol_decode(data: &[u8]) -> bool {
     let mut accepted = false;
     if let Ok(msg) = decode::<ClientMsg>(&text) {
         accepted = true;
-        let _ = (msg.kind(), msg.may_move_media());
+        let _ = msg.kind();
         let again = encode(&msg);
         assert_eq!(
             decode::<ClientMsg>(&again).ok().as_ref(),

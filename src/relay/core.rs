@@ -256,14 +256,6 @@ impl Buckets {
     }
 }
 
-impl Session {
-    /// The session has no connection now, or a new one that has not synced.
-    fn attach(&mut self, conn: Option<ConnId>) {
-        self.conn = conn;
-        self.stream = chat::Stream::Unsynced;
-    }
-}
-
 struct Conn {
     session: Option<SessionId>,
     /// Logged in (or resumed, or used the admin API) at least once.
@@ -392,16 +384,8 @@ impl RelayCore {
 
     pub fn handle(&mut self, now: Millis, input: Input) {
         self.now = now;
-        let may_move_media = match &input {
-            Input::Frame { msg, .. } => msg.may_move_media(),
-            // A new connection is in no session yet, so in no call.
-            Input::Connected { .. } | Input::Committed { .. } => false,
-            _ => true,
-        };
         self.handle_input(now, input);
-        if may_move_media {
-            self.publish_media_routes();
-        }
+        self.publish_media_routes();
     }
 
     fn handle_input(&mut self, now: Millis, input: Input) {
@@ -442,23 +426,12 @@ impl RelayCore {
 
     pub fn handle_timeout(&mut self, now: Millis) {
         self.now = now;
-        // Publishing rebuilds the routes of every call. Nearly every timer
-        // finds nothing to do (each connection's heartbeat and login
-        // checks, each answered call's ring timeout, 2 to 3 per device);
-        // rebuilding after each of those kept the core task, which shares
-        // the workers with the connections' forwarding, busy for hundreds
-        // of milliseconds at a time with thousands of calls: forwarding
-        // stalls (issue 21).
-        if self.fire_timers(now) {
-            self.publish_media_routes();
-        }
+        self.fire_timers(now);
+        self.publish_media_routes();
     }
 
-    /// Fires the timers due at `now`; whether any of them dropped a
-    /// connection, ended a session or timed out an invitation (what can
-    /// move media), rather than only finding that nothing was due.
-    fn fire_timers(&mut self, now: Millis) -> bool {
-        let mut acted = false;
+    /// Fires the timers due at `now`.
+    fn fire_timers(&mut self, now: Millis) {
         while let Some(&Reverse((at, timer))) = self.timers.peek() {
             if at > now {
                 break;
@@ -478,7 +451,6 @@ impl RelayCore {
                             reason: CloseReason::HeartbeatTimeout,
                         });
                         self.drop_conn(now, conn);
-                        acted = true;
                     }
                 }
                 // Only a connection that never logged in: one that logged
@@ -499,16 +471,14 @@ impl RelayCore {
                             reason: CloseReason::LoginTimeout,
                         });
                         self.drop_conn(now, conn);
-                        acted = true;
                     }
                 }
                 Timer::Grace(sid) => {
                     if self.detached.get(&sid).is_some_and(|&end| end <= now) {
                         self.end_session(sid);
-                        acted = true;
                     }
                 }
-                Timer::CallTimeout(key) => acted |= self.call_timeout(now, key),
+                Timer::CallTimeout(key) => self.call_timeout(now, key),
                 Timer::TicketExpiry(sid) => {
                     let Some(s) = self.sessions.get(&sid) else {
                         continue;
@@ -520,11 +490,9 @@ impl RelayCore {
                         self.send(conn, ServerMsg::UserSigExpired);
                     }
                     self.end_session(sid);
-                    acted = true;
                 }
             }
         }
-        acted
     }
 
     fn frame(&mut self, now: Millis, conn: ConnId, msg: ClientMsg) {
@@ -833,7 +801,7 @@ impl RelayCore {
         s.token = token.clone();
         s.platform = login.platform;
         s.ticket_expires_at = login.ticket_expires_at;
-        s.attach(Some(conn));
+        self.attach(sid, Some(conn));
         self.by_token.insert(token, sid);
         sid
     }
@@ -969,10 +937,7 @@ impl RelayCore {
             self.end_session(other);
         }
         self.detached.remove(&sid);
-        self.sessions
-            .get_mut(&sid)
-            .expect("exists")
-            .attach(Some(conn));
+        self.attach(sid, Some(conn));
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(sid);
             c.ever_logged_in = true;
@@ -1007,8 +972,8 @@ impl RelayCore {
         });
         let sid = self.conns.remove(&conn).and_then(|c| c.session);
         self.unsubscribe(conn);
-        if let Some(s) = sid.and_then(|sid| self.sessions.get_mut(&sid)) {
-            s.attach(None);
+        if let Some(sid) = sid.filter(|sid| self.sessions.contains_key(sid)) {
+            self.attach(sid, None);
         }
         sid
     }
@@ -1026,15 +991,23 @@ impl RelayCore {
             return;
         };
         self.unsubscribe(conn);
-        if let Some(sid) = c.session {
-            let s = self.sessions.get_mut(&sid).expect("exists");
-            if s.conn == Some(conn) {
-                s.attach(None);
-                let end = now + self.settings.session_grace_ms;
-                self.detached.insert(sid, end);
-                self.schedule(end, Timer::Grace(sid));
-            }
+        if let Some(sid) = c.session
+            && self.sessions[&sid].conn == Some(conn)
+        {
+            self.attach(sid, None);
+            let end = now + self.settings.session_grace_ms;
+            self.detached.insert(sid, end);
+            self.schedule(end, Timer::Grace(sid));
         }
+    }
+
+    /// The session has no connection now, or a new one that has not
+    /// synced; its calls' media follows it.
+    fn attach(&mut self, sid: SessionId, conn: Option<ConnId>) {
+        let s = self.sessions.get_mut(&sid).expect("exists");
+        s.conn = conn;
+        s.stream = chat::Stream::Unsynced;
+        self.session_moved(sid);
     }
 
     fn end_session(&mut self, sid: SessionId) {
@@ -1161,35 +1134,26 @@ impl RelayCore {
     /// Tells the shell (and the members) about every room whose media
     /// routes changed: a member joined, left, or reconnected on another
     /// connection.
+    /// Tells the shell and the members of each room whose route changed.
     fn publish_media_routes(&mut self) {
-        if self.media_routes.is_empty() && !self.has_calls() {
-            return;
-        }
-        let routes = self.media_routes();
-        if routes == self.media_routes {
-            return;
-        }
-        let old = std::mem::replace(&mut self.media_routes, routes);
-        for room in old.keys().filter(|r| !self.media_routes.contains_key(r)) {
-            self.out.push_back(Output::MediaRoom {
-                room: *room,
-                members: Vec::new(),
-                audience: Vec::new(),
-            });
-        }
-        let changed: Vec<_> = self
-            .media_routes
-            .iter()
-            .filter(|(room, route)| old.get(room) != Some(route))
-            .map(|(room, route)| (*room, route.clone()))
-            .collect();
-        for (room, calls::MediaRoute { members, audience }) in changed {
+        for (room, route) in self.moved_media_routes() {
+            if self.media_routes.get(&room) == route.as_ref() {
+                continue;
+            }
+            let Some(route) = route else {
+                self.media_routes.remove(&room);
+                self.out.push_back(Output::MediaRoom {
+                    room,
+                    members: Vec::new(),
+                    audience: Vec::new(),
+                });
+                continue;
+            };
             // Each member hears every other one that sends: the audience
             // sends nothing, so it is nobody's peer.
-            for (conn, _) in &members {
-                let peers = members
-                    .iter()
-                    .filter(|(c, _)| c != conn && !audience.contains(c))
+            for (conn, _) in &route.members {
+                let peers = (route.members.iter())
+                    .filter(|(c, _)| c != conn && !route.audience.contains(c))
                     .map(|(c, user)| MediaPeer {
                         source: media_source(*c),
                         user: user.clone(),
@@ -1199,10 +1163,19 @@ impl RelayCore {
             }
             self.out.push_back(Output::MediaRoom {
                 room,
-                members,
-                audience,
+                members: route.members.clone(),
+                audience: route.audience.clone(),
             });
+            self.media_routes.insert(room, route);
         }
+        // Debug builds (the tests') check every publication against a
+        // rebuild from scratch.
+        #[cfg(debug_assertions)]
+        assert_eq!(
+            self.media_routes,
+            self.all_media_routes(),
+            "the rooms published one by one add up to every call's route"
+        );
     }
 
     fn identity(&self, sid: SessionId) -> (AppId, UserId) {
@@ -1282,76 +1255,112 @@ mod tests {
         assert_eq!(audit.admit(61_001), Some(0));
     }
 
-    /// Issue 21: the timers every connection and call sets (login and
-    /// heartbeat checks, the ring timeout) nearly always find nothing to
-    /// do; then the core must not rebuild every call's media routes, which
-    /// took it hundreds of milliseconds a burst with thousands of calls.
-    #[test]
-    fn timers_that_find_nothing_to_do_leave_the_media_routes_alone() {
-        let config = crate::config::RelayConfig::default();
-        let mut core = RelayCore::new(Settings::from(&config), [], ChatSnapshot::default(), 7);
-        let t0: Millis = 1_700_000_000_000;
-        let frame =
-            |core: &mut RelayCore, now, conn, msg| core.handle(now, Input::Frame { conn, msg });
-        for (conn, user) in [(1, "alice"), (2, "bob")] {
-            core.handle(t0, Input::Connected { conn });
-            let ticket = usersig::Ticket {
-                app: crate::ids::DEV_APP_ID,
-                user: UserId::parse(user).unwrap(),
-                issued_at: t0 / 1000,
-                lifetime: 3600,
-            };
-            let login = ClientMsg::Login {
-                app: crate::ids::DEV_APP_ID,
-                user: user.into(),
-                device: "d".into(),
-                platform: "terminal".into(),
-                user_sig: usersig::mint(usersig::DEV_SECRET, &ticket),
-            };
-            frame(&mut core, t0, conn, login);
-        }
-        let call = ClientMsg::Call {
-            invitees: vec!["bob".into()],
+    fn log_in(core: &mut RelayCore, now: Millis, conn: ConnId, user: &str) {
+        core.handle(now, Input::Connected { conn });
+        let ticket = usersig::Ticket {
+            app: crate::ids::DEV_APP_ID,
+            user: UserId::parse(user).unwrap(),
+            issued_at: now / 1000,
+            lifetime: 3600,
+        };
+        let msg = ClientMsg::Login {
+            app: crate::ids::DEV_APP_ID,
+            user: user.into(),
+            device: "d".into(),
+            platform: "terminal".into(),
+            user_sig: usersig::mint(usersig::DEV_SECRET, &ticket),
+        };
+        core.handle(now, Input::Frame { conn, msg });
+    }
+
+    /// `caller` on `conn` calls `callee` on `conn + 1`, who answers; the
+    /// call's room.
+    fn call(core: &mut RelayCore, now: Millis, conn: ConnId, caller: &str, callee: &str) -> RoomId {
+        log_in(core, now, conn, caller);
+        log_in(core, now, conn + 1, callee);
+        let msg = ClientMsg::Call {
+            invitees: vec![callee.into()],
             group: false,
             timeout_secs: None,
             user_data: None,
         };
-        frame(&mut core, t0, 1, call);
-        let call_id = std::iter::from_fn(|| core.poll_output())
+        core.handle(now, Input::Frame { conn, msg });
+        let call = std::iter::from_fn(|| core.poll_output())
             .find_map(|o| match o {
                 Output::Send {
-                    conn: 2,
+                    conn: to,
                     msg: ServerMsg::CallInvite { call },
-                } => Some(call.call_id),
+                } if to == conn + 1 => Some(call),
                 _ => None,
             })
-            .expect("bob is invited");
-        let accept = ClientMsg::Accept {
-            call_id,
+            .expect("the callee is invited");
+        let msg = ClientMsg::Accept {
+            call_id: call.call_id,
             end_current: false,
         };
-        frame(&mut core, t0, 2, accept);
+        core.handle(
+            now,
+            Input::Frame {
+                conn: conn + 1,
+                msg,
+            },
+        );
         while core.poll_output().is_some() {}
-        assert_eq!(core.media_routes.len(), 1, "the call has its room");
+        call.room
+    }
 
-        // Both logged in in time; both keep sending heartbeats; the call
-        // was answered: every timer up to a minute in finds nothing to do.
+    /// Issue 21: with every call's route rebuilt whenever anything might
+    /// have moved media (a timer, a login, a hang-up elsewhere), the core
+    /// task, which shares its worker with the connections' forwarding, was
+    /// busy for hundreds of milliseconds at a time with thousands of calls
+    /// held: forwarding stalls. What changed is looked at, nothing else.
+    #[test]
+    fn a_change_to_one_call_looks_at_that_room_alone() {
+        let config = crate::config::RelayConfig::default();
+        let mut core = RelayCore::new(Settings::from(&config), [], ChatSnapshot::default(), 7);
+        let t0: Millis = 1_700_000_000_000;
+        let rooms: Vec<RoomId> = (0..3)
+            .map(|k| {
+                call(
+                    &mut core,
+                    t0,
+                    10 * k + 1,
+                    &format!("a{k}"),
+                    &format!("b{k}"),
+                )
+            })
+            .collect();
+        assert_eq!(core.media_routes.len(), 3, "each call has its room");
+
+        // Heartbeats and every timer for a minute (login and heartbeat
+        // checks, the ring timeouts) find nothing to do: no room to look at.
         let mut now = t0;
         while now < t0 + 60_000 {
             now += 1_000;
-            if now.is_multiple_of(10_000) {
-                for conn in [1, 2] {
-                    frame(&mut core, now, conn, ClientMsg::Heartbeat);
-                }
+            for conn in (0..3).flat_map(|k| [10 * k + 1, 10 * k + 2]) {
+                let msg = ClientMsg::Heartbeat;
+                core.handle_input(now, Input::Frame { conn, msg });
             }
-            assert!(!core.fire_timers(now), "nothing to do at {}", now - t0);
+            core.fire_timers(now);
+            assert!(
+                core.moved_rooms().is_empty(),
+                "nothing moved at {}",
+                now - t0
+            );
         }
-        // Then bob goes quiet: his heartbeat timeout drops him, and the
-        // room is published without him.
-        frame(&mut core, now + 25_000, 1, ClientMsg::Heartbeat);
-        core.handle_timeout(now + 31_000);
-        let room_closed = std::iter::from_fn(|| core.poll_output())
-            .any(|o| matches!(o, Output::MediaRoom { members, .. } if members.is_empty()));
-        assert!(room_closed, "bob's connection left the room");
+
+        // The second call's callee drops: its room alone is looked at, and
+        // published without it.
+        core.handle_input(now, Input::Disconnected { conn: 12 });
+        assert_eq!(core.moved_rooms(), [rooms[1]], "only the second call moved");
+        core.publish_media_routes();
+        let published: Vec<_> = std::iter::from_fn(|| core.poll_output())
+            .filter_map(|o| match o {
+                Output::MediaRoom { room, members, .. } => Some((room, members.len())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(published, [(rooms[1], 0)], "the second call's room closes");
+        assert_eq!(core.media_routes.len(), 2);
     }
 }

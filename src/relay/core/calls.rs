@@ -46,6 +46,12 @@ pub(super) struct Calls {
     /// back to it with `unhold` (which sets the other one aside). Only a
     /// user with a `joined` call has one.
     parked: HashMap<(AppId, UserId), CallKey>,
+    /// Rooms whose media route may have changed since the core last
+    /// published them: a member joined, left, held or changed role, a
+    /// member's session moved to another connection, or the call ended.
+    /// Publishing looks at these alone, so that its cost follows what
+    /// changed, not how many calls the relay holds (issue 21).
+    moved: BTreeSet<RoomId>,
 }
 
 struct Call {
@@ -484,6 +490,7 @@ impl RelayCore {
             self.set_aside(now, sid, &user, current, end_current)?;
         }
         let call = self.calls.calls.get_mut(&key).expect("exists");
+        self.calls.moved.insert(call.room);
         let Some(Member::Invited { ringing, .. }) = call.members.insert(
             user.clone(),
             Member::Joined {
@@ -693,6 +700,7 @@ impl RelayCore {
         if !changed {
             return;
         }
+        self.calls.moved.insert(call.room);
         let participants: Vec<UserId> = call.joined_sessions().map(|(u, _)| u.clone()).collect();
         let call_id = call.id.clone();
         for participant in participants {
@@ -750,6 +758,7 @@ impl RelayCore {
         let Some(Member::Joined { session, since, .. }) = call.members.remove(&user) else {
             unreachable!("joined_call checked the member");
         };
+        self.calls.moved.insert(call.room);
         call.held.remove(&user);
         call.connected = false;
         call.transferred_by = Some(user.clone());
@@ -808,37 +817,67 @@ impl RelayCore {
         }
     }
 
-    pub(super) fn has_calls(&self) -> bool {
-        !self.calls.calls.is_empty()
-    }
-
     pub(super) fn calls_running(&self) -> usize {
         self.calls.calls.len()
     }
 
-    /// Who hears media in each room: the connections of the joined
-    /// sessions not holding the call, with their users, and which of them
-    /// only listen (the audience); rooms of two or more only (a caller
-    /// alone while it rings has nobody to talk to).
-    pub(super) fn media_routes(&self) -> BTreeMap<RoomId, MediaRoute> {
-        let mut routes = BTreeMap::new();
-        for call in self.calls.calls.values() {
-            // A participant holding the call neither sends to the room nor
-            // hears it; the others go on among themselves.
-            let members: Vec<(ConnId, UserId)> = call
-                .joined_sessions()
-                .filter(|(user, _)| !call.held.contains(*user))
-                .filter_map(|(user, sid)| Some((self.sessions.get(&sid)?.conn?, user.clone())))
-                .collect();
-            let audience = (members.iter())
-                .filter(|(_, user)| call.role_of(user) == Role::Audience)
-                .map(|(conn, _)| *conn)
-                .collect();
-            if members.len() >= 2 {
-                routes.insert(call.room, MediaRoute { members, audience });
-            }
+    /// The rooms whose routes may have changed since this was last asked,
+    /// each with its route now (`None`: no call there any more, or fewer
+    /// than two to meet in it).
+    pub(super) fn moved_media_routes(&mut self) -> Vec<(RoomId, Option<MediaRoute>)> {
+        std::mem::take(&mut self.calls.moved)
+            .into_iter()
+            .map(|room| {
+                let call = (self.calls.by_room.get(&room)).map(|key| &self.calls.calls[key]);
+                (room, call.and_then(|call| self.media_route(call)))
+            })
+            .collect()
+    }
+
+    /// The session's connection changed: the rooms of its calls now reach
+    /// it elsewhere, or not at all.
+    pub(super) fn session_moved(&mut self, sid: SessionId) {
+        let (app, user) = self.identity(sid);
+        let who = (app, user);
+        for key in [self.calls.joined.get(&who), self.calls.parked.get(&who)]
+            .into_iter()
+            .flatten()
+        {
+            self.calls.moved.insert(self.calls.calls[key].room);
         }
-        routes
+    }
+
+    #[cfg(test)]
+    pub(super) fn moved_rooms(&self) -> Vec<RoomId> {
+        self.calls.moved.iter().copied().collect()
+    }
+
+    /// Who hears media in a call's room: the connections of the joined
+    /// sessions not holding the call, with their users, and which of them
+    /// only listen (the audience); `None` below two (a caller alone while
+    /// it rings has nobody to talk to).
+    fn media_route(&self, call: &Call) -> Option<MediaRoute> {
+        // A participant holding the call neither sends to the room nor
+        // hears it; the others go on among themselves.
+        let members: Vec<(ConnId, UserId)> = call
+            .joined_sessions()
+            .filter(|(user, _)| !call.held.contains(*user))
+            .filter_map(|(user, sid)| Some((self.sessions.get(&sid)?.conn?, user.clone())))
+            .collect();
+        let audience = (members.iter())
+            .filter(|(_, user)| call.role_of(user) == Role::Audience)
+            .map(|(conn, _)| *conn)
+            .collect();
+        (members.len() >= 2).then_some(MediaRoute { members, audience })
+    }
+
+    /// Every room's route, built from scratch: what the routes published
+    /// room by room must add up to.
+    #[cfg(debug_assertions)]
+    pub(super) fn all_media_routes(&self) -> BTreeMap<RoomId, MediaRoute> {
+        (self.calls.calls.values())
+            .filter_map(|call| Some((call.room, self.media_route(call)?)))
+            .collect()
     }
 
     pub(super) fn invite_more(
@@ -931,6 +970,7 @@ impl RelayCore {
             Role::Audience => self.check_audience(self.calls.calls[&key].audience_count() + 1)?,
         }
         let call = self.calls.calls.get_mut(&key).expect("exists");
+        self.calls.moved.insert(call.room);
         call.members.insert(
             user.clone(),
             Member::Joined {
@@ -1023,11 +1063,11 @@ impl RelayCore {
         }
     }
 
-    /// Whether anyone's invitation had run out: a call answered in time
+    /// Invitations of the call that ran out end; a call answered in time
     /// leaves its timer nothing to do.
-    pub(super) fn call_timeout(&mut self, now: Millis, key: CallKey) -> bool {
+    pub(super) fn call_timeout(&mut self, now: Millis, key: CallKey) {
         let Some(call) = self.calls.calls.get(&key) else {
-            return false;
+            return;
         };
         let expired: Vec<UserId> = call
             .members
@@ -1036,7 +1076,7 @@ impl RelayCore {
             .map(|(u, _)| u.clone())
             .collect();
         if expired.is_empty() {
-            return false;
+            return;
         }
         let sponsor = call.sponsor.clone();
         for user in &expired {
@@ -1063,7 +1103,6 @@ impl RelayCore {
             );
         }
         self.settle_call(key, CancelReason::Timeout);
-        true
     }
 
     /// A session ends (logout, kick, grace over): it leaves its call and
@@ -1106,6 +1145,7 @@ impl RelayCore {
         let Some(Member::Joined { session, since, .. }) = call.members.remove(user) else {
             return;
         };
+        self.calls.moved.insert(call.room);
         call.held.remove(user);
         let (app, call_id, room, connected) =
             (call.app, call.id.clone(), call.room, call.connected);
@@ -1203,6 +1243,7 @@ impl RelayCore {
         };
         self.calls.by_id.remove(&call.id);
         self.calls.by_room.remove(&call.room);
+        self.calls.moved.insert(call.room);
         for (user, m) in &call.members {
             match m {
                 Member::Invited { ringing, .. } => {
@@ -1352,6 +1393,7 @@ impl RelayCore {
         let call = self.calls.calls.get_mut(&key).expect("exists");
         if let Some(Member::Joined { role: r, .. }) = call.members.get_mut(&user) {
             *r = role;
+            self.calls.moved.insert(call.room);
         }
         let (call_id, sessions): (String, Vec<SessionId>) = (
             call.id.clone(),
