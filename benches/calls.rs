@@ -246,7 +246,12 @@ async fn main() {
     // A hundred at a time: the relay lets 256 sockets from one address wait
     // to log in.
     for chunk in (0..sizes.held).collect::<Vec<_>>().chunks(100) {
-        let calls = join_all(chunk.iter().map(|&k| tokio::spawn(held_call(url.clone(), k)))).await;
+        let calls = join_all(
+            chunk
+                .iter()
+                .map(|&k| tokio::spawn(held_call(url.clone(), k))),
+        )
+        .await;
         held.extend(calls.into_iter().map(|c| c.unwrap()));
     }
     setups(&url, sizes.pairs, sizes.window, held.len()).await;

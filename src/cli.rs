@@ -434,6 +434,7 @@ impl DeviceArgs {
                     false => config.audio.voice(),
                 },
             },
+            without_media: false,
         }
     }
 

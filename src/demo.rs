@@ -74,6 +74,7 @@ pub async fn run(keymap: Keymap, tls: bool) -> std::io::Result<()> {
             output: AudioSpec::Default,
             ..MediaSettings::default()
         },
+        without_media: false,
     };
 
     let result = tui::run(TuiOptions {
@@ -136,7 +137,7 @@ impl Peer {
             ..MediaSettings::default()
         };
         let ClientHandle { commands, events } =
-            connection::spawn(relay, ClientEngine::new(config), media);
+            connection::spawn(relay, ClientEngine::new(config), Some(media));
         let ticket = Ticket {
             app: DEV_APP_ID,
             user: user.clone(),

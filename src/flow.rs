@@ -25,10 +25,10 @@ use tokio::sync::{mpsc, watch};
 use self::audio::{Ear, ExpectAudio, ExpectSilence};
 pub use self::names::Names;
 use crate::cli::{DeviceArgs, Dirs};
-use crate::client::event::EVENT_NAMES;
+use crate::client::event::{EVENT_NAMES, MEDIA_EVENT_NAMES};
 use crate::client::{ClientSettings, StoreChoice, queue};
 use crate::config::RelayConfig;
-use crate::headless::{self, COMMANDS};
+use crate::headless::{self, COMMANDS, MEDIA_COMMANDS};
 use crate::ids::{DeviceId, Platform, UserId};
 use crate::media::spec::AudioSpec;
 use crate::relay::media::Impairment;
@@ -261,6 +261,34 @@ pub enum FlowError {
 }
 
 impl Flow {
+    /// Whether its calls need media: a device plays or records something
+    /// other than null audio, or a step asks the media thread or waits for
+    /// what it reports (a tone, DTMF, `MEDIA_STATS`, ...). `termphone load`
+    /// runs a flow that does not without media, as SIPp runs a scenario
+    /// without RTP: calls connect and end, nothing is encoded.
+    pub fn uses_media(&self) -> bool {
+        let audio = |spec: &AudioSpec| *spec != AudioSpec::Null;
+        let media_event = |name: &Option<String>| {
+            name.as_deref()
+                .is_some_and(|n| MEDIA_EVENT_NAMES.contains(&n))
+        };
+        let media_command = |send: &Option<toml::Table>| {
+            send.as_ref()
+                .and_then(|s| s.get("cmd")?.as_str())
+                .is_some_and(|cmd| MEDIA_COMMANDS.contains(&cmd))
+        };
+        self.devices
+            .iter()
+            .any(|d| audio(&d.audio_in) || audio(&d.audio_out))
+            || self.steps.iter().any(|s| {
+                media_command(&s.send)
+                    || media_event(&s.expect)
+                    || media_event(&s.expect_none)
+                    || s.expect_audio.is_some()
+                    || s.expect_silence.is_some()
+            })
+    }
+
     pub fn load(path: &Path) -> Result<Flow, FlowError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path)
@@ -448,9 +476,11 @@ fn placeholders() -> [Value; 4] {
 #[derive(Clone)]
 pub enum Launch {
     Process,
-    /// `stop` turning true makes every device log out and end.
+    /// `stop` turning true makes every device log out and end; `media`
+    /// false runs its calls without media ([`Flow::uses_media`]).
     InProcess {
         stop: watch::Receiver<bool>,
+        media: bool,
     },
 }
 
@@ -898,7 +928,7 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
             tokio::spawn(read_events(stdout, tx));
             (Input::Pipe(Box::new(stdin)), Running::Process(child))
         }
-        Launch::InProcess { stop } => {
+        Launch::InProcess { stop, media } => {
             let parse = |e: crate::error::Error| failed(e.message);
             let args = DeviceArgs {
                 relay: Some(place.url.clone()),
@@ -921,6 +951,7 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
             let options = headless::HeadlessOptions {
                 settings: ClientSettings {
                     store: StoreChoice::Memory,
+                    without_media: !media,
                     ..args.settings(&config, &dirs, &AudioSpec::Null)
                 },
                 user: match spec.login {
@@ -1564,7 +1595,7 @@ mod tests {
             url: relay.url(),
             fingerprint: relay.fingerprint(),
             data: data.path(),
-            launch: Launch::InProcess { stop },
+            launch: Launch::InProcess { stop, media: true },
             names: &Names::default(),
             verbose: false,
         };
@@ -1583,6 +1614,82 @@ mod tests {
         );
         let files: Vec<_> = std::fs::read_dir(data.path()).unwrap().collect();
         assert!(files.is_empty(), "{files:?}");
+    }
+
+    /// `termphone load` runs a flow whose devices have only null audio and
+    /// whose steps neither ask the media thread nor wait for its reports
+    /// without media: two thirds of the examples, signalling and chat.
+    #[test]
+    fn only_flows_with_audio_or_media_steps_use_media() {
+        let mut uses = Vec::new();
+        for entry in std::fs::read_dir("examples/flows").unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml")
+                && Flow::load(&path).unwrap().uses_media()
+            {
+                uses.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        uses.sort();
+        assert_eq!(
+            uses,
+            [
+                "answered_on_laptop_heard",
+                "dtmf",
+                "hold",
+                "hold_is_silent",
+                "media_lost_on_the_way",
+                "mute_is_silent",
+                "quality_floor_under_loss",
+                "roles",
+                "speech_like_recording",
+                "two_way_audio",
+                "voice_and_mute"
+            ]
+        );
+    }
+
+    /// A call without media connects and ends as any other, and its
+    /// devices report no media at its end; with media they do.
+    #[tokio::test]
+    async fn in_process_devices_without_media_still_call() {
+        let relay_dir = tempfile::tempdir().unwrap();
+        let relay = start_relay(&RelayOverrides::default(), relay_dir.path())
+            .await
+            .unwrap();
+        let steps = [
+            ("bob", r#"send = { cmd = "call", userID = "alice" }"#),
+            ("a1", r#"expect = "ON_CALL_RECEIVED""#),
+            ("a1", r#"send = { cmd = "accept" }"#),
+            ("bob", r#"expect = "ON_CALL_BEGIN""#),
+            ("bob", r#"send = { cmd = "hangup" }"#),
+            ("a1", r#"expect = "CALLING_END""#),
+            ("a1", "expect_none = \"MEDIA_STATS\"\nfor_ms = 1000"),
+        ]
+        .map(|(device, step)| format!("\n[[step]]\ndevice = \"{device}\"\n{step}\n"))
+        .concat();
+        let flow: Flow = toml::from_str(&format!("{DEVICES}{steps}")).unwrap();
+        for media in [false, true] {
+            let data = tempfile::tempdir().unwrap();
+            let (_stop_tx, stop) = watch::channel(false);
+            let place = Place {
+                url: relay.url(),
+                fingerprint: relay.fingerprint(),
+                data: data.path(),
+                launch: Launch::InProcess { stop, media },
+                names: &Names::iteration(["bob", "alice"].into_iter(), "", u64::from(media)),
+                verbose: false,
+            };
+            let (outcome, _) = execute(&flow, &place, Keep::Nothing).await;
+            let failed = (outcome.steps.last())
+                .filter(|s| !s.passed)
+                .map(|s| (s.step, s.what.contains("MEDIA_STATS")));
+            match media {
+                false => assert!(outcome.passed, "{:?}", outcome.failure),
+                true => assert_eq!(failed, Some((7, true)), "{:?}", outcome.failure),
+            }
+        }
+        relay.shutdown().await;
     }
 
     fn seen(at_ms: u64, device: usize, event: Value) -> Row {

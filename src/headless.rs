@@ -30,6 +30,15 @@ use crate::time::unix_millis;
 /// Every command name, in the order docs/headless.md lists them.
 pub const COMMANDS: &[&str] = Request::VARIANTS;
 
+/// The commands that ask the media thread (`Flow::uses_media`).
+pub const MEDIA_COMMANDS: &[&str] = &[
+    "getMediaStats",
+    "sendDTMF",
+    "setAudioProcessing",
+    "getDeviceList",
+    "switchDevice",
+];
+
 const DEFAULT_WAIT_MS: u64 = 10_000;
 
 /// What `termphone headless` starts with.
@@ -1036,5 +1045,10 @@ mod tests {
         assert_eq!(v["statusCode"], 1);
         assert_eq!(v["ts"], 42);
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+    }
+
+    #[test]
+    fn media_commands_are_commands() {
+        assert!(MEDIA_COMMANDS.iter().all(|c| COMMANDS.contains(c)));
     }
 }

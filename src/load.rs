@@ -98,6 +98,7 @@ pub async fn run(flow: Flow, options: LoadOptions) -> Result<Stats, FlowError> {
     };
     let (stop_tx, stop) = watch::channel(false);
     let stats = Load {
+        media: flow.uses_media(),
         flow: Arc::new(flow),
         options,
         url,
@@ -133,6 +134,8 @@ async fn start_relay(flow: &Flow, dir: &Path) -> Result<RelayHandle, FlowError> 
 
 struct Load {
     flow: Arc<Flow>,
+    /// Whether its iterations' calls carry media ([`Flow::uses_media`]).
+    media: bool,
     options: LoadOptions,
     url: String,
     fingerprint: Option<Fingerprint>,
@@ -232,7 +235,7 @@ impl Load {
             n,
         );
         let (url, fingerprint) = (self.url.clone(), self.fingerprint);
-        let (scratch, stop) = (self.scratch.clone(), self.stop.clone());
+        let (scratch, stop, media) = (self.scratch.clone(), self.stop.clone(), self.media);
         tokio::spawn(async move {
             let data = scratch.join(format!("i{n}"));
             let outcome = match std::fs::create_dir_all(&data) {
@@ -241,7 +244,7 @@ impl Load {
                         url,
                         fingerprint,
                         data: &data,
-                        launch: Launch::InProcess { stop },
+                        launch: Launch::InProcess { stop, media },
                         names: &names,
                         verbose: false,
                     };

@@ -83,7 +83,7 @@ pub struct ClientHandle {
 pub fn spawn(
     relay: impl Into<RelayTarget>,
     engine: ClientEngine,
-    media: MediaSettings,
+    media: Option<MediaSettings>,
 ) -> ClientHandle {
     let (cmd_tx, cmd_rx) = queue::unbounded();
     let (ev_tx, ev_rx) = queue::unbounded();
@@ -110,7 +110,7 @@ fn connect(relay: RelayTarget) -> Connecting {
 async fn run(
     relay: RelayTarget,
     mut engine: ClientEngine,
-    media_settings: MediaSettings,
+    media_settings: Option<MediaSettings>,
     mut commands: queue::Receiver<Command>,
     events: queue::Sender<Event>,
 ) {

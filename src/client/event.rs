@@ -440,6 +440,16 @@ impl From<MediaReport> for Event {
 /// Every event name, for `wait` to check its argument against.
 pub const EVENT_NAMES: &[&str] = Event::VARIANTS;
 
+/// The events the media thread reports ([`MediaReport`]; its errors are
+/// `ERROR`s as any other): what a device without media never sees.
+pub const MEDIA_EVENT_NAMES: &[&str] = &[
+    "USER_VOICE_VOLUME",
+    "ON_USER_NETWORK_QUALITY_CHANGED",
+    "MEDIA_STATS",
+    "DEVICED_UPDATED",
+    "DTMF_RECEIVED",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,5 +525,46 @@ mod tests {
         );
         assert_eq!(EVENT_NAMES.len(), 39);
         assert!(EVENT_NAMES.contains(&"C2C_READ_RECEIPT"));
+    }
+
+    /// A device without media sees none of these, and a flow that expects
+    /// one needs media (`Flow::uses_media`): every report of the media
+    /// thread but its errors must be named there.
+    #[test]
+    fn every_media_report_is_a_media_event() {
+        let devices = crate::media::report::DeviceState {
+            microphone_list: Vec::new(),
+            speaker_list: Vec::new(),
+            current_microphone_id: String::new(),
+            current_speaker_id: String::new(),
+        };
+        let samples = [
+            MediaReport::Volumes(Vec::new()),
+            MediaReport::Network(Vec::new()),
+            MediaReport::Stats {
+                room: 1,
+                stats: Default::default(),
+            },
+            MediaReport::Devices(devices),
+            MediaReport::Dtmf {
+                call_id: "c".into(),
+                user: "bob".parse().unwrap(),
+                digit: crate::media::control::Digit::new('5').unwrap(),
+            },
+        ];
+        for report in samples {
+            // A new kind of report is named here, and in MEDIA_EVENT_NAMES.
+            match &report {
+                MediaReport::Volumes(_)
+                | MediaReport::Network(_)
+                | MediaReport::Stats { .. }
+                | MediaReport::Devices(_)
+                | MediaReport::Dtmf { .. } => {}
+                MediaReport::Failed(..) => unreachable!("an ERROR, as any other"),
+            }
+            let name = Event::from(report).name();
+            assert!(MEDIA_EVENT_NAMES.contains(&name), "{name}");
+        }
+        assert!(MEDIA_EVENT_NAMES.iter().all(|n| EVENT_NAMES.contains(n)));
     }
 }

@@ -22,7 +22,8 @@ pub enum Outgoing {
 }
 
 pub struct MediaLink {
-    settings: MediaSettings,
+    /// `None`: calls without media; nothing is started.
+    settings: Option<MediaSettings>,
     events: queue::Sender<Event>,
     /// From the first call on: a device that never calls (a load process
     /// holds thousands idle) keeps no queue or timer for it.
@@ -41,7 +42,7 @@ struct Started {
 }
 
 impl MediaLink {
-    pub fn new(settings: MediaSettings, events: queue::Sender<Event>) -> Self {
+    pub fn new(settings: Option<MediaSettings>, events: queue::Sender<Event>) -> Self {
         MediaLink {
             settings,
             events,
@@ -58,7 +59,10 @@ impl MediaLink {
             MediaCommand::Stop => self.in_call = false,
             _ => {}
         }
-        let (settings, events) = (&self.settings, &self.events);
+        let Some(settings) = &self.settings else {
+            return;
+        };
+        let events = &self.events;
         let started = self.started.get_or_insert_with(|| {
             let (to_send, outgoing) = mpsc::channel(SEND_QUEUE);
             let mut ping = tokio::time::interval(PING_EVERY);

@@ -47,6 +47,9 @@ pub struct ClientSettings {
     pub store: StoreChoice,
     /// Audio of this device's calls.
     pub media: MediaSettings,
+    /// Calls with no media at all: no media thread, nothing encoded, sent
+    /// or played (`termphone load` for a flow that uses none).
+    pub without_media: bool,
 }
 
 /// Where a device keeps its local store.
@@ -84,7 +87,7 @@ impl ClientSettings {
         connection::spawn(
             self.relay_target(),
             engine::ClientEngine::new(self.engine_config()),
-            self.media.clone(),
+            (!self.without_media).then(|| self.media.clone()),
         )
     }
 

@@ -86,7 +86,11 @@ impl Device {
 
     pub fn with_config(url: &str, config: EngineConfig) -> Device {
         Device {
-            handle: connection::spawn(url.to_owned(), ClientEngine::new(config), null_audio()),
+            handle: connection::spawn(
+                url.to_owned(),
+                ClientEngine::new(config),
+                Some(null_audio()),
+            ),
             seen: Vec::new(),
         }
     }
