@@ -433,6 +433,7 @@ impl DeviceArgs {
                     true => VoiceProcessing::OFF,
                     false => config.audio.voice(),
                 },
+                raise_priority: true,
             },
             without_media: false,
         }

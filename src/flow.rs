@@ -948,12 +948,14 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
                     .join(format!("{}-device-{index}", place.names.tag())),
             };
             let config = crate::config::Config::default();
+            let mut settings = ClientSettings {
+                store: StoreChoice::Memory,
+                without_media: !media,
+                ..args.settings(&config, &dirs, &AudioSpec::Null)
+            };
+            settings.media.raise_priority = false;
             let options = headless::HeadlessOptions {
-                settings: ClientSettings {
-                    store: StoreChoice::Memory,
-                    without_media: !media,
-                    ..args.settings(&config, &dirs, &AudioSpec::Null)
-                },
+                settings,
                 user: match spec.login {
                     true => Some(UserId::parse(&user).map_err(parse)?),
                     false => None,
@@ -1690,6 +1692,59 @@ mod tests {
             }
         }
         relay.shutdown().await;
+    }
+
+    /// The nice value of every thread of this process named `media`.
+    fn media_thread_nice() -> Vec<i64> {
+        let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+        tasks
+            .filter_map(|t| {
+                let dir = t.ok()?.path();
+                let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+                let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+                // Fields after the command's closing parenthesis; nice is the 19th field.
+                let after = &stat[stat.rfind(')')? + 2..];
+                (comm.trim() == "media").then(|| after.split(' ').nth(16)?.parse().ok())?
+            })
+            .collect()
+    }
+
+    /// Issue 21: a load process's media threads at nice -10 took every core
+    /// from the runtime that drives their calls once there were more than
+    /// the cores could encode, so no call could end: they stay at the
+    /// runner's priority.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn in_process_media_threads_keep_the_runners_priority() {
+        let relay_dir = tempfile::tempdir().unwrap();
+        let relay = start_relay(&RelayOverrides::default(), relay_dir.path())
+            .await
+            .unwrap();
+        let flow = Flow::load(Path::new("examples/flows/two_way_audio.toml")).unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let (_stop_tx, stop) = watch::channel(false);
+        let place = Place {
+            url: relay.url(),
+            fingerprint: relay.fingerprint(),
+            data: data.path(),
+            launch: Launch::InProcess { stop, media: true },
+            names: &Names::default(),
+            verbose: false,
+        };
+        let sampling = tokio::spawn(async {
+            let mut seen = Vec::new();
+            for _ in 0..60 {
+                seen.extend(media_thread_nice());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        });
+        let (outcome, _) = execute(&flow, &place, Keep::Nothing).await;
+        let seen = sampling.await.unwrap();
+        relay.shutdown().await;
+        assert!(outcome.passed, "{:?}", outcome.failure);
+        assert!(!seen.is_empty(), "no media thread was seen during the call");
+        assert!(seen.iter().all(|&nice| nice == 0), "{seen:?}");
     }
 
     fn seen(at_ms: u64, device: usize, event: Value) -> Row {

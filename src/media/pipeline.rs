@@ -76,6 +76,13 @@ pub struct MediaSettings {
     pub tap: Option<PathBuf>,
     /// The stages that process a sound card's capture.
     pub voice: VoiceProcessing,
+    /// The media thread asks for a higher scheduling priority (nice -10,
+    /// where allowed): a device's call keeps its clock behind a compiler.
+    /// Not in a load process: its hundreds of media threads would take
+    /// every core from the runtime that drives their calls, so that none
+    /// could end (issue 21: `two_way_audio` at 15 calls a second stuck with
+    /// 260 calls up and none passing).
+    pub raise_priority: bool,
 }
 
 impl Default for MediaSettings {
@@ -86,6 +93,7 @@ impl Default for MediaSettings {
             codec: CodecSettings::default(),
             tap: None,
             voice: VoiceProcessing::ON,
+            raise_priority: true,
         }
     }
 }
@@ -126,7 +134,9 @@ impl MediaHandle {
         let thread = std::thread::Builder::new()
             .name("media".into())
             .spawn(move || {
-                super::device::raise_priority();
+                if settings.raise_priority {
+                    super::device::raise_priority();
+                }
                 let mut pipeline = Pipeline {
                     settings,
                     outgoing,
