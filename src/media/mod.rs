@@ -16,9 +16,10 @@
 //! steps). [`processing`] cleans a sound card's capture (echo
 //! cancellation, noise suppression, gain control) before it is encoded,
 //! its [`noise_suppressor`] heard as much as [`noise_floor`] says the
-//! room is noisy. [`feedback`] carries
-//! the receivers' reports; [`rate`] finds from them what the network lets
-//! through, and [`budget`] fits the voice and its [`redundancy`] in it.
+//! room is noisy, its [`expander`] turning down the other voices it
+//! leaves. [`feedback`] carries the receivers' reports; [`rate`] finds
+//! from them what the network lets through, and [`budget`] fits the voice
+//! and its [`redundancy`] in it.
 
 pub mod analysis;
 pub mod budget;
@@ -26,6 +27,7 @@ pub mod codec;
 pub mod control;
 pub mod device;
 pub mod dtmf;
+pub mod expander;
 pub mod feedback;
 pub mod io;
 pub mod jitter;

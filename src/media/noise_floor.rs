@@ -16,6 +16,13 @@
 /// floor is the noise's level, not its quietest dip.
 const SMOOTHING_BLOCKS: f32 = 3.0;
 
+/// Smoothed over this many blocks (200 ms), the floor of babble is the
+/// level of the voices that fill a speaker's pauses, not of the moments
+/// when all of them are between words at once: 30 ms levels find those
+/// gaps, 10 to 20 dB under the babble (docs/benchmarks.md, *Babble: a
+/// downward expander on what RNNoise leaves*).
+pub const STEADY_BLOCKS: f32 = 20.0;
+
 /// Blocks per piece of the window: the window's minimum is kept per piece
 /// so that it slides a piece at a time, not block by block.
 const PIECE_BLOCKS: usize = 10;
@@ -32,6 +39,8 @@ pub struct NoiseFloor {
     /// Full scale in the capture's samples (1.0, or 32768 in 16-bit
     /// scale).
     full_scale: f32,
+    /// Blocks a level is smoothed over.
+    smoothing: f32,
     /// The current block level, smoothed (mean square, full scale 1.0),
     /// from the first block on.
     smoothed: Option<f32>,
@@ -44,8 +53,16 @@ pub struct NoiseFloor {
 
 impl NoiseFloor {
     pub fn new(full_scale: f32) -> NoiseFloor {
+        NoiseFloor::smoothed_over(full_scale, SMOOTHING_BLOCKS)
+    }
+
+    /// The floor of levels smoothed over `blocks` blocks rather than a few:
+    /// the level noise keeps up over pauses rather than its quietest
+    /// moments.
+    pub fn smoothed_over(full_scale: f32, blocks: f32) -> NoiseFloor {
         NoiseFloor {
             full_scale,
+            smoothing: blocks,
             smoothed: None,
             pieces: [f32::INFINITY; WINDOW],
             piece: 0,
@@ -59,7 +76,7 @@ impl NoiseFloor {
         let power =
             samples.iter().map(|s| s * s / scale).sum::<f32>() / samples.len().max(1) as f32;
         let smoothed = match self.smoothed {
-            Some(level) => level + (power - level) / SMOOTHING_BLOCKS,
+            Some(level) => level + (power - level) / self.smoothing,
             None => power,
         };
         self.smoothed = Some(smoothed);

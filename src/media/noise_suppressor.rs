@@ -12,9 +12,13 @@
 //! noise appears (a block said twice, faded into, under the noise that
 //! called for it) and given back after [`CATCH_UP_MS`] of quiet, at a
 //! silent block, where dropping 10 ms is unheard.
+//!
+//! What RNNoise takes for speech and leaves, other people talking, goes
+//! through an [`Expander`] after it.
 
 use nnnoiseless::DenoiseState;
 
+use super::expander::Expander;
 use super::noise_floor::NoiseFloor;
 
 /// Samples in a 10 ms block at 48 kHz: RNNoise's frame.
@@ -25,14 +29,14 @@ const BLOCK_MS: usize = 10;
 
 /// Suppression is left out below this noise floor (dBFS), where there is
 /// no noise to take out...
-const QUIET_DBFS: f32 = -70.0;
+pub(super) const QUIET_DBFS: f32 = -70.0;
 
 /// ... and applied in full above this one, blended in between.
-const NOISY_DBFS: f32 = -55.0;
+pub(super) const NOISY_DBFS: f32 = -55.0;
 
 /// How far the suppressor's share moves in a 10 ms block: half a second
 /// from none to all, so that it fades in and out unheard.
-const SHARE_STEP: f32 = 0.02;
+pub(super) const SHARE_STEP: f32 = 0.02;
 
 /// Quiet this long, with no suppression heard, before the block of delay
 /// is given back: a room that was noisy a moment ago may be again.
@@ -52,6 +56,8 @@ pub struct NoiseSuppressor {
     denoised: [f32; BLOCK],
     /// The room's noise, measured on what RNNoise is given.
     floor: NoiseFloor,
+    /// Turns down the noise RNNoise leaves.
+    expander: Expander,
     /// The last block given: what is heard, untouched, while late.
     previous: [f32; BLOCK],
     /// How much of RNNoise's output is heard (0 to 1).
@@ -70,6 +76,7 @@ impl NoiseSuppressor {
             rnnoise: DenoiseState::new(),
             denoised: [0.0; BLOCK],
             floor: NoiseFloor::new(full_scale),
+            expander: Expander::new(full_scale),
             previous: [0.0; BLOCK],
             share: 0.0,
             late: false,
@@ -81,6 +88,7 @@ impl NoiseSuppressor {
     pub fn process(&mut self, block: &mut [f32; BLOCK]) {
         self.floor.block(block);
         self.rnnoise.process_frame(&mut self.denoised, block);
+        self.expander.update(block, &self.denoised);
         let target = ((self.floor.dbfs() - QUIET_DBFS) / (NOISY_DBFS - QUIET_DBFS)).clamp(0.0, 1.0);
         if !self.late {
             if target > 0.0 {
@@ -114,6 +122,7 @@ impl NoiseSuppressor {
             *dry = *s;
             *s = heard;
         }
+        self.expander.apply(block);
     }
 
     /// Noise appeared: from now on what is heard is a block late. The
