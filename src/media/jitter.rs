@@ -37,6 +37,9 @@ pub const MAX_DEPTH: usize = 10;
 /// sender muted or left): the buffer starts over and plays silence.
 const PAUSE_AFTER: u32 = 5;
 
+/// The longest gap across a pause counted as frames lost (a second).
+const PAUSE_GAP_LOST_UP_TO: u64 = 50;
+
 /// Playout ticks the buffer must sit above its target before it sheds
 /// (asks the player to, or drops a stall's backlog itself).
 /// 10 ticks (200 ms): long enough to tell a backlog from a burst that the
@@ -176,6 +179,9 @@ pub struct JitterBuffer {
     /// Report windows to go with a frame more than the target, after the
     /// buffer ran dry (`CUSHION_WINDOWS`).
     cushion_windows: u32,
+    /// The frame that was due when the stream paused: those between it
+    /// and the first to come after the pause were lost on the way.
+    paused_at: Option<u64>,
     stats: JitterStats,
 }
 
@@ -199,6 +205,7 @@ impl JitterBuffer {
             copies: 0,
             lossy_windows: 1,
             cushion_windows: 0,
+            paused_at: None,
             stats: JitterStats::default(),
         }
     }
@@ -353,6 +360,7 @@ impl JitterBuffer {
             self.underrun_run += 1;
             if self.underrun_run >= PAUSE_AFTER {
                 // The dry ticks were a pause, not frames coming unevenly.
+                self.paused_at = Some(next);
                 self.next = None;
                 self.underrun_run = 0;
                 self.cushion_windows = 0;
@@ -399,6 +407,18 @@ impl JitterBuffer {
             return Playout::Silence;
         }
         let (&first, _) = self.frames.first_key_value().expect("not empty");
+        // A sender's sequence numbers go on only for frames it sends (a
+        // muted one sends silence): the ones skipped were lost on the way,
+        // a burst too long to wait for, and the receiver report must say
+        // so, or the sender would not send the copies it calls for. A gap
+        // of more than a second is an outage or a sender that started
+        // over, which no copies would cover.
+        if let Some(paused_at) = self.paused_at.take()
+            && (paused_at + 1..=paused_at + PAUSE_GAP_LOST_UP_TO).contains(&first)
+        {
+            self.stats.lost += first - paused_at;
+            self.count_run(true);
+        }
         self.next = Some(first);
         self.pop()
     }
@@ -699,6 +719,31 @@ mod tests {
         // Frame 30 plays on the same tick as it would have without the losses.
         let at = |k| ticks.iter().position(|&t| t == Some(k)).unwrap();
         assert_eq!(at(30) - at(10), 20, "{ticks:?}");
+    }
+
+    /// A burst of seven lost frames on a network that had lost nothing:
+    /// the buffer runs dry, counts a pause and starts over; the frames it
+    /// skipped count as lost, a burst of seven, for the receiver report to
+    /// ask for copies.
+    #[test]
+    fn frames_skipped_across_a_pause_count_as_one_lost_burst() {
+        let mut jb = clean();
+        for i in 0..30u16 {
+            if !(10..17).contains(&i) {
+                push(&mut jb, u64::from(i) * 20, i);
+            }
+            jb.pop();
+        }
+        let stats = jb.stats();
+        assert_eq!((stats.lost, stats.loss_runs), (7, 1), "{stats:?}");
+        // A sender back after a minute's outage (or one that started over)
+        // is not a burst copies could cover.
+        for _ in 0..10 {
+            jb.pop();
+        }
+        push(&mut jb, 3_000, 3_000);
+        jb.pop();
+        assert_eq!(jb.stats().lost, 7);
     }
 
     #[test]

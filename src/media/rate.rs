@@ -141,6 +141,13 @@ impl RateControl {
         now.saturating_sub(self.heard_at) <= FRESH_MS
     }
 
+    /// A report came at `now`, when `sent` had been sent in all, whose
+    /// loss says nothing of the path (what was sent in its window is not
+    /// what will be): the next window is measured from here.
+    pub fn skip(&mut self, now: Millis, sent: Sent) {
+        (self.sent, self.heard_at) = (sent, now);
+    }
+
     /// A report came at `now`, when `sent` had been sent in all; `wanted`
     /// is what the sender would send without a budget (bit/s), for the
     /// loss reported: more copies coming are a test of their own, and a

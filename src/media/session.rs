@@ -33,6 +33,34 @@ const QUIET_DBFS: f64 = -45.0;
 /// on one 20 ms frame; docs/benchmarks.md).
 const PAUSE_FRAMES: u32 = 10;
 
+/// Copies each frame of a new stream carries, before any report has said
+/// what the network loses: as many as the receiver's jitter buffer has
+/// room for while it starts three frames deep, so they cost no delay.
+/// Without them the frames lost in a call's first seconds were played
+/// concealed (2 to 5 a call under 5% bursty loss; docs/benchmarks.md).
+const START_COPIES: usize = 2;
+
+/// Frames (2 s) a new stream carries its copies for, unless a report of a
+/// loss hands over to the plan first: two clean reports, not one, since at
+/// 5% loss in bursts one second in two loses nothing.
+const START_FRAMES: u64 = 100;
+
+/// Loss (0.1%) in a report of a new stream's first seconds that its
+/// copies may have caused: a path capped under the voice and its copies
+/// (150 kbit/s) loses half of them or more, where bursty loss of a few
+/// percent seldom loses a quarter of a second's frames. The copies stop,
+/// and the report is not answered: the next, of the voice alone, says
+/// what the path does (a capped path answered with copies and a budget
+/// lost up to 0.5 PESQ-WB; docs/benchmarks.md).
+const START_HEAVY_LOSS_PERMILLE: u16 = 250;
+
+/// The in-band FEC planned while frames carry two copies or more (percent):
+/// a burst longer than the copies leaves its last lost frame to the FEC of
+/// the first copy that comes. With one copy a loss must come three in a
+/// row to get past it, rare at the loss that calls for one, and FEC's bits
+/// would only cost the voice.
+const FEC_WITH_COPIES: i32 = 10;
+
 /// One remote participant's stream.
 struct Peer {
     user: Option<UserId>,
@@ -140,8 +168,8 @@ pub struct CallMedia {
     /// The FEC plan in force, in percent (the configured one until a report).
     fec_percent: i32,
     report_seq: u16,
-    /// Earlier frames each voice frame carries copies of (0 to 3), and
-    /// the last packets sent, newest first.
+    /// Earlier frames each voice frame carries copies of, as the reports
+    /// ask (0 to 4), and the last packets sent, newest first.
     red_depth: usize,
     sent: std::collections::VecDeque<Vec<u8>>,
     /// The configured Opus bitrate, and the one in force (within the budget).
@@ -151,6 +179,14 @@ pub struct CallMedia {
     rates: BTreeMap<MediaSource, RateControl>,
     /// The voice sent so far, for the rate of each report's window.
     sent_total: Sent,
+    /// A report told of a loss: the plan decides the copies from then on,
+    /// even in the stream's first seconds.
+    heard_loss: bool,
+    /// A new stream's copies did not fit the path: the next report, whose
+    /// window still holds the last frames sent with them (the receiver's
+    /// window trails by its jitter buffer), sets a budget but asks for no
+    /// copies.
+    start_overran: bool,
     /// Frames dropped because they were not for this call's room.
     pub foreign_frames: u64,
 }
@@ -183,6 +219,8 @@ impl CallMedia {
             bitrate_bps: codec.bitrate_bps,
             rates: BTreeMap::new(),
             sent_total: Sent::default(),
+            heard_loss: false,
+            start_overran: false,
             foreign_frames: 0,
         })
     }
@@ -292,9 +330,18 @@ impl CallMedia {
         (self.plan.worst_loss(now)).map(|_| self.plan.worst_burst(now))
     }
 
-    /// Earlier frames each voice frame carries copies of now (0 to 3).
+    /// Earlier frames the next voice frame carries copies of (0 to 4): the
+    /// plan's, or a new stream's until its first seconds are over.
     pub fn redundancy(&self) -> usize {
-        self.red_depth
+        match self.starting() {
+            true => self.red_depth.max(START_COPIES),
+            false => self.red_depth,
+        }
+    }
+
+    /// A new stream's first seconds: its copies go before any report asks.
+    fn starting(&self) -> bool {
+        self.sent_total.frames < START_FRAMES && !self.heard_loss
     }
 
     /// What the voice is sent within: the smallest budget of the paths to
@@ -323,13 +370,14 @@ impl CallMedia {
     /// A muted microphone sends encoded silence, so that the stream (and
     /// the far end's measure of the network) goes on.
     pub fn capture(&mut self, pcm: &Frame) -> Result<Vec<u8>, opus::Error> {
+        let depth = self.redundancy();
         let packet = if self.muted {
             self.encoder.encode(&[0.0; FRAME_SAMPLES])?
         } else {
             self.my_level = self.my_level.max(level(pcm));
             self.encoder.encode(pcm)?
         };
-        let kind = match self.red_depth {
+        let kind = match depth {
             0 => MediaKind::Voice,
             _ => MediaKind::VoiceRed,
         };
@@ -346,8 +394,8 @@ impl CallMedia {
             MediaKind::VoiceRed => {
                 // As many copies as fit a media frame's payload.
                 let mut room = MAX_MEDIA_PAYLOAD_BYTES.saturating_sub(3 + packet.len());
-                let mut copies = Vec::with_capacity(self.red_depth);
-                for copy in self.sent.iter().take(self.red_depth) {
+                let mut copies = Vec::with_capacity(depth);
+                for copy in self.sent.iter().take(depth) {
                     let Some(left) = room.checked_sub(2 + copy.len()) else {
                         break;
                     };
@@ -430,7 +478,15 @@ impl CallMedia {
             loss: f64::from(reception.loss_permille) / 1000.0,
             burst: f64::from(reception.burst_tenths) / 10.0,
         };
-        self.plan.heard(now, from, reception);
+        if self.starting() && reception.loss_permille >= START_HEAVY_LOSS_PERMILLE {
+            (self.heard_loss, self.start_overran) = (true, true);
+            (self.rates.entry(from).or_default()).skip(now, self.sent_total);
+            return;
+        }
+        self.heard_loss |= reception.loss_permille > 0;
+        if !std::mem::take(&mut self.start_overran) {
+            self.plan.heard(now, from, reception);
+        }
         let burst = self.plan.worst_burst(now);
         let wanted = Allocation {
             bitrate_bps: self.configured_bps,
@@ -448,7 +504,8 @@ impl CallMedia {
             self.encoder.set_bitrate(allocation.bitrate_bps);
         }
         // Copies cover a loss better than in-band FEC, which takes its
-        // bits from the voice: with them, none. Under a budget, the loss
+        // bits from the voice: with them, only FEC for the frame that a
+        // burst longer than the copies leaves. Under a budget, the loss
         // left is the network's own share: what got lost past the cap was
         // the budget's to stop, and FEC for it would take the few bits
         // there are from the voice.
@@ -458,7 +515,8 @@ impl CallMedia {
         let plan = match (self.red_depth, budget, random) {
             (0, Some(_), Some(random)) => Some(feedback::fec_for(100.0 * random)),
             (0, ..) => self.plan.fec_percent(now),
-            _ => Some(0),
+            (1, ..) => Some(0),
+            _ => Some(FEC_WITH_COPIES),
         };
         if let Some(percent) = plan
             && percent != self.fec_percent
@@ -624,7 +682,7 @@ mod tests {
             source: 1,
             user: user("alice"),
         }]);
-        assert_eq!(alice.redundancy(), 0);
+        assert_eq!(alice.redundancy(), START_COPIES, "a new stream's copies");
         alice.receive(0, &report).unwrap();
         assert_eq!(alice.redundancy(), 2);
         let mut out = [0.0; FRAME_SAMPLES];
@@ -674,18 +732,23 @@ mod tests {
     /// redundancy follow within a report, and fall back five seconds after.
     #[test]
     fn fec_and_redundancy_follow_the_reported_loss_and_fall_back() {
-        // Every fifth frame (20%), one at a time: two copies, and no FEC
-        // (the copies do its work without taking bits from the voice).
+        // Every fifth frame (20%), one at a time: two copies, and the FEC
+        // for a burst longer than them.
         let random = adapt(14, |k| (150..400).contains(&k) && k % 5 == 2);
-        assert_eq!(random[0], (0, 0), "a clean first second: no FEC, no copies");
+        assert_eq!(random[0], (0, START_COPIES), "a clean first second: no FEC");
+        assert_eq!(random[1], (0, 0), "two clean seconds: no copies either");
         assert_eq!(random[2], (0, 0));
-        assert_eq!(random[3], (0, 2), "{random:?}");
-        assert_eq!(random[7], (0, 2));
-        assert_eq!(random[11], (0, 2), "three clean seconds are not enough");
+        assert_eq!(random[3], (FEC_WITH_COPIES, 2), "{random:?}");
+        assert_eq!(random[7], (FEC_WITH_COPIES, 2));
+        assert_eq!(
+            random[11],
+            (FEC_WITH_COPIES, 2),
+            "three clean seconds are not enough"
+        );
         assert_eq!(random[13], (0, 0), "{random:?}");
-        // Bursts of three, 6% in all: three copies.
+        // Bursts of three, 6% in all: four copies.
         let bursts = adapt(6, |k| k >= 150 && k % 50 < 3);
-        assert_eq!(bursts[3].1, 3, "{bursts:?}");
+        assert_eq!(bursts[3], (FEC_WITH_COPIES, 4), "{bursts:?}");
     }
 
     /// One second of a call through a path with a bandwidth cap.
@@ -790,16 +853,70 @@ mod tests {
     }
 
     /// 10% random loss and no cap: two copies of 48 kbit/s throughout, as
-    /// before bitrate adaptation; no budget ever binds.
+    /// before bitrate adaptation. The first report's loss came at the new
+    /// stream's copies, with no window before to tell a cap by: a budget
+    /// tests it for a second, and goes.
     #[test]
     fn random_loss_without_a_cap_keeps_its_rate_and_copies() {
         let trace = through_cap(30, |_| 0, |k| k % 10 == 3);
+        assert!(trace.iter().all(|s| s.copies == 2), "{trace:?}");
         assert!(
             trace[1..]
                 .iter()
-                .all(|s| s.copies == 2 && s.bitrate_kbps == 48)
+                .all(|s| s.bitrate_kbps == 48 && s.budget_kbps.is_none()),
+            "{trace:?}"
         );
-        assert!(trace.iter().all(|s| s.budget_kbps.is_none()), "{trace:?}");
+    }
+
+    /// A new stream's frames carry copies from the first, before any report:
+    /// a burst of two in its first second plays as sent. Two clean reports
+    /// end them, and the voice goes alone, as a clean network needs.
+    #[test]
+    fn a_new_stream_carries_copies_until_two_clean_reports() {
+        let (mut alice, mut bob) = alice_to_bob();
+        let mut out = [0.0; FRAME_SAMPLES];
+        let mut kinds = Vec::new();
+        for k in 0..150usize {
+            let frame = alice.capture(&tone(k)).unwrap();
+            kinds.push(MediaHeader::decode(&frame).unwrap().0.kind);
+            if !(20..22).contains(&k) {
+                bob.receive(20 * k as u64, &relayed(frame, 1)).unwrap();
+            }
+            bob.playout(&mut out);
+            if k % 50 == 49 {
+                let report = bob.receiver_report().unwrap();
+                let (_, payload) = MediaHeader::decode(&report).unwrap();
+                let loss = feedback::decode(payload).unwrap()[0].loss_permille;
+                // What is tested is how the copies end: alice is told of
+                // clean seconds.
+                alice
+                    .receive(20 * k as u64, &relayed(report_about("alice", 0, 2), 2))
+                    .unwrap();
+                assert_eq!(loss, if k == 49 { 40 } else { 0 }, "the burst is reported");
+            }
+        }
+        let stats = bob.stats();
+        assert_eq!((stats.lost, stats.red_recovered), (0, 2), "{stats:?}");
+        assert!(kinds[..100].iter().all(|k| *k == MediaKind::VoiceRed));
+        assert!(
+            kinds[101..].iter().all(|k| *k == MediaKind::Voice),
+            "{kinds:?}"
+        );
+        assert_eq!(alice.redundancy(), 0);
+    }
+
+    /// A path capped at 64 kbit/s carries the voice (54) but not a new
+    /// stream's copies (150): the first report's heavy loss stops them and
+    /// asks for nothing, and the voice goes on alone at its bitrate, under
+    /// no budget, losing nothing more.
+    #[test]
+    fn a_new_streams_copies_that_overrun_a_capped_path_stop_unanswered() {
+        let trace = through_cap(10, |_| 64, |_| false);
+        assert!(trace[0].loss_percent > 25.0, "{trace:?}");
+        for s in &trace[2..] {
+            let now = (s.copies, s.bitrate_kbps, s.budget_kbps, s.loss_percent);
+            assert_eq!(now, (0, 48, None, 0.0), "{trace:?}");
+        }
     }
 
     /// A clean call of words and pauses: bob's buffer starts three frames
