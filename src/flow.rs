@@ -1581,28 +1581,48 @@ mod tests {
         assert!(sent < error, "{html}");
     }
 
-    /// `termphone load`'s devices: a store that works (the conversation
-    /// comes from it) and not one file in their data directory.
-    #[tokio::test]
-    async fn in_process_devices_keep_their_store_in_memory_and_write_no_files() {
+    /// `flow` run once as `termphone load` runs an iteration, against a
+    /// relay of its own.
+    async fn in_process(
+        flow: &Flow,
+        data: &Path,
+        media: bool,
+        names: &Names,
+        keep: Keep,
+    ) -> (Outcome, Timeline) {
         let relay_dir = tempfile::tempdir().unwrap();
         let relay = start_relay(&RelayOverrides::default(), relay_dir.path())
             .await
             .unwrap();
-        let chat = "\n[[step]]\ndevice = \"bob\"\nsend = { cmd = \"sendMessage\", userID = \"alice\", text = \"hi\" }\n\n[[step]]\ndevice = \"a1\"\nexpect = \"MESSAGE_RECEIVED\"\n\n[[step]]\ndevice = \"a1\"\nsend = { cmd = \"getConversations\" }\n\n[[step]]\ndevice = \"a1\"\nexpect = \"CONVERSATIONS\"\n";
-        let flow: Flow = toml::from_str(&format!("{DEVICES}{chat}")).unwrap();
-        let data = tempfile::tempdir().unwrap();
         let (_stop_tx, stop) = watch::channel(false);
         let place = Place {
             url: relay.url(),
             fingerprint: relay.fingerprint(),
-            data: data.path(),
-            launch: Launch::InProcess { stop, media: true },
-            names: &Names::default(),
+            data,
+            launch: Launch::InProcess { stop, media },
+            names,
             verbose: false,
         };
-        let (outcome, timeline) = execute(&flow, &place, Keep::Everything).await;
+        let run = execute(flow, &place, keep).await;
         relay.shutdown().await;
+        run
+    }
+
+    /// `termphone load`'s devices: a store that works (the conversation
+    /// comes from it) and not one file in their data directory.
+    #[tokio::test]
+    async fn in_process_devices_keep_their_store_in_memory_and_write_no_files() {
+        let chat = "\n[[step]]\ndevice = \"bob\"\nsend = { cmd = \"sendMessage\", userID = \"alice\", text = \"hi\" }\n\n[[step]]\ndevice = \"a1\"\nexpect = \"MESSAGE_RECEIVED\"\n\n[[step]]\ndevice = \"a1\"\nsend = { cmd = \"getConversations\" }\n\n[[step]]\ndevice = \"a1\"\nexpect = \"CONVERSATIONS\"\n";
+        let flow: Flow = toml::from_str(&format!("{DEVICES}{chat}")).unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let (outcome, timeline) = in_process(
+            &flow,
+            data.path(),
+            true,
+            &Names::default(),
+            Keep::Everything,
+        )
+        .await;
         assert!(outcome.passed, "{:?}", outcome.failure);
         let conversations = timeline.rows.iter().find_map(|row| match &row.entry {
             Entry::Seen(e) if e["event"] == "CONVERSATIONS" => Some(e["conversations"].clone()),
@@ -1655,10 +1675,6 @@ mod tests {
     /// devices report no media at its end; with media they do.
     #[tokio::test]
     async fn in_process_devices_without_media_still_call() {
-        let relay_dir = tempfile::tempdir().unwrap();
-        let relay = start_relay(&RelayOverrides::default(), relay_dir.path())
-            .await
-            .unwrap();
         let steps = [
             ("bob", r#"send = { cmd = "call", userID = "alice" }"#),
             ("a1", r#"expect = "ON_CALL_RECEIVED""#),
@@ -1673,16 +1689,8 @@ mod tests {
         let flow: Flow = toml::from_str(&format!("{DEVICES}{steps}")).unwrap();
         for media in [false, true] {
             let data = tempfile::tempdir().unwrap();
-            let (_stop_tx, stop) = watch::channel(false);
-            let place = Place {
-                url: relay.url(),
-                fingerprint: relay.fingerprint(),
-                data: data.path(),
-                launch: Launch::InProcess { stop, media },
-                names: &Names::iteration(["bob", "alice"].into_iter(), "", u64::from(media)),
-                verbose: false,
-            };
-            let (outcome, _) = execute(&flow, &place, Keep::Nothing).await;
+            let names = Names::iteration(["bob", "alice"], "", u64::from(media));
+            let (outcome, _) = in_process(&flow, data.path(), media, &names, Keep::Nothing).await;
             let failed = (outcome.steps.last())
                 .filter(|s| !s.passed)
                 .map(|s| (s.step, s.what.contains("MEDIA_STATS")));
@@ -1691,7 +1699,6 @@ mod tests {
                 true => assert_eq!(failed, Some((7, true)), "{:?}", outcome.failure),
             }
         }
-        relay.shutdown().await;
     }
 
     /// The nice value of every thread of this process named `media`.
@@ -1716,21 +1723,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn in_process_media_threads_keep_the_runners_priority() {
-        let relay_dir = tempfile::tempdir().unwrap();
-        let relay = start_relay(&RelayOverrides::default(), relay_dir.path())
-            .await
-            .unwrap();
         let flow = Flow::load(Path::new("examples/flows/two_way_audio.toml")).unwrap();
         let data = tempfile::tempdir().unwrap();
-        let (_stop_tx, stop) = watch::channel(false);
-        let place = Place {
-            url: relay.url(),
-            fingerprint: relay.fingerprint(),
-            data: data.path(),
-            launch: Launch::InProcess { stop, media: true },
-            names: &Names::default(),
-            verbose: false,
-        };
         let sampling = tokio::spawn(async {
             let mut seen = Vec::new();
             for _ in 0..60 {
@@ -1739,9 +1733,9 @@ mod tests {
             }
             seen
         });
-        let (outcome, _) = execute(&flow, &place, Keep::Nothing).await;
+        let names = Names::default();
+        let (outcome, _) = in_process(&flow, data.path(), true, &names, Keep::Nothing).await;
         let seen = sampling.await.unwrap();
-        relay.shutdown().await;
         assert!(outcome.passed, "{:?}", outcome.failure);
         assert!(!seen.is_empty(), "no media thread was seen during the call");
         assert!(seen.iter().all(|&nice| nice == 0), "{seen:?}");
