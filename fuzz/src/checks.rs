@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
 use termphone::config::Config;
 use termphone::ids::{DEV_APP_ID, UserId};
 use termphone::protocol::{ClientMsg, MediaHeader, ServerMsg, decode, encode, media_source};
@@ -80,7 +81,7 @@ pub fn media_frame(data: &[u8]) -> bool {
         );
     }
     let router = MediaRouter::new(Impairment::default());
-    let sender = router.register(1);
+    let mut sender = router.register(1);
     let _receiver = router.register(2);
     let room = decoded.as_ref().map_or(9, |(header, _)| header.room);
     let members = [
@@ -88,6 +89,8 @@ pub fn media_frame(data: &[u8]) -> bool {
         (2, UserId::parse("bob").expect("valid user")),
     ];
     router.set_room(room, &members, &[]);
+    // The sender's port takes its route as its task would, polling it.
+    assert!(sender.next().now_or_never().is_none(), "nothing to write");
     let forwarded = router.forward(&sender, Bytes::copy_from_slice(data));
     assert_eq!(
         forwarded.is_ok(),

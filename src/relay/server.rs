@@ -29,7 +29,7 @@ use crate::error::{Error, ErrorCode};
 use crate::protocol::{self, ClientMsg, MAX_TRANSPORT_MESSAGE_BYTES, ServerMsg};
 use crate::relay::core::{CloseReason, ConnId, Input, Output, RelayCore, Settings, StoreOp};
 use crate::relay::gate::{Gate, Unauthenticated};
-use crate::relay::media::{MediaPort, MediaRouter, Outgoing};
+use crate::relay::media::{MediaPort, MediaRouter, Outgoing, PortWaker};
 use crate::relay::store::Store;
 use crate::time::{deadline, unix_millis};
 use crate::tls::{Fingerprint, ServerTls, Stream, TlsError};
@@ -110,7 +110,7 @@ struct ConnQueue {
     backlog: Arc<Backlog>,
     /// Wakes the connection's task for what was queued: it waits on its
     /// media port, not on this queue.
-    port: Arc<MediaPort>,
+    port: PortWaker,
 }
 
 impl ConnQueue {
@@ -503,7 +503,7 @@ async fn accept_loop(
                     match (admitted, refusal) {
                         (Ok((_permit, waiting)), _) => {
                             let port = media.register(conn);
-                            let io = ConnIo { conn, events, media: &media, port: port.clone(), limits };
+                            let io = ConnIo { conn, events, media: &media, port, limits };
                             serve_conn(io, ws, Some(waiting)).await;
                             media.unregister(conn);
                         }
@@ -575,7 +575,7 @@ struct ConnIo<'a> {
     conn: ConnId,
     events: mpsc::Sender<CoreEvent>,
     media: &'a MediaRouter,
-    port: Arc<MediaPort>,
+    port: MediaPort,
     limits: Limits,
 }
 
@@ -588,17 +588,17 @@ async fn serve_conn(
         conn,
         events,
         media,
-        port,
+        mut port,
         limits,
     } = io;
-    let mut media_out = port.outgoing();
     let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
     let backlog = Arc::new(Backlog::default());
     let queue = ConnQueue {
         tx,
         backlog: backlog.clone(),
-        port: port.clone(),
+        port: port.waker(),
     };
+    let wake = port.waker();
     // A client that sends bad media hears about it once, not fifty times a second.
     let mut told_bad_media = false;
     let mut told_media_rate = false;
@@ -613,11 +613,76 @@ async fn serve_conn(
     {
         return;
     }
+    // A peer that does not read what it is sent is not read from either:
+    // its requests wait in its socket instead of growing its backlog. The
+    // backlog grows only with a wake-up and shrinks only with a write, so
+    // it is looked at then, not for every frame.
+    let mut reading = true;
     loop {
-        // A peer that does not read what it is sent is not read from either:
-        // its requests wait in its socket instead of growing its backlog.
-        let reading = backlog.bytes.load(Ordering::Relaxed) < limits.max_queue_bytes / 2;
         tokio::select! {
+            // The port first: a route the core gave it is taken before the
+            // next frame is read.
+            biased;
+            out = port.next() => {
+                let outbound = match out {
+                    Some(Outgoing::Frame(frame)) => {
+                        if !write(&mut ws, Message::Binary(frame), conn, limits).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    // The core queued something, or let the connection go.
+                    // One message per wake-up, so that media flows between
+                    // them.
+                    Some(Outgoing::Woken) => {
+                        reading = backlog.bytes.load(Ordering::Relaxed) < limits.max_queue_bytes / 2;
+                        match rx.try_recv() {
+                            Ok(outbound) => {
+                                wake.wake();
+                                Some(outbound)
+                            }
+                            Err(TryRecvError::Empty) => continue,
+                            Err(TryRecvError::Disconnected) => None,
+                        }
+                    }
+                    // The router ends every connection's media when the
+                    // relay shuts down.
+                    None => {
+                        let _ = tokio::time::timeout(
+                            limits.write_timeout,
+                            ws.close(Some(close_frame(CloseCode::Away, "relay shutting down"))),
+                        ).await;
+                        break;
+                    }
+                };
+                match outbound {
+                    _ if backlog.abandoned.load(Ordering::Relaxed) => {
+                        let _ = ws.close(Some(close_frame(CloseCode::Policy, "too slow to read"))).await;
+                        break;
+                    }
+                    Some(Outbound::Text(text)) => {
+                        let len = text.len();
+                        let sent = write(&mut ws, Message::text(text), conn, limits).await;
+                        let left = backlog.bytes.fetch_sub(len, Ordering::Relaxed) - len;
+                        reading = left < limits.max_queue_bytes / 2;
+                        if !sent {
+                            break;
+                        }
+                    }
+                    Some(Outbound::Authenticated) => waiting = None,
+                    Some(Outbound::Close(reason)) => {
+                        let frame = match reason {
+                            CloseReason::Kicked => close_frame(CloseCode::Policy, "kicked out"),
+                            CloseReason::Superseded => close_frame(CloseCode::Normal, "superseded by a new connection"),
+                            CloseReason::HeartbeatTimeout => close_frame(CloseCode::Away, "heartbeat timeout"),
+                            CloseReason::LoginTimeout => close_frame(CloseCode::Policy, "no login in time"),
+                        };
+                        let _ = tokio::time::timeout(limits.write_timeout, ws.close(Some(frame))).await;
+                        break;
+                    }
+                    None => break,
+                }
+            }
             incoming = ws.next(), if reading => {
                 let input = match incoming {
                     Some(Ok(Message::Text(text))) => {
@@ -669,62 +734,6 @@ async fn serve_conn(
                 };
                 if events.send(CoreEvent::Input(input)).await.is_err() {
                     break;
-                }
-            }
-            out = media_out.next() => {
-                let outbound = match out {
-                    Some(Outgoing::Frame(frame)) => {
-                        if !write(&mut ws, Message::Binary(frame), conn, limits).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    // The core queued something, or let the connection go.
-                    // One message per wake-up, so that media flows between
-                    // them.
-                    Some(Outgoing::Woken) => match rx.try_recv() {
-                        Ok(outbound) => {
-                            port.wake();
-                            Some(outbound)
-                        }
-                        Err(TryRecvError::Empty) => continue,
-                        Err(TryRecvError::Disconnected) => None,
-                    },
-                    // The router ends every connection's media when the
-                    // relay shuts down.
-                    None => {
-                        let _ = tokio::time::timeout(
-                            limits.write_timeout,
-                            ws.close(Some(close_frame(CloseCode::Away, "relay shutting down"))),
-                        ).await;
-                        break;
-                    }
-                };
-                match outbound {
-                    _ if backlog.abandoned.load(Ordering::Relaxed) => {
-                        let _ = ws.close(Some(close_frame(CloseCode::Policy, "too slow to read"))).await;
-                        break;
-                    }
-                    Some(Outbound::Text(text)) => {
-                        let len = text.len();
-                        let sent = write(&mut ws, Message::text(text), conn, limits).await;
-                        backlog.bytes.fetch_sub(len, Ordering::Relaxed);
-                        if !sent {
-                            break;
-                        }
-                    }
-                    Some(Outbound::Authenticated) => waiting = None,
-                    Some(Outbound::Close(reason)) => {
-                        let frame = match reason {
-                            CloseReason::Kicked => close_frame(CloseCode::Policy, "kicked out"),
-                            CloseReason::Superseded => close_frame(CloseCode::Normal, "superseded by a new connection"),
-                            CloseReason::HeartbeatTimeout => close_frame(CloseCode::Away, "heartbeat timeout"),
-                            CloseReason::LoginTimeout => close_frame(CloseCode::Policy, "no login in time"),
-                        };
-                        let _ = tokio::time::timeout(limits.write_timeout, ws.close(Some(frame))).await;
-                        break;
-                    }
-                    None => break,
                 }
             }
         }
