@@ -330,7 +330,30 @@ struct Route {
     /// Its user's voice is cut by the impairment settings (`drop_from`).
     cut: bool,
     /// The other members, with their queues.
-    peers: Vec<(ConnId, Arc<MediaQueue>)>,
+    peers: Peers,
+}
+
+/// A route's other members: the one of a call of two, which most calls
+/// are, held in the route itself, so that forwarding a frame reads no list.
+enum Peers {
+    One([(ConnId, Arc<MediaQueue>); 1]),
+    Many(Vec<(ConnId, Arc<MediaQueue>)>),
+}
+
+impl Peers {
+    fn new(peers: Vec<(ConnId, Arc<MediaQueue>)>) -> Self {
+        match <[_; 1]>::try_from(peers) {
+            Ok(one) => Peers::One(one),
+            Err(many) => Peers::Many(many),
+        }
+    }
+
+    fn as_slice(&self) -> &[(ConnId, Arc<MediaQueue>)] {
+        match self {
+            Peers::One(one) => one,
+            Peers::Many(many) => many,
+        }
+    }
 }
 
 /// One connection's end of the router, owned by its task: the frames
@@ -536,7 +559,7 @@ impl MediaRouter {
                 room,
                 listen_only: audience.contains(conn),
                 cut: self.impairment.drop_from.contains(user),
-                peers: queues.iter().filter(|(c, _)| c != conn).cloned().collect(),
+                peers: Peers::new(queues.iter().filter(|(c, _)| c != conn).cloned().collect()),
             }));
         }
         routes
@@ -567,8 +590,9 @@ impl MediaRouter {
         MediaHeader::stamp_source(&mut stamped, media_source(port.conn));
         let mut stamped = stamped.freeze();
         let now = self.impaired.then(Instant::now);
-        let last = route.peers.len().saturating_sub(1);
-        for (i, (other, queue)) in route.peers.iter().enumerate() {
+        let peers = route.peers.as_slice();
+        let last = peers.len().saturating_sub(1);
+        for (i, (other, queue)) in peers.iter().enumerate() {
             let due = match now {
                 None => None,
                 Some(now) => {
