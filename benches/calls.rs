@@ -4,7 +4,8 @@
 //! with multi-device ability), the time from the caller's `call` to the last
 //! device's invitation, and from an accept to the last other device's
 //! cancel, over 1,000 calls each, beside the raw WebSocket round trip of the
-//! same run; then call setups per second with many pairs at once.
+//! same run; then call setups per second with many pairs at once, and
+//! logins and logouts per second, with no calls up and with 1,000.
 //! `cargo test` runs it in its quick mode (see `common::mode`).
 
 mod common;
@@ -13,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use common::{Ws, cores, expect, login, p50_p99, send, start_relay};
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use common::{Ws, cores, expect, login, login_msg, p50_p99, send, start_relay};
 use termphone::protocol::{CallInfo, ClientMsg, ServerMsg};
 
 /// How much of each measurement a run does.
@@ -208,6 +212,44 @@ async fn setups(url: &str, pairs: usize, window: Duration, held: usize) {
     );
 }
 
+/// Logs one device out and in again on its connection until `until`. A
+/// login tells the device of the calls ringing for it and rings it for any
+/// still inviting its user; a logout ends its session and the invitations
+/// ringing on it: each must look at its own user's calls, not at every call
+/// the relay holds (issue 21).
+async fn session_loop(url: String, k: usize, until: Instant) -> usize {
+    let user = format!("s{k}");
+    let mut ws = login(&url, &user, "d").await;
+    let mut cycles = 0;
+    loop {
+        send(&mut ws, &ClientMsg::Logout).await;
+        expect(&mut ws, "logged_out", |m| matches!(m, ServerMsg::LoggedOut)).await;
+        cycles += 1;
+        if Instant::now() >= until {
+            return cycles;
+        }
+        ws.send(Message::text(login_msg(&user, "d"))).await.unwrap();
+        expect(&mut ws, "login_ok", |m| {
+            matches!(m, ServerMsg::LoginOk { .. })
+        })
+        .await;
+    }
+}
+
+/// Logouts, each followed by a login, per second from `devices` at once.
+async fn sessions(url: &str, devices: usize, window: Duration, held: usize) {
+    let until = Instant::now() + window;
+    let t = Instant::now();
+    let counts =
+        join_all((0..devices).map(|k| tokio::spawn(session_loop(url.to_owned(), k, until)))).await;
+    let total: usize = counts.into_iter().map(|c| c.unwrap()).sum();
+    println!(
+        "logouts and logins with {held} calls up: {total} of each in {:.2?} from {devices} devices at once = {:.0} a second",
+        t.elapsed(),
+        total as f64 / t.elapsed().as_secs_f64()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let Some(mode) = common::mode("calls") else {
@@ -239,6 +281,7 @@ async fn main() {
         fan_out(&url, devices, sizes.calls).await;
     }
     setups(&url, sizes.pairs, sizes.window, 0).await;
+    sessions(&url, sizes.pairs, sizes.window, 0).await;
     // The same with many calls in progress: a setup's cost must not grow
     // with the calls the relay holds (issue 21).
     common::raise_open_files();
@@ -255,5 +298,6 @@ async fn main() {
         held.extend(calls.into_iter().map(|c| c.unwrap()));
     }
     setups(&url, sizes.pairs, sizes.window, held.len()).await;
+    sessions(&url, sizes.pairs, sizes.window, held.len()).await;
     let _ = relay.kill().await;
 }

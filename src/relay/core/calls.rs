@@ -46,6 +46,10 @@ pub(super) struct Calls {
     /// back to it with `unhold` (which sets the other one aside). Only a
     /// user with a `joined` call has one.
     parked: HashMap<(AppId, UserId), CallKey>,
+    /// The calls inviting each user, ringing or not yet answered: a
+    /// session that logs in, comes back or ends looks up its own user's
+    /// invitations here, not in every call the relay holds (issue 21).
+    invited: HashMap<(AppId, UserId), BTreeSet<CallKey>>,
     /// Rooms whose media route may have changed since the core last
     /// published them: a member joined, left, held or changed role, a
     /// member's session moved to another connection, or the call ended.
@@ -315,6 +319,7 @@ impl RelayCore {
                         ringing: BTreeSet::new(),
                     },
                 );
+            self.mark_invited(app, &user, key);
             added.push((user, waiting_on));
         }
         for (user, waiting_on) in &added {
@@ -394,12 +399,12 @@ impl RelayCore {
     /// is settled by this.
     pub(super) fn send_call_state(&mut self, sid: SessionId) {
         let (app, user) = self.identity(sid);
-        let mut ringing: Vec<(&String, CallKey)> = (self.calls.calls.iter())
+        let mut ringing: Vec<(&String, CallKey)> = (self.invitations(app, &user).into_iter())
+            .map(|key| (key, &self.calls.calls[&key]))
             .filter(|(_, c)| {
-                c.app == app
-                    && matches!(c.members.get(&user), Some(Member::Invited { ringing, .. }) if ringing.contains(&sid))
+                matches!(c.members.get(&user), Some(Member::Invited { ringing, .. }) if ringing.contains(&sid))
             })
-            .map(|(key, c)| (&c.id, *key))
+            .map(|(key, c)| (&c.id, key))
             .collect();
         ringing.sort();
         let ringing = (ringing.into_iter())
@@ -435,15 +440,7 @@ impl RelayCore {
     /// user (its `call_state` tells it so).
     pub(super) fn calls_on_online(&mut self, sid: SessionId) {
         let (app, user) = self.identity(sid);
-        let keys: Vec<CallKey> = self
-            .calls
-            .calls
-            .iter()
-            .filter(|(_, c)| {
-                c.app == app && matches!(c.members.get(&user), Some(Member::Invited { .. }))
-            })
-            .map(|(k, _)| *k)
-            .collect();
+        let keys = self.invitations(app, &user);
         let targets = self.ring_targets(app, &user);
         let busy = self.in_call(app, &user);
         for key in keys {
@@ -501,6 +498,7 @@ impl RelayCore {
         ) else {
             unreachable!("ringing_call checked the member");
         };
+        self.mark_answered(app, &user, key);
         self.mark_joined(app, &user, key);
         let by = self.device_info(sid);
         for other in ringing.into_iter().filter(|&s| s != sid) {
@@ -1022,6 +1020,46 @@ impl RelayCore {
     }
 
     /// `user` is now in call `key`: busy, and shown "in a call" to contacts.
+    fn mark_invited(&mut self, app: AppId, user: &UserId, key: CallKey) {
+        (self.calls.invited.entry((app, user.clone())))
+            .or_default()
+            .insert(key);
+    }
+
+    /// `user` is no longer invited to call `key`: it answered, declined or
+    /// was let go, or the call ended.
+    fn mark_answered(&mut self, app: AppId, user: &UserId, key: CallKey) {
+        let who = (app, user.clone());
+        if let Some(keys) = self.calls.invited.get_mut(&who) {
+            keys.remove(&key);
+            if keys.is_empty() {
+                self.calls.invited.remove(&who);
+            }
+        }
+    }
+
+    /// The calls inviting `user`, oldest first. Debug builds check the
+    /// index against every call, so that every call test checks it.
+    fn invitations(&self, app: AppId, user: &UserId) -> Vec<CallKey> {
+        let keys: Vec<CallKey> = (self.calls.invited.get(&(app, user.clone())))
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        #[cfg(debug_assertions)]
+        {
+            let mut scanned: Vec<CallKey> = (self.calls.calls.iter())
+                .filter(|(_, c)| {
+                    c.app == app && matches!(c.members.get(user), Some(Member::Invited { .. }))
+                })
+                .map(|(key, _)| *key)
+                .collect();
+            scanned.sort_unstable();
+            assert_eq!(keys, scanned, "the invitations index of {user}");
+        }
+        keys
+    }
+
     fn mark_joined(&mut self, app: AppId, user: &UserId, key: CallKey) {
         self.calls.joined.insert((app, user.clone()), key);
         self.broadcast_presence(app, user);
@@ -1123,12 +1161,10 @@ impl RelayCore {
                 self.leave(now, key, &user, false);
             }
         }
-        let ringing: Vec<CallKey> = self
-            .calls
-            .calls
-            .iter()
-            .filter(|(_, c)| matches!(c.members.get(&user), Some(Member::Invited { ringing, .. }) if ringing.contains(&sid)))
-            .map(|(k, _)| *k)
+        let ringing: Vec<CallKey> = (self.invitations(app, &user).into_iter())
+            .filter(|key| {
+                matches!(self.calls.calls[key].members.get(&user), Some(Member::Invited { ringing, .. }) if ringing.contains(&sid))
+            })
             .collect();
         for key in ringing {
             if let Some(ringing) = self.ringing_of(key, &user) {
@@ -1247,6 +1283,7 @@ impl RelayCore {
         for (user, m) in &call.members {
             match m {
                 Member::Invited { ringing, .. } => {
+                    self.mark_answered(call.app, user, key);
                     for &s in ringing {
                         self.send_to_session(
                             s,
@@ -1282,8 +1319,12 @@ impl RelayCore {
     /// Takes `user` out of the invitees; returns the devices that were ringing.
     fn remove_invitee(&mut self, key: CallKey, user: &UserId) -> BTreeSet<SessionId> {
         let call = self.calls.calls.get_mut(&key).expect("exists");
+        let app = call.app;
         match call.members.remove(user) {
-            Some(Member::Invited { ringing, .. }) => ringing,
+            Some(Member::Invited { ringing, .. }) => {
+                self.mark_answered(app, user, key);
+                ringing
+            }
             Some(joined) => {
                 call.members.insert(user.clone(), joined);
                 BTreeSet::new()
