@@ -518,9 +518,10 @@ impl MediaRouter {
             .retain(|(from, to), _| *from != conn && *to != conn);
     }
 
-    /// The relay is shutting down: every connection's port ends, which is how its task learns that it must close. It
-    /// waits on its media anyway; a shutdown signal of its own would be
-    /// one more thing to poll on every wake-up of every connection.
+    /// The relay is shutting down: every connection's port ends, which is
+    /// how its task learns that it must close. It waits on its port anyway;
+    /// a shutdown signal of its own would be one more thing to poll on
+    /// every wake-up of every connection.
     pub fn shut_down(&self) {
         let mut routes = self.routes();
         routes.closed = true;
