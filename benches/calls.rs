@@ -196,19 +196,28 @@ async fn held_call(url: String, k: usize) -> [Ws; 2] {
     [caller, phone]
 }
 
+/// Runs `job` as `n` tasks at once (the k-th gets `k`) until `window` has
+/// passed: how many times they completed it, and how long that took.
+async fn at_once<F, Fut>(url: &str, n: usize, window: Duration, job: F) -> (usize, Duration)
+where
+    F: Fn(String, usize, Instant) -> Fut,
+    Fut: Future<Output = usize> + Send + 'static,
+{
+    let until = Instant::now() + window;
+    let t = Instant::now();
+    let counts = join_all((0..n).map(|k| tokio::spawn(job(url.to_owned(), k, until)))).await;
+    let total = counts.into_iter().map(|c| c.unwrap()).sum();
+    (total, t.elapsed())
+}
+
 /// Call setups per second from `pairs` caller/callee pairs at once, for
 /// `window`. A setup is a call until both sides have ON_CALL_BEGIN; each
 /// loop also hangs up.
 async fn setups(url: &str, pairs: usize, window: Duration, held: usize) {
-    let until = Instant::now() + window;
-    let t = Instant::now();
-    let counts =
-        join_all((0..pairs).map(|k| tokio::spawn(pair_loop(url.to_owned(), k, until)))).await;
-    let total: usize = counts.into_iter().map(|c| c.unwrap()).sum();
+    let (total, took) = at_once(url, pairs, window, pair_loop).await;
     println!(
-        "call setups with {held} other calls up: {total} in {:.2?} with {pairs} pairs at once = {:.0} setups/s (each with its hangup)",
-        t.elapsed(),
-        total as f64 / t.elapsed().as_secs_f64()
+        "call setups with {held} other calls up: {total} in {took:.2?} with {pairs} pairs at once = {:.0} setups/s (each with its hangup)",
+        total as f64 / took.as_secs_f64()
     );
 }
 
@@ -238,15 +247,10 @@ async fn session_loop(url: String, k: usize, until: Instant) -> usize {
 
 /// Logouts, each followed by a login, per second from `devices` at once.
 async fn sessions(url: &str, devices: usize, window: Duration, held: usize) {
-    let until = Instant::now() + window;
-    let t = Instant::now();
-    let counts =
-        join_all((0..devices).map(|k| tokio::spawn(session_loop(url.to_owned(), k, until)))).await;
-    let total: usize = counts.into_iter().map(|c| c.unwrap()).sum();
+    let (total, took) = at_once(url, devices, window, session_loop).await;
     println!(
-        "logouts and logins with {held} calls up: {total} of each in {:.2?} from {devices} devices at once = {:.0} a second",
-        t.elapsed(),
-        total as f64 / t.elapsed().as_secs_f64()
+        "logouts and logins with {held} calls up: {total} of each in {took:.2?} from {devices} devices at once = {:.0} a second",
+        total as f64 / took.as_secs_f64()
     );
 }
 
