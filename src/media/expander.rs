@@ -24,7 +24,7 @@
 //! the level the voices keep up: babble's floor dips whenever all its
 //! voices pause at once.
 
-use super::noise_floor::{NoiseFloor, STEADY_BLOCKS};
+use super::noise_floor::{NoiseFloor, STEADY_BLOCKS, power_dbfs};
 use super::noise_suppressor::{BLOCK, NOISY_DBFS, QUIET_DBFS, SHARE_STEP};
 
 /// Fully open this far above the level of the room's noise...
@@ -62,9 +62,6 @@ const LEFT_SMOOTHING: f32 = 0.05;
 /// What RNNoise takes out of one block counts up to this much (a block it
 /// silences would otherwise outweigh all the others).
 const MOST_REMOVED_DB: f32 = 40.0;
-
-/// What the block level of digital silence reads.
-const SILENCE_DBFS: f32 = -120.0;
 
 /// The expander of one capture, on 10 ms blocks.
 pub struct Expander {
@@ -142,12 +139,9 @@ impl Expander {
     }
 
     fn dbfs(&self, block: &[f32; BLOCK]) -> f32 {
-        let power =
-            block.iter().map(|s| s * s).sum::<f32>() / (BLOCK as f32 * self.full_scale_squared);
-        if power <= 0.0 {
-            return SILENCE_DBFS;
-        }
-        (10.0 * power.log10()).max(SILENCE_DBFS)
+        power_dbfs(
+            block.iter().map(|s| s * s).sum::<f32>() / (BLOCK as f32 * self.full_scale_squared),
+        )
     }
 }
 

@@ -93,12 +93,17 @@ impl NoiseFloor {
     /// The floor in dB below full scale: the quietest the room has been in
     /// the last three seconds.
     pub fn dbfs(&self) -> f32 {
-        let lowest = self.pieces.iter().copied().fold(f32::INFINITY, f32::min);
-        if lowest.is_infinite() || lowest <= 0.0 {
-            return SILENCE_DBFS;
-        }
-        (10.0 * lowest.log10()).max(SILENCE_DBFS)
+        power_dbfs(self.pieces.iter().copied().fold(f32::INFINITY, f32::min))
     }
+}
+
+/// A mean square (full scale 1.0) in dB below full scale; digital silence,
+/// and a window with nothing in it yet, read [`SILENCE_DBFS`].
+pub fn power_dbfs(power: f32) -> f32 {
+    if !power.is_finite() || power <= 0.0 {
+        return SILENCE_DBFS;
+    }
+    (10.0 * power.log10()).max(SILENCE_DBFS)
 }
 
 #[cfg(test)]
