@@ -36,6 +36,8 @@
 //! ([`VoiceProcessor::set_device_delay`]); AEC3's delay estimator follows
 //! what the room adds.
 
+use std::collections::VecDeque;
+
 use aec3::api::config::EchoCanceller3Config;
 use aec3::audio_processing::aec3::aec3_common::BLOCK_SIZE;
 use aec3::audio_processing::aec3::block::Block;
@@ -65,10 +67,15 @@ const SPLIT: usize = AudioBuffer::SPLIT_BAND_SIZE;
 /// One band's samples in a 20 ms frame.
 const FRAME_SPLIT: usize = FRAME_SAMPLES / BANDS;
 
-/// A device delay estimate this far from the one the canceller was last
-/// given is passed on (device latencies jitter by a period; AEC3 tracks
-/// small changes by itself).
+/// A device delay this far from the one the canceller was last given is
+/// passed on: AEC3 tracks small changes by itself.
 const DELAY_STEP_MS: i32 = 10;
+
+/// Device delay readings averaged before one is passed on: half a second
+/// of frames. A device's latency reads a period apart from one callback to
+/// the next (46 and 56 ms, alternating, on PulseAudio), so a single reading
+/// would cross the step at every other frame.
+const DELAY_READINGS: usize = 25;
 
 /// The gain control's gain before it has heard any speech: none. WebRTC
 /// starts at +15 dB, for the quiet microphones its analog input volume
@@ -138,7 +145,10 @@ pub struct VoiceProcessor {
     /// filters take it.
     audio: Vec<Vec<f32>>,
     metrics: Option<EchoMetrics>,
+    /// The echo path's delay as the canceller was last told it.
     delay_ms: i32,
+    /// The latest device delay readings, oldest first.
+    delay_readings: VecDeque<i32>,
 }
 
 impl VoiceProcessor {
@@ -178,6 +188,7 @@ impl VoiceProcessor {
             audio: vec![vec![0.0; FRAME_SAMPLES]],
             metrics: None,
             delay_ms,
+            delay_readings: VecDeque::with_capacity(DELAY_READINGS),
         }
     }
 
@@ -197,12 +208,22 @@ impl VoiceProcessor {
         self.settings
     }
 
-    /// The devices' latencies (capture and playback, plus what waits in
-    /// the playback ring) as the echo path's delay, when they have moved.
+    /// One reading of the devices' latencies (capture and playback, plus
+    /// what waits in the playback ring), read once a frame: their mean over
+    /// the last half second is the echo path's delay, passed on to the
+    /// canceller when it has moved. AEC3 uses it when it starts over (its
+    /// render buffer overran, or it is turned back on) to align the
+    /// reference before its own estimator has found the echo.
     pub fn set_device_delay(&mut self, delay_ms: i32) {
-        if (delay_ms - self.delay_ms).abs() >= DELAY_STEP_MS {
-            self.delay_ms = delay_ms;
-            self.echo.set_audio_buffer_delay(delay_ms);
+        if self.delay_readings.len() == DELAY_READINGS {
+            self.delay_readings.pop_front();
+        }
+        self.delay_readings.push_back(delay_ms);
+        let sum: i32 = self.delay_readings.iter().sum();
+        let mean = sum / self.delay_readings.len() as i32;
+        if (mean - self.delay_ms).abs() >= DELAY_STEP_MS {
+            self.delay_ms = mean;
+            self.echo.set_audio_buffer_delay(mean);
         }
     }
 
@@ -604,5 +625,35 @@ mod tests {
         voice.capture(&mut frame);
         assert!(frame.iter().all(|s| *s == 0.25));
         assert_eq!(voice.metrics(), None);
+    }
+
+    /// What PulseAudio's latencies read, a period apart from callback to
+    /// callback, is one delay to the canceller; a real move is passed on.
+    #[test]
+    fn the_canceller_hears_of_a_device_delay_that_moved_not_of_its_jitter() {
+        let mut voice = VoiceProcessor::new(VoiceProcessing::ON, 70);
+        // The delays the canceller is told, each once, as `readings` come.
+        let mut told = |readings: &mut dyn Iterator<Item = i32>| {
+            let mut told = Vec::new();
+            for delay_ms in readings {
+                voice.set_device_delay(delay_ms);
+                if told.last() != Some(&voice.delay_ms) {
+                    told.push(voice.delay_ms);
+                }
+            }
+            told
+        };
+        let jitter = told(&mut (0..500).map(|k| if k % 2 == 0 { 46 } else { 56 }));
+        assert!(
+            jitter.len() == 1 && (46..=56).contains(&jitter[0]),
+            "alternating 46 and 56 ms: told {jitter:?}"
+        );
+        let moved = told(&mut std::iter::repeat_n(150, DELAY_READINGS));
+        assert!(
+            moved
+                .last()
+                .is_some_and(|d| (150 - d).abs() < DELAY_STEP_MS),
+            "a move to 150 ms: told {moved:?}"
+        );
     }
 }
