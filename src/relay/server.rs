@@ -613,15 +613,13 @@ async fn serve_conn(
     {
         return;
     }
-    // A peer that does not read what it is sent is not read from either:
-    // its requests wait in its socket instead of growing its backlog. The
-    // backlog grows only with a wake-up and shrinks only with a write, so
-    // it is looked at then, not for every frame.
-    let mut reading = true;
     loop {
         tokio::select! {
             // The port first: a route the core gave it is taken before the
-            // next frame is read.
+            // next frame is read, and a peer that does not read what it is
+            // sent is not read from either: while anything is queued for
+            // it, its requests wait in its socket instead of growing its
+            // backlog.
             biased;
             out = port.next() => {
                 let outbound = match out {
@@ -635,7 +633,6 @@ async fn serve_conn(
                     // One message per wake-up, so that media flows between
                     // them.
                     Some(Outgoing::Woken) => {
-                        reading = backlog.bytes.load(Ordering::Relaxed) < limits.max_queue_bytes / 2;
                         match rx.try_recv() {
                             Ok(outbound) => {
                                 wake.wake();
@@ -663,8 +660,7 @@ async fn serve_conn(
                     Some(Outbound::Text(text)) => {
                         let len = text.len();
                         let sent = write(&mut ws, Message::text(text), conn, limits).await;
-                        let left = backlog.bytes.fetch_sub(len, Ordering::Relaxed) - len;
-                        reading = left < limits.max_queue_bytes / 2;
+                        backlog.bytes.fetch_sub(len, Ordering::Relaxed);
                         if !sent {
                             break;
                         }
@@ -683,7 +679,7 @@ async fn serve_conn(
                     None => break,
                 }
             }
-            incoming = ws.next(), if reading => {
+            incoming = ws.next() => {
                 let input = match incoming {
                     Some(Ok(Message::Text(text))) => {
                         // Faster than relay.rate_limits.frames: read more

@@ -155,6 +155,17 @@ impl Device {
     }
 }
 
+/// A `login` for `user` on `device` with a valid ticket.
+pub fn login(user: &str, device: &str) -> ClientMsg {
+    ClientMsg::Login {
+        app: DEV_APP_ID,
+        user: user.into(),
+        device: device.into(),
+        platform: "terminal".into(),
+        user_sig: ticket(DEV_APP_ID, user, 3600),
+    }
+}
+
 /// A raw WebSocket peer speaking the protocol by hand.
 pub struct RawPeer {
     ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
@@ -217,6 +228,30 @@ impl RawPeer {
 
     pub async fn send_binary(&mut self, frame: Vec<u8>) {
         self.ws.send(Message::binary(frame)).await.unwrap();
+    }
+
+    /// Connects and logs in as `user` on `device`.
+    pub async fn logged_in(url: &str, user: &str, device: &str) -> RawPeer {
+        let mut peer = RawPeer::connect(url).await;
+        peer.send(&login(user, device)).await;
+        match peer.recv().await {
+            ServerMsg::LoginOk { .. } => peer,
+            other => panic!("{user} not logged in: {other:?}"),
+        }
+    }
+
+    /// The next media frame, skipping any text.
+    pub async fn recv_binary(&mut self) -> Vec<u8> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a media frame in time");
+            match msg {
+                Some(Ok(Message::Binary(frame))) => return frame.into(),
+                Some(Ok(_)) => continue,
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
     }
 
     pub async fn recv(&mut self) -> ServerMsg {

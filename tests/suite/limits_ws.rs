@@ -12,17 +12,7 @@ use termphone::protocol::{ClientMsg, ServerMsg};
 use termphone::relay::RelayHandle;
 use termphone::relay::rate::Rate;
 
-use crate::common::net::{Device, RawPeer, WAIT, relay_at, test_config, ticket};
-
-fn login(user: &str, device: &str) -> ClientMsg {
-    ClientMsg::Login {
-        app: DEV_APP_ID,
-        user: user.into(),
-        device: device.into(),
-        platform: "terminal".into(),
-        user_sig: ticket(DEV_APP_ID, user, 3600),
-    }
-}
+use crate::common::net::{Device, RawPeer, WAIT, login, relay_at, test_config};
 
 /// A relay with rate limits of the test's own, and alice logged in on a raw
 /// connection to it.
@@ -33,9 +23,7 @@ async fn alice_under(
     let mut config = test_config();
     limit(&mut config.rate_limits);
     let relay = relay_at(&config, &dir.path().join("r.db")).await;
-    let mut alice = RawPeer::connect(&relay.url()).await;
-    alice.send(&login("alice", "a1")).await;
-    assert!(matches!(alice.recv().await, ServerMsg::LoginOk { .. }));
+    let alice = RawPeer::logged_in(&relay.url(), "alice", "a1").await;
     (relay, alice, dir)
 }
 
@@ -110,6 +98,59 @@ async fn a_device_that_stops_reading_is_dropped_and_later_gets_everything_once()
     let numbers: Vec<usize> = received.iter().map(|t| t[..4].parse().unwrap()).collect();
     assert_eq!(numbers, (0..COUNT).collect::<Vec<_>>());
     bob.expect_silence(Duration::from_millis(300)).await;
+    relay.shutdown().await;
+}
+
+/// A device that does not read what it is sent is not read from either:
+/// what it asks waits in its socket until it has taken everything queued
+/// for it, and is then answered in order, nothing lost.
+#[tokio::test]
+async fn a_device_behind_on_what_it_is_sent_is_read_again_once_it_catches_up() {
+    let _turn = crate::common::REAL_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Room for the backlog, and time: bob is behind, not gone.
+    let config = RelayConfig {
+        max_queue_bytes: 2 << 20,
+        write_timeout_secs: 60,
+        ..test_config()
+    };
+    let relay = relay_at(&config, &dir.path().join("r.db")).await;
+    let mut bob = RawPeer::connect_small(relay.local_addr()).await;
+    bob.send(&login("bob", "b1")).await;
+    assert!(matches!(bob.recv().await, ServerMsg::LoginOk { .. }));
+    bob.send(&ClientMsg::Sync { after: 0 }).await;
+    while !matches!(bob.recv().await, ServerMsg::Synced { .. }) {}
+    let mut alice = Device::online(&relay.url(), "alice", "a1").await;
+    let mut carol = Device::online(&relay.url(), "carol", "c1").await;
+
+    // bob stops reading while 400 kB of chat is sent to him: more than
+    // his socket and the relay's hold, so most of it waits in his queue.
+    const COUNT: usize = 400;
+    send_numbered(&mut alice, "bob", COUNT, 1000).await;
+    bob.send(&ClientMsg::SendMessage {
+        to: "carol".into(),
+        text: "sent while behind".into(),
+        client_msg_id: "b-1".into(),
+    })
+    .await;
+    let early = tokio::time::timeout(Duration::from_millis(500), carol.expect("MESSAGE_RECEIVED"));
+    assert!(early.await.is_err(), "bob was read while behind");
+
+    // bob reads again: everything sent to him, then his own message's
+    // acknowledgement.
+    let mut received = 0;
+    loop {
+        match bob.recv().await {
+            ServerMsg::Entries { entries, .. } => received += entries.len(),
+            ServerMsg::MessageSent { client_msg_id, .. } if client_msg_id == "b-1" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(received, COUNT);
+    match carol.expect("MESSAGE_RECEIVED").await {
+        Event::MessageReceived { text, .. } => assert_eq!(text, "sent while behind"),
+        _ => unreachable!(),
+    }
     relay.shutdown().await;
 }
 
