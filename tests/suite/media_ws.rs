@@ -7,11 +7,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use termphone::config::RelayConfig;
 use termphone::media::io::read_wav;
+use termphone::protocol::{ClientMsg, MediaHeader, MediaKind, ServerMsg};
 use termphone::relay::RelayHandle;
 use termphone::relay::media::Impairment;
 
 use crate::common::headless::Headless;
-use crate::common::net::{relay_at, test_config};
+use crate::common::net::{RawPeer, relay_at, test_config};
 
 const RATE: f32 = 48_000.0;
 
@@ -347,6 +348,58 @@ async fn a_group_call_mixes_every_other_participant() {
     for (who, hz) in [("alice", 440.0), ("carol", 660.0)] {
         let p = power_at(middle, hz);
         assert!(p > 50.0 * noise, "{who}'s {hz} Hz: {p} vs {noise}");
+    }
+    relay.shutdown().await;
+}
+
+/// The first frame each side sends, the moment its `call_begin` arrives,
+/// reaches the other: the relay knows where a device's frames go before it
+/// reads the first of them (the route reaches the connection with its
+/// `call_begin`; docs/architecture.md).
+#[tokio::test]
+async fn a_frame_sent_as_call_begin_arrives_is_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let mut alice = RawPeer::logged_in(&relay.url(), "alice", "a1").await;
+    let mut bob = RawPeer::logged_in(&relay.url(), "bob", "b1").await;
+    alice
+        .send(&ClientMsg::Call {
+            invitees: vec!["bob".into()],
+            group: false,
+            timeout_secs: None,
+            user_data: None,
+        })
+        .await;
+    let call_id = loop {
+        if let ServerMsg::CallInvite { call } = bob.recv().await {
+            break call.call_id;
+        }
+    };
+    bob.send(&ClientMsg::Accept {
+        call_id,
+        end_current: false,
+    })
+    .await;
+    // Each sends one frame as soon as it reads its call_begin.
+    let first_frame = async |peer: &mut RawPeer, payload: &[u8]| loop {
+        if let ServerMsg::CallBegin { room, .. } = peer.recv().await {
+            let header = MediaHeader {
+                kind: MediaKind::Voice,
+                room,
+                source: 0,
+                seq: 0,
+                timestamp: 0,
+            };
+            peer.send_binary(header.encode(payload)).await;
+            return room;
+        }
+    };
+    let room = first_frame(&mut bob, b"bob's first").await;
+    assert_eq!(first_frame(&mut alice, b"alice's first").await, room);
+    for (peer, from) in [(&mut alice, "bob's first"), (&mut bob, "alice's first")] {
+        let frame = peer.recv_binary().await;
+        let (header, payload) = MediaHeader::decode(&frame).unwrap();
+        assert_eq!((header.room, payload), (room, from.as_bytes()));
     }
     relay.shutdown().await;
 }
