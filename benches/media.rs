@@ -38,8 +38,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use common::{
-    Mode, Ws, connect, cores, cpu_secs, expect, login, percentile, pin_command, pin_current, send,
-    start_relay_on, us,
+    Mode, Ws, connect, cores, cpu_secs, die_with_bench, expect, login, percentile, pin_command,
+    pin_current, send, start_relay_on, us,
 };
 use termphone::ids::UserId;
 use termphone::media::codec::{CodecSettings, Decoder, Encoder};
@@ -409,6 +409,7 @@ struct Server {
 /// argument, on `core` when given.
 async fn start_bare_forwarder(core: Option<usize>) -> (Child, String) {
     let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
+    die_with_bench(&mut command);
     if let Some(core) = core {
         pin_command(&mut command, core);
     }

@@ -46,7 +46,9 @@ struct Device {
 
 impl Device {
     fn spawn(pulse: &Pulse, home: &std::path::Path, args: &[&str]) -> Device {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_termphone"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_termphone"));
+        common::die_with_bench(&mut command);
+        let mut child = command
             .envs(pulse.env())
             .env("HOME", home)
             .env("XDG_CONFIG_HOME", home.join("config"))
