@@ -211,9 +211,10 @@ impl VoiceProcessor {
     /// One reading of the devices' latencies (capture and playback, plus
     /// what waits in the playback ring), read once a frame: their mean over
     /// the last half second is the echo path's delay, passed on to the
-    /// canceller when it has moved. AEC3 uses it when it starts over (its
-    /// render buffer overran, or it is turned back on) to align the
-    /// reference before its own estimator has found the echo.
+    /// canceller when it has moved. AEC3 reads it only when it starts
+    /// over (its first capture, a render buffer that overran or ran too far
+    /// ahead, or the canceller turned back on), to align the reference
+    /// before its own estimator has found the echo.
     pub fn set_device_delay(&mut self, delay_ms: i32) {
         if self.delay_readings.len() == DELAY_READINGS {
             self.delay_readings.pop_front();
