@@ -203,14 +203,23 @@ impl RawPeer {
         RawPeer { ws }
     }
 
+    /// What the relay sends next, within [`WAIT`]; panics that `what` did
+    /// not come in time otherwise.
+    async fn next(
+        &mut self,
+        what: &str,
+    ) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+        match tokio::time::timeout(WAIT, self.ws.next()).await {
+            Ok(msg) => msg,
+            Err(_) => panic!("no {what} within {WAIT:?}"),
+        }
+    }
+
     /// How the relay ended the connection: its close frame's reason, or
     /// `None` when the socket just ended.
     pub async fn closed(&mut self) -> Option<String> {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("the relay closes the connection in time");
-            match msg {
+            match self.next("the relay closing the connection").await {
                 Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,
@@ -243,10 +252,7 @@ impl RawPeer {
     /// The next media frame, skipping any text.
     pub async fn recv_binary(&mut self) -> Vec<u8> {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a media frame in time");
-            match msg {
+            match self.next("a media frame").await {
                 Some(Ok(Message::Binary(frame))) => return frame.into(),
                 Some(Ok(_)) => continue,
                 other => panic!("connection ended: {other:?}"),
@@ -256,10 +262,7 @@ impl RawPeer {
 
     pub async fn recv(&mut self) -> ServerMsg {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("reply in time");
-            match msg {
+            match self.next("a reply").await {
                 Some(Ok(Message::Text(t))) => return protocol::decode(&t).unwrap(),
                 Some(Ok(_)) => continue,
                 other => panic!("connection ended: {other:?}"),

@@ -43,6 +43,17 @@ async fn send_numbered(from: &mut Device, to: &str, count: usize, size: usize) {
     }
 }
 
+/// bob, logged in and synced on a socket that buffers little, so that
+/// when the test stops reading him the relay soon feels it.
+async fn bob_on_a_small_socket(relay: &RelayHandle) -> RawPeer {
+    let mut bob = RawPeer::connect_small(relay.local_addr()).await;
+    bob.send(&login("bob", "b1")).await;
+    assert!(matches!(bob.recv().await, ServerMsg::LoginOk { .. }));
+    bob.send(&ClientMsg::Sync { after: 0 }).await;
+    while !matches!(bob.recv().await, ServerMsg::Synced { .. }) {}
+    bob
+}
+
 /// Waits until `what` holds, checking every 50 ms; panics after WAIT.
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -63,11 +74,7 @@ async fn a_device_that_stops_reading_is_dropped_and_later_gets_everything_once()
     };
     let relay = relay_at(&config, &dir.path().join("r.db")).await;
     // bob logs in, then stops reading, as a process stopped with SIGSTOP.
-    let mut stalled = RawPeer::connect_small(relay.local_addr()).await;
-    stalled.send(&login("bob", "b1")).await;
-    assert!(matches!(stalled.recv().await, ServerMsg::LoginOk { .. }));
-    stalled.send(&ClientMsg::Sync { after: 0 }).await;
-    while !matches!(stalled.recv().await, ServerMsg::Synced { .. }) {}
+    let _stalled = bob_on_a_small_socket(&relay).await;
     let mut alice = Device::online(&relay.url(), "alice", "a1").await;
 
     // 2 MB of chat for bob: far more than his socket and his queue hold.
@@ -115,11 +122,7 @@ async fn a_device_behind_on_what_it_is_sent_is_read_again_once_it_catches_up() {
         ..test_config()
     };
     let relay = relay_at(&config, &dir.path().join("r.db")).await;
-    let mut bob = RawPeer::connect_small(relay.local_addr()).await;
-    bob.send(&login("bob", "b1")).await;
-    assert!(matches!(bob.recv().await, ServerMsg::LoginOk { .. }));
-    bob.send(&ClientMsg::Sync { after: 0 }).await;
-    while !matches!(bob.recv().await, ServerMsg::Synced { .. }) {}
+    let mut bob = bob_on_a_small_socket(&relay).await;
     let mut alice = Device::online(&relay.url(), "alice", "a1").await;
     let mut carol = Device::online(&relay.url(), "carol", "c1").await;
 
