@@ -376,6 +376,14 @@ impl MediaPort {
     pub fn waker(&self) -> PortWaker {
         PortWaker(self.queue.clone())
     }
+
+    /// Takes the route the core last gave, if the port has not yet: for a
+    /// task about to forward a frame it read without polling the port.
+    pub fn take_route(&mut self) {
+        if let Some(route) = self.queue.lock().route.take() {
+            self.route = route;
+        }
+    }
 }
 
 /// Wakes a connection's task for what else it has to write (the core's

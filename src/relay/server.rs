@@ -570,6 +570,18 @@ fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
     }
 }
 
+/// Writes a connection task makes in a row, with more queued, before it
+/// reads its socket first.
+const WRITES_BEFORE_A_READ: u32 = 8;
+
+/// What a connection task does next.
+enum Turn {
+    /// Write what its port yields: a frame, or a wake-up for a message.
+    Write(Option<Outgoing>),
+    /// Handle what its socket read.
+    Read(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+}
+
 /// What a connection task talks to.
 struct ConnIo<'a> {
     conn: ConnId,
@@ -613,15 +625,33 @@ async fn serve_conn(
     {
         return;
     }
+    // Writes since the socket was last read.
+    let mut writes = 0;
     loop {
-        tokio::select! {
-            // The port first: a route the core gave it is taken before the
-            // next frame is read, and a peer that does not read what it is
-            // sent is not read from either: while anything is queued for
-            // it, its requests wait in its socket instead of growing its
-            // backlog.
-            biased;
-            out = port.next() => {
+        // What is queued for the connection goes first: a route the core
+        // gave it is taken before the next frame is read, and a peer that
+        // does not read what it is sent is not read from either. But after
+        // a few writes in a row the socket is read first, so that a device
+        // on a link slower than what it is sent (a group call on a weak
+        // mobile link) is still heard, unless what waits for it is messages
+        // past half of relay.max_queue_bytes: those it must take first.
+        let read_first = writes >= WRITES_BEFORE_A_READ
+            && backlog.bytes.load(Ordering::Relaxed) < limits.max_queue_bytes / 2;
+        let turn = match read_first {
+            false => tokio::select! {
+                biased;
+                out = port.next() => Turn::Write(out),
+                incoming = ws.next() => Turn::Read(incoming),
+            },
+            true => tokio::select! {
+                biased;
+                incoming = ws.next() => Turn::Read(incoming),
+                out = port.next() => Turn::Write(out),
+            },
+        };
+        match turn {
+            Turn::Write(out) => {
+                writes += 1;
                 let outbound = match out {
                     Some(Outgoing::Frame(frame)) => {
                         if !write(&mut ws, Message::Binary(frame), conn, limits).await {
@@ -632,29 +662,30 @@ async fn serve_conn(
                     // The core queued something, or let the connection go.
                     // One message per wake-up, so that media flows between
                     // them.
-                    Some(Outgoing::Woken) => {
-                        match rx.try_recv() {
-                            Ok(outbound) => {
-                                wake.wake();
-                                Some(outbound)
-                            }
-                            Err(TryRecvError::Empty) => continue,
-                            Err(TryRecvError::Disconnected) => None,
+                    Some(Outgoing::Woken) => match rx.try_recv() {
+                        Ok(outbound) => {
+                            wake.wake();
+                            Some(outbound)
                         }
-                    }
+                        Err(TryRecvError::Empty) => continue,
+                        Err(TryRecvError::Disconnected) => None,
+                    },
                     // The router ends every connection's media when the
                     // relay shuts down.
                     None => {
                         let _ = tokio::time::timeout(
                             limits.write_timeout,
                             ws.close(Some(close_frame(CloseCode::Away, "relay shutting down"))),
-                        ).await;
+                        )
+                        .await;
                         break;
                     }
                 };
                 match outbound {
                     _ if backlog.abandoned.load(Ordering::Relaxed) => {
-                        let _ = ws.close(Some(close_frame(CloseCode::Policy, "too slow to read"))).await;
+                        let _ = ws
+                            .close(Some(close_frame(CloseCode::Policy, "too slow to read")))
+                            .await;
                         break;
                     }
                     Some(Outbound::Text(text)) => {
@@ -669,17 +700,30 @@ async fn serve_conn(
                     Some(Outbound::Close(reason)) => {
                         let frame = match reason {
                             CloseReason::Kicked => close_frame(CloseCode::Policy, "kicked out"),
-                            CloseReason::Superseded => close_frame(CloseCode::Normal, "superseded by a new connection"),
-                            CloseReason::HeartbeatTimeout => close_frame(CloseCode::Away, "heartbeat timeout"),
-                            CloseReason::LoginTimeout => close_frame(CloseCode::Policy, "no login in time"),
+                            CloseReason::Superseded => {
+                                close_frame(CloseCode::Normal, "superseded by a new connection")
+                            }
+                            CloseReason::HeartbeatTimeout => {
+                                close_frame(CloseCode::Away, "heartbeat timeout")
+                            }
+                            CloseReason::LoginTimeout => {
+                                close_frame(CloseCode::Policy, "no login in time")
+                            }
                         };
-                        let _ = tokio::time::timeout(limits.write_timeout, ws.close(Some(frame))).await;
+                        let _ =
+                            tokio::time::timeout(limits.write_timeout, ws.close(Some(frame))).await;
                         break;
                     }
                     None => break,
                 }
             }
-            incoming = ws.next() => {
+            Turn::Read(incoming) => {
+                writes = 0;
+                if read_first {
+                    // The port was not looked at first: a route it holds
+                    // is taken before this frame is forwarded.
+                    port.take_route();
+                }
                 let input = match incoming {
                     Some(Ok(Message::Text(text))) => {
                         // Faster than relay.rate_limits.frames: read more
@@ -706,7 +750,7 @@ async fn serve_conn(
                                 ErrorCode::RateLimited,
                                 format!(
                                     "more than {} media frames a second (relay.rate_limits.media_frames): \
-                                     the excess is dropped",
+                                 the excess is dropped",
                                     limits.rates.media_frames.per_sec
                                 ),
                             );

@@ -203,6 +203,13 @@ impl RawPeer {
         RawPeer { ws }
     }
 
+    /// Whatever the relay sends next (`None` when the connection ended).
+    pub async fn recv_raw(
+        &mut self,
+    ) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+        self.next("a message").await
+    }
+
     /// What the relay sends next, within [`WAIT`]; panics that `what` did
     /// not come in time otherwise.
     async fn next(

@@ -109,8 +109,8 @@ async fn a_device_that_stops_reading_is_dropped_and_later_gets_everything_once()
 }
 
 /// A device that does not read what it is sent is not read from either:
-/// what it asks waits in its socket until it has taken everything queued
-/// for it, and is then answered in order, nothing lost.
+/// what it asks waits in its socket until it has taken what is queued for
+/// it, and is then answered in order, nothing lost.
 #[tokio::test]
 async fn a_device_behind_on_what_it_is_sent_is_read_again_once_it_catches_up() {
     let _turn = crate::common::REAL_TIME.lock().await;
@@ -126,9 +126,9 @@ async fn a_device_behind_on_what_it_is_sent_is_read_again_once_it_catches_up() {
     let mut alice = Device::online(&relay.url(), "alice", "a1").await;
     let mut carol = Device::online(&relay.url(), "carol", "c1").await;
 
-    // bob stops reading while 400 kB of chat is sent to him: more than
-    // his socket and the relay's hold, so most of it waits in his queue.
-    const COUNT: usize = 400;
+    // bob stops reading while 800 kB of chat is sent to him: more than
+    // his socket and the relay's hold, so the relay's writes to him wait.
+    const COUNT: usize = 800;
     send_numbered(&mut alice, "bob", COUNT, 1000).await;
     bob.send(&ClientMsg::SendMessage {
         to: "carol".into(),

@@ -2,7 +2,9 @@
 //! the jitter buffer, and WAV files as the microphone and the speaker.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use termphone::config::RelayConfig;
@@ -12,7 +14,7 @@ use termphone::relay::RelayHandle;
 use termphone::relay::media::Impairment;
 
 use crate::common::headless::Headless;
-use crate::common::net::{RawPeer, relay_at, test_config};
+use crate::common::net::{Device, RawPeer, WAIT, login, relay_at, test_config};
 
 const RATE: f32 = 48_000.0;
 
@@ -362,24 +364,7 @@ async fn a_frame_sent_as_call_begin_arrives_is_forwarded() {
     let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
     let mut alice = RawPeer::logged_in(&relay.url(), "alice", "a1").await;
     let mut bob = RawPeer::logged_in(&relay.url(), "bob", "b1").await;
-    alice
-        .send(&ClientMsg::Call {
-            invitees: vec!["bob".into()],
-            group: false,
-            timeout_secs: None,
-            user_data: None,
-        })
-        .await;
-    let call_id = loop {
-        if let ServerMsg::CallInvite { call } = bob.recv().await {
-            break call.call_id;
-        }
-    };
-    bob.send(&ClientMsg::Accept {
-        call_id,
-        end_current: false,
-    })
-    .await;
+    ring_and_accept(&mut alice, &mut bob).await;
     // Each sends one frame as soon as it reads its call_begin.
     let first_frame = async |peer: &mut RawPeer, payload: &[u8]| loop {
         if let ServerMsg::CallBegin { room, .. } = peer.recv().await {
@@ -401,5 +386,102 @@ async fn a_frame_sent_as_call_begin_arrives_is_forwarded() {
         let (header, payload) = MediaHeader::decode(&frame).unwrap();
         assert_eq!((header.room, payload), (room, from.as_bytes()));
     }
+    relay.shutdown().await;
+}
+
+/// alice calls bob and bob accepts; their `call_begin`s are left to read.
+async fn ring_and_accept(alice: &mut RawPeer, bob: &mut RawPeer) {
+    alice
+        .send(&ClientMsg::Call {
+            invitees: vec!["bob".into()],
+            group: false,
+            timeout_secs: None,
+            user_data: None,
+        })
+        .await;
+    let call_id = loop {
+        if let ServerMsg::CallInvite { call } = bob.recv().await {
+            break call.call_id;
+        }
+    };
+    bob.send(&ClientMsg::Accept {
+        call_id,
+        end_current: false,
+    })
+    .await;
+}
+
+/// A device on a link slower than the media sent to it (a group call on a
+/// weak mobile link) is still heard: its requests are read and answered
+/// while frames keep coming for it faster than it takes them.
+#[tokio::test]
+async fn a_device_sent_more_media_than_it_reads_is_still_heard() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let mut alice = RawPeer::logged_in(&relay.url(), "alice", "a1").await;
+    let mut bob = RawPeer::connect_small(relay.local_addr()).await;
+    bob.send(&login("bob", "b1")).await;
+    assert!(matches!(bob.recv().await, ServerMsg::LoginOk { .. }));
+    let mut carol = Device::online(&relay.url(), "carol", "c1").await;
+    ring_and_accept(&mut alice, &mut bob).await;
+    let room = loop {
+        if let ServerMsg::CallBegin { room, .. } = alice.recv().await {
+            break room;
+        }
+    };
+    // alice sends about a thousand 1 kB frames a second, bob reads fifty
+    // messages a second: his queue of frames never empties.
+    let flooding = Arc::new(AtomicBool::new(true));
+    let flood = tokio::spawn({
+        let flooding = flooding.clone();
+        async move {
+            let mut seq = 0u16;
+            while flooding.load(Ordering::Relaxed) {
+                let header = MediaHeader {
+                    kind: MediaKind::Voice,
+                    room,
+                    source: 0,
+                    seq,
+                    timestamp: u32::from(seq) * 960,
+                };
+                alice.send_binary(header.encode(&[0; 1000])).await;
+                seq = seq.wrapping_add(1);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    // bob reads slowly all along; once the relay's socket buffer to him is
+    // full (half a megabyte, a few seconds of the flood), he writes to carol.
+    let sent = std::cell::Cell::new(None);
+    let bob_side = async {
+        let start = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            bob.recv_raw().await;
+            if sent.get().is_none() && start.elapsed() > Duration::from_secs(3) {
+                bob.send(&ClientMsg::SendMessage {
+                    to: "carol".into(),
+                    text: "still here".into(),
+                    client_msg_id: "b-1".into(),
+                })
+                .await;
+                sent.set(Some(Instant::now()));
+            }
+        }
+    };
+    let carol_hears = tokio::time::timeout(WAIT, carol.expect("MESSAGE_RECEIVED"));
+    tokio::select! {
+        () = bob_side => unreachable!(),
+        heard = carol_hears => {
+            let after = sent.get().map(|t| t.elapsed());
+            assert!(
+                heard.is_ok() && after.is_some_and(|t| t < Duration::from_secs(1)),
+                "bob's message read {after:?} after he sent it, while media flooded him"
+            );
+        }
+    }
+    drop(bob);
+    flooding.store(false, Ordering::Relaxed);
+    flood.await.unwrap();
     relay.shutdown().await;
 }
