@@ -164,7 +164,25 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("start the tokio runtime")
 }
 
+/// The TUI draws on stdout and reads keys from the terminal: without one
+/// (a script, `ssh host termphone` without `-t`, CI) it could only fail, so
+/// it says so before it starts anything (a bundled relay included).
+fn need_terminal(what: &str) -> Result<(), String> {
+    use std::io::IsTerminal;
+    match std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        true => Ok(()),
+        false => Err(format!(
+            "{what} needs a terminal, and stdin or stdout is not one here; \
+             from a script, use termphone headless --user NAME (docs/headless.md), \
+             or ssh -t for a remote terminal"
+        )),
+    }
+}
+
 fn run_tui(args: &DeviceArgs, config: &Config, cli_config: Option<&Path>, dirs: &Dirs) -> ExitCode {
+    if let Err(e) = need_terminal("the TUI") {
+        return fail(&e);
+    }
     let Some(user) = args.user(config) else {
         return fail(
             &"who are you? Start with --user NAME (e.g. termphone --user alice), or set client.user in the config",
@@ -272,6 +290,9 @@ fn tui_setup(
 }
 
 fn run_demo(config: &Config, cli_config: Option<&Path>, dirs: &Dirs, tls: bool) -> ExitCode {
+    if let Err(e) = need_terminal("the demo") {
+        return fail(&e);
+    }
     let (_guard, keymap) = match tui_setup(config, cli_config, dirs) {
         Ok(setup) => setup,
         Err(code) => return code,

@@ -114,7 +114,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
     );
     model.voice = card.then_some(settings.media.voice);
     let (loaded_tx, mut loaded) = mpsc::unbounded_channel();
-    let mut terminal = ratatui::init();
+    let mut terminal = ratatui::try_init()?;
     let mut keys = terminal_input();
     // Closing the terminal (SIGHUP) or a `kill` (SIGTERM) quits as `q`
     // does: the device logs out, so its call ends for the others at once,

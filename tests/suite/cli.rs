@@ -494,3 +494,22 @@ async fn devices_lists_what_audio_flags_can_name_and_bad_specs_are_refused() {
     let stderr = refused_with_status_2(bad).await;
     assert!(stderr.contains("is a source"), "{stderr}");
 }
+
+/// The TUI and the demo run from a script (stdin and stdout no terminal)
+/// say what to use instead, before they start anything.
+#[tokio::test]
+async fn the_tui_without_a_terminal_points_to_headless() {
+    let dir = tempfile::tempdir().unwrap();
+    // An explicit relay: a TUI that got past the check must not start the
+    // bundled one on the default port.
+    let tui = ["--user", "alice", "--relay", "ws://127.0.0.1:9"];
+    for args in [&tui[..], &["demo"]] {
+        let mut cmd = termphone(dir.path());
+        cmd.args(args).stdin(Stdio::null());
+        let stderr = refused_with_status_2(cmd).await;
+        assert!(
+            stderr.contains("needs a terminal") && stderr.contains("termphone headless --user"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
