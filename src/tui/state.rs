@@ -98,6 +98,9 @@ pub struct ActiveCall {
     pub participants: Vec<UserId>,
     /// Invited and not answered yet.
     pub ringing: Vec<UserId>,
+    /// Invited and gone without answering (declined, busy, no answer): who
+    /// an outgoing call that stops before it connects is named after.
+    pub refused: Vec<UserId>,
     /// When this device entered the call; `None` while dialing.
     pub began_at: Option<u64>,
     /// This device's microphone is closed.
@@ -133,6 +136,7 @@ impl ActiveCall {
             role,
             participants: Vec::new(),
             ringing: Vec::new(),
+            refused: Vec::new(),
             began_at: None,
             muted: false,
             my_volume: 0,
@@ -147,6 +151,12 @@ impl ActiveCall {
     /// Connected: no longer dialing.
     fn connected(&self) -> bool {
         self.began_at.is_some()
+    }
+
+    /// `users` stopped ringing without answering.
+    fn refuse(&mut self, users: &[UserId]) {
+        self.ringing.retain(|u| !users.contains(u));
+        self.refused.extend(users.iter().cloned());
     }
 }
 
@@ -953,8 +963,13 @@ impl Model {
                     .map(|i| self.incoming.remove(i));
                 let text = match from {
                     Some(c) => Some(incoming_stopped(reason, &c.sponsor, elsewhere.as_ref())),
-                    None => (self.leave_call(&call_id))
-                        .and_then(|c| outgoing_stopped(reason, &names(&c.ringing))),
+                    None => (self.leave_call(&call_id)).and_then(|c| {
+                        let who = match c.ringing.is_empty() {
+                            true => &c.refused,
+                            false => &c.ringing,
+                        };
+                        outgoing_stopped(reason, &names(who))
+                    }),
                 };
                 if let Some(text) = text {
                     self.notice = Some((text, now));
@@ -1050,13 +1065,16 @@ impl Model {
                     self.notice = Some((format!("{user_id} pressed {}", digit.key()), now));
                 }
             }
-            Event::UserLeave { call_id, user_id }
-            | Event::Reject { call_id, user_id }
-            | Event::LineBusy { call_id, user_id } => {
+            Event::UserLeave { call_id, user_id } => {
                 if let Some(call) = self.call_mut(&call_id) {
                     call.ringing.retain(|u| *u != user_id);
                     call.participants.retain(|u| *u != user_id);
                     call.audience.remove(&user_id);
+                }
+            }
+            Event::Reject { call_id, user_id } | Event::LineBusy { call_id, user_id } => {
+                if let Some(call) = self.call_mut(&call_id) {
+                    call.refuse(&[user_id]);
                 }
             }
             Event::NoResp {
@@ -1065,7 +1083,7 @@ impl Model {
                 ..
             } => {
                 if let Some(call) = self.call_mut(&call_id) {
-                    call.ringing.retain(|u| !user_id_list.contains(u));
+                    call.refuse(&user_id_list);
                 }
             }
             Event::GroupCallInviteeListUpdate {

@@ -1485,3 +1485,56 @@ fn roles_show_in_the_call_pane_and_l_switches_this_devices_role() {
         engine(CallCommand::SwitchRole { role: Role::Anchor })
     );
 }
+
+/// An outgoing call that stops before it connects names who stopped it:
+/// by then the engine has said they no longer ring.
+#[test]
+fn an_outgoing_call_declined_busy_or_unanswered_names_the_callee() {
+    let bob: UserId = "bob".parse().unwrap();
+    let cases: [(&str, Event, &str); 3] = [
+        (
+            "declined",
+            Event::Reject {
+                call_id: "c9".into(),
+                user_id: bob.clone(),
+            },
+            "bob declined",
+        ),
+        (
+            "busy",
+            Event::LineBusy {
+                call_id: "c9".into(),
+                user_id: bob.clone(),
+            },
+            "bob is in another call",
+        ),
+        (
+            "timeout",
+            Event::NoResp {
+                call_id: "c9".into(),
+                sponsor: "alice".parse().unwrap(),
+                user_id_list: vec![bob.clone()],
+            },
+            "no answer from bob",
+        ),
+    ];
+    for (reason, stopped, said) in cases {
+        let mut m = with_contacts(model());
+        dialing(&mut m);
+        m.on_engine(stopped, T0 + 2_000);
+        m.on_engine(
+            Event::OnCallCanceled {
+                call_id: "c9".into(),
+                room_id: 1,
+                user_id: "alice".parse().unwrap(),
+                reason: CancelReason::parse(reason).unwrap(),
+                call_media_type: AUDIO_CALL,
+                call_role: CallRole::Caller,
+                elsewhere: None,
+                record: any_record(),
+            },
+            T0 + 2_000,
+        );
+        assert_eq!(m.notice_now(T0 + 2_500), Some(said), "{reason}");
+    }
+}
