@@ -312,6 +312,30 @@ fn a_ringing_device_that_disconnects_leaves_the_others_ringing() {
     assert_eq!(m.log(a[2]), ["ON_CALL_CANCELED answered_elsewhere on a2"]);
 }
 
+/// The duration is of the call, not of its ringing: the caller's counts
+/// from the answer as the callee's does, whoever hangs up.
+#[test]
+fn the_duration_counts_from_the_answer_for_the_caller_too() {
+    for caller_hangs_up in [true, false] {
+        let mut m = Mesh::dev();
+        let bob = m.online("bob", "b1");
+        let alice = m.online("alice", "a1");
+        m.command(bob, call(&["alice"]));
+        m.advance(20_000);
+        m.command(alice, accept());
+        m.take(bob);
+        m.take(alice);
+        m.advance(5_400);
+        let (hangs_up, other) = match caller_hangs_up {
+            true => (bob, alice),
+            false => (alice, bob),
+        };
+        m.command(hangs_up, hangup());
+        assert_eq!(m.log(hangs_up), ["CALLING_END 5s"]);
+        assert_eq!(m.log(other).last().unwrap(), "CALLING_END 5s");
+    }
+}
+
 #[test]
 fn either_party_hangs_up_and_both_see_the_duration() {
     let mut m = Mesh::dev();

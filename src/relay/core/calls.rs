@@ -522,7 +522,7 @@ impl RelayCore {
         self.peer_event(key, &user, PeerAction::Accepted, vec![user.clone()], true);
         self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
         self.tell_holds(key, app, &user);
-        self.connect(key, &user);
+        self.connect(now, key, &user);
         Ok(())
     }
 
@@ -991,17 +991,26 @@ impl RelayCore {
         self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
         self.tell_holds(key, app, &user);
         if !was_connected {
-            self.connect(key, &user);
+            self.connect(now, key, &user);
         }
         Ok(())
     }
 
     /// The first answer connects the call: members who were waiting in it
-    /// (the caller) begin too.
-    fn connect(&mut self, key: CallKey, answering: &UserId) {
+    /// (the caller) begin too, and their time in the call starts now, not
+    /// when it began to ring. After a blind transfer, the party that stayed
+    /// keeps the time it has been in the call.
+    fn connect(&mut self, now: Millis, key: CallKey, answering: &UserId) {
         let call = self.calls.calls.get_mut(&key).expect("exists");
         if std::mem::replace(&mut call.connected, true) {
             return;
+        }
+        if call.transferred_by.is_none() {
+            for member in call.members.values_mut() {
+                if let Member::Joined { since, .. } = member {
+                    *since = now;
+                }
+            }
         }
         let (call_id, room) = (call.id.clone(), call.room);
         let waiting: Vec<(SessionId, Role)> = call
