@@ -112,7 +112,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub max_concurrent: usize,
     /// Start this many iterations, then wait for them to end.
-    #[arg(long, value_name = "N", required_unless_present_any = ["duration", "merge"])]
+    #[arg(long, value_name = "N")]
     pub iterations: Option<u64>,
     /// Start iterations for this many seconds, then wait for them to end.
     #[arg(long, value_name = "SECS")]

@@ -47,6 +47,8 @@ fn main() -> ExitCode {
         Some(Cmd::Man) => {
             match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
+                // A reader that had enough (`termphone man | head`).
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("stdout: {e}")),
             }
         }
@@ -369,6 +371,11 @@ fn run_load(args: &LoadArgs) -> ExitCode {
             .flow
             .as_deref()
             .expect("clap requires a flow without --merge");
+        if args.iterations.is_none() && args.duration.is_none() {
+            return fail(
+                &"how long to load? give --iterations N or --duration SECS (both: whichever ends first)",
+            );
+        }
         let flow = match flow::Flow::load(file) {
             Ok(flow) => flow,
             Err(e) => return fail(&e),

@@ -440,6 +440,16 @@ async fn completions_and_a_man_page_come_from_the_cli_itself() {
         page.contains(".TH termphone 1") && page.contains("headless"),
         "{page}"
     );
+    // A reader that stops early (`termphone man | head`) is no error.
+    let mut man = termphone(dir.path())
+        .arg("man")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(man.stdout.take());
+    let out = man.wait_with_output().await.unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
     let mut unknown = termphone(dir.path());
     unknown.args(["completions", "cmd.exe"]);
     let stderr = refused_with_status_2(unknown).await;

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::common::headless::termphone;
+use crate::common::headless::{refused_with_status_2, termphone};
 use crate::common::net::{relay_at, test_config};
 
 fn read(path: &std::path::Path) -> Value {
@@ -247,6 +247,19 @@ async fn unusable_input_is_exit_status_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(r#"makes names like "a.bob-999999""#),
+        "{stderr}"
+    );
+}
+
+/// A load run with no end asks for one, naming both ways to give it.
+#[tokio::test]
+async fn a_load_without_iterations_or_duration_asks_for_either() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = termphone(dir.path());
+    cmd.args(["load", "examples/flows/answered_elsewhere.toml"]);
+    let stderr = refused_with_status_2(cmd).await;
+    assert!(
+        stderr.contains("--iterations N or --duration SECS"),
         "{stderr}"
     );
 }
