@@ -314,7 +314,9 @@ impl Default for Keymap {
             (C::History, k('c'), A::Call),
             (C::Log, p(KeyCode::Enter), A::Details),
             (C::Log, p(KeyCode::Up), A::Up),
+            (C::Log, k('k'), A::Up),
             (C::Log, p(KeyCode::Down), A::Down),
+            (C::Log, k('j'), A::Down),
             (C::SignedOut, k('l'), A::Login),
         ];
         // The keypad's keys, in a phone's order.
@@ -503,6 +505,30 @@ mod tests {
             None,
             "q is a letter while writing"
         );
+    }
+
+    /// As the README says: in every list, the arrows and `j` `k` move.
+    #[test]
+    fn j_and_k_move_in_every_list_as_the_arrows_do() {
+        let map = Keymap::default();
+        for list in [
+            Context::Contacts,
+            Context::Conversation,
+            Context::History,
+            Context::Log,
+        ] {
+            for (arrow, letter, action) in [
+                (KeyCode::Up, 'k', Action::Up),
+                (KeyCode::Down, 'j', Action::Down),
+            ] {
+                assert_eq!(
+                    map.lookup(list, Key::plain(arrow)),
+                    Some(action),
+                    "{list:?}"
+                );
+                assert_eq!(map.lookup(list, Key::ch(letter)), Some(action), "{list:?}");
+            }
+        }
     }
 
     #[test]
