@@ -880,6 +880,13 @@ impl Model {
                 message,
                 ..
             } => self.send_failed(&id, message, now),
+            // The answer to something the user just did is news, not a
+            // standing problem: it goes when the next notice comes.
+            Event::Error {
+                message,
+                cmd: Some(_),
+                ..
+            } => self.notice = Some((message, now)),
             Event::Error { message, .. } => self.alert = Some(message),
             _ => {}
         }

@@ -8,7 +8,7 @@ use ratatui::backend::TestBackend;
 
 use super::conversation::Delivery;
 use super::keymap::Keymap;
-use super::state::{Effect, Model, Pane};
+use super::state::{Effect, Model, NOTICE_MS, Pane};
 use super::view;
 use crate::client::engine::{CallCommand, ChatCommand, Command};
 use crate::client::event::{
@@ -1537,4 +1537,41 @@ fn an_outgoing_call_declined_busy_or_unanswered_names_the_callee() {
         );
         assert_eq!(m.notice_now(T0 + 2_500), Some(said), "{reason}");
     }
+}
+
+/// A refusal of what the user just did is a notice that goes, not an alert
+/// that stays through the next call; a long one shows whole, even at the
+/// smallest size.
+#[test]
+fn a_refused_command_is_a_passing_notice_shown_whole() {
+    let mut m = with_contacts(model());
+    let refusal = "switchRole works in a group call; this is a one-to-one call. \
+                   Invite someone (+) to make it a group call, then switch roles \
+                   with l; in a one-to-one call both of you always speak, so there \
+                   is no audience to switch to (6105 NOT_A_GROUP_CALL)";
+    m.on_engine(
+        Event::Error {
+            code: 6105,
+            message: refusal.into(),
+            cmd: Some("switchRole".into()),
+            relay_code: None,
+            client_msg_id: None,
+        },
+        T0,
+    );
+    assert_eq!(m.alert, None);
+    let words: Vec<&str> = refusal.split_whitespace().collect();
+    for (w, h) in [(80, 24), (60, 16)] {
+        let screen = render(&m, T0 + 1_000, w, h);
+        // The backend's rows are quoted: the quotes are no words.
+        let shown: Vec<&str> = screen
+            .split_whitespace()
+            .filter(|word| *word != "\"")
+            .skip_while(|word| *word != "switchRole")
+            .take(words.len())
+            .collect();
+        assert_eq!(shown, words, "{w}x{h}:\n{screen}");
+    }
+    let later = render(&m, T0 + NOTICE_MS, 80, 24);
+    assert!(!later.contains("Invite someone"), "{later}");
 }

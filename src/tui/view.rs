@@ -20,8 +20,9 @@ use crate::tui::{devices, keypad, overlays, text};
 
 /// The most rows a draft takes before it scrolls.
 const DRAFT_ROWS: usize = 5;
-/// The most lines problems and notices take above the footer.
-const MESSAGE_ROWS: u16 = 3;
+/// The most rows problems and notices take above the footer: enough for
+/// a sound card's error whole at 60 columns.
+const MESSAGE_ROWS: usize = 6;
 
 /// Draws the model; returns the size of the conversation's message area
 /// (columns, rows), which the model pages and wraps by.
@@ -31,12 +32,8 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> (u16, u16) {
         overlays::too_small(frame, area);
         return model.viewport;
     }
-    let messages = message_lines(model, now);
-    let message_rows = messages
-        .iter()
-        .map(|l| (l.width() as u16).div_ceil(area.width).max(1))
-        .sum::<u16>()
-        .clamp(1, MESSAGE_ROWS);
+    let messages = message_lines(model, now, area.width);
+    let message_rows = messages.len().max(1) as u16;
     let [status, body, message_row, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(6),
@@ -77,10 +74,7 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> (u16, u16) {
     }
     let viewport = draw_conversation(frame, model, now, conversation);
     draw_event_log(frame, model, log);
-    frame.render_widget(
-        Paragraph::new(messages).wrap(Wrap { trim: false }),
-        message_row,
-    );
+    frame.render_widget(Paragraph::new(messages), message_row);
     frame.render_widget(footer_line(model, footer.width), footer);
     keypad::draw(frame, right, model.keypad.as_deref());
     if !model.incoming.is_empty() {
@@ -97,22 +91,25 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> (u16, u16) {
 }
 
 /// The standing problem (red) and the passing notice, each whole: they
-/// wrap over up to three lines instead of taking the footer's key hints.
-fn message_lines(model: &Model, now: u64) -> Vec<Line<'static>> {
+/// wrap over up to [`MESSAGE_ROWS`] rows of `width` columns instead of
+/// taking the footer's key hints.
+fn message_lines(model: &Model, now: u64, width: u16) -> Vec<Line<'static>> {
+    let width = usize::from(width).saturating_sub(2);
     let mut lines = Vec::new();
     if let Some(alert) = &model.alert {
-        let alert = text::clean(alert, false);
-        let mut line = Line::from(format!(" {alert}").red().bold());
+        let mut alert = text::clean(alert, false).into_owned();
         let login = model.hints().into_iter().find(|(_, a)| *a == Action::Login);
         if let Some((key, _)) = login.filter(|_| model.signed_out.is_some()) {
-            line.push_span(format!(" Press {key} to log in again.").bold());
+            alert.push_str(&format!(" Press {key} to log in again."));
         }
-        lines.push(line);
+        let rows = text::wrap(&alert, width).into_iter();
+        lines.extend(rows.map(|row| Line::from(format!(" {row}").red().bold())));
     }
     if let Some(notice) = model.notice_now(now) {
-        let notice = text::clean(notice, false);
-        lines.push(Line::from(format!(" {notice} ").black().on_yellow()));
+        let rows = text::wrap(notice, width).into_iter();
+        lines.extend(rows.map(|row| Line::from(format!(" {row} ").black().on_yellow())));
     }
+    lines.truncate(MESSAGE_ROWS);
     lines
 }
 
