@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use termphone::config::RelayConfig;
 use termphone::media::io::read_wav;
-use termphone::protocol::{ClientMsg, MediaHeader, MediaKind, ServerMsg};
+use termphone::protocol::{ClientMsg, MediaHeader, MediaKind, RoomId, ServerMsg};
 use termphone::relay::RelayHandle;
 use termphone::relay::media::Impairment;
 
@@ -368,14 +368,7 @@ async fn a_frame_sent_as_call_begin_arrives_is_forwarded() {
     // Each sends one frame as soon as it reads its call_begin.
     let first_frame = async |peer: &mut RawPeer, payload: &[u8]| loop {
         if let ServerMsg::CallBegin { room, .. } = peer.recv().await {
-            let header = MediaHeader {
-                kind: MediaKind::Voice,
-                room,
-                source: 0,
-                seq: 0,
-                timestamp: 0,
-            };
-            peer.send_binary(header.encode(payload)).await;
+            peer.send_binary(voice_frame(room, 0, payload)).await;
             return room;
         }
     };
@@ -387,6 +380,19 @@ async fn a_frame_sent_as_call_begin_arrives_is_forwarded() {
         assert_eq!((header.room, payload), (room, from.as_bytes()));
     }
     relay.shutdown().await;
+}
+
+/// Voice frame number `seq` of a sender in `room` (the relay stamps the
+/// source).
+fn voice_frame(room: RoomId, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let header = MediaHeader {
+        kind: MediaKind::Voice,
+        room,
+        source: 0,
+        seq,
+        timestamp: u32::from(seq) * 960,
+    };
+    header.encode(payload)
 }
 
 /// alice calls bob and bob accepts; their `call_begin`s are left to read.
@@ -437,14 +443,7 @@ async fn a_device_sent_more_media_than_it_reads_is_still_heard() {
         async move {
             let mut seq = 0u16;
             while flooding.load(Ordering::Relaxed) {
-                let header = MediaHeader {
-                    kind: MediaKind::Voice,
-                    room,
-                    source: 0,
-                    seq,
-                    timestamp: u32::from(seq) * 960,
-                };
-                alice.send_binary(header.encode(&[0; 1000])).await;
+                alice.send_binary(voice_frame(room, seq, &[0; 1000])).await;
                 seq = seq.wrapping_add(1);
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
