@@ -450,7 +450,11 @@ async fn a_device_sent_more_media_than_it_reads_is_still_heard() {
         }
     });
     // bob reads slowly all along; once the relay's socket buffer to him is
-    // full (half a megabyte, a few seconds of the flood), he writes to carol.
+    // full (a few seconds of the flood), he writes to carol. A time, not an
+    // event: nothing outside the relay shows its writes to bob waiting
+    // until frames are dropped, some 8 s in (and a lag of 300 frames behind
+    // alice came before the buffers filled, so the test passed without the
+    // fix); 3 s fails without it.
     let sent = std::cell::Cell::new(None);
     let bob_side = async {
         let start = Instant::now();
