@@ -30,6 +30,7 @@ use crate::client::{ClientSettings, StoreChoice, queue};
 use crate::config::RelayConfig;
 use crate::headless::{self, COMMANDS, MEDIA_COMMANDS};
 use crate::ids::{DeviceId, Platform, UserId};
+use crate::media::io::{Sink, Source};
 use crate::media::spec::AudioSpec;
 use crate::relay::media::Impairment;
 use crate::relay::{self, RelayHandle};
@@ -301,17 +302,23 @@ impl Flow {
         }
         let base = path.parent().unwrap_or(Path::new("."));
         for d in &mut flow.devices {
-            if let Err(e) = d.audio_out.check_sink() {
-                return Err(FlowError::Read(
-                    file.clone(),
-                    format!("device {:?}: audio_out: {}", d.name, e.message),
-                ));
-            }
             for spec in [&mut d.audio_in, &mut d.audio_out] {
                 if let AudioSpec::Wav(p) = spec
                     && p.is_relative()
                 {
                     *p = base.join(&*p);
+                }
+            }
+            let checked = [
+                ("audio_in", Source::check(&d.audio_in)),
+                ("audio_out", Sink::check(&d.audio_out)),
+            ];
+            for (key, check) in checked {
+                if let Err(e) = check {
+                    return Err(FlowError::Read(
+                        file.clone(),
+                        format!("device {:?}: {key}: {}", d.name, e.message),
+                    ));
                 }
             }
         }
@@ -1356,6 +1363,20 @@ mod tests {
         let e = refused(&format!("[relay]\nmedia_jitter_ms = 20000\n{RING}"));
         assert!(
             e.ends_with("media_delay_ms and media_jitter_ms are at most 10000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_sound_file_that_is_not_there_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        let flow = "name = \"t\"\n\n[[device]]\nname = \"bob\"\nuser = \"bob\"\naudio_in = \"wav:gone.wav\"\n";
+        std::fs::write(&path, format!("{flow}{RING}")).unwrap();
+        let e = Flow::load(&path).err().unwrap().to_string();
+        let gone = dir.path().join("gone.wav");
+        assert!(
+            e.contains(&format!("device \"bob\": audio_in: wav:{}", gone.display())),
             "{e}"
         );
     }

@@ -195,6 +195,9 @@ fn run_tui(args: &DeviceArgs, config: &Config, cli_config: Option<&Path>, dirs: 
         Err(code) => return code,
     };
     let mut settings = args.settings(config, dirs, &AudioSpec::Default);
+    if let Err(e) = settings.media.check() {
+        return fail(&e);
+    }
     settings.multi_device |= config.tui.multi_device;
     let options = tui::TuiOptions {
         user,
@@ -220,6 +223,9 @@ fn run_headless(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
     logging::to_stderr("warn");
     // Automation opens no sound card unless asked to.
     let settings = args.settings(config, dirs, &AudioSpec::Null);
+    if let Err(e) = settings.media.check() {
+        return fail(&e);
+    }
     let options = headless::HeadlessOptions {
         user: args.user(config),
         device: args.device_id(config),

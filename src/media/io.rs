@@ -45,6 +45,19 @@ impl Source {
         })
     }
 
+    /// Refuses a source that cannot open, so that a front end says so at
+    /// start rather than when a call connects: a WAV file that is missing
+    /// or not WAV. Sound cards are not opened here: a call without one goes
+    /// on with null audio and says so, and a card may be plugged in by then.
+    pub fn check(spec: &AudioSpec) -> Result<(), Error> {
+        match spec {
+            AudioSpec::Wav(path) => hound::WavReader::open(path)
+                .map(drop)
+                .map_err(|e| wav_error(path, e)),
+            _ => Ok(()),
+        }
+    }
+
     /// The next 20 ms.
     pub fn read(&mut self, out: &mut Frame) {
         match self {
@@ -103,6 +116,22 @@ impl Sink {
             AudioSpec::Default => Sink::Device(Box::new(Playback::open(None)?)),
             AudioSpec::Device(name) => Sink::Device(Box::new(Playback::open(Some(name))?)),
         })
+    }
+
+    /// Refuses a sink that cannot open, as [`Source::check`] does, without
+    /// creating anything: a WAV file in a directory that does not exist.
+    pub fn check(spec: &AudioSpec) -> Result<(), Error> {
+        spec.check_sink()?;
+        match spec {
+            AudioSpec::Wav(path) => match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(Error::new(
+                    ErrorCode::InvalidAudioSpec,
+                    format!("wav:{}: no directory {}", path.display(), dir.display()),
+                )),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
     }
 
     pub fn write(&mut self, frame: &Frame) -> Result<(), Error> {
@@ -218,5 +247,24 @@ mod tests {
         assert!(e.message.contains("/nonexistent/x.wav"), "{}", e.message);
         let e = Sink::open(&AudioSpec::Tone(440.0), false).err().unwrap();
         assert!(e.message.contains("tone:440 is a source"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_check_refuses_what_would_not_open_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.wav");
+        let e = Source::check(&AudioSpec::Wav(missing.clone())).unwrap_err();
+        assert!(e.message.contains("missing.wav"), "{}", e.message);
+        let text = dir.path().join("notes.wav");
+        std::fs::write(&text, "not a wav").unwrap();
+        assert!(Source::check(&AudioSpec::Wav(text)).is_err());
+        let nowhere = dir.path().join("no/such/dir/out.wav");
+        let e = Sink::check(&AudioSpec::Wav(nowhere)).unwrap_err();
+        assert!(e.message.contains("no directory"), "{}", e.message);
+        assert!(Sink::check(&AudioSpec::Tone(440.0)).is_err());
+        Sink::check(&AudioSpec::Wav(missing.clone())).unwrap();
+        assert!(!missing.exists(), "a check creates nothing");
+        Sink::check(&AudioSpec::Wav("out.wav".into())).unwrap();
+        Source::check(&AudioSpec::Default).unwrap();
     }
 }

@@ -98,6 +98,21 @@ impl Default for MediaSettings {
     }
 }
 
+impl MediaSettings {
+    /// Refuses at start what a call could not open (see [`Source::check`]),
+    /// naming where it was set.
+    pub fn check(&self) -> Result<(), String> {
+        let hint = "(--audio-in / --audio-out, or input / output in [media] of the config)";
+        Source::check(&self.input).map_err(|e| {
+            format!(
+                "audio input {}; name a WAV file that exists, or null, tone:HZ or a device {hint}",
+                e.message
+            )
+        })?;
+        Sink::check(&self.output).map_err(|e| format!("audio output {} {hint}", e.message))
+    }
+}
+
 /// Where the media thread's reports go (called on the media thread).
 pub type Reporter = Box<dyn Fn(MediaReport) + Send>;
 

@@ -503,6 +503,18 @@ async fn devices_lists_what_audio_flags_can_name_and_bad_specs_are_refused() {
     bad.args(["headless", "--audio-out", "tone:440"]);
     let stderr = refused_with_status_2(bad).await;
     assert!(stderr.contains("is a source"), "{stderr}");
+    // A file that is not there is refused at start, not when a call
+    // connects (the relay is one nobody listens on: nothing is started).
+    let mut bad = termphone(dir.path());
+    let missing = dir.path().join("missing.wav");
+    bad.args(["headless", "--user", "alice", "--relay", "ws://127.0.0.1:9"])
+        .arg("--audio-in")
+        .arg(format!("wav:{}", missing.display()));
+    let stderr = refused_with_status_2(bad).await;
+    assert!(
+        stderr.contains("audio input wav:") && stderr.contains("missing.wav"),
+        "{stderr}"
+    );
 }
 
 /// The TUI and the demo run from a script (stdin and stdout no terminal)
