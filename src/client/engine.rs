@@ -556,7 +556,7 @@ impl ClientEngine {
                 self.session = None;
                 // The relay dropped the session and its calls with it.
                 if let Some(me) = self.user().cloned() {
-                    self.drop_calls(now, &me);
+                    self.drop_calls(now, &me, true);
                 }
                 if error.code == ErrorCode::UserSigExpiredRelay.code() {
                     self.event(Event::UserSigExpired);
@@ -679,7 +679,7 @@ impl ClientEngine {
     /// Ends this device's calls and forgets who it is logged in as.
     fn forget_login(&mut self, now: Millis) {
         if let Some(me) = self.user().cloned() {
-            self.drop_calls(now, &me);
+            self.drop_calls(now, &me, false);
         }
         self.presence_subscribed = false;
         self.credentials = None;

@@ -155,6 +155,11 @@ pub enum Event {
         /// What the call history keeps of it now (not part of the JSON).
         #[serde(skip)]
         record: Box<CallRecord>,
+        /// The call ended without word from the relay: when this device's
+        /// link came back the relay no longer had it in the call (a relay
+        /// restart, or the others hung up meanwhile). Not part of the JSON.
+        #[serde(skip)]
+        unheard: bool,
     },
     UserAccept {
         call_id: String,

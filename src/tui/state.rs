@@ -986,10 +986,14 @@ impl Model {
             Event::CallingEnd {
                 call_id,
                 total_time,
+                unheard,
                 ..
             } => {
                 if let Some(ended) = self.leave_call(&call_id) {
-                    let time = clock_secs(total_time);
+                    let mut time = clock_secs(total_time);
+                    if unheard {
+                        time.push_str(" while this device was cut off from the relay");
+                    }
                     // With another call left, say which one ended.
                     let with = names(&ended.participants);
                     let text = match &self.call {

@@ -373,6 +373,39 @@ fn snapshot_relay_down() {
     snap!("relay_down", m, T0 + 200);
 }
 
+/// A relay lost in a call: the call pane says the call hangs on the
+/// relay's return, and a call the relay no longer had ends saying so.
+#[test]
+fn a_call_lost_with_the_relay_says_why_it_ended() {
+    let mut m = with_contacts(model());
+    connected(&mut m, "c1", "bob", false);
+    begin(&mut m, "c1", T0 + 2_000);
+    let link = |m: &mut Model, state, now| m.on_engine(Event::ConnectionChanged { state }, now);
+    link(&mut m, LinkState::Reconnecting, T0 + 5_000);
+    let screen = render(&m, T0 + 5_100, 80, 24);
+    assert!(screen.contains("reconnecting to the relay"), "{screen}");
+    link(&mut m, LinkState::Connected, T0 + 9_000);
+    assert!(!render(&m, T0 + 9_000, 80, 24).contains("reconnecting to the relay"));
+    m.on_engine(
+        Event::CallingEnd {
+            call_id: "c1".into(),
+            room_id: 7,
+            user_id: "alice".parse().unwrap(),
+            total_time: 7,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+            record: any_record(),
+            unheard: true,
+        },
+        T0 + 9_000,
+    );
+    let screen = render(&m, T0 + 9_100, 80, 24);
+    assert!(
+        screen.contains("call ended after 0:07 while this device was cut off"),
+        "{screen}"
+    );
+}
+
 #[test]
 fn snapshot_help() {
     let mut m = with_contacts(model());
@@ -1395,6 +1428,7 @@ fn a_waiting_call_offers_to_end_the_current_one_and_both_calls_show() {
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
             record: any_record(),
+            unheard: false,
         },
         T0 + 10_000,
     );

@@ -325,6 +325,15 @@ fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
         ),
         None => (" Calling… ".to_owned(), Color::Yellow),
     };
+    // Without the relay the call may be over already: said until the link
+    // is back and the relay has told whether it is.
+    let (title, color) = match model.link {
+        Some(LinkState::Connected) | None => (title, color),
+        Some(_) => (
+            format!("{title}· reconnecting to the relay "),
+            Color::Yellow,
+        ),
+    };
     let mut lines = Vec::new();
     let mut with = vec!["with ".dark_gray()];
     if call.participants.is_empty() && call.began_at.is_none() {

@@ -275,16 +275,28 @@ fn a_relay_restart_ends_calls_on_every_side() {
     m.take(bob);
     m.restart_relay();
     m.advance(5_000);
+    // Each ends it without word from the relay, and knows it did.
     for d in [alice, bob] {
         let seen = m.take(d);
         assert!(
-            seen.iter().any(|e| matches!(e, Event::CallingEnd { .. })),
+            seen.iter()
+                .any(|e| matches!(e, Event::CallingEnd { unheard: true, .. })),
             "{seen:?}"
         );
     }
-    // And both can call again.
+    // And both can call again; a call the relay ends is heard.
     m.command(alice, call("bob"));
     assert!(names(&m.take(bob)).contains(&"ON_CALL_RECEIVED"));
+    m.command(bob, accept());
+    m.command(alice, hangup());
+    for d in [alice, bob] {
+        let seen = m.take(d);
+        assert!(
+            seen.iter()
+                .any(|e| matches!(e, Event::CallingEnd { unheard: false, .. })),
+            "{seen:?}"
+        );
+    }
 }
 
 #[test]

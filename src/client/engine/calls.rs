@@ -553,7 +553,7 @@ impl ClientEngine {
                 if let Some(previous) = self.calls.current.replace(view)
                     && let Some(stale) = self.calls.parked.replace(previous)
                 {
-                    self.end_locally(now, me, stale, CancelReason::CallEnded);
+                    self.end_locally(now, me, stale, CancelReason::CallEnded, false);
                 }
             }
             ServerMsg::CallCanceled {
@@ -587,6 +587,7 @@ impl ClientEngine {
                     call_media_type: AUDIO_CALL,
                     call_role: view.role,
                     record: view.record(CallOutcome::Answered, false, total_time),
+                    unheard: false,
                 });
             }
             ServerMsg::CallPeer {
@@ -703,8 +704,9 @@ impl ClientEngine {
         }
     }
 
-    /// The device signs out: whatever rang or ran here ends, visibly.
-    pub(super) fn drop_calls(&mut self, now: Millis, me: &UserId) {
+    /// The device signs out, or its session is gone (`unheard`): whatever
+    /// rang or ran here ends, visibly.
+    pub(super) fn drop_calls(&mut self, now: Millis, me: &UserId, unheard: bool) {
         for view in std::mem::take(&mut self.calls.ringing).into_values() {
             self.event(canceled(&view, me, CancelReason::SignedOut, None));
         }
@@ -712,7 +714,7 @@ impl ClientEngine {
             .into_iter()
             .flatten()
         {
-            self.end_locally(now, me, view, CancelReason::SignedOut);
+            self.end_locally(now, me, view, CancelReason::SignedOut, unheard);
         }
         self.sync_media(me);
     }
@@ -730,8 +732,16 @@ impl ClientEngine {
     }
 
     /// A call ends here without word from the relay: `CALLING_END` if it
-    /// had begun, `ON_CALL_CANCELED` with `reason` if not.
-    fn end_locally(&mut self, now: Millis, me: &UserId, view: CallView, reason: CancelReason) {
+    /// had begun (`unheard` when it ended while the link was down),
+    /// `ON_CALL_CANCELED` with `reason` if not.
+    fn end_locally(
+        &mut self,
+        now: Millis,
+        me: &UserId,
+        view: CallView,
+        reason: CancelReason,
+        unheard: bool,
+    ) {
         let event = match view.began_at {
             Some(began) => {
                 let total_time = now.saturating_sub(began) / 1000;
@@ -743,6 +753,7 @@ impl ClientEngine {
                     call_media_type: AUDIO_CALL,
                     call_role: view.role,
                     record: view.record(CallOutcome::Answered, false, total_time),
+                    unheard,
                 }
             }
             None => canceled(&view, me, reason, None),
@@ -792,7 +803,7 @@ impl ClientEngine {
             .flatten()
             .collect();
         for view in mine.extract_if(.., |v| !joined.contains(&v.id)) {
-            self.end_locally(now, me, view, CancelReason::CallEnded);
+            self.end_locally(now, me, view, CancelReason::CallEnded, true);
         }
         self.calls.current = current.map(|c| self.take_up(now, me, &mut mine, c));
         self.calls.parked = parked.map(|c| self.take_up(now, me, &mut mine, c));
