@@ -393,14 +393,25 @@ impl Pipeline {
                 return None;
             }
         };
+        // A side that does not open is null audio from now on, as when a
+        // device in use goes: said in an ERROR, and in DEVICED_UPDATED, so
+        // that front ends show what the call really uses.
+        let mut fell_back = false;
         let source = Source::open(&self.settings.input).unwrap_or_else(|e| {
             self.report(fallback(e, "input"));
+            self.settings.input = AudioSpec::Null;
+            fell_back = true;
             Source::Null
         });
         let sink = Sink::open(&self.settings.output, self.calls > 0).unwrap_or_else(|e| {
             self.report(fallback(e, "output"));
+            self.settings.output = AudioSpec::Null;
+            fell_back = true;
             Sink::Null
         });
+        if fell_back {
+            self.watch().refresh();
+        }
         if self.calls == 0
             && let Some(path) = &self.settings.tap
         {
@@ -645,8 +656,7 @@ impl Pipeline {
     }
 
     fn uses_a_card(&self) -> bool {
-        let card = |s: &AudioSpec| matches!(s, AudioSpec::Default | AudioSpec::Device(_));
-        card(&self.settings.input) || card(&self.settings.output)
+        self.settings.input.is_card() || self.settings.output.is_card()
     }
 
     /// The device watcher, started the first time it is needed.
@@ -891,7 +901,7 @@ fn fallback(e: Error, side: &str) -> Error {
     Error::new(
         e.code,
         format!(
-            "no audio {side} device, so the call goes on with null audio {side} ({})",
+            "no audio {side} device, so the call goes on with null audio {side}, as later calls will until a device is picked ({})",
             e.message
         ),
     )

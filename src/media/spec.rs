@@ -25,6 +25,12 @@ pub enum AudioSpec {
 }
 
 impl AudioSpec {
+    /// A sound card (the default one or one by name), not a file, a tone,
+    /// `echo` or null audio.
+    pub fn is_card(&self) -> bool {
+        matches!(self, AudioSpec::Default | AudioSpec::Device(_))
+    }
+
     /// Refuses the specs that can only be a source (`tone:`, `echo`).
     pub fn check_sink(&self) -> Result<(), Error> {
         match self {

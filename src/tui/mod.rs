@@ -28,7 +28,6 @@ use crate::client::records::{CallRecord, Conversation, StoredMessage};
 use crate::client::{ClientSettings, queue};
 use crate::ids::{DeviceId, UserId};
 use crate::media::ringtone::Ringtone;
-use crate::media::spec::AudioSpec;
 use crate::time::unix_millis;
 pub use keymap::Keymap;
 pub use state::{Effect, Model};
@@ -107,12 +106,8 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
     model.auto_answer = settings.auto_answer_ms;
     model.auto_answer_delay = settings.auto_answer_ms.unwrap_or(0);
     model.call_waiting = settings.call_waiting;
-    // Only a sound card's capture is processed (media::pipeline).
-    let card = matches!(
-        settings.media.input,
-        AudioSpec::Default | AudioSpec::Device(_)
-    );
-    model.voice = card.then_some(settings.media.voice);
+    model.voice = settings.media.voice;
+    model.card_mic = settings.media.input.is_card();
     let (loaded_tx, mut loaded) = mpsc::unbounded_channel();
     let mut terminal = ratatui::try_init()?;
     let mut keys = terminal_input();

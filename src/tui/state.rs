@@ -18,6 +18,7 @@ use crate::ids::{DeviceId, Platform, UserId};
 use crate::media::control::Digit;
 use crate::media::control::VoiceProcessing;
 use crate::media::quality::Quality;
+use crate::media::spec::AudioSpec;
 use crate::protocol::{CancelReason, Role};
 use crate::tui::conversation::{Conversation, Delivery};
 use crate::tui::devices::{self, Picker};
@@ -224,10 +225,12 @@ pub struct Model {
     pub devices: Option<DeviceState>,
     /// The device picker, while open (over the panes).
     pub picker: Option<Picker>,
-    /// The voice processing stages on for the microphone; `None` when it
-    /// is not a sound card (files, tones, `echo`, null audio are never
-    /// processed).
-    pub voice: Option<VoiceProcessing>,
+    /// The voice processing stages on for a sound card's microphone.
+    pub voice: VoiceProcessing,
+    /// The microphone in use is a sound card: only its capture is
+    /// processed (files, tones, `echo` and null audio are clean already).
+    /// False after a call fell back to null audio for want of one.
+    pub card_mic: bool,
 }
 
 impl Model {
@@ -279,7 +282,8 @@ impl Model {
             banner: Vec::new(),
             devices: None,
             picker: None,
-            voice: None,
+            voice: VoiceProcessing::ON,
+            card_mic: false,
         }
     }
 
@@ -341,7 +345,7 @@ impl Model {
                     Action::AcceptEnd => waiting,
                     // Switches: in the help, and the status line says when on.
                     Action::AutoAnswer | Action::CallWaiting => false,
-                    Action::VoiceProcessing => self.voice.is_some(),
+                    Action::VoiceProcessing => self.card_mic,
                     Action::Call => self.call.is_none(),
                     Action::Details => !self.log.is_empty(),
                     // In the help, not the footer: it has no room to spare.
@@ -600,15 +604,15 @@ impl Model {
     /// Every stage of voice processing off when any is on, else every one
     /// on; for this call and the next ones, as `setAudioProcessing`.
     fn toggle_voice(&mut self, now: u64) -> Vec<Effect> {
-        let Some(voice) = self.voice.as_mut() else {
+        if !self.card_mic {
             self.notice = Some((
                 "the microphone is not a sound card: nothing to process".into(),
                 now,
             ));
             return Vec::new();
-        };
-        let on = !voice.any();
-        *voice = if on {
+        }
+        let on = !self.voice.any();
+        self.voice = if on {
             VoiceProcessing::ON
         } else {
             VoiceProcessing::OFF
@@ -861,7 +865,11 @@ impl Model {
                 }
             }
             // A missing sound card is news for this call, not a standing problem.
-            Event::DevicedUpdated { devices } => self.devices = Some(devices),
+            Event::DevicedUpdated { devices } => {
+                self.card_mic = (devices.current_microphone_id.parse())
+                    .is_ok_and(|spec: AudioSpec| spec.is_card());
+                self.devices = Some(devices);
+            }
             Event::Error { code, message, .. }
                 if code == ErrorCode::AudioDeviceFailed.code()
                     || code == ErrorCode::AudioDeviceGone.code() =>

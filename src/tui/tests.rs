@@ -12,8 +12,8 @@ use super::state::{Effect, Model, NOTICE_MS, Pane};
 use super::view;
 use crate::client::engine::{CallCommand, ChatCommand, Command};
 use crate::client::event::{
-    AUDIO_CALL, CallRole, DeviceView, Event, LinkState, LoginStatus, NetworkQuality, UserView,
-    VoiceVolume,
+    AUDIO_CALL, CallRole, DeviceState, DeviceView, Event, LinkState, LoginStatus, NetworkQuality,
+    UserView, VoiceVolume,
 };
 use crate::client::records::CallOutcome;
 use crate::client::records::CallRecord;
@@ -304,7 +304,8 @@ fn n_switches_voice_processing_and_the_call_pane_shows_it() {
     use crate::client::engine::VoiceProcessingChange;
     use crate::media::control::VoiceProcessing;
     let mut m = with_conversation(model());
-    m.voice = Some(VoiceProcessing::ON);
+    m.voice = VoiceProcessing::ON;
+    m.card_mic = true;
     for e in [
         Event::CallDialing {
             call_id: "c3".into(),
@@ -355,10 +356,26 @@ fn n_switches_voice_processing_and_the_call_pane_shows_it() {
         [Effect::Engine(Command::SetAudioProcessing(all(true)))]
     );
 
-    // A file as the microphone: nothing to switch, and no hint for it.
-    m.voice = None;
-    assert!(!footer(&m, now, 120, 24).contains("voice processing"));
-    assert_eq!(m.on_terminal(key(KeyCode::Char('n')), now), []);
+    // The call fell back to null audio (no sound card after all), or a
+    // file was picked: nothing to process, and nothing said of it.
+    let mic = |m: &mut Model, id: &str| {
+        let devices = DeviceState {
+            microphone_list: vec![],
+            speaker_list: vec![],
+            current_microphone_id: id.into(),
+            current_speaker_id: "default".into(),
+        };
+        m.on_engine(Event::DevicedUpdated { devices }, now);
+    };
+    for id in ["null", "wav:/tmp/speech.wav"] {
+        mic(&mut m, id);
+        assert!(!footer(&m, now, 120, 24).contains("voice processing"));
+        assert!(!on_the_meter(&m), "{}", render(&m, now, 80, 24));
+        assert!(render(&m, now, 80, 24).contains(&format!("mic {id}")));
+        assert_eq!(m.on_terminal(key(KeyCode::Char('n')), now), []);
+    }
+    mic(&mut m, "default");
+    assert!(on_the_meter(&m), "{}", render(&m, now, 80, 24));
 }
 
 #[test]

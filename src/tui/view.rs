@@ -361,7 +361,7 @@ fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
         } else if call.muted {
             me.push_span(" muted".red().bold());
         }
-        if model.voice.is_some_and(|v| v.any()) {
+        if model.card_mic && model.voice.any() {
             me.push_span(" voice processing".green());
         }
         lines.push(me);

@@ -303,6 +303,10 @@ async fn a_missing_device_falls_back_to_null_audio_with_a_clear_error() {
     let message = err["message"].as_str().unwrap();
     assert!(message.contains("no-such-speaker"), "{message}");
     assert!(message.contains("null audio output"), "{message}");
+    // Null audio is bob's speaker from now on, as front ends are told.
+    let devices = bob.expect("DEVICED_UPDATED").await;
+    assert_eq!(devices["currentSpeakerID"], "null", "{devices}");
+    assert_eq!(devices["currentMicrophoneID"], "null", "{devices}");
     // The call goes on: bob still hears (and reports) alice.
     volume_of(&mut bob, "alice", |l| l > 60).await;
     alice.send(json!({"cmd": "hangup"})).await;
