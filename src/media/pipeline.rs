@@ -40,6 +40,14 @@ const REPORT_EVERY: u64 = 50;
 /// A clock this far behind (the machine stalled) restarts instead of
 /// racing to catch up.
 const MAX_LAG: Duration = Duration::from_millis(100);
+
+/// How far a card may run ahead of the system clock. A real card's clock
+/// is within a fraction of a percent of it; ALSA's `null` device has none,
+/// and would be ticked as fast as the thread runs, sending hundreds of
+/// frames a second (past the relay's media rate limit) and playing the far
+/// end's faster than it comes. What a fast card brings beyond this waits in
+/// its capture ring, whose backlog is bounded (`device::MAX_CAPTURE_BACKLOG`).
+const MAX_LEAD: Duration = Duration::from_millis(100);
 /// A speaker whose callback has not run for this long is taken as stalled
 /// (or not started yet: a PulseAudio stream takes a few hundred ms): the
 /// call plays on the system clock meanwhile, so it goes on.
@@ -245,6 +253,7 @@ struct Live {
 struct Clock {
     /// The system clock's next tick.
     next: Instant,
+    started: Instant,
     ticks: u64,
 }
 
@@ -252,6 +261,7 @@ impl Clock {
     fn new(now: Instant) -> Self {
         Clock {
             next: now,
+            started: now,
             ticks: 0,
         }
     }
@@ -272,12 +282,18 @@ impl Clock {
         let quiet = card.and_then(|(c, _)| c.since_callback(now));
         match (card, quiet) {
             (Some((_, samples)), Some(quiet)) if quiet < stall => {
-                if samples == 0 {
-                    return Duration::ZERO;
-                }
-                let wait =
-                    Duration::from_micros(samples as u64 * 1_000_000 / u64::from(SAMPLE_RATE));
-                wait.max(Duration::from_millis(1)).min(stall - quiet)
+                let wait = match samples {
+                    0 => Duration::ZERO,
+                    _ => Duration::from_micros(samples as u64 * 1_000_000 / u64::from(SAMPLE_RATE))
+                        .max(Duration::from_millis(1))
+                        .min(stall - quiet),
+                };
+                let real_time = self.started + Duration::from_millis(FRAME_MS * self.ticks);
+                wait.max(
+                    (real_time.checked_sub(MAX_LEAD)).map_or(Duration::ZERO, |earliest| {
+                        earliest.saturating_duration_since(now)
+                    }),
+                )
             }
             _ => self.next.saturating_duration_since(now),
         }
@@ -949,5 +965,30 @@ mod tests {
         let stalled = start + MIC_STALL + Duration::from_millis(5);
         let due = mic.due_in(stalled, Some((&card, FRAME_SAMPLES)), MIC_STALL);
         assert_eq!(due, Duration::ZERO);
+    }
+
+    /// A card without a clock (ALSA's null device always has a frame in)
+    /// is held to the system's, with `MAX_LEAD` to spare.
+    #[test]
+    fn a_card_without_a_clock_runs_no_faster_than_real_time() {
+        let card = Counters::default();
+        let start = Instant::now();
+        let mut mic = Clock::new(start);
+        // Ticks while due at `now`; how many.
+        let run = |mic: &mut Clock, now| {
+            card.called_back();
+            let mut n = 0;
+            while n < 100 && mic.due_in(now, Some((&card, 0)), MIC_STALL).is_zero() {
+                mic.tick(now, true);
+                n += 1;
+            }
+            n
+        };
+        let frame = Duration::from_millis(FRAME_MS);
+        let lead = MAX_LEAD.as_millis() as u64 / FRAME_MS;
+        assert_eq!(run(&mut mic, start), lead + 1);
+        assert_eq!(mic.due_in(start, Some((&card, 0)), MIC_STALL), frame);
+        // 200 ms later, 10 more: a frame's time apart, as the system clock.
+        assert_eq!(run(&mut mic, start + 10 * frame), 10);
     }
 }
