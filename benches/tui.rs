@@ -273,7 +273,7 @@ fn open_and_page_back(messages: usize) -> (Duration, Duration, usize) {
     model.on_messages(&peer, page.messages);
     let mut viewport = (0, 0);
     terminal
-        .draw(|f| viewport = view::draw(f, &model, now))
+        .draw(|f| viewport = view::draw(f, &model, now).viewport)
         .unwrap();
     let open = started.elapsed();
 

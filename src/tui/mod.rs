@@ -123,12 +123,18 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
     let result = loop {
         // The model pages and wraps by the conversation's size as drawn: a
         // resize or a new layout is drawn again with the size it learns.
-        let mut viewport = model.viewport;
-        if let Err(e) = terminal.draw(|frame| viewport = view::draw(frame, &model, unix_millis())) {
+        let mut drawn = view::Drawn {
+            viewport: model.viewport,
+            overlay: model.overlay_rows,
+        };
+        if let Err(e) = terminal.draw(|frame| drawn = view::draw(frame, &model, unix_millis())) {
             break Err(e);
         }
-        if viewport != model.viewport {
-            model.on_viewport(viewport.0, viewport.1);
+        if drawn.overlay != model.overlay_rows {
+            model.on_overlay(drawn.overlay);
+        }
+        if drawn.viewport != model.viewport {
+            model.on_viewport(drawn.viewport.0, drawn.viewport.1);
             continue;
         }
         let effects = tokio::select! {

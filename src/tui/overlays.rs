@@ -49,8 +49,9 @@ fn clear_behind(frame: &mut Frame) {
 }
 
 /// Every key, one line per place it works: the same key (Enter) does
-/// different things in different panes, and the help says where.
-pub fn help(frame: &mut Frame, model: &Model) {
+/// different things in different panes, and the help says where. Returns
+/// its rows (shown at once, in all), as [`scrolled`] does.
+pub fn help(frame: &mut Frame, model: &Model) -> (u16, u16) {
     let width = frame.area().width.saturating_sub(4).min(96);
     let room = usize::from(width.saturating_sub(2))
         .saturating_sub(LABEL)
@@ -69,6 +70,16 @@ pub fn help(frame: &mut Frame, model: &Model) {
             if !current.is_empty() && current.chars().count() + 3 + entry.chars().count() > room {
                 lines.push(help_line(label.take(), std::mem::take(&mut current)));
             }
+            // An entry wider than the column (the keypad's sixteen keys on
+            // a small screen) gets lines of its own.
+            if entry.chars().count() > room {
+                let mut pieces = text::wrap(&entry, room);
+                current = pieces.pop().unwrap_or_default();
+                for piece in pieces {
+                    lines.push(help_line(label.take(), piece));
+                }
+                continue;
+            }
             if !current.is_empty() {
                 current.push_str(" · ");
             }
@@ -78,12 +89,42 @@ pub fn help(frame: &mut Frame, model: &Model) {
             lines.push(help_line(label.take(), current));
         }
     }
-    let area = centered(frame.area(), width, lines.len() as u16 + 2);
+    scrolled(frame, model, width, lines, "Keys")
+}
+
+/// Draws `lines` in a bordered box of `width` in the middle of the screen,
+/// as tall as they need or the screen allows, scrolled down by the model's
+/// `overlay_scroll`; the title says how to scroll when they do not fit.
+/// Returns (rows shown at once, rows in all).
+fn scrolled(
+    frame: &mut Frame,
+    model: &Model,
+    width: u16,
+    lines: Vec<Line>,
+    title: &str,
+) -> (u16, u16) {
+    let full = frame.area();
+    let all = u16::try_from(lines.len()).unwrap_or(u16::MAX);
+    let height = all.saturating_add(2).min(full.height);
+    let shown = height.saturating_sub(2);
+    let last = all.saturating_sub(shown);
+    let scroll = model.overlay_scroll.min(last);
+    let title = match last {
+        0 => format!(" {title} (Esc closes) "),
+        _ => format!(
+            " {title} {}-{} of {all} (↑↓ PgUp PgDn scroll, Esc closes) ",
+            scroll + 1,
+            scroll + shown
+        ),
+    };
     clear_behind(frame);
     frame.render_widget(
-        Paragraph::new(lines).block(Block::bordered().title(" Keys (Esc closes) ")),
-        area,
+        Paragraph::new(lines)
+            .scroll((scroll, 0))
+            .block(Block::bordered().title(title)),
+        centered(full, width, height),
     );
+    (shown, all)
 }
 
 fn help_line(label: Option<String>, entries: String) -> Line<'static> {
@@ -116,8 +157,9 @@ fn capitalized(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// One event of the log with every field, wrapped to the screen.
-pub fn detail(frame: &mut Frame, model: &Model, line: &LogLine) {
+/// One event of the log with every field, wrapped to the screen; returns
+/// its rows, as [`scrolled`] does.
+pub fn detail(frame: &mut Frame, model: &Model, line: &LogLine) -> (u16, u16) {
     let full = frame.area();
     let width = full.width.saturating_sub(4).min(100);
     let inner = usize::from(width.saturating_sub(2)).max(1);
@@ -126,16 +168,6 @@ pub fn detail(frame: &mut Frame, model: &Model, line: &LogLine) {
         .flat_map(|l| text::wrap(l, inner))
         .map(Line::from)
         .collect();
-    let rows = lines.len();
-    let height = (rows as u16 + 2).min(full.height.saturating_sub(2));
-    let area = centered(full, width, height);
-    let title = format!(
-        " {} (Esc closes) ",
-        elapsed(line.at.saturating_sub(model.started_at))
-    );
-    clear_behind(frame);
-    frame.render_widget(
-        Paragraph::new(lines).block(Block::bordered().title(title)),
-        area,
-    );
+    let title = elapsed(line.at.saturating_sub(model.started_at));
+    scrolled(frame, model, width, lines, &title)
 }

@@ -219,6 +219,10 @@ pub struct Model {
     pub help: bool,
     /// The event-log line shown whole, over everything.
     pub detail: Option<LogLine>,
+    /// Rows the open overlay (help, detail) is scrolled down by.
+    pub overlay_scroll: u16,
+    /// The open overlay's rows as last drawn: (shown at once, in all).
+    pub overlay_rows: (u16, u16),
     /// Shown in the conversation pane until a conversation is opened.
     pub banner: Vec<String>,
     /// The sound devices, as the last DEVICED_UPDATED gave them.
@@ -279,6 +283,8 @@ impl Model {
             log_scroll: 0,
             help: false,
             detail: None,
+            overlay_scroll: 0,
+            overlay_rows: (0, 0),
             banner: Vec::new(),
             devices: None,
             picker: None,
@@ -412,6 +418,30 @@ impl Model {
         }
     }
 
+    /// The help or an event in full, taller than the screen, scrolls
+    /// with the keys that scroll the panes.
+    fn scroll_overlay(&mut self, code: KeyCode) {
+        let (shown, all) = self.overlay_rows;
+        let last = all.saturating_sub(shown);
+        let page = shown.saturating_sub(1).max(1);
+        let at = self.overlay_scroll.min(last);
+        self.overlay_scroll = match code {
+            KeyCode::Down | KeyCode::Char('j') => at.saturating_add(1),
+            KeyCode::Up | KeyCode::Char('k') => at.saturating_sub(1),
+            KeyCode::PageDown | KeyCode::Char(' ') => at.saturating_add(page),
+            KeyCode::PageUp => at.saturating_sub(page),
+            KeyCode::Home | KeyCode::Char('g') => 0,
+            KeyCode::End | KeyCode::Char('G') => last,
+            _ => at,
+        }
+        .min(last);
+    }
+
+    /// Where the view drew the open overlay (see [`Self::overlay_rows`]).
+    pub fn on_overlay(&mut self, rows: (u16, u16)) {
+        self.overlay_rows = rows;
+    }
+
     fn on_key(&mut self, event: KeyEvent, now: u64) -> Vec<Effect> {
         let key = Key::from_event(&event);
         if self.picker.is_some() {
@@ -422,6 +452,7 @@ impl Model {
             if matches!(key.code, KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q')) {
                 self.detail = None;
             }
+            self.scroll_overlay(key.code);
             return Vec::new();
         }
         if self.help {
@@ -431,6 +462,7 @@ impl Model {
             ) {
                 self.help = false;
             }
+            self.scroll_overlay(key.code);
             return Vec::new();
         }
         let context = self.context();
@@ -481,6 +513,7 @@ impl Model {
             }
             Action::Help => {
                 self.help = true;
+                self.overlay_scroll = 0;
                 Vec::new()
             }
             Action::Login => {
@@ -491,6 +524,7 @@ impl Model {
             }
             Action::Details => {
                 self.detail = self.log_selected().map(|i| self.log[i].clone());
+                self.overlay_scroll = 0;
                 Vec::new()
             }
             Action::NextPane | Action::PrevPane => {

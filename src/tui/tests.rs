@@ -423,6 +423,45 @@ fn a_call_lost_with_the_relay_says_why_it_ended() {
     );
 }
 
+/// The help is taller than the smallest screen: it scrolls to its end.
+#[test]
+fn the_help_scrolls_to_its_end_on_the_smallest_screen() {
+    use crate::tui::layout::{MIN_HEIGHT, MIN_WIDTH};
+    let mut m = with_contacts(model());
+    m.on_terminal(key(KeyCode::Char('?')), T0);
+    // As the TUI's loop does: draw, and tell the model what was drawn.
+    let draw = |m: &mut Model| {
+        let mut terminal = Terminal::new(TestBackend::new(MIN_WIDTH, MIN_HEIGHT)).unwrap();
+        let mut drawn = None;
+        terminal
+            .draw(|f| drawn = Some(view::draw(f, m, T0)))
+            .unwrap();
+        m.on_overlay(drawn.unwrap().overlay);
+        terminal.backend().to_string()
+    };
+    let screen = draw(&mut m);
+    assert!(
+        screen.contains("Anywhere") && screen.contains("scroll"),
+        "{screen}"
+    );
+    assert!(!screen.contains("l log in again"), "{screen}");
+    m.on_terminal(key(KeyCode::End), T0);
+    let screen = draw(&mut m);
+    assert!(screen.contains("l log in again"), "{screen}");
+    // The keypad's keys, wider than the column, wrap whole.
+    assert!(screen.contains("D dial (0-9 * # A-D)"), "{screen}");
+    assert!(!screen.contains("Anywhere"), "{screen}");
+    // Past the end is the end: one step back up moves at once.
+    m.on_terminal(key(KeyCode::Down), T0);
+    m.on_terminal(key(KeyCode::Up), T0);
+    let screen = draw(&mut m);
+    assert!(!screen.contains("l log in again"), "{screen}");
+    m.on_terminal(key(KeyCode::Home), T0);
+    assert!(draw(&mut m).contains("Anywhere"));
+    m.on_terminal(key(KeyCode::Esc), T0);
+    assert!(!draw(&mut m).contains("scroll"));
+}
+
 #[test]
 fn snapshot_help() {
     let mut m = with_contacts(model());

@@ -24,13 +24,23 @@ const DRAFT_ROWS: usize = 5;
 /// a sound card's error whole at 60 columns.
 const MESSAGE_ROWS: usize = 6;
 
-/// Draws the model; returns the size of the conversation's message area
-/// (columns, rows), which the model pages and wraps by.
-pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> (u16, u16) {
+/// What the model pages and scrolls by, as drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drawn {
+    /// The conversation's message area (columns, rows).
+    pub viewport: (u16, u16),
+    /// The open overlay's rows: (shown at once, in all); none open: (0, 0).
+    pub overlay: (u16, u16),
+}
+
+pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> Drawn {
     let area = frame.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         overlays::too_small(frame, area);
-        return model.viewport;
+        return Drawn {
+            viewport: model.viewport,
+            overlay: model.overlay_rows,
+        };
     }
     let messages = message_lines(model, now, area.width);
     let message_rows = messages.len().max(1) as u16;
@@ -80,14 +90,15 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> (u16, u16) {
     if !model.incoming.is_empty() {
         draw_incoming(frame, model, now);
     }
+    let mut overlay = (0, 0);
     if model.help {
-        overlays::help(frame, model);
+        overlay = overlays::help(frame, model);
     }
     if let Some(line) = &model.detail {
-        overlays::detail(frame, model, line);
+        overlay = overlays::detail(frame, model, line);
     }
     devices::draw(frame, model.picker.as_ref(), model.devices.as_ref());
-    viewport
+    Drawn { viewport, overlay }
 }
 
 /// The standing problem (red) and the passing notice, each whole: they
