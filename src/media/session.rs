@@ -1,7 +1,7 @@
 //! The media of one call on one device, sans IO: what to send for each
 //! captured frame, and what to play for each tick, from whatever arrived.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::analysis::level_dbfs;
 use super::budget::{self, Allocation};
@@ -82,6 +82,21 @@ struct Peer {
 }
 
 impl Peer {
+    /// A stream starting afresh; `None` when no decoder can be made.
+    fn new(user: Option<UserId>) -> Option<Peer> {
+        Some(Peer {
+            user,
+            jitter: JitterBuffer::new(),
+            decoder: Decoder::new().ok()?,
+            decoded: Vec::with_capacity(3 * FRAME_SAMPLES),
+            quiet_run: 0,
+            level: 0,
+            dtmf: DtmfReceiver::default(),
+            window_start: JitterStats::default(),
+            reported: JitterStats::default(),
+        })
+    }
+
     /// The next 20 ms of this participant's voice into `out`, or `false`
     /// when there is none (not started, or paused). The jitter buffer's
     /// depth changes where it is not heard: a quiet frame skipped or a
@@ -161,6 +176,12 @@ pub struct CallMedia {
     my_level: u8,
     names: BTreeMap<MediaSource, UserId>,
     peers: BTreeMap<MediaSource, Peer>,
+    /// Sources the relay said no longer send here (one held the call, or
+    /// left it): their frames still on the way are dropped, and one that
+    /// comes back starts a new stream, so that the gap is not loss.
+    gone: BTreeSet<MediaSource>,
+    /// The counters of those streams, for the call's figures.
+    gone_stats: JitterStats,
     scratch: Frame,
     clip: opus::SoftClip,
     /// What the others report of this device's voice: its FEC plan.
@@ -208,6 +229,8 @@ impl CallMedia {
             my_level: 0,
             names: BTreeMap::new(),
             peers: BTreeMap::new(),
+            gone: BTreeSet::new(),
+            gone_stats: JitterStats::default(),
             scratch: [0.0; FRAME_SAMPLES],
             clip: opus::SoftClip::new(opus::Channels::Mono),
             plan: Plan::default(),
@@ -244,12 +267,37 @@ impl CallMedia {
 
     /// The relay's list of who sends in this room. Streams of those who
     /// left it are dropped.
+    ///
+    /// A stream whose source is no longer listed ends here: its figures
+    /// are kept, and frames of it still on the way are dropped. A source
+    /// listed again starts a new stream, so that the gap is not loss. An
+    /// empty list is this device out of the room (a hold): the others are
+    /// still in the call, so their streams start afresh at once, named,
+    /// and are heard at level 0 until the room is back.
     pub fn set_peers(&mut self, peers: &[MediaPeer]) {
-        self.names = peers.iter().map(|p| (p.source, p.user.clone())).collect();
-        self.peers
-            .retain(|source, _| self.names.contains_key(source));
-        for (source, peer) in &mut self.peers {
-            peer.user = self.names.get(source).cloned();
+        let paused = peers.is_empty();
+        let listed: BTreeMap<MediaSource, UserId> =
+            peers.iter().map(|p| (p.source, p.user.clone())).collect();
+        self.gone.retain(|source| !listed.contains_key(source));
+        let ended: Vec<MediaSource> = (self.peers.keys())
+            .filter(|source| !listed.contains_key(source))
+            .copied()
+            .collect();
+        for source in ended {
+            let Some(peer) = self.peers.remove(&source) else {
+                continue;
+            };
+            self.gone_stats += peer.jitter.stats();
+            self.gone.insert(source);
+            if paused && let Some(fresh) = Peer::new(peer.user) {
+                self.peers.insert(source, fresh);
+            }
+        }
+        if !paused {
+            self.names = listed;
+            for (source, peer) in &mut self.peers {
+                peer.user = self.names.get(source).cloned();
+            }
         }
     }
 
@@ -421,23 +469,16 @@ impl CallMedia {
             self.foreign_frames += 1;
             return Ok(());
         }
+        if self.gone.contains(&header.source) {
+            return Ok(());
+        }
         let peer = match self.peers.entry(header.source) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                let Ok(decoder) = Decoder::new() else {
+                let Some(peer) = Peer::new(self.names.get(&header.source).cloned()) else {
                     return Ok(());
                 };
-                e.insert(Peer {
-                    user: self.names.get(&header.source).cloned(),
-                    jitter: JitterBuffer::new(),
-                    decoder,
-                    decoded: Vec::with_capacity(3 * FRAME_SAMPLES),
-                    quiet_run: 0,
-                    level: 0,
-                    dtmf: DtmfReceiver::default(),
-                    window_start: JitterStats::default(),
-                    reported: JitterStats::default(),
-                })
+                e.insert(peer)
             }
         };
         match header.kind {
@@ -614,7 +655,7 @@ impl CallMedia {
 
     /// Jitter-buffer counters of every remote stream, summed.
     pub fn stats(&self) -> JitterStats {
-        let mut sum = JitterStats::default();
+        let mut sum = self.gone_stats;
         for peer in self.peers.values() {
             sum += peer.jitter.stats();
         }
@@ -1075,12 +1116,56 @@ mod tests {
             source: 2,
             user: user("bob"),
         };
-        alice.set_peers(std::slice::from_ref(&bob_peer));
+        let carol_peer = MediaPeer {
+            source: 3,
+            user: user("carol"),
+        };
+        alice.set_peers(&[bob_peer, carol_peer.clone()]);
         alice
             .receive(0, &relayed(bob.capture(&tone(0)).unwrap(), 2))
             .unwrap();
         assert_eq!(alice.take_volumes().len(), 2);
-        alice.set_peers(&[]);
+        // bob leaves the group call; carol (who has sent nothing yet) stays.
+        alice.set_peers(&[carol_peer]);
         assert_eq!(alice.take_volumes().len(), 1);
+    }
+
+    /// A hold: the relay says alice no longer sends to bob, and she sends
+    /// on (her frames reach nobody). What bob heard of her before stays in
+    /// his figures, a frame of hers still on the way is not played, and
+    /// when she is back her stream starts afresh: the hold is no loss.
+    #[test]
+    fn a_stream_the_relay_ends_keeps_its_figures_and_its_gap_is_no_loss() {
+        let (mut alice, mut bob) = alice_to_bob();
+        let mut out = [0.0; FRAME_SAMPLES];
+        let mut t = 0;
+        let mut talk = |alice: &mut CallMedia, bob: &mut CallMedia, frames: usize, heard: bool| {
+            for k in 0..frames {
+                let frame = alice.capture(&tone(k)).unwrap();
+                if heard {
+                    bob.receive(t, &relayed(frame, 1)).unwrap();
+                }
+                bob.playout(&mut out);
+                t += 20;
+            }
+        };
+        talk(&mut alice, &mut bob, 50, true);
+        let before = bob.stats();
+        assert!(before.received >= 45, "{before:?}");
+        bob.set_peers(&[]);
+        let late = relayed(alice.capture(&tone(0)).unwrap(), 1);
+        bob.receive(1_000, &late).unwrap();
+        assert_eq!(bob.stats(), before, "the late frame is not taken");
+        // alice is still in the call: heard at level 0.
+        assert_eq!(bob.take_volumes()[1], (user("alice"), 0));
+        talk(&mut alice, &mut bob, 25, false);
+        bob.set_peers(&[MediaPeer {
+            source: 1,
+            user: user("alice"),
+        }]);
+        talk(&mut alice, &mut bob, 50, true);
+        let after = bob.stats();
+        assert_eq!(after.lost, 0, "{after:?}");
+        assert!(after.received >= before.received + 45, "{after:?}");
     }
 }

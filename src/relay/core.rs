@@ -1130,15 +1130,28 @@ impl RelayCore {
             .map_err(|_| denied())
     }
 
-    /// The app and user of a session.
-    /// Tells the shell (and the members) about every room whose media
-    /// routes changed: a member joined, left, or reconnected on another
-    /// connection.
-    /// Tells the shell and the members of each room whose route changed.
+    /// Tells the shell and the members of each room whose media route
+    /// changed: a member joined, left, held, or reconnected on another
+    /// connection. A connection no longer in the route hears that nobody
+    /// sends to it any more (an empty `media_peers`), so that its streams
+    /// end there, and a hold's silence is not taken for frames lost.
     fn publish_media_routes(&mut self) {
         for (room, route) in self.moved_media_routes() {
-            if self.media_routes.get(&room) == route.as_ref() {
+            let before = self.media_routes.get(&room);
+            if before == route.as_ref() {
                 continue;
+            }
+            let kept = |conn: &ConnId| {
+                (route.as_ref()).is_some_and(|r| r.members.iter().any(|(c, _)| c == conn))
+            };
+            let left: Vec<ConnId> = (before.iter())
+                .flat_map(|b| &b.members)
+                .map(|(c, _)| *c)
+                .filter(|c| !kept(c))
+                .collect();
+            for conn in left {
+                let peers = Vec::new();
+                self.send(conn, ServerMsg::MediaPeers { room, peers });
             }
             let Some(route) = route else {
                 self.media_routes.remove(&room);
@@ -1274,8 +1287,14 @@ mod tests {
     }
 
     /// `caller` on `conn` calls `callee` on `conn + 1`, who answers; the
-    /// call's room.
-    fn call(core: &mut RelayCore, now: Millis, conn: ConnId, caller: &str, callee: &str) -> RoomId {
+    /// call's room and id.
+    fn call(
+        core: &mut RelayCore,
+        now: Millis,
+        conn: ConnId,
+        caller: &str,
+        callee: &str,
+    ) -> (RoomId, String) {
         log_in(core, now, conn, caller);
         log_in(core, now, conn + 1, callee);
         let msg = ClientMsg::Call {
@@ -1295,7 +1314,7 @@ mod tests {
             })
             .expect("the callee is invited");
         let msg = ClientMsg::Accept {
-            call_id: call.call_id,
+            call_id: call.call_id.clone(),
             end_current: false,
         };
         core.handle(
@@ -1306,7 +1325,7 @@ mod tests {
             },
         );
         while core.poll_output().is_some() {}
-        call.room
+        (call.room, call.call_id)
     }
 
     /// Issue 21: with every call's route rebuilt whenever anything might
@@ -1328,6 +1347,7 @@ mod tests {
                     &format!("a{k}"),
                     &format!("b{k}"),
                 )
+                .0
             })
             .collect();
         assert_eq!(core.media_routes.len(), 3, "each call has its room");
@@ -1362,5 +1382,59 @@ mod tests {
             .collect();
         assert_eq!(published, [(rooms[1], 0)], "the second call's room closes");
         assert_eq!(core.media_routes.len(), 2);
+    }
+
+    /// Who sends media to each connection (`media_peers`), as sent.
+    fn media_peers(core: &mut RelayCore) -> Vec<(ConnId, Vec<String>)> {
+        std::iter::from_fn(|| core.poll_output())
+            .filter_map(|o| match o {
+                Output::Send {
+                    conn,
+                    msg: ServerMsg::MediaPeers { peers, .. },
+                } => Some((
+                    conn,
+                    peers.into_iter().map(|p| p.user.to_string()).collect(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A hold takes the call's room away: both sides hear that nobody
+    /// sends to them any more, so that the silence is not taken for frames
+    /// lost, and each other again at unhold.
+    #[test]
+    fn a_hold_tells_both_sides_nobody_sends_and_unhold_who_does() {
+        let config = crate::config::RelayConfig::default();
+        let mut core = RelayCore::new(Settings::from(&config), [], ChatSnapshot::default(), 7);
+        let now: Millis = 1_700_000_000_000;
+        let (_, call_id) = call(&mut core, now, 1, "alice", "bob");
+        let hold = |on_hold| ClientMsg::Hold {
+            call_id: call_id.clone(),
+            on_hold,
+        };
+        core.handle(
+            now,
+            Input::Frame {
+                conn: 2,
+                msg: hold(true),
+            },
+        );
+        let mut told = media_peers(&mut core);
+        told.sort();
+        assert_eq!(told, [(1, vec![]), (2, vec![])]);
+        core.handle(
+            now,
+            Input::Frame {
+                conn: 2,
+                msg: hold(false),
+            },
+        );
+        let mut told = media_peers(&mut core);
+        told.sort();
+        assert_eq!(
+            told,
+            [(1, vec!["bob".to_owned()]), (2, vec!["alice".to_owned()])]
+        );
     }
 }

@@ -19,6 +19,28 @@ pub fn termphone(home: &std::path::Path) -> Command {
     cmd
 }
 
+/// `user`'s level in the device's next `USER_VOICE_VOLUME` that has it and
+/// passes `check`; a panic after [`WAIT`] without one.
+pub async fn volume_of(device: &mut Headless, user: &str, check: impl Fn(u64) -> bool) -> u64 {
+    let found = async {
+        loop {
+            let v = device.expect("USER_VOICE_VOLUME").await;
+            let level = v["volumeMap"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["userID"] == user)
+                .and_then(|e| e["volume"].as_u64());
+            if let Some(level) = level.filter(|l| check(*l)) {
+                return level;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, found)
+        .await
+        .unwrap_or_else(|_| panic!("no USER_VOICE_VOLUME with {user} as asked within {WAIT:?}"))
+}
+
 /// Runs the binary to completion, expecting exit status 2; returns stderr.
 pub async fn refused_with_status_2(mut cmd: Command) -> String {
     let out = cmd.output().await.unwrap();

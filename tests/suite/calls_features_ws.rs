@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::headless::Headless;
+use crate::common::headless::{Headless, volume_of};
 use crate::common::net::{relay_at, test_config};
 
 struct World {
@@ -27,22 +27,6 @@ impl World {
         let mut h = Headless::spawn(self.dir.path(), &args);
         h.expect("SDK_READY").await;
         h
-    }
-}
-
-/// The next USER_VOICE_VOLUME that gives `user` a level `check` accepts.
-async fn volume_of(device: &mut Headless, user: &str, check: impl Fn(u64) -> bool) -> u64 {
-    loop {
-        let v = device.expect("USER_VOICE_VOLUME").await;
-        let level = v["volumeMap"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["userID"] == user)
-            .and_then(|e| e["volume"].as_u64());
-        if let Some(level) = level.filter(|l| check(*l)) {
-            return level;
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use termphone::protocol::{ClientMsg, MediaHeader, MediaKind, RoomId, ServerMsg};
 use termphone::relay::RelayHandle;
 use termphone::relay::media::Impairment;
 
-use crate::common::headless::Headless;
+use crate::common::headless::{Headless, volume_of};
 use crate::common::net::{Device, RawPeer, WAIT, login, relay_at, test_config};
 
 const RATE: f32 = 48_000.0;
@@ -87,22 +87,6 @@ async fn connected(dir: &Path, url: &str, alice_in: &str, bob_out: &str) -> (Hea
     bob.expect("ON_CALL_BEGIN").await;
     alice.expect("ON_CALL_BEGIN").await;
     (alice, bob)
-}
-
-/// The next USER_VOICE_VOLUME that gives `user` a level `check` accepts.
-async fn volume_of(device: &mut Headless, user: &str, check: impl Fn(u64) -> bool) -> u64 {
-    loop {
-        let v = device.expect("USER_VOICE_VOLUME").await;
-        let level = v["volumeMap"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["userID"] == user)
-            .and_then(|e| e["volume"].as_u64());
-        if let Some(level) = level.filter(|l| check(*l)) {
-            return level;
-        }
-    }
 }
 
 /// Talks for `secs`, hangs up, and returns what bob's speaker played and
