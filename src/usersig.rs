@@ -130,7 +130,11 @@ pub fn verify(
     if wire.user != user.as_str() {
         return Err(Error::new(
             ErrorCode::UserSigWrongUser,
-            format!("the UserSig was issued to {:?}, not {user:?}", wire.user),
+            format!(
+                "the UserSig was issued to {:?}, not {:?}",
+                wire.user,
+                user.as_str()
+            ),
         ));
     }
     mac(secret, wire.app, &wire.user, wire.iat, wire.ttl)
@@ -239,9 +243,11 @@ mod tests {
             ErrorCode::UserSigWrongApp
         );
         let bob = UserId::parse("bob").unwrap();
+        let e = verify(SECRET, &token, 7, &bob, NOW).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UserSigWrongUser);
         assert_eq!(
-            verify(SECRET, &token, 7, &bob, NOW).unwrap_err().code,
-            ErrorCode::UserSigWrongUser
+            e.message,
+            "the UserSig was issued to \"alice\", not \"bob\""
         );
     }
 
