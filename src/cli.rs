@@ -128,7 +128,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "P", default_value = "")]
     pub prefix: String,
     /// Exit status 1 when more than this share of iterations failed.
-    #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0, value_parser = parse_percent)]
     pub max_failures: f64,
     /// Write the totals, failures and per-step percentiles as JSON.
     #[arg(long, value_name = "FILE")]
@@ -140,6 +140,13 @@ pub struct LoadArgs {
     /// printed, and written to --report.
     #[arg(long, value_name = "REPORT", num_args = 2.., conflicts_with = "flow")]
     pub merge: Vec<PathBuf>,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 100")),
+    }
 }
 
 fn parse_positive(s: &str) -> Result<f64, String> {

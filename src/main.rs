@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -325,6 +325,10 @@ fn run_flow(args: &FlowArgs) -> ExitCode {
             &"--report writes one flow's timeline: give it one flow, or use --junit or --json for a directory",
         );
     }
+    let outputs = [&args.report, &args.junit, &args.json];
+    if let Err(e) = writable(outputs.into_iter().flatten()) {
+        return fail(&e);
+    }
     let mut flows = Vec::with_capacity(files.len());
     let mut unusable = false;
     for file in &files {
@@ -369,6 +373,31 @@ fn run_flow(args: &FlowArgs) -> ExitCode {
     }
 }
 
+/// Refuses, before a run, a file it could not write at its end: the
+/// run's results would be lost. Nothing is created.
+fn writable<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Result<(), String> {
+    for path in paths {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        if path.is_dir() {
+            return Err(format!(
+                "{}: a directory; name a file to write",
+                path.display()
+            ));
+        }
+        if !dir.is_dir() {
+            return Err(format!(
+                "{}: no directory {} to write it in",
+                path.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn run_load(args: &LoadArgs) -> ExitCode {
     use termphone::load::{self, report};
     logging::to_stderr("error");
@@ -388,6 +417,9 @@ fn run_load(args: &LoadArgs) -> ExitCode {
         };
         if let Err(e) = load::check(&flow, &args.prefix) {
             return fail(&format!("{}: {e}", file.display()));
+        }
+        if let Err(e) = writable([&args.report, &args.csv].into_iter().flatten()) {
+            return fail(&e);
         }
         let options = load::LoadOptions {
             rate: args.rate,

@@ -287,6 +287,30 @@ async fn an_unusable_flow_or_comparison_is_exit_status_2() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // A report it could not write at the end stops it before it starts,
+    // and so does one for a load run.
+    let good = "examples/flows/hangup_duration.toml";
+    let runs: [(&[&str], &str); 3] = [
+        (&["flow", good], "--report"),
+        (&["flow", good], "--junit"),
+        (&["load", good, "--iterations", "1"], "--report"),
+    ];
+    for (args, flag) in runs {
+        let out = termphone(dir.path())
+            .args(args)
+            .arg(flag)
+            .arg(dir.path().join("no/such/dir/r.txt"))
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {flag}: {stderr}");
+        assert!(stderr.contains("no directory"), "{stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).is_empty(),
+            "nothing ran"
+        );
+    }
 }
 
 /// A call where alice speaks `alice_tone`, bob `bob_tone`; `middle` goes
