@@ -301,7 +301,19 @@ impl Flow {
             return Err(FlowError::Read(file.clone(), format!("[relay] {e}")));
         }
         let base = path.parent().unwrap_or(Path::new("."));
+        let mut names = BTreeSet::new();
         for d in &mut flow.devices {
+            let refused =
+                |why: String| FlowError::Read(file.clone(), format!("device {:?}: {why}", d.name));
+            if !names.insert(d.name.clone()) {
+                return Err(refused(
+                    "named twice; each [[device]] needs a name of its own for steps to pick it by"
+                        .into(),
+                ));
+            }
+            if let Err(e) = UserId::parse(&d.user) {
+                return Err(refused(format!("user {:?}: {}", d.user, e.message)));
+            }
             for spec in [&mut d.audio_in, &mut d.audio_out] {
                 if let AudioSpec::Wav(p) = spec
                     && p.is_relative()
@@ -1365,6 +1377,20 @@ mod tests {
             e.ends_with("media_delay_ms and media_jitter_ms are at most 10000"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_device_named_twice_or_a_bad_user_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        let load = |devices: String| {
+            std::fs::write(&path, format!("{devices}{RING}")).unwrap();
+            Flow::load(&path).err().unwrap().to_string()
+        };
+        let e = load(DEVICES.replace("name = \"a1\"", "name = \"bob\""));
+        assert!(e.contains("device \"bob\": named twice"), "{e}");
+        let e = load(DEVICES.replace("user = \"bob\"", "user = \"bob bob\""));
+        assert!(e.contains("device \"bob\": user \"bob bob\": "), "{e}");
     }
 
     #[test]
