@@ -1037,7 +1037,7 @@ async fn run_step(
     if let Some(name) = &step.expect {
         let within = Duration::from_millis(step.within_ms.unwrap_or(5_000));
         let until = tokio::time::Instant::now() + within;
-        let mut arrived = Vec::new();
+        let mut arrived = Arrived::default();
         while let Some(event) = device.next(until, timeline, index).await {
             if event["event"] == name.as_str() && matches(&event, &fields, &step.comparisons) {
                 for (key, field) in &step.save {
@@ -1045,17 +1045,12 @@ async fn run_step(
                 }
                 return Ok(format!("got {}", describe(name, &fields, step)));
             }
-            arrived.push(brief(&event, &step.compare));
+            arrived.push(brief(&event, fields.keys().chain(step.compare.keys())));
         }
         return Err(format!(
-            "expected {} within {} ms; arrived: {}",
+            "expected {} within {} ms; arrived: {arrived}",
             describe(name, &fields, step),
             within.as_millis(),
-            if arrived.is_empty() {
-                "nothing".into()
-            } else {
-                arrived.join(", ")
-            }
         ));
     }
     if let Some(audio) = &step.expect_audio {
@@ -1083,7 +1078,7 @@ async fn run_step(
                 "expected no {} for {} ms; arrived: {}",
                 describe(name, &fields, step),
                 window.as_millis(),
-                brief(&event, &step.compare)
+                brief(&event, fields.keys().chain(step.compare.keys()))
             ));
         }
     }
@@ -1143,16 +1138,50 @@ fn describe(name: &str, fields: &Map<String, Value>, step: &Step) -> String {
 
 /// An event in a few words: its name and its telling fields, whole (and
 /// the fields a comparison looked at).
-fn brief(event: &Value, compare: &BTreeMap<String, String>) -> String {
+/// What came instead of an expected event, each in brief; a run of the
+/// same (five voice levels a second) once, with its count.
+#[derive(Default)]
+struct Arrived(Vec<(String, u32)>);
+
+impl Arrived {
+    fn push(&mut self, seen: String) {
+        match self.0.last_mut() {
+            Some((last, n)) if *last == seen => *n += 1,
+            _ => self.0.push((seen, 1)),
+        }
+    }
+}
+
+impl std::fmt::Display for Arrived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("nothing");
+        }
+        for (i, (seen, n)) in self.0.iter().enumerate() {
+            let comma = if i > 0 { ", " } else { "" };
+            match n {
+                1 => write!(f, "{comma}{seen}")?,
+                n => write!(f, "{comma}{seen} ×{n}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An event in a line: its name, the fields that usually tell events
+/// apart, and `asked` (those a step names), each once.
+fn brief<'a>(event: &Value, asked: impl Iterator<Item = &'a String>) -> String {
     let name = event["event"].as_str().unwrap_or("?");
     let mut out = name.to_owned();
-    let compared = compare.keys().map(String::as_str);
-    for key in [
+    let mut keys: Vec<&str> = vec![
         "reason", "userID", "from", "text", "code", "status", "state", "message",
-    ]
-    .into_iter()
-    .chain(compared)
-    {
+    ];
+    for key in asked {
+        if !keys.contains(&key.as_str()) {
+            keys.push(key);
+        }
+    }
+    for key in keys {
         if let Some(v) = event.get(key).filter(|v| !v.is_null()) {
             let _ = write!(out, " {key}={v}");
         }
@@ -1192,7 +1221,7 @@ fn render_text(flow: &Flow, timeline: &Timeline, passed: bool) -> String {
         .map(|r| {
             let cell = match &r.entry {
                 Entry::Sent(command) => format!("> {}", Value::Object(command.clone())),
-                Entry::Seen(event) => brief(event, &BTreeMap::new()),
+                Entry::Seen(event) => brief(event, std::iter::empty()),
             };
             (r, cell)
         })
@@ -1376,6 +1405,28 @@ mod tests {
         assert!(
             e.ends_with("media_delay_ms and media_jitter_ms are at most 10000"),
             "{e}"
+        );
+    }
+
+    /// A failed step shows what came with the fields it asked about, and
+    /// a run of voice levels once.
+    #[test]
+    fn what_arrived_names_the_fields_asked_and_counts_runs() {
+        let cancel = serde_json::json!({
+            "event": "ON_CALL_CANCELED", "reason": "answered_elsewhere",
+            "userID": "alice", "deviceID": "a2"
+        });
+        let asked = ["deviceID".to_owned(), "userID".to_owned()];
+        let mut arrived = Arrived::default();
+        assert_eq!(arrived.to_string(), "nothing");
+        let volume = serde_json::json!({"event": "USER_VOICE_VOLUME", "volumeMap": []});
+        for _ in 0..3 {
+            arrived.push(brief(&volume, asked.iter()));
+        }
+        arrived.push(brief(&cancel, asked.iter()));
+        assert_eq!(
+            arrived.to_string(),
+            "USER_VOICE_VOLUME ×3, ON_CALL_CANCELED reason=\"answered_elsewhere\" userID=\"alice\" deviceID=\"a2\""
         );
     }
 
