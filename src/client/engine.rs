@@ -480,6 +480,11 @@ impl ClientEngine {
             Command::SetAudioProcessing(change) => {
                 (self.out).push_back(Output::Media(MediaCommand::SetVoiceProcessing(change)))
             }
+            Command::Call(CallCommand::GetMediaStats) => {
+                if let Err(e) = self.media_stats() {
+                    self.event(Event::error(e, Some(name)));
+                }
+            }
             Command::Call(cmd) => {
                 let Some(me) = self.online(name) else {
                     return;

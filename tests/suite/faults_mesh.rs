@@ -221,6 +221,31 @@ fn a_device_killed_in_a_call_is_in_it_again_when_it_comes_back() {
     assert!(names(&m.take(alice)).contains(&"CALLING_END"));
 }
 
+/// The call's figures are the media thread's: asked for while the link
+/// is down, they come, where a call command is refused.
+#[test]
+fn media_stats_answer_while_the_relay_is_out_of_reach() {
+    use termphone::media::control::MediaCommand;
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, call("bob"));
+    m.command(bob, accept());
+    m.take(bob);
+    m.block(bob, 60_000);
+    m.cut(bob);
+    m.take(bob);
+    m.nodes[bob].media.clear();
+    m.command(bob, Command::Call(CallCommand::GetMediaStats));
+    assert!(m.take(bob).is_empty(), "no error");
+    assert_eq!(m.nodes[bob].media, [MediaCommand::Stats]);
+    m.command(bob, hangup());
+    match &m.take(bob)[..] {
+        [Event::Error { code: 6200, .. }] => {}
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_call_that_ended_while_the_link_was_half_open_ends_on_return() {
     let mut m = Mesh::dev();

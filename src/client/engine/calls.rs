@@ -194,6 +194,21 @@ fn already_in_call() -> Error {
 }
 
 impl ClientEngine {
+    /// `getMediaStats`: the media thread's own figures, so asked for even
+    /// while the link to the relay is down (what an outage did to the call
+    /// is what one wants to see then).
+    pub(super) fn media_stats(&mut self) -> Result<(), Error> {
+        if self.calls.media_room.is_none() {
+            return Err(Error::new(
+                ErrorCode::NoSuchCall,
+                "getMediaStats reports on a connected call; this device is in none \
+                 (each call's figures also come by themselves, after CALLING_END)",
+            ));
+        }
+        self.out.push_back(Output::Media(MediaCommand::Stats));
+        Ok(())
+    }
+
     pub(super) fn call_command(&mut self, me: UserId, cmd: CallCommand) -> Result<(), Error> {
         match cmd {
             CallCommand::Call {
@@ -274,16 +289,7 @@ impl ClientEngine {
             }
             CallCommand::OpenMicrophone => self.microphone(true)?,
             CallCommand::CloseMicrophone => self.microphone(false)?,
-            CallCommand::GetMediaStats => {
-                if self.calls.media_room.is_none() {
-                    return Err(Error::new(
-                        ErrorCode::NoSuchCall,
-                        "getMediaStats reports on a connected call; this device is in none \
-                         (each call's figures also come by themselves, after CALLING_END)",
-                    ));
-                }
-                self.out.push_back(Output::Media(MediaCommand::Stats));
-            }
+            CallCommand::GetMediaStats => self.media_stats()?,
             CallCommand::Hold { call_id } => {
                 let call_id = self.connected_call(call_id)?.id.clone();
                 self.send(ClientMsg::Hold {
