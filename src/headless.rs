@@ -344,6 +344,9 @@ impl Request {
 /// Parses one line; on failure, the `ERROR` event to answer with (none for
 /// a blank line).
 fn parse(line: &str) -> Result<Action, Option<Box<Event>>> {
+    // A file of commands saved by an editor that marks UTF-8 starts with a
+    // byte-order mark: not a mistake worth refusing the first command for.
+    let line = line.strip_prefix('\u{feff}').unwrap_or(line);
     if line.trim().is_empty() {
         return Err(None);
     }
@@ -850,6 +853,10 @@ mod tests {
             Ok(Action::Login { .. })
         ));
         assert!(matches!(parse(r#"{"cmd":"quit"}"#), Ok(Action::Quit)));
+        assert!(matches!(
+            parse("\u{feff}{\"cmd\":\"quit\"}"),
+            Ok(Action::Quit)
+        ));
         assert!(matches!(
             parse(r#"{"cmd":"wait","event":"SDK_READY","timeout_ms":5}"#),
             Ok(Action::Wait { timeout_ms: 5, .. })
