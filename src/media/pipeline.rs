@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::Sender;
 
-use super::analysis::level_dbfs;
 use super::codec::CodecSettings;
 use super::control::{DeviceKind, MediaCommand, VoiceProcessing, VoiceProcessingChange};
 use super::device::DeviceLists;
@@ -595,9 +594,10 @@ impl Pipeline {
         (live.speaker).tick(now, Clock::on_card(playback.as_deref(), now, STALL));
         live.playback_runs.settle(now, playback.as_deref());
         let mut frame = [0.0; FRAME_SAMPLES];
-        live.media.playout(&mut frame);
+        let heard = live.media.playout(&mut frame);
         live.source.heard(&frame);
-        if live.first_audio.is_none() && level_dbfs(&frame) > AUDIBLE_DBFS {
+        // The others' voice: this device's own key tones are not audio come.
+        if live.first_audio.is_none() && heard > AUDIBLE_DBFS {
             live.first_audio = Some(now - live.started);
         }
         if let Some(tap) = self.tap.as_mut()

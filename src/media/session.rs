@@ -567,8 +567,10 @@ impl CallMedia {
         }
     }
 
-    /// The mix of every participant for the tick at hand.
-    pub fn playout(&mut self, out: &mut Frame) {
+    /// The mix of every participant for the tick at hand, and this
+    /// device's key tone; returns the level of the others in it (dBFS):
+    /// what was heard of them, the key tone left out.
+    pub fn playout(&mut self, out: &mut Frame) -> f64 {
         out.fill(0.0);
         for peer in self.peers.values_mut() {
             let frame = &mut self.scratch;
@@ -580,6 +582,7 @@ impl CallMedia {
                 *o += s;
             }
         }
+        let heard = level_dbfs(out);
         if let Some(tone) = &mut self.key_tone
             && !tone.mix_into(out)
         {
@@ -588,6 +591,7 @@ impl CallMedia {
         if self.peers.len() > 1 {
             self.clip.apply(out);
         }
+        heard
     }
 
     /// Each participant's loudest level since the last call, this device's
@@ -1093,8 +1097,9 @@ mod tests {
             let voice = alice.capture(&[0.0; FRAME_SAMPLES]).unwrap();
             bob.receive(20 * k as u64, &relayed(voice, 1)).unwrap();
             if k == 1 {
-                alice.playout(&mut out);
+                let heard = alice.playout(&mut out);
                 assert!(out.iter().any(|s| s.abs() > 0.05), "the key tone");
+                assert!(heard < -90.0, "not a voice heard: {heard}");
             }
         }
         assert_eq!(events, 16);
