@@ -777,12 +777,32 @@ pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outc
         };
         if spec.login {
             let until = tokio::time::Instant::now() + Duration::from_secs(10);
+            // Why not, as the device said: a relay that does not answer,
+            // or a login refused (which no waiting mends).
+            let mut error = None;
             loop {
-                match devices[i].next(until, &mut timeline, i).await {
+                let next = match error {
+                    Some((_, true)) => None,
+                    _ => devices[i].next(until, &mut timeline, i).await,
+                };
+                match next {
                     Some(e) if e["event"] == "SYNCED" => break,
+                    Some(e) if e["event"] == "ERROR" => {
+                        let message = e["message"].as_str().unwrap_or_default().to_owned();
+                        error = Some((message, e["cmd"] == "login"));
+                    }
                     Some(_) => {}
                     None => {
-                        let why = format!("device {} did not log in within 10 s", spec.name);
+                        let why = match &error {
+                            Some((message, true)) => {
+                                format!("device {} could not log in: {message}", spec.name)
+                            }
+                            Some((message, false)) => format!(
+                                "device {} did not log in within 10 s: {message}",
+                                spec.name
+                            ),
+                            None => format!("device {} did not log in within 10 s", spec.name),
+                        };
                         if place.verbose {
                             println!("  ✗ {why}");
                         }

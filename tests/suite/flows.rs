@@ -313,6 +313,29 @@ async fn an_unusable_flow_or_comparison_is_exit_status_2() {
     }
 }
 
+/// A relay that does not answer: the failure says so, not only that a
+/// device did not log in.
+#[tokio::test]
+async fn a_relay_that_does_not_answer_is_named_as_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = termphone(dir.path())
+        .args([
+            "flow",
+            "examples/flows/busy.toml",
+            "--relay",
+            "ws://127.0.0.1:9",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("did not log in within 10 s: cannot reach the relay"),
+        "{stdout}"
+    );
+}
+
 /// A call where alice speaks `alice_tone`, bob `bob_tone`; `middle` goes
 /// after bob answers, then the audio steps.
 fn tone_flow(relay: &str, alice_tone: u32, middle: &str, checks: &str) -> String {
