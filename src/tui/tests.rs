@@ -378,6 +378,16 @@ fn n_switches_voice_processing_and_the_call_pane_shows_it() {
     assert!(on_the_meter(&m), "{}", render(&m, now, 80, 24));
 }
 
+/// A contact's unread count shows first: the end of a busy row (devices,
+/// in a call) is cut at 80 columns.
+#[test]
+fn unread_messages_show_on_a_contact_in_a_call() {
+    let mut m = with_contacts(model());
+    m.unread.insert("dave".parse().unwrap(), 2);
+    let screen = render(&m, T0, 80, 24);
+    assert!(screen.contains("● dave (2) 3 devices"), "{screen}");
+}
+
 #[test]
 fn snapshot_relay_down() {
     let mut m = with_contacts(model());

@@ -238,6 +238,10 @@ fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
                 Span::styled(format!("{dot} "), style),
                 Span::raw(u.user.to_string()),
             ];
+            // Unread first: in a narrow pane the row's end is cut.
+            if let Some(n) = model.unread.get(&u.user).filter(|n| **n > 0) {
+                spans.push(format!(" ({n})").yellow().bold());
+            }
             match u.devices.len() {
                 0 => {}
                 1 => spans.push(" 1 device".dark_gray()),
@@ -245,9 +249,6 @@ fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
             }
             if u.in_call {
                 spans.push(" in call".magenta());
-            }
-            if let Some(n) = model.unread.get(&u.user).filter(|n| **n > 0) {
-                spans.push(format!(" ({n})").yellow().bold());
             }
             ListItem::new(Line::from(spans))
         })
