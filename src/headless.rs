@@ -619,6 +619,19 @@ pub async fn serve(
                 if wait.as_ref().is_some_and(|w| arrivals.take(&w.event)) {
                     wait = None;
                 }
+                // A refused login signs the device out: what a wait waits
+                // for will not come, and saying so now beats the timeout.
+                if let Event::Error { cmd: Some(cmd), .. } = &event
+                    && cmd == "login"
+                    && let Some(w) = wait.take()
+                {
+                    let event = error_event(
+                        ErrorCode::WaitTimeout,
+                        format!("no {}: the login was refused (the ERROR before this)", w.event),
+                        Some("wait"),
+                    );
+                    out.event(&event).await?;
+                }
             }
             _ = &mut stop => break,
             _ = tokio::time::sleep_until(wait_deadline.unwrap_or_else(tokio::time::Instant::now)), if wait_deadline.is_some() => {

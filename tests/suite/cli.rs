@@ -80,6 +80,29 @@ async fn headless_speaks_json_lines() {
     relay.shutdown().await;
 }
 
+/// A wait for a login the relay refuses ends with the refusal, not at
+/// its timeout.
+#[tokio::test]
+async fn a_wait_for_a_refused_login_ends_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let mut h = Headless::spawn(dir.path(), &["--relay", &relay.url()]);
+    let asked = std::time::Instant::now();
+    h.send(json!({"cmd": "login", "userID": "alice", "userSig": "not-a-ticket"}))
+        .await;
+    h.send(json!({"cmd": "wait", "event": "SDK_READY", "timeout_ms": 60000}))
+        .await;
+    assert_eq!(h.expect("ERROR").await["cmd"], "login");
+    let e = h.expect("ERROR").await;
+    assert_eq!(
+        (&e["code"], &e["cmd"]),
+        (&json!(6012), &json!("wait")),
+        "{e}"
+    );
+    assert!(asked.elapsed() < std::time::Duration::from_secs(10));
+    relay.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_piped_script_runs_in_order_and_ends_with_stdin() {
     let dir = tempfile::tempdir().unwrap();
