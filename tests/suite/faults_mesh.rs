@@ -75,6 +75,16 @@ fn numbered(n: usize) -> Vec<String> {
     (0..n).map(|k| format!("m{k}")).collect()
 }
 
+/// alice (a1) called bob (b1), who answered.
+fn in_a_call() -> (Mesh, usize, usize) {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, call("bob"));
+    m.command(bob, accept());
+    (m, alice, bob)
+}
+
 fn names(events: &[Event]) -> Vec<&'static str> {
     events.iter().map(Event::name).collect()
 }
@@ -202,11 +212,7 @@ fn entries_that_do_not_follow_the_mark_are_not_applied_and_start_a_sync() {
 
 #[test]
 fn a_device_killed_in_a_call_is_in_it_again_when_it_comes_back() {
-    let mut m = Mesh::dev();
-    let alice = m.online("alice", "a1");
-    let bob = m.online("bob", "b1");
-    m.command(alice, call("bob"));
-    m.command(bob, accept());
+    let (mut m, alice, bob) = in_a_call();
     m.take(alice);
     m.take(bob);
     m.kill(bob);
@@ -226,11 +232,7 @@ fn a_device_killed_in_a_call_is_in_it_again_when_it_comes_back() {
 #[test]
 fn media_stats_answer_while_the_relay_is_out_of_reach() {
     use termphone::media::control::MediaCommand;
-    let mut m = Mesh::dev();
-    let alice = m.online("alice", "a1");
-    let bob = m.online("bob", "b1");
-    m.command(alice, call("bob"));
-    m.command(bob, accept());
+    let (mut m, _, bob) = in_a_call();
     m.take(bob);
     m.block(bob, 60_000);
     m.cut(bob);
@@ -248,11 +250,7 @@ fn media_stats_answer_while_the_relay_is_out_of_reach() {
 
 #[test]
 fn a_call_that_ended_while_the_link_was_half_open_ends_on_return() {
-    let mut m = Mesh::dev();
-    let alice = m.online("alice", "a1");
-    let bob = m.online("bob", "b1");
-    m.command(alice, call("bob"));
-    m.command(bob, accept());
+    let (mut m, alice, bob) = in_a_call();
     m.take(bob);
     // bob's link goes dead without a word; alice hangs up into it.
     m.cut_silently(bob);
@@ -291,11 +289,7 @@ fn an_answer_whose_begin_was_lost_begins_on_return() {
 
 #[test]
 fn a_relay_restart_ends_calls_on_every_side() {
-    let mut m = Mesh::dev();
-    let alice = m.online("alice", "a1");
-    let bob = m.online("bob", "b1");
-    m.command(alice, call("bob"));
-    m.command(bob, accept());
+    let (mut m, alice, bob) = in_a_call();
     m.take(alice);
     m.take(bob);
     m.restart_relay();
