@@ -327,10 +327,7 @@ impl Flow {
             ];
             for (key, check) in checked {
                 if let Err(e) = check {
-                    return Err(FlowError::Read(
-                        file.clone(),
-                        format!("device {:?}: {key}: {}", d.name, e.message),
-                    ));
+                    return Err(refused(format!("{key}: {}", e.message)));
                 }
             }
         }

@@ -287,12 +287,9 @@ impl Clock {
                         .max(Duration::from_millis(1))
                         .min(stall - quiet),
                 };
+                // Not before this tick's time on the system clock, less the lead.
                 let real_time = self.started + Duration::from_millis(FRAME_MS * self.ticks);
-                wait.max(
-                    (real_time.checked_sub(MAX_LEAD)).map_or(Duration::ZERO, |earliest| {
-                        earliest.saturating_duration_since(now)
-                    }),
-                )
+                wait.max(real_time.saturating_duration_since(now + MAX_LEAD))
             }
             _ => self.next.saturating_duration_since(now),
         }

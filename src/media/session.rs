@@ -265,15 +265,13 @@ impl CallMedia {
         !self.listening
     }
 
-    /// The relay's list of who sends in this room. Streams of those who
-    /// left it are dropped.
-    ///
-    /// A stream whose source is no longer listed ends here: its figures
-    /// are kept, and frames of it still on the way are dropped. A source
-    /// listed again starts a new stream, so that the gap is not loss. An
-    /// empty list is this device out of the room (a hold): the others are
-    /// still in the call, so their streams start afresh at once, named,
-    /// and are heard at level 0 until the room is back.
+    /// The relay's list of who sends in this room. A stream whose source
+    /// is no longer listed ends here: its figures are kept, and frames of
+    /// it still on the way are dropped. A source listed again starts a new
+    /// stream, so that the gap is not loss. An empty list is this device
+    /// out of the room (a hold): the others are still in the call, so their
+    /// streams start afresh at once, named, and are heard at level 0 until
+    /// the room is back.
     pub fn set_peers(&mut self, peers: &[MediaPeer]) {
         let paused = peers.is_empty();
         let listed: BTreeMap<MediaSource, UserId> =
