@@ -112,7 +112,7 @@ fn scrolled(
     let title = match last {
         0 => format!(" {title} (Esc closes) "),
         _ => format!(
-            " {title} {}-{} of {all} (↑↓ PgUp PgDn scroll, Esc closes) ",
+            " {title} {}-{} of {all} (↑↓ PgUp PgDn, Esc closes) ",
             scroll + 1,
             scroll + shown
         ),
