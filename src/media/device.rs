@@ -83,8 +83,9 @@ pub struct Counters {
     /// Errors the device reported while running.
     pub errors: AtomicU64,
     /// What the device itself holds between the callback and the air, in
-    /// µs, from the callback's timestamps (0 until the host says).
-    pub latency_us: AtomicU64,
+    /// µs plus one, from the callback's timestamps: 0 until the host says,
+    /// so that a device that holds nothing still reports a latency of 0.
+    latency_us_plus_one: AtomicU64,
     /// Frames (device samples per channel) in the last callback.
     pub period: AtomicU64,
     /// Frames the callbacks have moved, in all.
@@ -118,8 +119,18 @@ impl Counters {
 
     /// The device's own latency in ms, once known.
     pub fn latency_ms(&self) -> Option<u64> {
-        let us = self.latency_us.load(Ordering::Relaxed);
-        (us > 0).then(|| us.div_ceil(1000))
+        let us = self
+            .latency_us_plus_one
+            .load(Ordering::Relaxed)
+            .checked_sub(1)?;
+        Some(us.div_ceil(1000))
+    }
+
+    /// In a callback: the host says the device holds `latency`.
+    fn held(&self, latency: Duration) {
+        let us = latency.as_micros() as u64;
+        self.latency_us_plus_one
+            .store(us.saturating_add(1), Ordering::Relaxed);
     }
 
     /// How long before `now` the last callback ran; `None` before the first.
@@ -682,9 +693,13 @@ where
                 raise_callback_priority();
                 data_counters.called_back();
                 let t = info.timestamp();
-                if let Some(latency) = t.callback.checked_duration_since(t.capture) {
-                    (data_counters.latency_us).store(latency.as_micros() as u64, Ordering::Relaxed);
-                }
+                // cpal keeps `capture` from going backwards, so it can pass
+                // `callback` after a burst: the card holds nothing then.
+                data_counters.held(
+                    t.callback
+                        .checked_duration_since(t.capture)
+                        .unwrap_or_default(),
+                );
                 let frames = (data.len() / channels) as u64;
                 (data_counters.period).store(frames, Ordering::Relaxed);
                 data_counters.moved.fetch_add(frames, Ordering::Relaxed);
@@ -816,9 +831,11 @@ where
                 raise_callback_priority();
                 data_counters.called_back();
                 let t = info.timestamp();
-                if let Some(latency) = t.playback.checked_duration_since(t.callback) {
-                    (data_counters.latency_us).store(latency.as_micros() as u64, Ordering::Relaxed);
-                }
+                data_counters.held(
+                    t.playback
+                        .checked_duration_since(t.callback)
+                        .unwrap_or_default(),
+                );
                 let frames = (data.len() / channels) as u64;
                 (data_counters.period).store(frames, Ordering::Relaxed);
                 data_counters.moved.fetch_add(frames, Ordering::Relaxed);
@@ -842,4 +859,19 @@ where
             None,
         )
         .map_err(|e| failed("opening playback", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_that_holds_nothing_reports_a_latency_of_zero() {
+        let counters = Counters::default();
+        assert_eq!(counters.latency_ms(), None, "unknown until the host says");
+        counters.held(Duration::ZERO);
+        assert_eq!(counters.latency_ms(), Some(0));
+        counters.held(Duration::from_micros(1500));
+        assert_eq!(counters.latency_ms(), Some(2), "rounded up");
+    }
 }
