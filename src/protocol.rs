@@ -291,6 +291,26 @@ pub fn check_user_data(data: Option<&str>) -> Result<(), Error> {
     }
 }
 
+/// How long an invitation rings when the caller does not say.
+pub const DEFAULT_RING_SECS: u32 = 30;
+
+/// The longest a call may ring (its `timeout`): 5 minutes.
+pub const MAX_RING_SECS: u32 = 300;
+
+/// The rule for how long a call rings, checked by the client and the relay
+/// alike: the seconds it will ring.
+pub fn check_ring_secs(timeout_secs: Option<u32>) -> Result<u32, Error> {
+    let secs = timeout_secs.unwrap_or(DEFAULT_RING_SECS);
+    if (1..=MAX_RING_SECS).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(Error::new(
+            ErrorCode::InvalidParameters,
+            format!("a call rings for 1 to {MAX_RING_SECS} s (timeout), not {secs}"),
+        ))
+    }
+}
+
 /// Why a call stopped ringing on a device, or never connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

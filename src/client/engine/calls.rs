@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
 use crate::protocol::{
     CallInfo, CancelReason, ClientMsg, CurrentCall, PeerAction, Role, RoomId, ServerMsg,
-    check_user_data,
+    check_ring_secs, check_user_data,
 };
 
 /// A call this device knows about: the one model of it, from which the
@@ -439,6 +439,7 @@ impl ClientEngine {
         user_data: Option<String>,
     ) -> Result<(), Error> {
         check_user_data(user_data.as_deref())?;
+        check_ring_secs(timeout_secs)?;
         if users.is_empty() {
             return Err(Error::new(
                 ErrorCode::InvalidParameters,

@@ -13,15 +13,9 @@ use super::{ConnId, Millis, RelayCore, SessionId, Timer};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, UserId};
 use crate::protocol::{
-    CallInfo, CancelReason, CurrentCall, DeviceInfo, PeerAction, Role, RoomId, ServerMsg,
-    check_user_data,
+    CallInfo, CancelReason, CurrentCall, DEFAULT_RING_SECS, DeviceInfo, PeerAction, Role, RoomId,
+    ServerMsg, check_ring_secs, check_user_data,
 };
-
-/// How long an invitation rings when the caller does not say.
-pub const DEFAULT_RING_SECS: u32 = 30;
-
-/// The longest a call may ring (its `timeout`): 5 minutes.
-pub const MAX_RING_SECS: u32 = 300;
 
 type CallKey = u64;
 
@@ -220,13 +214,7 @@ impl RelayCore {
         let (app, caller) = self.identity(sid);
         check_user_data(user_data.as_deref())?;
         let invitees = parse_users(invitees, self.settings.max_call_participants)?;
-        let ring_secs = timeout_secs.unwrap_or(DEFAULT_RING_SECS);
-        if !(1..=MAX_RING_SECS).contains(&ring_secs) {
-            return Err(Error::new(
-                ErrorCode::InvalidParameters,
-                format!("a call rings for 1 to {MAX_RING_SECS} s, not {ring_secs}"),
-            ));
-        }
+        let ring_secs = check_ring_secs(timeout_secs)?;
         if invitees.is_empty() {
             return Err(Error::new(
                 ErrorCode::InvalidParameters,
