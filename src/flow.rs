@@ -248,17 +248,23 @@ impl Comparison {
 pub enum FlowError {
     #[error("{0}: {1}")]
     Read(String, String),
-    #[error("{file}:{line}: step {step}: {message}")]
-    Invalid {
-        file: String,
-        line: usize,
-        step: usize,
-        message: String,
-    },
+    /// Every step that cannot run, each on a line of its own.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<StepMistake>),
     #[error("cannot start the bundled relay: {0}")]
     Relay(String),
     #[error("cannot start device {0}: {1}")]
     Device(String, String),
+}
+
+/// A step that cannot run, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: step {step}: {message}")]
+pub struct StepMistake {
+    file: String,
+    line: usize,
+    step: usize,
+    message: String,
 }
 
 impl Flow {
@@ -332,83 +338,93 @@ impl Flow {
             }
         }
         let lines = step_lines(&text);
+        let names: Vec<&str> = flow.devices.iter().map(|d| d.name.as_str()).collect();
         let mut saved = BTreeSet::new();
+        let mut mistakes = Vec::new();
         for (i, step) in flow.steps.iter_mut().enumerate() {
-            let kinds = [
-                step.send.is_some(),
-                step.expect.is_some(),
-                step.expect_none.is_some(),
-                step.expect_audio.is_some(),
-                step.expect_silence.is_some(),
-            ];
-            let invalid = |message: String| FlowError::Invalid {
-                file: file.clone(),
-                line: lines.get(i).copied().unwrap_or(0),
-                step: i + 1,
-                message,
-            };
-            if kinds.iter().filter(|k| **k).count() != 1 {
-                return Err(invalid(
-                    "a step has exactly one of send, expect, expect_none, expect_audio, \
-                     expect_silence"
-                        .into(),
-                ));
-            }
-            let listens = step.expect_audio.is_some() || step.expect_silence.is_some();
-            if listens
-                && (!step.fields.is_empty() || !step.compare.is_empty() || !step.save.is_empty())
-            {
-                return Err(invalid(
-                    "fields, compare and save belong on an expect step; an audio step listens"
-                        .into(),
-                ));
-            }
-            if let Some(audio) = &mut step.expect_audio {
-                audio.load(base).map_err(invalid)?;
-            }
-            if let (Some(silence), Some(within)) = (&step.expect_silence, step.within_ms)
-                && within < silence.for_ms
-            {
-                return Err(invalid(format!(
-                    "expect_silence: for_ms = {} cannot fit in within_ms = {within}",
-                    silence.for_ms
-                )));
-            }
-            if !flow.devices.iter().any(|d| d.name == step.device) {
-                return Err(invalid(format!("no device named {:?}", step.device)));
-            }
-            if let Some(send) = &step.send {
-                check_send(send, &saved).map_err(invalid)?;
-            }
-            if step.send.is_some() && !step.compare.is_empty() {
-                return Err(invalid(
-                    "compare belongs on an expect or expect_none step".into(),
-                ));
-            }
-            for (key, name) in [("expect", &step.expect), ("expect_none", &step.expect_none)] {
-                if let Some(name) = name
-                    && !EVENT_NAMES.contains(&name.as_str())
-                {
-                    return Err(invalid(format!(
-                        "{key}: unknown event {name:?}; events are {}",
-                        EVENT_NAMES.join(", ")
-                    )));
-                }
-            }
-            saved.extend(step.save.keys().map(String::as_str));
-        }
-        for (i, step) in flow.steps.iter_mut().enumerate() {
-            for (field, text) in &step.compare {
-                let comparison = Comparison::parse(text).map_err(|message| FlowError::Invalid {
+            if let Err(message) = step.check(&names, &saved, base) {
+                mistakes.push(StepMistake {
                     file: file.clone(),
                     line: lines.get(i).copied().unwrap_or(0),
                     step: i + 1,
-                    message: format!("compare: {field} = {message}"),
-                })?;
-                step.comparisons.push((field.clone(), comparison));
+                    message,
+                });
             }
+            saved.extend(step.save.keys().cloned());
+        }
+        if !mistakes.is_empty() {
+            return Err(FlowError::Invalid(mistakes));
         }
         Ok(flow)
+    }
+}
+
+impl Step {
+    /// Whether the step can run, given the flow's device names and what the
+    /// steps before it save; reads its audio reference and comparisons.
+    fn check(
+        &mut self,
+        devices: &[&str],
+        saved: &BTreeSet<String>,
+        base: &Path,
+    ) -> Result<(), String> {
+        let kinds = [
+            self.send.is_some(),
+            self.expect.is_some(),
+            self.expect_none.is_some(),
+            self.expect_audio.is_some(),
+            self.expect_silence.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err(
+                "a step has exactly one of send, expect, expect_none, expect_audio, \
+                 expect_silence"
+                    .into(),
+            );
+        }
+        let listens = self.expect_audio.is_some() || self.expect_silence.is_some();
+        if listens && (!self.fields.is_empty() || !self.compare.is_empty() || !self.save.is_empty())
+        {
+            return Err(
+                "fields, compare and save belong on an expect step; an audio step listens".into(),
+            );
+        }
+        if let Some(audio) = &mut self.expect_audio {
+            audio.load(base)?;
+        }
+        if let (Some(silence), Some(within)) = (&self.expect_silence, self.within_ms)
+            && within < silence.for_ms
+        {
+            return Err(format!(
+                "expect_silence: for_ms = {} cannot fit in within_ms = {within}",
+                silence.for_ms
+            ));
+        }
+        if !devices.contains(&self.device.as_str()) {
+            return Err(format!("no device named {:?}", self.device));
+        }
+        if let Some(send) = &self.send {
+            check_send(send, saved)?;
+        }
+        if self.send.is_some() && !self.compare.is_empty() {
+            return Err("compare belongs on an expect or expect_none step".into());
+        }
+        for (key, name) in [("expect", &self.expect), ("expect_none", &self.expect_none)] {
+            if let Some(name) = name
+                && !EVENT_NAMES.contains(&name.as_str())
+            {
+                return Err(format!(
+                    "{key}: unknown event {name:?}; events are {}",
+                    EVENT_NAMES.join(", ")
+                ));
+            }
+        }
+        for (field, text) in &self.compare {
+            let comparison = Comparison::parse(text)
+                .map_err(|message| format!("compare: {field} = {message}"))?;
+            self.comparisons.push((field.clone(), comparison));
+        }
+        Ok(())
     }
 }
 
@@ -434,7 +450,7 @@ fn step_lines(text: &str) -> Vec<usize> {
 
 /// Checks a `send` step the way headless mode will take its command, so a
 /// misspelt command or argument stops the flow before any device starts.
-fn check_send(send: &toml::Table, saved: &BTreeSet<&str>) -> Result<(), String> {
+fn check_send(send: &toml::Table, saved: &BTreeSet<String>) -> Result<(), String> {
     let mut command = json_of(send);
     if !matches!(command.get("cmd"), Some(Value::String(_))) {
         return Err(format!(
@@ -1486,6 +1502,24 @@ mod tests {
         assert!(e.contains(":19: step 3: "), "{e}");
         assert!(e.contains("unknown command \"decline\""), "{e}");
         assert!(e.contains(&COMMANDS.join(", ")), "{e}");
+    }
+
+    #[test]
+    fn every_step_that_cannot_run_is_named_at_once() {
+        let e = refused(&format!(
+            "{RING}\n[[step]]\ndevice = \"a1\"\nsend = {{ cmd = \"decline\" }}\n\
+             \n[[step]]\ndevice = \"a9\"\nexpect = \"CALLING_END\"\n"
+        ));
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 2, "{e}");
+        assert!(
+            lines[0].contains(":19: step 3: send: unknown command \"decline\""),
+            "{e}"
+        );
+        assert!(
+            lines[1].ends_with(":23: step 4: no device named \"a9\""),
+            "{e}"
+        );
     }
 
     #[test]
