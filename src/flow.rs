@@ -1060,12 +1060,16 @@ async fn run_step(
     if let Some(send) = &step.send {
         let mut command = json_of(send);
         names.rename(&mut command);
+        // Said as the flow says it (`$name`, not this run's value, which the
+        // timeline has): so `termphone load` reads one step the same in
+        // every iteration.
+        let written = format!("send {}", Value::Object(command.clone()));
         substitute(&mut command, saved).map_err(|e| format!("send: {e}"))?;
         device
             .send(&command, timeline, index)
             .await
             .map_err(|e| format!("send to {}: {e}", device.name))?;
-        return Ok(format!("send {}", Value::Object(command)));
+        return Ok(written);
     }
     if let Some(name) = &step.expect {
         let within = Duration::from_millis(step.within_ms.unwrap_or(5_000));
@@ -1169,8 +1173,6 @@ fn describe(name: &str, fields: &Map<String, Value>, step: &Step) -> String {
     out
 }
 
-/// An event in a few words: its name and its telling fields, whole (and
-/// the fields a comparison looked at).
 /// What came instead of an expected event, each in brief; a run of the
 /// same (five voice levels a second) once, with its count.
 #[derive(Default)]

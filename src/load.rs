@@ -260,16 +260,28 @@ impl Load {
     }
 }
 
+/// "1 iteration", "2 iterations".
+pub fn iterations(n: u64) -> String {
+    match n {
+        1 => "1 iteration".into(),
+        n => format!("{n} iterations"),
+    }
+}
+
 /// The end of a run in a few lines: totals, each step's latencies, and
 /// the failures by step and reason.
 pub fn summary(stats: &Stats) -> String {
     let report = stats.to_json();
+    // A rate needs a few iterations to mean anything.
+    let rate = match report.iterations {
+        0 | 1 => String::new(),
+        _ => format!(" ({:.1}/s)", report.actual_rate),
+    };
     let mut out = format!(
-        "{}: {} iterations in {:.1} s ({:.1}/s): {} passed, {} failed ({:.1}%), {} aborted\n",
+        "{}: {} in {:.1} s{rate}: {} passed, {} failed ({:.1}%), {} aborted\n",
         report.flow,
-        report.iterations,
+        iterations(report.iterations),
         report.duration_secs,
-        report.actual_rate,
         report.passed,
         report.failed,
         stats.failed_percent(),

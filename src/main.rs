@@ -438,7 +438,7 @@ fn run_load(args: &LoadArgs) -> ExitCode {
             flow.name,
             args.rate,
             args.iterations
-                .map(|n| format!(", {n} iterations"))
+                .map(|n| format!(", {}", load::iterations(n)))
                 .unwrap_or_default()
         );
         match runtime().block_on(load::run(flow, options)) {

@@ -12,6 +12,33 @@ fn read(path: &std::path::Path) -> Value {
 }
 
 #[tokio::test]
+async fn a_step_reads_as_the_flow_wrote_it_and_one_iteration_has_no_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = termphone(dir.path())
+        .args(["load", "examples/flows/call_waiting.toml"])
+        .args(["--rate", "5", "--iterations", "1", "--report"])
+        .arg(&report)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(", 1 iteration\n"), "{stdout}");
+    assert!(
+        stdout.contains(": 1 iteration in ") && !stdout.contains("/s):"),
+        "{stdout}"
+    );
+    let steps = read(&report)["steps"].as_array().unwrap().clone();
+    let accept = steps.iter().find(|s| s["step"] == 10).unwrap();
+    // The saved call's name, not the id one iteration happened to get.
+    assert_eq!(
+        accept["what"], r#"send {"callId":"$second","cmd":"accept"}"#,
+        "{accept}"
+    );
+}
+
+#[tokio::test]
 async fn a_short_load_counts_every_iteration_and_times_every_step() {
     let dir = tempfile::tempdir().unwrap();
     let (report, csv) = (dir.path().join("r.json"), dir.path().join("r.csv"));
