@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::headless::Headless;
+use crate::common::headless::{Headless, volume_of};
 use crate::common::net::{relay_at, test_config};
 use crate::common::pulse::{Pulse, RATE, click, onsets};
 
@@ -110,21 +110,6 @@ async fn a_call_on_a_real_clock_has_bounded_delay_and_no_dropouts() {
     assert!(stats["captureLatencyMs"].is_u64(), "{stats}");
 }
 
-/// The next USER_VOICE_VOLUME that gives `user` at least `level`.
-async fn hears(device: &mut Headless, user: &str, level: u64) {
-    loop {
-        let v = device.expect("USER_VOICE_VOLUME").await;
-        let heard = v["volumeMap"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["userID"] == user && e["volume"].as_u64() >= Some(level));
-        if heard {
-            return;
-        }
-    }
-}
-
 fn ids(list: &Value) -> Vec<&str> {
     list.as_array()
         .unwrap()
@@ -188,7 +173,7 @@ async fn devices_are_listed_switched_mid_call_and_unplugged() {
         .await;
     let switched = alice.expect("DEVICED_UPDATED").await;
     assert_eq!(switched["currentMicrophoneID"], "b.monitor");
-    hears(&mut bob, "alice", 50).await;
+    volume_of(&mut bob, "alice", |level| level >= 50).await;
 
     // Unplugged: alice falls back to the default, says so, and the call
     // goes on (bob still receives her stream: his levels keep coming).
