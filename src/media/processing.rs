@@ -33,8 +33,9 @@
 //! the media thread *wrote*, the alignment slipped by every underrun and
 //! AEC3 never converged on a loaded machine). The delay between reference
 //! and capture starts from the devices' own latencies
-//! ([`VoiceProcessor::set_device_delay`]); AEC3's delay estimator follows
-//! what the room adds.
+//! ([`VoiceProcessor::set_device_delay`]), and the canceller starts over
+//! when they move by more than its estimator would find; AEC3's delay
+//! estimator follows what the room adds.
 
 use std::collections::VecDeque;
 
@@ -70,6 +71,25 @@ const FRAME_SPLIT: usize = FRAME_SAMPLES / BANDS;
 /// A device delay this far from the one the canceller was last given is
 /// passed on: AEC3 tracks small changes by itself.
 const DELAY_STEP_MS: i32 = 10;
+
+/// A device delay this far from the one the canceller started with, read
+/// steadily, starts the canceller over from it. AEC3 aligns its reference
+/// by the device delay only when it starts, and its own estimator finds
+/// tens of ms by itself, not hundreds: a capture on PulseAudio reads 600 ms
+/// late for its first second or two, then drains to 10 ms, and a canceller
+/// that started in the 600 kept a stale estimate for a second after
+/// (docs/benchmarks.md, *The room's first seconds*).
+const RESTART_MS: i32 = 100;
+
+/// Readings (frames) that must agree, within [`RESTART_SPREAD_MS`], before
+/// a move restarts the canceller: a device draining a backlog reads a
+/// different delay every frame, and restarting on the way down would
+/// anchor the canceller at a delay already gone.
+const RESTART_READINGS: usize = 5;
+
+/// How far apart steady readings may be: PulseAudio's alternate a period
+/// apart, 46 and 56 ms.
+const RESTART_SPREAD_MS: i32 = RESTART_MS / 2;
 
 /// Device delay readings averaged before one is passed on: half a second
 /// of frames. A device's latency reads a period apart from one callback to
@@ -149,6 +169,8 @@ pub struct VoiceProcessor {
     delay_ms: i32,
     /// The latest device delay readings, oldest first.
     delay_readings: VecDeque<i32>,
+    /// The delay the canceller started with: what AEC3 aligned by.
+    started_at_ms: i32,
 }
 
 impl VoiceProcessor {
@@ -189,6 +211,7 @@ impl VoiceProcessor {
             metrics: None,
             delay_ms,
             delay_readings: VecDeque::with_capacity(DELAY_READINGS),
+            started_at_ms: delay_ms,
         }
     }
 
@@ -197,6 +220,7 @@ impl VoiceProcessor {
     pub fn set(&mut self, settings: VoiceProcessing) {
         if settings.echo_cancellation && !self.settings.echo_cancellation {
             self.echo = canceller(self.delay_ms);
+            self.started_at_ms = self.delay_ms;
         }
         if !settings.echo_cancellation {
             self.metrics = None;
@@ -214,18 +238,43 @@ impl VoiceProcessor {
     /// canceller when it has moved. AEC3 reads it only when it starts
     /// over (its first capture, a render buffer that overran or ran too far
     /// ahead, or the canceller turned back on), to align the reference
-    /// before its own estimator has found the echo.
+    /// before its own estimator has found the echo; so a move of
+    /// [`RESTART_MS`] or more, once the readings are steady again, starts
+    /// the canceller over from it.
     pub fn set_device_delay(&mut self, delay_ms: i32) {
         if self.delay_readings.len() == DELAY_READINGS {
             self.delay_readings.pop_front();
         }
         self.delay_readings.push_back(delay_ms);
+        if let Some(steady) = self.steady_move() {
+            self.delay_readings
+                .retain(|d| (d - steady).abs() <= RESTART_SPREAD_MS);
+            self.delay_ms = steady;
+            self.started_at_ms = steady;
+            if self.settings.echo_cancellation {
+                self.echo = canceller(steady);
+            }
+            return;
+        }
         let sum: i32 = self.delay_readings.iter().sum();
         let mean = sum / self.delay_readings.len() as i32;
         if (mean - self.delay_ms).abs() >= DELAY_STEP_MS {
             self.delay_ms = mean;
             self.echo.set_audio_buffer_delay(mean);
         }
+    }
+
+    /// The mean of the last readings, when they agree with each other and
+    /// lie [`RESTART_MS`] or more from the delay the canceller started with.
+    fn steady_move(&self) -> Option<i32> {
+        let n = self.delay_readings.len();
+        let recent = self
+            .delay_readings
+            .range(n.checked_sub(RESTART_READINGS)?..);
+        let (min, max) = (recent.clone().min()?, recent.clone().max()?);
+        let mean = recent.sum::<i32>() / RESTART_READINGS as i32;
+        (max - min <= RESTART_SPREAD_MS && (mean - self.started_at_ms).abs() >= RESTART_MS)
+            .then_some(mean)
     }
 
     /// What the sound card played (48 kHz, in order, silence it played
@@ -656,5 +705,32 @@ mod tests {
                 .is_some_and(|d| (150 - d).abs() < DELAY_STEP_MS),
             "a move to 150 ms: told {moved:?}"
         );
+    }
+
+    /// A capture on PulseAudio: 600 ms late for its first second, draining
+    /// to 10 within a few frames, then steady. The canceller starts over
+    /// once at 600 and once where the drain ends, never on the way down.
+    #[test]
+    fn a_capture_that_drains_its_start_up_backlog_restarts_the_canceller_where_it_settles() {
+        let mut voice = VoiceProcessor::new(VoiceProcessing::ON, 70);
+        let drain = [540, 420, 300, 163, 90, 40];
+        let readings = (std::iter::repeat_n(627, 50))
+            .chain(drain)
+            .chain((0..100).map(|k| if k % 2 == 0 { 36 } else { 49 }));
+        let mut started = vec![voice.started_at_ms];
+        for delay_ms in readings {
+            voice.set_device_delay(delay_ms);
+            if started.last() != Some(&voice.started_at_ms) {
+                started.push(voice.started_at_ms);
+            }
+        }
+        assert_eq!(started.len(), 3, "restarted at {started:?}");
+        assert_eq!(started[1], 627);
+        assert!((36..=49).contains(&started[2]), "{started:?}");
+        // A stall that reads late for a frame or two is not a move.
+        for delay_ms in [36, 300, 280, 49, 36, 49, 36, 49] {
+            voice.set_device_delay(delay_ms);
+        }
+        assert!((36..=49).contains(&voice.started_at_ms));
     }
 }
