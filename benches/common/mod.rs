@@ -2,6 +2,7 @@
 //! process, raw protocol clients, and percentiles.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -126,7 +127,23 @@ async fn spawn_relay(
     core: Option<usize>,
 ) -> (Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("relay.toml");
+    let (relay, url) = relay_in(dir.path(), config, transport, core).await;
+    (relay, url, dir)
+}
+
+/// A relay again on the database (and certificate) of one started in
+/// `dir`, as a restart would: it prints where it listens once it serves.
+pub async fn restart_relay(dir: &Path, config: &str, transport: Transport) -> (Child, String) {
+    relay_in(dir, config, transport, None).await
+}
+
+async fn relay_in(
+    dir: &Path,
+    config: &str,
+    transport: Transport,
+    core: Option<usize>,
+) -> (Child, String) {
+    let config_path = dir.join("relay.toml");
     // A benchmark measures how fast the relay is, not its rate limits
     // (unless it sets them itself).
     let unlimited = "{ per_sec = 1e9, burst = 1000000000 }";
@@ -149,9 +166,9 @@ async fn spawn_relay(
         .arg("--config")
         .arg(&config_path)
         .args(["relay", "--listen", "127.0.0.1:0", "--db"])
-        .arg(dir.path().join("bench.sqlite3"))
+        .arg(dir.join("bench.sqlite3"))
         .args((transport == Transport::Tls).then_some("--tls"))
-        .env("XDG_DATA_HOME", dir.path())
+        .env("XDG_DATA_HOME", dir)
         .env("TERMPHONE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -168,7 +185,7 @@ async fn spawn_relay(
         // The certificate's line; read, so that no line is left unread.
         lines.next_line().await.unwrap().unwrap();
     }
-    (relay, url, dir)
+    (relay, url)
 }
 
 pub fn ticket(user: &str) -> String {
