@@ -164,6 +164,9 @@ pub enum StoreOp {
         peer: UserId,
         before: Option<Millis>,
         count: u32,
+        /// The page stops at this many bytes of encoded messages (at least
+        /// one message), however many `count` asks for.
+        max_bytes: usize,
     },
     RecordLogin {
         app: AppId,

@@ -343,6 +343,7 @@ fn apply_op(tx: &mut rusqlite::Savepoint, op: &StoreOp) -> rusqlite::Result<Stor
             peer,
             before,
             count,
+            max_bytes,
             ..
         } => {
             let mut stmt = tx.prepare_cached(
@@ -362,15 +363,37 @@ fn apply_op(tx: &mut rusqlite::Savepoint, op: &StoreOp) -> rusqlite::Result<Stor
                 ],
                 |r| message_of(r, 0),
             )?;
-            let mut page: Vec<ChatMessage> = rows
-                .filter_map(Result::transpose)
-                .collect::<Result<_, _>>()?;
-            let more = page.len() > *count as usize;
-            page.truncate(*count as usize);
-            return Ok(StoreReply::Messages(page, more));
+            let (mut page, mut used) = (Vec::<ChatMessage>::new(), 0);
+            for message in rows.filter_map(Result::transpose) {
+                let message = message?;
+                let size = serde_json::to_string(&message).map_or(0, |s| s.len());
+                if page.len() == *count as usize || (used + size > *max_bytes && !page.is_empty()) {
+                    return Ok(StoreReply::Messages(
+                        whole_milliseconds(page, &message),
+                        true,
+                    ));
+                }
+                used += size;
+                page.push(message);
+            }
+            return Ok(StoreReply::Messages(page, false));
         }
     }
     Ok(StoreReply::Done)
+}
+
+/// A full page of history (newest first), cut where `next` would have
+/// come: the next page is asked for by time alone (`before` the oldest
+/// here), so a page that ended inside a millisecond would lose the rest of
+/// it. Its messages of `next`'s millisecond go to the next page, unless they
+/// are the whole page: a millisecond of more than a page (a flood) is cut
+/// where it is.
+fn whole_milliseconds(mut page: Vec<ChatMessage>, next: &ChatMessage) -> Vec<ChatMessage> {
+    let split = page.partition_point(|m| m.server_time > next.server_time);
+    if split > 0 {
+        page.truncate(split);
+    }
+    page
 }
 
 fn append_rows(
@@ -524,6 +547,65 @@ mod tests {
         );
     }
 
+    /// Pages of long messages stop near `max_bytes`, never inside a
+    /// millisecond the next page (asked for by time) would skip the rest of.
+    #[test]
+    fn history_pages_stop_at_their_bytes_between_milliseconds() {
+        let mut store = Store::in_memory().unwrap();
+        let (alice, bob) = (
+            UserId::parse("alice").unwrap(),
+            UserId::parse("bob").unwrap(),
+        );
+        // Oldest first: two in ms 10, three in ms 20, one in ms 30.
+        let times = [10, 10, 20, 20, 20, 30];
+        for (k, server_time) in times.into_iter().enumerate() {
+            let message = ChatMessage {
+                msg_id: format!("m{k}"),
+                from: alice.clone(),
+                to: bob.clone(),
+                text: format!("{k}{}", "x".repeat(999)),
+                server_time,
+                sent_by: None,
+            };
+            let op = StoreOp::AppendMessage {
+                token: 1,
+                app: 5,
+                client_msg_id: format!("c{k}"),
+                message,
+                rows: Vec::new(),
+            };
+            assert_eq!(store.apply(&[op]), vec![(1, StoreReply::Done)]);
+        }
+        let mut page = |before| {
+            let op = StoreOp::ReadHistory {
+                token: 2,
+                app: 5,
+                user: bob.clone(),
+                peer: alice.clone(),
+                before,
+                count: 10,
+                // Room for about three of them.
+                max_bytes: 3_300,
+            };
+            match &store.apply(&[op])[..] {
+                [(2, StoreReply::Messages(page, more))] => (
+                    page.iter().map(|m| &m.text[..1]).collect::<String>(),
+                    page.last().map(|m| m.server_time),
+                    *more,
+                ),
+                other => panic!("{other:?}"),
+            }
+        };
+        // Newest first: "5" and the three of ms 20 would pass the budget, and
+        // cutting inside ms 20 would lose its rest: the page is "5" alone.
+        let (first, oldest, more) = page(None);
+        assert_eq!((first.as_str(), more), ("5", true));
+        let (second, oldest, more) = page(oldest);
+        assert_eq!((second.as_str(), more), ("432", true));
+        let (third, _, more) = page(oldest);
+        assert_eq!((third.as_str(), more), ("10", false));
+    }
+
     #[test]
     fn messages_and_timelines_come_back_after_reopen() {
         use crate::protocol::{ChatMessage, Entry, EntryKind};
@@ -601,6 +683,7 @@ mod tests {
             peer: alice.clone(),
             before: None,
             count: 10,
+            max_bytes: 1 << 20,
         };
         assert_eq!(
             store.apply(&[page]),

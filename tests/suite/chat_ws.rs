@@ -11,7 +11,10 @@ use termphone::client::engine::{ChatCommand, Command};
 use termphone::client::event::Event;
 use termphone::config::RelayConfig;
 use termphone::ids::UserId;
-use termphone::protocol::{ClientMsg, MAX_MESSAGE_TEXT_BYTES, ServerMsg};
+use termphone::protocol::{
+    self, ClientMsg, MAX_MESSAGE_TEXT_BYTES, MAX_TRANSPORT_MESSAGE_BYTES, ServerMsg,
+};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::headless::{Headless, termphone};
 use crate::common::net::{Device, RawPeer, WAIT, relay_at, test_config, ticket};
@@ -507,5 +510,68 @@ async fn a_read_receipt_crosses_real_sockets_and_outlives_a_restart() {
         (&json!("bob"), &json!(read_at))
     );
     other.expect("SYNCED").await;
+    relay.shutdown().await;
+}
+
+/// A conversation of long messages came back as one `history` frame past
+/// what any client accepts (394 KB for six), so the device that asked was
+/// cut off, and asked again on every reconnect. Pages now stop near 48 KiB.
+#[tokio::test]
+async fn a_history_of_long_messages_comes_in_pages_a_client_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let mut bob = RawPeer::logged_in(&relay.url(), "bob", "b1").await;
+    let mut alice = RawPeer::logged_in(&relay.url(), "alice", "a1").await;
+    for k in 0..6 {
+        let text = format!("{k}{}", "x".repeat(MAX_MESSAGE_TEXT_BYTES - 1));
+        alice
+            .send(&ClientMsg::SendMessage {
+                to: "bob".into(),
+                text,
+                client_msg_id: format!("c{k}"),
+            })
+            .await;
+        while !matches!(alice.recv().await, ServerMsg::MessageSent { .. }) {}
+        // Pages are asked for by time: messages of one millisecond stay
+        // together, which `relay::store` tests on its own.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        bob.send(&ClientMsg::History {
+            peer: "alice".into(),
+            before,
+            count: 10,
+        })
+        .await;
+        let (size, messages, more) = loop {
+            match bob.recv_raw().await {
+                Some(Ok(Message::Text(t))) => match protocol::decode(&t).unwrap() {
+                    ServerMsg::History { messages, more, .. } => break (t.len(), messages, more),
+                    _ => continue,
+                },
+                Some(Ok(_)) => continue,
+                other => panic!("bob was cut off: {other:?}"),
+            }
+        };
+        assert!(
+            size < MAX_TRANSPORT_MESSAGE_BYTES / 2,
+            "a page of {size} bytes"
+        );
+        before = messages.first().map(|m| m.server_time);
+        pages.push(
+            (messages.iter())
+                .map(|m| m.text[..1].to_owned())
+                .collect::<String>(),
+        );
+        if !more {
+            break;
+        }
+    }
+    // A page each, newest first, none lost; and bob is still connected.
+    assert_eq!(pages, ["5", "4", "3", "2", "1", "0"]);
+    bob.send(&ClientMsg::Heartbeat).await;
+    while bob.recv().await != ServerMsg::HeartbeatAck {}
     relay.shutdown().await;
 }

@@ -262,6 +262,11 @@ const SYNC_READ_ENTRIES: usize = 512;
 /// client enforces (`MAX_TRANSPORT_MESSAGE_BYTES`).
 const FRAME_ENTRY_BYTES: usize = 48 * 1024;
 
+/// The most messages one `history` page holds; fewer when they pass
+/// `FRAME_ENTRY_BYTES` (a page of long messages ran to 32 MB, past what a
+/// client accepts and held in the relay's memory until sent).
+pub const MAX_HISTORY_COUNT: u32 = 500;
+
 /// What one entry costs on the wire, near enough to cut pages and frames.
 fn wire_size(entry: &Entry) -> usize {
     serde_json::to_string(entry).map_or(0, |s| s.len()) + 1
@@ -600,7 +605,8 @@ impl RelayCore {
             user,
             peer: peer.clone(),
             before,
-            count: count.clamp(1, 500),
+            count: count.clamp(1, MAX_HISTORY_COUNT),
+            max_bytes: FRAME_ENTRY_BYTES,
         }));
         self.chat
             .pending
