@@ -297,6 +297,10 @@ pub const DEFAULT_RING_SECS: u32 = 30;
 /// The longest a call may ring (its `timeout`): 5 minutes.
 pub const MAX_RING_SECS: u32 = 300;
 
+/// Calls that may ring one user at once; a further one finds the user
+/// busy (`LINE_BUSY`).
+pub const MAX_RINGING_CALLS: usize = 8;
+
 /// The rule for how long a call rings, checked by the client and the relay
 /// alike: the seconds it will ring.
 pub fn check_ring_secs(timeout_secs: Option<u32>) -> Result<u32, Error> {

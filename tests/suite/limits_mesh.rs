@@ -3,8 +3,11 @@
 //! relay does nothing for nothing (docs/limits.md).
 
 use termphone::client::engine::{CallCommand, ChatCommand, Command};
+use termphone::client::event::Event;
 use termphone::config::{AppConfig, RelayConfig};
 use termphone::ids::{DEV_APP_ID, UserId};
+use termphone::protocol::{ClientMsg, MAX_RING_SECS, MAX_RINGING_CALLS};
+use termphone::relay::core;
 
 use crate::common::mesh::Mesh;
 
@@ -63,15 +66,62 @@ fn a_device_that_calls_in_a_loop_is_slowed_down() {
 }
 
 #[test]
-fn a_call_rings_at_most_five_minutes() {
+fn a_call_rings_1_to_300_s_as_the_client_and_the_relay_both_hold() {
     let mut m = Mesh::dev();
     let alice = m.online("alice", "a1");
     let bob = m.online("bob", "b1");
-    m.command(alice, call(&["bob"], Some(u32::MAX)));
-    assert_eq!(m.log(alice), ["ERROR 6017 call"]);
-    assert!(m.log(bob).is_empty());
-    m.command(alice, call(&["bob"], Some(300)));
+    for secs in [0, MAX_RING_SECS + 1, u32::MAX] {
+        m.command(alice, call(&["bob"], Some(secs)));
+        match &m.take(alice)[..] {
+            [Event::Error { code, message, .. }] => {
+                assert_eq!(*code, 6017);
+                assert!(message.contains("1 to 300 s (timeout)"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The relay holds the same rule for a client that does not check.
+        let conn = m.nodes[alice].conn.unwrap();
+        let msg = ClientMsg::Call {
+            invitees: vec!["bob".into()],
+            group: false,
+            timeout_secs: Some(secs),
+            user_data: None,
+        };
+        m.relay.handle(m.now, core::Input::Frame { conn, msg });
+        m.settle();
+        assert_eq!(m.log(alice), ["ERROR 6017 call"]);
+        assert!(m.log(bob).is_empty());
+    }
+    m.command(alice, call(&["bob"], Some(MAX_RING_SECS)));
     assert_eq!(m.log(alice), ["CALL_DIALING"]);
+}
+
+#[test]
+fn a_user_rung_by_the_most_calls_at_once_is_busy_to_one_more() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let callers: Vec<_> = (0..=MAX_RINGING_CALLS)
+        .map(|k| m.online(&format!("caller{k}"), "d"))
+        .collect();
+    for &caller in &callers {
+        m.command(caller, call(&["alice"], None));
+    }
+    let rung = m.log(alice);
+    assert_eq!(rung.len(), MAX_RINGING_CALLS, "{rung:?}");
+    assert!(
+        rung.iter().all(|e| e.starts_with("ON_CALL_RECEIVED")),
+        "{rung:?}"
+    );
+    let last = *callers.last().unwrap();
+    assert_eq!(
+        m.log(last),
+        ["CALL_DIALING", "LINE_BUSY alice", "ON_CALL_CANCELED busy"]
+    );
+    // One stops ringing: the next call rings again.
+    m.command(callers[0], hangup());
+    m.take(alice);
+    m.command(last, call(&["alice"], None));
+    assert_eq!(m.log(alice), ["ON_CALL_RECEIVED from caller8"]);
 }
 
 #[test]

@@ -13,8 +13,8 @@ use super::{ConnId, Millis, RelayCore, SessionId, Timer};
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AppId, UserId};
 use crate::protocol::{
-    CallInfo, CancelReason, CurrentCall, DEFAULT_RING_SECS, DeviceInfo, PeerAction, Role, RoomId,
-    ServerMsg, check_ring_secs, check_user_data,
+    CallInfo, CancelReason, CurrentCall, DEFAULT_RING_SECS, DeviceInfo, MAX_RINGING_CALLS,
+    PeerAction, Role, RoomId, ServerMsg, check_ring_secs, check_user_data,
 };
 
 type CallKey = u64;
@@ -281,6 +281,14 @@ impl RelayCore {
         let mut added = Vec::new();
         for user in users {
             if self.calls.calls[&key].members.contains_key(&user) {
+                continue;
+            }
+            // Every call ringing a user is in each `call_state` its devices
+            // get: 280 of them made one past what a client accepts, and
+            // knocked all the user's devices offline while they rang.
+            let ringing = self.calls.invited.get(&(app, user.clone()));
+            if ringing.is_some_and(|calls| calls.len() >= MAX_RINGING_CALLS) {
+                self.peer_event(key, &user, PeerAction::Busy, vec![user.clone()], true);
                 continue;
             }
             // A user in a call is busy, unless the device it talks on
