@@ -84,7 +84,7 @@ error_codes! {
     AudioDeviceGone = 6502, "AUDIO_DEVICE_GONE", "a sound device in use disappeared (unplugged); this device goes on with the default device, or null audio (the message names both)";
     UserSigExpired = 6206, "USER_SIG_EXPIRED", "client: the UserSig has expired; log in again with a fresh ticket";
     UserSigExpiredRelay = 70001, "USER_SIG_EXPIRED_RELAY", "relay: the UserSig has expired (the client reports 6206)";
-    UserSigInvalid = 70003, "USER_SIG_INVALID", "the UserSig cannot be decoded: it is not a termphone ticket";
+    UserSigInvalid = 70003, "USER_SIG_INVALID", "the UserSig cannot be decoded (not a termphone ticket), or was issued more than 10 minutes ahead of the relay's clock";
     UserSigForged = 70009, "USER_SIG_FORGED", "the UserSig signature does not match the app's secret";
     UserSigWrongUser = 70013, "USER_SIG_WRONG_USER", "the UserSig was issued to another UserID";
     UserSigWrongApp = 70014, "USER_SIG_WRONG_APP", "the UserSig was issued for another SDKAppID";

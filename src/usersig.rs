@@ -89,6 +89,11 @@ pub fn mint(secret: &str, ticket: &Ticket) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).expect("ticket serializes"))
 }
 
+/// How far ahead of the relay's clock a ticket's issue time may be: a
+/// minting machine's clock a little ahead is normal, a ticket dated months
+/// ahead would outlive the lifetime the relay allows.
+pub const MAX_CLOCK_AHEAD_SECS: u64 = 600;
+
 /// Verifies a ticket for a login of `user` to `app` at unix time `now`.
 ///
 /// The signature is checked before expiry, in constant time, so a forged
@@ -151,6 +156,16 @@ pub fn verify(
         issued_at: wire.iat,
         lifetime: wire.ttl,
     };
+    if ticket.issued_at > now.saturating_add(MAX_CLOCK_AHEAD_SECS) {
+        return Err(Error::new(
+            ErrorCode::UserSigInvalid,
+            format!(
+                "the UserSig was issued {} s in the future: the clock of whatever minted it is \
+                 ahead; set it right and mint a fresh one",
+                ticket.issued_at - now
+            ),
+        ));
+    }
     if now >= ticket.expires_at() {
         return Err(Error::new(
             ErrorCode::UserSigExpiredRelay,
@@ -248,6 +263,27 @@ mod tests {
         assert_eq!(
             e.message,
             "the UserSig was issued to \"alice\", not \"bob\""
+        );
+    }
+
+    /// A ticket dated 200 days ahead stayed good for 207 days, past any
+    /// `max_ticket_lifetime_secs`; a clock a few minutes ahead is normal.
+    #[test]
+    fn a_ticket_from_the_future_is_refused_past_the_clock_skew_allowed() {
+        let ahead = |secs| {
+            let t = Ticket {
+                issued_at: NOW + secs,
+                ..ticket()
+            };
+            verify(SECRET, &mint(SECRET, &t), 7, &alice(), NOW)
+        };
+        assert!(ahead(MAX_CLOCK_AHEAD_SECS).is_ok());
+        let err = ahead(200 * 86_400).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UserSigInvalid);
+        assert!(
+            err.message.contains("issued 17280000 s in the future"),
+            "{}",
+            err.message
         );
     }
 
