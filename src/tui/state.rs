@@ -535,7 +535,7 @@ impl Model {
                     PANES.len() - 1
                 };
                 self.focus = PANES[(i + step) % PANES.len()];
-                Vec::new()
+                self.read_on_focus()
             }
             Action::Up | Action::Down => {
                 let down = action == Action::Down;

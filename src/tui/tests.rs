@@ -17,6 +17,7 @@ use crate::client::event::{
 };
 use crate::client::records::CallOutcome;
 use crate::client::records::CallRecord;
+use crate::client::records::Conversation as Summary;
 use crate::client::records::StoredMessage;
 use crate::ids::{DeviceId, Platform, UserId};
 use crate::media::quality::Quality;
@@ -400,6 +401,27 @@ fn snapshot_relay_down() {
     snap!("relay_down", m, T0 + 200);
 }
 
+/// At the smallest size, in a call, the editor is still drawn (it was
+/// squeezed out, and text was typed blind) and so is the far end's meter:
+/// the event log gives way.
+#[test]
+fn the_editor_and_the_call_fit_the_smallest_screen() {
+    let mut m = with_conversation(model());
+    connected(&mut m, "c1", "bob", false);
+    begin(&mut m, "c1", T0 + 2_000);
+    m.focus = Pane::Conversation;
+    m.on_terminal(key(KeyCode::Char('w')), T0 + 3_000);
+    for c in "typed at 60x16".chars() {
+        m.on_terminal(key(KeyCode::Char(c)), T0 + 3_000);
+    }
+    let screen = render(&m, T0 + 3_000, 60, 16);
+    assert!(screen.contains("typed at 60x16"), "{screen}");
+    let meters = screen.lines().filter(|l| l.contains("▯")).count();
+    assert_eq!(meters, 2, "this device's meter and bob's:\n{screen}");
+    // Where there is room the event log stays, the editor open or not.
+    assert!(render(&m, T0 + 3_000, 80, 24).contains("Event log"));
+}
+
 /// A relay lost in a call: the call pane says the call hangs on the
 /// relay's return, and a call the relay no longer had ends saying so.
 #[test]
@@ -625,6 +647,47 @@ fn an_incoming_call_rings_the_bell() {
         T0,
     );
     assert_eq!(effects, vec![Effect::Bell]);
+}
+
+/// A message that came while the conversation was on screen but the focus
+/// elsewhere stayed unread on every device, even once answered.
+#[test]
+fn a_message_that_came_while_the_focus_was_elsewhere_is_read_when_it_returns() {
+    let mut m = with_conversation(model());
+    let bob: UserId = "bob".parse().unwrap();
+    m.on_terminal(key(KeyCode::BackTab), T0);
+    assert_ne!(m.focus, Pane::Conversation);
+    let effects = m.on_engine(
+        Event::MessageReceived {
+            msg_id: "live".into(),
+            from: bob.clone(),
+            to: "alice".parse().unwrap(),
+            text: "read test".into(),
+            timestamp: T0 + 120_000,
+            offline: false,
+            seq: 9,
+        },
+        T0,
+    );
+    assert_eq!(effects, vec![Effect::LoadConversations], "not read yet");
+    m.on_conversations(vec![Summary {
+        user_id: bob.clone(),
+        last_message: message("bob", "alice", "read test", 2),
+        unread_count: 1,
+        peer_read: None,
+    }]);
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Tab), T0 + 1_000),
+        vec![
+            Effect::Engine(Command::Chat(ChatCommand::MarkRead { peer: bob })),
+            Effect::LoadConversations
+        ]
+    );
+    assert_eq!(m.focus, Pane::Conversation);
+    // Nothing unread: passing through says nothing.
+    m.on_conversations(Vec::new());
+    m.on_terminal(key(KeyCode::BackTab), T0 + 2_000);
+    assert_eq!(m.on_terminal(key(KeyCode::Tab), T0 + 2_000), vec![]);
 }
 
 #[test]

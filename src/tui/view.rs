@@ -68,7 +68,15 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> Drawn {
         let held = usize::from(model.held_call.is_some());
         4 + (meters + keys + held) as u16
     });
-    let log_rows = (right.height / 4).clamp(4, 12);
+    // The conversation keeps its borders, its status line, a row of
+    // messages and, while one is written, the editor's two rows; the event
+    // log gives way first (at 60x16 in a call the editor was squeezed out).
+    let conversation_rows = if writing(model) { 6 } else { 4 };
+    let spare = right.height.saturating_sub(call_rows + conversation_rows);
+    let log_rows = match (right.height / 4).clamp(4, 12).min(spare) {
+        rows if rows < 3 => 0,
+        rows => rows,
+    };
     let [call, conversation, log] = Layout::vertical([
         Constraint::Length(call_rows),
         Constraint::Min(4),
@@ -99,6 +107,13 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> Drawn {
     }
     devices::draw(frame, model.picker.as_ref(), model.devices.as_ref());
     Drawn { viewport, overlay }
+}
+
+/// Whether the open conversation's editor shows: open, or holding a draft.
+fn writing(model: &Model) -> bool {
+    model.conversation.as_ref().is_some_and(|c| {
+        model.composing || (model.drafts.get(&c.peer)).is_some_and(|d| !d.is_empty())
+    })
 }
 
 /// The standing problem (red) and the passing notice, each whole: they
@@ -453,13 +468,12 @@ fn draw_conversation(frame: &mut Frame, model: &Model, now: u64, area: Rect) -> 
         return (inner.width, inner.height);
     };
     let draft = model.drafts.get(&conversation.peer);
-    let writing = model.composing || draft.is_some_and(|d| !d.is_empty());
     let draft_rows = match draft {
-        Some(d) if writing => {
+        Some(d) if writing(model) => {
             let rows = text::wrap(&d.lines().join("\n"), usize::from(inner.width)).len();
             rows.clamp(1, DRAFT_ROWS) as u16 + 1
         }
-        _ if writing => 2,
+        _ if writing(model) => 2,
         _ => 0,
     };
     let [messages, status, compose] = Layout::vertical([

@@ -41,6 +41,23 @@ impl Model {
         effects
     }
 
+    /// Focus came to the conversation pane: what arrived in it while the
+    /// focus was elsewhere is read now (it stayed unread on every device,
+    /// the sender never saw it read, though it was on screen and answered).
+    pub(super) fn read_on_focus(&mut self) -> Vec<Effect> {
+        let peer = match self.open_peer() {
+            Some(peer) if self.focus == Pane::Conversation => peer.clone(),
+            _ => return Vec::new(),
+        };
+        if self.unread.get(&peer).copied().unwrap_or(0) == 0 {
+            return Vec::new();
+        }
+        vec![
+            Effect::Engine(Command::Chat(ChatCommand::MarkRead { peer })),
+            Effect::LoadConversations,
+        ]
+    }
+
     /// The local store's newest page of a conversation.
     pub fn on_messages(&mut self, peer: &UserId, messages: Vec<StoredMessage>) {
         let (me, width) = (self.me.clone(), self.text_width());
