@@ -284,6 +284,10 @@ impl Default for Keymap {
             (C::Keypad, p(KeyCode::Esc), A::Cancel),
             (C::Global, k('A'), A::AutoAnswer),
             (C::Global, k('W'), A::CallWaiting),
+            // From any pane: in a call a user tabbed to another pane and
+            // typed, and the letters were call keys (t transfers, p opens
+            // the keypad and dialled the digits).
+            (C::Global, k('w'), A::Compose),
             (C::Call, k('s'), A::Devices),
             (C::Contacts, k('s'), A::Devices),
             (C::Contacts, k('c'), A::Call),

@@ -353,6 +353,7 @@ impl Model {
                     Action::AutoAnswer | Action::CallWaiting => false,
                     Action::VoiceProcessing => self.card_mic,
                     Action::Call => self.call.is_none(),
+                    Action::Compose => self.signed_out.is_none(),
                     Action::Details => !self.log.is_empty(),
                     // In the help, not the footer: it has no room to spare.
                     Action::Devices => false,

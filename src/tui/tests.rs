@@ -422,6 +422,33 @@ fn the_editor_and_the_call_fit_the_smallest_screen() {
     assert!(render(&m, T0 + 3_000, 80, 24).contains("Event log"));
 }
 
+/// In a call, from another pane, `w` writes: letters typed after it were
+/// call keys (`t` started a transfer, `p` opened the keypad and the digits
+/// went to bob as DTMF) when it only worked in the conversation pane.
+#[test]
+fn w_writes_from_any_pane_in_a_call() {
+    let mut m = with_conversation(model());
+    connected(&mut m, "c1", "bob", false);
+    begin(&mut m, "c1", T0 + 2_000);
+    m.focus = Pane::Log;
+    m.on_terminal(key(KeyCode::Char('w')), T0 + 3_000);
+    assert!(m.composing);
+    assert_eq!(m.focus, Pane::Conversation);
+    let mut effects = Vec::new();
+    for c in "tp 6016".chars() {
+        effects.extend(m.on_terminal(key(KeyCode::Char(c)), T0 + 3_000));
+    }
+    assert!(
+        effects
+            .iter()
+            .all(|e| matches!(e, Effect::Engine(Command::Chat(_)))),
+        "only typing notices: {effects:?}"
+    );
+    assert!(m.keypad.is_none());
+    let bob: UserId = "bob".parse().unwrap();
+    assert_eq!(m.drafts[&bob].lines().join("\n"), "tp 6016");
+}
+
 /// A relay lost in a call: the call pane says the call hangs on the
 /// relay's return, and a call the relay no longer had ends saying so.
 #[test]

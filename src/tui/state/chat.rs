@@ -103,12 +103,17 @@ impl Model {
 
     pub(super) fn chat_action(&mut self, action: Action, now: u64) -> Vec<Effect> {
         match action {
+            // Signed out, a message could not go; the keys are for logging in.
+            Action::Compose if self.signed_out.is_some() => Vec::new(),
             Action::Compose => {
                 let effects = match (self.conversation.is_some(), self.selected_contact()) {
                     (false, Some(peer)) => self.open(peer),
                     _ => Vec::new(),
                 };
                 self.composing = self.conversation.is_some();
+                if self.composing {
+                    self.focus = Pane::Conversation;
+                }
                 effects
             }
             Action::Cancel => {
