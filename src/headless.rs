@@ -467,6 +467,25 @@ impl Arrivals {
     }
 }
 
+/// Every event written out, counted, so that a `wait` for one already
+/// written ends at once: the engine's, and the answers of the local store
+/// (`MESSAGES`, `CONVERSATIONS`, `CALL_HISTORY`) and of bad lines too.
+struct Counted<O> {
+    out: O,
+    arrivals: Arrivals,
+}
+
+impl<O: EventOut> Counted<O> {
+    async fn event(&mut self, event: &Event) -> std::io::Result<()> {
+        self.arrivals.record(event.name());
+        self.out.event(event).await
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush().await
+    }
+}
+
 struct PendingWait {
     event: String,
     timeout_ms: u64,
@@ -530,7 +549,7 @@ impl EventOut for queue::Sender<(Value, std::time::Instant)> {
 pub async fn serve(
     options: HeadlessOptions,
     mut lines: mpsc::Receiver<String>,
-    mut out: impl EventOut,
+    out: impl EventOut,
     mut stop: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> std::io::Result<()> {
     let HeadlessOptions {
@@ -550,7 +569,10 @@ pub async fn serve(
         status: LoginStatus::Logout,
         recorder: None,
     };
-    let mut arrivals = Arrivals::default();
+    let mut out = Counted {
+        out,
+        arrivals: Arrivals::default(),
+    };
     let mut wait: Option<PendingWait> = None;
     let mut stdin_open = true;
 
@@ -601,7 +623,7 @@ pub async fn serve(
                         }
                     }
                     Some(Ok(Action::Wait { event, timeout_ms })) => {
-                        if !arrivals.take(&event) {
+                        if !out.arrivals.take(&event) {
                             let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
                             wait = Some(PendingWait { event, timeout_ms, deadline });
                         }
@@ -614,9 +636,8 @@ pub async fn serve(
                     device_state.status = status;
                 }
                 device_state.observe(&event);
-                arrivals.record(event.name());
                 out.event(&event).await?;
-                if wait.as_ref().is_some_and(|w| arrivals.take(&w.event)) {
+                if wait.as_ref().is_some_and(|w| out.arrivals.take(&w.event)) {
                     wait = None;
                 }
                 // A refused login signs the device out: what a wait waits

@@ -51,6 +51,18 @@ async fn headless_speaks_json_lines() {
     h.write(b"this is not json\n").await;
     assert_eq!(h.expect("ERROR").await["code"], 6002);
 
+    // Answers of the local store count for `wait` as the engine's events
+    // do: this one already came, so the wait ends at once (it timed out).
+    h.send(json!({"cmd": "getConversations"})).await;
+    h.send(json!({"cmd": "wait", "event": "CONVERSATIONS", "timeout_ms": 5000}))
+        .await;
+    h.send(json!({"cmd": "dance"})).await;
+    assert_eq!(
+        h.expect("ERROR").await["code"],
+        6001,
+        "the wait ended at once"
+    );
+
     h.send(json!({"cmd": "wait", "event": "KICKED_OUT", "timeout_ms": 100}))
         .await;
     let e = h.expect("ERROR").await;
