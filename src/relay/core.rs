@@ -1289,6 +1289,55 @@ mod tests {
         core.handle(now, Input::Frame { conn, msg });
     }
 
+    /// A client that sends without waiting for acknowledgements has 64
+    /// messages on their way to the store, no more: the relay read 1,000
+    /// of 64 KiB as fast as they came and held them all (711 MB for four).
+    #[test]
+    fn a_device_has_at_most_64_messages_on_their_way_to_the_store() {
+        let config = crate::config::RelayConfig::default();
+        let mut core = RelayCore::new(Settings::from(&config), [], ChatSnapshot::default(), 7);
+        let now: Millis = 1_700_000_000_000;
+        log_in(&mut core, now, 1, "alice");
+        log_in(&mut core, now, 2, "bob");
+        while core.poll_output().is_some() {}
+        let send = |core: &mut RelayCore, k: usize| {
+            let msg = ClientMsg::SendMessage {
+                to: "bob".into(),
+                text: "hi".into(),
+                client_msg_id: format!("c{k}"),
+            };
+            core.handle(now, Input::Frame { conn: 1, msg });
+            std::iter::from_fn(|| core.poll_output()).collect::<Vec<_>>()
+        };
+        let mut tokens = Vec::new();
+        for k in 0..64 {
+            for out in send(&mut core, k) {
+                if let Output::Store(StoreOp::AppendMessage { token, .. }) = out {
+                    tokens.push(token);
+                }
+            }
+        }
+        assert_eq!(tokens.len(), 64, "each one goes to the store");
+        let refused = |outputs: &[Output]| {
+            outputs.iter().any(|o| {
+                matches!(o, Output::Send { conn: 1, msg: ServerMsg::Error { error, client_msg_id, .. } }
+                    if error.code == 90010 && client_msg_id.as_deref() == Some("c64"))
+            })
+        };
+        assert!(refused(&send(&mut core, 64)), "the 65th waits");
+        // One stored and acknowledged: room for one more.
+        core.handle(
+            now,
+            Input::Committed {
+                token: tokens[0],
+                reply: StoreReply::Done,
+            },
+        );
+        while core.poll_output().is_some() {}
+        let outputs = send(&mut core, 64);
+        assert!(!refused(&outputs), "{outputs:?}");
+    }
+
     /// `caller` on `conn` calls `callee` on `conn + 1`, who answers; the
     /// call's room and id.
     fn call(
