@@ -108,6 +108,7 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
     model.call_waiting = settings.call_waiting;
     model.voice = settings.media.voice;
     model.card_mic = settings.media.input.is_card();
+    model.copy = copy;
     let (loaded_tx, mut loaded) = mpsc::unbounded_channel();
     let mut terminal = ratatui::try_init()?;
     let mut keys = terminal_input();
@@ -170,7 +171,6 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
             store: recorder.store(),
             loaded: &loaded_tx,
             bell,
-            copy,
             again: &again,
         };
         if shell.apply(effects) {
@@ -257,8 +257,6 @@ struct Shell<'a> {
     store: &'a StoreHandle,
     loaded: &'a mpsc::UnboundedSender<Loaded>,
     bell: bool,
-    /// Copy puts text on the terminal's clipboard (OSC 52).
-    copy: bool,
     again: &'a LoginAgain,
 }
 
@@ -282,11 +280,9 @@ impl Shell<'_> {
                 Effect::LoadMessages(peer) => self.load_page(peer, None),
                 Effect::LoadOlder { peer, before } => self.load_page(peer, Some(before)),
                 Effect::Copy(text) => {
-                    if self.copy {
-                        let mut out = std::io::stdout();
-                        let _ = out.write_all(osc52(&text).as_bytes());
-                        let _ = out.flush();
-                    }
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(osc52(&text).as_bytes());
+                    let _ = out.flush();
                 }
                 Effect::LoadHistory => {
                     let (store, loaded) = (self.store.clone(), self.loaded.clone());

@@ -235,6 +235,9 @@ pub struct Model {
     /// processed (files, tones, `echo` and null audio are clean already).
     /// False after a call fell back to null audio for want of one.
     pub card_mic: bool,
+    /// The copy key puts a message on the terminal's clipboard (`[tui]
+    /// osc52_copy`); off, it says how to turn it on.
+    pub copy: bool,
 }
 
 impl Model {
@@ -290,6 +293,7 @@ impl Model {
             picker: None,
             voice: VoiceProcessing::ON,
             card_mic: false,
+            copy: false,
         }
     }
 
@@ -363,7 +367,8 @@ impl Model {
                     Action::Resend => conversation.is_some_and(|c| {
                         (c.shown.iter()).any(|s| matches!(s.delivery, Delivery::Failed(_)))
                     }),
-                    Action::Recall | Action::Copy | Action::MessageDetails => {
+                    Action::Copy => self.copy && conversation.is_some_and(|c| c.selected.is_some()),
+                    Action::Recall | Action::MessageDetails => {
                         conversation.is_some_and(|c| c.selected.is_some())
                     }
                     _ => true,

@@ -449,6 +449,35 @@ fn w_writes_from_any_pane_in_a_call() {
     assert_eq!(m.drafts[&bob].lines().join("\n"), "tp 6016");
 }
 
+/// `y` was offered and did nothing at all with copying off (the default):
+/// now the footer offers it only when it works, and the key says how to
+/// turn it on.
+#[test]
+fn copy_is_offered_only_when_on_and_says_how_to_turn_it_on() {
+    let mut m = with_conversation(model());
+    m.on_terminal(key(KeyCode::Up), T0 + 1_000);
+    let footer = |m: &Model| {
+        render(m, T0 + 1_000, 80, 24)
+            .lines()
+            .last()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(!footer(&m).contains(" y "), "{}", footer(&m));
+    assert_eq!(m.on_terminal(key(KeyCode::Char('y')), T0 + 1_000), vec![]);
+    assert!(m.notice.as_ref().unwrap().0.contains("osc52_copy = true"));
+    m.copy = true;
+    assert!(footer(&m).contains(" y  copy "), "{}", footer(&m));
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('y')), T0 + 2_000),
+        vec![Effect::Copy("great, calling you".into())]
+    );
+    assert_eq!(
+        m.notice.as_ref().unwrap().0,
+        "copied to the terminal's clipboard"
+    );
+}
+
 /// A relay lost in a call: the call pane says the call hangs on the
 /// relay's return, and a call the relay no longer had ends saying so.
 #[test]

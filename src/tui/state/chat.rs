@@ -143,8 +143,21 @@ impl Model {
                     Vec::new()
                 }
             },
+            Action::Copy if !self.copy => {
+                self.notice = Some((
+                    "copying is off: set osc52_copy = true under [tui] in the config \
+                     (docs/configuration.md; the terminal must allow OSC 52)"
+                        .into(),
+                    now,
+                ));
+                Vec::new()
+            }
             Action::Copy => match self.selected_message() {
-                Some(s) if !s.message.recalled => vec![Effect::Copy(s.message.text.clone())],
+                Some(s) if !s.message.recalled => {
+                    let text = s.message.text.clone();
+                    self.notice = Some(("copied to the terminal's clipboard".into(), now));
+                    vec![Effect::Copy(text)]
+                }
                 _ => {
                     self.notice = Some(("select a message to copy".into(), now));
                     Vec::new()
