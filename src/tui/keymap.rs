@@ -317,6 +317,8 @@ impl Default for Keymap {
             (C::History, k('k'), A::Up),
             (C::History, k('c'), A::Call),
             (C::Log, p(KeyCode::Enter), A::Details),
+            (C::Log, p(KeyCode::End), A::Newest),
+            (C::Log, k('G'), A::Newest),
             (C::Log, p(KeyCode::Up), A::Up),
             (C::Log, k('k'), A::Up),
             (C::Log, p(KeyCode::Down), A::Down),

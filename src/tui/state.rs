@@ -361,6 +361,7 @@ impl Model {
                     Action::Details => !self.log.is_empty(),
                     // In the help, not the footer: it has no room to spare.
                     Action::Devices => false,
+                    Action::Newest if context == Context::Log => self.log_scroll > 0,
                     Action::Newer | Action::Newest => conversation.is_some_and(|c| c.scroll > 0),
                     // In a call its keys come first; scrolling stays in the help.
                     Action::Older => self.call.is_none(),
@@ -577,6 +578,11 @@ impl Model {
             },
             Action::Cancel if self.keypad.is_some() => {
                 self.keypad = None;
+                Vec::new()
+            }
+            // The event log follows new events again.
+            Action::Newest if self.focus == Pane::Log => {
+                self.log_scroll = 0;
                 Vec::new()
             }
             Action::Compose

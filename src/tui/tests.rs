@@ -478,6 +478,27 @@ fn copy_is_offered_only_when_on_and_says_how_to_turn_it_on() {
     );
 }
 
+/// Scrolled back in the event log, newer events came out of sight with no
+/// sign, and End did nothing there: a QA user thought no events came.
+#[test]
+fn the_event_log_says_what_is_below_and_end_follows_again() {
+    let mut m = with_conversation(model());
+    m.focus = Pane::Log;
+    for _ in 0..2 {
+        m.on_terminal(key(KeyCode::Up), T0 + 1_000);
+    }
+    assert_eq!(m.log_scroll, 2);
+    let screen = render(&m, T0 + 1_000, 80, 24);
+    assert!(screen.contains("2 newer below (End)"), "{screen}");
+    assert!(
+        screen.lines().last().unwrap().contains("End  newest"),
+        "{screen}"
+    );
+    m.on_terminal(key(KeyCode::End), T0 + 2_000);
+    assert_eq!(m.log_scroll, 0);
+    assert!(!render(&m, T0 + 2_000, 80, 24).contains("newer below"));
+}
+
 /// A relay lost in a call: the call pane says the call hangs on the
 /// relay's return, and a call the relay no longer had ends saying so.
 #[test]

@@ -565,8 +565,14 @@ fn draw_event_log(frame: &mut Frame, model: &Model, area: Rect) {
     let focused = model.focus == Pane::Log;
     let selected = (focused && !items.is_empty()).then(|| items.len() - 1);
     let mut state = ListState::default().with_selected(selected);
+    // Scrolled back, newer events arrive out of sight: say so, as the
+    // conversation does.
+    let title = match model.log_scroll {
+        0 => " Event log ".to_owned(),
+        n => format!(" Event log · {n} newer below (End) "),
+    };
     let list = List::new(items)
-        .block(pane_block(" Event log ".into(), model, Pane::Log))
+        .block(pane_block(title, model, Pane::Log))
         .highlight_style(Style::default().reversed());
     frame.render_stateful_widget(list, area, &mut state);
 }
