@@ -563,6 +563,17 @@ async fn refuse(mut ws: WebSocketStream<Stream>, why: &str) {
         .await;
 }
 
+/// The close frame for a frame the WebSocket layer refused.
+fn refused_frame(e: &tokio_tungstenite::tungstenite::Error) -> Option<CloseFrame> {
+    use tokio_tungstenite::tungstenite::Error as Ws;
+    match e {
+        Ws::Capacity(_) => Some(close_frame(CloseCode::Size, "message too big")),
+        Ws::Utf8(_) => Some(close_frame(CloseCode::Invalid, "invalid UTF-8")),
+        Ws::Protocol(_) => Some(close_frame(CloseCode::Protocol, "protocol error")),
+        _ => None,
+    }
+}
+
 fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
     CloseFrame {
         code,
@@ -765,10 +776,23 @@ async fn serve_conn(
                             }
                         }
                     }
-                    Some(Ok(Message::Close(_))) | None => break,
+                    // The peer's close is answered (tungstenite queued the
+                    // answer; a write sends it), as RFC 6455 asks.
+                    Some(Ok(Message::Close(_))) => {
+                        let _ = tokio::time::timeout(limits.write_timeout, ws.flush()).await;
+                        break;
+                    }
+                    None => break,
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => {
                         tracing::debug!(conn, error = %e, "connection read failed");
+                        // Said in a close frame where the socket still
+                        // carries one: the client sees why, not 1006.
+                        if let Some(frame) = refused_frame(&e) {
+                            let _ =
+                                tokio::time::timeout(limits.write_timeout, ws.close(Some(frame)))
+                                    .await;
+                        }
                         break;
                     }
                 };

@@ -242,6 +242,11 @@ impl RawPeer {
         self.send_text(protocol::encode(msg)).await;
     }
 
+    /// Starts the closing handshake: sends a close frame.
+    pub async fn close(&mut self) {
+        self.ws.close(None).await.unwrap();
+    }
+
     pub async fn send_binary(&mut self, frame: Vec<u8>) {
         self.ws.send(Message::binary(frame)).await.unwrap();
     }

@@ -8,9 +8,10 @@ use termphone::client::event::Event;
 use termphone::config::{RateLimits, RelayConfig};
 use termphone::error::ErrorCode;
 use termphone::ids::{DEV_APP_ID, UserId};
-use termphone::protocol::{ClientMsg, ServerMsg};
+use termphone::protocol::{ClientMsg, MAX_TRANSPORT_MESSAGE_BYTES, ServerMsg};
 use termphone::relay::RelayHandle;
 use termphone::relay::rate::Rate;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::net::{Device, RawPeer, WAIT, login, relay_at, test_config};
 
@@ -154,6 +155,32 @@ async fn a_device_behind_on_what_it_is_sent_is_read_again_once_it_catches_up() {
         Event::MessageReceived { text, .. } => assert_eq!(text, "sent while behind"),
         _ => unreachable!(),
     }
+    relay.shutdown().await;
+}
+
+/// A message past the transport limit, and a close of the client's own,
+/// were met by a bare TCP close (1006): the relay now says why, and
+/// answers a close as RFC 6455 asks.
+#[tokio::test]
+async fn a_message_too_big_and_a_clients_close_get_close_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let mut big = RawPeer::logged_in(&relay.url(), "alice", "a1").await;
+    big.send_text("x".repeat(MAX_TRANSPORT_MESSAGE_BYTES + 1))
+        .await;
+    assert_eq!(big.closed().await.as_deref(), Some("message too big"));
+    let mut leaving = RawPeer::logged_in(&relay.url(), "bob", "b1").await;
+    leaving.close().await;
+    let answer = loop {
+        match leaving.recv_raw().await {
+            Some(Ok(Message::Text(_))) => continue,
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(answer, Some(Ok(Message::Close(_)))),
+        "the close is answered: {answer:?}"
+    );
     relay.shutdown().await;
 }
 
