@@ -386,7 +386,7 @@ fn unread_messages_show_on_a_contact_in_a_call() {
     let mut m = with_contacts(model());
     m.unread.insert("dave".parse().unwrap(), 2);
     let screen = render(&m, T0, 80, 24);
-    assert!(screen.contains("● dave (2) 3 devices"), "{screen}");
+    assert!(screen.contains("● dave (2) in call 3 dev"), "{screen}");
 }
 
 #[test]

@@ -257,13 +257,15 @@ fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
             if let Some(n) = model.unread.get(&u.user).filter(|n| **n > 0) {
                 spans.push(format!(" ({n})").yellow().bold());
             }
+            // In a call before the device count: the count is what a
+            // narrow pane may cut ("3 devices in cal" said neither well).
+            if u.in_call {
+                spans.push(" in call".magenta());
+            }
             match u.devices.len() {
                 0 => {}
                 1 => spans.push(" 1 device".dark_gray()),
                 n => spans.push(format!(" {n} devices").dark_gray()),
-            }
-            if u.in_call {
-                spans.push(" in call".magenta());
             }
             ListItem::new(Line::from(spans))
         })
