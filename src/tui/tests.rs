@@ -1443,9 +1443,33 @@ fn o_holds_and_resumes_and_t_transfers_to_the_selected_contact() {
         },
         T0 + 2_200,
     );
+    // No voice flows while held: bob's grade goes down, which is no fault
+    // of the network, and is not shown.
+    m.on_engine(
+        Event::UserEnter {
+            call_id: "c9".into(),
+            user_id: "bob".parse().unwrap(),
+            role: crate::protocol::Role::Anchor,
+        },
+        T0 + 2_210,
+    );
+    m.on_engine(
+        Event::OnUserNetworkQualityChanged {
+            network_quality_list: vec![NetworkQuality {
+                user_id: "bob".parse().unwrap(),
+                quality: Quality::Down,
+                loss_percent: 100.0,
+                jitter_ms: 0,
+                rtt_ms: None,
+            }],
+        },
+        T0 + 2_250,
+    );
     let screen = render(&m, T0 + 2_300, 80, 24);
     assert!(screen.contains("On hold (you)"), "{screen}");
     assert!(screen.contains("you put the call on hold"), "{screen}");
+    assert!(screen.contains("bob "), "bob's meter: {screen}");
+    assert!(!screen.contains("down"), "{screen}");
     // o again resumes.
     assert_eq!(
         m.on_terminal(key(KeyCode::Char('o')), T0 + 2_400),

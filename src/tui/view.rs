@@ -400,7 +400,9 @@ fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
             if call.audience.contains(user) {
                 line.push_span(" audience".cyan());
             }
-            if let Some(q) = audio.quality {
+            // No voice flows while the call is held: a grade would read
+            // "down", a network fault that is not there.
+            if let Some(q) = audio.quality.filter(|_| call.held_by.is_empty()) {
                 let style = match q {
                     Quality::Excellent | Quality::Good => Style::default().green(),
                     Quality::Poor => Style::default().yellow(),
