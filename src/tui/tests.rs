@@ -1414,6 +1414,17 @@ fn the_editor_moves_by_words_and_deletes_like_a_shell() {
     assert_eq!(m.drafts[&bob].lines(), ["sent text"]);
 }
 
+/// After a restart nothing was sent from this run: Up brings back the
+/// conversation's last message of mine, as the README promises.
+#[test]
+fn up_on_an_empty_draft_finds_my_last_message_after_a_restart() {
+    let mut m = with_conversation(model());
+    let bob: UserId = "bob".parse().unwrap();
+    m.on_terminal(key(KeyCode::Char('w')), T0);
+    m.on_terminal(key(KeyCode::Up), T0);
+    assert_eq!(m.drafts[&bob].lines(), ["yes, two minutes"]);
+}
+
 #[test]
 fn o_holds_and_resumes_and_t_transfers_to_the_selected_contact() {
     let mut m = with_conversation(model());

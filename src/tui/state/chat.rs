@@ -255,7 +255,13 @@ impl Model {
 
     /// A key while writing that no action took: the editor's.
     pub(super) fn edit(&mut self, event: KeyEvent, now: u64) -> Vec<Effect> {
-        let history = self.sent_texts.last().cloned();
+        // This run's last, else (after a restart) this conversation's.
+        let history = self.sent_texts.last().cloned().or_else(|| {
+            let shown = &self.conversation.as_ref()?.shown;
+            (shown.iter().rev())
+                .find(|s| s.message.from == self.me && !s.message.recalled)
+                .map(|s| s.message.text.clone())
+        });
         let Some(draft) = self.draft() else {
             return Vec::new();
         };
