@@ -51,6 +51,14 @@ fn clear_behind(frame: &mut Frame) {
 /// Every key, one line per place it works: the same key (Enter) does
 /// different things in different panes, and the help says where. Returns
 /// its rows (shown at once, in all), as [`scrolled`] does.
+/// The editor's own keys, which are no actions of the keymap (and cannot
+/// be rebound), as the README lists them.
+const EDITOR_KEYS: [&str; 3] = [
+    "← → Home End Ctrl-← Ctrl-→ Alt-b Alt-f move",
+    "Backspace Delete Ctrl-W Ctrl-U delete",
+    "↑ (empty draft) last sent",
+];
+
 pub fn help(frame: &mut Frame, model: &Model) -> (u16, u16) {
     let width = frame.area().width.saturating_sub(4).min(96);
     let room = usize::from(width.saturating_sub(2))
@@ -59,11 +67,14 @@ pub fn help(frame: &mut Frame, model: &Model) -> (u16, u16) {
     let global = keys_of(model, Context::Global);
     let mut lines = Vec::new();
     for context in SECTIONS {
-        let entries: Vec<String> = keys_of(model, context)
+        let mut entries: Vec<String> = keys_of(model, context)
             .into_iter()
             .filter(|entry| context == Context::Global || !global.contains(entry))
             .map(|(keys, action)| format!("{} {}", keys.join(" "), action.hint()))
             .collect();
+        if context == Context::Compose {
+            entries.extend(EDITOR_KEYS.map(String::from));
+        }
         let mut label = Some(format!("{:<LABEL$}", capitalized(context.describe())));
         let mut current = String::new();
         for entry in entries {
