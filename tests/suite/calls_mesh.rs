@@ -254,6 +254,42 @@ fn the_timeout_is_per_call() {
     assert_eq!(m.log(alice), ["ON_CALL_CANCELED timeout"]);
 }
 
+/// alice's other device holds the call: a1 is told which, and when that
+/// device was killed, that it stays in the call until it comes back (a1
+/// cannot hang it up: it was told to "hang up first").
+#[test]
+fn a_call_from_a_device_whose_user_talks_on_another_names_that_device() {
+    let (mut m, bob, a) = bob_and_three_alices();
+    let carol = m.online("carol", "c1");
+    m.command(bob, call(&["alice"]));
+    m.command(a[1], accept());
+    m.take(a[0]);
+    let refusal = |m: &mut Mesh| match &m.take(a[0])[..] {
+        [
+            Event::Error {
+                code: 6102,
+                message,
+                ..
+            },
+        ] => message.clone(),
+        other => panic!("{other:?}"),
+    };
+    m.command(a[0], call(&["carol"]));
+    assert_eq!(
+        refusal(&mut m),
+        "alice is already in a call on a2; hang up there first"
+    );
+    m.kill(a[1]);
+    m.command(a[0], call(&["carol"]));
+    let message = refusal(&mut m);
+    assert!(
+        message.contains("on a2, which lost its link to the relay"),
+        "{message}"
+    );
+    assert!(message.contains("for 90 s"), "{message}");
+    assert!(m.take(carol).is_empty());
+}
+
 #[test]
 fn a_callee_in_a_call_on_any_device_is_busy() {
     let (mut m, bob, a) = bob_and_three_alices();

@@ -228,10 +228,7 @@ impl RelayCore {
             ));
         }
         if self.calls.joined.contains_key(&(app, caller.clone())) {
-            return Err(Error::new(
-                ErrorCode::AlreadyInCall,
-                format!("{caller} is already in a call; hang up first"),
-            ));
+            return Err(self.already_in_call(app, &caller));
         }
         self.check_capacity(1 + invitees.len())?;
         let key = self.calls.next_key;
@@ -330,6 +327,35 @@ impl RelayCore {
         if !added.is_empty() {
             self.schedule(deadline, Timer::CallTimeout(key));
         }
+    }
+
+    /// `user` is in a call already: on which of its devices, and what to do
+    /// (the device may be one that lost its link and has not come back, which
+    /// this one cannot hang up for it).
+    fn already_in_call(&self, app: AppId, user: &UserId) -> Error {
+        let on = (self.calls.joined.get(&(app, user.clone())))
+            .and_then(|key| match self.calls.calls[key].members.get(user) {
+                Some(Member::Joined { session, .. }) => Some(*session),
+                _ => None,
+            })
+            .and_then(|sid| {
+                Some((
+                    &self.sessions.get(&sid)?.device,
+                    self.detached.contains_key(&sid),
+                ))
+            });
+        let message = match on {
+            Some((device, true)) => format!(
+                "{user} is already in a call on {device}, which lost its link to the relay: \
+                 it stays in the call until it comes back, or for {} s; hang up there, or wait",
+                self.settings.session_grace_ms / 1000
+            ),
+            Some((device, false)) => {
+                format!("{user} is already in a call on {device}; hang up there first")
+            }
+            None => format!("{user} is already in a call; hang up first"),
+        };
+        Error::new(ErrorCode::AlreadyInCall, message)
     }
 
     /// The devices of `user` that ring: every device that enabled
@@ -954,10 +980,7 @@ impl RelayCore {
             return self.answer_as(now, sid, &call_id, false, role);
         }
         if self.calls.joined.contains_key(&(app, user.clone())) {
-            return Err(Error::new(
-                ErrorCode::AlreadyInCall,
-                format!("{user} is already in a call; hang up first"),
-            ));
+            return Err(self.already_in_call(app, &user));
         }
         match role {
             Role::Anchor => self.check_capacity(self.calls.calls[&key].participant_count() + 1)?,
