@@ -24,16 +24,15 @@ pub const ME: &str = "you";
 /// What the demo's banner says.
 pub const BANNER: &[&str] = &[
     "Welcome to the termphone demo.",
-    "",
     "carol calls you in a few seconds:",
-    "  a answers, d declines, h hangs up.",
-    "echo answers calls and echoes messages:",
-    "  Enter opens a chat to type in; Enter sends.",
-    "dave has two devices: call him (c); one",
-    "  answers, the other stops, and he says so.",
-    "Message carol and she calls you again.",
-    "Voice: echo plays yours back after 0.5 s;",
-    "  m mutes and unmutes your microphone.",
+    "  a answers, d declines, h hangs up",
+    "echo answers calls, echoes messages:",
+    "  Enter opens a chat, Enter sends.",
+    "dave has two devices: call him (c);",
+    "  one answers, the other stops.",
+    "Message carol: she calls you again.",
+    "Voice: echo plays yours back 0.5 s",
+    "  later; m mutes your microphone.",
     "? lists every key, q quits.",
 ];
 

@@ -499,6 +499,18 @@ fn the_event_log_says_what_is_below_and_end_follows_again() {
     assert!(!render(&m, T0 + 2_000, 80, 24).contains("newer below"));
 }
 
+/// The demo's welcome was cut at 60x16 with no way to scroll it: each
+/// line fits the pane's width there, and the event log makes room.
+#[test]
+fn the_demo_welcome_is_whole_on_the_smallest_screen() {
+    let mut m = with_contacts(model());
+    m.banner = crate::demo::BANNER.iter().map(|l| l.to_string()).collect();
+    let screen = render(&m, T0, 60, 16);
+    for line in crate::demo::BANNER {
+        assert!(screen.contains(line), "{line:?} missing:\n{screen}");
+    }
+}
+
 /// A relay lost in a call: the call pane says the call hangs on the
 /// relay's return, and a call the relay no longer had ends saying so.
 #[test]

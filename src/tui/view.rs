@@ -69,9 +69,15 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> Drawn {
         4 + (meters + keys + held) as u16
     });
     // The conversation keeps its borders, its status line, a row of
-    // messages and, while one is written, the editor's two rows; the event
-    // log gives way first (at 60x16 in a call the editor was squeezed out).
-    let conversation_rows = if writing(model) { 6 } else { 4 };
+    // messages and, while one is written, the editor's two rows (or the
+    // whole welcome); the event log gives way first (at 60x16 in a call
+    // the editor was squeezed out, and the demo's welcome cut).
+    let conversation_rows = match &model.conversation {
+        _ if writing(model) => 6,
+        // A welcome (the demo's) is read whole before any conversation.
+        None if !model.banner.is_empty() => model.banner.len() as u16 + 2,
+        _ => 4,
+    };
     let spare = right.height.saturating_sub(call_rows + conversation_rows);
     let log_rows = match (right.height / 4).clamp(4, 12).min(spare) {
         rows if rows < 3 => 0,
