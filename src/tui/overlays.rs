@@ -30,15 +30,27 @@ const LABEL: usize = 24;
 
 /// A screen too small for the panes says so, instead of drawing them cut
 /// (or leaving the last frame stale).
-pub fn too_small(frame: &mut Frame, area: Rect) {
-    let text = vec![
+pub fn too_small(frame: &mut Frame, area: Rect, model: &Model) {
+    let mut text = vec![
         Line::from(format!("terminal too small (need {MIN_WIDTH}x{MIN_HEIGHT})").bold()),
         Line::from(format!("it is {}x{}", area.width, area.height)),
     ];
+    // A call that rings is not to be missed for want of room: who, and the
+    // keys, which work here too.
+    if let Some(call) = model.incoming.first() {
+        text.push(Line::from(
+            format!("{} calls you", call.sponsor).yellow().bold(),
+        ));
+        let keys: Vec<String> = (model.hints().into_iter())
+            .map(|(key, action)| format!("{key} {}", action.hint()))
+            .collect();
+        text.push(Line::from(keys.join(" · ")));
+    }
+    let rows = text.len() as u16;
     frame.render_widget(Clear, area);
     frame.render_widget(
         Paragraph::new(text).centered().wrap(Wrap { trim: true }),
-        centered(area, area.width, 2),
+        centered(area, area.width, rows),
     );
 }
 
@@ -48,9 +60,6 @@ fn clear_behind(frame: &mut Frame) {
     frame.render_widget(Clear, frame.area());
 }
 
-/// Every key, one line per place it works: the same key (Enter) does
-/// different things in different panes, and the help says where. Returns
-/// its rows (shown at once, in all), as [`scrolled`] does.
 /// The editor's own keys, which are no actions of the keymap (and cannot
 /// be rebound), as the README lists them.
 const EDITOR_KEYS: [&str; 3] = [
@@ -59,6 +68,9 @@ const EDITOR_KEYS: [&str; 3] = [
     "↑ (empty draft) last sent",
 ];
 
+/// Every key, one line per place it works: the same key (Enter) does
+/// different things in different panes, and the help says where. Returns
+/// its rows (shown at once, in all), as [`scrolled`] does.
 pub fn help(frame: &mut Frame, model: &Model) -> (u16, u16) {
     let width = frame.area().width.saturating_sub(4).min(96);
     let room = usize::from(width.saturating_sub(2))

@@ -511,6 +511,18 @@ fn the_demo_welcome_is_whole_on_the_smallest_screen() {
     }
 }
 
+/// Too small to draw, a ringing call was hidden (its keys still worked,
+/// blind): the notice names the caller and the keys.
+#[test]
+fn a_call_rings_visibly_on_a_screen_too_small_to_draw() {
+    let mut m = with_contacts(model());
+    connected(&mut m, "c1", "bob", false);
+    let screen = render(&m, T0 + 1_000, 40, 12);
+    assert!(screen.contains("too small"), "{screen}");
+    assert!(screen.contains("bob calls you"), "{screen}");
+    assert!(screen.contains("a answer"), "{screen}");
+}
+
 /// A relay lost in a call: the call pane says the call hangs on the
 /// relay's return, and a call the relay no longer had ends saying so.
 #[test]

@@ -36,7 +36,7 @@ pub struct Drawn {
 pub fn draw(frame: &mut Frame, model: &Model, now: u64) -> Drawn {
     let area = frame.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
-        overlays::too_small(frame, area);
+        overlays::too_small(frame, area, model);
         return Drawn {
             viewport: model.viewport,
             overlay: model.overlay_rows,
