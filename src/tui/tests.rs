@@ -418,6 +418,11 @@ fn the_editor_and_the_call_fit_the_smallest_screen() {
     assert!(screen.contains("typed at 60x16"), "{screen}");
     let meters = screen.lines().filter(|l| l.contains("▯")).count();
     assert_eq!(meters, 2, "this device's meter and bob's:\n{screen}");
+    // Under a notice of five lines too (the missing sound card's, which a
+    // new device gets in its first call), the draft stays in sight.
+    m.notice = Some(("no audio output device, ".repeat(10), T0 + 3_000));
+    let screen = render(&m, T0 + 3_000, 60, 16);
+    assert!(screen.contains("typed at 60x16"), "{screen}");
     // Where there is room the event log stays, the editor open or not.
     assert!(render(&m, T0 + 3_000, 80, 24).contains("Event log"));
 }

@@ -486,9 +486,13 @@ fn draw_conversation(frame: &mut Frame, model: &Model, now: u64, area: Rect) -> 
         _ if writing(model) => 2,
         _ => 0,
     };
+    // Squeezed (a small screen under a long notice), the editor keeps its
+    // rows first, then the status line: text is never typed blind.
+    let draft_rows = draft_rows.min(inner.height);
+    let status_rows = u16::from(inner.height > draft_rows);
     let [messages, status, compose] = Layout::vertical([
-        Constraint::Min(1),
-        Constraint::Length(1),
+        Constraint::Length(inner.height - draft_rows - status_rows),
+        Constraint::Length(status_rows),
         Constraint::Length(draft_rows),
     ])
     .areas(inner);
