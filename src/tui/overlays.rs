@@ -42,11 +42,15 @@ pub fn too_small(frame: &mut Frame, area: Rect, model: &Model) {
             format!("{} calls you", call.sponsor).yellow().bold(),
         ));
         let keys: Vec<String> = (model.hints().into_iter())
-            .map(|(key, action)| format!("{key} {}", action.hint()))
+            // A non-breaking space: a key is never wrapped away from what it does.
+            .map(|(key, action)| format!("{key}\u{a0}{}", action.hint()))
             .collect();
         text.push(Line::from(keys.join(" · ")));
     }
-    let rows = text.len() as u16;
+    let width = usize::from(area.width.max(1));
+    let rows = (text.iter())
+        .map(|l| l.width().div_ceil(width).max(1))
+        .sum::<usize>() as u16;
     frame.render_widget(Clear, area);
     frame.render_widget(
         Paragraph::new(text).centered().wrap(Wrap { trim: true }),

@@ -525,7 +525,11 @@ fn a_call_rings_visibly_on_a_screen_too_small_to_draw() {
     let screen = render(&m, T0 + 1_000, 40, 12);
     assert!(screen.contains("too small"), "{screen}");
     assert!(screen.contains("bob calls you"), "{screen}");
-    assert!(screen.contains("a answer"), "{screen}");
+    assert!(screen.contains("a\u{a0}answer"), "{screen}");
+    assert!(
+        screen.contains("C-c\u{a0}quit"),
+        "the keys whole, wrapped: {screen}"
+    );
 }
 
 /// A relay lost in a call: the call pane says the call hangs on the
