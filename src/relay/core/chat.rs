@@ -273,7 +273,7 @@ const FRAME_ENTRY_BYTES: usize = 48 * 1024;
 /// The most messages one `history` page holds; fewer when they pass
 /// `FRAME_ENTRY_BYTES` (a page of long messages ran to 32 MB, past what a
 /// client accepts and held in the relay's memory until sent).
-pub const MAX_HISTORY_COUNT: u32 = 500;
+const MAX_HISTORY_COUNT: u32 = 500;
 
 /// What one entry costs on the wire, near enough to cut pages and frames.
 fn wire_size(entry: &Entry) -> usize {
