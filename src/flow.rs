@@ -50,7 +50,12 @@ pub struct Flow {
     pub relay: RelayOverrides,
     #[serde(rename = "device")]
     pub devices: Vec<DeviceSpec>,
+    /// The `[[step]]` tables as written, each read on its own
+    /// ([`Flow::parse`]), so that one that does not parse is named with
+    /// the others that cannot run.
     #[serde(rename = "step")]
+    written_steps: Vec<toml::Table>,
+    #[serde(skip)]
     pub steps: Vec<Step>,
 }
 
@@ -297,12 +302,19 @@ impl Flow {
     }
 
     pub fn load(path: &Path) -> Result<Flow, FlowError> {
-        let file = path.display().to_string();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| FlowError::Read(file.clone(), e.to_string()))?;
-        let mut flow: Flow =
-            toml::from_str(&text).map_err(|e| FlowError::Read(file.clone(), e.to_string()))?;
+            .map_err(|e| FlowError::Read(path.display().to_string(), e.to_string()))?;
+        Flow::parse(&text, path)
+    }
+
+    /// A flow from its file's text; `path` names it in errors and places
+    /// the files it refers to.
+    pub fn parse(text: &str, path: &Path) -> Result<Flow, FlowError> {
+        let file = path.display().to_string();
+        let read = |e: toml::de::Error| FlowError::Read(file.clone(), e.to_string());
+        let mut flow: Flow = toml::from_str(text).map_err(read)?;
         flow.file = path.to_owned();
+        let steps = std::mem::take(&mut flow.written_steps);
         if let Err(e) = flow.relay.check() {
             return Err(FlowError::Read(file.clone(), format!("[relay] {e}")));
         }
@@ -317,8 +329,17 @@ impl Flow {
                         .into(),
                 ));
             }
+            // What the runner itself passes to each device is checked
+            // here, as its user is: a device refused at start-up would
+            // fail the run before its first step.
             if let Err(e) = UserId::parse(&d.user) {
                 return Err(refused(format!("user {:?}: {}", d.user, e.message)));
+            }
+            if let Some(Err(e)) = d.device.as_deref().map(DeviceId::parse) {
+                return Err(refused(format!("device: {}", e.message)));
+            }
+            if let Err(e) = Platform::parse(&d.platform) {
+                return Err(refused(format!("platform: {}", e.message)));
             }
             for spec in [&mut d.audio_in, &mut d.audio_out] {
                 if let AudioSpec::Wav(p) = spec
@@ -337,20 +358,34 @@ impl Flow {
                 }
             }
         }
-        let lines = step_lines(&text);
+        let lines = step_lines(text);
         let names: Vec<&str> = flow.devices.iter().map(|d| d.name.as_str()).collect();
         let mut saved = BTreeSet::new();
         let mut mistakes = Vec::new();
-        for (i, step) in flow.steps.iter_mut().enumerate() {
-            if let Err(message) = step.check(&names, &saved, base) {
-                mistakes.push(StepMistake {
+        for (i, raw) in steps.into_iter().enumerate() {
+            // What a step saves counts even when it cannot run, so that
+            // the steps after it are not blamed for its mistake.
+            let saves = raw.get("save").and_then(toml::Value::as_table);
+            let saves: Vec<String> = saves
+                .map(|t| t.keys().cloned().collect())
+                .unwrap_or_default();
+            let checked = toml::Value::Table(raw)
+                .try_into::<Step>()
+                .map_err(|e| e.message().to_owned())
+                .and_then(|mut step| {
+                    step.check(&names, &saved, base)?;
+                    Ok(step)
+                });
+            match checked {
+                Ok(step) => flow.steps.push(step),
+                Err(message) => mistakes.push(StepMistake {
                     file: file.clone(),
                     line: lines.get(i).copied().unwrap_or(0),
                     step: i + 1,
                     message,
-                });
+                }),
             }
-            saved.extend(step.save.keys().cloned());
+            saved.extend(saves);
         }
         if !mistakes.is_empty() {
             return Err(FlowError::Invalid(mistakes));
@@ -523,6 +558,9 @@ struct Device {
     /// Where it copies what it plays (`--audio-tap`), for audio steps.
     tap: std::path::PathBuf,
     running: Running,
+    /// A process's last lines on stderr, once it ends: why it could not
+    /// start, in its own words.
+    stderr: Option<tokio::task::JoinHandle<String>>,
 }
 
 /// Where a device's command lines go.
@@ -621,6 +659,22 @@ impl Device {
         };
         timeline.push(at, index, || Entry::Sent(command.clone()));
         written
+    }
+
+    /// What a device process that has ended said last, or `None` while it
+    /// runs (after up to a second for one whose events have ended).
+    async fn last_words(&mut self, events_ended: bool) -> Option<String> {
+        let Running::Process(child) = &mut self.running else {
+            return None;
+        };
+        let wait = Duration::from_secs(u64::from(events_ended));
+        tokio::time::timeout(wait, child.wait()).await.ok()?.ok()?;
+        let words = tokio::time::timeout(Duration::from_secs(1), self.stderr.take()?);
+        let words = words.await.ok()?.ok()?;
+        Some(match words.is_empty() {
+            true => "nothing on stderr".to_owned(),
+            false => words,
+        })
     }
 
     /// Waits (up to 3 s) for the device to end after `quit`.
@@ -814,7 +868,18 @@ pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outc
                                 "device {} did not log in within 10 s: {message}",
                                 spec.name
                             ),
-                            None => format!("device {} did not log in within 10 s", spec.name),
+                            None => {
+                                let early = tokio::time::Instant::now() < until;
+                                match devices[i].last_words(early).await {
+                                    Some(words) => format!(
+                                        "device {} ended before it logged in: {words}",
+                                        spec.name
+                                    ),
+                                    None => {
+                                        format!("device {} did not log in within 10 s", spec.name)
+                                    }
+                                }
+                            }
                         };
                         if place.verbose {
                             println!("  ✗ {why}");
@@ -943,6 +1008,7 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
         .data
         .join(format!("{}-device-{index}.tap", place.names.tag()));
     let (tx, events) = queue::unbounded();
+    let mut stderr = None;
     let (input, running) = match &place.launch {
         Launch::Process => {
             let exe = std::env::current_exe().map_err(|e| failed(e.to_string()))?;
@@ -954,7 +1020,7 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
                 .env("XDG_CONFIG_HOME", place.data.join("config"))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .kill_on_drop(true);
             if spec.login {
                 command.args(["--user", &user]);
@@ -978,6 +1044,9 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
             let stdin = child.stdin.take().expect("piped");
             let stdout = child.stdout.take().expect("piped");
             tokio::spawn(read_events(stdout, tx));
+            stderr = Some(tokio::spawn(last_lines(
+                child.stderr.take().expect("piped"),
+            )));
             (Input::Pipe(Box::new(stdin)), Running::Process(child))
         }
         Launch::InProcess { stop, media } => {
@@ -1031,7 +1100,23 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
         events,
         tap,
         running,
+        stderr,
     })
+}
+
+/// The last lines a device process writes to stderr, read as it writes
+/// them so that it never blocks on a full pipe.
+async fn last_lines(stderr: impl AsyncRead + Unpin) -> String {
+    const KEPT: usize = 4;
+    let mut lines = BufReader::new(stderr).lines();
+    let mut last = std::collections::VecDeque::with_capacity(KEPT);
+    while let Ok(Some(line)) = lines.next_line().await {
+        if last.len() == KEPT {
+            last.pop_front();
+        }
+        last.push_back(line);
+    }
+    Vec::from(last).join(" ")
 }
 
 /// A headless process's stdout, each line the event it holds, stamped
@@ -1466,7 +1551,7 @@ mod tests {
     }
 
     #[test]
-    fn a_device_named_twice_or_a_bad_user_is_refused_at_load() {
+    fn a_device_named_twice_or_a_bad_user_device_or_platform_is_refused_at_load() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.toml");
         let load = |devices: String| {
@@ -1477,6 +1562,16 @@ mod tests {
         assert!(e.contains("device \"bob\": named twice"), "{e}");
         let e = load(DEVICES.replace("user = \"bob\"", "user = \"bob bob\""));
         assert!(e.contains("device \"bob\": user \"bob bob\": "), "{e}");
+        let e = load(DEVICES.replace("user = \"bob\"", "user = \"bob\"\nplatform = \"Android!\""));
+        assert!(
+            e.contains("device \"bob\": platform: \"Android!\" is not valid"),
+            "{e}"
+        );
+        let e = load(DEVICES.replace("user = \"bob\"", "user = \"bob\"\ndevice = \"lap top\""));
+        assert!(
+            e.contains("device \"bob\": device: \"lap top\" is not valid"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1510,16 +1605,23 @@ mod tests {
     fn every_step_that_cannot_run_is_named_at_once() {
         let e = refused(&format!(
             "{RING}\n[[step]]\ndevice = \"a1\"\nsend = {{ cmd = \"decline\" }}\n\
-             \n[[step]]\ndevice = \"a9\"\nexpect = \"CALLING_END\"\n"
+             \n[[step]]\ndevice = \"a1\"\nexpect = \"ON_CALL_RECEIVED\"\nwithin = 3000\n\
+             save = {{ call = \"callID\" }}\n\
+             \n[[step]]\ndevice = \"a9\"\nexpect = \"CALLING_END\"\n\
+             \n[[step]]\ndevice = \"a1\"\nsend = {{ cmd = \"accept\", callId = \"$call\" }}\n"
         ));
         let lines: Vec<&str> = e.lines().collect();
-        assert_eq!(lines.len(), 2, "{e}");
+        assert_eq!(lines.len(), 3, "{e}");
         assert!(
             lines[0].contains(":19: step 3: send: unknown command \"decline\""),
             "{e}"
         );
         assert!(
-            lines[1].ends_with(":23: step 4: no device named \"a9\""),
+            lines[1].contains(":23: step 4: unknown field `within`, expected one of"),
+            "{e}"
+        );
+        assert!(
+            lines[2].ends_with(":29: step 5: no device named \"a9\""),
             "{e}"
         );
     }
@@ -1545,6 +1647,19 @@ mod tests {
             "[[step]]\ndevice = \"bob\"\nsend = { cmd = \"call\", userID = \"no spaces\" }\n",
         );
         assert!(e.contains("1 to 32 bytes"), "{e}");
+        // A value refused with a code of its own loads, for a flow to
+        // expect that ERROR.
+        for send in [
+            "{ cmd = \"sendDTMF\", digits = \"\" }",
+            "{ cmd = \"sendDTMF\", digits = \"12x\" }",
+            "{ cmd = \"login\", userID = \"no spaces\" }",
+        ] {
+            let step = format!("[[step]]\ndevice = \"bob\"\nsend = {send}\n");
+            let (dir, path) = (tempfile::tempdir().unwrap(), "f.toml");
+            std::fs::write(dir.path().join(path), format!("{DEVICES}{step}")).unwrap();
+            let loaded = Flow::load(&dir.path().join(path));
+            assert!(loaded.is_ok(), "{send}: {}", loaded.err().unwrap());
+        }
         let e = refused("[[step]]\ndevice = \"bob\"\nsend = { userID = \"alice\" }\n");
         assert!(
             e.contains("send needs cmd = \"NAME\"; commands are login,"),
@@ -1664,11 +1779,34 @@ mod tests {
         assert_same(documented("event"), EVENT_NAMES, "event");
     }
 
+    /// A device process that ends before it logs in is heard in its own
+    /// words: its last lines on stderr, not a wait that timed out.
+    #[tokio::test]
+    async fn a_device_that_ends_at_start_up_says_why() {
+        let mut child = tokio::process::Command::new("sh")
+            .args([
+                "-c",
+                "for n in 1 2 3 4 5; do echo line $n >&2; done; exit 3",
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = tokio::spawn(last_lines(child.stderr.take().unwrap()));
+        let mut device = Device {
+            name: "bob".into(),
+            input: Input::Lines(mpsc::channel(1).0),
+            events: queue::unbounded().1,
+            tap: "unused.tap".into(),
+            running: Running::Process(child),
+            stderr: Some(stderr),
+        };
+        let words = device.last_words(true).await;
+        assert_eq!(words.as_deref(), Some("line 2 line 3 line 4 line 5"));
+    }
+
     fn flow_of_two() -> Flow {
-        toml::from_str(&format!(
-            "{DEVICES}\n[[step]]\ndevice = \"a1\"\nexpect = \"SDK_READY\"\n"
-        ))
-        .unwrap()
+        let text = format!("{DEVICES}\n[[step]]\ndevice = \"a1\"\nexpect = \"SDK_READY\"\n");
+        Flow::parse(&text, Path::new("t.toml")).unwrap()
     }
 
     /// A device that answers the moment a command is written, before the
@@ -1705,6 +1843,7 @@ mod tests {
             events,
             tap: "unused.tap".into(),
             running: Running::Task(tokio::spawn(async { Ok(()) })),
+            stderr: None,
         };
         let mut timeline = Timeline::new(true);
         let mut saved = BTreeMap::new();
@@ -1764,7 +1903,7 @@ mod tests {
     #[tokio::test]
     async fn in_process_devices_keep_their_store_in_memory_and_write_no_files() {
         let chat = "\n[[step]]\ndevice = \"bob\"\nsend = { cmd = \"sendMessage\", userID = \"alice\", text = \"hi\" }\n\n[[step]]\ndevice = \"a1\"\nexpect = \"MESSAGE_RECEIVED\"\n\n[[step]]\ndevice = \"a1\"\nsend = { cmd = \"getConversations\" }\n\n[[step]]\ndevice = \"a1\"\nexpect = \"CONVERSATIONS\"\n";
-        let flow: Flow = toml::from_str(&format!("{DEVICES}{chat}")).unwrap();
+        let flow = Flow::parse(&format!("{DEVICES}{chat}"), Path::new("t.toml")).unwrap();
         let data = tempfile::tempdir().unwrap();
         let (outcome, timeline) = in_process(
             &flow,
@@ -1837,7 +1976,7 @@ mod tests {
         ]
         .map(|(device, step)| format!("\n[[step]]\ndevice = \"{device}\"\n{step}\n"))
         .concat();
-        let flow: Flow = toml::from_str(&format!("{DEVICES}{steps}")).unwrap();
+        let flow = Flow::parse(&format!("{DEVICES}{steps}"), Path::new("t.toml")).unwrap();
         for media in [false, true] {
             let data = tempfile::tempdir().unwrap();
             let names = Names::iteration(["bob", "alice"], "", u64::from(media));

@@ -396,16 +396,25 @@ fn request(value: &Value) -> Result<Request, Error> {
         .map_err(|e| Error::new(ErrorCode::InvalidParameters, format!("{cmd}: {e}")))
 }
 
-/// Checks a command as headless mode would take it, without running it. A
-/// flow checks its `send` steps with this when it loads, so they cannot
-/// drift from what headless mode accepts. The error is the message an
-/// `ERROR` event would carry.
+/// Checks a command's shape as headless mode would take it, without
+/// running it. A flow checks its `send` steps with this when it loads, so
+/// they cannot drift from what headless mode accepts. The error is the
+/// message an `ERROR` event would carry. A value refused with a code of its
+/// own (a DTMF key, a UserID to log in as, a sound device's name) passes:
+/// sending it is how a flow tests that refusal.
 pub fn check_command(command: &Value) -> Result<(), String> {
-    command_name(command)
+    let checked = command_name(command)
         .and_then(|_| request(command))
-        .and_then(Request::action)
-        .map(drop)
-        .map_err(|e| e.message)
+        .and_then(Request::action);
+    let shape = [
+        ErrorCode::InvalidJson,
+        ErrorCode::UnknownCommand,
+        ErrorCode::InvalidParameters,
+    ];
+    match checked {
+        Err(e) if shape.contains(&e.code) => Err(e.message),
+        _ => Ok(()),
+    }
 }
 
 fn store_failed(e: rusqlite::Error, cmd: &str) -> Event {
