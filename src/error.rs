@@ -126,6 +126,16 @@ impl Error {
     }
 }
 
+/// Input quoted in an error message: whole when short, else its start and
+/// its length, so that a 5,000-byte mistake does not come back whole.
+pub fn quoted(input: &str) -> String {
+    const SHOWN: usize = 40;
+    match input.char_indices().nth(SHOWN) {
+        None => format!("{input:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &input[..end], input.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +151,16 @@ mod tests {
             assert_eq!(ErrorCode::from_code(c.code()), Some(c));
         }
         assert_eq!(ErrorCode::from_code(1), None);
+    }
+
+    #[test]
+    fn long_input_is_quoted_by_its_start_and_length() {
+        assert_eq!(quoted("bob bob"), "\"bob bob\"");
+        let long = "長".repeat(1000);
+        assert_eq!(
+            quoted(&long),
+            format!("{:?}… (3000 bytes)", "長".repeat(40))
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::error::{Error, ErrorCode};
+use crate::error::{Error, ErrorCode, quoted};
 
 /// SDKAppID: one tenant of a relay.
 pub type AppId = u32;
@@ -30,7 +30,7 @@ macro_rules! validated_id {
                 if ok {
                     Ok($name(s.to_owned()))
                 } else {
-                    Err(Error::new($code, format!("{:?} is not valid: {}", s, $rule)))
+                    Err(Error::new($code, format!("{} is not valid: {}", quoted(s), $rule)))
                 }
             }
 

@@ -390,6 +390,56 @@ fn either_party_hangs_up_and_both_see_the_duration() {
     assert_eq!(m.log(bob), ["ON_CALL_RECEIVED from alice"]);
 }
 
+/// The message of the one event `events` holds, an `ERROR`.
+fn error_message(events: &[Event]) -> &str {
+    match events {
+        [Event::Error { message, .. }] => message,
+        other => panic!("not one ERROR: {other:?}"),
+    }
+}
+
+/// Every invitation and hangup that cannot do anything is answered, and
+/// says what to do instead: nothing stays silent.
+#[test]
+fn an_invitation_or_hangup_that_changes_nothing_is_answered() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, call(&["bob"]));
+    m.take(alice);
+    m.take(bob);
+    m.command(bob, hangup());
+    let message = error_message(&m.take(bob)).to_owned();
+    assert!(
+        message.contains("accept") && message.contains("reject"),
+        "{message}"
+    );
+    m.command(bob, accept());
+    m.take(alice);
+    m.take(bob);
+    let invite = |users: &[&str]| {
+        Command::Call(CallCommand::InviteUser {
+            users: users.iter().map(|u| user(u)).collect(),
+        })
+    };
+    m.command(alice, invite(&[]));
+    assert_eq!(m.log(alice), ["ERROR 6017 inviteUser"]);
+    m.command(alice, invite(&["alice"]));
+    assert_eq!(m.log(alice), ["ERROR 6101 inviteUser"]);
+    m.command(alice, invite(&["bob"]));
+    let message = error_message(&m.take(alice)).to_owned();
+    assert!(message.contains("bob already in the call"), "{message}");
+    m.command(
+        alice,
+        Command::Call(CallCommand::Hangup {
+            call_id: Some("nope".into()),
+        }),
+    );
+    let message = error_message(&m.take(alice)).to_owned();
+    assert_eq!(message, "this device is not in call \"nope\"");
+    assert_eq!(m.log(bob), Vec::<String>::new(), "the call goes on");
+}
+
 #[test]
 fn commands_that_make_no_sense_are_refused() {
     let mut m = Mesh::dev();

@@ -9,7 +9,7 @@ use strum::IntoStaticStr;
 
 use crate::client::event::{AUDIO_CALL, Event};
 use crate::client::records::{CallOutcome, CallRecord, CallRole, DeviceView};
-use crate::error::{Error, ErrorCode};
+use crate::error::{Error, ErrorCode, quoted};
 use crate::ids::UserId;
 use crate::protocol::{
     CallInfo, CancelReason, ClientMsg, CurrentCall, PeerAction, Role, RoomId, ServerMsg,
@@ -250,13 +250,19 @@ impl ClientEngine {
             CallCommand::Hangup { call_id } => {
                 let id = match call_id {
                     Some(id) if self.knows_call(&id) => id,
-                    Some(_) => return Err(no_call()),
-                    None => self
-                        .calls
-                        .current
-                        .as_ref()
-                        .map(|c| c.id.clone())
-                        .ok_or_else(no_call)?,
+                    Some(id) => return Err(not_in_call(&id)),
+                    None => match &self.calls.current {
+                        Some(current) => current.id.clone(),
+                        None if !self.calls.ringing.is_empty() => {
+                            return Err(Error::new(
+                                ErrorCode::NoSuchCall,
+                                "this device is in no call; a call ringing here is \
+                                 answered with accept, turned down with reject, or left \
+                                 to ring on the other devices with ignore",
+                            ));
+                        }
+                        None => return Err(no_call()),
+                    },
                 };
                 self.send(ClientMsg::Hangup { call_id: id });
             }
@@ -351,12 +357,7 @@ impl ClientEngine {
     fn connected_call(&self, call_id: Option<String>) -> Result<&CallView, Error> {
         let view = match call_id {
             None => self.calls.current.as_ref().ok_or_else(no_call)?,
-            Some(id) => self.joined_view(&id).ok_or_else(|| {
-                Error::new(
-                    ErrorCode::NoSuchCall,
-                    format!("this device is not in call {id:?}"),
-                )
-            })?,
+            Some(id) => self.joined_view(&id).ok_or_else(|| not_in_call(&id))?,
         };
         if !view.connected() {
             return Err(Error::new(
@@ -962,6 +963,13 @@ impl ClientEngine {
 
 fn no_call() -> Error {
     Error::new(ErrorCode::NoSuchCall, "this device is in no call")
+}
+
+fn not_in_call(id: &str) -> Error {
+    Error::new(
+        ErrorCode::NoSuchCall,
+        format!("this device is not in call {}", quoted(id)),
+    )
 }
 
 fn view_of(call: &CallInfo, role: CallRole, now: Millis) -> CallView {

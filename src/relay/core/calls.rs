@@ -914,13 +914,31 @@ impl RelayCore {
             return Err(no_such_call());
         }
         let users = parse_users(users, self.settings.max_call_participants)?;
-        let new: Vec<UserId> = users
+        if users.is_empty() {
+            return Err(Error::new(
+                ErrorCode::InvalidParameters,
+                "inviteUser needs at least one user in userIDList",
+            ));
+        }
+        if users.contains(&user) {
+            return Err(Error::new(
+                ErrorCode::CallSelf,
+                format!("{user} cannot invite itself: it is in the call"),
+            ));
+        }
+        let (new, members): (Vec<UserId>, Vec<UserId>) = users
             .into_iter()
-            .filter(|u| !self.calls.calls[&key].members.contains_key(u))
-            .collect();
+            .partition(|u| !self.calls.calls[&key].members.contains_key(u));
         if new.is_empty() {
-            // Everyone named is already in the call or ringing: nothing changes.
-            return Ok(());
+            // A command that changes nothing still gets an answer.
+            let names: Vec<&str> = members.iter().map(UserId::as_str).collect();
+            return Err(Error::new(
+                ErrorCode::InvalidParameters,
+                format!(
+                    "nobody to invite: {} already in the call or ringing for it",
+                    names.join(", ")
+                ),
+            ));
         }
         self.check_capacity(self.calls.calls[&key].participant_count() + new.len())?;
         self.calls.calls.get_mut(&key).expect("exists").group = true;
