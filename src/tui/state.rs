@@ -988,6 +988,7 @@ impl Model {
                 call_id,
                 room_id,
                 call_role,
+                record,
                 ..
             } => {
                 let ringing = self.incoming.iter().position(|c| c.call_id == call_id);
@@ -998,8 +999,11 @@ impl Model {
                     }
                     _ => {
                         let group = from.as_ref().is_some_and(|c| c.group);
+                        // Not rung here first: a device that came back into
+                        // its call after a restart knows who from the
+                        // engine's record of it.
                         let begun = ActiveCall {
-                            participants: from.map(|c| vec![c.sponsor]).unwrap_or_default(),
+                            participants: from.map_or(record.peers, |c| vec![c.sponsor]),
                             began_at: Some(now),
                             group,
                             ..ActiveCall::new(call_id, room_id, call_role)

@@ -120,7 +120,8 @@ fn record(peer: &str, role: CallRole, outcome: &str, missed: bool, total_time: u
     }
 }
 
-/// A call event's history record, which the TUI does not read.
+/// A call event's history record: the TUI reads only its peers, for a
+/// call it was not rung for.
 fn any_record() -> Box<CallRecord> {
     Box::new(record("bob", CallRole::Called, "ringing", false, 0))
 }
@@ -1590,6 +1591,25 @@ fn begin(m: &mut Model, call_id: &str, now: u64) {
         },
         now,
     );
+}
+
+/// A device killed mid-call and started again is put back in its call by
+/// the relay, with no ringing before: its call pane still says who with.
+#[test]
+fn a_call_taken_up_again_after_a_restart_says_who_it_is_with() {
+    let mut m = model();
+    m.on_engine(
+        Event::OnCallBegin {
+            call_id: "c1".into(),
+            room_id: 7,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+            record: Box::new(record("carol", CallRole::Called, "ringing", false, 0)),
+        },
+        T0,
+    );
+    let screen = render(&m, T0 + 2_000, 80, 24);
+    assert!(screen.contains("with carol"), "{screen}");
 }
 
 fn hold_changed(m: &mut Model, call_id: &str, user: &str, on_hold: bool) {
