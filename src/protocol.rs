@@ -661,6 +661,15 @@ pub struct CurrentCall {
     /// How this device takes part.
     #[serde(default, skip_serializing_if = "Role::is_anchor")]
     pub role: Role,
+    /// How long ago its user joined the call, by the relay's count: a
+    /// device back in its call after a restart counts the call's time from
+    /// then, not from its own return.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub joined_ms_ago: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

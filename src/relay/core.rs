@@ -903,7 +903,7 @@ impl RelayCore {
         self.deliver_held(sid);
         self.broadcast_presence(app, &user);
         self.calls_on_online(sid);
-        self.send_call_state(sid);
+        self.send_call_state(now, sid);
     }
 
     fn resume(&mut self, now: Millis, conn: ConnId, token: &str) -> Result<(), Error> {
@@ -948,7 +948,7 @@ impl RelayCore {
         self.send(conn, ServerMsg::Resumed { server_time: now });
         self.deliver_held(sid);
         self.calls_on_online(sid);
-        self.send_call_state(sid);
+        self.send_call_state(now, sid);
         Ok(())
     }
 

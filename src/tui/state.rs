@@ -1000,11 +1000,11 @@ impl Model {
                     _ => {
                         let group = from.as_ref().is_some_and(|c| c.group);
                         // Not rung here first: a device that came back into
-                        // its call after a restart knows who from the
-                        // engine's record of it.
+                        // its call after a restart knows who with, and for
+                        // how long already, from the engine's record of it.
                         let begun = ActiveCall {
+                            began_at: Some(now.saturating_sub(record.total_time * 1000)),
                             participants: from.map_or(record.peers, |c| vec![c.sponsor]),
-                            began_at: Some(now),
                             group,
                             ..ActiveCall::new(call_id, room_id, call_role)
                         };

@@ -1594,9 +1594,10 @@ fn begin(m: &mut Model, call_id: &str, now: u64) {
 }
 
 /// A device killed mid-call and started again is put back in its call by
-/// the relay, with no ringing before: its call pane still says who with.
+/// the relay, with no ringing before: its call pane still says who with,
+/// and how long the call has run.
 #[test]
-fn a_call_taken_up_again_after_a_restart_says_who_it_is_with() {
+fn a_call_taken_up_again_after_a_restart_says_who_it_is_with_and_since_when() {
     let mut m = model();
     m.on_engine(
         Event::OnCallBegin {
@@ -1604,12 +1605,13 @@ fn a_call_taken_up_again_after_a_restart_says_who_it_is_with() {
             room_id: 7,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
-            record: Box::new(record("carol", CallRole::Called, "ringing", false, 0)),
+            record: Box::new(record("carol", CallRole::Called, "in_call", false, 75)),
         },
         T0,
     );
     let screen = render(&m, T0 + 2_000, 80, 24);
     assert!(screen.contains("with carol"), "{screen}");
+    assert!(screen.contains("In call 1:17"), "{screen}");
 }
 
 fn hold_changed(m: &mut Model, call_id: &str, user: &str, on_hold: bool) {

@@ -461,6 +461,28 @@ fn a_hold_survives_a_reconnect_and_a_restart() {
     assert_eq!(voices(&m), ["alice", "bob"]);
 }
 
+/// A device killed a minute into a call and started again is back in it
+/// with the minute counted: its `ON_CALL_BEGIN` record says how long the
+/// call has run, and its `CALLING_END` counts from the call's start.
+#[test]
+fn a_device_back_in_its_call_after_a_restart_counts_the_call_from_its_start() {
+    let (mut m, bob, alice) = connected();
+    m.advance(60_000);
+    m.restart(alice);
+    m.advance(1_000);
+    let begun: Vec<u64> = (m.take(alice).iter())
+        .filter_map(|e| match e {
+            Event::OnCallBegin { record, .. } => Some(record.total_time),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(begun, [60], "ON_CALL_BEGIN once, a minute into the call");
+    m.advance(4_000);
+    m.command(alice, hangup());
+    assert_eq!(m.log(alice), ["CALLING_END 65s"]);
+    assert_eq!(m.log(bob), ["USER_LEAVE alice", "CALLING_END 65s"]);
+}
+
 #[test]
 fn a_device_away_while_the_hold_changed_hears_it_on_return() {
     let (mut m, bob, alice) = connected();

@@ -530,7 +530,7 @@ impl ClientEngine {
                 // The call held aside connects again after a transfer in it.
                 if let Some(view) = self.calls.parked.as_mut().filter(|p| p.id == call_id) {
                     view.transfer_to = None;
-                    let event = begin_event(view);
+                    let event = begin_event(view, now);
                     return self.event(event);
                 }
                 let view = match self.calls.ringing.remove(&call_id) {
@@ -555,7 +555,7 @@ impl ClientEngine {
                 // After a transfer the party that stayed keeps its start.
                 view.began_at.get_or_insert(now);
                 view.transfer_to = None;
-                self.event(begin_event(&view));
+                self.event(begin_event(&view, now));
                 // Call waiting: the call this device was in is held aside
                 // (the relay said so with CALL_HOLD_CHANGED just before).
                 if let Some(previous) = self.calls.current.replace(view)
@@ -833,7 +833,7 @@ impl ClientEngine {
                 if c.connected && !view.connected() {
                     view.began_at.get_or_insert(now);
                     view.transfer_to = None;
-                    self.event(begin_event(&view));
+                    self.event(begin_event(&view, now));
                 }
                 view
             }
@@ -848,8 +848,8 @@ impl ClientEngine {
                 };
                 let mut view = (self.calls.ringing.remove(&c.call.call_id))
                     .unwrap_or_else(|| view_of(&c.call, role, now));
-                view.began_at = Some(now);
-                self.event(begin_event(&view));
+                view.began_at = Some(now.saturating_sub(c.joined_ms_ago));
+                self.event(begin_event(&view, now));
                 view
             }
         };
@@ -1018,13 +1018,16 @@ fn canceled(
     }
 }
 
-fn begin_event(view: &CallView) -> Event {
+/// `ON_CALL_BEGIN`, its record holding the time in the call so far: none,
+/// unless this device came back into a call that ran without it.
+fn begin_event(view: &CallView, now: Millis) -> Event {
+    let so_far = now.saturating_sub(view.began_at.unwrap_or(now)) / 1000;
     Event::OnCallBegin {
         call_id: view.id.clone(),
         room_id: view.room,
         call_media_type: AUDIO_CALL,
         call_role: view.role,
-        record: view.record(CallOutcome::InCall, false, 0),
+        record: view.record(CallOutcome::InCall, false, so_far),
     }
 }
 

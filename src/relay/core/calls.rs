@@ -419,7 +419,7 @@ impl RelayCore {
     /// calls ringing on it and the call it is in. Whatever the device missed
     /// (a message lost with a dying connection, a process that restarted)
     /// is settled by this.
-    pub(super) fn send_call_state(&mut self, sid: SessionId) {
+    pub(super) fn send_call_state(&mut self, now: Millis, sid: SessionId) {
         let (app, user) = self.identity(sid);
         let mut ringing: Vec<(&String, CallKey)> = (self.invitations(app, &user).into_iter())
             .map(|key| (key, &self.calls.calls[&key]))
@@ -444,6 +444,12 @@ impl RelayCore {
                     connected: c.connected,
                     held: c.held.iter().cloned().collect(),
                     role: c.role_of(&user),
+                    joined_ms_ago: match c.members.get(&user) {
+                        Some(Member::Joined { since, .. }) if c.connected => {
+                            now.saturating_sub(*since)
+                        }
+                        _ => 0,
+                    },
                 })
         };
         let (current, parked) = (here(&self.calls.joined), here(&self.calls.parked));
