@@ -24,6 +24,17 @@ use crate::usersig::{DEFAULT_LIFETIME_SECS, DEV_SECRET, MIN_SECRET_BYTES};
 /// bundled relay when nothing answers there.
 pub const DEFAULT_RELAY_ADDR: &str = "127.0.0.1:7787";
 
+/// The shortest `relay.heartbeat_timeout_secs`: clients send a heartbeat
+/// every 10 s, so a shorter one drops an idle device between two.
+const MIN_HEARTBEAT_TIMEOUT_SECS: u64 = 15;
+
+/// The longest of the relay's timeouts: beyond it a dead link holds its
+/// connection for no purpose (and the clock's sums would overflow).
+const MAX_TIMEOUT_SECS: u64 = 3_600;
+
+/// The longest `relay.session_grace_secs`: a day.
+const MAX_SESSION_GRACE_SECS: u64 = 86_400;
+
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -407,11 +418,29 @@ impl Config {
                 "relay.max_queue_bytes must hold at least one frame ({MAX_TRANSPORT_MESSAGE_BYTES} bytes)"
             ));
         }
-        if r.session_grace_secs == 0 || r.heartbeat_timeout_secs == 0 {
-            return Err(
-                "relay.session_grace_secs and relay.heartbeat_timeout_secs must be at least 1"
-                    .into(),
-            );
+        if !(1..=MAX_SESSION_GRACE_SECS).contains(&r.session_grace_secs) {
+            return Err(format!(
+                "relay.session_grace_secs is {}; it is 1 to {MAX_SESSION_GRACE_SECS} (a day)",
+                r.session_grace_secs
+            ));
+        }
+        if !(MIN_HEARTBEAT_TIMEOUT_SECS..=MAX_TIMEOUT_SECS).contains(&r.heartbeat_timeout_secs) {
+            return Err(format!(
+                "relay.heartbeat_timeout_secs is {}; it is {MIN_HEARTBEAT_TIMEOUT_SECS} to \
+                 {MAX_TIMEOUT_SECS}: clients send a heartbeat every 10 s, and a shorter timeout \
+                 drops an idle device between two",
+                r.heartbeat_timeout_secs
+            ));
+        }
+        for (key, secs) in [
+            ("login_timeout_secs", r.login_timeout_secs),
+            ("write_timeout_secs", r.write_timeout_secs),
+        ] {
+            if secs > MAX_TIMEOUT_SECS {
+                return Err(format!(
+                    "relay.{key} is {secs}; it is at most {MAX_TIMEOUT_SECS} (an hour)"
+                ));
+            }
         }
         if let Some(app) = (r.apps.iter()).find(|a| a.compensation_window_days > r.retention_days) {
             return Err(format!(
@@ -695,8 +724,23 @@ mod tests {
 
     #[test]
     fn zero_durations_are_refused() {
-        assert!(error_of("[relay]\nsession_grace_secs = 0\n").contains("at least 1"));
+        assert!(error_of("[relay]\nsession_grace_secs = 0\n").contains("1 to 86400"));
         assert!(error_of("[relay]\nmax_connections = 0\n").contains("at least 1"));
+    }
+
+    /// A heartbeat timeout under the clients' 10 s dropped every idle
+    /// device, and the largest integer overflowed the relay's clock into
+    /// dropping every device at once.
+    #[test]
+    fn timeouts_the_relay_cannot_keep_are_refused() {
+        for secs in ["5", "9223372036854775807"] {
+            let e = error_of(&format!("[relay]\nheartbeat_timeout_secs = {secs}\n"));
+            assert!(e.contains("15 to 3600") && e.contains("every 10 s"), "{e}");
+        }
+        let e = error_of("[relay]\nsession_grace_secs = 9223372036854775807\n");
+        assert!(e.contains("1 to 86400"), "{e}");
+        let e = error_of("[relay]\nwrite_timeout_secs = 9223372036854775807\n");
+        assert!(e.contains("at most 3600"), "{e}");
     }
 
     #[test]

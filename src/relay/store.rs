@@ -75,25 +75,63 @@ const RECENT_MESSAGES: &str = "
     WHERE m.server_time >= ?1";
 
 #[derive(Debug, thiserror::Error)]
-#[error("relay database {path}: {source}")]
-pub struct StoreError {
-    path: String,
-    source: rusqlite::Error,
+pub enum StoreError {
+    #[error("relay database {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("relay database {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "relay database {path} is in use by another relay: two relays on one database \
+         number messages over each other and lose them; stop the other one, or give this \
+         one a --db of its own"
+    )]
+    InUse { path: String },
 }
 
 pub struct Store {
     conn: Connection,
+    /// Held for as long as the store is open: the database is this
+    /// relay's alone (`None` in memory).
+    _lock: Option<std::fs::File>,
 }
 
 impl Store {
+    /// Opens (or creates, readable by its owner alone: it holds every
+    /// message) the database at `path`, which no other relay may have open.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let wrap = |source| StoreError {
-            path: path.display().to_string(),
+        let name = || path.display().to_string();
+        let file = |source| StoreError::File {
+            path: name(),
             source,
         };
-        let conn = Connection::open(path).map_err(wrap)?;
-        let mut store = Store { conn };
-        store.migrate().map_err(wrap)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let lock = options.open(path).map_err(file)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse { path: name() });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(file(e)),
+        }
+        let sqlite = |source| StoreError::Sqlite {
+            path: name(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(sqlite)?;
+        let mut store = Store {
+            conn,
+            _lock: Some(lock),
+        };
+        store.migrate().map_err(sqlite)?;
         Ok(store)
     }
 
@@ -108,6 +146,7 @@ impl Store {
     pub fn in_memory() -> Result<Store, rusqlite::Error> {
         let mut store = Store {
             conn: Connection::open_in_memory()?,
+            _lock: None,
         };
         store.migrate()?;
         Ok(store)
@@ -857,6 +896,27 @@ mod failure_tests {
         let snapshot = store.chat_snapshot(0).unwrap();
         assert!(snapshot.recent.is_empty());
         assert_eq!(snapshot.last_seq, [(5, UserId::parse("alice").unwrap(), 3)]);
+    }
+
+    /// Two relays on one database numbered messages over each other and
+    /// lost them: the second is refused while the first has it open, and
+    /// nobody else may read the messages in it.
+    #[test]
+    fn a_database_is_one_relays_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.sqlite3");
+        let first = Store::open(&path).unwrap();
+        let refused = Store::open(&path).err().expect("a second open is refused");
+        assert!(matches!(refused, StoreError::InUse { .. }), "{refused}");
+        assert!(refused.to_string().contains("in use by another relay"));
+        drop(first);
+        Store::open(&path).expect("free again once the first closed it");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 
     #[test]
