@@ -3,7 +3,7 @@
 //! filter, in tracing's env-filter syntax (e.g. `debug`, `termphone=trace`).
 
 use std::io::IsTerminal;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use tracing_appender::non_blocking::WorkerGuard;
@@ -39,17 +39,20 @@ pub fn to_stderr(default: &str) {
         .init();
 }
 
-/// Logs to `dir/termphone.log`; keep the guard alive until exit so the last
-/// lines are written.
+/// Logs to `dir/termphone.log` while the returned guard lives: keep it
+/// until the screen is given back, so the last lines are written.
 ///
 /// The process's stderr goes to the same file: ALSA (through cpal) writes its
 /// own messages there, and on the terminal they would tear through the TUI.
-pub fn to_file(dir: &Path) -> std::io::Result<WorkerGuard> {
+/// Dropping the guard gives stderr back, so that why termphone stopped is
+/// said where it was started.
+pub fn to_file(dir: &Path) -> std::io::Result<FileLogging> {
     std::fs::create_dir_all(dir)?;
     let stderr_log = std::fs::File::options()
         .create(true)
         .append(true)
         .open(dir.join("termphone.log"))?;
+    let stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
     // SAFETY: dup2 on two open descriptors; fd 2 then refers to the log file
     // (the `File` closing its own descriptor afterwards leaves fd 2 open).
     if unsafe { libc::dup2(stderr_log.as_raw_fd(), libc::STDERR_FILENO) } < 0 {
@@ -62,5 +65,21 @@ pub fn to_file(dir: &Path) -> std::io::Result<WorkerGuard> {
         .with_writer(writer)
         .with_ansi(false)
         .init();
-    Ok(guard)
+    Ok(FileLogging {
+        _writer: guard,
+        stderr,
+    })
+}
+
+/// Logging to a file, with the terminal's stderr kept aside until dropped.
+pub struct FileLogging {
+    _writer: WorkerGuard,
+    stderr: OwnedFd,
+}
+
+impl Drop for FileLogging {
+    fn drop(&mut self) {
+        // SAFETY: dup2 on two open descriptors: fd 2 is the terminal's again.
+        unsafe { libc::dup2(self.stderr.as_raw_fd(), libc::STDERR_FILENO) };
+    }
 }

@@ -3,7 +3,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use tracing_appender::non_blocking::WorkerGuard;
 
 use termphone::cli::{
     AdminCmd, AdminSendArgs, Cli, Cmd, DeviceArgs, Dirs, FlowArgs, LoadArgs, RelayArgs, UsersigArgs,
@@ -190,14 +189,14 @@ fn run_tui(args: &DeviceArgs, config: &Config, cli_config: Option<&Path>, dirs: 
             &"who are you? Start with --user NAME (e.g. termphone --user alice), or set client.user in the config",
         );
     };
-    let (_guard, keymap) = match tui_setup(config, cli_config, dirs) {
-        Ok(setup) => setup,
-        Err(code) => return code,
-    };
     let mut settings = args.settings(config, dirs, &AudioSpec::Default);
     if let Err(e) = settings.media.check() {
         return fail(&e);
     }
+    let (logging, keymap) = match tui_setup(config, cli_config, dirs) {
+        Ok(setup) => setup,
+        Err(code) => return code,
+    };
     settings.multi_device |= config.tui.multi_device;
     let options = tui::TuiOptions {
         user,
@@ -211,12 +210,21 @@ fn run_tui(args: &DeviceArgs, config: &Config, cli_config: Option<&Path>, dirs: 
         copy: config.tui.osc52_copy,
         banner: Vec::new(),
     };
-    runtime().block_on(async {
-        match tui::run(options).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        }
-    })
+    let ran = runtime().block_on(tui::run(options));
+    ended(ran, logging)
+}
+
+/// How a TUI run ended, said on the terminal's stderr once the log file
+/// has it and gives stderr back.
+fn ended(ran: Result<(), impl std::fmt::Display>, logging: logging::FileLogging) -> ExitCode {
+    if let Err(e) = &ran {
+        tracing::error!("termphone stopped: {e}");
+    }
+    drop(logging);
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
 }
 
 fn run_headless(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
@@ -284,7 +292,7 @@ fn tui_setup(
     config: &Config,
     cli_config: Option<&Path>,
     dirs: &Dirs,
-) -> Result<(WorkerGuard, tui::Keymap), ExitCode> {
+) -> Result<(logging::FileLogging, tui::Keymap), ExitCode> {
     let keymap = tui::Keymap::with_overrides(&config.tui.keys).map_err(|e| {
         let file = cli_config.unwrap_or(&dirs.config_file);
         fail(&format!(
@@ -301,14 +309,12 @@ fn run_demo(config: &Config, cli_config: Option<&Path>, dirs: &Dirs, tls: bool) 
     if let Err(e) = need_terminal("the demo") {
         return fail(&e);
     }
-    let (_guard, keymap) = match tui_setup(config, cli_config, dirs) {
+    let (logging, keymap) = match tui_setup(config, cli_config, dirs) {
         Ok(setup) => setup,
         Err(code) => return code,
     };
-    match runtime().block_on(demo::run(keymap, tls)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
-    }
+    let ran = runtime().block_on(demo::run(keymap, tls));
+    ended(ran, logging)
 }
 
 /// Exit status 0 when every flow passed, 1 when a step failed, 2 when the

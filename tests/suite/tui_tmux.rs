@@ -172,8 +172,23 @@ async fn a_bad_key_in_the_config_is_told_on_the_terminal_before_the_tui_starts()
     };
     tmux.start("clash", &tui(""));
     tmux.start("bad", &tui(&format!("--config {}", flag_file.display())));
+    let missing = dir.path().join("missing.wav");
+    // Its own config, without the clash: only the sound file is wrong.
+    std::fs::write(dir.path().join("none.toml"), "").unwrap();
+    tmux.start(
+        "wav",
+        &tui(&format!(
+            "--config {} --audio-in wav:{}",
+            dir.path().join("none.toml").display(),
+            missing.display()
+        )),
+    );
     tmux.wait_for("clash", "exit status 2").await;
     tmux.wait_for("bad", "exit status 2").await;
+    tmux.wait_for("wav", "exit status 2").await;
+    // Said on the terminal, not only in the log file the TUI writes to.
+    let wav = tmux.joined("wav");
+    assert!(wav.contains(&format!("wav:{}", missing.display())), "{wav}");
 
     let clash = tmux.joined("clash");
     assert!(
