@@ -174,7 +174,7 @@ pub struct AdminSendArgs {
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
     /// SDKAppID (default: client.app of the config).
-    #[arg(long, value_name = "SDKAPPID")]
+    #[arg(long, value_name = "SDKAPPID", value_parser = clap::value_parser!(AppId).range(1..))]
     pub app: Option<AppId>,
     /// The sender, as if this user had sent it.
     #[arg(long, value_name = "USERID")]
@@ -202,7 +202,7 @@ pub struct DeviceArgs {
     #[arg(long, value_name = "SHA256", value_parser = parse_fingerprint)]
     pub relay_fingerprint: Option<Fingerprint>,
     /// SDKAppID to log in to.
-    #[arg(long, value_name = "SDKAPPID")]
+    #[arg(long, value_name = "SDKAPPID", value_parser = clap::value_parser!(AppId).range(1..))]
     pub app: Option<AppId>,
     /// Log in as this user at start.
     #[arg(long, value_name = "USERID")]
@@ -312,7 +312,7 @@ pub struct UsersigArgs {
     #[arg(long, value_name = "USERID")]
     pub user: UserId,
     /// SDKAppID (default: client.app of the config, the development app).
-    #[arg(long, value_name = "SDKAPPID")]
+    #[arg(long, value_name = "SDKAPPID", value_parser = clap::value_parser!(AppId).range(1..))]
     pub app: Option<AppId>,
     /// Secret of the app (default: client.secret of the config, the development secret).
     #[arg(long, value_name = "KEY", value_parser = parse_secret)]

@@ -35,13 +35,9 @@ fn main() -> ExitCode {
         Some(Cmd::Demo(args)) => run_demo(&config, cli.config.as_deref(), &dirs, args.tls),
         Some(Cmd::Devices) => list_devices(),
         Some(Cmd::Completions { shell }) => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "termphone",
-                &mut std::io::stdout(),
-            );
-            ExitCode::SUCCESS
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "termphone", &mut script);
+            print_out(&script)
         }
         Some(Cmd::Man) => {
             match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
@@ -110,26 +106,25 @@ fn list_devices() -> ExitCode {
     }
     let width = |k: usize| rows.iter().map(|r| r[k].chars().count()).max().unwrap_or(0);
     let (id_width, use_width) = (width(0).max(6), width(1).max(3));
+    let mut out = String::new();
     if !rows.is_empty() {
-        println!(
-            "{:<id_width$}  {:<use_width$}  DESCRIPTION",
+        out += &format!(
+            "{:<id_width$}  {:<use_width$}  DESCRIPTION\n",
             "DEVICE", "USE"
         );
     }
     for [id, roles, name] in &rows {
-        println!("{id:<id_width$}  {roles:<use_width$}  {name}");
+        out += &format!("{id:<id_width$}  {roles:<use_width$}  {name}\n");
     }
-    println!(
-        "\nhost: {}",
+    out += &format!(
+        "\nhost: {}\n",
         with_stderr_silenced(termphone::media::device::host_label)
     );
     if devices.iter().all(|d| d.id == "null") && pulse.is_none() {
-        println!(
-            "\nno sound card: calls carry silence unless you pick a source, e.g. \
-             --audio-in tone:440, --audio-in wav:PATH or --audio-out wav:PATH"
-        );
+        out += "\nno sound card: calls carry silence unless you pick a source, e.g. \
+                --audio-in tone:440, --audio-in wav:PATH or --audio-out wav:PATH\n";
     }
-    ExitCode::SUCCESS
+    print_out(out)
 }
 
 /// Runs `f` with the process's stderr pointed at /dev/null (restored after).
@@ -508,10 +503,7 @@ fn admin_send(args: &AdminSendArgs, config: &Config, dirs: &Dirs) -> ExitCode {
         args.include_sender,
     ));
     match sent {
-        Ok(msg_id) => {
-            println!("{msg_id}");
-            ExitCode::SUCCESS
-        }
+        Ok(msg_id) => print_out(format!("{msg_id}\n")),
         Err(e) => fail(&e),
     }
 }
@@ -524,6 +516,21 @@ fn print_usersig(args: &UsersigArgs, config: &Config) -> ExitCode {
         lifetime: args.expire.unwrap_or(config.client.usersig_lifetime_secs),
     };
     let secret = args.secret.as_deref().unwrap_or(&config.client.secret);
-    println!("{}", usersig::mint(secret, &ticket));
-    ExitCode::SUCCESS
+    print_out(format!("{}\n", usersig::mint(secret, &ticket)))
+}
+
+/// Writes a command's whole output: a full disk or a closed pipe is said
+/// and exits 2 (a reader that had enough, `| head`, is no failure), where
+/// `println!` would panic.
+fn print_out(text: impl AsRef<[u8]>) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_ref())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("stdout: {e}")),
+    }
 }

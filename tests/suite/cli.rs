@@ -485,6 +485,48 @@ async fn completions_and_a_man_page_come_from_the_cli_itself() {
     drop(man.stdout.take());
     let out = man.wait_with_output().await.unwrap();
     assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    // A closed pipe or a full disk is said, never a panic (exit 101).
+    for args in [
+        &["completions", "bash"][..],
+        &["usersig", "--user", "alice"],
+        &["devices"],
+    ] {
+        let mut closed = termphone(dir.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(closed.stdout.take());
+        let out = closed.wait_with_output().await.unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{args:?}: {out:?}"
+        );
+        let full = std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = termphone(dir.path())
+            .args(args)
+            .stdout(full)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+            .wait_with_output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("stdout: No space left on device"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let mut zero = termphone(dir.path());
+    zero.args(["usersig", "--user", "alice", "--app", "0"]);
+    let stderr = refused_with_status_2(zero).await;
+    assert!(stderr.contains("0 is not in 1..="), "{stderr}");
     let mut unknown = termphone(dir.path());
     unknown.args(["completions", "cmd.exe"]);
     let stderr = refused_with_status_2(unknown).await;
