@@ -46,16 +46,20 @@ impl Source {
     }
 
     /// Refuses a source that cannot open, so that a front end says so at
-    /// start rather than when a call connects: a WAV file that is missing
-    /// or not WAV. Sound cards are not opened here: a call without one goes
-    /// on with null audio and says so, and a card may be plugged in by then.
+    /// start rather than when a call connects: a WAV file that is missing,
+    /// not WAV, or shorter than its header says (read through, not kept).
+    /// Sound cards are not opened here: a call without one goes on with
+    /// null audio and says so, and a card may be plugged in by then.
     pub fn check(spec: &AudioSpec) -> Result<(), Error> {
-        match spec {
-            AudioSpec::Wav(path) => hound::WavReader::open(path)
-                .map(drop)
-                .map_err(|e| wav_error(path, e)),
-            _ => Ok(()),
-        }
+        let AudioSpec::Wav(path) = spec else {
+            return Ok(());
+        };
+        let mut reader = hound::WavReader::open(path).map_err(|e| wav_error(path, e))?;
+        let read = match reader.spec().sample_format {
+            hound::SampleFormat::Float => reader.samples::<f32>().try_for_each(|s| s.map(drop)),
+            hound::SampleFormat::Int => reader.samples::<i32>().try_for_each(|s| s.map(drop)),
+        };
+        read.map_err(|e| wav_error(path, e))
     }
 
     /// The next 20 ms.
@@ -119,19 +123,37 @@ impl Sink {
     }
 
     /// Refuses a sink that cannot open, as [`Source::check`] does, without
-    /// creating anything: a WAV file in a directory that does not exist.
+    /// creating anything: a WAV file in a directory that does not exist, a
+    /// directory, or a file that is there and is not a WAV file (a
+    /// recording replaces a WAV file it is named after, and nothing else).
     pub fn check(spec: &AudioSpec) -> Result<(), Error> {
         spec.check_sink()?;
-        match spec {
-            AudioSpec::Wav(path) => match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(Error::new(
-                    ErrorCode::InvalidAudioSpec,
-                    format!("wav:{}: no directory {}", path.display(), dir.display()),
-                )),
-                _ => Ok(()),
-            },
-            _ => Ok(()),
+        let AudioSpec::Wav(path) = spec else {
+            return Ok(());
+        };
+        let refused = |why: String| {
+            Err(Error::new(
+                ErrorCode::InvalidAudioSpec,
+                format!("wav:{}: {why}", path.display()),
+            ))
+        };
+        match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+                return refused(format!("no directory {}", dir.display()));
+            }
+            _ => {}
         }
+        if path.is_dir() {
+            return refused("a directory; name a file in it to record to".into());
+        }
+        if path.exists() && hound::WavReader::open(path).is_err() {
+            return refused(
+                "there is a file by that name and it is not a WAV file; termphone records \
+                 over a WAV file only, so name a new file"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     pub fn write(&mut self, frame: &Frame) -> Result<(), Error> {
@@ -266,5 +288,30 @@ mod tests {
         assert!(!missing.exists(), "a check creates nothing");
         Sink::check(&AudioSpec::Wav("out.wav".into())).unwrap();
         Source::check(&AudioSpec::Default).unwrap();
+        // A recording never replaces what is not a recording, nor a folder.
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, "[client]\n").unwrap();
+        let e = Sink::check(&AudioSpec::Wav(config.clone())).unwrap_err();
+        assert!(e.message.contains("not a WAV file"), "{}", e.message);
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), "[client]\n");
+        let e = Sink::check(&AudioSpec::Wav(dir.path().into())).unwrap_err();
+        assert!(e.message.contains("a directory"), "{}", e.message);
+        // An earlier recording is a WAV file: recorded over.
+        let earlier = dir.path().join("earlier.wav");
+        hound::WavWriter::create(&earlier, wav_spec())
+            .unwrap()
+            .finalize()
+            .unwrap();
+        Sink::check(&AudioSpec::Wav(earlier.clone())).unwrap();
+        // A file cut short of what its header promises is refused at start.
+        let mut whole = hound::WavWriter::create(&earlier, wav_spec()).unwrap();
+        (0..4_800).for_each(|_| whole.write_sample(1_000i16).unwrap());
+        whole.finalize().unwrap();
+        let bytes = std::fs::read(&earlier).unwrap();
+        let cut = dir.path().join("cut.wav");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let e = Source::check(&AudioSpec::Wav(cut)).unwrap_err();
+        assert!(e.message.contains("cut.wav"), "{}", e.message);
+        Source::check(&AudioSpec::Wav(earlier)).unwrap();
     }
 }
