@@ -741,6 +741,7 @@ pub async fn run(
     flow: &Flow,
     relay_url: Option<String>,
     relay_fingerprint: Option<crate::tls::Fingerprint>,
+    tenant: &Tenant,
     report: Option<&Path>,
 ) -> Result<Outcome, FlowError> {
     let started = Instant::now();
@@ -763,6 +764,7 @@ pub async fn run(
         launch: Launch::Process,
         names: &Names::default(),
         verbose: true,
+        tenant,
     };
     let keep = match report {
         Some(_) => Keep::Everything,
@@ -787,6 +789,26 @@ pub async fn run(
     Ok(outcome)
 }
 
+/// The app a flow's devices log in to, and the secret their tickets are
+/// minted with: the development app, which a bundled relay hosts, unless
+/// the flow runs against a relay of its own (`--relay`), where the
+/// config's `[client] app` and `secret` are taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    pub app: crate::ids::AppId,
+    pub secret: String,
+}
+
+impl Default for Tenant {
+    fn default() -> Self {
+        let client = crate::config::ClientConfig::default();
+        Tenant {
+            app: client.app,
+            secret: client.secret,
+        }
+    }
+}
+
 /// Where and how a flow's devices run.
 pub struct Place<'a> {
     pub url: String,
@@ -798,6 +820,7 @@ pub struct Place<'a> {
     pub names: &'a Names,
     /// Print each step as it ends.
     pub verbose: bool,
+    pub tenant: &'a Tenant,
 }
 
 /// How much of what the devices were sent and saw `execute` keeps.
@@ -1012,12 +1035,27 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
     let (input, running) = match &place.launch {
         Launch::Process => {
             let exe = std::env::current_exe().map_err(|e| failed(e.to_string()))?;
+            let config = place.data.join("config");
+            if *place.tenant != Tenant::default() {
+                // The devices read it as their config: a `login` step mints
+                // its ticket with the secret too.
+                let file = config.join("termphone/config.toml");
+                let text = toml::to_string(&toml::toml! {
+                    [client]
+                    app = (place.tenant.app)
+                    secret = (place.tenant.secret.clone())
+                })
+                .expect("plain data");
+                std::fs::create_dir_all(config.join("termphone"))
+                    .and_then(|()| std::fs::write(&file, text))
+                    .map_err(|e| failed(format!("{}: {e}", file.display())))?;
+            }
             let mut command = tokio::process::Command::new(exe);
             command
                 .args(["headless", "--relay", &place.url, "--device", &device])
                 .args(["--platform", &spec.platform])
                 .env("XDG_DATA_HOME", place.data.join("devices"))
-                .env("XDG_CONFIG_HOME", place.data.join("config"))
+                .env("XDG_CONFIG_HOME", &config)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -1068,7 +1106,9 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
                     .data
                     .join(format!("{}-device-{index}", place.names.tag())),
             };
-            let config = crate::config::Config::default();
+            let mut config = crate::config::Config::default();
+            config.client.app = place.tenant.app;
+            config.client.secret = place.tenant.secret.clone();
             let mut settings = ClientSettings {
                 store: StoreChoice::Memory,
                 without_media: !media,
@@ -1892,6 +1932,7 @@ mod tests {
             launch: Launch::InProcess { stop, media },
             names,
             verbose: false,
+            tenant: &Tenant::default(),
         };
         let run = execute(flow, &place, keep).await;
         relay.shutdown().await;

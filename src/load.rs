@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::RelayConfig;
-use crate::flow::{self, Flow, FlowError, Keep, Launch, Names, Outcome, Place};
+use crate::flow::{self, Flow, FlowError, Keep, Launch, Names, Outcome, Place, Tenant};
 use crate::relay::{self, RelayHandle};
 use crate::tls::Fingerprint;
 
@@ -43,6 +43,8 @@ pub struct LoadOptions {
     pub duration: Option<Duration>,
     pub relay: Option<String>,
     pub relay_fingerprint: Option<Fingerprint>,
+    /// Who the devices log in as on an outside relay (`relay`).
+    pub tenant: Tenant,
     pub prefix: String,
     pub csv: Option<PathBuf>,
     /// Draw the live dashboard (stdout is a terminal) instead of progress lines.
@@ -235,6 +237,7 @@ impl Load {
             n,
         );
         let (url, fingerprint) = (self.url.clone(), self.fingerprint);
+        let tenant = self.options.tenant.clone();
         let (scratch, stop, media) = (self.scratch.clone(), self.stop.clone(), self.media);
         tokio::spawn(async move {
             let data = scratch.join(format!("i{n}"));
@@ -247,6 +250,7 @@ impl Load {
                         launch: Launch::InProcess { stop, media },
                         names: &names,
                         verbose: false,
+                        tenant: &tenant,
                     };
                     flow::execute(&flow, &place, Keep::Nothing).await.0
                 }
@@ -493,6 +497,7 @@ mod tests {
             duration: None,
             relay: None,
             relay_fingerprint: None,
+            tenant: Tenant::default(),
             prefix: String::new(),
             csv: None,
             dashboard: false,

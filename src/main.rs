@@ -30,8 +30,8 @@ fn main() -> ExitCode {
         Some(Cmd::Relay(args)) => run_relay(&args, config, &dirs),
         Some(Cmd::Usersig(args)) => print_usersig(&args, &config),
         Some(Cmd::Admin(AdminCmd::Send(args))) => admin_send(&args, &config, &dirs),
-        Some(Cmd::Flow(args)) => run_flow(&args),
-        Some(Cmd::Load(args)) => run_load(&args),
+        Some(Cmd::Flow(args)) => run_flow(&args, &config),
+        Some(Cmd::Load(args)) => run_load(&args, &config),
         Some(Cmd::Demo(args)) => run_demo(&config, cli.config.as_deref(), &dirs, args.tls),
         Some(Cmd::Devices) => list_devices(),
         Some(Cmd::Completions { shell }) => {
@@ -314,7 +314,20 @@ fn run_demo(config: &Config, cli_config: Option<&Path>, dirs: &Dirs, tls: bool) 
 
 /// Exit status 0 when every flow passed, 1 when a step failed, 2 when the
 /// input cannot be used (a flow that does not load, a report not written).
-fn run_flow(args: &FlowArgs) -> ExitCode {
+/// Who a flow's devices log in as: on a relay of one's own (`--relay`), the
+/// config's `[client] app` and `secret`; on the bundled one, its
+/// development app.
+fn tenant(relay: Option<&String>, config: &Config) -> flow::Tenant {
+    match relay {
+        Some(_) => flow::Tenant {
+            app: config.client.app,
+            secret: config.client.secret.clone(),
+        },
+        None => flow::Tenant::default(),
+    }
+}
+
+fn run_flow(args: &FlowArgs, config: &Config) -> ExitCode {
     use flow::suite;
     logging::to_stderr("warn");
     let files = match suite::files(&args.file) {
@@ -348,6 +361,7 @@ fn run_flow(args: &FlowArgs) -> ExitCode {
         &flows,
         args.relay.clone(),
         args.relay_fingerprint,
+        &tenant(args.relay.as_ref(), config),
         args.report.as_deref(),
     ));
     if flows.len() > 1 {
@@ -399,7 +413,7 @@ fn writable<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Result<(), Stri
     Ok(())
 }
 
-fn run_load(args: &LoadArgs) -> ExitCode {
+fn run_load(args: &LoadArgs, config: &Config) -> ExitCode {
     use termphone::load::{self, report};
     logging::to_stderr("error");
     let stats = if args.merge.is_empty() {
@@ -430,6 +444,7 @@ fn run_load(args: &LoadArgs) -> ExitCode {
             duration: args.duration.map(|s| Duration::from_secs_f64(s.max(0.0))),
             relay: args.relay.clone(),
             relay_fingerprint: args.relay_fingerprint,
+            tenant: tenant(args.relay.as_ref(), config),
             prefix: args.prefix.clone(),
             csv: args.csv.clone(),
             dashboard: std::io::IsTerminal::is_terminal(&std::io::stdout()),

@@ -40,11 +40,12 @@ pub async fn run_all(
     flows: &[Flow],
     relay: Option<String>,
     fingerprint: Option<Fingerprint>,
+    tenant: &super::Tenant,
     report: Option<&Path>,
 ) -> Vec<Outcome> {
     let mut outcomes = Vec::with_capacity(flows.len());
     for flow in flows {
-        let outcome = match run(flow, relay.clone(), fingerprint, report).await {
+        let outcome = match run(flow, relay.clone(), fingerprint, tenant, report).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 println!("  ✗ {e}");

@@ -3,6 +3,7 @@
 //! `--max-failures`.
 
 use serde_json::Value;
+use termphone::config::{AppConfig, RelayConfig};
 
 use crate::common::headless::{refused_with_status_2, termphone};
 use crate::common::net::{relay_at, test_config};
@@ -289,4 +290,55 @@ async fn a_load_without_iterations_or_duration_asks_for_either() {
         stderr.contains("--iterations N or --duration SECS"),
         "{stderr}"
     );
+}
+
+/// A relay of one's own hosts its own app: `flow` and `load` against it
+/// log their devices in to the config's `[client] app` with its secret
+/// (docs/load.md, *Several machines, one relay*).
+#[tokio::test]
+async fn flows_and_loads_on_a_relay_of_ones_own_use_the_configs_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "a-secret-of-our-own-0123";
+    let config = RelayConfig {
+        apps: vec![AppConfig {
+            id: 7,
+            secret: secret.into(),
+            ..AppConfig::default()
+        }],
+        ..test_config()
+    };
+    let relay = relay_at(&config, &dir.path().join("relay.db")).await;
+    let client = dir.path().join("client.toml");
+    std::fs::write(
+        &client,
+        format!("[client]\napp = 7\nsecret = \"{secret}\"\n"),
+    )
+    .unwrap();
+    let flow = ["flow", "examples/flows/busy.toml", "--relay", &relay.url()];
+    let load = [
+        "load",
+        "examples/flows/busy.toml",
+        "--rate",
+        "10",
+        "--iterations",
+        "3",
+        "--relay",
+        &relay.url(),
+    ];
+    for args in [&flow[..], &load] {
+        let out = termphone(dir.path())
+            .args(args)
+            .arg("--config")
+            .arg(&client)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {stdout}");
+        // Without it, the development app, which this relay does not host.
+        let out = termphone(dir.path()).args(args).output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}");
+        assert!(stdout.contains("hosts no app"), "{args:?}: {stdout}");
+    }
 }
