@@ -353,9 +353,12 @@ where
     let address = parsed.address();
     if !parsed.tls {
         let peer = tcp.peer_addr().ok();
-        let ws = handshake(Stream::Plain(tcp))
-            .await
-            .map_err(|e| unreachable(&e))?;
+        let ws = handshake(Stream::Plain(tcp)).await.map_err(|e| {
+            unreachable(&format!(
+                "{e}: something answers at {address}, but not as a relay over ws://; \
+                 a relay with TLS is reached at wss://{address}"
+            ))
+        })?;
         return Ok(Connected {
             ws,
             plaintext_off_loopback: peer.filter(|p| !p.ip().is_loopback()),
@@ -402,7 +405,12 @@ where
             }));
         }
         (Ok(tls), _) => tls,
-        (Err(e), _) => return Err(unreachable(&format!("TLS: {e}"))),
+        (Err(e), _) => {
+            return Err(unreachable(&format!(
+                "TLS: {e}: what answers at {address} does not speak TLS; \
+                 a relay without it is reached at ws://{address}"
+            )));
+        }
     };
     let ws = handshake(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
         .await

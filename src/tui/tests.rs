@@ -1076,6 +1076,24 @@ fn snapshot_relay_never_reached() {
     assert!(!screen.contains("No one else here yet"), "{screen}");
     assert!(screen.contains("Cannot reach the relay"), "{screen}");
     snap!("relay_never_reached", m, T0 + 1_000);
+    // Something answers there, not as a relay: no relay can be started
+    // where another server listens.
+    m.on_engine(
+        Event::Error {
+            code: crate::error::ErrorCode::RelayUnreachable.code(),
+            message: "cannot reach the relay: ws://127.0.0.1:9: HTTP version must be 1.1 or \
+                      higher: something answers at 127.0.0.1:9, but not as a relay over ws://; \
+                      a relay with TLS is reached at wss://127.0.0.1:9; retrying with backoff"
+                .into(),
+            cmd: None,
+            relay_code: None,
+            client_msg_id: None,
+        },
+        T0 + 2_000,
+    );
+    let screen = render(&m, T0 + 3_000, 80, 24);
+    assert!(!screen.contains("Start one there"), "{screen}");
+    assert!(screen.contains("not as a relay"), "{screen}");
 }
 
 #[test]

@@ -213,6 +213,12 @@ fn status_line(model: &Model, width: u16) -> Paragraph<'_> {
     Paragraph::new(Line::from(spans))
 }
 
+/// Whether a connection failure says something answered at the relay's
+/// address, but not as a relay (`tls::client::connect`'s words).
+fn answers_but_not_as_a_relay(alert: &str) -> bool {
+    alert.contains("something answers at") || alert.contains("does not speak TLS")
+}
+
 fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
     let block = pane_block(" Contacts ".into(), model, Pane::Contacts);
     if model.contacts().next().is_none() {
@@ -223,18 +229,39 @@ fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
                 Line::from("In another terminal:".dark_gray()),
                 Line::from("  termphone --user bob"),
             ],
+            // Something that answers there, but not as a relay (another
+            // server, or ws:// and wss:// mixed up): no relay can be
+            // started there, and the alert below says what answered.
+            Some(_)
+                if !model
+                    .alert
+                    .as_deref()
+                    .is_some_and(answers_but_not_as_a_relay) =>
+            {
+                vec![
+                    Line::from("Cannot reach the relay".yellow()),
+                    Line::from(format!("  {}", model.relay_url)),
+                    Line::from("Retrying by itself.".dark_gray()),
+                    Line::from(""),
+                    Line::from("Start one there with".dark_gray()),
+                    Line::from("  termphone relay"),
+                    Line::from(match model.relay_url.strip_prefix("wss://") {
+                        Some(address) => format!("  --tls --listen {address}"),
+                        None => {
+                            format!("  --listen {}", model.relay_url.trim_start_matches("ws://"))
+                        }
+                    }),
+                    Line::from("or fix --relay.".dark_gray()),
+                ]
+            }
             Some(_) => vec![
                 Line::from("Cannot reach the relay".yellow()),
                 Line::from(format!("  {}", model.relay_url)),
                 Line::from("Retrying by itself.".dark_gray()),
                 Line::from(""),
-                Line::from("Start one there with".dark_gray()),
-                Line::from("  termphone relay"),
-                Line::from(match model.relay_url.strip_prefix("wss://") {
-                    Some(address) => format!("  --tls --listen {address}"),
-                    None => format!("  --listen {}", model.relay_url.trim_start_matches("ws://")),
-                }),
-                Line::from("or fix --relay.".dark_gray()),
+                Line::from("Something answers there, but".dark_gray()),
+                Line::from("not as a relay: see below,".dark_gray()),
+                Line::from("and fix --relay.".dark_gray()),
             ],
             None => vec![Line::from(
                 format!("Connecting to {}…", model.relay_url).dark_gray(),

@@ -734,3 +734,29 @@ async fn a_device_on_a_plaintext_link_off_loopback_is_warned() {
     d.expect("SDK_READY").await;
     relay.shutdown().await;
 }
+
+/// ws:// to a relay with TLS, and wss:// to one without: the device says
+/// which scheme the relay there takes, not only what the handshake saw.
+#[tokio::test]
+async fn ws_and_wss_mixed_up_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tls")).unwrap();
+    let tls = tls_relay(&dir.path().join("tls")).await;
+    let plain = relay_at(&test_config(), &dir.path().join("plain.db")).await;
+    let cases = [
+        (format!("ws://{}", tls.local_addr()), "wss://"),
+        (format!("wss://{}", plain.local_addr()), "ws://"),
+    ];
+    for (url, hint) in cases {
+        let home = dir.path().join(hint.trim_end_matches("://"));
+        let mut d = Headless::spawn(&home, &["--relay", &url, "--user", "mixed"]);
+        let e = d.expect("ERROR").await;
+        assert_eq!(e["code"], 6200, "{e}");
+        let message = e["message"].as_str().unwrap();
+        let address = url.split("://").nth(1).unwrap();
+        assert!(
+            message.contains(&format!("reached at {hint}{address}")),
+            "{message}"
+        );
+    }
+}
