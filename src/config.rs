@@ -594,6 +594,11 @@ mod tests {
             "echo_cancellation",
             "noise_suppression",
             "auto_gain",
+            "mouse",
+            "osc52_copy",
+            "loss_burst",
+            "drop_from",
+            "bandwidth_kbps",
         ] {
             assert!(
                 uncommented.contains(&format!("\n{key} =")),

@@ -90,6 +90,13 @@ macro_rules! actions {
     };
 }
 
+impl Action {
+    /// The actions `[tui.keys]` may bind: all but the keypad's digits.
+    pub fn rebindable() -> impl Iterator<Item = Action> {
+        Action::ALL.iter().copied().filter(|a| *a != Action::Dial)
+    }
+}
+
 actions! {
     Accept = "accept", "answer";
     AcceptEnd = "accept_end", "answer, end current";
@@ -377,7 +384,7 @@ impl Keymap {
                 .copied()
                 .find(|a| a.name() == name)
                 .ok_or_else(|| {
-                    let names: Vec<_> = Action::ALL.iter().map(|a| a.name()).collect();
+                    let names: Vec<_> = Action::rebindable().map(Action::name).collect();
                     format!(
                         "{name} = {text:?}: there is no action {name:?}; actions are {}",
                         names.join(", ")
@@ -489,6 +496,27 @@ impl Keymap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// config.example.toml names every action `[tui.keys]` may bind.
+    #[test]
+    fn the_example_config_names_every_action() {
+        let example = include_str!("../../config.example.toml");
+        let comment: String = example
+            .split("[tui.keys]")
+            .next()
+            .unwrap()
+            .rsplit("# Keys, by action:")
+            .next()
+            .unwrap()
+            .replace("\n# ", " ");
+        for action in Action::rebindable() {
+            let name = action.name();
+            assert!(
+                comment.contains(&format!(" {name},")) || comment.contains(&format!(" {name} (")),
+                "config.example.toml's [tui.keys] does not name {name}"
+            );
+        }
+    }
 
     #[test]
     fn the_incoming_pane_sees_keys_first() {
