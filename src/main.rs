@@ -188,6 +188,9 @@ fn run_tui(args: &DeviceArgs, config: &Config, cli_config: Option<&Path>, dirs: 
     if let Err(e) = settings.media.check() {
         return fail(&e);
     }
+    if let Err(e) = pinned_only_with_tls(&settings) {
+        return fail(&e);
+    }
     let (logging, keymap) = match tui_setup(config, cli_config, dirs) {
         Ok(setup) => setup,
         Err(code) => return code,
@@ -222,11 +225,30 @@ fn ended(ran: Result<(), impl std::fmt::Display>, logging: logging::FileLogging)
     }
 }
 
+/// A fingerprint pins a certificate, which a `ws://` relay has none of:
+/// silently ignored, it would leave the user thinking the link is pinned.
+fn pinned_only_with_tls(settings: &termphone::client::ClientSettings) -> Result<(), String> {
+    match (
+        settings.relay_fingerprint,
+        settings.relay_url.strip_prefix("ws://"),
+    ) {
+        (Some(_), Some(address)) => Err(format!(
+            "--relay-fingerprint (or client.relay_fingerprint) pins the certificate of a relay \
+             with TLS, and ws://{address} has none: use wss://{address}, or leave the \
+             fingerprint out"
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn run_headless(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
     logging::to_stderr("warn");
     // Automation opens no sound card unless asked to.
     let settings = args.settings(config, dirs, &AudioSpec::Null);
     if let Err(e) = settings.media.check() {
+        return fail(&e);
+    }
+    if let Err(e) = pinned_only_with_tls(&settings) {
         return fail(&e);
     }
     let options = headless::HeadlessOptions {

@@ -132,7 +132,12 @@ impl RelayUrl {
             format!("{url:?} must be a ws://HOST:PORT or wss://HOST:PORT address, with the port")
         };
         let (host, port) = host_port.rsplit_once(':').ok_or_else(with_port)?;
-        let port = port.parse::<u16>().map_err(|_| with_port())?;
+        let port = match port.parse::<u32>() {
+            Ok(port) => u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
+                format!("{url:?}: port {port} is not a port; ports are 1 to 65535")
+            })?,
+            Err(_) => return Err(with_port()),
+        };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(with_port());

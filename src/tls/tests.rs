@@ -33,6 +33,13 @@ fn urls_name_their_address() {
             .contains("with the port")
     );
     assert!(RelayUrl::parse("wss://:80").is_err());
+    for port in ["0", "99999"] {
+        let e = RelayUrl::parse(&format!("ws://x:{port}")).unwrap_err();
+        assert!(
+            e.contains(&format!("port {port} is not a port; ports are 1 to 65535")),
+            "{e}"
+        );
+    }
 }
 
 #[test]

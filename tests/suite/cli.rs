@@ -162,6 +162,19 @@ async fn a_piped_script_runs_in_order_and_ends_with_stdin() {
     relay.shutdown().await;
 }
 
+/// A fingerprint pins the certificate of a relay with TLS: given for a
+/// ws:// relay it would be ignored, the user believing the link pinned.
+#[tokio::test]
+async fn a_fingerprint_for_a_relay_without_tls_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fingerprint = ["AB"; 32].join(":");
+    let mut cmd = termphone(dir.path());
+    cmd.args(["headless", "--relay", "ws://127.0.0.1:9"])
+        .args(["--relay-fingerprint", &fingerprint]);
+    let stderr = refused_with_status_2(cmd).await;
+    assert!(stderr.contains("use wss://127.0.0.1:9"), "{stderr}");
+}
+
 #[tokio::test]
 async fn headless_with_the_relay_down_reports_it_and_stays_up() {
     let dir = tempfile::tempdir().unwrap();
