@@ -331,11 +331,29 @@ pub struct ConfigError {
 impl Config {
     /// Parses and validates the text of a config file.
     pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        Config::parse_in(text, source_name, None)
+    }
+
+    /// Parses the text of a config file in `dir`, where its relative paths
+    /// (`relay.db`, `relay.tls_cert`, `relay.tls_key`) are taken from: a
+    /// file means the same wherever termphone is started.
+    fn parse_in(text: &str, source_name: &str, dir: Option<&Path>) -> Result<Config, ConfigError> {
         let err = |message: String| ConfigError {
             source_name: source_name.to_owned(),
             message,
         };
-        let config: Config = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        if let Some(dir) = dir {
+            let r = &mut config.relay;
+            for path in [&mut r.db, &mut r.tls_cert, &mut r.tls_key]
+                .into_iter()
+                .flatten()
+            {
+                if path.is_relative() {
+                    *path = dir.join(&*path);
+                }
+            }
+        }
         config.validate().map_err(err)?;
         Ok(config)
     }
@@ -348,8 +366,14 @@ impl Config {
             None => (default_path, false),
         };
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, &path.display().to_string()),
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(text) => Config::parse_in(&text, &path.display().to_string(), path.parent()),
+            // No file is the defaults, but a link to a file that is gone is
+            // a mistake to say, not to paper over.
+            Err(e)
+                if !required
+                    && e.kind() == std::io::ErrorKind::NotFound
+                    && path.symlink_metadata().is_err() =>
+            {
                 Ok(Config::default())
             }
             Err(e) => Err(ConfigError {
@@ -746,6 +770,25 @@ mod tests {
         assert!(e.contains("1 to 86400"), "{e}");
         let e = error_of("[relay]\nwrite_timeout_secs = 9223372036854775807\n");
         assert!(e.contains("at most 3600"), "{e}");
+    }
+
+    /// A relative path in a config file is taken from the file's own
+    /// directory, wherever termphone is started; a default file that is a
+    /// link to nothing is an error, not the defaults.
+    #[test]
+    fn relative_paths_are_the_files_and_a_dangling_link_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(&file, "[relay]\ndb = \"data/relay.sqlite3\"\n").unwrap();
+        let config = Config::load(Some(&file), &file).unwrap();
+        assert_eq!(config.relay.db, Some(dir.path().join("data/relay.sqlite3")));
+        let link = dir.path().join("config.toml");
+        std::os::unix::fs::symlink(dir.path().join("gone.toml"), &link).unwrap();
+        let e = Config::load(None, &link).unwrap_err().to_string();
+        assert!(
+            e.contains("config.toml") && e.contains("cannot read"),
+            "{e}"
+        );
     }
 
     #[test]
