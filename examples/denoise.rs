@@ -6,10 +6,11 @@
 
 use std::path::Path;
 
+use termphone::media::FRAME_SAMPLES;
 use termphone::media::control::VoiceProcessing;
-use termphone::media::io::read_wav;
+use termphone::media::io::{Sink, read_wav};
 use termphone::media::processing::VoiceProcessor;
-use termphone::media::{FRAME_SAMPLES, SAMPLE_RATE};
+use termphone::media::spec::AudioSpec;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,21 +23,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..VoiceProcessing::OFF
     };
     let mut voice = VoiceProcessor::new(settings, 40);
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: SAMPLE_RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut out = hound::WavWriter::create(output, spec)?;
+    let mut out = Sink::open(&AudioSpec::Wav(output.into()), false)?;
     for chunk in samples.chunks(FRAME_SAMPLES) {
         let mut frame = [0.0; FRAME_SAMPLES];
         frame[..chunk.len()].copy_from_slice(chunk);
         voice.capture(&mut frame);
-        for s in &frame[..chunk.len()] {
-            out.write_sample((s.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16)?;
-        }
+        out.write(&frame)?;
     }
-    out.finalize()?;
+    out.finish()?;
     Ok(())
 }

@@ -8,10 +8,11 @@
 
 use std::path::Path;
 
+use termphone::media::FRAME_SAMPLES;
 use termphone::media::control::VoiceProcessing;
-use termphone::media::io::read_wav;
+use termphone::media::io::{Sink, read_wav};
 use termphone::media::processing::VoiceProcessor;
-use termphone::media::{FRAME_SAMPLES, SAMPLE_RATE};
+use termphone::media::spec::AudioSpec;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,13 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     // No device delay: the room's own 40 ms is for the canceller to find.
     let mut voice = VoiceProcessor::new(settings, 0);
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: SAMPLE_RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut out = hound::WavWriter::create(output, spec)?;
+    let mut out = Sink::open(&AudioSpec::Wav(output.into()), false)?;
     for (far, near) in played
         .chunks(FRAME_SAMPLES)
         .zip(captured.chunks(FRAME_SAMPLES))
@@ -50,10 +45,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut frame = [0.0; FRAME_SAMPLES];
         frame[..near.len()].copy_from_slice(near);
         voice.capture(&mut frame);
-        for s in &frame[..near.len()] {
-            out.write_sample((s.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16)?;
-        }
+        out.write(&frame)?;
     }
-    out.finalize()?;
+    out.finish()?;
     Ok(())
 }
