@@ -820,6 +820,7 @@ pub struct Place<'a> {
     pub names: &'a Names,
     /// Print each step as it ends.
     pub verbose: bool,
+    /// The app the devices log in to, with its secret.
     pub tenant: &'a Tenant,
 }
 
