@@ -326,6 +326,19 @@ impl Model {
         }
     }
 
+    /// What an action's key does now, for the footer: a switch says which
+    /// way it goes (mute / unmute, hold / resume, speak / listen).
+    pub fn hint(&self, action: Action) -> &'static str {
+        let call = self.call.as_ref();
+        match action {
+            Action::Mute if call.is_some_and(|c| c.muted) => "unmute",
+            Action::Hold if call.is_some_and(|c| c.held_by.contains(&self.me)) => "resume",
+            Action::SwitchRole if call.is_some_and(|c| c.audience.contains(&self.me)) => "speak",
+            Action::SwitchRole if call.is_some() => "listen",
+            other => other.hint(),
+        }
+    }
+
     /// What the footer offers: the keys that do something now, each action
     /// once, the most specific first.
     pub fn hints(&self) -> Vec<(Key, Action)> {

@@ -883,6 +883,26 @@ fn footer(m: &Model, now: u64, width: u16, height: u16) -> String {
     screen.lines().last().unwrap().to_owned()
 }
 
+/// A muted or held call's footer offers the way back, not the same word.
+#[test]
+fn mute_and_hold_keys_say_which_way_they_go() {
+    let mut m = model();
+    ringing(&mut m, false);
+    begin(&mut m, "c1", T0 + 2_000);
+    let shown = footer(&m, T0 + 3_000, 120, 40);
+    assert!(
+        shown.contains("m  mute") && shown.contains("o  hold"),
+        "{shown}"
+    );
+    m.on_terminal(key(KeyCode::Char('m')), T0 + 3_000);
+    hold_changed(&mut m, "c1", "alice", true);
+    let shown = footer(&m, T0 + 6_000, 120, 40);
+    assert!(
+        shown.contains("m  unmute") && shown.contains("o  resume"),
+        "{shown}"
+    );
+}
+
 #[test]
 fn snapshot_kicked_out_offers_a_new_login_and_nothing_that_needs_one() {
     let mut m = with_conversation(model());
@@ -1806,7 +1826,8 @@ fn roles_show_in_the_call_pane_and_l_switches_this_devices_role() {
         "{screen}"
     );
     let wide = render(&m, T0 + 2_200, 120, 40);
-    assert!(wide.contains("l  speak/listen"), "{wide}");
+    // The key says which way it switches this device.
+    assert!(wide.contains("l  listen"), "{wide}");
     assert_eq!(
         m.on_terminal(key(KeyCode::Char('l')), T0 + 2_300),
         engine(CallCommand::SwitchRole {

@@ -624,7 +624,7 @@ fn footer_line(model: &Model, width: u16) -> Line<'static> {
     let mut hints = model.hints();
     let cost = |h: &[(crate::tui::keymap::Key, Action)]| -> usize {
         h.iter()
-            .map(|(k, a)| k.to_string().chars().count() + a.hint().chars().count() + 4)
+            .map(|(k, a)| k.to_string().chars().count() + model.hint(*a).chars().count() + 4)
             .sum()
     };
     while cost(&hints) > usize::from(width) {
@@ -648,7 +648,7 @@ fn footer_line(model: &Model, width: u16) -> Line<'static> {
         .flat_map(|(key, action)| {
             [
                 format!(" {key} ").reversed(),
-                format!(" {} ", action.hint()).into(),
+                format!(" {} ", model.hint(action)).into(),
             ]
         })
         .collect();
