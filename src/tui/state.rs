@@ -104,6 +104,8 @@ pub struct ActiveCall {
     pub refused: Vec<UserId>,
     /// When this device entered the call; `None` while dialing.
     pub began_at: Option<u64>,
+    /// When this device placed it (for how long it has rung), if it did.
+    pub dialed_at: Option<u64>,
     /// This device's microphone is closed.
     pub muted: bool,
     /// This device's own voice level, 0 to 100.
@@ -139,6 +141,7 @@ impl ActiveCall {
             ringing: Vec::new(),
             refused: Vec::new(),
             began_at: None,
+            dialed_at: None,
             muted: false,
             my_volume: 0,
             audio: BTreeMap::new(),
@@ -994,6 +997,7 @@ impl Model {
                 self.call = Some(ActiveCall {
                     ringing: user_id_list,
                     group: is_from_group,
+                    dialed_at: Some(now),
                     ..ActiveCall::new(call_id, room_id, CallRole::Caller)
                 });
             }

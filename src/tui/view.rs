@@ -385,7 +385,13 @@ fn call_panel(model: &Model, now: u64) -> Paragraph<'_> {
             format!(" In call {} ", clock_secs(now.saturating_sub(at) / 1000)),
             Color::Green,
         ),
-        None => (" Calling… ".to_owned(), Color::Yellow),
+        None => match call.dialed_at {
+            Some(at) => (
+                format!(" Calling… {} ", clock_secs(now.saturating_sub(at) / 1000)),
+                Color::Yellow,
+            ),
+            None => (" Calling… ".to_owned(), Color::Yellow),
+        },
     };
     // Without the relay the call may be over already: said until the link
     // is back and the relay has told whether it is.
