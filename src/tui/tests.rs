@@ -229,6 +229,21 @@ fn snapshot_answered_elsewhere() {
     snap!("answered_elsewhere", m, T0 + 5_000);
 }
 
+/// The device a call was answered on is the point of multi-device
+/// ringing: in a narrow Calls pane it goes on a row of its own, whole.
+#[test]
+fn the_device_a_call_was_answered_on_shows_whole_in_a_narrow_pane() {
+    let mut m = with_contacts(model());
+    let mut record = record("bob", CallRole::Called, "answered_elsewhere", false, 0);
+    record.elsewhere = Some(DeviceView {
+        device: DeviceId::parse("term-7b7ad8").unwrap(),
+        platform: Platform::terminal(),
+    });
+    m.on_history(vec![record]);
+    let screen = render(&m, T0 + 20_000, 100, 30);
+    assert!(screen.contains("answered on term-7b7ad8"), "{screen}");
+}
+
 #[test]
 fn snapshot_in_a_group_call() {
     let mut m = with_conversation(model());

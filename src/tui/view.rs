@@ -344,14 +344,27 @@ fn draw_history(frame: &mut Frame, model: &Model, area: Rect) {
             };
             let detail = match (r.outcome, &r.elsewhere) {
                 (CallOutcome::Answered, _) => clock_secs(r.total_time),
+                // "answered on term-7b7ad8": the device is the news.
                 (other, Some(by)) => {
-                    format!("{} ({})", other.as_str().replace('_', " "), by.device)
+                    let said = other.as_str().replace('_', " ");
+                    match said.strip_suffix(" elsewhere") {
+                        Some(done) => format!("{done} on {}", by.device),
+                        None => format!("{said} ({})", by.device),
+                    }
                 }
                 (other, None) => other.as_str().replace('_', " "),
             };
-            let peers = names(&r.peers);
-            let line = Line::from(vec![format!("{arrow} {peers} ").into(), detail.dark_gray()]);
-            let item = ListItem::new(line);
+            let peers = format!("{arrow} {} ", names(&r.peers));
+            // What does not fit beside the names goes on a row of its own
+            // (the device a call was answered on, in a narrow pane).
+            let room = usize::from(area.width.saturating_sub(2));
+            let item = match text::width(&peers) + text::width(&detail) > room {
+                false => ListItem::new(Line::from(vec![peers.into(), detail.dark_gray()])),
+                true => ListItem::new(vec![
+                    Line::from(peers),
+                    Line::from(format!("  {detail}").dark_gray()),
+                ]),
+            };
             if r.missed { item.red() } else { item }
         })
         .collect();
