@@ -38,11 +38,43 @@ impl Default for Picker {
     }
 }
 
-fn list(devices: &DeviceState, kind: DeviceKind) -> (&[SoundDevice], &str) {
-    match kind {
-        DeviceKind::Microphone => (&devices.microphone_list, &devices.current_microphone_id),
-        DeviceKind::Speaker => (&devices.speaker_list, &devices.current_speaker_id),
+/// One side's entries, and the one in use. What is in use is listed first
+/// when it is not a sound card (a tone, a file), so that it is seen and
+/// marked; `null`'s system description (both sides' at once, too long for
+/// the popup) is said for the side shown.
+fn list(devices: &DeviceState, kind: DeviceKind) -> (Vec<SoundDevice>, &str) {
+    let (entries, current, null) = match kind {
+        DeviceKind::Microphone => (
+            &devices.microphone_list,
+            &devices.current_microphone_id,
+            "silence",
+        ),
+        DeviceKind::Speaker => (
+            &devices.speaker_list,
+            &devices.current_speaker_id,
+            "sound discarded",
+        ),
+    };
+    let mut out: Vec<SoundDevice> = entries
+        .iter()
+        .map(|d| match d.device_id.as_str() {
+            "null" => SoundDevice {
+                device_id: d.device_id.clone(),
+                label: null.into(),
+            },
+            _ => d.clone(),
+        })
+        .collect();
+    if !out.iter().any(|d| d.device_id == *current) {
+        out.insert(
+            0,
+            SoundDevice {
+                device_id: current.clone(),
+                label: "in use, not a sound card".into(),
+            },
+        );
     }
+    (out, current)
 }
 
 /// Keys while the picker is open (it sees them first): what to ask of the
@@ -70,7 +102,7 @@ pub fn on_key(
         KeyCode::Enter => {
             let kind = open.kind;
             let spec = devices
-                .and_then(|d| list(d, kind).0.get(open.selected))
+                .and_then(|d| list(d, kind).0.into_iter().nth(open.selected))
                 .and_then(|d| d.device_id.parse().ok());
             *picker = None;
             return spec.map(|spec| Command::SwitchDevice { kind, spec });
@@ -186,5 +218,25 @@ mod tests {
         assert_eq!(model.picker.as_ref().unwrap().kind, DeviceKind::Speaker);
         on_key(&mut model.picker, devices.as_ref(), KeyCode::Esc);
         assert!(model.picker.is_none());
+    }
+
+    /// A tone or a file in use is listed and marked (it is no sound card,
+    /// so the system's list lacks it), and `null` says what it does on the
+    /// side shown.
+    #[test]
+    fn what_is_in_use_is_marked_even_when_it_is_no_sound_card() {
+        let devices = DeviceState {
+            microphone_list: vec![device("default"), device("null")],
+            speaker_list: vec![device("default"), device("null")],
+            current_microphone_id: "tone:880".into(),
+            current_speaker_id: "null".into(),
+        };
+        let (mics, current) = list(&devices, DeviceKind::Microphone);
+        assert_eq!(current, "tone:880");
+        assert_eq!(mics[0].device_id, "tone:880");
+        assert_eq!(mics[2].label, "silence");
+        let (speakers, _) = list(&devices, DeviceKind::Speaker);
+        assert_eq!(speakers.len(), 2, "null in use is listed once");
+        assert_eq!(speakers[1].label, "sound discarded");
     }
 }
