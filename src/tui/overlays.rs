@@ -195,6 +195,7 @@ pub fn detail(frame: &mut Frame, model: &Model, line: &LogLine) -> (u16, u16) {
         .flat_map(|l| text::wrap(l, inner))
         .map(Line::from)
         .collect();
-    let title = elapsed(line.at.saturating_sub(model.started_at));
+    let title =
+        (line.title.clone()).unwrap_or_else(|| elapsed(line.at.saturating_sub(model.started_at)));
     scrolled(frame, model, width, lines, &title)
 }

@@ -72,6 +72,9 @@ pub struct LogLine {
     pub text: String,
     /// The whole event, for the detail view.
     pub full: String,
+    /// What the detail view is titled: for an event of the log, `None`,
+    /// its time since start (as the log shows it).
+    pub title: Option<String>,
 }
 
 /// A call ringing on this device.
@@ -1299,6 +1302,7 @@ impl Model {
             at: now,
             text: summary(event),
             full: serde_json::to_string_pretty(event).unwrap_or_else(|_| summary(event)),
+            title: None,
         });
     }
 }

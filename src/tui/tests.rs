@@ -898,6 +898,17 @@ fn footer(m: &Model, now: u64, width: u16, height: u16) -> String {
     screen.lines().last().unwrap().to_owned()
 }
 
+/// A message's details are titled by whose message it is, not by when
+/// the window was opened.
+#[test]
+fn message_details_are_titled_by_the_message() {
+    let mut m = with_conversation(model());
+    m.on_terminal(key(KeyCode::Char('k')), T0 + 1_000);
+    m.on_terminal(key(KeyCode::Char('v')), T0 + 1_000);
+    let screen = render(&m, T0 + 2_000, 100, 30);
+    assert!(screen.contains("Message from bob (Esc closes)"), "{screen}");
+}
+
 /// A muted or held call's footer offers the way back, not the same word.
 #[test]
 fn mute_and_hold_keys_say_which_way_they_go() {

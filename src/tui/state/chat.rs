@@ -536,5 +536,6 @@ fn message_details(shown: &Shown, now: u64) -> LogLine {
         at: now,
         text: format!("message {}", m.msg_id),
         full,
+        title: Some(format!("Message from {}", m.from)),
     }
 }
