@@ -240,8 +240,10 @@ fn the_device_a_call_was_answered_on_shows_whole_in_a_narrow_pane() {
         platform: Platform::terminal(),
     });
     m.on_history(vec![record]);
-    let screen = render(&m, T0 + 20_000, 100, 30);
-    assert!(screen.contains("answered on term-7b7ad8"), "{screen}");
+    for (width, height) in [(100, 30), (80, 24)] {
+        let screen = render(&m, T0 + 20_000, width, height);
+        assert!(screen.contains("answered on term-7b7ad8"), "{screen}");
+    }
 }
 
 #[test]

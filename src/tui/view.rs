@@ -360,10 +360,15 @@ fn draw_history(frame: &mut Frame, model: &Model, area: Rect) {
             let room = usize::from(area.width.saturating_sub(2));
             let item = match text::width(&peers) + text::width(&detail) > room {
                 false => ListItem::new(Line::from(vec![peers.into(), detail.dark_gray()])),
-                true => ListItem::new(vec![
-                    Line::from(peers),
-                    Line::from(format!("  {detail}").dark_gray()),
-                ]),
+                true => ListItem::new(
+                    std::iter::once(Line::from(peers))
+                        .chain(
+                            text::wrap(&detail, room.saturating_sub(1))
+                                .into_iter()
+                                .map(|row| Line::from(format!(" {row}").dark_gray())),
+                        )
+                        .collect::<Vec<_>>(),
+                ),
             };
             if r.missed { item.red() } else { item }
         })
