@@ -336,6 +336,17 @@ impl ServerCertVerifier for RelayVerifier {
     }
 }
 
+/// What a failed connection says when something answered at the relay's
+/// address, but not as a relay (another server, or `ws://` and `wss://`
+/// mixed up): no relay can be started there.
+const NOT_A_RELAY: &str = "answers, but not as a relay";
+
+/// Whether a connection failure's message says something answered at the
+/// relay's address, but not as a relay ([`connect`]'s words).
+pub fn answered_but_not_as_a_relay(message: &str) -> bool {
+    message.contains(NOT_A_RELAY)
+}
+
 /// Opens a link to the relay at `url` (TCP, then TLS for `wss://`, then the
 /// WebSocket handshake through `handshake`), checking its certificate
 /// against `trust`. Remembers a certificate trusted on first use once the
@@ -360,7 +371,7 @@ where
         let peer = tcp.peer_addr().ok();
         let ws = handshake(Stream::Plain(tcp)).await.map_err(|e| {
             unreachable(&format!(
-                "{e}: something answers at {address}, but not as a relay over ws://; \
+                "{e}: {address} {NOT_A_RELAY} over ws://; \
                  a relay with TLS is reached at wss://{address}"
             ))
         })?;
@@ -412,7 +423,7 @@ where
         (Ok(tls), _) => tls,
         (Err(e), _) => {
             return Err(unreachable(&format!(
-                "TLS: {e}: what answers at {address} does not speak TLS; \
+                "TLS: {e}: {address} {NOT_A_RELAY} over wss:// (it does not speak TLS); \
                  a relay without it is reached at ws://{address}"
             )));
         }

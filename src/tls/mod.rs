@@ -15,7 +15,10 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub use client::{ConnectError, Connected, KnownRelays, Mismatch, RelayUrl, Trust, connect};
+pub use client::{
+    ConnectError, Connected, KnownRelays, Mismatch, RelayUrl, Trust, answered_but_not_as_a_relay,
+    connect,
+};
 pub use fingerprint::Fingerprint;
 pub use server::{ServerTls, TlsError};
 

@@ -1133,7 +1133,7 @@ fn snapshot_relay_never_reached() {
         Event::Error {
             code: crate::error::ErrorCode::RelayUnreachable.code(),
             message: "cannot reach the relay: ws://127.0.0.1:9: HTTP version must be 1.1 or \
-                      higher: something answers at 127.0.0.1:9, but not as a relay over ws://; \
+                      higher: 127.0.0.1:9 answers, but not as a relay over ws://; \
                       a relay with TLS is reached at wss://127.0.0.1:9; retrying with backoff"
                 .into(),
             cmd: None,

@@ -213,12 +213,6 @@ fn status_line(model: &Model, width: u16) -> Paragraph<'_> {
     Paragraph::new(Line::from(spans))
 }
 
-/// Whether a connection failure says something answered at the relay's
-/// address, but not as a relay (`tls::client::connect`'s words).
-fn answers_but_not_as_a_relay(alert: &str) -> bool {
-    alert.contains("something answers at") || alert.contains("does not speak TLS")
-}
-
 fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
     let block = pane_block(" Contacts ".into(), model, Pane::Contacts);
     if model.contacts().next().is_none() {
@@ -236,7 +230,7 @@ fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
                 if !model
                     .alert
                     .as_deref()
-                    .is_some_and(answers_but_not_as_a_relay) =>
+                    .is_some_and(crate::tls::answered_but_not_as_a_relay) =>
             {
                 vec![
                     Line::from("Cannot reach the relay".yellow()),

@@ -758,5 +758,10 @@ async fn ws_and_wss_mixed_up_are_named() {
             message.contains(&format!("reached at {hint}{address}")),
             "{message}"
         );
+        // The words the TUI goes by to offer no relay where a server answers.
+        assert!(
+            termphone::tls::answered_but_not_as_a_relay(message),
+            "{message}"
+        );
     }
 }
