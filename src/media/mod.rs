@@ -29,6 +29,7 @@ pub mod device;
 pub mod dtmf;
 pub mod expander;
 pub mod feedback;
+pub mod gain_filter;
 pub mod io;
 pub mod jitter;
 pub mod level;

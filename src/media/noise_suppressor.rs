@@ -1,17 +1,13 @@
 //! Noise suppression as a sound card's capture gets it: RNNoise, heard
 //! only as much as the room's noise asks for (docs/benchmarks.md, *Noise
-//! suppression only where there is noise*).
+//! suppression only where there is noise*), and with no delay.
 //!
 //! On clean speech RNNoise takes nothing out and costs about 0.4 PESQ-WB,
-//! so its output is blended with the untouched audio by the room's noise
-//! floor ([`NoiseFloor`]): none of it below -70 dBFS, all of it above -55.
-//! RNNoise's output is one 10 ms block late (its overlap-add), and so is
-//! the untouched audio it is blended with, so that the fade cannot comb.
-//! But a silent room needs no suppressor and no delay for it: there the
-//! audio passes with no delay at all, the block of delay taken on when
-//! noise appears (a block said twice, faded into, under the noise that
-//! called for it) and given back after [`CATCH_UP_MS`] of quiet, at a
-//! silent block, where dropping 10 ms is unheard.
+//! so its gains are heard by the room's noise floor ([`NoiseFloor`]): none
+//! of them below -70 dBFS, where the audio passes exactly as it came, all
+//! of them above -55, blended in between. RNNoise's output is one 10 ms
+//! block late (its overlap-add), so what is heard is not that output but
+//! its gains, applied to the block just captured ([`GainFilter`]).
 //!
 //! What RNNoise takes for speech and leaves, other people talking, goes
 //! through an [`Expander`] after it.
@@ -19,13 +15,11 @@
 use nnnoiseless::DenoiseState;
 
 use super::expander::Expander;
+use super::gain_filter::GainFilter;
 use super::noise_floor::NoiseFloor;
 
 /// Samples in a 10 ms block at 48 kHz: RNNoise's frame.
 pub const BLOCK: usize = DenoiseState::FRAME_SIZE;
-
-/// A block's length.
-const BLOCK_MS: usize = 10;
 
 /// Suppression is left out below this noise floor (dBFS), where there is
 /// no noise to take out...
@@ -38,49 +32,35 @@ pub(super) const NOISY_DBFS: f32 = -55.0;
 /// from none to all, so that it fades in and out unheard.
 pub(super) const SHARE_STEP: f32 = 0.02;
 
-/// Quiet this long, with no suppression heard, before the block of delay
-/// is given back: a room that was noisy a moment ago may be again.
-const CATCH_UP_MS: usize = 3_000;
-
-/// Samples over which a block said twice is faded into (2 ms).
-const FADE: usize = 96;
-
 /// The noise suppression stage of one capture, on 10 ms blocks in the
 /// 16-bit scale (as RNNoise and the other stages take them).
 pub struct NoiseSuppressor {
-    /// What is quiet enough to drop unheard, in the samples' scale (a
-    /// mean square).
-    silence: f32,
     rnnoise: Box<DenoiseState<'static>>,
-    /// RNNoise's output.
+    /// RNNoise's output: the block before, denoised.
     denoised: [f32; BLOCK],
+    /// The block before, as it was given.
+    previous: [f32; BLOCK],
+    /// RNNoise's gains, applied to the block just given.
+    filter: GainFilter,
     /// The room's noise, measured on what RNNoise is given.
     floor: NoiseFloor,
     /// Turns down the noise RNNoise leaves.
     expander: Expander,
-    /// The last block given: what is heard, untouched, while late.
-    previous: [f32; BLOCK],
-    /// How much of RNNoise's output is heard (0 to 1).
+    /// How much of RNNoise's gains is heard (0 to 1).
     share: f32,
-    /// Whether what is heard is one block late, as RNNoise's output is.
-    late: bool,
-    /// Blocks in a row, while late, with no suppression heard or called for.
-    quiet_blocks: usize,
 }
 
 impl NoiseSuppressor {
     /// Full scale of the samples it is given.
     pub fn new(full_scale: f32) -> NoiseSuppressor {
         NoiseSuppressor {
-            silence: full_scale * full_scale * 10f32.powf(QUIET_DBFS / 10.0),
             rnnoise: DenoiseState::new(),
             denoised: [0.0; BLOCK],
+            previous: [0.0; BLOCK],
+            filter: GainFilter::new(),
             floor: NoiseFloor::new(full_scale),
             expander: Expander::new(full_scale),
-            previous: [0.0; BLOCK],
             share: 0.0,
-            late: false,
-            quiet_blocks: 0,
         }
     }
 
@@ -90,58 +70,16 @@ impl NoiseSuppressor {
         self.rnnoise.process_frame(&mut self.denoised, block);
         self.expander.update(block, &self.denoised);
         let target = ((self.floor.dbfs() - QUIET_DBFS) / (NOISY_DBFS - QUIET_DBFS)).clamp(0.0, 1.0);
-        if !self.late {
-            if target > 0.0 {
-                self.fall_behind(block);
-            } else {
-                self.previous = *block;
-            }
-            return;
+        self.share += (target - self.share).clamp(-SHARE_STEP, SHARE_STEP);
+        self.filter
+            .update(&self.previous, &self.denoised, block, self.share);
+        self.previous = *block;
+        self.filter.apply(block);
+        // The expander, like the gains, is heard only in a noisy room:
+        // speech's own level would close it between words in a quiet one.
+        if self.share > 0.0 {
+            self.expander.apply(block);
         }
-        let from = self.share;
-        let to = from + (target - from).clamp(-SHARE_STEP, SHARE_STEP);
-        self.share = to;
-        self.quiet_blocks = if to == 0.0 { self.quiet_blocks + 1 } else { 0 };
-        if self.quiet_blocks * BLOCK_MS >= CATCH_UP_MS
-            && self.silent(&self.previous)
-            && self.silent(block)
-        {
-            self.late = false;
-            self.quiet_blocks = 0;
-            self.previous = *block;
-            return;
-        }
-        for (i, ((s, clean), dry)) in block
-            .iter_mut()
-            .zip(&self.denoised)
-            .zip(self.previous.iter_mut())
-            .enumerate()
-        {
-            let share = from + (to - from) * (i + 1) as f32 / BLOCK as f32;
-            let heard = *dry + share * (clean - *dry);
-            *dry = *s;
-            *s = heard;
-        }
-        self.expander.apply(block);
-    }
-
-    /// Noise appeared: from now on what is heard is a block late. The
-    /// block before is said again, faded into from where this one starts
-    /// (its natural continuation), under the noise that called for it.
-    fn fall_behind(&mut self, block: &mut [f32; BLOCK]) {
-        let now = *block;
-        for (i, (s, again)) in block.iter_mut().zip(&self.previous).enumerate() {
-            let w = (i as f32 / FADE as f32).min(1.0);
-            *s = (1.0 - w) * *s + w * again;
-        }
-        self.previous = now;
-        self.late = true;
-        self.quiet_blocks = 0;
-    }
-
-    /// A block below the quiet floor: dropping it is unheard.
-    fn silent(&self, block: &[f32; BLOCK]) -> bool {
-        block.iter().map(|s| s * s).sum::<f32>() / (BLOCK as f32) < self.silence
     }
 }
 
@@ -205,12 +143,12 @@ mod tests {
         assert_eq!(changed.count(), 0, "clean speech changed");
     }
 
-    /// A room that turns noisy takes on RNNoise's block of delay, and gives
-    /// it back once quiet again for 3 s: speech before the noise and after
-    /// it comes through untouched, with no delay. (Speech, 5 s of a fan,
-    /// 5 s of silence, speech.)
+    /// A room that turns noisy hears RNNoise's gains, and once quiet again
+    /// no longer: speech before the noise and after it comes through
+    /// exactly as it went in. (Speech, 5 s of a fan, 5 s of silence,
+    /// speech.)
     #[test]
-    fn the_delay_suppression_needs_is_taken_on_in_noise_and_given_back() {
+    fn speech_before_and_after_a_noisy_spell_passes_untouched() {
         let Some(speech) = words(&WORDS[..2], 2.0, 300) else {
             eprintln!("skipped: no spoken words in /usr/share/sounds/alsa (alsa-utils)");
             return;
@@ -218,33 +156,22 @@ mod tests {
         let second = SAMPLE_RATE as usize;
         let noise: Vec<f32> = pink(7, 5 * second).iter().map(|x| 0.05 * x).collect();
         let input = [speech.clone(), noise, vec![0.0; 5 * second], speech.clone()].concat();
-        let mut stage = NoiseSuppressor::new(S16);
-        let mut heard = Vec::with_capacity(input.len());
-        let mut late = Vec::new();
-        for chunk in input.chunks_exact(BLOCK) {
-            let mut block: [f32; BLOCK] = std::array::from_fn(|i| chunk[i] * S16);
-            stage.process(&mut block);
-            heard.extend(block.iter().map(|s| s / S16));
-            late.push(stage.late);
-        }
-        let blocks = |secs: usize| secs * second / BLOCK;
-        assert!(
-            late[..blocks(2)].iter().all(|l| !l),
-            "no delay before the noise"
-        );
-        // The noise is the floor once the 3 s window has forgotten the quiet.
-        let noisy = blocks(2) + blocks(3) + 20..blocks(7);
-        assert!(late[noisy].iter().all(|l| *l), "a block late in noise");
-        assert!(!late[blocks(12) - 1], "the block given back in the quiet");
+        let heard = suppressed(&input);
+        let during = 2 * second + 4 * second..7 * second;
+        let level = |x: &[f32]| x.iter().map(|s| s * s).sum::<f32>();
+        let down = 10.0 * (level(&input[during.clone()]) / level(&heard[during])).log10();
+        assert!(down > 10.0, "the fan only {down:.1} dB down");
         let after = input.len() - speech.len();
         assert_eq!(&heard[..speech.len()], &speech[..]);
         assert_eq!(&heard[after..], &speech[..], "the speech after, untouched");
     }
 
-    /// In noise, what is heard is RNNoise's output, lined up to the sample
-    /// with the untouched audio it fades from (else the fade would comb).
+    /// In noise, what is heard is what was said, no later than it by more
+    /// than a millisecond. (How much cleaner, the voice processor's tests
+    /// measure: a filter's phase moves the samples, so likeness of samples
+    /// would not tell.)
     #[test]
-    fn the_suppressor_fades_in_on_noise_in_step_with_the_speech() {
+    fn in_noise_what_is_heard_is_in_step_with_what_was_said() {
         let Some(speech) = words(&WORDS, 6.0, 300) else {
             eprintln!("skipped: no spoken words in /usr/share/sounds/alsa (alsa-utils)");
             return;
@@ -257,11 +184,7 @@ mod tests {
             .collect();
         let from = 2 * SAMPLE_RATE as usize;
         let (lag, alike) = alignment(&speech[from..], &suppressed(&noisy)[from..]);
-        assert_eq!(lag, BLOCK, "RNNoise's output is {lag} samples late");
-        let (_, before) = alignment(&speech[from..], &noisy[from..]);
-        assert!(
-            alike > before,
-            "cleaned {alike:.3} alike, noisy {before:.3}"
-        );
+        assert!(lag <= 48, "heard {lag} samples late");
+        assert!(alike > 0.9, "heard only {alike:.3} alike");
     }
 }
