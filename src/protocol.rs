@@ -395,6 +395,22 @@ pub enum PeerAction {
 /// Largest message text, in bytes of UTF-8.
 pub const MAX_MESSAGE_TEXT_BYTES: usize = 64 * 1024;
 
+/// Largest message text as written in a frame's JSON, where a control
+/// character takes 6 bytes and a quote or backslash 2: what leaves room in
+/// a control frame for everything else a message carries.
+pub const MAX_MESSAGE_JSON_BYTES: usize = MAX_CONTROL_FRAME_BYTES - 8 * 1024;
+
+/// The bytes `text` takes as a JSON string's contents (serde_json's escapes).
+fn json_len(text: &str) -> usize {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if c < ' ' => 6,
+            c => c.len_utf8(),
+        })
+        .sum()
+}
+
 /// The rule for a message's text, checked by the client and the relay alike.
 pub fn check_message_text(text: &str) -> Result<(), Error> {
     if text.is_empty() {
@@ -408,6 +424,16 @@ pub fn check_message_text(text: &str) -> Result<(), Error> {
             ErrorCode::MessageTooLong,
             format!(
                 "the text is {} bytes; a message holds at most {MAX_MESSAGE_TEXT_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let json = json_len(text);
+    if json > MAX_MESSAGE_JSON_BYTES {
+        return Err(Error::new(
+            ErrorCode::MessageTooLong,
+            format!(
+                "the text is {} bytes but {json} as JSON, where each control character takes 6 bytes and each quote or backslash 2; a message holds at most {MAX_MESSAGE_JSON_BYTES} as JSON: send it in parts",
                 text.len()
             ),
         ));
@@ -905,6 +931,33 @@ mod tests {
             let json = serde_json::to_value(&msg).unwrap();
             assert_eq!(json["type"], msg.kind());
         }
+    }
+
+    /// The length a text is checked by is the length serde_json writes.
+    #[test]
+    fn a_texts_json_length_is_what_the_frame_carries() {
+        for text in [
+            "plain",
+            "quote \" and back\\slash",
+            "\n\r\t\u{8}\u{c}\u{1}\u{1b}[31mred\u{7f}",
+            "中文 and emoji 👍🏽",
+        ] {
+            let written = serde_json::to_string(text).unwrap();
+            assert_eq!(json_len(text), written.len() - 2, "{text:?}");
+        }
+    }
+
+    /// Text within 65,536 bytes that would not fit a frame once escaped
+    /// (pasted terminal output full of control characters) is refused
+    /// with the reason, not sent to be refused by the relay.
+    #[test]
+    fn text_that_escapes_past_a_frame_is_too_long() {
+        let err = check_message_text(&"\u{1}".repeat(30_000)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::MessageTooLong);
+        assert!(err.message.contains("180000 as JSON"), "{}", err.message);
+        assert!(check_message_text(&"\"".repeat(60_000)).is_ok());
+        assert!(check_message_text(&"x".repeat(MAX_MESSAGE_TEXT_BYTES)).is_ok());
+        assert!(check_message_text(&"é".repeat(MAX_MESSAGE_TEXT_BYTES / 2)).is_ok());
     }
 
     #[test]

@@ -125,6 +125,36 @@ async fn the_relay_refuses_bad_messages_with_codes() {
     relay.shutdown().await;
 }
 
+/// Text within the byte limit whose JSON would not fit in a frame (control
+/// characters take 6 bytes there) is refused with its `clientMsgID` before
+/// it leaves, and the next message goes as usual: the relay never sees a
+/// frame it would have to refuse, or a device one it would cut.
+#[tokio::test]
+async fn text_that_escapes_past_a_frame_is_refused_and_the_next_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let mut alice = Headless::spawn(dir.path(), &["--relay", &url, "--user", "alice"]);
+    wait_for_ready(&mut alice).await;
+    for count in [30_000, 65_536] {
+        alice
+            .send(json!({"cmd": "sendMessage", "userID": "alice", "text": "\u{1}".repeat(count), "clientMsgID": format!("big{count}")}))
+            .await;
+        let e = alice.expect("ERROR").await;
+        assert_eq!(e["code"], 6403, "{e}");
+        assert_eq!(e["clientMsgID"], format!("big{count}"), "{e}");
+    }
+    alice
+        .send(
+            json!({"cmd": "sendMessage", "userID": "alice", "text": "next", "clientMsgID": "next"}),
+        )
+        .await;
+    assert_eq!(alice.expect("MESSAGE_SENT").await["clientMsgID"], "next");
+    alice.send(json!({"cmd": "quit"})).await;
+    alice.exits_cleanly().await;
+    relay.shutdown().await;
+}
+
 async fn wait_for_ready(h: &mut Headless) {
     h.expect("SDK_READY").await;
     h.expect("SYNCED").await;
