@@ -693,7 +693,9 @@ pub async fn serve(
         }
         Ok::<_, std::io::Error>(())
     };
-    let result = match tokio::time::timeout(Duration::from_secs(2), drain).await {
+    // The logout waits up to 10 s for this device's messages on their way,
+    // then up to 2 s for the relay: the connection task ends by then.
+    let result = match tokio::time::timeout(Duration::from_secs(15), drain).await {
         Ok(result) => result,
         Err(_) => out.flush().await,
     };

@@ -28,6 +28,10 @@ pub type Millis = u64;
 /// Longest wait for the relay to acknowledge a logout before closing anyway.
 const LOGOUT_LINGER_MS: Millis = 2_000;
 
+/// A logout waits this long for the device's own messages on their way to
+/// be acknowledged (through a reconnection, if the link drops meanwhile).
+const LOGOUT_SENDS_MS: Millis = 10_000;
+
 /// After a failed catch-up read on the relay, how long before asking again.
 const SYNC_RETRY_MS: Millis = 1_000;
 
@@ -198,6 +202,10 @@ pub struct ClientEngine {
     /// After a logout, the link stays up until the relay acknowledges it
     /// (so replies already on their way still arrive), or until this time.
     closing_until: Option<Millis>,
+    /// A logout was asked for and waits, until then at most, for this
+    /// device's messages on their way: a script that writes messages and
+    /// quits sees each one `MESSAGE_SENT`, or refused.
+    logout_at: Option<Millis>,
     /// Multi-device ability: re-announced to the relay after every login.
     multi_device: bool,
     /// Call waiting: re-announced to the relay after every login.
@@ -231,6 +239,7 @@ impl ClientEngine {
             reported_unreachable: false,
             presence_subscribed: false,
             closing_until: None,
+            logout_at: None,
             requested_by: HashMap::new(),
             users_so_far: Vec::new(),
             out: VecDeque::new(),
@@ -245,9 +254,10 @@ impl ClientEngine {
         self.credentials.as_ref().map(|c| &c.user)
     }
 
-    /// A logout is waiting for the relay's acknowledgement.
+    /// A logout is under way: waiting for this device's messages on their
+    /// way, or for the relay's acknowledgement.
     pub fn is_closing(&self) -> bool {
-        self.closing_until.is_some()
+        self.closing_until.is_some() || self.logout_at.is_some()
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -260,6 +270,7 @@ impl ClientEngine {
             self.next_heartbeat,
             self.heard_by,
             self.closing_until,
+            self.logout_at,
             self.chat.sync_retry_at(),
             self.auto_answer_due(),
         ]
@@ -287,6 +298,7 @@ impl ClientEngine {
         }
         self.chat_timeout(now);
         self.auto_answer_timeout(now);
+        self.logout_when_sent(now);
     }
 
     /// Nothing came back in time: the socket may look open, but the link is
@@ -344,9 +356,36 @@ impl ClientEngine {
             }
             Input::Frame(msg) => {
                 self.heard_by = None;
-                self.frame(now, msg)
+                self.frame(now, msg);
+                self.logout_when_sent(now);
             }
         }
+    }
+
+    /// A logout waiting for this device's messages goes ahead once none is
+    /// on its way any more, or when it has waited long enough: then each
+    /// message still unacknowledged is reported, and not sent again.
+    fn logout_when_sent(&mut self, now: Millis) {
+        let Some(at) = self.logout_at else { return };
+        if self.chat.sending() && at > now {
+            return;
+        }
+        self.logout_at = None;
+        for client_msg_id in self.chat.give_up() {
+            self.event(Event::Error {
+                code: ErrorCode::RelayUnreachable.code(),
+                message: format!(
+                    "message {client_msg_id:?} was not acknowledged within {} s of the logout, \
+                     so it may not be stored: send it again with the same clientMsgID \
+                     (a message sent twice under one id is stored once)",
+                    LOGOUT_SENDS_MS / 1000
+                ),
+                cmd: Some("sendMessage".into()),
+                relay_code: None,
+                client_msg_id: Some(client_msg_id),
+            });
+        }
+        self.logout(now);
     }
 
     /// The link is down (the engine already said so to the shell).
@@ -400,6 +439,7 @@ impl ClientEngine {
                 // switches accounts on the relay).
                 self.session = None;
                 self.closing_until = None;
+                self.logout_at = None;
                 self.presence_subscribed = false;
                 self.set_status(LoginStatus::Logining);
                 match self.link {
@@ -415,14 +455,10 @@ impl ClientEngine {
                 if self.status == LoginStatus::Logout && self.credentials.is_none() {
                     return self.not_logged_in(name);
                 }
-                if self.transport_up() {
-                    self.forget_login(now);
-                    // Replies already on their way still arrive.
-                    self.send(ClientMsg::Logout);
-                    self.closing_until = Some(now + LOGOUT_LINGER_MS);
-                    self.set_status(LoginStatus::Logout);
+                if self.credentials.is_some() && self.chat.sending() {
+                    self.logout_at.get_or_insert(now + LOGOUT_SENDS_MS);
                 } else {
-                    self.sign_out(now);
+                    self.logout(now);
                 }
             }
             Command::GetUsers { subscribe } => {
@@ -682,7 +718,20 @@ impl ClientEngine {
     }
 
     /// Ends this device's calls and forgets who it is logged in as.
+    fn logout(&mut self, now: Millis) {
+        if self.transport_up() {
+            self.forget_login(now);
+            // Replies already on their way still arrive.
+            self.send(ClientMsg::Logout);
+            self.closing_until = Some(now + LOGOUT_LINGER_MS);
+            self.set_status(LoginStatus::Logout);
+        } else {
+            self.sign_out(now);
+        }
+    }
+
     fn forget_login(&mut self, now: Millis) {
+        self.logout_at = None;
         if let Some(me) = self.user().cloned() {
             self.drop_calls(now, &me, false);
         }

@@ -111,6 +111,11 @@ impl Headless {
         stdin.write_all(bytes).await.unwrap();
     }
 
+    /// The end of stdin, as when a script's input runs out.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
     /// Next event line; every stdout line must be one JSON event with a ts.
     pub async fn next(&mut self) -> Option<Value> {
         let line = tokio::time::timeout(WAIT, self.stdout.next_line())

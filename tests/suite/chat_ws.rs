@@ -155,6 +155,50 @@ async fn text_that_escapes_past_a_frame_is_refused_and_the_next_sent() {
     relay.shutdown().await;
 }
 
+/// A script that writes its messages and ends its input sees every one of
+/// them `MESSAGE_SENT` before the device logs out: none is dropped with the
+/// ones still waiting for the send window, and the peer gets them all.
+#[tokio::test]
+async fn messages_written_before_the_end_of_input_are_all_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let mut bob = Headless::spawn(dir.path(), &["--relay", &url, "--user", "bob"]);
+    wait_for_ready(&mut bob).await;
+    let mut alice = Headless::spawn(dir.path(), &["--relay", &url, "--user", "alice"]);
+    alice
+        .send(json!({"cmd": "wait", "event": "SDK_READY"}))
+        .await;
+    const COUNT: usize = 200;
+    for k in 0..COUNT {
+        alice
+            .send(json!({"cmd": "sendMessage", "userID": "bob", "text": format!("m{k}"), "clientMsgID": format!("c{k}")}))
+            .await;
+    }
+    alice.close_stdin();
+    let mut sent = Vec::new();
+    let mut logged_out = false;
+    while let Some(e) = alice.next().await {
+        match e["event"].as_str().unwrap() {
+            "MESSAGE_SENT" => {
+                assert!(!logged_out, "MESSAGE_SENT after the logout");
+                sent.push(e["clientMsgID"].as_str().unwrap().to_owned());
+            }
+            "LOGIN_STATUS_CHANGED" if e["status"] == "LOGOUT" => logged_out = true,
+            _ => {}
+        }
+    }
+    let written: Vec<String> = (0..COUNT).map(|k| format!("c{k}")).collect();
+    assert_eq!(sent, written, "every message MESSAGE_SENT, in order");
+    assert!(logged_out, "then the logout");
+    alice.exits_cleanly().await;
+    for k in 0..COUNT {
+        let e = bob.expect("MESSAGE_RECEIVED").await;
+        assert_eq!(e["text"], format!("m{k}"));
+    }
+    relay.shutdown().await;
+}
+
 async fn wait_for_ready(h: &mut Headless) {
     h.expect("SDK_READY").await;
     h.expect("SYNCED").await;

@@ -4,7 +4,7 @@
 //! fault someone hit for real (issue 10).
 
 use termphone::client::engine::{self, CallCommand, ChatCommand, Command};
-use termphone::client::event::Event;
+use termphone::client::event::{Event, LoginStatus};
 use termphone::ids::UserId;
 use termphone::protocol::{ChatMessage, Entry, EntryKind, ServerMsg};
 
@@ -501,4 +501,66 @@ fn a_message_stored_just_before_a_relay_restart_is_reported_once_at_its_place() 
         "{seen:?}"
     );
     assert_eq!(received(&m.take(bob)), ["before", "after"]);
+}
+
+/// A logout asked for while messages are on their way waits for them, even
+/// through a reconnection: each is `MESSAGE_SENT`, then the device logs out.
+#[test]
+fn a_logout_waits_for_the_messages_on_their_way() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.cut(alice);
+    m.block(alice, 3_000);
+    m.command(alice, send("bob", "one"));
+    m.command(alice, send("bob", "two"));
+    m.command(alice, Command::Logout);
+    m.advance(9_000);
+    let seen = m.take(alice);
+    assert_eq!(sent(&seen), ["one", "two"]);
+    let logout = seen.iter().position(logged_out).expect("logged out");
+    let last_sent = seen.iter().rposition(|e| e.name() == "MESSAGE_SENT");
+    assert!(last_sent < Some(logout), "{seen:?}");
+    assert_eq!(received(&m.take(bob)), ["one", "two"]);
+}
+
+/// A relay that never comes back within 10 s: the logout goes ahead, and
+/// each message it could not wait for any longer is named in an `ERROR`,
+/// not left without an answer.
+#[test]
+fn a_logout_that_cannot_wait_any_longer_names_each_message_not_acknowledged() {
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    m.cut(alice);
+    m.block(alice, 60_000);
+    m.command(alice, send_as("bob", "one", "c1"));
+    m.command(alice, send_as("bob", "two", "c2"));
+    m.command(alice, Command::Logout);
+    m.advance(9_900);
+    assert!(!m.take(alice).iter().any(logged_out));
+    m.advance(200);
+    let seen = m.take(alice);
+    let refused: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Error {
+                code: 6200,
+                client_msg_id: Some(id),
+                ..
+            } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, ["c1", "c2"]);
+    assert!(seen.iter().any(logged_out), "{seen:?}");
+}
+
+fn logged_out(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::LoginStatusChanged {
+            status: LoginStatus::Logout,
+            ..
+        }
+    )
 }

@@ -139,6 +139,23 @@ impl ChatState {
         self.retry_sync_at
     }
 
+    /// Messages of this device are on their way: not yet acknowledged, or
+    /// acknowledged and their `MESSAGE_SENT` still to come.
+    pub(super) fn sending(&self) -> bool {
+        !self.unacked.order.is_empty() || !self.acked.is_empty()
+    }
+
+    /// Stops waiting for the messages on their way: the client ids of
+    /// those not acknowledged, in the order they were written.
+    pub(super) fn give_up(&mut self) -> Vec<String> {
+        self.acked.clear();
+        let ids = std::mem::take(&mut self.unacked.order)
+            .into_values()
+            .collect();
+        self.unacked = Unacked::default();
+        ids
+    }
+
     /// This device (`device` of user `me`) sent `message` under a client id
     /// it still waits on.
     fn own(&mut self, message: &ChatMessage, me: &UserId, device: &DeviceId) -> bool {
