@@ -564,3 +564,60 @@ fn logged_out(e: &Event) -> bool {
         }
     )
 }
+
+/// A hang-up sent into a link that had died without a word (the relay
+/// stopped, `kill -STOP`) is not lost with it: it goes again once the
+/// device is back, and the call ends on both sides.
+#[test]
+fn a_hangup_lost_in_a_dead_link_goes_again_when_the_link_is_back() {
+    let (mut m, alice, bob) = in_a_call();
+    m.take(alice);
+    m.take(bob);
+    m.cut_silently(alice);
+    m.command(alice, hangup());
+    m.advance(30_000);
+    let seen = m.take(alice);
+    assert!(names(&seen).contains(&"CALLING_END"), "{seen:?}");
+    assert!(!names(&seen).contains(&"ERROR"), "{seen:?}");
+    assert!(names(&m.take(bob)).contains(&"CALLING_END"));
+}
+
+/// The same for answers: an accept lost in a dead link begins the call
+/// once the callee is back, a caller's cancel stops the ringing, and a
+/// reject turns the call down.
+#[test]
+fn answers_lost_in_a_dead_link_go_again_when_the_link_is_back() {
+    for (who, answer, caller_sees, callee_sees) in [
+        ("callee", accept(), "ON_CALL_BEGIN", "ON_CALL_BEGIN"),
+        ("caller", hangup(), "ON_CALL_CANCELED", "ON_CALL_CANCELED"),
+        (
+            "callee",
+            Command::Call(CallCommand::Reject { call_id: None }),
+            "REJECT",
+            "ON_CALL_CANCELED",
+        ),
+    ] {
+        let mut m = Mesh::dev();
+        let alice = m.online("alice", "a1");
+        let bob = m.online("bob", "b1");
+        m.command(
+            alice,
+            Command::Call(CallCommand::Call {
+                users: vec![user("bob")],
+                timeout_secs: Some(120),
+                user_data: None,
+            }),
+        );
+        m.advance(100);
+        m.take(alice);
+        m.take(bob);
+        let answering = if who == "callee" { bob } else { alice };
+        m.cut_silently(answering);
+        m.command(answering, answer);
+        m.advance(30_000);
+        let (caller, callee) = (names(&m.take(alice)), names(&m.take(bob)));
+        assert!(caller.contains(&caller_sees), "{who}: {caller:?}");
+        assert!(callee.contains(&callee_sees), "{who}: {callee:?}");
+        assert!(!caller.contains(&"ERROR") && !callee.contains(&"ERROR"));
+    }
+}

@@ -98,6 +98,43 @@ pub(super) struct CallState {
     media_listens: bool,
     /// Auto-answer: when each ringing call is to be accepted here.
     auto_answer_at: BTreeMap<String, Millis>,
+    /// Answers and hang-ups sent whose effect has not been seen yet. A
+    /// link that dies with one in it (a relay that stalled) loses it, and
+    /// the relay drops a connection it replaces, so each goes again after
+    /// the next resume or login if its call still calls for it.
+    asked: Vec<Asked>,
+}
+
+/// An answer or a hang-up, until its effect is seen.
+#[derive(Clone, Debug)]
+enum Asked {
+    Accept { call_id: String, end_current: bool },
+    Reject { call_id: String },
+    Hangup { call_id: String },
+}
+
+impl Asked {
+    fn call_id(&self) -> &str {
+        match self {
+            Asked::Accept { call_id, .. }
+            | Asked::Reject { call_id }
+            | Asked::Hangup { call_id } => call_id,
+        }
+    }
+
+    fn message(&self) -> ClientMsg {
+        match self.clone() {
+            Asked::Accept {
+                call_id,
+                end_current,
+            } => ClientMsg::Accept {
+                call_id,
+                end_current,
+            },
+            Asked::Reject { call_id } => ClientMsg::Reject { call_id },
+            Asked::Hangup { call_id } => ClientMsg::Hangup { call_id },
+        }
+    }
 }
 
 /// Call commands, checked against the device's state before they reach the
@@ -232,14 +269,14 @@ impl ClientEngine {
                 if self.calls.current.is_some() && !waits {
                     return Err(already_in_call());
                 }
-                self.send(ClientMsg::Accept {
+                self.ask(Asked::Accept {
                     call_id: id,
                     end_current,
                 });
             }
             CallCommand::Reject { call_id } => {
                 let id = self.ringing_id(call_id)?;
-                self.send(ClientMsg::Reject { call_id: id });
+                self.ask(Asked::Reject { call_id: id });
             }
             CallCommand::Ignore { call_id } => {
                 let id = self.ringing_id(call_id)?;
@@ -264,7 +301,7 @@ impl ClientEngine {
                         None => return Err(no_call()),
                     },
                 };
-                self.send(ClientMsg::Hangup { call_id: id });
+                self.ask(Asked::Hangup { call_id: id });
             }
             CallCommand::InviteUser { users } => {
                 let current = self.calls.current.as_ref().filter(|c| c.connected());
@@ -511,7 +548,40 @@ impl ClientEngine {
     }
 
     /// Translates a call message from the relay into events.
+    /// Sends an answer or a hang-up, and keeps it until its effect is seen.
+    fn ask(&mut self, asked: Asked) {
+        self.send(asked.message());
+        self.calls.asked.retain(|a| a.call_id() != asked.call_id());
+        self.calls.asked.push(asked);
+    }
+
+    /// Forgets what was asked and has taken effect: the call no longer
+    /// rings here (answered, turned down), or, hung up, is gone.
+    fn forget_answered(&mut self) {
+        let CallState {
+            ringing,
+            current,
+            parked,
+            asked,
+            ..
+        } = &mut self.calls;
+        asked.retain(|a| match a {
+            Asked::Accept { call_id, .. } | Asked::Reject { call_id } => {
+                ringing.contains_key(call_id)
+            }
+            Asked::Hangup { call_id } => [&*current, &*parked]
+                .into_iter()
+                .flatten()
+                .any(|c| &c.id == call_id),
+        });
+    }
+
     pub(super) fn call_frame(&mut self, now: Millis, me: &UserId, msg: ServerMsg) {
+        self.apply_call_frame(now, me, msg);
+        self.forget_answered();
+    }
+
+    fn apply_call_frame(&mut self, now: Millis, me: &UserId, msg: ServerMsg) {
         match msg {
             ServerMsg::CallDialing { call } => {
                 let view = self.dial_here(now, &call);
@@ -788,6 +858,16 @@ impl ClientEngine {
             .flatten()
             .map(|c| c.call.call_id.clone())
             .collect();
+        // What was asked and lost with the link, its call still as it was.
+        let again: Vec<Asked> = std::mem::take(&mut self.calls.asked)
+            .into_iter()
+            .filter(|a| match a {
+                Asked::Accept { call_id, .. } | Asked::Reject { call_id } => {
+                    ringing.iter().any(|c| &c.call_id == call_id)
+                }
+                Asked::Hangup { call_id } => joined.contains(call_id),
+            })
+            .collect();
         let gone: Vec<String> = self
             .calls
             .ringing
@@ -815,6 +895,9 @@ impl ClientEngine {
         }
         self.calls.current = current.map(|c| self.take_up(now, me, &mut mine, c));
         self.calls.parked = parked.map(|c| self.take_up(now, me, &mut mine, c));
+        for asked in again {
+            self.ask(asked);
+        }
     }
 
     /// A call the relay has this device in, as this device sees it now:
