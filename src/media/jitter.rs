@@ -295,7 +295,9 @@ impl JitterBuffer {
             self.stats.late += 1;
             return;
         }
-        if self.frames.contains_key(&ext) {
+        // A copy that came first (with a later frame, the network
+        // reordering them) gives way to the frame itself: it was not lost.
+        if self.frames.get(&ext).is_some_and(|waiting| !waiting.copy) {
             self.stats.duplicates += 1;
             return;
         }
@@ -324,7 +326,9 @@ impl JitterBuffer {
 
     /// A redundant copy of frame `seq` came with a later frame (RED): it
     /// fills that frame's place if the frame is still missing and not yet
-    /// due, and otherwise goes. It says nothing of the network's timing.
+    /// due, and otherwise goes. It says nothing of the network's timing,
+    /// and counts as recovered only if it is played: the frame itself may
+    /// still come in time.
     pub fn push_copy(&mut self, seq: u16, payload: Vec<u8>) {
         let Some(highest) = self.highest else {
             return;
@@ -336,7 +340,6 @@ impl JitterBuffer {
         {
             return;
         }
-        self.stats.red_recovered += 1;
         let copy = Waiting {
             packet: payload,
             copy: true,
@@ -352,6 +355,9 @@ impl JitterBuffer {
         if let Some(frame) = self.frames.remove(&next) {
             self.underrun_run = 0;
             self.next = Some(next + 1);
+            if frame.copy {
+                self.stats.red_recovered += 1;
+            }
             self.count_run(frame.copy);
             self.track_depth();
             return Playout::Frame(frame.packet);
@@ -537,6 +543,33 @@ mod tests {
         assert_eq!((j.stats().lost, j.stats().red_recovered), (0, 1));
         j.set_copies(0);
         assert_eq!(j.target_depth(), 1);
+    }
+
+    /// The network reorders: frame 2 (with a copy of frame 1) comes before
+    /// frame 1, which still comes before its turn. Nothing was lost: frame
+    /// 1 itself is played and counted received, its copy neither.
+    #[test]
+    fn a_frame_that_comes_after_its_copy_but_in_time_is_not_lost() {
+        let mut j = clean();
+        j.set_copies(1);
+        j.push(0, 0, 0, vec![0]);
+        j.push(20, 2, 1920, vec![2]);
+        j.push_copy(1, vec![101]);
+        j.push(25, 1, 960, vec![1]);
+        let played: Vec<Playout> = (0..3).map(|_| j.pop()).collect();
+        assert_eq!(
+            played,
+            [
+                Playout::Frame(vec![0]),
+                Playout::Frame(vec![1]),
+                Playout::Frame(vec![2])
+            ]
+        );
+        let s = j.stats();
+        assert_eq!(
+            (s.received, s.lost, s.red_recovered, s.duplicates),
+            (3, 0, 0, 0)
+        );
     }
 
     #[test]
