@@ -323,8 +323,25 @@ impl LocalStore {
         count: usize,
         before: Option<u64>,
     ) -> rusqlite::Result<Vec<StoredMessage>> {
+        Ok(self.messages_page(peer, count, before)?.0)
+    }
+
+    /// [`LocalStore::messages`], and whether the store holds older ones.
+    ///
+    /// The next page is asked for before the oldest message's millisecond,
+    /// and a burst puts many messages in one: so a page never ends inside
+    /// one. Where the `count`th message shares its millisecond with an
+    /// older one, the page ends after that millisecond, with fewer; where
+    /// all of the page is one millisecond, it holds all of that millisecond,
+    /// with more.
+    fn messages_page(
+        &self,
+        peer: &UserId,
+        count: usize,
+        before: Option<u64>,
+    ) -> rusqlite::Result<(Vec<StoredMessage>, bool)> {
         let Some(db) = self.db() else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         };
         let mut stmt = db.prepare(
             "SELECT msg_id, sender, recipient, text, timestamp, recalled FROM messages
@@ -332,12 +349,31 @@ impl LocalStore {
              ORDER BY timestamp DESC, rowid DESC LIMIT ?3",
         )?;
         let before = before.map_or(i64::MAX, |b| b as i64);
-        let rows = stmt.query_map(params![peer.as_str(), before, count as i64], |r| {
-            message_from(r, 0)
-        })?;
-        let mut out: Vec<StoredMessage> = rows.collect::<Result<_, _>>()?;
+        let read = |stmt: &mut rusqlite::Statement, before: i64, limit: usize| {
+            stmt.query_map(params![peer.as_str(), before, limit as i64], |r| {
+                message_from(r, 0)
+            })?
+            .collect::<rusqlite::Result<Vec<StoredMessage>>>()
+        };
+        let mut out = read(&mut stmt, before, count + 1)?;
+        let older = out.len() > count;
+        if let Some(next) = out.pop_if(|_| older) {
+            let cut = next.timestamp;
+            let whole = out.iter().take_while(|m| m.timestamp != cut).count();
+            if whole > 0 {
+                out.truncate(whole);
+            } else {
+                let mut stmt = db.prepare(
+                    "SELECT msg_id, sender, recipient, text, timestamp, recalled FROM messages
+                     WHERE peer = ?1 AND timestamp = ?2 ORDER BY rowid DESC",
+                )?;
+                let rows =
+                    stmt.query_map(params![peer.as_str(), cut as i64], |r| message_from(r, 0))?;
+                out = rows.collect::<rusqlite::Result<_>>()?;
+            }
+        }
         out.reverse();
-        Ok(out)
+        Ok((out, older))
     }
 
     pub fn record_call(&mut self, r: &CallRecord) -> rusqlite::Result<()> {
@@ -620,8 +656,8 @@ impl StoreHandle {
     }
 
     /// A page of the conversation with `peer`: what the store has, oldest
-    /// first, and, when it holds fewer than `count`, the request that asks
-    /// the relay (whose answer comes as `MESSAGES` and is kept here, so the
+    /// first, and, when it holds fewer than `count` and nothing older, the
+    /// request that asks the relay (whose answer comes as `MESSAGES` and is kept here, so the
     /// page is local the next time).
     pub async fn page(
         &self,
@@ -629,9 +665,12 @@ impl StoreHandle {
         count: usize,
         before: Option<u64>,
     ) -> rusqlite::Result<Page> {
-        let messages = self.messages(peer.clone(), count, before).await?;
+        let asked = peer.clone();
+        let (messages, older) = self
+            .ask(move |store| store.messages_page(&asked, count, before))
+            .await?;
         let ask_relay =
-            (messages.len() < count).then_some(Command::Chat(ChatCommand::GetMessages {
+            (messages.len() < count && !older).then_some(Command::Chat(ChatCommand::GetMessages {
                 peer,
                 before,
                 count: count as u32,
@@ -780,6 +819,48 @@ mod tests {
         assert_eq!(msgs[1].text, "");
         assert_eq!(store.messages(&bob, 1, Some(20)).unwrap()[0].msg_id, "m1");
         assert_eq!(store.high_water().unwrap(), 5);
+    }
+
+    /// Bursts put many messages in one millisecond; pages asked for
+    /// "before the oldest" one after another reach every message once,
+    /// a page never ending inside a millisecond (it did, and the rest of
+    /// that millisecond was never shown).
+    #[tokio::test]
+    async fn pages_before_the_oldest_reach_every_message_of_a_burst() {
+        let bob: UserId = "bob".parse().unwrap();
+        let mut store = LocalStore::in_memory(&"alice".parse().unwrap());
+        // 10 messages in ms 100, 83 in ms 200, 57 in ms 300, 120 in ms 400.
+        let mut seq = 0;
+        for (ts, n) in [(100, 10), (200, 83), (300, 57), (400, 120)] {
+            for _ in 0..n {
+                seq += 1;
+                let id = format!("m{seq}");
+                store
+                    .apply(&received(&id, "bob", "alice", "x", ts, seq))
+                    .unwrap();
+            }
+        }
+        let store = StoreHandle::spawn(store);
+        let (mut seen, mut sizes, mut before) = (Vec::new(), Vec::new(), None);
+        loop {
+            let page = store.page(bob.clone(), 100, before).await.unwrap();
+            if page.messages.is_empty() {
+                assert!(
+                    page.ask_relay.is_some(),
+                    "the relay asked when the store ran out"
+                );
+                break;
+            }
+            assert!(page.ask_relay.is_none() || page.messages.len() < 100);
+            sizes.push(page.messages.len());
+            before = Some(page.messages[0].timestamp);
+            seen.splice(0..0, page.messages.into_iter().map(|m| m.msg_id));
+        }
+        let all: Vec<String> = (1..=seq).map(|k| format!("m{k}")).collect();
+        assert_eq!(seen, all);
+        // A millisecond of more than a page is one page; a page that would
+        // end inside a millisecond ends before it.
+        assert_eq!(sizes, [120, 57, 93]);
     }
 
     #[tokio::test]
