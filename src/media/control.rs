@@ -94,6 +94,9 @@ pub enum MediaCommand {
     Listen(bool),
     /// Send these digits as telephone events, after any still going out.
     SendDtmf(Vec<Digit>),
+    /// This device holds the call, so nobody would hear digits still
+    /// waiting to go out: drop them, and say which (`ERROR` 6107).
+    StopDtmf,
     /// Who sends voice in the room, and on which source numbers.
     Peers {
         room: RoomId,

@@ -85,6 +85,12 @@ impl DtmfSender {
         Ok(())
     }
 
+    /// Drops the digits still waiting (the one going out finishes), and
+    /// gives them back.
+    pub fn stop(&mut self) -> Vec<Digit> {
+        self.queue.drain(..).collect()
+    }
+
     /// The packet to send with the frame of media time `timestamp`, if a
     /// digit is going out.
     pub fn next(&mut self, timestamp: u32) -> Option<EventPacket> {

@@ -341,6 +341,11 @@ impl Pipeline {
                         (self.reporter)(MediaReport::Failed(e, Some("sendDTMF")));
                     }
                 }
+                Ok(Control::Call(MediaCommand::StopDtmf)) => {
+                    if let Some(Err(e)) = live.as_mut().map(|l| l.media.stop_dtmf()) {
+                        (self.reporter)(MediaReport::Failed(e, Some("sendDTMF")));
+                    }
+                }
                 Ok(Control::Call(MediaCommand::Stop)) => {
                     if let Some(old) = live.take() {
                         self.finish(old);

@@ -16,7 +16,7 @@ use super::rate::{RateControl, Sent, Window};
 use super::redundancy;
 use super::stretch;
 use super::{FRAME_SAMPLES, Frame};
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::ids::UserId;
 use crate::protocol::{
     MAX_MEDIA_PAYLOAD_BYTES, MediaHeader, MediaKind, MediaPeer, MediaSource, RoomId,
@@ -302,6 +302,23 @@ impl CallMedia {
     /// Queues digits to go out as telephone events (RFC 4733).
     pub fn send_dtmf(&mut self, digits: &[Digit]) -> Result<(), Error> {
         self.dtmf.push(digits)
+    }
+
+    /// This device holds the call: drops the digits still waiting to go
+    /// out (nobody would hear them), and says which, if any.
+    pub fn stop_dtmf(&mut self) -> Result<(), Error> {
+        let left = self.dtmf.stop();
+        if left.is_empty() {
+            return Ok(());
+        }
+        let keys: String = left.iter().map(|d| d.key()).collect();
+        Err(Error::new(
+            ErrorCode::CallNotConnected,
+            format!(
+                "the hold stopped sendDTMF before {keys} went out (nobody hears a held call); \
+                 send them again after unhold"
+            ),
+        ))
     }
 
     /// The telephone-event frame to send with the next captured frame, while

@@ -161,6 +161,13 @@ impl MeshMedia {
                     return Some(Event::from(MediaReport::Failed(e, Some("sendDTMF"))));
                 }
             }
+            MediaCommand::StopDtmf => {
+                if let Some((_, m)) = self.calls.get_mut(&i)
+                    && let Err(e) = m.stop_dtmf()
+                {
+                    return Some(Event::from(MediaReport::Failed(e, Some("sendDTMF"))));
+                }
+            }
             // What a sound card or the figures would answer: nothing on the mesh.
             MediaCommand::ListDevices
             | MediaCommand::SwitchDevice { .. }

@@ -167,6 +167,38 @@ fn send_dtmf_needs_a_connected_call_this_device_does_not_hold() {
     assert!(m.log(alice).is_empty(), "a held call is never heard");
 }
 
+/// A hold while digits are still going out stops them: the others hear
+/// those sent before it, and the sender is told which never went out,
+/// rather than the relay dropping them unheard.
+#[test]
+fn a_hold_stops_the_digits_still_to_go_out_and_names_them() {
+    let (mut m, bob, alice, call_id) = connected(0.0, 6);
+    m.command(bob, dtmf("0123456789"));
+    m.advance(500);
+    m.command(bob, Command::Call(CallCommand::Hold { call_id: None }));
+    m.advance(2_000);
+    let heard = digits_heard(&mut m, alice, "bob", &call_id);
+    assert!(!heard.is_empty() && heard.len() < 10, "{heard}");
+    let refused: Vec<String> = m
+        .take(bob)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Error {
+                code: 6107,
+                message,
+                ..
+            } => Some(message),
+            _ => None,
+        })
+        .collect();
+    let unsent = &"0123456789"[heard.len()..];
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].contains(&format!("before {unsent} went out")),
+        "{refused:?}"
+    );
+}
+
 #[test]
 fn a_flood_of_digits_is_refused_past_the_queue() {
     let (mut m, bob, _alice, _) = connected(0.0, 5);

@@ -335,6 +335,11 @@ impl ClientEngine {
             CallCommand::GetMediaStats => self.media_stats()?,
             CallCommand::Hold { call_id } => {
                 let call_id = self.connected_call(call_id)?.id.clone();
+                // Digits still to go out would go nowhere once the relay
+                // holds this device's media: they stop here, and are named.
+                if self.calls.current.as_ref().is_some_and(|c| c.id == call_id) {
+                    self.out.push_back(Output::Media(MediaCommand::StopDtmf));
+                }
                 self.send(ClientMsg::Hold {
                     call_id,
                     on_hold: true,
