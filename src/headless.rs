@@ -644,7 +644,7 @@ pub async fn serve(
                 if let Event::LoginStatusChanged { status, .. } = event {
                     device_state.status = status;
                 }
-                device_state.observe(&event);
+                device_state.keep(&event).await;
                 out.event(&event).await?;
                 if wait.as_ref().is_some_and(|w| out.arrivals.take(&w.event)) {
                     wait = None;
@@ -688,7 +688,7 @@ pub async fn serve(
     // events (the LOGOUT) still belong on stdout.
     let drain = async {
         while let Some(event) = events.recv().await {
-            device_state.observe(&event);
+            device_state.keep(&event).await;
             out.event(&event).await?;
         }
         Ok::<_, std::io::Error>(())
@@ -772,9 +772,15 @@ impl DeviceState {
         Ok(())
     }
 
-    fn observe(&self, event: &Event) {
-        if let Some(recorder) = &self.recorder {
-            recorder.observe(event);
+    /// Keeps what `event` says in the local store; a chat event is kept
+    /// before it is said, so that a device killed (`kill -9`) right after
+    /// printing it finds it in its store, and its sync position past it,
+    /// when it starts again: its own messages never come back to it as new.
+    async fn keep(&self, event: &Event) {
+        if let Some(recorder) = &self.recorder
+            && recorder.observe(event)
+        {
+            recorder.store().flush().await;
         }
     }
 

@@ -725,11 +725,12 @@ impl Recorder {
         }
     }
 
-    pub fn observe(&self, event: &Event) {
+    /// Keeps what `event` says; whether it was a chat event.
+    pub fn observe(&self, event: &Event) -> bool {
         if let Some(record) = event.call_record() {
             self.store.record(record.clone());
         }
-        if matches!(
+        let chat = matches!(
             event,
             Event::MessageSent { .. }
                 | Event::MessageReceived { .. }
@@ -738,9 +739,11 @@ impl Recorder {
                 | Event::C2cReadReceipt { .. }
                 | Event::Synced { .. }
                 | Event::Messages { .. }
-        ) {
+        );
+        if chat {
             self.store.apply(event.clone());
         }
+        chat
     }
 
     pub fn store(&self) -> &StoreHandle {

@@ -111,6 +111,11 @@ impl Headless {
         stdin.write_all(bytes).await.unwrap();
     }
 
+    /// `kill -9`: the process dies at once, whatever it was doing.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
     /// The end of stdin, as when a script's input runs out.
     pub fn close_stdin(&mut self) {
         self.stdin = None;

@@ -199,6 +199,55 @@ async fn messages_written_before_the_end_of_input_are_all_sent() {
     relay.shutdown().await;
 }
 
+/// A device killed (`kill -9`) right after it printed `MESSAGE_SENT` for a
+/// burst of its messages finds them in its local store when it starts
+/// again, its sync position past them: none comes back to it as a message
+/// received from its own user.
+#[tokio::test]
+async fn messages_said_sent_before_a_kill_are_not_received_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let mut bob = Headless::spawn(dir.path(), &["--relay", &url, "--user", "bob"]);
+    wait_for_ready(&mut bob).await;
+    let device = || {
+        Headless::spawn(
+            dir.path(),
+            &["--relay", &url, "--user", "alice", "--device", "a1"],
+        )
+    };
+    let mut alice = device();
+    wait_for_ready(&mut alice).await;
+    const COUNT: usize = 50;
+    for k in 0..COUNT {
+        alice
+            .send(json!({"cmd": "sendMessage", "userID": "bob", "text": format!("m{k}")}))
+            .await;
+    }
+    for _ in 0..COUNT {
+        alice.expect("MESSAGE_SENT").await;
+    }
+    alice.kill().await;
+    let mut alice = device();
+    loop {
+        let e = alice.next().await.unwrap();
+        assert_ne!(e["event"], "MESSAGE_RECEIVED", "{e}");
+        if e["event"] == "SYNCED" {
+            break;
+        }
+    }
+    alice
+        .send(json!({"cmd": "getMessages", "userID": "bob", "count": 100}))
+        .await;
+    let page = alice.expect("MESSAGES").await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), COUNT);
+    alice.send(json!({"cmd": "quit"})).await;
+    while let Some(e) = alice.next().await {
+        assert_ne!(e["event"], "MESSAGE_RECEIVED", "{e}");
+    }
+    relay.shutdown().await;
+}
+
 async fn wait_for_ready(h: &mut Headless) {
     h.expect("SDK_READY").await;
     h.expect("SYNCED").await;
