@@ -74,7 +74,7 @@ error_codes! {
     UnknownUser = 6401, "UNKNOWN_USER", "the recipient has never logged in to this app";
     EmptyMessage = 6402, "EMPTY_MESSAGE", "a message needs some text";
     MessageTooLong = 6403, "MESSAGE_TOO_LONG", "message text is limited to 65536 bytes, and 122880 as JSON";
-    NoSuchMessage = 6404, "NO_SUCH_MESSAGE", "no such message can be recalled (unknown, or older than the recall window)";
+    NoSuchMessage = 6404, "NO_SUCH_MESSAGE", "no such message can be recalled (unknown, older than the recall window, or recalled already)";
     NotYourMessage = 6405, "NOT_YOUR_MESSAGE", "only the sender of a message can recall it";
     RecallWindowPassed = 6406, "RECALL_WINDOW_PASSED", "the recall window (relay setting, 120 s by default) is over";
     ClientMsgIdReused = 6407, "CLIENT_MSG_ID_REUSED", "the clientMsgID already names another message (an id stays used for 24 h)";

@@ -228,10 +228,15 @@ fn a_recall_reaches_every_device_now_or_when_it_returns() {
     m.command(b[1], Command::Logout);
     m.take(b[1]);
     m.advance(60_000);
-    m.command(a[0], Command::Chat(ChatCommand::RecallMessage { msg_id }));
+    let recall = Command::Chat(ChatCommand::RecallMessage { msg_id });
+    m.command(a[0], recall.clone());
     assert_eq!(m.log(a[0]), ["MESSAGE_RECALLED with bob"]);
     assert_eq!(m.log(a[1]), ["MESSAGE_RECALLED with bob"]);
     assert_eq!(m.log(b[0]), ["MESSAGE_RECALLED with alice"]);
+    // Twice: answered, so that a script waiting on it does not hang.
+    m.command(a[1], recall);
+    assert_eq!(m.log(a[1]), ["ERROR 6404 recallMessage"]);
+    assert!(m.log(b[0]).is_empty());
     m.login(b[1]);
     assert!(
         m.log(b[1])

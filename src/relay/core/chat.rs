@@ -447,7 +447,11 @@ impl RelayCore {
             ));
         }
         if m.recalled {
-            return Ok(());
+            // Said, so that a script waiting for an answer gets one.
+            return Err(Error::new(
+                ErrorCode::NoSuchMessage,
+                format!("message {msg_id:?} is recalled already"),
+            ));
         }
         let (from, to) = (m.from.clone(), m.to.clone());
         self.chat.messages.get_mut(msg_id).expect("exists").recalled = true;
