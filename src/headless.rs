@@ -358,9 +358,16 @@ fn parse(line: &str) -> Result<Action, Option<Box<Event>>> {
         )))
     })?;
     let cmd = command_name(&value).map_err(|e| Some(Box::new(Event::error(e, None))))?;
-    request(&value)
-        .and_then(Request::action)
-        .map_err(|e| Some(Box::new(Event::error(e, Some(&cmd)))))
+    request(&value).and_then(Request::action).map_err(|e| {
+        let mut event = Event::error(e, Some(&cmd));
+        // A refused message names its id, whatever else is wrong with it.
+        if let Event::Error { client_msg_id, .. } = &mut event
+            && cmd == "sendMessage"
+        {
+            *client_msg_id = value["clientMsgID"].as_str().map(str::to_owned);
+        }
+        Some(Box::new(event))
+    })
 }
 
 /// The `cmd` of a command object, if it names a command.
@@ -942,6 +949,34 @@ mod tests {
         assert_eq!(error_code(r#"{"cmd":"sendDTMF","digits":""}"#), 6110);
         assert_eq!(error_code(r#"{"cmd":"sendDTMF"}"#), 6017);
         assert_eq!(error_code(r#"{"cmd":"sendDtmf","digits":"1"}"#), 6001);
+    }
+
+    /// Every refusal of a `sendMessage` carries its `clientMsgID`, one for
+    /// a malformed command too: a script matches refusals by it.
+    #[test]
+    fn a_malformed_send_is_refused_with_its_client_msg_id() {
+        for line in [
+            r#"{"cmd":"sendMessage","userID":"bad user!","text":"hi","clientMsgID":"c1"}"#,
+            r#"{"cmd":"sendMessage","userID":"bob","text":5,"clientMsgID":"c1"}"#,
+            r#"{"cmd":"sendMessage","userID":"bob","text":"hi","clientMsgID":"c1","colour":1}"#,
+        ] {
+            let Err(Some(e)) = parse(line) else {
+                panic!("{line} parsed")
+            };
+            let Event::Error {
+                code,
+                client_msg_id,
+                ..
+            } = *e
+            else {
+                panic!("{line} gave {e:?}")
+            };
+            assert_eq!(
+                (code, client_msg_id.as_deref()),
+                (6017, Some("c1")),
+                "{line}"
+            );
+        }
     }
 
     /// The names in the first column of the table under `heading`.
