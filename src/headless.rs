@@ -584,6 +584,7 @@ pub async fn serve(
         profile: None,
         status: LoginStatus::Logout,
         recorder: None,
+        refused: false,
     };
     let mut out = Counted {
         out,
@@ -608,7 +609,10 @@ pub async fn serve(
                 match line.as_deref().map(parse) {
                     None => stdin_open = false,
                     Some(Err(None)) => {}
-                    Some(Err(Some(event))) => out.event(&event).await?,
+                    Some(Err(Some(event))) => {
+                        device_state.refused |= matches!(&*event, Event::Error { cmd: Some(cmd), .. } if cmd == "login");
+                        out.event(&event).await?;
+                    }
                     Some(Ok(Action::Quit)) => break,
                     Some(Ok(Action::Login { user, user_sig })) => {
                         if let Err(event) = device_state.login(user, user_sig, &commands) {
@@ -639,7 +643,16 @@ pub async fn serve(
                         }
                     }
                     Some(Ok(Action::Wait { event, timeout_ms })) => {
-                        if !out.arrivals.take(&event) {
+                        if device_state.refused && device_state.recorder.is_none() {
+                            // Refused here, before anything reached the
+                            // relay: nothing is on its way.
+                            let event = error_event(
+                                ErrorCode::WaitTimeout,
+                                format!("no {event}: the login was refused (the ERROR before this), and no other is under way"),
+                                Some("wait"),
+                            );
+                            out.event(&event).await?;
+                        } else if !out.arrivals.take(&event) {
                             let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
                             wait = Some(PendingWait { event, timeout_ms, deadline });
                         }
@@ -687,7 +700,8 @@ pub async fn serve(
     }
     // Leave cleanly: a deliberate quit logs out at once instead of leaving
     // the session to its grace period.
-    if device_state.status != LoginStatus::Logout {
+    let logging_out = device_state.status != LoginStatus::Logout;
+    if logging_out {
         let _ = commands.send(Command::Logout);
     }
     drop(commands);
@@ -695,6 +709,14 @@ pub async fn serve(
     // events (the LOGOUT) still belong on stdout.
     let drain = async {
         while let Some(event) = events.recv().await {
+            // The logout above was this loop's own, not the script's: a
+            // login refused just before the quit has signed the device
+            // out already, and that is no mistake of the script's.
+            if logging_out
+                && matches!(&event, Event::Error { code: 6014, cmd: Some(cmd), .. } if cmd == "logout")
+            {
+                continue;
+            }
             device_state.keep(&event).await;
             out.event(&event).await?;
         }
@@ -746,6 +768,8 @@ struct DeviceState {
     status: LoginStatus,
     /// Keeps the logged-in profile's calls and chat.
     recorder: Option<Recorder>,
+    /// The last login was refused here, before it reached the relay.
+    refused: bool,
 }
 
 impl DeviceState {
@@ -758,6 +782,7 @@ impl DeviceState {
         // Release the previous user's profile before taking the next one.
         self.profile = None;
         self.recorder = None;
+        self.refused = true;
         let login = self
             .settings
             .login(
@@ -776,6 +801,7 @@ impl DeviceState {
             })?;
         self.recorder = Some(login.recorder);
         self.profile = login.profile;
+        self.refused = false;
         Ok(())
     }
 

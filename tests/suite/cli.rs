@@ -112,6 +112,21 @@ async fn a_wait_for_a_refused_login_ends_at_once() {
         "{e}"
     );
     assert!(asked.elapsed() < std::time::Duration::from_secs(10));
+    // Quitting now says nothing of a logout the script never asked for.
+    h.send(json!({"cmd": "quit"})).await;
+    while let Some(e) = h.next().await {
+        assert_ne!(e["event"], "ERROR", "{e}");
+    }
+    // A login refused here, before it reached the relay (a bad UserID):
+    // the same, at once.
+    let mut h = Headless::spawn(dir.path(), &["--relay", &relay.url()]);
+    let asked = std::time::Instant::now();
+    h.send(json!({"cmd": "login", "userID": "bad id!"})).await;
+    h.send(json!({"cmd": "wait", "event": "SDK_READY", "timeout_ms": 60000}))
+        .await;
+    assert_eq!(h.expect("ERROR").await["code"], 70400);
+    assert_eq!(h.expect("ERROR").await["code"], 6012);
+    assert!(asked.elapsed() < std::time::Duration::from_secs(10));
     relay.shutdown().await;
 }
 
