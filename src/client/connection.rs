@@ -26,7 +26,7 @@ use crate::media::pipeline::MediaSettings;
 use crate::protocol::{self, ServerMsg};
 use crate::relay::server::ws_config;
 use crate::time::{deadline, unix_millis};
-use crate::tls::{self, ConnectError, Connected, Stream, Trust};
+use crate::tls::{self, ConnectError, Connected, HandshakeError, Stream, Trust};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -59,10 +59,20 @@ impl From<String> for RelayTarget {
 /// its certificate against `trust`; within the connect timeout.
 pub async fn open(url: &str, trust: &Trust) -> Result<Connected<Ws>, ConnectError> {
     let attempt = tls::connect(url, trust, |stream| async move {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        use tokio_tungstenite::tungstenite::error::ProtocolError;
         tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
             .await
             .map(|(ws, _response)| ws)
-            .map_err(|e| e.to_string())
+            .map_err(|e| match &e {
+                WsError::Io(io) if tls::closed_early(io) => HandshakeError::Closed(e.to_string()),
+                WsError::ConnectionClosed
+                | WsError::AlreadyClosed
+                | WsError::Protocol(ProtocolError::HandshakeIncomplete) => {
+                    HandshakeError::Closed(e.to_string())
+                }
+                _ => HandshakeError::Answered(e.to_string()),
+            })
     });
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(result) => result,

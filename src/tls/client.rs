@@ -341,6 +341,24 @@ impl ServerCertVerifier for RelayVerifier {
 /// mixed up): no relay can be started there.
 const NOT_A_RELAY: &str = "answers, but not as a relay";
 
+/// How the WebSocket handshake over a new connection failed.
+pub enum HandshakeError {
+    /// The connection closed (or was reset) before anything answered:
+    /// nothing says what is at the address.
+    Closed(String),
+    /// Something answered, not as a relay.
+    Answered(String),
+}
+
+/// What a connection that closed before anything answered says: not that
+/// the address holds no relay, which nothing showed.
+fn closed_unanswered(e: &dyn fmt::Display, address: &str) -> String {
+    format!(
+        "{e}: {address} took the connection and closed it before anything answered \
+         (a proxy or firewall in front of a relay that is down?)"
+    )
+}
+
 /// Whether a connection failure's message says something answered at the
 /// relay's address, but not as a relay ([`connect`]'s words).
 pub fn answered_but_not_as_a_relay(message: &str) -> bool {
@@ -358,7 +376,7 @@ pub async fn connect<S, F, Fut>(
 ) -> Result<Connected<S>, ConnectError>
 where
     F: FnOnce(Stream) -> Fut,
-    Fut: std::future::Future<Output = Result<S, String>>,
+    Fut: std::future::Future<Output = Result<S, HandshakeError>>,
 {
     let unreachable = |e: &dyn fmt::Display| ConnectError::Unreachable(format!("{url}: {e}"));
     let parsed = RelayUrl::parse(url).map_err(ConnectError::Unreachable)?;
@@ -369,11 +387,12 @@ where
     let address = parsed.address();
     if !parsed.tls {
         let peer = tcp.peer_addr().ok();
-        let ws = handshake(Stream::Plain(tcp)).await.map_err(|e| {
-            unreachable(&format!(
+        let ws = handshake(Stream::Plain(tcp)).await.map_err(|e| match e {
+            HandshakeError::Closed(e) => unreachable(&closed_unanswered(&e, &address)),
+            HandshakeError::Answered(e) => unreachable(&format!(
                 "{e}: {address} {NOT_A_RELAY} over ws://; \
                  a relay with TLS is reached at wss://{address}"
-            ))
+            )),
         })?;
         return Ok(Connected {
             ws,
@@ -430,7 +449,10 @@ where
     };
     let ws = handshake(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
         .await
-        .map_err(|e| unreachable(&e))?;
+        .map_err(|e| match e {
+            HandshakeError::Closed(e) => unreachable(&closed_unanswered(&e, &address)),
+            HandshakeError::Answered(e) => unreachable(&e),
+        })?;
     if let Some(Seen::FirstUse(fp) | Seen::Pinned(fp)) = seen
         && let Err(e) = trust.known.remember(&address, fp)
     {
@@ -440,4 +462,13 @@ where
         ws,
         plaintext_off_loopback: None,
     })
+}
+
+/// The peer closed or reset the connection: it said nothing.
+pub fn closed_early(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
+    )
 }

@@ -16,8 +16,8 @@ mod server;
 mod tests;
 
 pub use client::{
-    ConnectError, Connected, KnownRelays, Mismatch, RelayUrl, Trust, answered_but_not_as_a_relay,
-    connect,
+    ConnectError, Connected, HandshakeError, KnownRelays, Mismatch, RelayUrl, Trust,
+    answered_but_not_as_a_relay, closed_early, connect,
 };
 pub use fingerprint::Fingerprint;
 pub use server::{ServerTls, TlsError};

@@ -765,3 +765,32 @@ async fn ws_and_wss_mixed_up_are_named() {
         );
     }
 }
+
+/// A server that takes the connection and closes it before a word (a proxy
+/// in front of a relay that is down) is not called "not a relay" over
+/// ws://: nothing answered. (Over wss:// a relay without TLS does the same
+/// to a TLS handshake, so there the hint of ws:// stays.)
+#[tokio::test]
+async fn a_connection_closed_before_any_answer_is_not_called_a_wrong_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    let url = format!("ws://{address}");
+    let mut d = Headless::spawn(dir.path(), &["--relay", &url, "--user", "x"]);
+    let e = d.expect("ERROR").await;
+    assert_eq!(e["code"], 6200, "{e}");
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains("closed it before anything answered"),
+        "{message}"
+    );
+    assert!(
+        !termphone::tls::answered_but_not_as_a_relay(message),
+        "{message}"
+    );
+}
