@@ -48,6 +48,14 @@ impl CallView {
     fn connected(&self) -> bool {
         self.began_at.is_some() && self.transfer_to.is_none()
     }
+
+    /// Its media runs: begun, through a transfer's ring too. The room
+    /// stays the call's, with nobody in it to hear until the target
+    /// answers, and the call's figures stay one `MEDIA_STATS`, after its
+    /// end, however the transfer goes.
+    fn media_runs(&self) -> bool {
+        self.began_at.is_some()
+    }
 }
 
 impl CallView {
@@ -527,7 +535,7 @@ impl ClientEngine {
     /// Starts or stops this device's media when its connected call
     /// changes, and has it listen only while this device is in the audience.
     pub(super) fn sync_media(&mut self, me: &UserId) {
-        let connected = self.calls.current.as_ref().filter(|c| c.connected());
+        let connected = self.calls.current.as_ref().filter(|c| c.media_runs());
         let listens = connected.is_some_and(|c| c.audience);
         if connected.map(|c| c.room) != self.calls.media_room {
             let start = connected.map(|c| (c.id.clone(), c.room));
@@ -552,7 +560,6 @@ impl ClientEngine {
         }
     }
 
-    /// Translates a call message from the relay into events.
     /// Sends an answer or a hang-up, and keeps it until its effect is seen.
     fn ask(&mut self, asked: Asked) {
         self.send(asked.message());
@@ -581,6 +588,7 @@ impl ClientEngine {
         });
     }
 
+    /// Translates a call message from the relay into events.
     pub(super) fn call_frame(&mut self, now: Millis, me: &UserId, msg: ServerMsg) {
         self.apply_call_frame(now, me, msg);
         self.forget_answered();
