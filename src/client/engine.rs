@@ -562,6 +562,7 @@ impl ClientEngine {
         match msg {
             ServerMsg::LoginOk { session, .. } => {
                 self.session = Some(session);
+                self.calls.awaiting_call_state();
                 self.session_ready();
                 if self.multi_device {
                     self.send(ClientMsg::MultiDevice { enable: true });
@@ -589,6 +590,7 @@ impl ClientEngine {
                 self.sign_out(now);
             }
             ServerMsg::Resumed { .. } => {
+                self.calls.awaiting_call_state();
                 self.session_ready();
                 self.resubscribe();
                 self.chat_online();

@@ -621,3 +621,22 @@ fn answers_lost_in_a_dead_link_go_again_when_the_link_is_back() {
         assert!(!caller.contains(&"ERROR") && !callee.contains(&"ERROR"));
     }
 }
+
+/// A hold made while a device of the call was dead (`kill -9`) reaches it
+/// once, after its `ON_CALL_BEGIN`, when it comes back: not before the
+/// call exists there, and not twice.
+#[test]
+fn a_hold_made_while_a_device_was_dead_comes_once_after_its_begin() {
+    let (mut m, alice, bob) = in_a_call();
+    m.take(alice);
+    m.take(bob);
+    m.kill(bob);
+    m.command(alice, Command::Call(CallCommand::Hold { call_id: None }));
+    m.advance(2_000);
+    m.restart(bob);
+    let seen: Vec<_> = names(&m.take(bob))
+        .into_iter()
+        .filter(|n| ["ON_CALL_BEGIN", "CALL_HOLD_CHANGED"].contains(n))
+        .collect();
+    assert_eq!(seen, ["ON_CALL_BEGIN", "CALL_HOLD_CHANGED"]);
+}

@@ -111,6 +111,16 @@ pub(super) struct CallState {
     /// the relay drops a connection it replaces, so each goes again after
     /// the next resume or login if its call still calls for it.
     asked: Vec<Asked>,
+    /// A login or resume is done and its `call_state` not yet here: what
+    /// the relay held for this device while it was away comes first, and
+    /// a call this device does not know yet is the call state's to tell.
+    before_call_state: bool,
+}
+
+impl CallState {
+    pub(super) fn awaiting_call_state(&mut self) {
+        self.before_call_state = true;
+    }
 }
 
 /// An answer or a hang-up, until its effect is seen.
@@ -736,6 +746,12 @@ impl ClientEngine {
                     self.event(e);
                 }
             }
+            // A call this device is in again after a restart: its
+            // `call_state`, next, begins it here with its holds and roles;
+            // what was held for the device would only come before the
+            // begin, and again after it.
+            ServerMsg::CallHold { call_id, .. } | ServerMsg::RoleChanged { call_id, .. }
+                if self.calls.before_call_state && !self.knows_call(&call_id) => {}
             ServerMsg::CallHold {
                 call_id,
                 user,
@@ -865,6 +881,7 @@ impl ClientEngine {
         current: Option<CurrentCall>,
         parked: Option<Box<CurrentCall>>,
     ) {
+        self.calls.before_call_state = false;
         let parked = parked.map(|p| *p);
         let joined: Vec<String> = [&current, &parked]
             .into_iter()
