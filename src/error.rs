@@ -62,7 +62,7 @@ error_codes! {
     CallFull = 6104, "CALL_FULL", "the call would exceed the relay's participant limit (relay.max_call_participants)";
     NotAGroupCall = 6105, "NOT_A_GROUP_CALL", "only a group call can be joined by room id";
     UserDataTooLong = 6106, "USER_DATA_TOO_LONG", "a call's userData is limited to 1024 bytes";
-    CallNotConnected = 6107, "CALL_NOT_CONNECTED", "hold, unhold, transferCall and sendDTMF need a connected call; this one still rings (or, for sendDTMF, this device holds it)";
+    CallNotConnected = 6107, "CALL_NOT_CONNECTED", "hold, unhold, transferCall, sendDTMF and switchRole need a connected call; this one still rings (or, for sendDTMF, this device holds it)";
     TransferGroupCall = 6108, "TRANSFER_GROUP_CALL", "only a one-to-one call can be transferred, not a group call";
     InvalidTransferTarget = 6109, "INVALID_TRANSFER_TARGET", "a call is transferred to a third user, not to oneself or the other party";
     InvalidDtmf = 6110, "INVALID_DTMF", "sendDTMF takes 1 to 32 digits of 0-9, *, #, A-D";

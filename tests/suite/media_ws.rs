@@ -261,12 +261,26 @@ async fn muting_tells_the_others_and_silences_the_voice() {
 
     alice.send(json!({"cmd": "hangup"})).await;
     bob.expect("CALLING_END").await;
-    // Outside a call there is no microphone to close, nor figures to give.
+    // Outside a call there is no microphone to close, nor figures to give;
+    // while a call is being dialed, not yet either, and the refusal says so.
     for cmd in ["closeMicrophone", "getMediaStats"] {
         bob.send(json!({ "cmd": cmd })).await;
         let err = bob.expect("ERROR").await;
         assert_eq!(err["code"], 6103);
         assert_eq!(err["cmd"], cmd);
+        assert!(
+            err["message"].as_str().unwrap().contains("is in none"),
+            "{err}"
+        );
+    }
+    bob.send(json!({"cmd": "call", "userID": "alice"})).await;
+    bob.expect("CALL_DIALING").await;
+    for cmd in ["closeMicrophone", "getMediaStats"] {
+        bob.send(json!({ "cmd": cmd })).await;
+        let err = bob.expect("ERROR").await;
+        assert_eq!(err["code"], 6103);
+        let message = err["message"].as_str().unwrap();
+        assert!(message.contains("has not connected yet"), "{err}");
     }
     relay.shutdown().await;
 }

@@ -254,10 +254,9 @@ impl ClientEngine {
     /// is what one wants to see then).
     pub(super) fn media_stats(&mut self) -> Result<(), Error> {
         if self.calls.media_room.is_none() {
-            return Err(Error::new(
-                ErrorCode::NoSuchCall,
-                "getMediaStats reports on a connected call; this device is in none \
-                 (each call's figures also come by themselves, after CALLING_END)",
+            return Err(self.no_media_call(
+                "getMediaStats reports on a connected call",
+                " (each call's figures also come by themselves, after CALLING_END)",
             ));
         }
         self.out.push_back(Output::Media(MediaCommand::Stats));
@@ -422,7 +421,7 @@ impl ClientEngine {
         if !view.connected() {
             return Err(Error::new(
                 ErrorCode::CallNotConnected,
-                "the call has not connected yet: hold, unhold, transferCall and sendDTMF need a connected call",
+                "the call has not connected yet: hold, unhold, transferCall, sendDTMF and switchRole need a connected call",
             ));
         }
         Ok(view)
@@ -527,14 +526,23 @@ impl ClientEngine {
 
     fn microphone(&mut self, on: bool) -> Result<(), Error> {
         if self.calls.media_room.is_none() {
-            return Err(Error::new(
-                ErrorCode::NoSuchCall,
-                "the microphone opens and closes in a connected call; this device is in none",
-            ));
+            return Err(
+                self.no_media_call("the microphone opens and closes in a connected call", "")
+            );
         }
         self.send(ClientMsg::Microphone { on });
         self.out.push_back(Output::Media(MediaCommand::Mute(!on)));
         Ok(())
+    }
+
+    /// What needs a call's media says where this device stands: in a call
+    /// that has not connected yet, or in none.
+    fn no_media_call(&self, needs: &str, more: &str) -> Error {
+        let here = match &self.calls.current {
+            Some(_) => "this device's call has not connected yet",
+            None => "this device is in none",
+        };
+        Error::new(ErrorCode::NoSuchCall, format!("{needs}; {here}{more}"))
     }
 
     /// The room whose media runs on this device.
