@@ -158,9 +158,12 @@ async fn ten_percent_loss_leaves_no_gap_longer_than_60_ms() {
     assert!(copied > lost, "redundancy filled most losses: {stats}");
     // Most, not each: with the copies filling nearly every loss, one or
     // two frames are left missing, and one of those may be a frame FEC
-    // could not rebuild (its next frame lost too).
+    // could not rebuild (its next frame lost too). A frame that came after
+    // its turn (`late`: the machine, busy with the rest of the suite, let
+    // it wait) was missing at its turn too, with nothing to rebuild it from.
+    let late = stats["late"].as_u64().unwrap();
     assert!(
-        stats["fecRecovered"].as_u64().unwrap() * 2 + 1 >= lost,
+        stats["fecRecovered"].as_u64().unwrap() * 2 + 1 + late >= lost,
         "{stats}"
     );
     // The call's own figures: the loss it measured, and a score that
