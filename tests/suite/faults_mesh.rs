@@ -640,3 +640,36 @@ fn a_hold_made_while_a_device_was_dead_comes_once_after_its_begin() {
         .collect();
     assert_eq!(seen, ["ON_CALL_BEGIN", "CALL_HOLD_CHANGED"]);
 }
+
+/// A device killed in a group call hears, when it comes back, who the call
+/// has invited by now: one invited while it was dead too.
+#[test]
+fn a_device_back_in_a_group_call_hears_who_is_invited_now() {
+    let (mut m, alice, bob) = in_a_call();
+    let _zed = m.online("zed", "z1");
+    m.take(alice);
+    m.take(bob);
+    m.kill(bob);
+    m.command(
+        alice,
+        Command::Call(CallCommand::InviteUser {
+            users: vec![user("zed")],
+        }),
+    );
+    m.advance(2_000);
+    m.restart(bob);
+    let seen = m.take(bob);
+    let invited = seen.iter().find_map(|e| match e {
+        Event::GroupCallInviteeListUpdate { user_id_list, .. } => Some(user_id_list.clone()),
+        _ => None,
+    });
+    let invited = invited.unwrap_or_else(|| panic!("no invitee list: {seen:?}"));
+    assert!(invited.contains(&user("zed")), "{invited:?}");
+    let names = names(&seen);
+    let begin = names.iter().position(|n| *n == "ON_CALL_BEGIN").unwrap();
+    let list = names
+        .iter()
+        .position(|n| *n == "GROUP_CALL_INVITEE_LIST_UPDATE")
+        .unwrap();
+    assert!(begin < list, "{names:?}");
+}

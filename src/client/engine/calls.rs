@@ -971,6 +971,14 @@ impl ClientEngine {
                     .unwrap_or_else(|| view_of(&c.call, role, now));
                 view.began_at = Some(now.saturating_sub(c.joined_ms_ago));
                 self.event(begin_event(&view, now));
+                // Who the group call invited, the list's updates included,
+                // is told to a device that comes back into it as it is now.
+                if c.call.group {
+                    self.event(Event::GroupCallInviteeListUpdate {
+                        call_id: c.call.call_id.clone(),
+                        user_id_list: c.call.invitees.clone(),
+                    });
+                }
                 view
             }
         };
