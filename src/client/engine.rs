@@ -32,6 +32,11 @@ const LOGOUT_LINGER_MS: Millis = 2_000;
 /// be acknowledged (through a reconnection, if the link drops meanwhile).
 const LOGOUT_SENDS_MS: Millis = 10_000;
 
+/// A link up this long was a working one: the reconnection backoff starts
+/// over when it drops. One that drops sooner (a relay that closes it right
+/// after the login, a flapping network) backs off further each time.
+const STABLE_LINK_MS: Millis = 10_000;
+
 /// After a failed catch-up read on the relay, how long before asking again.
 const SYNC_RETRY_MS: Millis = 1_000;
 
@@ -190,6 +195,8 @@ pub struct ClientEngine {
     link: Link,
     retry_at: Option<Millis>,
     attempt: u32,
+    /// When the current link came up.
+    connected_at: Option<Millis>,
     next_heartbeat: Option<Millis>,
     /// A heartbeat went out and nothing has been heard since: the link is
     /// dead if this passes.
@@ -234,6 +241,7 @@ impl ClientEngine {
             link: Link::Down,
             retry_at: None,
             attempt: 0,
+            connected_at: None,
             next_heartbeat: None,
             heard_by: None,
             reported_unreachable: false,
@@ -314,7 +322,7 @@ impl ClientEngine {
             Input::Command(cmd) => self.command(now, cmd),
             Input::Connected => {
                 self.link = Link::Open;
-                self.attempt = 0;
+                self.connected_at = Some(now);
                 self.reported_unreachable = false;
                 self.next_heartbeat = Some(now + self.config.heartbeat_interval_ms);
                 // `connected` is announced once the session is back (Resumed
@@ -796,6 +804,13 @@ impl ClientEngine {
     fn schedule_retry(&mut self, now: Millis) {
         if self.credentials.is_none() {
             return;
+        }
+        if self
+            .connected_at
+            .take()
+            .is_some_and(|at| now.saturating_sub(at) >= STABLE_LINK_MS)
+        {
+            self.attempt = 0;
         }
         let backoff = self
             .config

@@ -673,3 +673,36 @@ fn a_device_back_in_a_group_call_hears_who_is_invited_now() {
         .unwrap();
     assert!(begin < list, "{names:?}");
 }
+
+/// A link that drops right after every reconnection (a relay that closes
+/// it once logged in) is tried again later each time, not four times a
+/// second for good; one that had been up a while is tried again at once.
+#[test]
+fn a_link_that_keeps_dropping_at_once_backs_off_further_each_time() {
+    use termphone::client::event::LinkState;
+    let mut m = Mesh::dev();
+    let alice = m.online("alice", "a1");
+    let back_after = |m: &mut Mesh| {
+        m.cut(alice);
+        let cut_at = m.now;
+        loop {
+            m.advance(50);
+            let back = m.take(alice).iter().any(|e| {
+                matches!(
+                    e,
+                    Event::ConnectionChanged {
+                        state: LinkState::Connected
+                    }
+                )
+            });
+            if back {
+                return m.now - cut_at;
+            }
+        }
+    };
+    let gaps: Vec<u64> = (0..5).map(|_| back_after(&mut m)).collect();
+    assert!(gaps.windows(2).all(|w| w[1] > w[0]), "{gaps:?}");
+    assert!(gaps[4] >= 2_000, "{gaps:?}");
+    m.advance(15_000);
+    assert!(back_after(&mut m) <= 500, "a link up 15 s starts over");
+}
