@@ -520,6 +520,14 @@ mod tests {
         }
     }
 
+    /// The next turns play the frames whose payloads are `frames`, each in
+    /// its own turn.
+    fn plays_in_order(j: &mut JitterBuffer, frames: &[u8]) {
+        let played: Vec<Playout> = frames.iter().map(|_| j.pop()).collect();
+        let expected: Vec<Playout> = frames.iter().map(|&f| Playout::Frame(vec![f])).collect();
+        assert_eq!(played, expected);
+    }
+
     #[test]
     fn copies_in_the_frames_make_the_buffer_a_frame_deeper_each() {
         let mut j = clean();
@@ -531,15 +539,7 @@ mod tests {
         j.push(40, 2, 1920, vec![2]);
         j.push_copy(1, vec![1]);
         j.push(60, 3, 2880, vec![3]);
-        let played: Vec<Playout> = (0..3).map(|_| j.pop()).collect();
-        assert_eq!(
-            played,
-            [
-                Playout::Frame(vec![0]),
-                Playout::Frame(vec![1]),
-                Playout::Frame(vec![2])
-            ]
-        );
+        plays_in_order(&mut j, &[0, 1, 2]);
         assert_eq!((j.stats().lost, j.stats().red_recovered), (0, 1));
         j.set_copies(0);
         assert_eq!(j.target_depth(), 1);
@@ -556,15 +556,7 @@ mod tests {
         j.push(20, 2, 1920, vec![2]);
         j.push_copy(1, vec![101]);
         j.push(25, 1, 960, vec![1]);
-        let played: Vec<Playout> = (0..3).map(|_| j.pop()).collect();
-        assert_eq!(
-            played,
-            [
-                Playout::Frame(vec![0]),
-                Playout::Frame(vec![1]),
-                Playout::Frame(vec![2])
-            ]
-        );
+        plays_in_order(&mut j, &[0, 1, 2]);
         let s = j.stats();
         assert_eq!(
             (s.received, s.lost, s.red_recovered, s.duplicates),
