@@ -727,7 +727,8 @@ impl ClientEngine {
         }
     }
 
-    /// Ends this device's calls and forgets who it is logged in as.
+    /// Logs out: through the relay while the link is up, so that replies
+    /// on their way still arrive; at once otherwise.
     fn logout(&mut self, now: Millis) {
         if self.transport_up() {
             self.forget_login(now);
@@ -740,6 +741,7 @@ impl ClientEngine {
         }
     }
 
+    /// Ends this device's calls and forgets who it is logged in as.
     fn forget_login(&mut self, now: Millis) {
         self.logout_at = None;
         if let Some(me) = self.user().cloned() {
