@@ -70,7 +70,8 @@ pub struct GainFilter {
     cepstrum: Vec<f32>,
     design: Vec<Complex32>,
     scratch: Vec<Complex32>,
-    /// The filter of the block before, and the new one; `None` for no
+    /// The filter of the block before, and the new one, their taps in
+    /// reverse (the last one meets the newest sample); `None` for no
     /// filter at all (every gain 1): the audio passes exactly as it is.
     before: Option<Box<[f32; TAPS]>>,
     now: Option<Box<[f32; TAPS]>>,
@@ -161,7 +162,10 @@ impl GainFilter {
             }
             1.0 - share.min(1.0) * (1.0 - power.sqrt())
         });
-        self.now = Some(self.minimum_phase(&gains));
+        let mut taps = self.minimum_phase(&gains);
+        // Oldest first, as the samples it meets are.
+        taps.reverse();
+        self.now = Some(taps);
     }
 
     /// Filters the block just captured, in place.
@@ -264,14 +268,15 @@ fn band_at(hz: f32) -> (usize, f32) {
     }
 }
 
-/// One output sample: `taps` over the `TAPS` samples up to it, newest last.
-fn convolve(taps: &[f32; TAPS], input: &[f32]) -> f32 {
+/// One output sample: `reversed` taps over the `TAPS` samples up to it,
+/// both oldest first.
+fn convolve(reversed: &[f32; TAPS], input: &[f32]) -> f32 {
     // Eight running sums, so that the compiler can keep them in vector
     // registers (one sum would fix the order of the additions).
     let mut sums = [0.0f32; 8];
-    for (t, x) in taps.chunks_exact(8).zip(input.rchunks_exact(8)) {
+    for (t, x) in reversed.chunks_exact(8).zip(input.chunks_exact(8)) {
         for i in 0..8 {
-            sums[i] += t[i] * x[7 - i];
+            sums[i] += t[i] * x[i];
         }
     }
     sums.iter().sum()
