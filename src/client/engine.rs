@@ -379,21 +379,27 @@ impl ClientEngine {
             return;
         }
         self.logout_at = None;
+        let waited = format!("within {} s of the logout", LOGOUT_SENDS_MS / 1000);
+        self.give_up_sends(&waited);
+        self.logout(now);
+    }
+
+    /// No more waiting for this device's messages on their way: each one
+    /// not acknowledged (`when`) is reported, and never sent again.
+    fn give_up_sends(&mut self, when: &str) {
         for client_msg_id in self.chat.give_up() {
             self.event(Event::Error {
                 code: ErrorCode::RelayUnreachable.code(),
                 message: format!(
-                    "message {client_msg_id:?} was not acknowledged within {} s of the logout, \
-                     so it may not be stored: send it again with the same clientMsgID \
-                     (a message sent twice under one id is stored once)",
-                    LOGOUT_SENDS_MS / 1000
+                    "message {client_msg_id:?} was not acknowledged {when}, so it may not be \
+                     stored: send it again with the same clientMsgID once logged in \
+                     (a message sent twice under one id is stored once)"
                 ),
                 cmd: Some("sendMessage".into()),
                 relay_code: None,
                 client_msg_id: Some(client_msg_id),
             });
         }
-        self.logout(now);
     }
 
     /// The link is down (the engine already said so to the shell).
@@ -757,6 +763,9 @@ impl ClientEngine {
 
     /// Forgets the login and closes the link: nothing reconnects by itself.
     fn sign_out(&mut self, now: Millis) {
+        // Signed out (kicked, a ticket expired, a relay refused): what was
+        // on its way will not go, under this login or another one.
+        self.give_up_sends("before the device was signed out");
         self.forget_login(now);
         self.chat_offline();
         self.close_link();

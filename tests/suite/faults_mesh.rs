@@ -706,3 +706,30 @@ fn a_link_that_keeps_dropping_at_once_backs_off_further_each_time() {
     m.advance(15_000);
     assert!(back_after(&mut m) <= 500, "a link up 15 s starts over");
 }
+
+/// A message written while the link was down, then the device signed out
+/// (its ticket ran out meanwhile): the message is named in an `ERROR`, not
+/// left without an answer, nor sent later under another login.
+#[test]
+fn a_message_waiting_when_the_device_is_signed_out_is_named() {
+    use termphone::ids::DEV_APP_ID;
+    let mut m = Mesh::dev();
+    let bob = m.online("bob", "b1");
+    let alice = m.add(DEV_APP_ID, "terminal", "alice", "a1");
+    let sig = m.ticket(DEV_APP_ID, &user("alice"), 5);
+    m.login_with(alice, sig);
+    m.take(alice);
+    m.cut(alice);
+    m.block(alice, 10_000);
+    m.command(alice, send_as("bob", "late", "c1"));
+    m.advance(15_000);
+    let seen = m.take(alice);
+    let named = seen.iter().any(
+        |e| matches!(e, Event::Error { code: 6200, client_msg_id: Some(id), .. } if id == "c1"),
+    );
+    assert!(named, "{seen:?}");
+    assert!(seen.iter().any(logged_out), "{seen:?}");
+    m.login(alice);
+    m.advance(2_000);
+    assert!(received(&m.take(bob)).is_empty(), "nothing sent later");
+}
