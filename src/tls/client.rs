@@ -440,6 +440,14 @@ where
             }));
         }
         (Ok(tls), _) => tls,
+        (Err(e), _) if spoke_tls(&e) => {
+            return Err(unreachable(&format!(
+                "TLS: {e}: {address} speaks TLS, but the link could not be made safe \
+                 (a certificate that has expired or names another host: renew it, or pin a \
+                 self-signed one with --relay-fingerprint; or no TLS version both take: \
+                 termphone speaks TLS 1.2 and 1.3)"
+            )));
+        }
         (Err(e), _) => {
             return Err(unreachable(&format!(
                 "TLS: {e}: {address} {NOT_A_RELAY} over wss:// (it does not speak TLS); \
@@ -470,5 +478,21 @@ pub fn closed_early(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
+    )
+}
+
+/// A TLS handshake that failed on what the peer said in TLS (its
+/// certificate, or an alert): something there speaks TLS.
+fn spoke_tls(e: &std::io::Error) -> bool {
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    matches!(
+        tls,
+        Some(
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::AlertReceived(_)
+                | rustls::Error::PeerIncompatible(_)
+        )
     )
 }

@@ -794,3 +794,36 @@ async fn a_connection_closed_before_any_answer_is_not_called_a_wrong_server() {
         "{message}"
     );
 }
+
+/// A relay whose certificate has expired speaks TLS: the device says the
+/// link could not be made safe and what to do, and does not send its user
+/// to plaintext ws://.
+#[tokio::test]
+async fn an_expired_certificate_is_not_called_a_relay_without_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&pair).unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, pair.serialize_pem()).unwrap();
+    let config = RelayConfig {
+        tls: true,
+        tls_cert: Some(cert_file),
+        tls_key: Some(key_file),
+        ..test_config()
+    };
+    let relay = relay_at(&config, &dir.path().join("relay.db")).await;
+    let url = format!("wss://{}", relay.local_addr());
+    let mut d = Headless::spawn(dir.path(), &["--relay", &url, "--user", "x"]);
+    let e = d.expect("ERROR").await;
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains("speaks TLS"), "{message}");
+    assert!(!message.contains("ws://"), "{message}");
+    assert!(
+        !termphone::tls::answered_but_not_as_a_relay(message),
+        "{message}"
+    );
+}
