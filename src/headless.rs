@@ -643,9 +643,9 @@ pub async fn serve(
                         }
                     }
                     Some(Ok(Action::Wait { event, timeout_ms })) => {
-                        if device_state.refused && device_state.recorder.is_none() {
-                            // Refused here, before anything reached the
-                            // relay: nothing is on its way.
+                        if device_state.refused {
+                            // The last login was refused, and none is
+                            // under way since: nothing is on its way.
                             let event = error_event(
                                 ErrorCode::WaitTimeout,
                                 format!("no {event}: the login was refused (the ERROR before this), and no other is under way"),
@@ -670,11 +670,11 @@ pub async fn serve(
                     wait = None;
                 }
                 // A refused login signs the device out: what a wait waits
-                // for will not come, and saying so now beats the timeout.
-                if let Event::Error { cmd: Some(cmd), .. } = &event
-                    && cmd == "login"
-                    && let Some(w) = wait.take()
-                {
+                // for will not come, and saying so now beats the timeout;
+                // so for a wait that comes after it.
+                let refused = matches!(&event, Event::Error { cmd: Some(cmd), .. } if cmd == "login");
+                device_state.refused |= refused;
+                if refused && let Some(w) = wait.take() {
                     let event = error_event(
                         ErrorCode::WaitTimeout,
                         format!("no {}: the login was refused (the ERROR before this)", w.event),
@@ -768,7 +768,8 @@ struct DeviceState {
     status: LoginStatus,
     /// Keeps the logged-in profile's calls and chat.
     recorder: Option<Recorder>,
-    /// The last login was refused here, before it reached the relay.
+    /// The last login was refused (here, or by the relay): until another,
+    /// nothing a wait could wait for is on its way.
     refused: bool,
 }
 

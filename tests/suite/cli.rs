@@ -127,6 +127,23 @@ async fn a_wait_for_a_refused_login_ends_at_once() {
     assert_eq!(h.expect("ERROR").await["code"], 70400);
     assert_eq!(h.expect("ERROR").await["code"], 6012);
     assert!(asked.elapsed() < std::time::Duration::from_secs(10));
+    // A wait sent after the relay's refusal came: the same.
+    let url = relay.url();
+    let args = [
+        "--relay",
+        &url,
+        "--user",
+        "alice",
+        "--usersig",
+        "not-a-ticket",
+    ];
+    let mut h = Headless::spawn(dir.path(), &args);
+    assert_eq!(h.expect("ERROR").await["cmd"], "login");
+    let asked = std::time::Instant::now();
+    h.send(json!({"cmd": "wait", "event": "SDK_READY", "timeout_ms": 60000}))
+        .await;
+    assert_eq!(h.expect("ERROR").await["code"], 6012);
+    assert!(asked.elapsed() < std::time::Duration::from_secs(10));
     relay.shutdown().await;
 }
 
