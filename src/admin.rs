@@ -32,6 +32,9 @@ pub async fn send(
         Err(ConnectError::Mismatch(m)) => {
             return Err(Error::new(ErrorCode::RelayCertificateMismatch, m.message()));
         }
+        Err(ConnectError::Untrusted(why)) => {
+            return Err(Error::new(ErrorCode::RelayCertificateMismatch, why));
+        }
     };
     let request = ClientMsg::AdminSend {
         token: token.to_owned(),

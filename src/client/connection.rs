@@ -201,6 +201,10 @@ async fn run(
                         let error = Error::new(ErrorCode::RelayCertificateMismatch, mismatch.message());
                         engine.handle(unix_millis(), Input::ConnectRefused { error });
                     }
+                    Err(ConnectError::Untrusted(why)) => {
+                        let error = Error::new(ErrorCode::RelayCertificateMismatch, why);
+                        engine.handle(unix_millis(), Input::ConnectRefused { error });
+                    }
                 }
             }
             outgoing = media.next() => {

@@ -56,7 +56,7 @@ impl KnownRelays {
     /// What is remembered for `address`.
     pub fn get(&self, address: &str) -> Option<Fingerprint> {
         match &self.file {
-            Some(path) => read_known(path).remove(address),
+            Some(path) => read_known(path).remove(address)?.ok(),
             None => self
                 .memory
                 .lock()
@@ -64,6 +64,20 @@ impl KnownRelays {
                 .get(address)
                 .copied(),
         }
+    }
+
+    /// The line for `address`, when there is one but it holds no
+    /// fingerprint (edited by hand, cut short): nothing can be trusted for
+    /// that relay then, and nothing should be trusted anew either.
+    pub fn unreadable(&self, address: &str) -> Option<String> {
+        let path = self.file.as_ref()?;
+        let line = read_known(path).remove(address)?.err()?;
+        Some(format!(
+            "the line for {address} in {} is not a SHA-256 fingerprint ({line:?}), so this \
+             device cannot tell whether the relay there is the one it trusted: fix the line, \
+             or delete it to trust the relay anew on first use",
+            path.display()
+        ))
     }
 
     /// Remembers `fingerprint` for `address`, replacing what was there.
@@ -75,34 +89,55 @@ impl KnownRelays {
                 .insert(address.to_owned(), fingerprint);
             return Ok(());
         };
+        if let Some(dir) = path.parent() {
+            create_private_dir(dir)?;
+        }
+        // Two devices trusting relays at once each read, add and write the
+        // file: one at a time, or one's line is lost.
+        let lock = std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path.with_extension("lock"))?;
+        lock.lock()?;
         let mut known = read_known(path);
-        if known.get(address) == Some(&fingerprint) {
+        if known
+            .get(address)
+            .is_some_and(|f| f.as_ref() == Ok(&fingerprint))
+        {
             return Ok(());
         }
-        known.insert(address.to_owned(), fingerprint);
-        let mut lines: Vec<String> = known.iter().map(|(a, f)| format!("{a} {f}\n")).collect();
+        known.insert(address.to_owned(), Ok(fingerprint));
+        let mut lines: Vec<String> = known
+            .iter()
+            .map(|(a, f)| match f {
+                Ok(f) => format!("{a} {f}\n"),
+                Err(line) => format!("{a} {line}\n"),
+            })
+            .collect();
         lines.sort();
         let text = format!(
             "# Relays this data directory trusts: ADDRESS SHA-256 of its certificate.\n\
              # termphone adds a relay on first use; delete a line to trust that relay anew.\n{}",
             lines.concat()
         );
-        if let Some(dir) = path.parent() {
-            create_private_dir(dir)?;
-        }
         write_private(path, text.as_bytes())
     }
 }
 
-fn read_known(path: &Path) -> HashMap<String, Fingerprint> {
+/// Each address's fingerprint, or the text that stands for it where that
+/// is not one.
+fn read_known(path: &Path) -> HashMap<String, Result<Fingerprint, String>> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return HashMap::new();
     };
     text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| {
-            let (address, fp) = l.trim().split_once(' ')?;
-            Some((address.to_owned(), fp.parse().ok()?))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (address, fp) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
+            let fp = fp.trim();
+            (address.to_owned(), fp.parse().map_err(|_| fp.to_owned()))
         })
         .collect()
 }
@@ -200,6 +235,9 @@ pub enum ConnectError {
     Unreachable(String),
     /// Do not try again: the relay is not the one this device trusts.
     Mismatch(Mismatch),
+    /// Do not try again: what this device trusts for the relay cannot be
+    /// read.
+    Untrusted(String),
 }
 
 /// A client's open link, and what it should tell its user about it.
@@ -400,6 +438,11 @@ where
         });
     }
     let file = trust.known.path().map(Path::to_path_buf);
+    if trust.pin.is_none()
+        && let Some(why) = trust.known.unreadable(&address)
+    {
+        return Err(ConnectError::Untrusted(why));
+    }
     let (expect, source) = match (trust.pin, trust.known.get(&address)) {
         (Some(pin), _) => (
             Expect::Pin(pin),

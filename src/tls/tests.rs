@@ -116,3 +116,57 @@ fn known_relays_are_remembered_in_their_file() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+/// A line edited by hand: a tab between address and fingerprint is read
+/// as a space is; a fingerprint cut short trusts nothing, anew or not, and
+/// says which line to fix; the other lines still count, and stay.
+#[test]
+fn a_known_relays_line_that_is_no_fingerprint_trusts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(KNOWN_RELAYS);
+    let one = Fingerprint::of(b"1");
+    std::fs::write(&path, format!("a:1\t{one}\nb:2 00:7E:AF\n")).unwrap();
+    let known = KnownRelays::in_file(path.clone());
+    assert_eq!(known.get("a:1"), Some(one));
+    assert_eq!(known.unreadable("a:1"), None);
+    assert_eq!(known.get("b:2"), None);
+    let why = known.unreadable("b:2").expect("the line named");
+    assert!(why.contains("b:2") && why.contains("00:7E:AF"), "{why}");
+    known.remember("c:3", one).unwrap();
+    assert!(KnownRelays::in_file(path).unreadable("b:2").is_some());
+}
+
+/// Devices trusting relays on first use at the same moment each keep
+/// their line: the file is read, added to and written one at a time.
+#[test]
+fn known_relays_remembered_at_once_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(KNOWN_RELAYS);
+    let threads: Vec<_> = (0..8)
+        .map(|k| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let known = KnownRelays::in_file(path);
+                for n in 0..10 {
+                    let address = format!("h{k}:{n}");
+                    known
+                        .remember(&address, Fingerprint::of(address.as_bytes()))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let known = KnownRelays::in_file(path);
+    for k in 0..8 {
+        for n in 0..10 {
+            let address = format!("h{k}:{n}");
+            assert_eq!(
+                known.get(&address),
+                Some(Fingerprint::of(address.as_bytes()))
+            );
+        }
+    }
+}
