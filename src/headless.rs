@@ -25,6 +25,7 @@ use crate::ids::{DeviceId, UserId};
 use crate::media::control::Digit;
 use crate::profile::Profile;
 use crate::protocol::{Role, RoomId};
+use crate::signals::Signals;
 use crate::time::unix_millis;
 
 /// Every command name, in the order docs/headless.md lists them.
@@ -732,32 +733,6 @@ pub async fn serve(
         recorder.store().flush().await;
     }
     result
-}
-
-/// SIGTERM, SIGHUP and SIGINT, as one stream.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            hup: signal(SignalKind::hangup())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.hup.recv() => {}
-            _ = self.int.recv() => {}
-        }
-    }
 }
 
 /// The device's identity as headless mode tracks it.

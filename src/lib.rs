@@ -22,6 +22,7 @@ pub mod media;
 pub mod profile;
 pub mod protocol;
 pub mod relay;
+pub mod signals;
 pub mod time;
 pub mod tls;
 pub mod tui;

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::config::RelayConfig;
 use crate::flow::{self, Flow, FlowError, Keep, Launch, Names, Outcome, Place, Tenant};
 use crate::relay::{self, RelayHandle};
+use crate::signals::Signals;
 use crate::tls::Fingerprint;
 
 use self::report::Stats;
@@ -152,6 +153,14 @@ struct Ended {
     names: Names,
 }
 
+/// The next signal asking to stop; never, where none could be listened for.
+async fn asked_to_stop(signals: &mut Option<Signals>) {
+    match signals {
+        Some(signals) => signals.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Load {
     async fn drive(self, stop_tx: watch::Sender<bool>) -> Stats {
         let opts = &self.options;
@@ -163,7 +172,8 @@ impl Load {
         let start = Instant::now();
         let mut progress = tokio::time::interval_at(start + PROGRESS_EVERY, PROGRESS_EVERY);
         let mut redraw = tokio::time::interval(REDRAW_EVERY);
-        let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+        // Ctrl-C, or a SIGTERM from a CI job's timeout: the same wind-down.
+        let mut signals = Signals::new().ok();
         let (mut started, mut in_flight) = (0u64, 0u64);
         let mut wind_down: Option<Instant> = None;
         loop {
@@ -203,7 +213,7 @@ impl Load {
                     screen.draw(&stats, start.elapsed(), started, in_flight, devices, stopping);
                 }
                 quit = screen.quit_key(), if screen.is_some() && !stopping => stop = quit,
-                _ = &mut ctrl_c, if !stopping => stop = true,
+                _ = asked_to_stop(&mut signals), if !stopping => stop = true,
                 _ = tokio::time::sleep_until(wind_down.unwrap_or(start)), if stopping => {
                     // Past the wind-down: what is still running is given up.
                     stats.aborted += in_flight;

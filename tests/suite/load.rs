@@ -342,3 +342,31 @@ async fn flows_and_loads_on_a_relay_of_ones_own_use_the_configs_app() {
         assert!(stdout.contains("hosts no app"), "{args:?}: {stdout}");
     }
 }
+
+/// A run stopped with SIGTERM (a CI job's timeout, `kill`) winds down as
+/// one stopped with Ctrl-C: its report written, with what ran, and no
+/// process killed by the signal.
+#[tokio::test]
+async fn sigterm_stops_a_run_with_its_report_written() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let mut child = termphone(dir.path())
+        .args(["load", "examples/flows/answered_elsewhere.toml"])
+        .args(["--rate", "5", "--duration", "60", "--report"])
+        .arg(&report)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let pid = child.id().unwrap() as libc::pid_t;
+    // SAFETY: kill(2) on the pid of a child this test spawned and still holds.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .expect("the run ends after SIGTERM")
+        .unwrap();
+    assert_eq!(status.signal(), None, "{status}");
+    let r = read(&report);
+    assert!(r["iterations"].as_u64().unwrap() > 0, "{r}");
+}
