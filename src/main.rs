@@ -490,9 +490,12 @@ fn run_load(args: &LoadArgs, config: &Config) -> ExitCode {
                 .map_err(|e| e.to_string())
                 .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
                 .and_then(report::Stats::from_json);
-            match read {
+            let merged_in = match read {
                 Ok(stats) => merged.merge(stats),
                 Err(e) => return fail(&format!("{}: not a load report: {e}", path.display())),
+            };
+            if let Err(e) = merged_in {
+                return fail(&format!("{}: {e}", path.display()));
             }
         }
         merged

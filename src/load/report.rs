@@ -150,9 +150,30 @@ impl Stats {
 
     /// Adds another run's figures (`--merge`): the sums of counts, the
     /// union of histograms, the longer duration, the rates added.
-    pub fn merge(&mut self, other: Stats) {
-        if self.flow.is_empty() {
+    /// Adds the report of another process that ran the same flow; a
+    /// report of another flow (by its name, or by what one of its steps
+    /// does) is refused: its steps' numbers name other steps.
+    pub fn merge(&mut self, other: Stats) -> Result<(), String> {
+        if !self.iterations_seen() {
             self.flow = other.flow.clone();
+        } else if self.flow != other.flow {
+            return Err(format!(
+                "a report of flow {:?} does not merge with one of flow {:?}: merge the reports \
+                 of one flow's load processes",
+                other.flow, self.flow
+            ));
+        }
+        for s in &other.steps {
+            if let Ok(at) = self.steps.binary_search_by_key(&s.step, |m| m.step)
+                && (self.steps[at].device != s.device || self.steps[at].what != s.what)
+            {
+                let mine = &self.steps[at];
+                return Err(format!(
+                    "step {} is [{}] {} in one report and [{}] {} in another: \
+                     merge the reports of one flow, run with the same file",
+                    s.step, mine.device, mine.what, s.device, s.what
+                ));
+            }
         }
         self.iterations += other.iterations;
         self.passed += other.passed;
@@ -174,6 +195,12 @@ impl Stats {
             let room = EXAMPLES.saturating_sub(mine.iterations.len());
             mine.iterations.extend(f.iterations.into_iter().take(room));
         }
+        Ok(())
+    }
+
+    /// Whether any report went into this one yet.
+    fn iterations_seen(&self) -> bool {
+        !self.flow.is_empty() || self.iterations > 0
     }
 
     pub fn to_json(&self) -> Report {
@@ -374,6 +401,29 @@ mod tests {
         assert_eq!(stats.failed_percent(), 20.0);
     }
 
+    /// Reports of two different flows, or of two versions of one file
+    /// whose steps differ, do not merge: their step numbers name other
+    /// steps, and the percentiles would mix them.
+    #[test]
+    fn reports_of_other_flows_or_steps_do_not_merge() {
+        let names = Names::default();
+        let run = |flow: &str, second: &str| {
+            let mut o = outcome(&[5, 6], None);
+            o.steps[1].what = second.into();
+            let mut stats = Stats::new(flow, 5.0);
+            stats.add(0, &o, &names);
+            stats
+        };
+        let mut merged = Stats::default();
+        merged.merge(run("f", "expect X")).unwrap();
+        merged.merge(run("f", "expect X")).unwrap();
+        let other = merged.merge(run("g", "expect X")).unwrap_err();
+        assert!(other.contains(r#"flow "g""#), "{other}");
+        let edited = merged.merge(run("f", "expect Y")).unwrap_err();
+        assert!(edited.contains("step 2"), "{edited}");
+        assert_eq!(merged.iterations, 2);
+    }
+
     #[test]
     fn merged_reports_give_the_percentiles_of_one_run_over_both() {
         let (mut a, mut b, mut both) = (
@@ -397,7 +447,7 @@ mod tests {
             Stats::from_json(serde_json::from_str(&text).unwrap()).unwrap()
         };
         let mut merged = read(&a);
-        merged.merge(read(&b));
+        merged.merge(read(&b)).unwrap();
         let (merged, both) = (merged.to_json(), both.to_json());
         assert_eq!(merged.iterations, 200);
         assert_eq!(merged.target_rate, 10.0);
