@@ -188,7 +188,7 @@ fn run_tui(args: &DeviceArgs, config: &Config, cli_config: Option<&Path>, dirs: 
     if let Err(e) = settings.media.check() {
         return fail(&e);
     }
-    if let Err(e) = pinned_only_with_tls(&settings) {
+    if let Err(e) = pinned_only_with_tls(settings.relay_fingerprint, &settings.relay_url) {
         return fail(&e);
     }
     let (logging, keymap) = match tui_setup(config, cli_config, dirs) {
@@ -227,11 +227,11 @@ fn ended(ran: Result<(), impl std::fmt::Display>, logging: logging::FileLogging)
 
 /// A fingerprint pins a certificate, which a `ws://` relay has none of:
 /// silently ignored, it would leave the user thinking the link is pinned.
-fn pinned_only_with_tls(settings: &termphone::client::ClientSettings) -> Result<(), String> {
-    match (
-        settings.relay_fingerprint,
-        settings.relay_url.strip_prefix("ws://"),
-    ) {
+fn pinned_only_with_tls(
+    fingerprint: Option<termphone::tls::Fingerprint>,
+    relay_url: &str,
+) -> Result<(), String> {
+    match (fingerprint, relay_url.strip_prefix("ws://")) {
         (Some(_), Some(address)) => Err(format!(
             "--relay-fingerprint (or client.relay_fingerprint) pins the certificate of a relay \
              with TLS, and ws://{address} has none: use wss://{address}, or leave the \
@@ -248,7 +248,7 @@ fn run_headless(args: &DeviceArgs, config: &Config, dirs: &Dirs) -> ExitCode {
     if let Err(e) = settings.media.check() {
         return fail(&e);
     }
-    if let Err(e) = pinned_only_with_tls(&settings) {
+    if let Err(e) = pinned_only_with_tls(settings.relay_fingerprint, &settings.relay_url) {
         return fail(&e);
     }
     let options = headless::HeadlessOptions {
@@ -379,6 +379,11 @@ fn run_flow(args: &FlowArgs, config: &Config) -> ExitCode {
     if unusable {
         return ExitCode::from(2);
     }
+    if let Some(url) = &args.relay
+        && let Err(e) = pinned_only_with_tls(args.relay_fingerprint, url)
+    {
+        return fail(&e);
+    }
     let outcomes = runtime().block_on(suite::run_all(
         &flows,
         args.relay.clone(),
@@ -454,6 +459,11 @@ fn run_load(args: &LoadArgs, config: &Config) -> ExitCode {
         };
         if let Err(e) = load::check(&flow, &args.prefix) {
             return fail(&format!("{}: {e}", file.display()));
+        }
+        if let Some(url) = &args.relay
+            && let Err(e) = pinned_only_with_tls(args.relay_fingerprint, url)
+        {
+            return fail(&e);
         }
         if let Err(e) = writable([&args.report, &args.csv].into_iter().flatten()) {
             return fail(&e);

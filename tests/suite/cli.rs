@@ -205,6 +205,18 @@ async fn a_fingerprint_for_a_relay_without_tls_is_refused() {
         .args(["--relay-fingerprint", &fingerprint]);
     let stderr = refused_with_status_2(cmd).await;
     assert!(stderr.contains("use wss://127.0.0.1:9"), "{stderr}");
+    // So do flow and load, before they run anything.
+    for run in [
+        vec!["flow", "examples/flows/busy.toml"],
+        vec!["load", "examples/flows/busy.toml", "--iterations", "1"],
+    ] {
+        let mut cmd = termphone(dir.path());
+        cmd.args(&run)
+            .args(["--relay", "ws://127.0.0.1:9"])
+            .args(["--relay-fingerprint", &fingerprint]);
+        let stderr = refused_with_status_2(cmd).await;
+        assert!(stderr.contains("use wss://127.0.0.1:9"), "{run:?}: {stderr}");
+    }
 }
 
 #[tokio::test]
