@@ -252,7 +252,7 @@ pub struct RelayConfig {
 }
 
 impl RelayConfig {
-    /// `tls_cert` and `tls_key` come together, and only with `tls`.
+    /// `tls_cert` and `tls_key` come together.
     pub fn check_tls(&self) -> Result<(), String> {
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) | (None, Some(_)) => Err(
@@ -260,11 +260,19 @@ impl RelayConfig {
                  or neither for a self-signed certificate"
                     .into(),
             ),
-            (Some(_), Some(_)) if !self.tls => Err(
-                "relay.tls_cert is set but TLS is off: set relay.tls = true (or pass --tls)".into(),
-            ),
             _ => Ok(()),
         }
+    }
+
+    /// A certificate is given only for TLS: checked once `--tls` has had
+    /// its say, as the relay starts.
+    pub fn check_tls_on(&self) -> Result<(), String> {
+        if self.tls_cert.is_some() && !self.tls {
+            return Err(
+                "relay.tls_cert is set but TLS is off: set relay.tls = true (or pass --tls)".into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -693,7 +701,10 @@ mod tests {
     fn tls_settings_are_checked() {
         let e = error_of("[relay]\ntls = true\ntls_cert = \"c.pem\"\n");
         assert!(e.contains("tls_key") && e.contains("both"), "{e}");
-        let e = error_of("[relay]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n");
+        // Without tls = true the file is read (--tls may turn it on), and
+        // the relay refuses to start only if nothing does.
+        let c = Config::parse("[relay]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n", "t").unwrap();
+        let e = c.relay.check_tls_on().unwrap_err();
         assert!(e.contains("relay.tls = true"), "{e}");
         let e = error_of("[client]\nrelay_fingerprint = \"AB:CD\"\n");
         assert!(

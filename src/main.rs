@@ -272,6 +272,9 @@ fn run_relay(args: &RelayArgs, mut config: Config, dirs: &Dirs) -> ExitCode {
     }
     config.relay.tls |= args.tls;
     config.relay.insecure_plaintext |= args.insecure_plaintext;
+    if let Err(e) = config.relay.check_tls_on() {
+        return fail(&e);
+    }
     let impairment = &mut config.relay.impairment;
     impairment.loss_percent = args.media_loss.unwrap_or(impairment.loss_percent);
     impairment.delay_ms = args.media_delay.unwrap_or(impairment.delay_ms);

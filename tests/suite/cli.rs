@@ -215,7 +215,10 @@ async fn a_fingerprint_for_a_relay_without_tls_is_refused() {
             .args(["--relay", "ws://127.0.0.1:9"])
             .args(["--relay-fingerprint", &fingerprint]);
         let stderr = refused_with_status_2(cmd).await;
-        assert!(stderr.contains("use wss://127.0.0.1:9"), "{run:?}: {stderr}");
+        assert!(
+            stderr.contains("use wss://127.0.0.1:9"),
+            "{run:?}: {stderr}"
+        );
     }
 }
 

@@ -502,6 +502,22 @@ async fn unusable_certificate_files_are_named_at_start() {
         stderr.contains("nowhere/cert.pem") && stderr.contains("relay.tls_cert"),
         "{stderr}"
     );
+    // Without `tls = true` in the file: refused, unless --tls (which the
+    // message offers) turns TLS on, and then the files are what is wrong.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("tls = true\n", "")).unwrap();
+    let mut cmd = termphone(dir.path());
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["relay", "--listen", "127.0.0.1:0"]);
+    let stderr = refused_with_status_2(cmd).await;
+    assert!(stderr.contains("or pass --tls"), "{stderr}");
+    let mut cmd = termphone(dir.path());
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["relay", "--tls", "--listen", "127.0.0.1:0"]);
+    let stderr = refused_with_status_2(cmd).await;
+    assert!(stderr.contains("nowhere/cert.pem"), "{stderr}");
 }
 
 /// Every log line of a relay and its devices at the most verbose level,
