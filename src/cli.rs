@@ -415,7 +415,7 @@ impl DeviceArgs {
         ClientSettings {
             autostart_relay,
             relay_url: explicit.unwrap_or_else(|| format!("ws://{DEFAULT_RELAY_ADDR}")),
-            relay_fingerprint: self.relay_fingerprint.or(c.relay_fingerprint),
+            relay_fingerprint: (self.relay_fingerprint).or(c.pin_for(self.relay.as_deref())),
             app: self.app.unwrap_or(c.app),
             platform: self.platform.clone().unwrap_or_else(|| c.platform.clone()),
             secret: c.secret.clone(),

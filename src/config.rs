@@ -181,6 +181,16 @@ pub struct ClientConfig {
     pub usersig_lifetime_secs: u64,
 }
 
+impl ClientConfig {
+    /// The pinned certificate for the relay at `relay` (a `--relay` flag,
+    /// or none): `relay_fingerprint` is `relay_url`'s, so a relay named on
+    /// the command line that is another one is not held to it.
+    pub fn pin_for(&self, relay: Option<&str>) -> Option<crate::tls::Fingerprint> {
+        let same = relay.is_none_or(|r| Some(r) == self.relay_url.as_deref());
+        self.relay_fingerprint.filter(|_| same)
+    }
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
@@ -714,6 +724,19 @@ mod tests {
         let fp = crate::tls::Fingerprint::of(b"x");
         let c = Config::parse(&format!("[client]\nrelay_fingerprint = \"{fp}\"\n"), "t").unwrap();
         assert_eq!(c.client.relay_fingerprint, Some(fp));
+    }
+
+    /// The config's pin is its own relay's: `--relay` naming another one
+    /// is not held to it (it was refused on ws://, and a mismatch on wss://).
+    #[test]
+    fn the_configs_pin_is_its_relays() {
+        let fp = crate::tls::Fingerprint::of(b"x");
+        let text = format!("[client]\nrelay_url = \"wss://a:1\"\nrelay_fingerprint = \"{fp}\"\n");
+        let c = Config::parse(&text, "t").unwrap().client;
+        assert_eq!(c.pin_for(None), Some(fp));
+        assert_eq!(c.pin_for(Some("wss://a:1")), Some(fp));
+        assert_eq!(c.pin_for(Some("wss://b:2")), None);
+        assert_eq!(c.pin_for(Some("ws://b:2")), None);
     }
 
     #[test]

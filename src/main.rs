@@ -542,7 +542,7 @@ fn admin_send(args: &AdminSendArgs, config: &Config, dirs: &Dirs) -> ExitCode {
         .unwrap_or_else(|| format!("ws://{DEFAULT_RELAY_ADDR}"));
     let app = args.app.unwrap_or(config.client.app);
     let trust = Trust::new(
-        args.relay_fingerprint.or(config.client.relay_fingerprint),
+        (args.relay_fingerprint).or(config.client.pin_for(args.relay.as_deref())),
         KnownRelays::in_file(dirs.data_dir.join(KNOWN_RELAYS)),
     );
     let sent = runtime().block_on(admin::send(
