@@ -311,10 +311,12 @@ async fn a_call_runs_through_cpal_on_alsas_null_device() {
     // core from the tests running beside this one.
     tokio::time::sleep(Duration::from_millis(500)).await;
     alice.send(json!({"cmd": "hangup"})).await;
-    let talked = answered.elapsed();
     // The null device has no clock: bob's capture is held to real time,
-    // 50 frames a second, not as many as the thread can read.
+    // 50 frames a second, not as many as the thread can read. His call
+    // runs until he hears the end (later than alice's hang-up on a machine
+    // busy with the rest of the suite).
     bob.expect("CALLING_END").await;
+    let talked = answered.elapsed();
     let sent = bob.expect("MEDIA_STATS").await["framesSent"]
         .as_u64()
         .unwrap();
