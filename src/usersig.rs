@@ -109,7 +109,9 @@ pub fn verify(
         Error::new(
             ErrorCode::UserSigInvalid,
             format!(
-                "the UserSig is not a termphone ticket ({why}); mint one with `termphone usersig --user {user}`"
+                "the UserSig is not a termphone ticket ({why}); mint one with \
+                 `termphone usersig --user {user} --app {app} --secret SECRET` \
+                 (the app's secret, as the relay's config has it)"
             ),
         )
     };
@@ -147,7 +149,12 @@ pub fn verify(
         .map_err(|_| {
             Error::new(
                 ErrorCode::UserSigForged,
-                format!("the UserSig's signature does not match the secret of SDKAppID {app}"),
+                format!(
+                    "the UserSig's signature does not match the secret of SDKAppID {app}: \
+                     mint it with that app's secret (`termphone usersig --user {user} --app {app} \
+                     --secret SECRET`, or client.secret in the config); without one, termphone \
+                     signs with the public development secret, which only the development app takes"
+                ),
             )
         })?;
     let ticket = Ticket {
@@ -243,11 +250,15 @@ mod tests {
         assert_eq!(err.code, ErrorCode::UserSigForged);
     }
 
+    /// A ticket signed with another secret (most often the development
+    /// one, for a team's app) is forged, and the refusal says how to mint
+    /// the right one.
     #[test]
     fn another_secret_is_forgery() {
         let token = mint("another-secret-entirely", &ticket());
         let err = verify(SECRET, &token, 7, &alice(), NOW).unwrap_err();
         assert_eq!(err.code, ErrorCode::UserSigForged);
+        assert!(err.message.contains("--app 7 --secret"), "{}", err.message);
     }
 
     #[test]
