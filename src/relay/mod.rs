@@ -79,6 +79,10 @@ pub async fn run(
 async fn wait_for_stop(relay: &RelayHandle, exit_when_idle: Option<Duration>) -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    // Its terminal closed: the relay stops as for SIGTERM, its sessions
+    // and store closed cleanly (nothing is reloaded: a renewed certificate
+    // takes a restart).
+    let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
     let idle = async {
         let Some(limit) = exit_when_idle else {
             return std::future::pending().await;
@@ -96,6 +100,7 @@ async fn wait_for_stop(relay: &RelayHandle, exit_when_idle: Option<Duration>) ->
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
         _ = idle => "idle",
     }
 }

@@ -672,3 +672,33 @@ async fn the_tui_without_a_terminal_points_to_headless() {
         );
     }
 }
+
+/// A relay whose terminal closes (SIGHUP) stops as for SIGTERM: cleanly,
+/// saying why, exit 0.
+#[tokio::test]
+async fn a_relay_stops_cleanly_on_sighup() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = termphone(dir.path())
+        .args(["relay", "--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("r.db"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = lines.next_line().await.unwrap().unwrap_or_default();
+    assert!(first.starts_with("listening on"), "{first}");
+    kill(child.id().unwrap() as i32, libc::SIGHUP);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("the relay stops")
+        .unwrap();
+    assert!(out.status.success(), "{}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("relay stopping") && stderr.contains("SIGHUP"),
+        "{stderr}"
+    );
+}
