@@ -68,12 +68,25 @@ pub enum StoreChoice {
 impl ClientSettings {
     /// The relay to connect to, with the bundled one to start when needed.
     pub fn relay_target(&self) -> connection::RelayTarget {
+        // A relay of one's own, without TLS, on this machine: `localhost`
+        // is 127.0.0.1 here, as the relay started for it listens.
         let autostart = self
             .autostart_relay
-            .then(|| self.relay_url.trim_start_matches("ws://").parse().ok())
+            .then(|| crate::tls::RelayUrl::parse(&self.relay_url).ok())
             .flatten()
-            .filter(|addr: &std::net::SocketAddr| addr.ip().is_loopback())
-            .map(|addr| (addr, self.data_dir.clone()));
+            .filter(|url| !url.tls)
+            .and_then(|url| {
+                let ip = match url.host.as_str() {
+                    "localhost" => std::net::IpAddr::from([127, 0, 0, 1]),
+                    host => host.parse().ok()?,
+                };
+                ip.is_loopback().then(|| {
+                    (
+                        std::net::SocketAddr::new(ip, url.port),
+                        self.data_dir.clone(),
+                    )
+                })
+            });
         let known = crate::tls::KnownRelays::in_file(self.data_dir.join(crate::tls::KNOWN_RELAYS));
         connection::RelayTarget {
             url: self.relay_url.clone(),

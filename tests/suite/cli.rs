@@ -510,6 +510,11 @@ fn a_relay_named_on_the_command_line_or_off_loopback_is_never_started() {
     );
     let remote = "[client]\nrelay_url = \"ws://10.1.2.3:9\"\nautostart_relay = true\n";
     assert_eq!(settings(&["termphone"], remote), None);
+    // `localhost` is this machine; a relay with TLS is an operator's.
+    let named = "[client]\nrelay_url = \"ws://localhost:9\"\nautostart_relay = true\n";
+    assert_eq!(settings(&["termphone"], named), Some("127.0.0.1:9".into()));
+    let tls = "[client]\nrelay_url = \"wss://127.0.0.1:9\"\nautostart_relay = true\n";
+    assert_eq!(settings(&["termphone"], tls), None);
     let never = "[client]\nautostart_relay = false\n";
     assert_eq!(settings(&["termphone"], never), None);
 }
