@@ -109,7 +109,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     pub ramp: f64,
     /// At most this many iterations at once; the next waits for one to end.
-    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = parse_at_least_one)]
     pub max_concurrent: usize,
     /// Start this many iterations, then wait for them to end.
     #[arg(long, value_name = "N")]
@@ -146,6 +146,13 @@ fn parse_percent(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
         _ => Err(format!("{s:?} is not a percentage from 0 to 100")),
+    }
+}
+
+fn parse_at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a count of at least 1")),
     }
 }
 

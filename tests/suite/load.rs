@@ -277,6 +277,14 @@ async fn unusable_input_is_exit_status_2() {
         stderr.contains(r#"makes names like "a.bob-999999""#),
         "{stderr}"
     );
+    let out = termphone(dir.path())
+        .args(["load", "examples/flows/busy.toml", "--iterations", "1"])
+        .args(["--max-concurrent", "0"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--max-concurrent 0");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1"));
 }
 
 /// A load run with no end asks for one, naming both ways to give it.
