@@ -101,15 +101,8 @@ impl GainFilter {
         .unwrap_or(0);
         GainFilter {
             window: std::array::from_fn(|i| {
-                if std::env::var("NS_RISE").is_ok() {
-                    let phase = std::f32::consts::PI * (i as f32 + 0.5) / (2 * BLOCK) as f32;
-                    (std::f32::consts::FRAC_PI_2 * phase.sin().powi(2))
-                        .sin()
-                        .powi(2)
-                } else {
-                    let phase = std::f32::consts::PI * (i as f32 + 0.5) / BLOCK as f32;
-                    phase.sin().powi(2)
-                }
+                let phase = std::f32::consts::PI * (i as f32 + 0.5) / BLOCK as f32;
+                phase.sin().powi(2)
             }),
             samples: block_spectrum.make_input_vec(),
             spectrum: block_spectrum.make_output_vec(),
