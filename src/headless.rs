@@ -713,8 +713,9 @@ pub async fn serve(
             // The logout above was this loop's own, not the script's: a
             // login refused just before the quit has signed the device
             // out already, and that is no mistake of the script's.
+            let not_logged_in = ErrorCode::NotLoggedIn.code();
             if logging_out
-                && matches!(&event, Event::Error { code: 6014, cmd: Some(cmd), .. } if cmd == "logout")
+                && matches!(&event, Event::Error { code, cmd: Some(cmd), .. } if *code == not_logged_in && cmd == "logout")
             {
                 continue;
             }
@@ -723,9 +724,10 @@ pub async fn serve(
         }
         Ok::<_, std::io::Error>(())
     };
-    // The logout waits up to 10 s for this device's messages on their way,
-    // then up to 2 s for the relay: the connection task ends by then.
-    let result = match tokio::time::timeout(Duration::from_secs(15), drain).await {
+    // The connection task ends once the logout has run its course, the
+    // device's messages on their way included.
+    let leaving = Duration::from_millis(crate::client::engine::LOGOUT_MAX_MS + 1_000);
+    let result = match tokio::time::timeout(leaving, drain).await {
         Ok(result) => result,
         Err(_) => out.flush().await,
     };

@@ -32,6 +32,10 @@ const LOGOUT_LINGER_MS: Millis = 2_000;
 /// be acknowledged (through a reconnection, if the link drops meanwhile).
 const LOGOUT_SENDS_MS: Millis = 10_000;
 
+/// The longest a logout takes: the device's messages, then the relay's
+/// acknowledgement. A front end waiting for it to end waits this long.
+pub const LOGOUT_MAX_MS: Millis = LOGOUT_SENDS_MS + LOGOUT_LINGER_MS;
+
 /// A link up this long was a working one: the reconnection backoff starts
 /// over when it drops. One that drops sooner (a relay that closes it right
 /// after the login, a flapping network) backs off further each time.

@@ -349,13 +349,12 @@ impl LocalStore {
              ORDER BY timestamp DESC, rowid DESC LIMIT ?3",
         )?;
         let before = before.map_or(i64::MAX, |b| b as i64);
-        let read = |stmt: &mut rusqlite::Statement, before: i64, limit: usize| {
-            stmt.query_map(params![peer.as_str(), before, limit as i64], |r| {
-                message_from(r, 0)
-            })?
-            .collect::<rusqlite::Result<Vec<StoredMessage>>>()
-        };
-        let mut out = read(&mut stmt, before, count + 1)?;
+        // One more than the page: whether there are older ones, and which
+        // millisecond the next one is in.
+        let rows = stmt.query_map(params![peer.as_str(), before, count as i64 + 1], |r| {
+            message_from(r, 0)
+        })?;
+        let mut out: Vec<StoredMessage> = rows.collect::<rusqlite::Result<_>>()?;
         let older = out.len() > count;
         if let Some(next) = out.pop_if(|_| older) {
             let cut = next.timestamp;

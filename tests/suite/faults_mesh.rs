@@ -733,3 +733,4 @@ fn a_message_waiting_when_the_device_is_signed_out_is_named() {
     m.advance(2_000);
     assert!(received(&m.take(bob)).is_empty(), "nothing sent later");
 }
+

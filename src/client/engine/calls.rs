@@ -140,6 +140,15 @@ impl Asked {
         }
     }
 
+    /// Whether its call still calls for it: an answer while the call rings
+    /// here, a hang-up while this device is in it.
+    fn pending(&self, rings: impl Fn(&str) -> bool, joined: impl Fn(&str) -> bool) -> bool {
+        match self {
+            Asked::Accept { call_id, .. } | Asked::Reject { call_id } => rings(call_id),
+            Asked::Hangup { call_id } => joined(call_id),
+        }
+    }
+
     fn message(&self) -> ClientMsg {
         match self.clone() {
             Asked::Accept {
@@ -595,15 +604,13 @@ impl ClientEngine {
             asked,
             ..
         } = &mut self.calls;
-        asked.retain(|a| match a {
-            Asked::Accept { call_id, .. } | Asked::Reject { call_id } => {
-                ringing.contains_key(call_id)
-            }
-            Asked::Hangup { call_id } => [&*current, &*parked]
+        let joined = |id: &str| {
+            [&*current, &*parked]
                 .into_iter()
                 .flatten()
-                .any(|c| &c.id == call_id),
-        });
+                .any(|c| c.id == id)
+        };
+        asked.retain(|a| a.pending(|id| ringing.contains_key(id), joined));
     }
 
     /// Translates a call message from the relay into events.
@@ -899,11 +906,11 @@ impl ClientEngine {
         // What was asked and lost with the link, its call still as it was.
         let again: Vec<Asked> = std::mem::take(&mut self.calls.asked)
             .into_iter()
-            .filter(|a| match a {
-                Asked::Accept { call_id, .. } | Asked::Reject { call_id } => {
-                    ringing.iter().any(|c| &c.call_id == call_id)
-                }
-                Asked::Hangup { call_id } => joined.contains(call_id),
+            .filter(|a| {
+                a.pending(
+                    |id| ringing.iter().any(|c| c.call_id == id),
+                    |id| joined.iter().any(|j| j == id),
+                )
             })
             .collect();
         let gone: Vec<String> = self

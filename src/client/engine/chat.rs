@@ -149,11 +149,10 @@ impl ChatState {
     /// those not acknowledged, in the order they were written.
     pub(super) fn give_up(&mut self) -> Vec<String> {
         self.acked.clear();
-        let ids = std::mem::take(&mut self.unacked.order)
+        std::mem::take(&mut self.unacked)
+            .order
             .into_values()
-            .collect();
-        self.unacked = Unacked::default();
-        ids
+            .collect()
     }
 
     /// This device (`device` of user `me`) sent `message` under a client id
