@@ -446,6 +446,9 @@ impl ClientEngine {
                 sync_after,
             } => {
                 if self.user() != Some(&user) {
+                    // Another account: the last one's messages on their way
+                    // are not this one's to send.
+                    self.give_up_sends("before the device logged in as another user");
                     self.chat = chat::ChatState::starting_at(sync_after);
                 }
                 self.credentials = Some(Credentials {

@@ -734,3 +734,34 @@ fn a_message_waiting_when_the_device_is_signed_out_is_named() {
     assert!(received(&m.take(bob)).is_empty(), "nothing sent later");
 }
 
+/// The same when the device logs in as another user with a message still
+/// waiting: it is not sent under the new account.
+#[test]
+fn a_message_waiting_at_an_account_switch_is_named_not_sent_as_the_other_user() {
+    use termphone::ids::DEV_APP_ID;
+    let mut m = Mesh::dev();
+    let bob = m.online("bob", "b1");
+    let alice = m.online("alice", "a1");
+    m.cut(alice);
+    m.block(alice, 1_000);
+    m.command(alice, send_as("bob", "mine", "c1"));
+    let carol = user("carol");
+    let device = m.nodes[alice].device.clone();
+    let user_sig = m.ticket(DEV_APP_ID, &carol, 3600);
+    m.command(
+        alice,
+        Command::Login {
+            user: carol,
+            device,
+            user_sig,
+            sync_after: 0,
+        },
+    );
+    m.advance(5_000);
+    let seen = m.take(alice);
+    let named = seen.iter().any(
+        |e| matches!(e, Event::Error { code: 6200, client_msg_id: Some(id), .. } if id == "c1"),
+    );
+    assert!(named, "{seen:?}");
+    assert!(received(&m.take(bob)).is_empty(), "nothing sent as carol");
+}
