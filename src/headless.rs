@@ -517,7 +517,9 @@ pub async fn run(options: HeadlessOptions) -> std::io::Result<()> {
         options,
         stdin_lines(),
         Lines(tokio::io::stdout()),
-        Box::pin(async move { signals.recv().await }),
+        Box::pin(async move {
+            signals.recv().await;
+        }),
     )
     .await
 }

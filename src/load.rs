@@ -156,7 +156,9 @@ struct Ended {
 /// The next signal asking to stop; never, where none could be listened for.
 async fn asked_to_stop(signals: &mut Option<Signals>) {
     match signals {
-        Some(signals) => signals.recv().await,
+        Some(signals) => {
+            signals.recv().await;
+        }
         None => std::future::pending().await,
     }
 }

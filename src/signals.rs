@@ -20,12 +20,12 @@ impl Signals {
         })
     }
 
-    /// The next of them.
-    pub async fn recv(&mut self) {
+    /// The next of them, by name.
+    pub async fn recv(&mut self) -> &'static str {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.hup.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+            _ = self.int.recv() => "SIGINT",
         }
     }
 }

@@ -14,6 +14,7 @@ pub use server::{RelayError, RelayHandle, start, start_with};
 use std::path::Path;
 
 use crate::config::RelayConfig;
+use crate::signals::Signals;
 use crate::tls::Fingerprint;
 use store::Store;
 
@@ -63,6 +64,10 @@ pub async fn run(
         false => None,
     };
     let relay = start_with(config, Store::open(db)?, tls).await?;
+    // Listened for before the address is printed: whoever read it may signal
+    // at once, and a signal with no handler yet would kill the relay
+    // mid-write (SIGHUP's default) instead of closing its store cleanly.
+    let signals = Signals::new().map_err(RelayError::Signals)?;
     // One write, whose failure (nobody reads stdout any more) is no reason
     // to stop: a reader that took the first line and left gets no half.
     let mut said = format!("listening on {}\n", relay.url());
@@ -70,19 +75,20 @@ pub async fn run(
         said += &format!("{}\n", fingerprint_line(&relay.url(), fingerprint));
     }
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), said.as_bytes());
-    let reason = wait_for_stop(&relay, exit_when_idle).await;
+    let reason = wait_for_stop(&relay, signals, exit_when_idle).await;
     tracing::info!(reason, "relay stopping");
     relay.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_stop(relay: &RelayHandle, exit_when_idle: Option<Duration>) -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    // Its terminal closed: the relay stops as for SIGTERM, its sessions
-    // and store closed cleanly (nothing is reloaded: a renewed certificate
-    // takes a restart).
-    let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+/// A SIGHUP (its terminal closed) stops the relay as SIGTERM does, its
+/// sessions and store closed cleanly: nothing is reloaded, so a renewed
+/// certificate takes a restart.
+async fn wait_for_stop(
+    relay: &RelayHandle,
+    mut signals: Signals,
+    exit_when_idle: Option<Duration>,
+) -> &'static str {
     let idle = async {
         let Some(limit) = exit_when_idle else {
             return std::future::pending().await;
@@ -98,9 +104,7 @@ async fn wait_for_stop(relay: &RelayHandle, exit_when_idle: Option<Duration>) ->
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-        _ = hup.recv() => "SIGHUP",
+        signal = signals.recv() => signal,
         _ = idle => "idle",
     }
 }

@@ -94,6 +94,8 @@ pub enum RelayError {
     Store(#[from] crate::relay::store::StoreError),
     #[error("relay database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("cannot listen for the signals that stop the relay: {0}")]
+    Signals(std::io::Error),
 }
 
 /// Queued for a connection task by the core task.
