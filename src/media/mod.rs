@@ -27,6 +27,7 @@ pub mod codec;
 pub mod control;
 pub mod device;
 pub mod dtmf;
+pub mod echo_filter;
 pub mod expander;
 pub mod feedback;
 pub mod gain_filter;
