@@ -38,7 +38,11 @@ pub const BANNER: &[&str] = &[
 
 /// Runs the demo until the user quits the TUI; with `tls` its relay serves
 /// `wss://` and every device pins the relay's fresh certificate.
-pub async fn run(keymap: Keymap, tls: bool) -> std::io::Result<()> {
+pub async fn run(
+    keymap: Keymap,
+    tls: bool,
+    terminal: Option<std::fs::File>,
+) -> std::io::Result<()> {
     // Everything of the demo lives in a scratch directory: it touches no
     // profile of the user's.
     let scratch = tempfile::tempdir()?;
@@ -87,6 +91,7 @@ pub async fn run(keymap: Keymap, tls: bool) -> std::io::Result<()> {
         mouse: true,
         copy: false,
         banner: BANNER.iter().map(|s| s.to_string()).collect(),
+        terminal,
     })
     .await;
     for peer in peers {

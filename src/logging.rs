@@ -77,6 +77,14 @@ pub struct FileLogging {
     stderr: OwnedFd,
 }
 
+impl FileLogging {
+    /// The terminal's stderr, for what must be said there while the log
+    /// file holds fd 2 (once the screen is given back).
+    pub fn terminal(&self) -> std::io::Result<std::fs::File> {
+        self.stderr.try_clone().map(std::fs::File::from)
+    }
+}
+
 impl Drop for FileLogging {
     fn drop(&mut self) {
         // SAFETY: dup2 on two open descriptors: fd 2 is the terminal's again.

@@ -207,6 +207,7 @@ fn run_tui(args: &DeviceArgs, config: &Config, cli_config: Option<&Path>, dirs: 
         mouse: config.tui.mouse,
         copy: config.tui.osc52_copy,
         banner: Vec::new(),
+        terminal: logging.terminal().ok(),
     };
     let ran = runtime().block_on(tui::run(options));
     ended(ran, logging)
@@ -333,7 +334,7 @@ fn run_demo(config: &Config, cli_config: Option<&Path>, dirs: &Dirs, tls: bool) 
         Ok(setup) => setup,
         Err(code) => return code,
     };
-    let ran = runtime().block_on(demo::run(keymap, tls));
+    let ran = runtime().block_on(demo::run(keymap, tls, logging.terminal().ok()));
     ended(ran, logging)
 }
 

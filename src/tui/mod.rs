@@ -22,7 +22,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::client::connection::ClientHandle;
-use crate::client::engine::Command;
+use crate::client::engine::{Command, LOGOUT_MAX_MS};
+use crate::client::event::Event;
 use crate::client::local_store::StoreHandle;
 use crate::client::records::{CallRecord, Conversation, StoredMessage};
 use crate::client::{ClientSettings, queue};
@@ -48,6 +49,10 @@ pub struct TuiOptions {
     pub copy: bool,
     /// Lines shown until a conversation is opened (the demo's welcome).
     pub banner: Vec<String>,
+    /// The terminal's stderr, which the log file holds while the screen
+    /// is up: what the logout at quit waits for, or gave up on, is said
+    /// there. `None`: the process's stderr.
+    pub terminal: Option<std::fs::File>,
 }
 
 /// Answers from the local store, back into the loop.
@@ -72,7 +77,12 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
         mouse,
         copy,
         banner,
+        terminal,
     } = options;
+    let mut terminal_err: Box<dyn Write + Send> = match terminal {
+        Some(file) => Box::new(file),
+        None => Box::new(std::io::stderr()),
+    };
     let ClientHandle {
         commands,
         mut events,
@@ -187,14 +197,65 @@ pub async fn run(options: TuiOptions) -> std::io::Result<()> {
     ratatui::restore();
     let _ = commands.send(Command::Logout);
     drop(commands);
+    // The connection task ends once the logout has run its course: at
+    // once, or once the messages still on their way have reached the
+    // relay (up to 10 s, through a reconnection). Those it gave up on are
+    // named here, on the terminal the screen has left.
     let drain = async {
-        while let Some(event) = events.recv().await {
-            recorder.observe(&event);
+        let patience = tokio::time::sleep(QUIET_LOGOUT);
+        tokio::pin!(patience);
+        let mut said = false;
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => {
+                        if let Some(line) = unsent(&model, &event) {
+                            let _ = writeln!(terminal_err, "{line}");
+                        }
+                        recorder.observe(&event);
+                    }
+                    None => break,
+                },
+                () = &mut patience, if !said => {
+                    said = true;
+                    let _ = writeln!(
+                        terminal_err,
+                        "termphone: logging out: waiting for the relay to take the messages \
+                         on their way (up to {} s; Ctrl-C quits now)",
+                        LOGOUT_MAX_MS / 1000
+                    );
+                }
+            }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    let leaving = Duration::from_millis(LOGOUT_MAX_MS + 1_000);
+    let _ = tokio::time::timeout(leaving, drain).await;
     recorder.store().flush().await;
     result
+}
+
+/// A logout that takes longer than this says what it waits for.
+const QUIET_LOGOUT: Duration = Duration::from_secs(1);
+
+/// The line that names a message the logout gave up on (the engine's
+/// `ERROR` with its client id), with its text where this screen had it.
+fn unsent(model: &Model, event: &Event) -> Option<String> {
+    let Event::Error {
+        client_msg_id: Some(id),
+        message,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    let shown = model.conversation.as_ref().and_then(|c| c.sent(id));
+    Some(match shown {
+        Some(shown) => format!(
+            "termphone: not sent to {}: \"{}\" ({message})",
+            shown.message.to, shown.message.text
+        ),
+        None => format!("termphone: a message was not sent ({message})"),
+    })
 }
 
 /// Terminal input, read on a thread of its own. Once the terminal is gone,

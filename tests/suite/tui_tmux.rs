@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::headless::Headless;
-use crate::common::net::{relay_at, test_config};
+use crate::common::net::{Proxy, relay_at, test_config};
 
 /// One tmux server of our own (its own socket), killed on drop.
 struct Tmux {
@@ -696,4 +696,96 @@ async fn a_waiting_call_the_keypad_and_a_swap_from_the_keyboard() {
     tmux.wait_for("alice", "on hold carol").await;
     tmux.keys("alice", &["q"]);
     relay.shutdown().await;
+}
+
+/// alice's TUI with its link to the relay through a proxy that has cut it
+/// and refuses to carry another, a message to bob written meanwhile (shown
+/// as sending), then `q`: the TUI leaves the screen and says the logout
+/// waits for the relay to take the message. The TUI's pane stays open
+/// after it exits (`exited N`), so that what it said can be read.
+async fn quit_with_a_message_on_its_way(
+    name: &str,
+) -> (
+    Tmux,
+    Proxy,
+    Headless,
+    (termphone::relay::RelayHandle, tempfile::TempDir),
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let mut bob = Headless::spawn(
+        dir.path(),
+        &["--relay", &relay.url(), "--user", "bob", "--device", "b1"],
+    );
+    bob.expect("SYNCED").await;
+    let tmux = Tmux::new(name);
+    let alice = tui(dir.path(), &proxy.url(), "--user alice --device a1");
+    tmux.start("tui", &format!("sh -c '{alice}; echo exited $?; sleep 60'"));
+    tmux.wait_for("tui", "● bob").await;
+    tmux.keys("tui", &["Enter"]);
+    tmux.wait_for("tui", " write ").await;
+    proxy.refuse(Duration::from_secs(3600));
+    proxy.cut();
+    tmux.wait_for("tui", "reconnecting").await;
+    tmux.text("tui", "said just before quitting");
+    tmux.keys("tui", &["Enter"]);
+    tmux.wait_for("tui", "said just before quitting …").await;
+    tmux.stop_writing("tui").await;
+    tmux.keys("tui", &["q"]);
+    tmux.wait_for(
+        "tui",
+        "waiting for the relay to take the messages on their way",
+    )
+    .await;
+    (tmux, proxy, bob, (relay, dir))
+}
+
+/// A message still on its way when the TUI quits is not dropped with the
+/// process: the logout waits for it, and once the network is back it
+/// reaches bob before the TUI exits.
+#[tokio::test]
+async fn quitting_waits_for_a_message_on_its_way() {
+    let (tmux, proxy, mut bob, _keep) = quit_with_a_message_on_its_way("quit-sends").await;
+    proxy.refuse(Duration::ZERO);
+    let got = bob.expect("MESSAGE_RECEIVED").await;
+    assert_eq!(got["text"], "said just before quitting", "{got}");
+    tmux.wait_for("tui", "exited 0").await;
+    assert!(
+        !tmux.screen("tui").contains("not sent"),
+        "{}",
+        tmux.screen("tui")
+    );
+}
+
+/// If the relay stays out of reach, the logout gives up after its 10 s and
+/// the TUI names the message it could not send, text and all, on the
+/// terminal it leaves: nothing is lost without a word.
+#[tokio::test]
+async fn a_message_the_quit_could_not_send_is_named_on_the_terminal() {
+    let (tmux, _proxy, mut bob, _keep) = quit_with_a_message_on_its_way("quit-names").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !tmux.screen("tui").contains("exited 0") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            tmux.screen("tui")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let screen = tmux.joined("tui");
+    assert!(
+        screen.contains("termphone: not sent to bob: \"said just before quitting\""),
+        "{screen}"
+    );
+    let heard = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Some(e) = bob.next().await {
+            if e["event"] == "MESSAGE_RECEIVED" {
+                return e;
+            }
+        }
+        serde_json::Value::Null
+    })
+    .await;
+    assert!(heard.is_err(), "bob got {heard:?}");
 }
