@@ -239,6 +239,8 @@ const QUIET_LOGOUT: Duration = Duration::from_secs(1);
 
 /// The line that names a message the logout gave up on (the engine's
 /// `ERROR` with its client id), with its text where this screen had it.
+/// The relay never confirmed it, which is not to say it never got it: the
+/// words say "may not", and the text is there to send again.
 fn unsent(model: &Model, event: &Event) -> Option<String> {
     let Event::Error {
         client_msg_id: Some(id),
@@ -251,10 +253,13 @@ fn unsent(model: &Model, event: &Event) -> Option<String> {
     let shown = model.conversation.as_ref().and_then(|c| c.sent(id));
     Some(match shown {
         Some(shown) => format!(
-            "termphone: not sent to {}: \"{}\" ({message})",
+            "termphone: the relay did not confirm this message before the logout; it may not \
+             have reached {}: \"{}\"",
             shown.message.to, shown.message.text
         ),
-        None => format!("termphone: a message was not sent ({message})"),
+        None => {
+            format!("termphone: the relay did not confirm a message before the logout: {message}")
+        }
     })
 }
 
