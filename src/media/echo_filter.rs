@@ -71,7 +71,7 @@ const BETTER: f32 = 0.5;
 const BETTER_BLOCKS: u32 = 3;
 
 /// Blocks the near end is taken to go on speaking for after it was last
-/// heard (100 ms): the quiet ends of its words and the gaps between them,
+/// heard (50 ms): the quiet ends of its words and the gaps between them,
 /// which AEC3 would cut.
 const HANGOVER: u32 = 5;
 

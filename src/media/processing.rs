@@ -124,6 +124,10 @@ const _: () = assert!(
     "a frame is whole 10 ms blocks, and whole AEC3 blocks once split"
 );
 const _: () = assert!(noise_suppressor::BLOCK == BLOCK, "RNNoise takes 10 ms");
+const _: () = assert!(
+    echo_filter::BLOCK == SPLIT,
+    "the linear canceller takes the low band's 10 ms"
+);
 
 /// What the echo canceller reports (`MEDIA_STATS`).
 #[derive(Clone, Copy, Debug, PartialEq)]
