@@ -225,7 +225,7 @@ impl EchoFilter {
 
     /// Whether the filter has taken enough echo out to be heard in double
     /// talk.
-    pub fn converged(&self) -> bool {
+    fn converged(&self) -> bool {
         self.residual_energy * CONVERGED < self.echo_energy
     }
 
