@@ -234,13 +234,13 @@ fn voice_processing(mode: Mode) {
         );
     }
     // Within echo cancellation: the linear canceller heard in double talk,
-    // on the low band (a third of each frame's samples, at 16 kHz).
+    // on the whole band.
     let mut linear = EchoFilter::new(40);
-    let (mut out, mut verdicts) = ([0.0; FRAME_SAMPLES / 3], Vec::new());
+    let (mut out, mut verdicts) = ([0.0; FRAME_SAMPLES], Vec::new());
     let t = Instant::now();
     for (reference, capture) in played.iter().zip(&captured) {
-        linear.render(&reference[..FRAME_SAMPLES / 3]);
-        linear.capture(&capture[..FRAME_SAMPLES / 3], &mut out, &mut verdicts);
+        linear.render(reference);
+        linear.capture(capture, &mut out, &mut verdicts);
         std::hint::black_box(&out);
     }
     let per_frame = t.elapsed() / frames as u32;

@@ -39,8 +39,11 @@ def sec(t):
 
 
 def room(far):
-    """40 ms to the microphone, no attenuation, and a reflection 5 ms on."""
-    d, tail = sec(0.040), sec(0.040) + 240
+    """40 ms and a sample to the microphone, no attenuation, and a
+    reflection 5 ms and a sample on: delays that are not whole samples of
+    the 16 kHz bands, as a room's are not."""
+    d = sec(0.040) + 1
+    tail = d + 241
     echo = np.zeros(len(far))
     echo[d:] = far[:-d]
     echo[tail:] += 0.3 * far[:-tail]

@@ -13,12 +13,18 @@
 //! background off, never the foreground, so in double talk the echo stays
 //! about 40 dB down and the near voice whole.
 //!
-//! It runs on the low band of the capture (0-8 kHz at 16 kHz, where a voice
-//! is and where AEC3's own linear filter runs), in 10 ms blocks, as a
+//! It runs on the whole band at 48 kHz, in 10 ms blocks, as a
 //! partitioned-block frequency-domain adaptive filter (overlap-save, 15
-//! partitions: 150 ms of echo path). [`super::processing`] hears its output
-//! only where it has converged and the near end is speaking; everywhere
-//! else AEC3's.
+//! partitions: 150 ms of echo path). Not on the 16 kHz low band, where
+//! AEC3's own linear filter runs: the band splitter's aliasing makes a band
+//! of a delayed signal something other than the same band delayed, unless
+//! the delay is a whole number of the band's samples, and a room's delays
+//! are not: in PulseAudio's room no filter on the band could predict the
+//! echo better than 25 to 30 dB down, on the whole band 42 dB and more,
+//! and a simulated room one 48 kHz sample longer than a whole number of the
+//! band's took double talk from PESQ-WB 3.9 to 2.1 (docs/benchmarks.md,
+//! *Double talk in a room of any delay*). [`super::processing`] hears its output only where it has
+//! converged and the near end is speaking; everywhere else AEC3's.
 //!
 //! The reference and the capture are matched by sample count, not by when
 //! they arrive: the sound card's clock keeps them a fixed number of samples
@@ -35,8 +41,13 @@ use std::sync::Arc;
 use realfft::num_complex::Complex32;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 
-/// A block: 10 ms at 16 kHz.
-pub const BLOCK: usize = 160;
+use super::SAMPLE_RATE;
+
+/// Samples in a millisecond.
+const PER_MS: usize = SAMPLE_RATE as usize / 1000;
+
+/// A block: 10 ms.
+pub const BLOCK: usize = 10 * PER_MS;
 
 /// The transform's length: two blocks (overlap-save).
 const FFT: usize = 2 * BLOCK;
@@ -46,16 +57,17 @@ const BINS: usize = BLOCK + 1;
 /// Blocks of echo path the filter spans: 150 ms from where it starts.
 const PARTITIONS: usize = 15;
 
-/// Its step size, normalised by each bin's reference power: large, for a
+/// Its step size, normalised by each bin's reference power over the
+/// filter's span: large, for a
 /// background filter that a foreground one stands behind.
 const STEP: f32 = 1.0;
 
 /// The echo path is taken to start this much before the devices'
-/// latency says (20 ms at 16 kHz): the latency is read, not measured.
-const MARGIN: usize = 320;
+/// latency says: the latency is read, not measured.
+const MARGIN: usize = 20 * PER_MS;
 
-/// The most reference kept (2 s at 16 kHz), whatever the capture does.
-const MAX_REFERENCE: usize = 32_000;
+/// The most reference kept (2 s), whatever the capture does.
+const MAX_REFERENCE: usize = 2 * SAMPLE_RATE as usize;
 
 /// Capture frames whose lead on the reference is averaged before the
 /// filter starts (0.5 s of 20 ms frames).
@@ -123,13 +135,13 @@ pub enum Verdict {
 pub struct EchoFilter {
     forward: Arc<dyn RealToComplex<f32>>,
     inverse: Arc<dyn ComplexToReal<f32>>,
-    /// The low band of what was played, from sample `reference_at` on.
+    /// What was played, from sample `reference_at` on.
     reference: VecDeque<f32>,
     reference_at: u64,
-    /// Low-band samples of capture seen so far.
+    /// Samples of capture seen so far.
     captured: u64,
     /// The reference's lead on the capture, summed over the first frames,
-    /// and the devices' latency in samples at 16 kHz.
+    /// and the devices' latency in samples.
     leads: Vec<i64>,
     latency: usize,
     /// How many samples behind the capture the echo path starts, once
@@ -139,7 +151,11 @@ pub struct EchoFilter {
     spectra: VecDeque<Vec<Complex32>>,
     foreground: Vec<Vec<Complex32>>,
     background: Vec<Vec<Complex32>>,
-    /// Each bin's reference power, smoothed.
+    /// Each bin's reference power over the filter's span: what a step is
+    /// normalised by. Over the span, not smoothed over the last blocks: a
+    /// voice's bins come and go, and a step that followed them lagged,
+    /// which took the filter 8 s to reach 20 dB of a real room's echo
+    /// (docs/benchmarks.md, *Double talk in a room of any delay*).
     power: Vec<f32>,
     foreground_error: f32,
     background_error: f32,
@@ -183,12 +199,12 @@ impl EchoFilter {
             reference_at: 0,
             captured: 0,
             leads: Vec::with_capacity(SETTLING_FRAMES),
-            latency: latency_ms.max(0) as usize * 16,
+            latency: latency_ms.max(0) as usize * PER_MS,
             start: None,
             spectra: VecDeque::with_capacity(PARTITIONS + 1),
             foreground: (0..PARTITIONS).map(|_| zeros()).collect(),
             background: (0..PARTITIONS).map(|_| zeros()).collect(),
-            power: vec![POWER_FLOOR; BINS],
+            power: vec![0.0; BINS],
             foreground_error: 0.0,
             background_error: 0.0,
             better_for: 0,
@@ -207,11 +223,11 @@ impl EchoFilter {
         }
     }
 
-    /// The low band of what was played, in order. A capture that is not
-    /// processed (an audience member's, which sends nothing) still has
-    /// its reference kept, only the last [`MAX_REFERENCE`] of it.
-    pub fn render(&mut self, low_band: &[f32]) {
-        self.reference.extend(low_band);
+    /// What was played, in order. A capture that is not processed (an
+    /// audience member's, which sends nothing) still has its reference
+    /// kept, only the last [`MAX_REFERENCE`] of it.
+    pub fn render(&mut self, played: &[f32]) {
+        self.reference.extend(played);
         self.trim_reference(0);
     }
 
@@ -229,16 +245,16 @@ impl EchoFilter {
         self.residual_energy * CONVERGED < self.echo_energy
     }
 
-    /// Cancels the echo of one captured frame's low band (a whole number
+    /// Cancels the echo of one captured frame (a whole number
     /// of blocks), writing the foreground's output to `out` and saying,
     /// block by block, whose output to hear.
-    pub fn capture(&mut self, low_band: &[f32], out: &mut [f32], verdicts: &mut Vec<Verdict>) {
+    pub fn capture(&mut self, captured: &[f32], out: &mut [f32], verdicts: &mut Vec<Verdict>) {
         verdicts.clear();
-        out.copy_from_slice(low_band);
-        let Some(start) = self.start.or_else(|| self.settle(low_band.len())) else {
-            return verdicts.resize(low_band.len() / BLOCK, Verdict::Aec3);
+        out.copy_from_slice(captured);
+        let Some(start) = self.start.or_else(|| self.settle(captured.len())) else {
+            return verdicts.resize(captured.len() / BLOCK, Verdict::Aec3);
         };
-        for (near, out) in low_band
+        for (near, out) in captured
             .chunks_exact(BLOCK)
             .zip(out.chunks_exact_mut(BLOCK))
         {
@@ -289,10 +305,13 @@ impl EchoFilter {
         self.forward
             .process_with_scratch(&mut self.samples, &mut spectrum, &mut self.scratch)
             .expect("sizes fixed at construction");
-        for (p, x) in self.power.iter_mut().zip(&spectrum) {
-            *p = 0.9 * *p + 0.1 * x.norm_sqr();
-        }
         self.spectra.push_front(spectrum);
+        self.power.fill(0.0);
+        for x in &self.spectra {
+            for (p, x) in self.power.iter_mut().zip(x) {
+                *p += x.norm_sqr();
+            }
+        }
         whole
     }
 
@@ -438,7 +457,7 @@ impl EchoFilter {
             .expect("sizes fixed at construction");
         for (w, x) in self.background.iter_mut().zip(&self.spectra) {
             for ((w, x), (e, power)) in w.iter_mut().zip(x).zip(e.iter().zip(&self.power)) {
-                *w += x.conj() * e * (STEP / (PARTITIONS as f32 * power + POWER_FLOOR));
+                *w += x.conj() * e * (STEP / (power + POWER_FLOOR));
             }
         }
         for p in [0, self.constrain] {
@@ -469,8 +488,8 @@ fn energy(x: &[f32]) -> f32 {
 }
 
 /// A spectrum back to samples. A real signal's spectrum has no imaginary
-/// part at 0 Hz and at 8 kHz; rounding may leave one, which the transform
-/// would refuse.
+/// part at 0 Hz and at the Nyquist frequency; rounding may leave one,
+/// which the transform would refuse.
 fn inverse(
     plan: &dyn ComplexToReal<f32>,
     spectrum: &mut [Complex32],
@@ -508,15 +527,19 @@ mod tests {
             .collect()
     }
 
-    /// 30 ms to the microphone, unattenuated, and a reflection 5 ms on.
+    /// 30 ms to the microphone, unattenuated, and a reflection 5 ms on,
+    /// neither a whole number of the 16 kHz bands' samples.
     fn room(far: &[f32]) -> Vec<f32> {
         (0..far.len())
             .map(|n| {
                 let at = |d: usize| n.checked_sub(d).map_or(0.0, |k| far[k]);
-                at(480) + 0.3 * at(560)
+                at(30 * PER_MS + 1) + 0.3 * at(35 * PER_MS + 2)
             })
             .collect()
     }
+
+    /// A 20 ms media frame.
+    const FRAME: usize = 2 * BLOCK;
 
     fn db(x: &[f32]) -> f32 {
         10.0 * (energy(x) / x.len() as f32 + 1e-9).log10()
@@ -529,10 +552,10 @@ mod tests {
         let echo = room(far);
         let (mut out, mut all) = (vec![0.0; near.len()], Vec::new());
         let mut verdicts = Vec::new();
-        for at in (0..near.len() / 320).map(|k| k * 320) {
-            filter.render(&far[at..at + 320]);
-            let capture: Vec<f32> = (at..at + 320).map(|i| near[i] + echo[i]).collect();
-            filter.capture(&capture, &mut out[at..at + 320], &mut verdicts);
+        for at in (0..near.len() / FRAME).map(|k| k * FRAME) {
+            filter.render(&far[at..at + FRAME]);
+            let capture: Vec<f32> = (at..at + FRAME).map(|i| near[i] + echo[i]).collect();
+            filter.capture(&capture, &mut out[at..at + FRAME], &mut verdicts);
             all.extend_from_slice(&verdicts);
         }
         (out, all)
@@ -543,9 +566,9 @@ mod tests {
     /// echo stays far under it, and the blocks are judged the filter's.
     #[test]
     fn what_was_learnt_survives_double_talk() {
-        let n = 16_000 * 12;
+        let n = SAMPLE_RATE as usize * 12;
         let far = noise(7, n);
-        let alone = 16_000 * 8;
+        let alone = SAMPLE_RATE as usize * 8;
         let near: Vec<f32> = noise(11, n)
             .iter()
             .enumerate()
@@ -571,7 +594,7 @@ mod tests {
     /// suppressor takes the echo further down than a linear filter.
     #[test]
     fn the_far_end_alone_is_left_to_aec3() {
-        let n = 16_000 * 6;
+        let n = SAMPLE_RATE as usize * 6;
         let (_, verdicts) = run(&noise(3, n), &vec![0.0; n]);
         assert!(verdicts.iter().all(|v| *v == Verdict::Aec3));
     }
@@ -582,8 +605,8 @@ mod tests {
     #[test]
     fn no_reference_no_cancelling_and_a_bounded_reference() {
         let mut filter = EchoFilter::new(0);
-        let capture = noise(5, 320);
-        let (mut out, mut verdicts) = (vec![0.0; 320], Vec::new());
+        let capture = noise(5, FRAME);
+        let (mut out, mut verdicts) = (vec![0.0; FRAME], Vec::new());
         for _ in 0..100 {
             filter.capture(&capture, &mut out, &mut verdicts);
             assert_eq!(out, capture);

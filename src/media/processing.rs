@@ -125,9 +125,14 @@ const _: () = assert!(
 );
 const _: () = assert!(noise_suppressor::BLOCK == BLOCK, "RNNoise takes 10 ms");
 const _: () = assert!(
-    echo_filter::BLOCK == SPLIT,
-    "the linear canceller takes the low band's 10 ms"
+    echo_filter::BLOCK == BLOCK,
+    "the linear canceller takes 10 ms of the whole band"
 );
+
+/// AEC3's output comes a block of its own (4 ms) late: the linear
+/// canceller's is held back as much, before it is split, so that the two
+/// line up.
+const LINEAR_HOLD: usize = BANDS * BLOCK_SIZE;
 
 /// What the echo canceller reports (`MEDIA_STATS`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -153,22 +158,25 @@ pub struct VoiceProcessor {
     /// the 16 kHz ones (docs/benchmarks.md, *Cost per call and added
     /// delay*).
     high_pass: HighPassFilter,
-    /// The lowest band, as the high-pass filter takes it.
+    /// The lowest band, as the high-pass filters take it (one channel).
     low_band: Vec<Vec<f32>>,
     /// AEC3 itself, fed whole blocks.
     echo: BlockProcessor,
     /// The linear canceller heard instead of AEC3 in double talk.
     linear: EchoFilter,
-    /// Its output for the current frame's low band, and whose output each
-    /// of the frame's blocks takes.
-    linear_out: [f32; FRAME_SPLIT],
+    /// Its output for the current frame, and whose output each of the
+    /// frame's blocks takes.
+    linear_out: [f32; FRAME_SAMPLES],
     verdicts: Vec<Verdict>,
     /// Whose output the last block took: a change is faded across a block.
     heard: Verdict,
-    /// The linear filter's last output of the frame before: AEC3's output
-    /// comes a block of its own (4 ms) late, and the linear filter's is
-    /// held back as much, so that the two line up.
-    linear_held: [f32; BLOCK_SIZE],
+    /// The end of its output for the frame before ([`LINEAR_HOLD`]).
+    linear_held: [f32; LINEAR_HOLD],
+    /// Its output split into bands, with a splitter and a high-pass filter
+    /// of its own, to stand in for AEC3's bands.
+    linear_split: AudioBuffer,
+    linear_bands: [[f32; FRAME_SPLIT]; BANDS],
+    linear_high_pass: HighPassFilter,
     block: Block,
     /// Splits the reference into bands.
     reference: AudioBuffer,
@@ -209,10 +217,13 @@ impl VoiceProcessor {
             low_band: vec![vec![0.0; FRAME_SPLIT]],
             echo: canceller(delay_ms),
             linear: EchoFilter::new(delay_ms),
-            linear_out: [0.0; FRAME_SPLIT],
-            verdicts: Vec::with_capacity(FRAME_SPLIT / SPLIT),
+            linear_out: [0.0; FRAME_SAMPLES],
+            verdicts: Vec::with_capacity(FRAME_SAMPLES / BLOCK),
             heard: Verdict::Aec3,
-            linear_held: [0.0; BLOCK_SIZE],
+            linear_held: [0.0; LINEAR_HOLD],
+            linear_split: buffer(),
+            linear_bands: [[0.0; FRAME_SPLIT]; BANDS],
+            linear_high_pass: HighPassFilter::new(SAMPLE_RATE as i32, 1),
             block: Block::new(BANDS, 1),
             reference: buffer(),
             rendered: Vec::with_capacity(4 * FRAME_SAMPLES),
@@ -323,8 +334,8 @@ impl VoiceProcessor {
             for (s, x) in self.reference.channel_mut(0).iter_mut().zip(samples) {
                 *s = float_to_float_s16(*x);
             }
+            self.linear.render(self.reference.channel(0));
             self.reference.split_into_frequency_bands();
-            self.linear.render(self.reference.split_band(0, 0));
             for (band, rendered) in self.rendered_bands.iter_mut().enumerate() {
                 rendered.extend_from_slice(self.reference.split_band(0, band));
             }
@@ -363,27 +374,25 @@ impl VoiceProcessor {
             *s = float_to_float_s16(*x);
         }
         let saturated = audio.iter().any(|s| s.abs() >= SATURATED);
-        for k in 0..FRAME_SAMPLES / BLOCK {
-            let block = &self.audio[0][k * BLOCK..(k + 1) * BLOCK];
-            self.capture.channel_mut(0).copy_from_slice(block);
-            self.capture.split_into_frequency_bands();
-            for (band, bands) in self.bands.iter_mut().enumerate() {
-                bands[k * SPLIT..(k + 1) * SPLIT].copy_from_slice(self.capture.split_band(0, band));
-            }
-        }
-        self.low_band[0].copy_from_slice(&self.bands[0]);
-        self.high_pass.process(&mut self.low_band);
-        self.bands[0].copy_from_slice(&self.low_band[0]);
+        split(&mut self.capture, &self.audio[0], &mut self.bands);
+        high_pass(&mut self.high_pass, &mut self.low_band, &mut self.bands[0]);
 
         if settings.echo_cancellation {
             self.linear
-                .capture(&self.bands[0], &mut self.linear_out, &mut self.verdicts);
+                .capture(&self.audio[0], &mut self.linear_out, &mut self.verdicts);
             let held = self.linear_held;
             self.linear_held
-                .copy_from_slice(&self.linear_out[FRAME_SPLIT - BLOCK_SIZE..]);
+                .copy_from_slice(&self.linear_out[FRAME_SAMPLES - LINEAR_HOLD..]);
             self.linear_out
-                .copy_within(..FRAME_SPLIT - BLOCK_SIZE, BLOCK_SIZE);
-            self.linear_out[..BLOCK_SIZE].copy_from_slice(&held);
+                .copy_within(..FRAME_SAMPLES - LINEAR_HOLD, LINEAR_HOLD);
+            self.linear_out[..LINEAR_HOLD].copy_from_slice(&held);
+            split(
+                &mut self.linear_split,
+                &self.linear_out,
+                &mut self.linear_bands,
+            );
+            let filter = &mut self.linear_high_pass;
+            high_pass(filter, &mut self.low_band, &mut self.linear_bands[0]);
             for at in (0..FRAME_SPLIT).step_by(BLOCK_SIZE) {
                 for (band, bands) in self.bands.iter().enumerate() {
                     let block = self.block.view_mut(band, 0);
@@ -429,25 +438,26 @@ impl VoiceProcessor {
     }
 
     /// Where the near end speaks and the linear filter has converged, its
-    /// output replaces AEC3's in the low band (AEC3's upper bands stay:
-    /// there the voice has little, and a filter would cost as much again).
+    /// output replaces AEC3's, in every band: the near voice keeps its
+    /// top as well.
     fn hear_linear_in_double_talk(&mut self) {
-        let low = &mut self.bands[0];
+        let fade = |i: usize| (i as f32 + 0.5) / SPLIT as f32;
         for (k, verdict) in self.verdicts.iter().enumerate() {
-            let block = k * echo_filter::BLOCK..(k + 1) * echo_filter::BLOCK;
-            let (aec3, linear) = (&mut low[block.clone()], &self.linear_out[block]);
-            let fade = |i: usize| (i as f32 + 0.5) / echo_filter::BLOCK as f32;
-            match (self.heard, *verdict) {
-                (Verdict::Aec3, Verdict::Aec3) => {}
-                (Verdict::Linear, Verdict::Linear) => aec3.copy_from_slice(linear),
-                (Verdict::Aec3, Verdict::Linear) => {
-                    for (i, (a, l)) in aec3.iter_mut().zip(linear).enumerate() {
-                        *a += fade(i) * (l - *a);
+            let block = k * SPLIT..(k + 1) * SPLIT;
+            for (aec3, linear) in self.bands.iter_mut().zip(&self.linear_bands) {
+                let (aec3, linear) = (&mut aec3[block.clone()], &linear[block.clone()]);
+                match (self.heard, *verdict) {
+                    (Verdict::Aec3, Verdict::Aec3) => {}
+                    (Verdict::Linear, Verdict::Linear) => aec3.copy_from_slice(linear),
+                    (Verdict::Aec3, Verdict::Linear) => {
+                        for (i, (a, l)) in aec3.iter_mut().zip(linear).enumerate() {
+                            *a += fade(i) * (l - *a);
+                        }
                     }
-                }
-                (Verdict::Linear, Verdict::Aec3) => {
-                    for (i, (a, l)) in aec3.iter_mut().zip(linear).enumerate() {
-                        *a = l + fade(i) * (*a - l);
+                    (Verdict::Linear, Verdict::Aec3) => {
+                        for (i, (a, l)) in aec3.iter_mut().zip(linear).enumerate() {
+                            *a = l + fade(i) * (*a - l);
+                        }
                     }
                 }
             }
@@ -459,6 +469,25 @@ impl VoiceProcessor {
     pub fn metrics(&self) -> Option<EchoMetrics> {
         self.metrics
     }
+}
+
+/// Splits a frame into bands, 10 ms at a time, through `splitter`.
+fn split(splitter: &mut AudioBuffer, frame: &[f32], bands: &mut [[f32; FRAME_SPLIT]; BANDS]) {
+    for (k, block) in frame.chunks_exact(BLOCK).enumerate() {
+        splitter.channel_mut(0).copy_from_slice(block);
+        splitter.split_into_frequency_bands();
+        for (band, bands) in bands.iter_mut().enumerate() {
+            bands[k * SPLIT..(k + 1) * SPLIT].copy_from_slice(splitter.split_band(0, band));
+        }
+    }
+}
+
+/// Runs a frame's lowest band through `filter` (which takes it as a
+/// one-channel buffer, `scratch`).
+fn high_pass(filter: &mut HighPassFilter, scratch: &mut [Vec<f32>], band: &mut [f32]) {
+    scratch[0].copy_from_slice(band);
+    filter.process(scratch);
+    band.copy_from_slice(&scratch[0]);
 }
 
 /// AEC3 with its default settings (those of WebRTC), the echo path first
@@ -497,11 +526,13 @@ mod tests {
     }
 
     /// The room: 40 ms to the microphone, unattenuated, and a short tail.
+    /// Its delays are not whole samples of the 16 kHz bands (a room's have
+    /// no reason to be), which a filter on a band cannot follow.
     fn room(far: &[f32]) -> Vec<f32> {
-        let d = 40 * SAMPLE_RATE as usize / 1000;
+        let d = 40 * SAMPLE_RATE as usize / 1000 + 1;
         let mut out = vec![0.0; far.len()];
         for (n, o) in out.iter_mut().enumerate().skip(d) {
-            let tail = (n - d).checked_sub(240).map_or(0.0, |k| far[k]);
+            let tail = (n - d).checked_sub(241).map_or(0.0, |k| far[k]);
             *o = far[n - d] + 0.3 * tail;
         }
         out
@@ -581,9 +612,10 @@ mod tests {
     /// canceller has heard the far voice alone for a while, the near voice
     /// comes through whole. What differs from the same near voice processed
     /// with no echo at all (the echo left, and what the canceller took of
-    /// the near voice) stays 15 dB under it (20.5 dB); AEC3 alone, taking
-    /// the near voice apart in every bin it shared with the echo, left a
-    /// difference 6.9 dB under it.
+    /// the near voice) stays 30 dB under it (41.7 dB). The linear canceller
+    /// on the 16 kHz low band, which cannot follow this room's delays, left
+    /// it 20.3 dB under; AEC3 alone, taking the near voice apart in every
+    /// bin it shared with the echo, 6.9 dB.
     #[test]
     fn in_double_talk_the_near_voice_comes_through_whole() {
         let (Some(far), Some(near)) = (words(&WORDS[..3], 15.0, 100), words(&WORDS[3..], 5.0, 100))
@@ -604,7 +636,7 @@ mod tests {
         let under = db(&without[both.clone()]) - db(&difference);
         eprintln!("in double talk, what differs is {under:.1} dB under the near voice");
         assert!(
-            under >= 15.0,
+            under >= 30.0,
             "what differs is only {under:.1} dB under the near voice"
         );
     }
