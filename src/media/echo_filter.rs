@@ -344,7 +344,13 @@ impl EchoFilter {
         let a = ERROR_SMOOTHING;
         self.foreground_error = a * self.foreground_error + (1.0 - a) * fore;
         self.background_error = a * self.background_error + (1.0 - a) * back;
-        let better = self.background_error < BETTER * self.foreground_error && back < BETTER * fore;
+        // Not while the near end speaks: a background adapted on a near voice
+        // that sounds like the far one can cancel some of it, and be better
+        // for it (double talk 1.12 where the near voice came 300 ms into the
+        // far one's words, 3.60 without it; docs/benchmarks.md).
+        let better = self.near_for == 0
+            && self.background_error < BETTER * self.foreground_error
+            && back < BETTER * fore;
         self.better_for = if better { self.better_for + 1 } else { 0 };
         let (cancelled, echo) = if self.better_for >= BETTER_BLOCKS {
             self.foreground.clone_from(&self.background);
