@@ -59,7 +59,7 @@ pub struct Flow {
     pub steps: Vec<Step>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayOverrides {
     pub multi_device_sync: Option<bool>,
@@ -85,6 +85,19 @@ pub struct RelayOverrides {
 }
 
 impl RelayOverrides {
+    /// What to say when a flow with these settings runs against a relay of
+    /// its own (`--relay`): they are for the bundled relay, and a flow that
+    /// counts on a lossy network or a setting of the app would run on a
+    /// relay that has neither without a word.
+    pub(crate) fn ignored_by(&self, flow: &str, url: &str) -> Option<String> {
+        (*self != RelayOverrides::default()).then(|| {
+            format!(
+                "flow \"{flow}\": its [relay] settings are for the bundled relay, and do not \
+                 reach {url}; run without --relay to have them"
+            )
+        })
+    }
+
     fn check(&self) -> Result<(), String> {
         self.impairment().check_named(&|key| match key {
             "loss_percent" => "media_loss".into(),
@@ -747,7 +760,12 @@ pub async fn run(
     let started = Instant::now();
     let data = tempfile::tempdir().map_err(|e| FlowError::Relay(e.to_string()))?;
     let (url, fingerprint, relay) = match relay_url {
-        Some(url) => (url, relay_fingerprint, None),
+        Some(url) => {
+            if let Some(warning) = flow.relay.ignored_by(&flow.name, &url) {
+                eprintln!("termphone: {warning}");
+            }
+            (url, relay_fingerprint, None)
+        }
         None => {
             let handle = start_relay(&flow.relay, data.path()).await?;
             (handle.url(), handle.fingerprint(), Some(handle))

@@ -93,7 +93,12 @@ pub fn check(flow: &Flow, prefix: &str) -> Result<(), String> {
 pub async fn run(flow: Flow, options: LoadOptions) -> Result<Stats, FlowError> {
     let scratch = tempfile::tempdir().map_err(|e| FlowError::Relay(e.to_string()))?;
     let (url, fingerprint, relay) = match &options.relay {
-        Some(url) => (url.clone(), options.relay_fingerprint, None),
+        Some(url) => {
+            if let Some(warning) = flow.relay.ignored_by(&flow.name, url) {
+                eprintln!("termphone: {warning}");
+            }
+            (url.clone(), options.relay_fingerprint, None)
+        }
         None => {
             let handle = start_relay(&flow, scratch.path()).await?;
             (handle.url(), handle.fingerprint(), Some(handle))

@@ -4,6 +4,7 @@
 use std::process::Stdio;
 
 use crate::common::headless::termphone;
+use crate::common::net::{relay_at, test_config};
 
 /// A JUnit report, read as a CI system reads it.
 fn read_junit(xml: &str) -> roxmltree::Document<'_> {
@@ -476,4 +477,53 @@ async fn audio_steps_judge_what_each_device_played() {
         "{}",
         cut.1
     );
+}
+
+/// A flow whose `[relay]` settings cannot reach the relay it is run
+/// against (`--relay`) says so, for `flow` and for `load`, and runs all
+/// the same; a flow without them says nothing.
+#[tokio::test]
+async fn relay_settings_that_a_given_relay_would_not_have_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("relay.db")).await;
+    let url = relay.url();
+    let lossy = dir.path().join("lossy.toml");
+    let plain = dir.path().join("plain.toml");
+    let flow = |relay: &str| {
+        format!(
+            "name = \"a call\"\n{relay}\n[[device]]\nname = \"alice\"\nuser = \"alice\"\n\n\
+             [[device]]\nname = \"bob\"\nuser = \"bob\"\n\n\
+             [[step]]\ndevice = \"alice\"\nsend = {{ cmd = \"call\", userID = \"bob\" }}\n\n\
+             [[step]]\ndevice = \"bob\"\nexpect = \"ON_CALL_RECEIVED\"\n"
+        )
+    };
+    std::fs::write(&lossy, flow("[relay]\nmedia_loss = 5\n")).unwrap();
+    std::fs::write(&plain, flow("")).unwrap();
+    let warning = format!(
+        "termphone: flow \"a call\": its [relay] settings are for the bundled relay, and do not \
+         reach {url}; run without --relay to have them"
+    );
+    for (file, warned) in [(&lossy, true), (&plain, false)] {
+        for command in [
+            &["flow"][..],
+            &["load", "--iterations", "2", "--rate", "10"],
+        ] {
+            let out = termphone(dir.path())
+                .args(&command[..1])
+                .arg(file)
+                .args(&command[1..])
+                .args(["--relay", &url])
+                .output()
+                .await
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{command:?} {file:?}: {stderr}");
+            assert_eq!(
+                stderr.contains(&warning),
+                warned,
+                "{command:?} {file:?}: {stderr}"
+            );
+        }
+    }
+    relay.shutdown().await;
 }
