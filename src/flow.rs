@@ -756,6 +756,7 @@ pub async fn run(
     relay_fingerprint: Option<crate::tls::Fingerprint>,
     tenant: &Tenant,
     report: Option<&Path>,
+    interrupt: Interrupt,
 ) -> Result<Outcome, FlowError> {
     let started = Instant::now();
     let data = tempfile::tempdir().map_err(|e| FlowError::Relay(e.to_string()))?;
@@ -783,6 +784,7 @@ pub async fn run(
         names: &Names::default(),
         verbose: true,
         tenant,
+        interrupt: Some(interrupt),
     };
     let keep = match report {
         Some(_) => Keep::Everything,
@@ -840,6 +842,33 @@ pub struct Place<'a> {
     pub verbose: bool,
     /// The app the devices log in to, with its secret.
     pub tenant: &'a Tenant,
+    /// A stop signal the flow gets (`termphone flow`; a load stops its
+    /// iterations through their devices instead).
+    pub interrupt: Option<Interrupt>,
+}
+
+/// The name of the signal that asked a run to stop, once one has.
+pub type Interrupt = watch::Receiver<Option<&'static str>>;
+
+/// Waits for `interrupt`'s signal (forever without one).
+async fn interrupted(interrupt: &Option<Interrupt>) -> &'static str {
+    let Some(mut interrupt) = interrupt.clone() else {
+        return std::future::pending().await;
+    };
+    let by = interrupt
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|by| *by);
+    match by {
+        Some(by) => by,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why a flow stopped where it did, stopped by signal `by`.
+fn stopped_by(by: &str) -> String {
+    format!("interrupted by {by}: the flow stopped here")
 }
 
 /// How much of what the devices were sent and saw `execute` keeps.
@@ -875,6 +904,7 @@ pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outc
     // hold four (a KiB in each of a load's thousands of iterations).
     let mut devices = Vec::with_capacity(flow.devices.len());
     let mut started_all = true;
+    let mut interrupted_by = None;
     for (i, spec) in flow.devices.iter().enumerate() {
         match spawn(spec, i, place).await {
             Ok(device) => devices.push(device),
@@ -892,7 +922,13 @@ pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outc
             loop {
                 let next = match error {
                     Some((_, true)) => None,
-                    _ => devices[i].next(until, &mut timeline, i).await,
+                    _ => tokio::select! {
+                        next = devices[i].next(until, &mut timeline, i) => next,
+                        by = interrupted(&place.interrupt) => {
+                            interrupted_by = Some(by);
+                            None
+                        }
+                    },
                 };
                 match next {
                     Some(e) if e["event"] == "SYNCED" => break,
@@ -902,15 +938,18 @@ pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outc
                     }
                     Some(_) => {}
                     None => {
-                        let why = match &error {
-                            Some((message, true)) => {
+                        let why = match (interrupted_by, &error) {
+                            (Some(by), _) => {
+                                format!("device {} was logging in, {}", spec.name, stopped_by(by))
+                            }
+                            (None, Some((message, true))) => {
                                 format!("device {} could not log in: {message}", spec.name)
                             }
-                            Some((message, false)) => format!(
+                            (None, Some((message, false))) => format!(
                                 "device {} did not log in within 10 s: {message}",
                                 spec.name
                             ),
-                            None => {
+                            (None, None) => {
                                 let early = tokio::time::Instant::now() < until;
                                 match devices[i].last_words(early).await {
                                     Some(words) => format!(
@@ -947,15 +986,17 @@ pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outc
             .position(|d| d.name == step.device)
             .expect("checked at load");
         let t = Instant::now();
-        let outcome_of_step = run_step(
-            step,
-            &mut devices[i],
-            &mut saved,
-            &mut timeline,
-            i,
-            place.names,
-        )
-        .await;
+        let outcome_of_step = tokio::select! {
+            outcome = run_step(
+                step,
+                &mut devices[i],
+                &mut saved,
+                &mut timeline,
+                i,
+                place.names,
+            ) => outcome,
+            by = interrupted(&place.interrupt) => Err(stopped_by(by)),
+        };
         let elapsed = t.elapsed();
         let ms = elapsed.as_millis();
         let at = timeline.start.elapsed().as_millis();
@@ -1952,6 +1993,7 @@ mod tests {
             names,
             verbose: false,
             tenant: &Tenant::default(),
+            interrupt: None,
         };
         let run = execute(flow, &place, keep).await;
         relay.shutdown().await;

@@ -268,6 +268,7 @@ impl Load {
                         names: &names,
                         verbose: false,
                         tenant: &tenant,
+                        interrupt: None,
                     };
                     flow::execute(&flow, &place, Keep::Nothing).await.0
                 }

@@ -395,7 +395,7 @@ fn run_flow(args: &FlowArgs, config: &Config) -> ExitCode {
         &tenant(args.relay.as_ref(), config),
         args.report.as_deref(),
     ));
-    if flows.len() > 1 {
+    if flows.len() > 1 || args.file.is_dir() {
         print!("{}", suite::summary(&outcomes));
     }
     let reports = [

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use tokio::sync::watch;
+
 use super::{Flow, FlowError, Outcome, html as escape, run};
+use crate::signals::Signals;
 use crate::tls::Fingerprint;
 
 /// The flow files `path` names: itself, or the `.toml` files of a
@@ -35,7 +38,10 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, FlowError> {
     Ok(files)
 }
 
-/// Runs every flow; one that cannot start its relay fails with why.
+/// Runs every flow; one that cannot start its relay fails with why. A
+/// stop signal (Ctrl-C, a CI job's timeout) fails the step under way with
+/// its name, logs the devices out, and counts the flows after it as not
+/// run: the reports are still written, with every flow in them.
 pub async fn run_all(
     flows: &[Flow],
     relay: Option<String>,
@@ -43,22 +49,42 @@ pub async fn run_all(
     tenant: &super::Tenant,
     report: Option<&Path>,
 ) -> Vec<Outcome> {
+    let (stop, interrupt) = watch::channel(None);
+    if let Ok(mut signals) = Signals::new() {
+        tokio::spawn(async move {
+            let _ = stop.send(Some(signals.recv().await));
+        });
+    }
     let mut outcomes = Vec::with_capacity(flows.len());
     for flow in flows {
-        let outcome = match run(flow, relay.clone(), fingerprint, tenant, report).await {
+        let failed = |failure: String| Outcome {
+            name: flow.name.clone(),
+            file: flow.file.clone(),
+            passed: false,
+            steps: Vec::new(),
+            failure: Some(failure),
+            duration: Duration::ZERO,
+            timeline: None,
+        };
+        if let Some(by) = *interrupt.borrow() {
+            outcomes.push(failed(format!("not run: interrupted by {by}")));
+            continue;
+        }
+        let outcome = match run(
+            flow,
+            relay.clone(),
+            fingerprint,
+            tenant,
+            report,
+            interrupt.clone(),
+        )
+        .await
+        {
             Ok(outcome) => outcome,
             Err(e) => {
                 println!("  ✗ {e}");
                 println!("FAIL");
-                Outcome {
-                    name: flow.name.clone(),
-                    file: flow.file.clone(),
-                    passed: false,
-                    steps: Vec::new(),
-                    failure: Some(e.to_string()),
-                    duration: Duration::ZERO,
-                    timeline: None,
-                }
+                failed(e.to_string())
             }
         };
         outcomes.push(outcome);

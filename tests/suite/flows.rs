@@ -527,3 +527,77 @@ async fn relay_settings_that_a_given_relay_would_not_have_are_named() {
     }
     relay.shutdown().await;
 }
+
+/// A run stopped by a signal (Ctrl-C, a CI job's timeout): the step under
+/// way fails with the signal's name, the flows after it count as not run,
+/// the reports are written with every flow in them, and the process exits
+/// 1 rather than being killed.
+#[tokio::test]
+async fn a_run_stopped_by_a_signal_writes_its_reports() {
+    use std::os::unix::process::ExitStatusExt;
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    let flow = |name: &str| {
+        format!(
+            "name = \"{name}\"\n\n[[device]]\nname = \"alice\"\nuser = \"alice\"\n\n\
+             [[step]]\ndevice = \"alice\"\nexpect_none = \"ON_CALL_RECEIVED\"\nfor_ms = 60000\n"
+        )
+    };
+    std::fs::write(flows.join("a.toml"), flow("a long wait")).unwrap();
+    std::fs::write(flows.join("b.toml"), flow("after it")).unwrap();
+    let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
+    let mut child = termphone(dir.path())
+        .arg("flow")
+        .arg(&flows)
+        .arg("--json")
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stopped once the flow is under way, as its first line says.
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the flow starts")
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("flow: a long wait"));
+    // Its device logged in (within 10 s) and the step waits.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let pid = child.id().unwrap() as libc::pid_t;
+    // SAFETY: kill(2) on the pid of a child this test spawned and still holds.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut out = String::new();
+    let read_all = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), read_all)
+        .await
+        .expect("the run ends after SIGTERM");
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.signal(), None, "{status}: {out}");
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("interrupted by SIGTERM: the flow stopped here"),
+        "{out}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let failures: Vec<&str> = report["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["failure"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(failures.len(), 2, "{report}");
+    assert!(failures[0].contains("interrupted by SIGTERM"), "{report}");
+    assert_eq!(failures[1], "not run: interrupted by SIGTERM", "{report}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("after it"), "{xml}");
+}
