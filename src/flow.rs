@@ -328,6 +328,12 @@ impl Flow {
         let mut flow: Flow = toml::from_str(text).map_err(read)?;
         flow.file = path.to_owned();
         let steps = std::mem::take(&mut flow.written_steps);
+        if steps.is_empty() {
+            return Err(FlowError::Read(
+                file.clone(),
+                "has no steps: a flow checks something in at least one [[step]]".into(),
+            ));
+        }
         if let Err(e) = flow.relay.check() {
             return Err(FlowError::Read(file.clone(), format!("[relay] {e}")));
         }
@@ -424,9 +430,52 @@ impl Step {
             self.expect_silence.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
-            return Err(
+            let names = [
+                "send",
+                "expect",
+                "expect_none",
+                "expect_audio",
+                "expect_silence",
+            ];
+            let has: Vec<&str> = names
+                .iter()
+                .zip(kinds)
+                .filter(|(_, k)| *k)
+                .map(|(n, _)| *n)
+                .collect();
+            let has = match has.as_slice() {
+                [] => "this one has none".to_owned(),
+                has => format!("this one has {}", has.join(" and ")),
+            };
+            return Err(format!(
                 "a step has exactly one of send, expect, expect_none, expect_audio, \
-                 expect_silence"
+                 expect_silence; {has}"
+            ));
+        }
+        // A key that would do nothing on this kind of step is refused: who
+        // wrote it believes something is checked.
+        if !self.save.is_empty() && self.expect.is_none() {
+            return Err(
+                "save belongs on an expect step: it keeps fields of the event the step matched"
+                    .into(),
+            );
+        }
+        if self.send.is_some() && !self.fields.is_empty() {
+            return Err(
+                "fields belong on an expect or expect_none step: a send step checks nothing".into(),
+            );
+        }
+        if (self.send.is_some() || self.expect_none.is_some()) && self.within_ms.is_some() {
+            return Err(
+                "within_ms is how long an expect or audio step waits (a send step \
+                 does not wait; an expect_none step watches for for_ms)"
+                    .into(),
+            );
+        }
+        if self.for_ms.is_some() && self.expect_none.is_none() {
+            return Err(
+                "for_ms is how long an expect_none step watches; it belongs on one \
+                 (expect_silence takes its own: expect_silence = { for_ms = ... })"
                     .into(),
             );
         }
@@ -1263,7 +1312,18 @@ async fn run_step(
         while let Some(event) = device.next(until, timeline, index).await {
             if event["event"] == name.as_str() && matches(&event, &fields, &step.comparisons) {
                 for (key, field) in &step.save {
-                    saved.insert(key.clone(), event[field].clone());
+                    let Some(value) = event.get(field) else {
+                        let has: Vec<&str> = event
+                            .as_object()
+                            .map(|o| o.keys().map(String::as_str).collect())
+                            .unwrap_or_default();
+                        return Err(format!(
+                            "got {name}, which has no field {field:?} to save as {key} (its \
+                             fields: {})",
+                            has.join(", ")
+                        ));
+                    };
+                    saved.insert(key.clone(), value.clone());
                 }
                 return Ok(format!("got {}", describe(name, &fields, step)));
             }
@@ -1767,6 +1827,52 @@ mod tests {
         );
     }
 
+    /// A key that would do nothing where it is written, and a flow with
+    /// nothing to check, are refused: who wrote them believes something
+    /// is checked.
+    #[test]
+    fn keys_that_would_check_nothing_are_refused() {
+        let cases = [
+            (
+                "send = { cmd = \"logout\" }\nfields = { userID = \"bob\" }",
+                "fields belong on an expect or expect_none step",
+            ),
+            (
+                "send = { cmd = \"logout\" }\nwithin_ms = 1000",
+                "within_ms is how long an expect or audio step waits",
+            ),
+            (
+                "expect_none = \"ON_CALL_RECEIVED\"\nwithin_ms = 1000",
+                "an expect_none step watches for for_ms",
+            ),
+            (
+                "expect = \"ON_CALL_RECEIVED\"\nfor_ms = 1000",
+                "for_ms is how long an expect_none step watches",
+            ),
+            (
+                "expect_none = \"ON_CALL_RECEIVED\"\nsave = { call = \"callID\" }",
+                "save belongs on an expect step",
+            ),
+            (
+                "expect = \"ON_CALL_RECEIVED\"\nsend = { cmd = \"accept\" }",
+                "expect_silence; this one has send and expect",
+            ),
+        ];
+        for (step, why) in cases {
+            let e = refused(&format!("[[step]]\ndevice = \"bob\"\n{step}\n"));
+            assert!(e.contains(why), "{step}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        let devices = DEVICES.replacen('\n', "\nstep = []\n", 1);
+        std::fs::write(&path, devices).unwrap();
+        let e = Flow::load(&path).expect_err("refused").to_string();
+        assert!(
+            e.ends_with("has no steps: a flow checks something in at least one [[step]]"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_saved_value_passes_for_any_type_but_must_be_saved_earlier() {
         let e = refused(
@@ -2028,6 +2134,27 @@ mod tests {
         );
         let files: Vec<_> = std::fs::read_dir(data.path()).unwrap().collect();
         assert!(files.is_empty(), "{files:?}");
+    }
+
+    /// A field to save that the matched event does not have fails the
+    /// step, naming it and the fields the event has: saved as null, the
+    /// mistake would surface steps later as something else.
+    #[tokio::test]
+    async fn saving_a_field_the_event_lacks_fails_the_step() {
+        let chat = "\n[[step]]\ndevice = \"bob\"\nsend = { cmd = \"sendMessage\", userID = \"alice\", text = \"hi\" }\n\n[[step]]\ndevice = \"bob\"\nexpect = \"MESSAGE_SENT\"\nsave = { m = \"msgId\" }\n";
+        let flow = Flow::parse(&format!("{DEVICES}{chat}"), Path::new("t.toml")).unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let names = Names::default();
+        let (outcome, _) = in_process(&flow, data.path(), false, &names, Keep::Nothing).await;
+        let failure = outcome.failure.expect("the step fails");
+        assert!(
+            failure.starts_with(
+                "step 2 [bob]: got MESSAGE_SENT, which has no field \"msgId\" to save as m (its \
+                 fields: "
+            ),
+            "{failure}"
+        );
+        assert!(failure.contains("msgID"), "{failure}");
     }
 
     /// `termphone load` runs a flow whose devices have only null audio and
