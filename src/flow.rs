@@ -605,10 +605,10 @@ fn placeholders() -> [Value; 4] {
 #[derive(Clone)]
 pub enum Launch {
     Process,
-    /// `stop` turning true makes every device log out and end; `media`
+    /// `stop` signalled makes every device log out and end; `media`
     /// false runs its calls without media ([`Flow::uses_media`]).
     InProcess {
-        stop: watch::Receiver<bool>,
+        stop: Interrupt,
         media: bool,
     },
 }
@@ -891,8 +891,8 @@ pub struct Place<'a> {
     pub verbose: bool,
     /// The app the devices log in to, with its secret.
     pub tenant: &'a Tenant,
-    /// A stop signal the flow gets (`termphone flow`; a load stops its
-    /// iterations through their devices instead).
+    /// A stop signal the flow gets: the step under way fails with its
+    /// name.
     pub interrupt: Option<Interrupt>,
 }
 
@@ -1236,7 +1236,7 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
             let (lines_tx, lines) = mpsc::channel(16);
             let mut stop = stop.clone();
             let stop = Box::pin(async move {
-                let _ = stop.wait_for(|stop| *stop).await;
+                let _ = stop.wait_for(Option::is_some).await;
             });
             // Its events come as values, with no text in between.
             let task = tokio::spawn(headless::serve(options, lines, tx, stop));
@@ -2090,7 +2090,7 @@ mod tests {
         let relay = start_relay(&RelayOverrides::default(), relay_dir.path())
             .await
             .unwrap();
-        let (_stop_tx, stop) = watch::channel(false);
+        let (_stop_tx, stop) = watch::channel(None);
         let place = Place {
             url: relay.url(),
             fingerprint: relay.fingerprint(),

@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::RelayConfig;
-use crate::flow::{self, Flow, FlowError, Keep, Launch, Names, Outcome, Place, Tenant};
+use crate::flow::{self, Flow, FlowError, Interrupt, Keep, Launch, Names, Outcome, Place, Tenant};
 use crate::relay::{self, RelayHandle};
 use crate::signals::Signals;
 use crate::tls::Fingerprint;
@@ -104,7 +104,7 @@ pub async fn run(flow: Flow, options: LoadOptions) -> Result<Stats, FlowError> {
             (handle.url(), handle.fingerprint(), Some(handle))
         }
     };
-    let (stop_tx, stop) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(None);
     let stats = Load {
         media: flow.uses_media(),
         flow: Arc::new(flow),
@@ -148,7 +148,7 @@ struct Load {
     url: String,
     fingerprint: Option<Fingerprint>,
     scratch: PathBuf,
-    stop: watch::Receiver<bool>,
+    stop: Interrupt,
 }
 
 /// One iteration's end.
@@ -159,17 +159,15 @@ struct Ended {
 }
 
 /// The next signal asking to stop; never, where none could be listened for.
-async fn asked_to_stop(signals: &mut Option<Signals>) {
+async fn asked_to_stop(signals: &mut Option<Signals>) -> &'static str {
     match signals {
-        Some(signals) => {
-            signals.recv().await;
-        }
+        Some(signals) => signals.recv().await,
         None => std::future::pending().await,
     }
 }
 
 impl Load {
-    async fn drive(self, stop_tx: watch::Sender<bool>) -> Stats {
+    async fn drive(self, stop_tx: watch::Sender<Option<&'static str>>) -> Stats {
         let opts = &self.options;
         let mut stats = Stats::new(&self.flow.name, opts.rate);
         let mut csv = Csv::new(opts.csv.as_deref());
@@ -192,7 +190,7 @@ impl Load {
                 break;
             }
             let due = start + opts.due(started);
-            let mut stop = false;
+            let mut stop = None;
             tokio::select! {
                 permit = slots.clone().acquire_owned(), if more && Instant::now() >= due => {
                     let permit = permit.expect("never closed");
@@ -219,19 +217,22 @@ impl Load {
                     let devices = in_flight * self.flow.devices.len() as u64;
                     screen.draw(&stats, start.elapsed(), started, in_flight, devices, stopping);
                 }
-                quit = screen.quit_key(), if screen.is_some() && !stopping => stop = quit,
-                _ = asked_to_stop(&mut signals), if !stopping => stop = true,
+                quit = screen.quit_key(), if screen.is_some() && !stopping => {
+                    stop = quit.then_some("q");
+                }
+                by = asked_to_stop(&mut signals), if !stopping => stop = Some(by),
                 _ = tokio::time::sleep_until(wind_down.unwrap_or(start)), if stopping => {
                     // Past the wind-down: what is still running is given up.
                     stats.aborted += in_flight;
                     break;
                 }
             }
-            if stop {
+            if stop.is_some() {
                 if screen.is_none() {
                     println!("stopping: {in_flight} iterations in flight log their devices out");
                 }
-                let _ = stop_tx.send(true);
+                // Their steps under way end at once, audio steps too.
+                let _ = stop_tx.send(stop);
                 wind_down = Some(Instant::now() + WIND_DOWN);
             }
         }
@@ -264,11 +265,14 @@ impl Load {
                         url,
                         fingerprint,
                         data: &data,
-                        launch: Launch::InProcess { stop, media },
+                        launch: Launch::InProcess {
+                            stop: stop.clone(),
+                            media,
+                        },
                         names: &names,
                         verbose: false,
                         tenant: &tenant,
-                        interrupt: None,
+                        interrupt: Some(stop),
                     };
                     flow::execute(&flow, &place, Keep::Nothing).await.0
                 }

@@ -390,3 +390,48 @@ async fn sigterm_stops_a_run_with_its_report_written() {
     let r = read(&report);
     assert!(r["passed"].as_u64().unwrap() > 0, "{r}");
 }
+
+/// A stop ends the steps under way at once, audio steps too: iterations in
+/// flight count as aborted, none of them as passed after the stop.
+#[tokio::test]
+async fn a_stop_ends_the_audio_steps_under_way() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let flow = dir.path().join("quiet.toml");
+    std::fs::write(
+        &flow,
+        "name = \"quiet\"\n\n[[device]]\nname = \"a\"\nuser = \"alice\"\n\n\
+         [[step]]\ndevice = \"a\"\nexpect_silence = { for_ms = 4000 }\n",
+    )
+    .unwrap();
+    let report = dir.path().join("r.json");
+    let mut child = termphone(dir.path())
+        .arg("load")
+        .arg(&flow)
+        .args(["--rate", "2", "--duration", "60", "--report"])
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // Stopped while the first iterations listen (each for 4 s): none has
+    // ended yet, and each would end within the 5 s the wind-down allows.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let pid = child.id().unwrap() as libc::pid_t;
+    // SAFETY: kill(2) on the pid of a child this test spawned and still holds.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut out = String::new();
+    let read_all = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), read_all)
+        .await
+        .expect("the run ends after SIGTERM");
+    child.wait().await.unwrap();
+    let r = read(&report);
+    assert_eq!(r["passed"], 0, "{r}\n{out}");
+    assert!(r["aborted"].as_u64().unwrap() > 0, "{r}\n{out}");
+}
