@@ -503,6 +503,16 @@ impl Step {
         if let Some(send) = &self.send {
             check_send(send, saved)?;
         }
+        for (key, value) in &self.fields {
+            if let Some(name) = value.as_str().and_then(|s| s.strip_prefix('$'))
+                && !saved.contains(name)
+            {
+                return Err(format!(
+                    "fields: {key} = \"${name}\", but no earlier step saves {name} \
+                     (save = {{ {name} = \"FIELD\" }} on an expect step)"
+                ));
+            }
+        }
         if self.send.is_some() && !self.compare.is_empty() {
             return Err("compare belongs on an expect or expect_none step".into());
         }
@@ -1291,6 +1301,10 @@ async fn run_step(
 ) -> Result<String, String> {
     let mut fields = json_of(&step.fields);
     names.rename(&mut fields);
+    // What the event must hold, saved values in place of their `$name`s
+    // (said as the flow says it, as a send is).
+    let mut expected = fields.clone();
+    substitute(&mut expected, saved).map_err(|e| format!("fields: {e}"))?;
     if let Some(send) = &step.send {
         let mut command = json_of(send);
         names.rename(&mut command);
@@ -1310,7 +1324,7 @@ async fn run_step(
         let until = tokio::time::Instant::now() + within;
         let mut arrived = Arrived::default();
         while let Some(event) = device.next(until, timeline, index).await {
-            if event["event"] == name.as_str() && matches(&event, &fields, &step.comparisons) {
+            if event["event"] == name.as_str() && matches(&event, &expected, &step.comparisons) {
                 for (key, field) in &step.save {
                     let Some(value) = event.get(field) else {
                         let has: Vec<&str> = event
@@ -1355,7 +1369,7 @@ async fn run_step(
     let window = Duration::from_millis(step.for_ms.unwrap_or(500));
     let until = tokio::time::Instant::now() + window;
     while let Some(event) = device.next(until, timeline, index).await {
-        if event["event"] == name.as_str() && matches(&event, &fields, &step.comparisons) {
+        if event["event"] == name.as_str() && matches(&event, &expected, &step.comparisons) {
             return Err(format!(
                 "expected no {} for {} ms; arrived: {}",
                 describe(name, &fields, step),
@@ -2155,6 +2169,33 @@ mod tests {
             "{failure}"
         );
         assert!(failure.contains("msgID"), "{failure}");
+    }
+
+    /// A `$name` in `fields` stands for the value saved, as in a send: the
+    /// message bob sent is the one alice receives, by its id.
+    #[tokio::test]
+    async fn fields_compare_with_saved_values() {
+        let steps = |check: &str| {
+            format!(
+                "{DEVICES}\n[[step]]\ndevice = \"bob\"\nsend = {{ cmd = \"sendMessage\", userID = \"alice\", text = \"hi\" }}\n\n\
+                 [[step]]\ndevice = \"bob\"\nexpect = \"MESSAGE_SENT\"\nsave = {{ m = \"msgID\", c = \"clientMsgID\" }}\n\n\
+                 [[step]]\ndevice = \"a1\"\nexpect = \"MESSAGE_RECEIVED\"\nfields = {{ msgID = \"${check}\" }}\nwithin_ms = 2000\n"
+            )
+        };
+        let data = tempfile::tempdir().unwrap();
+        let names = Names::default();
+        for (check, passes) in [("m", true), ("c", false)] {
+            let flow = Flow::parse(&steps(check), Path::new("t.toml")).unwrap();
+            let (outcome, _) = in_process(&flow, data.path(), false, &names, Keep::Nothing).await;
+            assert_eq!(outcome.passed, passes, "${check}: {:?}", outcome.failure);
+        }
+        let e = refused(
+            "[[step]]\ndevice = \"bob\"\nexpect = \"MESSAGE_RECEIVED\"\nfields = { msgID = \"$m\" }\n",
+        );
+        assert!(
+            e.contains("fields: msgID = \"$m\", but no earlier step saves m"),
+            "{e}"
+        );
     }
 
     /// `termphone load` runs a flow whose devices have only null audio and
