@@ -112,10 +112,10 @@ pub struct LoadArgs {
     #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = parse_at_least_one)]
     pub max_concurrent: usize,
     /// Start this many iterations, then wait for them to end.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_at_least_one_u64)]
     pub iterations: Option<u64>,
     /// Start iterations for this many seconds, then wait for them to end.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = parse_positive)]
     pub duration: Option<f64>,
     /// Load this relay (ws://HOST:PORT or wss://HOST:PORT) instead of a bundled one.
     #[arg(long, value_name = "URL", value_parser = parse_relay_url)]
@@ -151,6 +151,13 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 
 fn parse_at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a count of at least 1")),
+    }
+}
+
+fn parse_at_least_one_u64(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{s:?} is not a count of at least 1")),
     }

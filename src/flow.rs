@@ -498,7 +498,11 @@ impl Step {
             ));
         }
         if !devices.contains(&self.device.as_str()) {
-            return Err(format!("no device named {:?}", self.device));
+            return Err(format!(
+                "no device named {:?}; the flow's devices are {}",
+                self.device,
+                devices.join(", ")
+            ));
         }
         if let Some(send) = &self.send {
             check_send(send, saved)?;
@@ -1795,7 +1799,8 @@ mod tests {
             "{e}"
         );
         assert!(
-            lines[2].ends_with(":29: step 5: no device named \"a9\""),
+            lines[2]
+                .ends_with(":29: step 5: no device named \"a9\"; the flow's devices are bob, a1"),
             "{e}"
         );
     }

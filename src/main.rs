@@ -457,6 +457,13 @@ fn run_load(args: &LoadArgs, config: &Config) -> ExitCode {
                 &"how long to load? give --iterations N or --duration SECS (both: whichever ends first)",
             );
         }
+        if file.is_dir() {
+            return fail(&format!(
+                "{}: a directory; load repeats one flow: give one of its .toml files \
+                 (termphone flow DIR runs each of them once)",
+                file.display()
+            ));
+        }
         let flow = match flow::Flow::load(file) {
             Ok(flow) => flow,
             Err(e) => return fail(&e),
@@ -499,10 +506,20 @@ fn run_load(args: &LoadArgs, config: &Config) -> ExitCode {
         }
     } else {
         let mut merged = report::Stats::default();
+        let mut seen = std::collections::BTreeSet::new();
         for path in &args.merge {
-            let read = std::fs::read_to_string(path)
+            let text = match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) => return fail(&format!("{}: {e}", path.display())),
+            };
+            if !seen.insert(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone())) {
+                return fail(&format!(
+                    "{}: named twice; merged twice, its iterations would count twice",
+                    path.display()
+                ));
+            }
+            let read = serde_json::from_str(&text)
                 .map_err(|e| e.to_string())
-                .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
                 .and_then(report::Stats::from_json);
             let merged_in = match read {
                 Ok(stats) => merged.merge(stats),

@@ -435,3 +435,58 @@ async fn a_stop_ends_the_audio_steps_under_way() {
     assert_eq!(r["passed"], 0, "{r}\n{out}");
     assert!(r["aborted"].as_u64().unwrap() > 0, "{r}\n{out}");
 }
+
+/// Input that would run nothing, or count twice, is refused with what to
+/// do: a directory for a flow, no iterations, no time, a report merged
+/// twice; a report that is missing is said to be missing.
+#[tokio::test]
+async fn input_that_would_mislead_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (
+            &["examples/flows", "--iterations", "1"][..],
+            "a directory; load repeats one flow",
+        ),
+        (
+            &["examples/flows/busy.toml", "--iterations", "0"],
+            "\"0\" is not a count of at least 1",
+        ),
+        (
+            &["examples/flows/busy.toml", "--duration", "0"],
+            "\"0\" is not a positive number",
+        ),
+    ] {
+        let mut cmd = termphone(dir.path());
+        cmd.arg("load").args(args);
+        let stderr = refused_with_status_2(cmd).await;
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let report = dir.path().join("r.json");
+    let out = termphone(dir.path())
+        .args([
+            "load",
+            "examples/flows/busy.toml",
+            "--iterations",
+            "1",
+            "--report",
+        ])
+        .arg(&report)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let missing = dir.path().join("missing.json");
+    for (second, says) in [
+        (
+            &report,
+            "named twice; merged twice, its iterations would count twice",
+        ),
+        (&missing, "No such file"),
+    ] {
+        let mut cmd = termphone(dir.path());
+        cmd.args(["load", "--merge"]).arg(&report).arg(second);
+        let stderr = refused_with_status_2(cmd).await;
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!stderr.contains("not a load report"), "{stderr}");
+    }
+}
