@@ -317,7 +317,12 @@ pub fn summary(stats: &Stats) -> String {
         out.push_str("  step  device        count    p50 ms    p90 ms    p99 ms    max ms  what\n");
     }
     for s in &report.steps {
-        let what: String = s.what.chars().take(60).collect();
+        // Cut to the table's width, and said to be cut (the report has it
+        // whole).
+        let what: String = match s.what.chars().nth(WHAT_WIDTH) {
+            Some(_) => s.what.chars().take(WHAT_WIDTH - 1).chain(['…']).collect(),
+            None => s.what.clone(),
+        };
         let _ = writeln!(
             out,
             "  {:>4}  {:<12} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {what}",
@@ -328,16 +333,18 @@ pub fn summary(stats: &Stats) -> String {
         let examples: Vec<String> = f.iterations.iter().map(u64::to_string).collect();
         let _ = writeln!(
             out,
-            "  {}× step {} [{}]: {} (iterations {})",
+            "  {}× {}: {} (iterations {})",
             f.count,
-            f.step,
-            f.device,
+            f.place(),
             f.reason,
             examples.join(", ")
         );
     }
     out
 }
+
+/// The width of a step's words in the summary's table.
+const WHAT_WIDTH: usize = 60;
 
 /// `  12.0 s  240 started (20.0/s)  3 in flight  237 passed  0 failed  p99 4.1 ms`
 pub fn progress_line(stats: &Stats, elapsed: Duration, started: u64, in_flight: u64) -> String {
@@ -537,5 +544,45 @@ mod tests {
         assert!((ramped.due(50).as_secs_f64() - 50f64.sqrt()).abs() < 0.01);
         assert_eq!(ramped.due(100), Duration::from_secs(10));
         assert_eq!(ramped.due(120), Duration::from_secs(11));
+    }
+
+    /// A device that did not log in fails before the first step, and the
+    /// summary says so, not `step 0 []`; a step's words too long for the
+    /// table are cut with a mark (the report keeps them whole).
+    #[test]
+    fn the_summary_says_where_each_failure_was() {
+        let flow = Flow::parse(
+            "name = \"f\"\n\n[[device]]\nname = \"a\"\nuser = \"alice\"\n\n\
+             [[step]]\ndevice = \"a\"\nsend = { cmd = \"sendMessage\", userID = \"bob\", \
+             text = \"a message long enough to be cut in the summary's table\" }\n",
+            std::path::Path::new("f.toml"),
+        )
+        .unwrap();
+        let mut stats = Stats::new("f", 10.0);
+        let names = Names::iteration(["alice"], "", 0);
+        let why = "device a could not log in: refused".to_owned();
+        stats.add(0, &Outcome::not_started(&flow, why), &names);
+        let text = summary(&stats);
+        assert!(
+            text.contains("  1× before the first step: device a could not log in: refused"),
+            "{text}"
+        );
+        let mut passed = Outcome::not_started(&flow, String::new());
+        passed.passed = true;
+        passed.steps.push(flow::StepOutcome {
+            step: 1,
+            device: "a".into(),
+            passed: true,
+            what: "send {\"cmd\":\"sendMessage\",\"text\":\"a message long enough to be cut in the summary's table\"}".into(),
+            ms: 1,
+            at_ms: 1,
+            elapsed: Duration::from_millis(1),
+        });
+        stats.add(1, &passed, &names);
+        let text = summary(&stats);
+        let row = text.lines().find(|l| l.contains("send {")).expect(&text);
+        let what = &row[row.find("send {").expect("the step's words")..];
+        assert!(what.ends_with('…'), "{row}");
+        assert_eq!(what.chars().count(), WHAT_WIDTH, "{row}");
     }
 }

@@ -154,7 +154,7 @@ pub fn draw(frame: &mut Frame, s: &Snapshot) {
         .map(|f| {
             Line::from(vec![
                 Span::styled(format!("{}× ", f.count), red),
-                Span::raw(format!("step {} [{}]: {}", f.step, f.device, f.reason)),
+                Span::raw(format!("{}: {}", f.place(), f.reason)),
             ])
         })
         .collect();

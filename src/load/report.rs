@@ -43,6 +43,18 @@ pub struct Failure {
     pub iterations: Vec<u64>,
 }
 
+impl Failure {
+    /// Where it failed, as the summary and the dashboard say it: a step
+    /// on its device, or before the first step (its reason names the
+    /// device that did not start or log in).
+    pub fn place(&self) -> String {
+        match self.step {
+            0 => "before the first step".into(),
+            step => format!("step {step} [{}]", self.device),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub flow: String,
