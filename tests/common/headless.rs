@@ -19,6 +19,29 @@ pub fn termphone(home: &std::path::Path) -> Command {
     cmd
 }
 
+/// Sends SIGTERM to `child`, which this test spawned, and reads the rest
+/// of its stdout (`lines`) until it closes: what the process said as it
+/// stopped. A panic if it goes on for 20 s.
+pub async fn sigterm_and_read_the_rest(
+    child: &Child,
+    lines: &mut Lines<BufReader<ChildStdout>>,
+) -> String {
+    let pid = child.id().expect("still running") as libc::pid_t;
+    // SAFETY: kill(2) on the pid of a child this test spawned and still holds.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill {pid}");
+    let mut out = String::new();
+    let read_all = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), read_all)
+        .await
+        .expect("the process ends after SIGTERM");
+    out
+}
+
 /// `user`'s level in the device's next `USER_VOICE_VOLUME` that has it and
 /// passes `check`; a panic after [`WAIT`] without one.
 pub async fn volume_of(device: &mut Headless, user: &str, check: impl Fn(u64) -> bool) -> u64 {

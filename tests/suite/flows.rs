@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use crate::common::headless::termphone;
+use crate::common::headless::{sigterm_and_read_the_rest, termphone};
 use crate::common::net::{relay_at, test_config};
 
 /// A JUnit report, read as a CI system reads it.
@@ -567,19 +567,7 @@ async fn a_run_stopped_by_a_signal_writes_its_reports() {
     assert_eq!(first.as_deref(), Some("flow: a long wait"));
     // Its device logged in (within 10 s) and the step waits.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let pid = child.id().unwrap() as libc::pid_t;
-    // SAFETY: kill(2) on the pid of a child this test spawned and still holds.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let mut out = String::new();
-    let read_all = async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            out.push_str(&line);
-            out.push('\n');
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(20), read_all)
-        .await
-        .expect("the run ends after SIGTERM");
+    let out = sigterm_and_read_the_rest(&child, &mut lines).await;
     let status = child.wait().await.unwrap();
     assert_eq!(status.signal(), None, "{status}: {out}");
     assert_eq!(status.code(), Some(1), "{out}");

@@ -2,13 +2,17 @@
 //! step and reason, reports of two processes merged, exit status by
 //! `--max-failures`.
 
+use std::path::Path;
+
 use serde_json::Value;
 use termphone::config::{AppConfig, RelayConfig};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
 
-use crate::common::headless::{refused_with_status_2, termphone};
+use crate::common::headless::{refused_with_status_2, sigterm_and_read_the_rest, termphone};
 use crate::common::net::{relay_at, test_config};
 
-fn read(path: &std::path::Path) -> Value {
+fn read(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -357,18 +361,11 @@ async fn flows_and_loads_on_a_relay_of_ones_own_use_the_configs_app() {
 #[tokio::test]
 async fn sigterm_stops_a_run_with_its_report_written() {
     use std::os::unix::process::ExitStatusExt;
-    use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
-    let mut child = termphone(dir.path())
-        .args(["load", "examples/flows/answered_elsewhere.toml"])
-        .args(["--rate", "5", "--duration", "60", "--report"])
-        .arg(&report)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let flow = Path::new("examples/flows/answered_elsewhere.toml");
+    let (mut child, mut lines) = a_minute_of_load(dir.path(), flow, "5", &report);
     // Stopped once an iteration has passed, as its progress line says.
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     loop {
         let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
             .await
@@ -379,23 +376,37 @@ async fn sigterm_stops_a_run_with_its_report_written() {
             break;
         }
     }
-    let pid = child.id().unwrap() as libc::pid_t;
-    // SAFETY: kill(2) on the pid of a child this test spawned and still holds.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
-        .await
-        .expect("the run ends after SIGTERM")
-        .unwrap();
+    sigterm_and_read_the_rest(&child, &mut lines).await;
+    let status = child.wait().await.unwrap();
     assert_eq!(status.signal(), None, "{status}");
     let r = read(&report);
     assert!(r["passed"].as_u64().unwrap() > 0, "{r}");
+}
+
+/// `termphone load FLOW` at `rate` for a minute with its report at
+/// `report`, and its stdout line by line.
+fn a_minute_of_load(
+    home: &Path,
+    flow: &Path,
+    rate: &str,
+    report: &Path,
+) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut child = termphone(home)
+        .arg("load")
+        .arg(flow)
+        .args(["--rate", rate, "--duration", "60", "--report"])
+        .arg(report)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
 }
 
 /// A stop ends the steps under way at once, audio steps too: iterations in
 /// flight count as aborted, none of them as passed after the stop.
 #[tokio::test]
 async fn a_stop_ends_the_audio_steps_under_way() {
-    use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
     let flow = dir.path().join("quiet.toml");
     std::fs::write(
@@ -405,31 +416,11 @@ async fn a_stop_ends_the_audio_steps_under_way() {
     )
     .unwrap();
     let report = dir.path().join("r.json");
-    let mut child = termphone(dir.path())
-        .arg("load")
-        .arg(&flow)
-        .args(["--rate", "2", "--duration", "60", "--report"])
-        .arg(&report)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = a_minute_of_load(dir.path(), &flow, "2", &report);
     // Stopped while the first iterations listen (each for 4 s): none has
     // ended yet, and each would end within the 5 s the wind-down allows.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let pid = child.id().unwrap() as libc::pid_t;
-    // SAFETY: kill(2) on the pid of a child this test spawned and still holds.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let mut out = String::new();
-    let read_all = async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            out.push_str(&line);
-            out.push('\n');
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(20), read_all)
-        .await
-        .expect("the run ends after SIGTERM");
+    let out = sigterm_and_read_the_rest(&child, &mut lines).await;
     child.wait().await.unwrap();
     let r = read(&report);
     assert_eq!(r["passed"], 0, "{r}\n{out}");
