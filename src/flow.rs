@@ -354,8 +354,19 @@ impl Flow {
             if let Err(e) = UserId::parse(&d.user) {
                 return Err(refused(format!("user {:?}: {}", d.user, e.message)));
             }
-            if let Some(Err(e)) = d.device.as_deref().map(DeviceId::parse) {
-                return Err(refused(format!("device: {}", e.message)));
+            // Without `device`, the name is the device id, and must be one.
+            match (
+                &d.device,
+                DeviceId::parse(d.device.as_deref().unwrap_or(&d.name)),
+            ) {
+                (_, Ok(_)) => {}
+                (Some(_), Err(e)) => return Err(refused(format!("device: {}", e.message))),
+                (None, Err(e)) => {
+                    return Err(refused(format!(
+                        "the name is also its device id unless device = \"ID\" gives one: {}",
+                        e.message
+                    )));
+                }
             }
             if let Err(e) = Platform::parse(&d.platform) {
                 return Err(refused(format!("platform: {}", e.message)));
@@ -1750,6 +1761,17 @@ mod tests {
             e.contains("device \"bob\": device: \"lap top\" is not valid"),
             "{e}"
         );
+        // A name that cannot be a device id needs one given.
+        let e = load(DEVICES.replace("name = \"bob\"", "name = \"发送者\""));
+        assert!(
+            e.contains(
+                "device \"发送者\": the name is also its device id unless device = \"ID\" \
+                 gives one: \"发送者\" is not valid"
+            ),
+            "{e}"
+        );
+        let named = DEVICES.replace("name = \"bob\"", "name = \"发送者\"\ndevice = \"laptop\"");
+        assert!(load(named).contains("no device named \"bob\""));
     }
 
     #[test]
