@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
+use unicode_width::UnicodeWidthStr;
 
 use crate::config::RelayConfig;
 use crate::flow::{self, Flow, FlowError, Interrupt, Keep, Launch, Names, Outcome, Place, Tenant};
@@ -323,9 +324,11 @@ pub fn summary(stats: &Stats) -> String {
             Some(_) => s.what.chars().take(WHAT_WIDTH - 1).chain(['…']).collect(),
             None => s.what.clone(),
         };
+        // Padded by the columns it takes: a Chinese name's characters take two.
+        let pad = " ".repeat(DEVICE_WIDTH.saturating_sub(s.device.width()));
         let _ = writeln!(
             out,
-            "  {:>4}  {:<12} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {what}",
+            "  {:>4}  {}{pad} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {what}",
             s.step, s.device, s.count, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
         );
     }
@@ -345,6 +348,9 @@ pub fn summary(stats: &Stats) -> String {
 
 /// The width of a step's words in the summary's table.
 const WHAT_WIDTH: usize = 60;
+
+/// The width of the summary table's device column.
+const DEVICE_WIDTH: usize = 12;
 
 /// `  12.0 s  240 started (20.0/s)  3 in flight  237 passed  0 failed  p99 4.1 ms`
 pub fn progress_line(stats: &Stats, elapsed: Duration, started: u64, in_flight: u64) -> String {
@@ -584,5 +590,22 @@ mod tests {
         let what = &row[row.find("send {").expect("the step's words")..];
         assert!(what.ends_with('…'), "{row}");
         assert_eq!(what.chars().count(), WHAT_WIDTH, "{row}");
+
+        // A device named in characters two columns wide keeps the count
+        // under its heading.
+        passed.steps[0].device = "发送者".into();
+        let mut stats = Stats::new("f", 10.0);
+        stats.add(0, &passed, &names);
+        let text = summary(&stats);
+        let header = text.lines().find(|l| l.contains("count")).expect(&text);
+        let row = text.lines().find(|l| l.contains("发送者")).expect(&text);
+        let count_ends = |line: &str, at: usize| line[..at].width();
+        let in_header = count_ends(header, header.find("count").unwrap() + "count".len());
+        let device = row.find("发送者").unwrap();
+        let in_row = count_ends(
+            row,
+            device + row[device..].find(" 1 ").unwrap() + " 1".len(),
+        );
+        assert_eq!(in_row, in_header, "{text}");
     }
 }
