@@ -165,6 +165,10 @@ pub struct DeviceSpec {
     pub audio_in: AudioSpec,
     #[serde(default = "null_audio")]
     pub audio_out: AudioSpec,
+    /// `ERROR` codes this device may get without failing the flow where
+    /// no step expects them: the loser's refusal when two devices race.
+    #[serde(default)]
+    pub ignore_errors: Vec<i64>,
 }
 
 fn null_audio() -> AudioSpec {
@@ -244,10 +248,11 @@ impl Comparison {
         let (op, rest) = (ops.iter())
             .find_map(|(sign, op)| text.strip_prefix(sign).map(|rest| (*op, rest)))
             .ok_or_else(|| format!("{text:?} is not OP NUMBER; OP is one of <, <=, >, >=, =="))?;
-        let bound = rest
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| format!("{text:?}: {:?} is not a number", rest.trim()))?;
+        // NaN holds no comparison and infinity every `<`: neither bounds a
+        // figure.
+        let bound = (rest.trim().parse::<f64>().ok())
+            .filter(|bound| bound.is_finite())
+            .ok_or_else(|| format!("{text:?}: {:?} is not a number", rest.trim()))?;
         Ok(Comparison { op, bound })
     }
 
@@ -392,6 +397,9 @@ impl Flow {
         let names: Vec<&str> = flow.devices.iter().map(|d| d.name.as_str()).collect();
         let mut saved = BTreeSet::new();
         let mut mistakes = Vec::new();
+        // The step at which each device was sent `quit`: it hears nothing
+        // after, and a send to it would be lost without a word.
+        let mut quit_at: BTreeMap<String, usize> = BTreeMap::new();
         for (i, raw) in steps.into_iter().enumerate() {
             // What a step saves counts even when it cannot run, so that
             // the steps after it are not blamed for its mistake.
@@ -399,11 +407,21 @@ impl Flow {
             let saves: Vec<String> = saves
                 .map(|t| t.keys().cloned().collect())
                 .unwrap_or_default();
-            let checked = toml::Value::Table(raw)
+            let checked = toml::Value::Table(raw.clone())
                 .try_into::<Step>()
-                .map_err(|e| e.message().to_owned())
+                .map_err(|e| unreadable(&raw, e.message()))
                 .and_then(|mut step| {
                     step.check(&names, &saved, base)?;
+                    if let (Some(_), Some(quit)) = (&step.send, quit_at.get(&step.device)) {
+                        return Err(format!(
+                            "device {} quit at step {quit}, and a device that has quit \
+                             takes no command",
+                            step.device
+                        ));
+                    }
+                    if step.sends("quit") {
+                        quit_at.insert(step.device.clone(), i + 1);
+                    }
                     Ok(step)
                 });
             match checked {
@@ -425,6 +443,12 @@ impl Flow {
 }
 
 impl Step {
+    /// Whether the step sends the command `cmd`.
+    fn sends(&self, cmd: &str) -> bool {
+        (self.send.as_ref())
+            .is_some_and(|send| send.get("cmd").and_then(|c| c.as_str()) == Some(cmd))
+    }
+
     /// Whether the step can run, given the flow's device names and what the
     /// steps before it save; reads its audio reference and comparisons.
     fn check(
@@ -550,6 +574,31 @@ impl Step {
     }
 }
 
+/// serde's words for a step it could not read, with the key they are about
+/// (`within_ms: invalid type: ...`): a value's error names none, so the step
+/// is read again from text, where the error points at its line.
+fn unreadable(step: &toml::Table, message: &str) -> String {
+    let key = || {
+        let text = toml::to_string(step).ok()?;
+        let at = toml::from_str::<Step>(&text).err()?.span()?.start;
+        let line = text[..at].rsplit('\n').next()?;
+        let key = line.split_once('=')?.0.trim();
+        // Under a table of its own (`[expect_audio]`), the key is in it.
+        let table = text[..at]
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix('[')?.strip_suffix(']'));
+        Some(match table {
+            Some(table) => format!("{table}.{key}"),
+            None => key.to_owned(),
+        })
+    };
+    match key() {
+        Some(key) if message.starts_with("invalid") => format!("{key}: {message}"),
+        _ => message.to_owned(),
+    }
+}
+
 /// The line each `[[step]]` starts on, for errors that point into the file.
 fn step_lines(text: &str) -> Vec<usize> {
     #[derive(Deserialize)]
@@ -648,6 +697,8 @@ struct Device {
     /// A process's last lines on stderr, once it ends: why it could not
     /// start, in its own words.
     stderr: Option<tokio::task::JoinHandle<String>>,
+    /// The flow's `ignore_errors` for it.
+    ignore_errors: Vec<i64>,
 }
 
 /// Where a device's command lines go.
@@ -1113,6 +1164,29 @@ pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outc
             break;
         }
     }
+    if passed && let Some((i, fault)) = unread_fault(&mut devices, &mut timeline).await {
+        passed = false;
+        let what = format!("after the last step: {fault}");
+        let line = format!(
+            "  ✗ {:>3} [{}] {what}",
+            steps.len() + 1,
+            flow.devices[i].name
+        );
+        outcome.failure = Some(format!("{}: {what}", flow.devices[i].name));
+        outcome.steps.push(StepOutcome {
+            step: steps.len() + 1,
+            device: flow.devices[i].name.clone(),
+            passed: false,
+            what,
+            ms: 0,
+            at_ms: timeline.start.elapsed().as_millis() as u64,
+            elapsed: Duration::ZERO,
+        });
+        if place.verbose {
+            println!("{line}");
+        }
+        timeline.step(line);
+    }
     let quit: Map<String, Value> = [("cmd".to_owned(), Value::from("quit"))]
         .into_iter()
         .collect();
@@ -1136,6 +1210,50 @@ pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outc
     outcome.passed = passed;
     outcome.duration = started.elapsed();
     (outcome, timeline)
+}
+
+/// What no step read and a flow cannot pass with: the first `ERROR` or
+/// lost connection among the events each device has had since its last
+/// step read them (those already here: nothing is waited for).
+async fn unread_fault(devices: &mut [Device], timeline: &mut Timeline) -> Option<(usize, String)> {
+    for (i, device) in devices.iter_mut().enumerate() {
+        let now = tokio::time::Instant::now();
+        while let Some(event) = device.next(now, timeline, i).await {
+            if let Some(fault) = fault(&event, &device.ignore_errors) {
+                return Some((i, fault));
+            }
+        }
+    }
+    None
+}
+
+/// Why an event that no step expects fails the flow: a command or the
+/// device failed (`ERROR`, but for the device's `ignore_errors`), or it
+/// lost the relay (`CONNECTION_CHANGED` to `reconnecting` or
+/// `disconnected`). `None` for any other event.
+fn fault(event: &Value, ignore_errors: &[i64]) -> Option<String> {
+    match event["event"].as_str()? {
+        "ERROR" => {
+            let code = event["code"].as_i64()?;
+            if ignore_errors.contains(&code) {
+                return None;
+            }
+            let cmd = match event["cmd"].as_str() {
+                Some(cmd) => format!(" ({cmd})"),
+                None => String::new(),
+            };
+            Some(format!(
+                "unexpected ERROR {code}{cmd}: {} (a flow that counts on it expects it \
+                 in a step, or lists {code} in the device's ignore_errors)",
+                event["message"].as_str().unwrap_or_default()
+            ))
+        }
+        "CONNECTION_CHANGED" if event["state"] != "connected" => Some(format!(
+            "the device lost its connection to the relay (CONNECTION_CHANGED {})",
+            event["state"]
+        )),
+        _ => None,
+    }
 }
 
 fn is_html(path: &Path) -> bool {
@@ -1275,6 +1393,7 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
         tap,
         running,
         stderr,
+        ignore_errors: spec.ignore_errors.clone(),
     })
 }
 
@@ -1356,6 +1475,14 @@ async fn run_step(
                 }
                 return Ok(format!("got {}", describe(name, &fields, step)));
             }
+            if event["event"] != name.as_str()
+                && let Some(fault) = fault(&event, &device.ignore_errors)
+            {
+                return Err(format!(
+                    "{fault}, while expecting {}",
+                    describe(name, &fields, step)
+                ));
+            }
             arrived.push(brief(&event, fields.keys().chain(step.compare.keys())));
         }
         return Err(format!(
@@ -1390,6 +1517,14 @@ async fn run_step(
                 describe(name, &fields, step),
                 window.as_millis(),
                 brief(&event, fields.keys().chain(step.compare.keys()))
+            ));
+        }
+        if event["event"] != name.as_str()
+            && let Some(fault) = fault(&event, &device.ignore_errors)
+        {
+            return Err(format!(
+                "{fault}, while watching for no {}",
+                describe(name, &fields, step)
             ));
         }
     }
@@ -1934,13 +2069,52 @@ mod tests {
         Flow::load(&path).unwrap();
     }
 
+    /// A value of the wrong type is refused naming its key.
+    #[test]
+    fn a_value_of_the_wrong_type_is_refused_with_its_key() {
+        let e = refused("[[step]]\ndevice = \"bob\"\nexpect = \"SYNCED\"\nwithin_ms = \"5000\"\n");
+        assert!(
+            e.contains("step 1: within_ms: invalid type: string \"5000\""),
+            "{e}"
+        );
+        let e = refused("[[step]]\ndevice = \"bob\"\nexpect_silence = { for_ms = -1 }\n");
+        assert!(
+            e.contains("step 1: expect_silence.for_ms: invalid value"),
+            "{e}"
+        );
+    }
+
+    /// A device that has quit takes no command: a send to it after its
+    /// `quit` step would be lost without a word.
+    #[test]
+    fn a_send_to_a_device_that_has_quit_is_refused_at_load() {
+        let e = refused(
+            "[[step]]\ndevice = \"bob\"\nsend = { cmd = \"quit\" }\n\n[[step]]\ndevice = \"a1\"\nsend = { cmd = \"getConversations\" }\n\n[[step]]\ndevice = \"bob\"\nsend = { cmd = \"getConversations\" }\n",
+        );
+        assert!(
+            e.ends_with(
+                "step 3: device bob quit at step 1, and a device that has quit takes no command"
+            ),
+            "{e}"
+        );
+    }
+
     #[test]
     fn comparisons_read_their_operator_and_bound() {
         let holds = |text: &str, value: f64| Comparison::parse(text).unwrap().holds(value);
         assert!(holds("<= 1", 1.0) && !holds("< 1", 1.0));
         assert!(holds(">=4.0", 4.0) && !holds("> 4", 4.0));
         assert!(holds("== 0", 0.0) && !holds("==0", 0.5));
-        for bad in ["", "about 3", "=> 3", ">= three", "3"] {
+        for bad in [
+            "",
+            "about 3",
+            "=> 3",
+            ">= three",
+            "3",
+            "> NaN",
+            "< inf",
+            ">= -infinity",
+        ] {
             let e = Comparison::parse(bad).unwrap_err();
             assert!(e.contains(bad.trim()), "{e}");
         }
@@ -2046,6 +2220,7 @@ mod tests {
             tap: "unused.tap".into(),
             running: Running::Process(child),
             stderr: Some(stderr),
+            ignore_errors: Vec::new(),
         };
         let words = device.last_words(true).await;
         assert_eq!(words.as_deref(), Some("line 2 line 3 line 4 line 5"));
@@ -2091,6 +2266,7 @@ mod tests {
             tap: "unused.tap".into(),
             running: Running::Task(tokio::spawn(async { Ok(()) })),
             stderr: None,
+            ignore_errors: Vec::new(),
         };
         let mut timeline = Timeline::new(true);
         let mut saved = BTreeMap::new();
@@ -2145,6 +2321,94 @@ mod tests {
         let run = execute(flow, &place, keep).await;
         relay.shutdown().await;
         run
+    }
+
+    /// An `ERROR` that no step expects fails the flow: at the step that
+    /// reads it, or, read by none, after the last step. One a step
+    /// expects is that step's.
+    #[tokio::test]
+    async fn an_error_no_step_expects_fails_the_flow() {
+        let call_yourself =
+            "[[step]]\ndevice = \"a1\"\nsend = { cmd = \"call\", userID = \"alice\" }\n\n";
+        let then = [
+            // Read by a step that waits for something else.
+            "[[step]]\ndevice = \"a1\"\nexpect = \"CALL_DIALING\"\nwithin_ms = 2000\n",
+            // Read by none: bob's window gives alice's ERROR time to come.
+            "[[step]]\ndevice = \"bob\"\nexpect_none = \"ON_CALL_RECEIVED\"\nfor_ms = 500\n",
+            "[[step]]\ndevice = \"a1\"\nexpect = \"ERROR\"\nfields = { code = 6101 }\n",
+        ];
+        let data = tempfile::tempdir().unwrap();
+        let mut failures = Vec::new();
+        for then in then {
+            let flow = Flow::parse(
+                &format!("{DEVICES}\n{call_yourself}{then}"),
+                Path::new("t.toml"),
+            )
+            .unwrap();
+            let (outcome, _) =
+                in_process(&flow, data.path(), false, &Names::default(), Keep::Nothing).await;
+            let last = outcome.steps.last().unwrap();
+            failures.push((last.step, last.passed, outcome.failure));
+        }
+        let unexpected = "unexpected ERROR 6101 (call): ";
+        let (step, passed, failure) = &failures[0];
+        let failure = failure.as_deref().unwrap();
+        assert_eq!((*step, *passed), (2, false));
+        assert!(
+            failure.starts_with(&format!("step 2 [a1]: {unexpected}")),
+            "{failure}"
+        );
+        assert!(
+            failure.ends_with(", while expecting CALL_DIALING"),
+            "{failure}"
+        );
+        let (step, passed, failure) = &failures[1];
+        let failure = failure.as_deref().unwrap();
+        assert_eq!((*step, *passed), (3, false));
+        assert!(
+            failure.starts_with(&format!("a1: after the last step: {unexpected}")),
+            "{failure}"
+        );
+        assert_eq!(failures[2], (2, true, None));
+    }
+
+    /// A device that loses the relay fails the step under way.
+    #[tokio::test]
+    async fn a_lost_connection_fails_the_step_under_way() {
+        let flow = Flow::parse(
+            &format!("{DEVICES}\n[[step]]\ndevice = \"a1\"\nexpect_none = \"ON_CALL_RECEIVED\"\nfor_ms = 5000\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let relay_dir = tempfile::tempdir().unwrap();
+        let relay = start_relay(&RelayOverrides::default(), relay_dir.path())
+            .await
+            .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let (_stop_tx, stop) = watch::channel(None);
+        let place = Place {
+            url: relay.url(),
+            fingerprint: relay.fingerprint(),
+            data: data.path(),
+            launch: Launch::InProcess { stop, media: false },
+            names: &Names::default(),
+            verbose: false,
+            tenant: &Tenant::default(),
+            interrupt: None,
+        };
+        let run = execute(&flow, &place, Keep::Nothing);
+        let cut = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            relay.shutdown().await;
+        };
+        let ((outcome, _), ()) = tokio::join!(run, cut);
+        assert_eq!(
+            outcome.failure.as_deref(),
+            Some(
+                "step 1 [a1]: the device lost its connection to the relay \
+                 (CONNECTION_CHANGED \"reconnecting\"), while watching for no ON_CALL_RECEIVED"
+            )
+        );
     }
 
     /// `termphone load`'s devices: a store that works (the conversation

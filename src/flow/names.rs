@@ -7,6 +7,17 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
+/// The keys of commands and events whose values are users (docs/headless.md).
+const USER_KEYS: [&str; 7] = [
+    "userID",
+    "userIDList",
+    "sponsor",
+    "from",
+    "to",
+    "by",
+    "transferredBy",
+];
+
 #[derive(Clone, Debug, Default)]
 pub struct Names {
     /// The flow's users, as written.
@@ -40,19 +51,34 @@ impl Names {
         }
     }
 
-    /// Every string in `fields` that is one of the flow's users, renamed:
-    /// what a step sends (`userID`, `userIDList`) and expects (`sponsor`).
+    /// Every one of the flow's users in `fields`, renamed: what a step
+    /// sends (`userID`, `userIDList`) and expects (`sponsor`, `from`), at
+    /// any depth, under the keys that hold users only: a user named `call`
+    /// leaves `cmd = "call"` alone, and a message's text is the flow's.
     pub fn rename(&self, fields: &mut Map<String, Value>) {
-        if self.iteration.is_some() {
-            fields.values_mut().for_each(|v| self.rename_value(v));
+        if self.iteration.is_none() {
+            return;
+        }
+        for (key, value) in fields.iter_mut() {
+            match value {
+                Value::Object(map) => self.rename(map),
+                Value::Array(items) if !USER_KEYS.contains(&key.as_str()) => {
+                    for item in items {
+                        if let Value::Object(map) = item {
+                            self.rename(map);
+                        }
+                    }
+                }
+                _ if USER_KEYS.contains(&key.as_str()) => self.rename_users(value),
+                _ => {}
+            }
         }
     }
 
-    fn rename_value(&self, value: &mut Value) {
+    fn rename_users(&self, value: &mut Value) {
         match value {
             Value::String(s) if self.users.contains(s.as_str()) => *s = self.user(s),
-            Value::Array(items) => items.iter_mut().for_each(|v| self.rename_value(v)),
-            Value::Object(map) => map.values_mut().for_each(|v| self.rename_value(v)),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.rename_users(v)),
             _ => {}
         }
     }
@@ -81,24 +107,46 @@ mod tests {
         let names = Names::iteration(["alice", "bob"], "run2-", 17);
         assert_eq!(names.user("alice"), "run2-alice-17");
         assert_eq!(names.user("carol"), "carol");
-        let mut fields =
-            json!({"cmd": "groupCall", "userIDList": ["alice", "bob", "carol"], "text": "alice"})
-                .as_object()
-                .unwrap()
-                .clone();
+        let mut fields = json!({
+            "cmd": "groupCall",
+            "userIDList": ["alice", "bob", "carol"],
+            "from": "bob",
+            "volumeMap": [{"userID": "alice", "volume": 3}],
+            "text": "alice",
+        })
+        .as_object()
+        .unwrap()
+        .clone();
         names.rename(&mut fields);
         assert_eq!(
             fields["userIDList"],
             json!(["run2-alice-17", "run2-bob-17", "carol"])
         );
+        assert_eq!(fields["from"], "run2-bob-17");
+        assert_eq!(
+            fields["volumeMap"],
+            json!([{"userID": "run2-alice-17", "volume": 3}])
+        );
         assert_eq!(fields["cmd"], "groupCall");
-        // A value that is exactly a user's name is taken as that user.
-        assert_eq!(fields["text"], "run2-alice-17");
+        // A message is the flow's words, whatever they say.
+        assert_eq!(fields["text"], "alice");
         assert_eq!(
             names.restore("expected ON_CALL_RECEIVED {\"sponsor\":\"run2-bob-17\"}"),
             "expected ON_CALL_RECEIVED {\"sponsor\":\"bob\"}"
         );
         let once = Names::default();
+        // A user named as a command or a reason is renamed where it is a
+        // user only.
+        let names = Names::iteration(["call", "timeout"], "", 3);
+        let mut step = json!({"cmd": "call", "userID": "call", "reason": "timeout"})
+            .as_object()
+            .unwrap()
+            .clone();
+        names.rename(&mut step);
+        assert_eq!(
+            Value::Object(step),
+            json!({"cmd": "call", "userID": "call-3", "reason": "timeout"})
+        );
         assert_eq!(once.user("alice"), "alice");
     }
 }

@@ -352,6 +352,38 @@ async fn a_device_flooding_frames_is_read_more_slowly_and_loses_nothing() {
     relay.shutdown().await;
 }
 
+/// A burst of requests, each answered (here refused: typing notices past
+/// their own rate), is answered whole and the device kept: more answers
+/// than a connection's queue holds (1,024) are written as they come, and
+/// the device is not dropped as "too slow to read" for them.
+#[tokio::test]
+async fn a_burst_of_requests_is_answered_whole_and_the_device_kept() {
+    // Frames read as fast as they come, typing notices 2 a second after 5.
+    let typing = RelayConfig::default().rate_limits.typing;
+    let (relay, mut flood, _dir) = alice_under(|limits| limits.typing = typing).await;
+    let _bob = RawPeer::logged_in(&relay.url(), "bob", "b1").await;
+    const BURST: usize = 5000;
+    for _ in 0..BURST {
+        flood.send(&ClientMsg::Typing { to: "bob".into() }).await;
+    }
+    flood.send(&ClientMsg::Heartbeat).await;
+    let mut refused = 0;
+    loop {
+        match flood.recv().await {
+            ServerMsg::Error { error, .. } if error.code == ErrorCode::RateLimited.code() => {
+                refused += 1;
+            }
+            ServerMsg::HeartbeatAck => break,
+            // What a new connection is told (its calls: none).
+            ServerMsg::CallState { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // Five pass at once (the notices' own burst), and two a second after.
+    assert!(refused >= BURST - 10, "{refused}");
+    relay.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_user_list_works_with_a_hundred_thousand_users() {
     let _turn = crate::common::REAL_TIME.lock().await;
