@@ -307,7 +307,10 @@ impl Pipeline {
         let mut live: Option<Live> = None;
         loop {
             // The clock first: a steady stream of incoming frames must not
-            // hold a tick back.
+            // hold a tick back. But one message a round still comes in (the
+            // wait below is then zero): a thread behind its clock, ticking
+            // without a pause, heard no stop, and its call's media ran on
+            // until it caught up.
             if let Some(l) = live.as_mut() {
                 let now = Instant::now();
                 let (mic, speaker) = (l.mic_due_in(now), l.speaker_due_in(now));
@@ -316,9 +319,6 @@ impl Pipeline {
                 }
                 if speaker.is_zero() {
                     self.tick_speaker(l, now);
-                }
-                if mic.is_zero() || speaker.is_zero() {
-                    continue;
                 }
             }
             let msg = match &live {
