@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 pub use chat::{ChatSnapshot, RESEND_WINDOW_MS, RecentMessage, TimelineRow};
 pub use settings::{AppConfig, RateLimits, Settings};
 
-use crate::error::{Error, ErrorCode};
+use crate::error::{Error, ErrorCode, quoted};
 use crate::ids::{AppId, DeviceId, Platform, UserId};
 use crate::protocol::{
     ChatMessage, ClientMsg, DeviceInfo, Entry, KickReason, MediaPeer, RoomId, ServerMsg,
@@ -261,8 +261,11 @@ impl Buckets {
 
 struct Conn {
     session: Option<SessionId>,
-    /// Logged in (or resumed, or used the admin API) at least once.
-    ever_logged_in: bool,
+    /// Since when it has been neither logged in nor an admin connection
+    /// (from its start, or its logout): past `relay.login_timeout_secs`
+    /// so, it is closed. A logged-out connection is no cheaper to hold
+    /// than one that never logged in.
+    signed_out_since: Option<Millis>,
     last_seen: Millis,
     subscribed: bool,
 }
@@ -398,7 +401,7 @@ impl RelayCore {
                     conn,
                     Conn {
                         session: None,
-                        ever_logged_in: false,
+                        signed_out_since: Some(now),
                         last_seen: now,
                         subscribed: false,
                     },
@@ -456,16 +459,16 @@ impl RelayCore {
                         self.drop_conn(now, conn);
                     }
                 }
-                // Only a connection that never logged in: one that logged
-                // out since is on its way out already.
                 Timer::Login(conn) => {
-                    if self.conns.get(&conn).is_some_and(|c| !c.ever_logged_in) {
+                    let timeout = self.settings.login_timeout_ms;
+                    let signed_out = self.conns.get(&conn).and_then(|c| c.signed_out_since);
+                    if signed_out.is_some_and(|since| since + timeout <= now) {
                         let error = Error::new(
                             ErrorCode::LoginTimeout,
                             format!(
-                                "no login within {} s of connecting (relay.login_timeout_secs); \
-                                 send login right after connecting",
-                                self.settings.login_timeout_ms / 1000
+                                "no login within {} s of connecting or logging out \
+                                 (relay.login_timeout_secs); send login right after connecting",
+                                timeout / 1000
                             ),
                         );
                         self.send(conn, ServerMsg::unprompted(error));
@@ -489,10 +492,14 @@ impl RelayCore {
                     if s.ticket_expires_at > now {
                         continue;
                     }
-                    if let Some(conn) = s.conn {
+                    let conn = s.conn;
+                    if let Some(conn) = conn {
                         self.send(conn, ServerMsg::UserSigExpired);
                     }
                     self.end_session(sid);
+                    if let Some(conn) = conn {
+                        self.signed_out(now, conn);
+                    }
                 }
             }
         }
@@ -520,9 +527,12 @@ impl RelayCore {
                 if let Err(error) = self.login(now, conn, app, &user, &device, &platform, &user_sig)
                 {
                     if let Some(skipped) = self.audit.admit(now) {
+                        // The ids as the client sent them, but cut: 20 lines
+                        // a minute of 120 KB ids would still flood the log.
+                        let (user, device) = (quoted(&user), quoted(&device));
                         tracing::warn!(
                             target: "termphone::audit",
-                            conn, app, user, device, code = error.code.code(), skipped,
+                            conn, app, %user, %device, code = error.code.code(), skipped,
                             "login refused: {}", error.message
                         );
                     }
@@ -557,7 +567,7 @@ impl RelayCore {
                 .admin_authorized(&token)
                 .inspect(|()| {
                     if let Some(c) = self.conns.get_mut(&conn) {
-                        c.ever_logged_in = true;
+                        c.signed_out_since = None;
                     }
                 })
                 .inspect_err(|_| {
@@ -597,6 +607,7 @@ impl RelayCore {
             ClientMsg::Logout => {
                 self.end_session(sid);
                 self.send(conn, ServerMsg::LoggedOut);
+                self.signed_out(now, conn);
                 Ok(())
             }
             ClientMsg::MultiDevice { enable } => {
@@ -869,12 +880,20 @@ impl RelayCore {
         sid
     }
 
+    /// `conn` is no longer logged in: it has the login deadline again.
+    fn signed_out(&mut self, now: Millis, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.signed_out_since = Some(now);
+            self.schedule(now + self.settings.login_timeout_ms, Timer::Login(conn));
+        }
+    }
+
     /// A login accepted: the device hears so, then what it missed, and the
     /// others see it online.
     fn welcome(&mut self, now: Millis, conn: ConnId, sid: SessionId) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(sid);
-            c.ever_logged_in = true;
+            c.signed_out_since = None;
         }
         let s = &self.sessions[&sid];
         let (app, user, device, platform) =
@@ -943,7 +962,7 @@ impl RelayCore {
         self.attach(sid, Some(conn));
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(sid);
-            c.ever_logged_in = true;
+            c.signed_out_since = None;
         }
         self.send(conn, ServerMsg::Resumed { server_time: now });
         self.deliver_held(sid);
@@ -1269,6 +1288,52 @@ mod tests {
         // The next minute's first line says how many were held back.
         assert_eq!(audit.admit(61_000), Some(80));
         assert_eq!(audit.admit(61_001), Some(0));
+    }
+
+    /// A refused login's ids are cut in the audit log as in the error:
+    /// a 100 KB UserID does not make a 100 KB line.
+    #[test]
+    fn the_audit_log_cuts_the_ids_it_quotes() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let config = crate::config::RelayConfig::default();
+            let mut core = RelayCore::new(Settings::from(&config), [], ChatSnapshot::default(), 7);
+            core.handle(0, Input::Connected { conn: 1 });
+            let long = "u".repeat(100_000);
+            let login = ClientMsg::Login {
+                app: crate::ids::DEV_APP_ID,
+                user: long.clone(),
+                device: long,
+                platform: "terminal".into(),
+                user_sig: "x".into(),
+            };
+            core.handle(
+                0,
+                Input::Frame {
+                    conn: 1,
+                    msg: login,
+                },
+            );
+        });
+        let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("login refused"), "{log}");
+        assert!(log.contains("… (100000 bytes)"), "{log}");
+        assert!(log.len() < 1_000, "{} bytes: {log}", log.len());
     }
 
     fn log_in(core: &mut RelayCore, now: Millis, conn: ConnId, user: &str) {

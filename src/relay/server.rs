@@ -138,6 +138,9 @@ struct Backlog {
     /// Bytes of text queued and not yet written (the connection task
     /// subtracts what it writes).
     bytes: AtomicUsize,
+    /// Frames read and handed to the core, not yet handled by it: their
+    /// answers are still to come to the queue.
+    unanswered: AtomicUsize,
     /// The core gave up on the connection: what is still queued would only
     /// keep the socket alive.
     abandoned: AtomicBool,
@@ -587,6 +590,14 @@ fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
 /// reads its socket first.
 const WRITES_BEFORE_A_READ: u32 = 8;
 
+/// Requests read and not yet answered, and messages queued, past which a
+/// connection is not read until they go down: a burst read as fast as it
+/// came, its answers (several a request: a login's are three) coming from
+/// the core all at once, overflowed the queue of [`CONN_QUEUE`] and the
+/// device was dropped as too slow to read answers it had not been given
+/// time to read.
+const BEHIND_BEFORE_A_READ: usize = CONN_QUEUE / 4;
+
 /// What a connection task does next.
 enum Turn {
     /// Write what its port yields: a frame, or a wake-up for a message.
@@ -648,15 +659,20 @@ async fn serve_conn(
         // on a link slower than what it is sent (a group call on a weak
         // mobile link) is still heard, unless what waits for it is messages
         // past half of relay.max_queue_bytes: those it must take first.
-        let read_first = writes >= WRITES_BEFORE_A_READ
+        let behind = backlog.unanswered.load(Ordering::Relaxed) + rx.len();
+        let may_read = behind < BEHIND_BEFORE_A_READ;
+        let read_first = may_read
+            && writes >= WRITES_BEFORE_A_READ
             && backlog.bytes.load(Ordering::Relaxed) < limits.max_queue_bytes / 2;
-        let turn = match read_first {
-            false => tokio::select! {
+        let turn = match (may_read, read_first) {
+            // The core wakes the port as it answers.
+            (false, _) => Turn::Write(port.next().await),
+            (true, false) => tokio::select! {
                 biased;
                 out = port.next() => Turn::Write(out),
                 incoming = ws.next() => Turn::Read(incoming),
             },
-            true => tokio::select! {
+            (true, true) => tokio::select! {
                 biased;
                 incoming = ws.next() => Turn::Read(incoming),
                 out = port.next() => Turn::Write(out),
@@ -798,6 +814,7 @@ async fn serve_conn(
                         break;
                     }
                 };
+                backlog.unanswered.fetch_add(1, Ordering::Relaxed);
                 if events.send(CoreEvent::Input(input)).await.is_err() {
                     break;
                 }
@@ -866,6 +883,9 @@ async fn run_core(
     let mut batch = Vec::new();
     loop {
         let timeout = core.poll_timeout();
+        // The connection whose frame this turn handles: once its answers are
+        // queued, it may be read again.
+        let mut answered = None;
         tokio::select! {
             event = events.recv() => match event {
                 Some(CoreEvent::Connected { conn, queue }) => {
@@ -873,8 +893,12 @@ async fn run_core(
                     core.handle(unix_millis(), Input::Connected { conn });
                 }
                 Some(CoreEvent::Input(input)) => {
-                    if let Input::Disconnected { conn } = input {
-                        conns.remove(&conn);
+                    match input {
+                        Input::Disconnected { conn } => drop(conns.remove(&conn)),
+                        Input::Frame { conn, .. } | Input::BadFrame { conn, .. } => {
+                            answered = Some(conn);
+                        }
+                        _ => {}
                     }
                     core.handle(unix_millis(), input);
                 }
@@ -923,6 +947,10 @@ async fn run_core(
                     audience,
                 } => media.set_room(room, &members, &audience),
             }
+        }
+        if let Some(queue) = answered.and_then(|conn| conns.get(&conn)) {
+            queue.backlog.unanswered.fetch_sub(1, Ordering::Relaxed);
+            queue.port.wake();
         }
         if !batch.is_empty() && store.send(std::mem::take(&mut batch)).is_err() {
             tracing::error!("relay store thread is gone");

@@ -384,6 +384,31 @@ async fn a_burst_of_requests_is_answered_whole_and_the_device_kept() {
     relay.shutdown().await;
 }
 
+/// Requests pipelined by a device that reads nothing meanwhile, each
+/// answered with several frames (a login's: `login_ok`, `call_state`,
+/// `synced`), are all answered, in order, once it reads: the relay read
+/// them as fast as they came, their answers reached the connection's queue
+/// of 1,024 frames faster than its socket took them, and it dropped the
+/// device as too slow to read.
+#[tokio::test]
+async fn pipelined_requests_are_answered_once_their_device_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let mut alice = RawPeer::connect(&relay.url()).await;
+    const REQUESTS: usize = 3_000;
+    for _ in 0..REQUESTS {
+        alice.send(&login("alice", "a1")).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut logged_in = 0;
+    while logged_in < REQUESTS {
+        if let ServerMsg::LoginOk { .. } = alice.recv().await {
+            logged_in += 1;
+        }
+    }
+    relay.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_user_list_works_with_a_hundred_thousand_users() {
     let _turn = crate::common::REAL_TIME.lock().await;

@@ -3,7 +3,7 @@
 use termphone::client::engine::Command;
 use termphone::client::event::{Event, LinkState, LoginStatus};
 use termphone::config::{AppConfig, RelayConfig};
-use termphone::ids::DEV_APP_ID;
+use termphone::ids::{DEV_APP_ID, UserId};
 use termphone::protocol::KickReason;
 
 use crate::common::mesh::Mesh;
@@ -242,6 +242,61 @@ fn a_connection_that_never_logs_in_is_closed_at_the_login_deadline() {
             reason: CloseReason::LoginTimeout
         })
     );
+}
+
+/// A connection that logged out has the login deadline again: held open
+/// with heartbeats, it would hold a socket without counting against the
+/// caps on connections not logged in, as many as one ticket could log in.
+#[test]
+fn a_connection_that_logged_out_is_closed_at_the_login_deadline() {
+    use termphone::error::ErrorCode;
+    use termphone::protocol::{ClientMsg, ServerMsg};
+    use termphone::relay::core::{CloseReason, Input, Output};
+    let mut m = Mesh::dev();
+    let user = UserId::parse("alice").unwrap();
+    let user_sig = m.ticket(DEV_APP_ID, &user, 3_600);
+    let frame = |msg| Input::Frame { conn: 99, msg };
+    m.relay.handle(m.now, Input::Connected { conn: 99 });
+    m.relay.handle(
+        m.now,
+        frame(ClientMsg::Login {
+            app: DEV_APP_ID,
+            user: "alice".into(),
+            device: "d1".into(),
+            platform: "terminal".into(),
+            user_sig,
+        }),
+    );
+    m.advance(10_000);
+    m.relay.handle(m.now, frame(ClientMsg::Logout));
+    let logged_out = m.now;
+    let mut outputs = Vec::new();
+    for _ in 0..5 {
+        m.advance(999);
+        m.relay.handle(m.now, frame(ClientMsg::Heartbeat));
+        while let Some(o) = m.relay.poll_output() {
+            outputs.push(o);
+        }
+    }
+    assert!(
+        !outputs.iter().any(|o| matches!(o, Output::Close { .. })),
+        "{outputs:?}"
+    );
+    m.relay.handle_timeout(logged_out + 5_000);
+    let closing: Vec<Output> = std::iter::from_fn(|| m.relay.poll_output()).collect();
+    assert!(
+        closing.iter().any(|o| matches!(
+            o,
+            Output::Send { conn: 99, msg: ServerMsg::Error { error, .. } }
+                if error.code == ErrorCode::LoginTimeout.code()
+                    && error.message.contains("of connecting or logging out")
+        )),
+        "{closing:?}"
+    );
+    assert!(closing.contains(&Output::Close {
+        conn: 99,
+        reason: CloseReason::LoginTimeout
+    }));
 }
 
 #[test]
