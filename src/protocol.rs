@@ -541,6 +541,11 @@ pub enum ServerMsg {
         /// How this device takes part (anchor unless it joined as audience).
         #[serde(default, skip_serializing_if = "Role::is_anchor")]
         role: Role,
+        /// Who else is in the call as this device enters it: one invited
+        /// into a running group call learns who it talks to (those who
+        /// enter later come as `entered`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        joined: Vec<UserId>,
     },
     /// The call stopped ringing here, or ended before it connected.
     CallCanceled {
@@ -687,6 +692,9 @@ pub struct CurrentCall {
     /// How this device takes part.
     #[serde(default, skip_serializing_if = "Role::is_anchor")]
     pub role: Role,
+    /// Who else is in the call now (as `call_begin` has it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<UserId>,
     /// How long ago its user joined the call, by the relay's count: a
     /// device back in its call after a restart counts the call's time from
     /// then, not from its own return.

@@ -121,6 +121,9 @@ pub enum Event {
         room_id: RoomId,
         call_media_type: u8,
         call_role: CallRole,
+        /// Who else is in the call as this device enters it.
+        #[serde(rename = "userIDList")]
+        user_id_list: Vec<UserId>,
         /// What the call history keeps of it now (not part of the JSON).
         #[serde(skip)]
         record: Box<CallRecord>,

@@ -54,7 +54,8 @@ pub enum CallOutcome {
     Answered,
     /// An incoming call that nobody of this user answered or declined.
     Missed,
-    /// An outgoing call nobody took: declined, busy or timed out.
+    /// An outgoing call nobody answered in time (one declined or busy is
+    /// `Stopped` with that reason).
     NoAnswer,
     /// This device's process ended before the call did.
     Interrupted,

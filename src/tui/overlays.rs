@@ -9,7 +9,7 @@ use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
 use crate::tui::keymap::{Action, Context};
 use crate::tui::layout::{MIN_HEIGHT, MIN_WIDTH, centered, elapsed};
-use crate::tui::state::{LogLine, Model};
+use crate::tui::state::{LogLine, Model, names};
 use crate::tui::text;
 
 /// The help's sections, in the order a user meets them.
@@ -35,15 +35,28 @@ pub fn too_small(frame: &mut Frame, area: Rect, model: &Model) {
         Line::from(format!("terminal too small (need {MIN_WIDTH}x{MIN_HEIGHT})").bold()),
         Line::from(format!("it is {}x{}", area.width, area.height)),
     ];
-    // A call that rings is not to be missed for want of room: who, and the
-    // keys, which work here too.
-    if let Some(call) = model.incoming.first() {
-        text.push(Line::from(
-            format!("{} calls you", call.sponsor).yellow().bold(),
-        ));
+    // A call that rings, or this device's call, is not to be lost for
+    // want of room: who, and the keys, which work here too.
+    let call = match (model.incoming.first(), &model.call) {
+        (Some(ringing), _) => Some(format!("{} calls you", ringing.sponsor).yellow().bold()),
+        (None, Some(call)) => {
+            let with = match call.participants.is_empty() {
+                true => names(&call.ringing),
+                false => names(&call.participants),
+            };
+            let what = match call.began_at {
+                Some(_) => "in a call with",
+                None => "calling",
+            };
+            Some(format!("{what} {with}").green().bold())
+        }
+        (None, None) => None,
+    };
+    if let Some(call) = call {
+        text.push(Line::from(call));
         let keys: Vec<String> = (model.hints().into_iter())
             // A non-breaking space: a key is never wrapped away from what it does.
-            .map(|(key, action)| format!("{key}\u{a0}{}", action.hint()))
+            .map(|(key, action)| format!("{key}\u{a0}{}", model.hint(action)))
             .collect();
         text.push(Line::from(keys.join(" · ")));
     }

@@ -92,6 +92,9 @@ pub struct Incoming {
     pub waiting: bool,
 }
 
+/// How long a second quit has, in a call, to quit.
+const QUIT_AGAIN_MS: u64 = 3_000;
+
 /// The call this device placed or is in.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActiveCall {
@@ -186,6 +189,9 @@ pub struct Model {
     pub signed_out: Option<&'static str>,
     /// A passing notice, and when it was raised.
     pub notice: Option<(String, u64)>,
+    /// When quitting in a call was asked once: a second ask within
+    /// [`QUIT_AGAIN_MS`] quits, so that a stray `q` hangs up nobody.
+    quit_asked: Option<u64>,
     pub users: Vec<UserView>,
     pub unread: HashMap<UserId, u64>,
     pub focus: Pane,
@@ -291,6 +297,7 @@ impl Model {
             log: VecDeque::new(),
             log_scroll: 0,
             help: false,
+            quit_asked: None,
             detail: None,
             overlay_scroll: 0,
             overlay_rows: (0, 0),
@@ -529,9 +536,30 @@ impl Model {
         }
     }
 
+    /// Quits, but in a call (or while one rings here) only when asked
+    /// twice: quitting logs out, which ends the call for everyone in it.
+    fn quit(&mut self, now: u64) -> Vec<Effect> {
+        let asked = self.quit_asked.take();
+        let calls = self.call.is_some() || !self.incoming.is_empty();
+        if !calls || asked.is_some_and(|at| now.saturating_sub(at) <= QUIT_AGAIN_MS) {
+            return vec![Effect::Quit];
+        }
+        self.quit_asked = Some(now);
+        let what = match self.call.is_some() {
+            true => "hang up and quit",
+            false => "quit (the call stops ringing here)",
+        };
+        // Said with the key that quits here (the keymap may rebind it).
+        let key = (self.keymap.all().iter())
+            .find(|(context, _, action)| *context == self.context() && *action == Action::Quit)
+            .map_or_else(|| "quit".to_owned(), |(_, key, _)| key.to_string());
+        self.notice = Some((format!("{key} again within 3 s to {what}"), now));
+        Vec::new()
+    }
+
     fn act(&mut self, action: Action, now: u64) -> Vec<Effect> {
         match action {
-            Action::Quit => vec![Effect::Quit],
+            Action::Quit => self.quit(now),
             Action::VoiceProcessing => self.toggle_voice(now),
             Action::Devices => {
                 self.picker = Some(Picker::new());
@@ -988,6 +1016,10 @@ impl Model {
                     transferred_by: transferred_by.map(|u| *u),
                     waiting,
                 });
+                // A ringing call comes before reading: the help or an event
+                // in full would hide it and take the keys that answer it.
+                self.help = false;
+                self.detail = None;
                 effects.push(Effect::Bell);
             }
             Event::CallDialing {
@@ -1008,6 +1040,7 @@ impl Model {
                 call_id,
                 room_id,
                 call_role,
+                user_id_list,
                 record,
                 ..
             } => {
@@ -1016,15 +1049,26 @@ impl Model {
                 match (&mut self.call, &mut self.held_call) {
                     (Some(call), _) | (_, Some(call)) if call.call_id == call_id => {
                         call.began_at.get_or_insert(now);
+                        for user in user_id_list {
+                            call.ringing.retain(|u| *u != user);
+                            if !call.participants.contains(&user) {
+                                call.participants.push(user);
+                            }
+                        }
                     }
                     _ => {
                         let group = from.as_ref().is_some_and(|c| c.group);
                         // Not rung here first: a device that came back into
                         // its call after a restart knows who with, and for
                         // how long already, from the engine's record of it.
+                        // Who is in it, as the relay said; else who rang.
+                        let participants = match user_id_list.is_empty() {
+                            false => user_id_list,
+                            true => from.map_or(record.peers, |c| vec![c.sponsor]),
+                        };
                         let begun = ActiveCall {
                             began_at: Some(now.saturating_sub(record.total_time * 1000)),
-                            participants: from.map_or(record.peers, |c| vec![c.sponsor]),
+                            participants,
                             group,
                             ..ActiveCall::new(call_id, room_id, call_role)
                         };

@@ -102,6 +102,8 @@ fn with_conversation(m: Model) -> Model {
         record("bob", CallRole::Called, "answered", false, 754),
         record("carol", CallRole::Called, "missed", true, 0),
         record("dave", CallRole::Caller, "no_answer", false, 0),
+        record("erin", CallRole::Caller, "declined", false, 0),
+        record("frank", CallRole::Caller, "caller_canceled", false, 0),
     ]);
     m
 }
@@ -271,6 +273,7 @@ fn snapshot_in_a_group_call() {
             room_id: 99,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Caller,
+            user_id_list: vec![],
             record: any_record(),
         },
         Event::UserVoiceVolume {
@@ -340,6 +343,7 @@ fn n_switches_voice_processing_and_the_call_pane_shows_it() {
             room_id: 7,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Caller,
+            user_id_list: vec![],
             record: any_record(),
         },
     ] {
@@ -550,6 +554,72 @@ fn a_call_rings_visibly_on_a_screen_too_small_to_draw() {
     );
 }
 
+/// Invited into a group call already running, a device names everyone in
+/// it (as the relay says when it enters), not only who invited it, and
+/// keeps them as they leave.
+#[test]
+fn a_group_call_joined_late_names_everyone_in_it() {
+    let mut m = with_contacts(model());
+    ringing(&mut m, true);
+    m.on_terminal(key(KeyCode::Char('a')), T0 + 1_500);
+    m.on_engine(
+        Event::OnCallBegin {
+            call_id: "c1".into(),
+            room_id: 4_242,
+            call_media_type: AUDIO_CALL,
+            call_role: CallRole::Called,
+            user_id_list: vec!["bob".parse().unwrap(), "carol".parse().unwrap()],
+            record: any_record(),
+        },
+        T0 + 2_000,
+    );
+    assert!(render(&m, T0 + 3_000, 80, 24).contains("with bob, carol"));
+    m.on_engine(
+        Event::UserLeave {
+            call_id: "c1".into(),
+            user_id: "bob".parse().unwrap(),
+        },
+        T0 + 4_000,
+    );
+    let screen = render(&m, T0 + 4_000, 80, 24);
+    assert!(screen.contains("with carol"), "{screen}");
+}
+
+/// In a call, quitting (which logs out and so hangs up) asks to be
+/// pressed again; out of one, or pressed again in time, it quits.
+#[test]
+fn quitting_in_a_call_asks_twice() {
+    let mut m = with_contacts(model());
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('q')), T0),
+        vec![Effect::Quit]
+    );
+    connected(&mut m, "c1", "bob", false);
+    begin(&mut m, "c1", T0 + 2_000);
+    let q = key(KeyCode::Char('q'));
+    assert_eq!(m.on_terminal(q.clone(), T0 + 5_000), vec![]);
+    let screen = render(&m, T0 + 5_000, 80, 24);
+    assert!(
+        screen.contains("q again within 3 s to hang up and quit"),
+        "{screen}"
+    );
+    // Too late: asked again.
+    assert_eq!(m.on_terminal(q.clone(), T0 + 9_000), vec![]);
+    assert_eq!(m.on_terminal(q, T0 + 10_000), vec![Effect::Quit]);
+}
+
+/// Too small to draw in a call: the notice says who with and the call's
+/// keys, so `h` hangs up knowingly.
+#[test]
+fn a_call_stays_in_sight_on_a_screen_too_small_to_draw() {
+    let mut m = with_contacts(model());
+    connected(&mut m, "c1", "bob", false);
+    begin(&mut m, "c1", T0 + 2_000);
+    let screen = render(&m, T0 + 3_000, 50, 12);
+    assert!(screen.contains("in a call with bob"), "{screen}");
+    assert!(screen.contains("h\u{a0}hang up"), "{screen}");
+}
+
 /// A relay lost in a call: the call pane says the call hangs on the
 /// relay's return, and a call the relay no longer had ends saying so.
 #[test]
@@ -627,6 +697,25 @@ fn snapshot_help() {
     let mut m = with_contacts(model());
     m.on_terminal(key(KeyCode::Char('?')), T0);
     snap!("help", m, T0);
+}
+
+/// A call that rings while the help (or an event in full) is open closes
+/// it: the ringing pane shows, and `a` answers.
+#[test]
+fn a_ringing_call_closes_the_help_and_answers() {
+    let mut m = with_contacts(model());
+    m.on_terminal(key(KeyCode::Char('?')), T0);
+    ringing(&mut m, false);
+    let screen = render(&m, T0, 80, 24);
+    assert!(!screen.contains("Esc closes"), "{screen}");
+    assert!(screen.contains("bob is calling"), "{screen}");
+    assert_eq!(
+        m.on_terminal(key(KeyCode::Char('a')), T0),
+        vec![Effect::Engine(Command::Call(CallCommand::Accept {
+            call_id: Some("c1".into()),
+            end_current: false,
+        }))]
+    );
 }
 
 #[test]
@@ -1010,6 +1099,7 @@ fn snapshot_a_no_audio_error_leaves_the_keys_in_view() {
             room_id: 1,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Caller,
+            user_id_list: vec![],
             record: any_record(),
         },
         T0 + 2_000,
@@ -1045,6 +1135,7 @@ fn the_footer_fits_and_names_each_key_once() {
             room_id: 1,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Caller,
+            user_id_list: vec![],
             record: any_record(),
         },
         T0 + 2_000,
@@ -1464,6 +1555,7 @@ fn answering_while_writing_makes_the_call_keys_work() {
             room_id: 4_242,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
+            user_id_list: vec![],
             record: any_record(),
         },
         T0 + 1_600,
@@ -1538,6 +1630,7 @@ fn o_holds_and_resumes_and_t_transfers_to_the_selected_contact() {
             room_id: 1,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Caller,
+            user_id_list: vec![],
             record: any_record(),
         },
         T0 + 2_000,
@@ -1656,6 +1749,7 @@ fn begin(m: &mut Model, call_id: &str, now: u64) {
             room_id: 7,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
+            user_id_list: vec![],
             record: any_record(),
         },
         now,
@@ -1674,6 +1768,7 @@ fn a_call_taken_up_again_after_a_restart_says_who_it_is_with_and_since_when() {
             room_id: 7,
             call_media_type: AUDIO_CALL,
             call_role: CallRole::Called,
+            user_id_list: vec![],
             record: Box::new(record("carol", CallRole::Called, "in_call", false, 75)),
         },
         T0,

@@ -12,6 +12,7 @@ use ratatui_textarea::WrapMode;
 use crate::client::event::{CallRole, LinkState, LoginStatus};
 use crate::client::records::CallOutcome;
 use crate::media::quality::Quality;
+use crate::protocol::CancelReason;
 use crate::tui::conversation;
 use crate::tui::keymap::Action;
 use crate::tui::layout::{MIN_HEIGHT, MIN_WIDTH, centered, elapsed};
@@ -345,6 +346,12 @@ fn draw_history(frame: &mut Frame, model: &Model, area: Rect) {
                         Some(done) => format!("{done} on {}", by.device),
                         None => format!("{said} ({})", by.device),
                     }
+                }
+                // Said of this user's own outgoing call.
+                (CallOutcome::Stopped(CancelReason::CallerCanceled), None)
+                    if r.call_role == CallRole::Caller =>
+                {
+                    "canceled".into()
                 }
                 (other, None) => other.as_str().replace('_', " "),
             };

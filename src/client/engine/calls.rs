@@ -40,6 +40,9 @@ pub(super) struct CallView {
     transfer_to: Option<UserId>,
     /// This device only listens (a group call's audience).
     audience: bool,
+    /// Who else is in the call, as this device last heard: the relay's
+    /// list when it entered, then who entered and left.
+    with: Vec<UserId>,
 }
 
 impl CallView {
@@ -82,7 +85,7 @@ impl CallView {
             (CallRole::Called, CallerCanceled | Timeout | CallEnded | SignedOut) => {
                 (CallOutcome::Missed, true)
             }
-            (CallRole::Caller, Timeout | Declined | Busy) => (CallOutcome::NoAnswer, false),
+            (CallRole::Caller, Timeout) => (CallOutcome::NoAnswer, false),
             (_, other) => (CallOutcome::Stopped(other), false),
         };
         let mut record = self.record(outcome, missed, 0);
@@ -634,10 +637,12 @@ impl ClientEngine {
                 call_id,
                 room,
                 role,
+                joined,
             } => {
                 // The call held aside connects again after a transfer in it.
                 if let Some(view) = self.calls.parked.as_mut().filter(|p| p.id == call_id) {
                     view.transfer_to = None;
+                    view.with = joined;
                     let event = begin_event(view, now);
                     return self.event(event);
                 }
@@ -658,8 +663,10 @@ impl ClientEngine {
                     held: BTreeSet::new(),
                     transfer_to: None,
                     audience: false,
+                    with: Vec::new(),
                 });
                 view.audience = role == Role::Audience;
+                view.with = joined;
                 // After a transfer the party that stayed keeps its start.
                 view.began_at.get_or_insert(now);
                 view.transfer_to = None;
@@ -716,6 +723,19 @@ impl ClientEngine {
                     Some(v) => v.sponsor.clone(),
                     None => return,
                 };
+                if let Some(view) = self.joined_view_mut(&call_id) {
+                    match action {
+                        PeerAction::Entered => {
+                            let new: Vec<UserId> = (users.iter())
+                                .filter(|u| !view.with.contains(u))
+                                .cloned()
+                                .collect();
+                            view.with.extend(new);
+                        }
+                        PeerAction::Left => view.with.retain(|u| !users.contains(u)),
+                        _ => {}
+                    }
+                }
                 let each = |f: fn(String, UserId) -> Event| -> Vec<Event> {
                     users
                         .iter()
@@ -958,6 +978,7 @@ impl ClientEngine {
         let mut view = match mine.iter().position(|v| v.id == c.call.call_id) {
             Some(i) => {
                 let mut view = mine.remove(i);
+                view.with = c.joined.clone();
                 if c.connected && !view.connected() {
                     view.began_at.get_or_insert(now);
                     view.transfer_to = None;
@@ -977,6 +998,7 @@ impl ClientEngine {
                 let mut view = (self.calls.ringing.remove(&c.call.call_id))
                     .unwrap_or_else(|| view_of(&c.call, role, now));
                 view.began_at = Some(now.saturating_sub(c.joined_ms_ago));
+                view.with = c.joined.clone();
                 self.event(begin_event(&view, now));
                 // Who the group call invited, the list's updates included,
                 // is told to a device that comes back into it as it is now.
@@ -1125,6 +1147,7 @@ fn view_of(call: &CallInfo, role: CallRole, now: Millis) -> CallView {
         held: BTreeSet::new(),
         transfer_to: None,
         audience: false,
+        with: Vec::new(),
     }
 }
 
@@ -1163,6 +1186,7 @@ fn begin_event(view: &CallView, now: Millis) -> Event {
         room_id: view.room,
         call_media_type: AUDIO_CALL,
         call_role: view.role,
+        user_id_list: view.with.clone(),
         record: view.record(CallOutcome::InCall, false, so_far),
     }
 }
@@ -1184,6 +1208,7 @@ mod tests {
             held: BTreeSet::new(),
             transfer_to: None,
             audience: false,
+            with: Vec::new(),
         }
     }
 
@@ -1212,7 +1237,13 @@ mod tests {
                 CallOutcome::Stopped(Ignored),
                 false,
             ),
-            (CallRole::Caller, Busy, CallOutcome::NoAnswer, false),
+            (CallRole::Caller, Busy, CallOutcome::Stopped(Busy), false),
+            (
+                CallRole::Caller,
+                Declined,
+                CallOutcome::Stopped(Declined),
+                false,
+            ),
             (CallRole::Caller, Timeout, CallOutcome::NoAnswer, false),
             (
                 CallRole::Caller,

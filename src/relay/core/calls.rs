@@ -120,6 +120,14 @@ impl Call {
         })
     }
 
+    /// The users in the call besides `user`.
+    fn joined_besides(&self, user: &UserId) -> Vec<UserId> {
+        (self.joined_sessions())
+            .filter(|(u, _)| *u != user)
+            .map(|(u, _)| u.clone())
+            .collect()
+    }
+
     fn joined_count(&self) -> usize {
         self.joined_sessions().count()
     }
@@ -444,6 +452,7 @@ impl RelayCore {
                     connected: c.connected,
                     held: c.held.iter().cloned().collect(),
                     role: c.role_of(&user),
+                    joined: c.joined_besides(&user),
                     joined_ms_ago: match c.members.get(&user) {
                         Some(Member::Joined { since, .. }) if c.connected => {
                             now.saturating_sub(*since)
@@ -537,14 +546,15 @@ impl RelayCore {
                 Some(by.clone()),
             );
         }
-        let room = self.calls.calls[&key].room;
-        let call_id = self.calls.calls[&key].id.clone();
+        let call = &self.calls.calls[&key];
+        let (room, call_id, joined) = (call.room, call.id.clone(), call.joined_besides(&user));
         self.send_to_session(
             sid,
             ServerMsg::CallBegin {
                 call_id: call_id.clone(),
                 room,
                 role,
+                joined,
             },
         );
         self.peer_event(key, &user, PeerAction::Accepted, vec![user.clone()], true);
@@ -1022,6 +1032,7 @@ impl RelayCore {
         );
         let call_id = call.id.clone();
         let was_connected = call.connected;
+        let joined = call.joined_besides(&user);
         self.mark_joined(app, &user, key);
         self.send_to_session(
             sid,
@@ -1029,6 +1040,7 @@ impl RelayCore {
                 call_id: call_id.clone(),
                 room,
                 role,
+                joined,
             },
         );
         self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
@@ -1056,16 +1068,17 @@ impl RelayCore {
             }
         }
         let (call_id, room) = (call.id.clone(), call.room);
-        let waiting: Vec<(SessionId, Role)> = call
+        let waiting: Vec<(SessionId, Role, Vec<UserId>)> = call
             .joined_sessions()
             .filter(|(u, _)| *u != answering)
-            .map(|(u, s)| (s, call.role_of(u)))
+            .map(|(u, s)| (s, call.role_of(u), call.joined_besides(u)))
             .collect();
-        for (s, role) in waiting {
+        for (s, role, joined) in waiting {
             let msg = ServerMsg::CallBegin {
                 call_id: call_id.clone(),
                 room,
                 role,
+                joined,
             };
             self.send_to_session(s, msg);
         }
