@@ -90,6 +90,12 @@ pub struct Row {
 }
 
 impl Conversation {
+    /// Whether `shown` is one of `me`'s that the other user has read
+    /// (✓✓).
+    pub fn read(&self, shown: &Shown, me: &UserId) -> bool {
+        mine(shown, me) && self.peer_read >= Some(shown.message.timestamp)
+    }
+
     pub fn new(peer: UserId, unread: u64) -> Conversation {
         Conversation {
             peer,
@@ -289,7 +295,7 @@ fn rows_from(conversation: &Conversation, me: &UserId, width: usize, start: usiz
         if conversation.first_unread.as_deref() == Some(m.msg_id.as_str()) {
             rows.push(separator("new", width, Some(())));
         }
-        let read = mine(shown, me) && conversation.peer_read >= Some(m.timestamp);
+        let read = conversation.read(shown, me);
         message_rows(shown, i, me, width, read, &mut rows);
     }
     if let Some(selected) = conversation.selected {

@@ -92,6 +92,9 @@ pub struct Incoming {
     pub waiting: bool,
 }
 
+/// The notice of `l`, until the login it asked for is through.
+pub const LOGGING_IN_AGAIN: &str = "logging in again…";
+
 /// How long a second quit has, in a call, to quit.
 const QUIT_AGAIN_MS: u64 = 3_000;
 
@@ -573,7 +576,7 @@ impl Model {
             Action::Login => {
                 self.signed_out = None;
                 self.alert = None;
-                self.notice = Some(("logging in again…".into(), now));
+                self.notice = Some((LOGGING_IN_AGAIN.into(), now));
                 vec![Effect::Login]
             }
             Action::Details => {
@@ -921,6 +924,14 @@ impl Model {
         match event {
             Event::SdkReady => {
                 self.alert = None;
+                // "logging in again…" is over.
+                if self
+                    .notice
+                    .as_ref()
+                    .is_some_and(|(n, _)| n == LOGGING_IN_AGAIN)
+                {
+                    self.notice = None;
+                }
                 effects.extend([
                     Effect::Engine(Command::GetUsers { subscribe: true }),
                     Effect::LoadConversations,
@@ -963,6 +974,10 @@ impl Model {
                     .is_ok_and(|spec: AudioSpec| spec.is_card());
                 self.devices = Some(devices);
             }
+            // The typing notices the editor sends by itself are passing
+            // news: one refused (the relay out of reach) is no error of
+            // the user's, and the message being written is queued anyway.
+            Event::Error { cmd: Some(cmd), .. } if cmd == "typing" => {}
             Event::Error { code, message, .. }
                 if code == ErrorCode::AudioDeviceFailed.code()
                     || code == ErrorCode::AudioDeviceGone.code() =>
@@ -1007,6 +1022,8 @@ impl Model {
                 waiting,
                 ..
             } => {
+                // What the last call's end said is old news now.
+                self.notice = None;
                 self.incoming.push(Incoming {
                     call_id,
                     sponsor,
@@ -1029,6 +1046,7 @@ impl Model {
                 is_from_group,
                 ..
             } => {
+                self.notice = None;
                 self.call = Some(ActiveCall {
                     ringing: user_id_list,
                     group: is_from_group,

@@ -8,7 +8,7 @@ use ratatui::backend::TestBackend;
 
 use super::conversation::Delivery;
 use super::keymap::Keymap;
-use super::state::{Effect, Model, NOTICE_MS, Pane};
+use super::state::{Effect, LOGGING_IN_AGAIN, Model, NOTICE_MS, Pane};
 use super::view;
 use crate::client::engine::{CallCommand, ChatCommand, Command};
 use crate::client::event::{
@@ -19,6 +19,7 @@ use crate::client::records::CallOutcome;
 use crate::client::records::CallRecord;
 use crate::client::records::Conversation as Summary;
 use crate::client::records::StoredMessage;
+use crate::error::ErrorCode;
 use crate::ids::{DeviceId, Platform, UserId};
 use crate::media::quality::Quality;
 use crate::protocol::{CancelReason, KickReason};
@@ -998,6 +999,56 @@ fn message_details_are_titled_by_the_message() {
     m.on_terminal(key(KeyCode::Char('v')), T0 + 1_000);
     let screen = render(&m, T0 + 2_000, 100, 30);
     assert!(screen.contains("Message from bob (Esc closes)"), "{screen}");
+}
+
+/// A message of mine the other has read (✓✓ in the list) says so in its
+/// details too.
+#[test]
+fn the_details_of_a_read_message_say_it_was_read() {
+    let mut m = conversation_with(
+        vec![
+            message("bob", "alice", "ping", 1),
+            message("alice", "bob", "pong", 2),
+        ],
+        0,
+    );
+    m.on_engine(
+        Event::C2cReadReceipt {
+            user_id: "bob".parse().unwrap(),
+            timestamp: T0 + 2 * 60_000,
+            seq: 5,
+        },
+        T0 + 150_000,
+    );
+    m.on_terminal(key(KeyCode::Char('k')), T0 + 151_000);
+    m.on_terminal(key(KeyCode::Char('v')), T0 + 151_000);
+    let screen = render(&m, T0 + 151_000, 100, 30);
+    assert!(screen.contains("state      read by bob"), "{screen}");
+}
+
+/// Notices that are over go: a refused typing notice is none of the
+/// user's (the message is queued), "logging in again…" goes with the
+/// login, and the last call's end with the next call.
+#[test]
+fn notices_that_are_over_go() {
+    let mut m = with_contacts(model());
+    m.on_engine(
+        Event::Error {
+            code: ErrorCode::RelayUnreachable.code(),
+            message: "reconnecting to the relay; try again in a moment".into(),
+            cmd: Some("typing".into()),
+            relay_code: None,
+            client_msg_id: None,
+        },
+        T0,
+    );
+    assert!(!render(&m, T0, 80, 24).contains("try again in a moment"));
+    m.notice = Some((LOGGING_IN_AGAIN.into(), T0));
+    m.on_engine(Event::SdkReady, T0 + 500);
+    assert!(!render(&m, T0 + 500, 80, 24).contains("logging in again"));
+    m.notice = Some(("call ended after 0:03".into(), T0 + 1_000));
+    ringing(&mut m, false);
+    assert!(!render(&m, T0 + 1_000, 80, 24).contains("call ended after"));
 }
 
 /// A muted or held call's footer offers the way back, not the same word.

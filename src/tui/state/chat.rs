@@ -164,7 +164,10 @@ impl Model {
                 }
             },
             Action::MessageDetails => {
-                self.detail = self.selected_message().map(|s| message_details(s, now));
+                self.detail = (self.conversation.as_ref()).and_then(|c| {
+                    let shown = self.selected_message()?;
+                    Some(message_details(shown, c.read(shown, &self.me), now))
+                });
                 Vec::new()
             }
             _ => Vec::new(),
@@ -506,14 +509,18 @@ fn new_draft() -> TextArea<'static> {
     draft
 }
 
-/// The detail view of a message.
-fn message_details(shown: &Shown, now: u64) -> LogLine {
+/// The detail view of a message (`read`: one of this user's that the other
+/// has read, ✓✓ in the list).
+fn message_details(shown: &Shown, read: bool, now: u64) -> LogLine {
     let m = &shown.message;
     let state = match &shown.delivery {
-        Delivery::Settled => "stored".to_owned(),
         Delivery::Sending => "sending".to_owned(),
-        Delivery::Sent => "sent (stored by the relay)".to_owned(),
         Delivery::Failed(why) => format!("not sent: {why}"),
+        Delivery::Sent | Delivery::Settled if read => {
+            format!("read by {} (stored by the relay)", m.to)
+        }
+        Delivery::Settled => "stored".to_owned(),
+        Delivery::Sent => "sent (stored by the relay)".to_owned(),
     };
     let mut full = format!(
         "msgID      {}\nfrom       {}\nto         {}\ntime       {} {} UTC\nstate      {state}\n",
