@@ -137,8 +137,17 @@ pub struct LoadArgs {
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
     /// Merge these JSON reports (of load processes run side by side) into one:
-    /// printed, and written to --report.
-    #[arg(long, value_name = "REPORT", num_args = 2.., conflicts_with = "flow")]
+    /// printed, and written to --report. What would run a load is refused
+    /// beside it rather than ignored.
+    #[arg(
+        long,
+        value_name = "REPORT",
+        num_args = 2..,
+        conflicts_with_all = [
+            "flow", "rate", "ramp", "max_concurrent", "iterations", "duration", "relay",
+            "relay_fingerprint", "prefix", "csv",
+        ]
+    )]
     pub merge: Vec<PathBuf>,
 }
 

@@ -187,6 +187,14 @@ impl Load {
             let more = !stopping
                 && opts.iterations.is_none_or(|n| started < n)
                 && opts.duration.is_none_or(|d| start.elapsed() < d);
+            // Starting is over: the rate is over the time it took, up to
+            // when the next iteration would have been due (a stop: now).
+            if !more && stats.starting.is_zero() {
+                stats.starting = match stopping {
+                    true => start.elapsed(),
+                    false => start.elapsed().max(opts.due(started)),
+                };
+            }
             if !more && in_flight == 0 {
                 break;
             }
@@ -218,15 +226,24 @@ impl Load {
                     let devices = in_flight * self.flow.devices.len() as u64;
                     screen.draw(&stats, start.elapsed(), started, in_flight, devices, stopping);
                 }
-                quit = screen.quit_key(), if screen.is_some() && !stopping => {
+                quit = screen.quit_key(), if screen.is_some() => {
                     stop = quit.then_some("q");
                 }
-                by = asked_to_stop(&mut signals), if !stopping => stop = Some(by),
+                by = asked_to_stop(&mut signals) => stop = Some(by),
                 _ = tokio::time::sleep_until(wind_down.unwrap_or(start)), if stopping => {
                     // Past the wind-down: what is still running is given up.
                     stats.aborted += in_flight;
                     break;
                 }
+            }
+            // Asked again while winding down: what is still running is
+            // given up at once, as past the wind-down.
+            if let (Some(by), true) = (stop, stopping) {
+                if screen.is_none() {
+                    println!("{by} again: {in_flight} iterations given up without logging out");
+                }
+                stats.aborted += in_flight;
+                break;
             }
             if stop.is_some() {
                 if screen.is_none() {

@@ -64,6 +64,10 @@ pub struct Stats {
     /// Stopped by Ctrl-C before they ended: neither passed nor failed.
     pub aborted: u64,
     pub duration: Duration,
+    /// How long iterations were being started: the rate is over this, not
+    /// over the wait for the last ones to end (zero: not known, the
+    /// duration stands in).
+    pub starting: Duration,
     pub target_rate: f64,
     pub steps: Vec<StepStats>,
     /// By step, and by the reason with its numbers taken out.
@@ -192,6 +196,7 @@ impl Stats {
         self.failed += other.failed;
         self.aborted += other.aborted;
         self.duration = self.duration.max(other.duration);
+        self.starting = self.starting.max(other.starting);
         self.target_rate += other.target_rate;
         for s in other.steps {
             let mine = self.step(s.step, &s.device, &s.what);
@@ -231,8 +236,9 @@ impl Stats {
             failed: self.failed,
             aborted: self.aborted,
             duration_secs: (self.duration.as_secs_f64() * 100.0).round() / 100.0,
+            starting_secs: (self.starting.as_secs_f64() * 100.0).round() / 100.0,
             target_rate: self.target_rate,
-            actual_rate: match self.duration.as_secs_f64() {
+            actual_rate: match self.starting_or_duration().as_secs_f64() {
                 0.0 => 0.0,
                 secs => ((self.iterations + self.aborted) as f64 / secs * 100.0).round() / 100.0,
             },
@@ -253,6 +259,16 @@ impl Stats {
         }
     }
 
+    /// What the rate is over: the time iterations were being started, or,
+    /// where that is not known (a report from before it was kept), the
+    /// whole run.
+    fn starting_or_duration(&self) -> Duration {
+        match self.starting.is_zero() {
+            true => self.duration,
+            false => self.starting,
+        }
+    }
+
     pub fn from_json(report: Report) -> Result<Stats, String> {
         let mut stats = Stats {
             flow: report.flow,
@@ -261,6 +277,7 @@ impl Stats {
             failed: report.failed,
             aborted: report.aborted,
             duration: Duration::from_secs_f64(report.duration_secs.max(0.0)),
+            starting: Duration::from_secs_f64(report.starting_secs.max(0.0)),
             target_rate: report.target_rate,
             ..Stats::default()
         };
@@ -294,6 +311,9 @@ pub struct Report {
     pub failed: u64,
     pub aborted: u64,
     pub duration_secs: f64,
+    /// How long iterations were being started (`actualRate` is over it).
+    #[serde(default)]
+    pub starting_secs: f64,
     pub target_rate: f64,
     pub actual_rate: f64,
     pub failures: Vec<Failure>,
@@ -476,5 +496,25 @@ mod tests {
             (max - longest).abs() <= longest / 1000.0,
             "{max} for {longest}"
         );
+    }
+
+    /// The actual rate is over the time iterations were being started, not
+    /// the wait for the last ones to end; a report that does not say how
+    /// long that was (from before it was kept) is read over its duration.
+    #[test]
+    fn the_actual_rate_leaves_out_the_wait_for_the_last_iterations() {
+        let mut stats = Stats::new("f", 20.0);
+        let names = Names::default();
+        for n in 0..600 {
+            stats.add(n, &outcome(&[1], None), &names);
+        }
+        stats.duration = Duration::from_millis(32_400);
+        stats.starting = Duration::from_secs(30);
+        let report = stats.to_json();
+        assert_eq!((report.actual_rate, report.starting_secs), (20.0, 30.0));
+        let mut old = serde_json::to_value(&report).unwrap();
+        old.as_object_mut().unwrap().remove("startingSecs");
+        let old = Stats::from_json(serde_json::from_value(old).unwrap()).unwrap();
+        assert_eq!(old.to_json().actual_rate, 18.52);
     }
 }

@@ -427,6 +427,64 @@ async fn a_stop_ends_the_audio_steps_under_way() {
     assert!(r["aborted"].as_u64().unwrap() > 0, "{r}\n{out}");
 }
 
+/// Asked to stop again while its devices log out (here they cannot: the
+/// network to the relay stalls), load gives them up at once and still
+/// writes its report: a second Ctrl-C is not held up by a wind-down.
+#[tokio::test]
+async fn a_second_stop_gives_up_what_is_winding_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = crate::common::net::relay_at(
+        &crate::common::net::test_config(),
+        &dir.path().join("relay.db"),
+    )
+    .await;
+    let proxy = crate::common::net::Proxy::start(relay.local_addr()).await;
+    let report = dir.path().join("r.json");
+    let mut child = termphone(dir.path())
+        .args([
+            "load",
+            "examples/flows/busy.toml",
+            "--rate",
+            "5",
+            "--duration",
+            "60",
+        ])
+        .args(["--relay", &proxy.url(), "--report"])
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    proxy.stall(true);
+    let pid = child.id().unwrap() as libc::pid_t;
+    let signal = |n| {
+        // SAFETY: kill(2) on the pid of a child this test spawned and holds.
+        assert_eq!(unsafe { libc::kill(pid, n) }, 0);
+    };
+    signal(libc::SIGTERM);
+    let mut out = String::new();
+    while !out.contains("stopping:") {
+        let line = lines.next_line().await.unwrap().expect("a line");
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let asked = std::time::Instant::now();
+    signal(libc::SIGTERM);
+    while let Ok(Some(line)) = lines.next_line().await {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    child.wait().await.unwrap();
+    // Well inside the 5 s the wind-down would have waited.
+    assert!(asked.elapsed() < std::time::Duration::from_secs(3), "{out}");
+    assert!(out.contains("SIGTERM again: "), "{out}");
+    assert!(out.contains("given up without logging out"), "{out}");
+    let r = read(&report);
+    assert!(r["aborted"].as_u64().unwrap() > 0, "{r}\n{out}");
+    relay.shutdown().await;
+}
+
 /// Input that would run nothing, or count twice, is refused with what to
 /// do: a directory for a flow, no iterations, no time, a report merged
 /// twice; a report that is missing is said to be missing.
@@ -479,5 +537,18 @@ async fn input_that_would_mislead_is_refused() {
         let stderr = refused_with_status_2(cmd).await;
         assert!(stderr.contains(says), "{stderr}");
         assert!(!stderr.contains("not a load report"), "{stderr}");
+    }
+    // What would run a load means nothing to a merge: refused, not ignored.
+    for extra in [&["--rate", "50"][..], &["--csv", "t.csv"]] {
+        let mut cmd = termphone(dir.path());
+        cmd.args(["load", "--merge"])
+            .arg(&report)
+            .arg(&missing)
+            .args(extra);
+        let stderr = refused_with_status_2(cmd).await;
+        assert!(
+            stderr.contains("cannot be used with"),
+            "{extra:?}: {stderr}"
+        );
     }
 }
