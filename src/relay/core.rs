@@ -268,6 +268,8 @@ struct Conn {
     signed_out_since: Option<Millis>,
     last_seen: Millis,
     subscribed: bool,
+    /// Its `login`s and `resume`s (`relay.rate_limits.logins`).
+    logins: Bucket,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -404,6 +406,7 @@ impl RelayCore {
                         signed_out_since: Some(now),
                         last_seen: now,
                         subscribed: false,
+                        logins: self.settings.rate_limits.logins.bucket(now),
                     },
                 );
                 self.schedule(
@@ -718,6 +721,30 @@ impl RelayCore {
         ))
     }
 
+    /// One more `login` or `resume` on `conn`, within
+    /// `relay.rate_limits.logins`: a connection looping on login and
+    /// logout would otherwise cost a store write and a presence change to
+    /// every subscriber each turn.
+    fn take_login(&mut self, now: Millis, conn: ConnId) -> Result<(), Error> {
+        let rate = self.settings.rate_limits.logins;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        if c.logins.take(now) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorCode::RateLimited,
+            format!(
+                "too many logins on one connection: at most {} a second, {} at once \
+                 (relay.rate_limits.logins); try again in {} ms",
+                rate.per_sec,
+                rate.burst,
+                c.logins.wait_ms(now)
+            ),
+        ))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn login(
         &mut self,
@@ -729,6 +756,7 @@ impl RelayCore {
         platform: &str,
         user_sig: &str,
     ) -> Result<(), Error> {
+        self.take_login(now, conn)?;
         let user = UserId::parse(user)?;
         let device = DeviceId::parse(device)?;
         let platform = Platform::parse(platform)?;
@@ -926,6 +954,7 @@ impl RelayCore {
     }
 
     fn resume(&mut self, now: Millis, conn: ConnId, token: &str) -> Result<(), Error> {
+        self.take_login(now, conn)?;
         let sid = self.by_token.get(token).copied().ok_or_else(|| {
             Error::new(
                 ErrorCode::SessionExpired,

@@ -37,6 +37,7 @@ pub fn test_config() -> RelayConfig {
             typing: unlimited,
             read_marks: unlimited,
             calls: unlimited,
+            logins: unlimited,
             media_frames: unlimited,
             message_bytes_per_day: u32::MAX,
         },

@@ -48,6 +48,66 @@ fn typing_past_its_burst_is_refused_until_the_bucket_refills() {
     assert!(m.log(alice).is_empty());
 }
 
+/// A connection that logs in and out in a loop (each turn a ticket to
+/// check, a store write and a presence change to every subscriber) is
+/// refused past its burst, until the bucket refills.
+#[test]
+fn a_connection_that_logs_in_in_a_loop_is_slowed_down() {
+    use termphone::error::ErrorCode;
+    use termphone::protocol::ServerMsg;
+    use termphone::relay::core::{Input, Output};
+    let mut m = Mesh::dev();
+    let user_sig = m.ticket(DEV_APP_ID, &UserId::parse("alice").unwrap(), 3_600);
+    let login = || Input::Frame {
+        conn: 99,
+        msg: ClientMsg::Login {
+            app: DEV_APP_ID,
+            user: "alice".into(),
+            device: "a1".into(),
+            platform: "terminal".into(),
+            user_sig: user_sig.clone(),
+        },
+    };
+    let logout = || Input::Frame {
+        conn: 99,
+        msg: ClientMsg::Logout,
+    };
+    m.relay.handle(m.now, Input::Connected { conn: 99 });
+    let answers = |m: &mut Mesh| {
+        std::iter::from_fn(|| m.relay.poll_output())
+            .filter_map(|o| match o {
+                Output::Send {
+                    msg: ServerMsg::LoginOk { .. },
+                    ..
+                } => Some("ok".to_owned()),
+                Output::Send {
+                    msg: ServerMsg::LoginFailed { error },
+                    ..
+                } => Some(format!("{} {}", error.code, error.message)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..10 {
+        m.relay.handle(m.now, login());
+        m.relay.handle(m.now, logout());
+    }
+    assert_eq!(answers(&mut m), ["ok"; 10]);
+    m.relay.handle(m.now, login());
+    let refused = answers(&mut m);
+    assert_eq!(refused.len(), 1);
+    assert!(
+        refused[0].starts_with(&format!(
+            "{} too many logins",
+            ErrorCode::RateLimited.code()
+        )) && refused[0].contains("relay.rate_limits.logins"),
+        "{refused:?}"
+    );
+    // Two a second: half a second later there is room for one.
+    m.relay.handle(m.now + 500, login());
+    assert_eq!(answers(&mut m), ["ok"]);
+}
+
 #[test]
 fn a_device_that_calls_in_a_loop_is_slowed_down() {
     let mut m = Mesh::dev();

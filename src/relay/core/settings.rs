@@ -95,6 +95,11 @@ pub struct RateLimits {
     pub read_marks: Rate,
     /// `call`, `groupCall`, `inviteUser`, `joinInGroupCall`; beyond it, RATE_LIMITED.
     pub calls: Rate,
+    /// `login` and `resume` on one connection (a device logs in once a
+    /// connection; an account switch again): beyond it, the login is
+    /// refused with RATE_LIMITED. Each login is a ticket to check, a
+    /// store write and a presence change to every subscriber.
+    pub logins: Rate,
     /// Binary media frames (a call sends 50 a second); beyond it they are
     /// dropped, and the first drop is answered with RATE_LIMITED.
     pub media_frames: Rate,
@@ -110,6 +115,7 @@ impl Default for RateLimits {
             typing: Rate::new(2.0, 5),
             read_marks: Rate::new(5.0, 20),
             calls: Rate::new(1.0, 10),
+            logins: Rate::new(2.0, 10),
             media_frames: Rate::new(100.0, 200),
             message_bytes_per_day: 256 << 20,
         }
@@ -122,6 +128,7 @@ impl RateLimits {
         self.typing.check("typing")?;
         self.read_marks.check("read_marks")?;
         self.calls.check("calls")?;
+        self.logins.check("logins")?;
         self.media_frames.check("media_frames")?;
         if (self.message_bytes_per_day as usize) < MAX_MESSAGE_TEXT_BYTES {
             return Err(format!(
