@@ -27,7 +27,19 @@ pub async fn send(
         )
     };
     let mut ws = match crate::client::connection::open(relay_url, trust).await {
-        Ok(connected) => connected.ws,
+        Ok(connected) => {
+            // The token is the relay's master key: said, as a device says
+            // its own link is plain (warned, not refused: a LAN relay run
+            // with --insecure-plaintext is the user's choice).
+            if let Some(peer) = connected.plaintext_off_loopback {
+                eprintln!(
+                    "termphone: warning: the admin token goes to {relay_url} ({peer}) unencrypted: \
+                     anyone on the way can read it and send as any user; use a wss:// relay \
+                     (termphone relay --tls)"
+                );
+            }
+            connected.ws
+        }
         Err(ConnectError::Unreachable(e)) => return Err(unreachable(e)),
         Err(ConnectError::Mismatch(m)) => {
             return Err(Error::new(ErrorCode::RelayCertificateMismatch, m.message()));

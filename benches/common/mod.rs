@@ -147,9 +147,16 @@ async fn relay_in(
     // A benchmark measures how fast the relay is, not its rate limits
     // (unless it sets them itself).
     let unlimited = "{ per_sec = 1e9, burst = 1000000000 }";
-    let limits = ["frames", "typing", "read_marks", "calls", "logins", "media_frames"]
-        .map(|name| format!("{name} = {unlimited}\n"))
-        .concat()
+    let limits = [
+        "frames",
+        "typing",
+        "read_marks",
+        "calls",
+        "logins",
+        "media_frames",
+    ]
+    .map(|name| format!("{name} = {unlimited}\n"))
+    .concat()
         + "message_bytes_per_day = 4000000000\n";
     let config = if config.contains("[relay.rate_limits]") {
         config.to_owned()

@@ -751,6 +751,43 @@ async fn a_device_on_a_plaintext_link_off_loopback_is_warned() {
     relay.shutdown().await;
 }
 
+/// `termphone admin send` over a plaintext link off loopback: the message
+/// goes (the relay was run with --insecure-plaintext), and stderr says the
+/// admin token crossed the network unencrypted.
+#[tokio::test]
+async fn an_admin_send_on_a_plaintext_link_off_loopback_is_warned() {
+    let Some(ip) = network_address() else {
+        eprintln!("no network address on this machine: skipped");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    const TOKEN: &str = "an-admin-token-for-this-test";
+    let config = RelayConfig {
+        listen: SocketAddr::new(ip, 0),
+        insecure_plaintext: true,
+        admin_token: Some(TOKEN.into()),
+        apps: vec![termphone::config::AppConfig {
+            secret: REAL_SECRET.into(),
+            ..Default::default()
+        }],
+        ..test_config()
+    };
+    let relay = relay_at(&config, &dir.path().join("relay.db")).await;
+    let out = termphone(dir.path())
+        .args(["admin", "send", "--relay", &relay.url(), "--token", TOKEN])
+        .args(["--from", "alice", "--to", "bob", "--text", "hi"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the admin token goes to") && stderr.contains("unencrypted"),
+        "{stderr}"
+    );
+    relay.shutdown().await;
+}
+
 /// ws:// to a relay with TLS, and wss:// to one without: the device says
 /// which scheme the relay there takes, not only what the handshake saw.
 #[tokio::test]
