@@ -2303,6 +2303,19 @@ mod tests {
         names: &Names,
         keep: Keep,
     ) -> (Outcome, Timeline) {
+        in_process_cut(flow, data, media, names, keep, None).await
+    }
+
+    /// As [`in_process`]; with `cut`, the relay stops that long into the
+    /// run.
+    async fn in_process_cut(
+        flow: &Flow,
+        data: &Path,
+        media: bool,
+        names: &Names,
+        keep: Keep,
+        cut: Option<Duration>,
+    ) -> (Outcome, Timeline) {
         let relay_dir = tempfile::tempdir().unwrap();
         let relay = start_relay(&RelayOverrides::default(), relay_dir.path())
             .await
@@ -2318,9 +2331,21 @@ mod tests {
             tenant: &Tenant::default(),
             interrupt: None,
         };
-        let run = execute(flow, &place, keep).await;
-        relay.shutdown().await;
-        run
+        let run = execute(flow, &place, keep);
+        match cut {
+            None => {
+                let run = run.await;
+                relay.shutdown().await;
+                run
+            }
+            Some(after) => {
+                let cut = async {
+                    tokio::time::sleep(after).await;
+                    relay.shutdown().await;
+                };
+                tokio::join!(run, cut).0
+            }
+        }
     }
 
     /// An `ERROR` that no step expects fails the flow: at the step that
@@ -2380,28 +2405,17 @@ mod tests {
             Path::new("t.toml"),
         )
         .unwrap();
-        let relay_dir = tempfile::tempdir().unwrap();
-        let relay = start_relay(&RelayOverrides::default(), relay_dir.path())
-            .await
-            .unwrap();
         let data = tempfile::tempdir().unwrap();
-        let (_stop_tx, stop) = watch::channel(None);
-        let place = Place {
-            url: relay.url(),
-            fingerprint: relay.fingerprint(),
-            data: data.path(),
-            launch: Launch::InProcess { stop, media: false },
-            names: &Names::default(),
-            verbose: false,
-            tenant: &Tenant::default(),
-            interrupt: None,
-        };
-        let run = execute(&flow, &place, Keep::Nothing);
-        let cut = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            relay.shutdown().await;
-        };
-        let ((outcome, _), ()) = tokio::join!(run, cut);
+        let cut = Some(Duration::from_millis(300));
+        let (outcome, _) = in_process_cut(
+            &flow,
+            data.path(),
+            false,
+            &Names::default(),
+            Keep::Nothing,
+            cut,
+        )
+        .await;
         assert_eq!(
             outcome.failure.as_deref(),
             Some(

@@ -1005,21 +1005,7 @@ fn message_details_are_titled_by_the_message() {
 /// details too.
 #[test]
 fn the_details_of_a_read_message_say_it_was_read() {
-    let mut m = conversation_with(
-        vec![
-            message("bob", "alice", "ping", 1),
-            message("alice", "bob", "pong", 2),
-        ],
-        0,
-    );
-    m.on_engine(
-        Event::C2cReadReceipt {
-            user_id: "bob".parse().unwrap(),
-            timestamp: T0 + 2 * 60_000,
-            seq: 5,
-        },
-        T0 + 150_000,
-    );
+    let mut m = a_message_bob_has_read();
     m.on_terminal(key(KeyCode::Char('k')), T0 + 151_000);
     m.on_terminal(key(KeyCode::Char('v')), T0 + 151_000);
     let screen = render(&m, T0 + 151_000, 100, 30);
@@ -1443,8 +1429,8 @@ fn snapshot_a_new_day_and_the_first_unread_message() {
     snap!("day_and_unread", m, T0 + day * 60_000 + 200_000);
 }
 
-#[test]
-fn snapshot_each_state_of_a_message_of_mine() {
+/// A conversation with bob whose last message, alice's, bob has read.
+fn a_message_bob_has_read() -> Model {
     let mut m = conversation_with(
         vec![
             message("bob", "alice", "ping", 1),
@@ -1452,15 +1438,21 @@ fn snapshot_each_state_of_a_message_of_mine() {
         ],
         0,
     );
-    let bob: UserId = "bob".parse().unwrap();
     m.on_engine(
         Event::C2cReadReceipt {
-            user_id: bob.clone(),
+            user_id: "bob".parse().unwrap(),
             timestamp: T0 + 2 * 60_000,
             seq: 5,
         },
         T0 + 150_000,
     );
+    m
+}
+
+#[test]
+fn snapshot_each_state_of_a_message_of_mine() {
+    let mut m = a_message_bob_has_read();
+    let bob: UserId = "bob".parse().unwrap();
     let send = |m: &mut Model, text: &str, at: u64| {
         m.on_terminal(TermEvent::Paste(text.into()), at);
         m.on_terminal(key(KeyCode::Enter), at)
