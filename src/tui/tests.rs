@@ -1001,6 +1001,26 @@ fn message_details_are_titled_by_the_message() {
     assert!(screen.contains("Message from bob (Esc closes)"), "{screen}");
 }
 
+/// A contact row says as much as fits: the device count shortened before
+/// it is cut mid-word, and left out where even that does not fit.
+#[test]
+fn a_contact_row_shortens_its_device_count_to_fit() {
+    let mut m = model();
+    let mut busy = user("dave", 3);
+    busy.user = "davidson".parse().unwrap();
+    let mut longer = user("dave", 3);
+    longer.user = "davidsonsmith".parse().unwrap();
+    m.on_engine(
+        Event::Users {
+            users: vec![busy, longer],
+        },
+        T0 + 30,
+    );
+    let screen = render(&m, T0 + 1_000, 80, 24);
+    assert!(screen.contains("│● davidson in call 3 dev│"), "{screen}");
+    assert!(screen.contains("│● davidsonsmith in call │"), "{screen}");
+}
+
 /// A message of mine the other has read (✓✓ in the list) says so in its
 /// details too.
 #[test]

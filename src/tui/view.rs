@@ -290,10 +290,22 @@ fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
             if u.in_call {
                 spans.push(" in call".magenta());
             }
-            match u.devices.len() {
-                0 => {}
-                1 => spans.push(" 1 device".dark_gray()),
-                n => spans.push(format!(" {n} devices").dark_gray()),
+            // The count as it fits: "3 devices", else "3 dev", else not
+            // at all (a cut "3 de" said nothing).
+            let room = usize::from(area.width.saturating_sub(2));
+            let used: usize = spans.iter().map(|s| text::width(&s.content)).sum();
+            let count = match u.devices.len() {
+                0 => None,
+                1 => Some((" 1 device".to_owned(), " 1 dev".to_owned())),
+                n => Some((format!(" {n} devices"), format!(" {n} dev"))),
+            };
+            if let Some((long, short)) = count {
+                let fits = |t: &str| used + text::width(t) <= room;
+                if fits(&long) {
+                    spans.push(long.dark_gray());
+                } else if fits(&short) {
+                    spans.push(short.dark_gray());
+                }
             }
             ListItem::new(Line::from(spans))
         })
