@@ -228,8 +228,10 @@ pub struct DeviceArgs {
     #[arg(long, value_name = "SDKAPPID", value_parser = clap::value_parser!(AppId).range(1..))]
     pub app: Option<AppId>,
     /// Log in as this user at start.
+    // Read as text: headless mode answers a bad one as any refused login
+    // (an ERROR, the process staying up), the TUI stops with the reason.
     #[arg(long, value_name = "USERID")]
-    pub user: Option<UserId>,
+    pub user: Option<String>,
     /// Device id (default: a generated id kept in the user's profile).
     #[arg(long, value_name = "DEVICEID")]
     pub device: Option<DeviceId>,
@@ -469,8 +471,12 @@ impl DeviceArgs {
         }
     }
 
-    pub fn user(&self, config: &Config) -> Option<UserId> {
-        self.user.clone().or_else(|| config.client.user.clone())
+    /// `--user`, else the config's; an invalid `--user` is the parse error.
+    pub fn user(&self, config: &Config) -> Result<Option<UserId>, crate::error::Error> {
+        match &self.user {
+            Some(user) => UserId::parse(user).map(Some),
+            None => Ok(config.client.user.clone()),
+        }
     }
 
     pub fn device_id(&self, config: &Config) -> Option<DeviceId> {
@@ -490,8 +496,13 @@ mod tests {
 
     #[test]
     fn bad_flags_are_refused_with_the_rule() {
-        let err = Cli::try_parse_from(["termphone", "--user", "al ice"]).unwrap_err();
+        let err = Cli::try_parse_from(["termphone", "usersig", "--user", "al ice"]).unwrap_err();
         assert!(err.to_string().contains("1 to 32 bytes"), "{err}");
+        // A device's --user is checked where it logs in (headless mode says
+        // so as a refused login, SPEC 6), not by the parser.
+        let cli = Cli::try_parse_from(["termphone", "--user", "al ice"]).unwrap();
+        let e = cli.device.user(&Config::default()).unwrap_err();
+        assert!(e.message.contains("1 to 32 bytes"), "{}", e.message);
         let err =
             Cli::try_parse_from(["termphone", "headless", "--relay", "http://x:1"]).unwrap_err();
         assert!(err.to_string().contains("ws://HOST:PORT"), "{err}");

@@ -704,7 +704,7 @@ struct Device {
 /// Where a device's command lines go.
 enum Input {
     Pipe(Box<dyn AsyncWrite + Unpin + Send>),
-    Lines(mpsc::Sender<String>),
+    Lines(mpsc::Sender<headless::Line>),
 }
 
 enum Running {
@@ -792,7 +792,7 @@ impl Device {
         let line = Value::Object(command.clone()).to_string();
         let written = match &mut self.input {
             Input::Pipe(stdin) => stdin.write_all(format!("{line}\n").as_bytes()).await,
-            Input::Lines(lines) => (lines.send(line).await)
+            Input::Lines(lines) => (lines.send(Ok(line)).await)
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "device ended")),
         };
         timeline.push(at, index, || Entry::Sent(command.clone()));
@@ -1369,10 +1369,10 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
             settings.media.raise_priority = false;
             let options = headless::HeadlessOptions {
                 settings,
-                user: match spec.login {
+                user: Ok(match spec.login {
                     true => Some(UserId::parse(&user).map_err(parse)?),
                     false => None,
-                },
+                }),
                 device: args.device_id(&config),
                 user_sig: None,
             };

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io::BufRead;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -45,7 +46,9 @@ const DEFAULT_WAIT_MS: u64 = 10_000;
 /// What `termphone headless` starts with.
 pub struct HeadlessOptions {
     pub settings: ClientSettings,
-    pub user: Option<UserId>,
+    /// Who to log in as at start; a `--user` that is no UserID is that
+    /// login refused (an `ERROR`, the process staying up).
+    pub user: Result<Option<UserId>, Error>,
     pub device: Option<DeviceId>,
     pub user_sig: Option<String>,
 }
@@ -344,6 +347,9 @@ impl Request {
 
 /// Parses one line; on failure, the `ERROR` event to answer with (none for
 /// a blank line).
+/// The longest `cmd` an `ERROR` echoes (no command's name comes close).
+const MAX_ECHOED_CMD: usize = 64;
+
 fn parse(line: &str) -> Result<Action, Option<Box<Event>>> {
     // A file of commands saved by an editor that marks UTF-8 starts with a
     // byte-order mark: not a mistake worth refusing the first command for.
@@ -360,7 +366,9 @@ fn parse(line: &str) -> Result<Action, Option<Box<Event>>> {
     })?;
     let cmd = command_name(&value).map_err(|e| Some(Box::new(Event::error(e, None))))?;
     request(&value).and_then(Request::action).map_err(|e| {
-        let mut event = Event::error(e, Some(&cmd));
+        // Echoed for a script to match, but not a megabyte of it.
+        let echoed = (cmd.len() <= MAX_ECHOED_CMD).then_some(cmd.as_str());
+        let mut event = Event::error(e, echoed);
         // A refused message names its id, whatever else is wrong with it.
         if let Event::Error { client_msg_id, .. } = &mut event
             && cmd == "sendMessage"
@@ -395,7 +403,8 @@ fn request(value: &Value) -> Result<Request, Error> {
         return Err(Error::new(
             ErrorCode::UnknownCommand,
             format!(
-                "unknown command {cmd:?}; commands are {}",
+                "unknown command {}; commands are {}",
+                crate::error::quoted(cmd),
                 COMMANDS.join(", ")
             ),
         ));
@@ -567,7 +576,7 @@ impl EventOut for queue::Sender<(Value, std::time::Instant)> {
 /// of `termphone load`, many in one process.
 pub async fn serve(
     options: HeadlessOptions,
-    mut lines: mpsc::Receiver<String>,
+    mut lines: mpsc::Receiver<Line>,
     out: impl EventOut,
     mut stop: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> std::io::Result<()> {
@@ -596,10 +605,17 @@ pub async fn serve(
     let mut wait: Option<PendingWait> = None;
     let mut stdin_open = true;
 
-    if let Some(user) = user
-        && let Err(event) = device_state.login(user, user_sig, &commands)
-    {
-        out.event(&event).await?;
+    match user {
+        Ok(Some(user)) => {
+            if let Err(event) = device_state.login(user, user_sig, &commands) {
+                out.event(&event).await?;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            device_state.refused = true;
+            out.event(&Event::error(e, Some("login"))).await?;
+        }
     }
 
     // A `kill`, a closed terminal or Ctrl-C leaves as `quit` does: logged
@@ -609,7 +625,18 @@ pub async fn serve(
         let wait_deadline = wait.as_ref().map(|w| w.deadline);
         tokio::select! {
             line = lines.recv(), if reading => {
-                match line.as_deref().map(parse) {
+                let parsed = line.map(|line| match line {
+                    Ok(text) => parse(&text),
+                    Err(e) => Err(Some(Box::new(error_event(
+                        ErrorCode::InvalidJson,
+                        format!(
+                            "not UTF-8 text ({e}): a command is a JSON object on a line \
+                             of UTF-8; this line was skipped"
+                        ),
+                        None,
+                    )))),
+                });
+                match parsed {
                     None => stdin_open = false,
                     Some(Err(None)) => {}
                     Some(Err(Some(event))) => {
@@ -842,25 +869,26 @@ impl DeviceState {
     }
 }
 
+/// A line of commands as read: its text, or why its bytes are not UTF-8
+/// (answered with an `ERROR`, the session going on).
+pub type Line = Result<String, std::string::FromUtf8Error>;
+
 /// Stdin lines, read on a plain thread: a pending `wait` never blocks
 /// reading, and a read still blocked at exit does not hold the process (a
 /// read on tokio's blocking pool would keep the runtime from shutting down).
-fn stdin_lines() -> mpsc::Receiver<String> {
+/// Read as bytes: one line that is not UTF-8 ended the whole session.
+fn stdin_lines() -> mpsc::Receiver<Line> {
     let (tx, rx) = mpsc::channel(256);
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            for line in std::io::stdin().lines() {
-                match line {
-                    Ok(line) => {
-                        if tx.blocking_send(line).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "stdin is not valid UTF-8 text; stopping");
-                        break;
-                    }
+            for line in std::io::stdin().lock().split(b'\n') {
+                let Ok(mut bytes) = line else { break };
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+                if tx.blocking_send(String::from_utf8(bytes)).is_err() {
+                    break;
                 }
             }
         })
@@ -925,6 +953,23 @@ mod tests {
             parse(r#"{"cmd":"wait","event":"SDK_READY","timeout_ms":5}"#),
             Ok(Action::Wait { timeout_ms: 5, .. })
         ));
+    }
+
+    /// A megabyte of unknown command comes back as its start and length,
+    /// not whole, in the message and in `cmd`.
+    #[test]
+    fn an_unknown_command_is_quoted_not_echoed() {
+        let long = "x".repeat(1 << 20);
+        let line = format!(r#"{{"cmd":"{long}"}}"#);
+        let Err(Some(event)) = parse(&line) else {
+            panic!("parsed");
+        };
+        let Event::Error { message, cmd, .. } = *event else {
+            panic!("{event:?}");
+        };
+        assert!(message.len() < 1_000, "{} bytes", message.len());
+        assert!(message.contains("(1048576 bytes)"), "{message}");
+        assert_eq!(cmd, None);
     }
 
     #[test]

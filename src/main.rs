@@ -176,10 +176,15 @@ fn need_terminal(what: &str) -> Result<(), String> {
 }
 
 fn run_tui(args: &DeviceArgs, config: &Config, cli_config: Option<&Path>, dirs: &Dirs) -> ExitCode {
+    // A mistake in the command line first: it is what to mend.
+    let user = args.user(config);
+    if let Err(e) = &user {
+        return fail(&format!("--user: {}", e.message));
+    }
     if let Err(e) = need_terminal("the TUI") {
         return fail(&e);
     }
-    let Some(user) = args.user(config) else {
+    let Ok(Some(user)) = user else {
         return fail(
             &"who are you? Start with --user NAME (e.g. termphone --user alice), or set client.user in the config",
         );

@@ -395,15 +395,28 @@ fn reading_the_conversation_with_oneself_sends_no_receipt() {
     );
 }
 
+/// Each refusal of a message carries its `clientMsgID`, given or made by
+/// the engine, whether the relay or the engine refused it.
 #[test]
 fn refusals_for_bad_messages() {
     let (mut m, a, _b) = two_by_two(&RelayConfig::default());
+    let refusal = |m: &mut Mesh| match m.take(a[0]).as_slice() {
+        [
+            Event::Error {
+                code,
+                cmd,
+                client_msg_id: Some(_),
+                ..
+            },
+        ] => format!("ERROR {code} {}", cmd.as_deref().unwrap_or_default()),
+        other => panic!("{other:?}"),
+    };
     m.command(a[0], send("nobody", "hi"));
-    assert_eq!(m.log(a[0]), ["ERROR 6401 sendMessage"]);
+    assert_eq!(refusal(&mut m), "ERROR 6401 sendMessage");
     m.command(a[0], send("bob", ""));
-    assert_eq!(m.log(a[0]), ["ERROR 6402 sendMessage"]);
+    assert_eq!(refusal(&mut m), "ERROR 6402 sendMessage");
     m.command(a[0], send("bob", &"x".repeat(64 * 1024 + 1)));
-    assert_eq!(m.log(a[0]), ["ERROR 6403 sendMessage"]);
+    assert_eq!(refusal(&mut m), "ERROR 6403 sendMessage");
     m.command(a[0], send("bob", &"x".repeat(64 * 1024)));
     assert_eq!(m.log(a[0]).len(), 1);
 }

@@ -50,6 +50,13 @@ async fn headless_speaks_json_lines() {
 
     h.write(b"this is not json\n").await;
     assert_eq!(h.expect("ERROR").await["code"], 6002);
+    // Bytes that are not UTF-8 are one bad line, not the end of the session.
+    h.write(b"{\"cmd\":\"getUsers\",\"x\":\"\xff\"}\n").await;
+    let e = h.expect("ERROR").await;
+    assert_eq!(e["code"], 6002, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("not UTF-8"), "{e}");
+    h.send(json!({"cmd": "getUsers"})).await;
+    h.expect("USERS").await;
 
     // Answers of the local store count for `wait` as the engine's events
     // do: this one already came, so the wait ends at once (it timed out).
@@ -144,6 +151,22 @@ async fn a_wait_for_a_refused_login_ends_at_once() {
         .await;
     assert_eq!(h.expect("ERROR").await["code"], 6012);
     assert!(asked.elapsed() < std::time::Duration::from_secs(10));
+    // `--user` that is no UserID: a refused login as any other (SPEC 6),
+    // the process up for the script to log in again.
+    let mut h = Headless::spawn(dir.path(), &["--relay", &url, "--user", "bad id!"]);
+    let e = h.expect("ERROR").await;
+    assert_eq!(
+        (&e["code"], &e["cmd"]),
+        (&json!(70400), &json!("login")),
+        "{e}"
+    );
+    h.send(json!({"cmd": "login", "userID": "alice"})).await;
+    h.expect("SDK_READY").await;
+    // The TUI stops, naming the flag.
+    let mut cmd = termphone(dir.path());
+    cmd.args(["--relay", &url, "--user", "bad id!"]);
+    let stderr = refused_with_status_2(cmd).await;
+    assert!(stderr.contains("--user: "), "{stderr}");
     relay.shutdown().await;
 }
 

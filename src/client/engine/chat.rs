@@ -177,7 +177,6 @@ impl ClientEngine {
                 text,
                 client_msg_id,
             } => {
-                check_message_text(&text)?;
                 // Unique per device: two devices of one user sending in the
                 // same millisecond must not look like one message resent.
                 let client_msg_id = client_msg_id.unwrap_or_else(|| {
@@ -186,6 +185,18 @@ impl ClientEngine {
                     let nonce = self.config.id_nonce;
                     format!("{device}-{now:x}-{nonce:08x}-{}", self.chat.next_client_id)
                 });
+                // Refused with its id, as every refusal of a message is, so
+                // that a script with several in flight knows which.
+                if let Err(e) = check_message_text(&text) {
+                    self.event(Event::Error {
+                        code: e.code.code(),
+                        message: e.message,
+                        cmd: Some("sendMessage".into()),
+                        relay_code: None,
+                        client_msg_id: Some(client_msg_id),
+                    });
+                    return Ok(());
+                }
                 if let Some(pending) = self.chat.unacked.get(&client_msg_id) {
                     // Already on its way under this id.
                     if *pending == (to, text) {
