@@ -191,10 +191,6 @@ impl Conversation {
         self.bound(me, width, false);
     }
 
-    pub fn sent(&self, client_msg_id: &str) -> Option<&Shown> {
-        (self.shown.iter()).find(|s| s.client_msg_id.as_deref() == Some(client_msg_id))
-    }
-
     pub fn find_sent(&mut self, client_msg_id: &str) -> Option<&mut Shown> {
         (self.shown.iter_mut()).find(|s| s.client_msg_id.as_deref() == Some(client_msg_id))
     }

@@ -250,12 +250,10 @@ fn unsent(model: &Model, event: &Event) -> Option<String> {
     else {
         return None;
     };
-    let shown = model.conversation.as_ref().and_then(|c| c.sent(id));
-    Some(match shown {
-        Some(shown) => format!(
+    Some(match model.on_their_way.get(id) {
+        Some((to, text)) => format!(
             "termphone: the relay did not confirm this message before the logout; it may not \
-             have reached {}: \"{}\"",
-            shown.message.to, shown.message.text
+             have reached {to}: \"{text}\""
         ),
         None => {
             format!("termphone: the relay did not confirm a message before the logout: {message}")

@@ -208,6 +208,10 @@ pub struct Model {
     pub drafts: HashMap<UserId, TextArea<'static>>,
     /// Texts sent from here, newest last, for Up on an empty draft.
     pub sent_texts: Vec<String>,
+    /// Messages sent from here and not yet stored by the relay, by client
+    /// id, in any conversation: what a logout that gives up on one names,
+    /// text and all, whichever conversation is open by then.
+    pub on_their_way: HashMap<String, (UserId, String)>,
     /// When this device last told the peer it is typing.
     pub typing_sent_at: Option<u64>,
     /// Messages sent from here so far, for their client ids.
@@ -285,6 +289,7 @@ impl Model {
             composing: false,
             drafts: HashMap::new(),
             sent_texts: Vec::new(),
+            on_their_way: HashMap::new(),
             typing_sent_at: None,
             sends: 0,
             viewport: (60, 10),

@@ -1021,6 +1021,44 @@ fn a_contact_row_shortens_its_device_count_to_fit() {
     assert!(screen.contains("│● davidsonsmith in call │"), "{screen}");
 }
 
+/// A message the logout gave up on is named with its text whichever
+/// conversation is open by then, not only when it is its own.
+#[test]
+fn a_message_given_up_at_logout_is_named_from_any_conversation() {
+    let mut m = with_contacts(model());
+    // bob's conversation (the first contact): write, send, leave it for
+    // carol's.
+    m.on_terminal(key(KeyCode::Enter), T0 + 100);
+    m.on_terminal(TermEvent::Paste("see you at ten".into()), T0 + 200);
+    let effects = m.on_terminal(key(KeyCode::Enter), T0 + 200);
+    let id = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Engine(Command::Chat(ChatCommand::SendMessage { client_msg_id, .. })) => {
+                client_msg_id.clone()
+            }
+            _ => None,
+        })
+        .expect("sent");
+    m.on_terminal(key(KeyCode::Esc), T0 + 300);
+    m.on_terminal(key(KeyCode::BackTab), T0 + 300);
+    m.on_terminal(key(KeyCode::Char('j')), T0 + 300);
+    m.on_terminal(key(KeyCode::Enter), T0 + 300);
+    let given_up = Event::Error {
+        code: ErrorCode::RelayUnreachable.code(),
+        message: "not acknowledged".into(),
+        cmd: Some("sendMessage".into()),
+        relay_code: None,
+        client_msg_id: Some(id),
+    };
+    assert_eq!(
+        m.conversation.as_ref().map(|c| c.peer.as_str()),
+        Some("carol")
+    );
+    let line = super::unsent(&m, &given_up).unwrap();
+    assert!(line.contains("reached bob: \"see you at ten\""), "{line}");
+}
+
 /// A message of mine the other has read (✓✓ in the list) says so in its
 /// details too.
 #[test]

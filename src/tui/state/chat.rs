@@ -358,6 +358,7 @@ impl Model {
             }
             c.push(local, &me, width);
         }
+        (self.on_their_way).insert(client_msg_id.clone(), (to.clone(), text.clone()));
         effects.push(Effect::Engine(Command::Chat(ChatCommand::SendMessage {
             to,
             text,
@@ -387,9 +388,13 @@ impl Model {
             return Vec::new();
         };
         shown.delivery = Delivery::Sending;
+        let (to, text) = (shown.message.to.clone(), shown.message.text.clone());
+        if let Some(id) = &shown.client_msg_id {
+            (self.on_their_way).insert(id.clone(), (to.clone(), text.clone()));
+        }
         vec![Effect::Engine(Command::Chat(ChatCommand::SendMessage {
-            to: shown.message.to.clone(),
-            text: shown.message.text.clone(),
+            to,
+            text,
             client_msg_id: shown.client_msg_id.clone(),
         }))]
     }
@@ -447,6 +452,7 @@ impl Model {
                 timestamp,
                 ..
             } => {
+                self.on_their_way.remove(&client_msg_id);
                 if let Some(c) = self.open_mut(&to) {
                     match c.find_sent(&client_msg_id) {
                         Some(shown) => {
