@@ -699,6 +699,8 @@ struct Device {
     stderr: Option<tokio::task::JoinHandle<String>>,
     /// The flow's `ignore_errors` for it.
     ignore_errors: Vec<i64>,
+    /// What its `MEDIA_STATS` said of each call (by room), the latest.
+    media: Vec<(u64, MediaFigures)>,
 }
 
 /// Where a device's command lines go.
@@ -772,6 +774,14 @@ impl Device {
     ) -> Option<Value> {
         match tokio::time::timeout_at(until, self.events.recv()).await {
             Ok(Some((event, at))) => {
+                if let Some((room, figures)) = MediaFigures::of(&event) {
+                    // A call's figures at its end replace those asked for
+                    // mid-call: one stream, counted once.
+                    match self.media.iter_mut().find(|(r, _)| *r == room) {
+                        Some(latest) => latest.1 = figures,
+                        None => self.media.push((room, figures)),
+                    }
+                }
                 timeline.push(at, index, || Entry::Seen(event.clone()));
                 Some(event)
             }
@@ -841,6 +851,32 @@ pub struct Outcome {
     pub duration: Duration,
     /// Every device's events side by side, when the flow failed.
     pub timeline: Option<String>,
+    /// Each call's media figures as each device last reported them
+    /// (`MEDIA_STATS` at the call's end; a mid-call answer where none came
+    /// after), for `termphone load` to add up.
+    pub media: Vec<MediaFigures>,
+}
+
+/// What one `MEDIA_STATS` said of a call's voice.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MediaFigures {
+    pub mos: f64,
+    pub loss_percent: f64,
+    /// `None`: nothing audible was played in the call.
+    pub time_to_first_audio_ms: Option<u64>,
+}
+
+impl MediaFigures {
+    /// The call's room and its figures, from a `MEDIA_STATS`.
+    fn of(event: &Value) -> Option<(u64, MediaFigures)> {
+        (event["event"] == "MEDIA_STATS").then_some(())?;
+        let figures = MediaFigures {
+            mos: event["mos"].as_f64()?,
+            loss_percent: event["lossPercent"].as_f64()?,
+            time_to_first_audio_ms: event["timeToFirstAudioMs"].as_u64(),
+        };
+        Some((event["roomID"].as_u64()?, figures))
+    }
 }
 
 impl Outcome {
@@ -854,6 +890,7 @@ impl Outcome {
             failure: Some(why),
             duration: Duration::ZERO,
             timeline: None,
+            media: Vec::new(),
         }
     }
 }
@@ -1021,6 +1058,7 @@ pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outc
         failure: None,
         duration: Duration::ZERO,
         timeline: None,
+        media: Vec::new(),
     };
     let mut timeline = Timeline::new(keep != Keep::Nothing);
     // One after another, in the order declared, each logged in and caught
@@ -1203,6 +1241,15 @@ pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outc
         for (i, d) in devices.iter_mut().enumerate() {
             while d.next(until, &mut timeline, i).await.is_some() {}
         }
+    }
+    // A call's last figures come as its media stops, with the device's
+    // quit: all in its queue by now.
+    for (i, d) in devices.iter_mut().enumerate() {
+        let now = tokio::time::Instant::now();
+        while d.next(now, &mut timeline, i).await.is_some() {}
+        outcome
+            .media
+            .extend(d.media.drain(..).map(|(_, figures)| figures));
     }
     if !passed && keep != Keep::Nothing {
         outcome.timeline = Some(render_text(flow, &timeline, passed));
@@ -1394,6 +1441,7 @@ async fn spawn(spec: &DeviceSpec, index: usize, place: &Place<'_>) -> Result<Dev
         running,
         stderr,
         ignore_errors: spec.ignore_errors.clone(),
+        media: Vec::new(),
     })
 }
 
@@ -2221,6 +2269,7 @@ mod tests {
             running: Running::Process(child),
             stderr: Some(stderr),
             ignore_errors: Vec::new(),
+            media: Vec::new(),
         };
         let words = device.last_words(true).await;
         assert_eq!(words.as_deref(), Some("line 2 line 3 line 4 line 5"));
@@ -2267,6 +2316,7 @@ mod tests {
             running: Running::Task(tokio::spawn(async { Ok(()) })),
             stderr: None,
             ignore_errors: Vec::new(),
+            media: Vec::new(),
         };
         let mut timeline = Timeline::new(true);
         let mut saved = BTreeMap::new();

@@ -7,6 +7,7 @@
 //! a CSV trace ([`report`]).
 
 pub mod dashboard;
+pub mod media;
 pub mod report;
 
 use std::fmt::Write as _;
@@ -347,6 +348,22 @@ pub fn summary(stats: &Stats) -> String {
             out,
             "  {:>4}  {}{pad} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {what}",
             s.step, s.device, s.count, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
+        );
+    }
+    if let Some(m) = &report.media {
+        let _ = writeln!(
+            out,
+            "  media: {} streams ({} silent): MOS p50 {:.2}, min {:.2}; loss p50 {:.1}%, p99 {:.1}%, \
+             max {:.1}%; first audio p50 {} ms, p99 {} ms",
+            m.streams,
+            m.silent,
+            m.mos.p50,
+            m.mos.min,
+            m.loss_percent.p50,
+            m.loss_percent.p99,
+            m.loss_percent.max,
+            m.time_to_first_audio_ms.p50,
+            m.time_to_first_audio_ms.p99,
         );
     }
     for f in &report.failures {

@@ -65,6 +65,7 @@ pub async fn run_all(
             failure: Some(failure),
             duration: Duration::ZERO,
             timeline: None,
+            media: Vec::new(),
         };
         if let Some(by) = *interrupt.borrow() {
             outcomes.push(failed(format!("not run: interrupted by {by}")));
@@ -230,6 +231,7 @@ mod tests {
             failure: failure.map(|f| format!("step 1 [bob]: {f}")),
             duration: Duration::from_millis(1_250),
             timeline: failure.map(|_| "a1 | b1\n<ERROR> & \"quoted\"\x07".into()),
+            media: Vec::new(),
         }
     }
 

@@ -217,6 +217,7 @@ mod tests {
             failure: None,
             duration: Duration::ZERO,
             timeline: None,
+            media: Vec::new(),
         };
         stats.add(0, &outcome, &Names::default());
         let snapshot = Snapshot {
@@ -262,6 +263,7 @@ mod tests {
                 failure: None,
                 duration: Duration::ZERO,
                 timeline: None,
+                media: Vec::new(),
             };
             stats.add(n, &outcome, &Names::default());
         }

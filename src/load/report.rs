@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
+use super::media::{MediaReport, MediaStats};
 use crate::flow::{Names, Outcome};
 
 /// Iterations named as examples of a failure.
@@ -72,6 +73,8 @@ pub struct Stats {
     pub steps: Vec<StepStats>,
     /// By step, and by the reason with its numbers taken out.
     failures: BTreeMap<(usize, String), Failure>,
+    /// What the calls' devices said of their voice.
+    pub media: MediaStats,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -91,6 +94,9 @@ impl Stats {
     /// the flow's own names).
     pub fn add(&mut self, n: u64, outcome: &Outcome, names: &Names) {
         self.iterations += 1;
+        for figures in &outcome.media {
+            self.media.add(figures);
+        }
         for step in outcome.steps.iter().filter(|s| s.passed) {
             let what = names.restore(&step.what);
             let stats = self.step(step.step, &step.device, &what);
@@ -197,6 +203,7 @@ impl Stats {
         self.aborted += other.aborted;
         self.duration = self.duration.max(other.duration);
         self.starting = self.starting.max(other.starting);
+        self.media.merge(&other.media);
         self.target_rate += other.target_rate;
         for s in other.steps {
             let mine = self.step(s.step, &s.device, &s.what);
@@ -243,6 +250,7 @@ impl Stats {
                 secs => ((self.iterations + self.aborted) as f64 / secs * 100.0).round() / 100.0,
             },
             failures: self.failures.values().cloned().collect(),
+            media: self.media.to_json(),
             steps: (self.steps.iter())
                 .map(|s| StepReport {
                     step: s.step,
@@ -279,6 +287,10 @@ impl Stats {
             duration: Duration::from_secs_f64(report.duration_secs.max(0.0)),
             starting: Duration::from_secs_f64(report.starting_secs.max(0.0)),
             target_rate: report.target_rate,
+            media: match &report.media {
+                Some(media) => MediaStats::from_json(media)?,
+                None => MediaStats::default(),
+            },
             ..Stats::default()
         };
         for s in report.steps {
@@ -317,6 +329,9 @@ pub struct Report {
     pub target_rate: f64,
     pub actual_rate: f64,
     pub failures: Vec<Failure>,
+    /// The calls' voice, where the flow's calls had media.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaReport>,
     pub steps: Vec<StepReport>,
 }
 
@@ -335,7 +350,7 @@ pub struct StepReport {
     pub histogram: String,
 }
 
-fn encode(h: &Histogram<u64>) -> String {
+pub(super) fn encode(h: &Histogram<u64>) -> String {
     let mut bytes = Vec::new();
     V2Serializer::new()
         .serialize(h, &mut bytes)
@@ -343,7 +358,7 @@ fn encode(h: &Histogram<u64>) -> String {
     BASE64.encode(bytes)
 }
 
-fn decode(text: &str) -> Result<Histogram<u64>, String> {
+pub(super) fn decode(text: &str) -> Result<Histogram<u64>, String> {
     let bytes = BASE64.decode(text).map_err(|e| e.to_string())?;
     Deserializer::new()
         .deserialize(&mut Cursor::new(bytes))
@@ -401,6 +416,7 @@ mod tests {
             failure: fail_at.map(|(_, w)| w.to_owned()),
             duration: Duration::ZERO,
             timeline: None,
+            media: Vec::new(),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use termphone::config::{AppConfig, RelayConfig};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
@@ -41,6 +41,59 @@ async fn a_step_reads_as_the_flow_wrote_it_and_one_iteration_has_no_rate() {
         accept["what"], r#"send {"callId":"$second","cmd":"accept"}"#,
         "{accept}"
     );
+}
+
+/// Calls with voice report what their devices heard: one stream per
+/// device and call, their MOS, loss and time to first audio; a flow
+/// without media reports none.
+#[tokio::test]
+async fn calls_with_voice_report_their_media_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = termphone(dir.path())
+        .args(["load", "examples/flows/two_way_audio.toml"])
+        .args(["--rate", "5", "--iterations", "2", "--report"])
+        .arg(&report)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let r = read(&report);
+    let media = &r["media"];
+    // Two devices a call, two calls; both sides heard the other's tone.
+    assert_eq!(
+        (&media["streams"], &media["silent"]),
+        (&json!(4), &json!(0)),
+        "{r}"
+    );
+    assert!(media["mos"]["min"].as_f64().unwrap() > 3.5, "{media}");
+    assert!(
+        media["lossPercent"]["max"].as_f64().unwrap() < 5.0,
+        "{media}"
+    );
+    assert!(
+        media["timeToFirstAudioMs"]["p50"].as_f64().unwrap() > 0.0,
+        "{media}"
+    );
+    assert!(
+        stdout.contains("  media: 4 streams (0 silent): MOS p50 "),
+        "{stdout}"
+    );
+    let out = termphone(dir.path())
+        .args([
+            "load",
+            "examples/flows/busy.toml",
+            "--iterations",
+            "1",
+            "--report",
+        ])
+        .arg(&report)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    assert!(read(&report).get("media").is_none());
 }
 
 #[tokio::test]
