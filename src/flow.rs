@@ -1234,19 +1234,16 @@ pub(crate) async fn execute(flow: &Flow, place: &Place<'_>, keep: Keep) -> (Outc
     for device in &mut devices {
         device.ended().await;
     }
-    if keep == Keep::Everything || (keep == Keep::ToLastStep && !passed) {
-        // What no step waited for still belongs on the timeline: events
-        // after the last step, and each device's goodbye.
-        let until = tokio::time::Instant::now() + Duration::from_secs(1);
-        for (i, d) in devices.iter_mut().enumerate() {
-            while d.next(until, &mut timeline, i).await.is_some() {}
-        }
-    }
-    // A call's last figures come as its media stops, with the device's
-    // quit: all in its queue by now.
+    // What no step waited for: each device's goodbye and a call's last
+    // media figures, in its queue by now (its media stopped with its quit);
+    // a timeline that keeps events after the last step waits a second more.
+    let after = match keep == Keep::Everything || (keep == Keep::ToLastStep && !passed) {
+        true => Duration::from_secs(1),
+        false => Duration::ZERO,
+    };
+    let until = tokio::time::Instant::now() + after;
     for (i, d) in devices.iter_mut().enumerate() {
-        let now = tokio::time::Instant::now();
-        while d.next(now, &mut timeline, i).await.is_some() {}
+        while d.next(until, &mut timeline, i).await.is_some() {}
         outcome
             .media
             .extend(d.media.drain(..).map(|(_, figures)| figures));
@@ -2400,23 +2397,34 @@ mod tests {
 
     /// An `ERROR` that no step expects fails the flow: at the step that
     /// reads it, or, read by none, after the last step. One a step
-    /// expects is that step's.
+    /// expects is that step's; one whose code the device ignores, nobody's.
     #[tokio::test]
     async fn an_error_no_step_expects_fails_the_flow() {
         let call_yourself =
             "[[step]]\ndevice = \"a1\"\nsend = { cmd = \"call\", userID = \"alice\" }\n\n";
+        // Read by none: bob's window gives alice's ERROR time to come.
+        let unread =
+            "[[step]]\ndevice = \"bob\"\nexpect_none = \"ON_CALL_RECEIVED\"\nfor_ms = 500\n";
+        // (a1, the last device declared, and what follows the call.)
         let then = [
             // Read by a step that waits for something else.
-            "[[step]]\ndevice = \"a1\"\nexpect = \"CALL_DIALING\"\nwithin_ms = 2000\n",
-            // Read by none: bob's window gives alice's ERROR time to come.
-            "[[step]]\ndevice = \"bob\"\nexpect_none = \"ON_CALL_RECEIVED\"\nfor_ms = 500\n",
-            "[[step]]\ndevice = \"a1\"\nexpect = \"ERROR\"\nfields = { code = 6101 }\n",
+            (
+                "",
+                "[[step]]\ndevice = \"a1\"\nexpect = \"CALL_DIALING\"\nwithin_ms = 2000\n",
+            ),
+            ("", unread),
+            (
+                "",
+                "[[step]]\ndevice = \"a1\"\nexpect = \"ERROR\"\nfields = { code = 6101 }\n",
+            ),
+            // A code the device is told to ignore.
+            ("ignore_errors = [6101]\n", unread),
         ];
         let data = tempfile::tempdir().unwrap();
         let mut failures = Vec::new();
-        for then in then {
+        for (a1, then) in then {
             let flow = Flow::parse(
-                &format!("{DEVICES}\n{call_yourself}{then}"),
+                &format!("{DEVICES}{a1}\n{call_yourself}{then}"),
                 Path::new("t.toml"),
             )
             .unwrap();
@@ -2445,18 +2453,21 @@ mod tests {
             "{failure}"
         );
         assert_eq!(failures[2], (2, true, None));
+        assert_eq!(failures[3], (2, true, None));
     }
 
     /// A device that loses the relay fails the step under way.
     #[tokio::test]
     async fn a_lost_connection_fails_the_step_under_way() {
         let flow = Flow::parse(
-            &format!("{DEVICES}\n[[step]]\ndevice = \"a1\"\nexpect_none = \"ON_CALL_RECEIVED\"\nfor_ms = 5000\n"),
+            &format!("{DEVICES}\n[[step]]\ndevice = \"a1\"\nexpect_none = \"ON_CALL_RECEIVED\"\nfor_ms = 20000\n"),
             Path::new("t.toml"),
         )
         .unwrap();
         let data = tempfile::tempdir().unwrap();
-        let cut = Some(Duration::from_millis(300));
+        // Well after both devices logged in (at once, in process), well
+        // before the step's 20 s are over.
+        let cut = Some(Duration::from_secs(3));
         let (outcome, _) = in_process_cut(
             &flow,
             data.path(),

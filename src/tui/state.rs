@@ -558,9 +558,9 @@ impl Model {
             false => "quit (the call stops ringing here)",
         };
         // Said with the key that quits here (the keymap may rebind it).
-        let key = (self.keymap.all().iter())
-            .find(|(context, _, action)| *context == self.context() && *action == Action::Quit)
-            .map_or_else(|| "quit".to_owned(), |(_, key, _)| key.to_string());
+        let key = (self.keymap.hints(self.context()).into_iter())
+            .find(|(_, action)| *action == Action::Quit)
+            .map_or_else(|| "quit".to_owned(), |(key, _)| key.to_string());
         self.notice = Some((format!("{key} again within 3 s to {what}"), now));
         Vec::new()
     }

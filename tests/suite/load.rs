@@ -16,25 +16,40 @@ fn read(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// `termphone load FLOW ARGS --report REPORT`, run to its end, which must
+/// be a success: what it printed, and the report.
+async fn load_passing(home: &Path, flow: &str, args: &[&str], report: &Path) -> (String, Value) {
+    let out = termphone(home)
+        .args(["load", flow])
+        .args(args)
+        .arg("--report")
+        .arg(report)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    (stdout, read(report))
+}
+
 #[tokio::test]
 async fn a_step_reads_as_the_flow_wrote_it_and_one_iteration_has_no_rate() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
-    let out = termphone(dir.path())
-        .args(["load", "examples/flows/call_waiting.toml"])
-        .args(["--rate", "5", "--iterations", "1", "--report"])
-        .arg(&report)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let flow = "examples/flows/call_waiting.toml";
+    let (stdout, r) = load_passing(
+        dir.path(),
+        flow,
+        &["--rate", "5", "--iterations", "1"],
+        &report,
+    )
+    .await;
     assert!(stdout.contains(", 1 iteration\n"), "{stdout}");
     assert!(
         stdout.contains(": 1 iteration in ") && !stdout.contains("/s):"),
         "{stdout}"
     );
-    let steps = read(&report)["steps"].as_array().unwrap().clone();
+    let steps = r["steps"].as_array().unwrap().clone();
     let accept = steps.iter().find(|s| s["step"] == 10).unwrap();
     // The saved call's name, not the id one iteration happened to get.
     assert_eq!(
@@ -50,16 +65,14 @@ async fn a_step_reads_as_the_flow_wrote_it_and_one_iteration_has_no_rate() {
 async fn calls_with_voice_report_their_media_figures() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
-    let out = termphone(dir.path())
-        .args(["load", "examples/flows/two_way_audio.toml"])
-        .args(["--rate", "5", "--iterations", "2", "--report"])
-        .arg(&report)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    let r = read(&report);
+    let flow = "examples/flows/two_way_audio.toml";
+    let (stdout, r) = load_passing(
+        dir.path(),
+        flow,
+        &["--rate", "5", "--iterations", "2"],
+        &report,
+    )
+    .await;
     let media = &r["media"];
     // Two devices a call, two calls; both sides heard the other's tone.
     assert_eq!(
@@ -80,20 +93,9 @@ async fn calls_with_voice_report_their_media_figures() {
         stdout.contains("  media: 4 streams (0 silent): MOS p50 "),
         "{stdout}"
     );
-    let out = termphone(dir.path())
-        .args([
-            "load",
-            "examples/flows/busy.toml",
-            "--iterations",
-            "1",
-            "--report",
-        ])
-        .arg(&report)
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success());
-    assert!(read(&report).get("media").is_none());
+    let busy = "examples/flows/busy.toml";
+    let (_, r) = load_passing(dir.path(), busy, &["--iterations", "1"], &report).await;
+    assert!(r.get("media").is_none());
 }
 
 #[tokio::test]
@@ -508,7 +510,14 @@ async fn a_second_stop_gives_up_what_is_winding_down() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Iterations run (the first progress line says so), then the network
+    // stalls under them.
+    let mut out = String::new();
+    while !out.contains(" started (") {
+        let line = lines.next_line().await.unwrap().expect("a line");
+        out.push_str(&line);
+        out.push('\n');
+    }
     proxy.stall(true);
     let pid = child.id().unwrap() as libc::pid_t;
     let signal = |n| {
@@ -516,7 +525,6 @@ async fn a_second_stop_gives_up_what_is_winding_down() {
         assert_eq!(unsafe { libc::kill(pid, n) }, 0);
     };
     signal(libc::SIGTERM);
-    let mut out = String::new();
     while !out.contains("stopping:") {
         let line = lines.next_line().await.unwrap().expect("a line");
         out.push_str(&line);
@@ -564,19 +572,8 @@ async fn input_that_would_mislead_is_refused() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
     let report = dir.path().join("r.json");
-    let out = termphone(dir.path())
-        .args([
-            "load",
-            "examples/flows/busy.toml",
-            "--iterations",
-            "1",
-            "--report",
-        ])
-        .arg(&report)
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let busy = "examples/flows/busy.toml";
+    load_passing(dir.path(), busy, &["--iterations", "1"], &report).await;
     let missing = dir.path().join("missing.json");
     for (second, says) in [
         (

@@ -400,6 +400,8 @@ impl Model {
     }
 
     pub(super) fn send_failed(&mut self, client_msg_id: &str, why: String, now: u64) {
+        // Not on its way any more (`r` puts it back).
+        self.on_their_way.remove(client_msg_id);
         let found = (self.conversation.as_mut()).and_then(|c| c.find_sent(client_msg_id));
         match found {
             Some(shown) => {
