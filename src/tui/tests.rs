@@ -1001,8 +1001,8 @@ fn message_details_are_titled_by_the_message() {
     assert!(screen.contains("Message from bob (Esc closes)"), "{screen}");
 }
 
-/// A contact row says as much as fits: the device count shortened before
-/// it is cut mid-word, and left out where even that does not fit.
+/// A contact row says as much as fits, each part whole: the device count
+/// shortened, and "in call" or the count left out where they do not fit.
 #[test]
 fn a_contact_row_shortens_its_device_count_to_fit() {
     let mut m = model();
@@ -1010,15 +1010,19 @@ fn a_contact_row_shortens_its_device_count_to_fit() {
     busy.user = "davidson".parse().unwrap();
     let mut longer = user("dave", 3);
     longer.user = "davidsonsmith".parse().unwrap();
+    let mut longest = user("dave", 3);
+    longest.user = "carolinesmithjones".parse().unwrap();
     m.on_engine(
         Event::Users {
-            users: vec![busy, longer],
+            users: vec![busy, longer, longest],
         },
         T0 + 30,
     );
     let screen = render(&m, T0 + 1_000, 80, 24);
     assert!(screen.contains("│● davidson in call 3 dev│"), "{screen}");
     assert!(screen.contains("│● davidsonsmith in call │"), "{screen}");
+    // Not "in " cut from "in call".
+    assert!(screen.contains("│● carolinesmithjones    │"), "{screen}");
 }
 
 /// A message the logout gave up on is named with its text whichever

@@ -285,28 +285,26 @@ fn draw_contacts(frame: &mut Frame, model: &Model, area: Rect) {
             if let Some(n) = model.unread.get(&u.user).filter(|n| **n > 0) {
                 spans.push(format!(" ({n})").yellow().bold());
             }
-            // In a call before the device count: the count is what a
-            // narrow pane may cut ("3 devices in cal" said neither well).
-            if u.in_call {
-                spans.push(" in call".magenta());
-            }
-            // The count as it fits: "3 devices", else "3 dev", else not
-            // at all (a cut "3 de" said nothing).
+            // Then what fits, each whole or not at all (a cut "in ca" or
+            // "3 de" said nothing): in a call first, then the device count,
+            // "3 devices", else "3 dev".
             let room = usize::from(area.width.saturating_sub(2));
-            let used: usize = spans.iter().map(|s| text::width(&s.content)).sum();
-            let count = match u.devices.len() {
-                0 => None,
-                1 => Some((" 1 device".to_owned(), " 1 dev".to_owned())),
-                n => Some((format!(" {n} devices"), format!(" {n} dev"))),
-            };
-            if let Some((long, short)) = count {
-                let fits = |t: &str| used + text::width(t) <= room;
-                if fits(&long) {
-                    spans.push(long.dark_gray());
-                } else if fits(&short) {
-                    spans.push(short.dark_gray());
+            let mut used: usize = spans.iter().map(|s| text::width(&s.content)).sum();
+            let mut fit = |spans: &mut Vec<Span<'static>>, choices: &[String], style: Style| {
+                if let Some(text) = choices.iter().find(|t| used + text::width(t) <= room) {
+                    used += text::width(text);
+                    spans.push(Span::styled(text.clone(), style));
                 }
+            };
+            if u.in_call {
+                fit(&mut spans, &[" in call".into()], Style::default().magenta());
             }
+            let count = match u.devices.len() {
+                0 => vec![],
+                1 => vec![" 1 device".into(), " 1 dev".into()],
+                n => vec![format!(" {n} devices"), format!(" {n} dev")],
+            };
+            fit(&mut spans, &count, Style::default().dark_gray());
             ListItem::new(Line::from(spans))
         })
         .collect();
