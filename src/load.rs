@@ -351,20 +351,8 @@ pub fn summary(stats: &Stats) -> String {
         );
     }
     if let Some(m) = &report.media {
-        let _ = writeln!(
-            out,
-            "  media: {} streams ({} silent): MOS p50 {:.2}, min {:.2}; loss p50 {:.1}%, p99 {:.1}%, \
-             max {:.1}%; first audio p50 {} ms, p99 {} ms",
-            m.streams,
-            m.silent,
-            m.mos.p50,
-            m.mos.min,
-            m.loss_percent.p50,
-            m.loss_percent.p99,
-            m.loss_percent.max,
-            m.time_to_first_audio_ms.p50,
-            m.time_to_first_audio_ms.p99,
-        );
+        let [streams, figures] = m.lines();
+        let _ = writeln!(out, "  media: {streams}; {figures}");
     }
     for f in &report.failures {
         let examples: Vec<String> = f.iterations.iter().map(u64::to_string).collect();

@@ -39,9 +39,19 @@ pub fn draw(frame: &mut Frame, s: &Snapshot) {
         0 => 0,
         n => n + 2,
     };
-    let spread_rows = if frame.area().height < 30 { 5 } else { 8 };
+    // The calls' voice, once one has ended: two lines more.
+    let media = report.media.as_ref().map(|m| m.lines());
+    let head_rows = if media.is_some() { 7 } else { 5 };
+    // What the steps' table (borders and header) leaves of the screen goes
+    // to the spread, at most 5 rows under 30, 8 above; under 4 it goes.
+    let height = frame.area().height;
+    let left = height.saturating_sub(head_rows + failures + report.steps.len() as u16 + 3);
+    let spread_rows = match left.min(if height < 30 { 5 } else { 8 }) {
+        ..4 => 0,
+        rows => rows,
+    };
     let [head, steps, spread, failed] = Layout::vertical([
-        Constraint::Length(5),
+        Constraint::Length(head_rows),
         Constraint::Min(4),
         Constraint::Length(spread_rows),
         Constraint::Length(failures),
@@ -56,7 +66,7 @@ pub fn draw(frame: &mut Frame, s: &Snapshot) {
     } else {
         "q: stop and report"
     };
-    let lines = vec![
+    let mut lines = vec![
         Line::from(vec![
             Span::styled(format!("{:.1} s", secs), bold),
             Span::raw(format!(
@@ -92,6 +102,13 @@ pub fn draw(frame: &mut Frame, s: &Snapshot) {
             s.rss_mib.map_or("?".into(), |m| format!("{m:.0} MiB")),
         )),
     ];
+    if let Some([streams, figures]) = media {
+        lines.push(Line::from(vec![
+            Span::styled("media: ", bold),
+            Span::raw(streams),
+        ]));
+        lines.push(Line::from(format!("       {figures}")));
+    }
     frame.render_widget(
         Paragraph::new(lines).block(Block::bordered().title(format!(" load: {} ", report.flow))),
         head,
@@ -190,7 +207,7 @@ pub fn usage() -> (Option<Duration>, Option<f64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{Names, Outcome, StepOutcome};
+    use crate::flow::{MediaFigures, Names, Outcome, StepOutcome};
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
 
@@ -237,6 +254,63 @@ mod tests {
             .collect();
         assert!(screen.contains("step number 10"), "{screen}");
         assert!(screen.contains("q: stop and report"), "{screen}");
+    }
+
+    /// Once calls with voice have ended, how they sounded is on screen, at
+    /// 80 columns, and every step still is.
+    #[test]
+    fn calls_with_voice_show_how_they_sounded() {
+        let mut stats = Stats::new("two way audio", 5.0);
+        let steps = (1..=10)
+            .map(|step| StepOutcome {
+                step,
+                device: "alice".into(),
+                passed: true,
+                what: format!("step number {step}"),
+                ms: 1,
+                at_ms: 0,
+                elapsed: Duration::from_millis(1),
+            })
+            .collect();
+        let heard = |mos, first| MediaFigures {
+            mos,
+            loss_percent: 0.0,
+            time_to_first_audio_ms: first,
+        };
+        let outcome = Outcome {
+            name: "f".into(),
+            file: "f.toml".into(),
+            passed: true,
+            steps,
+            failure: None,
+            duration: Duration::ZERO,
+            timeline: None,
+            media: vec![heard(4.28, Some(60)), heard(1.0, None)],
+        };
+        stats.add(0, &outcome, &Names::default());
+        let snapshot = Snapshot {
+            stats: &stats,
+            elapsed: Duration::from_secs(1),
+            started: 1,
+            in_flight: 0,
+            devices: 0,
+            cpu_percent: None,
+            rss_mib: None,
+            stopping: false,
+        };
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        terminal.draw(|f| draw(f, &snapshot)).unwrap();
+        let screen: String = (terminal.backend().buffer().content.chunks(80))
+            .map(|row| row.iter().map(|c| c.symbol()).collect::<String>() + "\n")
+            .collect();
+        for expected in [
+            "media: 2 streams (1 silent): MOS p50 1.00, min 1.00",
+            "loss p50 0.0%, p99 0.0%, max 0.0%; first audio p50 60 ms, p99 60 ms",
+            "step number 10",
+            "all steps, by ms",
+        ] {
+            assert!(screen.contains(expected), "{expected:?} missing:\n{screen}");
+        }
     }
 
     #[test]

@@ -91,6 +91,27 @@ pub struct MediaReport {
     pub time_to_first_audio_ms: Figure,
 }
 
+impl MediaReport {
+    /// What the streams were, and how they sounded: the summary's line, and
+    /// the dashboard's two.
+    pub fn lines(&self) -> [String; 2] {
+        [
+            format!(
+                "{} streams ({} silent): MOS p50 {:.2}, min {:.2}",
+                self.streams, self.silent, self.mos.p50, self.mos.min
+            ),
+            format!(
+                "loss p50 {:.1}%, p99 {:.1}%, max {:.1}%; first audio p50 {} ms, p99 {} ms",
+                self.loss_percent.p50,
+                self.loss_percent.p99,
+                self.loss_percent.max,
+                self.time_to_first_audio_ms.p50,
+                self.time_to_first_audio_ms.p99,
+            ),
+        ]
+    }
+}
+
 /// One figure over every stream: its spread, and its histogram to merge.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Figure {
