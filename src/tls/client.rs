@@ -324,8 +324,10 @@ impl ServerCertVerifier for RelayVerifier {
         ) {
             Ok(verified) => Ok(verified),
             // Not from a public root: a self-signed (or private CA's)
-            // certificate, trusted by its fingerprint.
-            Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => match self
+            // certificate, trusted by its fingerprint. openssl's `req -x509`
+            // marks its certificates CA:TRUE, which no public root vouches
+            // for as a server's either.
+            Err(rustls::Error::InvalidCertificate(e)) if vouched_for_by_nobody(&e) => match self
                 .expect
             {
                 Expect::Known(known) if known == presented => Ok(ServerCertVerified::assertion()),
@@ -371,6 +373,19 @@ impl ServerCertVerifier for RelayVerifier {
         provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// A certificate that no public root vouches for, and that is otherwise
+/// well formed: to be trusted by its fingerprint or not at all.
+fn vouched_for_by_nobody(e: &CertificateError) -> bool {
+    match e {
+        CertificateError::UnknownIssuer => true,
+        CertificateError::Other(other) => matches!(
+            other.0.downcast_ref::<webpki::Error>(),
+            Some(webpki::Error::CaUsedAsEndEntity)
+        ),
+        _ => false,
     }
 }
 

@@ -848,6 +848,38 @@ async fn a_connection_closed_before_any_answer_is_not_called_a_wrong_server() {
     );
 }
 
+/// A certificate made the usual openssl way (`req -x509`, marked CA:TRUE)
+/// is trusted on first use and known from then on, as the relay's own is.
+#[tokio::test]
+async fn a_self_signed_certificate_marked_as_a_ca_is_trusted_on_first_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&pair).unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, pair.serialize_pem()).unwrap();
+    let config = RelayConfig {
+        tls: true,
+        tls_cert: Some(cert_file),
+        tls_key: Some(key_file),
+        ..test_config()
+    };
+    let relay = relay_at(&config, &dir.path().join("relay.db")).await;
+    let url = format!("wss://{}", relay.local_addr());
+    let fingerprint = Fingerprint::of(cert.der());
+    for _ in ["first use", "known"] {
+        let mut d = Headless::spawn(dir.path(), &["--relay", &url, "--user", "x"]);
+        d.expect("SDK_READY").await;
+        d.send(json!({"cmd": "quit"})).await;
+        d.exits_cleanly().await;
+        let known =
+            std::fs::read_to_string(dir.path().join("data/termphone/known_relays")).unwrap();
+        assert!(known.contains(&fingerprint.to_string()), "{known}");
+    }
+}
+
 /// A relay whose certificate has expired speaks TLS: the device says the
 /// link could not be made safe and what to do, and does not send its user
 /// to plaintext ws://.
