@@ -12,6 +12,7 @@ pub mod settings;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -48,6 +49,8 @@ type SessionId = u64;
 pub enum Input {
     Connected {
         conn: ConnId,
+        /// Where it comes from, for the log.
+        peer: SocketAddr,
     },
     Frame {
         conn: ConnId,
@@ -260,6 +263,7 @@ impl Buckets {
 }
 
 struct Conn {
+    peer: SocketAddr,
     session: Option<SessionId>,
     /// Since when it has been neither logged in nor an admin connection
     /// (from its start, or its logout): past `relay.login_timeout_secs`
@@ -313,7 +317,7 @@ const AUDIT_LINES_PER_MINUTE: u32 = 20;
 /// The audit log's own rate limit; what it holds back is counted in the
 /// next line it lets through (`skipped`).
 #[derive(Debug, Default)]
-struct Audit {
+pub(super) struct Audit {
     minute_from: Millis,
     lines: u32,
     skipped: u64,
@@ -322,7 +326,7 @@ struct Audit {
 impl Audit {
     /// Whether a line may be written now, with how many were held back
     /// since the last one.
-    fn admit(&mut self, now: Millis) -> Option<u64> {
+    pub(super) fn admit(&mut self, now: Millis) -> Option<u64> {
         if now >= self.minute_from + 60_000 {
             self.minute_from = now;
             self.lines = 0;
@@ -398,10 +402,11 @@ impl RelayCore {
 
     fn handle_input(&mut self, now: Millis, input: Input) {
         match input {
-            Input::Connected { conn } => {
+            Input::Connected { conn, peer } => {
                 self.conns.insert(
                     conn,
                     Conn {
+                        peer,
                         session: None,
                         signed_out_since: Some(now),
                         last_seen: now,
@@ -466,6 +471,13 @@ impl RelayCore {
                     let timeout = self.settings.login_timeout_ms;
                     let signed_out = self.conns.get(&conn).and_then(|c| c.signed_out_since);
                     if signed_out.is_some_and(|since| since + timeout <= now) {
+                        if let Some(skipped) = self.audit.admit(now) {
+                            tracing::warn!(
+                                target: "termphone::audit",
+                                conn, peer = self.peer(conn), skipped,
+                                "closed: no login within relay.login_timeout_secs"
+                            );
+                        }
                         let error = Error::new(
                             ErrorCode::LoginTimeout,
                             format!(
@@ -484,6 +496,12 @@ impl RelayCore {
                 }
                 Timer::Grace(sid) => {
                     if self.detached.get(&sid).is_some_and(|&end| end <= now) {
+                        if let Some(s) = self.sessions.get(&sid) {
+                            tracing::info!(
+                                app = s.app, user = %s.user, device = %s.device,
+                                "session over: not back within its grace period"
+                            );
+                        }
                         self.end_session(sid);
                     }
                 }
@@ -535,7 +553,7 @@ impl RelayCore {
                         let (user, device) = (quoted(&user), quoted(&device));
                         tracing::warn!(
                             target: "termphone::audit",
-                            conn, app, %user, %device, code = error.code.code(), skipped,
+                            conn, peer = self.peer(conn), app, %user, %device, code = error.code.code(), skipped,
                             "login refused: {}", error.message
                         );
                     }
@@ -575,7 +593,10 @@ impl RelayCore {
                 })
                 .inspect_err(|_| {
                     if let Some(skipped) = self.audit.admit(now) {
-                        tracing::warn!(target: "termphone::audit", conn, skipped, "admin token refused");
+                        tracing::warn!(
+                            target: "termphone::audit",
+                            conn, peer = self.peer(conn), skipped, "admin token refused"
+                        );
                     }
                 })
                 .and_then(|()| Ok((UserId::parse(&from)?, UserId::parse(&to)?)))
@@ -608,6 +629,8 @@ impl RelayCore {
     ) -> Result<(), Error> {
         match msg {
             ClientMsg::Logout => {
+                let s = &self.sessions[&sid];
+                tracing::info!(conn, app = s.app, user = %s.user, device = %s.device, "logged out");
                 self.end_session(sid);
                 self.send(conn, ServerMsg::LoggedOut);
                 self.signed_out(now, conn);
@@ -931,6 +954,7 @@ impl RelayCore {
         if self.known.entry(app).or_default().insert(user.clone()) {
             tracing::info!(app, %user, "new user");
         }
+        tracing::info!(conn, peer = self.peer(conn), app, %user, %device, %platform, "logged in");
         self.out.push_back(Output::Store(StoreOp::RecordLogin {
             app,
             user: user.clone(),
@@ -993,11 +1017,20 @@ impl RelayCore {
             c.session = Some(sid);
             c.signed_out_since = None;
         }
+        let s = &self.sessions[&sid];
+        tracing::info!(conn, peer = self.peer(conn), app = s.app, user = %s.user, device = %s.device, "resumed");
         self.send(conn, ServerMsg::Resumed { server_time: now });
         self.deliver_held(sid);
         self.calls_on_online(sid);
         self.send_call_state(now, sid);
         Ok(())
+    }
+
+    /// Where a connection comes from, as a log field (none once it is gone).
+    fn peer(&self, conn: ConnId) -> Option<tracing::field::DisplayValue<SocketAddr>> {
+        self.conns
+            .get(&conn)
+            .map(|c| tracing::field::display(c.peer))
     }
 
     fn session_of(&self, conn: ConnId) -> Result<SessionId, Error> {
@@ -1045,6 +1078,12 @@ impl RelayCore {
         if let Some(sid) = c.session
             && self.sessions[&sid].conn == Some(conn)
         {
+            let s = &self.sessions[&sid];
+            tracing::info!(
+                conn, peer = %c.peer, app = s.app, user = %s.user, device = %s.device,
+                grace_secs = self.settings.session_grace_ms / 1000,
+                "disconnected; the session waits out its grace period"
+            );
             self.attach(sid, None);
             let end = now + self.settings.session_grace_ms;
             self.detached.insert(sid, end);
@@ -1309,6 +1348,11 @@ impl RelayCore {
 mod tests {
     use super::*;
 
+    const PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        0,
+    ));
+
     #[test]
     fn the_audit_log_holds_back_a_flood_and_counts_it() {
         let mut audit = Audit::default();
@@ -1342,7 +1386,13 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let config = crate::config::RelayConfig::default();
             let mut core = RelayCore::new(Settings::from(&config), [], ChatSnapshot::default(), 7);
-            core.handle(0, Input::Connected { conn: 1 });
+            core.handle(
+                0,
+                Input::Connected {
+                    conn: 1,
+                    peer: PEER,
+                },
+            );
             let long = "u".repeat(100_000);
             let login = ClientMsg::Login {
                 app: crate::ids::DEV_APP_ID,
@@ -1366,7 +1416,7 @@ mod tests {
     }
 
     fn log_in(core: &mut RelayCore, now: Millis, conn: ConnId, user: &str) {
-        core.handle(now, Input::Connected { conn });
+        core.handle(now, Input::Connected { conn, peer: PEER });
         let ticket = usersig::Ticket {
             app: crate::ids::DEV_APP_ID,
             user: UserId::parse(user).unwrap(),

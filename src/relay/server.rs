@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use crate::config::{RateLimits, RelayConfig};
 use crate::error::{Error, ErrorCode};
 use crate::protocol::{self, ClientMsg, MAX_TRANSPORT_MESSAGE_BYTES, ServerMsg};
-use crate::relay::core::{CloseReason, ConnId, Input, Output, RelayCore, Settings, StoreOp};
+use crate::relay::core::{Audit, CloseReason, ConnId, Input, Output, RelayCore, Settings, StoreOp};
 use crate::relay::gate::{Gate, Unauthenticated};
 use crate::relay::media::{MediaPort, MediaRouter, Outgoing, PortWaker};
 use crate::relay::store::Store;
@@ -147,7 +147,11 @@ struct Backlog {
 }
 
 enum CoreEvent {
-    Connected { conn: ConnId, queue: ConnQueue },
+    Connected {
+        conn: ConnId,
+        peer: SocketAddr,
+        queue: ConnQueue,
+    },
     Input(Input),
 }
 
@@ -470,6 +474,8 @@ async fn accept_loop(
 ) {
     let mut next_conn: ConnId = 1;
     let mut conns = tokio::task::JoinSet::new();
+    // Refusals at the caps, for the operator; a flood of them is a few lines.
+    let mut audit = Audit::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -492,6 +498,11 @@ async fn accept_loop(
                     })?;
                     Ok((permit, waiting))
                 });
+                if let Err(why) = &admitted
+                    && let Some(skipped) = audit.admit(unix_millis())
+                {
+                    tracing::warn!(target: "termphone::audit", conn, %peer, skipped, "connection refused: {why}");
+                }
                 let refusal = match &admitted {
                     Ok(_) => None,
                     Err(why) => match doors.refusing.clone().try_acquire_owned() {
@@ -508,7 +519,7 @@ async fn accept_loop(
                     match (admitted, refusal) {
                         (Ok((_permit, waiting)), _) => {
                             let port = media.register(conn);
-                            let io = ConnIo { conn, events, media: &media, port, limits };
+                            let io = ConnIo { conn, peer, events, media: &media, port, limits };
                             serve_conn(io, ws, Some(waiting)).await;
                             media.unregister(conn);
                         }
@@ -609,6 +620,7 @@ enum Turn {
 /// What a connection task talks to.
 struct ConnIo<'a> {
     conn: ConnId,
+    peer: SocketAddr,
     events: mpsc::Sender<CoreEvent>,
     media: &'a MediaRouter,
     port: MediaPort,
@@ -622,6 +634,7 @@ async fn serve_conn(
 ) {
     let ConnIo {
         conn,
+        peer,
         events,
         media,
         mut port,
@@ -643,7 +656,7 @@ async fn serve_conn(
     let mut frames = limits.rates.frames.bucket(0);
     let mut media_frames = limits.rates.media_frames.bucket(0);
     if events
-        .send(CoreEvent::Connected { conn, queue })
+        .send(CoreEvent::Connected { conn, peer, queue })
         .await
         .is_err()
     {
@@ -888,9 +901,9 @@ async fn run_core(
         let mut answered = None;
         tokio::select! {
             event = events.recv() => match event {
-                Some(CoreEvent::Connected { conn, queue }) => {
+                Some(CoreEvent::Connected { conn, peer, queue }) => {
                     conns.insert(conn, queue);
-                    core.handle(unix_millis(), Input::Connected { conn });
+                    core.handle(unix_millis(), Input::Connected { conn, peer });
                 }
                 Some(CoreEvent::Input(input)) => {
                     match input {

@@ -9,6 +9,7 @@
 //! local store kept, or restart the relay from its store.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -27,6 +28,9 @@ use termphone::relay::core::{
 };
 use termphone::relay::store::Store;
 use termphone::usersig::{self, DEV_SECRET, Ticket};
+
+/// Where the relay is told a mesh connection comes from: it has no socket.
+pub const PEER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
 
 pub const T0: u64 = 1_800_000_000_000;
 
@@ -469,7 +473,8 @@ impl Mesh {
                     let conn = self.next_conn;
                     self.next_conn += 1;
                     self.nodes[i].conn = Some(conn);
-                    self.relay.handle(self.now, core::Input::Connected { conn });
+                    self.relay
+                        .handle(self.now, core::Input::Connected { conn, peer: PEER });
                     self.nodes[i]
                         .engine
                         .handle(self.now, engine::Input::Connected);

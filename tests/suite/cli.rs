@@ -10,7 +10,7 @@ use termphone::ids::{DEV_APP_ID, UserId};
 use termphone::usersig::{self, DEV_SECRET};
 
 use crate::common::headless::{Headless, refused_with_status_2, termphone};
-use crate::common::net::{Device, WAIT, relay_at, test_config};
+use crate::common::net::{Device, RawPeer, WAIT, relay_at, test_config};
 
 #[tokio::test]
 async fn headless_speaks_json_lines() {
@@ -298,6 +298,74 @@ async fn relay_runs_in_the_foreground_and_stops_on_sigterm() {
     // The device noticed and is trying to get back.
     alice.expect("CONNECTION_CHANGED").await;
     assert!(db.exists());
+}
+
+/// An operator reads in the relay's log who came and went and from where,
+/// and what was turned away at the caps.
+#[tokio::test]
+async fn the_relay_log_says_who_came_from_where_and_who_was_turned_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        "[relay]\nmax_unauthenticated = 1\nmax_unauthenticated_per_address = 1\n",
+    )
+    .unwrap();
+    let log = dir.path().join("relay.log");
+    let mut child = termphone(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["relay", "--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("relay.db"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = line.strip_prefix("listening on ").expect(&line).to_owned();
+
+    let alice = Device::online(&url, "alice", "d1").await;
+    let mut bob = Device::online(&url, "bob", "b1").await;
+    bob.send(termphone::client::engine::Command::Logout);
+    bob.expect("LOGIN_STATUS_CHANGED").await;
+    // One socket that does not log in takes the only place; the next is
+    // turned away.
+    let _idle = RawPeer::connect(&url).await;
+    let mut turned_away = RawPeer::connect(&url).await;
+    turned_away.closed().await;
+    drop(alice);
+
+    let line_with = |text: &str, with: &[&str]| {
+        let log = std::fs::read_to_string(&log).unwrap();
+        log.lines()
+            .any(|l| l.contains(text) && with.iter().all(|w| l.contains(w)))
+    };
+    let expected: [(&str, &[&str]); 4] = [
+        ("logged in", &["peer=127.0.0.1:", "user=alice", "device=d1"]),
+        ("logged out", &["user=bob", "device=b1"]),
+        (
+            "connection refused",
+            &["peer=127.0.0.1:", "max_unauthenticated"],
+        ),
+        ("disconnected", &["peer=127.0.0.1:", "user=alice"]),
+    ];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for (text, with) in expected {
+        while !line_with(text, with) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {text:?} line with {with:?} in:\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    child.kill().await.unwrap();
 }
 
 /// `--media-loss-burst` reaches the relay's impairment: a burst too short

@@ -9,7 +9,7 @@ use termphone::ids::{DEV_APP_ID, UserId};
 use termphone::protocol::{ClientMsg, MAX_RING_SECS, MAX_RINGING_CALLS};
 use termphone::relay::core;
 
-use crate::common::mesh::Mesh;
+use crate::common::mesh::{Mesh, PEER};
 
 fn user(u: &str) -> UserId {
     UserId::parse(u).unwrap()
@@ -72,7 +72,13 @@ fn a_connection_that_logs_in_in_a_loop_is_slowed_down() {
         conn: 99,
         msg: ClientMsg::Logout,
     };
-    m.relay.handle(m.now, Input::Connected { conn: 99 });
+    m.relay.handle(
+        m.now,
+        Input::Connected {
+            conn: 99,
+            peer: PEER,
+        },
+    );
     let answers = |m: &mut Mesh| {
         std::iter::from_fn(|| m.relay.poll_output())
             .filter_map(|o| match o {

@@ -6,7 +6,7 @@ use termphone::config::{AppConfig, RelayConfig};
 use termphone::ids::{DEV_APP_ID, UserId};
 use termphone::protocol::KickReason;
 
-use crate::common::mesh::Mesh;
+use crate::common::mesh::{Mesh, PEER};
 
 #[test]
 fn login_reports_logining_then_logined_then_ready() {
@@ -190,7 +190,13 @@ fn a_silent_connection_is_dropped_after_the_heartbeat_timeout() {
     use termphone::relay::core::{CloseReason, Input, Output};
     let mut m = Mesh::dev();
     let user_sig = m.ticket(DEV_APP_ID, &UserId::parse("alice").unwrap(), 3600);
-    m.relay.handle(m.now, Input::Connected { conn: 99 });
+    m.relay.handle(
+        m.now,
+        Input::Connected {
+            conn: 99,
+            peer: PEER,
+        },
+    );
     let login = ClientMsg::Login {
         app: DEV_APP_ID,
         user: "alice".into(),
@@ -224,7 +230,13 @@ fn a_connection_that_never_logs_in_is_closed_at_the_login_deadline() {
     use termphone::protocol::ServerMsg;
     use termphone::relay::core::{CloseReason, Input, Output};
     let mut m = Mesh::dev();
-    m.relay.handle(m.now, Input::Connected { conn: 99 });
+    m.relay.handle(
+        m.now,
+        Input::Connected {
+            conn: 99,
+            peer: PEER,
+        },
+    );
     m.advance(4_999);
     assert!(m.relay.poll_output().is_none());
     m.relay.handle_timeout(m.now + 1);
@@ -256,7 +268,13 @@ fn a_connection_that_logged_out_is_closed_at_the_login_deadline() {
     let user = UserId::parse("alice").unwrap();
     let user_sig = m.ticket(DEV_APP_ID, &user, 3_600);
     let frame = |msg| Input::Frame { conn: 99, msg };
-    m.relay.handle(m.now, Input::Connected { conn: 99 });
+    m.relay.handle(
+        m.now,
+        Input::Connected {
+            conn: 99,
+            peer: PEER,
+        },
+    );
     m.relay.handle(
         m.now,
         frame(ClientMsg::Login {
