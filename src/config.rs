@@ -508,6 +508,16 @@ impl Config {
                     app.id
                 ));
             }
+            // Left out, the secret is the public one: fine for the app
+            // everybody's tickets are for, a surprise for an app of one's own.
+            if app.id != DEV_APP_ID && app.secret == DEV_SECRET {
+                return Err(format!(
+                    "relay.apps: app {} has no secret of its own (the public development secret is \
+                     only for app {DEV_APP_ID}); add secret = \"...\", at least {MIN_SECRET_BYTES} \
+                     bytes, under its [[relay.apps]]",
+                    app.id
+                ));
+            }
             if !(1..=7).contains(&app.compensation_window_days) {
                 return Err(format!(
                     "relay.apps: the compensation window of app {} must be 1 to 7 days",
@@ -778,6 +788,12 @@ mod tests {
         assert!(
             error_of("[[relay.apps]]\nid = 5\nsecret = \"short\"\n").contains("shorter than 16")
         );
+        let e = error_of("[[relay.apps]]\nid = 5\n");
+        assert!(
+            e.contains("app 5 has no secret of its own") && e.contains("add secret"),
+            "{e}"
+        );
+        assert!(Config::parse("[[relay.apps]]\nid = 1400000000\n", "t").is_ok());
         assert!(
             error_of("[[relay.apps]]\nid = 5\nsecret = \"0123456789abcdef\"\nplatform_limits = { web = 0 }\n")
                 .contains("at least 1")
