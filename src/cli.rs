@@ -193,8 +193,14 @@ pub struct AdminSendArgs {
     /// SHA-256 of the certificate the wss:// relay must present (default: client.relay_fingerprint).
     #[arg(long, value_name = "SHA256", value_parser = parse_fingerprint)]
     pub relay_fingerprint: Option<Fingerprint>,
-    /// Admin token (default: relay.admin_token of the config).
-    #[arg(long, value_name = "TOKEN")]
+    /// Admin token (default: relay.admin_token of the config). From the
+    /// environment, it stays out of `ps`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "TERMPHONE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// SDKAppID (default: client.app of the config).
     #[arg(long, value_name = "SDKAPPID", value_parser = clap::value_parser!(AppId).range(1..))]
@@ -238,8 +244,14 @@ pub struct DeviceArgs {
     /// Platform label for the relay's per-platform limits (terminal, android, ios, web, ...).
     #[arg(long, value_name = "NAME")]
     pub platform: Option<Platform>,
-    /// Login ticket (default: minted from the configured secret).
-    #[arg(long, value_name = "TICKET")]
+    /// Login ticket (default: minted from the configured secret). From the
+    /// environment, it stays out of `ps`.
+    #[arg(
+        long,
+        value_name = "TICKET",
+        env = "TERMPHONE_USERSIG",
+        hide_env_values = true
+    )]
     pub usersig: Option<String>,
     /// Ring on this device even when it is not the user's latest login
     /// (same as enableMultiDeviceAbility after login).
@@ -340,7 +352,13 @@ pub struct UsersigArgs {
     #[arg(long, value_name = "SDKAPPID", value_parser = clap::value_parser!(AppId).range(1..))]
     pub app: Option<AppId>,
     /// Secret of the app (default: client.secret of the config, the development secret).
-    #[arg(long, value_name = "KEY", value_parser = parse_secret)]
+    #[arg(
+        long,
+        value_name = "KEY",
+        value_parser = parse_secret,
+        env = "TERMPHONE_SECRET",
+        hide_env_values = true
+    )]
     pub secret: Option<String>,
     /// Lifetime in seconds (default: client.usersig_lifetime_secs, 7 days; 0 mints an already expired ticket).
     #[arg(long, value_name = "SECONDS")]

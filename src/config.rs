@@ -277,10 +277,11 @@ impl RelayConfig {
     /// A certificate is given only for TLS: checked once `--tls` has had
     /// its say, as the relay starts.
     pub fn check_tls_on(&self) -> Result<(), String> {
-        if self.tls_cert.is_some() && !self.tls {
-            return Err(
-                "relay.tls_cert is set but TLS is off: set relay.tls = true (or pass --tls)".into(),
-            );
+        if let Some(cert) = self.tls_cert.as_ref().filter(|_| !self.tls) {
+            return Err(format!(
+                "relay.tls_cert is set ({}) but TLS is off: set relay.tls = true (or pass --tls)",
+                cert.display()
+            ));
         }
         Ok(())
     }

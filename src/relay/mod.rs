@@ -53,6 +53,9 @@ pub async fn run(
     db: &Path,
     exit_when_idle: Option<Duration>,
 ) -> Result<(), RelayError> {
+    // Refused before anything is made: no certificate or database is left
+    // behind by a relay that never ran.
+    server::check_exposure(config, config.tls)?;
     let dir = data_dir(db);
     // The relay's data directory holds its database and, with TLS, its key:
     // nobody else's to read.

@@ -228,21 +228,29 @@ pub async fn start(config: &RelayConfig, store: Store) -> Result<RelayHandle, Re
     start_with(config, store, tls).await
 }
 
+/// Whether the relay may listen where it is told to: off loopback, only
+/// with secrets of its own, and with TLS unless told it is insecure.
+pub fn check_exposure(config: &RelayConfig, tls: bool) -> Result<(), RelayError> {
+    if config.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if let Some(app) = config.apps.iter().find(|a| a.secret == DEV_SECRET) {
+        return Err(RelayError::DevSecretExposed(config.listen, app.id));
+    }
+    if !tls && !config.insecure_plaintext {
+        return Err(RelayError::PlaintextExposed(config.listen));
+    }
+    Ok(())
+}
+
 /// [`start`] with the TLS settings already loaded (`None`: plaintext).
 pub async fn start_with(
     config: &RelayConfig,
     store: Store,
     tls: Option<ServerTls>,
 ) -> Result<RelayHandle, RelayError> {
-    if !config.listen.ip().is_loopback()
-        && let Some(app) = config.apps.iter().find(|a| a.secret == DEV_SECRET)
-    {
-        return Err(RelayError::DevSecretExposed(config.listen, app.id));
-    }
+    check_exposure(config, tls.is_some())?;
     if !config.listen.ip().is_loopback() && tls.is_none() {
-        if !config.insecure_plaintext {
-            return Err(RelayError::PlaintextExposed(config.listen));
-        }
         tracing::warn!(
             listen = %config.listen,
             "--insecure-plaintext: listening off loopback without TLS; tickets, messages and voice \

@@ -519,6 +519,14 @@ where
             HandshakeError::Closed(e) => unreachable(&closed_unanswered(&e, &address)),
             HandshakeError::Answered(e) => unreachable(&e),
         })?;
+    if let Some(Seen::FirstUse(fp)) = seen {
+        // As ssh says it adds a host: the one moment to compare the
+        // fingerprint with the relay's, by a channel of one's own.
+        tracing::warn!(
+            "trusted {address}'s certificate on first use, SHA-256 {fp}; \
+             remembered in known_relays (compare it with termphone relay --print-fingerprint)"
+        );
+    }
     if let Some(Seen::FirstUse(fp) | Seen::Pinned(fp)) = seen
         && let Err(e) = trust.known.remember(&address, fp)
     {

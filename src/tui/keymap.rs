@@ -394,8 +394,8 @@ impl Keymap {
                 })?;
             if action == Action::Dial {
                 return Err(format!(
-                    "{name} = {text:?}: the keypad's keys are its digits (0-9 * # A-D) and \
-                     cannot be rebound; bind keypad to open it with another key"
+                    "{name} = {text:?}: dial is the keypad's own keys, its digits (0-9 * # A-D), \
+                     which cannot be rebound; to open the keypad with another key, bind keypad"
                 ));
             }
             let key = Key::parse(text).map_err(|e| format!("{name} = {text:?}: {e}"))?;
@@ -599,6 +599,12 @@ mod tests {
             Keymap::with_overrides(&bad)
                 .unwrap_err()
                 .contains("there is no action \"dance\"")
+        );
+        let dial = BTreeMap::from([("dial".to_string(), "x".to_string())]);
+        assert!(
+            Keymap::with_overrides(&dial)
+                .unwrap_err()
+                .contains("dial is the keypad's own keys")
         );
         let bad = BTreeMap::from([("call".to_string(), "hyper-x".to_string())]);
         assert!(

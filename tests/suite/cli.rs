@@ -401,12 +401,18 @@ async fn relay_refuses_a_bandwidth_cap_beyond_a_gigabit() {
 async fn relay_refuses_a_public_address_with_the_development_secret() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = termphone(dir.path());
-    cmd.args(["relay", "--listen", "0.0.0.0:0"]);
+    cmd.args(["relay", "--tls", "--listen", "0.0.0.0:0"]);
     let stderr = refused_with_status_2(cmd).await;
     assert!(
         stderr.contains("development secret") && stderr.contains("loopback"),
         "{stderr}"
     );
+    // Refused before anything was made: no certificate, no database.
+    let data = dir.path().join("data/termphone");
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[tokio::test]
@@ -441,6 +447,31 @@ async fn usersig_mints_a_ticket_the_relay_accepts() {
         .unwrap();
     let token = String::from_utf8(out.stdout).unwrap();
     assert!(usersig::verify("sixteen-bytes-or-more", token.trim(), 9, &alice, now).is_ok());
+
+    // From the environment, where `ps` does not show it; not in --help.
+    let from_env = || {
+        let mut cmd = termphone(dir.path());
+        cmd.env("TERMPHONE_SECRET", "a-secret-kept-in-the-environment");
+        cmd
+    };
+    let out = from_env()
+        .args(["usersig", "--user", "alice", "--app", "9"])
+        .output()
+        .await
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap();
+    let secret = "a-secret-kept-in-the-environment";
+    assert!(usersig::verify(secret, token.trim(), 9, &alice, now).is_ok());
+    let out = from_env()
+        .args(["usersig", "--help"])
+        .output()
+        .await
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.contains("TERMPHONE_SECRET") && !help.contains(secret),
+        "{help}"
+    );
 }
 
 #[tokio::test]

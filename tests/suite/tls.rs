@@ -869,14 +869,19 @@ async fn a_self_signed_certificate_marked_as_a_ca_is_trusted_on_first_use() {
     let relay = relay_at(&config, &dir.path().join("relay.db")).await;
     let url = format!("wss://{}", relay.local_addr());
     let fingerprint = Fingerprint::of(cert.der());
-    for _ in ["first use", "known"] {
-        let mut d = Headless::spawn(dir.path(), &["--relay", &url, "--user", "x"]);
+    for time in ["first use", "known"] {
+        // Its log (stderr) says when it trusts a certificate, as ssh does.
+        let env = vec![("TERMPHONE_LOG", "warn".into())];
+        let mut d = Headless::spawn_with(dir.path(), &["--relay", &url, "--user", "x"], env);
         d.expect("SDK_READY").await;
         d.send(json!({"cmd": "quit"})).await;
         d.exits_cleanly().await;
         let known =
             std::fs::read_to_string(dir.path().join("data/termphone/known_relays")).unwrap();
         assert!(known.contains(&fingerprint.to_string()), "{known}");
+        let log = std::fs::read_to_string(dir.path().join("x.log")).unwrap();
+        let said = log.contains("on first use") && log.contains(&fingerprint.to_string());
+        assert_eq!(said, time == "first use", "{time}: {log}");
     }
 }
 
