@@ -694,7 +694,9 @@ pub async fn serve(
                 if let Event::LoginStatusChanged { status, .. } = event {
                     device_state.status = status;
                 }
-                device_state.keep(&event).await;
+                if let Some(failed) = device_state.keep(&event).await {
+                    out.event(&failed).await?;
+                }
                 out.event(&event).await?;
                 if wait.as_ref().is_some_and(|w| out.arrivals.take(&w.event)) {
                     wait = None;
@@ -748,7 +750,9 @@ pub async fn serve(
             {
                 continue;
             }
-            device_state.keep(&event).await;
+            if let Some(failed) = device_state.keep(&event).await {
+                out.event(&failed).await?;
+            }
             out.event(&event).await?;
         }
         Ok::<_, std::io::Error>(())
@@ -816,12 +820,24 @@ impl DeviceState {
     /// before it is said, so that a device killed (`kill -9`) right after
     /// printing it finds it in its store, and its sync position past it,
     /// when it starts again: its own messages never come back to it as new.
-    async fn keep(&self, event: &Event) {
-        if let Some(recorder) = &self.recorder
-            && recorder.observe(event)
-        {
-            recorder.store().flush().await;
-        }
+    /// What cannot be kept (a full disk) is said first, as an `ERROR`: the
+    /// event is said all the same, and comes again at the next start.
+    async fn keep(&self, event: &Event) -> Option<Event> {
+        let e = self.recorder.as_ref()?.keep(event).await.err()?;
+        let what = match event {
+            Event::MessageReceived { msg_id, .. } | Event::MessageSent { msg_id, .. } => {
+                format!("message {msg_id}")
+            }
+            other => other.name().to_owned(),
+        };
+        Some(error_event(
+            ErrorCode::LocalStoreFailed,
+            format!(
+                "cannot keep {what} in the local store ({e}); it is said anyway, and said \
+                 again (\"offline\": true) when this device next starts with room for it"
+            ),
+            None,
+        ))
     }
 
     fn store(&self, cmd: &str) -> Result<&StoreHandle, Event> {

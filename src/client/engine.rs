@@ -712,6 +712,9 @@ impl ClientEngine {
                     // The catch-up read failed on the relay: ask again soon.
                     self.chat_sync_failed(now);
                 }
+                if request.as_deref() == Some("history") {
+                    self.history_refused();
+                }
                 if let Some(id) = &client_msg_id {
                     self.chat_refused(id);
                 }

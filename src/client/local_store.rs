@@ -56,6 +56,10 @@ pub struct LocalStore {
     me: UserId,
     /// Made by `in_memory`: served on the thread all such stores share.
     in_memory: bool,
+    /// The first timeline position an event could not be kept at (a full
+    /// disk): the sync position stays below it, so that the device, started
+    /// again, is sent it again rather than never.
+    unkept: Option<u64>,
 }
 
 /// Where a store's rows are.
@@ -91,6 +95,7 @@ impl LocalStore {
             rows: Rows::Db(conn),
             me: me.clone(),
             in_memory: false,
+            unkept: None,
         })
     }
 
@@ -102,6 +107,7 @@ impl LocalStore {
             rows: Rows::NotYet { high_water: 0 },
             me: me.clone(),
             in_memory: true,
+            unkept: None,
         }
     }
 
@@ -143,6 +149,7 @@ impl LocalStore {
     /// The relay's word after a sync (lower only when its database is not
     /// the one this device synced with before).
     fn set_high_water(&mut self, seq: u64) -> rusqlite::Result<()> {
+        let seq = self.below_unkept(seq);
         match &mut self.rows {
             Rows::Db(conn) => set_high_water(conn, seq),
             Rows::NotYet { high_water } => {
@@ -153,6 +160,7 @@ impl LocalStore {
     }
 
     fn advance(&mut self, seq: u64) -> rusqlite::Result<()> {
+        let seq = self.below_unkept(seq);
         self.db_for_rows()?.execute(
             "INSERT INTO sync (id, high_water) VALUES (1, ?1)
              ON CONFLICT (id) DO UPDATE SET high_water = MAX(high_water, excluded.high_water)",
@@ -167,7 +175,24 @@ impl LocalStore {
     }
 
     /// Keeps what a chat event says; other events are ignored.
+    /// Keeps what a chat event says; what could not be kept holds the sync
+    /// position back from then on.
     pub fn apply(&mut self, event: &Event) -> rusqlite::Result<()> {
+        let kept = self.write(event);
+        if kept.is_err()
+            && let Some(seq) = timeline_position(event)
+        {
+            self.unkept = Some(self.unkept.map_or(seq, |u| u.min(seq)));
+        }
+        kept
+    }
+
+    /// `seq`, or the last position before what could not be kept.
+    fn below_unkept(&self, seq: u64) -> u64 {
+        self.unkept.map_or(seq, |u| seq.min(u.saturating_sub(1)))
+    }
+
+    fn write(&mut self, event: &Event) -> rusqlite::Result<()> {
         match event {
             Event::MessageSent {
                 msg_id,
@@ -630,6 +655,11 @@ impl StoreHandle {
         });
     }
 
+    /// [`StoreHandle::apply`], waiting for it to be written: whether it was.
+    pub async fn keep(&self, event: Event) -> rusqlite::Result<()> {
+        self.ask(move |store| store.apply(&event)).await
+    }
+
     /// Waits until every write asked for so far is done: a front end calls
     /// it before the process exits.
     pub async fn flush(&self) {
@@ -724,30 +754,58 @@ impl Recorder {
         }
     }
 
-    /// Keeps what `event` says; whether it was a chat event.
-    pub fn observe(&self, event: &Event) -> bool {
+    /// Keeps what `event` says, in the background.
+    pub fn observe(&self, event: &Event) {
         if let Some(record) = event.call_record() {
             self.store.record(record.clone());
         }
-        let chat = matches!(
-            event,
-            Event::MessageSent { .. }
-                | Event::MessageReceived { .. }
-                | Event::MessageRecalled { .. }
-                | Event::ConversationRead { .. }
-                | Event::C2cReadReceipt { .. }
-                | Event::Synced { .. }
-                | Event::Messages { .. }
-        );
-        if chat {
+        if is_chat(event) {
             self.store.apply(event.clone());
         }
-        chat
+    }
+
+    /// Keeps what `event` says, a chat event written before this returns:
+    /// whether it could be.
+    pub async fn keep(&self, event: &Event) -> rusqlite::Result<()> {
+        if let Some(record) = event.call_record() {
+            self.store.record(record.clone());
+        }
+        match is_chat(event) {
+            true => self.store.keep(event.clone()).await,
+            false => Ok(()),
+        }
     }
 
     pub fn store(&self) -> &StoreHandle {
         &self.store
     }
+}
+
+/// Where on the user's timeline a chat event is.
+fn timeline_position(event: &Event) -> Option<u64> {
+    match event {
+        Event::MessageSent { seq, .. } => *seq,
+        Event::MessageReceived { seq, .. }
+        | Event::MessageRecalled { seq, .. }
+        | Event::ConversationRead { seq, .. }
+        | Event::C2cReadReceipt { seq, .. }
+        | Event::Synced { seq } => Some(*seq),
+        _ => None,
+    }
+}
+
+/// The events the chat tables hold.
+fn is_chat(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::MessageSent { .. }
+            | Event::MessageReceived { .. }
+            | Event::MessageRecalled { .. }
+            | Event::ConversationRead { .. }
+            | Event::C2cReadReceipt { .. }
+            | Event::Synced { .. }
+            | Event::Messages { .. }
+    )
 }
 
 #[cfg(test)]
@@ -764,6 +822,43 @@ mod tests {
             offline: false,
             seq,
         }
+    }
+
+    /// A message that could not be kept (a full disk) is never synced past:
+    /// the device started again is sent it again, whatever was kept after.
+    #[test]
+    fn the_sync_position_stays_below_what_could_not_be_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LocalStore::open(dir.path(), &"alice".parse().unwrap()).unwrap();
+        store
+            .apply(&received("m1", "bob", "alice", "hi", 10, 1))
+            .unwrap();
+        let full = |store: &LocalStore, pages: &str| {
+            (store.db().unwrap())
+                .pragma_update(None, "max_page_count", pages)
+                .unwrap();
+        };
+        let pages: i64 = (store.db().unwrap())
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        full(&store, &pages.to_string());
+        let big = "x".repeat(64 * 1024);
+        assert!(
+            store
+                .apply(&received("m2", "bob", "alice", &big, 20, 2))
+                .is_err()
+        );
+        full(&store, "1073741823");
+        store
+            .apply(&received("m3", "bob", "alice", "on", 30, 3))
+            .unwrap();
+        store.apply(&Event::Synced { seq: 3 }).unwrap();
+        assert_eq!(store.high_water().unwrap(), 1);
+        let bob: UserId = "bob".parse().unwrap();
+        let kept: Vec<String> = (store.messages(&bob, 10, None).unwrap().into_iter())
+            .map(|m| m.msg_id)
+            .collect();
+        assert_eq!(kept, ["m1", "m3"]);
     }
 
     #[test]

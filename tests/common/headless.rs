@@ -107,13 +107,44 @@ impl Headless {
                     .into()
             }
         };
+        cmd.envs(env).stderr(stderr);
+        Self::start(cmd, args)
+    }
+
+    /// [`Headless::spawn`] on a disk as good as full: no file it writes may
+    /// grow past `max_file_bytes` (the write fails, as on a full disk).
+    pub fn spawn_with_files_up_to(
+        home: &std::path::Path,
+        args: &[&str],
+        max_file_bytes: u64,
+    ) -> Headless {
+        let mut cmd = termphone(home);
+        cmd.stderr(Stdio::null());
+        // SAFETY: setrlimit and signal are async-signal-safe, and touch only
+        // the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: max_file_bytes,
+                    rlim_max: max_file_bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The write fails with EFBIG instead of killing the process.
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        Self::start(cmd, args)
+    }
+
+    fn start(mut cmd: Command, args: &[&str]) -> Headless {
         let mut child = cmd
-            .envs(env)
             .arg("headless")
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdin = child.stdin.take();

@@ -696,5 +696,22 @@ async fn a_history_of_long_messages_comes_in_pages_a_client_accepts() {
     assert_eq!(pages, ["5", "4", "3", "2", "1", "0"]);
     bob.send(&ClientMsg::Heartbeat).await;
     while bob.recv().await != ServerMsg::HeartbeatAck {}
+
+    // A device asking for more than a page gets them all in one answer (the
+    // engine follows the pages), and no more than it asked for.
+    let mut device = Device::online(&relay.url(), "bob", "b2").await;
+    let alice_id = UserId::parse("alice").unwrap();
+    for (count, expected) in [(10, "012345"), (4, "2345")] {
+        device.send(Command::Chat(ChatCommand::GetMessages {
+            peer: alice_id.clone(),
+            before: None,
+            count,
+        }));
+        let Event::Messages { messages, .. } = device.expect("MESSAGES").await else {
+            unreachable!()
+        };
+        let firsts: String = messages.iter().map(|m| &m.text[..1]).collect();
+        assert_eq!(firsts, expected, "count {count}");
+    }
     relay.shutdown().await;
 }

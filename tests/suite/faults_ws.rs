@@ -1,6 +1,7 @@
 //! Faults on real sockets (issue 10): a link cut and refused through a TCP
 //! proxy, a half-open link, the relay killed with SIGKILL in the middle of a
-//! stream, a device process killed in a call, a relay whose disk is full.
+//! stream, a device process killed in a call, a relay or a device whose disk
+//! is full.
 //! Every device here is a `termphone headless` process unless it needs a
 //! setting of the engine's.
 
@@ -267,6 +268,88 @@ async fn a_half_open_link_is_noticed_by_the_heartbeat_and_nothing_is_lost() {
         }
     }
     assert_eq!(texts, numbered(5));
+    relay.shutdown().await;
+}
+
+/// A device whose disk is full says which messages it could not keep, shows
+/// them all the same, and is sent them again when it starts with room: none
+/// lost, and a script can tell (msgID) what it saw twice.
+#[tokio::test]
+async fn a_device_on_a_full_disk_says_what_it_could_not_keep_and_gets_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let url = relay.url();
+    let bob_args = ["--relay", &url, "--user", "bob", "--device", "b1"];
+    let mut bob = Headless::spawn_with_files_up_to(dir.path(), &bob_args, 192 * 1024);
+    bob.expect("SYNCED").await;
+    let mut alice = Headless::spawn(
+        dir.path(),
+        &["--relay", &url, "--user", "alice", "--device", "a1"],
+    );
+    alice.expect("SYNCED").await;
+    let count = 8;
+    for k in 0..count {
+        let text = format!("{k}{}", "y".repeat(40_000));
+        alice
+            .send(json!({"cmd": "sendMessage", "userID": "bob", "text": text}))
+            .await;
+        alice.expect("MESSAGE_SENT").await;
+    }
+    // Each message is said; one that was not kept is said after an ERROR
+    // naming it.
+    let (mut said, mut unkept) = (Vec::new(), Vec::new());
+    let mut failure = None;
+    while said.len() < count {
+        let e = bob.next().await.expect("bob goes on");
+        match e["event"].as_str().unwrap() {
+            "ERROR" => {
+                assert_eq!(e["code"], 6300, "{e}");
+                failure = Some(e["message"].as_str().unwrap().to_owned());
+            }
+            "MESSAGE_RECEIVED" => {
+                let id = e["msgID"].as_str().unwrap().to_owned();
+                if let Some(message) = failure.take() {
+                    assert!(message.contains(&format!("message {id}")), "{message}");
+                    unkept.push(id.clone());
+                }
+                said.push(id);
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        !unkept.is_empty(),
+        "{count} messages of 40 KB fit in 192 KiB"
+    );
+    bob.send(json!({"cmd": "quit"})).await;
+    bob.exits_cleanly().await;
+
+    // With room again, every message not kept comes again, as offline.
+    let mut bob = Headless::spawn(dir.path(), &bob_args);
+    let mut again = Vec::new();
+    loop {
+        let e = bob.next().await.expect("bob starts");
+        match e["event"].as_str().unwrap() {
+            "MESSAGE_RECEIVED" => {
+                assert_eq!(e["offline"], true, "{e}");
+                again.push(e["msgID"].as_str().unwrap().to_owned());
+            }
+            "SYNCED" => break,
+            _ => {}
+        }
+    }
+    for id in &unkept {
+        assert!(again.contains(id), "{id} not sent again: {again:?}");
+    }
+    let history = {
+        bob.send(json!({"cmd": "getMessages", "userID": "alice", "count": 20}))
+            .await;
+        bob.expect("MESSAGES").await
+    };
+    let kept: Vec<&str> = (history["messages"].as_array().unwrap().iter())
+        .map(|m| m["msgID"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, said, "bob keeps every message, in order");
     relay.shutdown().await;
 }
 

@@ -10,7 +10,7 @@
 //! mark is never applied: it means something was lost on the way, and a
 //! sync fetches it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use strum::IntoStaticStr;
 
@@ -63,6 +63,17 @@ pub(super) struct ChatState {
     /// where its MESSAGE_SENT goes out in timeline order (sync on).
     acked: HashSet<String>,
     next_client_id: u64,
+    /// `getMessages` asked of the relay, in the order asked (the relay
+    /// answers in that order): each gathers the relay's pages until it has
+    /// its count or the conversation's start.
+    pages: VecDeque<PageWanted>,
+}
+
+/// A `getMessages` the relay is answering.
+struct PageWanted {
+    count: u32,
+    /// Oldest first, as the relay's pages came (newest page first).
+    got: Vec<StoredMessage>,
 }
 
 /// Messages on their way at once, per device. Like TCP's window: a long
@@ -222,11 +233,17 @@ impl ClientEngine {
                 peer,
                 before,
                 count,
-            } => self.send(ClientMsg::History {
-                peer: peer.to_string(),
-                before,
-                count,
-            }),
+            } => {
+                self.send(ClientMsg::History {
+                    peer: peer.to_string(),
+                    before,
+                    count,
+                });
+                self.chat.pages.push_back(PageWanted {
+                    count,
+                    got: Vec::new(),
+                });
+            }
         }
         Ok(())
     }
@@ -252,6 +269,21 @@ impl ClientEngine {
     pub(super) fn chat_offline(&mut self) {
         self.chat.syncing = false;
         self.chat.retry_sync_at = None;
+        // Their answers went with the link: said, not waited for forever.
+        for _ in std::mem::take(&mut self.chat.pages) {
+            self.event(Event::error(
+                Error::new(
+                    ErrorCode::RelayUnreachable,
+                    "the link to the relay was lost before the messages came; ask again",
+                ),
+                Some("getMessages"),
+            ));
+        }
+    }
+
+    /// The relay refused a `getMessages`: it is answered.
+    pub(super) fn history_refused(&mut self) {
+        self.chat.pages.pop_front();
     }
 
     pub(super) fn chat_sync_failed(&mut self, now: Millis) {
@@ -354,13 +386,36 @@ impl ClientEngine {
                 }
             }
             ServerMsg::Typing { from } => self.event(Event::Typing { user_id: from }),
-            ServerMsg::History { peer, messages, .. } => self.event(Event::Messages {
-                user_id: peer,
-                messages: messages
+            ServerMsg::History {
+                peer,
+                messages,
+                more,
+            } => {
+                let page = messages
                     .into_iter()
-                    .map(|m| StoredMessage::new(m.msg_id, m.from, m.to, m.text, m.server_time))
-                    .collect(),
-            }),
+                    .map(|m| StoredMessage::new(m.msg_id, m.from, m.to, m.text, m.server_time));
+                let Some(mut wanted) = self.chat.pages.pop_front() else {
+                    return;
+                };
+                wanted.got.splice(0..0, page);
+                let oldest = wanted.got.first().map(|m| m.timestamp);
+                let short = wanted.count as usize - wanted.got.len().min(wanted.count as usize);
+                // A page the relay cut at its frame size: the rest follows,
+                // from before the oldest (pages end between milliseconds).
+                if more && short > 0 {
+                    self.send(ClientMsg::History {
+                        peer: peer.to_string(),
+                        before: oldest,
+                        count: short as u32,
+                    });
+                    self.chat.pages.push_front(wanted);
+                    return;
+                }
+                self.event(Event::Messages {
+                    user_id: peer,
+                    messages: wanted.got,
+                });
+            }
             _ => unreachable!("only chat messages are routed here"),
         }
     }
