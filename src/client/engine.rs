@@ -542,6 +542,18 @@ impl ClientEngine {
                     self.event(Event::error(e, Some(name)));
                 }
             }
+            // Hanging up needs no relay: the call ends here, the relay hears
+            // of it when it can.
+            Command::Call(CallCommand::Hangup { call_id })
+                if self.status == LoginStatus::Logined && self.link != Link::Ready =>
+            {
+                let Some(me) = self.user().cloned() else {
+                    return;
+                };
+                if let Err(e) = self.hang_up_unreachable(now, &me, call_id) {
+                    self.event(Event::error(e, Some(name)));
+                }
+            }
             Command::Call(cmd) => {
                 let Some(me) = self.online(name) else {
                     return;

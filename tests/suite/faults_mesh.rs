@@ -241,7 +241,7 @@ fn media_stats_answer_while_the_relay_is_out_of_reach() {
     m.command(bob, Command::Call(CallCommand::GetMediaStats));
     assert!(m.take(bob).is_empty(), "no error");
     assert_eq!(m.nodes[bob].media, [MediaCommand::Stats]);
-    m.command(bob, hangup());
+    m.command(bob, Command::Call(CallCommand::Hold { call_id: None }));
     match &m.take(bob)[..] {
         [Event::Error { code: 6200, .. }] => {}
         other => panic!("{other:?}"),
@@ -262,6 +262,41 @@ fn a_call_that_ended_while_the_link_was_half_open_ends_on_return() {
         seen.iter().any(|e| matches!(e, Event::CallingEnd { .. })),
         "{seen:?}"
     );
+}
+
+/// A hang-up needs no relay: the call ends on this device at once, the
+/// relay hears of it when the link is back, and the call is not taken up
+/// again on return.
+#[test]
+fn a_call_hung_up_while_the_relay_is_out_of_reach_ends_at_once_and_there_on_return() {
+    let (mut m, alice, bob) = in_a_call();
+    m.advance(5_000);
+    m.take(alice);
+    m.take(bob);
+    m.cut(alice);
+    m.block(alice, 20_000);
+    m.advance(3_000);
+    m.take(alice);
+    m.command(alice, hangup());
+    let seen = m.take(alice);
+    let ended: Vec<u64> = (seen.iter())
+        .filter_map(|e| match e {
+            Event::CallingEnd { total_time, .. } => Some(*total_time),
+            _ => None,
+        })
+        .collect();
+    // The call's length is what it was when she hung up.
+    assert_eq!(ended, [8], "{seen:?}");
+    assert!(!names(&seen).contains(&"ERROR"), "{seen:?}");
+    // bob is still in it, as far as the relay knows, until she is back.
+    assert!(!names(&m.take(bob)).contains(&"CALLING_END"));
+    m.advance(30_000);
+    assert!(names(&m.take(bob)).contains(&"CALLING_END"));
+    let back = m.take(alice);
+    assert!(names(&back).contains(&"CONNECTION_CHANGED"), "{back:?}");
+    for name in ["ON_CALL_BEGIN", "CALLING_END", "ERROR"] {
+        assert!(!names(&back).contains(&name), "{name} on return: {back:?}");
+    }
 }
 
 #[test]

@@ -114,6 +114,10 @@ pub(super) struct CallState {
     /// the relay drops a connection it replaces, so each goes again after
     /// the next resume or login if its call still calls for it.
     asked: Vec<Asked>,
+    /// Calls hung up here while the relay was out of reach: ended on this
+    /// device, and hung up on the relay once its `call_state` says this
+    /// device is still in them.
+    hung_up_unreachable: Vec<String>,
     /// A login or resume is done and its `call_state` not yet here: what
     /// the relay held for this device while it was away comes first, and
     /// a call this device does not know yet is the call state's to tell.
@@ -314,22 +318,7 @@ impl ClientEngine {
                 self.event(canceled(&view, &me, CancelReason::Ignored, None));
             }
             CallCommand::Hangup { call_id } => {
-                let id = match call_id {
-                    Some(id) if self.knows_call(&id) => id,
-                    Some(id) => return Err(not_in_call(&id)),
-                    None => match &self.calls.current {
-                        Some(current) => current.id.clone(),
-                        None if !self.calls.ringing.is_empty() => {
-                            return Err(Error::new(
-                                ErrorCode::NoSuchCall,
-                                "this device is in no call; a call ringing here is \
-                                 answered with accept, turned down with reject, or left \
-                                 to ring on the other devices with ignore",
-                            ));
-                        }
-                        None => return Err(no_call()),
-                    },
-                };
+                let id = self.hangup_id(call_id)?;
                 self.ask(Asked::Hangup { call_id: id });
             }
             CallCommand::InviteUser { users } => {
@@ -588,6 +577,43 @@ impl ClientEngine {
             self.out
                 .push_back(Output::Media(MediaCommand::Listen(listens)));
         }
+    }
+
+    /// The call a `hangup` is for: the one named, else the current one.
+    fn hangup_id(&self, call_id: Option<String>) -> Result<String, Error> {
+        match call_id {
+            Some(id) if self.knows_call(&id) => Ok(id),
+            Some(id) => Err(not_in_call(&id)),
+            None => match &self.calls.current {
+                Some(current) => Ok(current.id.clone()),
+                None if !self.calls.ringing.is_empty() => Err(Error::new(
+                    ErrorCode::NoSuchCall,
+                    "this device is in no call; a call ringing here is \
+                     answered with accept, turned down with reject, or left \
+                     to ring on the other devices with ignore",
+                )),
+                None => Err(no_call()),
+            },
+        }
+    }
+
+    /// `hangup` while the relay is out of reach: the call ends here at once
+    /// (its voice stopped with the link, and the relay may be gone for
+    /// good), and the relay hears the hang-up when the link is back, if it
+    /// still has this device in the call.
+    pub(super) fn hang_up_unreachable(
+        &mut self,
+        now: Millis,
+        me: &UserId,
+        call_id: Option<String>,
+    ) -> Result<(), Error> {
+        let id = self.hangup_id(call_id)?;
+        let view = self.leave_call(&id).ok_or_else(|| not_in_call(&id))?;
+        self.end_locally(now, me, view, CancelReason::CallerCanceled, false);
+        self.calls.asked.retain(|a| a.call_id() != id);
+        self.calls.hung_up_unreachable.push(id);
+        self.sync_media(me);
+        Ok(())
     }
 
     /// Sends an answer or a hang-up, and keeps it until its effect is seen.
@@ -849,6 +875,7 @@ impl ClientEngine {
     /// The device signs out, or its session is gone (`unheard`): whatever
     /// rang or ran here ends, visibly.
     pub(super) fn drop_calls(&mut self, now: Millis, me: &UserId, unheard: bool) {
+        self.calls.hung_up_unreachable.clear();
         for view in std::mem::take(&mut self.calls.ringing).into_values() {
             self.event(canceled(&view, me, CancelReason::SignedOut, None));
         }
@@ -958,10 +985,21 @@ impl ClientEngine {
         for view in mine.extract_if(.., |v| !joined.contains(&v.id)) {
             self.end_locally(now, me, view, CancelReason::CallEnded, true);
         }
+        // A call hung up here while the relay was out of reach is not taken
+        // up again: it is hung up there too.
+        let hung_up = std::mem::take(&mut self.calls.hung_up_unreachable);
+        let taken_up = |c: &CurrentCall| !hung_up.contains(&c.call.call_id);
+        let (current, parked) = match (current.filter(taken_up), parked.filter(taken_up)) {
+            (None, parked) => (parked, None),
+            both => both,
+        };
         self.calls.current = current.map(|c| self.take_up(now, me, &mut mine, c));
         self.calls.parked = parked.map(|c| self.take_up(now, me, &mut mine, c));
         for asked in again {
             self.ask(asked);
+        }
+        for call_id in hung_up.into_iter().filter(|id| joined.contains(id)) {
+            self.ask(Asked::Hangup { call_id });
         }
     }
 
