@@ -7,6 +7,7 @@
 //! with the device, and its database opens only with its first row.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 
 use crate::client::engine::{ChatCommand, Command};
@@ -15,6 +16,7 @@ use crate::client::records::{
     CallOutcome, CallRecord, CallRole, Conversation, DeviceView, StoredMessage,
 };
 use crate::ids::{DeviceId, Platform, UserId};
+use crate::protocol::KickReason;
 use rusqlite::{Connection, OptionalExtension, params};
 
 const MIGRATIONS: &[&str] = &[
@@ -745,17 +747,36 @@ pub struct Page {
 /// the device's local store.
 pub struct Recorder {
     store: StoreHandle,
+    /// Another process logged in as this device (`same_device`): the store
+    /// is its now, and the calls this one ends as it signs out go on there.
+    handed_over: AtomicBool,
 }
 
 impl Recorder {
     pub fn new(store: LocalStore) -> Recorder {
         Recorder {
             store: StoreHandle::spawn(store),
+            handed_over: AtomicBool::new(false),
         }
+    }
+
+    /// Whether what `event` says is this process's to keep.
+    fn ours(&self, event: &Event) -> bool {
+        if let Event::KickedOut {
+            reason: KickReason::SameDevice,
+            ..
+        } = event
+        {
+            self.handed_over.store(true, Ordering::Relaxed);
+        }
+        !self.handed_over.load(Ordering::Relaxed)
     }
 
     /// Keeps what `event` says, in the background.
     pub fn observe(&self, event: &Event) {
+        if !self.ours(event) {
+            return;
+        }
         if let Some(record) = event.call_record() {
             self.store.record(record.clone());
         }
@@ -767,6 +788,9 @@ impl Recorder {
     /// Keeps what `event` says, a chat event written before this returns:
     /// whether it could be.
     pub async fn keep(&self, event: &Event) -> rusqlite::Result<()> {
+        if !self.ours(event) {
+            return Ok(());
+        }
         if let Some(record) = event.call_record() {
             self.store.record(record.clone());
         }
@@ -1104,6 +1128,61 @@ mod tests {
                 &serde_json::json!("desktop")
             )
         );
+    }
+
+    /// Kicked out by another process logging in as this device, a device
+    /// keeps nothing more: the store, and the calls it ends as it signs
+    /// out, are the other process's now. Any other kick changes nothing.
+    #[tokio::test]
+    async fn a_device_taken_over_keeps_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice: UserId = "alice".parse().unwrap();
+        let recorder = Recorder::new(LocalStore::open(dir.path(), &alice).unwrap());
+        let kicked = |reason| Event::KickedOut {
+            reason,
+            message: String::new(),
+        };
+        let ended = |id: &str| Event::CallingEnd {
+            call_id: id.into(),
+            room_id: 7,
+            user_id: alice.clone(),
+            total_time: 7,
+            call_media_type: 1,
+            call_role: CallRole::Caller,
+            record: Box::new(CallRecord {
+                call_id: id.into(),
+                room_id: 7,
+                call_role: CallRole::Caller,
+                peers: vec!["bob".parse().unwrap()],
+                started_at: 1_000,
+                outcome: CallOutcome::Answered,
+                missed: false,
+                total_time: 7,
+                elsewhere: None,
+            }),
+            unheard: false,
+        };
+        for event in [
+            received("m1", "bob", "alice", "hi", 10, 1),
+            kicked(KickReason::DeviceLimit),
+            ended("c1"),
+            received("m2", "bob", "alice", "there", 20, 2),
+            kicked(KickReason::SameDevice),
+            ended("c2"),
+            received("m3", "bob", "alice", "gone", 30, 3),
+        ] {
+            recorder.keep(&event).await.unwrap();
+        }
+        let store = recorder.store();
+        let bob: UserId = "bob".parse().unwrap();
+        let texts: Vec<String> = (store.messages(bob, 10, None).await.unwrap().into_iter())
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(texts, ["hi", "there"]);
+        let calls: Vec<String> = (store.recent(10).await.unwrap().into_iter())
+            .map(|c| c.call_id)
+            .collect();
+        assert_eq!(calls, ["c1"]);
     }
 
     #[test]
