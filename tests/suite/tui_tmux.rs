@@ -130,6 +130,12 @@ impl Drop for Tmux {
 
 /// The TUI of `flags` (after `--relay URL`), with its profile and config
 /// in `home`, as a command line for tmux.
+/// A test with calls on ALSA's null device, whose clockless threads spin,
+/// takes its turn with the tests that judge real time: it would starve them.
+async fn calls_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    crate::common::REAL_TIME.lock().await
+}
+
 fn tui(home: &std::path::Path, url: &str, flags: &str) -> String {
     format!(
         "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} {flags}",
@@ -259,6 +265,7 @@ async fn a_kicked_out_tui_says_why_and_logs_in_again_with_l() {
 
 #[tokio::test]
 async fn two_alice_terminals_ring_one_answers_and_chat_reaches_everyone() {
+    let _turn = calls_turn().await;
     let dir = tempfile::tempdir().unwrap();
     let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
     let url = relay.url();
@@ -307,6 +314,7 @@ async fn two_alice_terminals_ring_one_answers_and_chat_reaches_everyone() {
 
 #[tokio::test]
 async fn the_demo_rings_at_once_and_answers_with_a_key() {
+    let _turn = calls_turn().await;
     let dir = tempfile::tempdir().unwrap();
     // A sound card for the ringtone and the call: ALSA's null device.
     std::fs::write(dir.path().join(".asoundrc"), "pcm.!default { type null }\n").unwrap();
@@ -343,6 +351,7 @@ async fn the_demo_rings_at_once_and_answers_with_a_key() {
 
 #[tokio::test]
 async fn the_demo_contacts_answer_chat_and_call_back() {
+    let _turn = calls_turn().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".asoundrc"), "pcm.!default { type null }\n").unwrap();
     let tmux = Tmux::new("demochat");
@@ -391,6 +400,7 @@ async fn the_demo_contacts_answer_chat_and_call_back() {
 
 #[tokio::test]
 async fn a_tui_closed_in_a_call_ends_it_at_once_and_keeps_it_in_its_history() {
+    let _turn = calls_turn().await;
     let dir = tempfile::tempdir().unwrap();
     let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
     let url = relay.url();
@@ -655,6 +665,7 @@ async fn a_message_refused_by_a_full_disk_is_sent_again_with_r() {
 
 #[tokio::test]
 async fn a_waiting_call_the_keypad_and_a_swap_from_the_keyboard() {
+    let _turn = calls_turn().await;
     let dir = tempfile::tempdir().unwrap();
     let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
     let url = relay.url();
