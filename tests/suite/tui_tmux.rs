@@ -128,14 +128,14 @@ impl Drop for Tmux {
     }
 }
 
-/// The TUI of `flags` (after `--relay URL`), with its profile and config
-/// in `home`, as a command line for tmux.
 /// A test with calls on ALSA's null device, whose clockless threads spin,
 /// takes its turn with the tests that judge real time: it would starve them.
 async fn calls_turn() -> tokio::sync::MutexGuard<'static, ()> {
     crate::common::REAL_TIME.lock().await
 }
 
+/// The TUI of `flags` (after `--relay URL`), with its profile and config
+/// in `home`, as a command line for tmux.
 fn tui(home: &std::path::Path, url: &str, flags: &str) -> String {
     format!(
         "env XDG_DATA_HOME={} XDG_CONFIG_HOME={} {} --relay {url} {flags}",
