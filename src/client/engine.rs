@@ -727,6 +727,11 @@ impl ClientEngine {
                 if request.as_deref() == Some("history") {
                     self.history_refused();
                 }
+                if error.code == ErrorCode::NoSuchCall.code()
+                    && request.as_deref().is_some_and(|r| self.crossed_the_end(r))
+                {
+                    return;
+                }
                 if let Some(id) = &client_msg_id {
                     self.chat_refused(id);
                 }

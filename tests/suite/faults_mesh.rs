@@ -299,6 +299,40 @@ fn a_call_hung_up_while_the_relay_is_out_of_reach_ends_at_once_and_there_on_retu
     }
 }
 
+/// An answer or a hang-up that crosses the call's end on the way is dropped
+/// quietly: the call's own event says it ended, and no ERROR follows.
+#[test]
+fn answers_and_hang_ups_that_cross_the_end_are_dropped_quietly() {
+    let mut m = Mesh::dev();
+    m.latency_ms = 10;
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, call("bob"));
+    m.advance(30);
+    m.take(bob);
+    // alice cancels as bob answers: the cancel reaches the relay first.
+    m.command(alice, hangup());
+    m.advance(1);
+    m.command(bob, accept());
+    m.advance(100);
+    assert_eq!(names(&m.take(bob)), ["ON_CALL_CANCELED"]);
+
+    // Both hang up at once.
+    let (mut m, alice, bob) = in_a_call();
+    m.latency_ms = 10;
+    m.advance(1_000);
+    m.take(alice);
+    m.take(bob);
+    m.command(alice, hangup());
+    m.command(bob, hangup());
+    m.advance(100);
+    for device in [alice, bob] {
+        let seen = m.take(device);
+        assert!(names(&seen).contains(&"CALLING_END"), "{seen:?}");
+        assert!(!names(&seen).contains(&"ERROR"), "{seen:?}");
+    }
+}
+
 #[test]
 fn an_answer_whose_begin_was_lost_begins_on_return() {
     let mut m = Mesh::dev();

@@ -616,6 +616,22 @@ impl ClientEngine {
         Ok(())
     }
 
+    /// Whether the relay's "no such call" for the `accept`, `reject` or
+    /// `hangup` it names crossed that call's end on the way: nothing of the
+    /// kind is still waiting for its effect, so the call's own event
+    /// (`ON_CALL_CANCELED`, `CALLING_END`) has told its end already, and the
+    /// late answer is dropped quietly, as the relay drops one for a call
+    /// still going (docs/calls.md).
+    pub(super) fn crossed_the_end(&self, request: &str) -> bool {
+        let kind = |a: &Asked| match a {
+            Asked::Accept { .. } => "accept",
+            Asked::Reject { .. } => "reject",
+            Asked::Hangup { .. } => "hangup",
+        };
+        matches!(request, "accept" | "reject" | "hangup")
+            && !self.calls.asked.iter().any(|a| kind(a) == request)
+    }
+
     /// Sends an answer or a hang-up, and keeps it until its effect is seen.
     fn ask(&mut self, asked: Asked) {
         self.send(asked.message());
