@@ -211,34 +211,38 @@ mod tests {
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
 
-    /// An 80x24 terminal still shows every step of a ten-step flow.
-    #[test]
-    fn a_small_terminal_keeps_every_step_in_view() {
-        let mut stats = Stats::new("ten steps", 10.0);
-        let steps = (1..=10)
+    /// Steps 1 to `n` of `device`, each passed in 1 ms.
+    fn passed_steps(n: usize, device: &str) -> Vec<StepOutcome> {
+        (1..=n)
             .map(|step| StepOutcome {
                 step,
-                device: "bob".into(),
+                device: device.into(),
                 passed: true,
                 what: format!("step number {step}"),
                 ms: 1,
                 at_ms: 0,
                 elapsed: Duration::from_millis(1),
             })
-            .collect();
-        let outcome = Outcome {
+            .collect()
+    }
+
+    fn outcome(steps: Vec<StepOutcome>, media: Vec<MediaFigures>) -> Outcome {
+        Outcome {
             name: "f".into(),
             file: "f.toml".into(),
-            passed: true,
+            passed: steps.iter().all(|s| s.passed),
             steps,
             failure: None,
             duration: Duration::ZERO,
             timeline: None,
-            media: Vec::new(),
-        };
-        stats.add(0, &outcome, &Names::default());
-        let snapshot = Snapshot {
-            stats: &stats,
+            media,
+        }
+    }
+
+    /// One iteration started, none in flight, a second in.
+    fn one_started(stats: &Stats) -> Snapshot<'_> {
+        Snapshot {
+            stats,
             elapsed: Duration::from_secs(1),
             started: 1,
             in_flight: 0,
@@ -246,12 +250,25 @@ mod tests {
             cpu_percent: None,
             rss_mib: None,
             stopping: false,
-        };
-        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
-        terminal.draw(|f| draw(f, &snapshot)).unwrap();
-        let screen: String = (terminal.backend().buffer().content.chunks(80))
+        }
+    }
+
+    /// The dashboard as a `width` x `height` terminal shows it.
+    fn screen(snapshot: &Snapshot, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal.draw(|f| draw(f, snapshot)).unwrap();
+        (terminal.backend().buffer().content.chunks(width as usize))
             .map(|row| row.iter().map(|c| c.symbol()).collect::<String>() + "\n")
-            .collect();
+            .collect()
+    }
+
+    /// An 80x24 terminal still shows every step of a ten-step flow.
+    #[test]
+    fn a_small_terminal_keeps_every_step_in_view() {
+        let mut stats = Stats::new("ten steps", 10.0);
+        let outcome = outcome(passed_steps(10, "bob"), Vec::new());
+        stats.add(0, &outcome, &Names::default());
+        let screen = screen(&one_started(&stats), 80, 24);
         assert!(screen.contains("step number 10"), "{screen}");
         assert!(screen.contains("q: stop and report"), "{screen}");
     }
@@ -261,48 +278,18 @@ mod tests {
     #[test]
     fn calls_with_voice_show_how_they_sounded() {
         let mut stats = Stats::new("two way audio", 5.0);
-        let steps = (1..=10)
-            .map(|step| StepOutcome {
-                step,
-                device: "alice".into(),
-                passed: true,
-                what: format!("step number {step}"),
-                ms: 1,
-                at_ms: 0,
-                elapsed: Duration::from_millis(1),
-            })
-            .collect();
         let heard = |mos, first| MediaFigures {
             mos,
             loss_percent: 0.0,
             time_to_first_audio_ms: first,
         };
-        let outcome = Outcome {
-            name: "f".into(),
-            file: "f.toml".into(),
-            passed: true,
-            steps,
-            failure: None,
-            duration: Duration::ZERO,
-            timeline: None,
-            media: vec![heard(4.28, Some(60)), heard(1.0, None)],
-        };
-        stats.add(0, &outcome, &Names::default());
-        let snapshot = Snapshot {
-            stats: &stats,
-            elapsed: Duration::from_secs(1),
-            started: 1,
-            in_flight: 0,
-            devices: 0,
-            cpu_percent: None,
-            rss_mib: None,
-            stopping: false,
-        };
-        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
-        terminal.draw(|f| draw(f, &snapshot)).unwrap();
-        let screen: String = (terminal.backend().buffer().content.chunks(80))
-            .map(|row| row.iter().map(|c| c.symbol()).collect::<String>() + "\n")
-            .collect();
+        let media = vec![heard(4.28, Some(60)), heard(1.0, None)];
+        stats.add(
+            0,
+            &outcome(passed_steps(10, "alice"), media),
+            &Names::default(),
+        );
+        let screen = screen(&one_started(&stats), 80, 24);
         for expected in [
             "media: 2 streams (1 silent): MOS p50 1.00, min 1.00",
             "loss p50 0.0%, p99 0.0%, max 0.0%; first audio p50 60 ms, p99 60 ms",
@@ -318,44 +305,29 @@ mod tests {
         let mut stats = Stats::new("every device rings", 20.0);
         for n in 0..20u64 {
             let failed = n == 7;
-            let outcome = Outcome {
-                name: "f".into(),
-                file: "f.toml".into(),
+            let step = StepOutcome {
+                step: 1,
+                device: "bob".into(),
                 passed: !failed,
-                steps: vec![StepOutcome {
-                    step: 1,
-                    device: "bob".into(),
-                    passed: !failed,
-                    what: match failed {
-                        true => "expected ON_CALL_BEGIN within 5000 ms; arrived: nothing".into(),
-                        false => "got ON_CALL_BEGIN".into(),
-                    },
-                    ms: n,
-                    at_ms: 0,
-                    elapsed: Duration::from_millis(n + 1),
-                }],
-                failure: None,
-                duration: Duration::ZERO,
-                timeline: None,
-                media: Vec::new(),
+                what: match failed {
+                    true => "expected ON_CALL_BEGIN within 5000 ms; arrived: nothing".into(),
+                    false => "got ON_CALL_BEGIN".into(),
+                },
+                ms: n,
+                at_ms: 0,
+                elapsed: Duration::from_millis(n + 1),
             };
-            stats.add(n, &outcome, &Names::default());
+            stats.add(n, &outcome(vec![step], Vec::new()), &Names::default());
         }
         let snapshot = Snapshot {
-            stats: &stats,
-            elapsed: Duration::from_secs(1),
             started: 22,
             in_flight: 2,
             devices: 6,
             cpu_percent: Some(41.0),
             rss_mib: Some(37.0),
-            stopping: false,
+            ..one_started(&stats)
         };
-        let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
-        terminal.draw(|f| draw(f, &snapshot)).unwrap();
-        let screen: String = (terminal.backend().buffer().content.chunks(100))
-            .map(|row| row.iter().map(|c| c.symbol()).collect::<String>() + "\n")
-            .collect();
+        let screen = screen(&snapshot, 100, 30);
         for expected in [
             "rate 22.0/s of 20/s",
             "2 in flight",

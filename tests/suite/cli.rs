@@ -263,15 +263,17 @@ async fn headless_with_the_relay_down_reports_it_and_stays_up() {
     h.exits_cleanly().await;
 }
 
-#[tokio::test]
-async fn relay_runs_in_the_foreground_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("relay.db");
-    let mut child = termphone(dir.path())
-        .args(["relay", "--listen", "127.0.0.1:0", "--db"])
-        .arg(&db)
+/// `cmd` (the binary and its global flags) running `termphone relay` on a
+/// free loopback port with `relay_args`; the process and the URL it says it
+/// listens on.
+async fn relay_on_a_free_port(
+    mut cmd: tokio::process::Command,
+    relay_args: &[&std::ffi::OsStr],
+) -> (tokio::process::Child, String) {
+    let mut child = cmd
+        .args(["relay", "--listen", "127.0.0.1:0"])
+        .args(relay_args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -281,6 +283,16 @@ async fn relay_runs_in_the_foreground_and_stops_on_sigterm() {
         .unwrap()
         .unwrap();
     let url = line.strip_prefix("listening on ").expect(&line).to_owned();
+    (child, url)
+}
+
+#[tokio::test]
+async fn relay_runs_in_the_foreground_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    let mut relay = termphone(dir.path());
+    relay.stderr(Stdio::null());
+    let (mut child, url) = relay_on_a_free_port(relay, &["--db".as_ref(), db.as_ref()]).await;
     let mut alice = Device::online(&url, "alice", "d1").await;
     let pid = child.id().unwrap().to_string();
     assert!(
@@ -312,22 +324,13 @@ async fn the_relay_log_says_who_came_from_where_and_who_was_turned_away() {
     )
     .unwrap();
     let log = dir.path().join("relay.log");
-    let mut child = termphone(dir.path())
+    let mut relay = termphone(dir.path());
+    relay
         .arg("--config")
         .arg(&config)
-        .args(["relay", "--listen", "127.0.0.1:0", "--db"])
-        .arg(dir.path().join("relay.db"))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(WAIT, stdout.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let url = line.strip_prefix("listening on ").expect(&line).to_owned();
+        .stderr(std::fs::File::create(&log).unwrap());
+    let db = dir.path().join("relay.db");
+    let (mut child, url) = relay_on_a_free_port(relay, &["--db".as_ref(), db.as_ref()]).await;
 
     let alice = Device::online(&url, "alice", "d1").await;
     let mut bob = Device::online(&url, "bob", "b1").await;

@@ -85,6 +85,17 @@ fn in_a_call() -> (Mesh, usize, usize) {
     (m, alice, bob)
 }
 
+/// alice (a1) calls bob (b1), each on a link of 10 ms, and bob's device rings.
+fn ringing_over_10_ms_links() -> (Mesh, usize, usize) {
+    let mut m = Mesh::dev();
+    m.latency_ms = 10;
+    let alice = m.online("alice", "a1");
+    let bob = m.online("bob", "b1");
+    m.command(alice, call("bob"));
+    m.advance(30);
+    (m, alice, bob)
+}
+
 fn names(events: &[Event]) -> Vec<&'static str> {
     events.iter().map(Event::name).collect()
 }
@@ -303,12 +314,7 @@ fn a_call_hung_up_while_the_relay_is_out_of_reach_ends_at_once_and_there_on_retu
 /// quietly: the call's own event says it ended, and no ERROR follows.
 #[test]
 fn answers_and_hang_ups_that_cross_the_end_are_dropped_quietly() {
-    let mut m = Mesh::dev();
-    m.latency_ms = 10;
-    let alice = m.online("alice", "a1");
-    let bob = m.online("bob", "b1");
-    m.command(alice, call("bob"));
-    m.advance(30);
+    let (mut m, alice, bob) = ringing_over_10_ms_links();
     m.take(bob);
     // alice cancels as bob answers: the cancel reaches the relay first.
     m.command(alice, hangup());
@@ -335,12 +341,7 @@ fn answers_and_hang_ups_that_cross_the_end_are_dropped_quietly() {
 
 #[test]
 fn an_answer_whose_begin_was_lost_begins_on_return() {
-    let mut m = Mesh::dev();
-    m.latency_ms = 10;
-    let alice = m.online("alice", "a1");
-    let bob = m.online("bob", "b1");
-    m.command(alice, call("bob"));
-    m.advance(30);
+    let (mut m, alice, bob) = ringing_over_10_ms_links();
     m.command(bob, accept());
     // The accept reaches the relay; its answer dies on the way back.
     m.advance(10);

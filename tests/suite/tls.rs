@@ -848,16 +848,15 @@ async fn a_connection_closed_before_any_answer_is_not_called_a_wrong_server() {
     );
 }
 
-/// A certificate made the usual openssl way (`req -x509`, marked CA:TRUE)
-/// is trusted on first use and known from then on, as the relay's own is.
-#[tokio::test]
-async fn a_self_signed_certificate_marked_as_a_ca_is_trusted_on_first_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+/// A TLS relay presenting a self-signed certificate made of `params`, its
+/// files and database in `dir`; and the certificate's fingerprint.
+async fn relay_presenting(
+    params: rcgen::CertificateParams,
+    dir: &Path,
+) -> (RelayHandle, Fingerprint) {
     let pair = rcgen::KeyPair::generate().unwrap();
     let cert = params.self_signed(&pair).unwrap();
-    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_file, cert.pem()).unwrap();
     std::fs::write(&key_file, pair.serialize_pem()).unwrap();
     let config = RelayConfig {
@@ -866,9 +865,19 @@ async fn a_self_signed_certificate_marked_as_a_ca_is_trusted_on_first_use() {
         tls_key: Some(key_file),
         ..test_config()
     };
-    let relay = relay_at(&config, &dir.path().join("relay.db")).await;
+    let relay = relay_at(&config, &dir.join("relay.db")).await;
+    (relay, Fingerprint::of(cert.der()))
+}
+
+/// A certificate made the usual openssl way (`req -x509`, marked CA:TRUE)
+/// is trusted on first use and known from then on, as the relay's own is.
+#[tokio::test]
+async fn a_self_signed_certificate_marked_as_a_ca_is_trusted_on_first_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let (relay, fingerprint) = relay_presenting(params, dir.path()).await;
     let url = format!("wss://{}", relay.local_addr());
-    let fingerprint = Fingerprint::of(cert.der());
     for time in ["first use", "known"] {
         // Its log (stderr) says when it trusts a certificate, as ssh does.
         let env = vec![("TERMPHONE_LOG", "warn".into())];
@@ -894,18 +903,7 @@ async fn an_expired_certificate_is_not_called_a_relay_without_tls() {
     let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    let pair = rcgen::KeyPair::generate().unwrap();
-    let cert = params.self_signed(&pair).unwrap();
-    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, pair.serialize_pem()).unwrap();
-    let config = RelayConfig {
-        tls: true,
-        tls_cert: Some(cert_file),
-        tls_key: Some(key_file),
-        ..test_config()
-    };
-    let relay = relay_at(&config, &dir.path().join("relay.db")).await;
+    let (relay, _) = relay_presenting(params, dir.path()).await;
     let url = format!("wss://{}", relay.local_addr());
     let mut d = Headless::spawn(dir.path(), &["--relay", &url, "--user", "x"]);
     let e = d.expect("ERROR").await;
