@@ -412,6 +412,9 @@ impl ClientEngine {
         self.heard_by = None;
         self.closing_until = None;
         self.chat_offline();
+        if self.media_room().is_some() {
+            self.out.push_back(Output::Media(MediaCommand::Link(false)));
+        }
         if self.credentials.is_some() {
             self.event(Event::ConnectionChanged {
                 state: LinkState::Reconnecting,
@@ -808,6 +811,9 @@ impl ClientEngine {
     fn session_ready(&mut self) {
         if self.link != Link::Ready {
             self.link = Link::Ready;
+            if self.media_room().is_some() {
+                self.out.push_back(Output::Media(MediaCommand::Link(true)));
+            }
             self.event(Event::ConnectionChanged {
                 state: LinkState::Connected,
             });

@@ -428,7 +428,7 @@ impl From<MediaReport> for Event {
             },
             MediaReport::Stats { room, stats } => Event::MediaStats {
                 room_id: room,
-                stats: Box::new(stats),
+                stats,
             },
             MediaReport::Failed(error, cmd) => Event::error(error, cmd),
             MediaReport::Devices(devices) => Event::DevicedUpdated { devices },

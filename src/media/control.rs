@@ -89,6 +89,10 @@ pub enum MediaCommand {
     Mute(bool),
     /// Report the call's figures so far (`MEDIA_STATS`).
     Stats,
+    /// The link to the relay went down (`false`) or is back (`true`): the
+    /// others' voice cannot come meanwhile, and the call's figures count
+    /// that time as lost.
+    Link(bool),
     /// This device only listens (an audience member): it sends nothing,
     /// not even silence, until it speaks again.
     Listen(bool),

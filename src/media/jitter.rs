@@ -38,7 +38,7 @@ pub const MAX_DEPTH: usize = 10;
 const PAUSE_AFTER: u32 = 5;
 
 /// The longest gap across a pause counted as frames lost (a second).
-const PAUSE_GAP_LOST_UP_TO: u64 = 50;
+pub const PAUSE_GAP_LOST_UP_TO: u64 = 50;
 
 /// Playout ticks the buffer must sit above its target before it sheds
 /// (asks the player to, or drops a stall's backlog itself).

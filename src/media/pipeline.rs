@@ -242,6 +242,50 @@ struct Live {
     first_audio: Option<Duration>,
     /// Mic ticks that sent nothing: this device only listened.
     listened: u64,
+    /// The time the link to the relay was down in this call.
+    outage: Outage,
+}
+
+/// How long the call ran with the link to the relay down.
+#[derive(Default)]
+struct Outage {
+    /// Outages over: their time, and the frames they cost.
+    past: Duration,
+    past_frames: u64,
+    /// Since when the one under way, if any.
+    since: Option<Instant>,
+}
+
+impl Outage {
+    fn link(&mut self, up: bool, now: Instant) {
+        match (up, self.since) {
+            (false, None) => self.since = Some(now),
+            (true, Some(since)) => {
+                self.past += now - since;
+                self.past_frames += Self::frames_of(now - since);
+                self.since = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn total(&self, now: Instant) -> Duration {
+        self.past + self.since.map_or(Duration::ZERO, |since| now - since)
+    }
+
+    /// The others' frames the outages cost that the jitter buffer did not
+    /// count already.
+    fn frames_lost(&self, now: Instant) -> u64 {
+        self.past_frames + self.since.map_or(0, |since| Self::frames_of(now - since))
+    }
+
+    /// One outage's frames past the first second: across a pause in a
+    /// stream, which an outage is, the jitter buffer counts up to a second
+    /// of the gap as lost itself.
+    fn frames_of(outage: Duration) -> u64 {
+        let frames = outage.as_millis() as u64 / FRAME_MS;
+        frames.saturating_sub(crate::media::jitter::PAUSE_GAP_LOST_UP_TO)
+    }
 }
 
 /// When one side of the call ticks next. With a sound card on that side,
@@ -357,7 +401,7 @@ impl Pipeline {
                         let stats = self.stats(l);
                         (self.reporter)(MediaReport::Stats {
                             room: l.media.room(),
-                            stats,
+                            stats: Box::new(stats),
                         });
                     }
                 }
@@ -456,6 +500,7 @@ impl Pipeline {
             send_drops: 0,
             first_audio: None,
             listened: 0,
+            outage: Outage::default(),
         })
     }
 
@@ -471,7 +516,7 @@ impl Pipeline {
         }
         (self.reporter)(MediaReport::Stats {
             room: live.media.room(),
-            stats,
+            stats: Box::new(stats),
         });
     }
 
@@ -484,8 +529,11 @@ impl Pipeline {
         let latency = |c: Option<&Arc<Counters>>| c.and_then(|c| c.latency_ms());
         let (capture_latency_ms, playback_latency_ms) = (latency(capture), latency(playback));
         let (_, target_depth, jitter_ms) = live.media.jitter_depth();
+        // The others' voice that could not come while the link was down.
+        let now = Instant::now();
+        let outage_lost = live.outage.frames_lost(now);
         // Lost on the way: missing at playout, or filled from a copy (RED).
-        let expected = jitter.received + jitter.lost + jitter.red_recovered;
+        let expected = jitter.received + jitter.lost + jitter.red_recovered + outage_lost;
         // Mouth to ear: half the round trip, a frame to fill, the jitter
         // buffer's depth, and what each sound card holds.
         let one_way_delay_ms = self.rtt_ms.unwrap_or(0) as f64 / 2.0
@@ -494,7 +542,9 @@ impl Pipeline {
         let mos = mos::estimate(&MosInputs {
             expected,
             // Concealed: lost and not rebuilt, and the ticks the buffer ran dry.
-            concealed: jitter.lost - jitter.fec_recovered.min(jitter.lost) + jitter.underruns,
+            concealed: jitter.lost - jitter.fec_recovered.min(jitter.lost)
+                + jitter.underruns
+                + outage_lost,
             fec_recovered: jitter.fec_recovered,
             one_way_delay_ms,
         });
@@ -505,7 +555,7 @@ impl Pipeline {
         let loss_percent = match expected {
             0 => 0.0,
             _ => {
-                let lost = (jitter.lost + jitter.red_recovered) as f64;
+                let lost = (jitter.lost + jitter.red_recovered + outage_lost) as f64;
                 (10_000.0 * lost / expected as f64).round() / 100.0
             }
         };
@@ -541,6 +591,7 @@ impl Pipeline {
             auto_gain: voice.auto_gain,
             echo_return_loss_enhancement_db: echo.map(|m| (m.erle_db * 10.0).round() / 10.0),
             echo_delay_ms: echo.map(|m| m.delay_ms),
+            outage_ms: live.outage.total(now).as_millis() as u64,
         }
     }
 
@@ -851,6 +902,7 @@ impl Live {
         match control {
             Control::Call(MediaCommand::Mute(muted)) => self.media.set_muted(muted),
             Control::Call(MediaCommand::Listen(listening)) => self.media.set_listening(listening),
+            Control::Call(MediaCommand::Link(up)) => self.outage.link(up, Instant::now()),
             Control::Call(MediaCommand::Peers { room, peers }) if room == self.media.room() => {
                 self.media.set_peers(&peers)
             }
@@ -938,6 +990,28 @@ fn network_quality(q: PeerQuality) -> NetworkQuality {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Outages' time adds up over their ups and downs; what each cost in
+    /// frames is past the second the jitter buffer counts across a pause.
+    #[test]
+    fn an_outage_counts_its_time_and_the_frames_past_a_second() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut outage = Outage::default();
+        outage.link(false, at(1_000));
+        outage.link(false, at(1_500));
+        outage.link(true, at(1_600));
+        assert_eq!(outage.total(at(5_000)), Duration::from_millis(600));
+        assert_eq!(outage.frames_lost(at(5_000)), 0, "under a second");
+        outage.link(false, at(6_000));
+        assert_eq!(outage.total(at(9_000)), Duration::from_millis(3_600));
+        assert_eq!(outage.frames_lost(at(9_000)), 150 - 50);
+        outage.link(true, at(9_000));
+        outage.link(false, at(10_000));
+        outage.link(true, at(12_000));
+        assert_eq!(outage.total(at(20_000)), Duration::from_millis(5_600));
+        assert_eq!(outage.frames_lost(at(20_000)), 100 + 50);
+    }
 
     /// A microphone whose burst came a little late is waited for, not
     /// filled with silence: only 200 ms without a callback is a stall.

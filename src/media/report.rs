@@ -105,6 +105,9 @@ pub struct MediaStats {
     /// speaker played and its echo (ms); null while it is off.
     pub echo_return_loss_enhancement_db: Option<f64>,
     pub echo_delay_ms: Option<i32>,
+    /// How long the call ran with the link to the relay down (ms): the
+    /// others' voice could not come, and counts as lost.
+    pub outage_ms: u64,
 }
 
 /// One sound device, as `DEVICED_UPDATED` lists it: `deviceId` is what
@@ -137,7 +140,10 @@ pub enum MediaReport {
     Network(Vec<NetworkQuality>),
     /// The call's figures: when its media stopped, or when asked
     /// (`getMediaStats`).
-    Stats { room: RoomId, stats: MediaStats },
+    Stats {
+        room: RoomId,
+        stats: Box<MediaStats>,
+    },
     /// A device or file failed; the call goes on without it. With the
     /// command that asked for it (`switchDevice`), if one did.
     Failed(Error, Option<&'static str>),

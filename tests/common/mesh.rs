@@ -172,11 +172,13 @@ impl MeshMedia {
                     return Some(Event::from(MediaReport::Failed(e, Some("sendDTMF"))));
                 }
             }
-            // What a sound card or the figures would answer: nothing on the mesh.
+            // What a sound card or the figures would answer: nothing on the
+            // mesh, whose media has no figures to count an outage in.
             MediaCommand::ListDevices
             | MediaCommand::SwitchDevice { .. }
             | MediaCommand::SetVoiceProcessing(_)
-            | MediaCommand::Stats => {}
+            | MediaCommand::Stats
+            | MediaCommand::Link(_) => {}
         }
         None
     }

@@ -231,6 +231,51 @@ async fn a_device_killed_in_a_call_is_back_in_it_when_it_starts_again() {
     relay.shutdown().await;
 }
 
+/// A call whose link to the relay was down a while says so in its figures:
+/// the time (`outageMs`), and the others' voice that could not come counted
+/// as lost, in `lossPercent` and the MOS. The other side's link never was.
+#[tokio::test]
+async fn a_calls_figures_count_the_time_its_link_was_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_at(&test_config(), &dir.path().join("r.db")).await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let device = |url: &str, user: &str| {
+        let args = ["--relay", url, "--user", user, "--device", user];
+        let audio = ["--audio-in", "tone:440", "--audio-out", "null"];
+        Headless::spawn(dir.path(), &[&args[..], &audio[..]].concat())
+    };
+    let mut alice = device(&relay.url(), "alice");
+    let mut bob = device(&proxy.url(), "bob");
+    alice.expect("SYNCED").await;
+    bob.expect("SYNCED").await;
+    alice.send(json!({"cmd": "call", "userID": "bob"})).await;
+    bob.expect("ON_CALL_RECEIVED").await;
+    bob.send(json!({"cmd": "accept"})).await;
+    bob.expect("ON_CALL_BEGIN").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.refuse(Duration::from_secs(3));
+    proxy.cut();
+    let state = |e: serde_json::Value| e["state"].as_str().unwrap().to_owned();
+    assert_eq!(
+        state(bob.expect("CONNECTION_CHANGED").await),
+        "reconnecting"
+    );
+    assert_eq!(state(bob.expect("CONNECTION_CHANGED").await), "connected");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    async fn figures(device: &mut Headless) -> serde_json::Value {
+        device.send(json!({"cmd": "getMediaStats"})).await;
+        device.expect("MEDIA_STATS").await
+    }
+    let seen = figures(&mut bob).await;
+    let outage = seen["outageMs"].as_u64().unwrap();
+    assert!((2_500..15_000).contains(&outage), "{seen}");
+    assert!(seen["lossPercent"].as_f64().unwrap() >= 30.0, "{seen}");
+    assert!(seen["mos"].as_f64().unwrap() < 3.5, "{seen}");
+    let seen = figures(&mut alice).await;
+    assert_eq!(seen["outageMs"], 0, "{seen}");
+    relay.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_half_open_link_is_noticed_by_the_heartbeat_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
