@@ -546,6 +546,10 @@ pub enum ServerMsg {
         /// enter later come as `entered`).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         joined: Vec<UserId>,
+        /// Who placed the call: told to a device that joined it by room id,
+        /// which never rang with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sponsor: Option<UserId>,
     },
     /// The call stopped ringing here, or ended before it connected.
     CallCanceled {

@@ -576,9 +576,22 @@ fn join_a_running_group_call_by_room() {
             role: Role::Anchor,
         }),
     );
-    assert_eq!(m.log(erin), ["ON_CALL_BEGIN"]);
+    // Her history names who was in the call as she joined it.
+    match &m.take(erin)[..] {
+        [Event::OnCallBegin { record, .. }] => assert_eq!(record.peers, ["alice", "bob"]),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(m.log(alice), ["USER_ENTER erin"]);
     assert_eq!(m.log(bob), ["USER_ENTER erin"]);
+    // carol never answers: everyone in the call hears so, with the caller
+    // named as its sponsor, erin too though the call never rang for her.
+    m.advance(30_000);
+    for device in [alice, bob, erin] {
+        match &m.take(device)[..] {
+            [Event::NoResp { sponsor, .. }] => assert_eq!(sponsor.as_str(), "alice"),
+            other => panic!("{other:?}"),
+        }
+    }
     m.command(
         erin,
         Command::Call(CallCommand::JoinInGroupCall {

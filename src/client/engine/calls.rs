@@ -680,6 +680,7 @@ impl ClientEngine {
                 room,
                 role,
                 joined,
+                sponsor,
             } => {
                 // The call held aside connects again after a transfer in it.
                 if let Some(view) = self.calls.parked.as_mut().filter(|p| p.id == call_id) {
@@ -692,13 +693,15 @@ impl ClientEngine {
                     Some(v) => Some(v),
                     None => self.calls.current.take_if(|c| c.id == call_id),
                 };
-                // A call joined by room id was never rung or dialed here.
+                // A call joined by room id was never rung or dialed here:
+                // the relay names who placed it, and its history lists who
+                // was in it then.
                 let mut view = view.unwrap_or_else(|| CallView {
                     id: call_id.clone(),
                     room,
                     role: CallRole::Called,
-                    sponsor: me.clone(),
-                    peers: Vec::new(),
+                    sponsor: sponsor.unwrap_or_else(|| me.clone()),
+                    peers: joined.clone(),
                     started_at: now,
                     began_at: None,
                     group: true,
@@ -1009,8 +1012,10 @@ impl ClientEngine {
             (None, parked) => (parked, None),
             both => both,
         };
-        self.calls.current = current.map(|c| self.take_up(now, me, &mut mine, c));
+        // The call set aside first: a script that takes the last
+        // ON_CALL_BEGIN for the current call is right.
         self.calls.parked = parked.map(|c| self.take_up(now, me, &mut mine, c));
+        self.calls.current = current.map(|c| self.take_up(now, me, &mut mine, c));
         for asked in again {
             self.ask(asked);
         }

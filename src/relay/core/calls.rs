@@ -555,6 +555,7 @@ impl RelayCore {
                 room,
                 role,
                 joined,
+                sponsor: None,
             },
         );
         self.peer_event(key, &user, PeerAction::Accepted, vec![user.clone()], true);
@@ -1033,6 +1034,7 @@ impl RelayCore {
         let call_id = call.id.clone();
         let was_connected = call.connected;
         let joined = call.joined_besides(&user);
+        let sponsor = Some(call.sponsor.clone());
         self.mark_joined(app, &user, key);
         self.send_to_session(
             sid,
@@ -1041,6 +1043,7 @@ impl RelayCore {
                 room,
                 role,
                 joined,
+                sponsor,
             },
         );
         self.peer_event(key, &user, PeerAction::Entered, vec![user.clone()], false);
@@ -1079,6 +1082,7 @@ impl RelayCore {
                 room,
                 role,
                 joined,
+                sponsor: None,
             };
             self.send_to_session(s, msg);
         }
