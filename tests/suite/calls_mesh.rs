@@ -318,6 +318,28 @@ fn a_callee_in_a_call_on_any_device_is_busy() {
     );
 }
 
+/// A busy invitee of a group call is told to everyone the call rings for,
+/// not to the caller alone.
+#[test]
+fn a_busy_invitee_of_a_group_call_is_heard_by_the_others_too() {
+    let mut m = Mesh::dev();
+    let bob = m.online("bob", "b1");
+    let alice = m.online("alice", "a1");
+    let carol = m.online("carol", "c1");
+    let dave = m.online("dave", "d1");
+    let erin = m.online("erin", "e1");
+    m.command(erin, call(&["dave"]));
+    m.command(dave, accept());
+    m.command(bob, call(&["alice", "dave", "carol"]));
+    assert_eq!(m.log(bob), ["CALL_DIALING", "LINE_BUSY dave"]);
+    for invitee in [alice, carol] {
+        assert_eq!(
+            m.log(invitee),
+            ["ON_CALL_RECEIVED from bob", "LINE_BUSY dave"]
+        );
+    }
+}
+
 #[test]
 fn a_device_that_logs_in_while_the_call_rings_receives_it() {
     let mut m = Mesh::dev();

@@ -284,6 +284,8 @@ impl RelayCore {
         // Add every invitee before ringing anyone, so each invitation lists
         // all the others.
         let mut added = Vec::new();
+        // Told once the others ring, so that they hear it too.
+        let mut busy = Vec::new();
         for user in users {
             if self.calls.calls[&key].members.contains_key(&user) {
                 continue;
@@ -293,7 +295,7 @@ impl RelayCore {
             // knocked all the user's devices offline while they rang.
             let ringing = self.calls.invited.get(&(app, user.clone()));
             if ringing.is_some_and(|calls| calls.len() >= MAX_RINGING_CALLS) {
-                self.peer_event(key, &user, PeerAction::Busy, vec![user.clone()], true);
+                busy.push(user);
                 continue;
             }
             // A user in a call is busy, unless the device it talks on
@@ -303,7 +305,7 @@ impl RelayCore {
                 true => match self.waiting_session(app, &user) {
                     Some(sid) => Some(sid),
                     None => {
-                        self.peer_event(key, &user, PeerAction::Busy, vec![user.clone()], true);
+                        busy.push(user);
                         continue;
                     }
                 },
@@ -331,6 +333,9 @@ impl RelayCore {
             for sid in targets {
                 self.ring(key, user, sid);
             }
+        }
+        for user in busy {
+            self.peer_event(key, &user, PeerAction::Busy, vec![user.clone()], true);
         }
         if !added.is_empty() {
             self.schedule(deadline, Timer::CallTimeout(key));
