@@ -93,23 +93,30 @@ def score(clean, x):
     return pesq(16_000, resample_poly(clean, 1, 3), resample_poly(x, 1, 3), "wb")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--binary", default="target/release/examples/denoise")
-    args = ap.parse_args()
+def mixes():
+    """The clean speech and its two mixes, 10 dB SNR: (name, clean, mix)."""
     rng = np.random.default_rng(22)
     words = ["Front_Center", "Front_Left", "Front_Right", "Side_Left", "Rear_Center", "Rear_Left"]
     clean = speech(words, 12.0, 300)
     n = len(clean)
     babble = sum(np.roll(speech(words, 12.0, 0, rng), rng.integers(n)) for _ in range(6))
-    print(f"speech at {db(clean):.1f} dB; noise mixed 10 dB below it")
+    for name, noise in [("pink", pink(n, rng)), ("babble", babble)]:
+        noise = noise * 10 ** ((db(clean) - 10 - db(noise)) / 20)
+        yield name, clean, clean + noise
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", default="target/release/examples/denoise")
+    args = ap.parse_args()
+    runs = list(mixes())
+    print(f"speech at {db(runs[0][1]):.1f} dB; noise mixed 10 dB below it")
     print(
         "noise  | PESQ-WB mix -> suppressed | level in pauses, dB: mix -> suppressed | delay"
     )
     with tempfile.TemporaryDirectory() as d:
-        for name, noise in [("pink", pink(n, rng)), ("babble", babble)]:
-            noise = noise * 10 ** ((db(clean) - 10 - db(noise)) / 20)
-            mix = clean + noise
+        for name, clean, mix in runs:
+            n = len(mix)
             src, dst = os.path.join(d, "mix.wav"), os.path.join(d, "out.wav")
             write(src, mix)
             subprocess.run([args.binary, src, dst], check=True)
