@@ -622,6 +622,22 @@ fn join_a_running_group_call_by_room() {
         }),
     );
     assert_eq!(m.log(erin), ["ERROR 6102 joinInGroupCall"]);
+    // The others' history has erin too, who took part without an invitation.
+    for (device, others) in [
+        (alice, &["bob", "carol", "erin"][..]),
+        (bob, &["alice", "erin"]),
+    ] {
+        m.command(device, hangup());
+        let ended = m.take(device).into_iter().find_map(|e| match e {
+            Event::CallingEnd { record, .. } => Some(record.peers),
+            _ => None,
+        });
+        let mut peers: Vec<String> = (ended.expect("CALLING_END").iter())
+            .map(|u| u.to_string())
+            .collect();
+        peers.sort();
+        assert_eq!(peers, others);
+    }
 }
 
 #[test]

@@ -775,6 +775,13 @@ impl ClientEngine {
                                 .filter(|u| !view.with.contains(u))
                                 .cloned()
                                 .collect();
+                            // Whoever took part, one who joined by room id
+                            // too, is in the call's history.
+                            for user in &new {
+                                if !view.peers.contains(user) {
+                                    view.peers.push(user.clone());
+                                }
+                            }
                             view.with.extend(new);
                         }
                         PeerAction::Left => view.with.retain(|u| !users.contains(u)),
