@@ -990,14 +990,20 @@ fn footer(m: &Model, now: u64, width: u16, height: u16) -> String {
     screen.lines().last().unwrap().to_owned()
 }
 
+/// The open conversation's last message selected (`k`) and its details
+/// opened (`v`) at `at`, as a 100x30 terminal shows them.
+fn details_of_the_last_message(m: &mut Model, at: u64) -> String {
+    m.on_terminal(key(KeyCode::Char('k')), at);
+    m.on_terminal(key(KeyCode::Char('v')), at);
+    render(m, at, 100, 30)
+}
+
 /// A message's details are titled by whose message it is, not by when
 /// the window was opened.
 #[test]
 fn message_details_are_titled_by_the_message() {
     let mut m = with_conversation(model());
-    m.on_terminal(key(KeyCode::Char('k')), T0 + 1_000);
-    m.on_terminal(key(KeyCode::Char('v')), T0 + 1_000);
-    let screen = render(&m, T0 + 2_000, 100, 30);
+    let screen = details_of_the_last_message(&mut m, T0 + 1_000);
     assert!(screen.contains("Message from bob (Esc closes)"), "{screen}");
 }
 
@@ -1068,9 +1074,7 @@ fn a_message_given_up_at_logout_is_named_from_any_conversation() {
 #[test]
 fn the_details_of_a_read_message_say_it_was_read() {
     let mut m = a_message_bob_has_read();
-    m.on_terminal(key(KeyCode::Char('k')), T0 + 151_000);
-    m.on_terminal(key(KeyCode::Char('v')), T0 + 151_000);
-    let screen = render(&m, T0 + 151_000, 100, 30);
+    let screen = details_of_the_last_message(&mut m, T0 + 151_000);
     assert!(screen.contains("state      read by bob"), "{screen}");
 }
 
