@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand};
 
 use crate::client::{ClientSettings, StoreChoice};
 use crate::config::{Config, DEFAULT_RELAY_ADDR, check_relay_url, resolve_listen_addr};
@@ -407,41 +408,19 @@ impl Dirs {
     }
 }
 
-impl DeviceArgs {
-    /// True when no flag was given (device flags before a subcommand are a mistake).
-    pub fn is_empty(&self) -> bool {
-        let DeviceArgs {
-            relay,
-            relay_fingerprint,
-            app,
-            user,
-            device,
-            platform,
-            usersig,
-            multi_device,
-            call_waiting,
-            audio_in,
-            audio_out,
-            no_voice_processing,
-            auto_answer,
-            audio_tap,
-        } = self;
-        relay.is_none()
-            && relay_fingerprint.is_none()
-            && app.is_none()
-            && user.is_none()
-            && device.is_none()
-            && platform.is_none()
-            && usersig.is_none()
-            && !multi_device
-            && !call_waiting
-            && audio_in.is_none()
-            && audio_out.is_none()
-            && !no_voice_processing
-            && auto_answer.is_none()
-            && audio_tap.is_none()
-    }
+/// Whether the command line puts device flags before a subcommand (a
+/// mistake: they are the subcommand's, `termphone headless --user alice`).
+/// Only flags typed count: one from the environment (`TERMPHONE_USERSIG`)
+/// is for whichever front end runs.
+pub fn device_flags_before_subcommand(matches: &ArgMatches) -> bool {
+    let device = DeviceArgs::augment_args(clap::Command::new("device"));
+    matches.subcommand().is_some()
+        && device.get_arguments().any(|arg| {
+            matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine)
+        })
+}
 
+impl DeviceArgs {
     /// Flags over config over defaults; `audio` is the front end's own
     /// default for calls' audio (the sound card for the TUI, `null` for
     /// headless mode).
@@ -505,6 +484,18 @@ impl DeviceArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_flags_count_before_a_subcommand_only() {
+        use clap::CommandFactory;
+        let before = |args: &[&str]| {
+            let matches = Cli::command().try_get_matches_from(args).unwrap();
+            device_flags_before_subcommand(&matches)
+        };
+        assert!(before(&["termphone", "--user", "alice", "headless"]));
+        assert!(!before(&["termphone", "headless", "--user", "alice"]));
+        assert!(!before(&["termphone", "--user", "alice"]));
+    }
 
     #[test]
     fn cli_is_well_formed() {
@@ -626,12 +617,8 @@ mod tests {
         let s = settings(&["termphone", "headless", "--auto-answer=5"], &config);
         assert_eq!(s.auto_answer_ms, Some(5));
         assert!(Cli::try_parse_from(["termphone", "--auto-answer=soon"]).is_err());
-        assert!(
-            !DeviceArgs {
-                auto_answer: Some(0),
-                ..DeviceArgs::default()
-            }
-            .is_empty()
-        );
+        let before = ["termphone", "--auto-answer", "headless"];
+        let matches = <Cli as clap::CommandFactory>::command().try_get_matches_from(before);
+        assert!(device_flags_before_subcommand(&matches.unwrap()));
     }
 }

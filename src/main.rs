@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 
 use termphone::cli::{
     AdminCmd, AdminSendArgs, Cli, Cmd, DeviceArgs, Dirs, FlowArgs, LoadArgs, RelayArgs, UsersigArgs,
@@ -15,8 +15,9 @@ use termphone::usersig::{self, Ticket};
 use termphone::{admin, demo, flow, headless, logging, relay, time, tui};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if cli.command.is_some() && !cli.device.is_empty() {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if termphone::cli::device_flags_before_subcommand(&matches) {
         return fail(&"device flags go after the subcommand, e.g. termphone headless --user alice");
     }
     let dirs = Dirs::discover();

@@ -428,6 +428,27 @@ async fn server_side_send_through_the_admin_command() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("6410"));
+
+    // The token from the environment, where `ps` does not show it.
+    let out = termphone(dir.path())
+        .env("TERMPHONE_ADMIN_TOKEN", "a-test-admin-token-of-some-length")
+        .args(["admin", "send", "--relay", &relay.url()])
+        .args([
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--text",
+            "from the environment",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    match bob.expect("MESSAGE_RECEIVED").await {
+        Event::MessageReceived { text, .. } => assert_eq!(text, "from the environment"),
+        _ => unreachable!(),
+    }
     relay.shutdown().await;
 }
 

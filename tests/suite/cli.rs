@@ -146,6 +146,11 @@ async fn a_wait_for_a_refused_login_ends_at_once() {
     ];
     let mut h = Headless::spawn(dir.path(), &args);
     assert_eq!(h.expect("ERROR").await["cmd"], "login");
+    // The ticket from the environment (where `ps` does not show it) is
+    // the one used: the same refusal.
+    let env = vec![("TERMPHONE_USERSIG", "not-a-ticket".into())];
+    let mut from_env = Headless::spawn_with(dir.path(), &args[..4], env);
+    assert_eq!(from_env.expect("ERROR").await["cmd"], "login");
     let asked = std::time::Instant::now();
     h.send(json!({"cmd": "wait", "event": "SDK_READY", "timeout_ms": 60000}))
         .await;
