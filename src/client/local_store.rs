@@ -818,18 +818,11 @@ fn timeline_position(event: &Event) -> Option<u64> {
     }
 }
 
-/// The events the chat tables hold.
+/// The events the chat tables hold: those on the timeline, a message sent
+/// (on it once acknowledged with its seq) and a page fetched from the relay.
 fn is_chat(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::MessageSent { .. }
-            | Event::MessageReceived { .. }
-            | Event::MessageRecalled { .. }
-            | Event::ConversationRead { .. }
-            | Event::C2cReadReceipt { .. }
-            | Event::Synced { .. }
-            | Event::Messages { .. }
-    )
+    matches!(event, Event::MessageSent { .. } | Event::Messages { .. })
+        || timeline_position(event).is_some()
 }
 
 #[cfg(test)]
